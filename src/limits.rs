@@ -1,0 +1,1 @@
+//! Every bound the broker enforces, in one place.
