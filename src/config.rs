@@ -1,1 +1,536 @@
-//! placeholder
+//! One validated configuration, built from command-line flags and an optional TOML file.
+//!
+//! Flags override file values; file keys are named like the flags (`port`, `listen`, `shards`,
+//! `data_dir`, `log_level`). Every value, wherever it came from, goes through the same
+//! validation so a bad value is refused at start with one clear message.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// AMQP's IANA port.
+pub const PORT_DEFAULT: u16 = 5672;
+/// Hard ceiling on shards whatever the machine; the real limit is also the number of cores,
+/// since each shard's executor is pinned to a core of its own.
+pub const SHARDS_MAX: usize = 256;
+/// A config file larger than this is certainly not a config file.
+pub const CONFIG_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
+/// Bound on `listen` addresses (each one is a listening socket per shard).
+pub const LISTEN_ADDRESSES_MAX: usize = 16;
+pub const DATA_DIR_DEFAULT: &str = "./data";
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+pub const LOG_LEVEL_DEFAULT: &str = "info";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub port: u16,
+    /// Never empty, no duplicates.
+    pub listen: Vec<IpAddr>,
+    /// In `1..=min(SHARDS_MAX, available cores)`.
+    pub shards: usize,
+    pub data_dir: PathBuf,
+    /// One of [`LOG_LEVELS`].
+    pub log_level: String,
+}
+
+/// Where a rejected value came from, so the message points at the right place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    File,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag => f.write_str("command line"),
+            Origin::File => f.write_str("config file"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Also carries `--help` and `--version`, which are not failures: see [`ConfigError::exit_code`].
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+    #[error("cannot read config file {path}: {source}")]
+    FileRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is {size_bytes} bytes, more than the {max_bytes} allowed")]
+    FileTooLarge {
+        path: PathBuf,
+        size_bytes: u64,
+        max_bytes: u64,
+    },
+    #[error("invalid config file {path}: {source}")]
+    FileParse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid port {value:?} ({origin}): must be a number in 1..=65535")]
+    Port { value: String, origin: Origin },
+    #[error("invalid shards {value:?} ({origin}): must be a number in 1..={max} (max is the number of cores, at most {SHARDS_MAX})")]
+    Shards {
+        value: String,
+        origin: Origin,
+        max: usize,
+    },
+    #[error("invalid listen address {value:?} ({origin}): must be an IPv4 or IPv6 address such as 127.0.0.1 or ::1")]
+    Listen { value: String, origin: Origin },
+    #[error("invalid listen ({origin}): {count} addresses given, between 1 and {LISTEN_ADDRESSES_MAX} allowed")]
+    ListenCount { count: usize, origin: Origin },
+    #[error(
+        "invalid log level {value:?} ({origin}): must be one of error, warn, info, debug, trace"
+    )]
+    LogLevel { value: String, origin: Origin },
+    #[error("invalid data dir ({origin}): must not be empty")]
+    DataDirEmpty { origin: Origin },
+}
+
+impl ConfigError {
+    /// Exit code for `main`: 0 for `--help`/`--version`, 2 (usage error) for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ConfigError::Cli(e) if !e.use_stderr() => 0,
+            _ => 2,
+        }
+    }
+}
+
+/// Flags are all strings here so flag and file values share one validation path and one set
+/// of error messages.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringmq",
+    version,
+    about = "An AMQP 0-9-1 message broker, thread-per-core"
+)]
+struct Flags {
+    /// TOML file with any of: port, listen, shards, data_dir, log_level. Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// TCP port to listen on [default: 5672]
+    #[arg(long, value_name = "N")]
+    port: Option<String>,
+    /// Address to listen on; repeat for several [default: 127.0.0.1 and ::1]
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Number of shards, one executor pinned per core [default: number of cores]
+    #[arg(long, value_name = "N")]
+    shards: Option<String>,
+    /// Directory for the write-ahead log and metadata [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// error, warn, info, debug or trace [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileValues {
+    port: Option<i64>,
+    listen: Option<Vec<String>>,
+    shards: Option<i64>,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+}
+
+impl Config {
+    /// Parses the process's own arguments.
+    pub fn load_from_args() -> Result<Config, ConfigError> {
+        Config::load(std::env::args_os())
+    }
+
+    /// `args` includes the program name first, as `std::env::args_os()` does.
+    pub fn load<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Config::load_with_cores(args, cores)
+    }
+
+    fn load_with_cores<I, T>(args: I, cores: usize) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let flags = Flags::try_parse_from(args)?;
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileValues::default(),
+        };
+        resolve(flags, file, cores)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileValues, ConfigError> {
+    let read_error = |source| ConfigError::FileRead {
+        path: path.to_owned(),
+        source,
+    };
+    let size_bytes = std::fs::metadata(path).map_err(read_error)?.len();
+    if size_bytes > CONFIG_FILE_SIZE_MAX_BYTES {
+        return Err(ConfigError::FileTooLarge {
+            path: path.to_owned(),
+            size_bytes,
+            max_bytes: CONFIG_FILE_SIZE_MAX_BYTES,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
+    parse_file(path, &text)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileValues, ConfigError> {
+    toml::from_str(text).map_err(|source| ConfigError::FileParse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, ConfigError> {
+    let shards_max = cores.clamp(1, SHARDS_MAX);
+    let port = match (flags.port, file.port) {
+        (Some(v), _) => parse_port(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_port(&v.to_string(), Origin::File)?,
+        (None, None) => PORT_DEFAULT,
+    };
+    let shards = match (flags.shards, file.shards) {
+        (Some(v), _) => parse_shards(&v, Origin::Flag, shards_max)?,
+        (None, Some(v)) => parse_shards(&v.to_string(), Origin::File, shards_max)?,
+        (None, None) => shards_max,
+    };
+    let listen = match (flags.listen.is_empty(), file.listen) {
+        (false, _) => parse_listen(&flags.listen, Origin::Flag)?,
+        (true, Some(v)) => parse_listen(&v, Origin::File)?,
+        (true, None) => vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ],
+    };
+    let log_level = match (flags.log_level, file.log_level) {
+        (Some(v), _) => parse_log_level(v, Origin::Flag)?,
+        (None, Some(v)) => parse_log_level(v, Origin::File)?,
+        (None, None) => LOG_LEVEL_DEFAULT.to_owned(),
+    };
+    let data_dir = match (flags.data_dir, file.data_dir) {
+        (Some(v), _) => check_data_dir(v, Origin::Flag)?,
+        (None, Some(v)) => check_data_dir(v, Origin::File)?,
+        (None, None) => PathBuf::from(DATA_DIR_DEFAULT),
+    };
+    Ok(Config {
+        port,
+        listen,
+        shards,
+        data_dir,
+        log_level,
+    })
+}
+
+fn parse_port(value: &str, origin: Origin) -> Result<u16, ConfigError> {
+    match value.trim().parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(ConfigError::Port {
+            value: value.to_owned(),
+            origin,
+        }),
+    }
+}
+
+fn parse_shards(value: &str, origin: Origin, max: usize) -> Result<usize, ConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(shards) if (1..=max).contains(&shards) => Ok(shards),
+        _ => Err(ConfigError::Shards {
+            value: value.to_owned(),
+            origin,
+            max,
+        }),
+    }
+}
+
+fn parse_listen(values: &[String], origin: Origin) -> Result<Vec<IpAddr>, ConfigError> {
+    if values.is_empty() || values.len() > LISTEN_ADDRESSES_MAX {
+        return Err(ConfigError::ListenCount {
+            count: values.len(),
+            origin,
+        });
+    }
+    let mut addresses = Vec::with_capacity(values.len());
+    for value in values {
+        // Accept the bracketed form people copy from URLs ("[::1]").
+        let bare = value
+            .trim()
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .unwrap_or(value.trim());
+        let address = bare.parse::<IpAddr>().map_err(|_| ConfigError::Listen {
+            value: value.clone(),
+            origin,
+        })?;
+        // A duplicate would make the second bind fail with a confusing EADDRINUSE.
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    Ok(addresses)
+}
+
+fn parse_log_level(value: String, origin: Origin) -> Result<String, ConfigError> {
+    let lower = value.trim().to_ascii_lowercase();
+    if LOG_LEVELS.contains(&lower.as_str()) {
+        Ok(lower)
+    } else {
+        Err(ConfigError::LogLevel { value, origin })
+    }
+}
+
+fn check_data_dir(value: PathBuf, origin: Origin) -> Result<PathBuf, ConfigError> {
+    if value.as_os_str().is_empty() {
+        Err(ConfigError::DataDirEmpty { origin })
+    } else {
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CORES: usize = 4;
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["ringmq"];
+        all.extend_from_slice(args);
+        Config::load_with_cores(all, CORES)
+    }
+
+    fn load_file(text: &str, args: &[&str]) -> Result<Config, ConfigError> {
+        let file = parse_file(Path::new("test.toml"), text)?;
+        let mut all = vec!["ringmq"];
+        all.extend_from_slice(args);
+        resolve(Flags::try_parse_from(all)?, file, CORES)
+    }
+
+    #[test]
+    fn defaults() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.port, 5672);
+        assert_eq!(
+            config.listen,
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(config.shards, CORES);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.log_level, "info");
+    }
+
+    #[test]
+    fn flags() {
+        let config = load(&[
+            "--port",
+            "5673",
+            "--listen",
+            "0.0.0.0",
+            "--listen",
+            "[::]",
+            "--shards",
+            "2",
+            "--data-dir",
+            "/tmp/x",
+            "--log-level",
+            "DEBUG",
+        ])
+        .unwrap();
+        assert_eq!(config.port, 5673);
+        assert_eq!(
+            config.listen,
+            vec!["0.0.0.0".parse::<IpAddr>().unwrap(), "::".parse().unwrap()]
+        );
+        assert_eq!(config.shards, 2);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.log_level, "debug");
+    }
+
+    #[test]
+    fn file_values_and_flags_override_them() {
+        let text = r#"
+            port = 6000
+            listen = ["10.0.0.1"]
+            shards = 3
+            data_dir = "/var/lib/ringmq"
+            log_level = "warn"
+        "#;
+        let from_file = load_file(text, &[]).unwrap();
+        assert_eq!(from_file.port, 6000);
+        assert_eq!(
+            from_file.listen,
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(from_file.shards, 3);
+        assert_eq!(from_file.data_dir, PathBuf::from("/var/lib/ringmq"));
+        assert_eq!(from_file.log_level, "warn");
+
+        let overridden = load_file(text, &["--port", "7000", "--listen", "::1"]).unwrap();
+        assert_eq!(overridden.port, 7000);
+        assert_eq!(overridden.listen, vec!["::1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(overridden.shards, 3);
+    }
+
+    #[test]
+    fn duplicate_listen_addresses_collapse() {
+        let config = load(&["--listen", "127.0.0.1", "--listen", "127.0.0.1"]).unwrap();
+        assert_eq!(config.listen.len(), 1);
+    }
+
+    #[test]
+    fn port_zero_refused() {
+        let err = load(&["--port", "0"]).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Port {
+                origin: Origin::Flag,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("1..=65535"), "{err}");
+    }
+
+    #[test]
+    fn port_out_of_range_or_garbage_refused() {
+        assert!(matches!(
+            load(&["--port", "65536"]),
+            Err(ConfigError::Port { .. })
+        ));
+        assert!(matches!(
+            load(&["--port", "abc"]),
+            Err(ConfigError::Port { .. })
+        ));
+        assert!(matches!(
+            load_file("port = -1", &[]),
+            Err(ConfigError::Port {
+                origin: Origin::File,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn shards_zero_refused() {
+        let err = load(&["--shards", "0"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Shards { max: CORES, .. }));
+        assert!(err.to_string().contains("1..=4"), "{err}");
+    }
+
+    #[test]
+    fn shards_more_than_cores_refused() {
+        assert!(matches!(
+            load(&["--shards", "5"]),
+            Err(ConfigError::Shards { .. })
+        ));
+        assert!(matches!(
+            load_file("shards = 100", &[]),
+            Err(ConfigError::Shards {
+                origin: Origin::File,
+                ..
+            })
+        ));
+        assert!(matches!(
+            load(&["--shards", "x"]),
+            Err(ConfigError::Shards { .. })
+        ));
+    }
+
+    #[test]
+    fn shards_capped_by_hard_max_on_big_machines() {
+        let config = Config::load_with_cores(["ringmq"], 1000).unwrap();
+        assert_eq!(config.shards, SHARDS_MAX);
+    }
+
+    #[test]
+    fn bad_log_level_refused() {
+        let err = load(&["--log-level", "verbose"]).unwrap_err();
+        assert!(matches!(err, ConfigError::LogLevel { .. }));
+        assert!(err.to_string().contains("error, warn, info, debug, trace"));
+        assert!(matches!(
+            load_file("log_level = \"loud\"", &[]),
+            Err(ConfigError::LogLevel {
+                origin: Origin::File,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_listen_refused() {
+        let err = load(&["--listen", "localhost"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Listen { .. }));
+        assert!(matches!(
+            load(&["--listen", "127.0.0.1:5672"]),
+            Err(ConfigError::Listen { .. })
+        ));
+        assert!(matches!(
+            load_file("listen = []", &[]),
+            Err(ConfigError::ListenCount { count: 0, .. })
+        ));
+        let many: Vec<String> = (0..=LISTEN_ADDRESSES_MAX)
+            .map(|i| format!("\"10.0.0.{i}\""))
+            .collect();
+        assert!(matches!(
+            load_file(&format!("listen = [{}]", many.join(",")), &[]),
+            Err(ConfigError::ListenCount { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_file_key_refused() {
+        let err = load_file("prot = 5672", &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::FileParse { .. }));
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn wrong_file_type_or_syntax_refused() {
+        assert!(matches!(
+            load_file("port = \"5672\"", &[]),
+            Err(ConfigError::FileParse { .. })
+        ));
+        assert!(matches!(
+            load_file("port = ", &[]),
+            Err(ConfigError::FileParse { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_data_dir_refused() {
+        assert!(matches!(
+            load_file("data_dir = \"\"", &[]),
+            Err(ConfigError::DataDirEmpty { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_file_refused() {
+        let err = load(&["--config", "/nonexistent/ringmq.toml"]).unwrap_err();
+        assert!(matches!(err, ConfigError::FileRead { .. }));
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn unknown_flag_refused_help_is_not_an_error_exit() {
+        let err = load(&["--prot", "1"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Cli(_)));
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(load(&["--help"]).unwrap_err().exit_code(), 0);
+    }
+}

@@ -6,10 +6,13 @@
 //! - `storage`: per-shard write-ahead log.
 //! - `session`: AMQP connection and channel state.
 //! - `shard`: the executor per core, the mesh between shards, topology replication.
-//! - `net`: listeners and per-connection I/O.
+//! - `net`: listeners and the shared socket stream.
 
 pub mod broker;
 pub mod config;
 pub mod limits;
+pub mod net;
 pub mod protocol;
+pub mod session;
+pub mod shard;
 pub mod storage;

@@ -1,1 +1,50 @@
-//! Every bound the broker enforces, in one place.
+//! Every bound the broker enforces, in one place, so they can be read and tuned together.
+
+use std::time::Duration;
+
+/// frame_max we offer in connection.tune (RabbitMQ's default).
+pub const FRAME_MAX_BYTES: u32 = 131_072;
+/// channel_max we offer in connection.tune (RabbitMQ's default).
+pub const CHANNEL_MAX: u16 = 2047;
+/// Heartbeat interval we suggest; the client's tune-ok value wins, as in RabbitMQ.
+pub const HEARTBEAT_DEFAULT_SECONDS: u16 = 60;
+/// Largest message body accepted (RabbitMQ's default max_message_size).
+pub const MESSAGE_SIZE_MAX_BYTES: u64 = 128 * 1024 * 1024;
+/// Time a client has to finish the opening handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time we wait for connection.close-ok / channel.close-ok after closing.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bytes read from a socket per read call; the read buffer grows only to hold one whole frame.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// When a connection's unsent output exceeds this, its reader stops reading (publishers on a
+/// connection that cannot keep up with its own deliveries are slowed by TCP back-pressure).
+pub const OUTBOX_SOFT_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Deliveries one dispatch pass may produce before yielding to other work.
+pub const DISPATCH_BATCH_MAX: usize = 256;
+/// Batches in flight on one mesh link (SPSC channel capacity).
+pub const MESH_LINK_CAPACITY_BATCHES: usize = 256;
+/// Messages waiting in one shard's outbox to a peer before publishers on this shard pause.
+pub const MESH_OUTBOX_SOFT_MAX_MESSAGES: usize = 16_384;
+/// Messages in one mesh batch; a larger outbox is sent as several batches.
+pub const MESH_BATCH_MAX_MESSAGES: usize = 1024;
+/// Longest a cross-shard request may take before it is answered with INTERNAL_ERROR.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// io_uring registered-buffer memory per executor; small, because `ulimit -l` is often 8 MiB.
+pub const EXECUTOR_IO_MEMORY_BYTES: usize = 1 << 20;
+/// io_uring submission queue depth per ring.
+pub const EXECUTOR_RING_DEPTH: usize = 256;
+/// Connections per shard; more are refused at accept.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 16_384;
+/// Consumers per channel.
+pub const CONSUMERS_PER_CHANNEL_MAX: usize = 4096;
+/// Unconfirmed publishes per channel before the reader pauses that connection.
+pub const PENDING_CONFIRMS_PER_CHANNEL_MAX: usize = 65_536;
+/// Messages and acks buffered in one transaction.
+pub const TX_OPERATIONS_MAX: usize = 1_000_000;
+
+const _: () = assert!(
+    FRAME_MAX_BYTES >= 4096,
+    "the spec's minimum frame_max is 4096"
+);
+const _: () = assert!(READ_CHUNK_BYTES as u32 <= FRAME_MAX_BYTES);
+const _: () = assert!(MESH_BATCH_MAX_MESSAGES <= MESH_OUTBOX_SOFT_MAX_MESSAGES);

@@ -1,1 +1,208 @@
-//! placeholder
+//! Topology (vhosts, users, exchanges, queue metadata, bindings) and routing.
+//!
+//! Every shard holds an identical [`Topology`]. Shard 0 validates client requests with the
+//! `check_*` functions in [`validate`] and turns them into [`TopologyChange`]s; every shard
+//! applies the same changes in the same order with [`Topology::apply`]. Nothing here does I/O.
+
+mod equivalence;
+mod exchange;
+mod headers;
+pub mod queue;
+mod topic;
+mod topology;
+pub mod validate;
+
+pub use topology::Topology;
+pub use validate::{
+    check_bind, check_exchange_declare, check_exchange_delete, check_queue_access,
+    check_queue_declare, check_queue_delete, check_unbind, server_named_queue, BindRequest,
+    ExchangeDeclare, QueueDeclare,
+};
+
+use crate::protocol::FieldTable;
+
+/// Unique per connection in the process (shard in the top 16 bits).
+pub type ConnId = u64;
+/// Assigned by the owner shard, never reused in a process lifetime.
+pub type QueueId = u64;
+pub type ShardId = usize;
+
+/// Longest exchange or queue name, in bytes (an AMQP short string).
+pub const NAME_LENGTH_MAX: usize = 255;
+/// Most exchanges one publish may traverse through exchange-to-exchange bindings and alternate
+/// exchanges. Each exchange is visited at most once anyway; this caps the work on huge topologies.
+pub const ROUTE_EXCHANGES_VISITED_MAX: usize = 1024;
+/// Most changes one validation may emit (a delete cascading through auto-delete exchanges).
+pub const CHANGES_PER_REQUEST_MAX: usize = 4096;
+
+/// A channel or connection exception: RabbitMQ's reply code and text. The caller fills in the
+/// class and method ids of the offending method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpError {
+    pub code: u16,
+    pub text: String,
+}
+
+impl AmqpError {
+    pub fn new(code: u16, text: String) -> AmqpError {
+        AmqpError { code, text }
+    }
+}
+
+impl std::fmt::Display for AmqpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+impl std::error::Error for AmqpError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(kind: &str) -> Option<ExchangeKind> {
+        match kind {
+            "direct" => Some(ExchangeKind::Direct),
+            "fanout" => Some(ExchangeKind::Fanout),
+            "topic" => Some(ExchangeKind::Topic),
+            "headers" => Some(ExchangeKind::Headers),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeMeta {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueMeta {
+    pub id: QueueId,
+    pub name: String,
+    pub vhost: String,
+    pub owner_shard: ShardId,
+    pub durable: bool,
+    pub exclusive_owner: Option<ConnId>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Queue(String),
+    Exchange(String),
+}
+
+impl Destination {
+    pub fn name(&self) -> &str {
+        match self {
+            Destination::Queue(name) | Destination::Exchange(name) => name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub source: String,
+    pub destination: Destination,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub tags: Vec<String>,
+    /// Only connections from a loopback address may log in as this user (RabbitMQ's guest rule).
+    pub loopback_only: bool,
+}
+
+/// Regular expressions over resource names, stored as given; enforcement is the session's job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+impl Permission {
+    pub fn full() -> Permission {
+        Permission {
+            configure: ".*".to_string(),
+            write: ".*".to_string(),
+            read: ".*".to_string(),
+        }
+    }
+}
+
+/// One validated mutation of the topology, applied in the same order on every shard.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopologyChange {
+    AddVhost {
+        name: String,
+    },
+    DeleteVhost {
+        name: String,
+    },
+    PutUser(User),
+    DeleteUser {
+        name: String,
+    },
+    SetPermission {
+        user: String,
+        vhost: String,
+        permission: Permission,
+    },
+    ClearPermission {
+        user: String,
+        vhost: String,
+    },
+    DeclareExchange {
+        vhost: String,
+        exchange: ExchangeMeta,
+    },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+    },
+    DeclareQueue {
+        queue: QueueMeta,
+    },
+    DeleteQueue {
+        vhost: String,
+        name: String,
+    },
+    Bind {
+        vhost: String,
+        binding: Binding,
+    },
+    Unbind {
+        vhost: String,
+        binding: Binding,
+    },
+}
+
+#[cfg(test)]
+mod tests;

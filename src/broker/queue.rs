@@ -1,0 +1,369 @@
+//! One queue's state machine: ready messages, unacknowledged messages, consumers and their credit.
+//!
+//! Sans-IO and single-threaded: the shard that owns the queue calls in and gets back what must
+//! happen (deliveries, messages to dead-letter). Nothing here blocks, allocates per message beyond
+//! table growth, or panics on caller input: unknown ids and keys are ignored.
+//!
+//! A message is in exactly one of two places: `ready` (sorted by MessageId, waiting for a
+//! consumer) or `unacked` (delivered, held by a channel until ack/reject/recover/close).
+
+mod consumers;
+mod id_hash;
+mod ready;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::protocol::BasicProperties;
+use consumers::ConsumerSet;
+use id_hash::IdBuildHasher;
+use ready::{ReadyEntry, ReadyQueue};
+
+/// Per-queue, monotonically increasing from 1: also the FIFO order key.
+pub type MessageId = u64;
+/// Unique per consumer in the process (assigned by the caller).
+pub type ConsumerKey = u64;
+/// A durable message's place in the shard's WAL. NonZero so `Option<WalPosition>` costs 8 bytes.
+pub type WalPosition = NonZeroU64;
+
+/// Default for [`QueueLimits::consumers_max`].
+pub const QUEUE_CONSUMERS_MAX: u32 = 65_536;
+
+/// A message as published: shared between the queues it was routed to (fanout), never copied.
+#[derive(Debug)]
+pub struct Message {
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub body: Bytes,
+}
+
+pub type SharedMessage = Arc<Message>;
+
+/// The channel a consumer or a basic.get belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelRef {
+    pub conn: u64,
+    pub channel: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub key: ConsumerKey,
+    /// Unsettled messages the consumer may hold; 0 = unlimited.
+    pub prefetch: u16,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// x-priority: higher is served first; default 0.
+    pub priority: i32,
+    pub channel: ChannelRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub consumer: ConsumerKey,
+    /// Where the delivery goes: the consumer's channel (saves the runtime a lookup).
+    pub channel: ChannelRef,
+    pub message_id: MessageId,
+    pub message: SharedMessage,
+    pub redelivered: bool,
+}
+
+/// Why basic.consume was refused; the first two map to 403 ACCESS_REFUSED at the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("queue has an exclusive consumer")]
+    ExclusiveInUse,
+    #[error("exclusive consume requested but the queue has consumers")]
+    AlreadyConsumers,
+    #[error("queue has reached its limit of {max} consumers")]
+    TooManyConsumers { max: u32 },
+    #[error("consumer key already registered on this queue")]
+    DuplicateKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub consumers_max: u32,
+}
+
+impl Default for QueueLimits {
+    fn default() -> QueueLimits {
+        QueueLimits {
+            consumers_max: QUEUE_CONSUMERS_MAX,
+        }
+    }
+}
+
+/// A delivered message waiting for its channel to settle it.
+#[derive(Debug)]
+struct Unacked {
+    message: SharedMessage,
+    channel: ChannelRef,
+    /// None for basic.get: no consumer credit to give back.
+    consumer: Option<ConsumerKey>,
+    persisted: Option<WalPosition>,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    ready: ReadyQueue,
+    unacked: HashMap<MessageId, Unacked, IdBuildHasher>,
+    consumers: ConsumerSet,
+    next_id: MessageId,
+    had_consumers: bool,
+}
+
+impl Queue {
+    pub fn new(limits: QueueLimits) -> Queue {
+        Queue {
+            ready: ReadyQueue::default(),
+            unacked: HashMap::default(),
+            consumers: ConsumerSet::new(limits.consumers_max),
+            next_id: 1,
+            had_consumers: false,
+        }
+    }
+
+    pub fn publish(&mut self, message: SharedMessage) -> MessageId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ready.push_back(ReadyEntry {
+            id,
+            message,
+            persisted: None,
+            redelivered: false,
+        });
+        id
+    }
+
+    /// Appends to `out` as many deliveries as consumer credit allows, at most `max`.
+    /// Call after anything that may allow deliveries (publish, consume, ack, reject, recover).
+    pub fn dispatch(&mut self, out: &mut Vec<Delivery>, max: usize) {
+        for _ in 0..max {
+            if self.ready.is_empty() {
+                return;
+            }
+            let Some(turn) = self.consumers.take_turn() else {
+                return;
+            };
+            let Some(entry) = self.ready.pop_front() else {
+                return;
+            };
+            if !turn.no_ack {
+                self.hold(&entry, turn.channel, Some(turn.key));
+            }
+            out.push(Delivery {
+                consumer: turn.key,
+                channel: turn.channel,
+                message_id: entry.id,
+                message: entry.message,
+                redelivered: entry.redelivered,
+            });
+        }
+    }
+
+    pub fn add_consumer(&mut self, spec: ConsumerSpec) -> Result<(), ConsumeError> {
+        self.consumers.add(spec)?;
+        self.had_consumers = true;
+        Ok(())
+    }
+
+    /// The consumer's unacked messages stay unacked, owned by its channel.
+    pub fn remove_consumer(&mut self, key: ConsumerKey) -> bool {
+        self.consumers.remove(key).is_some()
+    }
+
+    /// basic.get: the oldest ready message. Unless `no_ack`, it stays unacked, owned by `channel`.
+    pub fn basic_get(
+        &mut self,
+        no_ack: bool,
+        channel: ChannelRef,
+    ) -> Option<(MessageId, SharedMessage, bool)> {
+        let entry = self.ready.pop_front()?;
+        if !no_ack {
+            self.hold(&entry, channel, None);
+        }
+        Some((entry.id, entry.message, entry.redelivered))
+    }
+
+    /// Settles: removed for good. Unknown ids (already settled, never delivered) are ignored.
+    pub fn ack(&mut self, ids: &[MessageId]) {
+        for id in ids {
+            if let Some(unacked) = self.unacked.remove(id) {
+                self.release_credit(&unacked);
+            }
+        }
+    }
+
+    /// `requeue`: back in MessageId order, marked redelivered. Otherwise the messages are
+    /// dropped and returned, in the order of `ids`, for dead-lettering. Unknown ids are ignored.
+    pub fn reject(&mut self, ids: &[MessageId], requeue: bool) -> Vec<SharedMessage> {
+        let mut dropped = Vec::new();
+        for &id in ids {
+            let Some(unacked) = self.unacked.remove(&id) else {
+                continue;
+            };
+            self.release_credit(&unacked);
+            if requeue {
+                self.requeue(id, unacked);
+            } else {
+                dropped.push(unacked.message);
+            }
+        }
+        dropped
+    }
+
+    /// A channel closed: its consumers go, its unacked messages return to the ready queue in order.
+    pub fn channel_closed(&mut self, channel: ChannelRef) {
+        self.consumers.remove_channel(channel);
+        self.requeue_channel(channel);
+    }
+
+    /// basic.recover(requeue=true): the channel's unacked messages return to the ready queue.
+    pub fn recover(&mut self, channel: ChannelRef) {
+        self.requeue_channel(channel);
+    }
+
+    /// Drops the ready messages (unacked ones stay) and returns how many were dropped.
+    pub fn purge(&mut self) -> u32 {
+        let count = self.ready.len();
+        self.ready.drain().for_each(drop);
+        saturate_u32(count)
+    }
+
+    /// Ready messages (not unacked): what queue.declare-ok reports.
+    pub fn message_count(&self) -> u32 {
+        saturate_u32(self.ready.len())
+    }
+
+    pub fn consumer_count(&self) -> u32 {
+        saturate_u32(self.consumers.len())
+    }
+
+    pub fn unacked_count(&self) -> u32 {
+        saturate_u32(self.unacked.len())
+    }
+
+    /// Sum of the body sizes of the ready messages.
+    pub fn ready_bytes(&self) -> u64 {
+        self.ready.bytes()
+    }
+
+    pub fn is_unused(&self) -> bool {
+        self.consumers.len() == 0
+    }
+
+    /// For auto-delete: true once a consumer was ever added.
+    pub fn has_had_consumers(&self) -> bool {
+        self.had_consumers
+    }
+
+    /// In no particular order.
+    pub fn consumers(&self) -> impl Iterator<Item = &ConsumerSpec> {
+        self.consumers.iter()
+    }
+
+    /// On delete: every message, ready and unacked, in MessageId order. Consumers are left in
+    /// place so the caller can still notify them through [`Queue::consumers`].
+    pub fn drain_all(&mut self) -> Vec<SharedMessage> {
+        let mut unacked: Vec<(MessageId, Unacked)> = self.unacked.drain().collect();
+        unacked.sort_unstable_by_key(|(id, _)| *id);
+        let mut unacked = unacked.into_iter().peekable();
+        let mut all = Vec::with_capacity(self.ready.len() + unacked.len());
+        for entry in self.ready.drain() {
+            while let Some((_, held)) = unacked.next_if(|(id, _)| *id < entry.id) {
+                all.push(held.message);
+            }
+            all.push(entry.message);
+        }
+        all.extend(unacked.map(|(_, held)| held.message));
+        all
+    }
+
+    fn hold(&mut self, entry: &ReadyEntry, channel: ChannelRef, consumer: Option<ConsumerKey>) {
+        let previous = self.unacked.insert(
+            entry.id,
+            Unacked {
+                message: Arc::clone(&entry.message),
+                channel,
+                consumer,
+                persisted: entry.persisted,
+            },
+        );
+        debug_assert!(previous.is_none(), "message {} held twice", entry.id);
+    }
+
+    fn release_credit(&mut self, unacked: &Unacked) {
+        if let Some(key) = unacked.consumer {
+            self.consumers.release(key);
+        }
+    }
+
+    fn requeue(&mut self, id: MessageId, unacked: Unacked) {
+        self.ready.insert_sorted(ReadyEntry {
+            id,
+            message: unacked.message,
+            persisted: unacked.persisted,
+            redelivered: true,
+        });
+    }
+
+    /// O(unacked) scan: channel close and recover are rare next to ack, which this keeps O(1).
+    fn requeue_channel(&mut self, channel: ChannelRef) {
+        let mut ids: Vec<MessageId> = self
+            .unacked
+            .iter()
+            .filter(|(_, held)| held.channel == channel)
+            .map(|(id, _)| *id)
+            .collect();
+        // Newest first: each insert then lands at or before the previous one, near the front.
+        ids.sort_unstable_by(|left, right| right.cmp(left));
+        for id in ids {
+            if let Some(unacked) = self.unacked.remove(&id) {
+                self.release_credit(&unacked);
+                self.requeue(id, unacked);
+            }
+        }
+    }
+
+    /// Test support: every cross-structure invariant.
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        self.ready.check_invariants();
+        self.consumers.check_invariants();
+        for id in self.ready.ids() {
+            assert!(
+                !self.unacked.contains_key(&id),
+                "message {id} ready and unacked"
+            );
+            assert!(id < self.next_id);
+        }
+        for spec in self.consumers.iter() {
+            let held = self
+                .unacked
+                .values()
+                .filter(|held| held.consumer == Some(spec.key))
+                .count();
+            assert_eq!(self.consumers.in_flight(spec.key), Some(held as u32));
+            if spec.prefetch > 0 && !spec.no_ack {
+                assert!(held <= usize::from(spec.prefetch), "prefetch exceeded");
+            }
+            if spec.no_ack {
+                assert_eq!(held, 0);
+            }
+        }
+    }
+}
+
+fn saturate_u32(count: usize) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}

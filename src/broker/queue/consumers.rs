@@ -1,0 +1,223 @@
+//! The consumers of one queue and their prefetch credit.
+//!
+//! Dispatch order: the highest x-priority level that has a consumer with free credit wins;
+//! within a level, consumers take turns (a ring). A consumer is in its level's ring exactly
+//! when it has free credit, so picking the next consumer is O(1) per delivery (plus a scan over
+//! the few distinct priority levels), and a consumer at its prefetch limit costs nothing until
+//! one of its messages is settled.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::{ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, IdBuildHasher};
+
+/// One consumer and the messages it holds unsettled (no_ack consumers hold none).
+#[derive(Debug)]
+struct Consumer {
+    spec: ConsumerSpec,
+    in_flight: u32,
+}
+
+impl Consumer {
+    fn has_credit(&self) -> bool {
+        self.spec.no_ack
+            || self.spec.prefetch == 0
+            || self.in_flight < u32::from(self.spec.prefetch)
+    }
+}
+
+/// All consumers sharing one x-priority.
+#[derive(Debug)]
+struct Level {
+    priority: i32,
+    /// Consumers of this level with free credit, in turn order.
+    ready: VecDeque<ConsumerKey>,
+    members: u32,
+}
+
+/// Who gets the next message: the consumer and where its deliveries go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Turn {
+    pub key: ConsumerKey,
+    pub channel: ChannelRef,
+    pub no_ack: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct ConsumerSet {
+    consumers: HashMap<ConsumerKey, Consumer, IdBuildHasher>,
+    /// Sorted by priority, highest first; a level exists only while it has members.
+    levels: Vec<Level>,
+    consumers_max: u32,
+}
+
+impl ConsumerSet {
+    pub fn new(consumers_max: u32) -> ConsumerSet {
+        ConsumerSet {
+            consumers: HashMap::default(),
+            levels: Vec::new(),
+            consumers_max,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.consumers.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConsumerSpec> {
+        self.consumers.values().map(|consumer| &consumer.spec)
+    }
+
+    pub fn add(&mut self, spec: ConsumerSpec) -> Result<(), ConsumeError> {
+        if self
+            .consumers
+            .values()
+            .any(|consumer| consumer.spec.exclusive)
+        {
+            return Err(ConsumeError::ExclusiveInUse);
+        }
+        if spec.exclusive && !self.consumers.is_empty() {
+            return Err(ConsumeError::AlreadyConsumers);
+        }
+        if self.consumers.contains_key(&spec.key) {
+            return Err(ConsumeError::DuplicateKey);
+        }
+        if self.consumers.len() >= self.consumers_max as usize {
+            return Err(ConsumeError::TooManyConsumers {
+                max: self.consumers_max,
+            });
+        }
+        let key = spec.key;
+        let level = self.level_index_or_insert(spec.priority);
+        self.levels[level].members += 1;
+        // A new consumer has credit by definition: prefetch counts messages it holds, and it holds none.
+        self.levels[level].ready.push_back(key);
+        self.consumers.insert(key, Consumer { spec, in_flight: 0 });
+        Ok(())
+    }
+
+    pub fn remove(&mut self, key: ConsumerKey) -> Option<ConsumerSpec> {
+        let consumer = self.consumers.remove(&key)?;
+        let level = self.level_index(consumer.spec.priority)?;
+        // Removal is rare (basic.cancel, channel close); a linear retain keeps the hot path simple.
+        self.levels[level].ready.retain(|&queued| queued != key);
+        self.levels[level].members -= 1;
+        if self.levels[level].members == 0 {
+            debug_assert!(self.levels[level].ready.is_empty());
+            self.levels.remove(level);
+        }
+        Some(consumer.spec)
+    }
+
+    /// Removes every consumer of `channel`.
+    pub fn remove_channel(&mut self, channel: ChannelRef) {
+        let keys: Vec<ConsumerKey> = self
+            .consumers
+            .values()
+            .filter(|consumer| consumer.spec.channel == channel)
+            .map(|consumer| consumer.spec.key)
+            .collect();
+        for key in keys {
+            self.remove(key);
+        }
+    }
+
+    /// Picks the consumer for the next message and charges it one unit of credit
+    /// (when it acknowledges). The consumer goes to the back of its ring if credit remains.
+    pub fn take_turn(&mut self) -> Option<Turn> {
+        let level = self
+            .levels
+            .iter()
+            .position(|level| !level.ready.is_empty())?;
+        let key = self.levels[level].ready.pop_front()?;
+        let Some(consumer) = self.consumers.get_mut(&key) else {
+            debug_assert!(false, "consumer {key} in a ring but not in the set");
+            return None;
+        };
+        if !consumer.spec.no_ack {
+            consumer.in_flight += 1;
+        }
+        if consumer.has_credit() {
+            self.levels[level].ready.push_back(key);
+        }
+        Some(Turn {
+            key,
+            channel: consumer.spec.channel,
+            no_ack: consumer.spec.no_ack,
+        })
+    }
+
+    /// One message delivered to `key` was settled or requeued: give the credit back.
+    /// Unknown keys are ignored: the consumer was cancelled while its messages stayed unacked.
+    pub fn release(&mut self, key: ConsumerKey) {
+        let Some(consumer) = self.consumers.get_mut(&key) else {
+            return;
+        };
+        debug_assert!(consumer.in_flight > 0, "credit released twice");
+        let had_credit = consumer.has_credit();
+        consumer.in_flight = consumer.in_flight.saturating_sub(1);
+        if had_credit {
+            return;
+        }
+        let priority = consumer.spec.priority;
+        if let Some(level) = self.level_index(priority) {
+            self.levels[level].ready.push_back(key);
+        }
+    }
+
+    fn level_index(&self, priority: i32) -> Option<usize> {
+        self.levels
+            .binary_search_by(|level| priority.cmp(&level.priority))
+            .ok()
+    }
+
+    fn level_index_or_insert(&mut self, priority: i32) -> usize {
+        match self
+            .levels
+            .binary_search_by(|level| priority.cmp(&level.priority))
+        {
+            Ok(index) => index,
+            Err(index) => {
+                self.levels.insert(
+                    index,
+                    Level {
+                        priority,
+                        ready: VecDeque::new(),
+                        members: 0,
+                    },
+                );
+                index
+            }
+        }
+    }
+
+    /// Test support: the consumer's unsettled count, to check against the unacked table.
+    #[cfg(test)]
+    pub fn in_flight(&self, key: ConsumerKey) -> Option<u32> {
+        self.consumers.get(&key).map(|consumer| consumer.in_flight)
+    }
+
+    /// Test support: every structural invariant of the set.
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        let mut members = 0;
+        for pair in self.levels.windows(2) {
+            assert!(pair[0].priority > pair[1].priority, "levels sorted, unique");
+        }
+        for level in &self.levels {
+            assert!(level.members > 0, "empty level kept");
+            members += level.members as usize;
+            let mut seen = std::collections::HashSet::new();
+            for key in &level.ready {
+                assert!(seen.insert(*key), "consumer twice in a ring");
+                let consumer = &self.consumers[key];
+                assert_eq!(consumer.spec.priority, level.priority);
+            }
+        }
+        assert_eq!(members, self.consumers.len());
+        for consumer in self.consumers.values() {
+            let level = &self.levels[self.level_index(consumer.spec.priority).unwrap()];
+            let in_ring = level.ready.contains(&consumer.spec.key);
+            assert_eq!(in_ring, consumer.has_credit(), "ring membership == credit");
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The replicated topology: identical on every shard, changed only by [`Topology::apply`].
+
+use std::collections::HashMap;
+
+use crate::protocol::FieldTable;
+
+use super::exchange::{BindingEntry, ExchangeState, Target};
+use super::{
+    Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, Permission, QueueId, QueueMeta,
+    TopologyChange, User, ROUTE_EXCHANGES_VISITED_MAX,
+};
+
+pub const DEFAULT_VHOST: &str = "/";
+pub const DEFAULT_USER: &str = "guest";
+pub const DEFAULT_EXCHANGE: &str = "";
+
+/// Exchanges every vhost is created with.
+const STANDARD_EXCHANGES: [(&str, ExchangeKind); 6] = [
+    (DEFAULT_EXCHANGE, ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Vhost {
+    pub exchanges: HashMap<String, ExchangeState>,
+    pub queues: HashMap<String, QueueMeta>,
+    /// For each destination, the exchanges holding at least one binding to it: the reverse index
+    /// that lets a delete find its inbound bindings without scanning every exchange.
+    pub sources_of: HashMap<Destination, Vec<String>>,
+}
+
+impl Vhost {
+    fn with_standard_exchanges() -> Vhost {
+        let mut vhost = Vhost::default();
+        for (name, kind) in STANDARD_EXCHANGES {
+            let meta = ExchangeMeta {
+                name: name.to_string(),
+                kind,
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                arguments: FieldTable::default(),
+            };
+            vhost
+                .exchanges
+                .insert(name.to_string(), ExchangeState::new(meta));
+        }
+        vhost
+    }
+
+    fn target(&self, destination: &Destination) -> Option<Target> {
+        match destination {
+            Destination::Queue(name) => self.queues.get(name).map(|q| Target::Queue(q.id)),
+            Destination::Exchange(name) => self
+                .exchanges
+                .contains_key(name)
+                .then(|| Target::Exchange(name.clone())),
+        }
+    }
+
+    fn bind(&mut self, binding: &Binding) {
+        let Some(target) = self.target(&binding.destination) else {
+            return;
+        };
+        let Some(source) = self.exchanges.get_mut(&binding.source) else {
+            return;
+        };
+        let entry = BindingEntry {
+            routing_key: binding.routing_key.clone(),
+            arguments: binding.arguments.clone(),
+        };
+        if source.add_binding(binding.destination.clone(), entry, target) {
+            let sources = self
+                .sources_of
+                .entry(binding.destination.clone())
+                .or_default();
+            if !sources.contains(&binding.source) {
+                sources.push(binding.source.clone());
+            }
+        }
+    }
+
+    fn unbind(&mut self, binding: &Binding) {
+        let Some(target) = self.target(&binding.destination) else {
+            return;
+        };
+        let Some(source) = self.exchanges.get_mut(&binding.source) else {
+            return;
+        };
+        let entry = BindingEntry {
+            routing_key: binding.routing_key.clone(),
+            arguments: binding.arguments.clone(),
+        };
+        if source.remove_binding(&binding.destination, &entry, &target)
+            && source.bindings_to(&binding.destination).is_empty()
+        {
+            self.forget_source(&binding.destination, &binding.source);
+        }
+    }
+
+    fn forget_source(&mut self, destination: &Destination, source: &str) {
+        if let Some(sources) = self.sources_of.get_mut(destination) {
+            sources.retain(|s| s != source);
+            if sources.is_empty() {
+                self.sources_of.remove(destination);
+            }
+        }
+    }
+
+    /// Removes every binding that has `destination` as its destination.
+    fn remove_inbound(&mut self, destination: &Destination, target: &Target) {
+        for source in self.sources_of.remove(destination).unwrap_or_default() {
+            if let Some(exchange) = self.exchanges.get_mut(&source) {
+                exchange.remove_bindings_to(destination, target);
+            }
+        }
+    }
+
+    fn delete_exchange(&mut self, name: &str) {
+        let Some(exchange) = self.exchanges.remove(name) else {
+            return;
+        };
+        for destination in exchange.destinations() {
+            self.forget_source(destination, name);
+        }
+        let destination = Destination::Exchange(name.to_string());
+        self.remove_inbound(&destination, &Target::Exchange(name.to_string()));
+    }
+
+    fn delete_queue(&mut self, name: &str) -> Option<QueueId> {
+        let queue = self.queues.remove(name)?;
+        self.remove_inbound(
+            &Destination::Queue(name.to_string()),
+            &Target::Queue(queue.id),
+        );
+        Some(queue.id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    revision: u64,
+    vhosts: HashMap<String, Vhost>,
+    users: HashMap<String, User>,
+    /// Keyed by (user, vhost).
+    permissions: HashMap<(String, String), Permission>,
+    queue_locations: HashMap<QueueId, (String, String)>,
+}
+
+impl Topology {
+    /// Vhost "/" with the standard exchanges, and user guest/guest (loopback only,
+    /// administrator) with full permissions on "/".
+    pub fn new_default() -> Topology {
+        let mut topology = Topology {
+            revision: 0,
+            vhosts: HashMap::new(),
+            users: HashMap::new(),
+            permissions: HashMap::new(),
+            queue_locations: HashMap::new(),
+        };
+        let bootstrap = [
+            TopologyChange::AddVhost {
+                name: DEFAULT_VHOST.to_string(),
+            },
+            TopologyChange::PutUser(User {
+                name: DEFAULT_USER.to_string(),
+                password: DEFAULT_USER.to_string(),
+                tags: vec!["administrator".to_string()],
+                loopback_only: true,
+            }),
+            TopologyChange::SetPermission {
+                user: DEFAULT_USER.to_string(),
+                vhost: DEFAULT_VHOST.to_string(),
+                permission: Permission::full(),
+            },
+        ];
+        for change in &bootstrap {
+            topology.apply(change);
+        }
+        topology.revision = 0;
+        topology
+    }
+
+    /// Applies a change validated on shard 0. Infallible: a change naming something that no
+    /// longer exists is a no-op, so every shard stays identical whatever it is given.
+    pub fn apply(&mut self, change: &TopologyChange) {
+        self.revision += 1;
+        match change {
+            TopologyChange::AddVhost { name } => {
+                self.vhosts
+                    .entry(name.clone())
+                    .or_insert_with(Vhost::with_standard_exchanges);
+            }
+            TopologyChange::DeleteVhost { name } => self.delete_vhost(name),
+            TopologyChange::PutUser(user) => {
+                self.users.insert(user.name.clone(), user.clone());
+            }
+            TopologyChange::DeleteUser { name } => {
+                self.users.remove(name);
+                self.permissions.retain(|(user, _), _| user != name);
+            }
+            TopologyChange::SetPermission {
+                user,
+                vhost,
+                permission,
+            } => {
+                self.permissions
+                    .insert((user.clone(), vhost.clone()), permission.clone());
+            }
+            TopologyChange::ClearPermission { user, vhost } => {
+                self.permissions.remove(&(user.clone(), vhost.clone()));
+            }
+            TopologyChange::DeclareExchange { vhost, exchange } => {
+                if let Some(vh) = self.vhosts.get_mut(vhost) {
+                    vh.exchanges
+                        .entry(exchange.name.clone())
+                        .or_insert_with(|| ExchangeState::new(exchange.clone()));
+                }
+            }
+            TopologyChange::DeleteExchange { vhost, name } => {
+                if let Some(vh) = self.vhosts.get_mut(vhost) {
+                    vh.delete_exchange(name);
+                }
+            }
+            TopologyChange::DeclareQueue { queue } => self.declare_queue(queue),
+            TopologyChange::DeleteQueue { vhost, name } => {
+                if let Some(id) = self
+                    .vhosts
+                    .get_mut(vhost)
+                    .and_then(|vh| vh.delete_queue(name))
+                {
+                    self.queue_locations.remove(&id);
+                }
+            }
+            TopologyChange::Bind { vhost, binding } => {
+                if let Some(vh) = self.vhosts.get_mut(vhost) {
+                    vh.bind(binding);
+                }
+            }
+            TopologyChange::Unbind { vhost, binding } => {
+                if let Some(vh) = self.vhosts.get_mut(vhost) {
+                    vh.unbind(binding);
+                }
+            }
+        }
+    }
+
+    fn delete_vhost(&mut self, name: &str) {
+        if let Some(vhost) = self.vhosts.remove(name) {
+            for queue in vhost.queues.values() {
+                self.queue_locations.remove(&queue.id);
+            }
+        }
+        self.permissions.retain(|(_, vhost), _| vhost != name);
+    }
+
+    fn declare_queue(&mut self, queue: &QueueMeta) {
+        let Some(vh) = self.vhosts.get_mut(&queue.vhost) else {
+            return;
+        };
+        if vh.queues.contains_key(&queue.name) || self.queue_locations.contains_key(&queue.id) {
+            return;
+        }
+        vh.queues.insert(queue.name.clone(), queue.clone());
+        self.queue_locations
+            .insert(queue.id, (queue.vhost.clone(), queue.name.clone()));
+    }
+
+    /// Number of changes applied since [`Topology::new_default`].
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub(crate) fn vhost(&self, name: &str) -> Option<&Vhost> {
+        self.vhosts.get(name)
+    }
+
+    pub fn vhost_exists(&self, vhost: &str) -> bool {
+        self.vhosts.contains_key(vhost)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    pub fn permission(&self, user: &str, vhost: &str) -> Option<&Permission> {
+        self.permissions.get(&(user.to_string(), vhost.to_string()))
+    }
+
+    pub fn can_access_vhost(&self, user: &str, vhost: &str) -> bool {
+        self.vhost_exists(vhost) && self.permission(user, vhost).is_some()
+    }
+
+    pub fn exchange(&self, vhost: &str, name: &str) -> Option<&ExchangeMeta> {
+        Some(&self.vhost(vhost)?.exchanges.get(name)?.meta)
+    }
+
+    /// Publishing directly to an internal exchange is refused (403); it routes only as the
+    /// destination of an exchange-to-exchange binding.
+    pub fn is_internal(&self, vhost: &str, name: &str) -> bool {
+        self.exchange(vhost, name).is_some_and(|x| x.internal)
+    }
+
+    pub fn queue(&self, vhost: &str, name: &str) -> Option<&QueueMeta> {
+        self.vhost(vhost)?.queues.get(name)
+    }
+
+    pub fn queue_by_id(&self, id: QueueId) -> Option<&QueueMeta> {
+        let (vhost, name) = self.queue_locations.get(&id)?;
+        self.queue(vhost, name)
+    }
+
+    /// Queues to delete when `conn` closes. A scan: this runs once per connection close.
+    pub fn queues_exclusive_to(&self, conn: ConnId) -> Vec<QueueMeta> {
+        self.vhosts
+            .values()
+            .flat_map(|vh| vh.queues.values())
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .cloned()
+            .collect()
+    }
+
+    /// Bindings whose source is `exchange`, for listings and tests.
+    pub fn bindings_from(&self, vhost: &str, exchange: &str) -> Vec<Binding> {
+        let Some(x) = self.vhost(vhost).and_then(|vh| vh.exchanges.get(exchange)) else {
+            return Vec::new();
+        };
+        x.destinations()
+            .flat_map(|d| {
+                x.bindings_to(d).iter().map(move |e| Binding {
+                    source: exchange.to_string(),
+                    destination: d.clone(),
+                    routing_key: e.routing_key.clone(),
+                    arguments: e.arguments.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Routes a message published to `exchange`: clears `out` and fills it with the ids of the
+    /// destination queues, without repeats. Follows exchange-to-exchange bindings and alternate
+    /// exchanges, visiting each exchange once so cycles end. The default exchange routes to the
+    /// queue named by the routing key. An unknown vhost or exchange routes nowhere.
+    pub fn route(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueId>,
+    ) {
+        out.clear();
+        let Some(vh) = self.vhost(vhost) else {
+            return;
+        };
+        if exchange == DEFAULT_EXCHANGE {
+            out.extend(vh.queues.get(routing_key).map(|q| q.id));
+            return;
+        }
+        let mut visited: Vec<&str> = Vec::new();
+        let mut pending: Vec<&str> = vec![exchange];
+        while let Some(name) = pending.pop() {
+            if visited.contains(&name) || visited.len() >= ROUTE_EXCHANGES_VISITED_MAX {
+                continue;
+            }
+            visited.push(name);
+            let Some(x) = vh.exchanges.get(name) else {
+                continue;
+            };
+            let mut matched = false;
+            x.route(routing_key, headers, &mut |target| {
+                matched = true;
+                match target {
+                    Target::Queue(id) => out.push(*id),
+                    Target::Exchange(next) => pending.push(next),
+                }
+            });
+            // RabbitMQ's rule: the alternate takes over when the exchange's own bindings
+            // selected nothing at all (an exchange-to-exchange match counts as something).
+            if !matched {
+                pending.extend(x.alternate_exchange());
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+}

@@ -1,0 +1,287 @@
+//! The opening handshake: protocol header, start/start-ok (SASL PLAIN or AMQPLAIN), tune/tune-ok,
+//! open/open-ok. Failures are answered the way RabbitMQ answers them.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::io::{FrameReader, ReadError};
+use super::state::ConnShared;
+use super::{heartbeat_timeout, Session};
+use crate::limits::{
+    CHANNEL_MAX, CLOSE_TIMEOUT, FRAME_MAX_BYTES, HANDSHAKE_TIMEOUT, HEARTBEAT_DEFAULT_SECONDS,
+};
+use crate::protocol::{
+    reply_code, ConnectionClose, ConnectionOpenOk, ConnectionStart, ConnectionTune, FieldTable,
+    FieldValue, Frame, Method, FRAME_MIN_SIZE, PROTOCOL_HEADER,
+};
+use crate::shard::Shard;
+
+/// Runs the handshake; `None` when the connection ended during it (the reason is already sent).
+pub async fn run(
+    shard: &Rc<Shard>,
+    conn: &Rc<ConnShared>,
+    mut reader: FrameReader,
+    peer: Option<SocketAddr>,
+    heartbeat: Rc<Cell<u16>>,
+) -> Option<Session> {
+    let negotiated = glommio::timer::timeout(HANDSHAKE_TIMEOUT, async {
+        Ok(negotiate(shard, conn, &mut reader, peer).await)
+    })
+    .await
+    .ok()??;
+    let (user, vhost, channel_max, frame_max, heartbeat_seconds) = negotiated;
+    heartbeat.set(heartbeat_seconds);
+    reader.frame_max = frame_max;
+    conn.frame_max.set(frame_max);
+    Some(Session {
+        shard: shard.clone(),
+        conn: conn.clone(),
+        reader,
+        user,
+        vhost,
+        channel_max,
+        heartbeat,
+    })
+}
+
+type Negotiated = (String, String, u16, u32, u16);
+
+async fn negotiate(
+    shard: &Rc<Shard>,
+    conn: &Rc<ConnShared>,
+    reader: &mut FrameReader,
+    peer: Option<SocketAddr>,
+) -> Option<Negotiated> {
+    let header = reader.read_exact(PROTOCOL_HEADER.len()).await.ok()?;
+    if header[..] != PROTOCOL_HEADER[..] {
+        // The spec: answer a header we do not speak with the one we do, then close.
+        let mut out = BytesMut::new();
+        out.put_slice(PROTOCOL_HEADER);
+        conn.send_raw(&out);
+        return None;
+    }
+    conn.send_method(0, &Method::ConnectionStart(start_method(shard.id)));
+
+    let start_ok = match expect_method(reader).await? {
+        Method::ConnectionStartOk(m) => m,
+        other => return fail(conn, reader, unexpected(&other, "connection.start-ok")).await,
+    };
+    if let Some(FieldValue::FieldTable(capabilities)) =
+        start_ok.client_properties.get("capabilities")
+    {
+        let notify = capabilities
+            .get("consumer_cancel_notify")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        conn.cancel_notify.set(notify);
+    }
+    let user = match authenticate(shard, &start_ok.mechanism, &start_ok.response, peer) {
+        Ok(user) => user,
+        Err(text) => return fail(conn, reader, (reply_code::ACCESS_REFUSED, text, 10, 11)).await,
+    };
+
+    conn.send_method(
+        0,
+        &Method::ConnectionTune(ConnectionTune {
+            channel_max: CHANNEL_MAX,
+            frame_max: FRAME_MAX_BYTES,
+            heartbeat: HEARTBEAT_DEFAULT_SECONDS,
+        }),
+    );
+    let tune_ok = match expect_method(reader).await? {
+        Method::ConnectionTuneOk(m) => m,
+        other => return fail(conn, reader, unexpected(&other, "connection.tune-ok")).await,
+    };
+    let channel_max = match tune_ok.channel_max {
+        0 => CHANNEL_MAX,
+        n => n.min(CHANNEL_MAX),
+    };
+    let frame_max = match tune_ok.frame_max {
+        0 => FRAME_MAX_BYTES,
+        n if n > FRAME_MAX_BYTES || n < FRAME_MIN_SIZE => {
+            let text = format!(
+                "NOT_ALLOWED - frame_max={n} outside the range {FRAME_MIN_SIZE}..={FRAME_MAX_BYTES}"
+            );
+            return fail(conn, reader, (reply_code::NOT_ALLOWED, text, 10, 31)).await;
+        }
+        n => n,
+    };
+
+    let open = match expect_method(reader).await? {
+        Method::ConnectionOpen(m) => m,
+        other => return fail(conn, reader, unexpected(&other, "connection.open")).await,
+    };
+    let vhost = open.virtual_host;
+    {
+        let topology = shard.topology.borrow();
+        if !topology.vhost_exists(&vhost) {
+            let text = format!("NOT_ALLOWED - vhost {vhost} not found");
+            drop(topology);
+            return fail(conn, reader, (reply_code::NOT_ALLOWED, text, 10, 40)).await;
+        }
+        if !topology.can_access_vhost(&user, &vhost) {
+            let text = format!("NOT_ALLOWED - access to vhost '{vhost}' refused for user '{user}'");
+            drop(topology);
+            return fail(conn, reader, (reply_code::NOT_ALLOWED, text, 10, 40)).await;
+        }
+    }
+    conn.send_method(0, &Method::ConnectionOpenOk(ConnectionOpenOk {}));
+    if let Some(timeout) = heartbeat_timeout(tune_ok.heartbeat) {
+        let _ = reader.set_read_timeout(Some(timeout));
+    }
+    Some((user, vhost, channel_max, frame_max, tune_ok.heartbeat))
+}
+
+fn start_method(shard: usize) -> ConnectionStart {
+    let mut capabilities = FieldTable::default();
+    for name in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        capabilities.insert(name, FieldValue::Boolean(true));
+    }
+    let text = |s: &str| FieldValue::LongString(Bytes::copy_from_slice(s.as_bytes()));
+    let mut properties = FieldTable::default();
+    properties.insert("capabilities", FieldValue::FieldTable(capabilities));
+    properties.insert("cluster_name", text("ringmq"));
+    properties.insert("copyright", text("ringmq contributors"));
+    properties.insert("information", text("Licensed under the Apache License 2.0"));
+    properties.insert("platform", text("Rust / glommio"));
+    properties.insert("product", text("ringmq"));
+    properties.insert("version", text(env!("CARGO_PKG_VERSION")));
+    // Which shard serves this connection: lets tests place publishers and consumers on purpose.
+    properties.insert("ringmq_shard", text(&shard.to_string()));
+    ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: properties,
+        mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+        locales: Bytes::from_static(b"en_US"),
+    }
+}
+
+/// Checks the SASL response; returns the user name, or RabbitMQ's refusal text.
+fn authenticate(
+    shard: &Shard,
+    mechanism: &str,
+    response: &[u8],
+    peer: Option<SocketAddr>,
+) -> Result<String, String> {
+    let credentials = match mechanism {
+        "PLAIN" => parse_plain(response),
+        "AMQPLAIN" => parse_amqplain(response),
+        other => {
+            return Err(format!(
+                "ACCESS_REFUSED - unsupported authentication mechanism '{other}'"
+            ))
+        }
+    };
+    let refused = || {
+        format!(
+            "ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. \
+             For details see the broker logfile."
+        )
+    };
+    let Some((name, password)) = credentials else {
+        return Err(refused());
+    };
+    let topology = shard.topology.borrow();
+    let Some(user) = topology.user(&name) else {
+        tracing::info!(user = %name, "login refused: no such user");
+        return Err(refused());
+    };
+    if user.password != password {
+        tracing::info!(user = %name, "login refused: wrong password");
+        return Err(refused());
+    }
+    if user.loopback_only && !peer.is_some_and(|p| p.ip().is_loopback()) {
+        tracing::info!(user = %name, ?peer, "login refused: user may only connect via localhost");
+        return Err(format!(
+            "ACCESS_REFUSED - user '{name}' can only connect via localhost"
+        ));
+    }
+    Ok(name)
+}
+
+/// PLAIN: `[authzid] NUL authcid NUL passwd`.
+fn parse_plain(response: &[u8]) -> Option<(String, String)> {
+    let mut parts = response.split(|&b| b == 0);
+    let _authzid = parts.next()?;
+    let user = std::str::from_utf8(parts.next()?).ok()?;
+    let password = std::str::from_utf8(parts.next()?).ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((user.to_string(), password.to_string()))
+}
+
+/// AMQPLAIN: a field table without its length prefix, with LOGIN and PASSWORD.
+fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
+    let table = crate::protocol::decode_table_body(response).ok()?;
+    let text = |key: &str| match table.get(key)? {
+        FieldValue::LongString(s) => std::str::from_utf8(&s[..]).ok().map(str::to_string),
+        _ => None,
+    };
+    Some((text("LOGIN")?, text("PASSWORD")?))
+}
+
+async fn expect_method(reader: &mut FrameReader) -> Option<Method> {
+    loop {
+        match reader.next_frame().await {
+            Ok(Frame::Method { channel: 0, method }) => return Some(method),
+            Ok(Frame::Heartbeat { .. }) => continue,
+            Ok(_) => return None,
+            Err(ReadError::Protocol(_)) | Err(_) => return None,
+        }
+    }
+}
+
+fn unexpected(method: &Method, expected: &str) -> (u16, String, u16, u16) {
+    (
+        reply_code::COMMAND_INVALID,
+        format!(
+            "COMMAND_INVALID - expected '{expected}', got '{}'",
+            method.name()
+        ),
+        method.class_id(),
+        method.method_id(),
+    )
+}
+
+/// Sends connection.close and waits (bounded) for close-ok.
+async fn fail(
+    conn: &ConnShared,
+    reader: &mut FrameReader,
+    (code, text, class_id, method_id): (u16, String, u16, u16),
+) -> Option<Negotiated> {
+    tracing::info!(conn = conn.id, code, %text, "handshake refused");
+    conn.send_method(
+        0,
+        &Method::ConnectionClose(ConnectionClose {
+            reply_code: code,
+            reply_text: text,
+            class_id,
+            method_id,
+        }),
+    );
+    let _ = glommio::timer::timeout(CLOSE_TIMEOUT, async {
+        while let Some(method) = expect_method(reader).await {
+            if matches!(method, Method::ConnectionCloseOk(_)) {
+                break;
+            }
+        }
+        Ok(())
+    })
+    .await;
+    None
+}

@@ -1,0 +1,138 @@
+//! Reading frames from, and writing the outbox to, one connection's socket.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::state::ConnShared;
+use crate::limits::READ_CHUNK_BYTES;
+use crate::net::SharedStream;
+use crate::protocol::{self, Frame, ProtocolError};
+
+pub enum ReadError {
+    /// The peer closed or the socket failed.
+    Closed,
+    /// Nothing arrived within the heartbeat timeout.
+    TimedOut,
+    Protocol(ProtocolError),
+}
+
+pub struct FrameReader {
+    stream: SharedStream,
+    buffer: BytesMut,
+    pub frame_max: u32,
+}
+
+impl FrameReader {
+    pub fn new(stream: SharedStream, frame_max: u32) -> FrameReader {
+        FrameReader {
+            stream,
+            buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            frame_max,
+        }
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    /// Reads exactly `n` bytes (the protocol header).
+    pub async fn read_exact(&mut self, n: usize) -> Result<BytesMut, ReadError> {
+        while self.buffer.len() < n {
+            self.fill().await?;
+        }
+        Ok(self.buffer.split_to(n))
+    }
+
+    /// A frame already in the buffer, if a whole one is there.
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        protocol::parse_frame(&mut self.buffer, self.frame_max).map_err(ReadError::Protocol)
+    }
+
+    pub async fn next_frame(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(frame);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Appends what the socket has to the buffer. Only whole frames are split off the buffer, so
+    /// it grows at most to one frame (bounded by frame_max) plus one read chunk.
+    async fn fill(&mut self) -> Result<(), ReadError> {
+        let start = self.buffer.len();
+        self.buffer.resize(start + READ_CHUNK_BYTES, 0);
+        let result = self.stream.read(&mut self.buffer[start..]).await;
+        match result {
+            Ok(0) => {
+                self.buffer.truncate(start);
+                Err(ReadError::Closed)
+            }
+            Ok(n) => {
+                self.buffer.truncate(start + n);
+                Ok(())
+            }
+            Err(error) => {
+                self.buffer.truncate(start);
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) {
+                    Err(ReadError::TimedOut)
+                } else {
+                    Err(ReadError::Closed)
+                }
+            }
+        }
+    }
+}
+
+/// The writer task: writes whatever the outbox holds; sends heartbeats when idle; stops when the
+/// session closes output (after a last flush) or the socket fails.
+pub async fn write_loop(
+    conn: Rc<ConnShared>,
+    mut stream: SharedStream,
+    heartbeat: Rc<std::cell::Cell<u16>>,
+) {
+    loop {
+        let woken = conn.writer_wake.wait();
+        let output = conn.take_output();
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                conn.output_closed.set(true);
+                conn.flushed.notify();
+                return;
+            }
+            conn.flushed.notify();
+            continue;
+        }
+        if conn.output_closed.get() {
+            let _ = stream.flush().await;
+            return;
+        }
+        let interval = heartbeat.get();
+        if interval == 0 {
+            woken.await;
+            continue;
+        }
+        // Heartbeat at half the negotiated interval while idle, as RabbitMQ does.
+        let idle = Duration::from_millis(u64::from(interval) * 500);
+        let timed_out = futures_lite::future::or(
+            async {
+                woken.await;
+                false
+            },
+            async {
+                glommio::timer::sleep(idle).await;
+                true
+            },
+        )
+        .await;
+        if timed_out {
+            conn.send_heartbeat();
+        }
+    }
+}

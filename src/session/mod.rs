@@ -1,0 +1,447 @@
+//! One AMQP connection: the opening handshake, the frame loop, channels, and closing.
+
+mod channel;
+mod handshake;
+mod io;
+mod state;
+
+pub use state::ConnShared;
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::TcpStream;
+
+use crate::broker::queue::ChannelRef;
+use crate::broker::AmqpError;
+use crate::limits::{CLOSE_TIMEOUT, FRAME_MAX_BYTES, OUTBOX_SOFT_MAX_BYTES};
+use crate::net::SharedStream;
+use crate::protocol::{
+    reply_code, ChannelClose, ChannelCloseOk, ConnectionClose, ConnectionCloseOk,
+    ConnectionUpdateSecretOk, Frame, Method,
+};
+use crate::shard::messages::{QueueOk, QueueOp, TopologyOp};
+use crate::shard::Shard;
+use io::{FrameReader, ReadError};
+use state::ChannelState;
+
+/// An error with the method that caused it, as channel.close/connection.close carry it.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub code: u16,
+    pub text: String,
+    pub class_id: u16,
+    pub method_id: u16,
+}
+
+impl Fault {
+    pub fn new(code: u16, text: impl Into<String>) -> Fault {
+        Fault {
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
+    }
+
+    fn from_amqp(error: AmqpError, method: Option<&Method>) -> Fault {
+        Fault {
+            code: error.code,
+            text: error.text,
+            class_id: method.map_or(0, |m| m.class_id()),
+            method_id: method.map_or(0, |m| m.method_id()),
+        }
+    }
+
+    fn at(mut self, method: &Method) -> Fault {
+        self.class_id = method.class_id();
+        self.method_id = method.method_id();
+        self
+    }
+
+    /// Connection-level (hard) errors close the connection; others close the channel.
+    fn is_hard(&self) -> bool {
+        reply_code::is_hard_error(self.code)
+    }
+}
+
+impl From<AmqpError> for Fault {
+    fn from(error: AmqpError) -> Fault {
+        Fault::from_amqp(error, None)
+    }
+}
+
+/// The negotiated, authenticated connection.
+pub struct Session {
+    pub shard: Rc<Shard>,
+    pub conn: Rc<ConnShared>,
+    pub reader: FrameReader,
+    pub user: String,
+    pub vhost: String,
+    pub channel_max: u16,
+    pub heartbeat: Rc<Cell<u16>>,
+}
+
+/// How the frame loop ended.
+enum Ending {
+    /// The client closed (close/close-ok exchanged) or vanished.
+    Done,
+    /// We must close the connection with this error (or CONNECTION_FORCED on shutdown).
+    Close(Fault),
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let stream = SharedStream::new(stream);
+    let conn_id = shard.new_id();
+    let conn = Rc::new(ConnShared::new(conn_id));
+    let heartbeat = Rc::new(Cell::new(0u16));
+    let writer = glommio::spawn_local(io::write_loop(
+        conn.clone(),
+        stream.clone(),
+        heartbeat.clone(),
+    ));
+    shard.register_conn(conn_id, conn.clone());
+
+    let reader = FrameReader::new(stream.clone(), FRAME_MAX_BYTES);
+    match handshake::run(&shard, &conn, reader, peer, heartbeat.clone()).await {
+        Some(mut session) => {
+            tracing::debug!(conn = conn_id, ?peer, user = %session.user, vhost = %session.vhost, "connection open");
+            let ending = session.run().await;
+            if let Ending::Close(fault) = ending {
+                session.close_connection(fault).await;
+            }
+            session.release_all().await;
+        }
+        None => tracing::debug!(conn = conn_id, ?peer, "handshake did not complete"),
+    }
+
+    shard.unregister_conn(conn_id);
+    conn.output_closed.set(true);
+    conn.writer_wake.notify();
+    let _ = glommio::timer::timeout(CLOSE_TIMEOUT, async {
+        writer.await;
+        Ok(())
+    })
+    .await;
+    stream.shutdown();
+}
+
+impl Session {
+    async fn run(&mut self) -> Ending {
+        loop {
+            if let Err(ending) = self.wait_for_room().await {
+                return ending;
+            }
+            let frame = match self.next_frame_or_shutdown().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ending::Close(Fault::new(
+                    reply_code::CONNECTION_FORCED,
+                    "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
+                )),
+                Err(ReadError::Closed) => return Ending::Done,
+                Err(ReadError::TimedOut) => {
+                    tracing::info!(
+                        conn = self.conn.id,
+                        "missed heartbeats from client, closing"
+                    );
+                    return Ending::Done;
+                }
+                Err(ReadError::Protocol(error)) => {
+                    let code = error.reply_code();
+                    let text = format!("{} - {error}", reply_code::reply_text(code));
+                    return Ending::Close(Fault::new(code, text));
+                }
+            };
+            match self.handle_frame(frame).await {
+                Ok(true) => {}
+                Ok(false) => return Ending::Done,
+                Err(fault) => return Ending::Close(fault),
+            }
+        }
+    }
+
+    /// Back-pressure: stop reading while our output or the mesh is over its bound.
+    async fn wait_for_room(&self) -> Result<(), Ending> {
+        while self.conn.outbox_len() > OUTBOX_SOFT_MAX_BYTES {
+            if self.conn.output_closed.get() {
+                return Err(Ending::Done);
+            }
+            self.conn.flushed.wait().await;
+        }
+        self.shard.mesh.wait_for_room().await;
+        Ok(())
+    }
+
+    /// The next frame, or `None` when the shard is shutting down.
+    async fn next_frame_or_shutdown(&mut self) -> Result<Option<Frame>, ReadError> {
+        if self.shard.shutting_down.get() {
+            return Ok(None);
+        }
+        if let Some(frame) = self.reader.buffered_frame()? {
+            return Ok(Some(frame));
+        }
+        let shard = self.shard.clone();
+        let reader = &mut self.reader;
+        futures_lite::future::or(async { reader.next_frame().await.map(Some) }, async {
+            while !shard.shutting_down.get() {
+                shard.shutdown.wait().await;
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Handles one frame; `Ok(false)` means the connection is finished (close handshake done).
+    async fn handle_frame(&mut self, frame: Frame) -> Result<bool, Fault> {
+        match frame {
+            Frame::Heartbeat { channel: 0 } => Ok(true),
+            Frame::Heartbeat { .. } => Err(Fault::new(
+                reply_code::FRAME_ERROR,
+                "FRAME_ERROR - heartbeat frame on a non-zero channel",
+            )),
+            Frame::Method { channel: 0, method } => self.handle_connection_method(method).await,
+            Frame::Method { channel, method } => {
+                self.check_channel_number(channel)?;
+                self.handle_channel_method(channel, method).await?;
+                Ok(true)
+            }
+            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => Err(Fault::new(
+                reply_code::COMMAND_INVALID,
+                "COMMAND_INVALID - content frame on channel 0",
+            )),
+            Frame::Header {
+                channel,
+                class_id,
+                body_size,
+                properties,
+            } => {
+                self.check_channel_number(channel)?;
+                self.handle_content_header(channel, class_id, body_size, properties)
+                    .await?;
+                Ok(true)
+            }
+            Frame::Body { channel, payload } => {
+                self.check_channel_number(channel)?;
+                self.handle_content_body(channel, payload).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn check_channel_number(&self, channel: u16) -> Result<(), Fault> {
+        if channel > self.channel_max {
+            return Err(Fault::new(
+                reply_code::CHANNEL_ERROR,
+                format!(
+                    "CHANNEL_ERROR - channel {channel} is above channel_max {}",
+                    self.channel_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn handle_connection_method(&mut self, method: Method) -> Result<bool, Fault> {
+        match method {
+            Method::ConnectionClose(_) => {
+                self.release_all().await;
+                self.conn
+                    .send_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
+                Ok(false)
+            }
+            Method::ConnectionCloseOk(_) => Ok(false),
+            Method::ConnectionUpdateSecret(_) => {
+                self.conn.send_method(
+                    0,
+                    &Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk {}),
+                );
+                Ok(true)
+            }
+            // Clients may tell us they are blocked; nothing to do.
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(true),
+            other => Err(Fault::new(
+                reply_code::COMMAND_INVALID,
+                format!(
+                    "COMMAND_INVALID - unexpected method {} on channel 0",
+                    other.name()
+                ),
+            )
+            .at(&other)),
+        }
+    }
+
+    async fn handle_channel_method(&mut self, channel: u16, method: Method) -> Result<(), Fault> {
+        let state = self.conn.channels.borrow().get(&channel).map(|c| c.closing);
+        match (state, &method) {
+            (None, Method::ChannelOpen(_)) => {
+                self.conn
+                    .channels
+                    .borrow_mut()
+                    .insert(channel, ChannelState::new());
+                self.conn.send_method(
+                    channel,
+                    &Method::ChannelOpenOk(crate::protocol::ChannelOpenOk {}),
+                );
+                return Ok(());
+            }
+            (None, _) => {
+                return Err(Fault::new(
+                    reply_code::CHANNEL_ERROR,
+                    format!("CHANNEL_ERROR - expected 'channel.open' on channel {channel}"),
+                )
+                .at(&method))
+            }
+            (Some(_), Method::ChannelOpen(_)) => {
+                return Err(Fault::new(
+                    reply_code::CHANNEL_ERROR,
+                    format!("CHANNEL_ERROR - second 'channel.open' seen on channel {channel}"),
+                )
+                .at(&method))
+            }
+            // We closed it: wait for close-ok, answer a crossing close, drop everything else.
+            (Some(true), Method::ChannelCloseOk(_)) => {
+                self.conn.channels.borrow_mut().remove(&channel);
+                return Ok(());
+            }
+            (Some(true), Method::ChannelClose(_)) => {
+                self.conn
+                    .send_method(channel, &Method::ChannelCloseOk(ChannelCloseOk {}));
+                return Ok(());
+            }
+            (Some(true), _) => return Ok(()),
+            (Some(false), Method::ChannelClose(_)) => {
+                self.release_channel(channel).await;
+                self.conn.channels.borrow_mut().remove(&channel);
+                self.conn
+                    .send_method(channel, &Method::ChannelCloseOk(ChannelCloseOk {}));
+                return Ok(());
+            }
+            (Some(false), Method::ChannelCloseOk(_)) => return Ok(()),
+            _ => {}
+        }
+        let class_id = method.class_id();
+        let method_id = method.method_id();
+        match self.channel_method(channel, method).await {
+            Ok(()) => Ok(()),
+            Err(mut fault) => {
+                if fault.class_id == 0 {
+                    fault.class_id = class_id;
+                    fault.method_id = method_id;
+                }
+                if fault.is_hard() {
+                    return Err(fault);
+                }
+                self.close_channel(channel, fault).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes a channel on our side with an error: resources are released now, the channel id is
+    /// reusable once the client's close-ok arrives.
+    async fn close_channel(&mut self, channel: u16, fault: Fault) {
+        tracing::debug!(conn = self.conn.id, channel, code = fault.code, text = %fault.text, "closing channel");
+        self.release_channel(channel).await;
+        if let Some(state) = self.conn.channels.borrow_mut().get_mut(&channel) {
+            state.closing = true;
+            state.pending_publish = None;
+        }
+        self.conn.send_method(
+            channel,
+            &Method::ChannelClose(ChannelClose {
+                reply_code: fault.code,
+                reply_text: fault.text,
+                class_id: fault.class_id,
+                method_id: fault.method_id,
+            }),
+        );
+    }
+
+    /// Gives back what a channel holds: its consumers are removed and its unacked messages
+    /// requeued in order on every queue it used; auto-delete queues left unused are deleted.
+    async fn release_channel(&mut self, channel: u16) {
+        let queues: HashSet<(u64, usize)> = {
+            let mut channels = self.conn.channels.borrow_mut();
+            let Some(state) = channels.get_mut(&channel) else {
+                return;
+            };
+            let mut queues: HashSet<(u64, usize)> =
+                state.unacked.iter().map(|u| (u.queue, u.owner)).collect();
+            queues.extend(state.consumers.values().map(|c| (c.queue, c.owner)));
+            state.unacked.clear();
+            state.consumers.clear();
+            state.consumer_tags.clear();
+            state.confirm = None;
+            queues
+        };
+        let channel_ref = ChannelRef {
+            conn: self.conn.id,
+            channel,
+        };
+        for (queue, owner) in queues {
+            let op = QueueOp::ChannelClosed {
+                channel: channel_ref,
+            };
+            if let Ok(QueueOk::Done {
+                auto_delete_now: true,
+            }) = self.shard.queue_op(queue, owner, op).await
+            {
+                let _ = self
+                    .shard
+                    .topology(TopologyOp::AutoDeleteQueue { queue })
+                    .await;
+            }
+        }
+    }
+
+    /// Releases every channel and the connection's exclusive queues. Idempotent.
+    async fn release_all(&mut self) {
+        let channels: Vec<u16> = self.conn.channels.borrow().keys().copied().collect();
+        for channel in channels {
+            self.release_channel(channel).await;
+        }
+        self.conn.channels.borrow_mut().clear();
+        let conn = self.conn.id;
+        let _ = self
+            .shard
+            .topology(TopologyOp::ConnectionClosed { conn })
+            .await;
+    }
+
+    /// Sends connection.close and waits (bounded) for close-ok, ignoring anything else.
+    async fn close_connection(&mut self, fault: Fault) {
+        tracing::debug!(conn = self.conn.id, code = fault.code, text = %fault.text, "closing connection");
+        self.conn.send_method(
+            0,
+            &Method::ConnectionClose(ConnectionClose {
+                reply_code: fault.code,
+                reply_text: fault.text,
+                class_id: fault.class_id,
+                method_id: fault.method_id,
+            }),
+        );
+        let reader = &mut self.reader;
+        let _ = glommio::timer::timeout(CLOSE_TIMEOUT, async {
+            loop {
+                match reader.next_frame().await {
+                    Ok(Frame::Method {
+                        channel: 0,
+                        method: Method::ConnectionCloseOk(_) | Method::ConnectionClose(_),
+                    }) => return Ok(()),
+                    Ok(_) => continue,
+                    // A frame we cannot parse, or the end of the socket: stop waiting.
+                    Err(_) => return Ok(()),
+                }
+            }
+        })
+        .await;
+    }
+}
+
+pub(crate) fn heartbeat_timeout(heartbeat: u16) -> Option<Duration> {
+    // Two missed heartbeats close the connection, as the spec suggests.
+    (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat) * 2))
+}

@@ -1,0 +1,290 @@
+//! A connection's state that the shard reaches into directly: its output buffer and, per channel,
+//! what is needed to deliver messages (delivery tags, unacked messages, consumers, confirms).
+//!
+//! The shard's dispatch calls `deliver`/`confirm_done`/`consumer_cancelled` synchronously on the
+//! connection's own executor; the session's reader task mutates the same state between awaits.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+
+use bytes::BytesMut;
+
+use crate::broker::queue::{ConsumerKey, MessageId, SharedMessage};
+use crate::broker::{ConnId, QueueId, ShardId};
+use crate::limits::FRAME_MAX_BYTES;
+use crate::protocol::{self, BasicAck, BasicCancel, BasicDeliver, BasicNack, Method};
+use crate::shard::messages::DeliverEntry;
+use crate::shard::sync::Notify;
+
+pub struct ConnShared {
+    pub id: ConnId,
+    pub frame_max: Cell<u32>,
+    /// The client announced `consumer_cancel_notify`: tell it when a queue goes under a consumer.
+    pub cancel_notify: Cell<bool>,
+    outbox: RefCell<BytesMut>,
+    /// Wakes the writer task when the outbox gains bytes.
+    pub writer_wake: Notify,
+    /// Wakes a paused reader when the writer has flushed.
+    pub flushed: Notify,
+    /// Set by the session when nothing more will be written: the writer flushes and stops.
+    pub output_closed: Cell<bool>,
+    pub channels: RefCell<HashMap<u16, ChannelState>>,
+}
+
+#[derive(Default)]
+pub struct ChannelState {
+    /// channel.close was sent by us; only close/close-ok are processed until the client answers.
+    pub closing: bool,
+    pub next_delivery_tag: u64,
+    /// Messages delivered and not yet settled, in delivery-tag order.
+    pub unacked: VecDeque<Unacked>,
+    pub consumers: HashMap<ConsumerKey, Consumer>,
+    pub consumer_tags: HashMap<String, ConsumerKey>,
+    /// basic.qos(global=false): the limit given to consumers created from now on.
+    pub prefetch_per_consumer: u16,
+    /// basic.qos(global=true): the channel-wide limit.
+    pub prefetch_per_channel: u16,
+    pub confirm: Option<Confirms>,
+    pub last_queue: Option<String>,
+    /// A basic.publish whose content frames are still arriving.
+    pub pending_publish: Option<super::channel::PendingPublish>,
+    /// tx.select was issued: publishes and acks wait here for tx.commit.
+    pub tx: Option<super::channel::TxBuffer>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Unacked {
+    pub tag: u64,
+    pub queue: QueueId,
+    pub owner: ShardId,
+    pub message_id: MessageId,
+}
+
+pub struct Consumer {
+    pub tag: String,
+    pub queue: QueueId,
+    pub owner: ShardId,
+    pub no_ack: bool,
+    /// Until consume-ok is written, deliveries wait here so they never overtake it.
+    pub held: Option<Vec<DeliverEntry>>,
+}
+
+#[derive(Default)]
+pub struct Confirms {
+    pub next_seq: u64,
+    /// Publishes waiting for other shards: seq -> (replies still expected, any refusal).
+    pub pending: HashMap<u64, (u32, bool)>,
+}
+
+impl ConnShared {
+    pub fn new(id: ConnId) -> ConnShared {
+        ConnShared {
+            id,
+            frame_max: Cell::new(FRAME_MAX_BYTES),
+            cancel_notify: Cell::new(false),
+            outbox: RefCell::new(BytesMut::with_capacity(16 * 1024)),
+            writer_wake: Notify::default(),
+            flushed: Notify::default(),
+            output_closed: Cell::new(false),
+            channels: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn send_method(&self, channel: u16, method: &Method) {
+        protocol::encode_method_frame(channel, method, &mut self.outbox.borrow_mut());
+        self.writer_wake.notify();
+    }
+
+    pub fn send_content(&self, channel: u16, method: &Method, message: &SharedMessage) {
+        protocol::encode_content(
+            channel,
+            method,
+            &message.properties,
+            &message.body,
+            self.frame_max.get(),
+            &mut self.outbox.borrow_mut(),
+        );
+        self.writer_wake.notify();
+    }
+
+    pub fn send_raw(&self, bytes: &[u8]) {
+        self.outbox.borrow_mut().extend_from_slice(bytes);
+        self.writer_wake.notify();
+    }
+
+    pub fn send_heartbeat(&self) {
+        protocol::encode_heartbeat(&mut self.outbox.borrow_mut());
+        self.writer_wake.notify();
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.borrow().len()
+    }
+
+    /// Everything written so far, for the writer task.
+    pub fn take_output(&self) -> BytesMut {
+        self.outbox.borrow_mut().split()
+    }
+
+    /// A delivery for one of our consumers. Refused (handed back) when the channel or the consumer
+    /// is gone, so the caller can requeue it.
+    pub fn deliver(&self, entry: DeliverEntry) -> Result<(), DeliverEntry> {
+        let mut channels = self.channels.borrow_mut();
+        let Some(channel) = channels.get_mut(&entry.channel.channel) else {
+            return Err(entry);
+        };
+        if channel.closing {
+            return Err(entry);
+        }
+        let Some(consumer) = channel.consumers.get_mut(&entry.consumer) else {
+            return Err(entry);
+        };
+        if let Some(held) = consumer.held.as_mut() {
+            held.push(entry);
+            return Ok(());
+        }
+        let method = channel.record_delivery(&entry);
+        drop(channels);
+        self.send_content(entry.channel.channel, &method, &entry.message);
+        Ok(())
+    }
+
+    /// Writes the deliveries held back until consume-ok went out.
+    pub fn release_held(&self, channel_id: u16, key: ConsumerKey) {
+        let held = {
+            let mut channels = self.channels.borrow_mut();
+            channels
+                .get_mut(&channel_id)
+                .and_then(|c| c.consumers.get_mut(&key))
+                .and_then(|c| c.held.take())
+                .unwrap_or_default()
+        };
+        for entry in held {
+            // The consumer is live now, so this delivers (or hands back if it just vanished).
+            if let Err(entry) = self.deliver(entry) {
+                tracing::debug!(message = entry.message_id, "held delivery refused");
+            }
+        }
+    }
+
+    /// Another shard finished its part of a confirmed publish.
+    pub fn confirm_done(&self, channel_id: u16, seq: u64, ok: bool) {
+        let finished = {
+            let mut channels = self.channels.borrow_mut();
+            let Some(confirms) = channels
+                .get_mut(&channel_id)
+                .and_then(|c| c.confirm.as_mut())
+            else {
+                return;
+            };
+            let Some((remaining, refused)) = confirms.pending.get_mut(&seq) else {
+                return;
+            };
+            *remaining = remaining.saturating_sub(1);
+            *refused |= !ok;
+            if *remaining > 0 {
+                return;
+            }
+            let refused = *refused;
+            confirms.pending.remove(&seq);
+            refused
+        };
+        self.send_confirm(channel_id, seq, !finished);
+    }
+
+    pub fn send_confirm(&self, channel_id: u16, seq: u64, ok: bool) {
+        let method = if ok {
+            Method::BasicAck(BasicAck {
+                delivery_tag: seq,
+                multiple: false,
+            })
+        } else {
+            Method::BasicNack(BasicNack {
+                delivery_tag: seq,
+                multiple: false,
+                requeue: false,
+            })
+        };
+        self.send_method(channel_id, &method);
+    }
+
+    /// The queue under one of our consumers was deleted.
+    pub fn consumer_cancelled(&self, channel_id: u16, key: ConsumerKey) {
+        let tag = {
+            let mut channels = self.channels.borrow_mut();
+            let Some(channel) = channels.get_mut(&channel_id) else {
+                return;
+            };
+            let Some(consumer) = channel.consumers.remove(&key) else {
+                return;
+            };
+            channel.consumer_tags.remove(&consumer.tag);
+            consumer.tag
+        };
+        if self.cancel_notify.get() {
+            let method = Method::BasicCancel(BasicCancel {
+                consumer_tag: tag,
+                no_wait: true,
+            });
+            self.send_method(channel_id, &method);
+        }
+    }
+}
+
+impl ChannelState {
+    pub fn new() -> ChannelState {
+        ChannelState {
+            next_delivery_tag: 1,
+            ..ChannelState::default()
+        }
+    }
+
+    pub fn next_tag(&mut self) -> u64 {
+        let tag = self.next_delivery_tag;
+        self.next_delivery_tag += 1;
+        tag
+    }
+
+    /// Assigns a delivery tag, remembers the message until it is settled (unless no-ack), and
+    /// returns the basic.deliver to write.
+    fn record_delivery(&mut self, entry: &DeliverEntry) -> Method {
+        let tag = self.next_tag();
+        let (consumer_tag, owner, no_ack) = match self.consumers.get(&entry.consumer) {
+            Some(c) => (c.tag.clone(), c.owner, c.no_ack),
+            None => (String::new(), 0, true),
+        };
+        if !no_ack {
+            self.unacked.push_back(Unacked {
+                tag,
+                queue: entry.queue,
+                owner,
+                message_id: entry.message_id,
+            });
+        }
+        Method::BasicDeliver(BasicDeliver {
+            consumer_tag,
+            delivery_tag: tag,
+            redelivered: entry.redelivered,
+            exchange: entry.message.exchange.clone(),
+            routing_key: entry.message.routing_key.clone(),
+        })
+    }
+
+    /// Removes and returns the unacked messages an ack/nack/reject names; `None` when the tag is
+    /// unknown (a PRECONDITION_FAILED for the caller).
+    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        if multiple {
+            let end = if tag == 0 {
+                self.unacked.len()
+            } else {
+                self.unacked.partition_point(|u| u.tag <= tag)
+            };
+            if end == 0 && tag != 0 {
+                return None;
+            }
+            return Some(self.unacked.drain(..end).collect());
+        }
+        let index = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
+        self.unacked.remove(index).map(|u| vec![u])
+    }
+}

@@ -1,0 +1,348 @@
+//! A shard: one glommio executor pinned to one core, owning its connections, the queues placed on
+//! it, and a full copy of the topology so it can route without asking anyone.
+//!
+//! Cross-shard work is always visible at the call site: `call` (a request with exactly one reply),
+//! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
+
+pub mod mesh;
+pub mod messages;
+mod owner;
+mod queues;
+pub mod runtime;
+pub mod sync;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
+use crate::broker::{AmqpError, ConnId, QueueId, ShardId, Topology};
+use crate::limits::RPC_TIMEOUT;
+use crate::protocol::reply_code;
+use crate::session::ConnShared;
+use mesh::Mesh;
+use messages::*;
+use queues::HostedQueue;
+use sync::{oneshot, Notify, OneshotSender};
+
+/// Bits of a connection id (and consumer key) below the shard number.
+const SHARD_SHIFT: u32 = 48;
+
+pub fn shard_of(conn_or_consumer: u64) -> ShardId {
+    (conn_or_consumer >> SHARD_SHIFT) as ShardId
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub shard_count: usize,
+    pub topology: RefCell<Topology>,
+    pub mesh: Rc<Mesh>,
+    queues: RefCell<HashMap<QueueId, HostedQueue>>,
+    conns: RefCell<HashMap<ConnId, Rc<ConnShared>>>,
+    next_local_id: Cell<u64>,
+    next_request: Cell<RequestId>,
+    pending_requests: RefCell<HashMap<RequestId, OneshotSender<Reply>>>,
+    /// Scratch buffer for routing results, reused across publishes.
+    route_scratch: RefCell<Vec<QueueId>>,
+    owner: owner::OwnerState,
+    pub shutting_down: Cell<bool>,
+    pub shutdown: Notify,
+}
+
+pub struct PublishOutcome {
+    pub routed: bool,
+    /// Shards that will answer with a `Confirm` for this publish.
+    pub remote_confirms: u32,
+    /// The other shards the message was sent to, a bit per shard.
+    pub remote_shards: u64,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, shard_count: usize, topology: Topology) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            shard_count,
+            topology: RefCell::new(topology),
+            mesh: Rc::new(Mesh::new(id, shard_count)),
+            queues: RefCell::new(HashMap::new()),
+            conns: RefCell::new(HashMap::new()),
+            next_local_id: Cell::new(1),
+            next_request: Cell::new(1),
+            pending_requests: RefCell::new(HashMap::new()),
+            route_scratch: RefCell::new(Vec::new()),
+            owner: owner::OwnerState::default(),
+            shutting_down: Cell::new(false),
+            shutdown: Notify::default(),
+        })
+    }
+
+    /// A process-unique id for a connection or consumer created on this shard.
+    pub fn new_id(&self) -> u64 {
+        let n = self.next_local_id.get();
+        self.next_local_id.set(n + 1);
+        ((self.id as u64) << SHARD_SHIFT) | n
+    }
+
+    pub fn register_conn(&self, id: ConnId, conn: Rc<ConnShared>) {
+        self.conns.borrow_mut().insert(id, conn);
+    }
+
+    pub fn unregister_conn(&self, id: ConnId) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    pub fn conn_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    fn conn(&self, id: ConnId) -> Option<Rc<ConnShared>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    // ---- requests with one reply ------------------------------------------------------------
+
+    /// Sends `body` to shard `to` and waits for its reply. A request to ourselves is handled
+    /// in place, so callers need not care where the answer comes from.
+    pub async fn call(self: &Rc<Self>, to: ShardId, body: Request) -> Option<Reply> {
+        if to == self.id {
+            // Boxed: a local request may itself call (topology owner -> queue owner).
+            return Some(Box::pin(self.handle_request(self.id, body)).await);
+        }
+        let receiver = self.send_request(to, body);
+        glommio::timer::timeout(RPC_TIMEOUT, async { Ok(receiver.await) })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Queues a request for `to` without waiting: the order of calls is the order on the link.
+    fn send_request(&self, to: ShardId, body: Request) -> sync::OneshotReceiver<Reply> {
+        let id = self.next_request.get();
+        self.next_request.set(id + 1);
+        let (tx, rx) = oneshot();
+        self.pending_requests.borrow_mut().insert(id, tx);
+        self.mesh.send(
+            to,
+            MeshMsg::Request {
+                from: self.id,
+                id,
+                body,
+            },
+        );
+        rx
+    }
+
+    async fn handle_request(self: &Rc<Self>, from: ShardId, body: Request) -> Reply {
+        match body {
+            Request::Topology(op) => Reply::Topology(self.owner_handle(from, op).await),
+            Request::Apply { changes } => {
+                self.apply_changes(&changes);
+                Reply::Applied
+            }
+            Request::Queue { queue, op } => Reply::Queue(self.handle_queue_op(queue, op)),
+        }
+    }
+
+    /// A topology request from a session on this shard; shard 0 decides.
+    pub async fn topology(self: &Rc<Self>, op: TopologyOp) -> Result<TopologyOk, AmqpError> {
+        match self.call(0, Request::Topology(op)).await {
+            Some(Reply::Topology(result)) => result,
+            _ => Err(internal_error("topology request failed")),
+        }
+    }
+
+    /// A request to the shard that owns `queue`.
+    pub async fn queue_op(
+        self: &Rc<Self>,
+        queue: QueueId,
+        owner: ShardId,
+        op: QueueOp,
+    ) -> Result<QueueOk, AmqpError> {
+        match self.call(owner, Request::Queue { queue, op }).await {
+            Some(Reply::Queue(result)) => result,
+            _ => Err(internal_error("queue request failed")),
+        }
+    }
+
+    // ---- one-way traffic --------------------------------------------------------------------
+
+    /// Routes a message on our copy of the topology and hands it to every destination queue:
+    /// queues here directly, other shards one mesh entry per shard naming all its queues.
+    pub fn publish(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        message: SharedMessage,
+        confirm: Option<ConfirmRef>,
+    ) -> PublishOutcome {
+        let mut destinations = self.route_scratch.borrow_mut();
+        destinations.clear();
+        let topology = self.topology.borrow();
+        topology.route(
+            vhost,
+            exchange,
+            &message.routing_key,
+            message.properties.headers.as_ref(),
+            &mut destinations,
+        );
+        if destinations.is_empty() {
+            return PublishOutcome {
+                routed: false,
+                remote_confirms: 0,
+                remote_shards: 0,
+            };
+        }
+        let mut per_shard: Vec<Vec<QueueId>> = vec![Vec::new(); self.shard_count];
+        for &queue in destinations.iter() {
+            if let Some(meta) = topology.queue_by_id(queue) {
+                if let Some(group) = per_shard.get_mut(meta.owner_shard) {
+                    group.push(queue);
+                }
+            }
+        }
+        drop(topology);
+        drop(destinations);
+        let mut remote_confirms = 0;
+        let mut remote_shards = 0u64;
+        for (shard, queues) in per_shard.into_iter().enumerate() {
+            if queues.is_empty() {
+                continue;
+            }
+            if shard == self.id {
+                self.enqueue_local(&queues, &message);
+            } else {
+                remote_confirms += u32::from(confirm.is_some());
+                remote_shards |= 1 << shard;
+                let entry = PublishEntry {
+                    queues,
+                    message: message.clone(),
+                    confirm,
+                };
+                self.mesh.send(shard, MeshMsg::Publish(entry));
+            }
+        }
+        PublishOutcome {
+            routed: true,
+            remote_confirms,
+            remote_shards,
+        }
+    }
+
+    /// Settles messages of `queue` (owned by `owner`), locally or across the mesh.
+    pub fn settle(&self, queue: QueueId, owner: ShardId, op: SettleOp) {
+        if owner == self.id {
+            self.apply_settle(queue, op);
+        } else {
+            self.mesh.send(owner, MeshMsg::Settle { queue, op });
+        }
+    }
+
+    /// Hands a delivery to its consumer's connection, here or on another shard.
+    fn route_delivery(&self, entry: DeliverEntry) {
+        let shard = shard_of(entry.channel.conn);
+        if shard != self.id {
+            self.mesh.send(shard, MeshMsg::Deliver(entry));
+            return;
+        }
+        let refused = match self.conn(entry.channel.conn) {
+            Some(conn) => conn.deliver(entry).err(),
+            None => Some(entry),
+        };
+        // The consumer went away while the message was on its way: put it back.
+        if let Some(entry) = refused {
+            let owner = self.owner_of(entry.queue);
+            self.settle(
+                entry.queue,
+                owner,
+                SettleOp::Reject {
+                    ids: vec![entry.message_id],
+                    requeue: true,
+                },
+            );
+        }
+    }
+
+    fn route_confirm(&self, confirm: ConfirmRef, ok: bool) {
+        let shard = shard_of(confirm.channel.conn);
+        if shard != self.id {
+            self.mesh.send(shard, MeshMsg::Confirm(confirm, ok));
+        } else if let Some(conn) = self.conn(confirm.channel.conn) {
+            conn.confirm_done(confirm.channel.channel, confirm.seq, ok);
+        }
+    }
+
+    fn route_consumer_cancelled(&self, channel: ChannelRef, consumer: ConsumerKey) {
+        let shard = shard_of(channel.conn);
+        if shard != self.id {
+            self.mesh
+                .send(shard, MeshMsg::ConsumerCancelled { channel, consumer });
+        } else if let Some(conn) = self.conn(channel.conn) {
+            conn.consumer_cancelled(channel.channel, consumer);
+        }
+    }
+
+    pub fn owner_of(&self, queue: QueueId) -> ShardId {
+        self.topology
+            .borrow()
+            .queue_by_id(queue)
+            .map(|m| m.owner_shard)
+            .unwrap_or(self.id)
+    }
+
+    // ---- the mesh receive side --------------------------------------------------------------
+
+    pub fn handle_mesh(self: &Rc<Self>, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Request { from, id, body } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let reply = shard.handle_request(from, body).await;
+                    shard.mesh.send(from, MeshMsg::Reply { id, body: reply });
+                })
+                .detach();
+            }
+            MeshMsg::Reply { id, body } => {
+                if let Some(tx) = self.pending_requests.borrow_mut().remove(&id) {
+                    tx.send(body);
+                }
+            }
+            MeshMsg::Publish(entry) => {
+                self.enqueue_local(&entry.queues, &entry.message);
+                if let Some(confirm) = entry.confirm {
+                    self.route_confirm(confirm, true);
+                }
+            }
+            MeshMsg::Deliver(entry) => self.route_delivery(entry),
+            MeshMsg::Settle { queue, op } => self.apply_settle(queue, op),
+            MeshMsg::Confirm(confirm, ok) => self.route_confirm(confirm, ok),
+            MeshMsg::ConsumerCancelled { channel, consumer } => {
+                self.route_consumer_cancelled(channel, consumer)
+            }
+            MeshMsg::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    /// Stops accepting and tells every connection to close with CONNECTION_FORCED.
+    pub fn begin_shutdown(&self) {
+        if !self.shutting_down.replace(true) {
+            self.shutdown.notify();
+        }
+    }
+
+    /// Shard 0 relays a shutdown to every other shard.
+    pub fn broadcast_shutdown(&self) {
+        for peer in 0..self.shard_count {
+            if peer != self.id {
+                self.mesh.send(peer, MeshMsg::Shutdown);
+            }
+        }
+        self.begin_shutdown();
+    }
+}
+
+pub fn internal_error(text: &str) -> AmqpError {
+    AmqpError::new(
+        reply_code::INTERNAL_ERROR,
+        format!("INTERNAL_ERROR - {text}"),
+    )
+}

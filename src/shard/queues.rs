@@ -1,0 +1,245 @@
+//! The queues a shard owns: applying publishes, settlements and queue requests, and dispatching
+//! deliveries to consumers (wherever their connections live).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
+use super::{DeliverEntry, Shard};
+use crate::broker::queue::{
+    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, Queue, QueueLimits, SharedMessage,
+};
+use crate::broker::{AmqpError, QueueId, QueueMeta};
+use crate::limits::DISPATCH_BATCH_MAX;
+use crate::protocol::reply_code;
+
+pub struct HostedQueue {
+    queue: Queue,
+    auto_delete: bool,
+    /// Where each consumer's deliveries go.
+    consumer_channels: HashMap<ConsumerKey, ChannelRef>,
+}
+
+impl HostedQueue {
+    pub fn new(meta: &QueueMeta) -> HostedQueue {
+        HostedQueue {
+            queue: Queue::new(QueueLimits::default()),
+            auto_delete: meta.auto_delete,
+            consumer_channels: HashMap::new(),
+        }
+    }
+
+    fn auto_delete_now(&self) -> bool {
+        self.auto_delete && self.queue.has_had_consumers() && self.queue.consumer_count() == 0
+    }
+}
+
+impl Shard {
+    pub(super) fn host_queue(&self, id: QueueId, meta: &QueueMeta) {
+        self.queues
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(|| HostedQueue::new(meta));
+    }
+
+    /// Removes a queue we own; its consumers are told (basic.cancel) and its messages dropped.
+    /// Returns the number of ready messages it held.
+    pub(super) fn unhost_queue(&self, id: QueueId) -> Option<u32> {
+        let hosted = self.queues.borrow_mut().remove(&id)?;
+        let count = hosted.queue.message_count();
+        for (key, channel) in hosted.consumer_channels {
+            self.route_consumer_cancelled(channel, key);
+        }
+        Some(count)
+    }
+
+    pub(super) fn enqueue_local(&self, queues: &[QueueId], message: &SharedMessage) {
+        for &id in queues {
+            let published = match self.queues.borrow_mut().get_mut(&id) {
+                Some(hosted) => {
+                    hosted.queue.publish(message.clone());
+                    true
+                }
+                None => false, // deleted while the message was being routed
+            };
+            if published {
+                self.dispatch(id);
+            }
+        }
+    }
+
+    /// Delivers what consumer credit allows. Deliveries are collected first and routed after the
+    /// queue borrow ends, because routing a local delivery touches the connection's state.
+    pub(super) fn dispatch(&self, id: QueueId) {
+        loop {
+            let mut deliveries = Vec::new();
+            let routes: Vec<(ChannelRef, DeliverEntry)> = {
+                let mut queues = self.queues.borrow_mut();
+                let Some(hosted) = queues.get_mut(&id) else {
+                    return;
+                };
+                hosted.queue.dispatch(&mut deliveries, DISPATCH_BATCH_MAX);
+                deliveries
+                    .drain(..)
+                    .filter_map(|d| {
+                        let channel = *hosted.consumer_channels.get(&d.consumer)?;
+                        Some((
+                            channel,
+                            DeliverEntry {
+                                channel,
+                                consumer: d.consumer,
+                                queue: id,
+                                message_id: d.message_id,
+                                message: d.message,
+                                redelivered: d.redelivered,
+                            },
+                        ))
+                    })
+                    .collect()
+            };
+            let produced = routes.len();
+            for (_, entry) in routes {
+                self.route_delivery(entry);
+            }
+            if produced < DISPATCH_BATCH_MAX {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn apply_settle(&self, id: QueueId, op: SettleOp) {
+        {
+            let mut queues = self.queues.borrow_mut();
+            let Some(hosted) = queues.get_mut(&id) else {
+                return;
+            };
+            match op {
+                SettleOp::Ack(ids) => hosted.queue.ack(&ids),
+                SettleOp::Reject { ids, requeue } => {
+                    // Dropped messages will be dead-lettered here once queues have DLX.
+                    let _dropped = hosted.queue.reject(&ids, requeue);
+                }
+            }
+        }
+        self.dispatch(id);
+    }
+
+    /// Answers a request about a queue we own. Synchronous: the queue is ours alone.
+    pub(super) fn handle_queue_op(
+        self: &Rc<Self>,
+        id: QueueId,
+        op: QueueOp,
+    ) -> Result<QueueOk, AmqpError> {
+        let result = {
+            let mut queues = self.queues.borrow_mut();
+            let Some(hosted) = queues.get_mut(&id) else {
+                return Err(AmqpError::new(
+                    reply_code::NOT_FOUND,
+                    "NOT_FOUND - queue was deleted".to_string(),
+                ));
+            };
+            apply_queue_op(hosted, op)
+        };
+        match &result {
+            Ok(QueueOk::Deleted(_)) => {
+                self.unhost_queue(id);
+            }
+            Ok(_) => self.dispatch(id),
+            Err(_) => {}
+        }
+        result
+    }
+}
+
+fn apply_queue_op(hosted: &mut HostedQueue, op: QueueOp) -> Result<QueueOk, AmqpError> {
+    let queue = &mut hosted.queue;
+    Ok(match op {
+        QueueOp::Counts => QueueOk::Counts {
+            messages: queue.message_count(),
+            consumers: queue.consumer_count(),
+        },
+        QueueOp::Consume {
+            key,
+            channel,
+            prefetch,
+            no_ack,
+            exclusive,
+            priority,
+        } => {
+            let spec = ConsumerSpec {
+                key,
+                prefetch,
+                no_ack,
+                exclusive,
+                priority,
+                channel,
+            };
+            queue.add_consumer(spec).map_err(consume_error)?;
+            hosted.consumer_channels.insert(key, channel);
+            QueueOk::Consumed
+        }
+        QueueOp::Cancel { key } => {
+            queue.remove_consumer(key);
+            hosted.consumer_channels.remove(&key);
+            QueueOk::Cancelled {
+                auto_delete_now: hosted.auto_delete_now(),
+            }
+        }
+        QueueOp::Get { channel, no_ack } => {
+            let got = queue.basic_get(no_ack, channel);
+            let remaining = queue.message_count();
+            QueueOk::Got(got.map(|(message_id, message, redelivered)| GotMessage {
+                message_id,
+                message,
+                redelivered,
+                remaining,
+            }))
+        }
+        QueueOp::Purge => QueueOk::Purged(queue.purge()),
+        QueueOp::Delete {
+            if_unused,
+            if_empty,
+        } => {
+            if if_unused && !queue.is_unused() {
+                return Err(AmqpError::new(
+                    reply_code::PRECONDITION_FAILED,
+                    "PRECONDITION_FAILED - queue in use".to_string(),
+                ));
+            }
+            if if_empty && queue.message_count() > 0 {
+                return Err(AmqpError::new(
+                    reply_code::PRECONDITION_FAILED,
+                    "PRECONDITION_FAILED - queue not empty".to_string(),
+                ));
+            }
+            QueueOk::Deleted(queue.message_count())
+        }
+        QueueOp::ChannelClosed { channel } => {
+            queue.channel_closed(channel);
+            hosted.consumer_channels.retain(|_, c| *c != channel);
+            QueueOk::Done {
+                auto_delete_now: hosted.auto_delete_now(),
+            }
+        }
+        QueueOp::Recover { channel } => {
+            queue.recover(channel);
+            QueueOk::Done {
+                auto_delete_now: false,
+            }
+        }
+    })
+}
+
+fn consume_error(error: ConsumeError) -> AmqpError {
+    let text = match error {
+        ConsumeError::ExclusiveInUse => {
+            "ACCESS_REFUSED - queue has an exclusive consumer".to_string()
+        }
+        ConsumeError::AlreadyConsumers => {
+            "ACCESS_REFUSED - cannot obtain exclusive access to queue, it has consumers".to_string()
+        }
+        #[allow(unreachable_patterns)]
+        _ => "ACCESS_REFUSED - cannot consume".to_string(),
+    };
+    AmqpError::new(reply_code::ACCESS_REFUSED, text)
+}
