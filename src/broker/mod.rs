@@ -12,7 +12,7 @@ mod topic;
 mod topology;
 pub mod validate;
 
-pub use topology::Topology;
+pub use topology::{Topology, DEFAULT_EXCHANGE, DEFAULT_USER, DEFAULT_VHOST};
 pub use validate::{
     check_bind, check_exchange_declare, check_exchange_delete, check_queue_access,
     check_queue_declare, check_queue_delete, check_unbind, server_named_queue, BindRequest,
@@ -32,6 +32,11 @@ pub const NAME_LENGTH_MAX: usize = 255;
 /// Most exchanges one publish may traverse through exchange-to-exchange bindings and alternate
 /// exchanges. Each exchange is visited at most once anyway; this caps the work on huge topologies.
 pub const ROUTE_EXCHANGES_VISITED_MAX: usize = 1024;
+/// Most queues per vhost, exchanges per vhost, and bindings per source exchange: declares and
+/// binds beyond these are refused (406) instead of growing every shard's copy without end.
+pub const QUEUES_PER_VHOST_MAX: usize = 100_000;
+pub const EXCHANGES_PER_VHOST_MAX: usize = 10_000;
+pub const BINDINGS_PER_EXCHANGE_MAX: usize = 100_000;
 /// Most changes one validation may emit (a delete cascading through auto-delete exchanges).
 pub const CHANGES_PER_REQUEST_MAX: usize = 4096;
 

@@ -277,6 +277,9 @@ impl Queue {
     pub fn drain_all(&mut self) -> Vec<SharedMessage> {
         let mut unacked: Vec<(MessageId, Unacked)> = self.unacked.drain().collect();
         unacked.sort_unstable_by_key(|(id, _)| *id);
+        for (_, held) in &unacked {
+            self.release_credit(held);
+        }
         let mut unacked = unacked.into_iter().peekable();
         let mut all = Vec::with_capacity(self.ready.len() + unacked.len());
         for entry in self.ready.drain() {
@@ -325,8 +328,8 @@ impl Queue {
             .filter(|(_, held)| held.channel == channel)
             .map(|(id, _)| *id)
             .collect();
-        // Newest first: each insert then lands at or before the previous one, near the front.
-        ids.sort_unstable_by(|left, right| right.cmp(left));
+        // Oldest first, so consumers unblocked by this rejoin their turn order deterministically.
+        ids.sort_unstable();
         for id in ids {
             if let Some(unacked) = self.unacked.remove(&id) {
                 self.release_credit(&unacked);

@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn pathological_patterns_stay_polynomial() {
         let mut trie = TopicTrie::default();
-        let pattern = vec!["#", "a"].repeat(30).join(".") + ".b";
+        let pattern = ["#", "a"].repeat(30).join(".") + ".b";
         trie.insert(&pattern, Target::Queue(1));
         let key = vec!["a"; 120].join(".");
         // Without the per-`#` memo this is ~C(120,30) paths; with it, nodes × positions.

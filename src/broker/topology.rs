@@ -361,31 +361,48 @@ impl Topology {
             out.extend(vh.queues.get(routing_key).map(|q| q.id));
             return;
         }
-        let mut visited: Vec<&str> = Vec::new();
-        let mut pending: Vec<&str> = vec![exchange];
-        while let Some(name) = pending.pop() {
-            if visited.contains(&name) || visited.len() >= ROUTE_EXCHANGES_VISITED_MAX {
-                continue;
-            }
-            visited.push(name);
-            let Some(x) = vh.exchanges.get(name) else {
-                continue;
-            };
-            let mut matched = false;
-            x.route(routing_key, headers, &mut |target| {
-                matched = true;
-                match target {
-                    Target::Queue(id) => out.push(*id),
-                    Target::Exchange(next) => pending.push(next),
+        let Some(first) = vh.exchanges.get(exchange) else {
+            return;
+        };
+        // The common case, an exchange bound only to queues, routes without allocating.
+        let mut pending: Vec<&str> = Vec::new();
+        route_one(first, routing_key, headers, out, &mut pending);
+        if !pending.is_empty() {
+            let mut visited: Vec<&str> = vec![exchange];
+            while let Some(name) = pending.pop() {
+                if visited.contains(&name) || visited.len() >= ROUTE_EXCHANGES_VISITED_MAX {
+                    continue;
                 }
-            });
-            // RabbitMQ's rule: the alternate takes over when the exchange's own bindings
-            // selected nothing at all (an exchange-to-exchange match counts as something).
-            if !matched {
-                pending.extend(x.alternate_exchange());
+                visited.push(name);
+                if let Some(x) = vh.exchanges.get(name) {
+                    route_one(x, routing_key, headers, out, &mut pending);
+                }
             }
         }
         out.sort_unstable();
         out.dedup();
+    }
+}
+
+/// Routes through one exchange's own bindings: queues go to `out`, exchanges to `pending`.
+fn route_one<'t>(
+    exchange: &'t ExchangeState,
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+    out: &mut Vec<QueueId>,
+    pending: &mut Vec<&'t str>,
+) {
+    let mut matched = false;
+    exchange.route(routing_key, headers, &mut |target| {
+        matched = true;
+        match target {
+            Target::Queue(id) => out.push(*id),
+            Target::Exchange(next) => pending.push(next),
+        }
+    });
+    // RabbitMQ's rule: the alternate takes over when the exchange's own bindings selected
+    // nothing at all (an exchange-to-exchange match counts as something).
+    if !matched {
+        pending.extend(exchange.alternate_exchange());
     }
 }

@@ -11,7 +11,8 @@ use super::headers::validate_binding_arguments;
 use super::topology::{Vhost, DEFAULT_EXCHANGE};
 use super::{
     AmqpError, Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, QueueId, QueueMeta,
-    ShardId, Topology, TopologyChange, CHANGES_PER_REQUEST_MAX, NAME_LENGTH_MAX,
+    ShardId, Topology, TopologyChange, BINDINGS_PER_EXCHANGE_MAX, CHANGES_PER_REQUEST_MAX,
+    EXCHANGES_PER_VHOST_MAX, NAME_LENGTH_MAX, QUEUES_PER_VHOST_MAX,
 };
 
 const RESERVED_PREFIX: &str = "amq.";
@@ -117,6 +118,14 @@ fn locked(name: &str, vhost: &str) -> AmqpError {
     )
 }
 
+/// RabbitMQ's vhost queue-limit wording, used for every per-vhost count limit.
+fn limit_reached(kind: &str, name: &str, vhost: &str, limit: usize) -> AmqpError {
+    error(
+        reply_code::PRECONDITION_FAILED,
+        format!("PRECONDITION_FAILED - cannot declare {kind} '{name}': {kind} limit in vhost '{vhost}' ({limit}) is reached"),
+    )
+}
+
 /// RabbitMQ enforces no character set on names; only the short-string length bounds them.
 fn check_name_length(kind: &str, name: &str) -> Result<(), AmqpError> {
     if name.len() <= NAME_LENGTH_MAX {
@@ -163,6 +172,14 @@ pub fn check_exchange_declare(
                 return Err(reserved_name("exchange", d.name));
             }
             check_name_length("exchange", d.name)?;
+            if vh.exchanges.len() >= EXCHANGES_PER_VHOST_MAX {
+                return Err(limit_reached(
+                    "exchange",
+                    d.name,
+                    d.vhost,
+                    EXCHANGES_PER_VHOST_MAX,
+                ));
+            }
             Ok(vec![TopologyChange::DeclareExchange {
                 vhost: d.vhost.to_string(),
                 exchange: ExchangeMeta {
@@ -286,6 +303,14 @@ pub fn check_queue_declare(
         return Err(reserved_name("queue", d.name));
     }
     check_name_length("queue", d.name)?;
+    if vh.queues.len() >= QUEUES_PER_VHOST_MAX {
+        return Err(limit_reached(
+            "queue",
+            d.name,
+            d.vhost,
+            QUEUES_PER_VHOST_MAX,
+        ));
+    }
     validate_queue_arguments(&resource("queue", d.name, d.vhost), d.arguments)?;
     if t.queue_by_id(d.new_id).is_some() {
         return Err(error(
@@ -352,10 +377,9 @@ pub fn check_queue_delete(
 /// The checks bind and unbind share: default exchange, existence (source first, as RabbitMQ
 /// reports it), exclusivity of a destination queue.
 fn check_binding_ends<'t>(t: &'t Topology, r: &BindRequest<'_>) -> Result<&'t Vhost, AmqpError> {
-    if r.source == DEFAULT_EXCHANGE
-        || r.destination.name() == DEFAULT_EXCHANGE
-            && matches!(r.destination, Destination::Exchange(_))
-    {
+    let to_default =
+        matches!(r.destination, Destination::Exchange(name) if name == DEFAULT_EXCHANGE);
+    if r.source == DEFAULT_EXCHANGE || to_default {
         return Err(default_exchange_refused());
     }
     let vh = vhost(t, r.vhost)?;
@@ -395,6 +419,16 @@ pub fn check_bind(t: &Topology, r: &BindRequest<'_>) -> Result<Vec<TopologyChang
     }
     if binding_exists(vh, r) {
         return Ok(Vec::new());
+    }
+    let bindings = vh.exchanges.get(r.source).map_or(0, |x| x.binding_count());
+    if bindings >= BINDINGS_PER_EXCHANGE_MAX {
+        return Err(error(
+            reply_code::PRECONDITION_FAILED,
+            format!(
+                "PRECONDITION_FAILED - binding limit of {} ({BINDINGS_PER_EXCHANGE_MAX}) is reached",
+                resource("exchange", r.source, r.vhost)
+            ),
+        ));
     }
     Ok(vec![TopologyChange::Bind {
         vhost: r.vhost.to_string(),

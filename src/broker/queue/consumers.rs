@@ -47,6 +47,8 @@ pub(super) struct ConsumerSet {
     consumers: HashMap<ConsumerKey, Consumer, IdBuildHasher>,
     /// Sorted by priority, highest first; a level exists only while it has members.
     levels: Vec<Level>,
+    /// Kept apart so basic.consume need not scan every consumer.
+    exclusive: Option<ConsumerKey>,
     consumers_max: u32,
 }
 
@@ -55,6 +57,7 @@ impl ConsumerSet {
         ConsumerSet {
             consumers: HashMap::default(),
             levels: Vec::new(),
+            exclusive: None,
             consumers_max,
         }
     }
@@ -68,11 +71,7 @@ impl ConsumerSet {
     }
 
     pub fn add(&mut self, spec: ConsumerSpec) -> Result<(), ConsumeError> {
-        if self
-            .consumers
-            .values()
-            .any(|consumer| consumer.spec.exclusive)
-        {
+        if self.exclusive.is_some() {
             return Err(ConsumeError::ExclusiveInUse);
         }
         if spec.exclusive && !self.consumers.is_empty() {
@@ -87,6 +86,9 @@ impl ConsumerSet {
             });
         }
         let key = spec.key;
+        if spec.exclusive {
+            self.exclusive = Some(key);
+        }
         let level = self.level_index_or_insert(spec.priority);
         self.levels[level].members += 1;
         // A new consumer has credit by definition: prefetch counts messages it holds, and it holds none.
@@ -97,7 +99,13 @@ impl ConsumerSet {
 
     pub fn remove(&mut self, key: ConsumerKey) -> Option<ConsumerSpec> {
         let consumer = self.consumers.remove(&key)?;
-        let level = self.level_index(consumer.spec.priority)?;
+        if self.exclusive == Some(key) {
+            self.exclusive = None;
+        }
+        let Some(level) = self.level_index(consumer.spec.priority) else {
+            debug_assert!(false, "consumer {key} has no level");
+            return Some(consumer.spec);
+        };
         // Removal is rare (basic.cancel, channel close); a linear retain keeps the hot path simple.
         self.levels[level].ready.retain(|&queued| queued != key);
         self.levels[level].members -= 1;
@@ -214,6 +222,12 @@ impl ConsumerSet {
             }
         }
         assert_eq!(members, self.consumers.len());
+        let exclusive: Vec<_> = self
+            .iter()
+            .filter(|spec| spec.exclusive)
+            .map(|spec| spec.key)
+            .collect();
+        assert_eq!(exclusive, self.exclusive.into_iter().collect::<Vec<_>>());
         for consumer in self.consumers.values() {
             let level = &self.levels[self.level_index(consumer.spec.priority).unwrap()];
             let in_ring = level.ready.contains(&consumer.spec.key);
