@@ -96,6 +96,13 @@ impl Mesh {
         }
     }
 
+    /// Waits until every outbox has been handed to its link.
+    pub async fn wait_until_empty(&self) {
+        while self.outboxes.iter().any(|o| !o.borrow().is_empty()) {
+            self.drained.wait().await;
+        }
+    }
+
     /// The flusher of link `me -> to`: runs until the channel closes.
     pub async fn run_flusher(self: Rc<Self>, to: ShardId, sender: ConnectedSender<Batch>) {
         loop {

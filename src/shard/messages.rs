@@ -38,8 +38,13 @@ pub enum MeshMsg {
         channel: ChannelRef,
         consumer: ConsumerKey,
     },
-    /// Graceful shutdown, sent by shard 0 to every shard when a signal arrives.
+    /// Graceful shutdown, phase 1: sent by shard 0 to every shard when a signal arrives; each
+    /// shard closes its connections (which may still need shard 0 for cleanup).
     Shutdown,
+    /// Phase 2: a shard has no connections left (sent to shard 0).
+    Drained,
+    /// Phase 3: every shard drained; stop the executor (sent by shard 0).
+    Stop,
 }
 
 /// Identifies one publish awaiting a publisher confirm on a channel.

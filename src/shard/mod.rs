@@ -47,6 +47,12 @@ pub struct Shard {
     owner: owner::OwnerState,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
+    /// Wakes the shutdown sequence when a connection goes away.
+    conns_changed: Notify,
+    /// Shards known to have drained their connections (counted on shard 0).
+    drained_shards: Cell<usize>,
+    stopping: Cell<bool>,
+    stop: Notify,
 }
 
 pub struct PublishOutcome {
@@ -73,6 +79,10 @@ impl Shard {
             owner: owner::OwnerState::default(),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
+            conns_changed: Notify::default(),
+            drained_shards: Cell::new(0),
+            stopping: Cell::new(false),
+            stop: Notify::default(),
         })
     }
 
@@ -89,6 +99,7 @@ impl Shard {
 
     pub fn unregister_conn(&self, id: ConnId) {
         self.conns.borrow_mut().remove(&id);
+        self.conns_changed.notify();
     }
 
     pub fn conn_count(&self) -> usize {
@@ -319,6 +330,8 @@ impl Shard {
                 self.route_consumer_cancelled(channel, consumer)
             }
             MeshMsg::Shutdown => self.begin_shutdown(),
+            MeshMsg::Drained => self.shard_drained(),
+            MeshMsg::Stop => self.begin_stop(),
         }
     }
 
@@ -331,12 +344,64 @@ impl Shard {
 
     /// Shard 0 relays a shutdown to every other shard.
     pub fn broadcast_shutdown(&self) {
+        self.send_to_peers(|| MeshMsg::Shutdown);
+        self.begin_shutdown();
+    }
+
+    fn send_to_peers(&self, msg: impl Fn() -> MeshMsg) {
         for peer in 0..self.shard_count {
             if peer != self.id {
-                self.mesh.send(peer, MeshMsg::Shutdown);
+                self.mesh.send(peer, msg());
             }
         }
-        self.begin_shutdown();
+    }
+
+    /// Shutdown, seen from one shard: wait (bounded) for our connections to close, tell shard 0,
+    /// and wait until shard 0 says every shard is done, so cleanup that needs another shard
+    /// (exclusive queues, requeues) can still reach it.
+    pub async fn shut_down(&self, drain_timeout: std::time::Duration) {
+        while !self.shutting_down.get() {
+            self.shutdown.wait().await;
+        }
+        let _ = glommio::timer::timeout(drain_timeout, async {
+            while self.conn_count() > 0 {
+                self.conns_changed.wait().await;
+            }
+            Ok(())
+        })
+        .await;
+        if self.id == 0 {
+            self.shard_drained();
+        } else {
+            self.mesh.send(0, MeshMsg::Drained);
+        }
+        let _ = glommio::timer::timeout(drain_timeout, async {
+            while !self.stopping.get() {
+                self.stop.wait().await;
+            }
+            Ok(())
+        })
+        .await;
+        // Let the flushers hand over what is queued (shard 0's Stop messages above all).
+        let _ = glommio::timer::timeout(drain_timeout, async {
+            self.mesh.wait_until_empty().await;
+            Ok(())
+        })
+        .await;
+    }
+
+    fn shard_drained(&self) {
+        let drained = self.drained_shards.get() + 1;
+        self.drained_shards.set(drained);
+        if self.id == 0 && drained == self.shard_count {
+            self.send_to_peers(|| MeshMsg::Stop);
+            self.begin_stop();
+        }
+    }
+
+    fn begin_stop(&self) {
+        self.stopping.set(true);
+        self.stop.notify();
     }
 }
 

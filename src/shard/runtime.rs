@@ -98,14 +98,9 @@ async fn shard_main(
     }
     let _ = ready.send(Ok(addresses));
 
-    while !shard.shutting_down.get() {
-        shard.shutdown.wait().await;
-    }
-    // Connections are closing with CONNECTION_FORCED; give them a bounded time to finish.
-    let deadline = std::time::Instant::now() + CLOSE_TIMEOUT + Duration::from_secs(1);
-    while shard.conn_count() > 0 && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
+    shard
+        .shut_down(CLOSE_TIMEOUT + Duration::from_secs(1))
+        .await;
     tracing::info!(shard = id, "shard stopped");
 }
 
