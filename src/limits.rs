@@ -35,6 +35,8 @@ pub const EXECUTOR_IO_MEMORY_BYTES: usize = 1 << 20;
 pub const EXECUTOR_RING_DEPTH: usize = 256;
 /// Connections per shard; more are refused at accept.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 16_384;
+/// Pending connections the kernel queues per listening socket.
+pub const LISTEN_BACKLOG: i32 = 1024;
 /// Consumers per channel.
 pub const CONSUMERS_PER_CHANNEL_MAX: usize = 4096;
 /// Unconfirmed publishes per channel before the reader pauses that connection.

@@ -8,8 +8,13 @@ fn main() {
     let config = match Config::load_from_args() {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("ringmq: {error}");
-            std::process::exit(2);
+            // --help and --version come through here too, with exit code 0.
+            if error.exit_code() == 0 {
+                println!("{error}");
+            } else {
+                eprintln!("ringmq: {error}");
+            }
+            std::process::exit(error.exit_code());
         }
     };
     tracing_subscriber::fmt()

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::limits::CONNECTIONS_PER_SHARD_MAX;
+use crate::limits::{CONNECTIONS_PER_SHARD_MAX, LISTEN_BACKLOG};
 use crate::shard::Shard;
 
 /// Binds every address; an address that cannot be bound is skipped with a warning as long as one
@@ -22,7 +22,7 @@ pub fn bind_all(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
     let mut listeners = Vec::new();
     let mut errors = Vec::new();
     for address in addresses {
-        match TcpListener::bind(address) {
+        match bind(address) {
             Ok(listener) => listeners.push(listener),
             Err(error) => {
                 tracing::warn!(%address, %error, "cannot listen");
@@ -37,6 +37,27 @@ pub fn bind_all(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
         ));
     }
     Ok(listeners)
+}
+
+/// A listening socket with SO_REUSEPORT (every shard binds the same address) and SO_REUSEADDR
+/// (a restarted broker can bind while old connections linger in TIME_WAIT).
+fn bind(address: &SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(
+        Domain::for_address(*address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&(*address).into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the descriptor is a listening TCP socket we own; ownership moves to the listener.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -86,6 +107,25 @@ impl SharedStream {
             .borrow()
             .set_read_timeout(timeout)
             .map_err(io::Error::from)
+    }
+
+    /// Closes gracefully: waits (bounded) for the peer to close first, reading and discarding, then
+    /// closes. The client that sent connection.close closes the socket once it has read our
+    /// close-ok; closing before that can make it see the end of the stream before the close-ok,
+    /// and unread input would turn our close into a reset.
+    pub async fn close_gracefully(&mut self, linger: std::time::Duration) {
+        use futures_lite::AsyncReadExt;
+        let mut sink = [0u8; 4096];
+        let _ = glommio::timer::timeout(linger, async {
+            while let Ok(n) = self.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await;
+        self.shutdown();
     }
 
     /// Shuts the socket down in both directions, waking a reader blocked on it.

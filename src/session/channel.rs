@@ -1,6 +1,6 @@
 //! Channel methods: everything a client does on channel > 0.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -12,7 +12,7 @@ use crate::broker::{self, QueueId, ShardId};
 use crate::limits::{CONSUMERS_PER_CHANNEL_MAX, MESSAGE_SIZE_MAX_BYTES, TX_OPERATIONS_MAX};
 use crate::protocol::*;
 use crate::shard::messages::{
-    ConfirmRef, QueueOk, QueueOp, Reply, Request, SettleOp, TopologyOk, TopologyOp,
+    ConfirmRef, DeliverEntry, QueueOk, QueueOp, Reply, Request, SettleOp, TopologyOk, TopologyOp,
 };
 
 /// A basic.publish waiting for its content header and body frames.
@@ -232,9 +232,11 @@ impl Session {
                 Settle::Reject { requeue: m.requeue },
             )?,
             Method::BasicRecover(_) => {
-                self.recover(channel).await;
+                // recover-ok goes first, as in RabbitMQ: clients drop deliveries they had
+                // prefetched when recover-ok arrives, so redeliveries must come after it.
                 self.conn
                     .send_method(channel, &Method::BasicRecoverOk(BasicRecoverOk {}));
+                self.recover(channel).await;
             }
             Method::BasicRecoverAsync(_) => self.recover(channel).await,
             Method::ConfirmSelect(m) => {
@@ -501,6 +503,22 @@ impl Session {
             c.consumers.remove(&key).map(|consumer| (key, consumer))
         });
         if let Some(Some((key, consumer))) = consumer {
+            // Deliveries still waiting for channel-wide credit now have no consumer: requeued.
+            let orphans: Vec<DeliverEntry> = self
+                .with_channel(channel, |c| {
+                    let (orphans, kept): (Vec<DeliverEntry>, _) =
+                        c.over_limit.drain(..).partition(|e| e.consumer == key);
+                    c.over_limit = VecDeque::from(kept);
+                    orphans
+                })
+                .unwrap_or_default();
+            for entry in orphans {
+                let op = SettleOp::Reject {
+                    ids: vec![entry.message_id],
+                    requeue: true,
+                };
+                self.shard.settle(entry.queue, consumer.owner, op);
+            }
             let op = QueueOp::Cancel { key };
             if let Ok(QueueOk::Cancelled {
                 auto_delete_now: true,
@@ -584,7 +602,21 @@ impl Session {
                 )
             })?;
         self.apply_settle(taken, how);
+        self.release_over_limit(channel);
         Ok(())
+    }
+
+    /// Hands over deliveries that waited for channel-wide credit; requeues those whose consumer
+    /// went away meanwhile.
+    fn release_over_limit(&self, channel: u16) {
+        for entry in self.conn.release_over_limit(channel) {
+            let op = SettleOp::Reject {
+                ids: vec![entry.message_id],
+                requeue: true,
+            };
+            self.shard
+                .settle(entry.queue, self.shard.owner_of(entry.queue), op);
+        }
     }
 
     /// Sends settlements to the queues' owners, one message per queue.

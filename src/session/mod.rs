@@ -110,6 +110,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         Some(mut session) => {
             tracing::debug!(conn = conn_id, ?peer, user = %session.user, vhost = %session.vhost, "connection open");
             let ending = session.run().await;
+            tracing::debug!(
+                conn = conn_id,
+                closed_by_server = matches!(ending, Ending::Close(_)),
+                "connection ending"
+            );
             if let Ending::Close(fault) = ending {
                 session.close_connection(fault).await;
             }
@@ -126,7 +131,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         Ok(())
     })
     .await;
-    stream.shutdown();
+    let mut stream = stream;
+    let _ = stream.set_read_timeout(None);
+    stream.close_gracefully(CLOSE_TIMEOUT).await;
 }
 
 impl Session {
@@ -196,6 +203,14 @@ impl Session {
 
     /// Handles one frame; `Ok(false)` means the connection is finished (close handshake done).
     async fn handle_frame(&mut self, frame: Frame) -> Result<bool, Fault> {
+        if let Frame::Method { channel, method } = &frame {
+            tracing::trace!(
+                conn = self.conn.id,
+                channel,
+                method = method.name(),
+                "received"
+            );
+        }
         match frame {
             Frame::Heartbeat { channel: 0 } => Ok(true),
             Frame::Heartbeat { .. } => Err(Fault::new(
@@ -374,6 +389,8 @@ impl Session {
             state.unacked.clear();
             state.consumers.clear();
             state.consumer_tags.clear();
+            // Unacked at their queues too: the queues requeue them with the rest.
+            state.over_limit.clear();
             state.confirm = None;
             queues
         };

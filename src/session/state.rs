@@ -46,6 +46,10 @@ pub struct ChannelState {
     pub prefetch_per_channel: u16,
     pub confirm: Option<Confirms>,
     pub last_queue: Option<String>,
+    /// Deliveries waiting for room under the channel-wide prefetch limit (basic.qos global=true).
+    /// Each consumer's own limit at its queue is at most the channel's, so this holds at most
+    /// `prefetch_per_channel` entries per consumer.
+    pub over_limit: VecDeque<DeliverEntry>,
     /// A basic.publish whose content frames are still arriving.
     pub pending_publish: Option<super::channel::PendingPublish>,
     /// tx.select was issued: publishes and acks wait here for tx.commit.
@@ -143,10 +147,39 @@ impl ConnShared {
             held.push(entry);
             return Ok(());
         }
+        if !consumer.no_ack && channel.at_channel_limit() {
+            channel.over_limit.push_back(entry);
+            return Ok(());
+        }
         let method = channel.record_delivery(&entry);
         drop(channels);
         self.send_content(entry.channel.channel, &method, &entry.message);
         Ok(())
+    }
+
+    /// Delivers what waited for channel-wide credit, as far as the limit now allows. Returns the
+    /// entries whose consumer is gone, for the caller to requeue.
+    pub fn release_over_limit(&self, channel_id: u16) -> Vec<DeliverEntry> {
+        let mut refused = Vec::new();
+        loop {
+            let entry = {
+                let mut channels = self.channels.borrow_mut();
+                let Some(channel) = channels.get_mut(&channel_id) else {
+                    break;
+                };
+                if channel.at_channel_limit() {
+                    break;
+                }
+                let Some(entry) = channel.over_limit.pop_front() else {
+                    break;
+                };
+                entry
+            };
+            if let Err(entry) = self.deliver(entry) {
+                refused.push(entry);
+            }
+        }
+        refused
     }
 
     /// Writes the deliveries held back until consume-ok went out.
@@ -237,6 +270,12 @@ impl ChannelState {
             next_delivery_tag: 1,
             ..ChannelState::default()
         }
+    }
+
+    /// Whether the channel-wide prefetch limit is reached.
+    pub fn at_channel_limit(&self) -> bool {
+        self.prefetch_per_channel > 0
+            && self.unacked.len() >= usize::from(self.prefetch_per_channel)
     }
 
     pub fn next_tag(&mut self) -> u64 {

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Runs the broker integration suites of py-amqp (t/integration/test_rmq.py) and kombu
+# (t/integration/test_py_amqp.py) against ringmq, from their PyPI source distributions.
+#
+# usage: tests/compat/run.sh [RINGMQ_BINARY]
+#   without an argument, builds target/release/ringmq.
+# env:
+#   COMPAT_SHARDS         shard counts to run against, default "1 2"
+#   COMPAT_EXTERNAL_PORT  do not start ringmq; use a broker already on 127.0.0.1:PORT
+#                         (e.g. RabbitMQ, to check the expected-failures list)
+#
+# Exits non-zero if any test fails that tests/compat/expected-failures.txt does not list.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$TARGET/compat
+VENV=$TARGET/compat-venv
+# Pinned so the expected-failures list stays true; bump deliberately.
+AMQP_VERSION=5.4.2
+KOMBU_VERSION=5.7.0
+READY_TIMEOUT_S=10
+STOP_TIMEOUT_S=10
+
+log() { printf 'compat: %s\n' "$*" >&2; }
+
+setup_python() {
+    if [[ ! -x $VENV/bin/python ]]; then
+        log "creating venv $VENV"
+        python3 -m venv "$VENV"
+    fi
+    local stamp=$VENV/.ringmq-compat-$AMQP_VERSION-$KOMBU_VERSION
+    mkdir -p "$WORK"
+    if [[ ! -f $stamp ]]; then
+        log "downloading amqp $AMQP_VERSION and kombu $KOMBU_VERSION source distributions"
+        rm -rf "$WORK/src" && mkdir -p "$WORK/src"
+        "$VENV/bin/python" -m pip install -q --upgrade pip >"$WORK/pip.log" 2>&1
+        "$VENV/bin/python" -m pip download -q --no-binary :all: --no-deps \
+            -d "$WORK/src" "amqp==$AMQP_VERSION" "kombu==$KOMBU_VERSION"
+        (cd "$WORK/src" && for f in *.tar.gz; do tar xzf "$f"; done)
+        "$VENV/bin/python" -m pip install -q pytest \
+            "$WORK/src/amqp-$AMQP_VERSION" "$WORK/src/kombu-$KOMBU_VERSION" >>"$WORK/pip.log" 2>&1 \
+            || { log "pip install failed:"; tail -n 30 "$WORK/pip.log" >&2; exit 1; }
+        touch "$stamp"
+    fi
+}
+
+free_port() {
+    "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+BROKER_PID=
+BROKER_DIR=
+stop_broker() {
+    if [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        local waited=0
+        while kill -0 "$BROKER_PID" 2>/dev/null && (( waited < STOP_TIMEOUT_S * 10 )); do
+            sleep 0.1; waited=$((waited + 1))
+        done
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+    BROKER_PID=
+    if [[ -n $BROKER_DIR ]]; then rm -rf "$BROKER_DIR"; BROKER_DIR=; fi
+}
+trap stop_broker EXIT
+
+# start_broker BINARY SHARDS -> sets PORT
+start_broker() {
+    local binary=$1 shards=$2
+    PORT=$(free_port)
+    BROKER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringmq-compat.XXXXXX")
+    "$binary" --port "$PORT" --listen 127.0.0.1 --shards "$shards" \
+        --data-dir "$BROKER_DIR/data" >"$BROKER_DIR/stdout" 2>"$BROKER_DIR/stderr" &
+    BROKER_PID=$!
+    local waited=0
+    until grep -q '^ringmq ready on ' "$BROKER_DIR/stdout" 2>/dev/null; do
+        if ! kill -0 "$BROKER_PID" 2>/dev/null || (( waited >= READY_TIMEOUT_S * 10 )); then
+            log "ringmq did not become ready; stderr:"; tail -n 40 "$BROKER_DIR/stderr" >&2
+            exit 1
+        fi
+        sleep 0.1; waited=$((waited + 1))
+    done
+    log "ringmq ready on 127.0.0.1:$PORT with $shards shard(s)"
+}
+
+# run_suite NAME DIR TESTFILE PORT LABEL -> junit xml in $WORK/results
+run_suite() {
+    local name=$1 dir=$2 file=$3 port=$4 label=$5
+    local xml=$WORK/results/$label-$name.xml
+    mkdir -p "$WORK/results"
+    log "running $name $file ($label)"
+    (cd "$dir" && RABBITMQ_HOST=127.0.0.1 RABBITMQ_5672_TCP=$port \
+        "$VENV/bin/python" -m pytest "$file" -p no:cacheprovider -o addopts= -q \
+        -W ignore::pytest.PytestUnknownMarkWarning --junitxml="$xml" \
+        >"$WORK/results/$label-$name.log" 2>&1) || true
+    tail -n 3 "$WORK/results/$label-$name.log" >&2
+}
+
+main() {
+    setup_python
+    local binary=${1:-}
+    if [[ -z ${COMPAT_EXTERNAL_PORT:-} && -z $binary ]]; then
+        log "building ringmq (release)"
+        (cd "$ROOT" && cargo build --release --bin ringmq)
+        binary=$TARGET/release/ringmq
+    fi
+    rm -rf "$WORK/results"
+    local labels=()
+    for shards in ${COMPAT_SHARDS:-1 2}; do
+        local label=shards$shards
+        if [[ -n ${COMPAT_EXTERNAL_PORT:-} ]]; then
+            PORT=$COMPAT_EXTERNAL_PORT; label=external
+        else
+            start_broker "$binary" "$shards"
+        fi
+        run_suite amqp "$WORK/src/amqp-$AMQP_VERSION" t/integration/test_rmq.py "$PORT" "$label"
+        run_suite kombu "$WORK/src/kombu-$KOMBU_VERSION" t/integration/test_py_amqp.py "$PORT" "$label"
+        stop_broker
+        labels+=("$label")
+        [[ -n ${COMPAT_EXTERNAL_PORT:-} ]] && break
+    done
+    "$VENV/bin/python" "$HERE/report.py" "$HERE/expected-failures.txt" "$WORK/results"/*.xml
+}
+
+main "$@"
