@@ -159,15 +159,15 @@ impl Session {
             }
             Method::QueueDeclare(m) => self.queue_declare(channel, m).await?,
             Method::QueueBind(m) => {
+                let routing_key = self.routing_key_or_last_queue(channel, &m.queue, m.routing_key);
                 let queue = self.queue_name(channel, m.queue)?;
-                let routing_key = self.routing_key_or_last_queue(channel, m.routing_key);
                 self.binding(true, m.exchange, queue, true, routing_key, m.arguments)
                     .await?;
                 self.reply(channel, m.no_wait, Method::QueueBindOk(QueueBindOk {}));
             }
             Method::QueueUnbind(m) => {
+                let routing_key = self.routing_key_or_last_queue(channel, &m.queue, m.routing_key);
                 let queue = self.queue_name(channel, m.queue)?;
-                let routing_key = self.routing_key_or_last_queue(channel, m.routing_key);
                 self.binding(false, m.exchange, queue, true, routing_key, m.arguments)
                     .await?;
                 self.conn
@@ -332,11 +332,11 @@ impl Session {
             })
     }
 
-    fn routing_key_or_last_queue(&self, channel: u16, routing_key: String) -> String {
-        if !routing_key.is_empty() {
+    fn routing_key_or_last_queue(&self, channel: u16, queue: &str, routing_key: String) -> String {
+        if !routing_key.is_empty() || !queue.is_empty() {
             return routing_key;
         }
-        // The spec: an empty routing key on bind means the channel's last declared queue.
+        // The spec: when both queue and routing key are empty, both mean the last declared queue.
         self.with_channel(channel, |c| c.last_queue.clone())
             .flatten()
             .unwrap_or_default()

@@ -339,7 +339,10 @@ impl Session {
         }
         let class_id = method.class_id();
         let method_id = method.method_id();
-        match self.channel_method(channel, method).await {
+        self.conn.set_channel_busy(channel, true);
+        let result = self.channel_method(channel, method).await;
+        self.conn.set_channel_busy(channel, false);
+        match result {
             Ok(()) => Ok(()),
             Err(mut fault) => {
                 if fault.class_id == 0 {

@@ -50,6 +50,11 @@ pub struct ChannelState {
     /// Each consumer's own limit at its queue is at most the channel's, so this holds at most
     /// `prefetch_per_channel` entries per consumer.
     pub over_limit: VecDeque<DeliverEntry>,
+    /// The session is handling a method of this channel: server-initiated basic.cancel waits in
+    /// `deferred_cancels` so it never lands between a request and its reply (RabbitMQ sends the
+    /// cancel for a deleted queue after queue.delete-ok).
+    pub busy: bool,
+    pub deferred_cancels: Vec<ConsumerKey>,
     /// A basic.publish whose content frames are still arriving.
     pub pending_publish: Option<super::channel::PendingPublish>,
     /// tx.select was issued: publishes and acks wait here for tx.commit.
@@ -248,6 +253,10 @@ impl ConnShared {
             let Some(channel) = channels.get_mut(&channel_id) else {
                 return;
             };
+            if channel.busy {
+                channel.deferred_cancels.push(key);
+                return;
+            }
             let Some(consumer) = channel.consumers.remove(&key) else {
                 return;
             };
@@ -260,6 +269,26 @@ impl ConnShared {
                 no_wait: true,
             });
             self.send_method(channel_id, &method);
+        }
+    }
+}
+
+impl ConnShared {
+    /// Marks the start or end of a method's handling; at the end, cancels that waited are sent.
+    pub fn set_channel_busy(&self, channel_id: u16, busy: bool) {
+        let deferred = {
+            let mut channels = self.channels.borrow_mut();
+            let Some(channel) = channels.get_mut(&channel_id) else {
+                return;
+            };
+            channel.busy = busy;
+            if busy {
+                return;
+            }
+            std::mem::take(&mut channel.deferred_cancels)
+        };
+        for key in deferred {
+            self.consumer_cancelled(channel_id, key);
         }
     }
 }
