@@ -7,6 +7,7 @@
 mod equivalence;
 mod exchange;
 mod headers;
+pub mod persist;
 pub mod queue;
 mod topic;
 mod topology;

@@ -120,6 +120,10 @@ pub struct Queue {
     consumers: ConsumerSet,
     next_id: MessageId,
     had_consumers: bool,
+    /// Persisted messages that left the queue for good since the last `take_forgotten`: the host
+    /// writes their settle records. Every way out (ack, drop, purge, no-ack delivery, delete)
+    /// goes through `forget`, so none is missed.
+    forgotten: Vec<MessageId>,
 }
 
 impl Queue {
@@ -130,19 +134,58 @@ impl Queue {
             consumers: ConsumerSet::new(limits.consumers_max),
             next_id: 1,
             had_consumers: false,
+            forgotten: Vec::new(),
         }
     }
 
     pub fn publish(&mut self, message: SharedMessage) -> MessageId {
+        self.publish_persisted(message, None)
+    }
+
+    /// Publishes a message whose enqueue record is in the WAL at `persisted` (None: transient).
+    pub fn publish_persisted(
+        &mut self,
+        message: SharedMessage,
+        persisted: Option<WalPosition>,
+    ) -> MessageId {
         let id = self.next_id;
         self.next_id += 1;
         self.ready.push_back(ReadyEntry {
             id,
             message,
-            persisted: None,
+            persisted,
             redelivered: false,
         });
         id
+    }
+
+    /// The id the next publish will get (the host logs it before publishing).
+    pub fn next_message_id(&self) -> MessageId {
+        self.next_id
+    }
+
+    /// Puts back a message recovered from the WAL with its original id. It may have been
+    /// delivered before the restart, so it comes back marked redelivered (the flag means
+    /// "may have been delivered before").
+    pub fn restore(&mut self, id: MessageId, message: SharedMessage, persisted: WalPosition) {
+        self.ready.insert_sorted(ReadyEntry {
+            id,
+            message,
+            persisted: Some(persisted),
+            redelivered: true,
+        });
+        self.next_id = self.next_id.max(id + 1);
+    }
+
+    /// Persisted messages that left the queue for good since the last call.
+    pub fn take_forgotten(&mut self) -> Vec<MessageId> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    fn forget(&mut self, id: MessageId, persisted: Option<WalPosition>) {
+        if persisted.is_some() {
+            self.forgotten.push(id);
+        }
     }
 
     /// Appends to `out` as many deliveries as consumer credit allows, at most `max`.
@@ -158,7 +201,9 @@ impl Queue {
             let Some(entry) = self.ready.pop_front() else {
                 return;
             };
-            if !turn.no_ack {
+            if turn.no_ack {
+                self.forget(entry.id, entry.persisted);
+            } else {
                 self.hold(&entry, turn.channel, Some(turn.key));
             }
             out.push(Delivery {
@@ -189,7 +234,9 @@ impl Queue {
         channel: ChannelRef,
     ) -> Option<(MessageId, SharedMessage, bool)> {
         let entry = self.ready.pop_front()?;
-        if !no_ack {
+        if no_ack {
+            self.forget(entry.id, entry.persisted);
+        } else {
             self.hold(&entry, channel, None);
         }
         Some((entry.id, entry.message, entry.redelivered))
@@ -200,6 +247,7 @@ impl Queue {
         for id in ids {
             if let Some(unacked) = self.unacked.remove(id) {
                 self.release_credit(&unacked);
+                self.forget(*id, unacked.persisted);
             }
         }
     }
@@ -216,6 +264,7 @@ impl Queue {
             if requeue {
                 self.requeue(id, unacked);
             } else {
+                self.forget(id, unacked.persisted);
                 dropped.push(unacked.message);
             }
         }
@@ -236,7 +285,11 @@ impl Queue {
     /// Drops the ready messages (unacked ones stay) and returns how many were dropped.
     pub fn purge(&mut self) -> u32 {
         let count = self.ready.len();
-        self.ready.drain().for_each(drop);
+        let purged: Vec<(MessageId, Option<WalPosition>)> =
+            self.ready.drain().map(|e| (e.id, e.persisted)).collect();
+        for (id, persisted) in purged {
+            self.forget(id, persisted);
+        }
         saturate_u32(count)
     }
 
@@ -277,14 +330,20 @@ impl Queue {
     pub fn drain_all(&mut self) -> Vec<SharedMessage> {
         let mut unacked: Vec<(MessageId, Unacked)> = self.unacked.drain().collect();
         unacked.sort_unstable_by_key(|(id, _)| *id);
-        for (_, held) in &unacked {
+        for (id, held) in &unacked {
             self.release_credit(held);
+            if held.persisted.is_some() {
+                self.forgotten.push(*id);
+            }
         }
         let mut unacked = unacked.into_iter().peekable();
         let mut all = Vec::with_capacity(self.ready.len() + unacked.len());
         for entry in self.ready.drain() {
             while let Some((_, held)) = unacked.next_if(|(id, _)| *id < entry.id) {
                 all.push(held.message);
+            }
+            if entry.persisted.is_some() {
+                self.forgotten.push(entry.id);
             }
             all.push(entry.message);
         }

@@ -33,5 +33,12 @@ pub use frame::{
 pub use methods::*;
 pub use properties::{BasicProperties, PROPERTY_FLAG_WORDS_MAX};
 
+/// The primitive wire types, for other modules that store AMQP values (the WAL's topology records).
+pub mod wire {
+    pub use super::codec::{
+        read_longstr, read_table, read_u64, read_u8, write_longstr, write_table,
+    };
+}
+
 /// An AMQP shortstr (at most 255 bytes). Non-UTF-8 input is a syntax error.
 pub type ShortStr = String;

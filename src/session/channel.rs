@@ -12,7 +12,7 @@ use crate::broker::{self, QueueId, ShardId};
 use crate::limits::{CONSUMERS_PER_CHANNEL_MAX, MESSAGE_SIZE_MAX_BYTES, TX_OPERATIONS_MAX};
 use crate::protocol::*;
 use crate::shard::messages::{
-    ConfirmRef, DeliverEntry, QueueOk, QueueOp, Reply, Request, SettleOp, TopologyOk, TopologyOp,
+    ConfirmRef, DeliverEntry, QueueOk, QueueOp, SettleOp, TopologyOk, TopologyOp,
 };
 
 /// A basic.publish waiting for its content header and body frames.
@@ -885,13 +885,13 @@ impl Session {
             return outcome.remote_shards;
         };
         if outcome.remote_confirms == 0 {
-            self.conn.send_confirm(channel, seq, true);
+            self.conn.send_confirm(channel, seq, !outcome.refused);
         } else {
             self.with_channel(channel, |c| {
                 if let Some(confirms) = c.confirm.as_mut() {
                     confirms
                         .pending
-                        .insert(seq, (outcome.remote_confirms, false));
+                        .insert(seq, (outcome.remote_confirms, outcome.refused));
                 }
             });
         }
@@ -910,19 +910,12 @@ impl Session {
         for (taken, how) in buffer.settles {
             self.apply_settle(taken, how);
         }
-        // Everything sent to other shards is applied before commit-ok: a barrier request travels
-        // behind it on each FIFO link.
+        // commit-ok is a promise: everything is applied and durable first. A barrier request
+        // travels behind the publishes on each FIFO link; our own log is synced too.
+        self.shard.barrier(self.shard.id).await?;
         for shard in 0..self.shard.shard_count {
-            if remote_shards & (1 << shard) != 0 {
-                let barrier = Request::Apply {
-                    changes: Vec::new(),
-                };
-                if !matches!(self.shard.call(shard, barrier).await, Some(Reply::Applied)) {
-                    return Err(fault(
-                        reply_code::INTERNAL_ERROR,
-                        "INTERNAL_ERROR - commit barrier failed",
-                    ));
-                }
+            if shard != self.shard.id && remote_shards & (1 << shard) != 0 {
+                self.shard.barrier(shard).await?;
             }
         }
         Ok(())

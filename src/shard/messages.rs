@@ -78,13 +78,26 @@ pub enum SettleOp {
 /// goes from shard 0 to every other shard.
 pub enum Request {
     Topology(TopologyOp),
-    Apply { changes: Vec<TopologyChange> },
-    Queue { queue: QueueId, op: QueueOp },
+    Apply {
+        changes: Vec<TopologyChange>,
+    },
+    /// Start-up: the topology shard 0 recovered from its log (sent before anyone listens).
+    StartupTopology {
+        changes: Vec<TopologyChange>,
+    },
+    /// Answered once everything sent before it on the link is applied and this shard's message
+    /// log is durable (tx.commit).
+    Barrier,
+    Queue {
+        queue: QueueId,
+        op: QueueOp,
+    },
 }
 
 pub enum Reply {
     Topology(Result<TopologyOk, AmqpError>),
     Applied,
+    Failed(String),
     Queue(Result<QueueOk, AmqpError>),
 }
 

@@ -9,6 +9,7 @@ pub mod messages;
 mod owner;
 mod queues;
 pub mod runtime;
+mod storage;
 pub mod sync;
 
 use std::cell::{Cell, RefCell};
@@ -45,6 +46,10 @@ pub struct Shard {
     /// Scratch buffer for routing results, reused across publishes.
     route_scratch: RefCell<Vec<QueueId>>,
     owner: owner::OwnerState,
+    pub storage: storage::ShardStorage,
+    /// Shards other than 0 wait for the recovered topology before recovering their messages.
+    topology_ready: Cell<bool>,
+    topology_arrived: Notify,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -57,8 +62,11 @@ pub struct Shard {
 
 pub struct PublishOutcome {
     pub routed: bool,
-    /// Shards that will answer with a `Confirm` for this publish.
+    /// `Confirm`s still to come for this publish: one per other shard it went to, plus one when
+    /// it waits for our own log to be durable.
     pub remote_confirms: u32,
+    /// A queue here refused it: the confirm is a nack.
+    pub refused: bool,
     /// The other shards the message was sent to, a bit per shard.
     pub remote_shards: u64,
 }
@@ -76,7 +84,10 @@ impl Shard {
             next_request: Cell::new(1),
             pending_requests: RefCell::new(HashMap::new()),
             route_scratch: RefCell::new(Vec::new()),
-            owner: owner::OwnerState::default(),
+            owner: owner::OwnerState::new(),
+            storage: storage::ShardStorage::default(),
+            topology_ready: Cell::new(id == 0),
+            topology_arrived: Notify::default(),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),
@@ -150,6 +161,16 @@ impl Shard {
                 self.apply_changes(&changes);
                 Reply::Applied
             }
+            Request::StartupTopology { changes } => {
+                self.apply_changes(&changes);
+                self.topology_ready.set(true);
+                self.topology_arrived.notify();
+                Reply::Applied
+            }
+            Request::Barrier => match self.storage.sync_messages().await {
+                Ok(()) => Reply::Applied,
+                Err(error) => Reply::Failed(error.to_string()),
+            },
             Request::Queue { queue, op } => Reply::Queue(self.handle_queue_op(queue, op)),
         }
     }
@@ -200,6 +221,7 @@ impl Shard {
             return PublishOutcome {
                 routed: false,
                 remote_confirms: 0,
+                refused: false,
                 remote_shards: 0,
             };
         }
@@ -214,13 +236,19 @@ impl Shard {
         drop(topology);
         drop(destinations);
         let mut remote_confirms = 0;
+        let mut refused = false;
         let mut remote_shards = 0u64;
         for (shard, queues) in per_shard.into_iter().enumerate() {
             if queues.is_empty() {
                 continue;
             }
             if shard == self.id {
-                self.enqueue_local(&queues, &message);
+                let local = self.enqueue_local(&queues, &message);
+                refused |= local.refused;
+                if let (Some(lsn), Some(confirm)) = (local.lsn, confirm) {
+                    self.storage.confirm_when_durable(lsn, confirm);
+                    remote_confirms += 1;
+                }
             } else {
                 remote_confirms += u32::from(confirm.is_some());
                 remote_shards |= 1 << shard;
@@ -235,6 +263,7 @@ impl Shard {
         PublishOutcome {
             routed: true,
             remote_confirms,
+            refused,
             remote_shards,
         }
     }
@@ -273,7 +302,7 @@ impl Shard {
         }
     }
 
-    fn route_confirm(&self, confirm: ConfirmRef, ok: bool) {
+    pub(crate) fn route_confirm(&self, confirm: ConfirmRef, ok: bool) {
         let shard = shard_of(confirm.channel.conn);
         if shard != self.id {
             self.mesh.send(shard, MeshMsg::Confirm(confirm, ok));
@@ -318,9 +347,14 @@ impl Shard {
                 }
             }
             MeshMsg::Publish(entry) => {
-                self.enqueue_local(&entry.queues, &entry.message);
+                let local = self.enqueue_local(&entry.queues, &entry.message);
                 if let Some(confirm) = entry.confirm {
-                    self.route_confirm(confirm, true);
+                    match local.lsn {
+                        Some(lsn) if !local.refused => {
+                            self.storage.confirm_when_durable(lsn, confirm)
+                        }
+                        _ => self.route_confirm(confirm, !local.refused),
+                    }
                 }
             }
             MeshMsg::Deliver(entry) => self.route_delivery(entry),
@@ -332,6 +366,47 @@ impl Shard {
             MeshMsg::Shutdown => self.begin_shutdown(),
             MeshMsg::Drained => self.shard_drained(),
             MeshMsg::Stop => self.begin_stop(),
+        }
+    }
+
+    /// Start-up recovery, before listening: shard 0 replays the topology log and hands the result
+    /// to every other shard; then each shard replays its own message log into its queues.
+    pub async fn recover(self: &Rc<Self>, data_dir: &std::path::Path) -> Result<(), String> {
+        if self.id == 0 {
+            let changes = self.recover_topology(data_dir).await?;
+            let receivers: Vec<_> = (1..self.shard_count)
+                .map(|peer| {
+                    let changes = changes.clone();
+                    self.send_request(peer, Request::StartupTopology { changes })
+                })
+                .collect();
+            for receiver in receivers {
+                if !matches!(receiver.await, Some(Reply::Applied)) {
+                    return Err("a shard did not take the recovered topology".to_string());
+                }
+            }
+        } else {
+            while !self.topology_ready.get() {
+                self.topology_arrived.wait().await;
+            }
+        }
+        self.recover_messages(data_dir).await
+    }
+
+    /// Waits until everything this connection sent to shard `to` is applied there and durable in
+    /// that shard's log (for tx.commit).
+    pub async fn barrier(self: &Rc<Self>, to: ShardId) -> Result<(), AmqpError> {
+        if to == self.id {
+            return self
+                .storage
+                .sync_messages()
+                .await
+                .map_err(|e| internal_error(&format!("message log: {e}")));
+        }
+        match self.call(to, Request::Barrier).await {
+            Some(Reply::Applied) => Ok(()),
+            Some(Reply::Failed(text)) => Err(internal_error(&text)),
+            _ => Err(internal_error("barrier failed")),
         }
     }
 

@@ -12,13 +12,24 @@ use super::messages::{QueueOk, QueueOp, Reply, Request, TopologyOk, TopologyOp};
 use super::Shard;
 use crate::broker::{self, AmqpError, Destination, ShardId, TopologyChange};
 
-#[derive(Default)]
 pub struct OwnerState {
     next_queue_id: Cell<u64>,
     next_server_name: Cell<u64>,
 }
 
 impl OwnerState {
+    pub fn new() -> OwnerState {
+        // Server-generated queue names must not repeat across restarts (a durable amq.gen-…
+        // queue may have survived), so the name counter starts from the clock.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        OwnerState {
+            next_queue_id: Cell::new(0),
+            next_server_name: Cell::new(seed),
+        }
+    }
+
     fn take(counter: &Cell<u64>) -> u64 {
         let n = counter.get() + 1;
         counter.set(n);
@@ -55,7 +66,7 @@ impl Shard {
                     arguments: &arguments,
                 };
                 let changes = broker::check_exchange_declare(&self.topology.borrow(), &request)?;
-                self.broadcast(changes).await;
+                self.broadcast(changes).await?;
                 Ok(TopologyOk::Done)
             }
             TopologyOp::ExchangeDelete {
@@ -69,7 +80,7 @@ impl Shard {
                     &name,
                     if_unused,
                 )?;
-                self.broadcast(changes).await;
+                self.broadcast(changes).await?;
                 Ok(TopologyOk::Done)
             }
             TopologyOp::QueueDeclare {
@@ -102,7 +113,7 @@ impl Shard {
                     owner_shard: from, // client-local placement: the declaring connection's shard
                 };
                 let changes = broker::check_queue_declare(&self.topology.borrow(), &request)?;
-                self.broadcast(changes).await;
+                self.broadcast(changes).await?;
                 let topology = self.topology.borrow();
                 let meta = topology
                     .queue(&vhost, &name)
@@ -166,7 +177,7 @@ impl Shard {
                     broker::check_unbind(&topology, &request)?
                 };
                 drop(topology);
-                self.broadcast(changes).await;
+                self.broadcast(changes).await?;
                 Ok(TopologyOk::Done)
             }
             TopologyOp::AutoDeleteQueue { queue } => {
@@ -202,18 +213,77 @@ impl Shard {
     /// without bindings, go with it).
     async fn remove_queue(self: &Rc<Self>, vhost: &str, name: &str, conn: u64) {
         let changes = broker::check_queue_delete(&self.topology.borrow(), vhost, name, conn);
-        match changes {
+        let result = match changes {
             Ok(changes) => self.broadcast(changes).await,
-            Err(error) => tracing::warn!(queue = name, %error.text, "queue removal refused"),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(queue = name, %error.text, "queue removal failed");
         }
     }
 
-    /// Applies `changes` here, then on every other shard; returns once all have applied them.
-    async fn broadcast(self: &Rc<Self>, changes: Vec<TopologyChange>) {
-        if changes.is_empty() {
-            return;
+    /// Queue ids continue above every recovered one (start-up).
+    pub(super) fn seed_owner_counters(&self, recovered: &[TopologyChange]) {
+        let highest = recovered
+            .iter()
+            .filter_map(|c| match c {
+                TopologyChange::DeclareQueue { queue } => Some(queue.id),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let counter = &self.owner.next_queue_id;
+        counter.set(counter.get().max(highest));
+    }
+
+    /// Whether a change concerns durable entities only, judged before it is applied: durable
+    /// exchanges, durable non-exclusive queues, bindings between such, users and vhosts.
+    fn is_durable_change(&self, change: &TopologyChange) -> bool {
+        let topology = self.topology.borrow();
+        let durable_queue = |vhost: &str, name: &str| {
+            topology
+                .queue(vhost, name)
+                .is_some_and(|q| q.durable && q.exclusive_owner.is_none())
+        };
+        let durable_exchange =
+            |vhost: &str, name: &str| topology.exchange(vhost, name).is_some_and(|x| x.durable);
+        match change {
+            TopologyChange::DeclareExchange { exchange, .. } => exchange.durable,
+            TopologyChange::DeleteExchange { vhost, name } => durable_exchange(vhost, name),
+            TopologyChange::DeclareQueue { queue } => {
+                queue.durable && queue.exclusive_owner.is_none()
+            }
+            TopologyChange::DeleteQueue { vhost, name } => durable_queue(vhost, name),
+            TopologyChange::Bind { vhost, binding } | TopologyChange::Unbind { vhost, binding } => {
+                durable_exchange(vhost, &binding.source)
+                    && match &binding.destination {
+                        Destination::Queue(name) => durable_queue(vhost, name),
+                        Destination::Exchange(name) => durable_exchange(vhost, name),
+                    }
+            }
+            _ => true,
         }
-        self.apply_changes(&changes);
+    }
+
+    /// Applies `changes` here, then on every other shard; returns once all have applied them and
+    /// the durable ones are on disk, so a durable declare-ok is a promise.
+    async fn broadcast(self: &Rc<Self>, changes: Vec<TopologyChange>) -> Result<(), AmqpError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut durable_lsn = None;
+        for change in &changes {
+            if self.is_durable_change(change) {
+                match self.storage.log_topology(change) {
+                    Ok(lsn) => durable_lsn = Some(lsn),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot log a durable topology change");
+                        return Err(super::internal_error("cannot write the topology log"));
+                    }
+                }
+            }
+            self.apply_changes(std::slice::from_ref(change));
+        }
         let receivers: Vec<_> = (0..self.shard_count)
             .filter(|&peer| peer != self.id)
             .map(|peer| {
@@ -230,6 +300,13 @@ impl Shard {
                 tracing::error!("a shard did not acknowledge a topology change");
             }
         }
+        if let Some(lsn) = durable_lsn {
+            if let Err(error) = self.storage.topology_durable(lsn).await {
+                tracing::error!(%error, "topology log write failed");
+                return Err(super::internal_error("topology log write failed"));
+            }
+        }
+        Ok(())
     }
 
     /// Applies replicated changes to our copy and creates or removes the queues we own.

@@ -4,10 +4,14 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use std::num::NonZeroU64;
+
 use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
+use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, Queue, QueueLimits, SharedMessage,
+    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, MessageId, Queue, QueueLimits,
+    SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
@@ -16,6 +20,8 @@ use crate::protocol::reply_code;
 pub struct HostedQueue {
     queue: Queue,
     auto_delete: bool,
+    /// Persistent messages published to it are written to the shard's log.
+    durable: bool,
     /// Where each consumer's deliveries go.
     consumer_channels: HashMap<ConsumerKey, ChannelRef>,
 }
@@ -25,6 +31,7 @@ impl HostedQueue {
         HostedQueue {
             queue: Queue::new(QueueLimits::default()),
             auto_delete: meta.auto_delete,
+            durable: meta.durable && meta.exclusive_owner.is_none(),
             consumer_channels: HashMap::new(),
         }
     }
@@ -45,17 +52,45 @@ impl Shard {
     /// Removes a queue we own; its consumers are told (basic.cancel) and its messages dropped.
     /// Returns the number of ready messages it held.
     pub(super) fn unhost_queue(&self, id: QueueId) -> Option<u32> {
-        let hosted = self.queues.borrow_mut().remove(&id)?;
+        let mut hosted = self.queues.borrow_mut().remove(&id)?;
         let count = hosted.queue.message_count();
+        // Its persisted messages are gone for good: settle them in the log.
+        hosted.queue.drain_all();
+        self.storage.log_settle(id, &hosted.queue.take_forgotten());
         for (key, channel) in hosted.consumer_channels {
             self.route_consumer_cancelled(channel, key);
         }
         Some(count)
     }
 
-    pub(super) fn enqueue_local(&self, queues: &[QueueId], message: &SharedMessage) {
+    /// Puts `message` in each of `queues` (all ours). A persistent message in a durable queue is
+    /// logged first; if its record cannot be written the queue does not take it.
+    pub(super) fn enqueue_local(
+        &self,
+        queues: &[QueueId],
+        message: &SharedMessage,
+    ) -> EnqueueOutcome {
+        let persistent = storage::is_persistent(message);
+        let mut outcome = EnqueueOutcome::default();
         for &id in queues {
             let published = match self.queues.borrow_mut().get_mut(&id) {
+                Some(hosted) if persistent && hosted.durable => {
+                    let message_id = hosted.queue.next_message_id();
+                    match self.storage.log_enqueue(id, message_id, message) {
+                        Ok(lsn) => {
+                            hosted
+                                .queue
+                                .publish_persisted(message.clone(), NonZeroU64::new(lsn));
+                            outcome.lsn = Some(lsn);
+                            true
+                        }
+                        Err(error) => {
+                            tracing::warn!(queue = id, %error, "cannot log a persistent message: refused");
+                            outcome.refused = true;
+                            false
+                        }
+                    }
+                }
                 Some(hosted) => {
                     hosted.queue.publish(message.clone());
                     true
@@ -66,6 +101,34 @@ impl Shard {
                 self.dispatch(id);
             }
         }
+        outcome
+    }
+
+    /// Start-up: a message recovered from the log goes back to its queue. False when the queue
+    /// is not (or no longer) ours.
+    pub(super) fn restore_message(
+        &self,
+        id: QueueId,
+        message_id: MessageId,
+        message: SharedMessage,
+        lsn: NonZeroU64,
+    ) -> bool {
+        match self.queues.borrow_mut().get_mut(&id) {
+            Some(hosted) if hosted.durable => {
+                hosted.queue.restore(message_id, message, lsn);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes settle records for the persisted messages that left queue `id` for good.
+    fn log_forgotten(&self, id: QueueId) {
+        let forgotten = match self.queues.borrow_mut().get_mut(&id) {
+            Some(hosted) if hosted.durable => hosted.queue.take_forgotten(),
+            _ => return,
+        };
+        self.storage.log_settle(id, &forgotten);
     }
 
     /// Delivers what consumer credit allows. Deliveries are collected first and routed after the
@@ -102,6 +165,7 @@ impl Shard {
                 self.route_delivery(entry);
             }
             if produced < DISPATCH_BATCH_MAX {
+                self.log_forgotten(id); // no-ack deliveries settle at once
                 return;
             }
         }
@@ -121,6 +185,7 @@ impl Shard {
                 }
             }
         }
+        self.log_forgotten(id);
         self.dispatch(id);
     }
 
@@ -144,7 +209,10 @@ impl Shard {
             Ok(QueueOk::Deleted(_)) => {
                 self.unhost_queue(id);
             }
-            Ok(_) => self.dispatch(id),
+            Ok(_) => {
+                self.log_forgotten(id);
+                self.dispatch(id);
+            }
             Err(_) => {}
         }
         result

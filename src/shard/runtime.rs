@@ -1,6 +1,7 @@
 //! Starting and stopping the shards: one glommio executor per shard, pinned to its core.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let mut handles = Vec::with_capacity(shard_count);
     for (id, ends) in mesh::build(shard_count).into_iter().enumerate() {
+        let data_dir = config.data_dir.clone();
         let listen: Vec<SocketAddr> = config
             .listen
             .iter()
@@ -35,7 +37,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
             .ring_depth(EXECUTOR_RING_DEPTH);
         let handle = builder
-            .spawn(move || shard_main(id, shard_count, ends, listen, ready_tx))
+            .spawn(move || shard_main(id, shard_count, ends, listen, data_dir, ready_tx))
             .map_err(|e| executor_error(id, &e.to_string()))?;
         handles.push(handle);
     }
@@ -74,10 +76,16 @@ async fn shard_main(
     shard_count: usize,
     ends: MeshEnds,
     listen: Vec<SocketAddr>,
+    data_dir: PathBuf,
     ready: mpsc::Sender<Ready>,
 ) {
     let shard = Shard::new(id, shard_count, Topology::new_default());
     start_mesh(&shard, ends).await;
+    if let Err(message) = shard.recover(&data_dir).await {
+        let _ = ready.send(Err(message));
+        return;
+    }
+    glommio::spawn_local(super::storage::run_confirmer(shard.clone())).detach();
 
     let listeners = match net::bind_all(&listen) {
         Ok(listeners) => listeners,

@@ -1,0 +1,269 @@
+//! A shard's durable storage: its message log (enqueues and settlements of persistent messages in
+//! durable queues it owns) and, on shard 0, the topology log (durable exchanges, queues, bindings,
+//! users, vhosts). Both are `storage::Wal`s; this module decides what goes in them and releases
+//! publisher confirms only once their records are durable.
+//!
+//! Confirms wait in `pending` in LSN order; one task per shard (`run_confirmer`) waits for the
+//! newest pending LSN and then releases everything up to it. With group commit that is one flush
+//! per batch, however many publishes it holds.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::messages::ConfirmRef;
+use super::sync::Notify;
+use super::Shard;
+use crate::broker::persist::{decode_change, encode_change};
+use crate::broker::queue::{Message, MessageId, SharedMessage};
+use crate::broker::{QueueId, TopologyChange};
+use crate::limits::{
+    META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES, WAL_SEGMENT_SIZE_BYTES,
+    WAL_WRITE_BUFFER_BYTES,
+};
+use crate::protocol::BasicProperties;
+use crate::storage::{EnqueueRecord, Lsn, SettleRecord, Wal, WalError, WalOptions};
+
+/// delivery_mode of a persistent message.
+const DELIVERY_MODE_PERSISTENT: u8 = 2;
+
+#[derive(Default)]
+pub struct ShardStorage {
+    messages: OnceCell<Wal>,
+    topology: OnceCell<Wal>,
+    /// Confirms waiting for their record to be durable, in LSN order.
+    pending: RefCell<VecDeque<(Lsn, ConfirmRef)>>,
+    pending_added: Notify,
+}
+
+/// What became of a message on this shard's queues.
+#[derive(Default, Clone, Copy)]
+pub struct EnqueueOutcome {
+    /// The newest WAL record written for it: its confirm waits for this to be durable.
+    pub lsn: Option<Lsn>,
+    /// A queue could not take it (its record could not be written): the publisher gets a nack.
+    pub refused: bool,
+}
+
+pub fn is_persistent(message: &Message) -> bool {
+    message.properties.delivery_mode == Some(DELIVERY_MODE_PERSISTENT)
+}
+
+impl ShardStorage {
+    fn messages(&self) -> Option<&Wal> {
+        self.messages.get()
+    }
+
+    /// Writes the enqueue record of `message` for `queue` (not yet durable).
+    pub fn log_enqueue(
+        &self,
+        queue: QueueId,
+        message_id: MessageId,
+        message: &Message,
+    ) -> Result<Lsn, WalError> {
+        let Some(wal) = self.messages() else {
+            return Err(WalError::Closed);
+        };
+        let mut properties = BytesMut::new();
+        message.properties.encode(&mut properties);
+        let record = EnqueueRecord {
+            queue,
+            message: message_id,
+            exchange: &message.exchange,
+            routing_key: &message.routing_key,
+            properties: &properties,
+            body: &message.body,
+        };
+        wal.append_enqueue(&record).map(|(lsn, _)| lsn)
+    }
+
+    /// Writes a settle record for messages that left `queue` for good. Not waited for: a settle
+    /// lost in a crash only means the message is delivered again (at-least-once).
+    pub fn log_settle(&self, queue: QueueId, messages: &[MessageId]) {
+        if messages.is_empty() {
+            return;
+        }
+        if let Some(wal) = self.messages() {
+            if let Err(error) = wal.append_settle(&SettleRecord { queue, messages }) {
+                tracing::warn!(queue, %error, "cannot log settlement; messages may be redelivered after a restart");
+            }
+        }
+    }
+
+    /// Releases `confirm` once `lsn` is durable.
+    pub fn confirm_when_durable(&self, lsn: Lsn, confirm: ConfirmRef) {
+        self.pending.borrow_mut().push_back((lsn, confirm));
+        self.pending_added.notify();
+    }
+
+    /// Waits until everything appended to the message log so far is durable.
+    pub async fn sync_messages(&self) -> Result<(), WalError> {
+        match self.messages() {
+            Some(wal) => wal.wait_durable(wal.stats().last_appended_lsn).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Appends a durable topology change (shard 0). Returns its LSN.
+    pub fn log_topology(&self, change: &TopologyChange) -> Result<Lsn, WalError> {
+        let Some(wal) = self.topology.get() else {
+            return Err(WalError::Closed);
+        };
+        let mut payload = BytesMut::new();
+        encode_change(change, &mut payload);
+        wal.append_topology(&payload)
+    }
+
+    pub async fn topology_durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        match self.topology.get() {
+            Some(wal) => wal.wait_durable(lsn).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Releases confirms as their records become durable; nacks them if the log failed.
+pub async fn run_confirmer(shard: Rc<Shard>) {
+    loop {
+        let newest = shard.storage.pending.borrow().back().map(|(lsn, _)| *lsn);
+        let Some(target) = newest else {
+            let added = shard.storage.pending_added.wait();
+            if shard.storage.pending.borrow().is_empty() {
+                added.await;
+            }
+            continue;
+        };
+        let durable = match shard.storage.messages() {
+            Some(wal) => wal.wait_durable(target).await,
+            None => Err(WalError::Closed),
+        };
+        if let Err(error) = &durable {
+            tracing::error!(%error, "message log write failed: nacking the affected publishes");
+        }
+        loop {
+            let next = {
+                let mut pending = shard.storage.pending.borrow_mut();
+                match pending.front() {
+                    Some((lsn, _)) if *lsn <= target => pending.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, confirm)) = next else {
+                break;
+            };
+            shard.route_confirm(confirm, durable.is_ok());
+        }
+    }
+}
+
+fn wal_options(dir: &Path, shard: usize, segment: u64, buffer: usize) -> WalOptions {
+    WalOptions {
+        dir: dir.to_path_buf(),
+        shard,
+        segment_size_bytes: segment,
+        write_buffer_bytes: buffer,
+    }
+}
+
+impl Shard {
+    /// Shard 0 at start-up: replays the topology log into our copy. Returns the changes, for the
+    /// other shards.
+    pub async fn recover_topology(&self, data_dir: &Path) -> Result<Vec<TopologyChange>, String> {
+        let dir = data_dir.join("topology");
+        let options = wal_options(&dir, 0, META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES);
+        let (wal, recovered) = Wal::open(options)
+            .await
+            .map_err(|e| format!("cannot open the topology log in {}: {e}", dir.display()))?;
+        let mut changes = Vec::with_capacity(recovered.topology.len());
+        for record in recovered.topology {
+            let change = decode_change(record.payload).map_err(|e| {
+                format!(
+                    "topology log in {} at lsn {}: {e}",
+                    dir.display(),
+                    record.lsn
+                )
+            })?;
+            changes.push(change);
+        }
+        let _ = self.storage.topology.set(wal);
+        self.apply_changes(&changes);
+        self.seed_owner_counters(&changes);
+        tracing::info!(changes = changes.len(), "topology recovered");
+        Ok(changes)
+    }
+
+    /// Opens this shard's message log and puts every unsettled persistent message back in its
+    /// queue, in log order, marked redelivered.
+    pub async fn recover_messages(&self, data_dir: &Path) -> Result<(), String> {
+        let started = Instant::now();
+        let dir = data_dir.join("messages");
+        let options = wal_options(
+            &dir,
+            self.id,
+            WAL_SEGMENT_SIZE_BYTES,
+            WAL_WRITE_BUFFER_BYTES,
+        );
+        let (wal, recovered) = Wal::open(options).await.map_err(|e| {
+            format!(
+                "cannot open the message log of shard {} in {}: {e}",
+                self.id,
+                dir.display()
+            )
+        })?;
+        if let Some((file, offset)) = &recovered.truncated_at {
+            tracing::warn!(file = %file.display(), offset, "torn write at the end of the log: truncated");
+        }
+        let _ = self.storage.messages.set(wal);
+        let mut restored = 0u64;
+        let mut restored_bytes = 0u64;
+        let mut orphans: Vec<(QueueId, MessageId)> = Vec::new();
+        for entry in recovered.enqueues {
+            let record = entry.record;
+            let Some(lsn) = std::num::NonZeroU64::new(entry.lsn) else {
+                continue;
+            };
+            let properties = match BasicProperties::decode(&mut Bytes::clone(&record.properties)) {
+                Ok(properties) => properties,
+                Err(error) => {
+                    tracing::error!(queue = record.queue, message = record.message, %error, "unreadable stored properties; message dropped");
+                    orphans.push((record.queue, record.message));
+                    continue;
+                }
+            };
+            restored_bytes += record.body.len() as u64;
+            let message: SharedMessage = std::sync::Arc::new(Message {
+                exchange: record.exchange,
+                routing_key: record.routing_key,
+                properties,
+                body: record.body,
+            });
+            if self.restore_message(record.queue, record.message, message, lsn) {
+                restored += 1;
+            } else {
+                orphans.push((record.queue, record.message));
+            }
+        }
+        // Messages of queues that no longer exist: settle them so their segments can go.
+        for (queue, message) in orphans {
+            self.storage.log_settle(queue, &[message]);
+        }
+        let stats = self
+            .storage
+            .messages()
+            .map(|w| w.stats())
+            .unwrap_or_default();
+        tracing::info!(
+            shard = self.id,
+            messages = restored,
+            bytes = restored_bytes,
+            log_bytes = stats.bytes_recovered,
+            ms = started.elapsed().as_millis() as u64,
+            "messages recovered"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! Per-shard write-ahead log: O_DIRECT segment files, crc32c-checked rkyv records, group commit.
+//!
+//! Layout on disk: `<dir>/s<shard>-<segment id, 20 digits>.wal`. Each segment starts with a
+//! 4 KiB header block (written with plain std I/O before the first DMA open, which also keeps
+//! glommio's io-poll probe away from empty files), followed by records (see `record`).
+//! Segments are preallocated with fallocate and never reused: ids only grow.
+//!
+//! Contracts the broker relies on:
+//! - `append_*` never does I/O; it assigns the record's LSN and on-disk position at once.
+//! - `wait_durable(lsn)` resolves Ok once every record up to `lsn` was written and fdatasync'ed.
+//! - I/O failure (disk full, EIO): every waiter whose LSN was not yet durable gets `Err(Io)`.
+//!   The failed batch stays buffered, in place, and is written again (ahead of newer records) by
+//!   the next flush, which the next `wait_durable` call starts. So a record reported failed may
+//!   still become durable later (the broker nacks it; a republish may duplicate: at-least-once).
+//!   While the failure lasts, appends fill the bounded buffer and then fail with `BufferFull`.
+//! - Writes are 4 KiB aligned: a batch that ends mid-block is padded with zeros, and the next
+//!   batch rewrites that partial block (same bytes first, then its own), so no disk space is
+//!   wasted at low load. A torn rewrite of the partial block cannot harm the earlier records in
+//!   it because their bytes are rewritten identically.
+
+mod live;
+mod record;
+mod recovery;
+mod segment;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use record::{EnqueueRecord, OwnedEnqueue, RecordKind, SettleRecord};
+pub use writer::Wal;
+
+/// Log sequence number: monotonically increasing per shard log, starting at 1.
+pub type Lsn = u64;
+
+/// Unit of every DMA write and of alignment of writes on disk.
+pub const WAL_BLOCK_BYTES: usize = 4096;
+/// Bytes read per DMA read while recovering (bounds recovery's I/O buffer, not its state).
+pub const WAL_RECOVERY_READ_BYTES: usize = 1 << 20;
+/// Smallest segment accepted (header block plus a few records).
+pub const WAL_SEGMENT_SIZE_BYTES_MIN: u64 = 64 * 1024;
+/// Largest segment accepted: recovery holds one segment in memory at a time.
+pub const WAL_SEGMENT_SIZE_BYTES_MAX: u64 = 1 << 30;
+/// Tasks that may wait in `wait_durable` at once.
+pub const WAL_WAITERS_MAX: usize = 1 << 16;
+
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub dir: PathBuf,
+    pub shard: usize,
+    /// Size every segment file is preallocated to (e.g. 64 MiB).
+    pub segment_size_bytes: u64,
+    /// Bound of one batch: appends beyond it (while a flush runs) fail with `BufferFull`.
+    /// Also bounds the size of one record.
+    pub write_buffer_bytes: usize,
+}
+
+impl WalOptions {
+    pub fn validate(&self) -> Result<(), WalError> {
+        if self.segment_size_bytes < WAL_SEGMENT_SIZE_BYTES_MIN
+            || self.segment_size_bytes > WAL_SEGMENT_SIZE_BYTES_MAX
+            || !self
+                .segment_size_bytes
+                .is_multiple_of(WAL_BLOCK_BYTES as u64)
+        {
+            return Err(WalError::InvalidOptions(
+                "segment_size_bytes must be a multiple of 4 KiB within [64 KiB, 1 GiB]",
+            ));
+        }
+        if self.write_buffer_bytes < 4 * WAL_BLOCK_BYTES
+            || self.write_buffer_bytes as u64 > self.segment_capacity_bytes()
+        {
+            return Err(WalError::InvalidOptions(
+                "write_buffer_bytes must be at least 16 KiB and at most a segment's data area",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes of records one segment can hold.
+    pub(crate) fn segment_capacity_bytes(&self) -> u64 {
+        self.segment_size_bytes - segment::SEGMENT_HEADER_BYTES
+    }
+
+    /// Largest payload one record may carry: a whole record plus the seal that may precede it in
+    /// a batch, plus the partial block a batch starts with, must fit in the write buffer.
+    pub(crate) fn payload_bytes_max(&self) -> usize {
+        self.write_buffer_bytes
+            - WAL_BLOCK_BYTES
+            - record::SEAL_RECORD_BYTES
+            - record::RECORD_HEADER_BYTES
+            - record::RECORD_ALIGN_BYTES
+    }
+}
+
+/// Where a record lives: enough to read it back with one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordPos {
+    pub segment: u64,
+    pub offset: u64,
+    /// Record bytes on disk (header + payload + padding).
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredEnqueue {
+    pub lsn: Lsn,
+    pub pos: RecordPos,
+    pub record: OwnedEnqueue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredTopology {
+    pub lsn: Lsn,
+    pub payload: bytes::Bytes,
+}
+
+/// The live state found by `Wal::open`.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Enqueues not settled, in log order.
+    pub enqueues: Vec<RecoveredEnqueue>,
+    /// Every topology record still on disk, in log order.
+    pub topology: Vec<RecoveredTopology>,
+    /// Where a torn tail was cut, if one was.
+    pub truncated_at: Option<(PathBuf, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    pub bytes_written: u64,
+    pub flushes: u64,
+    pub flush_failures: u64,
+    pub records_appended: u64,
+    pub segments_live: u64,
+    pub segments_deleted: u64,
+    pub records_recovered: u64,
+    pub bytes_recovered: u64,
+    pub recovery_ms: u64,
+    pub last_appended_lsn: Lsn,
+    pub durable_lsn: Lsn,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    #[error("wal i/o error ({op}) on {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    #[error("wal corrupt: {file} at offset {offset}: {reason}")]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
+    #[error("wal record of {bytes} payload bytes exceeds the limit of {max}")]
+    RecordTooLarge { bytes: usize, max: usize },
+    #[error("wal write buffer full ({pending_bytes} of {max} bytes pending): wait for durability and retry")]
+    BufferFull { pending_bytes: usize, max: usize },
+    #[error("too many tasks waiting for wal durability (max {max})")]
+    TooManyWaiters { max: usize },
+    #[error("wal record at {pos:?} is not readable: {reason}")]
+    NotReadable {
+        pos: RecordPos,
+        reason: &'static str,
+    },
+    #[error("invalid wal options: {0}")]
+    InvalidOptions(&'static str),
+    #[error("wal record encoding failed: {0}")]
+    Encode(String),
+    #[error("wal record decoding failed: {0}")]
+    Decode(String),
+    #[error("wal is closed")]
+    Closed,
+}
+
+impl WalError {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, e: std::io::Error) -> Self {
+        WalError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: Arc::new(e),
+        }
+    }
+
+    pub(crate) fn glommio(
+        op: &'static str,
+        path: &std::path::Path,
+        e: glommio::GlommioError<()>,
+    ) -> Self {
+        Self::io(op, path, e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests;

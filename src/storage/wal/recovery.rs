@@ -1,0 +1,352 @@
+//! Replay at open: verify every record, cut a torn tail, refuse on corruption, rebuild liveness.
+//!
+//! Torn versus corrupt: a bad record at offset X (expected LSN `e`) is a torn tail when every
+//! valid record after it (rest of the segment and all later segments) belongs to the same write
+//! batch, i.e. has `batch_lsn <= e`: that batch was the last one and was never acknowledged as
+//! durable. A valid record with `batch_lsn > e` proves a later batch was written, which only
+//! happens after the bad record's batch was fdatasync'ed: that is corruption.
+//! Consequence to know: a bit flip inside the very last batch, after it was made durable, is
+//! indistinguishable from a torn write and is truncated (the flipped record and its batch
+//! siblings after it are lost).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::DmaFile;
+
+use super::live::Liveness;
+use super::record::{self, BadRecord, RecordHeader, RecordKind, RECORD_ALIGN_BYTES};
+use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+use super::{
+    Lsn, RecordPos, Recovered, RecoveredEnqueue, RecoveredTopology, WalError, WalOptions,
+    WAL_BLOCK_BYTES, WAL_RECOVERY_READ_BYTES,
+};
+
+/// Where appends continue after recovery.
+#[derive(Debug)]
+pub struct Tail {
+    pub segment: u64,
+    pub offset: u64,
+    /// Bytes of the last partial block, `[align_down(offset), offset)`: the next write rewrites them.
+    pub partial: Vec<u8>,
+}
+
+pub struct RecoveredLog {
+    pub recovered: Recovered,
+    pub live: Liveness,
+    pub files: BTreeMap<u64, Rc<DmaFile>>,
+    /// None: the last segment is sealed (or there is none); appends need a new segment.
+    pub tail: Option<Tail>,
+    pub last_segment_id: u64,
+    pub next_lsn: Lsn,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentEnd {
+    Sealed {
+        lsn: Lsn,
+    },
+    /// No valid record with the expected LSN at `at`.
+    Open {
+        at: u64,
+        expected_lsn: Lsn,
+        reason: &'static str,
+    },
+}
+
+/// Walks the records of one segment buffer, calling `apply` for each valid one in order.
+pub fn scan(
+    buf: &[u8],
+    first_lsn: Lsn,
+    payload_bytes_max: usize,
+    mut apply: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), WalError>,
+) -> Result<SegmentEnd, WalError> {
+    let mut offset = SEGMENT_HEADER_BYTES as usize;
+    let mut expected = first_lsn;
+    // Each step consumes at least one header, so the loop is bounded by buf.len() / 32.
+    loop {
+        let rest = buf.get(offset..).unwrap_or(&[]);
+        let decoded = match record::decode(rest, payload_bytes_max) {
+            Ok(d) => d,
+            Err(bad) => return Ok(open_end(offset, expected, bad.reason())),
+        };
+        let (header, payload) = decoded;
+        if header.lsn != expected || header.batch_lsn > header.lsn {
+            return Ok(open_end(offset, expected, "unexpected lsn"));
+        }
+        apply(offset as u64, &header, payload)?;
+        offset += header.record_bytes();
+        expected += 1;
+        if header.kind == RecordKind::Seal {
+            return Ok(SegmentEnd::Sealed { lsn: header.lsn });
+        }
+    }
+}
+
+fn open_end(at: usize, expected_lsn: Lsn, reason: &'static str) -> SegmentEnd {
+    SegmentEnd::Open {
+        at: at as u64,
+        expected_lsn,
+        reason,
+    }
+}
+
+/// First offset at or after `from` holding a valid record written by a batch later than the one
+/// that held `expected_lsn`.
+pub fn find_later_batch(
+    buf: &[u8],
+    from: usize,
+    expected_lsn: Lsn,
+    payload_bytes_max: usize,
+) -> Option<usize> {
+    let start = from.next_multiple_of(RECORD_ALIGN_BYTES);
+    // Past the last non-zero byte lies only the zeroed preallocation, where no record can be:
+    // stop there instead of trying a decode every 16 bytes of it.
+    let end = buf.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    (start..end).step_by(RECORD_ALIGN_BYTES).find(|&off| {
+        match record::decode(&buf[off..], payload_bytes_max) {
+            Ok((h, _)) => h.lsn >= expected_lsn && h.batch_lsn > expected_lsn,
+            Err(BadRecord::Truncated) | Err(_) => false,
+        }
+    })
+}
+
+struct Replay<'a> {
+    opts: &'a WalOptions,
+    out: RecoveredLog,
+    enqueues: BTreeMap<Lsn, RecoveredEnqueue>,
+}
+
+pub async fn recover(opts: &WalOptions) -> Result<RecoveredLog, WalError> {
+    std::fs::create_dir_all(&opts.dir).map_err(|e| WalError::io("create dir", &opts.dir, e))?;
+    let ids = segment::list_segments(&opts.dir, opts.shard)?;
+    let mut r = Replay {
+        opts,
+        out: RecoveredLog {
+            recovered: Recovered::default(),
+            live: Liveness::default(),
+            files: BTreeMap::new(),
+            tail: None,
+            last_segment_id: ids.last().copied().unwrap_or(0),
+            next_lsn: 1,
+            records: 0,
+            bytes: 0,
+        },
+        enqueues: BTreeMap::new(),
+    };
+    for (i, &id) in ids.iter().enumerate() {
+        let path = segment::segment_path(&opts.dir, opts.shard, id);
+        let file = segment::open(&path).await?;
+        let buf = segment::read_all(&file, &path).await?;
+        let is_last = i + 1 == ids.len();
+        let Some(header) = SegmentHeader::decode(&buf) else {
+            if is_last {
+                // Crash while creating the segment: nothing was ever written to it.
+                remove_segment(&path, file).await?;
+                break;
+            }
+            return Err(corrupt(&path, 0, "bad segment header"));
+        };
+        if header.id != id
+            || header.shard as usize != opts.shard
+            || header.first_lsn < r.out.next_lsn
+        {
+            return Err(corrupt(
+                &path,
+                0,
+                "segment header does not match its place in the log",
+            ));
+        }
+        r.out.live.add_segment(id);
+        r.out.next_lsn = header.first_lsn;
+        let end = scan(
+            &buf,
+            header.first_lsn,
+            opts.payload_bytes_max(),
+            |off, h, p| r.apply(id, off, h, p),
+        )?;
+        r.out.bytes += buf.len() as u64;
+        r.out.files.insert(id, file.clone());
+        match end {
+            SegmentEnd::Sealed { lsn } => r.out.next_lsn = lsn + 1,
+            SegmentEnd::Open {
+                at,
+                expected_lsn,
+                reason,
+            } => {
+                r.out.next_lsn = expected_lsn;
+                r.end_open(&path, &file, &buf, at, expected_lsn, reason, &ids[i + 1..])
+                    .await?;
+                r.out.tail = Some(Tail {
+                    segment: id,
+                    offset: at,
+                    partial: tail_partial(&buf, at),
+                });
+                break;
+            }
+        }
+    }
+    let mut out = r.out;
+    out.recovered.enqueues = r.enqueues.into_values().collect();
+    Ok(out)
+}
+
+fn tail_partial(buf: &[u8], at: u64) -> Vec<u8> {
+    let block_start = at - at % WAL_BLOCK_BYTES as u64;
+    buf.get(block_start as usize..at as usize)
+        .unwrap_or(&[])
+        .to_vec()
+}
+
+fn corrupt(path: &Path, offset: u64, reason: &'static str) -> WalError {
+    WalError::Corrupt {
+        file: path.to_path_buf(),
+        offset,
+        reason,
+    }
+}
+
+async fn remove_segment(path: &Path, file: Rc<DmaFile>) -> Result<(), WalError> {
+    drop(file);
+    std::fs::remove_file(path).map_err(|e| WalError::io("remove segment", path, e))?;
+    Ok(())
+}
+
+impl Replay<'_> {
+    fn apply(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        h: &RecordHeader,
+        payload: &[u8],
+    ) -> Result<(), WalError> {
+        self.out.records += 1;
+        let path = || segment::segment_path(&self.opts.dir, self.opts.shard, segment);
+        match h.kind {
+            RecordKind::Enqueue => {
+                let a = record::access_enqueue(payload)
+                    .map_err(|_| corrupt(&path(), offset, "undecodable enqueue payload"))?;
+                let owned = record::to_owned_enqueue(a);
+                let key = (owned.queue, owned.message);
+                if let Some(old) = self.out.live.on_enqueue(segment, key, h.lsn) {
+                    self.enqueues.remove(&old);
+                }
+                let pos = RecordPos {
+                    segment,
+                    offset,
+                    len: h.record_bytes() as u32,
+                };
+                self.enqueues.insert(
+                    h.lsn,
+                    RecoveredEnqueue {
+                        lsn: h.lsn,
+                        pos,
+                        record: owned,
+                    },
+                );
+            }
+            RecordKind::Settle => {
+                let a = record::access_settle(payload)
+                    .map_err(|_| corrupt(&path(), offset, "undecodable settle payload"))?;
+                let queue = a.queue.to_native();
+                for m in a.messages.iter() {
+                    if let Some(lsn) = self.out.live.on_settle(segment, (queue, m.to_native())) {
+                        self.enqueues.remove(&lsn);
+                    }
+                }
+            }
+            RecordKind::Topology => {
+                self.out.live.on_topology(segment);
+                self.out.recovered.topology.push(RecoveredTopology {
+                    lsn: h.lsn,
+                    payload: bytes::Bytes::copy_from_slice(payload),
+                });
+            }
+            RecordKind::Seal => {}
+        }
+        Ok(())
+    }
+
+    /// The segment ends without a seal at `at`: decide torn tail or corruption, and on a torn
+    /// tail, erase the torn bytes and drop later (necessarily torn) segments.
+    #[allow(clippy::too_many_arguments)]
+    async fn end_open(
+        &mut self,
+        path: &Path,
+        file: &Rc<DmaFile>,
+        buf: &[u8],
+        at: u64,
+        expected_lsn: Lsn,
+        reason: &'static str,
+        later: &[u64],
+    ) -> Result<(), WalError> {
+        let max = self.opts.payload_bytes_max();
+        if find_later_batch(buf, at as usize + RECORD_ALIGN_BYTES, expected_lsn, max).is_some() {
+            return Err(corrupt(path, at, reason));
+        }
+        let mut later_paths: Vec<(PathBuf, Rc<DmaFile>)> = Vec::new();
+        for &id in later {
+            let p = segment::segment_path(&self.opts.dir, self.opts.shard, id);
+            let f = segment::open(&p).await?;
+            let b = segment::read_all(&f, &p).await?;
+            if find_later_batch(&b, SEGMENT_HEADER_BYTES as usize, expected_lsn, max).is_some() {
+                return Err(corrupt(path, at, reason));
+            }
+            later_paths.push((p, f));
+        }
+        let last_nonzero = buf
+            .get(at as usize..)
+            .unwrap_or(&[])
+            .iter()
+            .rposition(|b| *b != 0)
+            .map(|i| at as usize + i);
+        if let Some(last) = last_nonzero {
+            zero_torn(path, file, buf, at, last).await?;
+            self.out.recovered.truncated_at = Some((path.to_path_buf(), at));
+        }
+        for (p, f) in later_paths {
+            remove_segment(&p, f).await?;
+            self.out
+                .recovered
+                .truncated_at
+                .get_or_insert((path.to_path_buf(), at));
+        }
+        if !later.is_empty() {
+            segment::sync_dir(&self.opts.dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Overwrites `[at, last]` with zeros (keeping the valid bytes before `at` in the first block),
+/// so stale torn records can never be mistaken for log content after new appends.
+async fn zero_torn(
+    path: &Path,
+    file: &Rc<DmaFile>,
+    buf: &[u8],
+    at: u64,
+    last: usize,
+) -> Result<(), WalError> {
+    let block = WAL_BLOCK_BYTES;
+    let start = at as usize - at as usize % block;
+    let end = (last + 1)
+        .next_multiple_of(block)
+        .min(buf.len().next_multiple_of(block));
+    let mut pos = start;
+    while pos < end {
+        let len = (end - pos).min(WAL_RECOVERY_READ_BYTES);
+        let mut chunk = vec![0u8; len];
+        if pos == start {
+            let keep = at as usize - start;
+            chunk[..keep].copy_from_slice(&buf[start..at as usize]);
+        }
+        segment::write_padded(file, path, pos as u64, &chunk).await?;
+        pos += len;
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| WalError::glommio("fdatasync", path, e))
+}

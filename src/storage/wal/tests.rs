@@ -1,0 +1,515 @@
+//! WAL tests on real files (O_DIRECT through glommio) under the system temp dir.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::record::{self, BadRecord, RecordKind};
+use super::segment::{self, SEGMENT_HEADER_BYTES};
+use super::*;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("ringmq-wal-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(f)
+        .expect("spawn executor")
+        .join()
+        .expect("join executor");
+}
+
+fn opts(dir: &Path, segment_size_bytes: u64) -> WalOptions {
+    WalOptions {
+        dir: dir.to_path_buf(),
+        shard: 0,
+        segment_size_bytes,
+        write_buffer_bytes: (64 * 1024).min(segment_size_bytes as usize / 2),
+    }
+}
+
+fn body(i: u64) -> Vec<u8> {
+    (0..1000u64).map(|j| (i * 31 + j) as u8).collect()
+}
+
+fn enqueue(wal: &Wal, queue: u64, message: u64) -> (Lsn, RecordPos) {
+    let b = body(message);
+    let r = EnqueueRecord {
+        queue,
+        message,
+        exchange: "amq.direct",
+        routing_key: "rk",
+        properties: &[1, 2, 3],
+        body: &b,
+    };
+    wal.append_enqueue(&r).expect("append")
+}
+
+fn seg_path(dir: &Path, id: u64) -> PathBuf {
+    segment::segment_path(dir, 0, id)
+}
+
+fn check_recovered(rec: &Recovered, expected: &[u64]) {
+    let got: Vec<u64> = rec.enqueues.iter().map(|e| e.record.message).collect();
+    assert_eq!(got, expected);
+    for e in &rec.enqueues {
+        assert_eq!(e.record.body.as_ref(), body(e.record.message).as_slice());
+        assert_eq!(e.record.exchange, "amq.direct");
+        assert_eq!(e.record.properties.as_ref(), &[1, 2, 3]);
+    }
+}
+
+#[test]
+fn encode_decode_round_trip() {
+    let mut scratch = rkyv::util::AlignedVec::new();
+    let r = EnqueueRecord {
+        queue: 7,
+        message: 9,
+        exchange: "ex",
+        routing_key: "a.b.c",
+        properties: b"props",
+        body: b"hello body",
+    };
+    record::serialize_enqueue(&r, &mut scratch).expect("serialize");
+    let mut out: Vec<u8> = Vec::new();
+    record::encode_into(&mut out, RecordKind::Enqueue, 5, 4, &scratch);
+    assert_eq!(out.len() % 16, 0);
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(&out);
+    let (h, payload) = record::decode(&aligned, 1 << 20).expect("decode");
+    assert_eq!((h.lsn, h.batch_lsn, h.kind), (5, 4, RecordKind::Enqueue));
+    assert_eq!(h.record_bytes(), out.len());
+    let owned = record::to_owned_enqueue(record::access_enqueue(payload).expect("access"));
+    assert_eq!(owned.queue, 7);
+    assert_eq!(owned.message, 9);
+    assert_eq!(owned.exchange, "ex");
+    assert_eq!(owned.routing_key, "a.b.c");
+    assert_eq!(owned.properties.as_ref(), b"props");
+    assert_eq!(owned.body.as_ref(), b"hello body");
+
+    let settle = SettleRecord {
+        queue: 3,
+        messages: &[1, 2, 99],
+    };
+    record::serialize_settle(&settle, &mut scratch).expect("serialize");
+    let a = record::access_settle(&scratch).expect("access");
+    let msgs: Vec<u64> = a.messages.iter().map(|m| m.to_native()).collect();
+    assert_eq!((a.queue.to_native(), msgs), (3, vec![1, 2, 99]));
+}
+
+#[test]
+fn crc_detects_every_single_bit_flip() {
+    let mut out = Vec::new();
+    record::encode_into(
+        &mut out,
+        RecordKind::Topology,
+        77,
+        70,
+        b"some topology payload!",
+    );
+    let len = record::RECORD_HEADER_BYTES + 22;
+    assert!(record::decode(&out, 4096).is_ok());
+    for bit in 0..len * 8 {
+        let mut c = out.clone();
+        c[bit / 8] ^= 1 << (bit % 8);
+        let r = record::decode(&c, 4096);
+        assert!(r.is_err(), "flip of bit {bit} not detected");
+    }
+    assert_eq!(
+        record::decode(&out[..40], 4096).err(),
+        Some(BadRecord::Truncated)
+    );
+}
+
+#[test]
+fn recovers_records_across_segments_and_reads_back() {
+    let dir = TempDir::new("multi");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        assert!(rec.enqueues.is_empty());
+        let mut positions = Vec::new();
+        for m in 0..200 {
+            let (lsn, pos) = enqueue(&wal, 1, m);
+            positions.push(pos);
+            if m % 7 == 0 {
+                wal.wait_durable(lsn).await.expect("durable");
+            }
+        }
+        let topo = wal.append_topology(b"declare q1").expect("topology");
+        wal.wait_durable(topo).await.expect("durable");
+        let got = wal.read_enqueue(positions[150]).await.expect("read back");
+        assert_eq!(got.body.as_ref(), body(150).as_slice());
+        assert!(wal.stats().segments_live >= 3, "{:?}", wal.stats());
+        wal.close().await.expect("close");
+
+        let (wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen");
+        check_recovered(&rec, &(0..200).collect::<Vec<_>>());
+        assert_eq!(rec.topology.len(), 1);
+        assert_eq!(rec.topology[0].payload.as_ref(), b"declare q1");
+        assert_eq!(rec.enqueues[150].pos, positions[150]);
+        assert!(rec.truncated_at.is_none());
+        // Appends continue with fresh LSNs after the recovered ones.
+        let (lsn, _) = enqueue(&wal, 1, 200);
+        assert_eq!(lsn, topo + 1);
+        wal.close().await.expect("close");
+    });
+}
+
+#[test]
+fn settles_remove_enqueues_and_reclaim_segments() {
+    let dir = TempDir::new("settle");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        for m in 0..150 {
+            let (lsn, _) = enqueue(&wal, 1, m);
+            if m % 10 == 9 {
+                wal.wait_durable(lsn).await.expect("durable");
+            }
+        }
+        let first_segments = segment::list_segments(&d, 0).expect("list");
+        assert!(first_segments.len() >= 3);
+        // Settle everything but messages 140..150 (in the current segment) and message 5.
+        let settled: Vec<u64> = (0..140).filter(|m| *m != 5).collect();
+        let lsn = wal
+            .append_settle(&SettleRecord {
+                queue: 1,
+                messages: &settled,
+            })
+            .expect("settle");
+        wal.wait_durable(lsn).await.expect("durable");
+        // Reclamation runs after the flush that made the settle durable; one more flush
+        // guarantees it finished.
+        let (lsn, _) = enqueue(&wal, 2, 1000);
+        wal.wait_durable(lsn).await.expect("durable");
+        let left = segment::list_segments(&d, 0).expect("list");
+        // Segment 1 holds message 5; the middle segments are fully settled and gone.
+        assert!(left.contains(&1));
+        assert!(
+            left.len() < first_segments.len(),
+            "{left:?} vs {first_segments:?}"
+        );
+        assert!(wal.stats().segments_deleted >= 1);
+        wal.close().await.expect("close");
+
+        let (wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen");
+        let mut expected = vec![5];
+        expected.extend(140..150);
+        let got: Vec<(u64, u64)> = rec
+            .enqueues
+            .iter()
+            .map(|e| (e.record.queue, e.record.message))
+            .collect();
+        let mut want: Vec<(u64, u64)> = expected.iter().map(|m| (1, *m)).collect();
+        want.push((2, 1000));
+        assert_eq!(got, want);
+
+        // Settling message 5 frees segment 1 too (and the settle's own segment keeps the rest).
+        let lsn = wal
+            .append_settle(&SettleRecord {
+                queue: 1,
+                messages: &[5],
+            })
+            .expect("settle");
+        wal.wait_durable(lsn).await.expect("durable");
+        let (lsn, _) = enqueue(&wal, 2, 1001);
+        wal.wait_durable(lsn).await.expect("durable");
+        assert!(!segment::list_segments(&d, 0).expect("list").contains(&1));
+        wal.close().await.expect("close");
+        let (_wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen");
+        assert_eq!(rec.enqueues.len(), 12);
+    });
+}
+
+#[test]
+fn group_commit_batches_many_appends_into_few_flushes() {
+    let dir = TempDir::new("group");
+    let d = dir.0.clone();
+    run(move || async move {
+        let mut o = opts(&d, 8 << 20);
+        o.write_buffer_bytes = 1 << 20;
+        let (wal, _) = Wal::open(o).await.expect("open");
+        let mut last = 0;
+        for m in 0..500 {
+            last = enqueue(&wal, 1, m).0;
+        }
+        wal.wait_durable(last).await.expect("durable");
+        let s = wal.stats();
+        assert_eq!(s.durable_lsn, last);
+        assert!(s.flushes <= 2, "500 appends took {} flushes", s.flushes);
+        // A lone record at low load is flushed at once, in its own flush.
+        let (lone, _) = enqueue(&wal, 1, 500);
+        wal.wait_durable(lone).await.expect("durable");
+        assert_eq!(wal.stats().flushes, s.flushes + 1);
+        wal.close().await.expect("close");
+    });
+}
+
+#[test]
+fn buffer_full_is_reported_not_grown() {
+    let dir = TempDir::new("full");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 1 << 20)).await.expect("open");
+        let b = vec![0u8; 1000];
+        let r = EnqueueRecord {
+            queue: 1,
+            message: 0,
+            exchange: "",
+            routing_key: "",
+            properties: &[],
+            body: &b,
+        };
+        let mut accepted = 0u64;
+        let err = loop {
+            match wal.append_enqueue(&EnqueueRecord {
+                message: accepted,
+                ..r
+            }) {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted < 1000, "buffer never filled");
+        };
+        assert!(matches!(err, WalError::BufferFull { .. }), "{err}");
+        wal.wait_durable(accepted).await.expect("durable");
+        wal.append_enqueue(&EnqueueRecord {
+            message: accepted,
+            ..r
+        })
+        .expect("room again");
+        let huge = vec![0u8; 70 * 1024];
+        let e = wal
+            .append_enqueue(&EnqueueRecord { body: &huge, ..r })
+            .unwrap_err();
+        assert!(matches!(e, WalError::RecordTooLarge { .. }));
+        wal.close().await.expect("close");
+    });
+}
+
+/// Writes `n` enqueues, each in its own batch (one wait per append).
+async fn write_separate_batches(wal: &Wal, from: u64, n: u64) -> Vec<RecordPos> {
+    let mut positions = Vec::new();
+    for m in from..from + n {
+        let (lsn, pos) = enqueue(wal, 1, m);
+        wal.wait_durable(lsn).await.expect("durable");
+        positions.push(pos);
+    }
+    positions
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut data = std::fs::read(path).expect("read");
+    data[offset as usize] ^= 0x40;
+    std::fs::write(path, data).expect("write");
+}
+
+#[test]
+fn torn_tail_is_truncated_and_appends_continue() {
+    let dir = TempDir::new("torn");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 1 << 20)).await.expect("open");
+        let positions = write_separate_batches(&wal, 0, 10).await;
+        wal.close().await.expect("close");
+        // Cut the file in the middle of the last record.
+        let last = positions[9];
+        let cut = last.offset + u64::from(last.len) / 2;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(seg_path(&d, 1))
+            .expect("open");
+        f.set_len(cut).expect("truncate");
+        drop(f);
+
+        let (wal, rec) = Wal::open(opts(&d, 1 << 20)).await.expect("reopen");
+        check_recovered(&rec, &(0..9).collect::<Vec<_>>());
+        let (lsn, pos) = enqueue(&wal, 1, 100);
+        assert_eq!(
+            pos.offset, last.offset,
+            "appends continue where the torn record was"
+        );
+        wal.wait_durable(lsn).await.expect("durable");
+        write_separate_batches(&wal, 101, 3).await;
+        wal.close().await.expect("close");
+
+        let (_wal, rec) = Wal::open(opts(&d, 1 << 20)).await.expect("reopen 2");
+        let mut expected: Vec<u64> = (0..9).collect();
+        expected.extend(100..104);
+        check_recovered(&rec, &expected);
+        assert!(rec.truncated_at.is_none());
+    });
+}
+
+#[test]
+fn bad_record_inside_the_last_batch_is_a_torn_write() {
+    let dir = TempDir::new("tornbatch");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 1 << 20)).await.expect("open");
+        write_separate_batches(&wal, 0, 3).await;
+        // One batch of 5: flip a byte in its second record.
+        let mut positions = Vec::new();
+        let mut last = 0;
+        for m in 3..8 {
+            let (lsn, pos) = enqueue(&wal, 1, m);
+            positions.push(pos);
+            last = lsn;
+        }
+        wal.wait_durable(last).await.expect("durable");
+        wal.close().await.expect("close");
+        flip_byte(&seg_path(&d, 1), positions[1].offset + 100);
+
+        let (wal, rec) = Wal::open(opts(&d, 1 << 20))
+            .await
+            .expect("torn, not corrupt");
+        check_recovered(&rec, &[0, 1, 2, 3]);
+        assert_eq!(
+            rec.truncated_at,
+            Some((seg_path(&d, 1), positions[1].offset))
+        );
+        write_separate_batches(&wal, 50, 2).await;
+        wal.close().await.expect("close");
+        let (_wal, rec) = Wal::open(opts(&d, 1 << 20)).await.expect("reopen");
+        check_recovered(&rec, &[0, 1, 2, 3, 50, 51]);
+    });
+}
+
+#[test]
+fn bad_record_followed_by_later_batches_is_corruption() {
+    let dir = TempDir::new("corrupt");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 1 << 20)).await.expect("open");
+        let positions = write_separate_batches(&wal, 0, 10).await;
+        wal.close().await.expect("close");
+        let path = seg_path(&d, 1);
+        flip_byte(&path, positions[2].offset + 40);
+        let err = Wal::open(opts(&d, 1 << 20))
+            .await
+            .err()
+            .expect("must refuse");
+        match err {
+            WalError::Corrupt { file, offset, .. } => {
+                assert_eq!(file, path);
+                assert_eq!(offset, positions[2].offset);
+            }
+            other => panic!("expected Corrupt, got {other}"),
+        }
+    });
+}
+
+#[test]
+fn corruption_before_a_sealed_segment_is_detected() {
+    let dir = TempDir::new("corruptseg");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        let positions = write_separate_batches(&wal, 0, 150).await;
+        wal.close().await.expect("close");
+        // The last record of segment 1 (before its seal), with whole segments after it.
+        let victim = positions
+            .iter()
+            .rfind(|p| p.segment == 1)
+            .copied()
+            .expect("pos");
+        flip_byte(&seg_path(&d, 1), victim.offset + 50);
+        let err = Wal::open(opts(&d, 64 * 1024))
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(
+            matches!(err, WalError::Corrupt { offset, .. } if offset == victim.offset),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn segment_file_layout_starts_after_header() {
+    let dir = TempDir::new("layout");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 1 << 20)).await.expect("open");
+        let (_, pos) = enqueue(&wal, 1, 1);
+        assert_eq!((pos.segment, pos.offset), (1, SEGMENT_HEADER_BYTES));
+        assert_eq!(pos.len % 16, 0);
+        wal.close().await.expect("close");
+        let len = std::fs::metadata(seg_path(&d, 1)).expect("stat").len();
+        assert_eq!(len, 1 << 20, "segment is preallocated");
+    });
+}
+
+/// Device probe, not a test: `cargo test --lib probe_raw -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn probe_raw_write_sync_latency() {
+    let dir = TempDir::new("probe");
+    let d = dir.0.clone();
+    run(move || async move {
+        std::fs::create_dir_all(&d).expect("dir");
+        let h = segment::SegmentHeader {
+            shard: 0,
+            id: 1,
+            first_lsn: 1,
+        };
+        let f = segment::create(&d, h, 1 << 20).await.expect("io");
+        let p = seg_path(&d, 1);
+        let data = vec![1u8; 4096];
+        let t = std::time::Instant::now();
+        for i in 0..100u64 {
+            segment::write_padded(&f, &p, 4096 * (1 + i % 8), &data)
+                .await
+                .expect("io");
+            f.fdatasync().await.expect("io");
+        }
+        eprintln!("dma write+fdatasync: {:?}/op", t.elapsed() / 100);
+        let t = std::time::Instant::now();
+        for i in 0..100u64 {
+            segment::write_padded(&f, &p, 4096 * (1 + i % 8), &data)
+                .await
+                .expect("io");
+        }
+        eprintln!("dma write only: {:?}/op", t.elapsed() / 100);
+        let t = std::time::Instant::now();
+        for _ in 0..100u64 {
+            f.fdatasync().await.expect("io");
+        }
+        eprintln!("fdatasync only (clean): {:?}/op", t.elapsed() / 100);
+        use std::os::unix::fs::FileExt;
+        let sf = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .expect("io");
+        let t = std::time::Instant::now();
+        for i in 0..100u64 {
+            sf.write_at(&data, 4096 * (1 + i % 8)).expect("io");
+            sf.sync_data().expect("io");
+        }
+        eprintln!("std buffered write+sync_data: {:?}/op", t.elapsed() / 100);
+    });
+}

@@ -1,0 +1,569 @@
+//! The `Wal` handle: appends into a bounded in-memory batch, one flusher task per log writes
+//! whole batches (group commit without timers), reclamation of fully settled segments.
+//!
+//! Group commit: appends only buffer and wake the flusher. The flusher takes everything
+//! appended so far as one batch, writes it (one DMA write per segment touched), fdatasyncs, then
+//! takes whatever accumulated meanwhile. A lone record at low load is flushed at once; under
+//! load the batch grows by itself up to `write_buffer_bytes`.
+//!
+//! Compaction / copy-forward (designed, not implemented): a non-current segment whose live
+//! enqueues fall under a ratio (say 10% of its records) after it has aged past N segments gets its
+//! live enqueues re-appended (new LSN, same queue/message key: recovery and `Liveness` let the
+//! newest copy win), then becomes reclaimable once that batch is durable. Topology records would
+//! need a snapshot record kind from their owner before they can be dropped: today they pin
+//! their segment.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use glommio::io::DmaFile;
+use rkyv::util::AlignedVec;
+
+use super::live::Liveness;
+use super::record::{
+    self, EnqueueRecord, OwnedEnqueue, RecordKind, SettleRecord, SEAL_RECORD_BYTES,
+};
+use super::recovery::{self, Tail};
+use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+use super::{
+    Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, WAL_BLOCK_BYTES, WAL_WAITERS_MAX,
+};
+
+/// Contiguous bytes of one segment, starting at a block boundary. The first bytes may be a
+/// copy of the previous batch's partial last block.
+#[derive(Debug)]
+struct Chunk {
+    segment: u64,
+    file_offset: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Batch {
+    chunks: Vec<Chunk>,
+    bytes: usize,
+    first_lsn: Lsn,
+    last_lsn: Lsn,
+    /// Log position just past the last record.
+    end: (u64, u64),
+}
+
+/// A successful flush: bytes written, segments created.
+type Flushed = (u64, Vec<(u64, Rc<DmaFile>)>);
+
+/// One flush: a batch, the segments it must create first, the segments to delete after it.
+struct Job {
+    batch: Batch,
+    create: Vec<(u64, Lsn)>,
+    reclaim: Vec<u64>,
+}
+
+struct Inner {
+    opts: WalOptions,
+    payload_bytes_max: usize,
+    next_lsn: Lsn,
+    durable_lsn: Lsn,
+    /// Position up to which the log is durable: (segment, offset).
+    durable_pos: (u64, u64),
+    cur_segment: u64,
+    cur_offset: u64,
+    /// `[align_down(cur_offset), cur_offset)` of the current segment as of the last batch taken.
+    partial: Vec<u8>,
+    pending: Batch,
+    /// A batch whose write failed: rewritten, alone, on the next `wait_durable`.
+    failed: Option<Batch>,
+    retry_requested: bool,
+    /// Segments given an id but not created on disk yet: id -> first LSN.
+    new_segments: BTreeMap<u64, Lsn>,
+    files: BTreeMap<u64, Rc<DmaFile>>,
+    live: Liveness,
+    waiters: Vec<Waker>,
+    flusher_waker: Option<Waker>,
+    fail_seq: u64,
+    failed_through: Lsn,
+    last_error: Option<WalError>,
+    closed: bool,
+    stats: WalStats,
+    scratch: AlignedVec,
+}
+
+/// The per-shard write-ahead log. `!Send`: it lives on one executor.
+pub struct Wal {
+    inner: Rc<RefCell<Inner>>,
+    flusher: RefCell<Option<glommio::task::JoinHandle<()>>>,
+}
+
+impl Wal {
+    /// Opens (creating the dir and first segment if needed) and replays the log. See `recovery`
+    /// for the torn-tail versus corruption rule.
+    pub async fn open(opts: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        opts.validate()?;
+        let started = Instant::now();
+        let mut log = recovery::recover(&opts).await?;
+        let recovered = std::mem::take(&mut log.recovered);
+        let (cur_segment, cur_offset, partial) = match log.tail.take() {
+            Some(Tail {
+                segment,
+                offset,
+                partial,
+            }) => (segment, offset, partial),
+            None => {
+                let id = log.last_segment_id + 1;
+                let header = SegmentHeader {
+                    shard: opts.shard as u32,
+                    id,
+                    first_lsn: log.next_lsn,
+                };
+                let file = segment::create(&opts.dir, header, opts.segment_size_bytes).await?;
+                log.files.insert(id, file);
+                log.live.add_segment(id);
+                (id, SEGMENT_HEADER_BYTES, Vec::new())
+            }
+        };
+        let stats = WalStats {
+            records_recovered: log.records,
+            bytes_recovered: log.bytes,
+            last_appended_lsn: log.next_lsn - 1,
+            durable_lsn: log.next_lsn - 1,
+            ..WalStats::default()
+        };
+        let inner = Inner {
+            payload_bytes_max: opts.payload_bytes_max(),
+            opts,
+            next_lsn: log.next_lsn,
+            durable_lsn: log.next_lsn - 1,
+            durable_pos: (cur_segment, cur_offset),
+            cur_segment,
+            cur_offset,
+            partial,
+            pending: Batch::default(),
+            failed: None,
+            retry_requested: false,
+            new_segments: BTreeMap::new(),
+            files: log.files,
+            live: log.live,
+            waiters: Vec::new(),
+            flusher_waker: None,
+            fail_seq: 0,
+            failed_through: 0,
+            last_error: None,
+            closed: false,
+            stats,
+            scratch: AlignedVec::new(),
+        };
+        let inner = Rc::new(RefCell::new(inner));
+        let reclaim = inner.borrow().live.reclaimable(cur_segment);
+        reclaim_segments(&inner, &reclaim).await;
+        let task = glommio::spawn_local(flusher(inner.clone())).detach();
+        let wal = Wal {
+            inner,
+            flusher: RefCell::new(Some(task)),
+        };
+        wal.inner.borrow_mut().stats.recovery_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            shard = wal.inner.borrow().opts.shard,
+            messages = recovered.enqueues.len(),
+            topology = recovered.topology.len(),
+            bytes = wal.inner.borrow().stats.bytes_recovered,
+            ms = wal.inner.borrow().stats.recovery_ms,
+            "wal recovered"
+        );
+        Ok((wal, recovered))
+    }
+
+    /// Buffers an enqueue; no I/O. Returns its LSN and where it will live on disk.
+    pub fn append_enqueue(&self, r: &EnqueueRecord) -> Result<(Lsn, RecordPos), WalError> {
+        let mut g = self.inner.borrow_mut();
+        let mut scratch = std::mem::take(&mut g.scratch);
+        let result = record::serialize_enqueue(r, &mut scratch)
+            .and_then(|_| g.append(RecordKind::Enqueue, &scratch));
+        g.scratch = scratch;
+        let (lsn, pos) = result?;
+        let segment = pos.segment;
+        g.live.on_enqueue(segment, (r.queue, r.message), lsn);
+        Ok((lsn, pos))
+    }
+
+    pub fn append_settle(&self, r: &SettleRecord) -> Result<Lsn, WalError> {
+        let mut g = self.inner.borrow_mut();
+        let mut scratch = std::mem::take(&mut g.scratch);
+        let result = record::serialize_settle(r, &mut scratch)
+            .and_then(|_| g.append(RecordKind::Settle, &scratch));
+        g.scratch = scratch;
+        let (lsn, pos) = result?;
+        for &m in r.messages {
+            g.live.on_settle(pos.segment, (r.queue, m));
+        }
+        Ok(lsn)
+    }
+
+    pub fn append_topology(&self, payload: &[u8]) -> Result<Lsn, WalError> {
+        let mut g = self.inner.borrow_mut();
+        let (lsn, pos) = g.append(RecordKind::Topology, payload)?;
+        g.live.on_topology(pos.segment);
+        Ok(lsn)
+    }
+
+    /// Resolves once every record up to `lsn` is written and fdatasync'ed; Err if the flush that
+    /// carried it failed (see the module contract: a later flush retries those records).
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        let fail_seq = {
+            let mut g = self.inner.borrow_mut();
+            if g.durable_lsn >= lsn {
+                return Ok(());
+            }
+            if g.failed.is_some() {
+                g.retry_requested = true;
+                g.wake_flusher();
+            }
+            g.fail_seq
+        };
+        poll_fn(|cx| {
+            let mut g = self.inner.borrow_mut();
+            if g.durable_lsn >= lsn {
+                return Poll::Ready(Ok(()));
+            }
+            if g.fail_seq != fail_seq && g.failed_through >= lsn {
+                return Poll::Ready(Err(g.last_error.clone().unwrap_or(WalError::Closed)));
+            }
+            if g.closed {
+                return Poll::Ready(Err(WalError::Closed));
+            }
+            if g.waiters.len() >= WAL_WAITERS_MAX {
+                return Poll::Ready(Err(WalError::TooManyWaiters {
+                    max: WAL_WAITERS_MAX,
+                }));
+            }
+            g.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Reads a durable enqueue back (for queues paged out of memory).
+    pub async fn read_enqueue(&self, at: RecordPos) -> Result<OwnedEnqueue, WalError> {
+        let (file, path, payload_bytes_max) = {
+            let g = self.inner.borrow();
+            let not = |reason| WalError::NotReadable { pos: at, reason };
+            let file = g
+                .files
+                .get(&at.segment)
+                .cloned()
+                .ok_or(not("segment not live"))?;
+            if (at.segment, at.offset + u64::from(at.len)) > g.durable_pos {
+                return Err(not("record not durable yet"));
+            }
+            let path = segment::segment_path(&g.opts.dir, g.opts.shard, at.segment);
+            (file, path, g.payload_bytes_max)
+        };
+        let read = file
+            .read_at(at.offset, at.len as usize)
+            .await
+            .map_err(|e| WalError::glommio("read record", &path, e))?;
+        let corrupt = |reason| WalError::Corrupt {
+            file: path.clone(),
+            offset: at.offset,
+            reason,
+        };
+        let (header, payload) =
+            record::decode(&read, payload_bytes_max).map_err(|bad| corrupt(bad.reason()))?;
+        if header.kind != RecordKind::Enqueue {
+            return Err(corrupt("not an enqueue record"));
+        }
+        let archived = record::access_enqueue(payload)?;
+        Ok(record::to_owned_enqueue(archived))
+    }
+
+    pub fn stats(&self) -> WalStats {
+        let g = self.inner.borrow();
+        WalStats {
+            segments_live: (g.files.len() + g.new_segments.len()) as u64,
+            last_appended_lsn: g.next_lsn - 1,
+            durable_lsn: g.durable_lsn,
+            ..g.stats
+        }
+    }
+
+    /// Makes everything appended durable, then stops the flusher.
+    pub async fn close(self) -> Result<(), WalError> {
+        let last = self.inner.borrow().next_lsn - 1;
+        let flushed = self.wait_durable(last).await;
+        self.inner.borrow_mut().shut();
+        let task = self.flusher.borrow_mut().take();
+        if let Some(task) = task {
+            task.await;
+        }
+        flushed
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.inner.borrow_mut().shut();
+    }
+}
+
+impl Inner {
+    fn shut(&mut self) {
+        self.closed = true;
+        self.wake_flusher();
+        self.waiters.drain(..).for_each(Waker::wake);
+    }
+
+    fn wake_flusher(&mut self) {
+        if let Some(w) = self.flusher_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Places one record in the pending batch: assigns LSN and position, rolls the segment
+    /// (with a seal record) when the record and a later seal would not fit.
+    fn append(&mut self, kind: RecordKind, payload: &[u8]) -> Result<(Lsn, RecordPos), WalError> {
+        if self.closed {
+            return Err(WalError::Closed);
+        }
+        if payload.len() > self.payload_bytes_max {
+            return Err(WalError::RecordTooLarge {
+                bytes: payload.len(),
+                max: self.payload_bytes_max,
+            });
+        }
+        let record_bytes = record::record_bytes_for(payload.len());
+        let roll = self.cur_offset + (record_bytes + SEAL_RECORD_BYTES) as u64
+            > self.opts.segment_size_bytes;
+        let prefix = if self.has_chunk_for_current() {
+            0
+        } else {
+            self.partial.len()
+        };
+        let need = prefix + record_bytes + if roll { SEAL_RECORD_BYTES } else { 0 };
+        if self.pending.bytes + need > self.opts.write_buffer_bytes {
+            return Err(WalError::BufferFull {
+                pending_bytes: self.pending.bytes,
+                max: self.opts.write_buffer_bytes,
+            });
+        }
+        if roll {
+            self.push_record(RecordKind::Seal, &[]);
+            self.cur_segment += 1;
+            self.cur_offset = SEGMENT_HEADER_BYTES;
+            self.partial.clear();
+            self.new_segments.insert(self.cur_segment, self.next_lsn);
+            self.live.add_segment(self.cur_segment);
+        }
+        let pos = RecordPos {
+            segment: self.cur_segment,
+            offset: self.cur_offset,
+            len: record_bytes as u32,
+        };
+        let lsn = self.push_record(kind, payload);
+        self.stats.records_appended += 1;
+        self.wake_flusher();
+        Ok((lsn, pos))
+    }
+
+    fn has_chunk_for_current(&self) -> bool {
+        self.pending
+            .chunks
+            .last()
+            .is_some_and(|c| c.segment == self.cur_segment)
+    }
+
+    fn push_record(&mut self, kind: RecordKind, payload: &[u8]) -> Lsn {
+        if !self.has_chunk_for_current() {
+            let file_offset = self.cur_offset - self.cur_offset % WAL_BLOCK_BYTES as u64;
+            debug_assert_eq!(self.partial.len() as u64, self.cur_offset - file_offset);
+            let data = std::mem::take(&mut self.partial);
+            self.pending.bytes += data.len();
+            self.pending.chunks.push(Chunk {
+                segment: self.cur_segment,
+                file_offset,
+                data,
+            });
+        }
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        if self.pending.first_lsn == 0 {
+            self.pending.first_lsn = lsn;
+        }
+        let batch_lsn = self.pending.first_lsn;
+        let Some(chunk) = self.pending.chunks.last_mut() else {
+            unreachable!("a chunk for the current segment was just ensured");
+        };
+        let before = chunk.data.len();
+        record::encode_into(&mut chunk.data, kind, lsn, batch_lsn, payload);
+        let added = chunk.data.len() - before;
+        debug_assert_eq!(chunk.file_offset + before as u64, self.cur_offset);
+        self.cur_offset += added as u64;
+        self.pending.bytes += added;
+        self.pending.last_lsn = lsn;
+        self.pending.end = (self.cur_segment, self.cur_offset);
+        lsn
+    }
+
+    /// The next flush, if there is one to do now.
+    fn take_job(&mut self) -> Option<Job> {
+        let batch = if self.failed.is_some() {
+            if !self.retry_requested {
+                return None;
+            }
+            self.retry_requested = false;
+            self.failed.take()?
+        } else {
+            if self.pending.chunks.is_empty() {
+                return None;
+            }
+            let batch = std::mem::take(&mut self.pending);
+            if let Some(last) = batch
+                .chunks
+                .last()
+                .filter(|c| c.segment == self.cur_segment)
+            {
+                let from = (self.cur_offset
+                    - self.cur_offset % WAL_BLOCK_BYTES as u64
+                    - last.file_offset) as usize;
+                self.partial = last.data.get(from..).unwrap_or(&[]).to_vec();
+            }
+            batch
+        };
+        let create = batch
+            .chunks
+            .iter()
+            .filter_map(|c| {
+                self.new_segments
+                    .get(&c.segment)
+                    .map(|&lsn| (c.segment, lsn))
+            })
+            .collect();
+        let oldest_written = batch.chunks.first().map_or(self.cur_segment, |c| c.segment);
+        // Computed now, acted on after this batch is durable: the settles that freed these
+        // segments are all in this batch or earlier ones.
+        let reclaim = self.live.reclaimable(oldest_written.min(self.cur_segment));
+        Some(Job {
+            batch,
+            create,
+            reclaim,
+        })
+    }
+
+    fn finish(&mut self, job: Job, result: Result<Flushed, WalError>) -> bool {
+        let ok = match result {
+            Ok((bytes, created)) => {
+                for (id, file) in created {
+                    self.new_segments.remove(&id);
+                    self.files.insert(id, file);
+                }
+                self.durable_lsn = job.batch.last_lsn;
+                self.durable_pos = job.batch.end;
+                self.stats.flushes += 1;
+                self.stats.bytes_written += bytes;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "wal flush failed");
+                self.stats.flush_failures += 1;
+                self.fail_seq += 1;
+                self.failed_through = self.next_lsn - 1;
+                self.last_error = Some(e);
+                self.failed = Some(job.batch);
+                false
+            }
+        };
+        self.waiters.drain(..).for_each(Waker::wake);
+        ok
+    }
+}
+
+async fn flusher(inner: Rc<RefCell<Inner>>) {
+    loop {
+        let job = poll_fn(|cx| {
+            let mut g = inner.borrow_mut();
+            if g.closed {
+                return Poll::Ready(None);
+            }
+            if let Some(job) = g.take_job() {
+                return Poll::Ready(Some(job));
+            }
+            g.flusher_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some(mut job) = job else { return };
+        let result = write_job(&inner, &job).await;
+        let reclaim = std::mem::take(&mut job.reclaim);
+        let ok = inner.borrow_mut().finish(job, result);
+        if ok {
+            reclaim_segments(&inner, &reclaim).await;
+        }
+    }
+}
+
+/// Creates the segments the batch needs, writes each chunk, fdatasyncs every file touched.
+/// Returns bytes written and the segments created.
+async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Flushed, WalError> {
+    let (opts, mut files) = {
+        let g = inner.borrow();
+        let files: BTreeMap<u64, Rc<DmaFile>> = job
+            .batch
+            .chunks
+            .iter()
+            .filter_map(|c| g.files.get(&c.segment).map(|f| (c.segment, f.clone())))
+            .collect();
+        (g.opts.clone(), files)
+    };
+    let mut created = Vec::new();
+    for &(id, first_lsn) in &job.create {
+        let header = SegmentHeader {
+            shard: opts.shard as u32,
+            id,
+            first_lsn,
+        };
+        let file = segment::create(&opts.dir, header, opts.segment_size_bytes).await?;
+        files.insert(id, file.clone());
+        created.push((id, file));
+    }
+    let mut bytes = 0u64;
+    for chunk in &job.batch.chunks {
+        let path = segment::segment_path(&opts.dir, opts.shard, chunk.segment);
+        let file = files.get(&chunk.segment).ok_or_else(|| {
+            WalError::io(
+                "write",
+                &path,
+                std::io::Error::other("segment file not open"),
+            )
+        })?;
+        bytes += segment::write_padded(file, &path, chunk.file_offset, &chunk.data).await? as u64;
+    }
+    for (id, file) in &files {
+        let path = segment::segment_path(&opts.dir, opts.shard, *id);
+        file.fdatasync()
+            .await
+            .map_err(|e| WalError::glommio("fdatasync", &path, e))?;
+    }
+    Ok((bytes, created))
+}
+
+/// Deletes segments in the given (ascending) order; stops at the first failure so a settle is
+/// never deleted before its target.
+async fn reclaim_segments(inner: &Rc<RefCell<Inner>>, ids: &[u64]) {
+    for &id in ids {
+        let (file, path) = {
+            let mut g = inner.borrow_mut();
+            g.live.remove_segment(id);
+            g.stats.segments_deleted += 1;
+            (
+                g.files.remove(&id),
+                segment::segment_path(&g.opts.dir, g.opts.shard, id),
+            )
+        };
+        drop(file);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(error = %e, path = %path.display(), "wal segment delete failed");
+            return;
+        }
+    }
+}
