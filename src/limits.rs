@@ -52,9 +52,9 @@ const _: () = assert!(READ_CHUNK_BYTES as u32 <= FRAME_MAX_BYTES);
 const _: () = assert!(MESH_BATCH_MAX_MESSAGES <= MESH_OUTBOX_SOFT_MAX_MESSAGES);
 
 /// Size each message-log segment is preallocated to.
-pub const WAL_SEGMENT_SIZE_BYTES: u64 = 64 * 1024 * 1024;
+pub const WAL_SEGMENT_SIZE_BYTES: u64 = 16 * 1024 * 1024;
 /// Bound of one message-log batch (records appended while a flush runs).
-pub const WAL_WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+pub const WAL_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Size of each topology-log segment (topology changes are small and rare).
 pub const META_SEGMENT_SIZE_BYTES: u64 = 4 * 1024 * 1024;
 /// Bound of one topology-log batch.
