@@ -131,9 +131,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         Ok(())
     })
     .await;
-    let mut stream = stream;
-    let _ = stream.set_read_timeout(None);
-    stream.close_gracefully(CLOSE_TIMEOUT).await;
+    if conn.drain_on_close.get() {
+        let mut stream = stream;
+        let _ = stream.set_read_timeout(None);
+        stream.close_gracefully(CLOSE_TIMEOUT).await;
+    } else {
+        stream.shutdown();
+    }
 }
 
 impl Session {
@@ -262,6 +266,7 @@ impl Session {
     async fn handle_connection_method(&mut self, method: Method) -> Result<bool, Fault> {
         match method {
             Method::ConnectionClose(_) => {
+                self.conn.drain_on_close.set(true);
                 self.release_all().await;
                 self.conn
                     .send_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
@@ -444,6 +449,7 @@ impl Session {
             }),
         );
         let reader = &mut self.reader;
+        let conn = &self.conn;
         let _ = glommio::timer::timeout(CLOSE_TIMEOUT, async {
             loop {
                 match reader.next_frame().await {
@@ -452,7 +458,10 @@ impl Session {
                         method: Method::ConnectionCloseOk(_) | Method::ConnectionClose(_),
                     }) => return Ok(()),
                     Ok(_) => continue,
-                    // A frame we cannot parse, or the end of the socket: stop waiting.
+                    Err(ReadError::Protocol(_)) => {
+                        conn.drain_on_close.set(true);
+                        return Ok(());
+                    }
                     Err(_) => return Ok(()),
                 }
             }

@@ -28,6 +28,11 @@ pub struct ConnShared {
     pub flushed: Notify,
     /// Set by the session when nothing more will be written: the writer flushes and stops.
     pub output_closed: Cell<bool>,
+    /// Close by draining: the client sent connection.close (it closes the socket after reading
+    /// our close-ok), or its input could no longer be parsed while we waited for close-ok. Either
+    /// way we read and discard until it closes (bounded) instead of closing first, so our last
+    /// frames are not lost to a reset.
+    pub drain_on_close: Cell<bool>,
     pub channels: RefCell<HashMap<u16, ChannelState>>,
 }
 
@@ -95,6 +100,7 @@ impl ConnShared {
             writer_wake: Notify::default(),
             flushed: Notify::default(),
             output_closed: Cell::new(false),
+            drain_on_close: Cell::new(false),
             channels: RefCell::new(HashMap::new()),
         }
     }
