@@ -37,6 +37,8 @@ per_shard_count!(
     unknown_vhost_is_530,
     method_on_unopened_channel_is_504,
     good_connection_survives_all_bad_ones,
+    server_sends_heartbeats_when_idle,
+    silent_client_is_disconnected_after_missed_heartbeats,
 );
 
 struct Frame {
@@ -226,6 +228,18 @@ impl Raw {
         );
     }
 
+    /// tune-ok asking for `heartbeat` seconds.
+    fn tune_with_heartbeat(&mut self, heartbeat: u16) {
+        let tune = self.expect_method(10, 30);
+        let channel_max = take_u16(&tune.args, 0);
+        self.send_method(
+            0,
+            10,
+            31,
+            Args::default().u16(channel_max).u32(FRAME_MAX).u16(heartbeat),
+        );
+    }
+
     fn open_vhost(&mut self, vhost: &str) {
         self.send_method(
             0,
@@ -404,4 +418,37 @@ async fn good_connection_survives_all_bad_ones(broker: &Broker) {
     raw.send(&frame_bytes(9, 0, b"junk", FRAME_END));
     raw.expect_connection_close();
     good.declare_queue(1, &common::unique("good-last"));
+}
+
+/// With heartbeat=1 negotiated and nothing else to say, the server sends heartbeat frames.
+async fn server_sends_heartbeats_when_idle(broker: &Broker) {
+    let mut raw = Raw::connect(broker);
+    raw.authenticate("guest", "guest");
+    raw.tune_with_heartbeat(1);
+    raw.open_vhost("/");
+    raw.expect_method(10, 41);
+    // The read timeout (5 s) bounds the wait; the server beats every half interval.
+    let mut heartbeats = 0;
+    while heartbeats < 2 {
+        let frame = raw.read_frame();
+        assert_eq!(frame.kind, FRAME_HEARTBEAT, "only heartbeats on an idle connection");
+        assert_eq!(frame.channel, 0);
+        assert!(frame.payload.is_empty());
+        heartbeats += 1;
+        // Answer, so the server keeps the connection.
+        raw.send(&frame_bytes(FRAME_HEARTBEAT, 0, &[], FRAME_END));
+    }
+}
+
+/// A client that negotiated heartbeat=1 and then goes silent is disconnected (two missed
+/// intervals), and other connections are unaffected.
+async fn silent_client_is_disconnected_after_missed_heartbeats(broker: &Broker) {
+    let mut raw = Raw::connect(broker);
+    raw.authenticate("guest", "guest");
+    raw.tune_with_heartbeat(1);
+    raw.open_vhost("/");
+    raw.expect_method(10, 41);
+    // We never send anything again; the server must hang up within the read timeout.
+    raw.expect_eof();
+    assert_still_serves(broker);
 }

@@ -1,0 +1,264 @@
+//! A blocking AMQP 0-9-1 client connection built on the broker's own codec.
+//!
+//! Efficiency is the point: writes are pipelined (callers encode many frames into `out`, then
+//! one `flush`), reads are large (`fill` takes whatever the kernel has, up to
+//! `READ_CHUNK_BYTES`) and every buffered frame is parsed before the next syscall.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ringmq::protocol::{
+    encode_method_frame, parse_frame, BasicProperties, ChannelOpen, ConnectionOpen,
+    ConnectionStartOk, ConnectionTuneOk, FieldTable, FieldValue, Frame, Method, FRAME_MIN_SIZE,
+    PROTOCOL_HEADER,
+};
+
+use crate::error::{PerfError, Result};
+use crate::limits::{
+    CLOSE_TIMEOUT, FRAME_MAX_BYTES, READ_CHUNK_BYTES, RPC_TIMEOUT, SOCKET_READ_TIMEOUT,
+};
+use crate::url::AmqpUrl;
+
+/// Every connection of the tool uses this one channel.
+pub const CHANNEL: u16 = 1;
+
+pub struct Conn {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    scratch: Vec<u8>,
+    /// Frames waiting for `flush`.
+    pub out: BytesMut,
+    pub frame_max: u32,
+}
+
+impl Conn {
+    /// Connects, authenticates with PLAIN, opens the vhost and channel `CHANNEL`.
+    pub fn open(url: &AmqpUrl) -> Result<Conn> {
+        let address = url
+            .address()
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| PerfError::Url(format!("{} resolves to nothing", url.address())))?;
+        let stream = TcpStream::connect_timeout(&address, RPC_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(SOCKET_READ_TIMEOUT))?;
+        stream.set_write_timeout(Some(SOCKET_READ_TIMEOUT))?;
+        let mut conn = Conn {
+            stream,
+            read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            out: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            frame_max: FRAME_MIN_SIZE,
+        };
+        conn.handshake(url)?;
+        Ok(conn)
+    }
+
+    fn handshake(&mut self, url: &AmqpUrl) -> Result<()> {
+        self.stream.write_all(PROTOCOL_HEADER)?;
+        self.wait_method(0, "connection.start", |m| {
+            matches!(m, Method::ConnectionStart(_))
+        })?;
+        let mut response = Vec::with_capacity(url.user.len() + url.password.len() + 2);
+        response.push(0);
+        response.extend_from_slice(url.user.as_bytes());
+        response.push(0);
+        response.extend_from_slice(url.password.as_bytes());
+        let mut client_properties = FieldTable::default();
+        client_properties.insert(
+            "product",
+            FieldValue::LongString(Bytes::from_static(b"ringmq-perf")),
+        );
+        self.send(
+            0,
+            ConnectionStartOk {
+                client_properties,
+                mechanism: "PLAIN".into(),
+                response: Bytes::from(response),
+                locale: "en_US".into(),
+            },
+        );
+        self.flush()?;
+        let tune = match self.wait_method(0, "connection.tune", |m| {
+            matches!(m, Method::ConnectionTune(_))
+        })? {
+            Method::ConnectionTune(tune) => tune,
+            _ => return Err(PerfError::Unexpected("not connection.tune".into())),
+        };
+        let frame_max = match tune.frame_max {
+            0 => FRAME_MAX_BYTES,
+            offered => offered.min(FRAME_MAX_BYTES),
+        };
+        self.send(
+            0,
+            ConnectionTuneOk {
+                channel_max: tune.channel_max,
+                frame_max,
+                heartbeat: 0,
+            },
+        );
+        self.frame_max = frame_max;
+        self.send(
+            0,
+            ConnectionOpen {
+                virtual_host: url.vhost.clone(),
+            },
+        );
+        self.rpc(0, "connection.open-ok", |m| {
+            matches!(m, Method::ConnectionOpenOk(_))
+        })?;
+        self.send(CHANNEL, ChannelOpen {});
+        self.rpc(CHANNEL, "channel.open-ok", |m| {
+            matches!(m, Method::ChannelOpenOk(_))
+        })?;
+        Ok(())
+    }
+
+    /// Encodes a method into `out`; nothing is written until `flush`.
+    pub fn send(&mut self, channel: u16, method: impl Into<Method>) {
+        encode_method_frame(channel, &method.into(), &mut self.out);
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_by(Instant::now() + RPC_TIMEOUT)
+    }
+
+    /// Writes all of `out`, giving up at `deadline` if the broker stops reading (flow control).
+    pub fn flush_by(&mut self, deadline: Instant) -> Result<()> {
+        let mut written = 0;
+        while written < self.out.len() {
+            match self.stream.write(&self.out[written..]) {
+                Ok(0) => return Err(PerfError::Eof),
+                Ok(n) => written += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if Instant::now() >= deadline {
+                        return Err(PerfError::Timeout("the broker to read our writes"));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Flushes what is queued, then waits for the reply `expect` accepts.
+    pub fn rpc(
+        &mut self,
+        channel: u16,
+        what: &'static str,
+        expect: impl Fn(&Method) -> bool,
+    ) -> Result<Method> {
+        self.flush()?;
+        self.wait_method(channel, what, expect)
+    }
+
+    /// Reads until a method on `channel` that `expect` accepts; a close from the broker is an
+    /// error carrying its reply code; anything else (e.g. a stray delivery) is skipped.
+    pub fn wait_method(
+        &mut self,
+        channel: u16,
+        what: &'static str,
+        expect: impl Fn(&Method) -> bool,
+    ) -> Result<Method> {
+        self.wait_method_until(Instant::now() + RPC_TIMEOUT, channel, what, expect)
+    }
+
+    pub fn wait_method_until(
+        &mut self,
+        deadline: Instant,
+        channel: u16,
+        what: &'static str,
+        expect: impl Fn(&Method) -> bool,
+    ) -> Result<Method> {
+        loop {
+            while let Some(frame) = self.next_frame()? {
+                if let Frame::Method {
+                    channel: ch,
+                    method,
+                } = frame
+                {
+                    check_close(&method)?;
+                    if ch == channel && expect(&method) {
+                        return Ok(method);
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(PerfError::Timeout(what));
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Parses the next whole buffered frame, if any.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>> {
+        // The negotiated frame_max bounds what the broker may send; 0 is never negotiated here.
+        Ok(parse_frame(&mut self.read_buf, self.frame_max)?)
+    }
+
+    /// One read of whatever the kernel has. `Ok(false)` when the read timed out with nothing.
+    pub fn fill(&mut self) -> Result<bool> {
+        match self.stream.read(&mut self.scratch) {
+            Ok(0) => Err(PerfError::Eof),
+            Ok(n) => {
+                self.read_buf.extend_from_slice(&self.scratch[..n]);
+                Ok(true)
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Best-effort polite close; errors are ignored because the run's result is already known.
+    pub fn close(mut self) {
+        self.send(
+            0,
+            ringmq::protocol::ConnectionClose {
+                reply_code: 200,
+                reply_text: "bye".into(),
+                class_id: 0,
+                method_id: 0,
+            },
+        );
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        if self.flush_by(deadline).is_ok() {
+            let _ = self.wait_method_until(deadline, 0, "connection.close-ok", |m| {
+                matches!(m, Method::ConnectionCloseOk(_))
+            });
+        }
+    }
+
+    pub fn set_read_timeout(&mut self, timeout: std::time::Duration) -> Result<()> {
+        Ok(self.stream.set_read_timeout(Some(timeout))?)
+    }
+}
+
+/// A connection.close or channel.close from the broker ends the run with its reason.
+pub fn check_close(method: &Method) -> Result<()> {
+    match method {
+        Method::ConnectionClose(close) => Err(PerfError::Closed {
+            scope: "connection",
+            code: close.reply_code,
+            text: close.reply_text.clone(),
+        }),
+        Method::ChannelClose(close) => Err(PerfError::Closed {
+            scope: "channel",
+            code: close.reply_code,
+            text: close.reply_text.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Content properties for the tool's messages: delivery mode 2 when persistent.
+pub fn properties(persistent: bool) -> BasicProperties {
+    BasicProperties {
+        delivery_mode: Some(if persistent { 2 } else { 1 }),
+        ..BasicProperties::default()
+    }
+}

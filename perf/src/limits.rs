@@ -1,0 +1,50 @@
+//! Every bound the load tool relies on, in one place.
+
+use std::time::Duration;
+
+/// One read asks the kernel for this much: deliveries arrive in bursts, and one large read
+/// parses many frames per syscall.
+pub const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// A producer stops adding messages to its write buffer past this size and writes it out.
+pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+/// And past this many messages, so small messages still go out in bounded batches.
+pub const WRITE_BATCH_MESSAGES_MAX: usize = 1024;
+/// The frame_max we ask for; the broker's offer caps it.
+pub const FRAME_MAX_BYTES: u32 = 128 * 1024;
+/// Every blocking read on a data socket returns at least this often, so loops see deadlines.
+pub const SOCKET_READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// Connect, handshake and each synchronous reply (declare-ok, bind-ok...) must come within this.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection.close-ok that has not come by then is not waited for.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pipelined topology commands (e.g. 10,000 queue.binds) are sent in windows of this many.
+pub const RPC_PIPELINE_WINDOW: usize = 512;
+/// Latency histograms record nanoseconds from 1 ns up to this; larger values saturate.
+pub const LATENCY_NS_MAX: u64 = 120_000_000_000;
+/// Significant figures kept by the histograms.
+pub const HISTOGRAM_SIGFIGS: u8 = 3;
+/// Producers and consumers may run this long past `--duration` before the tool gives up on them
+/// (draining, closing) and reports what it has.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The progress meter redraws this often.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Scenario knobs are checked against these so a typo cannot ask for a billion threads.
+pub const PRODUCERS_MAX: usize = 1024;
+pub const CONSUMERS_MAX: usize = 1024;
+pub const QUEUES_MAX: usize = 100_000;
+pub const CONNECTIONS_MAX: usize = 10_000;
+pub const BINDINGS_MAX: usize = 1_000_000;
+pub const MESSAGE_SIZE_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const DURATION_SECONDS_MAX: u64 = 24 * 3600;
+pub const RUNS_MAX: usize = 100;
+pub const SWEEP_RATES_MAX: usize = 64;
+pub const BACKLOG_MESSAGES_MAX: u64 = 1_000_000_000;
+/// A topic publisher cycles through at most this many distinct pre-encoded routing keys.
+pub const TOPIC_KEYS_MAX: usize = 4096;
+/// Backlog scenario: how long filling or draining may take before it is reported as timed out.
+pub const BACKLOG_PHASE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Backlog scenario: how often the queue depth is polled while waiting for the fill to land.
+pub const BACKLOG_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// When a producer is ahead of consumers by more than its backlog bound it waits in naps
+/// this long (no spinning: on a small machine the broker needs that core).
+pub const BACKPRESSURE_NAP: Duration = Duration::from_micros(100);

@@ -1,0 +1,122 @@
+//! Command-line options shared by every scenario (each scenario reads the ones it needs).
+
+use clap::Args;
+
+use crate::error::{PerfError, Result};
+use crate::limits::*;
+
+#[derive(Args, Debug, Clone)]
+pub struct Opts {
+    /// Broker URL, e.g. amqp://guest:guest@127.0.0.1:5680/%2f
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub url: String,
+    /// Seconds of measured load per run (per rate when sweeping).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds at the start of a latency run left out of the histogram.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u64,
+    /// Body size in bytes (at least 8 carry the send-time stamp).
+    #[arg(long, default_value_t = 16)]
+    pub size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Queues (fanout: one consumer per queue; connections: shared by the connections).
+    #[arg(long, default_value_t = 1)]
+    pub queues: usize,
+    /// Durable queues/exchanges and delivery-mode 2 messages.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Publisher confirms with at most this many unconfirmed messages; 0 = no confirms.
+    #[arg(long, default_value_t = 0)]
+    pub confirm: u64,
+    /// basic.qos prefetch count; 0 = unlimited.
+    #[arg(long, default_value_t = 1000)]
+    pub prefetch: u16,
+    /// Consume with no-ack.
+    #[arg(long)]
+    pub auto_ack: bool,
+    /// Manual ack: one (multiple) ack per this many deliveries.
+    #[arg(long, default_value_t = 1)]
+    pub multiple_ack: u64,
+    /// Throughput scenarios: producers pause while more than this many messages are in flight
+    /// end to end (keeps the queue bounded so the rate measured is sustainable); 0 = off.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_backlog: u64,
+    /// Open-loop rate in msg/s (latency, pingpong; per connection for `connections`).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Several rates, comma separated, run one after the other.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Vec<f64>,
+    /// Topic scenario: distinct binding patterns.
+    #[arg(long, default_value_t = 10_000)]
+    pub bindings: usize,
+    /// Connections scenario: connections, each publishing and consuming.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Backlog scenario: messages to queue before draining.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// The broker's pid: its CPU use and (backlog) RSS are reported.
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+impl Opts {
+    pub fn validate(&self) -> Result<()> {
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(PerfError::Args(what.to_string()))
+            }
+        };
+        check(
+            (1..=DURATION_SECONDS_MAX).contains(&self.duration),
+            "--duration out of range",
+        )?;
+        check(
+            self.warmup < self.duration,
+            "--warmup must be below --duration",
+        )?;
+        check(self.size <= MESSAGE_SIZE_MAX_BYTES, "--size too large")?;
+        check((1..=PRODUCERS_MAX).contains(&self.producers), "--producers")?;
+        check((1..=CONSUMERS_MAX).contains(&self.consumers), "--consumers")?;
+        check((1..=QUEUES_MAX).contains(&self.queues), "--queues")?;
+        check(
+            (1..=CONNECTIONS_MAX).contains(&self.connections),
+            "--connections",
+        )?;
+        check((1..=BINDINGS_MAX).contains(&self.bindings), "--bindings")?;
+        check(
+            (1..=BACKLOG_MESSAGES_MAX).contains(&self.messages),
+            "--messages",
+        )?;
+        check(self.multiple_ack >= 1, "--multiple-ack must be at least 1")?;
+        check(
+            self.auto_ack || self.prefetch == 0 || self.multiple_ack <= u64::from(self.prefetch),
+            "--multiple-ack above --prefetch would stall the consumer",
+        )?;
+        check(
+            self.sweep.len() <= SWEEP_RATES_MAX,
+            "--sweep has too many rates",
+        )?;
+        let rates_ok = std::iter::once(self.rate)
+            .chain(self.sweep.iter().copied())
+            .all(|r| r.is_finite() && r > 0.0);
+        check(rates_ok, "rates must be positive")?;
+        Ok(())
+    }
+
+    /// The rates a latency-style scenario runs: the sweep, or the single rate.
+    pub fn rates(&self) -> Vec<f64> {
+        if self.sweep.is_empty() {
+            vec![self.rate]
+        } else {
+            self.sweep.clone()
+        }
+    }
+}
