@@ -4,6 +4,7 @@
 //! Cross-shard work is always visible at the call site: `call` (a request with exactly one reply),
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
+mod expiry;
 pub mod mesh;
 pub mod messages;
 mod owner;
@@ -45,6 +46,8 @@ pub struct Shard {
     /// Scratch buffer for routing results, reused across publishes.
     route_scratch: RefCell<Vec<QueueId>>,
     owner: owner::OwnerState,
+    /// Every message-TTL and x-expires deadline of the queues hosted here.
+    timers: expiry::Timers,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -77,6 +80,7 @@ impl Shard {
             pending_requests: RefCell::new(HashMap::new()),
             route_scratch: RefCell::new(Vec::new()),
             owner: owner::OwnerState::default(),
+            timers: expiry::Timers::default(),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),

@@ -4,17 +4,19 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::expiry::now_ms;
 use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, Queue, QueueLimits, SharedMessage,
+    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, Queue, QueueConfig, QueueLimits,
+    SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
 use crate::protocol::reply_code;
 
 pub struct HostedQueue {
-    queue: Queue,
+    pub(super) queue: Queue,
     auto_delete: bool,
     /// Where each consumer's deliveries go.
     consumer_channels: HashMap<ConsumerKey, ChannelRef>,
@@ -23,7 +25,10 @@ pub struct HostedQueue {
 impl HostedQueue {
     pub fn new(meta: &QueueMeta) -> HostedQueue {
         HostedQueue {
-            queue: Queue::new(QueueLimits::default()),
+            queue: Queue::with_config(
+                QueueLimits::default(),
+                QueueConfig::from_arguments(&meta.arguments),
+            ),
             auto_delete: meta.auto_delete,
             consumer_channels: HashMap::new(),
         }
@@ -40,12 +45,14 @@ impl Shard {
             .borrow_mut()
             .entry(id)
             .or_insert_with(|| HostedQueue::new(meta));
+        self.queue_used(id);
     }
 
     /// Removes a queue we own; its consumers are told (basic.cancel) and its messages dropped.
     /// Returns the number of ready messages it held.
     pub(super) fn unhost_queue(&self, id: QueueId) -> Option<u32> {
         let hosted = self.queues.borrow_mut().remove(&id)?;
+        self.timers.clear_queue(id);
         let count = hosted.queue.message_count();
         for (key, channel) in hosted.consumer_channels {
             self.route_consumer_cancelled(channel, key);
@@ -57,7 +64,7 @@ impl Shard {
         for &id in queues {
             let published = match self.queues.borrow_mut().get_mut(&id) {
                 Some(hosted) => {
-                    hosted.queue.publish(message.clone());
+                    hosted.queue.publish_at(message.clone(), now_ms());
                     true
                 }
                 None => false, // deleted while the message was being routed
@@ -71,6 +78,7 @@ impl Shard {
     /// Delivers what consumer credit allows. Deliveries are collected first and routed after the
     /// queue borrow ends, because routing a local delivery touches the connection's state.
     pub(super) fn dispatch(&self, id: QueueId) {
+        self.expire_queue(id);
         loop {
             let mut deliveries = Vec::new();
             let routes: Vec<(ChannelRef, DeliverEntry)> = {
@@ -130,6 +138,9 @@ impl Shard {
         id: QueueId,
         op: QueueOp,
     ) -> Result<QueueOk, AmqpError> {
+        // Expired messages are neither counted nor handed to basic.get.
+        self.expire_queue(id);
+        let used = !matches!(op, QueueOp::Counts);
         let result = {
             let mut queues = self.queues.borrow_mut();
             let Some(hosted) = queues.get_mut(&id) else {
@@ -144,7 +155,12 @@ impl Shard {
             Ok(QueueOk::Deleted(_)) => {
                 self.unhost_queue(id);
             }
-            Ok(_) => self.dispatch(id),
+            Ok(_) => {
+                if used {
+                    self.queue_used(id);
+                }
+                self.dispatch(id);
+            }
             Err(_) => {}
         }
         result
@@ -154,7 +170,7 @@ impl Shard {
 fn apply_queue_op(hosted: &mut HostedQueue, op: QueueOp) -> Result<QueueOk, AmqpError> {
     let queue = &mut hosted.queue;
     Ok(match op {
-        QueueOp::Counts => QueueOk::Counts {
+        QueueOp::Counts | QueueOp::Declared => QueueOk::Counts {
             messages: queue.message_count(),
             consumers: queue.consumer_count(),
         },

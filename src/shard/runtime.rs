@@ -78,6 +78,7 @@ async fn shard_main(
 ) {
     let shard = Shard::new(id, shard_count, Topology::new_default());
     start_mesh(&shard, ends).await;
+    glommio::spawn_local(shard.clone().run_timers()).detach();
 
     let listeners = match net::bind_all(&listen) {
         Ok(listeners) => listeners,
