@@ -236,7 +236,10 @@ impl Raw {
             0,
             10,
             31,
-            Args::default().u16(channel_max).u32(FRAME_MAX).u16(heartbeat),
+            Args::default()
+                .u16(channel_max)
+                .u32(FRAME_MAX)
+                .u16(heartbeat),
         );
     }
 
@@ -431,7 +434,10 @@ async fn server_sends_heartbeats_when_idle(broker: &Broker) {
     let mut heartbeats = 0;
     while heartbeats < 2 {
         let frame = raw.read_frame();
-        assert_eq!(frame.kind, FRAME_HEARTBEAT, "only heartbeats on an idle connection");
+        assert_eq!(
+            frame.kind, FRAME_HEARTBEAT,
+            "only heartbeats on an idle connection"
+        );
         assert_eq!(frame.channel, 0);
         assert!(frame.payload.is_empty());
         heartbeats += 1;

@@ -7,10 +7,13 @@
 //! A message is in exactly one of two places: `ready` (sorted by MessageId, waiting for a
 //! consumer) or `unacked` (delivered, held by a channel until ack/reject/recover/close).
 
+mod config;
 mod consumers;
 mod id_hash;
 mod ready;
 
+#[cfg(test)]
+mod feature_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::protocol::BasicProperties;
+pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
 use id_hash::IdBuildHasher;
 use ready::{ReadyEntry, ReadyQueue};
@@ -111,6 +115,9 @@ struct Unacked {
     /// None for basic.get: no consumer credit to give back.
     consumer: Option<ConsumerKey>,
     persisted: Option<WalPosition>,
+    /// Kept so a requeued message keeps its original deadline. NonZero keeps this entry at
+    /// 64 bytes; a deadline of 0 ms (only a test clock has one) is stored as 1.
+    deadline_ms: Option<NonZeroU64>,
 }
 
 #[derive(Debug)]
@@ -124,37 +131,61 @@ pub struct Queue {
     /// writes their settle records. Every way out (ack, drop, purge, no-ack delivery, delete)
     /// goes through `forget`, so none is missed.
     forgotten: Vec<MessageId>,
+    config: QueueConfig,
+    /// Wall-clock ms of the last [`Queue::expire`]: the time publishes are stamped with.
+    now_ms: u64,
 }
 
 impl Queue {
     pub fn new(limits: QueueLimits) -> Queue {
+        Queue::with_config(limits, QueueConfig::default())
+    }
+
+    pub fn with_config(limits: QueueLimits, config: QueueConfig) -> Queue {
         Queue {
-            ready: ReadyQueue::default(),
+            ready: ReadyQueue::new(config.priority_levels()),
             unacked: HashMap::default(),
             consumers: ConsumerSet::new(limits.consumers_max),
             next_id: 1,
             had_consumers: false,
             forgotten: Vec::new(),
+            config,
+            now_ms: 0,
         }
     }
 
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Enqueues at the clock of the last [`Queue::expire`] (callers expire first, which both
+    /// advances the clock and keeps expired messages from counting against limits).
     pub fn publish(&mut self, message: SharedMessage) -> MessageId {
-        self.publish_persisted(message, None)
+        self.publish_persisted(message, None, self.now_ms)
     }
 
     /// Publishes a message whose enqueue record is in the WAL at `persisted` (None: transient).
+    /// `now_ms` (wall-clock ms since the Unix epoch) advances the queue's clock, as in `publish_at`.
     pub fn publish_persisted(
         &mut self,
         message: SharedMessage,
         persisted: Option<WalPosition>,
+        now_ms: u64,
     ) -> MessageId {
+        self.now_ms = self.now_ms.max(now_ms);
         let id = self.next_id;
         self.next_id += 1;
+        let level = self.level_of(&message);
+        let deadline_ms = self
+            .ttl_ms(&message)
+            .map(|ttl| self.now_ms.saturating_add(ttl));
         self.ready.push_back(ReadyEntry {
             id,
             message,
             persisted,
             redelivered: false,
+            level,
+            deadline_ms,
         });
         id
     }
@@ -167,12 +198,26 @@ impl Queue {
     /// Puts back a message recovered from the WAL with its original id. It may have been
     /// delivered before the restart, so it comes back marked redelivered (the flag means
     /// "may have been delivered before").
-    pub fn restore(&mut self, id: MessageId, message: SharedMessage, persisted: WalPosition) {
+    /// The enqueue time is not stored, so a TTL counts again from the restart (`now_ms`).
+    pub fn restore(
+        &mut self,
+        id: MessageId,
+        message: SharedMessage,
+        persisted: WalPosition,
+        now_ms: u64,
+    ) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let level = self.level_of(&message);
+        let deadline_ms = self
+            .ttl_ms(&message)
+            .map(|ttl| self.now_ms.saturating_add(ttl));
         self.ready.insert_sorted(ReadyEntry {
             id,
             message,
             persisted: Some(persisted),
             redelivered: true,
+            level,
+            deadline_ms,
         });
         self.next_id = self.next_id.max(id + 1);
     }
@@ -186,6 +231,54 @@ impl Queue {
         if persisted.is_some() {
             self.forgotten.push(id);
         }
+    }
+
+    /// Publishes stamped with `now_ms` (wall-clock ms since the Unix epoch), advancing the clock.
+    pub fn publish_at(&mut self, message: SharedMessage, now_ms: u64) -> MessageId {
+        self.publish_persisted(message, None, now_ms)
+    }
+
+    /// The message's priority clamped to the queue's maximum (RabbitMQ treats a higher one as
+    /// the maximum); always 0 in a queue without `x-max-priority`.
+    fn level_of(&self, message: &Message) -> u8 {
+        message
+            .properties
+            .priority
+            .unwrap_or(0)
+            .min(self.ready.level_max())
+    }
+
+    /// The lower of the queue's `x-message-ttl` and the message's `expiration`.
+    fn ttl_ms(&self, message: &Message) -> Option<u64> {
+        // Validated by the session; an unparsable value here (another path) means no TTL.
+        let own = message
+            .properties
+            .expiration
+            .as_deref()
+            .and_then(|text| parse_expiration(text).ok());
+        match (self.config.message_ttl_ms, own) {
+            (Some(queue), Some(own)) => Some(queue.min(own)),
+            (queue, own) => queue.or(own),
+        }
+    }
+
+    /// Advances the clock to `now_ms` and removes every ready message whose deadline passed,
+    /// wherever it sits, returning them (oldest deadline first) for dead-lettering. Unacked
+    /// messages do not expire; they are checked again if they are requeued.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<SharedMessage> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut expired = Vec::new();
+        while let Some(entry) = self.ready.pop_expired(self.now_ms) {
+            self.forget(entry.id, entry.persisted);
+            expired.push(entry.message);
+        }
+        expired
+    }
+
+    /// When the next ready message expires: the caller's timer should call [`Queue::expire`]
+    /// once the clock is past it.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.ready.next_deadline()
     }
 
     /// Appends to `out` as many deliveries as consumer credit allows, at most `max`.
@@ -285,8 +378,12 @@ impl Queue {
     /// Drops the ready messages (unacked ones stay) and returns how many were dropped.
     pub fn purge(&mut self) -> u32 {
         let count = self.ready.len();
-        let purged: Vec<(MessageId, Option<WalPosition>)> =
-            self.ready.drain().map(|e| (e.id, e.persisted)).collect();
+        let purged: Vec<(MessageId, Option<WalPosition>)> = self
+            .ready
+            .drain()
+            .into_iter()
+            .map(|e| (e.id, e.persisted))
+            .collect();
         for (id, persisted) in purged {
             self.forget(id, persisted);
         }
@@ -359,6 +456,9 @@ impl Queue {
                 channel,
                 consumer,
                 persisted: entry.persisted,
+                deadline_ms: entry
+                    .deadline_ms
+                    .map(|ms| NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN)),
             },
         );
         debug_assert!(previous.is_none(), "message {} held twice", entry.id);
@@ -373,9 +473,12 @@ impl Queue {
     fn requeue(&mut self, id: MessageId, unacked: Unacked) {
         self.ready.insert_sorted(ReadyEntry {
             id,
-            message: unacked.message,
             persisted: unacked.persisted,
             redelivered: true,
+            // The level is recomputed rather than stored: the configuration never changes.
+            level: self.level_of(&unacked.message),
+            deadline_ms: unacked.deadline_ms.map(NonZeroU64::get),
+            message: unacked.message,
         });
     }
 

@@ -400,8 +400,13 @@ impl Session {
         if m.no_wait {
             return Ok(());
         }
+        let counts = if m.passive {
+            QueueOp::Counts
+        } else {
+            QueueOp::Declared
+        };
         let (message_count, consumer_count) =
-            match self.shard.queue_op(queue, owner, QueueOp::Counts).await? {
+            match self.shard.queue_op(queue, owner, counts).await? {
                 QueueOk::Counts {
                     messages,
                     consumers,
@@ -826,6 +831,14 @@ impl Session {
 
     fn build_message(&self, pending: &PendingPublish) -> Result<SharedMessage, Fault> {
         let properties = pending.properties.clone().unwrap_or_default();
+        if let Some(expiration) = &properties.expiration {
+            if let Err(error) = broker::queue::parse_expiration(expiration) {
+                return Err(fault(
+                    reply_code::PRECONDITION_FAILED,
+                    format!("PRECONDITION_FAILED - invalid expiration '{expiration}': {error}"),
+                ));
+            }
+        }
         if let Some(user_id) = &properties.user_id {
             if *user_id != self.user {
                 return Err(fault(

@@ -166,7 +166,10 @@ pub enum TopologyOk {
 
 /// A request to the shard that owns a queue.
 pub enum QueueOp {
+    /// Counts for a passive declare: not a use of the queue (x-expires keeps counting).
     Counts,
+    /// Counts for a (re)declare: renews the queue's x-expires lease.
+    Declared,
     Consume {
         key: ConsumerKey,
         channel: ChannelRef,

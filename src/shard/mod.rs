@@ -4,6 +4,7 @@
 //! Cross-shard work is always visible at the call site: `call` (a request with exactly one reply),
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
+mod expiry;
 pub mod mesh;
 pub mod messages;
 mod owner;
@@ -50,6 +51,8 @@ pub struct Shard {
     /// Shards other than 0 wait for the recovered topology before recovering their messages.
     topology_ready: Cell<bool>,
     topology_arrived: Notify,
+    /// Every message-TTL and x-expires deadline of the queues hosted here.
+    timers: expiry::Timers,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -88,6 +91,7 @@ impl Shard {
             storage: storage::ShardStorage::default(),
             topology_ready: Cell::new(id == 0),
             topology_arrived: Notify::default(),
+            timers: expiry::Timers::default(),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),

@@ -6,19 +6,20 @@ use std::rc::Rc;
 
 use std::num::NonZeroU64;
 
+use super::expiry::now_ms;
 use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
 use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, MessageId, Queue, QueueLimits,
-    SharedMessage,
+    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, MessageId, Queue, QueueConfig,
+    QueueLimits, SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
 use crate::protocol::reply_code;
 
 pub struct HostedQueue {
-    queue: Queue,
+    pub(super) queue: Queue,
     auto_delete: bool,
     /// Persistent messages published to it are written to the shard's log.
     durable: bool,
@@ -29,7 +30,10 @@ pub struct HostedQueue {
 impl HostedQueue {
     pub fn new(meta: &QueueMeta) -> HostedQueue {
         HostedQueue {
-            queue: Queue::new(QueueLimits::default()),
+            queue: Queue::with_config(
+                QueueLimits::default(),
+                QueueConfig::from_arguments(&meta.arguments),
+            ),
             auto_delete: meta.auto_delete,
             durable: meta.durable && meta.exclusive_owner.is_none(),
             consumer_channels: HashMap::new(),
@@ -47,12 +51,14 @@ impl Shard {
             .borrow_mut()
             .entry(id)
             .or_insert_with(|| HostedQueue::new(meta));
+        self.queue_used(id);
     }
 
     /// Removes a queue we own; its consumers are told (basic.cancel) and its messages dropped.
     /// Returns the number of ready messages it held.
     pub(super) fn unhost_queue(&self, id: QueueId) -> Option<u32> {
         let mut hosted = self.queues.borrow_mut().remove(&id)?;
+        self.timers.clear_queue(id);
         let count = hosted.queue.message_count();
         // Its persisted messages are gone for good: settle them in the log.
         hosted.queue.drain_all();
@@ -78,9 +84,11 @@ impl Shard {
                     let message_id = hosted.queue.next_message_id();
                     match self.storage.log_enqueue(id, message_id, message) {
                         Ok(lsn) => {
-                            hosted
-                                .queue
-                                .publish_persisted(message.clone(), NonZeroU64::new(lsn));
+                            hosted.queue.publish_persisted(
+                                message.clone(),
+                                NonZeroU64::new(lsn),
+                                now_ms(),
+                            );
                             outcome.lsn = Some(lsn);
                             true
                         }
@@ -92,7 +100,7 @@ impl Shard {
                     }
                 }
                 Some(hosted) => {
-                    hosted.queue.publish(message.clone());
+                    hosted.queue.publish_at(message.clone(), now_ms());
                     true
                 }
                 None => false, // deleted while the message was being routed
@@ -115,7 +123,7 @@ impl Shard {
     ) -> bool {
         match self.queues.borrow_mut().get_mut(&id) {
             Some(hosted) if hosted.durable => {
-                hosted.queue.restore(message_id, message, lsn);
+                hosted.queue.restore(message_id, message, lsn, now_ms());
                 true
             }
             _ => false,
@@ -123,7 +131,7 @@ impl Shard {
     }
 
     /// Writes settle records for the persisted messages that left queue `id` for good.
-    fn log_forgotten(&self, id: QueueId) {
+    pub(super) fn log_forgotten(&self, id: QueueId) {
         let forgotten = match self.queues.borrow_mut().get_mut(&id) {
             Some(hosted) if hosted.durable => hosted.queue.take_forgotten(),
             _ => return,
@@ -134,6 +142,7 @@ impl Shard {
     /// Delivers what consumer credit allows. Deliveries are collected first and routed after the
     /// queue borrow ends, because routing a local delivery touches the connection's state.
     pub(super) fn dispatch(&self, id: QueueId) {
+        self.expire_queue(id);
         loop {
             let mut deliveries = Vec::new();
             let routes: Vec<(ChannelRef, DeliverEntry)> = {
@@ -195,6 +204,9 @@ impl Shard {
         id: QueueId,
         op: QueueOp,
     ) -> Result<QueueOk, AmqpError> {
+        // Expired messages are neither counted nor handed to basic.get.
+        self.expire_queue(id);
+        let used = !matches!(op, QueueOp::Counts);
         let result = {
             let mut queues = self.queues.borrow_mut();
             let Some(hosted) = queues.get_mut(&id) else {
@@ -211,6 +223,9 @@ impl Shard {
             }
             Ok(_) => {
                 self.log_forgotten(id);
+                if used {
+                    self.queue_used(id);
+                }
                 self.dispatch(id);
             }
             Err(_) => {}
@@ -222,7 +237,7 @@ impl Shard {
 fn apply_queue_op(hosted: &mut HostedQueue, op: QueueOp) -> Result<QueueOk, AmqpError> {
     let queue = &mut hosted.queue;
     Ok(match op {
-        QueueOp::Counts => QueueOk::Counts {
+        QueueOp::Counts | QueueOp::Declared => QueueOk::Counts {
             messages: queue.message_count(),
             consumers: queue.consumer_count(),
         },

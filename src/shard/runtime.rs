@@ -86,6 +86,7 @@ async fn shard_main(
         return;
     }
     glommio::spawn_local(super::storage::run_confirmer(shard.clone())).detach();
+    glommio::spawn_local(shard.clone().run_timers()).detach();
 
     let listeners = match net::bind_all(&listen) {
         Ok(listeners) => listeners,

@@ -1,0 +1,421 @@
+//! RabbitMQ queue features, black-box, against 1 and 2 shards: priorities, TTL, x-expires ...
+//!
+//! With 2 shards each test declares its queue on one shard ("home") and publishes from the
+//! other ("away"), so every feature is exercised across the mesh. Timing tests use short TTLs
+//! and poll with a bounded deadline; they never sleep to synchronise.
+
+mod common;
+
+use std::time::Duration;
+
+use common::amqp::{
+    assert_nothing_more, channel, confirming_channel, consume, expect_code, get, next_delivery,
+    publish,
+};
+use common::shard_probe;
+use common::{step, unique, Broker};
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+
+const PRECONDITION_FAILED: u16 = 406;
+const NOT_FOUND: u16 = 404;
+/// Connections opened at most while looking for one on each of two shards.
+const SHARD_SEARCH_CONNECTIONS_MAX: usize = 64;
+/// Longest a poll waits for an expiry that is due within a few hundred ms.
+const EXPIRY_WAIT: Duration = Duration::from_secs(5);
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+per_shard_count!(
+    priority_higher_first_fifo_within,
+    priority_requeue_keeps_priority_order,
+    priority_bad_arguments_are_406,
+    message_ttl_expires_messages,
+    expired_message_removed_before_reaching_head,
+    lower_of_queue_and_message_ttl_wins,
+    expired_messages_never_delivered_to_consumer,
+    bad_expiration_is_406,
+    bad_ttl_arguments_are_406,
+    queue_expires_when_unused,
+    queue_with_consumer_does_not_expire,
+);
+
+/// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
+struct Pair {
+    home: Connection,
+    away: Connection,
+    _extra: Vec<Connection>,
+}
+
+async fn pair(broker: &Broker) -> Pair {
+    let (home, home_shard) = shard_probe::connect(broker.port()).await;
+    let mut extra = Vec::new();
+    for _ in 0..SHARD_SEARCH_CONNECTIONS_MAX {
+        let (away, away_shard) = shard_probe::connect(broker.port()).await;
+        if broker.shards() == 1 || away_shard != home_shard || home_shard.is_none() {
+            return Pair {
+                home,
+                away,
+                _extra: extra,
+            };
+        }
+        extra.push(away);
+    }
+    panic!("no connection landed on a second shard in {SHARD_SEARCH_CONNECTIONS_MAX} attempts");
+}
+
+fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in entries {
+        table.insert(ShortString::from(*key), value.clone());
+    }
+    table
+}
+
+fn long(n: i64) -> AMQPValue {
+    AMQPValue::LongLongInt(n)
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+async fn declare_with(ch: &Channel, name: &str, arguments: FieldTable) -> lapin::Result<u32> {
+    step(
+        "queue.declare",
+        ch.queue_declare(name, QueueDeclareOptions::default(), arguments),
+    )
+    .await
+    .map(|queue| queue.message_count())
+}
+
+/// Message count from a passive declare (which does not renew x-expires); Err if gone.
+async fn passive_count(connection: &Connection, name: &str) -> lapin::Result<u32> {
+    let ch = channel(connection).await;
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let result = step(
+        "passive queue.declare",
+        ch.queue_declare(name, options, FieldTable::default()),
+    )
+    .await
+    .map(|queue| queue.message_count());
+    if result.is_ok() {
+        let _ = ch.close(200, "done").await;
+    }
+    result
+}
+
+/// Polls until the queue's message count is `expected`, failing after [`EXPIRY_WAIT`].
+async fn wait_for_count(connection: &Connection, name: &str, expected: u32) {
+    let deadline = tokio::time::Instant::now() + EXPIRY_WAIT;
+    loop {
+        let count = passive_count(connection, name).await.expect("queue exists");
+        if count == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue {name}: {count} messages, expected {expected} within {EXPIRY_WAIT:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn with_priority(priority: u8) -> BasicProperties {
+    BasicProperties::default().with_priority(priority)
+}
+
+fn with_expiration(ms: &str) -> BasicProperties {
+    BasicProperties::default().with_expiration(ShortString::from(ms))
+}
+
+async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
+    get(ch, queue, true).await.map(|m| m.delivery.data)
+}
+
+// ---- priorities -----------------------------------------------------------------------------
+
+async fn priority_higher_first_fifo_within(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("prio");
+    declare_with(&home, &queue, args(&[("x-max-priority", long(10))]))
+        .await
+        .expect("declare priority queue");
+    let away = confirming_channel(&pair.away).await;
+    let sent: [(&[u8], Option<u8>); 6] = [
+        (b"low-1", Some(3)),
+        (b"high", Some(6)),
+        (b"low-2", Some(3)),
+        (b"none", None),
+        (b"top", Some(9)),
+        (b"over-max", Some(200)), // above x-max-priority: treated as the maximum
+    ];
+    for (body, priority) in sent {
+        let props = priority.map_or_else(BasicProperties::default, with_priority);
+        publish(&away, "", &queue, body, props).await;
+    }
+    let mut consumer = consume(&away, &queue, false).await;
+    let mut order = Vec::new();
+    for _ in 0..sent.len() {
+        let delivery = next_delivery(&mut consumer).await;
+        order.push(String::from_utf8_lossy(&delivery.data).into_owned());
+        step("ack", delivery.ack(BasicAckOptions::default()))
+            .await
+            .expect("ack");
+    }
+    assert_eq!(
+        order,
+        ["over-max", "top", "high", "low-1", "low-2", "none"],
+        "priority order"
+    );
+}
+
+async fn priority_requeue_keeps_priority_order(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("prio-requeue");
+    declare_with(&home, &queue, args(&[("x-max-priority", long(5))]))
+        .await
+        .expect("declare");
+    let away = confirming_channel(&pair.away).await;
+    for (body, priority) in [(b"a1", 1u8), (b"b5", 5), (b"c1", 1), (b"d5", 5)] {
+        publish(&away, "", &queue, body, with_priority(priority)).await;
+    }
+    let reader = channel(&pair.away).await;
+    let mut tags = Vec::new();
+    for _ in 0..3 {
+        let got = get(&reader, &queue, false).await.expect("a message");
+        tags.push(got.delivery.delivery_tag);
+    }
+    let nack = BasicNackOptions {
+        multiple: true,
+        requeue: true,
+    };
+    step("nack multiple", reader.basic_nack(tags[2], nack))
+        .await
+        .expect("nack");
+    let mut order = Vec::new();
+    while let Some(body) = get_body(&reader, &queue).await {
+        order.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    assert_eq!(order, ["b5", "d5", "a1", "c1"]);
+}
+
+async fn priority_bad_arguments_are_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    for bad in [long(256), long(-1), text("ten")] {
+        let ch = channel(&connection).await;
+        let result = declare_with(&ch, &unique("bad-prio"), args(&[("x-max-priority", bad)])).await;
+        expect_code("bad x-max-priority", result, PRECONDITION_FAILED);
+    }
+}
+
+// ---- TTL --------------------------------------------------------------------------------------
+
+async fn message_ttl_expires_messages(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("ttl");
+    declare_with(&home, &queue, args(&[("x-message-ttl", long(100))]))
+        .await
+        .expect("declare");
+    let away = confirming_channel(&pair.away).await;
+    for _ in 0..3 {
+        publish(
+            &away,
+            "",
+            &queue,
+            b"short-lived",
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    wait_for_count(&pair.away, &queue, 0).await;
+    assert!(
+        get_body(&away, &queue).await.is_none(),
+        "expired message got"
+    );
+}
+
+async fn expired_message_removed_before_reaching_head(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("ttl-mid");
+    declare_with(&home, &queue, FieldTable::default())
+        .await
+        .expect("declare");
+    let away = confirming_channel(&pair.away).await;
+    publish(&away, "", &queue, b"stays", BasicProperties::default()).await;
+    publish(&away, "", &queue, b"goes", with_expiration("50")).await;
+    publish(&away, "", &queue, b"stays-too", with_expiration("600000")).await;
+    // The expiring message sits behind one that never expires: still removed on time.
+    wait_for_count(&pair.home, &queue, 2).await;
+    assert_eq!(
+        get_body(&away, &queue).await.as_deref(),
+        Some(&b"stays"[..])
+    );
+    assert_eq!(
+        get_body(&away, &queue).await.as_deref(),
+        Some(&b"stays-too"[..])
+    );
+    assert!(get_body(&away, &queue).await.is_none());
+}
+
+async fn lower_of_queue_and_message_ttl_wins(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    // Queue TTL long, message TTL short.
+    let queue = unique("ttl-msg-wins");
+    declare_with(&home, &queue, args(&[("x-message-ttl", long(600_000))]))
+        .await
+        .expect("declare");
+    publish(&away, "", &queue, b"m", with_expiration("50")).await;
+    publish(&away, "", &queue, b"q", BasicProperties::default()).await;
+    wait_for_count(&pair.home, &queue, 1).await;
+    // Queue TTL short, message TTL long.
+    let queue = unique("ttl-queue-wins");
+    declare_with(&home, &queue, args(&[("x-message-ttl", long(50))]))
+        .await
+        .expect("declare");
+    publish(&away, "", &queue, b"m", with_expiration("600000")).await;
+    wait_for_count(&pair.home, &queue, 0).await;
+}
+
+async fn expired_messages_never_delivered_to_consumer(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("ttl-consume");
+    declare_with(&home, &queue, FieldTable::default())
+        .await
+        .expect("declare");
+    let away = confirming_channel(&pair.away).await;
+    publish(&away, "", &queue, b"old", with_expiration("30")).await;
+    wait_for_count(&pair.home, &queue, 0).await;
+    publish(&away, "", &queue, b"fresh", BasicProperties::default()).await;
+    let consumer_channel = channel(&pair.away).await;
+    let mut consumer = consume(&consumer_channel, &queue, true).await;
+    assert_eq!(next_delivery(&mut consumer).await.data, b"fresh");
+    assert_nothing_more(&mut consumer).await;
+}
+
+async fn bad_expiration_is_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    let queue = unique("bad-exp");
+    declare_with(&channel(&connection).await, &queue, FieldTable::default())
+        .await
+        .expect("declare");
+    for bad in ["abc", "-1", "10x", ""] {
+        let ch = confirming_channel(&connection).await;
+        let published = step(
+            "basic.publish",
+            ch.basic_publish(
+                "",
+                &queue,
+                BasicPublishOptions::default(),
+                b"x",
+                with_expiration(bad),
+            ),
+        )
+        .await;
+        let result = match published {
+            Ok(confirm) => step("confirm", confirm).await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        // The channel is closed with 406; the confirm wait or the next call reports it.
+        let result = match result {
+            Ok(()) => step(
+                "basic.get after bad publish",
+                ch.basic_get(&queue, BasicGetOptions { no_ack: true }),
+            )
+            .await
+            .map(|_| ()),
+            Err(error) => Err(error),
+        };
+        expect_code(&format!("expiration {bad:?}"), result, PRECONDITION_FAILED);
+    }
+    assert_eq!(passive_count(&connection, &queue).await.expect("queue"), 0);
+}
+
+async fn bad_ttl_arguments_are_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    let cases = [
+        ("x-message-ttl", long(-1)),
+        ("x-message-ttl", text("1000")),
+        ("x-expires", long(0)),
+        ("x-expires", long(-5)),
+        ("x-expires", text("soon")),
+    ];
+    for (key, value) in cases {
+        let ch = channel(&connection).await;
+        let result = declare_with(&ch, &unique("bad-ttl"), args(&[(key, value.clone())])).await;
+        expect_code(&format!("{key} = {value:?}"), result, PRECONDITION_FAILED);
+    }
+}
+
+// ---- x-expires --------------------------------------------------------------------------------
+
+/// Polls (passive declare, which is not a use) until the queue is gone.
+async fn wait_until_deleted(connection: &Connection, name: &str) {
+    let deadline = tokio::time::Instant::now() + EXPIRY_WAIT;
+    loop {
+        match passive_count(connection, name).await {
+            Err(error) => {
+                expect_code::<()>("queue gone", Err(error), NOT_FOUND);
+                return;
+            }
+            Ok(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "queue {name} still exists after {EXPIRY_WAIT:?}"
+            ),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn queue_expires_when_unused(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("expires");
+    declare_with(&home, &queue, args(&[("x-expires", long(150))]))
+        .await
+        .expect("declare");
+    let away = confirming_channel(&pair.away).await;
+    publish(
+        &away,
+        "",
+        &queue,
+        b"kept-until-deleted",
+        BasicProperties::default(),
+    )
+    .await;
+    wait_until_deleted(&pair.away, &queue).await;
+}
+
+async fn queue_with_consumer_does_not_expire(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("expires-consumed");
+    declare_with(&home, &queue, args(&[("x-expires", long(100))]))
+        .await
+        .expect("declare");
+    let consumer_channel = channel(&pair.away).await;
+    let consumer = consume(&consumer_channel, &queue, true).await;
+    // Three lease lengths with a consumer: the queue must still be there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        passive_count(&pair.home, &queue).await.is_ok(),
+        "queue expired under a consumer"
+    );
+    step(
+        "basic.cancel",
+        consumer_channel.basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default()),
+    )
+    .await
+    .expect("cancel");
+    wait_until_deleted(&pair.home, &queue).await;
+}
