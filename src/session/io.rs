@@ -21,7 +21,11 @@ pub enum ReadError {
 
 pub struct FrameReader {
     stream: SharedStream,
+    /// Bytes received and not yet split off as frames; frames are zero-copy slices of it.
     buffer: BytesMut,
+    /// What one read lands in before the bytes received are appended to `buffer`. Reused, so a
+    /// read costs a copy of what arrived instead of zero-filling a fresh chunk every time.
+    chunk: Box<[u8]>,
     pub frame_max: u32,
 }
 
@@ -30,6 +34,7 @@ impl FrameReader {
         FrameReader {
             stream,
             buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
             frame_max,
         }
     }
@@ -63,20 +68,14 @@ impl FrameReader {
     /// Appends what the socket has to the buffer. Only whole frames are split off the buffer, so
     /// it grows at most to one frame (bounded by frame_max) plus one read chunk.
     async fn fill(&mut self) -> Result<(), ReadError> {
-        let start = self.buffer.len();
-        self.buffer.resize(start + READ_CHUNK_BYTES, 0);
-        let result = self.stream.read(&mut self.buffer[start..]).await;
+        let result = self.stream.read(&mut self.chunk).await;
         match result {
-            Ok(0) => {
-                self.buffer.truncate(start);
-                Err(ReadError::Closed)
-            }
+            Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
-                self.buffer.truncate(start + n);
+                self.buffer.extend_from_slice(&self.chunk[..n]);
                 Ok(())
             }
             Err(error) => {
-                self.buffer.truncate(start);
                 if matches!(
                     error.kind(),
                     std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
