@@ -9,6 +9,7 @@
 
 mod config;
 mod consumers;
+mod dead_letter;
 mod id_hash;
 mod ready;
 
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use crate::protocol::BasicProperties;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
+pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
 use id_hash::IdBuildHasher;
 use ready::{ReadyEntry, ReadyQueue};
 

@@ -4,6 +4,7 @@
 //! Cross-shard work is always visible at the call site: `call` (a request with exactly one reply),
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
+mod dead_letter;
 mod expiry;
 pub mod mesh;
 pub mod messages;
@@ -48,6 +49,7 @@ pub struct Shard {
     owner: owner::OwnerState,
     /// Every message-TTL and x-expires deadline of the queues hosted here.
     timers: expiry::Timers,
+    dead_letters: dead_letter::DeadLetters,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -81,6 +83,7 @@ impl Shard {
             route_scratch: RefCell::new(Vec::new()),
             owner: owner::OwnerState::default(),
             timers: expiry::Timers::default(),
+            dead_letters: dead_letter::DeadLetters::default(),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),

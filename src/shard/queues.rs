@@ -8,8 +8,8 @@ use super::expiry::now_ms;
 use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, Queue, QueueConfig, QueueLimits,
-    SharedMessage,
+    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, DeathReason, Queue, QueueConfig,
+    QueueLimits, SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
@@ -116,19 +116,20 @@ impl Shard {
     }
 
     pub(super) fn apply_settle(&self, id: QueueId, op: SettleOp) {
-        {
+        let dropped = {
             let mut queues = self.queues.borrow_mut();
             let Some(hosted) = queues.get_mut(&id) else {
                 return;
             };
             match op {
-                SettleOp::Ack(ids) => hosted.queue.ack(&ids),
-                SettleOp::Reject { ids, requeue } => {
-                    // Dropped messages will be dead-lettered here once queues have DLX.
-                    let _dropped = hosted.queue.reject(&ids, requeue);
+                SettleOp::Ack(ids) => {
+                    hosted.queue.ack(&ids);
+                    Vec::new()
                 }
+                SettleOp::Reject { ids, requeue } => hosted.queue.reject(&ids, requeue),
             }
-        }
+        };
+        self.dead_letter(id, DeathReason::Rejected, dropped);
         self.dispatch(id);
     }
 
