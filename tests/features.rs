@@ -42,6 +42,11 @@ per_shard_count!(
     dead_letter_on_expiry_with_routing_key,
     dead_letter_retry_pattern_counts_deaths,
     dead_letter_cycle_without_reject_is_dropped,
+    max_length_drop_head_dead_letters_oldest,
+    max_length_bytes_drops_head,
+    reject_publish_nacks_the_publisher,
+    reject_publish_dlx_nacks_and_dead_letters,
+    bad_length_arguments_are_406,
 );
 
 /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
@@ -700,4 +705,134 @@ async fn dead_letter_cycle_without_reject_is_dropped(broker: &Broker) {
         1
     );
     assert_eq!(passive_count(&pair.home, &looping).await.expect("cycle"), 0);
+}
+
+// ---- length limits ----------------------------------------------------------------------------
+
+async fn bodies(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(body) = get_body(ch, queue).await {
+        out.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    out
+}
+
+async fn publish_expect(ch: &Channel, queue: &str, body: &[u8], ack: bool) {
+    let confirmation = common::amqp::publish_confirmed(
+        ch,
+        "",
+        queue,
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default(),
+    )
+    .await;
+    assert_eq!(
+        confirmation.is_ack(),
+        ack,
+        "confirm for {:?}: {confirmation:?}",
+        String::from_utf8_lossy(body)
+    );
+}
+
+async fn max_length_drop_head_dead_letters_oldest(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let overflow = unique("overflow");
+    declare_plain(&away, &overflow).await;
+    let queue = unique("maxlen");
+    let arguments = args(&[
+        ("x-max-length", long(2)),
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&overflow)),
+    ]);
+    declare_with(&home, &queue, arguments)
+        .await
+        .expect("declare");
+    for body in ["m1", "m2", "m3", "m4"] {
+        publish_expect(&away, &queue, body.as_bytes(), true).await;
+    }
+    assert_eq!(bodies(&away, &queue).await, ["m3", "m4"]);
+    wait_for_count(&pair.home, &overflow, 2).await;
+    let first = get(&away, &overflow, true).await.expect("dead letter");
+    assert_eq!(first.delivery.data, b"m1");
+    let deaths = x_death(&first.delivery.properties);
+    assert_eq!(header_text(&deaths[0], "reason").as_deref(), Some("maxlen"));
+    assert_eq!(bodies(&away, &overflow).await, ["m2"]);
+}
+
+async fn max_length_bytes_drops_head(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let queue = unique("maxbytes");
+    declare_with(&home, &queue, args(&[("x-max-length-bytes", long(10))]))
+        .await
+        .expect("declare");
+    for body in ["aaaa", "bbbb", "cccc"] {
+        publish_expect(&away, &queue, body.as_bytes(), true).await;
+    }
+    assert_eq!(bodies(&away, &queue).await, ["bbbb", "cccc"]);
+}
+
+async fn reject_publish_nacks_the_publisher(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("reject-publish");
+    let arguments = args(&[
+        ("x-max-length", long(1)),
+        ("x-overflow", text("reject-publish")),
+    ]);
+    declare_with(&home, &queue, arguments)
+        .await
+        .expect("declare");
+    for connection in [&pair.away, &pair.home] {
+        let ch = confirming_channel(connection).await;
+        publish_expect(&ch, &queue, b"fits", true).await;
+        publish_expect(&ch, &queue, b"refused", false).await;
+        assert_eq!(bodies(&ch, &queue).await, ["fits"]);
+    }
+}
+
+async fn reject_publish_dlx_nacks_and_dead_letters(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let parked = unique("parked");
+    declare_plain(&away, &parked).await;
+    let queue = unique("reject-dlx");
+    let arguments = args(&[
+        ("x-max-length", long(1)),
+        ("x-overflow", text("reject-publish-dlx")),
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&parked)),
+    ]);
+    declare_with(&home, &queue, arguments)
+        .await
+        .expect("declare");
+    publish_expect(&away, &queue, b"fits", true).await;
+    publish_expect(&away, &queue, b"refused", false).await;
+    let dead = wait_for_message(&away, &parked).await;
+    assert_eq!(dead.delivery.data, b"refused");
+    let deaths = x_death(&dead.delivery.properties);
+    assert_eq!(header_text(&deaths[0], "reason").as_deref(), Some("maxlen"));
+    assert_eq!(bodies(&away, &queue).await, ["fits"]);
+}
+
+async fn bad_length_arguments_are_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    let cases = [
+        ("x-max-length", long(-1)),
+        ("x-max-length", text("10")),
+        ("x-max-length-bytes", long(-1)),
+        ("x-overflow", text("drop-tail")),
+        ("x-overflow", long(1)),
+        ("x-dead-letter-exchange", long(1)),
+    ];
+    for (key, value) in cases {
+        let ch = channel(&connection).await;
+        let result = declare_with(&ch, &unique("bad-len"), args(&[(key, value.clone())])).await;
+        expect_code(&format!("{key} = {value:?}"), result, PRECONDITION_FAILED);
+    }
 }

@@ -11,6 +11,7 @@ mod config;
 mod consumers;
 mod dead_letter;
 mod id_hash;
+mod length;
 mod ready;
 
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSA
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
 use id_hash::IdBuildHasher;
+pub use length::Admission;
 use ready::{ReadyEntry, ReadyQueue};
 
 /// Per-queue, monotonically increasing from 1: also the FIFO order key.

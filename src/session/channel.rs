@@ -898,13 +898,13 @@ impl Session {
             return outcome.remote_shards;
         };
         if outcome.remote_confirms == 0 {
-            self.conn.send_confirm(channel, seq, true);
+            self.conn.send_confirm(channel, seq, !outcome.refused);
         } else {
             self.with_channel(channel, |c| {
                 if let Some(confirms) = c.confirm.as_mut() {
                     confirms
                         .pending
-                        .insert(seq, (outcome.remote_confirms, false));
+                        .insert(seq, (outcome.remote_confirms, outcome.refused));
                 }
             });
         }

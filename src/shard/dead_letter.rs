@@ -103,6 +103,7 @@ impl Shard {
                 continue;
             }
             if shard == self.id {
+                // At-most-once: a queue refusing it (reject-publish) just drops it.
                 self.enqueue_local(&queues, &dead);
             } else {
                 let entry = PublishEntry {

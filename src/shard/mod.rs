@@ -66,6 +66,8 @@ pub struct PublishOutcome {
     pub remote_confirms: u32,
     /// The other shards the message was sent to, a bit per shard.
     pub remote_shards: u64,
+    /// A queue on this shard refused the message (x-overflow reject-publish): nack it.
+    pub refused: bool,
 }
 
 impl Shard {
@@ -208,6 +210,7 @@ impl Shard {
                 routed: false,
                 remote_confirms: 0,
                 remote_shards: 0,
+                refused: false,
             };
         }
         let mut per_shard: Vec<Vec<QueueId>> = vec![Vec::new(); self.shard_count];
@@ -222,12 +225,13 @@ impl Shard {
         drop(destinations);
         let mut remote_confirms = 0;
         let mut remote_shards = 0u64;
+        let mut refused = false;
         for (shard, queues) in per_shard.into_iter().enumerate() {
             if queues.is_empty() {
                 continue;
             }
             if shard == self.id {
-                self.enqueue_local(&queues, &message);
+                refused |= !self.enqueue_local(&queues, &message);
             } else {
                 remote_confirms += u32::from(confirm.is_some());
                 remote_shards |= 1 << shard;
@@ -243,6 +247,7 @@ impl Shard {
             routed: true,
             remote_confirms,
             remote_shards,
+            refused,
         }
     }
 
@@ -325,9 +330,9 @@ impl Shard {
                 }
             }
             MeshMsg::Publish(entry) => {
-                self.enqueue_local(&entry.queues, &entry.message);
+                let accepted = self.enqueue_local(&entry.queues, &entry.message);
                 if let Some(confirm) = entry.confirm {
-                    self.route_confirm(confirm, true);
+                    self.route_confirm(confirm, accepted);
                 }
             }
             MeshMsg::Deliver(entry) => self.route_delivery(entry),

@@ -8,8 +8,8 @@ use super::expiry::now_ms;
 use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, DeathReason, Queue, QueueConfig,
-    QueueLimits, SharedMessage,
+    Admission, ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, DeathReason, Queue,
+    QueueConfig, QueueLimits, SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
@@ -60,25 +60,52 @@ impl Shard {
         Some(count)
     }
 
-    pub(super) fn enqueue_local(&self, queues: &[QueueId], message: &SharedMessage) {
+    /// Returns false if a queue refused the message (x-overflow reject-publish): the publisher's
+    /// confirm becomes a nack.
+    pub(super) fn enqueue_local(&self, queues: &[QueueId], message: &SharedMessage) -> bool {
+        let mut accepted_all = true;
         for &id in queues {
-            let published = match self.queues.borrow_mut().get_mut(&id) {
-                Some(hosted) => {
-                    hosted.queue.publish_at(message.clone(), now_ms());
-                    true
+            match self.offer(id, message) {
+                Some(Admission::Accept) => self.dispatch(id),
+                Some(Admission::Refuse) => accepted_all = false,
+                Some(Admission::RefuseDeadLetter) => {
+                    accepted_all = false;
+                    self.dead_letter(id, DeathReason::MaxLen, vec![message.clone()]);
                 }
-                None => false, // deleted while the message was being routed
-            };
-            if published {
-                self.dispatch(id);
+                None => {} // deleted while the message was being routed
             }
         }
+        accepted_all
+    }
+
+    fn offer(&self, id: QueueId, message: &SharedMessage) -> Option<Admission> {
+        let limited = self.queues.borrow().get(&id)?.queue.has_length_limit();
+        if limited {
+            // Expired messages must not take room.
+            self.expire_queue(id);
+        }
+        let mut queues = self.queues.borrow_mut();
+        let queue = &mut queues.get_mut(&id)?.queue;
+        let admission = queue.admit(message);
+        if admission == Admission::Accept {
+            queue.publish_at(message.clone(), now_ms());
+        }
+        Some(admission)
     }
 
     /// Delivers what consumer credit allows. Deliveries are collected first and routed after the
     /// queue borrow ends, because routing a local delivery touches the connection's state.
     pub(super) fn dispatch(&self, id: QueueId) {
         self.expire_queue(id);
+        self.dispatch_ready(id);
+        let dropped = match self.queues.borrow_mut().get_mut(&id) {
+            Some(hosted) => hosted.queue.enforce_length(),
+            None => Vec::new(),
+        };
+        self.dead_letter(id, DeathReason::MaxLen, dropped);
+    }
+
+    fn dispatch_ready(&self, id: QueueId) {
         loop {
             let mut deliveries = Vec::new();
             let routes: Vec<(ChannelRef, DeliverEntry)> = {
