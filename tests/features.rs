@@ -47,6 +47,8 @@ per_shard_count!(
     reject_publish_nacks_the_publisher,
     reject_publish_dlx_nacks_and_dead_letters,
     bad_length_arguments_are_406,
+    single_active_consumer_hands_over_on_cancel,
+    consumer_priority_serves_highest_first,
 );
 
 /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
@@ -835,4 +837,97 @@ async fn bad_length_arguments_are_406(broker: &Broker) {
         let result = declare_with(&ch, &unique("bad-len"), args(&[(key, value.clone())])).await;
         expect_code(&format!("{key} = {value:?}"), result, PRECONDITION_FAILED);
     }
+}
+
+// ---- consumers --------------------------------------------------------------------------------
+
+async fn consume_with(ch: &Channel, queue: &str, arguments: FieldTable) -> lapin::Consumer {
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    step(
+        "basic.consume",
+        ch.basic_consume(queue, "", options, arguments),
+    )
+    .await
+    .expect("basic.consume")
+}
+
+async fn single_active_consumer_hands_over_on_cancel(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("sac");
+    declare_with(
+        &home,
+        &queue,
+        args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]),
+    )
+    .await
+    .expect("declare");
+    let first_channel = channel(&pair.away).await;
+    let mut first = consume_with(&first_channel, &queue, FieldTable::default()).await;
+    let second_channel = channel(&pair.home).await;
+    let mut second = consume_with(&second_channel, &queue, FieldTable::default()).await;
+    let publisher = confirming_channel(&pair.away).await;
+    for body in ["1", "2"] {
+        publish(
+            &publisher,
+            "",
+            &queue,
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    assert_eq!(next_delivery(&mut first).await.data, b"1");
+    assert_eq!(next_delivery(&mut first).await.data, b"2");
+    step(
+        "basic.cancel",
+        first_channel.basic_cancel(first.tag().as_str(), BasicCancelOptions::default()),
+    )
+    .await
+    .expect("cancel");
+    publish(&publisher, "", &queue, b"3", BasicProperties::default()).await;
+    assert_eq!(next_delivery(&mut second).await.data, b"3");
+    assert_nothing_more(&mut second).await;
+
+    let ch = channel(&pair.home).await;
+    let result = declare_with(
+        &ch,
+        &unique("bad-sac"),
+        args(&[("x-single-active-consumer", text("yes"))]),
+    )
+    .await;
+    expect_code(
+        "x-single-active-consumer = \"yes\"",
+        result,
+        PRECONDITION_FAILED,
+    );
+}
+
+async fn consumer_priority_serves_highest_first(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("consumer-prio");
+    declare_plain(&home, &queue).await;
+    let low_channel = channel(&pair.away).await;
+    let mut low = consume_with(&low_channel, &queue, args(&[("x-priority", long(0))])).await;
+    let high_channel = channel(&pair.home).await;
+    let mut high = consume_with(&high_channel, &queue, args(&[("x-priority", long(10))])).await;
+    let publisher = confirming_channel(&pair.away).await;
+    for body in ["a", "b", "c"] {
+        publish(
+            &publisher,
+            "",
+            &queue,
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    for expected in ["a", "b", "c"] {
+        assert_eq!(next_delivery(&mut high).await.data, expected.as_bytes());
+    }
+    assert_nothing_more(&mut low).await;
 }

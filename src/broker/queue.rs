@@ -142,10 +142,14 @@ impl Queue {
     }
 
     pub fn with_config(limits: QueueLimits, config: QueueConfig) -> Queue {
+        let mut consumers = ConsumerSet::new(limits.consumers_max);
+        if config.single_active_consumer {
+            consumers.set_single_active();
+        }
         Queue {
             ready: ReadyQueue::new(config.priority_levels()),
             unacked: HashMap::default(),
-            consumers: ConsumerSet::new(limits.consumers_max),
+            consumers,
             next_id: 1,
             had_consumers: false,
             config,

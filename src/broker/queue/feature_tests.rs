@@ -262,3 +262,52 @@ fn max_length_zero_still_feeds_a_waiting_consumer() {
     assert!(queue.enforce_length().is_empty());
     assert_eq!(out.len(), 1);
 }
+
+fn consumer_spec(key: ConsumerKey, prefetch: u16, priority: i32) -> ConsumerSpec {
+    ConsumerSpec {
+        key,
+        prefetch,
+        no_ack: false,
+        exclusive: false,
+        priority,
+        channel: ChannelRef {
+            conn: key,
+            channel: 1,
+        },
+    }
+}
+
+fn receivers(queue: &mut Queue) -> Vec<(ConsumerKey, MessageId)> {
+    let mut out = Vec::new();
+    queue.dispatch(&mut out, usize::MAX);
+    queue.check_invariants();
+    out.iter().map(|d| (d.consumer, d.message_id)).collect()
+}
+
+#[test]
+fn single_active_consumer_takes_over_in_order() {
+    let mut queue = Queue::with_config(
+        QueueLimits::default(),
+        QueueConfig {
+            single_active_consumer: true,
+            ..QueueConfig::default()
+        },
+    );
+    queue.add_consumer(consumer_spec(1, 2, 0)).unwrap();
+    // A later, higher-priority consumer still waits its turn.
+    queue.add_consumer(consumer_spec(2, 0, 10)).unwrap();
+    for _ in 0..4 {
+        queue.publish(message_with(None, None));
+    }
+    assert_eq!(receivers(&mut queue), vec![(1, 1), (1, 2)]);
+    queue.ack(&[1]);
+    assert_eq!(receivers(&mut queue), vec![(1, 3)]);
+    // The active consumer goes (its channel closes): its unacked message returns first and the
+    // next consumer gets everything, in order.
+    queue.channel_closed(ChannelRef {
+        conn: 1,
+        channel: 1,
+    });
+    assert_eq!(receivers(&mut queue), vec![(2, 2), (2, 3), (2, 4)]);
+    assert_eq!(queue.consumer_count(), 1);
+}
