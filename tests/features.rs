@@ -38,6 +38,17 @@ per_shard_count!(
     bad_ttl_arguments_are_406,
     queue_expires_when_unused,
     queue_with_consumer_does_not_expire,
+    dead_letter_on_reject_with_x_death,
+    dead_letter_on_expiry_with_routing_key,
+    dead_letter_retry_pattern_counts_deaths,
+    dead_letter_cycle_without_reject_is_dropped,
+    max_length_drop_head_dead_letters_oldest,
+    max_length_bytes_drops_head,
+    reject_publish_nacks_the_publisher,
+    reject_publish_dlx_nacks_and_dead_letters,
+    bad_length_arguments_are_406,
+    single_active_consumer_hands_over_on_cancel,
+    consumer_priority_serves_highest_first,
 );
 
 /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
@@ -418,4 +429,505 @@ async fn queue_with_consumer_does_not_expire(broker: &Broker) {
     .await
     .expect("cancel");
     wait_until_deleted(&pair.home, &queue).await;
+}
+
+// ---- dead-lettering -------------------------------------------------------------------------
+
+fn header<'h>(headers: &'h FieldTable, key: &str) -> Option<&'h AMQPValue> {
+    headers.inner().get(key)
+}
+
+fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match header(headers, key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+/// The `x-death` entries of a delivery's headers, newest first.
+fn x_death(props: &BasicProperties) -> Vec<FieldTable> {
+    let Some(headers) = props.headers() else {
+        return Vec::new();
+    };
+    match header(headers, "x-death") {
+        Some(AMQPValue::FieldArray(entries)) => entries
+            .as_slice()
+            .iter()
+            .filter_map(|entry| match entry {
+                AMQPValue::FieldTable(table) => Some(table.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn death_count(entry: &FieldTable) -> Option<i64> {
+    match header(entry, "count")? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Polls basic.get until a message arrives, failing after [`EXPIRY_WAIT`].
+async fn wait_for_message(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
+    let deadline = tokio::time::Instant::now() + EXPIRY_WAIT;
+    loop {
+        if let Some(message) = get(ch, queue, false).await {
+            return message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing arrived in {queue} within {EXPIRY_WAIT:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn declare_plain(ch: &Channel, name: &str) {
+    declare_with(ch, name, FieldTable::default())
+        .await
+        .expect("declare");
+}
+
+async fn dead_letter_on_reject_with_x_death(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let dlx = unique("dlx");
+    common::amqp::declare_exchange(&home, &dlx, lapin::ExchangeKind::Fanout).await;
+    let dead = unique("dead");
+    // The dead-letter queue lives on the other shard: the dead letter crosses the mesh.
+    let away = confirming_channel(&pair.away).await;
+    declare_plain(&away, &dead).await;
+    common::amqp::bind(&away, &dead, &dlx, "").await;
+    let work = unique("work");
+    declare_with(
+        &home,
+        &work,
+        args(&[("x-dead-letter-exchange", text(&dlx))]),
+    )
+    .await
+    .expect("declare work");
+    let headers = args(&[("app", text("kept"))]);
+    publish(
+        &away,
+        "",
+        &work,
+        b"refused",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    let got = get(&away, &work, false).await.expect("work message");
+    step(
+        "reject",
+        away.basic_reject(
+            got.delivery.delivery_tag,
+            BasicRejectOptions { requeue: false },
+        ),
+    )
+    .await
+    .expect("reject");
+    let dead_letter = wait_for_message(&away, &dead).await;
+    assert_eq!(dead_letter.delivery.data, b"refused");
+    assert_eq!(dead_letter.delivery.exchange.as_str(), dlx);
+    assert_eq!(dead_letter.delivery.routing_key.as_str(), work);
+    let props = &dead_letter.delivery.properties;
+    let deaths = x_death(props);
+    assert_eq!(deaths.len(), 1, "x-death: {deaths:?}");
+    let entry = &deaths[0];
+    assert_eq!(death_count(entry), Some(1));
+    assert_eq!(header_text(entry, "reason").as_deref(), Some("rejected"));
+    assert_eq!(header_text(entry, "queue").as_deref(), Some(work.as_str()));
+    assert_eq!(header_text(entry, "exchange").as_deref(), Some(""));
+    assert!(matches!(
+        header(entry, "time"),
+        Some(AMQPValue::Timestamp(_))
+    ));
+    match header(entry, "routing-keys") {
+        Some(AMQPValue::FieldArray(keys)) => assert_eq!(
+            keys.as_slice(),
+            &[AMQPValue::LongString(LongString::from(work.as_str()))]
+        ),
+        other => panic!("routing-keys: {other:?}"),
+    }
+    let headers = props.headers().as_ref().expect("headers");
+    assert_eq!(header_text(headers, "app").as_deref(), Some("kept"));
+    assert_eq!(
+        header_text(headers, "x-first-death-reason").as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(
+        header_text(headers, "x-first-death-queue").as_deref(),
+        Some(work.as_str())
+    );
+    assert_eq!(
+        header_text(headers, "x-first-death-exchange").as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        header_text(headers, "x-last-death-queue").as_deref(),
+        Some(work.as_str())
+    );
+}
+
+async fn dead_letter_on_expiry_with_routing_key(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let parked = unique("parked");
+    declare_plain(&away, &parked).await;
+    let work = unique("ttl-work");
+    let arguments = args(&[
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&parked)),
+    ]);
+    declare_with(&home, &work, arguments)
+        .await
+        .expect("declare");
+    publish(&away, "", &work, b"late", with_expiration("40")).await;
+    let dead_letter = wait_for_message(&away, &parked).await;
+    assert_eq!(dead_letter.delivery.routing_key.as_str(), parked);
+    let props = &dead_letter.delivery.properties;
+    assert_eq!(props.expiration(), &None, "expiration removed");
+    let deaths = x_death(props);
+    assert_eq!(
+        header_text(&deaths[0], "reason").as_deref(),
+        Some("expired")
+    );
+    assert_eq!(
+        header_text(&deaths[0], "original-expiration").as_deref(),
+        Some("40")
+    );
+}
+
+async fn dead_letter_retry_pattern_counts_deaths(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let work = unique("retry-work");
+    let retry = unique("retry-wait");
+    declare_with(
+        &home,
+        &work,
+        args(&[
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text(&retry)),
+        ]),
+    )
+    .await
+    .expect("declare work");
+    declare_with(
+        &away,
+        &retry,
+        args(&[
+            ("x-message-ttl", long(30)),
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text(&work)),
+        ]),
+    )
+    .await
+    .expect("declare retry");
+    publish(&away, "", &work, b"job", BasicProperties::default()).await;
+    let mut last = None;
+    for attempt in 1..=2i64 {
+        let got = wait_for_message(&away, &work).await;
+        if attempt == 2 {
+            last = Some(got.delivery.properties.clone());
+        }
+        step(
+            "reject",
+            away.basic_reject(
+                got.delivery.delivery_tag,
+                BasicRejectOptions { requeue: false },
+            ),
+        )
+        .await
+        .expect("reject");
+    }
+    // Second arrival: rejected once in work, expired once in retry.
+    let deaths = x_death(&last.expect("second delivery"));
+    let summary: Vec<_> = deaths
+        .iter()
+        .map(|e| {
+            (
+                header_text(e, "queue").unwrap_or_default(),
+                header_text(e, "reason").unwrap_or_default(),
+                death_count(e).unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (retry.clone(), "expired".to_string(), 1),
+            (work.clone(), "rejected".to_string(), 1)
+        ]
+    );
+    // Third arrival: both entries count 2; the latest death (expiry in retry) is first.
+    let got = wait_for_message(&away, &work).await;
+    let deaths = x_death(&got.delivery.properties);
+    assert_eq!(
+        header_text(&deaths[0], "queue").as_deref(),
+        Some(retry.as_str())
+    );
+    assert_eq!(death_count(&deaths[0]), Some(2));
+    assert_eq!(death_count(&deaths[1]), Some(2));
+}
+
+async fn dead_letter_cycle_without_reject_is_dropped(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let dlx = unique("cycle-x");
+    common::amqp::declare_exchange(&home, &dlx, lapin::ExchangeKind::Fanout).await;
+    let looping = unique("cycle");
+    declare_with(
+        &home,
+        &looping,
+        args(&[
+            ("x-message-ttl", long(30)),
+            ("x-dead-letter-exchange", text(&dlx)),
+        ]),
+    )
+    .await
+    .expect("declare");
+    let observer = unique("observer");
+    declare_plain(&away, &observer).await;
+    common::amqp::bind(&home, &looping, &dlx, "").await;
+    common::amqp::bind(&home, &observer, &dlx, "").await;
+    publish(&away, "", &looping, b"once", BasicProperties::default()).await;
+    // The observer gets the dead letter; the expiring queue would cycle, so it does not.
+    wait_for_count(&pair.home, &observer, 1).await;
+    tokio::time::sleep(common::ABSENCE_TIMEOUT).await;
+    assert_eq!(
+        passive_count(&pair.home, &observer)
+            .await
+            .expect("observer"),
+        1
+    );
+    assert_eq!(passive_count(&pair.home, &looping).await.expect("cycle"), 0);
+}
+
+// ---- length limits ----------------------------------------------------------------------------
+
+async fn bodies(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(body) = get_body(ch, queue).await {
+        out.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    out
+}
+
+async fn publish_expect(ch: &Channel, queue: &str, body: &[u8], ack: bool) {
+    let confirmation = common::amqp::publish_confirmed(
+        ch,
+        "",
+        queue,
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default(),
+    )
+    .await;
+    assert_eq!(
+        confirmation.is_ack(),
+        ack,
+        "confirm for {:?}: {confirmation:?}",
+        String::from_utf8_lossy(body)
+    );
+}
+
+async fn max_length_drop_head_dead_letters_oldest(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let overflow = unique("overflow");
+    declare_plain(&away, &overflow).await;
+    let queue = unique("maxlen");
+    let arguments = args(&[
+        ("x-max-length", long(2)),
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&overflow)),
+    ]);
+    declare_with(&home, &queue, arguments)
+        .await
+        .expect("declare");
+    for body in ["m1", "m2", "m3", "m4"] {
+        publish_expect(&away, &queue, body.as_bytes(), true).await;
+    }
+    assert_eq!(bodies(&away, &queue).await, ["m3", "m4"]);
+    wait_for_count(&pair.home, &overflow, 2).await;
+    let first = get(&away, &overflow, true).await.expect("dead letter");
+    assert_eq!(first.delivery.data, b"m1");
+    let deaths = x_death(&first.delivery.properties);
+    assert_eq!(header_text(&deaths[0], "reason").as_deref(), Some("maxlen"));
+    assert_eq!(bodies(&away, &overflow).await, ["m2"]);
+}
+
+async fn max_length_bytes_drops_head(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let queue = unique("maxbytes");
+    declare_with(&home, &queue, args(&[("x-max-length-bytes", long(10))]))
+        .await
+        .expect("declare");
+    for body in ["aaaa", "bbbb", "cccc"] {
+        publish_expect(&away, &queue, body.as_bytes(), true).await;
+    }
+    assert_eq!(bodies(&away, &queue).await, ["bbbb", "cccc"]);
+}
+
+async fn reject_publish_nacks_the_publisher(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("reject-publish");
+    let arguments = args(&[
+        ("x-max-length", long(1)),
+        ("x-overflow", text("reject-publish")),
+    ]);
+    declare_with(&home, &queue, arguments)
+        .await
+        .expect("declare");
+    for connection in [&pair.away, &pair.home] {
+        let ch = confirming_channel(connection).await;
+        publish_expect(&ch, &queue, b"fits", true).await;
+        publish_expect(&ch, &queue, b"refused", false).await;
+        assert_eq!(bodies(&ch, &queue).await, ["fits"]);
+    }
+}
+
+async fn reject_publish_dlx_nacks_and_dead_letters(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let parked = unique("parked");
+    declare_plain(&away, &parked).await;
+    let queue = unique("reject-dlx");
+    let arguments = args(&[
+        ("x-max-length", long(1)),
+        ("x-overflow", text("reject-publish-dlx")),
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&parked)),
+    ]);
+    declare_with(&home, &queue, arguments)
+        .await
+        .expect("declare");
+    publish_expect(&away, &queue, b"fits", true).await;
+    publish_expect(&away, &queue, b"refused", false).await;
+    let dead = wait_for_message(&away, &parked).await;
+    assert_eq!(dead.delivery.data, b"refused");
+    let deaths = x_death(&dead.delivery.properties);
+    assert_eq!(header_text(&deaths[0], "reason").as_deref(), Some("maxlen"));
+    assert_eq!(bodies(&away, &queue).await, ["fits"]);
+}
+
+async fn bad_length_arguments_are_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    let cases = [
+        ("x-max-length", long(-1)),
+        ("x-max-length", text("10")),
+        ("x-max-length-bytes", long(-1)),
+        ("x-overflow", text("drop-tail")),
+        ("x-overflow", long(1)),
+        ("x-dead-letter-exchange", long(1)),
+    ];
+    for (key, value) in cases {
+        let ch = channel(&connection).await;
+        let result = declare_with(&ch, &unique("bad-len"), args(&[(key, value.clone())])).await;
+        expect_code(&format!("{key} = {value:?}"), result, PRECONDITION_FAILED);
+    }
+}
+
+// ---- consumers --------------------------------------------------------------------------------
+
+async fn consume_with(ch: &Channel, queue: &str, arguments: FieldTable) -> lapin::Consumer {
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    step(
+        "basic.consume",
+        ch.basic_consume(queue, "", options, arguments),
+    )
+    .await
+    .expect("basic.consume")
+}
+
+async fn single_active_consumer_hands_over_on_cancel(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("sac");
+    declare_with(
+        &home,
+        &queue,
+        args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]),
+    )
+    .await
+    .expect("declare");
+    let first_channel = channel(&pair.away).await;
+    let mut first = consume_with(&first_channel, &queue, FieldTable::default()).await;
+    let second_channel = channel(&pair.home).await;
+    let mut second = consume_with(&second_channel, &queue, FieldTable::default()).await;
+    let publisher = confirming_channel(&pair.away).await;
+    for body in ["1", "2"] {
+        publish(
+            &publisher,
+            "",
+            &queue,
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    assert_eq!(next_delivery(&mut first).await.data, b"1");
+    assert_eq!(next_delivery(&mut first).await.data, b"2");
+    step(
+        "basic.cancel",
+        first_channel.basic_cancel(first.tag().as_str(), BasicCancelOptions::default()),
+    )
+    .await
+    .expect("cancel");
+    publish(&publisher, "", &queue, b"3", BasicProperties::default()).await;
+    assert_eq!(next_delivery(&mut second).await.data, b"3");
+    assert_nothing_more(&mut second).await;
+
+    let ch = channel(&pair.home).await;
+    let result = declare_with(
+        &ch,
+        &unique("bad-sac"),
+        args(&[("x-single-active-consumer", text("yes"))]),
+    )
+    .await;
+    expect_code(
+        "x-single-active-consumer = \"yes\"",
+        result,
+        PRECONDITION_FAILED,
+    );
+}
+
+async fn consumer_priority_serves_highest_first(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("consumer-prio");
+    declare_plain(&home, &queue).await;
+    let low_channel = channel(&pair.away).await;
+    let mut low = consume_with(&low_channel, &queue, args(&[("x-priority", long(0))])).await;
+    let high_channel = channel(&pair.home).await;
+    let mut high = consume_with(&high_channel, &queue, args(&[("x-priority", long(10))])).await;
+    let publisher = confirming_channel(&pair.away).await;
+    for body in ["a", "b", "c"] {
+        publish(
+            &publisher,
+            "",
+            &queue,
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    for expected in ["a", "b", "c"] {
+        assert_eq!(next_delivery(&mut high).await.data, expected.as_bytes());
+    }
+    assert_nothing_more(&mut low).await;
 }

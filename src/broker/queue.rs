@@ -9,7 +9,9 @@
 
 mod config;
 mod consumers;
+mod dead_letter;
 mod id_hash;
+mod length;
 mod ready;
 
 #[cfg(test)]
@@ -28,7 +30,9 @@ use bytes::Bytes;
 use crate::protocol::BasicProperties;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
+pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
 use id_hash::IdBuildHasher;
+pub use length::Admission;
 use ready::{ReadyEntry, ReadyQueue};
 
 /// Per-queue, monotonically increasing from 1: also the FIFO order key.
@@ -142,10 +146,14 @@ impl Queue {
     }
 
     pub fn with_config(limits: QueueLimits, config: QueueConfig) -> Queue {
+        let mut consumers = ConsumerSet::new(limits.consumers_max);
+        if config.single_active_consumer {
+            consumers.set_single_active();
+        }
         Queue {
             ready: ReadyQueue::new(config.priority_levels()),
             unacked: HashMap::default(),
-            consumers: ConsumerSet::new(limits.consumers_max),
+            consumers,
             next_id: 1,
             had_consumers: false,
             forgotten: Vec::new(),

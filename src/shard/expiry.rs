@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::messages::TopologyOp;
 use super::sync::Notify;
 use super::Shard;
+use crate::broker::queue::DeathReason;
 use crate::broker::QueueId;
 
 /// Timers fired in one pass before the task yields to other work.
@@ -180,7 +181,7 @@ impl Shard {
         self.timers
             .arm(key, next.map(|deadline| deadline.saturating_add(1)));
         self.log_forgotten(id);
-        self.dead_letter_expired(id, expired);
+        self.dead_letter(id, DeathReason::Expired, expired);
     }
 
     /// The queue was used (declared, consumed from, read with basic.get, ...): its `x-expires`
@@ -195,14 +196,5 @@ impl Shard {
             kind: TimerKind::QueueExpires,
         };
         self.timers.arm(key, deadline);
-    }
-
-    /// Dead-lettering comes with `x-dead-letter-exchange`; until then expired messages go.
-    fn dead_letter_expired(
-        &self,
-        _queue: QueueId,
-        expired: Vec<crate::broker::queue::SharedMessage>,
-    ) {
-        drop(expired);
     }
 }

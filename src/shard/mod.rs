@@ -4,6 +4,7 @@
 //! Cross-shard work is always visible at the call site: `call` (a request with exactly one reply),
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
+mod dead_letter;
 mod expiry;
 pub mod mesh;
 pub mod messages;
@@ -53,6 +54,7 @@ pub struct Shard {
     topology_arrived: Notify,
     /// Every message-TTL and x-expires deadline of the queues hosted here.
     timers: expiry::Timers,
+    dead_letters: dead_letter::DeadLetters,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -92,6 +94,7 @@ impl Shard {
             topology_ready: Cell::new(id == 0),
             topology_arrived: Notify::default(),
             timers: expiry::Timers::default(),
+            dead_letters: dead_letter::DeadLetters::default(),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),

@@ -11,12 +11,13 @@ use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
 use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, MessageId, Queue, QueueConfig,
-    QueueLimits, SharedMessage,
+    Admission, ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, DeathReason, MessageId, Queue,
+    QueueConfig, QueueLimits, SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
 use crate::protocol::reply_code;
+use crate::storage::Lsn;
 
 pub struct HostedQueue {
     pub(super) queue: Queue,
@@ -69,47 +70,64 @@ impl Shard {
         Some(count)
     }
 
-    /// Puts `message` in each of `queues` (all ours). A persistent message in a durable queue is
-    /// logged first; if its record cannot be written the queue does not take it.
+    /// Puts `message` in each of `queues` (all ours). A queue may refuse it (x-overflow
+    /// reject-publish, or its log record could not be written): the publisher's confirm becomes
+    /// a nack. A persistent message in a durable queue is logged first; its confirm waits for
+    /// the returned LSN to be durable.
     pub(super) fn enqueue_local(
         &self,
         queues: &[QueueId],
         message: &SharedMessage,
     ) -> EnqueueOutcome {
-        let persistent = storage::is_persistent(message);
         let mut outcome = EnqueueOutcome::default();
         for &id in queues {
-            let published = match self.queues.borrow_mut().get_mut(&id) {
-                Some(hosted) if persistent && hosted.durable => {
-                    let message_id = hosted.queue.next_message_id();
-                    match self.storage.log_enqueue(id, message_id, message) {
-                        Ok(lsn) => {
-                            hosted.queue.publish_persisted(
-                                message.clone(),
-                                NonZeroU64::new(lsn),
-                                now_ms(),
-                            );
-                            outcome.lsn = Some(lsn);
-                            true
-                        }
-                        Err(error) => {
-                            tracing::warn!(queue = id, %error, "cannot log a persistent message: refused");
-                            outcome.refused = true;
-                            false
-                        }
-                    }
+            match self.offer(id, message) {
+                Some((Admission::Accept, lsn)) => {
+                    outcome.lsn = lsn.or(outcome.lsn);
+                    self.dispatch(id);
                 }
-                Some(hosted) => {
-                    hosted.queue.publish_at(message.clone(), now_ms());
-                    true
+                Some((Admission::Refuse, _)) => outcome.refused = true,
+                Some((Admission::RefuseDeadLetter, _)) => {
+                    outcome.refused = true;
+                    self.dead_letter(id, DeathReason::MaxLen, vec![message.clone()]);
                 }
-                None => false, // deleted while the message was being routed
-            };
-            if published {
-                self.dispatch(id);
+                None => {} // deleted while the message was being routed
             }
         }
         outcome
+    }
+
+    /// Admission, then the log record (persistent message, durable queue), then the queue.
+    fn offer(&self, id: QueueId, message: &SharedMessage) -> Option<(Admission, Option<Lsn>)> {
+        let limited = self.queues.borrow().get(&id)?.queue.has_length_limit();
+        if limited {
+            // Expired messages must not take room.
+            self.expire_queue(id);
+        }
+        let mut queues = self.queues.borrow_mut();
+        let hosted = queues.get_mut(&id)?;
+        let admission = hosted.queue.admit(message);
+        if admission != Admission::Accept {
+            return Some((admission, None));
+        }
+        if !(hosted.durable && storage::is_persistent(message)) {
+            hosted.queue.publish_at(message.clone(), now_ms());
+            return Some((Admission::Accept, None));
+        }
+        let message_id = hosted.queue.next_message_id();
+        match self.storage.log_enqueue(id, message_id, message) {
+            Ok(lsn) => {
+                let persisted = NonZeroU64::new(lsn);
+                hosted
+                    .queue
+                    .publish_persisted(message.clone(), persisted, now_ms());
+                Some((Admission::Accept, Some(lsn)))
+            }
+            Err(error) => {
+                tracing::warn!(queue = id, %error, "cannot log a persistent message: refused");
+                Some((Admission::Refuse, None))
+            }
+        }
     }
 
     /// Start-up: a message recovered from the log goes back to its queue. False when the queue
@@ -143,6 +161,15 @@ impl Shard {
     /// queue borrow ends, because routing a local delivery touches the connection's state.
     pub(super) fn dispatch(&self, id: QueueId) {
         self.expire_queue(id);
+        self.dispatch_ready(id);
+        let dropped = match self.queues.borrow_mut().get_mut(&id) {
+            Some(hosted) => hosted.queue.enforce_length(),
+            None => Vec::new(),
+        };
+        self.dead_letter(id, DeathReason::MaxLen, dropped);
+    }
+
+    fn dispatch_ready(&self, id: QueueId) {
         loop {
             let mut deliveries = Vec::new();
             let routes: Vec<(ChannelRef, DeliverEntry)> = {
@@ -181,20 +208,21 @@ impl Shard {
     }
 
     pub(super) fn apply_settle(&self, id: QueueId, op: SettleOp) {
-        {
+        let dropped = {
             let mut queues = self.queues.borrow_mut();
             let Some(hosted) = queues.get_mut(&id) else {
                 return;
             };
             match op {
-                SettleOp::Ack(ids) => hosted.queue.ack(&ids),
-                SettleOp::Reject { ids, requeue } => {
-                    // Dropped messages will be dead-lettered here once queues have DLX.
-                    let _dropped = hosted.queue.reject(&ids, requeue);
+                SettleOp::Ack(ids) => {
+                    hosted.queue.ack(&ids);
+                    Vec::new()
                 }
+                SettleOp::Reject { ids, requeue } => hosted.queue.reject(&ids, requeue),
             }
-        }
+        };
         self.log_forgotten(id);
+        self.dead_letter(id, DeathReason::Rejected, dropped);
         self.dispatch(id);
     }
 

@@ -33,6 +33,8 @@ pub struct QueueConfig {
     /// `x-max-length-bytes`: sum of the ready messages' body sizes.
     pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
+    /// `x-single-active-consumer`.
+    pub single_active_consumer: bool,
 }
 
 impl QueueConfig {
@@ -63,6 +65,10 @@ impl QueueConfig {
                 Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
                 _ => Overflow::DropHead,
             },
+            single_active_consumer: arguments
+                .get("x-single-active-consumer")
+                .and_then(FieldValue::as_bool)
+                .unwrap_or(false),
         }
     }
 

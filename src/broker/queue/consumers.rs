@@ -50,6 +50,9 @@ pub(super) struct ConsumerSet {
     /// Kept apart so basic.consume need not scan every consumer.
     exclusive: Option<ConsumerKey>,
     consumers_max: u32,
+    /// `x-single-active-consumer`: only the oldest consumer (the front) receives; the next
+    /// takes over when it goes. Empty unless the queue is single-active.
+    single_active: Option<VecDeque<ConsumerKey>>,
 }
 
 impl ConsumerSet {
@@ -59,7 +62,19 @@ impl ConsumerSet {
             levels: Vec::new(),
             exclusive: None,
             consumers_max,
+            single_active: None,
         }
+    }
+
+    /// Makes this a single-active-consumer set. Call before adding consumers.
+    pub fn set_single_active(&mut self) {
+        debug_assert!(self.consumers.is_empty());
+        self.single_active = Some(VecDeque::new());
+    }
+
+    /// The consumer that receives in a single-active set.
+    pub fn active(&self) -> Option<ConsumerKey> {
+        self.single_active.as_ref()?.front().copied()
     }
 
     pub fn len(&self) -> usize {
@@ -94,6 +109,9 @@ impl ConsumerSet {
         // A new consumer has credit by definition: prefetch counts messages it holds, and it holds none.
         self.levels[level].ready.push_back(key);
         self.consumers.insert(key, Consumer { spec, in_flight: 0 });
+        if let Some(order) = self.single_active.as_mut() {
+            order.push_back(key);
+        }
         Ok(())
     }
 
@@ -101,6 +119,9 @@ impl ConsumerSet {
         let consumer = self.consumers.remove(&key)?;
         if self.exclusive == Some(key) {
             self.exclusive = None;
+        }
+        if let Some(order) = self.single_active.as_mut() {
+            order.retain(|&queued| queued != key);
         }
         let Some(level) = self.level_index(consumer.spec.priority) else {
             debug_assert!(false, "consumer {key} has no level");
@@ -132,6 +153,9 @@ impl ConsumerSet {
     /// Picks the consumer for the next message and charges it one unit of credit
     /// (when it acknowledges). The consumer goes to the back of its ring if credit remains.
     pub fn take_turn(&mut self) -> Option<Turn> {
+        if let Some(active) = self.active() {
+            return self.take_active_turn(active);
+        }
         let level = self
             .levels
             .iter()
@@ -152,6 +176,30 @@ impl ConsumerSet {
             channel: consumer.spec.channel,
             no_ack: consumer.spec.no_ack,
         })
+    }
+
+    /// Single-active: only `active` may take a turn, whatever its place in its ring.
+    fn take_active_turn(&mut self, active: ConsumerKey) -> Option<Turn> {
+        let consumer = self.consumers.get_mut(&active)?;
+        if !consumer.has_credit() {
+            return None;
+        }
+        if !consumer.spec.no_ack {
+            consumer.in_flight += 1;
+        }
+        let turn = Turn {
+            key: active,
+            channel: consumer.spec.channel,
+            no_ack: consumer.spec.no_ack,
+        };
+        if !consumer.has_credit() {
+            // Keep "in its ring exactly when it has credit" true for release().
+            let priority = consumer.spec.priority;
+            if let Some(level) = self.level_index(priority) {
+                self.levels[level].ready.retain(|&queued| queued != active);
+            }
+        }
+        Some(turn)
     }
 
     /// One message delivered to `key` was settled or requeued: give the credit back.

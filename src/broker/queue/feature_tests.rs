@@ -184,3 +184,130 @@ fn priority_and_ttl_together() {
     assert!(get_all(&mut queue).is_empty());
     let _ = (high, low);
 }
+
+fn limited(max_length: Option<u64>, max_length_bytes: Option<u64>, overflow: Overflow) -> Queue {
+    Queue::with_config(
+        QueueLimits::default(),
+        QueueConfig {
+            max_length,
+            max_length_bytes,
+            overflow,
+            ..QueueConfig::default()
+        },
+    )
+}
+
+#[test]
+fn drop_head_keeps_the_newest() {
+    let mut queue = limited(Some(2), None, Overflow::DropHead);
+    let ids: Vec<_> = (0..4)
+        .map(|_| {
+            assert_eq!(queue.admit(&message_with(None, None)), Admission::Accept);
+            let id = queue.publish(message_with(None, None));
+            queue.enforce_length();
+            id
+        })
+        .collect();
+    queue.check_invariants();
+    assert_eq!(get_all(&mut queue), ids[2..].to_vec());
+}
+
+#[test]
+fn drop_head_by_bytes_returns_the_dropped() {
+    // Bodies are 4 bytes: 10 bytes hold two.
+    let mut queue = limited(None, Some(10), Overflow::DropHead);
+    for _ in 0..3 {
+        queue.publish(message_with(None, None));
+    }
+    assert_eq!(queue.enforce_length().len(), 1);
+    assert_eq!(queue.ready_bytes(), 8);
+    queue.check_invariants();
+}
+
+#[test]
+fn reject_publish_refuses_when_full_and_dlx_variant_says_so() {
+    let mut queue = limited(Some(1), None, Overflow::RejectPublish);
+    assert_eq!(queue.admit(&message_with(None, None)), Admission::Accept);
+    queue.publish(message_with(None, None));
+    assert_eq!(queue.admit(&message_with(None, None)), Admission::Refuse);
+    // Never drops under reject-publish.
+    assert!(queue.enforce_length().is_empty());
+    let mut queue = limited(None, Some(4), Overflow::RejectPublishDlx);
+    queue.publish(message_with(None, None));
+    assert_eq!(
+        queue.admit(&message_with(None, None)),
+        Admission::RefuseDeadLetter
+    );
+    // Unacked messages do not count.
+    assert!(queue.basic_get(false, CHANNEL).is_some());
+    assert_eq!(queue.admit(&message_with(None, None)), Admission::Accept);
+}
+
+#[test]
+fn max_length_zero_still_feeds_a_waiting_consumer() {
+    let mut queue = limited(Some(0), None, Overflow::DropHead);
+    queue
+        .add_consumer(ConsumerSpec {
+            key: 1,
+            prefetch: 0,
+            no_ack: false,
+            exclusive: false,
+            priority: 0,
+            channel: CHANNEL,
+        })
+        .unwrap();
+    queue.publish(message_with(None, None));
+    let mut out = Vec::new();
+    queue.dispatch(&mut out, 10);
+    assert!(queue.enforce_length().is_empty());
+    assert_eq!(out.len(), 1);
+}
+
+fn consumer_spec(key: ConsumerKey, prefetch: u16, priority: i32) -> ConsumerSpec {
+    ConsumerSpec {
+        key,
+        prefetch,
+        no_ack: false,
+        exclusive: false,
+        priority,
+        channel: ChannelRef {
+            conn: key,
+            channel: 1,
+        },
+    }
+}
+
+fn receivers(queue: &mut Queue) -> Vec<(ConsumerKey, MessageId)> {
+    let mut out = Vec::new();
+    queue.dispatch(&mut out, usize::MAX);
+    queue.check_invariants();
+    out.iter().map(|d| (d.consumer, d.message_id)).collect()
+}
+
+#[test]
+fn single_active_consumer_takes_over_in_order() {
+    let mut queue = Queue::with_config(
+        QueueLimits::default(),
+        QueueConfig {
+            single_active_consumer: true,
+            ..QueueConfig::default()
+        },
+    );
+    queue.add_consumer(consumer_spec(1, 2, 0)).unwrap();
+    // A later, higher-priority consumer still waits its turn.
+    queue.add_consumer(consumer_spec(2, 0, 10)).unwrap();
+    for _ in 0..4 {
+        queue.publish(message_with(None, None));
+    }
+    assert_eq!(receivers(&mut queue), vec![(1, 1), (1, 2)]);
+    queue.ack(&[1]);
+    assert_eq!(receivers(&mut queue), vec![(1, 3)]);
+    // The active consumer goes (its channel closes): its unacked message returns first and the
+    // next consumer gets everything, in order.
+    queue.channel_closed(ChannelRef {
+        conn: 1,
+        channel: 1,
+    });
+    assert_eq!(receivers(&mut queue), vec![(2, 2), (2, 3), (2, 4)]);
+    assert_eq!(queue.consumer_count(), 1);
+}

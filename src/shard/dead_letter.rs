@@ -1,0 +1,150 @@
+//! Re-publishing dead letters: messages a queue rejected, expired or dropped, sent to its
+//! `x-dead-letter-exchange` from the queue's own shard, routed on the local topology copy like
+//! any publish (no confirms: dead-lettering is at-most-once, as in RabbitMQ's default).
+//!
+//! Dead-lettering can cascade (a dead letter lands in a queue whose dispatch expires and
+//! dead-letters more). Instead of recursing, work queues up in `pending` and the outermost
+//! call drains it, so the stack stays flat however long the chain.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::expiry::now_ms;
+use super::messages::{MeshMsg, PublishEntry};
+use super::Shard;
+use crate::broker::queue::{dead_lettered, is_cycle, Death, DeathReason, SharedMessage};
+use crate::broker::QueueId;
+
+/// Dead letters handled per drain before the rest are dropped with a warning: a bound on the
+/// work one event can trigger (a cascade through many TTL-0 queues). Far above any sane chain.
+pub const DEAD_LETTER_CASCADE_MAX: usize = 1 << 20;
+
+#[derive(Default)]
+pub struct DeadLetters {
+    pending: RefCell<VecDeque<(QueueId, DeathReason, SharedMessage)>>,
+    draining: Cell<bool>,
+}
+
+impl Shard {
+    /// Dead-letters `messages`, which queue `queue` (hosted here) just gave up. Messages of a
+    /// queue without a dead-letter exchange are dropped.
+    pub(super) fn dead_letter(
+        &self,
+        queue: QueueId,
+        reason: DeathReason,
+        messages: Vec<SharedMessage>,
+    ) {
+        if messages.is_empty() || !self.has_dead_letter_exchange(queue) {
+            return;
+        }
+        self.dead_letters
+            .pending
+            .borrow_mut()
+            .extend(messages.into_iter().map(|message| (queue, reason, message)));
+        if self.dead_letters.draining.replace(true) {
+            return; // an outer call is draining
+        }
+        let mut handled = 0usize;
+        loop {
+            let next = self.dead_letters.pending.borrow_mut().pop_front();
+            let Some((queue, reason, message)) = next else {
+                break;
+            };
+            if handled == DEAD_LETTER_CASCADE_MAX {
+                let dropped = self.dead_letters.pending.borrow().len() + 1;
+                tracing::warn!(dropped, "dead-letter cascade too long; dropping the rest");
+                self.dead_letters.pending.borrow_mut().clear();
+                break;
+            }
+            handled += 1;
+            self.republish_dead_letter(queue, reason, &message);
+        }
+        self.dead_letters.draining.set(false);
+    }
+
+    fn has_dead_letter_exchange(&self, queue: QueueId) -> bool {
+        self.queues
+            .borrow()
+            .get(&queue)
+            .is_some_and(|hosted| hosted.queue.config().dead_letter_exchange.is_some())
+    }
+
+    fn republish_dead_letter(&self, queue: QueueId, reason: DeathReason, message: &SharedMessage) {
+        let Some((vhost, name)) = self
+            .topology
+            .borrow()
+            .queue_by_id(queue)
+            .map(|meta| (meta.vhost.clone(), meta.name.clone()))
+        else {
+            return;
+        };
+        let (exchange, routing_key) = {
+            let queues = self.queues.borrow();
+            let Some(config) = queues.get(&queue).map(|hosted| hosted.queue.config()) else {
+                return;
+            };
+            let Some(exchange) = config.dead_letter_exchange.clone() else {
+                return;
+            };
+            (exchange, config.dead_letter_routing_key.clone())
+        };
+        let death = Death {
+            queue: &name,
+            reason,
+            dead_letter_exchange: &exchange,
+            dead_letter_routing_key: routing_key.as_deref(),
+            time_s: now_ms() / 1000,
+        };
+        let dead: SharedMessage = Arc::new(dead_lettered(message, &death));
+        let per_shard = self.route_dead_letter(&vhost, &dead, reason);
+        for (shard, queues) in per_shard.into_iter().enumerate() {
+            if queues.is_empty() {
+                continue;
+            }
+            if shard == self.id {
+                // At-most-once: a queue refusing it (reject-publish) just drops it.
+                self.enqueue_local(&queues, &dead);
+            } else {
+                let entry = PublishEntry {
+                    queues,
+                    message: dead.clone(),
+                    confirm: None,
+                };
+                self.mesh.send(shard, MeshMsg::Publish(entry));
+            }
+        }
+    }
+
+    /// Destination queues per owning shard, without the ones the message would cycle into.
+    fn route_dead_letter(
+        &self,
+        vhost: &str,
+        dead: &SharedMessage,
+        reason: DeathReason,
+    ) -> Vec<Vec<QueueId>> {
+        let topology = self.topology.borrow();
+        let mut destinations = Vec::new();
+        topology.route(
+            vhost,
+            &dead.exchange,
+            &dead.routing_key,
+            dead.properties.headers.as_ref(),
+            &mut destinations,
+        );
+        let mut per_shard: Vec<Vec<QueueId>> = vec![Vec::new(); self.shard_count];
+        for id in destinations {
+            let Some(meta) = topology.queue_by_id(id) else {
+                continue;
+            };
+            if is_cycle(dead, reason, &meta.name) {
+                tracing::debug!(queue = %meta.name, "dead letter dropped: cycle");
+                continue;
+            }
+            if let Some(group) = per_shard.get_mut(meta.owner_shard) {
+                group.push(id);
+            }
+        }
+        per_shard
+    }
+}
