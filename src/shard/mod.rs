@@ -470,6 +470,7 @@ impl Shard {
             Ok(())
         })
         .await;
+        self.storage.flush_all().await;
     }
 
     fn shard_drained(&self) {

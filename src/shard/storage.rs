@@ -108,6 +108,19 @@ impl ShardStorage {
         }
     }
 
+    /// Shutdown: makes everything appended durable, settle records included (they are not
+    /// waited for while running), so a clean stop never brings acked messages back.
+    pub async fn flush_all(&self) {
+        if let Err(error) = self.sync_messages().await {
+            tracing::error!(%error, "message log flush at shutdown failed");
+        }
+        if let Some(wal) = self.topology.get() {
+            if let Err(error) = wal.wait_durable(wal.stats().last_appended_lsn).await {
+                tracing::error!(%error, "topology log flush at shutdown failed");
+            }
+        }
+    }
+
     /// Appends a durable topology change (shard 0). Returns its LSN.
     pub fn log_topology(&self, change: &TopologyChange) -> Result<Lsn, WalError> {
         let Some(wal) = self.topology.get() else {

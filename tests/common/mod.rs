@@ -87,6 +87,11 @@ impl Broker {
         self.root.join("data")
     }
 
+    /// Everything the broker processes of this test wrote to stderr so far (all restarts).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.root.join("broker.log")).unwrap_or_default()
+    }
+
     pub fn is_external(&self) -> bool {
         self.external
     }
@@ -121,7 +126,63 @@ impl Broker {
         self.spawn();
     }
 
+    /// Like [`Broker::restart_same_dir`], but a broker that exits instead of becoming ready
+    /// (e.g. it refuses a corrupt log) is an `Err` with its exit status and what it logged,
+    /// not a panic. For recovery tests that expect a refusal.
+    pub fn try_restart_same_dir(&mut self) -> Result<(), StartFailure> {
+        assert!(!self.external, "cannot restart an external broker");
+        if self.child.is_some() {
+            self.stop();
+        }
+        let log_path = self.root.join("broker.log");
+        let log_start = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+        let ready = self.spawn_child();
+        match ready.recv_timeout(BROKER_READY_TIMEOUT) {
+            Ok(line) => {
+                self.check_ready_line(&line);
+                Ok(())
+            }
+            Err(_) => {
+                // No ready line: the process exited (stdout closed) or hangs; either way reap it.
+                let exited = self.wait_stdout_closed(BROKER_STOP_TIMEOUT);
+                let status = match self.child.take() {
+                    Some(mut child) => {
+                        if !exited {
+                            let _ = child.kill();
+                        }
+                        child.wait().ok()
+                    }
+                    None => None,
+                };
+                Err(StartFailure {
+                    status,
+                    log: log_since(&log_path, log_start),
+                })
+            }
+        }
+    }
+
     fn spawn(&mut self) {
+        let log_path = self.root.join("broker.log");
+        let ready_rx = self.spawn_child();
+        match ready_rx.recv_timeout(BROKER_READY_TIMEOUT) {
+            Ok(line) => self.check_ready_line(&line),
+            Err(_) => {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                self.kill9();
+                panic!(
+                    "ringmq printed no ready line within {BROKER_READY_TIMEOUT:?} (exit: {status:?})\n{}",
+                    log_tail(&log_path)
+                );
+            }
+        }
+    }
+
+    /// Spawns the process; the receiver gets its ready line (or disconnects when it exits).
+    fn spawn_child(&mut self) -> mpsc::Receiver<String> {
         let log_path = self.root.join("broker.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -152,20 +213,7 @@ impl Broker {
         let (closed_tx, closed_rx) = mpsc::channel();
         self.stdout_closed = Some(closed_rx);
         std::thread::spawn(move || drain_stdout(stdout, ready_tx, closed_tx));
-        match ready_rx.recv_timeout(BROKER_READY_TIMEOUT) {
-            Ok(line) => self.check_ready_line(&line),
-            Err(_) => {
-                let status = self
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten());
-                self.kill9();
-                panic!(
-                    "ringmq printed no ready line within {BROKER_READY_TIMEOUT:?} (exit: {status:?})\n{}",
-                    log_tail(&log_path)
-                );
-            }
-        }
+        ready_rx
     }
 
     fn check_ready_line(&self, line: &str) {
@@ -259,6 +307,20 @@ fn unique_dir() -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     std::env::temp_dir().join(format!("ringmq-test-{}-{n}-{nanos}", std::process::id()))
+}
+
+/// A broker that did not become ready: how it exited and what it wrote to stderr meanwhile.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub status: Option<ExitStatus>,
+    pub log: String,
+}
+
+/// The broker log from byte `start` on (the part one process wrote; the file is appended to).
+fn log_since(path: &Path, start: u64) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(start).unwrap_or(usize::MAX);
+    String::from_utf8_lossy(bytes.get(start..).unwrap_or_default()).into_owned()
 }
 
 fn log_tail(path: &Path) -> String {
