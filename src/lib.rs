@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod id_hash;
 pub mod limits;
 pub mod net;
 pub mod protocol;

@@ -411,13 +411,14 @@ async fn queue_with_consumer_does_not_expire(broker: &Broker) {
     let pair = pair(broker).await;
     let home = channel(&pair.home).await;
     let queue = unique("expires-consumed");
-    declare_with(&home, &queue, args(&[("x-expires", long(100))]))
+    // A lease long enough for the consumer to attach from the other shard on a loaded machine.
+    declare_with(&home, &queue, args(&[("x-expires", long(1000))]))
         .await
         .expect("declare");
     let consumer_channel = channel(&pair.away).await;
     let consumer = consume(&consumer_channel, &queue, true).await;
-    // Three lease lengths with a consumer: the queue must still be there.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Over two lease lengths with a consumer: the queue must still be there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         passive_count(&pair.home, &queue).await.is_ok(),
         "queue expired under a consumer"

@@ -10,7 +10,6 @@
 mod config;
 mod consumers;
 mod dead_letter;
-mod id_hash;
 mod length;
 mod ready;
 
@@ -27,11 +26,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::id_hash::IdBuildHasher;
 use crate::protocol::BasicProperties;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
-use id_hash::IdBuildHasher;
 pub use length::Admission;
 use ready::{ReadyEntry, ReadyQueue};
 

@@ -9,6 +9,7 @@ use super::state::{ChannelState, Confirms, Consumer, Unacked};
 use super::{Fault, Session};
 use crate::broker::queue::{ChannelRef, Message, SharedMessage};
 use crate::broker::{self, QueueId, ShardId};
+use crate::id_hash::IdMap;
 use crate::limits::{CONSUMERS_PER_CHANNEL_MAX, MESSAGE_SIZE_MAX_BYTES, TX_OPERATIONS_MAX};
 use crate::protocol::*;
 use crate::shard::messages::{
@@ -252,7 +253,7 @@ impl Session {
                 self.with_channel(channel, |c| {
                     c.confirm.get_or_insert(Confirms {
                         next_seq: 1,
-                        pending: HashMap::new(),
+                        pending: IdMap::default(),
                     });
                 });
                 self.reply(

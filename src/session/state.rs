@@ -11,6 +11,7 @@ use bytes::BytesMut;
 
 use crate::broker::queue::{ConsumerKey, MessageId, SharedMessage};
 use crate::broker::{ConnId, QueueId, ShardId};
+use crate::id_hash::IdMap;
 use crate::limits::FRAME_MAX_BYTES;
 use crate::protocol::{self, BasicAck, BasicCancel, BasicDeliver, BasicNack, Method};
 use crate::shard::messages::DeliverEntry;
@@ -33,7 +34,7 @@ pub struct ConnShared {
     /// way we read and discard until it closes (bounded) instead of closing first, so our last
     /// frames are not lost to a reset.
     pub drain_on_close: Cell<bool>,
-    pub channels: RefCell<HashMap<u16, ChannelState>>,
+    pub channels: RefCell<IdMap<u16, ChannelState>>,
 }
 
 #[derive(Default)]
@@ -43,7 +44,7 @@ pub struct ChannelState {
     pub next_delivery_tag: u64,
     /// Messages delivered and not yet settled, in delivery-tag order.
     pub unacked: VecDeque<Unacked>,
-    pub consumers: HashMap<ConsumerKey, Consumer>,
+    pub consumers: IdMap<ConsumerKey, Consumer>,
     pub consumer_tags: HashMap<String, ConsumerKey>,
     /// basic.qos(global=false): the limit given to consumers created from now on.
     pub prefetch_per_consumer: u16,
@@ -87,7 +88,7 @@ pub struct Consumer {
 pub struct Confirms {
     pub next_seq: u64,
     /// Publishes waiting for other shards: seq -> (replies still expected, any refusal).
-    pub pending: HashMap<u64, (u32, bool)>,
+    pub pending: IdMap<u64, (u32, bool)>,
 }
 
 impl ConnShared {
@@ -101,7 +102,7 @@ impl ConnShared {
             flushed: Notify::default(),
             output_closed: Cell::new(false),
             drain_on_close: Cell::new(false),
-            channels: RefCell::new(HashMap::new()),
+            channels: RefCell::new(IdMap::default()),
         }
     }
 

@@ -15,11 +15,11 @@ mod storage;
 pub mod sync;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
 use crate::broker::{AmqpError, ConnId, QueueId, ShardId, Topology};
+use crate::id_hash::IdMap;
 use crate::limits::RPC_TIMEOUT;
 use crate::protocol::reply_code;
 use crate::session::ConnShared;
@@ -40,11 +40,11 @@ pub struct Shard {
     pub shard_count: usize,
     pub topology: RefCell<Topology>,
     pub mesh: Rc<Mesh>,
-    queues: RefCell<HashMap<QueueId, HostedQueue>>,
-    conns: RefCell<HashMap<ConnId, Rc<ConnShared>>>,
+    queues: RefCell<IdMap<QueueId, HostedQueue>>,
+    conns: RefCell<IdMap<ConnId, Rc<ConnShared>>>,
     next_local_id: Cell<u64>,
     next_request: Cell<RequestId>,
-    pending_requests: RefCell<HashMap<RequestId, OneshotSender<Reply>>>,
+    pending_requests: RefCell<IdMap<RequestId, OneshotSender<Reply>>>,
     /// Scratch buffer for routing results, reused across publishes.
     route_scratch: RefCell<Vec<QueueId>>,
     owner: owner::OwnerState,
@@ -83,11 +83,11 @@ impl Shard {
             shard_count,
             topology: RefCell::new(topology),
             mesh: Rc::new(Mesh::new(id, shard_count)),
-            queues: RefCell::new(HashMap::new()),
-            conns: RefCell::new(HashMap::new()),
+            queues: RefCell::new(IdMap::default()),
+            conns: RefCell::new(IdMap::default()),
             next_local_id: Cell::new(1),
             next_request: Cell::new(1),
-            pending_requests: RefCell::new(HashMap::new()),
+            pending_requests: RefCell::new(IdMap::default()),
             route_scratch: RefCell::new(Vec::new()),
             owner: owner::OwnerState::new(),
             storage: storage::ShardStorage::default(),

@@ -1,7 +1,7 @@
 //! The queues a shard owns: applying publishes, settlements and queue requests, and dispatching
 //! deliveries to consumers (wherever their connections live).
 
-use std::collections::HashMap;
+use crate::id_hash::IdMap;
 use std::rc::Rc;
 
 use std::num::NonZeroU64;
@@ -25,7 +25,7 @@ pub struct HostedQueue {
     /// Persistent messages published to it are written to the shard's log.
     durable: bool,
     /// Where each consumer's deliveries go.
-    consumer_channels: HashMap<ConsumerKey, ChannelRef>,
+    consumer_channels: IdMap<ConsumerKey, ChannelRef>,
 }
 
 impl HostedQueue {
@@ -37,7 +37,7 @@ impl HostedQueue {
             ),
             auto_delete: meta.auto_delete,
             durable: meta.durable && meta.exclusive_owner.is_none(),
-            consumer_channels: HashMap::new(),
+            consumer_channels: IdMap::default(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! A hasher for the integer keys the queue assigns itself (message ids, consumer keys).
+//! A hasher for integer keys the broker assigns itself (message, queue, connection, consumer and
+//! request ids, channel numbers).
 //!
 //! SipHash is built to resist keys an attacker chooses; these keys are ours (monotonic ids,
 //! keys handed out by the runtime), so one multiply is enough. The odd multiplier is a
@@ -27,6 +28,21 @@ impl Hasher for IdHasher {
     fn write_u64(&mut self, value: u64) {
         self.0 = (self.0 ^ value).wrapping_mul(MULTIPLIER);
     }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u16(&mut self, value: u16) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
 }
 
 pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
+
+/// A `HashMap` keyed by our own integer ids.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, IdBuildHasher>;
