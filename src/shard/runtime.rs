@@ -21,7 +21,11 @@ type Ready = Result<Vec<SocketAddr>, String>;
 /// Runs the broker until SIGINT/SIGTERM. `on_ready` is called once every shard listens.
 pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), String> {
     let shard_count = config.shards;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The cores we may run on (respecting taskset/cgroups); shard i is pinned to the i-th.
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|core| core.id).collect())
+        .filter(|ids: &Vec<usize>| !ids.is_empty())
+        .unwrap_or_else(|| vec![0]);
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let mut handles = Vec::with_capacity(shard_count);
     for (id, ends) in mesh::build(shard_count).into_iter().enumerate() {
@@ -32,7 +36,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
             .map(|ip| SocketAddr::new(*ip, config.port))
             .collect();
         let ready_tx = ready_tx.clone();
-        let builder = LocalExecutorBuilder::new(Placement::Fixed(id % cores))
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cores[id % cores.len()]))
             .name(&format!("shard-{id}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
             .ring_depth(EXECUTOR_RING_DEPTH);
