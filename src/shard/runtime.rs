@@ -39,7 +39,8 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cores[id % cores.len()]))
             .name(&format!("shard-{id}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-            .ring_depth(EXECUTOR_RING_DEPTH);
+            .ring_depth(EXECUTOR_RING_DEPTH)
+            .spin_before_park(config.spin_before_park);
         let handle = builder
             .spawn(move || shard_main(id, shard_count, ends, listen, data_dir, ready_tx))
             .map_err(|e| executor_error(id, &e.to_string()))?;
