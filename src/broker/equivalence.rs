@@ -196,7 +196,8 @@ fn rule_for(key: &str) -> Option<Rule> {
         | "x-max-length-bytes"
         | "x-max-in-memory-length"
         | "x-max-in-memory-bytes"
-        | "x-stream-max-segment-size-bytes" => Rule::NonNegative,
+        | "x-stream-max-segment-size-bytes"
+        | "x-delivery-limit" => Rule::NonNegative,
         "x-max-priority" => Rule::Priority,
         "x-queue-type" => Rule::Text(&QUEUE_TYPES),
         "x-overflow" => Rule::Text(&OVERFLOW_MODES),

@@ -10,6 +10,7 @@
 mod config;
 mod consumers;
 mod dead_letter;
+mod delivery_limit;
 mod id_hash;
 mod length;
 mod ready;
@@ -31,6 +32,8 @@ use crate::protocol::BasicProperties;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
+use delivery_limit::Return;
+pub use delivery_limit::X_DELIVERY_COUNT;
 use id_hash::IdBuildHasher;
 pub use length::Admission;
 use ready::{ReadyEntry, ReadyQueue};
@@ -136,6 +139,10 @@ pub struct Queue {
     /// goes through `forget`, so none is missed.
     forgotten: Vec<MessageId>,
     config: QueueConfig,
+    /// Returns per message, for `x-delivery-limit` only (see `delivery_limit`).
+    delivery_counts: HashMap<MessageId, u32, IdBuildHasher>,
+    /// Dropped by the delivery limit, waiting for the host to dead-letter them.
+    over_delivery_limit: Vec<SharedMessage>,
     /// Wall-clock ms of the last [`Queue::expire`]: the time publishes are stamped with.
     now_ms: u64,
 }
@@ -158,6 +165,8 @@ impl Queue {
             had_consumers: false,
             forgotten: Vec::new(),
             config,
+            delivery_counts: HashMap::default(),
+            over_delivery_limit: Vec::new(),
             now_ms: 0,
         }
     }
@@ -236,6 +245,9 @@ impl Queue {
     }
 
     fn forget(&mut self, id: MessageId, persisted: Option<WalPosition>) {
+        if !self.delivery_counts.is_empty() {
+            self.delivery_counts.remove(&id);
+        }
         if persisted.is_some() {
             self.forgotten.push(id);
         }
@@ -299,9 +311,10 @@ impl Queue {
             let Some(turn) = self.consumers.take_turn() else {
                 return;
             };
-            let Some(entry) = self.ready.pop_front() else {
+            let Some(mut entry) = self.ready.pop_front() else {
                 return;
             };
+            entry.message = self.stamp_delivery_count(entry.id, entry.message);
             if turn.no_ack {
                 self.forget(entry.id, entry.persisted);
             } else {
@@ -334,7 +347,8 @@ impl Queue {
         no_ack: bool,
         channel: ChannelRef,
     ) -> Option<(MessageId, SharedMessage, bool)> {
-        let entry = self.ready.pop_front()?;
+        let mut entry = self.ready.pop_front()?;
+        entry.message = self.stamp_delivery_count(entry.id, entry.message);
         if no_ack {
             self.forget(entry.id, entry.persisted);
         } else {
@@ -433,6 +447,7 @@ impl Queue {
     /// On delete: every message, ready and unacked, in MessageId order. Consumers are left in
     /// place so the caller can still notify them through [`Queue::consumers`].
     pub fn drain_all(&mut self) -> Vec<SharedMessage> {
+        self.delivery_counts.clear();
         let mut unacked: Vec<(MessageId, Unacked)> = self.unacked.drain().collect();
         unacked.sort_unstable_by_key(|(id, _)| *id);
         for (id, held) in &unacked {
@@ -479,6 +494,11 @@ impl Queue {
     }
 
     fn requeue(&mut self, id: MessageId, unacked: Unacked) {
+        if let Return::OverLimit = self.count_return(id) {
+            self.forget(id, unacked.persisted);
+            self.over_delivery_limit.push(unacked.message);
+            return;
+        }
         self.ready.insert_sorted(ReadyEntry {
             id,
             persisted: unacked.persisted,

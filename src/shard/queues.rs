@@ -223,7 +223,17 @@ impl Shard {
         };
         self.log_forgotten(id);
         self.dead_letter(id, DeathReason::Rejected, dropped);
+        self.dead_letter_over_limit(id);
         self.dispatch(id);
+    }
+
+    /// Dead-letters what the queue dropped for `x-delivery-limit` while requeueing.
+    fn dead_letter_over_limit(&self, id: QueueId) {
+        let over = match self.queues.borrow_mut().get_mut(&id) {
+            Some(hosted) => hosted.queue.take_over_delivery_limit(),
+            None => return,
+        };
+        self.dead_letter(id, DeathReason::DeliveryLimit, over);
     }
 
     /// Answers a request about a queue we own. Synchronous: the queue is ours alone.
@@ -251,6 +261,7 @@ impl Shard {
             }
             Ok(_) => {
                 self.log_forgotten(id);
+                self.dead_letter_over_limit(id);
                 if used {
                     self.queue_used(id);
                 }

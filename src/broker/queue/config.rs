@@ -35,6 +35,8 @@ pub struct QueueConfig {
     pub overflow: Overflow,
     /// `x-single-active-consumer`.
     pub single_active_consumer: bool,
+    /// `x-delivery-limit`: returns a message may have before it is dead-lettered.
+    pub delivery_limit: Option<u64>,
 }
 
 impl QueueConfig {
@@ -69,6 +71,7 @@ impl QueueConfig {
                 .get("x-single-active-consumer")
                 .and_then(FieldValue::as_bool)
                 .unwrap_or(false),
+            delivery_limit: non_negative("x-delivery-limit"),
         }
     }
 

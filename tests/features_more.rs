@@ -1,0 +1,209 @@
+//! More RabbitMQ features, black-box, against 1 and 2 shards: x-delivery-limit, alternate
+//! exchanges, user_id validation, CC/BCC, direct reply-to, delayed messages, deduplication.
+//!
+//! As in tests/features.rs: with 2 shards the queue lives on one shard ("home") and the
+//! publisher on the other ("away"). Waits are bounded polls, never sleeps used to synchronise.
+
+mod common;
+
+use std::time::Duration;
+
+use common::amqp::{
+    assert_nothing_more, channel, confirming_channel, consume, expect_code, get, next_delivery,
+    publish, publish_confirmed,
+};
+use common::shard_probe;
+use common::{step, unique, Broker};
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+
+const PRECONDITION_FAILED: u16 = 406;
+/// Connections opened at most while looking for one on each of two shards.
+const SHARD_SEARCH_CONNECTIONS_MAX: usize = 64;
+/// Longest a poll waits for something due within a few hundred ms.
+const ARRIVAL_WAIT: Duration = Duration::from_secs(5);
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+per_shard_count!(
+    delivery_limit_dead_letters_after_too_many_returns,
+    delivery_limit_bad_arguments_are_406,
+);
+
+/// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
+struct Pair {
+    home: Connection,
+    away: Connection,
+    _extra: Vec<Connection>,
+}
+
+async fn pair(broker: &Broker) -> Pair {
+    let (home, home_shard) = shard_probe::connect(broker.port()).await;
+    let mut extra = Vec::new();
+    for _ in 0..SHARD_SEARCH_CONNECTIONS_MAX {
+        let (away, away_shard) = shard_probe::connect(broker.port()).await;
+        if broker.shards() == 1 || away_shard != home_shard || home_shard.is_none() {
+            return Pair {
+                home,
+                away,
+                _extra: extra,
+            };
+        }
+        extra.push(away);
+    }
+    panic!("no connection landed on a second shard in {SHARD_SEARCH_CONNECTIONS_MAX} attempts");
+}
+
+fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in entries {
+        table.insert(ShortString::from(*key), value.clone());
+    }
+    table
+}
+
+fn long(n: i64) -> AMQPValue {
+    AMQPValue::LongLongInt(n)
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+fn header<'h>(headers: &'h FieldTable, key: &str) -> Option<&'h AMQPValue> {
+    headers.inner().get(key)
+}
+
+fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match header(headers, key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
+    match header(props.headers().as_ref()?, key)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+async fn declare_with(ch: &Channel, name: &str, arguments: FieldTable) -> lapin::Result<u32> {
+    step(
+        "queue.declare",
+        ch.queue_declare(name, QueueDeclareOptions::default(), arguments),
+    )
+    .await
+    .map(|queue| queue.message_count())
+}
+
+async fn declare_plain(ch: &Channel, name: &str) {
+    declare_with(ch, name, FieldTable::default())
+        .await
+        .expect("declare");
+}
+
+/// Polls basic.get until a message arrives, failing after [`ARRIVAL_WAIT`].
+async fn wait_for_message(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_WAIT;
+    loop {
+        if let Some(message) = get(ch, queue, false).await {
+            return message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing arrived in {queue} within {ARRIVAL_WAIT:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
+    get(ch, queue, true).await.map(|m| m.delivery.data)
+}
+
+/// Sends a request that fails with a channel error and returns its result, following up with a
+/// basic.get when the failure only shows on the next call (publish errors are asynchronous).
+async fn channel_error_after<T>(
+    ch: &Channel,
+    queue: &str,
+    result: lapin::Result<T>,
+) -> lapin::Result<()> {
+    match result {
+        Ok(_) => step(
+            "basic.get after the failing call",
+            ch.basic_get(queue, BasicGetOptions { no_ack: true }),
+        )
+        .await
+        .map(|_| ()),
+        Err(error) => Err(error),
+    }
+}
+
+// ---- x-delivery-limit -------------------------------------------------------------------------
+
+async fn delivery_limit_dead_letters_after_too_many_returns(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let dead = unique("limit-dead");
+    declare_plain(&away, &dead).await;
+    let work = unique("limit-work");
+    let arguments = args(&[
+        ("x-delivery-limit", long(2)),
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&dead)),
+    ]);
+    declare_with(&home, &work, arguments)
+        .await
+        .expect("declare");
+    publish(&away, "", &work, b"poison", BasicProperties::default()).await;
+    let reader = channel(&pair.away).await;
+    // Delivered three times (the first plus two redeliveries), returned each time.
+    for expected in [None, Some(1), Some(2)] {
+        let got = get(&reader, &work, false).await.expect("work message");
+        assert_eq!(
+            header_int(&got.delivery.properties, "x-delivery-count"),
+            expected
+        );
+        let nack = BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        };
+        step("nack", reader.basic_nack(got.delivery.delivery_tag, nack))
+            .await
+            .expect("nack");
+    }
+    let dead_letter = wait_for_message(&away, &dead).await;
+    assert_eq!(dead_letter.delivery.data, b"poison");
+    let headers = dead_letter
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .expect("headers");
+    assert_eq!(
+        header_text(&headers, "x-first-death-reason").as_deref(),
+        Some("delivery_limit")
+    );
+    assert!(
+        get(&reader, &work, true).await.is_none(),
+        "work queue empty"
+    );
+}
+
+async fn delivery_limit_bad_arguments_are_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    for bad in [long(-1), text("3")] {
+        let ch = channel(&connection).await;
+        let result = declare_with(
+            &ch,
+            &unique("bad-limit"),
+            args(&[("x-delivery-limit", bad)]),
+        )
+        .await;
+        expect_code("bad x-delivery-limit", result, PRECONDITION_FAILED);
+    }
+}
