@@ -28,6 +28,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 per_shard_count!(
     delivery_limit_dead_letters_after_too_many_returns,
     delivery_limit_bad_arguments_are_406,
+    alternate_exchange_takes_unroutable_messages,
+    mandatory_returned_only_when_the_alternate_does_not_route,
+    user_id_must_match_the_login_user,
 );
 
 /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
@@ -206,4 +209,164 @@ async fn delivery_limit_bad_arguments_are_406(broker: &Broker) {
         .await;
         expect_code("bad x-delivery-limit", result, PRECONDITION_FAILED);
     }
+}
+
+// ---- alternate exchange -----------------------------------------------------------------------
+
+fn mandatory() -> BasicPublishOptions {
+    BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    }
+}
+
+async fn declare_exchange_with(ch: &Channel, name: &str, kind: &str, arguments: FieldTable) {
+    step(
+        "exchange.declare",
+        ch.exchange_declare(
+            name,
+            lapin::ExchangeKind::Custom(kind.to_string()),
+            ExchangeDeclareOptions::default(),
+            arguments,
+        ),
+    )
+    .await
+    .expect("exchange.declare");
+}
+
+async fn alternate_exchange_takes_unroutable_messages(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let alternate = unique("ae");
+    declare_exchange_with(&home, &alternate, "fanout", FieldTable::default()).await;
+    let main = unique("ae-main");
+    let arguments = args(&[("alternate-exchange", text(&alternate))]);
+    declare_exchange_with(&home, &main, "direct", arguments).await;
+    let bound = unique("ae-bound");
+    let unrouted = unique("ae-unrouted");
+    declare_plain(&home, &bound).await;
+    declare_plain(&home, &unrouted).await;
+    common::amqp::bind(&home, &bound, &main, "k").await;
+    common::amqp::bind(&home, &unrouted, &alternate, "").await;
+
+    let confirmation = publish_confirmed(
+        &away,
+        &main,
+        "k",
+        mandatory(),
+        b"routed",
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(confirmation.take_message().is_none(), "routed: no return");
+    let confirmation = publish_confirmed(
+        &away,
+        &main,
+        "other",
+        mandatory(),
+        b"lost",
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(confirmation.is_ack());
+    assert!(
+        confirmation.take_message().is_none(),
+        "the alternate routed it: no return"
+    );
+    assert_eq!(
+        get_body(&away, &bound).await.as_deref(),
+        Some(&b"routed"[..])
+    );
+    assert!(get_body(&away, &bound).await.is_none());
+    let got = get(&away, &unrouted, true)
+        .await
+        .expect("in the alternate's queue");
+    assert_eq!(got.delivery.data, b"lost");
+    assert_eq!(got.delivery.exchange.as_str(), main, "keeps its exchange");
+    assert_eq!(got.delivery.routing_key.as_str(), "other");
+}
+
+async fn mandatory_returned_only_when_the_alternate_does_not_route(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    // An alternate with no bindings routes nothing either.
+    let alternate = unique("ae-empty");
+    declare_exchange_with(&home, &alternate, "direct", FieldTable::default()).await;
+    let main = unique("ae-main");
+    let arguments = args(&[("alternate-exchange", text(&alternate))]);
+    declare_exchange_with(&home, &main, "topic", arguments).await;
+    let confirmation = publish_confirmed(
+        &away,
+        &main,
+        "a.b",
+        mandatory(),
+        b"nowhere",
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(confirmation.is_ack(), "unroutable is still acked");
+    let returned = confirmation.take_message().expect("basic.return");
+    assert_eq!(returned.reply_code, 312);
+    assert_eq!(returned.data, b"nowhere");
+    // An alternate that does not exist is the same as none.
+    let dangling = unique("ae-dangling");
+    let arguments = args(&[("alternate-exchange", text(&unique("missing")))]);
+    declare_exchange_with(&home, &dangling, "fanout", arguments).await;
+    let confirmation = publish_confirmed(
+        &away,
+        &dangling,
+        "",
+        mandatory(),
+        b"x",
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(confirmation.take_message().is_some(), "returned");
+}
+
+// ---- user_id ----------------------------------------------------------------------------------
+
+async fn user_id_must_match_the_login_user(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("user-id");
+    declare_plain(&home, &queue).await;
+    let away = confirming_channel(&pair.away).await;
+    let own = BasicProperties::default().with_user_id(ShortString::from("guest"));
+    publish(&away, "", &queue, b"mine", own).await;
+    let got = get(&away, &queue, true).await.expect("message");
+    assert_eq!(
+        got.delivery
+            .properties
+            .user_id()
+            .as_ref()
+            .map(|u| u.as_str()),
+        Some("guest")
+    );
+
+    let ch = confirming_channel(&pair.away).await;
+    let forged = BasicProperties::default().with_user_id(ShortString::from("admin"));
+    let published = step(
+        "basic.publish",
+        ch.basic_publish(
+            "",
+            &queue,
+            BasicPublishOptions::default(),
+            b"forged",
+            forged,
+        ),
+    )
+    .await;
+    let result = match published {
+        Ok(confirm) => step("confirm", confirm).await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    let result = channel_error_after(&ch, &queue, result).await;
+    expect_code("forged user_id", result, PRECONDITION_FAILED);
+    assert!(
+        get(&away, &queue, true).await.is_none(),
+        "forged message not enqueued"
+    );
 }
