@@ -31,6 +31,9 @@ per_shard_count!(
     alternate_exchange_takes_unroutable_messages,
     mandatory_returned_only_when_the_alternate_does_not_route,
     user_id_must_match_the_login_user,
+    cc_and_bcc_add_routing_keys_and_bcc_is_stripped,
+    cc_on_the_default_exchange_names_queues,
+    cc_that_is_not_an_array_is_406,
 );
 
 /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
@@ -369,4 +372,119 @@ async fn user_id_must_match_the_login_user(broker: &Broker) {
         get(&away, &queue, true).await.is_none(),
         "forged message not enqueued"
     );
+}
+
+// ---- CC / BCC ---------------------------------------------------------------------------------
+
+fn key_array(keys: &[&str]) -> AMQPValue {
+    AMQPValue::FieldArray(FieldArray::from(
+        keys.iter().map(|k| text(k)).collect::<Vec<_>>(),
+    ))
+}
+
+async fn cc_and_bcc_add_routing_keys_and_bcc_is_stripped(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let exchange = unique("cc-x");
+    declare_exchange_with(&home, &exchange, "direct", FieldTable::default()).await;
+    // One queue on each side, so the extra keys cross the mesh too.
+    let (main, cc, bcc, other) = (
+        unique("cc-main"),
+        unique("cc-cc"),
+        unique("cc-bcc"),
+        unique("cc-other"),
+    );
+    declare_plain(&home, &main).await;
+    declare_plain(&away, &cc).await;
+    declare_plain(&home, &bcc).await;
+    declare_plain(&away, &other).await;
+    for (queue, key) in [
+        (&main, "main"),
+        (&cc, "cc"),
+        (&bcc, "bcc"),
+        (&other, "other"),
+    ] {
+        common::amqp::bind(&home, queue, &exchange, key).await;
+    }
+    let headers = args(&[
+        ("CC", key_array(&["cc", "nowhere"])),
+        ("BCC", key_array(&["bcc", "main"])),
+        ("app", text("kept")),
+    ]);
+    let props = BasicProperties::default().with_headers(headers);
+    publish(&away, &exchange, "main", b"m", props).await;
+    for queue in [&main, &cc, &bcc] {
+        let got = get(&away, queue, true).await.expect("a copy");
+        assert_eq!(got.delivery.data, b"m");
+        assert_eq!(
+            got.delivery.routing_key.as_str(),
+            "main",
+            "routing key unchanged"
+        );
+        let headers = got.delivery.properties.headers().clone().expect("headers");
+        assert!(header(&headers, "BCC").is_none(), "BCC stripped in {queue}");
+        assert_eq!(header(&headers, "CC"), Some(&key_array(&["cc", "nowhere"])));
+        assert_eq!(header_text(&headers, "app").as_deref(), Some("kept"));
+        assert!(
+            get(&away, queue, true).await.is_none(),
+            "one copy per queue"
+        );
+    }
+    assert!(get(&away, &other, true).await.is_none());
+}
+
+async fn cc_on_the_default_exchange_names_queues(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let (first, second) = (unique("cc-default-1"), unique("cc-default-2"));
+    declare_plain(&home, &first).await;
+    declare_plain(&away, &second).await;
+    let headers = args(&[("BCC", key_array(&[&second]))]);
+    let confirmation = publish_confirmed(
+        &away,
+        "",
+        &unique("missing"),
+        mandatory(),
+        b"bcc-only",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    assert!(
+        confirmation.take_message().is_none(),
+        "routed by BCC: no return"
+    );
+    assert_eq!(
+        get_body(&home, &second).await.as_deref(),
+        Some(&b"bcc-only"[..])
+    );
+    assert!(get(&home, &first, true).await.is_none());
+}
+
+async fn cc_that_is_not_an_array_is_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    let queue = unique("cc-bad");
+    declare_plain(&channel(&connection).await, &queue).await;
+    for name in ["CC", "BCC"] {
+        let ch = confirming_channel(&connection).await;
+        let headers = args(&[(name, text(&queue))]);
+        let published = step(
+            "basic.publish",
+            ch.basic_publish(
+                "",
+                &queue,
+                BasicPublishOptions::default(),
+                b"bad",
+                BasicProperties::default().with_headers(headers),
+            ),
+        )
+        .await;
+        let result = match published {
+            Ok(confirm) => step("confirm", confirm).await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        let result = channel_error_after(&ch, &queue, result).await;
+        expect_code(&format!("{name} as a string"), result, PRECONDITION_FAILED);
+    }
 }

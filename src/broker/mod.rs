@@ -9,6 +9,7 @@ mod exchange;
 mod headers;
 pub mod persist;
 pub mod queue;
+pub mod sender_selected;
 mod topic;
 mod topology;
 pub mod validate;

@@ -850,6 +850,12 @@ impl Session {
                 ));
             }
         }
+        if let Err(reason) = broker::sender_selected::check(properties.headers.as_ref()) {
+            return Err(fault(
+                reply_code::PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - {reason}"),
+            ));
+        }
         let body = match pending.parts.as_slice() {
             [] => Bytes::new(),
             [one] => one.clone(),

@@ -18,8 +18,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
-use crate::broker::{AmqpError, ConnId, QueueId, ShardId, Topology};
+use std::sync::Arc;
+
+use crate::broker::queue::{ChannelRef, ConsumerKey, Message, SharedMessage};
+use crate::broker::{sender_selected, AmqpError, ConnId, QueueId, ShardId, Topology};
 use crate::limits::RPC_TIMEOUT;
 use crate::protocol::reply_code;
 use crate::session::ConnShared;
@@ -224,6 +226,10 @@ impl Shard {
             message.properties.headers.as_ref(),
             &mut destinations,
         );
+        let headers = message.properties.headers.as_ref();
+        if sender_selected::has_extra_keys(headers) {
+            route_extra_keys(&topology, vhost, exchange, &message, &mut destinations);
+        }
         if destinations.is_empty() {
             return PublishOutcome {
                 routed: false,
@@ -242,6 +248,10 @@ impl Shard {
         }
         drop(topology);
         drop(destinations);
+        let message = match sender_selected::without_bcc(&message) {
+            Some(stripped) => Arc::new(stripped),
+            None => message,
+        };
         let mut remote_confirms = 0;
         let mut refused = false;
         let mut remote_shards = 0u64;
@@ -485,6 +495,26 @@ impl Shard {
         self.stopping.set(true);
         self.stop.notify();
     }
+}
+
+/// Adds the destinations of the message's CC and BCC routing keys to `destinations`.
+fn route_extra_keys(
+    topology: &Topology,
+    vhost: &str,
+    exchange: &str,
+    message: &Message,
+    destinations: &mut Vec<QueueId>,
+) {
+    let Some(headers) = message.properties.headers.as_ref() else {
+        return;
+    };
+    let mut more = Vec::new();
+    for key in sender_selected::extra_keys(headers) {
+        topology.route(vhost, exchange, key, Some(headers), &mut more);
+        destinations.extend_from_slice(&more);
+    }
+    destinations.sort_unstable();
+    destinations.dedup();
 }
 
 pub fn internal_error(text: &str) -> AmqpError {
