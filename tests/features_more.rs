@@ -34,6 +34,9 @@ per_shard_count!(
     cc_and_bcc_add_routing_keys_and_bcc_is_stripped,
     cc_on_the_default_exchange_names_queues,
     cc_that_is_not_an_array_is_406,
+    direct_reply_to_rpc_round_trip,
+    direct_reply_to_gone_consumer_is_returned,
+    direct_reply_to_bad_uses_are_406,
 );
 
 /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
@@ -487,4 +490,178 @@ async fn cc_that_is_not_an_array_is_406(broker: &Broker) {
         let result = channel_error_after(&ch, &queue, result).await;
         expect_code(&format!("{name} as a string"), result, PRECONDITION_FAILED);
     }
+}
+
+// ---- direct reply-to --------------------------------------------------------------------------
+
+const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+async fn reply_consumer(ch: &Channel) -> lapin::Consumer {
+    consume(ch, REPLY_TO, true).await
+}
+
+/// The server side of one RPC: takes the request from `queue` and answers `reply_to`.
+async fn serve_one(server: &Channel, queue: &str, options: BasicPublishOptions) -> (String, bool) {
+    let request = wait_for_message(server, queue).await;
+    let reply_to = request
+        .delivery
+        .properties
+        .reply_to()
+        .as_ref()
+        .map(|r| r.as_str().to_string())
+        .expect("reply_to set");
+    let mut answer = b"re: ".to_vec();
+    answer.extend_from_slice(&request.delivery.data);
+    let confirmation = publish_confirmed(
+        server,
+        "",
+        &reply_to,
+        options,
+        &answer,
+        BasicProperties::default(),
+    )
+    .await;
+    step(
+        "ack request",
+        request.delivery.ack(BasicAckOptions::default()),
+    )
+    .await
+    .expect("ack");
+    (reply_to, confirmation.take_message().is_some())
+}
+
+async fn direct_reply_to_rpc_round_trip(broker: &Broker) {
+    let pair = pair(broker).await;
+    // The server (and its queue) on one shard, the client on the other.
+    let server = confirming_channel(&pair.home).await;
+    let requests = unique("rpc");
+    declare_plain(&server, &requests).await;
+    let client = channel(&pair.away).await;
+    let mut replies = reply_consumer(&client).await;
+    for n in 0..3 {
+        let body = format!("request-{n}");
+        let props = BasicProperties::default().with_reply_to(ShortString::from(REPLY_TO));
+        step(
+            "publish request",
+            client.basic_publish(
+                "",
+                &requests,
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                props,
+            ),
+        )
+        .await
+        .expect("publish");
+        let (reply_to, returned) = serve_one(&server, &requests, mandatory()).await;
+        assert!(reply_to.starts_with("amq.rabbitmq.reply-to."), "{reply_to}");
+        assert!(!returned, "reply to a live consumer is not returned");
+        let reply = next_delivery(&mut replies).await;
+        assert_eq!(reply.data, format!("re: {body}").as_bytes());
+        assert_eq!(reply.routing_key.as_str(), reply_to);
+    }
+    assert_nothing_more(&mut replies).await;
+}
+
+async fn direct_reply_to_gone_consumer_is_returned(broker: &Broker) {
+    let pair = pair(broker).await;
+    let server = confirming_channel(&pair.home).await;
+    let requests = unique("rpc-gone");
+    declare_plain(&server, &requests).await;
+    let client = channel(&pair.away).await;
+    let _replies = reply_consumer(&client).await;
+    let props = BasicProperties::default().with_reply_to(ShortString::from(REPLY_TO));
+    step(
+        "publish request",
+        client.basic_publish(
+            "",
+            &requests,
+            BasicPublishOptions::default(),
+            b"late",
+            props,
+        ),
+    )
+    .await
+    .expect("publish");
+    // Wait until the request is queued, then let the client go away before the answer.
+    let request = wait_for_message(&server, &requests).await;
+    step("close client channel", client.close(200, "bye"))
+        .await
+        .expect("close");
+    let reply_to = request
+        .delivery
+        .properties
+        .reply_to()
+        .as_ref()
+        .map(|r| r.as_str().to_string())
+        .expect("reply_to");
+    let confirmation = publish_confirmed(
+        &server,
+        "",
+        &reply_to,
+        mandatory(),
+        b"too late",
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(confirmation.is_ack());
+    let returned = confirmation
+        .take_message()
+        .expect("returned: consumer gone");
+    assert_eq!(returned.reply_code, 312);
+    // A made-up address is just as unroutable.
+    let confirmation = publish_confirmed(
+        &server,
+        "",
+        "amq.rabbitmq.reply-to.not-an-address",
+        mandatory(),
+        b"x",
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(
+        confirmation.take_message().is_some(),
+        "returned: bad address"
+    );
+}
+
+async fn direct_reply_to_bad_uses_are_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    // Consuming with acknowledgements.
+    let ch = channel(&connection).await;
+    let result = step(
+        "basic.consume",
+        ch.basic_consume(
+            REPLY_TO,
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    expect_code(
+        "reply consumer with acks",
+        result.map(|_| ()),
+        PRECONDITION_FAILED,
+    );
+    // Publishing a request without a reply consumer on the channel.
+    let queue = unique("rpc-no-consumer");
+    declare_plain(&channel(&connection).await, &queue).await;
+    let ch = confirming_channel(&connection).await;
+    let props = BasicProperties::default().with_reply_to(ShortString::from(REPLY_TO));
+    let published = step(
+        "basic.publish",
+        ch.basic_publish("", &queue, BasicPublishOptions::default(), b"r", props),
+    )
+    .await;
+    let result = match published {
+        Ok(confirm) => step("confirm", confirm).await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    let result = channel_error_after(&ch, &queue, result).await;
+    expect_code(
+        "reply_to without a reply consumer",
+        result,
+        PRECONDITION_FAILED,
+    );
 }

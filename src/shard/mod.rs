@@ -5,6 +5,7 @@
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
 mod dead_letter;
+pub mod direct_reply;
 mod expiry;
 pub mod mesh;
 pub mod messages;
@@ -181,6 +182,9 @@ impl Shard {
                 Err(error) => Reply::Failed(error.to_string()),
             },
             Request::Queue { queue, op } => Reply::Queue(self.handle_queue_op(queue, op)),
+            Request::DirectReply { address, message } => {
+                self.deliver_direct_reply_here(address, message)
+            }
         }
     }
 
@@ -305,8 +309,9 @@ impl Shard {
             Some(conn) => conn.deliver(entry).err(),
             None => Some(entry),
         };
-        // The consumer went away while the message was on its way: put it back.
-        if let Some(entry) = refused {
+        // The consumer went away while the message was on its way: put it back (a direct
+        // reply has no queue to go back to).
+        if let Some(entry) = refused.filter(|e| e.queue != direct_reply::DIRECT_REPLY_QUEUE_ID) {
             let owner = self.owner_of(entry.queue);
             self.settle(
                 entry.queue,
