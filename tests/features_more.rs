@@ -37,6 +37,9 @@ per_shard_count!(
     direct_reply_to_rpc_round_trip,
     direct_reply_to_gone_consumer_is_returned,
     direct_reply_to_bad_uses_are_406,
+    delayed_messages_routed_when_their_delay_passes,
+    delayed_exchange_routes_by_its_delayed_type,
+    delayed_exchange_bad_arguments_are_406,
 );
 
 /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
@@ -664,4 +667,138 @@ async fn direct_reply_to_bad_uses_are_406(broker: &Broker) {
         result,
         PRECONDITION_FAILED,
     );
+}
+
+// ---- delayed messages -------------------------------------------------------------------------
+
+fn delayed_args(routing: &str) -> FieldTable {
+    args(&[("x-delayed-type", text(routing))])
+}
+
+fn with_delay(ms: i64) -> BasicProperties {
+    BasicProperties::default().with_headers(args(&[("x-delay", long(ms))]))
+}
+
+/// Message count from a passive declare.
+async fn queue_count(connection: &Connection, name: &str) -> u32 {
+    let ch = channel(connection).await;
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let count = step(
+        "passive queue.declare",
+        ch.queue_declare(name, options, FieldTable::default()),
+    )
+    .await
+    .expect("queue exists")
+    .message_count();
+    let _ = ch.close(200, "done").await;
+    count
+}
+
+async fn wait_for_count(connection: &Connection, name: &str, expected: u32) {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_WAIT;
+    loop {
+        let count = queue_count(connection, name).await;
+        if count == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue {name}: {count} messages, expected {expected} within {ARRIVAL_WAIT:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn delayed_messages_routed_when_their_delay_passes(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let exchange = unique("delayed");
+    declare_exchange_with(
+        &home,
+        &exchange,
+        "x-delayed-message",
+        delayed_args("direct"),
+    )
+    .await;
+    let queue = unique("delayed-q");
+    declare_plain(&home, &queue).await;
+    common::amqp::bind(&home, &queue, &exchange, "k").await;
+    publish(&away, &exchange, "k", b"long", with_delay(1500)).await;
+    publish(&away, &exchange, "k", b"short", with_delay(200)).await;
+    publish(&away, &exchange, "k", b"now", BasicProperties::default()).await;
+    publish(&away, &exchange, "k", b"negative", with_delay(-5)).await;
+    // Not routed before its time: only the undelayed messages are there yet.
+    assert_eq!(queue_count(&pair.home, &queue).await, 2);
+    wait_for_count(&pair.home, &queue, 4).await;
+    let mut order = Vec::new();
+    while let Some(body) = get_body(&home, &queue).await {
+        order.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    assert_eq!(order, ["now", "negative", "short", "long"]);
+}
+
+async fn delayed_exchange_routes_by_its_delayed_type(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let exchange = unique("delayed-topic");
+    declare_exchange_with(&home, &exchange, "x-delayed-message", delayed_args("topic")).await;
+    let (matched, other) = (unique("delayed-match"), unique("delayed-other"));
+    declare_plain(&home, &matched).await;
+    declare_plain(&away, &other).await;
+    common::amqp::bind(&home, &matched, &exchange, "a.*").await;
+    common::amqp::bind(&home, &other, &exchange, "b.#").await;
+    publish(&away, &exchange, "a.x", b"later", with_delay(100)).await;
+    wait_for_count(&pair.home, &matched, 1).await;
+    assert_eq!(queue_count(&pair.home, &other).await, 0);
+    let got = get(&home, &matched, true).await.expect("routed");
+    assert_eq!(got.delivery.data, b"later");
+    assert_eq!(got.delivery.exchange.as_str(), exchange);
+    assert_eq!(got.delivery.routing_key.as_str(), "a.x");
+}
+
+async fn delayed_exchange_bad_arguments_are_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    for arguments in [
+        FieldTable::default(),
+        delayed_args("bogus"),
+        delayed_args("x-delayed-message"),
+        args(&[("x-delayed-type", long(1))]),
+    ] {
+        let ch = channel(&connection).await;
+        let result = step(
+            "exchange.declare",
+            ch.exchange_declare(
+                &unique("bad-delayed"),
+                lapin::ExchangeKind::Custom("x-delayed-message".into()),
+                ExchangeDeclareOptions::default(),
+                arguments.clone(),
+            ),
+        )
+        .await;
+        expect_code(
+            &format!("x-delayed-type {arguments:?}"),
+            result,
+            PRECONDITION_FAILED,
+        );
+    }
+    // Redeclared with another routing type.
+    let name = unique("delayed-redeclare");
+    let ch = channel(&connection).await;
+    declare_exchange_with(&ch, &name, "x-delayed-message", delayed_args("fanout")).await;
+    let result = step(
+        "exchange.declare",
+        ch.exchange_declare(
+            &name,
+            lapin::ExchangeKind::Custom("x-delayed-message".into()),
+            ExchangeDeclareOptions::default(),
+            delayed_args("direct"),
+        ),
+    )
+    .await;
+    expect_code("other x-delayed-type", result, PRECONDITION_FAILED);
 }

@@ -5,6 +5,7 @@
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
 mod dead_letter;
+mod delayed;
 pub mod direct_reply;
 mod expiry;
 pub mod mesh;
@@ -58,6 +59,8 @@ pub struct Shard {
     /// Every message-TTL and x-expires deadline of the queues hosted here.
     timers: expiry::Timers,
     dead_letters: dead_letter::DeadLetters,
+    /// Messages held by delayed exchanges until their `x-delay` passes.
+    delayed: delayed::DelayedMessages,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -98,6 +101,7 @@ impl Shard {
             topology_arrived: Notify::default(),
             timers: expiry::Timers::default(),
             dead_letters: dead_letter::DeadLetters::default(),
+            delayed: delayed::DelayedMessages::default(),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),
@@ -214,6 +218,20 @@ impl Shard {
     /// Routes a message on our copy of the topology and hands it to every destination queue:
     /// queues here directly, other shards one mesh entry per shard naming all its queues.
     pub fn publish(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        message: SharedMessage,
+        confirm: Option<ConfirmRef>,
+    ) -> PublishOutcome {
+        if let Some(held) = self.hold_if_delayed(vhost, exchange, &message) {
+            return held;
+        }
+        self.route_now(vhost, exchange, message, confirm)
+    }
+
+    /// [`Shard::publish`] without the delayed-exchange hold.
+    fn route_now(
         &self,
         vhost: &str,
         exchange: &str,
