@@ -40,6 +40,9 @@ per_shard_count!(
     delayed_messages_routed_when_their_delay_passes,
     delayed_exchange_routes_by_its_delayed_type,
     delayed_exchange_bad_arguments_are_406,
+    deduplication_drops_repeats_and_still_confirms,
+    deduplication_window_is_bounded_by_size_and_ttl,
+    deduplication_bad_arguments_are_406,
 );
 
 /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
@@ -801,4 +804,137 @@ async fn delayed_exchange_bad_arguments_are_406(broker: &Broker) {
     )
     .await;
     expect_code("other x-delayed-type", result, PRECONDITION_FAILED);
+}
+
+// ---- deduplication ----------------------------------------------------------------------------
+
+fn with_id(id: &str) -> BasicProperties {
+    BasicProperties::default().with_message_id(ShortString::from(id))
+}
+
+fn with_dedup_header(value: AMQPValue) -> BasicProperties {
+    BasicProperties::default().with_headers(args(&[("x-deduplication-header", value)]))
+}
+
+fn dedup_args(cache_size: i64, ttl_ms: Option<i64>) -> FieldTable {
+    let mut entries = vec![
+        ("x-message-deduplication", AMQPValue::Boolean(true)),
+        ("x-cache-size", long(cache_size)),
+    ];
+    if let Some(ttl) = ttl_ms {
+        entries.push(("x-cache-ttl", long(ttl)));
+    }
+    args(&entries)
+}
+
+async fn bodies(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut order = Vec::new();
+    while let Some(body) = get_body(ch, queue).await {
+        order.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    order
+}
+
+async fn deduplication_drops_repeats_and_still_confirms(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let queue = unique("dedup");
+    declare_with(&home, &queue, dedup_args(100, None))
+        .await
+        .expect("declare");
+    let away = confirming_channel(&pair.away).await;
+    // `publish` asserts an ack for every one of these, duplicates included.
+    publish(&away, "", &queue, b"a", with_id("1")).await;
+    publish(&away, "", &queue, b"a-retry", with_id("1")).await;
+    publish(&away, "", &queue, b"b", with_id("2")).await;
+    publish(&away, "", &queue, b"plain", BasicProperties::default()).await;
+    publish(&away, "", &queue, b"plain", BasicProperties::default()).await;
+    // The header wins over message_id.
+    publish(
+        &away,
+        "",
+        &queue,
+        b"h",
+        with_dedup_header(text("k")).with_message_id("1".into()),
+    )
+    .await;
+    publish(&away, "", &queue, b"h-retry", with_dedup_header(text("k"))).await;
+    publish(&away, "", &queue, b"n", with_dedup_header(long(7))).await;
+    publish(&away, "", &queue, b"n-retry", with_dedup_header(long(7))).await;
+    assert_eq!(
+        bodies(&away, &queue).await,
+        ["a", "b", "plain", "plain", "h", "n"]
+    );
+    // Consumed messages stay in the window: a late retry is still a duplicate.
+    publish(&away, "", &queue, b"a-late", with_id("1")).await;
+    assert!(get(&away, &queue, true).await.is_none());
+}
+
+async fn deduplication_window_is_bounded_by_size_and_ttl(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let sized = unique("dedup-size");
+    declare_with(&home, &sized, dedup_args(2, None))
+        .await
+        .expect("declare");
+    for id in ["1", "2", "3", "1"] {
+        publish(&away, "", &sized, id.as_bytes(), with_id(id)).await;
+    }
+    assert_eq!(
+        bodies(&away, &sized).await,
+        ["1", "2", "3", "1"],
+        "1 pushed out by 3"
+    );
+
+    let timed = unique("dedup-ttl");
+    declare_with(&home, &timed, dedup_args(100, Some(100)))
+        .await
+        .expect("declare");
+    publish(&away, "", &timed, b"first", with_id("x")).await;
+    // Retry until the key has left the window (bounded): then it is accepted again.
+    let deadline = tokio::time::Instant::now() + ARRIVAL_WAIT;
+    loop {
+        publish(&away, "", &timed, b"retry", with_id("x")).await;
+        if queue_count(&pair.away, &timed).await == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "x-cache-ttl never let the key go"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    assert_eq!(bodies(&away, &timed).await, ["first", "retry"]);
+}
+
+async fn deduplication_bad_arguments_are_406(broker: &Broker) {
+    let connection = common::amqp::connect(broker).await;
+    let enabled = ("x-message-deduplication", AMQPValue::Boolean(true));
+    let cases: Vec<Vec<(&str, AMQPValue)>> = vec![
+        vec![enabled.clone()],
+        vec![enabled.clone(), ("x-cache-size", long(0))],
+        vec![enabled.clone(), ("x-cache-size", long(-1))],
+        vec![enabled.clone(), ("x-cache-size", text("10"))],
+        vec![enabled.clone(), ("x-cache-size", long(1_000_000_000))],
+        vec![
+            enabled.clone(),
+            ("x-cache-size", long(10)),
+            ("x-cache-ttl", long(0)),
+        ],
+        vec![
+            enabled.clone(),
+            ("x-cache-size", long(10)),
+            ("x-cache-ttl", text("5")),
+        ],
+        vec![
+            ("x-message-deduplication", text("yes")),
+            ("x-cache-size", long(10)),
+        ],
+    ];
+    for case in cases {
+        let ch = channel(&connection).await;
+        let result = declare_with(&ch, &unique("bad-dedup"), args(&case)).await;
+        expect_code(&format!("{case:?}"), result, PRECONDITION_FAILED);
+    }
 }

@@ -10,6 +10,7 @@
 mod config;
 mod consumers;
 mod dead_letter;
+mod dedup;
 mod delivery_limit;
 mod id_hash;
 mod length;
@@ -32,6 +33,7 @@ use crate::protocol::BasicProperties;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
+pub use dedup::{DedupCache, DedupConfig, DedupKey, DEDUP_CACHE_SIZE_MAX, X_DEDUPLICATION_HEADER};
 use delivery_limit::Return;
 pub use delivery_limit::X_DELIVERY_COUNT;
 use id_hash::IdBuildHasher;
@@ -143,6 +145,8 @@ pub struct Queue {
     delivery_counts: HashMap<MessageId, u32, IdBuildHasher>,
     /// Dropped by the delivery limit, waiting for the host to dead-letter them.
     over_delivery_limit: Vec<SharedMessage>,
+    /// Recently seen message keys, for `x-message-deduplication`.
+    dedup: Option<DedupCache>,
     /// Wall-clock ms of the last [`Queue::expire`]: the time publishes are stamped with.
     now_ms: u64,
 }
@@ -157,6 +161,7 @@ impl Queue {
         if config.single_active_consumer {
             consumers.set_single_active();
         }
+        let dedup = config.deduplication.map(DedupCache::new);
         Queue {
             ready: ReadyQueue::new(config.priority_levels()),
             unacked: HashMap::default(),
@@ -167,6 +172,7 @@ impl Queue {
             config,
             delivery_counts: HashMap::default(),
             over_delivery_limit: Vec::new(),
+            dedup,
             now_ms: 0,
         }
     }
