@@ -3,16 +3,26 @@
 //!
 //! One ordered map per shard (deadline, arrival order), driven by the shard's one timer
 //! (`TimerKind::Delayed`, re-armed to the earliest deadline): nothing per message but the
-//! entry. Transient: held messages do not survive a restart.
+//! entry.
+//!
+//! A persistent message held by a durable exchange survives a restart: it is logged like an
+//! enqueue to the pseudo-queue [`DELAYED_LOG_QUEUE`] (message id = its arrival number), with
+//! its vhost and deadline in a private header that recovery strips, and settled in the log
+//! when it is routed. Its confirm waits for the record to be durable, as any persistent
+//! publish's does.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use super::expiry::{now_ms, TimerKey, TimerKind};
+use super::messages::ConfirmRef;
+use super::storage::is_persistent;
 use super::{PublishOutcome, Shard};
-use crate::broker::queue::{SharedMessage, MESSAGE_TTL_MAX_MS};
-use crate::broker::ExchangeKind;
-use crate::protocol::FieldValue;
+use crate::broker::queue::{Message, MessageId, SharedMessage, MESSAGE_TTL_MAX_MS};
+use crate::broker::{ExchangeKind, QueueId};
+use crate::protocol::{FieldTable, FieldValue};
 
 pub const X_DELAY: &str = "x-delay";
 /// Delayed messages one shard holds at most; a publish beyond it is refused (nack).
@@ -25,10 +35,18 @@ const DELAYED_TIMER: TimerKey = TimerKey {
     kind: TimerKind::Delayed,
 };
 
+/// The message log's pseudo-queue for held delayed messages (real queue ids count up from 1;
+/// the direct reply-to sentinel is `QueueId::MAX`).
+pub const DELAYED_LOG_QUEUE: QueueId = QueueId::MAX - 1;
+/// The stored copy's private header: a table with the vhost and the deadline.
+const STORED_HEADER: &str = "x-ringmq-delayed";
+
 struct Held {
     vhost: String,
     exchange: String,
     message: SharedMessage,
+    /// In the message log under [`DELAYED_LOG_QUEUE`]: settle it when routed.
+    persisted: bool,
 }
 
 #[derive(Default)]
@@ -57,40 +75,92 @@ impl Shard {
         vhost: &str,
         exchange: &str,
         message: &SharedMessage,
+        confirm: Option<ConfirmRef>,
     ) -> Option<PublishOutcome> {
         let delay_ms = requested_delay_ms(message)?;
-        let delayed = self
-            .topology
-            .borrow()
-            .exchange(vhost, exchange)
-            .is_some_and(|x| x.kind == ExchangeKind::Delayed);
-        if !delayed {
-            return None;
-        }
-        let mut held = self.delayed.by_deadline.borrow_mut();
-        let refused = held.len() >= DELAYED_MESSAGES_MAX;
-        if !refused {
-            let arrival = self.delayed.next_arrival.get();
-            self.delayed.next_arrival.set(arrival.wrapping_add(1));
-            let deadline = now_ms().saturating_add(delay_ms);
-            held.insert(
-                (deadline, arrival),
-                Held {
-                    vhost: vhost.to_string(),
-                    exchange: exchange.to_string(),
-                    message: message.clone(),
-                },
-            );
-            let first = held.first_key_value().map(|((deadline, _), _)| *deadline);
-            drop(held);
-            self.timers.arm(DELAYED_TIMER, first);
-        }
-        Some(PublishOutcome {
+        let durable = match self.topology.borrow().exchange(vhost, exchange) {
+            Some(x) if x.kind == ExchangeKind::Delayed => x.durable,
+            _ => return None,
+        };
+        let mut outcome = PublishOutcome {
             routed: true,
             remote_confirms: 0,
-            refused,
+            refused: false,
             remote_shards: 0,
-        })
+        };
+        if self.delayed.by_deadline.borrow().len() >= DELAYED_MESSAGES_MAX {
+            outcome.refused = true;
+            return Some(outcome);
+        }
+        let arrival = self.next_arrival();
+        let deadline = now_ms().saturating_add(delay_ms);
+        let persisted = durable && is_persistent(message);
+        if persisted {
+            let stored = stored_copy(message, vhost, deadline);
+            match self
+                .storage
+                .log_enqueue(DELAYED_LOG_QUEUE, arrival, &stored)
+            {
+                Ok(lsn) => {
+                    if let Some(confirm) = confirm {
+                        self.storage.confirm_when_durable(lsn, confirm);
+                        outcome.remote_confirms = 1;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot log a delayed message: refused");
+                    outcome.refused = true;
+                    return Some(outcome);
+                }
+            }
+        }
+        let held = Held {
+            vhost: vhost.to_string(),
+            exchange: exchange.to_string(),
+            message: message.clone(),
+            persisted,
+        };
+        self.hold(deadline, arrival, held);
+        Some(outcome)
+    }
+
+    fn next_arrival(&self) -> MessageId {
+        let arrival = self.delayed.next_arrival.get().max(1);
+        self.delayed.next_arrival.set(arrival.saturating_add(1));
+        arrival
+    }
+
+    fn hold(&self, deadline: u64, arrival: MessageId, held: Held) {
+        let first = {
+            let mut by_deadline = self.delayed.by_deadline.borrow_mut();
+            by_deadline.insert((deadline, arrival), held);
+            by_deadline
+                .first_key_value()
+                .map(|((deadline, _), _)| *deadline)
+        };
+        self.timers.arm(DELAYED_TIMER, first);
+    }
+
+    /// Start-up: a delayed message from the message log goes back to the store with its
+    /// original deadline (routed at once if that passed). False if its record is unreadable.
+    pub(super) fn restore_delayed(&self, arrival: MessageId, stored: Message) -> bool {
+        let Some((vhost, deadline, message)) = from_stored(stored) else {
+            return false;
+        };
+        let next = self
+            .delayed
+            .next_arrival
+            .get()
+            .max(arrival.saturating_add(1));
+        self.delayed.next_arrival.set(next);
+        let held = Held {
+            vhost,
+            exchange: message.exchange.clone(),
+            message: Arc::new(message),
+            persisted: true,
+        };
+        self.hold(deadline, arrival, held);
+        true
     }
 
     /// The delayed timer fired: routes what is due (a batch), re-arms for the rest.
@@ -105,20 +175,86 @@ impl Shard {
                 if entry.key().0 > now {
                     break;
                 }
-                due.push(entry.remove());
+                let arrival = entry.key().1;
+                due.push((arrival, entry.remove()));
             }
             let first = held.first_key_value().map(|((deadline, _), _)| *deadline);
             drop(held);
             self.timers.arm(DELAYED_TIMER, first);
         }
-        for held in due {
+        for (arrival, held) in due {
             // Gone exchange or no binding: dropped, as the plugin does.
             self.route_now(&held.vhost, &held.exchange, held.message, None);
+            if held.persisted {
+                // After the routed copies' own records: a crash in between duplicates rather
+                // than loses the message.
+                self.storage.log_settle(DELAYED_LOG_QUEUE, &[arrival]);
+            }
         }
     }
 
     /// Held messages (for tests and metrics).
     pub fn delayed_count(&self) -> usize {
         self.delayed.by_deadline.borrow().len()
+    }
+}
+
+/// The message as logged: with its vhost and deadline in [`STORED_HEADER`].
+fn stored_copy(message: &Message, vhost: &str, deadline_ms: u64) -> Message {
+    let mut properties = message.properties.clone();
+    let mut headers = properties.headers.take().unwrap_or_default();
+    let mut note = FieldTable::default();
+    note.insert("vhost", FieldValue::LongString(vhost.to_string().into()));
+    note.insert("until", FieldValue::Timestamp(deadline_ms));
+    headers.insert(STORED_HEADER, FieldValue::FieldTable(note));
+    properties.headers = Some(headers);
+    Message {
+        exchange: message.exchange.clone(),
+        routing_key: message.routing_key.clone(),
+        properties,
+        body: message.body.clone(),
+    }
+}
+
+/// The vhost, deadline and original message of a logged delayed message.
+fn from_stored(mut stored: Message) -> Option<(String, u64, Message)> {
+    let headers = stored.properties.headers.as_mut()?;
+    let Some(FieldValue::FieldTable(note)) = headers.remove(STORED_HEADER) else {
+        return None;
+    };
+    if headers.is_empty() {
+        stored.properties.headers = None;
+    }
+    let vhost = note.get("vhost")?.as_str()?.to_string();
+    let Some(FieldValue::Timestamp(deadline)) = note.get("until") else {
+        return None;
+    };
+    Some((vhost, *deadline, stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::BasicProperties;
+
+    #[test]
+    fn stored_copy_round_trips() {
+        let message = Message {
+            exchange: "x".into(),
+            routing_key: "k".into(),
+            properties: BasicProperties {
+                message_id: Some("m".into()),
+                ..BasicProperties::default()
+            },
+            body: Bytes::from_static(b"body"),
+        };
+        let stored = stored_copy(&message, "/v", 1234);
+        let (vhost, deadline, back) = from_stored(stored).expect("readable");
+        assert_eq!((vhost.as_str(), deadline), ("/v", 1234));
+        assert_eq!(back.properties, message.properties);
+        assert_eq!(back.body, message.body);
+        assert!(from_stored(message).is_none());
     }
 }

@@ -224,7 +224,7 @@ impl Shard {
         message: SharedMessage,
         confirm: Option<ConfirmRef>,
     ) -> PublishOutcome {
-        if let Some(held) = self.hold_if_delayed(vhost, exchange, &message) {
+        if let Some(held) = self.hold_if_delayed(vhost, exchange, &message, confirm) {
             return held;
         }
         self.route_now(vhost, exchange, message, confirm)
