@@ -1006,3 +1006,58 @@ async fn delayed_survives_restart(shards: usize) {
     let connection = common::amqp::connect(&broker).await;
     assert_eq!(queue_count(&connection, &queue).await, 0);
 }
+
+/// A durable deduplicating queue rebuilds its window from the messages it recovers.
+mod deduplication_survives_restart {
+    #[tokio::test]
+    async fn shards_1() {
+        super::dedup_survives_restart(1).await;
+    }
+    #[tokio::test]
+    async fn shards_2() {
+        super::dedup_survives_restart(2).await;
+    }
+}
+
+async fn dedup_survives_restart(shards: usize) {
+    let mut broker = Broker::start(shards);
+    if broker.is_external() {
+        return;
+    }
+    let queue = unique("dedup-durable");
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    {
+        let pair = pair(&broker).await;
+        let home = channel(&pair.home).await;
+        step(
+            "queue.declare",
+            home.queue_declare(&queue, options, dedup_args(10, None)),
+        )
+        .await
+        .expect("declare");
+        let away = confirming_channel(&pair.away).await;
+        publish(
+            &away,
+            "",
+            &queue,
+            b"once",
+            with_id("1").with_delivery_mode(2),
+        )
+        .await;
+    }
+    broker.restart_same_dir();
+    let connection = common::amqp::connect(&broker).await;
+    let ch = confirming_channel(&connection).await;
+    publish(
+        &ch,
+        "",
+        &queue,
+        b"retry",
+        with_id("1").with_delivery_mode(2),
+    )
+    .await;
+    assert_eq!(bodies(&ch, &queue).await, ["once"]);
+}

@@ -221,7 +221,8 @@ impl Queue {
     /// Puts back a message recovered from the WAL with its original id. It may have been
     /// delivered before the restart, so it comes back marked redelivered (the flag means
     /// "may have been delivered before").
-    /// The enqueue time is not stored, so a TTL counts again from the restart (`now_ms`).
+    /// The enqueue time is not stored, so a TTL counts again from the restart (`now_ms`), and
+    /// so does the deduplication window of the message's key.
     pub fn restore(
         &mut self,
         id: MessageId,
@@ -230,6 +231,9 @@ impl Queue {
         now_ms: u64,
     ) {
         self.now_ms = self.now_ms.max(now_ms);
+        if let Ok(key) = self.check_duplicate(&message, self.now_ms) {
+            self.remember_key(key, self.now_ms);
+        }
         let level = self.level_of(&message);
         let deadline_ms = self
             .ttl_ms(&message)

@@ -224,6 +224,28 @@ mod tests {
     }
 
     #[test]
+    fn restored_messages_are_in_the_window() {
+        use crate::broker::queue::{QueueConfig, QueueLimits, WalPosition};
+        use std::sync::Arc;
+
+        let config = QueueConfig {
+            deduplication: Some(DedupConfig {
+                cache_size: 10,
+                ttl_ms: None,
+            }),
+            ..QueueConfig::default()
+        };
+        let mut queue = Queue::with_config(QueueLimits::default(), config);
+        let restored = Arc::new(message(Some("a"), None));
+        queue.restore(3, restored, WalPosition::MIN, 5);
+        assert!(queue.check_duplicate(&message(Some("a"), None), 6).is_err());
+        assert!(matches!(
+            queue.check_duplicate(&message(Some("b"), None), 6),
+            Ok(Some(_))
+        ));
+    }
+
+    #[test]
     fn window_is_bounded_by_size_and_ttl() {
         let mut cache = DedupCache::new(DedupConfig {
             cache_size: 2,
