@@ -34,6 +34,7 @@ per_shard_count!(
     cc_and_bcc_add_routing_keys_and_bcc_is_stripped,
     cc_on_the_default_exchange_names_queues,
     cc_that_is_not_an_array_is_406,
+    cc_keys_route_dead_letters_too,
     direct_reply_to_rpc_round_trip,
     direct_reply_to_gone_consumer_is_returned,
     direct_reply_to_bad_uses_are_406,
@@ -469,6 +470,37 @@ async fn cc_on_the_default_exchange_names_queues(broker: &Broker) {
         Some(&b"bcc-only"[..])
     );
     assert!(get(&home, &first, true).await.is_none());
+}
+
+/// RabbitMQ dead-letters with the message's routing keys, CC included, unless the queue sets
+/// x-dead-letter-routing-key (which replaces them all and drops CC).
+async fn cc_keys_route_dead_letters_too(broker: &Broker) {
+    let pair = pair(broker).await;
+    let home = channel(&pair.home).await;
+    let away = confirming_channel(&pair.away).await;
+    let dlx = unique("cc-dlx");
+    declare_exchange_with(&home, &dlx, "direct", FieldTable::default()).await;
+    let (main, cc) = (unique("cc-dead-main"), unique("cc-dead-cc"));
+    declare_plain(&home, &main).await;
+    declare_plain(&away, &cc).await;
+    common::amqp::bind(&home, &main, &dlx, "main").await;
+    common::amqp::bind(&home, &cc, &dlx, "cc").await;
+    let work = unique("cc-work");
+    let arguments = args(&[
+        ("x-dead-letter-exchange", text(&dlx)),
+        ("x-message-ttl", long(0)),
+    ]);
+    declare_with(&home, &work, arguments)
+        .await
+        .expect("declare");
+    let headers = args(&[("CC", key_array(&["cc"]))]);
+    let props = BasicProperties::default().with_headers(headers);
+    // The dead letter goes by the original key (the queue's name, bound nowhere on the DLX)
+    // and by the CC key "cc": only `cc` gets it.
+    publish(&away, "", &work, b"expired", props).await;
+    let got = wait_for_message(&away, &cc).await;
+    assert_eq!(got.delivery.data, b"expired");
+    assert!(get(&away, &main, true).await.is_none());
 }
 
 async fn cc_that_is_not_an_array_is_406(broker: &Broker) {
