@@ -2,6 +2,7 @@
 
 use crate::protocol::{reply_code, FieldTable, FieldValue};
 
+use super::queue::DEDUP_CACHE_SIZE_MAX;
 use super::AmqpError;
 
 /// Queue arguments RabbitMQ compares on redeclare (`rabbit_amqqueue:declare_args/0`); any
@@ -190,18 +191,19 @@ enum Rule {
 
 fn rule_for(key: &str) -> Option<Rule> {
     Some(match key {
-        "x-expires" => Rule::Positive,
+        "x-expires" | "x-cache-size" | "x-cache-ttl" => Rule::Positive,
         "x-message-ttl"
         | "x-max-length"
         | "x-max-length-bytes"
         | "x-max-in-memory-length"
         | "x-max-in-memory-bytes"
-        | "x-stream-max-segment-size-bytes" => Rule::NonNegative,
+        | "x-stream-max-segment-size-bytes"
+        | "x-delivery-limit" => Rule::NonNegative,
         "x-max-priority" => Rule::Priority,
         "x-queue-type" => Rule::Text(&QUEUE_TYPES),
         "x-overflow" => Rule::Text(&OVERFLOW_MODES),
         "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-max-age" => Rule::AnyText,
-        "x-single-active-consumer" => Rule::Bool,
+        "x-single-active-consumer" | "x-message-deduplication" => Rule::Bool,
         _ => return None,
     })
 }
@@ -255,5 +257,29 @@ pub(crate) fn validate_queue_arguments(
             }
         }
     }
-    Ok(())
+    validate_deduplication(what, arguments)
+}
+
+/// Deduplication needs a bounded window: `x-cache-size` is required and capped.
+fn validate_deduplication(what: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+    let enabled = arguments
+        .get("x-message-deduplication")
+        .and_then(FieldValue::as_bool)
+        .unwrap_or(false);
+    if !enabled {
+        return Ok(());
+    }
+    match arguments.get("x-cache-size").and_then(FieldValue::as_i64) {
+        None => Err(invalid_arg(
+            what,
+            "x-cache-size",
+            "required with x-message-deduplication".to_string(),
+        )),
+        Some(n) if n as u64 > DEDUP_CACHE_SIZE_MAX => Err(invalid_arg(
+            what,
+            "x-cache-size",
+            format!("{{value_too_large,{n},{DEDUP_CACHE_SIZE_MAX}}}"),
+        )),
+        Some(_) => Ok(()),
+    }
 }

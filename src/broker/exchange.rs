@@ -80,8 +80,8 @@ pub(crate) struct ExchangeState {
 
 impl ExchangeState {
     pub(crate) fn new(meta: ExchangeMeta) -> ExchangeState {
-        let router = match meta.kind {
-            ExchangeKind::Direct => Router::Direct(HashMap::new()),
+        let router = match meta.routing_kind() {
+            ExchangeKind::Direct | ExchangeKind::Delayed => Router::Direct(HashMap::new()),
             ExchangeKind::Fanout => Router::Fanout(HashMap::new()),
             ExchangeKind::Topic => Router::Topic(TopicTrie::default()),
             ExchangeKind::Headers => Router::Headers(Vec::new()),

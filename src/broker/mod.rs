@@ -9,6 +9,7 @@ mod exchange;
 mod headers;
 pub mod persist;
 pub mod queue;
+pub mod sender_selected;
 mod topic;
 mod topology;
 pub mod validate;
@@ -20,7 +21,7 @@ pub use validate::{
     ExchangeDeclare, QueueDeclare,
 };
 
-use crate::protocol::FieldTable;
+use crate::protocol::{FieldTable, FieldValue};
 
 /// Unique per connection in the process (shard in the top 16 bits).
 pub type ConnId = u64;
@@ -69,7 +70,14 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// `x-delayed-message` (RabbitMQ's delayed-message plugin): holds a message for its
+    /// `x-delay` header's milliseconds, then routes it as its `x-delayed-type` argument says.
+    Delayed,
 }
+
+/// The exchange type of the delayed-message plugin, and its argument naming the routing type.
+pub const DELAYED_EXCHANGE_TYPE: &str = "x-delayed-message";
+pub const X_DELAYED_TYPE: &str = "x-delayed-type";
 
 impl ExchangeKind {
     pub fn parse(kind: &str) -> Option<ExchangeKind> {
@@ -78,6 +86,7 @@ impl ExchangeKind {
             "fanout" => Some(ExchangeKind::Fanout),
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
+            DELAYED_EXCHANGE_TYPE => Some(ExchangeKind::Delayed),
             _ => None,
         }
     }
@@ -88,7 +97,24 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::Delayed => DELAYED_EXCHANGE_TYPE,
         }
+    }
+}
+
+impl ExchangeMeta {
+    /// How the exchange routes: its kind, or for a delayed exchange its `x-delayed-type`
+    /// (validated on declare; direct if absent on a path that skipped validation).
+    pub fn routing_kind(&self) -> ExchangeKind {
+        if self.kind != ExchangeKind::Delayed {
+            return self.kind;
+        }
+        self.arguments
+            .get(X_DELAYED_TYPE)
+            .and_then(FieldValue::as_str)
+            .and_then(ExchangeKind::parse)
+            .filter(|kind| *kind != ExchangeKind::Delayed)
+            .unwrap_or(ExchangeKind::Direct)
     }
 }
 

@@ -295,6 +295,22 @@ mod tests {
                 arguments: arguments.clone(),
             },
         });
+        let mut delayed_arguments = arguments.clone();
+        delayed_arguments.insert(
+            crate::broker::X_DELAYED_TYPE,
+            crate::protocol::FieldValue::LongString("topic".into()),
+        );
+        round_trip(TopologyChange::DeclareExchange {
+            vhost: "/".into(),
+            exchange: ExchangeMeta {
+                name: "delayed".into(),
+                kind: ExchangeKind::Delayed,
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                arguments: delayed_arguments,
+            },
+        });
         round_trip(TopologyChange::DeleteExchange {
             vhost: "/".into(),
             name: "x".into(),

@@ -10,6 +10,8 @@
 mod config;
 mod consumers;
 mod dead_letter;
+mod dedup;
+mod delivery_limit;
 mod length;
 mod ready;
 
@@ -31,6 +33,9 @@ use crate::protocol::BasicProperties;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
+pub use dedup::{DedupCache, DedupConfig, DedupKey, DEDUP_CACHE_SIZE_MAX, X_DEDUPLICATION_HEADER};
+use delivery_limit::Return;
+pub use delivery_limit::X_DELIVERY_COUNT;
 pub use length::Admission;
 use ready::{ReadyEntry, ReadyQueue};
 
@@ -135,6 +140,12 @@ pub struct Queue {
     /// goes through `forget`, so none is missed.
     forgotten: Vec<MessageId>,
     config: QueueConfig,
+    /// Returns per message, for `x-delivery-limit` only (see `delivery_limit`).
+    delivery_counts: HashMap<MessageId, u32, IdBuildHasher>,
+    /// Dropped by the delivery limit, waiting for the host to dead-letter them.
+    over_delivery_limit: Vec<SharedMessage>,
+    /// Recently seen message keys, for `x-message-deduplication`.
+    dedup: Option<DedupCache>,
     /// Wall-clock ms of the last [`Queue::expire`]: the time publishes are stamped with.
     now_ms: u64,
 }
@@ -149,6 +160,7 @@ impl Queue {
         if config.single_active_consumer {
             consumers.set_single_active();
         }
+        let dedup = config.deduplication.map(DedupCache::new);
         Queue {
             ready: ReadyQueue::new(config.priority_levels()),
             unacked: HashMap::default(),
@@ -157,6 +169,9 @@ impl Queue {
             had_consumers: false,
             forgotten: Vec::new(),
             config,
+            delivery_counts: HashMap::default(),
+            over_delivery_limit: Vec::new(),
+            dedup,
             now_ms: 0,
         }
     }
@@ -205,7 +220,8 @@ impl Queue {
     /// Puts back a message recovered from the WAL with its original id. It may have been
     /// delivered before the restart, so it comes back marked redelivered (the flag means
     /// "may have been delivered before").
-    /// The enqueue time is not stored, so a TTL counts again from the restart (`now_ms`).
+    /// The enqueue time is not stored, so a TTL counts again from the restart (`now_ms`), and
+    /// so does the deduplication window of the message's key.
     pub fn restore(
         &mut self,
         id: MessageId,
@@ -214,6 +230,9 @@ impl Queue {
         now_ms: u64,
     ) {
         self.now_ms = self.now_ms.max(now_ms);
+        if let Ok(key) = self.check_duplicate(&message, self.now_ms) {
+            self.remember_key(key, self.now_ms);
+        }
         let level = self.level_of(&message);
         let deadline_ms = self
             .ttl_ms(&message)
@@ -235,6 +254,9 @@ impl Queue {
     }
 
     fn forget(&mut self, id: MessageId, persisted: Option<WalPosition>) {
+        if !self.delivery_counts.is_empty() {
+            self.delivery_counts.remove(&id);
+        }
         if persisted.is_some() {
             self.forgotten.push(id);
         }
@@ -298,9 +320,10 @@ impl Queue {
             let Some(turn) = self.consumers.take_turn() else {
                 return;
             };
-            let Some(entry) = self.ready.pop_front() else {
+            let Some(mut entry) = self.ready.pop_front() else {
                 return;
             };
+            entry.message = self.stamp_delivery_count(entry.id, entry.message);
             if turn.no_ack {
                 self.forget(entry.id, entry.persisted);
             } else {
@@ -333,7 +356,8 @@ impl Queue {
         no_ack: bool,
         channel: ChannelRef,
     ) -> Option<(MessageId, SharedMessage, bool)> {
-        let entry = self.ready.pop_front()?;
+        let mut entry = self.ready.pop_front()?;
+        entry.message = self.stamp_delivery_count(entry.id, entry.message);
         if no_ack {
             self.forget(entry.id, entry.persisted);
         } else {
@@ -432,6 +456,7 @@ impl Queue {
     /// On delete: every message, ready and unacked, in MessageId order. Consumers are left in
     /// place so the caller can still notify them through [`Queue::consumers`].
     pub fn drain_all(&mut self) -> Vec<SharedMessage> {
+        self.delivery_counts.clear();
         let mut unacked: Vec<(MessageId, Unacked)> = self.unacked.drain().collect();
         unacked.sort_unstable_by_key(|(id, _)| *id);
         for (id, held) in &unacked {
@@ -478,6 +503,11 @@ impl Queue {
     }
 
     fn requeue(&mut self, id: MessageId, unacked: Unacked) {
+        if let Return::OverLimit = self.count_return(id) {
+            self.forget(id, unacked.persisted);
+            self.over_delivery_limit.push(unacked.message);
+            return;
+        }
         self.ready.insert_sorted(ReadyEntry {
             id,
             persisted: unacked.persisted,

@@ -12,7 +12,7 @@ use super::topology::{Vhost, DEFAULT_EXCHANGE};
 use super::{
     AmqpError, Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, QueueId, QueueMeta,
     ShardId, Topology, TopologyChange, BINDINGS_PER_EXCHANGE_MAX, CHANGES_PER_REQUEST_MAX,
-    EXCHANGES_PER_VHOST_MAX, NAME_LENGTH_MAX, QUEUES_PER_VHOST_MAX,
+    EXCHANGES_PER_VHOST_MAX, NAME_LENGTH_MAX, QUEUES_PER_VHOST_MAX, X_DELAYED_TYPE,
 };
 
 const RESERVED_PREFIX: &str = "amq.";
@@ -171,6 +171,9 @@ pub fn check_exchange_declare(
             if d.name.starts_with(RESERVED_PREFIX) {
                 return Err(reserved_name("exchange", d.name));
             }
+            if kind == ExchangeKind::Delayed {
+                check_delayed_type(d.arguments)?;
+            }
             check_name_length("exchange", d.name)?;
             if vh.exchanges.len() >= EXCHANGES_PER_VHOST_MAX {
                 return Err(limit_reached(
@@ -212,7 +215,46 @@ fn check_exchange_equivalence(
     check_flag(&what, "durable", d.durable, current.durable)?;
     check_flag(&what, "auto_delete", d.auto_delete, current.auto_delete)?;
     check_flag(&what, "internal", d.internal, current.internal)?;
-    check_exchange_arguments(&what, d.arguments, &current.arguments)
+    check_exchange_arguments(&what, d.arguments, &current.arguments)?;
+    if kind == ExchangeKind::Delayed {
+        check_delayed_type(d.arguments)?;
+        check_delayed_type_equivalence(&what, d.arguments, &current.arguments)?;
+    }
+    Ok(())
+}
+
+/// A delayed exchange routes as its `x-delayed-type` says: one of the four routing types.
+/// The text is the plugin's.
+fn check_delayed_type(arguments: &FieldTable) -> Result<(), AmqpError> {
+    let routing = arguments
+        .get(X_DELAYED_TYPE)
+        .and_then(|v| v.as_str())
+        .and_then(ExchangeKind::parse);
+    match routing {
+        Some(kind) if kind != ExchangeKind::Delayed => Ok(()),
+        _ => Err(error(
+            reply_code::PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - Invalid argument, 'x-delayed-type' must be an existing \
+             exchange type"
+                .to_string(),
+        )),
+    }
+}
+
+fn check_delayed_type_equivalence(
+    what: &str,
+    received: &FieldTable,
+    current: &FieldTable,
+) -> Result<(), AmqpError> {
+    let (new, old) = (received.get(X_DELAYED_TYPE), current.get(X_DELAYED_TYPE));
+    if new == old {
+        return Ok(());
+    }
+    let render = |v: Option<&crate::protocol::FieldValue>| {
+        v.and_then(|v| v.as_str())
+            .map_or_else(|| "none".to_string(), |t| format!("'{t}'"))
+    };
+    Err(inequivalent(what, X_DELAYED_TYPE, render(new), render(old)))
 }
 
 /// Deleting a missing exchange succeeds, as in RabbitMQ. `if_unused` means no bindings with it
@@ -413,7 +455,7 @@ pub fn check_bind(t: &Topology, r: &BindRequest<'_>) -> Result<Vec<TopologyChang
     let is_headers = vh
         .exchanges
         .get(r.source)
-        .is_some_and(|x| x.meta.kind == ExchangeKind::Headers);
+        .is_some_and(|x| x.meta.routing_kind() == ExchangeKind::Headers);
     if is_headers {
         validate_binding_arguments(r.arguments)?;
     }

@@ -12,6 +12,7 @@ use crate::broker::{self, QueueId, ShardId};
 use crate::id_hash::IdMap;
 use crate::limits::{CONSUMERS_PER_CHANNEL_MAX, MESSAGE_SIZE_MAX_BYTES, TX_OPERATIONS_MAX};
 use crate::protocol::*;
+use crate::shard::direct_reply::{is_direct_reply, DIRECT_REPLY_QUEUE_ID, REPLY_TO_QUEUE};
 use crate::shard::messages::{
     ConfirmRef, DeliverEntry, QueueOk, QueueOp, SettleOp, TopologyOk, TopologyOp,
 };
@@ -428,6 +429,9 @@ impl Session {
     // ---- consumers --------------------------------------------------------------------------
 
     async fn basic_consume(&mut self, channel: u16, m: BasicConsume) -> Result<(), Fault> {
+        if m.queue == REPLY_TO_QUEUE {
+            return self.consume_direct_reply(channel, m);
+        }
         let (queue, owner) = self.accessible_queue(channel, m.queue)?;
         let key = self.shard.new_id();
         let tag = if m.consumer_tag.is_empty() {
@@ -508,7 +512,10 @@ impl Session {
             let key = c.consumer_tags.remove(&m.consumer_tag)?;
             c.consumers.remove(&key).map(|consumer| (key, consumer))
         });
-        if let Some(Some((key, consumer))) = consumer {
+        let consumer = consumer
+            .flatten()
+            .filter(|(_, consumer)| consumer.queue != DIRECT_REPLY_QUEUE_ID);
+        if let Some((key, consumer)) = consumer {
             // Deliveries still waiting for channel-wide credit now have no consumer: requeued.
             let orphans: Vec<DeliverEntry> = self
                 .with_channel(channel, |c| {
@@ -793,7 +800,7 @@ impl Session {
         let Some(Some(pending)) = self.with_channel(channel, |c| c.pending_publish.take()) else {
             return;
         };
-        let message = match self.build_message(&pending) {
+        let message = match self.build_message(channel, &pending) {
             Ok(message) => message,
             Err(fault) => {
                 self.close_channel(channel, fault.with_ids(60, 40)).await;
@@ -810,7 +817,13 @@ impl Session {
                         seq
                     })
                 });
-                self.route_publish(channel, &pending, message, confirm_seq.flatten());
+                let confirm_seq = confirm_seq.flatten();
+                if is_direct_reply(&pending.exchange, &pending.routing_key) {
+                    self.publish_direct_reply(channel, pending.mandatory, message, confirm_seq)
+                        .await;
+                } else {
+                    self.route_publish(channel, &pending, message, confirm_seq);
+                }
             }
             Some(buffered) if buffered < TX_OPERATIONS_MAX => {
                 self.with_channel(channel, |c| {
@@ -830,8 +843,13 @@ impl Session {
         }
     }
 
-    fn build_message(&self, pending: &PendingPublish) -> Result<SharedMessage, Fault> {
-        let properties = pending.properties.clone().unwrap_or_default();
+    fn build_message(
+        &self,
+        channel: u16,
+        pending: &PendingPublish,
+    ) -> Result<SharedMessage, Fault> {
+        let mut properties = pending.properties.clone().unwrap_or_default();
+        self.rewrite_reply_to(channel, &mut properties)?;
         if let Some(expiration) = &properties.expiration {
             if let Err(error) = broker::queue::parse_expiration(expiration) {
                 return Err(fault(
@@ -850,6 +868,12 @@ impl Session {
                     ),
                 ));
             }
+        }
+        if let Err(reason) = broker::sender_selected::check(properties.headers.as_ref()) {
+            return Err(fault(
+                reply_code::PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - {reason}"),
+            ));
         }
         let body = match pending.parts.as_slice() {
             [] => Bytes::new(),
@@ -919,6 +943,11 @@ impl Session {
         };
         let mut remote_shards = 0u64;
         for (pending, message) in &buffer.publishes {
+            if is_direct_reply(&pending.exchange, &pending.routing_key) {
+                self.publish_direct_reply(channel, pending.mandatory, message.clone(), None)
+                    .await;
+                continue;
+            }
             remote_shards |= self.route_publish(channel, pending, message.clone(), None);
         }
         for (taken, how) in buffer.settles {

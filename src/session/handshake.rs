@@ -101,7 +101,7 @@ async fn negotiate(
     };
     let frame_max = match tune_ok.frame_max {
         0 => FRAME_MAX_BYTES,
-        n if n > FRAME_MAX_BYTES || n < FRAME_MIN_SIZE => {
+        n if !(FRAME_MIN_SIZE..=FRAME_MAX_BYTES).contains(&n) => {
             let text = format!(
                 "NOT_ALLOWED - frame_max={n} outside the range {FRAME_MIN_SIZE}..={FRAME_MAX_BYTES}"
             );
@@ -115,18 +115,21 @@ async fn negotiate(
         other => return fail(conn, reader, unexpected(&other, "connection.open")).await,
     };
     let vhost = open.virtual_host;
-    {
+    // The topology borrow ends inside this block, before any await.
+    let refusal = {
         let topology = shard.topology.borrow();
         if !topology.vhost_exists(&vhost) {
-            let text = format!("NOT_ALLOWED - vhost {vhost} not found");
-            drop(topology);
-            return fail(conn, reader, (reply_code::NOT_ALLOWED, text, 10, 40)).await;
+            Some(format!("NOT_ALLOWED - vhost {vhost} not found"))
+        } else if !topology.can_access_vhost(&user, &vhost) {
+            Some(format!(
+                "NOT_ALLOWED - access to vhost '{vhost}' refused for user '{user}'"
+            ))
+        } else {
+            None
         }
-        if !topology.can_access_vhost(&user, &vhost) {
-            let text = format!("NOT_ALLOWED - access to vhost '{vhost}' refused for user '{user}'");
-            drop(topology);
-            return fail(conn, reader, (reply_code::NOT_ALLOWED, text, 10, 40)).await;
-        }
+    };
+    if let Some(text) = refusal {
+        return fail(conn, reader, (reply_code::NOT_ALLOWED, text, 10, 40)).await;
     }
     conn.send_method(0, &Method::ConnectionOpenOk(ConnectionOpenOk {}));
     if let Some(timeout) = heartbeat_timeout(tune_ok.heartbeat) {

@@ -1,6 +1,7 @@
 //! One AMQP connection: the opening handshake, the frame loop, channels, and closing.
 
 mod channel;
+mod direct_reply;
 mod handshake;
 mod io;
 mod state;
@@ -22,6 +23,7 @@ use crate::protocol::{
     reply_code, ChannelClose, ChannelCloseOk, ConnectionClose, ConnectionCloseOk,
     ConnectionUpdateSecretOk, Frame, Method,
 };
+use crate::shard::direct_reply::DIRECT_REPLY_QUEUE_ID;
 use crate::shard::messages::{QueueOk, QueueOp, TopologyOp};
 use crate::shard::Shard;
 use io::{FrameReader, ReadError};
@@ -393,7 +395,13 @@ impl Session {
             };
             let mut queues: HashSet<(u64, usize)> =
                 state.unacked.iter().map(|u| (u.queue, u.owner)).collect();
-            queues.extend(state.consumers.values().map(|c| (c.queue, c.owner)));
+            queues.extend(
+                state
+                    .consumers
+                    .values()
+                    .filter(|c| c.queue != DIRECT_REPLY_QUEUE_ID)
+                    .map(|c| (c.queue, c.owner)),
+            );
             state.unacked.clear();
             state.consumers.clear();
             state.consumer_tags.clear();

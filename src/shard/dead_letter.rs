@@ -132,6 +132,9 @@ impl Shard {
             dead.properties.headers.as_ref(),
             &mut destinations,
         );
+        if crate::broker::sender_selected::has_extra_keys(dead.properties.headers.as_ref()) {
+            super::route_extra_keys(&topology, vhost, &dead.exchange, dead, &mut destinations);
+        }
         let mut per_shard: Vec<Vec<QueueId>> = vec![Vec::new(); self.shard_count];
         for id in destinations {
             let Some(meta) = topology.queue_by_id(id) else {

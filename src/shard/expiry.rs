@@ -27,6 +27,8 @@ pub enum TimerKind {
     MessageTtl,
     /// The queue's `x-expires` deadline.
     QueueExpires,
+    /// The earliest held delayed message of the shard (`queue` is 0: it belongs to none).
+    Delayed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,6 +141,7 @@ impl Shard {
     fn timer_fired(self: &Rc<Self>, key: TimerKey, now: u64) {
         match key.kind {
             TimerKind::MessageTtl => self.expire_queue(key.queue),
+            TimerKind::Delayed => self.release_delayed(now),
             TimerKind::QueueExpires => {
                 let unused = self.queues.borrow().get(&key.queue).is_some_and(|hosted| {
                     hosted.queue.consumer_count() == 0 && hosted.queue.config().expires_ms.is_some()

@@ -92,6 +92,12 @@ pub enum Request {
         queue: QueueId,
         op: QueueOp,
     },
+    /// A direct reply for a reply consumer on the receiving shard: `Applied` when delivered,
+    /// `Failed` when the consumer is gone.
+    DirectReply {
+        address: super::direct_reply::ReplyAddress,
+        message: SharedMessage,
+    },
 }
 
 pub enum Reply {

@@ -5,6 +5,8 @@
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
 mod dead_letter;
+mod delayed;
+pub mod direct_reply;
 mod expiry;
 pub mod mesh;
 pub mod messages;
@@ -17,8 +19,10 @@ pub mod sync;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
-use crate::broker::{AmqpError, ConnId, QueueId, ShardId, Topology};
+use std::sync::Arc;
+
+use crate::broker::queue::{ChannelRef, ConsumerKey, Message, SharedMessage};
+use crate::broker::{sender_selected, AmqpError, ConnId, QueueId, ShardId, Topology};
 use crate::id_hash::IdMap;
 use crate::limits::RPC_TIMEOUT;
 use crate::protocol::reply_code;
@@ -55,6 +59,8 @@ pub struct Shard {
     /// Every message-TTL and x-expires deadline of the queues hosted here.
     timers: expiry::Timers,
     dead_letters: dead_letter::DeadLetters,
+    /// Messages held by delayed exchanges until their `x-delay` passes.
+    delayed: delayed::DelayedMessages,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -95,6 +101,7 @@ impl Shard {
             topology_arrived: Notify::default(),
             timers: expiry::Timers::default(),
             dead_letters: dead_letter::DeadLetters::default(),
+            delayed: delayed::DelayedMessages::default(),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),
@@ -179,6 +186,9 @@ impl Shard {
                 Err(error) => Reply::Failed(error.to_string()),
             },
             Request::Queue { queue, op } => Reply::Queue(self.handle_queue_op(queue, op)),
+            Request::DirectReply { address, message } => {
+                self.deliver_direct_reply_here(address, message)
+            }
         }
     }
 
@@ -214,6 +224,20 @@ impl Shard {
         message: SharedMessage,
         confirm: Option<ConfirmRef>,
     ) -> PublishOutcome {
+        if let Some(held) = self.hold_if_delayed(vhost, exchange, &message, confirm) {
+            return held;
+        }
+        self.route_now(vhost, exchange, message, confirm)
+    }
+
+    /// [`Shard::publish`] without the delayed-exchange hold.
+    fn route_now(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        message: SharedMessage,
+        confirm: Option<ConfirmRef>,
+    ) -> PublishOutcome {
         let mut destinations = self.route_scratch.borrow_mut();
         destinations.clear();
         let topology = self.topology.borrow();
@@ -224,6 +248,10 @@ impl Shard {
             message.properties.headers.as_ref(),
             &mut destinations,
         );
+        let headers = message.properties.headers.as_ref();
+        if sender_selected::has_extra_keys(headers) {
+            route_extra_keys(&topology, vhost, exchange, &message, &mut destinations);
+        }
         if destinations.is_empty() {
             return PublishOutcome {
                 routed: false,
@@ -242,6 +270,10 @@ impl Shard {
         }
         drop(topology);
         drop(destinations);
+        let message = match sender_selected::without_bcc(&message) {
+            Some(stripped) => Arc::new(stripped),
+            None => message,
+        };
         let mut remote_confirms = 0;
         let mut refused = false;
         let mut remote_shards = 0u64;
@@ -295,8 +327,9 @@ impl Shard {
             Some(conn) => conn.deliver(entry).err(),
             None => Some(entry),
         };
-        // The consumer went away while the message was on its way: put it back.
-        if let Some(entry) = refused {
+        // The consumer went away while the message was on its way: put it back (a direct
+        // reply has no queue to go back to).
+        if let Some(entry) = refused.filter(|e| e.queue != direct_reply::DIRECT_REPLY_QUEUE_ID) {
             let owner = self.owner_of(entry.queue);
             self.settle(
                 entry.queue,
@@ -486,6 +519,26 @@ impl Shard {
         self.stopping.set(true);
         self.stop.notify();
     }
+}
+
+/// Adds the destinations of the message's CC and BCC routing keys to `destinations`.
+fn route_extra_keys(
+    topology: &Topology,
+    vhost: &str,
+    exchange: &str,
+    message: &Message,
+    destinations: &mut Vec<QueueId>,
+) {
+    let Some(headers) = message.properties.headers.as_ref() else {
+        return;
+    };
+    let mut more = Vec::new();
+    for key in sender_selected::extra_keys(headers) {
+        topology.route(vhost, exchange, key, Some(headers), &mut more);
+        destinations.extend_from_slice(&more);
+    }
+    destinations.sort_unstable();
+    destinations.dedup();
 }
 
 pub fn internal_error(text: &str) -> AmqpError {

@@ -170,13 +170,15 @@ impl Shard {
                     arguments: &arguments,
                     conn,
                 };
-                let topology = self.topology.borrow();
-                let changes = if bind {
-                    broker::check_bind(&topology, &request)?
-                } else {
-                    broker::check_unbind(&topology, &request)?
+                // The topology borrow ends inside this block, before any await.
+                let changes = {
+                    let topology = self.topology.borrow();
+                    if bind {
+                        broker::check_bind(&topology, &request)?
+                    } else {
+                        broker::check_unbind(&topology, &request)?
+                    }
                 };
-                drop(topology);
                 self.broadcast(changes).await?;
                 Ok(TopologyOk::Done)
             }

@@ -87,6 +87,7 @@ impl Shard {
                     self.dispatch(id);
                 }
                 Some((Admission::Refuse, _)) => outcome.refused = true,
+                Some((Admission::Duplicate, _)) => {}
                 Some((Admission::RefuseDeadLetter, _)) => {
                     outcome.refused = true;
                     self.dead_letter(id, DeathReason::MaxLen, vec![message.clone()]);
@@ -106,21 +107,27 @@ impl Shard {
         }
         let mut queues = self.queues.borrow_mut();
         let hosted = queues.get_mut(&id)?;
+        let now = now_ms();
+        let Ok(dedup_key) = hosted.queue.check_duplicate(message, now) else {
+            return Some((Admission::Duplicate, None));
+        };
         let admission = hosted.queue.admit(message);
         if admission != Admission::Accept {
             return Some((admission, None));
         }
         if !(hosted.durable && storage::is_persistent(message)) {
-            hosted.queue.publish_at(message.clone(), now_ms());
+            hosted.queue.remember_key(dedup_key, now);
+            hosted.queue.publish_at(message.clone(), now);
             return Some((Admission::Accept, None));
         }
         let message_id = hosted.queue.next_message_id();
         match self.storage.log_enqueue(id, message_id, message) {
             Ok(lsn) => {
+                hosted.queue.remember_key(dedup_key, now);
                 let persisted = NonZeroU64::new(lsn);
                 hosted
                     .queue
-                    .publish_persisted(message.clone(), persisted, now_ms());
+                    .publish_persisted(message.clone(), persisted, now);
                 Some((Admission::Accept, Some(lsn)))
             }
             Err(error) => {
@@ -223,7 +230,17 @@ impl Shard {
         };
         self.log_forgotten(id);
         self.dead_letter(id, DeathReason::Rejected, dropped);
+        self.dead_letter_over_limit(id);
         self.dispatch(id);
+    }
+
+    /// Dead-letters what the queue dropped for `x-delivery-limit` while requeueing.
+    fn dead_letter_over_limit(&self, id: QueueId) {
+        let over = match self.queues.borrow_mut().get_mut(&id) {
+            Some(hosted) => hosted.queue.take_over_delivery_limit(),
+            None => return,
+        };
+        self.dead_letter(id, DeathReason::DeliveryLimit, over);
     }
 
     /// Answers a request about a queue we own. Synchronous: the queue is ours alone.
@@ -251,6 +268,7 @@ impl Shard {
             }
             Ok(_) => {
                 self.log_forgotten(id);
+                self.dead_letter_over_limit(id);
                 if used {
                     self.queue_used(id);
                 }

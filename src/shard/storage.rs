@@ -248,12 +248,21 @@ impl Shard {
                 }
             };
             restored_bytes += record.body.len() as u64;
-            let message: SharedMessage = std::sync::Arc::new(Message {
+            let message = Message {
                 exchange: record.exchange,
                 routing_key: record.routing_key,
                 properties,
                 body: record.body,
-            });
+            };
+            if record.queue == super::delayed::DELAYED_LOG_QUEUE {
+                if self.restore_delayed(record.message, message) {
+                    restored += 1;
+                } else {
+                    orphans.push((record.queue, record.message));
+                }
+                continue;
+            }
+            let message: SharedMessage = std::sync::Arc::new(message);
             if self.restore_message(record.queue, record.message, message, lsn) {
                 restored += 1;
             } else {

@@ -35,6 +35,10 @@ pub struct QueueConfig {
     pub overflow: Overflow,
     /// `x-single-active-consumer`.
     pub single_active_consumer: bool,
+    /// `x-delivery-limit`: returns a message may have before it is dead-lettered.
+    pub delivery_limit: Option<u64>,
+    /// `x-message-deduplication` with `x-cache-size` and `x-cache-ttl`.
+    pub deduplication: Option<super::DedupConfig>,
 }
 
 impl QueueConfig {
@@ -69,6 +73,8 @@ impl QueueConfig {
                 .get("x-single-active-consumer")
                 .and_then(FieldValue::as_bool)
                 .unwrap_or(false),
+            delivery_limit: non_negative("x-delivery-limit"),
+            deduplication: deduplication(arguments),
         }
     }
 
@@ -76,6 +82,25 @@ impl QueueConfig {
     pub fn priority_levels(&self) -> usize {
         usize::from(self.max_priority) + 1
     }
+}
+
+/// Validated on declare (true needs a positive `x-cache-size`); read leniently here.
+fn deduplication(arguments: &FieldTable) -> Option<super::DedupConfig> {
+    let enabled = arguments
+        .get("x-message-deduplication")
+        .and_then(FieldValue::as_bool)?;
+    let positive = |key: &str| {
+        arguments
+            .get(key)
+            .and_then(FieldValue::as_i64)
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|&n| n > 0)
+    };
+    let cache_size = positive("x-cache-size")?.min(super::DEDUP_CACHE_SIZE_MAX);
+    enabled.then(|| super::DedupConfig {
+        cache_size: usize::try_from(cache_size).unwrap_or(usize::MAX),
+        ttl_ms: positive("x-cache-ttl"),
+    })
 }
 
 /// Why a per-message `expiration` is refused, in RabbitMQ's words (the 406 text names it).

@@ -88,6 +88,11 @@ pub fn dead_lettered(message: &Message, death: &Death<'_>) -> Message {
     headers.insert("x-last-death-reason", reason);
     headers.insert("x-last-death-queue", queue);
     headers.insert("x-last-death-exchange", exchange);
+    // RabbitMQ: a dead-letter routing key replaces all the message's routing keys, CC too;
+    // without one, the CC keys route the dead letter again (the shard routes them).
+    if death.dead_letter_routing_key.is_some() {
+        headers.remove("CC");
+    }
     properties.headers = Some(headers);
 
     Message {
@@ -261,6 +266,37 @@ mod tests {
         let mut d = death("work", DeathReason::Expired);
         d.dead_letter_routing_key = Some("parked");
         assert_eq!(dead_lettered(&original(), &d).routing_key, "parked");
+    }
+
+    #[test]
+    fn cc_kept_without_override_and_dropped_with_one() {
+        let mut message = original();
+        let mut headers = FieldTable::default();
+        headers.insert("CC", FieldValue::FieldArray(vec![long_string("also")]));
+        message.properties.headers = Some(headers);
+        let kept = dead_lettered(&message, &death("work", DeathReason::Rejected));
+        assert!(kept
+            .properties
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("CC"))
+            .is_some());
+        assert_eq!(
+            deaths(&kept)[0].get("routing-keys"),
+            Some(&FieldValue::FieldArray(vec![
+                long_string("new"),
+                long_string("also")
+            ]))
+        );
+        let mut d = death("work", DeathReason::Rejected);
+        d.dead_letter_routing_key = Some("parked");
+        let dropped = dead_lettered(&message, &d);
+        assert!(dropped
+            .properties
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("CC"))
+            .is_none());
     }
 
     #[test]

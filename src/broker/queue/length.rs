@@ -11,6 +11,8 @@ pub enum Admission {
     Refuse,
     /// `reject-publish-dlx`: refused, and dead-lettered (reason `maxlen`).
     RefuseDeadLetter,
+    /// `x-message-deduplication`: seen in the window; dropped, yet the publisher gets an ack.
+    Duplicate,
 }
 
 impl Queue {

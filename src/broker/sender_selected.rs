@@ -1,0 +1,136 @@
+//! Sender-selected distribution (RabbitMQ's `CC` and `BCC` headers): arrays of long strings,
+//! each an extra routing key for the same exchange. `BCC` is removed from the message before
+//! any queue sees it; `CC` stays.
+
+use crate::protocol::{FieldTable, FieldValue};
+
+use super::queue::Message;
+
+pub const CC: &str = "CC";
+pub const BCC: &str = "BCC";
+/// Extra routing keys one message may carry (CC and BCC together): each costs a routing pass.
+pub const SENDER_SELECTED_KEYS_MAX: usize = 1024;
+
+/// RabbitMQ refuses a CC/BCC header that is not an array (406 "invalid message"). Returns the
+/// reason text for the 406, or Ok.
+pub fn check(headers: Option<&FieldTable>) -> Result<(), String> {
+    let Some(headers) = headers else {
+        return Ok(());
+    };
+    let mut keys = 0usize;
+    for name in [CC, BCC] {
+        match headers.get(name) {
+            None => {}
+            Some(FieldValue::FieldArray(items)) => keys += items.len(),
+            Some(_) => {
+                return Err(format!(
+                    "invalid message: {{unacceptable_type_in_header,\"{name}\"}}"
+                ))
+            }
+        }
+    }
+    if keys > SENDER_SELECTED_KEYS_MAX {
+        return Err(format!(
+            "invalid message: more than {SENDER_SELECTED_KEYS_MAX} CC/BCC routing keys"
+        ));
+    }
+    Ok(())
+}
+
+/// True when the message names extra routing keys (the common case answers with two lookups).
+pub fn has_extra_keys(headers: Option<&FieldTable>) -> bool {
+    headers.is_some_and(|h| h.get(CC).is_some() || h.get(BCC).is_some())
+}
+
+/// The CC then BCC routing keys; entries that are not long strings are skipped, as RabbitMQ
+/// does. At most [`SENDER_SELECTED_KEYS_MAX`].
+pub fn extra_keys(headers: &FieldTable) -> impl Iterator<Item = &str> {
+    [CC, BCC]
+        .into_iter()
+        .filter_map(|name| match headers.get(name) {
+            Some(FieldValue::FieldArray(items)) => Some(items.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(FieldValue::as_str)
+        .take(SENDER_SELECTED_KEYS_MAX)
+}
+
+/// The message without its `BCC` header, or None when it has none (nothing to copy).
+pub fn without_bcc(message: &Message) -> Option<Message> {
+    let headers = message.properties.headers.as_ref()?;
+    headers.get(BCC)?;
+    let mut properties = message.properties.clone();
+    if let Some(headers) = properties.headers.as_mut() {
+        headers.remove(BCC);
+    }
+    Some(Message {
+        exchange: message.exchange.clone(),
+        routing_key: message.routing_key.clone(),
+        properties,
+        body: message.body.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::BasicProperties;
+
+    fn keys(list: &[&str]) -> FieldValue {
+        FieldValue::FieldArray(
+            list.iter()
+                .map(|k| FieldValue::LongString(Bytes::copy_from_slice(k.as_bytes())))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn cc_then_bcc_keys_and_bcc_stripped() {
+        let mut headers = FieldTable::default();
+        headers.insert(BCC, keys(&["b1"]));
+        headers.insert(CC, keys(&["c1", "c2"]));
+        headers.insert("other", FieldValue::Boolean(true));
+        assert!(check(Some(&headers)).is_ok());
+        assert!(has_extra_keys(Some(&headers)));
+        assert_eq!(extra_keys(&headers).collect::<Vec<_>>(), ["c1", "c2", "b1"]);
+        let message = Message {
+            exchange: "x".into(),
+            routing_key: "k".into(),
+            properties: BasicProperties {
+                headers: Some(headers),
+                ..BasicProperties::default()
+            },
+            body: Bytes::from_static(b"b"),
+        };
+        let stripped = without_bcc(&message).expect("had BCC");
+        let headers = stripped.properties.headers.expect("headers");
+        assert!(headers.get(BCC).is_none());
+        assert!(headers.get(CC).is_some());
+        assert!(without_bcc(&Message {
+            properties: BasicProperties {
+                headers: Some(headers),
+                ..BasicProperties::default()
+            },
+            ..message
+        })
+        .is_none());
+    }
+
+    #[test]
+    fn non_array_is_refused_and_too_many_keys_too() {
+        let mut headers = FieldTable::default();
+        headers.insert(CC, FieldValue::LongString(Bytes::from_static(b"k")));
+        assert!(check(Some(&headers)).is_err());
+        let many: Vec<String> = (0..=SENDER_SELECTED_KEYS_MAX)
+            .map(|n| n.to_string())
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut headers = FieldTable::default();
+        headers.insert(CC, keys(&many));
+        assert!(check(Some(&headers)).is_err());
+        assert!(check(None).is_ok());
+    }
+}

@@ -1,0 +1,260 @@
+//! Messages published to an `x-delayed-message` exchange with an `x-delay` header, held on
+//! the publisher's shard until their time, then routed as any publish from here.
+//!
+//! One ordered map per shard (deadline, arrival order), driven by the shard's one timer
+//! (`TimerKind::Delayed`, re-armed to the earliest deadline): nothing per message but the
+//! entry.
+//!
+//! A persistent message held by a durable exchange survives a restart: it is logged like an
+//! enqueue to the pseudo-queue [`DELAYED_LOG_QUEUE`] (message id = its arrival number), with
+//! its vhost and deadline in a private header that recovery strips, and settled in the log
+//! when it is routed. Its confirm waits for the record to be durable, as any persistent
+//! publish's does.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use std::sync::Arc;
+
+use super::expiry::{now_ms, TimerKey, TimerKind};
+use super::messages::ConfirmRef;
+use super::storage::is_persistent;
+use super::{PublishOutcome, Shard};
+use crate::broker::queue::{Message, MessageId, SharedMessage, MESSAGE_TTL_MAX_MS};
+use crate::broker::{ExchangeKind, QueueId};
+use crate::protocol::{FieldTable, FieldValue};
+
+pub const X_DELAY: &str = "x-delay";
+/// Delayed messages one shard holds at most; a publish beyond it is refused (nack).
+pub const DELAYED_MESSAGES_MAX: usize = 1 << 20;
+/// Delayed messages routed per timer firing before the timer task yields.
+pub const DELAYED_FIRE_BATCH_MAX: usize = 256;
+/// The timer key of the delayed store (it belongs to no queue).
+const DELAYED_TIMER: TimerKey = TimerKey {
+    queue: 0,
+    kind: TimerKind::Delayed,
+};
+
+/// The message log's pseudo-queue for held delayed messages (real queue ids count up from 1;
+/// the direct reply-to sentinel is `QueueId::MAX`).
+pub const DELAYED_LOG_QUEUE: QueueId = QueueId::MAX - 1;
+/// The stored copy's private header: a table with the vhost and the deadline.
+const STORED_HEADER: &str = "x-ringmq-delayed";
+
+struct Held {
+    vhost: String,
+    exchange: String,
+    message: SharedMessage,
+    /// In the message log under [`DELAYED_LOG_QUEUE`]: settle it when routed.
+    persisted: bool,
+}
+
+#[derive(Default)]
+pub struct DelayedMessages {
+    /// (deadline ms, arrival number) -> message: equal deadlines keep publish order.
+    by_deadline: RefCell<BTreeMap<(u64, u64), Held>>,
+    next_arrival: Cell<u64>,
+}
+
+/// The delay a message asks for: `x-delay` as any integer type; zero, negative or absent is
+/// no delay (the plugin routes such messages at once).
+fn requested_delay_ms(message: &SharedMessage) -> Option<u64> {
+    let delay = message.properties.headers.as_ref()?.get(X_DELAY)?;
+    let delay = FieldValue::as_i64(delay)?;
+    u64::try_from(delay)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(|ms| ms.min(MESSAGE_TTL_MAX_MS))
+}
+
+impl Shard {
+    /// Holds the message when `exchange` is a delayed exchange and it asks for a delay. The
+    /// publisher's confirm comes at once (held in memory, as accepted).
+    pub(super) fn hold_if_delayed(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        message: &SharedMessage,
+        confirm: Option<ConfirmRef>,
+    ) -> Option<PublishOutcome> {
+        let delay_ms = requested_delay_ms(message)?;
+        let durable = match self.topology.borrow().exchange(vhost, exchange) {
+            Some(x) if x.kind == ExchangeKind::Delayed => x.durable,
+            _ => return None,
+        };
+        let mut outcome = PublishOutcome {
+            routed: true,
+            remote_confirms: 0,
+            refused: false,
+            remote_shards: 0,
+        };
+        if self.delayed.by_deadline.borrow().len() >= DELAYED_MESSAGES_MAX {
+            outcome.refused = true;
+            return Some(outcome);
+        }
+        let arrival = self.next_arrival();
+        let deadline = now_ms().saturating_add(delay_ms);
+        let persisted = durable && is_persistent(message);
+        if persisted {
+            let stored = stored_copy(message, vhost, deadline);
+            match self
+                .storage
+                .log_enqueue(DELAYED_LOG_QUEUE, arrival, &stored)
+            {
+                Ok(lsn) => {
+                    if let Some(confirm) = confirm {
+                        self.storage.confirm_when_durable(lsn, confirm);
+                        outcome.remote_confirms = 1;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot log a delayed message: refused");
+                    outcome.refused = true;
+                    return Some(outcome);
+                }
+            }
+        }
+        let held = Held {
+            vhost: vhost.to_string(),
+            exchange: exchange.to_string(),
+            message: message.clone(),
+            persisted,
+        };
+        self.hold(deadline, arrival, held);
+        Some(outcome)
+    }
+
+    fn next_arrival(&self) -> MessageId {
+        let arrival = self.delayed.next_arrival.get().max(1);
+        self.delayed.next_arrival.set(arrival.saturating_add(1));
+        arrival
+    }
+
+    fn hold(&self, deadline: u64, arrival: MessageId, held: Held) {
+        let first = {
+            let mut by_deadline = self.delayed.by_deadline.borrow_mut();
+            by_deadline.insert((deadline, arrival), held);
+            by_deadline
+                .first_key_value()
+                .map(|((deadline, _), _)| *deadline)
+        };
+        self.timers.arm(DELAYED_TIMER, first);
+    }
+
+    /// Start-up: a delayed message from the message log goes back to the store with its
+    /// original deadline (routed at once if that passed). False if its record is unreadable.
+    pub(super) fn restore_delayed(&self, arrival: MessageId, stored: Message) -> bool {
+        let Some((vhost, deadline, message)) = from_stored(stored) else {
+            return false;
+        };
+        let next = self
+            .delayed
+            .next_arrival
+            .get()
+            .max(arrival.saturating_add(1));
+        self.delayed.next_arrival.set(next);
+        let held = Held {
+            vhost,
+            exchange: message.exchange.clone(),
+            message: Arc::new(message),
+            persisted: true,
+        };
+        self.hold(deadline, arrival, held);
+        true
+    }
+
+    /// The delayed timer fired: routes what is due (a batch), re-arms for the rest.
+    pub(super) fn release_delayed(&self, now: u64) {
+        let mut due = Vec::new();
+        {
+            let mut held = self.delayed.by_deadline.borrow_mut();
+            while due.len() < DELAYED_FIRE_BATCH_MAX {
+                let Some(entry) = held.first_entry() else {
+                    break;
+                };
+                if entry.key().0 > now {
+                    break;
+                }
+                let arrival = entry.key().1;
+                due.push((arrival, entry.remove()));
+            }
+            let first = held.first_key_value().map(|((deadline, _), _)| *deadline);
+            drop(held);
+            self.timers.arm(DELAYED_TIMER, first);
+        }
+        for (arrival, held) in due {
+            // Gone exchange or no binding: dropped, as the plugin does.
+            self.route_now(&held.vhost, &held.exchange, held.message, None);
+            if held.persisted {
+                // After the routed copies' own records: a crash in between duplicates rather
+                // than loses the message.
+                self.storage.log_settle(DELAYED_LOG_QUEUE, &[arrival]);
+            }
+        }
+    }
+
+    /// Held messages (for tests and metrics).
+    pub fn delayed_count(&self) -> usize {
+        self.delayed.by_deadline.borrow().len()
+    }
+}
+
+/// The message as logged: with its vhost and deadline in [`STORED_HEADER`].
+fn stored_copy(message: &Message, vhost: &str, deadline_ms: u64) -> Message {
+    let mut properties = message.properties.clone();
+    let mut headers = properties.headers.take().unwrap_or_default();
+    let mut note = FieldTable::default();
+    note.insert("vhost", FieldValue::LongString(vhost.to_string().into()));
+    note.insert("until", FieldValue::Timestamp(deadline_ms));
+    headers.insert(STORED_HEADER, FieldValue::FieldTable(note));
+    properties.headers = Some(headers);
+    Message {
+        exchange: message.exchange.clone(),
+        routing_key: message.routing_key.clone(),
+        properties,
+        body: message.body.clone(),
+    }
+}
+
+/// The vhost, deadline and original message of a logged delayed message.
+fn from_stored(mut stored: Message) -> Option<(String, u64, Message)> {
+    let headers = stored.properties.headers.as_mut()?;
+    let Some(FieldValue::FieldTable(note)) = headers.remove(STORED_HEADER) else {
+        return None;
+    };
+    if headers.is_empty() {
+        stored.properties.headers = None;
+    }
+    let vhost = note.get("vhost")?.as_str()?.to_string();
+    let Some(FieldValue::Timestamp(deadline)) = note.get("until") else {
+        return None;
+    };
+    Some((vhost, *deadline, stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::BasicProperties;
+
+    #[test]
+    fn stored_copy_round_trips() {
+        let message = Message {
+            exchange: "x".into(),
+            routing_key: "k".into(),
+            properties: BasicProperties {
+                message_id: Some("m".into()),
+                ..BasicProperties::default()
+            },
+            body: Bytes::from_static(b"body"),
+        };
+        let stored = stored_copy(&message, "/v", 1234);
+        let (vhost, deadline, back) = from_stored(stored).expect("readable");
+        assert_eq!((vhost.as_str(), deadline), ("/v", 1234));
+        assert_eq!(back.properties, message.properties);
+        assert_eq!(back.body, message.body);
+        assert!(from_stored(message).is_none());
+    }
+}
