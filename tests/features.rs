@@ -12,7 +12,7 @@ use common::amqp::{
     assert_nothing_more, channel, confirming_channel, consume, expect_code, get, next_delivery,
     publish,
 };
-use common::shard_probe;
+use common::fixtures::*;
 use common::{step, unique, Broker};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -21,7 +21,6 @@ use lapin::{BasicProperties, Channel, Connection};
 const PRECONDITION_FAILED: u16 = 406;
 const NOT_FOUND: u16 = 404;
 /// Connections opened at most while looking for one on each of two shards.
-const SHARD_SEARCH_CONNECTIONS_MAX: usize = 64;
 /// Longest a poll waits for an expiry that is due within a few hundred ms.
 const EXPIRY_WAIT: Duration = Duration::from_secs(5);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -50,46 +49,6 @@ per_shard_count!(
     single_active_consumer_hands_over_on_cancel,
     consumer_priority_serves_highest_first,
 );
-
-/// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
-struct Pair {
-    home: Connection,
-    away: Connection,
-    _extra: Vec<Connection>,
-}
-
-async fn pair(broker: &Broker) -> Pair {
-    let (home, home_shard) = shard_probe::connect(broker.port()).await;
-    let mut extra = Vec::new();
-    for _ in 0..SHARD_SEARCH_CONNECTIONS_MAX {
-        let (away, away_shard) = shard_probe::connect(broker.port()).await;
-        if broker.shards() == 1 || away_shard != home_shard || home_shard.is_none() {
-            return Pair {
-                home,
-                away,
-                _extra: extra,
-            };
-        }
-        extra.push(away);
-    }
-    panic!("no connection landed on a second shard in {SHARD_SEARCH_CONNECTIONS_MAX} attempts");
-}
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (key, value) in entries {
-        table.insert(ShortString::from(*key), value.clone());
-    }
-    table
-}
-
-fn long(n: i64) -> AMQPValue {
-    AMQPValue::LongLongInt(n)
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
 
 async fn declare_with(ch: &Channel, name: &str, arguments: FieldTable) -> lapin::Result<u32> {
     step(
@@ -433,17 +392,6 @@ async fn queue_with_consumer_does_not_expire(broker: &Broker) {
 }
 
 // ---- dead-lettering -------------------------------------------------------------------------
-
-fn header<'h>(headers: &'h FieldTable, key: &str) -> Option<&'h AMQPValue> {
-    headers.inner().get(key)
-}
-
-fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
-    match header(headers, key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        _ => None,
-    }
-}
 
 /// The `x-death` entries of a delivery's headers, newest first.
 fn x_death(props: &BasicProperties) -> Vec<FieldTable> {

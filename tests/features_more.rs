@@ -12,15 +12,14 @@ use common::amqp::{
     assert_nothing_more, channel, confirming_channel, consume, expect_code, get, next_delivery,
     publish, publish_confirmed,
 };
-use common::shard_probe;
+use common::fixtures::*;
 use common::{step, unique, Broker};
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 
 const PRECONDITION_FAILED: u16 = 406;
 /// Connections opened at most while looking for one on each of two shards.
-const SHARD_SEARCH_CONNECTIONS_MAX: usize = 64;
 /// Longest a poll waits for something due within a few hundred ms.
 const ARRIVAL_WAIT: Duration = Duration::from_secs(5);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -45,57 +44,6 @@ per_shard_count!(
     deduplication_window_is_bounded_by_size_and_ttl,
     deduplication_bad_arguments_are_406,
 );
-
-/// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
-struct Pair {
-    home: Connection,
-    away: Connection,
-    _extra: Vec<Connection>,
-}
-
-async fn pair(broker: &Broker) -> Pair {
-    let (home, home_shard) = shard_probe::connect(broker.port()).await;
-    let mut extra = Vec::new();
-    for _ in 0..SHARD_SEARCH_CONNECTIONS_MAX {
-        let (away, away_shard) = shard_probe::connect(broker.port()).await;
-        if broker.shards() == 1 || away_shard != home_shard || home_shard.is_none() {
-            return Pair {
-                home,
-                away,
-                _extra: extra,
-            };
-        }
-        extra.push(away);
-    }
-    panic!("no connection landed on a second shard in {SHARD_SEARCH_CONNECTIONS_MAX} attempts");
-}
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (key, value) in entries {
-        table.insert(ShortString::from(*key), value.clone());
-    }
-    table
-}
-
-fn long(n: i64) -> AMQPValue {
-    AMQPValue::LongLongInt(n)
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
-fn header<'h>(headers: &'h FieldTable, key: &str) -> Option<&'h AMQPValue> {
-    headers.inner().get(key)
-}
-
-fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
-    match header(headers, key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        _ => None,
-    }
-}
 
 fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
     match header(props.headers().as_ref()?, key)? {

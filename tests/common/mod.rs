@@ -696,3 +696,64 @@ pub mod shard_probe {
         }
     }
 }
+
+/// Fixtures shared by the feature suites: connections on two shards, argument tables, headers.
+pub mod fixtures {
+    use super::{shard_probe, Broker};
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    use lapin::Connection;
+
+    /// Connections opened while looking for one on another shard.
+    pub const SHARD_SEARCH_CONNECTIONS_MAX: usize = 64;
+
+    /// A connection on the queue's shard and one on another shard (the same shard with 1 shard).
+    pub struct Pair {
+        pub home: Connection,
+        pub away: Connection,
+        _extra: Vec<Connection>,
+    }
+
+    pub async fn pair(broker: &Broker) -> Pair {
+        let (home, home_shard) = shard_probe::connect(broker.port()).await;
+        let mut extra = Vec::new();
+        for _ in 0..SHARD_SEARCH_CONNECTIONS_MAX {
+            let (away, away_shard) = shard_probe::connect(broker.port()).await;
+            if broker.shards() == 1 || away_shard != home_shard || home_shard.is_none() {
+                return Pair {
+                    home,
+                    away,
+                    _extra: extra,
+                };
+            }
+            extra.push(away);
+        }
+        panic!("no connection landed on a second shard in {SHARD_SEARCH_CONNECTIONS_MAX} attempts");
+    }
+
+    pub fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut table = FieldTable::default();
+        for (key, value) in entries {
+            table.insert(ShortString::from(*key), value.clone());
+        }
+        table
+    }
+
+    pub fn long(n: i64) -> AMQPValue {
+        AMQPValue::LongLongInt(n)
+    }
+
+    pub fn text(s: &str) -> AMQPValue {
+        AMQPValue::LongString(LongString::from(s))
+    }
+
+    pub fn header<'h>(headers: &'h FieldTable, key: &str) -> Option<&'h AMQPValue> {
+        headers.inner().get(key)
+    }
+
+    pub fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+        match header(headers, key)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            _ => None,
+        }
+    }
+}
