@@ -118,6 +118,7 @@ main() {
         fi
         run_suite amqp "$WORK/src/amqp-$AMQP_VERSION" t/integration/test_rmq.py "$PORT" "$label"
         run_suite kombu "$WORK/src/kombu-$KOMBU_VERSION" t/integration/test_py_amqp.py "$PORT" "$label"
+        run_suite patterns "$HERE" test_patterns.py "$PORT" "$label"
         stop_broker
         labels+=("$label")
         [[ -n ${COMPAT_EXTERNAL_PORT:-} ]] && break
