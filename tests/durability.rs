@@ -56,6 +56,7 @@ per_shard_count_mut!(
     corrupt_topology_record_refuses_start,
     torn_last_record_zeroed_is_truncated,
     torn_last_record_file_cut_is_truncated,
+    message_ttl_counts_from_the_publish_across_a_restart,
 );
 
 fn persistent(n: i32) -> BasicProperties {
@@ -918,4 +919,45 @@ fn tear_at(path: &Path, at: u64, tear: Tear) {
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
         .expect("sync");
+}
+
+/// A persistent message's TTL counts from its publish, not from the restart: one whose TTL ran
+/// out while the broker was down is gone as soon as the broker is back, and one with time left
+/// is still there.
+async fn message_ttl_counts_from_the_publish_across_a_restart(broker: &mut Broker) {
+    const SHORT_TTL: Duration = Duration::from_millis(1500);
+    let queue = unique("ttl-durable");
+    let published = {
+        let connection = connect(broker).await;
+        let ch = confirming_channel(&connection).await;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        declare_queue_with(&ch, &queue, durable, FieldTable::default())
+            .await
+            .expect("durable queue");
+        let short = persistent(1).with_expiration(SHORT_TTL.as_millis().to_string().into());
+        let long = persistent(2).with_expiration("600000".into());
+        publish(&ch, "", &queue, b"short-lived", short).await;
+        publish(&ch, "", &queue, b"long-lived", long).await;
+        Instant::now()
+    };
+    broker.stop();
+    // The broker stays down past the short TTL: that passing of time is what is tested.
+    let elapsed = published.elapsed();
+    if elapsed < SHORT_TTL {
+        tokio::time::sleep(SHORT_TTL - elapsed + Duration::from_millis(200)).await;
+    }
+    broker.restart_same_dir();
+    let connection = connect(broker).await;
+    assert_eq!(
+        message_count(&connection, &queue).await,
+        1,
+        "the expired message must be gone right after the restart"
+    );
+    assert_eq!(
+        bodies_in_queue(broker, &queue).await,
+        vec![b"long-lived".to_vec()]
+    );
 }

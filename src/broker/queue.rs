@@ -220,23 +220,25 @@ impl Queue {
     /// Puts back a message recovered from the WAL with its original id. It may have been
     /// delivered before the restart, so it comes back marked redelivered (the flag means
     /// "may have been delivered before").
-    /// The enqueue time is not stored, so a TTL counts again from the restart (`now_ms`), and
-    /// so does the deduplication window of the message's key.
+    /// A TTL counts from `enqueued_ms` (the original publish, stored in the log); the
+    /// deduplication window of the message's key counts again from the restart (`now_ms`).
     pub fn restore(
         &mut self,
         id: MessageId,
         message: SharedMessage,
         persisted: WalPosition,
         now_ms: u64,
+        enqueued_ms: u64,
     ) {
         self.now_ms = self.now_ms.max(now_ms);
         if let Ok(key) = self.check_duplicate(&message, self.now_ms) {
             self.remember_key(key, self.now_ms);
         }
         let level = self.level_of(&message);
+        // The TTL counts from the original publish, not from the restart.
         let deadline_ms = self
             .ttl_ms(&message)
-            .map(|ttl| self.now_ms.saturating_add(ttl));
+            .map(|ttl| enqueued_ms.saturating_add(ttl));
         self.ready.insert_sorted(ReadyEntry {
             id,
             message,

@@ -97,10 +97,12 @@ impl Shard {
         let persisted = durable && is_persistent(message);
         if persisted {
             let stored = stored_copy(message, vhost, deadline);
-            match self
-                .storage
-                .log_enqueue(DELAYED_LOG_QUEUE, arrival, &stored)
-            {
+            match self.storage.log_enqueue(
+                DELAYED_LOG_QUEUE,
+                arrival,
+                &stored,
+                super::expiry::now_ms(),
+            ) {
                 Ok(lsn) => {
                     if let Some(confirm) = confirm {
                         self.storage.confirm_when_durable(lsn, confirm);

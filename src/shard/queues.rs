@@ -121,7 +121,7 @@ impl Shard {
             return Some((Admission::Accept, None));
         }
         let message_id = hosted.queue.next_message_id();
-        match self.storage.log_enqueue(id, message_id, message) {
+        match self.storage.log_enqueue(id, message_id, message, now_ms()) {
             Ok(lsn) => {
                 hosted.queue.remember_key(dedup_key, now);
                 let persisted = NonZeroU64::new(lsn);
@@ -145,10 +145,13 @@ impl Shard {
         message_id: MessageId,
         message: SharedMessage,
         lsn: NonZeroU64,
+        enqueued_ms: u64,
     ) -> bool {
         match self.queues.borrow_mut().get_mut(&id) {
             Some(hosted) if hosted.durable => {
-                hosted.queue.restore(message_id, message, lsn, now_ms());
+                hosted
+                    .queue
+                    .restore(message_id, message, lsn, now_ms(), enqueued_ms);
                 true
             }
             _ => false,

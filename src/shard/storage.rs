@@ -13,7 +13,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::messages::ConfirmRef;
 use super::sync::Notify;
@@ -58,17 +58,21 @@ impl ShardStorage {
         self.messages.get()
     }
 
-    /// Writes the enqueue record of `message` for `queue` (not yet durable).
+    /// Writes the enqueue record of `message` for `queue` (not yet durable). The stored
+    /// properties blob starts with the enqueue time (wall-clock ms, big-endian u64), so a TTL
+    /// keeps counting from the original publish across a restart.
     pub fn log_enqueue(
         &self,
         queue: QueueId,
         message_id: MessageId,
         message: &Message,
+        enqueued_ms: u64,
     ) -> Result<Lsn, WalError> {
         let Some(wal) = self.messages() else {
             return Err(WalError::Closed);
         };
         let mut properties = BytesMut::new();
+        properties.put_u64(enqueued_ms);
         message.properties.encode(&mut properties);
         let record = EnqueueRecord {
             queue,
@@ -173,6 +177,12 @@ pub async fn run_confirmer(shard: Rc<Shard>) {
     }
 }
 
+/// Splits a stored properties blob into the enqueue time and the AMQP-encoded properties.
+fn split_stored_properties(stored: &Bytes) -> Option<(u64, Bytes)> {
+    let time: [u8; 8] = stored.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(time), stored.slice(8..)))
+}
+
 fn wal_options(dir: &Path, shard: usize, segment: u64, buffer: usize) -> WalOptions {
     WalOptions {
         dir: dir.to_path_buf(),
@@ -234,12 +244,23 @@ impl Shard {
         let mut restored = 0u64;
         let mut restored_bytes = 0u64;
         let mut orphans: Vec<(QueueId, MessageId)> = Vec::new();
+        let mut restored_queues = std::collections::BTreeSet::new();
         for entry in recovered.enqueues {
             let record = entry.record;
             let Some(lsn) = std::num::NonZeroU64::new(entry.lsn) else {
                 continue;
             };
-            let properties = match BasicProperties::decode(&mut Bytes::clone(&record.properties)) {
+            let Some((enqueued_ms, properties)) = split_stored_properties(&record.properties)
+            else {
+                tracing::error!(
+                    queue = record.queue,
+                    message = record.message,
+                    "stored properties too short; message dropped"
+                );
+                orphans.push((record.queue, record.message));
+                continue;
+            };
+            let properties = match BasicProperties::decode(&mut properties.clone()) {
                 Ok(properties) => properties,
                 Err(error) => {
                     tracing::error!(queue = record.queue, message = record.message, %error, "unreadable stored properties; message dropped");
@@ -263,8 +284,9 @@ impl Shard {
                 continue;
             }
             let message: SharedMessage = std::sync::Arc::new(message);
-            if self.restore_message(record.queue, record.message, message, lsn) {
+            if self.restore_message(record.queue, record.message, message, lsn, enqueued_ms) {
                 restored += 1;
+                restored_queues.insert(record.queue);
             } else {
                 orphans.push((record.queue, record.message));
             }
@@ -272,6 +294,10 @@ impl Shard {
         // Messages of queues that no longer exist: settle them so their segments can go.
         for (queue, message) in orphans {
             self.storage.log_settle(queue, &[message]);
+        }
+        // Messages whose TTL ran out while the broker was down go now; the rest arm the timer.
+        for queue in restored_queues {
+            self.expire_queue(queue);
         }
         let stats = self
             .storage

@@ -237,7 +237,7 @@ mod tests {
         };
         let mut queue = Queue::with_config(QueueLimits::default(), config);
         let restored = Arc::new(message(Some("a"), None));
-        queue.restore(3, restored, WalPosition::MIN, 5);
+        queue.restore(3, restored, WalPosition::MIN, 5, 5);
         assert!(queue.check_duplicate(&message(Some("a"), None), 6).is_err());
         assert!(matches!(
             queue.check_duplicate(&message(Some("b"), None), 6),
