@@ -57,6 +57,7 @@ per_shard_count_mut!(
     torn_last_record_zeroed_is_truncated,
     torn_last_record_file_cut_is_truncated,
     message_ttl_counts_from_the_publish_across_a_restart,
+    delivery_count_survives_a_restart,
 );
 
 fn persistent(n: i32) -> BasicProperties {
@@ -959,5 +960,67 @@ async fn message_ttl_counts_from_the_publish_across_a_restart(broker: &mut Broke
     assert_eq!(
         bodies_in_queue(broker, &queue).await,
         vec![b"long-lived".to_vec()]
+    );
+}
+
+/// Returns the queue's one message with basic.nack(requeue) and says what x-delivery-count the
+/// delivery carried.
+async fn get_and_requeue(ch: &Channel, queue: &str) -> Option<i64> {
+    let message = get(ch, queue, false).await.expect("a message to get");
+    let count = message
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => Some(n),
+            AMQPValue::LongInt(n) => Some(i64::from(n)),
+            _ => None,
+        });
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    step("basic.nack", message.delivery.acker.nack(requeue))
+        .await
+        .expect("basic.nack");
+    count
+}
+
+/// x-delivery-limit counts returns across a restart: two returns before it and one after it
+/// exceed a limit of 2, so the message is dropped (with no dead-letter exchange).
+async fn delivery_count_survives_a_restart(broker: &mut Broker) {
+    let queue = unique("delivery-limit-durable");
+    {
+        let connection = connect(broker).await;
+        let ch = confirming_channel(&connection).await;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let mut args = FieldTable::default();
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(2));
+        declare_queue_with(&ch, &queue, durable, args)
+            .await
+            .expect("durable queue with a delivery limit");
+        publish(&ch, "", &queue, b"poison", persistent(1)).await;
+        assert_eq!(get_and_requeue(&ch, &queue).await, None);
+        assert_eq!(get_and_requeue(&ch, &queue).await, Some(1));
+    }
+    // A graceful stop flushes the re-logged counts.
+    broker.stop();
+    broker.restart_same_dir();
+    let connection = connect(broker).await;
+    let ch = confirming_channel(&connection).await;
+    assert_eq!(
+        get_and_requeue(&ch, &queue).await,
+        Some(2),
+        "the count came back"
+    );
+    assert_eq!(
+        message_count(&connection, &queue).await,
+        0,
+        "the third return exceeds the limit of 2"
     );
 }

@@ -34,8 +34,8 @@ pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSA
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
 pub use dedup::{DedupCache, DedupConfig, DedupKey, DEDUP_CACHE_SIZE_MAX, X_DEDUPLICATION_HEADER};
-use delivery_limit::Return;
 pub use delivery_limit::X_DELIVERY_COUNT;
+use delivery_limit::{stored_delivery_count, Return};
 pub use length::Admission;
 use ready::{ReadyEntry, ReadyQueue};
 
@@ -142,6 +142,10 @@ pub struct Queue {
     config: QueueConfig,
     /// Returns per message, for `x-delivery-limit` only (see `delivery_limit`).
     delivery_counts: HashMap<MessageId, u32, IdBuildHasher>,
+    /// Persisted messages whose delivery count changed since the last `take_recounted`, as they
+    /// must be stored again (count in `x-delivery-count`) with their original enqueue time, so
+    /// the count survives a restart.
+    recounted: Vec<(MessageId, SharedMessage, u64)>,
     /// Dropped by the delivery limit, waiting for the host to dead-letter them.
     over_delivery_limit: Vec<SharedMessage>,
     /// Recently seen message keys, for `x-message-deduplication`.
@@ -170,6 +174,7 @@ impl Queue {
             forgotten: Vec::new(),
             config,
             delivery_counts: HashMap::default(),
+            recounted: Vec::new(),
             over_delivery_limit: Vec::new(),
             dedup,
             now_ms: 0,
@@ -234,6 +239,11 @@ impl Queue {
         if let Ok(key) = self.check_duplicate(&message, self.now_ms) {
             self.remember_key(key, self.now_ms);
         }
+        if self.config.delivery_limit.is_some() {
+            if let Some(count) = stored_delivery_count(&message) {
+                self.delivery_counts.insert(id, count);
+            }
+        }
         let level = self.level_of(&message);
         // The TTL counts from the original publish, not from the restart.
         let deadline_ms = self
@@ -253,6 +263,12 @@ impl Queue {
     /// Persisted messages that left the queue for good since the last call.
     pub fn take_forgotten(&mut self) -> Vec<MessageId> {
         std::mem::take(&mut self.forgotten)
+    }
+
+    /// Persisted messages whose delivery count changed since the last call: (id, the message
+    /// with its `x-delivery-count`, its enqueue time in wall-clock ms) for the host to re-log.
+    pub fn take_recounted(&mut self) -> Vec<(MessageId, SharedMessage, u64)> {
+        std::mem::take(&mut self.recounted)
     }
 
     fn forget(&mut self, id: MessageId, persisted: Option<WalPosition>) {
@@ -509,6 +525,15 @@ impl Queue {
             self.forget(id, unacked.persisted);
             self.over_delivery_limit.push(unacked.message);
             return;
+        }
+        if unacked.persisted.is_some() && self.config.delivery_limit.is_some() {
+            let enqueued_ms = unacked
+                .deadline_ms
+                .map(NonZeroU64::get)
+                .zip(self.ttl_ms(&unacked.message))
+                .map_or(self.now_ms, |(deadline, ttl)| deadline.saturating_sub(ttl));
+            let stamped = self.stamp_delivery_count(id, Arc::clone(&unacked.message));
+            self.recounted.push((id, stamped, enqueued_ms));
         }
         self.ready.insert_sorted(ReadyEntry {
             id,

@@ -158,13 +158,24 @@ impl Shard {
         }
     }
 
-    /// Writes settle records for the persisted messages that left queue `id` for good.
+    /// Writes settle records for the persisted messages that left queue `id` for good, and
+    /// stores again those whose delivery count changed (the newest record of an id wins).
     pub(super) fn log_forgotten(&self, id: QueueId) {
-        let forgotten = match self.queues.borrow_mut().get_mut(&id) {
-            Some(hosted) if hosted.durable => hosted.queue.take_forgotten(),
+        let (forgotten, recounted) = match self.queues.borrow_mut().get_mut(&id) {
+            Some(hosted) if hosted.durable => {
+                (hosted.queue.take_forgotten(), hosted.queue.take_recounted())
+            }
             _ => return,
         };
         self.storage.log_settle(id, &forgotten);
+        for (message_id, message, enqueued_ms) in recounted {
+            if let Err(error) = self
+                .storage
+                .log_enqueue(id, message_id, &message, enqueued_ms)
+            {
+                tracing::warn!(queue = id, %error, "cannot store a delivery count; it restarts after a restart");
+            }
+        }
     }
 
     /// Delivers what consumer credit allows. Deliveries are collected first and routed after the

@@ -14,6 +14,17 @@ use super::{Message, MessageId, Queue, SharedMessage};
 
 pub const X_DELIVERY_COUNT: &str = "x-delivery-count";
 
+/// The delivery count a stored (re-logged) message carries, if any.
+pub(super) fn stored_delivery_count(message: &Message) -> Option<u32> {
+    let count = message
+        .properties
+        .headers
+        .as_ref()?
+        .get(X_DELIVERY_COUNT)?
+        .as_i64()?;
+    u32::try_from(count).ok()
+}
+
 /// What a returned message does next.
 pub(super) enum Return {
     Requeue,
