@@ -5,7 +5,8 @@
 # and stops everything it started.
 #
 # Knobs (environment): RUNS (3), DURATION seconds per run (5), RINGMQ_PORT (5680),
-# RABBIT_PORT (5682), SHARDS (2), BACKLOG_MESSAGES (1000000), BACKLOG_RUNS (1), CARGO_TARGET_DIR.
+# RABBIT_PORT (5682), SHARDS (2), BACKLOG_MESSAGES (1000000), BACKLOG_RUNS (1), CARGO_TARGET_DIR,
+# CASES (a subset of: transient durable fanout topic latency connections backlog).
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -156,28 +157,46 @@ run_case() { # title, then ringmq-perf scenario args
     echo >>"$REPORT"
 }
 
+# CASES (environment) picks groups of cases: transient durable fanout topic latency connections
+# backlog; empty runs them all.
+wanted() { [[ -z ${CASES:-} || " $CASES " == *" $1 "* ]]; }
+
 SAVE=()
 D=(--duration "$DURATION")
 ACK=(--prefetch 1000 --multiple-ack 100)
-run_case "16 B transient, 1 producer → 1 consumer" throughput "${D[@]}" --size 16 "${ACK[@]}"
-run_case "1 KB transient, 1 → 1" throughput "${D[@]}" --size 1024 "${ACK[@]}"
-run_case "16 B persistent, confirms (window 1000), 1 → 1 (ringmq: persistent kept in memory until the WAL lands)" \
-    throughput "${D[@]}" --size 16 --persistent --confirm 1000 "${ACK[@]}"
-run_case "Fanout to 10 queues, 16 B" fanout "${D[@]}" --queues 10 --size 16 "${ACK[@]}"
-run_case "Topic exchange, 10,000 bindings, 16 B" topic "${D[@]}" --bindings 10000 --size 16 "${ACK[@]}"
-SAVE=(--save "$WORK/latency.json")
-run_case "Latency, open loop, 16 B (10k and 100k msg/s)" \
-    latency --duration $((DURATION + 1)) --warmup 1 --sweep 10000,100000 --size 16 "${ACK[@]}"
-SAVE=()
-run_case "100 connections × 100 queues, 100 msg/s each" \
+if wanted transient; then
+    run_case "16 B transient, 1 producer → 1 consumer" throughput "${D[@]}" --size 16 "${ACK[@]}"
+    run_case "1 KB transient, 1 → 1" throughput "${D[@]}" --size 1024 "${ACK[@]}"
+fi
+if wanted durable; then
+    # Durable queue, delivery_mode 2, confirms: every message is in the write-ahead log (fdatasync)
+    # before its confirm; RabbitMQ: durable classic queue.
+    run_case "16 B persistent, confirms (window 1000), 1 → 1" \
+        throughput "${D[@]}" --size 16 --persistent --confirm 1000 "${ACK[@]}"
+    run_case "1 KB persistent, confirms (window 1000), 1 publisher → 1 consumer" \
+        throughput "${D[@]}" --size 1024 --persistent --confirm 1000 "${ACK[@]}"
+    run_case "1 KB persistent, confirms (window 1000), 4 publishers → 4 consumers" \
+        throughput "${D[@]}" --size 1024 --persistent --confirm 1000 --producers 4 --consumers 4 "${ACK[@]}"
+fi
+wanted fanout && run_case "Fanout to 10 queues, 16 B" fanout "${D[@]}" --queues 10 --size 16 "${ACK[@]}"
+wanted topic && run_case "Topic exchange, 10,000 bindings, 16 B" topic "${D[@]}" --bindings 10000 --size 16 "${ACK[@]}"
+if wanted latency; then
+    SAVE=(--save "$WORK/latency.json")
+    run_case "Latency, open loop, 16 B (10k and 100k msg/s)" \
+        latency --duration $((DURATION + 1)) --warmup 1 --sweep 10000,100000 --size 16 "${ACK[@]}"
+    SAVE=()
+fi
+wanted connections && run_case "100 connections × 100 queues, 100 msg/s each" \
     connections "${D[@]}" --connections 100 --queues 100 --rate 100 --size 16
 # One run: RabbitMQ takes minutes per million here, and memory is not a rate to take medians of.
 # Confirms make "published" mean "the broker has it": without them a broker that stops reading
 # (memory alarm) leaves messages in our socket buffer that the close then discards.
-compare_args "${BACKLOG_RUNS:-1}"
-run_case "Backlog: $BACKLOG_MESSAGES × 16 B queued (confirmed), then drained (RSS from /proc/PID/status)" \
-    backlog --messages "$BACKLOG_MESSAGES" --size 16 --confirm 10000 "${ACK[@]}"
-compare_args "$RUNS"
+if wanted backlog; then
+    compare_args "${BACKLOG_RUNS:-1}"
+    run_case "Backlog: $BACKLOG_MESSAGES × 16 B queued (confirmed), then drained (RSS from /proc/PID/status)" \
+        backlog --messages "$BACKLOG_MESSAGES" --size 16 --confirm 10000 "${ACK[@]}"
+    compare_args "$RUNS"
+fi
 
 log "case: pingpong floor"
 {

@@ -104,6 +104,13 @@ impl ShardStorage {
         self.pending_added.notify();
     }
 
+    /// The message log's batch buffer is over half full: publishers on this shard should wait
+    /// for a flush (`sync_messages`) before adding more, rather than get nacks when it is full.
+    pub fn log_congested(&self) -> bool {
+        self.messages()
+            .is_some_and(|wal| wal.pending_bytes() > WAL_WRITE_BUFFER_BYTES / 2)
+    }
+
     /// Waits until everything appended to the message log so far is durable.
     pub async fn sync_messages(&self) -> Result<(), WalError> {
         match self.messages() {

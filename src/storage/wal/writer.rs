@@ -278,6 +278,12 @@ impl Wal {
         Ok(record::to_owned_enqueue(archived))
     }
 
+    /// Bytes appended and waiting for the next flush (bounded by `write_buffer_bytes`): callers
+    /// that can wait should, before appending more, once this nears the bound.
+    pub fn pending_bytes(&self) -> usize {
+        self.inner.borrow().pending.bytes
+    }
+
     pub fn stats(&self) -> WalStats {
         let g = self.inner.borrow();
         WalStats {
