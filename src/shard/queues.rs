@@ -1,7 +1,6 @@
 //! The queues a shard owns: applying publishes, settlements and queue requests, and dispatching
 //! deliveries to consumers (wherever their connections live).
 
-use crate::id_hash::IdMap;
 use std::rc::Rc;
 
 use std::num::NonZeroU64;
@@ -11,8 +10,8 @@ use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
 use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    Admission, ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, DeathReason, MessageId, Queue,
-    QueueConfig, QueueLimits, SharedMessage,
+    Admission, ConsumeError, ConsumerSpec, DeathReason, MessageId, Queue, QueueConfig, QueueLimits,
+    SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
@@ -24,8 +23,6 @@ pub struct HostedQueue {
     auto_delete: bool,
     /// Persistent messages published to it are written to the shard's log.
     durable: bool,
-    /// Where each consumer's deliveries go.
-    consumer_channels: IdMap<ConsumerKey, ChannelRef>,
 }
 
 impl HostedQueue {
@@ -37,7 +34,6 @@ impl HostedQueue {
             ),
             auto_delete: meta.auto_delete,
             durable: meta.durable && meta.exclusive_owner.is_none(),
-            consumer_channels: IdMap::default(),
         }
     }
 
@@ -64,8 +60,9 @@ impl Shard {
         // Its persisted messages are gone for good: settle them in the log.
         hosted.queue.drain_all();
         self.storage.log_settle(id, &hosted.queue.take_forgotten());
-        for (key, channel) in hosted.consumer_channels {
-            self.route_consumer_cancelled(channel, key);
+        // drain_all leaves the consumers in place so they can be told.
+        for spec in hosted.queue.consumers() {
+            self.route_consumer_cancelled(spec.channel, spec.key);
         }
         Some(count)
     }
@@ -193,33 +190,21 @@ impl Shard {
     fn dispatch_ready(&self, id: QueueId) {
         loop {
             let mut deliveries = Vec::new();
-            let routes: Vec<(ChannelRef, DeliverEntry)> = {
-                let mut queues = self.queues.borrow_mut();
-                let Some(hosted) = queues.get_mut(&id) else {
-                    return;
-                };
-                hosted.queue.dispatch(&mut deliveries, DISPATCH_BATCH_MAX);
-                deliveries
-                    .drain(..)
-                    .filter_map(|d| {
-                        let channel = *hosted.consumer_channels.get(&d.consumer)?;
-                        Some((
-                            channel,
-                            DeliverEntry {
-                                channel,
-                                consumer: d.consumer,
-                                queue: id,
-                                message_id: d.message_id,
-                                message: d.message,
-                                redelivered: d.redelivered,
-                            },
-                        ))
-                    })
-                    .collect()
-            };
-            let produced = routes.len();
-            for (_, entry) in routes {
-                self.route_delivery(entry);
+            match self.queues.borrow_mut().get_mut(&id) {
+                Some(hosted) => hosted.queue.dispatch(&mut deliveries, DISPATCH_BATCH_MAX),
+                None => return,
+            }
+            // Routed after the borrow ends: a local delivery touches the connection's state.
+            let produced = deliveries.len();
+            for d in deliveries {
+                self.route_delivery(DeliverEntry {
+                    channel: d.channel,
+                    consumer: d.consumer,
+                    queue: id,
+                    message_id: d.message_id,
+                    message: d.message,
+                    redelivered: d.redelivered,
+                });
             }
             if produced < DISPATCH_BATCH_MAX {
                 self.log_forgotten(id); // no-ack deliveries settle at once
@@ -318,12 +303,10 @@ fn apply_queue_op(hosted: &mut HostedQueue, op: QueueOp) -> Result<QueueOk, Amqp
                 channel,
             };
             queue.add_consumer(spec).map_err(consume_error)?;
-            hosted.consumer_channels.insert(key, channel);
             QueueOk::Consumed
         }
         QueueOp::Cancel { key } => {
             queue.remove_consumer(key);
-            hosted.consumer_channels.remove(&key);
             QueueOk::Cancelled {
                 auto_delete_now: hosted.auto_delete_now(),
             }
@@ -359,7 +342,6 @@ fn apply_queue_op(hosted: &mut HostedQueue, op: QueueOp) -> Result<QueueOk, Amqp
         }
         QueueOp::ChannelClosed { channel } => {
             queue.channel_closed(channel);
-            hosted.consumer_channels.retain(|_, c| *c != channel);
             QueueOk::Done {
                 auto_delete_now: hosted.auto_delete_now(),
             }
