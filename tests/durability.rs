@@ -58,6 +58,7 @@ per_shard_count_mut!(
     torn_last_record_file_cut_is_truncated,
     message_ttl_counts_from_the_publish_across_a_restart,
     delivery_count_survives_a_restart,
+    a_full_log_batch_slows_publishers_on_other_shards_instead_of_nacking,
 );
 
 fn persistent(n: i32) -> BasicProperties {
@@ -1022,5 +1023,53 @@ async fn delivery_count_survives_a_restart(broker: &mut Broker) {
         message_count(&connection, &queue).await,
         0,
         "the third return exceeds the limit of 2"
+    );
+}
+
+/// Pipelined publishes big enough to overflow one log batch (4 MiB) several times over.
+const BACK_PRESSURE_MESSAGES: usize = 24;
+const BACK_PRESSURE_BODY_BYTES: usize = 1 << 20;
+
+/// The publisher's connection is on another shard than the queue (with 2 shards): its own
+/// shard's log is idle, so only the queue's shard can slow it down. Every publish must be
+/// confirmed with an ack: a full batch on the queue's shard means waiting, not a nack.
+async fn a_full_log_batch_slows_publishers_on_other_shards_instead_of_nacking(broker: &mut Broker) {
+    let pair = common::fixtures::pair(broker).await;
+    let queue = unique("back-pressure");
+    let home = channel(&pair.home).await;
+    step(
+        "queue.declare",
+        declare_queue(&home, &queue, durable_queue()),
+    )
+    .await
+    .expect("queue.declare");
+    let away = confirming_channel(&pair.away).await;
+    let mut confirms = Vec::with_capacity(BACK_PRESSURE_MESSAGES);
+    for n in 0..BACK_PRESSURE_MESSAGES {
+        let body = vec![n as u8; BACK_PRESSURE_BODY_BYTES];
+        let confirm = step(
+            "basic.publish",
+            away.basic_publish(
+                "",
+                &queue,
+                BasicPublishOptions::default(),
+                &body,
+                persistent(n as i32),
+            ),
+        )
+        .await
+        .expect("basic.publish");
+        confirms.push(confirm);
+    }
+    for (n, confirm) in confirms.into_iter().enumerate() {
+        let confirmation = step("publisher confirm", confirm).await.expect("confirm");
+        assert!(
+            confirmation.is_ack(),
+            "publish {n} was not acked: {confirmation:?}"
+        );
+    }
+    assert_eq!(
+        message_count(&pair.home, &queue).await,
+        BACK_PRESSURE_MESSAGES as u32
     );
 }

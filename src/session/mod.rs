@@ -186,11 +186,7 @@ impl Session {
         }
         self.shard.mesh.wait_for_room().await;
         // A full log batch would refuse appends (nacks): wait for the flush that empties it.
-        while self.shard.storage.log_congested() {
-            if self.shard.storage.sync_messages().await.is_err() {
-                break; // the log failed: appends will be refused and nacked, as they must
-            }
-        }
+        self.shard.storage.wait_for_room().await;
         Ok(())
     }
 

@@ -128,6 +128,7 @@ async fn start_mesh(shard: &Rc<Shard>, ends: MeshEnds) {
         glommio::spawn_local(async move {
             while let Some(batch) = receiver.recv().await {
                 for msg in batch {
+                    shard.storage.wait_for_room().await;
                     shard.handle_mesh(msg);
                 }
             }

@@ -111,6 +111,19 @@ impl ShardStorage {
             .is_some_and(|wal| wal.pending_bytes() > WAL_WRITE_BUFFER_BYTES / 2)
     }
 
+    /// Back-pressure for messages arriving from other shards: while the log batch is congested,
+    /// stop taking them off the mesh link until a flush empties it. The link fills, then the
+    /// sending shard's outbox, and its publishers pause (`Mesh::wait_for_room`) instead of
+    /// getting nacks for a full batch here.
+    /// Sessions on this shard wait here too before reading more publishes.
+    pub async fn wait_for_room(&self) {
+        while self.log_congested() {
+            if self.sync_messages().await.is_err() {
+                break; // the log failed: appends will be refused and nacked, as they must
+            }
+        }
+    }
+
     /// Waits until everything appended to the message log so far is durable.
     pub async fn sync_messages(&self) -> Result<(), WalError> {
         match self.messages() {
