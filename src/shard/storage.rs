@@ -22,7 +22,7 @@ use crate::broker::persist::{decode_change, encode_change};
 use crate::broker::queue::{Message, MessageId, SharedMessage};
 use crate::broker::{QueueId, TopologyChange};
 use crate::limits::{
-    META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES, WAL_SEGMENT_SIZE_BYTES,
+    META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES, WAL_BATCH_SOFT_BYTES, WAL_SEGMENT_SIZE_BYTES,
     WAL_WRITE_BUFFER_BYTES,
 };
 use crate::protocol::BasicProperties;
@@ -107,8 +107,7 @@ impl ShardStorage {
     /// The message log's batch buffer is over half full: publishers on this shard should wait
     /// for a flush (`sync_messages`) before adding more, rather than get nacks when it is full.
     pub fn log_congested(&self) -> bool {
-        self.messages()
-            .is_some_and(|wal| wal.pending_bytes() > WAL_WRITE_BUFFER_BYTES / 2)
+        self.messages().is_some_and(Wal::congested)
     }
 
     /// Back-pressure for messages arriving from other shards: while the log batch is congested,
@@ -203,8 +202,11 @@ fn split_stored_properties(stored: &Bytes) -> Option<(u64, Bytes)> {
     Some((u64::from_be_bytes(time), stored.slice(8..)))
 }
 
-fn wal_options(dir: &Path, shard: usize, segment: u64, buffer: usize) -> WalOptions {
-    WalOptions::new(dir.to_path_buf(), shard, segment, buffer)
+fn wal_options(dir: &Path, shard: usize, segment: u64, buffer: usize, soft: usize) -> WalOptions {
+    WalOptions {
+        batch_soft_bytes: soft,
+        ..WalOptions::new(dir.to_path_buf(), shard, segment, buffer)
+    }
 }
 
 impl Shard {
@@ -212,7 +214,13 @@ impl Shard {
     /// other shards.
     pub async fn recover_topology(&self, data_dir: &Path) -> Result<Vec<TopologyChange>, String> {
         let dir = data_dir.join("topology");
-        let options = wal_options(&dir, 0, META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES);
+        let options = wal_options(
+            &dir,
+            0,
+            META_SEGMENT_SIZE_BYTES,
+            META_WRITE_BUFFER_BYTES,
+            META_WRITE_BUFFER_BYTES / 2,
+        );
         let (wal, recovered) = Wal::open(options)
             .await
             .map_err(|e| format!("cannot open the topology log in {}: {e}", dir.display()))?;
@@ -244,6 +252,7 @@ impl Shard {
             self.id,
             WAL_SEGMENT_SIZE_BYTES,
             WAL_WRITE_BUFFER_BYTES,
+            WAL_BATCH_SOFT_BYTES,
         );
         let (wal, recovered) = Wal::open(options).await.map_err(|e| {
             format!(

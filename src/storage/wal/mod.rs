@@ -58,10 +58,10 @@ pub const WAL_COMPACT_LIVE_PERCENT_MAX: u64 = 25;
 /// segment to free this many keeps that amplification at most 1/4.
 pub const WAL_COMPACT_PINNED_SEGMENTS_MIN: usize = 4;
 /// Copies are appended only while the pending batch holds at most this share of
-/// `write_buffer_bytes` (also the bound of bytes copied per round, one round per flush):
-/// publishers keep three quarters of the buffer, and the broker already waits for a flush
-/// above half. A record larger than that is copied only into an empty batch.
-pub const WAL_COMPACT_BATCH_PERCENT_MAX: usize = 25;
+/// `batch_soft_bytes` (also the bound of bytes copied per round, one round per flush):
+/// publishers keep the rest, and the broker waits for a flush above the soft bound (`congested`).
+/// A record larger than that is copied only into an empty batch.
+pub const WAL_COMPACT_BATCH_PERCENT_MAX: usize = 50;
 
 /// Times `read_live` looks a key up again after waiting for its record to become durable (the
 /// record may be copied forward meanwhile; each copy is durable within a flush or two).
@@ -74,8 +74,12 @@ pub struct WalOptions {
     /// Size every segment file is preallocated to (e.g. 64 MiB).
     pub segment_size_bytes: u64,
     /// Bound of one batch: appends beyond it (while a flush runs) fail with `BufferFull`.
-    /// Also bounds the size of one record.
+    /// Also bounds the size of one record, so it must hold the largest message.
     pub write_buffer_bytes: usize,
+    /// Pending bytes above which the log is `congested`: writers that can wait should, so batches
+    /// (and the confirm latency of everything in them) stay near this size while the hard bound
+    /// above still fits one large record. `WalOptions::new` sets half the write buffer.
+    pub batch_soft_bytes: usize,
     /// Recovery returns enqueue bodies until their total would pass this; the enqueues after
     /// that come back with `body_loaded == false` (read them with `Wal::read_live`).
     /// `u64::MAX` (the default of `WalOptions::new`) returns every body.
@@ -95,6 +99,7 @@ impl WalOptions {
             shard,
             segment_size_bytes,
             write_buffer_bytes,
+            batch_soft_bytes: write_buffer_bytes / 2,
             recovery_body_budget_bytes: u64::MAX,
         }
     }
@@ -115,6 +120,11 @@ impl WalOptions {
         {
             return Err(WalError::InvalidOptions(
                 "write_buffer_bytes must be at least 16 KiB and at most a segment's data area",
+            ));
+        }
+        if self.batch_soft_bytes == 0 || self.batch_soft_bytes > self.write_buffer_bytes {
+            return Err(WalError::InvalidOptions(
+                "batch_soft_bytes must be positive and at most write_buffer_bytes",
             ));
         }
         Ok(())

@@ -345,6 +345,12 @@ impl Wal {
         self.inner.borrow().pending.bytes
     }
 
+    /// The batch is over its soft bound: writers that can wait for a flush should.
+    pub fn congested(&self) -> bool {
+        let g = self.inner.borrow();
+        g.pending.bytes > g.opts.batch_soft_bytes
+    }
+
     pub fn stats(&self) -> WalStats {
         let g = self.inner.borrow();
         WalStats {

@@ -129,7 +129,7 @@ impl Inner {
     }
 
     fn copy_room_bytes(&self) -> usize {
-        self.opts.write_buffer_bytes * WAL_COMPACT_BATCH_PERCENT_MAX / 100
+        self.opts.batch_soft_bytes * WAL_COMPACT_BATCH_PERCENT_MAX / 100
     }
 
     /// Re-appends `payload` (the enqueue of `key` read from `was`) if `was` is still the live
