@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::Lsn;
+use super::{Lsn, RecordPos};
 
 /// (queue, message) as named by enqueue and settle records.
 pub type MessageKey = (u64, u64);
@@ -11,6 +11,8 @@ pub type MessageKey = (u64, u64);
 #[derive(Debug, Default, Clone)]
 pub struct SegmentLive {
     pub live_enqueues: u64,
+    /// On-disk bytes of those live enqueues: what copy-forward would have to rewrite.
+    pub live_bytes: u64,
     /// Topology records are opaque to the WAL and never superseded here, so they pin their
     /// segment (see the compaction notes in `writer`).
     pub topology_records: u64,
@@ -22,7 +24,14 @@ pub struct SegmentLive {
 #[derive(Debug, Default)]
 pub struct Liveness {
     segments: BTreeMap<u64, SegmentLive>,
-    index: HashMap<MessageKey, (u64, Lsn)>,
+    /// Where the current copy of each live enqueue is.
+    index: HashMap<MessageKey, LiveEnqueue>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveEnqueue {
+    pub pos: RecordPos,
+    pub lsn: Lsn,
 }
 
 impl Liveness {
@@ -32,22 +41,29 @@ impl Liveness {
 
     /// Returns the LSN of an earlier enqueue of the same key that this one replaces, if any
     /// (copy-forward re-appends a record; the newest copy wins).
-    pub fn on_enqueue(&mut self, segment: u64, key: MessageKey, lsn: Lsn) -> Option<Lsn> {
-        let replaced = self.index.insert(key, (segment, lsn));
-        if let Some((old_segment, _)) = replaced {
-            self.dec_live(old_segment);
+    pub fn on_enqueue(&mut self, pos: RecordPos, key: MessageKey, lsn: Lsn) -> Option<Lsn> {
+        let replaced = self.index.insert(key, LiveEnqueue { pos, lsn });
+        if let Some(old) = replaced {
+            self.dec_live(old.pos);
         }
-        if let Some(s) = self.segments.get_mut(&segment) {
+        if let Some(s) = self.segments.get_mut(&pos.segment) {
             s.live_enqueues += 1;
+            s.live_bytes += u64::from(pos.len);
         }
-        replaced.map(|(_, lsn)| lsn)
+        replaced.map(|old| old.lsn)
+    }
+
+    /// The current copy of a live enqueue.
+    pub fn get(&self, key: MessageKey) -> Option<LiveEnqueue> {
+        self.index.get(&key).copied()
     }
 
     /// Returns the settled enqueue's LSN, or None if the key was not live (a duplicate settle,
     /// or one whose enqueue was already reclaimed).
     pub fn on_settle(&mut self, segment: u64, key: MessageKey) -> Option<Lsn> {
-        let (target, lsn) = self.index.remove(&key)?;
-        self.dec_live(target);
+        let LiveEnqueue { pos, lsn } = self.index.remove(&key)?;
+        self.dec_live(pos);
+        let target = pos.segment;
         if target != segment {
             if let Some(s) = self.segments.get_mut(&segment) {
                 s.settle_targets.insert(target);
@@ -62,10 +78,11 @@ impl Liveness {
         }
     }
 
-    fn dec_live(&mut self, segment: u64) {
-        if let Some(s) = self.segments.get_mut(&segment) {
-            debug_assert!(s.live_enqueues > 0);
+    fn dec_live(&mut self, pos: RecordPos) {
+        if let Some(s) = self.segments.get_mut(&pos.segment) {
+            debug_assert!(s.live_enqueues > 0 && s.live_bytes >= u64::from(pos.len));
             s.live_enqueues = s.live_enqueues.saturating_sub(1);
+            s.live_bytes = s.live_bytes.saturating_sub(u64::from(pos.len));
         }
     }
 
@@ -106,15 +123,23 @@ impl Liveness {
 mod tests {
     use super::*;
 
+    fn at(segment: u64) -> RecordPos {
+        RecordPos {
+            segment,
+            offset: 4096,
+            len: 64,
+        }
+    }
+
     #[test]
     fn settle_in_later_segment_holds_it_until_target_goes() {
         let mut l = Liveness::default();
         for id in 1..=3 {
             l.add_segment(id);
         }
-        l.on_enqueue(1, (1, 1), 1);
-        l.on_enqueue(1, (1, 2), 2);
-        l.on_enqueue(2, (1, 3), 3);
+        l.on_enqueue(at(1), (1, 1), 1);
+        l.on_enqueue(at(1), (1, 2), 2);
+        l.on_enqueue(at(2), (1, 3), 3);
         // Segment 2 settles message 1 (in segment 1) and its own message 3.
         l.on_settle(2, (1, 1));
         l.on_settle(2, (1, 3));

@@ -43,6 +43,9 @@ pub const WAL_SEGMENT_SIZE_BYTES_MIN: u64 = 64 * 1024;
 pub const WAL_SEGMENT_SIZE_BYTES_MAX: u64 = 1 << 30;
 /// Tasks that may wait in `wait_durable` at once.
 pub const WAL_WAITERS_MAX: usize = 1 << 16;
+/// Times `read_live` looks a key up again after waiting for its record to become durable (the
+/// record may be copied forward meanwhile; each copy is durable within a flush or two).
+pub const WAL_READ_LIVE_ATTEMPTS_MAX: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct WalOptions {
@@ -100,6 +103,15 @@ pub struct RecordPos {
     pub offset: u64,
     /// Record bytes on disk (header + payload + padding).
     pub len: u32,
+}
+
+impl RecordPos {
+    /// Named in errors about a key the log does not hold (segment ids start at 1).
+    pub const UNKNOWN: RecordPos = RecordPos {
+        segment: 0,
+        offset: 0,
+        len: 0,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

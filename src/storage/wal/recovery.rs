@@ -231,14 +231,14 @@ impl Replay<'_> {
                     .map_err(|_| corrupt(&path(), offset, "undecodable enqueue payload"))?;
                 let owned = record::to_owned_enqueue(a);
                 let key = (owned.queue, owned.message);
-                if let Some(old) = self.out.live.on_enqueue(segment, key, h.lsn) {
-                    self.enqueues.remove(&old);
-                }
                 let pos = RecordPos {
                     segment,
                     offset,
                     len: h.record_bytes() as u32,
                 };
+                if let Some(old) = self.out.live.on_enqueue(pos, key, h.lsn) {
+                    self.enqueues.remove(&old);
+                }
                 self.enqueues.insert(
                     h.lsn,
                     RecoveredEnqueue {

@@ -513,3 +513,57 @@ fn probe_raw_write_sync_latency() {
         eprintln!("std buffered write+sync_data: {:?}/op", t.elapsed() / 100);
     });
 }
+
+fn assert_not_readable(r: Result<OwnedEnqueue, WalError>) {
+    assert!(
+        matches!(r, Err(WalError::NotReadable { .. })),
+        "expected NotReadable, got {r:?}"
+    );
+}
+
+#[test]
+fn read_live_by_key_follows_appends_flushes_and_reopen() {
+    let dir = TempDir::new("readlive");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        // Not flushed yet: read_live waits for durability itself.
+        enqueue(&wal, 1, 7);
+        let got = wal.read_live(1, 7).await.expect("read pending");
+        assert_eq!(got.body.as_ref(), body(7).as_slice());
+        assert_eq!(
+            (got.queue, got.message, got.routing_key.as_str()),
+            (1, 7, "rk")
+        );
+        // Across several segments, after flushes.
+        for m in 100..250 {
+            let (lsn, _) = enqueue(&wal, 2, m);
+            if m % 16 == 0 {
+                wal.wait_durable(lsn).await.expect("durable");
+            }
+        }
+        for m in [100, 177, 249] {
+            let got = wal.read_live(2, m).await.expect("read");
+            assert_eq!(got.body.as_ref(), body(m).as_slice());
+        }
+        let lsn = wal
+            .append_settle(&SettleRecord {
+                queue: 2,
+                messages: &[177],
+            })
+            .expect("settle");
+        assert_not_readable(wal.read_live(2, 177).await);
+        assert_not_readable(wal.read_live(9, 9).await);
+        wal.wait_durable(lsn).await.expect("durable");
+        wal.close().await.expect("close");
+
+        // Recovery fills the positions in the index.
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen");
+        for (q, m) in [(1, 7), (2, 100), (2, 249)] {
+            let got = wal.read_live(q, m).await.expect("read after reopen");
+            assert_eq!(got.body.as_ref(), body(m).as_slice());
+        }
+        assert_not_readable(wal.read_live(2, 177).await);
+        wal.close().await.expect("close");
+    });
+}

@@ -30,7 +30,8 @@ use super::record::{
 use super::recovery::{self, Tail};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use super::{
-    Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, WAL_BLOCK_BYTES, WAL_WAITERS_MAX,
+    Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, WAL_BLOCK_BYTES,
+    WAL_READ_LIVE_ATTEMPTS_MAX, WAL_WAITERS_MAX,
 };
 
 /// Contiguous bytes of one segment, starting at a block boundary. The first bytes may be a
@@ -183,8 +184,7 @@ impl Wal {
             .and_then(|_| g.append(RecordKind::Enqueue, &scratch));
         g.scratch = scratch;
         let (lsn, pos) = result?;
-        let segment = pos.segment;
-        g.live.on_enqueue(segment, (r.queue, r.message), lsn);
+        g.live.on_enqueue(pos, (r.queue, r.message), lsn);
         Ok((lsn, pos))
     }
 
@@ -244,7 +244,49 @@ impl Wal {
         .await
     }
 
-    /// Reads a durable enqueue back (for queues paged out of memory).
+    /// Reads the current copy of a live enqueue by key (for queues paged out of memory, and for
+    /// enqueues recovered without their body). Waits for the record to be durable first.
+    /// Copy-forward may move a record while we wait: the key is looked up again after each wait,
+    /// at most `WAL_READ_LIVE_ATTEMPTS_MAX` times.
+    pub async fn read_live(&self, queue: u64, message: u64) -> Result<OwnedEnqueue, WalError> {
+        for _ in 0..WAL_READ_LIVE_ATTEMPTS_MAX {
+            let (live, durable_lsn) = {
+                let g = self.inner.borrow();
+                (g.live.get((queue, message)), g.durable_lsn)
+            };
+            let Some(live) = live else {
+                return Err(WalError::NotReadable {
+                    pos: RecordPos::UNKNOWN,
+                    reason: "no live enqueue with that key",
+                });
+            };
+            if live.lsn > durable_lsn {
+                self.wait_durable(live.lsn).await?;
+                continue;
+            }
+            let read = self.read_enqueue(live.pos).await?;
+            if (read.queue, read.message) != (queue, message) {
+                return Err(WalError::Corrupt {
+                    file: self.segment_path(live.pos.segment),
+                    offset: live.pos.offset,
+                    reason: "enqueue record holds another key than the index says",
+                });
+            }
+            return Ok(read);
+        }
+        Err(WalError::NotReadable {
+            pos: RecordPos::UNKNOWN,
+            reason: "record kept moving while waiting for it to be durable",
+        })
+    }
+
+    fn segment_path(&self, id: u64) -> std::path::PathBuf {
+        let g = self.inner.borrow();
+        segment::segment_path(&g.opts.dir, g.opts.shard, id)
+    }
+
+    /// Reads a durable enqueue back by position. Positions change when copy-forward moves a
+    /// record: callers that keep messages out of memory should prefer `read_live`.
     pub async fn read_enqueue(&self, at: RecordPos) -> Result<OwnedEnqueue, WalError> {
         let (file, path, payload_bytes_max) = {
             let g = self.inner.borrow();
