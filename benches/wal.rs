@@ -26,12 +26,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn options(dir: &PathBuf) -> WalOptions {
-    WalOptions {
-        dir: dir.clone(),
-        shard: 0,
-        segment_size_bytes: 64 << 20,
-        write_buffer_bytes: 4 << 20,
-    }
+    WalOptions::new(dir.clone(), 0, 64 << 20, 4 << 20)
 }
 
 fn record<'a>(message: u64, body: &'a [u8]) -> EnqueueRecord<'a> {

@@ -235,12 +235,7 @@ fn split_stored_properties(stored: &Bytes) -> Option<(u64, Bytes)> {
 }
 
 fn wal_options(dir: &Path, shard: usize, segment: u64, buffer: usize) -> WalOptions {
-    WalOptions {
-        dir: dir.to_path_buf(),
-        shard,
-        segment_size_bytes: segment,
-        write_buffer_bytes: buffer,
-    }
+    WalOptions::new(dir.to_path_buf(), shard, segment, buffer)
 }
 
 impl Shard {

@@ -28,6 +28,18 @@ pub struct Liveness {
     index: HashMap<MessageKey, LiveEnqueue>,
 }
 
+/// When a segment is worth copying forward (see `Liveness::compaction_plan`).
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionPolicy {
+    pub current: u64,
+    pub age_segments_min: u64,
+    pub live_bytes_max: u64,
+    /// Dead segments (nothing live) kept only by settle chains that end at one live segment:
+    /// this many and that segment is emptied, however dense.
+    pub pinned_segments_min: usize,
+    pub bytes_max: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveEnqueue {
     pub pos: RecordPos,
@@ -70,6 +82,71 @@ impl Liveness {
             }
         }
         Some(lsn)
+    }
+
+    pub fn live_enqueues(&self, segment: u64) -> u64 {
+        self.segments.get(&segment).map_or(0, |s| s.live_enqueues)
+    }
+
+    /// The live enqueues copy-forward should move now, in disk order, until `bytes_max` (at
+    /// least one record, so a large one is never stuck). They come from the oldest segment that
+    /// is either sparse (at least `age_segments_min` behind `current`, live bytes at most
+    /// `live_bytes_max`) or the root of settle chains pinning `pinned_segments_min` dead
+    /// segments: emptying it frees them all.
+    pub fn compaction_plan(&self, p: CompactionPolicy) -> Vec<(MessageKey, LiveEnqueue)> {
+        let sparse = self
+            .segments
+            .iter()
+            .take_while(|(&id, _)| id.saturating_add(p.age_segments_min) <= p.current)
+            .find(|(_, s)| s.live_enqueues > 0 && s.live_bytes <= p.live_bytes_max)
+            .map(|(&id, _)| id);
+        let Some(oldest) = sparse.into_iter().chain(self.chain_root(p)).min() else {
+            return Vec::new();
+        };
+        // One pass over the index, only when there is something to move; the oldest segment
+        // alone is taken per round so a round's reads stay within one file.
+        let mut plan: Vec<(MessageKey, LiveEnqueue)> = self
+            .index
+            .iter()
+            .filter(|(_, e)| e.pos.segment == oldest)
+            .map(|(k, e)| (*k, *e))
+            .collect();
+        plan.sort_unstable_by_key(|(_, e)| e.pos.offset);
+        let mut bytes = 0u64;
+        let keep = plan
+            .iter()
+            .take_while(|(_, e)| {
+                let first = bytes == 0;
+                bytes += u64::from(e.pos.len);
+                first || bytes <= p.bytes_max
+            })
+            .count();
+        plan.truncate(keep);
+        plan
+    }
+
+    /// The oldest live segment that dead segments' settles target, if at least
+    /// `pinned_segments_min` dead segments still wait for a target.
+    fn chain_root(&self, p: CompactionPolicy) -> Option<u64> {
+        let mut pinned = 0usize;
+        let mut root: Option<u64> = None;
+        for (_, s) in self.segments.range(..p.current) {
+            if s.live_enqueues != 0 || s.topology_records != 0 {
+                continue;
+            }
+            let mut waiting = false;
+            for t in &s.settle_targets {
+                let Some(target) = self.segments.get(t) else {
+                    continue;
+                };
+                waiting = true;
+                if target.live_enqueues > 0 {
+                    root = Some(root.map_or(*t, |r| r.min(*t)));
+                }
+            }
+            pinned += usize::from(waiting);
+        }
+        root.filter(|_| pinned >= p.pinned_segments_min)
     }
 
     pub fn on_topology(&mut self, segment: u64) {
@@ -158,5 +235,90 @@ mod tests {
         l.on_topology(1);
         assert!(l.reclaimable(2).is_empty());
         assert!(l.reclaimable(10).contains(&2));
+    }
+
+    #[test]
+    fn compaction_plan_takes_the_oldest_sparse_segment_within_bounds() {
+        let mut l = Liveness::default();
+        for id in 1..=8 {
+            l.add_segment(id);
+        }
+        let at = |segment, offset| RecordPos {
+            segment,
+            offset,
+            len: 100,
+        };
+        // Segment 1: dense (5 records); 2: sparse (3 records); 7: sparse but too young.
+        for m in 0..5 {
+            l.on_enqueue(at(1, 4096 + m * 100), (1, m), m + 1);
+        }
+        for m in 0..3 {
+            l.on_enqueue(at(2, 8192 - m * 100), (2, m), 10 + m);
+        }
+        l.on_enqueue(at(7, 4096), (3, 0), 20);
+        let policy = CompactionPolicy {
+            current: 8,
+            age_segments_min: 4,
+            live_bytes_max: 300,
+            pinned_segments_min: 2,
+            bytes_max: 150,
+        };
+        let plan = l.compaction_plan(policy);
+        // Disk order, and the byte bound still lets one whole record through... plus none more.
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].1.pos, at(2, 8192 - 200));
+        let plan = l.compaction_plan(CompactionPolicy {
+            bytes_max: 1000,
+            ..policy
+        });
+        let keys: Vec<MessageKey> = plan.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, vec![(2, 2), (2, 1), (2, 0)]);
+        // Copied forward: the key now lives in 8 and segment 2 has nothing left to move.
+        for (k, e) in plan {
+            l.on_enqueue(at(8, e.pos.offset), k, e.lsn + 100);
+        }
+        assert!(l.compaction_plan(policy).is_empty());
+        assert_eq!(l.live_enqueues(2), 0);
+    }
+
+    #[test]
+    fn compaction_plan_empties_a_dense_segment_that_pins_a_settle_chain() {
+        let mut l = Liveness::default();
+        for id in 1..=6 {
+            l.add_segment(id);
+        }
+        let at = |segment| RecordPos {
+            segment,
+            offset: 4096,
+            len: 1000,
+        };
+        // Segment 1 is dense and stays live; each later segment settles the previous one's
+        // message, so 2..=4 are dead but pinned, in a chain ending at 1.
+        l.on_enqueue(at(1), (9, 9), 1);
+        for id in 1..=4u64 {
+            l.on_enqueue(at(id), (1, id), 10 + id);
+            l.on_settle(id + 1, (1, id));
+        }
+        assert!(l.reclaimable(6).is_empty());
+        let policy = CompactionPolicy {
+            current: 6,
+            age_segments_min: 2,
+            live_bytes_max: 100,
+            pinned_segments_min: 3,
+            bytes_max: 1 << 20,
+        };
+        let plan = l.compaction_plan(policy);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].0, (9, 9));
+        let few = CompactionPolicy {
+            pinned_segments_min: 5,
+            ..policy
+        };
+        assert!(
+            l.compaction_plan(few).is_empty(),
+            "too short a chain to pay a copy"
+        );
+        l.on_enqueue(at(6), (9, 9), 100);
+        assert_eq!(l.reclaimable(6), vec![1, 2, 3, 4, 5]);
     }
 }

@@ -43,6 +43,26 @@ pub const WAL_SEGMENT_SIZE_BYTES_MIN: u64 = 64 * 1024;
 pub const WAL_SEGMENT_SIZE_BYTES_MAX: u64 = 1 << 30;
 /// Tasks that may wait in `wait_durable` at once.
 pub const WAL_WAITERS_MAX: usize = 1 << 16;
+/// Copy-forward moves the live enqueues of a segment only once it is at least this many
+/// segments behind the one being written: messages that young are usually consumed soon, and
+/// copying them would only double their writes.
+pub const WAL_COMPACT_AGE_SEGMENTS_MIN: u64 = 4;
+/// ... and only while its live enqueues fill at most this share of its data area: copying
+/// `live` bytes frees a whole segment, so the write amplification stays at most
+/// 25 / (100 - 25) = 1/3, and a deep backlog of unconsumed messages (full segments) is never
+/// rewritten.
+pub const WAL_COMPACT_LIVE_PERCENT_MAX: u64 = 25;
+/// ... or, however dense, once it is the root of settle chains keeping this many dead segments
+/// on disk (a later segment's settle must outlive the enqueues it removed, so one long-lived
+/// segment keeps every later one whose settles reach it through others). Copying at most one
+/// segment to free this many keeps that amplification at most 1/4.
+pub const WAL_COMPACT_PINNED_SEGMENTS_MIN: usize = 4;
+/// Copies are appended only while the pending batch holds at most this share of
+/// `write_buffer_bytes` (also the bound of bytes copied per round, one round per flush):
+/// publishers keep three quarters of the buffer, and the broker already waits for a flush
+/// above half. A record larger than that is copied only into an empty batch.
+pub const WAL_COMPACT_BATCH_PERCENT_MAX: usize = 25;
+
 /// Times `read_live` looks a key up again after waiting for its record to become durable (the
 /// record may be copied forward meanwhile; each copy is durable within a flush or two).
 pub const WAL_READ_LIVE_ATTEMPTS_MAX: usize = 4;
@@ -56,9 +76,29 @@ pub struct WalOptions {
     /// Bound of one batch: appends beyond it (while a flush runs) fail with `BufferFull`.
     /// Also bounds the size of one record.
     pub write_buffer_bytes: usize,
+    /// Recovery returns enqueue bodies until their total would pass this; the enqueues after
+    /// that come back with `body_loaded == false` (read them with `Wal::read_live`).
+    /// `u64::MAX` (the default of `WalOptions::new`) returns every body.
+    pub recovery_body_budget_bytes: u64,
 }
 
 impl WalOptions {
+    /// Options with every body returned by recovery.
+    pub fn new(
+        dir: PathBuf,
+        shard: usize,
+        segment_size_bytes: u64,
+        write_buffer_bytes: usize,
+    ) -> WalOptions {
+        WalOptions {
+            dir,
+            shard,
+            segment_size_bytes,
+            write_buffer_bytes,
+            recovery_body_budget_bytes: u64::MAX,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), WalError> {
         if self.segment_size_bytes < WAL_SEGMENT_SIZE_BYTES_MIN
             || self.segment_size_bytes > WAL_SEGMENT_SIZE_BYTES_MAX
@@ -118,7 +158,12 @@ impl RecordPos {
 pub struct RecoveredEnqueue {
     pub lsn: Lsn,
     pub pos: RecordPos,
+    /// With `body_loaded == false`, `record.body` is empty: the body stayed on disk (over
+    /// `WalOptions::recovery_body_budget_bytes`); everything else in `record` is filled.
     pub record: OwnedEnqueue,
+    pub body_loaded: bool,
+    /// Length of the body on disk, loaded or not.
+    pub body_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +196,15 @@ pub struct WalStats {
     pub recovery_ms: u64,
     pub last_appended_lsn: Lsn,
     pub durable_lsn: Lsn,
+    /// Copy-forward: enqueues re-appended, their bytes on disk, and segments it emptied of
+    /// live enqueues (they are deleted once nothing later needs them).
+    pub records_copied: u64,
+    pub bytes_copied: u64,
+    pub segments_compacted: u64,
+    /// Copy-forward rounds stopped by a read error (the originals stay where they are).
+    pub compaction_failures: u64,
+    /// Enqueues recovered without their body (over the recovery body budget).
+    pub bodies_left_on_disk: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -233,3 +233,15 @@ pub fn to_owned_enqueue(a: &ArchivedEnqueueRecord<'_>) -> OwnedEnqueue {
         body: bytes::Bytes::copy_from_slice(a.body.get()),
     }
 }
+
+/// Like `to_owned_enqueue`, but leaves the body on disk (recovery over its body budget).
+pub fn to_owned_enqueue_without_body(a: &ArchivedEnqueueRecord<'_>) -> OwnedEnqueue {
+    OwnedEnqueue {
+        queue: a.queue.to_native(),
+        message: a.message.to_native(),
+        exchange: a.exchange.as_str().to_owned(),
+        routing_key: a.routing_key.as_str().to_owned(),
+        properties: bytes::Bytes::copy_from_slice(a.properties.get()),
+        body: bytes::Bytes::new(),
+    }
+}

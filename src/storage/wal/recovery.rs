@@ -42,6 +42,7 @@ pub struct RecoveredLog {
     pub next_lsn: Lsn,
     pub records: u64,
     pub bytes: u64,
+    pub bodies_left_on_disk: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,9 @@ struct Replay<'a> {
     opts: &'a WalOptions,
     out: RecoveredLog,
     enqueues: BTreeMap<Lsn, RecoveredEnqueue>,
+    /// Bytes of the bodies held in `enqueues`: kept within `recovery_body_budget_bytes` at
+    /// every step of the replay, not only at its end.
+    bodies_bytes: u64,
 }
 
 pub async fn recover(opts: &WalOptions) -> Result<RecoveredLog, WalError> {
@@ -134,8 +138,10 @@ pub async fn recover(opts: &WalOptions) -> Result<RecoveredLog, WalError> {
             next_lsn: 1,
             records: 0,
             bytes: 0,
+            bodies_left_on_disk: 0,
         },
         enqueues: BTreeMap::new(),
+        bodies_bytes: 0,
     };
     for (i, &id) in ids.iter().enumerate() {
         let path = segment::segment_path(&opts.dir, opts.shard, id);
@@ -190,6 +196,7 @@ pub async fn recover(opts: &WalOptions) -> Result<RecoveredLog, WalError> {
         }
     }
     let mut out = r.out;
+    out.bodies_left_on_disk = r.enqueues.values().filter(|e| !e.body_loaded).count() as u64;
     out.recovered.enqueues = r.enqueues.into_values().collect();
     Ok(out)
 }
@@ -229,7 +236,17 @@ impl Replay<'_> {
             RecordKind::Enqueue => {
                 let a = record::access_enqueue(payload)
                     .map_err(|_| corrupt(&path(), offset, "undecodable enqueue payload"))?;
-                let owned = record::to_owned_enqueue(a);
+                let body_bytes = a.body.len() as u64;
+                let body_loaded = self
+                    .bodies_bytes
+                    .checked_add(body_bytes)
+                    .is_some_and(|total| total <= self.opts.recovery_body_budget_bytes);
+                let owned = if body_loaded {
+                    self.bodies_bytes += body_bytes;
+                    record::to_owned_enqueue(a)
+                } else {
+                    record::to_owned_enqueue_without_body(a)
+                };
                 let key = (owned.queue, owned.message);
                 let pos = RecordPos {
                     segment,
@@ -237,7 +254,7 @@ impl Replay<'_> {
                     len: h.record_bytes() as u32,
                 };
                 if let Some(old) = self.out.live.on_enqueue(pos, key, h.lsn) {
-                    self.enqueues.remove(&old);
+                    self.forget(old);
                 }
                 self.enqueues.insert(
                     h.lsn,
@@ -245,6 +262,8 @@ impl Replay<'_> {
                         lsn: h.lsn,
                         pos,
                         record: owned,
+                        body_loaded,
+                        body_bytes,
                     },
                 );
             }
@@ -254,7 +273,7 @@ impl Replay<'_> {
                 let queue = a.queue.to_native();
                 for m in a.messages.iter() {
                     if let Some(lsn) = self.out.live.on_settle(segment, (queue, m.to_native())) {
-                        self.enqueues.remove(&lsn);
+                        self.forget(lsn);
                     }
                 }
             }
@@ -268,6 +287,15 @@ impl Replay<'_> {
             RecordKind::Seal => {}
         }
         Ok(())
+    }
+
+    /// Drops an enqueue settled or superseded later in the log, returning its body's budget.
+    fn forget(&mut self, lsn: Lsn) {
+        if let Some(e) = self.enqueues.remove(&lsn) {
+            if e.body_loaded {
+                self.bodies_bytes = self.bodies_bytes.saturating_sub(e.body_bytes);
+            }
+        }
     }
 
     /// The segment ends without a seal at `at`: decide torn tail or corruption, and on a torn

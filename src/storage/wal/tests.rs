@@ -43,12 +43,12 @@ where
 }
 
 fn opts(dir: &Path, segment_size_bytes: u64) -> WalOptions {
-    WalOptions {
-        dir: dir.to_path_buf(),
-        shard: 0,
+    WalOptions::new(
+        dir.to_path_buf(),
+        0,
         segment_size_bytes,
-        write_buffer_bytes: (64 * 1024).min(segment_size_bytes as usize / 2),
-    }
+        (64 * 1024).min(segment_size_bytes as usize / 2),
+    )
 }
 
 fn body(i: u64) -> Vec<u8> {
@@ -565,5 +565,231 @@ fn read_live_by_key_follows_appends_flushes_and_reopen() {
         }
         assert_not_readable(wal.read_live(2, 177).await);
         wal.close().await.expect("close");
+    });
+}
+
+const SMALL_SEGMENT_BYTES: u64 = 64 * 1024;
+
+/// Message 0 is a straggler never settled; every later message is settled right after the next
+/// one is appended. Runs until `segments` segments were filled; calls `check` after each flush.
+async fn straggler_churn(wal: &Wal, segments: u64, mut check: impl FnMut(&Wal)) -> u64 {
+    let (lsn, first) = enqueue(wal, 1, 0);
+    wal.wait_durable(lsn).await.expect("durable");
+    let mut m = 1;
+    loop {
+        let (lsn, pos) = enqueue(wal, 1, m);
+        if m > 1 {
+            wal.append_settle(&SettleRecord {
+                queue: 1,
+                messages: &[m - 1],
+            })
+            .expect("settle");
+        }
+        if m % 8 == 0 {
+            wal.wait_durable(lsn).await.expect("durable");
+            check(wal);
+            if pos.segment >= first.segment + segments {
+                return m;
+            }
+        }
+        m += 1;
+    }
+}
+
+#[test]
+fn copy_forward_keeps_disk_bounded_with_a_straggler() {
+    let dir = TempDir::new("compact");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("open");
+        let bound = WAL_COMPACT_AGE_SEGMENTS_MIN + 3;
+        let last = straggler_churn(&wal, 50, |wal| {
+            let live = wal.stats().segments_live;
+            assert!(live <= bound, "{live} segments live: {:?}", wal.stats());
+        })
+        .await;
+        let s = wal.stats();
+        assert!(s.records_copied >= 5, "the straggler moved along: {s:?}");
+        assert!(s.segments_compacted >= 5, "{s:?}");
+        assert!(s.bytes_copied >= s.records_copied * 1000, "{s:?}");
+        assert!(s.segments_deleted >= 40, "{s:?}");
+        assert_eq!(s.compaction_failures, 0);
+        assert!(segment::list_segments(&d, 0).expect("list").len() as u64 <= bound);
+        // Copy-forward does not change what read_live returns.
+        let got = wal.read_live(1, 0).await.expect("straggler");
+        assert_eq!(got.body.as_ref(), body(0).as_slice());
+        wal.close().await.expect("close");
+
+        let (wal, rec) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("reopen");
+        check_recovered(&rec, &[0, last]);
+        wal.close().await.expect("close");
+    });
+}
+
+#[test]
+fn crash_between_copy_and_delete_recovers_each_message_once() {
+    let dir = TempDir::new("compactcrash");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("open");
+        // A few stragglers in the first segment, then churn with deletions held back.
+        let stragglers = [100_000, 100_001, 100_002];
+        for &m in &stragglers {
+            enqueue(&wal, 2, m);
+        }
+        wal.pause_reclaim(true);
+        let last = straggler_churn(&wal, 12, |_| {}).await;
+        let s = wal.stats();
+        assert!(s.records_copied > stragglers.len() as u64, "{s:?}");
+        assert!(s.segments_deleted == 0, "{s:?}");
+        assert!(
+            segment::list_segments(&d, 0).expect("list").contains(&1),
+            "the original copies are still on disk"
+        );
+        wal.close().await.expect("close");
+
+        let (wal, rec) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("reopen");
+        let mut got: Vec<(u64, u64)> = rec
+            .enqueues
+            .iter()
+            .map(|e| (e.record.queue, e.record.message))
+            .collect();
+        got.sort_unstable();
+        let mut want = vec![(1, 0), (1, last)];
+        want.extend(stragglers.iter().map(|&m| (2, m)));
+        want.sort_unstable();
+        assert_eq!(got, want, "each key exactly once");
+        for e in &rec.enqueues {
+            assert!(e.body_loaded);
+            assert_eq!(e.record.body.as_ref(), body(e.record.message).as_slice());
+        }
+        // Recovery itself deleted what the crash left behind.
+        assert!(!segment::list_segments(&d, 0).expect("list").contains(&1));
+        // And a settle of a copied message holds across another reopen.
+        let lsn = wal
+            .append_settle(&SettleRecord {
+                queue: 2,
+                messages: &[100_001],
+            })
+            .expect("settle");
+        wal.wait_durable(lsn).await.expect("durable");
+        wal.close().await.expect("close");
+        let (_wal, rec) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("reopen 2");
+        assert_eq!(rec.enqueues.len(), 4);
+        assert!(rec.enqueues.iter().all(|e| e.record.message != 100_001));
+    });
+}
+
+#[test]
+fn recovery_leaves_bodies_over_the_budget_on_disk() {
+    let dir = TempDir::new("budget");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("open");
+        for m in 0..100 {
+            let (lsn, _) = enqueue(&wal, 1, m);
+            if m % 10 == 9 {
+                wal.wait_durable(lsn).await.expect("durable");
+            }
+        }
+        // Settling the first ten frees their share of the budget during the replay.
+        let lsn = wal
+            .append_settle(&SettleRecord {
+                queue: 1,
+                messages: &(0..10).collect::<Vec<_>>(),
+            })
+            .expect("settle");
+        wal.wait_durable(lsn).await.expect("durable");
+        wal.close().await.expect("close");
+
+        let mut o = opts(&d, SMALL_SEGMENT_BYTES);
+        o.recovery_body_budget_bytes = 25_500;
+        let (wal, rec) = Wal::open(o).await.expect("reopen");
+        assert_eq!(rec.enqueues.len(), 90);
+        let loaded: Vec<u64> = rec
+            .enqueues
+            .iter()
+            .filter(|e| e.body_loaded)
+            .map(|e| e.record.message)
+            .collect();
+        // Bodies 0..25 fit when they were replayed; 0..10 were settled later, and the budget
+        // they freed is not handed back to later records (they were already decided).
+        assert_eq!(loaded, (10..25).collect::<Vec<_>>());
+        assert_eq!(wal.stats().bodies_left_on_disk, 75);
+        for e in &rec.enqueues {
+            assert_eq!(e.body_bytes, 1000);
+            assert_eq!(e.record.properties.as_ref(), &[1, 2, 3]);
+            assert_eq!(e.record.routing_key, "rk");
+            if !e.body_loaded {
+                assert!(e.record.body.is_empty());
+                let read = wal
+                    .read_live(e.record.queue, e.record.message)
+                    .await
+                    .expect("read body");
+                assert_eq!(read.body.as_ref(), body(e.record.message).as_slice());
+            }
+        }
+        wal.close().await.expect("close");
+    });
+}
+
+#[test]
+fn copy_forward_leaves_a_dense_backlog_alone() {
+    let dir = TempDir::new("backlog");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("open");
+        // Ten segments of messages nobody consumes, then churn on another queue.
+        for m in 0..600 {
+            let (lsn, _) = enqueue(&wal, 3, m);
+            if m % 10 == 9 {
+                wal.wait_durable(lsn).await.expect("durable");
+            }
+        }
+        let backlog_segments = wal.stats().segments_live;
+        // Dead segments pinned while a root is being copied (a round moves at most a quarter
+        // of the 32 KiB buffer, while churn keeps filling segments).
+        let bound = backlog_segments + WAL_COMPACT_PINNED_SEGMENTS_MIN as u64 + 8;
+        let churn_segments = 60;
+        straggler_churn(&wal, churn_segments, |wal| {
+            let live = wal.stats().segments_live;
+            assert!(live <= bound, "{live} segments live: {:?}", wal.stats());
+        })
+        .await;
+        let s = wal.stats();
+        // The full backlog segments are never rewritten: what moves is the straggler and the
+        // backlog's tail, which shares segments with the churn's settles (a chain root).
+        assert!(s.records_copied > 0, "{s:?}");
+        assert!(
+            s.bytes_copied < churn_segments * SMALL_SEGMENT_BYTES / 4,
+            "{s:?}"
+        );
+        wal.close().await.expect("close");
+        let (_wal, rec) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("reopen");
+        let backlog: Vec<&RecoveredEnqueue> = rec
+            .enqueues
+            .iter()
+            .filter(|e| e.record.queue == 3)
+            .collect();
+        assert_eq!(backlog.len(), 600);
+        assert!(backlog
+            .iter()
+            .all(|e| e.record.body.as_ref() == body(e.record.message).as_slice()));
     });
 }

@@ -6,12 +6,10 @@
 //! takes whatever accumulated meanwhile. A lone record at low load is flushed at once; under
 //! load the batch grows by itself up to `write_buffer_bytes`.
 //!
-//! Compaction / copy-forward (designed, not implemented): a non-current segment whose live
-//! enqueues fall under a ratio (say 10% of its records) after it has aged past N segments gets its
-//! live enqueues re-appended (new LSN, same queue/message key: recovery and `Liveness` let the
-//! newest copy win), then becomes reclaimable once that batch is durable. Topology records would
-//! need a snapshot record kind from their owner before they can be dropped: today they pin
-//! their segment.
+//! Compaction / copy-forward: see `compact`. Topology records would need a snapshot record kind
+//! from their owner before they can be dropped: today they pin their segment.
+
+mod compact;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -90,12 +88,19 @@ struct Inner {
     closed: bool,
     stats: WalStats,
     scratch: AlignedVec,
+    /// Set by every successful flush: the compactor looks for segments to copy forward.
+    compact_requested: bool,
+    compactor_waker: Option<Waker>,
+    /// Test hook: simulates a crash between a copy-forward and the deletion it allows.
+    #[cfg(test)]
+    reclaim_paused: bool,
 }
 
 /// The per-shard write-ahead log. `!Send`: it lives on one executor.
 pub struct Wal {
     inner: Rc<RefCell<Inner>>,
     flusher: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    compactor: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 impl Wal {
@@ -127,6 +132,7 @@ impl Wal {
         };
         let stats = WalStats {
             records_recovered: log.records,
+            bodies_left_on_disk: log.bodies_left_on_disk,
             bytes_recovered: log.bytes,
             last_appended_lsn: log.next_lsn - 1,
             durable_lsn: log.next_lsn - 1,
@@ -155,14 +161,20 @@ impl Wal {
             closed: false,
             stats,
             scratch: AlignedVec::new(),
+            compact_requested: true,
+            compactor_waker: None,
+            #[cfg(test)]
+            reclaim_paused: false,
         };
         let inner = Rc::new(RefCell::new(inner));
         let reclaim = inner.borrow().live.reclaimable(cur_segment);
         reclaim_segments(&inner, &reclaim).await;
         let task = glommio::spawn_local(flusher(inner.clone())).detach();
+        let compactor = glommio::spawn_local(compact::compactor(inner.clone())).detach();
         let wal = Wal {
             inner,
             flusher: RefCell::new(Some(task)),
+            compactor: RefCell::new(Some(compactor)),
         };
         wal.inner.borrow_mut().stats.recovery_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
@@ -320,6 +332,13 @@ impl Wal {
         Ok(record::to_owned_enqueue(archived))
     }
 
+    /// Test hook: while paused, segments freed by a flush stay on disk (as after a crash right
+    /// before their deletion).
+    #[cfg(test)]
+    pub(super) fn pause_reclaim(&self, paused: bool) {
+        self.inner.borrow_mut().reclaim_paused = paused;
+    }
+
     /// Bytes appended and waiting for the next flush (bounded by `write_buffer_bytes`): callers
     /// that can wait should, before appending more, once this nears the bound.
     pub fn pending_bytes(&self) -> usize {
@@ -341,8 +360,11 @@ impl Wal {
         let last = self.inner.borrow().next_lsn - 1;
         let flushed = self.wait_durable(last).await;
         self.inner.borrow_mut().shut();
-        let task = self.flusher.borrow_mut().take();
-        if let Some(task) = task {
+        let tasks = [
+            self.flusher.borrow_mut().take(),
+            self.compactor.borrow_mut().take(),
+        ];
+        for task in tasks.into_iter().flatten() {
             task.await;
         }
         flushed
@@ -359,6 +381,9 @@ impl Inner {
     fn shut(&mut self) {
         self.closed = true;
         self.wake_flusher();
+        if let Some(w) = self.compactor_waker.take() {
+            w.wake();
+        }
         self.waiters.drain(..).for_each(Waker::wake);
     }
 
@@ -509,6 +534,10 @@ impl Inner {
                 self.durable_pos = job.batch.end;
                 self.stats.flushes += 1;
                 self.stats.bytes_written += bytes;
+                self.compact_requested = true;
+                if let Some(w) = self.compactor_waker.take() {
+                    w.wake();
+                }
                 true
             }
             Err(e) => {
@@ -544,6 +573,8 @@ async fn flusher(inner: Rc<RefCell<Inner>>) {
         let result = write_job(&inner, &job).await;
         let reclaim = std::mem::take(&mut job.reclaim);
         let ok = inner.borrow_mut().finish(job, result);
+        #[cfg(test)]
+        let ok = ok && !inner.borrow().reclaim_paused;
         if ok {
             reclaim_segments(&inner, &reclaim).await;
         }

@@ -1,0 +1,162 @@
+//! Copy-forward compaction: keeps disk use bounded when a few long-lived messages (a straggler
+//! never consumed, an unacked delivery) would otherwise pin their segment, and through the
+//! settle records that target it, every segment after it.
+//!
+//! After each successful flush the compactor task picks the oldest segment that is old and
+//! sparse enough (`WAL_COMPACT_AGE_SEGMENTS_MIN`, `WAL_COMPACT_LIVE_PERCENT_MAX`) or that roots
+//! settle chains pinning dead segments (`WAL_COMPACT_PINNED_SEGMENTS_MIN`), reads its live
+//! enqueues back from disk and re-appends their exact payload bytes (same queue/message key, new
+//! LSN). `Liveness` then points the key at the copy and the old segment has nothing live left;
+//! the flush that makes the copy durable computes its reclaim list after the copy was appended,
+//! so the old segment is deleted only once the copy is durable.
+//!
+//! Crash safety: until the deletion both copies may be on disk; recovery lets the newest LSN of
+//! a key win (and a settle after the copy removes it), so each message comes back exactly once.
+//! Recovered order follows LSNs, so a copied message comes back later in the list than its
+//! neighbours: callers order by message id (the broker's `Queue::restore` does).
+//!
+//! Bounds: one segment per round, at most `WAL_COMPACT_BATCH_PERCENT_MAX` of the write buffer
+//! per round, appended only while the pending batch is below that share, never while a failed
+//! batch waits for its retry. A copy re-checks the key after its read: a message settled or
+//! re-logged by the broker meanwhile is not copied.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+
+use super::super::live::{CompactionPolicy, LiveEnqueue, MessageKey};
+use super::super::{
+    WAL_COMPACT_AGE_SEGMENTS_MIN, WAL_COMPACT_BATCH_PERCENT_MAX, WAL_COMPACT_LIVE_PERCENT_MAX,
+    WAL_COMPACT_PINNED_SEGMENTS_MIN,
+};
+use super::*;
+
+/// What a round should do next after one copy attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Copied {
+    Yes,
+    /// Settled or replaced while its bytes were being read: nothing to move.
+    Gone,
+    /// The pending batch has no spare room: stop, the next flush starts another round.
+    NoRoom,
+}
+
+pub(super) async fn compactor(inner: Rc<RefCell<Inner>>) {
+    loop {
+        let plan = poll_fn(|cx| {
+            let mut g = inner.borrow_mut();
+            if g.closed {
+                return Poll::Ready(None);
+            }
+            if g.compact_requested {
+                g.compact_requested = false;
+                let plan = g.live.compaction_plan(g.compaction_policy());
+                if !plan.is_empty() {
+                    return Poll::Ready(Some(plan));
+                }
+            }
+            g.compactor_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some(plan) = plan else { return };
+        if let Err(error) = copy_forward(&inner, &plan).await {
+            let mut g = inner.borrow_mut();
+            if !g.closed {
+                tracing::warn!(%error, "wal copy-forward round failed; originals kept");
+                g.stats.compaction_failures += 1;
+            }
+        }
+    }
+}
+
+/// Copies the planned enqueues, in order, until the batch has no spare room.
+async fn copy_forward(
+    inner: &Rc<RefCell<Inner>>,
+    plan: &[(MessageKey, LiveEnqueue)],
+) -> Result<(), WalError> {
+    for &(key, was) in plan {
+        let (file, path, payload_bytes_max) = {
+            let g = inner.borrow();
+            if g.live.get(key) != Some(was) {
+                continue;
+            }
+            let Some(file) = g.files.get(&was.pos.segment).cloned() else {
+                continue;
+            };
+            let path = segment::segment_path(&g.opts.dir, g.opts.shard, was.pos.segment);
+            (file, path, g.payload_bytes_max)
+        };
+        let read = file
+            .read_at(was.pos.offset, was.pos.len as usize)
+            .await
+            .map_err(|e| WalError::glommio("read for copy-forward", &path, e))?;
+        let corrupt = |reason| WalError::Corrupt {
+            file: path.clone(),
+            offset: was.pos.offset,
+            reason,
+        };
+        let (header, payload) =
+            record::decode(&read, payload_bytes_max).map_err(|bad| corrupt(bad.reason()))?;
+        if header.kind != RecordKind::Enqueue || header.lsn != was.lsn {
+            return Err(corrupt(
+                "copy-forward found another record than the index says",
+            ));
+        }
+        let archived = record::access_enqueue(payload)?;
+        if (archived.queue.to_native(), archived.message.to_native()) != key {
+            return Err(corrupt(
+                "copy-forward found another key than the index says",
+            ));
+        }
+        if inner.borrow_mut().copy_enqueue(key, was, payload)? == Copied::NoRoom {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn compaction_policy(&self) -> CompactionPolicy {
+        CompactionPolicy {
+            current: self.cur_segment,
+            age_segments_min: WAL_COMPACT_AGE_SEGMENTS_MIN,
+            live_bytes_max: self.opts.segment_capacity_bytes() * WAL_COMPACT_LIVE_PERCENT_MAX / 100,
+            pinned_segments_min: WAL_COMPACT_PINNED_SEGMENTS_MIN,
+            bytes_max: self.copy_room_bytes() as u64,
+        }
+    }
+
+    fn copy_room_bytes(&self) -> usize {
+        self.opts.write_buffer_bytes * WAL_COMPACT_BATCH_PERCENT_MAX / 100
+    }
+
+    /// Re-appends `payload` (the enqueue of `key` read from `was`) if `was` is still the live
+    /// copy and the batch has room to spare.
+    fn copy_enqueue(
+        &mut self,
+        key: MessageKey,
+        was: LiveEnqueue,
+        payload: &[u8],
+    ) -> Result<Copied, WalError> {
+        if self.live.get(key) != Some(was) {
+            return Ok(Copied::Gone);
+        }
+        let bytes = was.pos.len as usize;
+        let room = self.copy_room_bytes();
+        let fits = self.pending.bytes + bytes <= room || self.pending.chunks.is_empty();
+        if !fits || self.failed.is_some() {
+            return Ok(Copied::NoRoom);
+        }
+        let (lsn, pos) = self.append(RecordKind::Enqueue, payload)?;
+        debug_assert_eq!(pos.len, was.pos.len, "a copy has the same bytes");
+        self.live.on_enqueue(pos, key, lsn);
+        self.stats.records_copied += 1;
+        self.stats.bytes_copied += u64::from(pos.len);
+        if self.live.live_enqueues(was.pos.segment) == 0 {
+            self.stats.segments_compacted += 1;
+        }
+        Ok(Copied::Yes)
+    }
+}
