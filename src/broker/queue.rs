@@ -121,6 +121,14 @@ impl Default for QueueLimits {
     }
 }
 
+/// When a recovered message is put back: the restart's clock and the original publish (its
+/// TTL counts from there), both wall-clock ms since the Unix epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreTimes {
+    pub now_ms: u64,
+    pub enqueued_ms: u64,
+}
+
 /// A loaded ready message the host should page out: log it unless `persisted`, then call
 /// [`Queue::page_out`].
 #[derive(Debug, Clone)]
@@ -264,6 +272,43 @@ impl Queue {
         now_ms: u64,
         enqueued_ms: u64,
     ) {
+        self.restore_entry(id, message, persisted, now_ms, enqueued_ms, None);
+    }
+
+    /// [`Queue::restore`] of a message whose body stayed in the log (recovery's body budget):
+    /// `message` has an empty body, `body_bytes` is the real length; the entry is paged.
+    pub fn restore_paged(
+        &mut self,
+        id: MessageId,
+        message: SharedMessage,
+        body_bytes: u64,
+        persisted: WalPosition,
+        times: RestoreTimes,
+    ) {
+        let body_bytes = u32::try_from(body_bytes).unwrap_or(u32::MAX);
+        let RestoreTimes {
+            now_ms,
+            enqueued_ms,
+        } = times;
+        self.restore_entry(
+            id,
+            message,
+            persisted,
+            now_ms,
+            enqueued_ms,
+            Some(body_bytes),
+        );
+    }
+
+    fn restore_entry(
+        &mut self,
+        id: MessageId,
+        message: SharedMessage,
+        persisted: WalPosition,
+        now_ms: u64,
+        enqueued_ms: u64,
+        paged_body_bytes: Option<u32>,
+    ) {
         self.now_ms = self.now_ms.max(now_ms);
         if let Ok(key) = self.check_duplicate(&message, self.now_ms) {
             self.remember_key(key, self.now_ms);
@@ -280,8 +325,8 @@ impl Queue {
             .map(|ttl| enqueued_ms.saturating_add(ttl));
         self.ready.insert_sorted(ReadyEntry {
             id,
-            body_bytes: ReadyEntry::body_len(&message),
-            message: Some(message),
+            body_bytes: paged_body_bytes.unwrap_or_else(|| ReadyEntry::body_len(&message)),
+            message: paged_body_bytes.is_none().then_some(message),
             persisted: Some(persisted),
             redelivered: true,
             level,

@@ -11,7 +11,7 @@ use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
     Admission, ConsumeError, ConsumerSpec, DeathReason, MessageId, Queue, QueueConfig, QueueLimits,
-    SharedMessage,
+    RestoreTimes, SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
@@ -137,8 +137,9 @@ impl Shard {
         }
     }
 
-    /// Start-up: a message recovered from the log goes back to its queue. False when the queue
-    /// is not (or no longer) ours.
+    /// Start-up: a message recovered from the log goes back to its queue (paged when its body
+    /// stayed in the log: `body_on_disk_bytes`). False when the queue is not (or no longer)
+    /// ours.
     pub(super) fn restore_message(
         &self,
         id: QueueId,
@@ -146,16 +147,28 @@ impl Shard {
         message: SharedMessage,
         lsn: NonZeroU64,
         enqueued_ms: u64,
+        body_on_disk_bytes: Option<u64>,
     ) -> bool {
-        match self.queues.borrow_mut().get_mut(&id) {
-            Some(hosted) if hosted.durable => {
+        let mut queues = self.queues.borrow_mut();
+        let Some(hosted) = queues.get_mut(&id).filter(|hosted| hosted.durable) else {
+            return false;
+        };
+        let now = now_ms();
+        match body_on_disk_bytes {
+            None => hosted
+                .queue
+                .restore(message_id, message, lsn, now, enqueued_ms),
+            Some(bytes) => {
+                let times = RestoreTimes {
+                    now_ms: now,
+                    enqueued_ms,
+                };
                 hosted
                     .queue
-                    .restore(message_id, message, lsn, now_ms(), enqueued_ms);
-                true
+                    .restore_paged(message_id, message, bytes, lsn, times)
             }
-            _ => false,
         }
+        true
     }
 
     /// Writes settle records for the persisted messages that left queue `id` for good, and

@@ -276,6 +276,10 @@ impl Shard {
             WAL_SEGMENT_SIZE_BYTES,
             WAL_WRITE_BUFFER_BYTES,
         );
+        // Bodies beyond one queue's budget stay on disk: the loaders read them when needed,
+        // so a backlog larger than RAM can restart.
+        let mut options = options;
+        options.recovery_body_budget_bytes = self.pager.queue_memory_bytes();
         let (wal, recovered) = Wal::open(options).await.map_err(|e| {
             format!(
                 "cannot open the message log of shard {} in {}: {e}",
@@ -296,6 +300,7 @@ impl Shard {
             let Some(lsn) = std::num::NonZeroU64::new(entry.lsn) else {
                 continue;
             };
+            let body_on_disk_bytes = (!entry.body_loaded).then_some(entry.body_bytes);
             let (enqueued_ms, message) = match decode_stored(entry.record) {
                 Ok(decoded) => decoded,
                 Err(error) => {
@@ -310,8 +315,20 @@ impl Shard {
                 orphans.push(key);
                 continue;
             }
-            restored_bytes += message.body.len() as u64;
+            restored_bytes += entry.body_bytes;
             if key.0 == super::delayed::DELAYED_LOG_QUEUE {
+                // Held in memory until due: the body is needed now.
+                let message = match body_on_disk_bytes {
+                    None => message,
+                    Some(_) => match self.storage.read_message(key.0, key.1).await {
+                        Ok(message) => message,
+                        Err(error) => {
+                            tracing::error!(message = key.1, %error, "delayed message unreadable; dropped");
+                            orphans.push(key);
+                            continue;
+                        }
+                    },
+                };
                 if self.restore_delayed(key.1, message) {
                     restored += 1;
                 } else {
@@ -320,7 +337,7 @@ impl Shard {
                 continue;
             }
             let message: SharedMessage = std::sync::Arc::new(message);
-            if self.restore_message(key.0, key.1, message, lsn, enqueued_ms) {
+            if self.restore_message(key.0, key.1, message, lsn, enqueued_ms, body_on_disk_bytes) {
                 restored += 1;
                 restored_queues.insert(key.0);
             } else {

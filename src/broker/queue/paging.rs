@@ -102,3 +102,181 @@ impl Queue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::super::*;
+    use crate::protocol::{BasicProperties, FieldTable, FieldValue};
+
+    const CHANNEL: ChannelRef = ChannelRef {
+        conn: 1,
+        channel: 1,
+    };
+
+    fn message(body: &'static [u8]) -> SharedMessage {
+        Arc::new(Message {
+            exchange: String::new(),
+            routing_key: "q".to_owned(),
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(body),
+        })
+    }
+
+    fn lazy_queue(arguments: &[(&str, FieldValue)]) -> Queue {
+        let mut table = FieldTable::default();
+        table.insert(
+            "x-queue-mode",
+            FieldValue::LongString(Bytes::from_static(b"lazy")),
+        );
+        for (key, value) in arguments {
+            table.insert(*key, value.clone());
+        }
+        Queue::with_config(QueueLimits::default(), QueueConfig::from_arguments(&table))
+    }
+
+    /// Pages every candidate out as the host would (the LSN is the message id here).
+    fn page_out_all(queue: &mut Queue) -> usize {
+        let mut paged = 0;
+        while let Some(candidate) = queue.page_out_candidate() {
+            let position = candidate
+                .persisted
+                .unwrap_or(NonZeroU64::new(candidate.at.id).unwrap());
+            assert!(queue.page_out(candidate.at, position));
+            paged += 1;
+        }
+        queue.check_invariants();
+        paged
+    }
+
+    fn consumer() -> ConsumerSpec {
+        ConsumerSpec {
+            key: 1,
+            prefetch: 0,
+            no_ack: true,
+            exclusive: false,
+            priority: 0,
+            channel: CHANNEL,
+        }
+    }
+
+    #[test]
+    fn dispatch_waits_at_a_paged_head_and_resumes_in_order() {
+        let mut queue = lazy_queue(&[]);
+        let count = PAGE_READ_AHEAD_MESSAGES as u64 + 10;
+        for _ in 0..count {
+            queue.publish(message(b"body"));
+        }
+        assert_eq!(
+            page_out_all(&mut queue),
+            10,
+            "only what is outside the window"
+        );
+        queue.add_consumer(consumer()).unwrap();
+        let mut out = Vec::new();
+        queue.dispatch(&mut out, usize::MAX);
+        assert_eq!(out.len(), PAGE_READ_AHEAD_MESSAGES);
+        let head = queue.head_paged().expect("paged head");
+        assert_eq!(head.id, PAGE_READ_AHEAD_MESSAGES as u64 + 1);
+        let mut wanted = Vec::new();
+        queue.to_load(usize::MAX, &mut wanted);
+        assert_eq!(wanted.len(), 10);
+        // Loaded out of order: delivery still follows ids.
+        for at in wanted.iter().rev() {
+            assert!(queue.fill(*at, message(b"body")));
+        }
+        queue.check_invariants();
+        out.clear();
+        queue.dispatch(&mut out, usize::MAX);
+        let ids: Vec<u64> = out.iter().map(|d| d.message_id).collect();
+        assert_eq!(
+            ids,
+            ((PAGE_READ_AHEAD_MESSAGES as u64 + 1)..=count).collect::<Vec<_>>()
+        );
+        // Transient messages paged out got a log record: their settle is logged on delivery.
+        assert_eq!(queue.take_forgotten().len(), 10);
+    }
+
+    #[test]
+    fn expired_paged_messages_wait_for_their_read_when_dead_lettered() {
+        let dlx = (
+            "x-dead-letter-exchange",
+            FieldValue::LongString(Bytes::from_static(b"dlx")),
+        );
+        let ttl = ("x-message-ttl", FieldValue::LongInt(10));
+        for with_dlx in [false, true] {
+            let mut queue = if with_dlx {
+                lazy_queue(&[dlx.clone(), ttl.clone()])
+            } else {
+                lazy_queue(&[ttl.clone()])
+            };
+            let count = PAGE_READ_AHEAD_MESSAGES as u64 + 5;
+            for _ in 0..count {
+                queue.publish_at(message(b"body"), 1000);
+            }
+            assert_eq!(page_out_all(&mut queue), 5);
+            let expired = queue.expire(2000);
+            assert_eq!(
+                expired.len(),
+                PAGE_READ_AHEAD_MESSAGES,
+                "loaded ones at once"
+            );
+            let dropped = queue.take_paged_dropped();
+            let forgotten = queue.take_forgotten();
+            if with_dlx {
+                assert_eq!(dropped.len(), 5);
+                assert!(dropped.iter().all(|(_, r)| *r == DeathReason::Expired));
+                assert!(forgotten.is_empty(), "settled before it was read");
+            } else {
+                assert!(dropped.is_empty());
+                assert_eq!(forgotten.len(), 5);
+            }
+            assert_eq!(queue.message_count(), 0);
+            queue.check_invariants();
+        }
+    }
+
+    #[test]
+    fn restored_without_body_counts_its_bytes_and_loads_on_demand() {
+        let mut queue = Queue::new(QueueLimits::default());
+        let times = RestoreTimes {
+            now_ms: 1,
+            enqueued_ms: 1,
+        };
+        let lsn = NonZeroU64::new(7).unwrap();
+        queue.restore_paged(3, message(b""), 1000, lsn, times);
+        queue.restore(4, message(b"loaded"), lsn, 1, 1);
+        assert_eq!(queue.ready_bytes(), 1006);
+        assert_eq!(queue.loaded_bytes(), 6);
+        assert_eq!(queue.paged_count(), 1);
+        assert!(
+            queue.basic_get(true, CHANNEL).is_none(),
+            "paged head needs a read"
+        );
+        let head = queue.head_paged().unwrap();
+        assert!(queue.wants_load());
+        assert!(queue.drop_unreadable(head));
+        assert_eq!(queue.take_forgotten(), vec![3]);
+        let (id, got, redelivered) = queue.basic_get(true, CHANNEL).unwrap();
+        assert_eq!((id, &got.body[..], redelivered), (4, &b"loaded"[..], true));
+        queue.check_invariants();
+    }
+
+    #[test]
+    fn length_limits_count_paged_bodies() {
+        let max = ("x-max-length-bytes", FieldValue::LongInt(2000));
+        let mut queue = lazy_queue(&[max]);
+        for _ in 0..PAGE_READ_AHEAD_MESSAGES + 100 {
+            queue.publish(message(b"0123456789"));
+            page_out_all(&mut queue);
+            queue.enforce_length();
+        }
+        assert_eq!(queue.ready_bytes(), 2000);
+        assert_eq!(queue.message_count(), 200);
+        queue.check_invariants();
+    }
+}
