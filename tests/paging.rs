@@ -38,7 +38,7 @@ fn props(mode: u8) -> BasicProperties {
 }
 
 fn mode_of(index: u32) -> u8 {
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         DELIVERY_MODE_PERSISTENT
     } else {
         DELIVERY_MODE_TRANSIENT

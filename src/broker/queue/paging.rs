@@ -212,7 +212,7 @@ mod tests {
             let mut queue = if with_dlx {
                 lazy_queue(&[dlx.clone(), ttl.clone()])
             } else {
-                lazy_queue(&[ttl.clone()])
+                lazy_queue(std::slice::from_ref(&ttl))
             };
             let count = PAGE_READ_AHEAD_MESSAGES as u64 + 5;
             for _ in 0..count {
