@@ -29,6 +29,11 @@ pub const LOG_LEVEL_DEFAULT: &str = "info";
 pub const SPIN_MICROS_DEFAULT: u64 = 50;
 /// Longest spin accepted.
 pub const SPIN_MICROS_MAX: u64 = 10_000;
+/// Body bytes of ready messages one queue keeps in memory before paging the newest out to the
+/// log. 64 MiB: a queue that fits (seconds of backlog at typical rates) never pays a write for
+/// transient messages or a read on delivery, while a handful of runaway backlogs still fits
+/// in a small machine's RAM; the memory high-watermark guards the sum over many queues.
+pub const QUEUE_MEMORY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -42,6 +47,9 @@ pub struct Config {
     pub log_level: String,
     /// Idle spin before an executor parks (0: park at once).
     pub spin_before_park: std::time::Duration,
+    /// Body bytes of ready messages a queue keeps in memory; past it the newest are paged
+    /// out to the log (0: every queue behaves as `x-queue-mode=lazy`).
+    pub queue_memory_bytes: u64,
 }
 
 /// Where a rejected value came from, so the message points at the right place.
@@ -101,6 +109,10 @@ pub enum ConfigError {
     DataDirEmpty { origin: Origin },
     #[error("invalid spin-us {value:?} ({origin}): must be a number of microseconds in 0..={SPIN_MICROS_MAX}")]
     Spin { value: String, origin: Origin },
+    #[error(
+        "invalid queue-memory-bytes {value:?} ({origin}): must be a number of bytes (0 or more)"
+    )]
+    QueueMemory { value: String, origin: Origin },
 }
 
 impl ConfigError {
@@ -122,7 +134,8 @@ impl ConfigError {
     about = "An AMQP 0-9-1 message broker, thread-per-core"
 )]
 struct Flags {
-    /// TOML file with any of: port, listen, shards, data_dir, log_level, spin_us. Flags override it.
+    /// TOML file with any of: port, listen, shards, data_dir, log_level, spin_us,
+    /// queue_memory_bytes. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// TCP port to listen on [default: 5672]
@@ -143,6 +156,10 @@ struct Flags {
     /// Microseconds an idle shard spins before sleeping (lower latency, more CPU) [default: 50]
     #[arg(long, value_name = "MICROS")]
     spin_us: Option<String>,
+    /// Body bytes of ready messages a queue keeps in RAM; past it the newest are paged out to
+    /// the log and read back on delivery (0: all queues lazy) [default: 67108864, 64 MiB]
+    #[arg(long, value_name = "BYTES")]
+    queue_memory_bytes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +171,7 @@ struct FileValues {
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
     spin_us: Option<i64>,
+    queue_memory_bytes: Option<i64>,
 }
 
 impl Config {
@@ -245,6 +263,11 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         (None, Some(v)) => parse_spin(&v.to_string(), Origin::File)?,
         (None, None) => SPIN_MICROS_DEFAULT,
     };
+    let queue_memory_bytes = match (flags.queue_memory_bytes, file.queue_memory_bytes) {
+        (Some(v), _) => parse_queue_memory(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_queue_memory(&v.to_string(), Origin::File)?,
+        (None, None) => QUEUE_MEMORY_BYTES_DEFAULT,
+    };
     Ok(Config {
         port,
         listen,
@@ -252,7 +275,18 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         data_dir,
         log_level,
         spin_before_park: std::time::Duration::from_micros(spin_micros),
+        queue_memory_bytes,
     })
+}
+
+fn parse_queue_memory(value: &str, origin: Origin) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| ConfigError::QueueMemory {
+            value: value.to_owned(),
+            origin,
+        })
 }
 
 fn parse_spin(value: &str, origin: Origin) -> Result<u64, ConfigError> {
@@ -581,6 +615,27 @@ mod spin_tests {
         for bad in ["--spin-us=-1", "--spin-us=abc", "--spin-us=10001"] {
             let error = Config::load_with_cores(["ringmq", bad], 2).unwrap_err();
             assert!(matches!(error, ConfigError::Spin { .. }), "{bad}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod queue_memory_tests {
+    use super::*;
+
+    #[test]
+    fn queue_memory_defaults_and_parses() {
+        let config = Config::load_with_cores(["ringmq"], 2).expect("defaults");
+        assert_eq!(config.queue_memory_bytes, QUEUE_MEMORY_BYTES_DEFAULT);
+        let config = Config::load_with_cores(["ringmq", "--queue-memory-bytes", "65536"], 2)
+            .expect("small budget");
+        assert_eq!(config.queue_memory_bytes, 65536);
+        for bad in ["--queue-memory-bytes=-1", "--queue-memory-bytes=1k"] {
+            let error = Config::load_with_cores(["ringmq", bad], 2).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::QueueMemory { .. }),
+                "{bad}: {error}"
+            );
         }
     }
 }

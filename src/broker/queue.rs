@@ -13,6 +13,7 @@ mod dead_letter;
 mod dedup;
 mod delivery_limit;
 mod length;
+mod paging;
 mod ready;
 
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use dedup::{DedupCache, DedupConfig, DedupKey, DEDUP_CACHE_SIZE_MAX, X_DEDUP
 pub use delivery_limit::X_DELIVERY_COUNT;
 use delivery_limit::{stored_delivery_count, Return};
 pub use length::Admission;
+pub use ready::{PagedRef, PAGE_READ_AHEAD_BYTES, PAGE_READ_AHEAD_MESSAGES};
 use ready::{ReadyEntry, ReadyQueue};
 
 /// Per-queue, monotonically increasing from 1: also the FIFO order key.
@@ -105,14 +107,35 @@ pub enum ConsumeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     pub consumers_max: u32,
+    /// Body bytes of ready messages kept in memory; past it the newest are paged out
+    /// (`u64::MAX`: never). `x-queue-mode=lazy` makes it 0 for one queue.
+    pub memory_bytes_max: u64,
 }
 
 impl Default for QueueLimits {
     fn default() -> QueueLimits {
         QueueLimits {
             consumers_max: QUEUE_CONSUMERS_MAX,
+            memory_bytes_max: u64::MAX,
         }
     }
+}
+
+/// When a recovered message is put back: the restart's clock and the original publish (its
+/// TTL counts from there), both wall-clock ms since the Unix epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreTimes {
+    pub now_ms: u64,
+    pub enqueued_ms: u64,
+}
+
+/// A loaded ready message the host should page out: log it unless `persisted`, then call
+/// [`Queue::page_out`].
+#[derive(Debug, Clone)]
+pub struct PageOut {
+    pub at: PagedRef,
+    pub message: SharedMessage,
+    pub persisted: Option<WalPosition>,
 }
 
 /// A delivered message waiting for its channel to settle it.
@@ -152,6 +175,12 @@ pub struct Queue {
     dedup: Option<DedupCache>,
     /// Wall-clock ms of the last [`Queue::expire`]: the time publishes are stamped with.
     now_ms: u64,
+    /// Body bytes of ready messages kept in memory (see [`QueueLimits::memory_bytes_max`]).
+    memory_bytes_max: u64,
+    /// Paged messages dropped (expired, over the length limit) from a queue with a dead-letter
+    /// exchange: the host reads each back, dead-letters it, then settles it (the settle must
+    /// come after the read, which needs the record).
+    paged_dropped: Vec<(MessageId, DeathReason)>,
 }
 
 impl Queue {
@@ -165,6 +194,11 @@ impl Queue {
             consumers.set_single_active();
         }
         let dedup = config.deduplication.map(DedupCache::new);
+        let memory_bytes_max = if config.lazy {
+            0
+        } else {
+            limits.memory_bytes_max
+        };
         Queue {
             ready: ReadyQueue::new(config.priority_levels()),
             unacked: HashMap::default(),
@@ -178,6 +212,8 @@ impl Queue {
             over_delivery_limit: Vec::new(),
             dedup,
             now_ms: 0,
+            memory_bytes_max,
+            paged_dropped: Vec::new(),
         }
     }
 
@@ -208,7 +244,8 @@ impl Queue {
             .map(|ttl| self.now_ms.saturating_add(ttl));
         self.ready.push_back(ReadyEntry {
             id,
-            message,
+            body_bytes: ReadyEntry::body_len(&message),
+            message: Some(message),
             persisted,
             redelivered: false,
             level,
@@ -235,6 +272,43 @@ impl Queue {
         now_ms: u64,
         enqueued_ms: u64,
     ) {
+        self.restore_entry(id, message, persisted, now_ms, enqueued_ms, None);
+    }
+
+    /// [`Queue::restore`] of a message whose body stayed in the log (recovery's body budget):
+    /// `message` has an empty body, `body_bytes` is the real length; the entry is paged.
+    pub fn restore_paged(
+        &mut self,
+        id: MessageId,
+        message: SharedMessage,
+        body_bytes: u64,
+        persisted: WalPosition,
+        times: RestoreTimes,
+    ) {
+        let body_bytes = u32::try_from(body_bytes).unwrap_or(u32::MAX);
+        let RestoreTimes {
+            now_ms,
+            enqueued_ms,
+        } = times;
+        self.restore_entry(
+            id,
+            message,
+            persisted,
+            now_ms,
+            enqueued_ms,
+            Some(body_bytes),
+        );
+    }
+
+    fn restore_entry(
+        &mut self,
+        id: MessageId,
+        message: SharedMessage,
+        persisted: WalPosition,
+        now_ms: u64,
+        enqueued_ms: u64,
+        paged_body_bytes: Option<u32>,
+    ) {
         self.now_ms = self.now_ms.max(now_ms);
         if let Ok(key) = self.check_duplicate(&message, self.now_ms) {
             self.remember_key(key, self.now_ms);
@@ -251,7 +325,8 @@ impl Queue {
             .map(|ttl| enqueued_ms.saturating_add(ttl));
         self.ready.insert_sorted(ReadyEntry {
             id,
-            message,
+            body_bytes: paged_body_bytes.unwrap_or_else(|| ReadyEntry::body_len(&message)),
+            message: paged_body_bytes.is_none().then_some(message),
             persisted: Some(persisted),
             redelivered: true,
             level,
@@ -316,8 +391,9 @@ impl Queue {
         self.now_ms = self.now_ms.max(now_ms);
         let mut expired = Vec::new();
         while let Some(entry) = self.ready.pop_expired(self.now_ms) {
-            self.forget(entry.id, entry.persisted);
-            expired.push(entry.message);
+            if let Some(message) = self.drop_entry(entry, DeathReason::Expired) {
+                expired.push(message);
+            }
         }
         expired
     }
@@ -332,26 +408,27 @@ impl Queue {
     /// Call after anything that may allow deliveries (publish, consume, ack, reject, recover).
     pub fn dispatch(&mut self, out: &mut Vec<Delivery>, max: usize) {
         for _ in 0..max {
-            if self.ready.is_empty() {
+            // A paged head waits for the loader: nothing behind it may overtake it.
+            if self.ready.is_empty() || self.ready.head_paged().is_some() {
                 return;
             }
             let Some(turn) = self.consumers.take_turn() else {
                 return;
             };
-            let Some(mut entry) = self.ready.pop_front() else {
+            let Some((entry, message)) = self.pop_loaded() else {
                 return;
             };
-            entry.message = self.stamp_delivery_count(entry.id, entry.message);
+            let message = self.stamp_delivery_count(entry.id, message);
             if turn.no_ack {
                 self.forget(entry.id, entry.persisted);
             } else {
-                self.hold(&entry, turn.channel, Some(turn.key));
+                self.hold(&entry, &message, turn.channel, Some(turn.key));
             }
             out.push(Delivery {
                 consumer: turn.key,
                 channel: turn.channel,
                 message_id: entry.id,
-                message: entry.message,
+                message,
                 redelivered: entry.redelivered,
             });
         }
@@ -369,19 +446,30 @@ impl Queue {
     }
 
     /// basic.get: the oldest ready message. Unless `no_ack`, it stays unacked, owned by `channel`.
+    /// None also while the oldest is paged: the host loads it first (see [`Queue::head_paged`]).
     pub fn basic_get(
         &mut self,
         no_ack: bool,
         channel: ChannelRef,
     ) -> Option<(MessageId, SharedMessage, bool)> {
-        let mut entry = self.ready.pop_front()?;
-        entry.message = self.stamp_delivery_count(entry.id, entry.message);
+        let (entry, message) = self.pop_loaded()?;
+        let message = self.stamp_delivery_count(entry.id, message);
         if no_ack {
             self.forget(entry.id, entry.persisted);
         } else {
-            self.hold(&entry, channel, None);
+            self.hold(&entry, &message, channel, None);
         }
-        Some((entry.id, entry.message, entry.redelivered))
+        Some((entry.id, message, entry.redelivered))
+    }
+
+    /// The head's entry and message, unless the head is paged (then nothing is taken).
+    fn pop_loaded(&mut self) -> Option<(ReadyEntry, SharedMessage)> {
+        if self.ready.head_paged().is_some() {
+            return None;
+        }
+        let mut entry = self.ready.pop_front()?;
+        let message = entry.message.take()?;
+        Some((entry, message))
     }
 
     /// Settles: removed for good. Unknown ids (already settled, never delivered) are ignored.
@@ -471,7 +559,8 @@ impl Queue {
         self.consumers.iter()
     }
 
-    /// On delete: every message, ready and unacked, in MessageId order. Consumers are left in
+    /// On delete: every message, ready (paged ones only settled, not returned) and unacked, in
+    /// MessageId order. Consumers are left in
     /// place so the caller can still notify them through [`Queue::consumers`].
     pub fn drain_all(&mut self) -> Vec<SharedMessage> {
         self.delivery_counts.clear();
@@ -492,17 +581,23 @@ impl Queue {
             if entry.persisted.is_some() {
                 self.forgotten.push(entry.id);
             }
-            all.push(entry.message);
+            all.extend(entry.message);
         }
         all.extend(unacked.map(|(_, held)| held.message));
         all
     }
 
-    fn hold(&mut self, entry: &ReadyEntry, channel: ChannelRef, consumer: Option<ConsumerKey>) {
+    fn hold(
+        &mut self,
+        entry: &ReadyEntry,
+        message: &SharedMessage,
+        channel: ChannelRef,
+        consumer: Option<ConsumerKey>,
+    ) {
         let previous = self.unacked.insert(
             entry.id,
             Unacked {
-                message: Arc::clone(&entry.message),
+                message: Arc::clone(message),
                 channel,
                 consumer,
                 persisted: entry.persisted,
@@ -537,12 +632,13 @@ impl Queue {
         }
         self.ready.insert_sorted(ReadyEntry {
             id,
+            body_bytes: ReadyEntry::body_len(&unacked.message),
             persisted: unacked.persisted,
             redelivered: true,
             // The level is recomputed rather than stored: the configuration never changes.
             level: self.level_of(&unacked.message),
             deadline_ms: unacked.deadline_ms.map(NonZeroU64::get),
-            message: unacked.message,
+            message: Some(unacked.message),
         });
     }
 

@@ -11,6 +11,7 @@ mod expiry;
 pub mod mesh;
 pub mod messages;
 mod owner;
+mod paging;
 mod queues;
 pub mod runtime;
 mod storage;
@@ -53,6 +54,8 @@ pub struct Shard {
     route_scratch: RefCell<Vec<QueueId>>,
     owner: owner::OwnerState,
     pub storage: storage::ShardStorage,
+    /// Queues over their memory budget: page-out, loaders, paged dead letters.
+    pub pager: paging::Pager,
     /// Shards other than 0 wait for the recovered topology before recovering their messages.
     topology_ready: Cell<bool>,
     topology_arrived: Notify,
@@ -97,6 +100,7 @@ impl Shard {
             route_scratch: RefCell::new(Vec::new()),
             owner: owner::OwnerState::new(),
             storage: storage::ShardStorage::default(),
+            pager: paging::Pager::new(u64::MAX),
             topology_ready: Cell::new(id == 0),
             topology_arrived: Notify::default(),
             timers: expiry::Timers::default(),
@@ -185,7 +189,9 @@ impl Shard {
                 Ok(()) => Reply::Applied,
                 Err(error) => Reply::Failed(error.to_string()),
             },
-            Request::Queue { queue, op } => Reply::Queue(self.handle_queue_op(queue, op)),
+            Request::Queue { queue, op } => {
+                Reply::Queue(self.handle_queue_request(queue, op).await)
+            }
             Request::DirectReply { address, message } => {
                 self.deliver_direct_reply_here(address, message)
             }
@@ -503,6 +509,7 @@ impl Shard {
             Ok(())
         })
         .await;
+        self.log_paging_stats();
         self.storage.flush_all().await;
     }
 

@@ -11,7 +11,7 @@ use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
     Admission, ConsumeError, ConsumerSpec, DeathReason, MessageId, Queue, QueueConfig, QueueLimits,
-    SharedMessage,
+    RestoreTimes, SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta};
 use crate::limits::DISPATCH_BATCH_MAX;
@@ -26,12 +26,15 @@ pub struct HostedQueue {
 }
 
 impl HostedQueue {
-    pub fn new(meta: &QueueMeta) -> HostedQueue {
+    /// `memory_bytes_max`: body bytes of ready messages kept in RAM (the shard's
+    /// `--queue-memory-bytes`); past it the newest are paged out.
+    pub fn new(meta: &QueueMeta, memory_bytes_max: u64) -> HostedQueue {
+        let limits = QueueLimits {
+            memory_bytes_max,
+            ..QueueLimits::default()
+        };
         HostedQueue {
-            queue: Queue::with_config(
-                QueueLimits::default(),
-                QueueConfig::from_arguments(&meta.arguments),
-            ),
+            queue: Queue::with_config(limits, QueueConfig::from_arguments(&meta.arguments)),
             auto_delete: meta.auto_delete,
             durable: meta.durable && meta.exclusive_owner.is_none(),
         }
@@ -47,7 +50,7 @@ impl Shard {
         self.queues
             .borrow_mut()
             .entry(id)
-            .or_insert_with(|| HostedQueue::new(meta));
+            .or_insert_with(|| HostedQueue::new(meta, self.pager.queue_memory_bytes()));
         self.queue_used(id);
     }
 
@@ -134,8 +137,9 @@ impl Shard {
         }
     }
 
-    /// Start-up: a message recovered from the log goes back to its queue. False when the queue
-    /// is not (or no longer) ours.
+    /// Start-up: a message recovered from the log goes back to its queue (paged when its body
+    /// stayed in the log: `body_on_disk_bytes`). False when the queue is not (or no longer)
+    /// ours.
     pub(super) fn restore_message(
         &self,
         id: QueueId,
@@ -143,27 +147,44 @@ impl Shard {
         message: SharedMessage,
         lsn: NonZeroU64,
         enqueued_ms: u64,
+        body_on_disk_bytes: Option<u64>,
     ) -> bool {
-        match self.queues.borrow_mut().get_mut(&id) {
-            Some(hosted) if hosted.durable => {
+        let mut queues = self.queues.borrow_mut();
+        let Some(hosted) = queues.get_mut(&id).filter(|hosted| hosted.durable) else {
+            return false;
+        };
+        let now = now_ms();
+        match body_on_disk_bytes {
+            None => hosted
+                .queue
+                .restore(message_id, message, lsn, now, enqueued_ms),
+            Some(bytes) => {
+                let times = RestoreTimes {
+                    now_ms: now,
+                    enqueued_ms,
+                };
                 hosted
                     .queue
-                    .restore(message_id, message, lsn, now_ms(), enqueued_ms);
-                true
+                    .restore_paged(message_id, message, bytes, lsn, times)
             }
-            _ => false,
         }
+        true
     }
 
     /// Writes settle records for the persisted messages that left queue `id` for good, and
     /// stores again those whose delivery count changed (the newest record of an id wins).
+    /// Non-durable queues have persisted messages too: those written when paged out.
+    /// Paged messages dropped towards a dead-letter exchange go to the pager to be read first.
     pub(super) fn log_forgotten(&self, id: QueueId) {
-        let (forgotten, recounted) = match self.queues.borrow_mut().get_mut(&id) {
-            Some(hosted) if hosted.durable => {
-                (hosted.queue.take_forgotten(), hosted.queue.take_recounted())
-            }
-            _ => return,
+        let (forgotten, recounted, paged_dropped) = match self.queues.borrow_mut().get_mut(&id) {
+            Some(hosted) => (
+                hosted.queue.take_forgotten(),
+                hosted.queue.take_recounted(),
+                hosted.queue.take_paged_dropped(),
+            ),
+            None => return,
         };
+        self.dead_letter_paged(id, paged_dropped);
         self.storage.log_settle(id, &forgotten);
         for (message_id, message, enqueued_ms) in recounted {
             if let Err(error) = self
@@ -184,7 +205,10 @@ impl Shard {
             Some(hosted) => hosted.queue.enforce_length(),
             None => Vec::new(),
         };
+        self.log_forgotten(id);
         self.dead_letter(id, DeathReason::MaxLen, dropped);
+        self.page_out_queue(id);
+        self.want_load(id);
     }
 
     fn dispatch_ready(&self, id: QueueId) {
@@ -240,6 +264,19 @@ impl Shard {
             None => return,
         };
         self.dead_letter(id, DeathReason::DeliveryLimit, over);
+    }
+
+    /// Answers a request about a queue we own. basic.get first reads a paged head back; the
+    /// rest is synchronous: the queue is ours alone.
+    pub(super) async fn handle_queue_request(
+        self: &Rc<Self>,
+        id: QueueId,
+        op: QueueOp,
+    ) -> Result<QueueOk, AmqpError> {
+        if matches!(op, QueueOp::Get { .. }) {
+            self.load_head(id).await;
+        }
+        self.handle_queue_op(id, op)
     }
 
     /// Answers a request about a queue we own. Synchronous: the queue is ours alone.

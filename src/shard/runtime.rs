@@ -30,6 +30,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
     let mut handles = Vec::with_capacity(shard_count);
     for (id, ends) in mesh::build(shard_count).into_iter().enumerate() {
         let data_dir = config.data_dir.clone();
+        let queue_memory_bytes = config.queue_memory_bytes;
         let listen: Vec<SocketAddr> = config
             .listen
             .iter()
@@ -42,7 +43,14 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
             .ring_depth(EXECUTOR_RING_DEPTH)
             .spin_before_park(config.spin_before_park);
         let handle = builder
-            .spawn(move || shard_main(id, shard_count, ends, listen, data_dir, ready_tx))
+            .spawn(move || {
+                let paths = ShardPaths {
+                    listen,
+                    data_dir,
+                    queue_memory_bytes,
+                };
+                shard_main(id, shard_count, ends, paths, ready_tx)
+            })
             .map_err(|e| executor_error(id, &e.to_string()))?;
         handles.push(handle);
     }
@@ -76,21 +84,34 @@ fn executor_error(id: usize, error: &str) -> String {
     )
 }
 
+/// What one shard is given from the configuration.
+struct ShardPaths {
+    listen: Vec<SocketAddr>,
+    data_dir: PathBuf,
+    queue_memory_bytes: u64,
+}
+
 async fn shard_main(
     id: usize,
     shard_count: usize,
     ends: MeshEnds,
-    listen: Vec<SocketAddr>,
-    data_dir: PathBuf,
+    paths: ShardPaths,
     ready: mpsc::Sender<Ready>,
 ) {
+    let ShardPaths {
+        listen,
+        data_dir,
+        queue_memory_bytes,
+    } = paths;
     let shard = Shard::new(id, shard_count, Topology::new_default());
+    shard.pager.set_queue_memory_bytes(queue_memory_bytes);
     start_mesh(&shard, ends).await;
     if let Err(message) = shard.recover(&data_dir).await {
         let _ = ready.send(Err(message));
         return;
     }
     glommio::spawn_local(super::storage::run_confirmer(shard.clone())).detach();
+    glommio::spawn_local(super::paging::run_pager(shard.clone())).detach();
     glommio::spawn_local(shard.clone().run_timers()).detach();
 
     let listeners = match net::bind_all(&listen) {

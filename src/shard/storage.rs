@@ -26,7 +26,7 @@ use crate::limits::{
     WAL_WRITE_BUFFER_BYTES,
 };
 use crate::protocol::BasicProperties;
-use crate::storage::{EnqueueRecord, Lsn, SettleRecord, Wal, WalError, WalOptions};
+use crate::storage::{EnqueueRecord, Lsn, OwnedEnqueue, SettleRecord, Wal, WalError, WalOptions};
 
 /// delivery_mode of a persistent message.
 const DELIVERY_MODE_PERSISTENT: u8 = 2;
@@ -83,6 +83,24 @@ impl ShardStorage {
             body: &message.body,
         };
         wal.append_enqueue(&record).map(|(lsn, _)| lsn)
+    }
+
+    /// Reads a paged message's body back from the log (the current copy of its enqueue record).
+    pub async fn read_message(
+        &self,
+        queue: QueueId,
+        message_id: MessageId,
+    ) -> Result<Message, PageInError> {
+        let Some(wal) = self.messages() else {
+            return Err(PageInError::Log(WalError::Closed));
+        };
+        let record = wal
+            .read_live(queue, message_id)
+            .await
+            .map_err(PageInError::Log)?;
+        decode_stored(record)
+            .map(|(_, message)| message)
+            .map_err(PageInError::Stored)
     }
 
     /// Writes a settle record for messages that left `queue` for good. Not waited for: a settle
@@ -196,6 +214,32 @@ pub async fn run_confirmer(shard: Rc<Shard>) {
     }
 }
 
+/// Why a paged message could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum PageInError {
+    #[error("{0}")]
+    Log(WalError),
+    #[error("stored record unreadable: {0}")]
+    Stored(String),
+    #[error("read cancelled")]
+    Cancelled,
+}
+
+/// A stored enqueue as a message, with its enqueue time (wall-clock ms).
+fn decode_stored(record: OwnedEnqueue) -> Result<(u64, Message), String> {
+    let (enqueued_ms, properties) = split_stored_properties(&record.properties)
+        .ok_or_else(|| "stored properties too short".to_string())?;
+    let properties = BasicProperties::decode(&mut properties.clone())
+        .map_err(|error| format!("unreadable stored properties: {error}"))?;
+    let message = Message {
+        exchange: record.exchange,
+        routing_key: record.routing_key,
+        properties,
+        body: record.body,
+    };
+    Ok((enqueued_ms, message))
+}
+
 /// Splits a stored properties blob into the enqueue time and the AMQP-encoded properties.
 fn split_stored_properties(stored: &Bytes) -> Option<(u64, Bytes)> {
     let time: [u8; 8] = stored.get(..8)?.try_into().ok()?;
@@ -254,6 +298,10 @@ impl Shard {
             WAL_WRITE_BUFFER_BYTES,
             WAL_BATCH_SOFT_BYTES,
         );
+        // Bodies beyond one queue's budget stay on disk: the loaders read them when needed,
+        // so a backlog larger than RAM can restart.
+        let mut options = options;
+        options.recovery_body_budget_bytes = self.pager.queue_memory_bytes();
         let (wal, recovered) = Wal::open(options).await.map_err(|e| {
             format!(
                 "cannot open the message log of shard {} in {}: {e}",
@@ -270,49 +318,52 @@ impl Shard {
         let mut orphans: Vec<(QueueId, MessageId)> = Vec::new();
         let mut restored_queues = std::collections::BTreeSet::new();
         for entry in recovered.enqueues {
-            let record = entry.record;
+            let key = (entry.record.queue, entry.record.message);
             let Some(lsn) = std::num::NonZeroU64::new(entry.lsn) else {
                 continue;
             };
-            let Some((enqueued_ms, properties)) = split_stored_properties(&record.properties)
-            else {
-                tracing::error!(
-                    queue = record.queue,
-                    message = record.message,
-                    "stored properties too short; message dropped"
-                );
-                orphans.push((record.queue, record.message));
-                continue;
-            };
-            let properties = match BasicProperties::decode(&mut properties.clone()) {
-                Ok(properties) => properties,
+            let body_on_disk_bytes = (!entry.body_loaded).then_some(entry.body_bytes);
+            let (enqueued_ms, message) = match decode_stored(entry.record) {
+                Ok(decoded) => decoded,
                 Err(error) => {
-                    tracing::error!(queue = record.queue, message = record.message, %error, "unreadable stored properties; message dropped");
-                    orphans.push((record.queue, record.message));
+                    tracing::error!(queue = key.0, message = key.1, %error, "message dropped");
+                    orphans.push(key);
                     continue;
                 }
             };
-            restored_bytes += record.body.len() as u64;
-            let message = Message {
-                exchange: record.exchange,
-                routing_key: record.routing_key,
-                properties,
-                body: record.body,
-            };
-            if record.queue == super::delayed::DELAYED_LOG_QUEUE {
-                if self.restore_delayed(record.message, message) {
+            // A transient message (or one of a non-durable queue, gone with it) was only
+            // written to free memory (paging): it does not survive a restart.
+            if !is_persistent(&message) {
+                orphans.push(key);
+                continue;
+            }
+            restored_bytes += entry.body_bytes;
+            if key.0 == super::delayed::DELAYED_LOG_QUEUE {
+                // Held in memory until due: the body is needed now.
+                let message = match body_on_disk_bytes {
+                    None => message,
+                    Some(_) => match self.storage.read_message(key.0, key.1).await {
+                        Ok(message) => message,
+                        Err(error) => {
+                            tracing::error!(message = key.1, %error, "delayed message unreadable; dropped");
+                            orphans.push(key);
+                            continue;
+                        }
+                    },
+                };
+                if self.restore_delayed(key.1, message) {
                     restored += 1;
                 } else {
-                    orphans.push((record.queue, record.message));
+                    orphans.push(key);
                 }
                 continue;
             }
             let message: SharedMessage = std::sync::Arc::new(message);
-            if self.restore_message(record.queue, record.message, message, lsn, enqueued_ms) {
+            if self.restore_message(key.0, key.1, message, lsn, enqueued_ms, body_on_disk_bytes) {
                 restored += 1;
-                restored_queues.insert(record.queue);
+                restored_queues.insert(key.0);
             } else {
-                orphans.push((record.queue, record.message));
+                orphans.push(key);
             }
         }
         // Messages of queues that no longer exist: settle them so their segments can go.
@@ -320,8 +371,11 @@ impl Shard {
             self.storage.log_settle(queue, &[message]);
         }
         // Messages whose TTL ran out while the broker was down go now; the rest arm the timer.
+        // Then each queue keeps only its memory budget of bodies.
         for queue in restored_queues {
             self.expire_queue(queue);
+            self.page_out_queue(queue);
+            self.want_load(queue);
         }
         let stats = self
             .storage

@@ -42,11 +42,18 @@ pub struct Broker {
     /// Drained by a thread so the broker never blocks on a full stdout pipe; closes at exit.
     stdout_closed: Option<mpsc::Receiver<()>>,
     external: bool,
+    /// Flags added to every start of this broker (restarts included).
+    extra_args: Vec<String>,
 }
 
 impl Broker {
     /// Starts `ringmq` with `shards` shards on a free port and waits for its ready line.
     pub fn start(shards: usize) -> Broker {
+        Broker::start_with_args(shards, &[])
+    }
+
+    /// Like [`Broker::start`], with extra command-line flags (kept for restarts).
+    pub fn start_with_args(shards: usize, extra_args: &[&str]) -> Broker {
         if let Some(port) = external_port() {
             return Broker {
                 child: None,
@@ -55,6 +62,7 @@ impl Broker {
                 root: PathBuf::new(),
                 stdout_closed: None,
                 external: true,
+                extra_args: Vec::new(),
             };
         }
         let root = unique_dir();
@@ -66,6 +74,7 @@ impl Broker {
             root,
             stdout_closed: None,
             external: false,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         broker.spawn();
         broker
@@ -202,6 +211,7 @@ impl Broker {
             .arg("127.0.0.1")
             .arg("--log-level")
             .arg(log_level)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

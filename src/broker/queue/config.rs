@@ -39,6 +39,8 @@ pub struct QueueConfig {
     pub delivery_limit: Option<u64>,
     /// `x-message-deduplication` with `x-cache-size` and `x-cache-ttl`.
     pub deduplication: Option<super::DedupConfig>,
+    /// `x-queue-mode=lazy`: keep only the read-ahead in memory, page the rest out.
+    pub lazy: bool,
 }
 
 impl QueueConfig {
@@ -75,6 +77,7 @@ impl QueueConfig {
                 .unwrap_or(false),
             delivery_limit: non_negative("x-delivery-limit"),
             deduplication: deduplication(arguments),
+            lazy: text("x-queue-mode").as_deref() == Some("lazy"),
         }
     }
 

@@ -1,7 +1,7 @@
 //! `x-max-length`, `x-max-length-bytes` and `x-overflow`: which publishes a full queue takes,
 //! and what it drops. Only ready messages count, as in RabbitMQ (unacked ones do not).
 
-use super::{Message, Overflow, Queue, SharedMessage};
+use super::{DeathReason, Message, Overflow, Queue, SharedMessage};
 
 /// What a queue says to a message offered to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,9 @@ impl Queue {
             let Some(entry) = self.ready.pop_front() else {
                 break;
             };
-            dropped.push(entry.message);
+            // Settled like any other way out (a persisted head dropped here came back after a
+            // restart before).
+            dropped.extend(self.drop_entry(entry, DeathReason::MaxLen));
         }
         dropped
     }

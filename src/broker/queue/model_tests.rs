@@ -401,6 +401,7 @@ fn matches_reference_model() {
         let mut rng = Rng(seed);
         let mut queue = Queue::new(QueueLimits {
             consumers_max: CONSUMERS_MAX,
+            ..QueueLimits::default()
         });
         let mut model = Model::new();
         let mut next_key = 0;

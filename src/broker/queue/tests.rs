@@ -164,7 +164,10 @@ fn exclusive_consumer_rules() {
 
 #[test]
 fn consumer_limits_and_duplicates() {
-    let mut queue = Queue::new(QueueLimits { consumers_max: 2 });
+    let mut queue = Queue::new(QueueLimits {
+        consumers_max: 2,
+        ..QueueLimits::default()
+    });
     queue.add_consumer(consumer(1, 0, CHANNEL_A)).unwrap();
     assert_eq!(
         queue.add_consumer(consumer(1, 0, CHANNEL_A)),
