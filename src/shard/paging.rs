@@ -102,6 +102,9 @@ impl Shard {
             };
             let position = match candidate.persisted {
                 Some(position) => position,
+                // Page-out writes are not urgent: leave the batch's room to publishers (whose
+                // appends would otherwise meet a full batch) and continue after the flush.
+                None if self.storage.log_congested() => return,
                 None => {
                     let logged =
                         self.storage
