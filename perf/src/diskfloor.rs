@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn measures_and_cleans_up() {
-        // The target dir is on a real disk here (/tmp may be tmpfs, which refuses O_DIRECT).
+        // The temp dir is on a real disk here; where it is tmpfs the O_DIRECT open fails.
         let dir = std::env::temp_dir();
         let opts = DiskFloorOpts {
             dir: dir.clone(),
