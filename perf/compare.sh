@@ -6,7 +6,10 @@
 #
 # Knobs (environment): RUNS (3), DURATION seconds per run (5), RINGMQ_PORT (5680),
 # RABBIT_PORT (5682), SHARDS (2), BACKLOG_MESSAGES (1000000), BACKLOG_RUNS (1), CARGO_TARGET_DIR,
-# CASES (a subset of: transient durable fanout topic latency connections backlog).
+# CASES (a subset of: transient durable fanout topic latency connections backlog; `durable` is
+# the union of durable-throughput floor confirm recovery, which may also be named alone),
+# CONFIRM_RATE (2000 msg/s), CONFIRM_WINDOW (1000), FLOOR_WRITES (5000),
+# RECOVERY_MESSAGES (200000).
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -15,6 +18,10 @@ RINGMQ_PORT=${RINGMQ_PORT:-5680}
 RABBIT_PORT=${RABBIT_PORT:-5682}
 SHARDS=${SHARDS:-2}
 BACKLOG_MESSAGES=${BACKLOG_MESSAGES:-1000000}
+CONFIRM_RATE=${CONFIRM_RATE:-2000}
+CONFIRM_WINDOW=${CONFIRM_WINDOW:-1000}
+FLOOR_WRITES=${FLOOR_WRITES:-5000}
+RECOVERY_MESSAGES=${RECOVERY_MESSAGES:-200000}
 # Bounded waits: brokers must be up within this many seconds.
 STARTUP_TIMEOUT_SECONDS=120
 
@@ -94,17 +101,31 @@ RABBIT_BEAM_PID=$(rabbitmqctl -n "$RABBIT_NODE" eval 'os:getpid().' | tr -dc '0-
 RABBIT_VERSION=$(rabbitmqctl -n "$RABBIT_NODE" version 2>/dev/null || echo unknown)
 
 # ---- ringmq --------------------------------------------------------------------------------
+start_ringmq() { # data dir, log level, output path prefix; sets RINGMQ_PID
+    "$BIN/ringmq" --port "$RINGMQ_PORT" --shards "$SHARDS" --data-dir "$1" \
+        --log-level "$2" >"$3.out" 2>"$3.err" &
+    RINGMQ_PID=$!
+    local i
+    for ((i = 0; i < STARTUP_TIMEOUT_SECONDS * 100; i++)); do
+        grep -q "ringmq ready" "$3.out" 2>/dev/null && return 0
+        kill -0 "$RINGMQ_PID" 2>/dev/null || { log "ringmq exited"; cat "$3.err" >&2; return 1; }
+        sleep 0.01
+    done
+    log "ringmq not ready"
+    return 1
+}
+stop_ringmq() { # signal
+    # wait reports the signal as a failure; under set -e that must not end the script.
+    if [ -n "$RINGMQ_PID" ]; then
+        kill "-$1" "$RINGMQ_PID" 2>/dev/null || true
+        wait "$RINGMQ_PID" 2>/dev/null || true
+    fi
+    RINGMQ_PID=""
+}
+
 log "starting ringmq on $RINGMQ_PORT with $SHARDS shards"
 mkdir -p "$WORK/ringmq-data"
-"$BIN/ringmq" --port "$RINGMQ_PORT" --shards "$SHARDS" --data-dir "$WORK/ringmq-data" \
-    --log-level warn >"$WORK/ringmq.out" 2>"$WORK/ringmq.err" &
-RINGMQ_PID=$!
-for ((i = 0; i < STARTUP_TIMEOUT_SECONDS * 10; i++)); do
-    grep -q "ringmq ready" "$WORK/ringmq.out" 2>/dev/null && break
-    kill -0 "$RINGMQ_PID" 2>/dev/null || { log "ringmq exited"; cat "$WORK/ringmq.err" >&2; exit 1; }
-    sleep 0.1
-done
-grep -q "ringmq ready" "$WORK/ringmq.out" || { log "ringmq not ready"; exit 1; }
+start_ringmq "$WORK/ringmq-data" warn "$WORK/ringmq" || exit 1
 
 RINGMQ_URL="amqp://guest:guest@127.0.0.1:$RINGMQ_PORT/%2f"
 RABBIT_URL="amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f"
@@ -160,6 +181,8 @@ run_case() { # title, then ringmq-perf scenario args
 # CASES (environment) picks groups of cases: transient durable fanout topic latency connections
 # backlog; empty runs them all.
 wanted() { [[ -z ${CASES:-} || " $CASES " == *" $1 "* ]]; }
+# The durable groups also run when `durable` is asked for.
+wanted_durable() { wanted durable || wanted "$1"; }
 
 SAVE=()
 D=(--duration "$DURATION")
@@ -168,7 +191,7 @@ if wanted transient; then
     run_case "16 B transient, 1 producer → 1 consumer" throughput "${D[@]}" --size 16 "${ACK[@]}"
     run_case "1 KB transient, 1 → 1" throughput "${D[@]}" --size 1024 "${ACK[@]}"
 fi
-if wanted durable; then
+if wanted_durable durable-throughput; then
     # Durable queue, delivery_mode 2, confirms: every message is in the write-ahead log (fdatasync)
     # before its confirm; RabbitMQ: durable classic queue.
     run_case "16 B persistent, confirms (window 1000), 1 → 1" \
@@ -177,6 +200,53 @@ if wanted durable; then
         throughput "${D[@]}" --size 1024 --persistent --confirm 1000 "${ACK[@]}"
     run_case "1 KB persistent, confirms (window 1000), 4 publishers → 4 consumers" \
         throughput "${D[@]}" --size 1024 --persistent --confirm 1000 --producers 4 --consumers 4 "${ACK[@]}"
+fi
+FLOOR_P99=""
+if wanted_durable floor || wanted_durable confirm; then
+    # Both brokers keep their data under $WORK: the floor is measured on that same device,
+    # while both are idle.
+    log "case: disk floor"
+    FLOOR_ARGS=(disk-floor --dir "$WORK" --writes "$FLOOR_WRITES")
+    {
+        echo "## Device floor: 4 KiB O_DIRECT write + fdatasync"
+        echo
+        echo "On $(df --output=source,fstype "$WORK" | tail -1 | tr -s ' '), where both brokers keep their data."
+        echo
+        echo '```'
+        echo "ringmq-perf ${FLOOR_ARGS[*]}"
+        echo
+    } >>"$REPORT"
+    if "$PERF" "${FLOOR_ARGS[@]}" >"$WORK/floor.txt" 2>"$WORK/last.err"; then
+        cat "$WORK/floor.txt" >>"$REPORT"
+        FLOOR_P99=$(awk '$1 == "disk_latency_us_p99" { gsub(",", "", $2); print $2 }' "$WORK/floor.txt")
+    else
+        echo "FAILED: $(tail -3 "$WORK/last.err")" >>"$REPORT"
+    fi
+    printf '```\n\n' >>"$REPORT"
+fi
+if wanted_durable confirm; then
+    # Publisher-confirm latency at the publisher: persistent 1 KB messages, durable queue
+    # (RabbitMQ: durable classic queue), consumers draining. Open loop: from each message's
+    # intended send time; max rate: a window of unconfirmed messages, from the actual send time.
+    FLOOR=()
+    if [ -n "$FLOOR_P99" ]; then FLOOR=(--disk-floor-us-p99 "$FLOOR_P99"); fi
+    C=(--duration $((DURATION + 1)) --warmup 1 --size 1024 --persistent "${FLOOR[@]}" "${ACK[@]}")
+    for P in 1 4; do
+        run_case "Confirm latency, 1 KB persistent, open loop $CONFIRM_RATE msg/s, $P publisher(s) → $P consumer(s)" \
+            confirm "${C[@]}" --rate "$CONFIRM_RATE" --producers $P --consumers $P
+        run_case "Confirm latency, 1 KB persistent, max rate (window $CONFIRM_WINDOW per publisher), $P publisher(s) → $P consumer(s)" \
+            confirm "${C[@]}" --max-rate --confirm "$CONFIRM_WINDOW" --producers $P --consumers $P
+    done
+    # Collected before appending: grep must not read the file it is writing.
+    RATIOS=$(grep -F '| confirm_p99_over_disk_p99 |' "$REPORT" || echo "| (no floor measured) | | | | |")
+    {
+        echo "### Confirm p99 over the device floor (floor p99: ${FLOOR_P99:-n/a} µs; target ≤ 3 for ringmq)"
+        echo
+        echo "| case | metric | ringmq | rabbitmq | ringmq/rabbitmq |"
+        echo "|---|---|---:|---:|---:|"
+        echo "$RATIOS"
+        echo
+    } >>"$REPORT"
 fi
 wanted fanout && run_case "Fanout to 10 queues, 16 B" fanout "${D[@]}" --queues 10 --size 16 "${ACK[@]}"
 wanted topic && run_case "Topic exchange, 10,000 bindings, 16 B" topic "${D[@]}" --bindings 10000 --size 16 "${ACK[@]}"
@@ -210,13 +280,62 @@ log "case: pingpong floor"
     echo '```' 
 } >>"$REPORT"
 
+# The plot comes from the latency case; without it there is nothing to draw.
 if [ -f "$WORK/latency.json" ] &&
     "$PERF" plot --input "$WORK/latency.json" --out "$PLOT" \
         --title "open-loop latency, 16 B, ringmq vs RabbitMQ ($STAMP)" 2>>"$WORK/last.err"; then
     echo "![latency vs rate]($(basename "$PLOT"))" >>"$REPORT"
-else
+elif wanted latency; then
     echo "(no plot: $(tail -1 "$WORK/last.err"))" >>"$REPORT"
 fi
 echo >>"$REPORT"
+
+# Recovery runs last: it replaces the ringmq the other cases use with one on a fresh data dir,
+# fills a durable queue with confirmed persistent messages, kills it with SIGKILL and times
+# the restart. One run; the fill is the slow part.
+if wanted_durable recovery; then
+    log "case: recovery ($RECOVERY_MESSAGES × 1 KB)"
+    stop_ringmq TERM
+    DATA=$WORK/recovery-data
+    mkdir -p "$DATA"
+    FILL_ARGS=(fill --queue perf-recovery --messages "$RECOVERY_MESSAGES" --size 1024 --persistent
+        --confirm 1000)
+    {
+        echo "## Recovery: $RECOVERY_MESSAGES × 1 KB persistent messages (confirmed), kill -9, restart"
+        echo
+        echo "ringmq only, fresh data dir, --shards $SHARDS; one queue (so one shard holds the messages)."
+        echo "data_dir_bytes is \`du -sb\` of the data dir before the kill (segment files are"
+        echo "preallocated, so it includes the unused tail of each shard's current segment);"
+        echo "replay speed = log bytes replayed (all shards) / the slowest shard's recovery time."
+        echo
+        echo '```'
+        echo "ringmq-perf ${FILL_ARGS[*]}"
+    } >>"$REPORT"
+    if start_ringmq "$DATA" info "$WORK/recovery-1" &&
+        "$PERF" "${FILL_ARGS[@]}" --url "$RINGMQ_URL" >>"$REPORT" 2>"$WORK/last.err"; then
+        DATA_BYTES=$(du -sb "$DATA" | cut -f1)
+        stop_ringmq KILL
+        RESTART_NS=$(date +%s%N)
+        if start_ringmq "$DATA" info "$WORK/recovery-2"; then
+            READY_MS=$((($(date +%s%N) - RESTART_NS) / 1000000))
+            DEPTH=$("$PERF" depth --url "$RINGMQ_URL" --queue perf-recovery 2>>"$WORK/last.err" || echo "?")
+            REPORT_ARGS=(recovery-report --log "$WORK/recovery-2.err" --data-dir-bytes "$DATA_BYTES"
+                --stored-messages "$RECOVERY_MESSAGES" --ready-ms "$READY_MS")
+            {
+                echo
+                echo "ringmq-perf ${REPORT_ARGS[*]}"
+                "$PERF" "${REPORT_ARGS[@]}" 2>&1 || true
+                echo "  queue_depth_after_restart    $DEPTH"
+            } >>"$REPORT"
+            stop_ringmq TERM
+        else
+            echo "FAILED: restart: $(tail -3 "$WORK/recovery-2.err")" >>"$REPORT"
+        fi
+    else
+        echo "FAILED: $(tail -3 "$WORK/last.err")" >>"$REPORT"
+    fi
+    printf '```\n\n' >>"$REPORT"
+fi
+
 echo "Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$REPORT"
 log "wrote $REPORT"

@@ -233,6 +233,34 @@ impl Conn {
         }
     }
 
+    /// True when the socket has bytes to read within `timeout` (a zero timeout only looks).
+    /// Frames already parsed out of `read_buf` are the caller's business; a partial frame there
+    /// completes with bytes that make the socket readable. Nanosecond precision (ppoll), so an
+    /// open-loop sender can wait for its next send time and for confirms at once.
+    pub fn wait_readable(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+        let rc = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
+        if rc < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(error.into());
+        }
+        // Hang-ups and errors count as readable: the read that follows reports them.
+        Ok(rc > 0)
+    }
+
     pub fn set_read_timeout(&mut self, timeout: std::time::Duration) -> Result<()> {
         Ok(self.stream.set_read_timeout(Some(timeout))?)
     }

@@ -48,3 +48,19 @@ pub const BACKLOG_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// When a producer is ahead of consumers by more than its backlog bound it waits in naps
 /// this long (no spinning: on a small machine the broker needs that core).
 pub const BACKPRESSURE_NAP: Duration = Duration::from_micros(100);
+/// Confirm scenario, open loop: a publisher stops sending while this many of its messages are
+/// unconfirmed (the send-time table is bounded; the delay still shows, the stamps are intended
+/// times). Max rate: the --confirm window is capped by it.
+pub const CONFIRM_OUTSTANDING_MAX: u64 = 1_000_000;
+/// A publisher waiting for confirms wakes at least this often to check its deadline.
+pub const CONFIRM_WAIT_MAX: Duration = Duration::from_millis(10);
+/// Disk floor: the block written per measurement (the write-ahead log's alignment unit).
+pub const DISK_BLOCK_BYTES: usize = 4096;
+/// Disk floor: at most this many write+sync measurements per run.
+pub const DISK_FLOOR_WRITES_MAX: u64 = 1_000_000;
+/// Disk floor: the preallocated file it cycles through is at most this large.
+pub const DISK_FLOOR_FILE_BYTES_MAX: u64 = 1 << 30;
+/// Disk floor: the file is preallocated with buffered writes of this size.
+pub const DISK_FILL_CHUNK_BYTES: usize = 1 << 20;
+/// Recovery report: at most this many log lines are read (one per shard is expected).
+pub const RECOVERY_LOG_LINES_MAX: usize = 1_000_000;

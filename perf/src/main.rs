@@ -4,6 +4,8 @@
 mod client;
 mod clock;
 mod compare;
+mod confirm;
+mod diskfloor;
 mod error;
 mod limits;
 mod many;
@@ -12,10 +14,12 @@ mod opts;
 mod pingpong;
 mod plot;
 mod progress;
+mod recovery;
 mod report;
 mod scenarios;
 mod schedule;
 mod topology;
+mod tracker;
 mod url;
 mod workers;
 
@@ -57,6 +61,11 @@ enum Scenario {
     Backlog(Opts),
     /// Loopback TCP echo at --rate: the machine's latency floor.
     Pingpong(Opts),
+    /// Publisher-confirm latency (open loop at --rate/--sweep, or --max-rate with a --confirm
+    /// window); use --persistent for a durable queue and delivery-mode 2.
+    Confirm(Opts),
+    /// Publish --messages into --queue (left in place), confirmed when --confirm is set.
+    Fill(Opts),
 }
 
 #[derive(Subcommand)]
@@ -85,6 +94,17 @@ enum Command {
         #[command(subcommand)]
         scenario: Scenario,
     },
+    /// The device's floor: 4 KiB O_DIRECT write + fdatasync latency in --dir.
+    DiskFloor(diskfloor::DiskFloorOpts),
+    /// Replay speed and disk bytes per message from a restarted ringmq's log.
+    RecoveryReport(recovery::RecoveryOpts),
+    /// Prints a queue's message count (passive declare).
+    Depth {
+        #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        url: String,
+        #[arg(long)]
+        queue: String,
+    },
     /// PNG of latency percentiles vs rate from sweep or compare JSON files.
     Plot {
         #[arg(long, required = true)]
@@ -108,7 +128,9 @@ impl Scenario {
             | Scenario::Topic(o)
             | Scenario::Connections(o)
             | Scenario::Backlog(o)
-            | Scenario::Pingpong(o) => o,
+            | Scenario::Pingpong(o)
+            | Scenario::Confirm(o)
+            | Scenario::Fill(o) => o,
         }
     }
 
@@ -122,6 +144,8 @@ impl Scenario {
             Scenario::Connections(_) => scenarios::connections(opts),
             Scenario::Backlog(_) => scenarios::backlog(opts),
             Scenario::Pingpong(_) => pingpong::pingpong(opts),
+            Scenario::Confirm(_) => confirm::confirm(opts),
+            Scenario::Fill(_) => recovery::fill(opts),
         }
     }
 }
@@ -185,6 +209,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::DiskFloor(opts) => print_report(&diskfloor::disk_floor(&opts)?, cli.json),
+        Command::RecoveryReport(opts) => print_report(&recovery::recovery_report(&opts)?, cli.json),
+        Command::Depth { url, queue } => {
+            let mut conn = client::Conn::open(&url::AmqpUrl::parse(&url)?)?;
+            let depth = topology::queue_depth(&mut conn, &queue)?;
+            conn.close();
+            println!("{depth}");
+            Ok(())
+        }
         Command::Plot {
             input,
             label,
@@ -200,4 +233,13 @@ fn run(cli: Cli) -> Result<()> {
             plot::plot(&series, &out, &title)
         }
     }
+}
+
+fn print_report(report: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }

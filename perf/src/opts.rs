@@ -60,6 +60,17 @@ pub struct Opts {
     /// Backlog scenario: messages to queue before draining.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
+    /// Confirm scenario: instead of an open-loop rate, publish as fast as a window of --confirm
+    /// unconfirmed messages allows; latency counts from the actual send time.
+    #[arg(long)]
+    pub max_rate: bool,
+    /// Confirm scenario: the device's 4 KiB write+fdatasync p99 (µs, from `disk-floor`); the
+    /// report then carries confirm p99 / this.
+    #[arg(long)]
+    pub disk_floor_us_p99: Option<f64>,
+    /// Fill scenario: the queue to declare and leave filled (it is not deleted).
+    #[arg(long, default_value = "perf-fill")]
+    pub queue: String,
     /// The broker's pid: its CPU use and (backlog) RSS are reported.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -108,6 +119,11 @@ impl Opts {
             .chain(self.sweep.iter().copied())
             .all(|r| r.is_finite() && r > 0.0);
         check(rates_ok, "rates must be positive")?;
+        check(
+            self.disk_floor_us_p99
+                .is_none_or(|us| us.is_finite() && us > 0.0),
+            "--disk-floor-us-p99 must be positive",
+        )?;
         Ok(())
     }
 

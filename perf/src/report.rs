@@ -42,6 +42,11 @@ impl Report {
 
     /// latency_us_p50 … latency_us_max from a nanosecond histogram (nothing when empty).
     pub fn push_latency(&mut self, histogram: &Histogram<u64>) {
+        self.push_latency_as("latency", histogram);
+    }
+
+    /// `<prefix>_us_p50` … `<prefix>_us_max` and `<prefix>_samples` (nothing when empty).
+    pub fn push_latency_as(&mut self, prefix: &str, histogram: &Histogram<u64>) {
         if histogram.is_empty() {
             return;
         }
@@ -51,9 +56,9 @@ impl Report {
             } else {
                 histogram.value_at_quantile(quantile)
             };
-            self.push(&format!("latency_us_{name}"), ns as f64 / 1000.0);
+            self.push(&format!("{prefix}_us_{name}"), ns as f64 / 1000.0);
         }
-        self.push("latency_samples", histogram.len() as f64);
+        self.push(&format!("{prefix}_samples"), histogram.len() as f64);
     }
 
     pub fn title(&self) -> String {

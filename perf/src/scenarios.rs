@@ -166,7 +166,7 @@ pub fn topic(opts: &Opts) -> Result<Vec<Report>> {
     Ok(vec![report])
 }
 
-fn declare_queues(
+pub fn declare_queues(
     conn: &mut Conn,
     prefix: &str,
     count: usize,

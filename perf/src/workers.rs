@@ -22,6 +22,8 @@ use crate::schedule::OpenLoop;
 pub struct Shared {
     pub published: AtomicU64,
     pub consumed: AtomicU64,
+    /// Publisher confirms (acks) received; only the confirm scenario keeps it.
+    pub confirmed: AtomicU64,
     pub stop: AtomicBool,
 }
 
