@@ -1073,3 +1073,85 @@ async fn a_full_log_batch_slows_publishers_on_other_shards_instead_of_nacking(br
         BACK_PRESSURE_MESSAGES as u32
     );
 }
+
+/// Rounds of publish-then-consume churn, each about one 32 MiB log segment.
+const CHURN_ROUNDS: usize = 14;
+const CHURN_MESSAGES_PER_ROUND: usize = 64;
+const CHURN_BODY_BYTES: usize = 512 * 1024;
+/// Message-log segment files allowed on disk after the churn: the straggler's copy, the churn's
+/// current segments and the compaction thresholds' slack. Without copy-forward the straggler
+/// pins its segment, every later segment's settles pin the one before, and all of them stay.
+const CHURN_SEGMENT_FILES_MAX: usize = 9;
+
+#[tokio::test]
+async fn a_long_lived_message_does_not_pin_the_log() {
+    let mut broker = Broker::start(1);
+    let connection = connect(&broker).await;
+    let ch = confirming_channel(&connection).await;
+    let straggler = unique("straggler");
+    let churn = unique("churn");
+    for queue in [&straggler, &churn] {
+        step("queue.declare", declare_queue(&ch, queue, durable_queue()))
+            .await
+            .expect("queue.declare");
+    }
+    publish(&ch, "", &straggler, b"still here", persistent(0)).await;
+    let consumer_ch = channel(&connection).await;
+    // Manual acks: a message delivered with no-ack before its record was written need not be
+    // logged at all, so an auto-ack consumer would not exercise the log.
+    let mut consumer = consume(&consumer_ch, &churn, false).await;
+    for round in 0..CHURN_ROUNDS {
+        let body = vec![round as u8; CHURN_BODY_BYTES];
+        let mut confirms = Vec::with_capacity(CHURN_MESSAGES_PER_ROUND);
+        for n in 0..CHURN_MESSAGES_PER_ROUND {
+            let confirm = step(
+                "basic.publish",
+                ch.basic_publish(
+                    "",
+                    &churn,
+                    BasicPublishOptions::default(),
+                    &body,
+                    persistent(n as i32),
+                ),
+            )
+            .await
+            .expect("basic.publish");
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            let confirmation = step("publisher confirm", confirm).await.expect("confirm");
+            assert!(
+                confirmation.is_ack(),
+                "churn publish not acked: {confirmation:?}"
+            );
+        }
+        for _ in 0..CHURN_MESSAGES_PER_ROUND {
+            ack(&next_delivery(&mut consumer).await).await;
+        }
+    }
+    // The last settles are made durable by a round trip through the log.
+    publish(&ch, "", &churn, b"last", persistent(0)).await;
+    let segments = segment_files(&broker.data_dir().join("messages"));
+    assert!(
+        segments <= CHURN_SEGMENT_FILES_MAX,
+        "{segments} message-log segments after {CHURN_ROUNDS} rounds of churn"
+    );
+    drop(consumer);
+    let _ = connection.close(200, "bye").await;
+    broker.restart_same_dir();
+    let connection = connect(&broker).await;
+    let ch = channel(&connection).await;
+    let message = get(&ch, &straggler, true)
+        .await
+        .expect("the straggler is back");
+    assert_eq!(message.delivery.data, b"still here");
+    assert!(get(&ch, &straggler, true).await.is_none());
+}
+
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("message log directory")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".wal"))
+        .count()
+}
