@@ -6,6 +6,7 @@
 //! `VecDeque::insert` is cheap. A queue without `x-max-priority` has exactly one level.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::num::NonZeroU64;
 
 use super::{MessageId, SharedMessage, WalPosition};
 
@@ -24,13 +25,23 @@ pub struct ReadyEntry {
     /// The message's level: its `priority` property clamped to the queue's maximum.
     pub level: u8,
     /// Wall-clock milliseconds since the Unix epoch after which the message is expired: absolute,
-    /// so it means the same after a restart once the WAL records it.
-    pub deadline_ms: Option<u64>,
+    /// so it means the same after a restart once the WAL records it. NonZero keeps the Option
+    /// free; see [`deadline`].
+    pub deadline_ms: Option<NonZeroU64>,
+}
+
+/// Paid once per queued message: five words.
+pub const READY_ENTRY_SIZE_MAX_BYTES: usize = 40;
+const _: () = assert!(std::mem::size_of::<ReadyEntry>() <= READY_ENTRY_SIZE_MAX_BYTES);
+
+/// A deadline as stored: 0 ms (only a test clock has one) becomes 1.
+pub fn deadline(ms: u64) -> NonZeroU64 {
+    NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN)
 }
 
 impl ReadyEntry {
     fn body_bytes(&self) -> u64 {
-        self.message.body.len() as u64
+        self.message.body_len() as u64
     }
 }
 
@@ -171,7 +182,8 @@ impl ReadyQueue {
         self.len += 1;
         self.bytes += entry.body_bytes();
         if let Some(deadline) = entry.deadline_ms {
-            self.deadlines.insert((deadline, entry.id, entry.level));
+            self.deadlines
+                .insert((deadline.get(), entry.id, entry.level));
         }
     }
 
@@ -179,7 +191,8 @@ impl ReadyQueue {
         self.len -= 1;
         self.bytes -= entry.body_bytes();
         if let Some(deadline) = entry.deadline_ms {
-            self.deadlines.remove(&(deadline, entry.id, entry.level));
+            self.deadlines
+                .remove(&(deadline.get(), entry.id, entry.level));
         }
     }
 
@@ -199,7 +212,9 @@ impl ReadyQueue {
                 bytes += entry.body_bytes();
                 if let Some(deadline) = entry.deadline_ms {
                     deadlines += 1;
-                    assert!(self.deadlines.contains(&(deadline, entry.id, entry.level)));
+                    assert!(self
+                        .deadlines
+                        .contains(&(deadline.get(), entry.id, entry.level)));
                 }
             }
         }
