@@ -9,11 +9,13 @@
 //! dead-lettering, deduplication, CC/BCC). A message never changes: paths that alter its
 //! properties build a new one.
 //!
-//! Layout of the allocation (all lengths little-endian):
+//! Layout of the allocation, sized for the common case (a 16-byte body queued a million times
+//! must cost under 100 bytes, so every byte of this header shows in the allocator's size class):
 //! ```text
-//! flags u8 | priority u8 | exchange_len u8 | routing_key_len u8 | properties_len u32
-//! [expiration_ms u64, only with FLAG_EXPIRATION]
-//! exchange | routing key | properties (flag words + property list) | body
+//! flags u8 | exchange_len u8 | routing_key_len u8
+//! [properties_len: LEB128, unless the properties are one of the CANNED encodings]
+//! [priority u8, with FLAG_PRIORITY] [expiration_ms u64 LE, with FLAG_EXPIRATION]
+//! exchange | routing key | [properties (flag words + property list)] | body
 //! ```
 
 use bytes::{Bytes, BytesMut};
@@ -35,9 +37,18 @@ const FLAG_PERSISTENT: u8 = 1 << 0;
 const FLAG_HEADERS: u8 = 1 << 1;
 const FLAG_PRIORITY: u8 = 1 << 2;
 const FLAG_EXPIRATION: u8 = 1 << 3;
+/// Bits 4..=5: which of [`CANNED`] the properties are, or 0 when they are stored inline.
+const CANNED_SHIFT: u32 = 4;
+const CANNED_MASK: u8 = 0b11 << CANNED_SHIFT;
 
-/// flags, priority, exchange_len, routing_key_len, properties_len.
-const FIXED_HEADER_BYTES: usize = 8;
+/// Property encodings most messages carry, not stored per message: none at all, and
+/// delivery_mode alone (1 or 2), which is what most clients send.
+const CANNED: [&[u8]; 3] = [&[0x00, 0x00], &[0x10, 0x00, 0x01], &[0x10, 0x00, 0x02]];
+
+/// flags, exchange_len, routing_key_len.
+const FIXED_HEADER_BYTES: usize = 3;
+/// A LEB128 u32 takes at most 5 bytes.
+const VARINT_BYTES_MAX: usize = 5;
 const EXPIRATION_BYTES: usize = 8;
 
 thread_local! {
@@ -62,7 +73,6 @@ pub type SharedMessage = Message;
 #[derive(Clone, Copy)]
 struct Hot {
     flags: u8,
-    priority: u8,
     expiration_ms: Option<u64>,
 }
 
@@ -88,7 +98,6 @@ impl Hot {
         }
         Hot {
             flags,
-            priority: properties.priority.unwrap_or(0),
             expiration_ms,
         }
     }
@@ -131,25 +140,35 @@ impl Message {
         let hot = Hot::of(properties);
         let exchange = shortstr(route.exchange);
         let routing_key = shortstr(route.routing_key);
-        // Property lists are bounded by frame_max (u32), so this never saturates in practice.
+        // Property lists are bounded by frame_max (u32), so this never cuts in practice.
         let properties_len = u32::try_from(raw_properties.len()).unwrap_or(u32::MAX);
         let raw_properties = raw_properties
             .get(..properties_len as usize)
             .unwrap_or(raw_properties);
+        let canned = CANNED
+            .iter()
+            .position(|encoding| *encoding == raw_properties)
+            .map_or(0, |index| index as u8 + 1);
         BUILD_SCRATCH.with(|scratch| {
             let mut out = scratch.borrow_mut();
             out.clear();
-            out.push(hot.flags);
-            out.push(hot.priority);
+            out.push(hot.flags | (canned << CANNED_SHIFT));
             out.push(exchange.len() as u8);
             out.push(routing_key.len() as u8);
-            out.extend_from_slice(&properties_len.to_le_bytes());
+            if canned == 0 {
+                write_varint(&mut out, properties_len);
+            }
+            if let Some(priority) = properties.priority {
+                out.push(priority);
+            }
             if let Some(ms) = hot.expiration_ms {
                 out.extend_from_slice(&ms.to_le_bytes());
             }
             out.extend_from_slice(exchange.as_bytes());
             out.extend_from_slice(routing_key.as_bytes());
-            out.extend_from_slice(raw_properties);
+            if canned == 0 {
+                out.extend_from_slice(raw_properties);
+            }
             for part in body {
                 out.extend_from_slice(part);
             }
@@ -170,35 +189,44 @@ impl Message {
         self.all().first().copied().unwrap_or(0)
     }
 
-    fn byte(&self, at: usize) -> usize {
-        usize::from(self.all().get(at).copied().unwrap_or(0))
-    }
-
-    fn properties_len(&self) -> usize {
-        let len: [u8; 4] = self
-            .all()
-            .get(4..FIXED_HEADER_BYTES)
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or_default();
-        u32::from_le_bytes(len) as usize
-    }
-
-    fn header_len(&self) -> usize {
-        if self.flags() & FLAG_EXPIRATION != 0 {
-            FIXED_HEADER_BYTES + EXPIRATION_BYTES
+    /// Where each part sits; recomputed per access (a few byte reads) rather than stored, as
+    /// every stored byte is paid per queued message.
+    fn layout(&self) -> Layout {
+        let all = self.all();
+        let flags = self.flags();
+        let byte = |at: usize| usize::from(all.get(at).copied().unwrap_or(0));
+        let canned = usize::from((flags & CANNED_MASK) >> CANNED_SHIFT);
+        let mut at = FIXED_HEADER_BYTES;
+        let properties_len = if canned == 0 {
+            let (len, used) = read_varint(all.get(at..).unwrap_or_default());
+            at += used;
+            len as usize
         } else {
-            FIXED_HEADER_BYTES
+            0
+        };
+        let priority = (flags & FLAG_PRIORITY != 0).then(|| {
+            at += 1;
+            byte(at - 1) as u8
+        });
+        let expiration_at = at;
+        if flags & FLAG_EXPIRATION != 0 {
+            at += EXPIRATION_BYTES;
         }
-    }
-
-    /// Offsets of exchange, routing key, properties and body: each part ends where the next
-    /// starts; the body runs to the end.
-    fn offsets(&self) -> [usize; 4] {
-        let exchange = self.header_len();
-        let routing_key = exchange + self.byte(2);
-        let properties = routing_key + self.byte(3);
-        let body = properties + self.properties_len();
-        [exchange, routing_key, properties, body]
+        let exchange = at;
+        let routing_key = exchange + byte(1);
+        let properties = routing_key + byte(2);
+        let body = properties + properties_len;
+        Layout {
+            canned: canned
+                .checked_sub(1)
+                .and_then(|index| CANNED.get(index).copied()),
+            priority,
+            expiration_at,
+            exchange,
+            routing_key,
+            properties,
+            body,
+        }
     }
 
     fn part(&self, start: usize, end: usize) -> &[u8] {
@@ -206,24 +234,27 @@ impl Message {
     }
 
     pub fn exchange(&self) -> &str {
-        let [exchange, routing_key, ..] = self.offsets();
-        std::str::from_utf8(self.part(exchange, routing_key)).unwrap_or_default()
+        let layout = self.layout();
+        std::str::from_utf8(self.part(layout.exchange, layout.routing_key)).unwrap_or_default()
     }
 
     pub fn routing_key(&self) -> &str {
-        let [_, routing_key, properties, _] = self.offsets();
-        std::str::from_utf8(self.part(routing_key, properties)).unwrap_or_default()
+        let layout = self.layout();
+        std::str::from_utf8(self.part(layout.routing_key, layout.properties)).unwrap_or_default()
     }
 
     /// The content header's property flags and list, ready to copy to the wire.
     pub fn raw_properties(&self) -> &[u8] {
-        let [_, _, properties, body] = self.offsets();
-        self.part(properties, body)
+        let layout = self.layout();
+        match layout.canned {
+            Some(encoding) => encoding,
+            None => self.part(layout.properties, layout.body),
+        }
     }
 
     pub fn body(&self) -> &[u8] {
-        let [.., body] = self.offsets();
-        self.all().get(body..).unwrap_or_default()
+        let layout = self.layout();
+        self.all().get(layout.body..).unwrap_or_default()
     }
 
     pub fn body_len(&self) -> usize {
@@ -255,7 +286,7 @@ impl Message {
     }
 
     pub fn priority(&self) -> Option<u8> {
-        (self.flags() & FLAG_PRIORITY != 0).then(|| self.byte(1) as u8)
+        self.layout().priority
     }
 
     /// The `expiration` property in milliseconds (capped as `parse_expiration` caps it).
@@ -263,9 +294,10 @@ impl Message {
         if self.flags() & FLAG_EXPIRATION == 0 {
             return None;
         }
-        let ms: [u8; 8] = self
+        let at = self.layout().expiration_at;
+        let ms: [u8; EXPIRATION_BYTES] = self
             .all()
-            .get(FIXED_HEADER_BYTES..FIXED_HEADER_BYTES + EXPIRATION_BYTES)
+            .get(at..at + EXPIRATION_BYTES)
             .and_then(|b| b.try_into().ok())?;
         Some(u64::from_le_bytes(ms))
     }
@@ -299,6 +331,37 @@ impl fmt::Debug for Message {
             .field("body", &self.body_len())
             .finish()
     }
+}
+
+/// What [`Message::layout`] finds in the header.
+struct Layout {
+    canned: Option<&'static [u8]>,
+    priority: Option<u8>,
+    expiration_at: usize,
+    exchange: usize,
+    routing_key: usize,
+    properties: usize,
+    body: usize,
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// (value, bytes used). Only reads what `write_varint` wrote; a cut one reads as what it has.
+fn read_varint(bytes: &[u8]) -> (u32, usize) {
+    let mut value = 0u32;
+    for (index, &byte) in bytes.iter().take(VARINT_BYTES_MAX).enumerate() {
+        value |= u32::from(byte & 0x7f) << (7 * index as u32);
+        if byte & 0x80 == 0 {
+            return (value, index + 1);
+        }
+    }
+    (value, bytes.len().min(VARINT_BYTES_MAX))
 }
 
 /// At most 255 bytes, cut on a character boundary.
@@ -364,8 +427,9 @@ mod tests {
             ..Default::default()
         };
         let message = Message::new(route("", "q"), &properties, &[0u8; 16]);
-        // header 8 + routing key 1 + flags and delivery mode 3 + body 16.
-        assert_eq!(message.allocated_bytes(), 28);
+        // header 3 + routing key 1 + body 16: the properties are a canned encoding.
+        assert_eq!(message.allocated_bytes(), 20);
+        assert_eq!(message.raw_properties(), &[0x10, 0x00, 0x01]);
         assert!(!message.is_persistent() && !message.has_headers());
         assert_eq!((message.priority(), message.expiration_ms()), (None, None));
         assert_eq!(message.headers(), None);
@@ -385,6 +449,45 @@ mod tests {
         let empty = Message::from_wire(route("x", "y"), &properties, &[0, 0], []);
         assert_eq!(empty.body(), b"");
         assert_eq!(empty.raw_properties(), &[0, 0]);
+    }
+
+    #[test]
+    fn long_property_lists_use_a_longer_length_prefix() {
+        let properties = BasicProperties {
+            correlation_id: Some("c".repeat(200)),
+            priority: Some(1),
+            expiration: Some("70000".into()),
+            ..Default::default()
+        };
+        let message = Message::new(route("e", "r"), &properties, b"tail");
+        assert_eq!(message.properties(), properties);
+        assert_eq!(message.priority(), Some(1));
+        assert_eq!(message.expiration_ms(), Some(70_000));
+        assert_eq!((message.exchange(), message.body()), ("e", &b"tail"[..]));
+        for value in [0u32, 1, 127, 128, 300, 16_383, 16_384, u32::MAX] {
+            let mut out = Vec::new();
+            write_varint(&mut out, value);
+            assert_eq!(read_varint(&out), (value, out.len()));
+        }
+    }
+
+    #[test]
+    fn every_canned_encoding_round_trips() {
+        for (mode, encoding) in [
+            (None, CANNED[0]),
+            (Some(1), CANNED[1]),
+            (Some(2), CANNED[2]),
+        ] {
+            let properties = BasicProperties {
+                delivery_mode: mode,
+                ..Default::default()
+            };
+            let message = Message::from_wire(route("", "k"), &properties, encoding, [&b"b"[..]]);
+            assert_eq!(message.raw_properties(), encoding);
+            assert_eq!(message.properties(), properties);
+            assert_eq!(message.is_persistent(), mode == Some(2));
+            assert_eq!(message.allocated_bytes(), 3 + 1 + 1);
+        }
     }
 
     #[test]
