@@ -823,7 +823,13 @@ impl Session {
         else {
             return;
         };
-        let message = match self.build_message(channel, &mut pending) {
+        let message = self.build_message(channel, &mut pending);
+        // The message holds its own copy: what is left only routes it, and must not pin the
+        // read buffers the frames were sliced from (a transaction keeps it until commit).
+        pending.raw_properties = Bytes::new();
+        pending.first_part = Bytes::new();
+        pending.more_parts = Vec::new();
+        let message = match message {
             Ok(message) => message,
             Err(fault) => {
                 self.close_channel(channel, fault.with_ids(60, 40)).await;
