@@ -21,7 +21,7 @@
 use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
 use std::fmt;
-use triomphe::ThinArc;
+use triomphe::{Arc as TriompheArc, HeaderWithLength, ThinArc, UniqueArc};
 
 use super::config::parse_expiration;
 use crate::protocol::{BasicProperties, FieldTable, SHORTSTR_LEN_MAX};
@@ -52,8 +52,8 @@ const VARINT_BYTES_MAX: usize = 5;
 const EXPIRATION_BYTES: usize = 8;
 
 thread_local! {
-    /// Where a message is assembled before its one allocation is made: the parts arrive
-    /// separately (strings, property bytes, body frames) and the allocation needs its length.
+    /// Where the header, route and properties are assembled before the one allocation is made
+    /// (its length must be known first); the body is copied straight into the allocation.
     static BUILD_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -126,7 +126,7 @@ impl Message {
         route: Route<'_>,
         properties: &BasicProperties,
         raw_properties: &[u8],
-        body: impl IntoIterator<Item = &'b [u8]>,
+        body: impl IntoIterator<Item = &'b [u8], IntoIter: Clone>,
     ) -> Message {
         Message::build(route, properties, raw_properties, body)
     }
@@ -135,7 +135,7 @@ impl Message {
         route: Route<'_>,
         properties: &BasicProperties,
         raw_properties: &[u8],
-        body: impl IntoIterator<Item = &'b [u8]>,
+        body: impl IntoIterator<Item = &'b [u8], IntoIter: Clone>,
     ) -> Message {
         let hot = Hot::of(properties);
         let exchange = shortstr(route.exchange);
@@ -169,10 +169,7 @@ impl Message {
             if canned == 0 {
                 out.extend_from_slice(raw_properties);
             }
-            for part in body {
-                out.extend_from_slice(part);
-            }
-            let bytes = ThinArc::from_header_and_slice((), out.as_slice());
+            let bytes = allocate(&out, body.into_iter());
             out.clear();
             if out.capacity() > BUILD_SCRATCH_KEEP_BYTES {
                 out.shrink_to(BUILD_SCRATCH_KEEP_BYTES);
@@ -331,6 +328,34 @@ impl fmt::Debug for Message {
             .field("body", &self.body_len())
             .finish()
     }
+}
+
+/// One allocation holding `prefix` then the body parts, each byte copied once.
+fn allocate<'b>(prefix: &[u8], body: impl Iterator<Item = &'b [u8]> + Clone) -> ThinArc<(), u8> {
+    let body_len: usize = body.clone().map(<[u8]>::len).sum();
+    let len = prefix.len() + body_len;
+    let mut unique: UniqueArc<_> =
+        UniqueArc::from_header_and_uninit_slice(HeaderWithLength::new((), len), len);
+    let (head, rest) = unique.slice.split_at_mut(prefix.len());
+    head.write_copy_of_slice(prefix);
+    let mut at = 0;
+    for part in body {
+        let Some(to) = rest.get_mut(at..at + part.len()) else {
+            break;
+        };
+        to.write_copy_of_slice(part);
+        at += part.len();
+    }
+    // The second pass over the parts saw what the first did; should it not, the rest is zeroed
+    // rather than left uninitialised.
+    debug_assert_eq!(at, body_len);
+    for byte in rest.get_mut(at..).unwrap_or_default() {
+        byte.write(0);
+    }
+    // SAFETY: every byte of the slice was written above (prefix, body parts, zeroed rest), and
+    // the header was written by `from_header_and_uninit_slice`.
+    let unique = unsafe { unique.assume_init_slice_with_header() };
+    TriompheArc::into_thin(unique.shareable())
 }
 
 /// What [`Message::layout`] finds in the header.
