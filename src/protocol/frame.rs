@@ -32,6 +32,10 @@ const BASIC_DELIVER_METHOD_ID: u16 = 60;
 /// class-id(2) weight(2) body-size(8), before the property flags.
 const CONTENT_HEADER_FIXED_SIZE: usize = 12;
 
+// Header is the big variant (decoded properties): boxing it would cost an allocation per
+// publish. Moving it through the session's async layers is itself visible in profiles (memmove);
+// the fix is decoding the properties later, in place (see docs/architecture.md, hot path).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     Method {

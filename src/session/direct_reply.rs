@@ -116,7 +116,7 @@ impl Session {
         message: SharedMessage,
         confirm_seq: Option<u64>,
     ) {
-        let delivered = match ReplyAddress::parse(&message.routing_key()) {
+        let delivered = match ReplyAddress::parse(message.routing_key()) {
             Some(address) => {
                 self.shard
                     .deliver_direct_reply(address, message.clone())

@@ -82,7 +82,7 @@ pub fn dead_lettered(message: &Message, death: &Death<'_>) -> Message {
     deaths.truncate(X_DEATH_ENTRIES_MAX);
     headers.insert(X_DEATH, FieldValue::FieldArray(deaths));
 
-    let exchange = long_string(&message.exchange());
+    let exchange = long_string(message.exchange());
     let reason = long_string(death.reason.as_str());
     let queue = long_string(death.queue);
     if headers.get("x-first-death-reason").is_none() {
@@ -102,13 +102,13 @@ pub fn dead_lettered(message: &Message, death: &Death<'_>) -> Message {
 
     Message::new(
         Route {
-            exchange: &death.dead_letter_exchange,
-            routing_key: &death
+            exchange: death.dead_letter_exchange,
+            routing_key: death
                 .dead_letter_routing_key
-                .unwrap_or(&message.routing_key()),
+                .unwrap_or(message.routing_key()),
         },
         &properties,
-        &message.body(),
+        message.body(),
     )
 }
 
@@ -137,7 +137,7 @@ fn new_entry(
     entry.insert("reason", long_string(death.reason.as_str()));
     entry.insert("queue", long_string(death.queue));
     entry.insert("time", FieldValue::Timestamp(death.time_s));
-    entry.insert("exchange", long_string(&message.exchange()));
+    entry.insert("exchange", long_string(message.exchange()));
     entry.insert("routing-keys", FieldValue::FieldArray(routing_keys));
     if let Some(expiration) = expiration {
         entry.insert("original-expiration", long_string(&expiration));
