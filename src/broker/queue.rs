@@ -13,6 +13,7 @@ mod dead_letter;
 mod dedup;
 mod delivery_limit;
 mod length;
+mod message;
 mod paging;
 mod ready;
 
@@ -25,12 +26,8 @@ mod tests;
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::Arc;
-
-use bytes::Bytes;
 
 use crate::id_hash::IdBuildHasher;
-use crate::protocol::BasicProperties;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
@@ -38,8 +35,9 @@ pub use dedup::{DedupCache, DedupConfig, DedupKey, DEDUP_CACHE_SIZE_MAX, X_DEDUP
 pub use delivery_limit::X_DELIVERY_COUNT;
 use delivery_limit::{stored_delivery_count, Return};
 pub use length::Admission;
+pub use message::{Message, Route, SharedMessage, DELIVERY_MODE_PERSISTENT};
+use ready::{deadline, ReadyEntry, ReadyQueue};
 pub use ready::{PagedRef, PAGE_READ_AHEAD_BYTES, PAGE_READ_AHEAD_MESSAGES};
-use ready::{ReadyEntry, ReadyQueue};
 
 /// Per-queue, monotonically increasing from 1: also the FIFO order key.
 pub type MessageId = u64;
@@ -50,17 +48,6 @@ pub type WalPosition = NonZeroU64;
 
 /// Default for [`QueueLimits::consumers_max`].
 pub const QUEUE_CONSUMERS_MAX: u32 = 65_536;
-
-/// A message as published: shared between the queues it was routed to (fanout), never copied.
-#[derive(Debug)]
-pub struct Message {
-    pub exchange: String,
-    pub routing_key: String,
-    pub properties: BasicProperties,
-    pub body: Bytes,
-}
-
-pub type SharedMessage = Arc<Message>;
 
 /// The channel a consumer or a basic.get belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -241,7 +228,7 @@ impl Queue {
         let level = self.level_of(&message);
         let deadline_ms = self
             .ttl_ms(&message)
-            .map(|ttl| self.now_ms.saturating_add(ttl));
+            .map(|ttl| deadline(self.now_ms.saturating_add(ttl)));
         self.ready.push_back(ReadyEntry {
             id,
             body_bytes: ReadyEntry::body_len(&message),
@@ -322,7 +309,7 @@ impl Queue {
         // The TTL counts from the original publish, not from the restart.
         let deadline_ms = self
             .ttl_ms(&message)
-            .map(|ttl| enqueued_ms.saturating_add(ttl));
+            .map(|ttl| deadline(enqueued_ms.saturating_add(ttl)));
         self.ready.insert_sorted(ReadyEntry {
             id,
             body_bytes: paged_body_bytes.unwrap_or_else(|| ReadyEntry::body_len(&message)),
@@ -363,21 +350,12 @@ impl Queue {
     /// The message's priority clamped to the queue's maximum (RabbitMQ treats a higher one as
     /// the maximum); always 0 in a queue without `x-max-priority`.
     fn level_of(&self, message: &Message) -> u8 {
-        message
-            .properties
-            .priority
-            .unwrap_or(0)
-            .min(self.ready.level_max())
+        message.priority().unwrap_or(0).min(self.ready.level_max())
     }
 
     /// The lower of the queue's `x-message-ttl` and the message's `expiration`.
     fn ttl_ms(&self, message: &Message) -> Option<u64> {
-        // Validated by the session; an unparsable value here (another path) means no TTL.
-        let own = message
-            .properties
-            .expiration
-            .as_deref()
-            .and_then(|text| parse_expiration(text).ok());
+        let own = message.expiration_ms();
         match (self.config.message_ttl_ms, own) {
             (Some(queue), Some(own)) => Some(queue.min(own)),
             (queue, own) => queue.or(own),
@@ -597,13 +575,11 @@ impl Queue {
         let previous = self.unacked.insert(
             entry.id,
             Unacked {
-                message: Arc::clone(message),
+                message: message.clone(),
                 channel,
                 consumer,
                 persisted: entry.persisted,
-                deadline_ms: entry
-                    .deadline_ms
-                    .map(|ms| NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN)),
+                deadline_ms: entry.deadline_ms,
             },
         );
         debug_assert!(previous.is_none(), "message {} held twice", entry.id);
@@ -627,7 +603,7 @@ impl Queue {
                 .map(NonZeroU64::get)
                 .zip(self.ttl_ms(&unacked.message))
                 .map_or(self.now_ms, |(deadline, ttl)| deadline.saturating_sub(ttl));
-            let stamped = self.stamp_delivery_count(id, Arc::clone(&unacked.message));
+            let stamped = self.stamp_delivery_count(id, unacked.message.clone());
             self.recounted.push((id, stamped, enqueued_ms));
         }
         self.ready.insert_sorted(ReadyEntry {
@@ -637,7 +613,7 @@ impl Queue {
             redelivered: true,
             // The level is recomputed rather than stored: the configuration never changes.
             level: self.level_of(&unacked.message),
-            deadline_ms: unacked.deadline_ms.map(NonZeroU64::get),
+            deadline_ms: unacked.deadline_ms,
             message: Some(unacked.message),
         });
     }

@@ -6,7 +6,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::codec::{read_u16, read_u64};
+use super::codec::{read_u16, read_u64, write_shortstr};
 use super::{BasicProperties, Method, ProtocolError};
 
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -26,9 +26,16 @@ pub const FRAME_HEARTBEAT: u8 = 8;
 /// The only class with content (basic).
 pub const CONTENT_CLASS_ID: u16 = 60;
 
+const BASIC_CLASS_ID: u16 = CONTENT_CLASS_ID;
+const BASIC_DELIVER_METHOD_ID: u16 = 60;
+
 /// class-id(2) weight(2) body-size(8), before the property flags.
 const CONTENT_HEADER_FIXED_SIZE: usize = 12;
 
+// Header is the big variant (decoded properties): boxing it would cost an allocation per
+// publish. Moving it through the session's async layers is itself visible in profiles (memmove);
+// the fix is decoding the properties later, in place (see docs/architecture.md, hot path).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     Method {
@@ -40,6 +47,9 @@ pub enum Frame {
         class_id: u16,
         body_size: u64,
         properties: BasicProperties,
+        /// The flag words and property list as received (a slice of the read buffer), so the
+        /// broker can store and forward them without encoding them again.
+        raw_properties: Bytes,
     },
     /// `payload` is a zero-copy slice of the read buffer.
     Body {
@@ -183,12 +193,14 @@ fn parse_content_header(channel: u16, mut payload: Bytes) -> Result<Frame, Proto
     // The weight field is unused and must be zero; like RabbitMQ we do not police it.
     read_u16(&mut payload)?;
     let body_size = read_u64(&mut payload)?;
+    let raw_properties = payload.clone();
     let properties = BasicProperties::decode(&mut payload)?;
     Ok(Frame::Header {
         channel,
         class_id,
         body_size,
         properties,
+        raw_properties,
     })
 }
 
@@ -234,6 +246,22 @@ pub fn encode_header_frame(
     });
 }
 
+/// A content header whose properties are already encoded (flag words and property list).
+pub fn encode_header_frame_raw(
+    channel: u16,
+    class_id: u16,
+    body_size: u64,
+    raw_properties: &[u8],
+    out: &mut BytesMut,
+) {
+    write_frame(out, FRAME_HEADER, channel, |out| {
+        out.put_u16(class_id);
+        out.put_u16(0);
+        out.put_u64(body_size);
+        out.put_slice(raw_properties);
+    });
+}
+
 /// Largest body payload per frame under `frame_max`. A frame_max below the spec minimum can
 /// only come from a bug upstream; clamping keeps the chunk size positive so the loop ends.
 fn body_payload_max(frame_max: u32) -> usize {
@@ -266,5 +294,66 @@ pub fn encode_content(
     debug_assert!(method.has_content());
     encode_method_frame(channel, method, out);
     encode_header_frame(channel, method.class_id(), body.len() as u64, props, out);
+    encode_body_frames(channel, body, frame_max, out);
+}
+
+/// [`encode_content`] with the properties already encoded: what the broker sends, copying the
+/// property bytes it stored.
+pub fn encode_content_raw(
+    channel: u16,
+    method: &Method,
+    raw_properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+    out: &mut BytesMut,
+) {
+    debug_assert!(method.has_content());
+    encode_method_frame(channel, method, out);
+    encode_header_frame_raw(
+        channel,
+        method.class_id(),
+        body.len() as u64,
+        raw_properties,
+        out,
+    );
+    encode_body_frames(channel, body, frame_max, out);
+}
+
+/// The fields of a basic.deliver, borrowed: the hot delivery path writes them without building
+/// a [`Method`] (whose strings would be copied per delivery).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverFields<'a> {
+    pub consumer_tag: &'a str,
+    pub delivery_tag: u64,
+    pub redelivered: bool,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+}
+
+/// basic.deliver + content header + body frames, straight from borrowed parts.
+pub fn encode_deliver(
+    channel: u16,
+    deliver: &DeliverFields<'_>,
+    raw_properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+    out: &mut BytesMut,
+) {
+    write_frame(out, FRAME_METHOD, channel, |out| {
+        out.put_u16(BASIC_CLASS_ID);
+        out.put_u16(BASIC_DELIVER_METHOD_ID);
+        write_shortstr(out, deliver.consumer_tag);
+        out.put_u64(deliver.delivery_tag);
+        out.put_u8(u8::from(deliver.redelivered));
+        write_shortstr(out, deliver.exchange);
+        write_shortstr(out, deliver.routing_key);
+    });
+    encode_header_frame_raw(
+        channel,
+        CONTENT_CLASS_ID,
+        body.len() as u64,
+        raw_properties,
+        out,
+    );
     encode_body_frames(channel, body, frame_max, out);
 }

@@ -25,10 +25,11 @@ pub use codec::{decode_table_body, FIELD_NESTING_DEPTH_MAX, SHORTSTR_LEN_MAX};
 pub use error::ProtocolError;
 pub use field::{FieldTable, FieldValue};
 pub use frame::{
-    check_frame, check_protocol_header, encode_body_frames, encode_content, encode_header_frame,
-    encode_heartbeat, encode_method_frame, parse_frame, Frame, ProtocolHeaderCheck,
-    CONTENT_CLASS_ID, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEADER_SIZE, FRAME_HEARTBEAT,
-    FRAME_METHOD, FRAME_MIN_SIZE, FRAME_OVERHEAD, PROTOCOL_HEADER,
+    check_frame, check_protocol_header, encode_body_frames, encode_content, encode_content_raw,
+    encode_deliver, encode_header_frame, encode_header_frame_raw, encode_heartbeat,
+    encode_method_frame, parse_frame, DeliverFields, Frame, ProtocolHeaderCheck, CONTENT_CLASS_ID,
+    FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEADER_SIZE, FRAME_HEARTBEAT, FRAME_METHOD,
+    FRAME_MIN_SIZE, FRAME_OVERHEAD, PROTOCOL_HEADER,
 };
 pub use methods::*;
 pub use properties::{BasicProperties, PROPERTY_FLAG_WORDS_MAX};

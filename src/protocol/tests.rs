@@ -167,13 +167,16 @@ fn content_frames_parse_back_and_body_is_split_at_frame_max() {
     assert!(wire.is_empty());
     assert_eq!(frames.len(), 2 + 3, "10000 bytes in 4088-byte payloads");
     assert_eq!(frames[0], Frame::Method { channel: 5, method });
+    let mut raw = BytesMut::new();
+    all_set().encode(&mut raw);
     assert_eq!(
         frames[1],
         Frame::Header {
             channel: 5,
             class_id: 60,
             body_size: 10_000,
-            properties: all_set()
+            properties: all_set(),
+            raw_properties: raw.freeze(),
         }
     );
     let mut reassembled = Vec::new();
@@ -443,6 +446,7 @@ fn reencode(frame: &Frame) {
             class_id,
             body_size,
             properties,
+            ..
         } => encode_header_frame(*channel, *class_id, *body_size, properties, &mut out),
         Frame::Body { channel, payload } => encode_body_frames(*channel, payload, 0, &mut out),
         Frame::Heartbeat { .. } => encode_heartbeat(&mut out),
@@ -473,4 +477,41 @@ fn protocol_header_check() {
         check_protocol_header(b"GET "),
         ProtocolHeaderCheck::Rejected
     );
+}
+
+#[test]
+fn raw_content_and_deliver_encoders_match_the_method_encoders() {
+    let mut raw = BytesMut::new();
+    all_set().encode(&mut raw);
+    let body = vec![7u8; 5000];
+    let fields = DeliverFields {
+        consumer_tag: "ctag",
+        delivery_tag: 99,
+        redelivered: true,
+        exchange: "ex",
+        routing_key: "rk",
+    };
+    let method = Method::BasicDeliver(BasicDeliver {
+        consumer_tag: "ctag".into(),
+        delivery_tag: 99,
+        redelivered: true,
+        exchange: "ex".into(),
+        routing_key: "rk".into(),
+    });
+    let mut expected = BytesMut::new();
+    encode_content(3, &method, &all_set(), &body, 4096, &mut expected);
+    let mut fast = BytesMut::new();
+    encode_deliver(3, &fields, &raw, &body, 4096, &mut fast);
+    assert_eq!(fast, expected);
+    let mut via_raw = BytesMut::new();
+    encode_content_raw(3, &method, &raw, &body, 4096, &mut via_raw);
+    assert_eq!(via_raw, expected);
+    let Some(Frame::Method { .. }) = parse_frame(&mut fast, 4096).expect("method") else {
+        panic!("method frame first");
+    };
+    let Some(Frame::Header { raw_properties, .. }) = parse_frame(&mut fast, 4096).expect("header")
+    else {
+        panic!("header frame second");
+    };
+    assert_eq!(raw_properties, raw.freeze());
 }

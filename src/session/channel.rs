@@ -1,13 +1,12 @@
 //! Channel methods: everything a client does on channel > 0.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::state::{ChannelState, Confirms, Consumer, Unacked};
 use super::{Fault, Session};
-use crate::broker::queue::{ChannelRef, Message, SharedMessage};
+use crate::broker::queue::{ChannelRef, Message, Route, SharedMessage};
 use crate::broker::{self, QueueId, ShardId};
 use crate::id_hash::IdMap;
 use crate::limits::{CONSUMERS_PER_CHANNEL_MAX, MESSAGE_SIZE_MAX_BYTES, TX_OPERATIONS_MAX};
@@ -22,11 +21,23 @@ pub struct PendingPublish {
     exchange: String,
     routing_key: String,
     mandatory: bool,
+    /// Taken when the message is built (a transaction keeps the rest for routing).
     properties: Option<BasicProperties>,
+    /// The properties as received: stored and delivered as they are unless rewritten.
+    raw_properties: Bytes,
     body_size: u64,
-    /// Body frames so far; one frame (the common case) stays a zero-copy slice.
-    parts: Vec<Bytes>,
+    /// The first body frame, and any further ones: one frame (the common case) needs no vector.
+    first_part: Bytes,
+    more_parts: Vec<Bytes>,
     received: u64,
+}
+
+/// A content header frame, as the session hands it to the channel.
+pub struct ContentHeader {
+    pub class_id: u16,
+    pub body_size: u64,
+    pub properties: BasicProperties,
+    pub raw_properties: Bytes,
 }
 
 /// What a transaction has buffered until tx.commit.
@@ -587,8 +598,8 @@ impl Session {
         let ok = Method::BasicGetOk(BasicGetOk {
             delivery_tag: tag,
             redelivered: got.redelivered,
-            exchange: got.message.exchange.clone(),
-            routing_key: got.message.routing_key.clone(),
+            exchange: got.message.exchange().to_owned(),
+            routing_key: got.message.routing_key().to_owned(),
             message_count: got.remaining,
         });
         self.conn.send_content(channel, &ok, &got.message);
@@ -707,8 +718,10 @@ impl Session {
                 routing_key: m.routing_key,
                 mandatory: m.mandatory,
                 properties: None,
+                raw_properties: Bytes::new(),
                 body_size: 0,
-                parts: Vec::new(),
+                first_part: Bytes::new(),
+                more_parts: Vec::new(),
                 received: 0,
             });
         });
@@ -718,10 +731,14 @@ impl Session {
     pub(super) async fn handle_content_header(
         &mut self,
         channel: u16,
-        class_id: u16,
-        body_size: u64,
-        properties: BasicProperties,
+        header: ContentHeader,
     ) -> Result<(), Fault> {
+        let ContentHeader {
+            class_id,
+            body_size,
+            properties,
+            raw_properties,
+        } = header;
         let state = self.with_channel(channel, |c| {
             if c.closing {
                 return Ok(false);
@@ -733,6 +750,7 @@ impl Session {
                 return Err(unexpected_content("content header"));
             }
             pending.properties = Some(properties);
+            pending.raw_properties = raw_properties;
             pending.body_size = body_size;
             Ok(true)
         });
@@ -780,7 +798,11 @@ impl Session {
             if pending.received > pending.body_size {
                 return Err(unexpected_content("content body beyond the declared size"));
             }
-            pending.parts.push(payload);
+            if pending.first_part.is_empty() {
+                pending.first_part = payload;
+            } else {
+                pending.more_parts.push(payload);
+            }
             Ok(pending.received == pending.body_size)
         });
         match state {
@@ -797,10 +819,17 @@ impl Session {
 
     /// The whole message is here: route it (or buffer it in a transaction).
     async fn finish_publish(&mut self, channel: u16) {
-        let Some(Some(pending)) = self.with_channel(channel, |c| c.pending_publish.take()) else {
+        let Some(Some(mut pending)) = self.with_channel(channel, |c| c.pending_publish.take())
+        else {
             return;
         };
-        let message = match self.build_message(channel, &pending) {
+        let message = self.build_message(channel, &mut pending);
+        // The message holds its own copy: what is left only routes it, and must not pin the
+        // read buffers the frames were sliced from (a transaction keeps it until commit).
+        pending.raw_properties = Bytes::new();
+        pending.first_part = Bytes::new();
+        pending.more_parts = Vec::new();
+        let message = match message {
             Ok(message) => message,
             Err(fault) => {
                 self.close_channel(channel, fault.with_ids(60, 40)).await;
@@ -846,10 +875,10 @@ impl Session {
     fn build_message(
         &self,
         channel: u16,
-        pending: &PendingPublish,
+        pending: &mut PendingPublish,
     ) -> Result<SharedMessage, Fault> {
-        let mut properties = pending.properties.clone().unwrap_or_default();
-        self.rewrite_reply_to(channel, &mut properties)?;
+        let mut properties = pending.properties.take().unwrap_or_default();
+        let rewritten = self.rewrite_reply_to(channel, &mut properties)?;
         if let Some(expiration) = &properties.expiration {
             if let Err(error) = broker::queue::parse_expiration(expiration) {
                 return Err(fault(
@@ -875,23 +904,24 @@ impl Session {
                 format!("PRECONDITION_FAILED - {reason}"),
             ));
         }
-        let body = match pending.parts.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            parts => {
-                let mut joined = BytesMut::with_capacity(pending.body_size as usize);
-                for part in parts {
-                    joined.extend_from_slice(part);
-                }
-                joined.freeze()
-            }
+        let route = Route {
+            exchange: &pending.exchange,
+            routing_key: &pending.routing_key,
         };
-        Ok(Arc::new(Message {
-            exchange: pending.exchange.clone(),
-            routing_key: pending.routing_key.clone(),
-            properties,
+        let body = std::iter::once(&pending.first_part)
+            .chain(&pending.more_parts)
+            .map(|part| part.as_ref());
+        if rewritten {
+            let mut raw = bytes::BytesMut::new();
+            properties.encode(&mut raw);
+            return Ok(Message::from_wire(route, &properties, &raw, body));
+        }
+        Ok(Message::from_wire(
+            route,
+            &properties,
+            &pending.raw_properties,
             body,
-        }))
+        ))
     }
 
     /// Routes one message; answers mandatory returns and publisher confirms. Returns the set of

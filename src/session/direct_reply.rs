@@ -84,14 +84,14 @@ impl Session {
     }
 
     /// A request naming `amq.rabbitmq.reply-to` gets the channel's reply address instead; 406
-    /// when the channel has no reply consumer.
+    /// when the channel has no reply consumer. True when the properties were rewritten.
     pub(super) fn rewrite_reply_to(
         &self,
         channel: u16,
         properties: &mut BasicProperties,
-    ) -> Result<(), Fault> {
+    ) -> Result<bool, Fault> {
         if properties.reply_to.as_deref() != Some(REPLY_TO_QUEUE) {
-            return Ok(());
+            return Ok(false);
         }
         let Some(consumer) = self.reply_consumer(channel) else {
             return Err(precondition_failed("fast reply consumer does not exist"));
@@ -104,7 +104,7 @@ impl Session {
             consumer,
         };
         properties.reply_to = Some(address.encode());
-        Ok(())
+        Ok(true)
     }
 
     /// Publishes a reply straight to its consumer. A reply nobody takes is returned when
@@ -116,7 +116,7 @@ impl Session {
         message: SharedMessage,
         confirm_seq: Option<u64>,
     ) {
-        let delivered = match ReplyAddress::parse(&message.routing_key) {
+        let delivered = match ReplyAddress::parse(message.routing_key()) {
             Some(address) => {
                 self.shard
                     .deliver_direct_reply(address, message.clone())
@@ -128,8 +128,8 @@ impl Session {
             let returned = Method::BasicReturn(BasicReturn {
                 reply_code: reply_code::NO_ROUTE,
                 reply_text: "NO_ROUTE".to_string(),
-                exchange: message.exchange.clone(),
-                routing_key: message.routing_key.clone(),
+                exchange: message.exchange().to_owned(),
+                routing_key: message.routing_key().to_owned(),
             });
             self.conn.send_content(channel, &returned, &message);
         }

@@ -1,6 +1,7 @@
 //! One AMQP connection: the opening handshake, the frame loop, channels, and closing.
 
 mod channel;
+use channel::ContentHeader;
 mod direct_reply;
 mod handshake;
 mod io;
@@ -240,10 +241,16 @@ impl Session {
                 class_id,
                 body_size,
                 properties,
+                raw_properties,
             } => {
                 self.check_channel_number(channel)?;
-                self.handle_content_header(channel, class_id, body_size, properties)
-                    .await?;
+                let header = ContentHeader {
+                    class_id,
+                    body_size,
+                    properties,
+                    raw_properties,
+                };
+                self.handle_content_header(channel, header).await?;
                 Ok(true)
             }
             Frame::Body { channel, payload } => {

@@ -13,7 +13,7 @@ use crate::broker::queue::{ConsumerKey, MessageId, SharedMessage};
 use crate::broker::{ConnId, QueueId, ShardId};
 use crate::id_hash::IdMap;
 use crate::limits::FRAME_MAX_BYTES;
-use crate::protocol::{self, BasicAck, BasicCancel, BasicDeliver, BasicNack, Method};
+use crate::protocol::{self, BasicAck, BasicCancel, BasicNack, DeliverFields, Method};
 use crate::shard::messages::DeliverEntry;
 use crate::shard::sync::Notify;
 
@@ -112,11 +112,11 @@ impl ConnShared {
     }
 
     pub fn send_content(&self, channel: u16, method: &Method, message: &SharedMessage) {
-        protocol::encode_content(
+        protocol::encode_content_raw(
             channel,
             method,
-            &message.properties,
-            &message.body,
+            message.raw_properties(),
+            message.body(),
             self.frame_max.get(),
             &mut self.outbox.borrow_mut(),
         );
@@ -163,9 +163,27 @@ impl ConnShared {
             channel.over_limit.push_back(entry);
             return Ok(());
         }
-        let method = channel.record_delivery(&entry);
+        let (delivery_tag, consumer_tag) = channel.record_delivery(&entry);
+        let message = &entry.message;
+        let fields = DeliverFields {
+            consumer_tag,
+            delivery_tag,
+            redelivered: entry.redelivered,
+            exchange: message.exchange(),
+            routing_key: message.routing_key(),
+        };
+        // Written straight from the message and the consumer's tag: nothing is copied but
+        // the bytes that go on the wire.
+        protocol::encode_deliver(
+            entry.channel.channel,
+            &fields,
+            message.raw_properties(),
+            message.body(),
+            self.frame_max.get(),
+            &mut self.outbox.borrow_mut(),
+        );
         drop(channels);
-        self.send_content(entry.channel.channel, &method, &entry.message);
+        self.writer_wake.notify();
         Ok(())
     }
 
@@ -320,13 +338,13 @@ impl ChannelState {
         tag
     }
 
-    /// Assigns a delivery tag, remembers the message until it is settled (unless no-ack), and
-    /// returns the basic.deliver to write.
-    fn record_delivery(&mut self, entry: &DeliverEntry) -> Method {
+    /// Assigns a delivery tag and remembers the message until it is settled (unless no-ack).
+    /// Returns the tag and the consumer tag for the basic.deliver.
+    fn record_delivery(&mut self, entry: &DeliverEntry) -> (u64, &str) {
         let tag = self.next_tag();
-        let (consumer_tag, owner, no_ack) = match self.consumers.get(&entry.consumer) {
-            Some(c) => (c.tag.clone(), c.owner, c.no_ack),
-            None => (String::new(), 0, true),
+        let (owner, no_ack) = match self.consumers.get(&entry.consumer) {
+            Some(c) => (c.owner, c.no_ack),
+            None => (0, true),
         };
         if !no_ack {
             self.unacked.push_back(Unacked {
@@ -336,13 +354,11 @@ impl ChannelState {
                 message_id: entry.message_id,
             });
         }
-        Method::BasicDeliver(BasicDeliver {
-            consumer_tag,
-            delivery_tag: tag,
-            redelivered: entry.redelivered,
-            exchange: entry.message.exchange.clone(),
-            routing_key: entry.message.routing_key.clone(),
-        })
+        let consumer_tag = self
+            .consumers
+            .get(&entry.consumer)
+            .map_or("", |c| c.tag.as_str());
+        (tag, consumer_tag)
     }
 
     /// Removes and returns the unacked messages an ack/nack/reject names; `None` when the tag is

@@ -8,7 +8,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use super::expiry::now_ms;
 use super::messages::{MeshMsg, PublishEntry};
@@ -96,7 +95,7 @@ impl Shard {
             dead_letter_routing_key: routing_key.as_deref(),
             time_s: now_ms() / 1000,
         };
-        let dead: SharedMessage = Arc::new(dead_lettered(message, &death));
+        let dead: SharedMessage = dead_lettered(message, &death);
         let per_shard = self.route_dead_letter(&vhost, &dead, reason);
         for (shard, queues) in per_shard.into_iter().enumerate() {
             if queues.is_empty() {
@@ -125,15 +124,25 @@ impl Shard {
     ) -> Vec<Vec<QueueId>> {
         let topology = self.topology.borrow();
         let mut destinations = Vec::new();
+        // A dead letter always has headers (x-death): decoded once for all the routing below.
+        let headers = dead.headers();
         topology.route(
             vhost,
-            &dead.exchange,
-            &dead.routing_key,
-            dead.properties.headers.as_ref(),
+            dead.exchange(),
+            dead.routing_key(),
+            headers.as_ref(),
             &mut destinations,
         );
-        if crate::broker::sender_selected::has_extra_keys(dead.properties.headers.as_ref()) {
-            super::route_extra_keys(&topology, vhost, &dead.exchange, dead, &mut destinations);
+        if let Some(headers) = headers.as_ref() {
+            if crate::broker::sender_selected::has_extra_keys(Some(headers)) {
+                super::route_extra_keys(
+                    &topology,
+                    vhost,
+                    dead.exchange(),
+                    headers,
+                    &mut destinations,
+                );
+            }
         }
         let mut per_shard: Vec<Vec<QueueId>> = vec![Vec::new(); self.shard_count];
         for id in destinations {

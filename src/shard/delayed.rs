@@ -14,12 +14,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
-use std::sync::Arc;
-
 use super::expiry::{now_ms, TimerKey, TimerKind};
 use super::messages::ConfirmRef;
 use super::storage::is_persistent;
 use super::{PublishOutcome, Shard};
+#[cfg(test)]
+use crate::broker::queue::Route;
 use crate::broker::queue::{Message, MessageId, SharedMessage, MESSAGE_TTL_MAX_MS};
 use crate::broker::{ExchangeKind, QueueId};
 use crate::protocol::{FieldTable, FieldValue};
@@ -59,7 +59,8 @@ pub struct DelayedMessages {
 /// The delay a message asks for: `x-delay` as any integer type; zero, negative or absent is
 /// no delay (the plugin routes such messages at once).
 fn requested_delay_ms(message: &SharedMessage) -> Option<u64> {
-    let delay = message.properties.headers.as_ref()?.get(X_DELAY)?;
+    let headers = message.headers()?;
+    let delay = headers.get(X_DELAY)?;
     let delay = FieldValue::as_i64(delay)?;
     u64::try_from(delay)
         .ok()
@@ -77,11 +78,14 @@ impl Shard {
         message: &SharedMessage,
         confirm: Option<ConfirmRef>,
     ) -> Option<PublishOutcome> {
-        let delay_ms = requested_delay_ms(message)?;
+        if !message.has_headers() {
+            return None;
+        }
         let durable = match self.topology.borrow().exchange(vhost, exchange) {
             Some(x) if x.kind == ExchangeKind::Delayed => x.durable,
             _ => return None,
         };
+        let delay_ms = requested_delay_ms(message)?;
         let mut outcome = PublishOutcome {
             routed: true,
             remote_confirms: 0,
@@ -157,8 +161,8 @@ impl Shard {
         self.delayed.next_arrival.set(next);
         let held = Held {
             vhost,
-            exchange: message.exchange.clone(),
-            message: Arc::new(message),
+            exchange: message.exchange().to_owned(),
+            message,
             persisted: true,
         };
         self.hold(deadline, arrival, held);
@@ -203,35 +207,31 @@ impl Shard {
 
 /// The message as logged: with its vhost and deadline in [`STORED_HEADER`].
 fn stored_copy(message: &Message, vhost: &str, deadline_ms: u64) -> Message {
-    let mut properties = message.properties.clone();
+    let mut properties = message.properties();
     let mut headers = properties.headers.take().unwrap_or_default();
     let mut note = FieldTable::default();
     note.insert("vhost", FieldValue::LongString(vhost.to_string().into()));
     note.insert("until", FieldValue::Timestamp(deadline_ms));
     headers.insert(STORED_HEADER, FieldValue::FieldTable(note));
     properties.headers = Some(headers);
-    Message {
-        exchange: message.exchange.clone(),
-        routing_key: message.routing_key.clone(),
-        properties,
-        body: message.body.clone(),
-    }
+    message.with_properties(&properties)
 }
 
 /// The vhost, deadline and original message of a logged delayed message.
-fn from_stored(mut stored: Message) -> Option<(String, u64, Message)> {
-    let headers = stored.properties.headers.as_mut()?;
+fn from_stored(stored: Message) -> Option<(String, u64, Message)> {
+    let mut properties = stored.properties();
+    let headers = properties.headers.as_mut()?;
     let Some(FieldValue::FieldTable(note)) = headers.remove(STORED_HEADER) else {
         return None;
     };
     if headers.is_empty() {
-        stored.properties.headers = None;
+        properties.headers = None;
     }
     let vhost = note.get("vhost")?.as_str()?.to_string();
     let Some(FieldValue::Timestamp(deadline)) = note.get("until") else {
         return None;
     };
-    Some((vhost, *deadline, stored))
+    Some((vhost, *deadline, stored.with_properties(&properties)))
 }
 
 #[cfg(test)]
@@ -243,20 +243,22 @@ mod tests {
 
     #[test]
     fn stored_copy_round_trips() {
-        let message = Message {
-            exchange: "x".into(),
-            routing_key: "k".into(),
-            properties: BasicProperties {
+        let message = Message::new(
+            Route {
+                exchange: "x",
+                routing_key: "k",
+            },
+            &BasicProperties {
                 message_id: Some("m".into()),
                 ..BasicProperties::default()
             },
-            body: Bytes::from_static(b"body"),
-        };
+            &Bytes::from_static(b"body"),
+        );
         let stored = stored_copy(&message, "/v", 1234);
         let (vhost, deadline, back) = from_stored(stored).expect("readable");
         assert_eq!((vhost.as_str(), deadline), ("/v", 1234));
-        assert_eq!(back.properties, message.properties);
-        assert_eq!(back.body, message.body);
+        assert_eq!(back.properties(), message.properties());
+        assert_eq!(back.body(), message.body());
         assert!(from_stored(message).is_none());
     }
 }

@@ -20,13 +20,11 @@ pub mod sync;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use std::sync::Arc;
-
-use crate::broker::queue::{ChannelRef, ConsumerKey, Message, SharedMessage};
+use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
 use crate::broker::{sender_selected, AmqpError, ConnId, QueueId, ShardId, Topology};
 use crate::id_hash::IdMap;
 use crate::limits::RPC_TIMEOUT;
-use crate::protocol::reply_code;
+use crate::protocol::{reply_code, FieldTable};
 use crate::session::ConnShared;
 use mesh::Mesh;
 use messages::*;
@@ -50,8 +48,11 @@ pub struct Shard {
     next_local_id: Cell<u64>,
     next_request: Cell<RequestId>,
     pending_requests: RefCell<IdMap<RequestId, OneshotSender<Reply>>>,
-    /// Scratch buffer for routing results, reused across publishes.
+    /// Scratch buffers of a publish, reused so routing allocates nothing in the steady state:
+    /// the routed queues, the same as (owner shard, queue) sorted by shard, and the local ones.
     route_scratch: RefCell<Vec<QueueId>>,
+    route_groups: RefCell<Vec<(ShardId, QueueId)>>,
+    route_local: RefCell<Vec<QueueId>>,
     owner: owner::OwnerState,
     pub storage: storage::ShardStorage,
     /// Queues over their memory budget: page-out, loaders, paged dead letters.
@@ -98,6 +99,8 @@ impl Shard {
             next_request: Cell::new(1),
             pending_requests: RefCell::new(IdMap::default()),
             route_scratch: RefCell::new(Vec::new()),
+            route_groups: RefCell::new(Vec::new()),
+            route_local: RefCell::new(Vec::new()),
             owner: owner::OwnerState::new(),
             storage: storage::ShardStorage::default(),
             pager: paging::Pager::new(u64::MAX),
@@ -244,21 +247,37 @@ impl Shard {
         message: SharedMessage,
         confirm: Option<ConfirmRef>,
     ) -> PublishOutcome {
-        let mut destinations = self.route_scratch.borrow_mut();
-        destinations.clear();
-        let topology = self.topology.borrow();
-        topology.route(
-            vhost,
-            exchange,
-            &message.routing_key,
-            message.properties.headers.as_ref(),
-            &mut destinations,
-        );
-        let headers = message.properties.headers.as_ref();
-        if sender_selected::has_extra_keys(headers) {
-            route_extra_keys(&topology, vhost, exchange, &message, &mut destinations);
+        // Decoded once, and only when the message has headers (headers exchange, CC/BCC).
+        let headers = message.headers();
+        // Taken out of their cells rather than borrowed: enqueueing may dead-letter, and a
+        // nested route must not find them borrowed. Put back at the end, so the steady state
+        // allocates nothing here.
+        let mut groups = self.route_groups.take();
+        groups.clear();
+        {
+            let mut destinations = self.route_scratch.borrow_mut();
+            destinations.clear();
+            let topology = self.topology.borrow();
+            topology.route(
+                vhost,
+                exchange,
+                message.routing_key(),
+                headers.as_ref(),
+                &mut destinations,
+            );
+            if let Some(headers) = headers.as_ref() {
+                if sender_selected::has_extra_keys(Some(headers)) {
+                    route_extra_keys(&topology, vhost, exchange, headers, &mut destinations);
+                }
+            }
+            groups.extend(destinations.iter().filter_map(|&queue| {
+                topology
+                    .queue_by_id(queue)
+                    .map(|meta| (meta.owner_shard, queue))
+            }));
         }
-        if destinations.is_empty() {
+        if groups.is_empty() {
+            self.route_groups.replace(groups);
             return PublishOutcome {
                 routed: false,
                 remote_confirms: 0,
@@ -266,51 +285,48 @@ impl Shard {
                 remote_shards: 0,
             };
         }
-        let mut per_shard: Vec<Vec<QueueId>> = vec![Vec::new(); self.shard_count];
-        for &queue in destinations.iter() {
-            if let Some(meta) = topology.queue_by_id(queue) {
-                if let Some(group) = per_shard.get_mut(meta.owner_shard) {
-                    group.push(queue);
-                }
-            }
+        if groups.len() > 1 {
+            groups.sort_unstable();
         }
-        drop(topology);
-        drop(destinations);
-        let message = match sender_selected::without_bcc(&message) {
-            Some(stripped) => Arc::new(stripped),
+        let message = match headers.as_ref() {
+            Some(headers) => sender_selected::without_bcc(&message, headers).unwrap_or(message),
             None => message,
         };
-        let mut remote_confirms = 0;
-        let mut refused = false;
-        let mut remote_shards = 0u64;
-        for (shard, queues) in per_shard.into_iter().enumerate() {
-            if queues.is_empty() {
+        let mut local_queues = self.route_local.take();
+        let mut outcome = PublishOutcome {
+            routed: true,
+            remote_confirms: 0,
+            refused: false,
+            remote_shards: 0,
+        };
+        for group in groups.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(shard, _)) = group.first() else {
                 continue;
-            }
+            };
             if shard == self.id {
-                let local = self.enqueue_local(&queues, &message);
-                refused |= local.refused;
+                local_queues.clear();
+                local_queues.extend(group.iter().map(|&(_, queue)| queue));
+                let local = self.enqueue_local(&local_queues, &message);
+                outcome.refused |= local.refused;
                 if let (Some(lsn), Some(confirm)) = (local.lsn, confirm) {
                     self.storage.confirm_when_durable(lsn, confirm);
-                    remote_confirms += 1;
+                    outcome.remote_confirms += 1;
                 }
             } else {
-                remote_confirms += u32::from(confirm.is_some());
-                remote_shards |= 1 << shard;
+                outcome.remote_confirms += u32::from(confirm.is_some());
+                outcome.remote_shards |= 1 << shard;
+                // The one allocation of a cross-shard publish: the entry owns its queue list.
                 let entry = PublishEntry {
-                    queues,
+                    queues: group.iter().map(|&(_, queue)| queue).collect(),
                     message: message.clone(),
                     confirm,
                 };
                 self.mesh.send(shard, MeshMsg::Publish(entry));
             }
         }
-        PublishOutcome {
-            routed: true,
-            remote_confirms,
-            refused,
-            remote_shards,
-        }
+        self.route_local.replace(local_queues);
+        self.route_groups.replace(groups);
+        outcome
     }
 
     /// Settles messages of `queue` (owned by `owner`), locally or across the mesh.
@@ -533,12 +549,9 @@ fn route_extra_keys(
     topology: &Topology,
     vhost: &str,
     exchange: &str,
-    message: &Message,
+    headers: &FieldTable,
     destinations: &mut Vec<QueueId>,
 ) {
-    let Some(headers) = message.properties.headers.as_ref() else {
-        return;
-    };
     let mut more = Vec::new();
     for key in sender_selected::extra_keys(headers) {
         topology.route(vhost, exchange, key, Some(headers), &mut more);

@@ -19,7 +19,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use super::expiry::now_ms;
 use super::storage::PageInError;
@@ -181,7 +180,7 @@ impl Shard {
         match read {
             Ok(message) => {
                 let filled = match self.queues.borrow_mut().get_mut(&id) {
-                    Some(hosted) => hosted.queue.fill(at, Arc::new(message)),
+                    Some(hosted) => hosted.queue.fill(at, message),
                     None => false,
                 };
                 if filled {
@@ -278,7 +277,7 @@ async fn run_dead_letter_reads(shard: Rc<Shard>) {
         match shard.storage.read_message(queue, message_id).await {
             Ok(message) => {
                 shard.pager.count(|s| s.dead_lettered += 1);
-                shard.dead_letter(queue, reason, vec![Arc::new(message)]);
+                shard.dead_letter(queue, reason, vec![message]);
             }
             Err(error) => {
                 tracing::error!(queue, message = message_id, %error, "cannot read a paged dead letter back: dropped");

@@ -13,13 +13,13 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::messages::ConfirmRef;
 use super::sync::Notify;
 use super::Shard;
 use crate::broker::persist::{decode_change, encode_change};
-use crate::broker::queue::{Message, MessageId, SharedMessage};
+use crate::broker::queue::{Message, MessageId, Route};
 use crate::broker::{QueueId, TopologyChange};
 use crate::limits::{
     META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES, WAL_BATCH_SOFT_BYTES, WAL_SEGMENT_SIZE_BYTES,
@@ -28,9 +28,6 @@ use crate::limits::{
 use crate::protocol::BasicProperties;
 use crate::storage::{EnqueueRecord, Lsn, OwnedEnqueue, SettleRecord, Wal, WalError, WalOptions};
 
-/// delivery_mode of a persistent message.
-const DELIVERY_MODE_PERSISTENT: u8 = 2;
-
 #[derive(Default)]
 pub struct ShardStorage {
     messages: OnceCell<Wal>,
@@ -38,6 +35,8 @@ pub struct ShardStorage {
     /// Confirms waiting for their record to be durable, in LSN order.
     pending: RefCell<VecDeque<(Lsn, ConfirmRef)>>,
     pending_added: Notify,
+    /// The stored properties blob of the enqueue being written, reused across enqueues.
+    enqueue_scratch: RefCell<Vec<u8>>,
 }
 
 /// What became of a message on this shard's queues.
@@ -50,7 +49,7 @@ pub struct EnqueueOutcome {
 }
 
 pub fn is_persistent(message: &Message) -> bool {
-    message.properties.delivery_mode == Some(DELIVERY_MODE_PERSISTENT)
+    message.is_persistent()
 }
 
 impl ShardStorage {
@@ -71,16 +70,18 @@ impl ShardStorage {
         let Some(wal) = self.messages() else {
             return Err(WalError::Closed);
         };
-        let mut properties = BytesMut::new();
-        properties.put_u64(enqueued_ms);
-        message.properties.encode(&mut properties);
+        // The blob is the enqueue time, then the properties as received.
+        let mut properties = self.enqueue_scratch.borrow_mut();
+        properties.clear();
+        properties.extend_from_slice(&enqueued_ms.to_be_bytes());
+        properties.extend_from_slice(message.raw_properties());
         let record = EnqueueRecord {
             queue,
             message: message_id,
-            exchange: &message.exchange,
-            routing_key: &message.routing_key,
+            exchange: message.exchange(),
+            routing_key: message.routing_key(),
             properties: &properties,
-            body: &message.body,
+            body: message.body(),
         };
         wal.append_enqueue(&record).map(|(lsn, _)| lsn)
     }
@@ -229,14 +230,13 @@ pub enum PageInError {
 fn decode_stored(record: OwnedEnqueue) -> Result<(u64, Message), String> {
     let (enqueued_ms, properties) = split_stored_properties(&record.properties)
         .ok_or_else(|| "stored properties too short".to_string())?;
-    let properties = BasicProperties::decode(&mut properties.clone())
+    let decoded = BasicProperties::decode(&mut properties.clone())
         .map_err(|error| format!("unreadable stored properties: {error}"))?;
-    let message = Message {
-        exchange: record.exchange,
-        routing_key: record.routing_key,
-        properties,
-        body: record.body,
+    let route = Route {
+        exchange: &record.exchange,
+        routing_key: &record.routing_key,
     };
+    let message = Message::from_wire(route, &decoded, &properties, [&record.body[..]]);
     Ok((enqueued_ms, message))
 }
 
@@ -358,7 +358,6 @@ impl Shard {
                 }
                 continue;
             }
-            let message: SharedMessage = std::sync::Arc::new(message);
             if self.restore_message(key.0, key.1, message, lsn, enqueued_ms, body_on_disk_bytes) {
                 restored += 1;
                 restored_queues.insert(key.0);

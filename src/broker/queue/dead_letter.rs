@@ -3,7 +3,7 @@
 
 use crate::protocol::{FieldTable, FieldValue};
 
-use super::Message;
+use super::{Message, Route};
 
 /// `x-death` entries kept per message. RabbitMQ keeps one per (queue, reason), so this is only
 /// reached by a message that visited this many queues; the oldest entries go first.
@@ -50,7 +50,7 @@ pub struct Death<'a> {
 /// `expiration` removed (kept as `original-expiration`), `x-death` and the
 /// `x-first-death-*`/`x-last-death-*` headers updated as RabbitMQ does.
 pub fn dead_lettered(message: &Message, death: &Death<'_>) -> Message {
-    let mut properties = message.properties.clone();
+    let mut properties = message.properties();
     let original_expiration = properties.expiration.take();
     let mut headers = properties.headers.take().unwrap_or_default();
 
@@ -71,13 +71,18 @@ pub fn dead_lettered(message: &Message, death: &Death<'_>) -> Message {
             table.insert("count", FieldValue::LongLongInt(count.saturating_add(1)));
             table
         }
-        _ => new_entry(message, death, original_expiration),
+        _ => new_entry(
+            message,
+            cc_keys(headers.get("CC")),
+            death,
+            original_expiration,
+        ),
     };
     deaths.insert(0, FieldValue::FieldTable(entry));
     deaths.truncate(X_DEATH_ENTRIES_MAX);
     headers.insert(X_DEATH, FieldValue::FieldArray(deaths));
 
-    let exchange = long_string(&message.exchange);
+    let exchange = long_string(message.exchange());
     let reason = long_string(death.reason.as_str());
     let queue = long_string(death.queue);
     if headers.get("x-first-death-reason").is_none() {
@@ -95,33 +100,44 @@ pub fn dead_lettered(message: &Message, death: &Death<'_>) -> Message {
     }
     properties.headers = Some(headers);
 
-    Message {
-        exchange: death.dead_letter_exchange.to_owned(),
-        routing_key: death
-            .dead_letter_routing_key
-            .unwrap_or(&message.routing_key)
-            .to_owned(),
-        properties,
-        body: message.body.clone(),
+    Message::new(
+        Route {
+            exchange: death.dead_letter_exchange,
+            routing_key: death
+                .dead_letter_routing_key
+                .unwrap_or(message.routing_key()),
+        },
+        &properties,
+        message.body(),
+    )
+}
+
+/// The CC routing keys of the original message (long strings only).
+fn cc_keys(cc: Option<&FieldValue>) -> Vec<FieldValue> {
+    match cc {
+        Some(FieldValue::FieldArray(cc)) => cc
+            .iter()
+            .filter(|key| key.as_str().is_some())
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
-fn new_entry(message: &Message, death: &Death<'_>, expiration: Option<String>) -> FieldTable {
-    let mut routing_keys = vec![long_string(&message.routing_key)];
-    if let Some(FieldValue::FieldArray(cc)) = message
-        .properties
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get("CC"))
-    {
-        routing_keys.extend(cc.iter().filter(|key| key.as_str().is_some()).cloned());
-    }
+fn new_entry(
+    message: &Message,
+    cc: Vec<FieldValue>,
+    death: &Death<'_>,
+    expiration: Option<String>,
+) -> FieldTable {
+    let mut routing_keys = vec![long_string(message.routing_key())];
+    routing_keys.extend(cc);
     let mut entry = FieldTable::default();
     entry.insert("count", FieldValue::LongLongInt(1));
     entry.insert("reason", long_string(death.reason.as_str()));
     entry.insert("queue", long_string(death.queue));
     entry.insert("time", FieldValue::Timestamp(death.time_s));
-    entry.insert("exchange", long_string(&message.exchange));
+    entry.insert("exchange", long_string(message.exchange()));
     entry.insert("routing-keys", FieldValue::FieldArray(routing_keys));
     if let Some(expiration) = expiration {
         entry.insert("original-expiration", long_string(&expiration));
@@ -136,12 +152,8 @@ pub fn is_cycle(dead_letter: &Message, reason: DeathReason, target: &str) -> boo
     if reason == DeathReason::Rejected {
         return false;
     }
-    let Some(FieldValue::FieldArray(deaths)) = dead_letter
-        .properties
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(X_DEATH))
-    else {
+    let headers = dead_letter.headers();
+    let Some(FieldValue::FieldArray(deaths)) = headers.as_ref().and_then(|h| h.get(X_DEATH)) else {
         return false;
     };
     for entry in deaths {
@@ -170,19 +182,22 @@ fn long_string(text: &str) -> FieldValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::queue::Route;
     use crate::protocol::BasicProperties;
     use bytes::Bytes;
 
     fn original() -> Message {
-        Message {
-            exchange: "orders".into(),
-            routing_key: "new".into(),
-            properties: BasicProperties {
+        Message::new(
+            Route {
+                exchange: "orders",
+                routing_key: "new",
+            },
+            &BasicProperties {
                 expiration: Some("5000".into()),
                 ..BasicProperties::default()
             },
-            body: Bytes::from_static(b"body"),
-        }
+            &Bytes::from_static(b"body"),
+        )
     }
 
     fn death<'a>(queue: &'a str, reason: DeathReason) -> Death<'a> {
@@ -196,12 +211,7 @@ mod tests {
     }
 
     fn deaths(message: &Message) -> Vec<FieldTable> {
-        match message
-            .properties
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(X_DEATH))
-        {
+        match message.headers().as_ref().and_then(|h| h.get(X_DEATH)) {
             Some(FieldValue::FieldArray(entries)) => entries
                 .iter()
                 .filter_map(|e| match e {
@@ -213,16 +223,16 @@ mod tests {
         }
     }
 
-    fn header<'m>(message: &'m Message, key: &str) -> Option<&'m str> {
-        message.properties.headers.as_ref()?.get(key)?.as_str()
+    fn header(message: &Message, key: &str) -> Option<String> {
+        message.headers()?.get(key)?.as_str().map(str::to_owned)
     }
 
     #[test]
     fn first_death_records_everything() {
         let dead = dead_lettered(&original(), &death("work", DeathReason::Rejected));
-        assert_eq!(dead.exchange, "dlx");
-        assert_eq!(dead.routing_key, "new");
-        assert_eq!(dead.properties.expiration, None);
+        assert_eq!(dead.exchange(), "dlx");
+        assert_eq!(dead.routing_key(), "new");
+        assert_eq!(dead.properties().expiration, None);
         let entries = deaths(&dead);
         assert_eq!(entries.len(), 1);
         let entry = &entries[0];
@@ -239,9 +249,18 @@ mod tests {
             entry.get("routing-keys"),
             Some(&FieldValue::FieldArray(vec![long_string("new")]))
         );
-        assert_eq!(header(&dead, "x-first-death-queue"), Some("work"));
-        assert_eq!(header(&dead, "x-first-death-exchange"), Some("orders"));
-        assert_eq!(header(&dead, "x-last-death-reason"), Some("rejected"));
+        assert_eq!(
+            header(&dead, "x-first-death-queue").as_deref(),
+            Some("work")
+        );
+        assert_eq!(
+            header(&dead, "x-first-death-exchange").as_deref(),
+            Some("orders")
+        );
+        assert_eq!(
+            header(&dead, "x-last-death-reason").as_deref(),
+            Some("rejected")
+        );
     }
 
     #[test]
@@ -254,9 +273,18 @@ mod tests {
         assert_eq!(text(&entries[0], "queue"), Some("work"));
         assert_eq!(entries[0].get("count"), Some(&FieldValue::LongLongInt(2)));
         assert_eq!(text(&entries[1], "queue"), Some("retry"));
-        assert_eq!(header(&thrice, "x-first-death-queue"), Some("work"));
-        assert_eq!(header(&thrice, "x-first-death-reason"), Some("rejected"));
-        assert_eq!(header(&twice, "x-last-death-queue"), Some("retry"));
+        assert_eq!(
+            header(&thrice, "x-first-death-queue").as_deref(),
+            Some("work")
+        );
+        assert_eq!(
+            header(&thrice, "x-first-death-reason").as_deref(),
+            Some("rejected")
+        );
+        assert_eq!(
+            header(&twice, "x-last-death-queue").as_deref(),
+            Some("retry")
+        );
         // The exchange of later deaths is the one the dead letter was routed through.
         assert_eq!(text(&entries[1], "exchange"), Some("dlx"));
     }
@@ -265,22 +293,18 @@ mod tests {
     fn routing_key_override() {
         let mut d = death("work", DeathReason::Expired);
         d.dead_letter_routing_key = Some("parked");
-        assert_eq!(dead_lettered(&original(), &d).routing_key, "parked");
+        assert_eq!(dead_lettered(&original(), &d).routing_key(), "parked");
     }
 
     #[test]
     fn cc_kept_without_override_and_dropped_with_one() {
-        let mut message = original();
         let mut headers = FieldTable::default();
         headers.insert("CC", FieldValue::FieldArray(vec![long_string("also")]));
-        message.properties.headers = Some(headers);
+        let mut properties = original().properties();
+        properties.headers = Some(headers);
+        let message = original().with_properties(&properties);
         let kept = dead_lettered(&message, &death("work", DeathReason::Rejected));
-        assert!(kept
-            .properties
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("CC"))
-            .is_some());
+        assert!(kept.headers().and_then(|h| h.get("CC").cloned()).is_some());
         assert_eq!(
             deaths(&kept)[0].get("routing-keys"),
             Some(&FieldValue::FieldArray(vec![
@@ -292,10 +316,8 @@ mod tests {
         d.dead_letter_routing_key = Some("parked");
         let dropped = dead_lettered(&message, &d);
         assert!(dropped
-            .properties
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("CC"))
+            .headers()
+            .and_then(|h| h.get("CC").cloned())
             .is_none());
     }
 

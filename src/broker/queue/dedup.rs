@@ -51,14 +51,15 @@ impl DedupCache {
 
     /// The message's key digest, or None when it has no key.
     pub fn digest(&self, message: &Message) -> Option<Digest> {
-        let header = message
-            .properties
+        // Only queues with deduplication pay for decoding the properties.
+        let properties = message.properties();
+        let header = properties
             .headers
             .as_ref()
             .and_then(|headers| headers.get(X_DEDUPLICATION_HEADER));
         let mut first = self.hash_keys.0.build_hasher();
         let mut second = self.hash_keys.1.build_hasher();
-        match (header, message.properties.message_id.as_deref()) {
+        match (header, properties.message_id.as_deref()) {
             (Some(value), _) => {
                 hash_value(value, &mut first);
                 hash_value(value, &mut second);
@@ -163,6 +164,7 @@ fn hash_value(value: &FieldValue, state: &mut impl Hasher) {
 
 #[cfg(test)]
 mod tests {
+    use crate::broker::queue::Route;
     use bytes::Bytes;
 
     use super::*;
@@ -174,16 +176,18 @@ mod tests {
             table.insert(X_DEDUPLICATION_HEADER, value);
             table
         });
-        Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            properties: BasicProperties {
+        Message::new(
+            Route {
+                exchange: "",
+                routing_key: "q",
+            },
+            &BasicProperties {
                 message_id: id.map(str::to_owned),
                 headers,
                 ..BasicProperties::default()
             },
-            body: Bytes::from_static(b"b"),
-        }
+            &Bytes::from_static(b"b"),
+        )
     }
 
     fn offer(cache: &mut DedupCache, message: &Message, now_ms: u64) -> bool {
@@ -226,7 +230,6 @@ mod tests {
     #[test]
     fn restored_messages_are_in_the_window() {
         use crate::broker::queue::{QueueConfig, QueueLimits, WalPosition};
-        use std::sync::Arc;
 
         let config = QueueConfig {
             deduplication: Some(DedupConfig {
@@ -236,7 +239,7 @@ mod tests {
             ..QueueConfig::default()
         };
         let mut queue = Queue::with_config(QueueLimits::default(), config);
-        let restored = Arc::new(message(Some("a"), None));
+        let restored = message(Some("a"), None);
         queue.restore(3, restored, WalPosition::MIN, 5, 5);
         assert!(queue.check_duplicate(&message(Some("a"), None), 6).is_err());
         assert!(matches!(

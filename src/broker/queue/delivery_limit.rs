@@ -6,8 +6,6 @@
 //! Counts live in a side table keyed by message id, filled only for queues with a limit and
 //! only for messages returned at least once, so the ready/unacked entries stay their size.
 
-use std::sync::Arc;
-
 use crate::protocol::FieldValue;
 
 use super::{Message, MessageId, Queue, SharedMessage};
@@ -16,12 +14,7 @@ pub const X_DELIVERY_COUNT: &str = "x-delivery-count";
 
 /// The delivery count a stored (re-logged) message carries, if any.
 pub(super) fn stored_delivery_count(message: &Message) -> Option<u32> {
-    let count = message
-        .properties
-        .headers
-        .as_ref()?
-        .get(X_DELIVERY_COUNT)?
-        .as_i64()?;
+    let count = message.headers()?.get(X_DELIVERY_COUNT)?.as_i64()?;
     u32::try_from(count).ok()
 }
 
@@ -56,16 +49,11 @@ impl Queue {
         let Some(&count) = self.delivery_counts.get(&id) else {
             return message;
         };
-        let mut properties = message.properties.clone();
+        let mut properties = message.properties();
         let mut headers = properties.headers.take().unwrap_or_default();
         headers.insert(X_DELIVERY_COUNT, FieldValue::LongLongInt(i64::from(count)));
         properties.headers = Some(headers);
-        Arc::new(Message {
-            exchange: message.exchange.clone(),
-            routing_key: message.routing_key.clone(),
-            properties,
-            body: message.body.clone(),
-        })
+        message.with_properties(&properties)
     }
 
     /// Messages dropped for exceeding the delivery limit since the last call: the host
@@ -77,6 +65,7 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
+    use crate::broker::queue::Route;
     use bytes::Bytes;
 
     use super::*;
@@ -99,21 +88,18 @@ mod tests {
     }
 
     fn message() -> SharedMessage {
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".to_owned(),
-            properties: BasicProperties::default(),
-            body: Bytes::from_static(b"body"),
-        })
+        Message::new(
+            Route {
+                exchange: "",
+                routing_key: "q",
+            },
+            &BasicProperties::default(),
+            &Bytes::from_static(b"body"),
+        )
     }
 
     fn count_header(message: &Message) -> Option<i64> {
-        message
-            .properties
-            .headers
-            .as_ref()?
-            .get(X_DELIVERY_COUNT)?
-            .as_i64()
+        message.headers()?.get(X_DELIVERY_COUNT)?.as_i64()
     }
 
     #[test]

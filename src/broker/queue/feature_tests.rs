@@ -1,6 +1,9 @@
 //! Priorities, TTL and (later) length limits, at the queue level with a hand-driven clock.
 
+use super::Route;
 use super::*;
+use crate::protocol::BasicProperties;
+use bytes::Bytes;
 
 const CHANNEL: ChannelRef = ChannelRef {
     conn: 1,
@@ -8,16 +11,18 @@ const CHANNEL: ChannelRef = ChannelRef {
 };
 
 fn message_with(priority: Option<u8>, expiration: Option<&str>) -> SharedMessage {
-    Arc::new(Message {
-        exchange: String::new(),
-        routing_key: "q".to_owned(),
-        properties: BasicProperties {
+    Message::new(
+        Route {
+            exchange: "",
+            routing_key: "q",
+        },
+        &BasicProperties {
             priority,
             expiration: expiration.map(str::to_owned),
             ..BasicProperties::default()
         },
-        body: Bytes::from_static(b"body"),
-    })
+        &Bytes::from_static(b"body"),
+    )
 }
 
 fn priority_queue(max_priority: u8) -> Queue {

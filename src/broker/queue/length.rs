@@ -25,7 +25,7 @@ impl Queue {
             Overflow::RejectPublishDlx => Admission::RefuseDeadLetter,
         };
         let length_after = self.ready.len() as u64 + 1;
-        let bytes_after = self.ready.bytes() + message.body.len() as u64;
+        let bytes_after = self.ready.bytes() + message.body().len() as u64;
         let over = self.config.max_length.is_some_and(|max| length_after > max)
             || self
                 .config

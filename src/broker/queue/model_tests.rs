@@ -5,7 +5,10 @@
 //! joins the back of the line: when added, after a delivery that leaves it credit, and when a
 //! settle unblocks it). That is the ring semantics, stated without rings.
 
+use super::Route;
 use super::*;
+use crate::protocol::BasicProperties;
+use bytes::Bytes;
 
 const CHANNELS: [ChannelRef; 3] = [
     ChannelRef {
@@ -153,7 +156,7 @@ impl Model {
                 self.consumers[index].in_flight += 1;
                 self.unacked.push(ModelHeld {
                     id,
-                    message: Arc::clone(&message),
+                    message: message.clone(),
                     channel: spec.channel,
                     consumer: Some(spec.key),
                 });
@@ -181,7 +184,7 @@ impl Model {
         if !no_ack {
             self.unacked.push(ModelHeld {
                 id,
-                message: Arc::clone(&message),
+                message: message.clone(),
                 channel,
                 consumer: None,
             });
@@ -264,12 +267,12 @@ impl Model {
     }
 
     fn ready_bytes(&self) -> u64 {
-        self.ready.iter().map(|(_, m, _)| m.body.len() as u64).sum()
+        self.ready.iter().map(|(_, m, _)| m.body_len() as u64).sum()
     }
 }
 
 fn same_messages(left: &[SharedMessage], right: &[SharedMessage]) -> bool {
-    left.len() == right.len() && left.iter().zip(right).all(|(l, r)| Arc::ptr_eq(l, r))
+    left.len() == right.len() && left.iter().zip(right).all(|(l, r)| l.ptr_eq(r))
 }
 
 fn same_deliveries(left: &[Delivery], right: &[Delivery]) -> bool {
@@ -277,14 +280,14 @@ fn same_deliveries(left: &[Delivery], right: &[Delivery]) -> bool {
         && left.iter().zip(right).all(|(l, r)| {
             (l.consumer, l.channel, l.message_id, l.redelivered)
                 == (r.consumer, r.channel, r.message_id, r.redelivered)
-                && Arc::ptr_eq(&l.message, &r.message)
+                && l.message.ptr_eq(&r.message)
         })
 }
 
 fn same_got(left: &Got, right: &Got) -> bool {
     match (left, right) {
         (None, None) => true,
-        (Some((li, lm, lr)), Some((ri, rm, rr))) => li == ri && lr == rr && Arc::ptr_eq(lm, rm),
+        (Some((li, lm, lr)), Some((ri, rm, rr))) => li == ri && lr == rr && lm.ptr_eq(rm),
         _ => false,
     }
 }
@@ -319,13 +322,15 @@ fn step(rng: &mut Rng, queue: &mut Queue, model: &mut Model, next_key: &mut Cons
     match operation {
         0..=29 => {
             let body = Bytes::from(vec![0u8; rng.below(16) as usize]);
-            let message = Arc::new(Message {
-                exchange: String::new(),
-                routing_key: String::new(),
-                properties: BasicProperties::default(),
-                body,
-            });
-            assert_eq!(queue.publish(Arc::clone(&message)), model.publish(message));
+            let message = Message::new(
+                Route {
+                    exchange: "",
+                    routing_key: "",
+                },
+                &BasicProperties::default(),
+                &body,
+            );
+            assert_eq!(queue.publish(message.clone()), model.publish(message));
         }
         30..=44 => {
             let max = if rng.chance(50) {

@@ -106,7 +106,6 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU64;
-    use std::sync::Arc;
 
     use bytes::Bytes;
 
@@ -119,12 +118,11 @@ mod tests {
     };
 
     fn message(body: &'static [u8]) -> SharedMessage {
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".to_owned(),
-            properties: BasicProperties::default(),
-            body: Bytes::from_static(body),
-        })
+        let route = Route {
+            exchange: "",
+            routing_key: "q",
+        };
+        Message::new(route, &BasicProperties::default(), body)
     }
 
     fn lazy_queue(arguments: &[(&str, FieldValue)]) -> Queue {
@@ -262,7 +260,7 @@ mod tests {
         assert!(queue.drop_unreadable(head));
         assert_eq!(queue.take_forgotten(), vec![3]);
         let (id, got, redelivered) = queue.basic_get(true, CHANNEL).unwrap();
-        assert_eq!((id, &got.body[..], redelivered), (4, &b"loaded"[..], true));
+        assert_eq!((id, got.body(), redelivered), (4, &b"loaded"[..], true));
         queue.check_invariants();
     }
 

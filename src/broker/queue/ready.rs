@@ -15,6 +15,7 @@
 //! undo each other's work.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::num::NonZeroU64;
 
 use super::{MessageId, SharedMessage, WalPosition};
 use crate::limits::MESSAGE_SIZE_MAX_BYTES;
@@ -49,13 +50,23 @@ pub struct ReadyEntry {
     /// The message's level: its `priority` property clamped to the queue's maximum.
     pub level: u8,
     /// Wall-clock milliseconds since the Unix epoch after which the message is expired: absolute,
-    /// so it means the same after a restart once the WAL records it.
-    pub deadline_ms: Option<u64>,
+    /// so it means the same after a restart once the WAL records it. NonZero keeps the Option
+    /// free; see [`deadline`].
+    pub deadline_ms: Option<NonZeroU64>,
+}
+
+/// Paid once per queued message: five words.
+pub const READY_ENTRY_SIZE_MAX_BYTES: usize = 40;
+const _: () = assert!(std::mem::size_of::<ReadyEntry>() <= READY_ENTRY_SIZE_MAX_BYTES);
+
+/// A deadline as stored: 0 ms (only a test clock has one) becomes 1.
+pub fn deadline(ms: u64) -> NonZeroU64 {
+    NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN)
 }
 
 impl ReadyEntry {
     pub fn body_len(message: &SharedMessage) -> u32 {
-        u32::try_from(message.body.len()).unwrap_or(u32::MAX)
+        u32::try_from(message.body_len()).unwrap_or(u32::MAX)
     }
 
     fn body_bytes(&self) -> u64 {
@@ -486,7 +497,8 @@ impl ReadyQueue {
             self.loaded_bytes += entry.body_bytes();
         }
         if let Some(deadline) = entry.deadline_ms {
-            self.deadlines.insert((deadline, entry.id, entry.level));
+            self.deadlines
+                .insert((deadline.get(), entry.id, entry.level));
         }
     }
 
@@ -499,7 +511,8 @@ impl ReadyQueue {
             self.loaded_bytes -= entry.body_bytes();
         }
         if let Some(deadline) = entry.deadline_ms {
-            self.deadlines.remove(&(deadline, entry.id, entry.level));
+            self.deadlines
+                .remove(&(deadline.get(), entry.id, entry.level));
         }
     }
 
@@ -538,7 +551,9 @@ impl ReadyQueue {
                 }
                 if let Some(deadline) = entry.deadline_ms {
                     deadlines += 1;
-                    assert!(self.deadlines.contains(&(deadline, entry.id, entry.level)));
+                    assert!(self
+                        .deadlines
+                        .contains(&(deadline.get(), entry.id, entry.level)));
                 }
             }
         }

@@ -2,12 +2,9 @@
 //! window and page-out choice.
 
 use std::num::NonZeroU64;
-use std::sync::Arc;
-
-use bytes::Bytes;
 
 use super::*;
-use crate::broker::queue::Message;
+use crate::broker::queue::{Message, Route};
 use crate::protocol::BasicProperties;
 
 const BIG_BODY_BYTES: usize = 64 * 1024;
@@ -16,12 +13,11 @@ static BIG: [u8; BIG_BODY_BYTES] = [7; BIG_BODY_BYTES];
 const WINDOW_BIG: usize = (PAGE_READ_AHEAD_BYTES / BIG_BODY_BYTES as u64) as usize;
 
 fn message(body: &'static [u8]) -> SharedMessage {
-    Arc::new(Message {
-        exchange: String::new(),
-        routing_key: String::new(),
-        properties: BasicProperties::default(),
-        body: Bytes::from_static(body),
-    })
+    let route = Route {
+        exchange: "",
+        routing_key: "",
+    };
+    Message::new(route, &BasicProperties::default(), body)
 }
 
 fn entry(id: MessageId, level: u8, body: &'static [u8]) -> ReadyEntry {

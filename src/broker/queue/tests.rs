@@ -1,4 +1,7 @@
+use super::Route;
 use super::*;
+use crate::protocol::BasicProperties;
+use bytes::Bytes;
 
 const CHANNEL_A: ChannelRef = ChannelRef {
     conn: 1,
@@ -10,12 +13,14 @@ const CHANNEL_B: ChannelRef = ChannelRef {
 };
 
 fn message(body: &'static [u8]) -> SharedMessage {
-    Arc::new(Message {
-        exchange: String::new(),
-        routing_key: "q".to_owned(),
-        properties: BasicProperties::default(),
-        body: Bytes::from_static(body),
-    })
+    Message::new(
+        Route {
+            exchange: "",
+            routing_key: "q",
+        },
+        &BasicProperties::default(),
+        &Bytes::from_static(body),
+    )
 }
 
 fn consumer(key: ConsumerKey, prefetch: u16, channel: ChannelRef) -> ConsumerSpec {
@@ -339,7 +344,11 @@ fn drain_all_returns_everything_in_id_order() {
     dispatch(&mut queue); // 1, 2 unacked
     queue.reject(&[1], true); // 1 ready again, 3 delivered
     dispatch(&mut queue);
-    let drained: Vec<_> = queue.drain_all().iter().map(|m| m.body.clone()).collect();
+    let drained: Vec<_> = queue
+        .drain_all()
+        .iter()
+        .map(|m| m.body().to_vec())
+        .collect();
     assert_eq!(drained, bodies.to_vec());
     assert_eq!((queue.message_count(), queue.unacked_count()), (0, 0));
     assert_eq!(queue.consumers().count(), 1);
@@ -350,10 +359,10 @@ fn fanout_shares_one_message() {
     let shared = message(b"payload");
     let mut first = Queue::new(QueueLimits::default());
     let mut second = Queue::new(QueueLimits::default());
-    first.publish(Arc::clone(&shared));
-    second.publish(Arc::clone(&shared));
+    first.publish(shared.clone());
+    second.publish(shared.clone());
     let (_, got, _) = first.basic_get(true, CHANNEL_A).unwrap();
-    assert!(Arc::ptr_eq(&got, &shared));
+    assert!(got.ptr_eq(&shared));
 }
 
 #[test]
@@ -361,6 +370,6 @@ fn entry_sizes() {
     let ready = std::mem::size_of::<ReadyEntry>();
     let unacked = std::mem::size_of::<(MessageId, Unacked)>();
     println!("ready entry {ready} bytes, unacked entry {unacked} bytes (+1 control byte)");
-    assert!(ready <= 48, "ready entry is {ready} bytes");
+    assert!(ready <= 40, "ready entry is {ready} bytes");
     assert!(unacked <= 64, "unacked entry is {unacked} bytes");
 }
