@@ -224,24 +224,21 @@ pub fn access_settle(payload: &[u8]) -> Result<&ArchivedSettleRecord<'static>, W
 }
 
 pub fn to_owned_enqueue(a: &ArchivedEnqueueRecord<'_>) -> OwnedEnqueue {
-    OwnedEnqueue {
-        queue: a.queue.to_native(),
-        message: a.message.to_native(),
-        exchange: a.exchange.as_str().to_owned(),
-        routing_key: a.routing_key.as_str().to_owned(),
-        properties: bytes::Bytes::copy_from_slice(a.properties.get()),
-        body: bytes::Bytes::copy_from_slice(a.body.get()),
-    }
+    owned_enqueue_with_body(a, bytes::Bytes::copy_from_slice(a.body.get()))
 }
 
 /// Like `to_owned_enqueue`, but leaves the body on disk (recovery over its body budget).
 pub fn to_owned_enqueue_without_body(a: &ArchivedEnqueueRecord<'_>) -> OwnedEnqueue {
+    owned_enqueue_with_body(a, bytes::Bytes::new())
+}
+
+fn owned_enqueue_with_body(a: &ArchivedEnqueueRecord<'_>, body: bytes::Bytes) -> OwnedEnqueue {
     OwnedEnqueue {
         queue: a.queue.to_native(),
         message: a.message.to_native(),
         exchange: a.exchange.as_str().to_owned(),
         routing_key: a.routing_key.as_str().to_owned(),
         properties: bytes::Bytes::copy_from_slice(a.properties.get()),
-        body: bytes::Bytes::new(),
+        body,
     }
 }
