@@ -72,3 +72,10 @@ pub const WAL_BATCH_SOFT_BYTES: usize = 2 * 1024 * 1024;
 pub const META_SEGMENT_SIZE_BYTES: u64 = 4 * 1024 * 1024;
 /// Bound of one topology-log batch.
 pub const META_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Messages handed over in one batch at start-up when the shard count changed
+/// (`shard::adopt`): the owner makes each batch durable before the originals are settled.
+pub const ADOPT_BATCH_MESSAGES_MAX: usize = 1024;
+/// ... and body bytes per batch (a batch closes once past it, so one large message still goes):
+/// about one soft batch of the owner's log, i.e. one flush per batch.
+pub const ADOPT_BATCH_BYTES_MAX: usize = WAL_BATCH_SOFT_BYTES;

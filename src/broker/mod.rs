@@ -234,6 +234,13 @@ pub enum TopologyChange {
         vhost: String,
         binding: Binding,
     },
+    /// Start-up only: the queue's recorded owner shard is beyond the shard count this broker
+    /// runs with, so shard 0 hands it to a live one (its messages follow, see
+    /// `shard::adopt`). Logged, so every later start agrees on the owner.
+    MoveQueue {
+        queue: QueueId,
+        owner_shard: ShardId,
+    },
 }
 
 #[cfg(test)]

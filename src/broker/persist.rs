@@ -84,6 +84,10 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
             text(o, vhost);
             binding_fields(o, binding);
         }),
+        TopologyChange::MoveQueue { queue, owner_shard } => tagged(out, 13, |o| {
+            o.put_u64(*queue);
+            o.put_u64(*owner_shard as u64);
+        }),
     }
 }
 
@@ -180,6 +184,10 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
                 binding: read_binding(buf)?,
             }
         }
+        13 => TopologyChange::MoveQueue {
+            queue: read_u64(buf)?,
+            owner_shard: read_u64(buf)? as usize,
+        },
         other => return Err(PersistError::UnknownTag(other)),
     })
 }
@@ -330,6 +338,10 @@ mod tests {
         round_trip(TopologyChange::DeleteQueue {
             vhost: "/".into(),
             name: "q".into(),
+        });
+        round_trip(TopologyChange::MoveQueue {
+            queue: 42,
+            owner_shard: 3,
         });
         for destination in [
             Destination::Queue("q".into()),

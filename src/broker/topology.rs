@@ -7,7 +7,7 @@ use crate::protocol::FieldTable;
 use super::exchange::{BindingEntry, ExchangeState, Target};
 use super::{
     Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, Permission, QueueId, QueueMeta,
-    TopologyChange, User, ROUTE_EXCHANGES_VISITED_MAX,
+    ShardId, TopologyChange, User, ROUTE_EXCHANGES_VISITED_MAX,
 };
 
 pub const DEFAULT_VHOST: &str = "/";
@@ -246,6 +246,22 @@ impl Topology {
                     vh.unbind(binding);
                 }
             }
+            TopologyChange::MoveQueue { queue, owner_shard } => {
+                self.move_queue(*queue, *owner_shard)
+            }
+        }
+    }
+
+    fn move_queue(&mut self, id: QueueId, owner_shard: ShardId) {
+        let Some((vhost, name)) = self.queue_locations.get(&id) else {
+            return;
+        };
+        let meta = self
+            .vhosts
+            .get_mut(vhost)
+            .and_then(|vh| vh.queues.get_mut(name));
+        if let Some(meta) = meta {
+            meta.owner_shard = owner_shard;
         }
     }
 
@@ -312,6 +328,20 @@ impl Topology {
     pub fn queue_by_id(&self, id: QueueId) -> Option<&QueueMeta> {
         let (vhost, name) = self.queue_locations.get(&id)?;
         self.queue(vhost, name)
+    }
+
+    /// Queues whose recorded owner is `shard_min` or above (start-up with fewer shards than
+    /// the data directory was written with), by id: (queue, recorded owner).
+    pub fn queues_owned_from(&self, shard_min: ShardId) -> Vec<(QueueId, ShardId)> {
+        let mut owned: Vec<(QueueId, ShardId)> = self
+            .vhosts
+            .values()
+            .flat_map(|vh| vh.queues.values())
+            .filter(|q| q.owner_shard >= shard_min)
+            .map(|q| (q.id, q.owner_shard))
+            .collect();
+        owned.sort_unstable();
+        owned
     }
 
     /// Queues to delete when `conn` closes. A scan: this runs once per connection close.

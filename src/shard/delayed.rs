@@ -169,6 +169,22 @@ impl Shard {
         true
     }
 
+    /// Start-up: a held message of an orphan log (`shard::adopt`), logged and held here under
+    /// a new arrival number (arrival numbers are per shard).
+    pub(super) fn adopt_delayed(
+        &self,
+        stored: Message,
+        enqueued_ms: u64,
+    ) -> Result<(), crate::storage::WalError> {
+        let arrival = self.next_arrival();
+        self.storage
+            .log_enqueue(DELAYED_LOG_QUEUE, arrival, &stored, enqueued_ms)?;
+        if !self.restore_delayed(arrival, stored) {
+            self.storage.log_settle(DELAYED_LOG_QUEUE, &[arrival]);
+        }
+        Ok(())
+    }
+
     /// The delayed timer fired: routes what is due (a batch), re-arms for the rest.
     pub(super) fn release_delayed(&self, now: u64) {
         let mut due = Vec::new();

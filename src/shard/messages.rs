@@ -98,6 +98,14 @@ pub enum Request {
         address: super::direct_reply::ReplyAddress,
         message: SharedMessage,
     },
+    /// Start-up, to a queue owner: unsettled enqueues of its queues found in another log
+    /// (`shard::adopt`). `Applied` once they are durable in the owner's log.
+    Adopt {
+        messages: Vec<super::adopt::AdoptedMessage>,
+    },
+    /// Start-up, to shard 0: the sender finished recovering. `Applied` once every shard has,
+    /// so no shard listens while another still hands messages over.
+    Recovered,
 }
 
 pub enum Reply {

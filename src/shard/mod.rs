@@ -4,6 +4,7 @@
 //! Cross-shard work is always visible at the call site: `call` (a request with exactly one reply),
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
+mod adopt;
 mod dead_letter;
 mod delayed;
 pub mod direct_reply;
@@ -60,6 +61,12 @@ pub struct Shard {
     /// Shards other than 0 wait for the recovered topology before recovering their messages.
     topology_ready: Cell<bool>,
     topology_arrived: Notify,
+    /// Our own log is replayed: messages handed over from other logs may come in now.
+    messages_ready: Cell<bool>,
+    messages_recovered: Notify,
+    /// Shards that finished recovering (counted on shard 0), so none listens before all have.
+    recovered_shards: Cell<usize>,
+    shard_recovered: Notify,
     /// Every message-TTL and x-expires deadline of the queues hosted here.
     timers: expiry::Timers,
     dead_letters: dead_letter::DeadLetters,
@@ -106,6 +113,10 @@ impl Shard {
             pager: paging::Pager::new(u64::MAX),
             topology_ready: Cell::new(id == 0),
             topology_arrived: Notify::default(),
+            messages_ready: Cell::new(false),
+            messages_recovered: Notify::default(),
+            recovered_shards: Cell::new(0),
+            shard_recovered: Notify::default(),
             timers: expiry::Timers::default(),
             dead_letters: dead_letter::DeadLetters::default(),
             delayed: delayed::DelayedMessages::default(),
@@ -197,6 +208,14 @@ impl Shard {
             }
             Request::DirectReply { address, message } => {
                 self.deliver_direct_reply_here(address, message)
+            }
+            Request::Adopt { messages } => match self.adopt_messages(messages).await {
+                Ok(()) => Reply::Applied,
+                Err(text) => Reply::Failed(text),
+            },
+            Request::Recovered => {
+                self.count_recovered().await;
+                Reply::Applied
             }
         }
     }
@@ -431,28 +450,66 @@ impl Shard {
         }
     }
 
-    /// Start-up recovery, before listening: shard 0 replays the topology log and hands the result
-    /// to every other shard; then each shard replays its own message log into its queues.
+    /// Start-up recovery, before listening: shard 0 replays the topology log (moving queues of
+    /// shards this run does not have) and hands the result to every other shard; then each shard
+    /// replays its own message log into its queues, adopts the logs of shards this run does not
+    /// have, and hands records of queues other shards own to them (`adopt`). No shard returns
+    /// before every shard has finished.
     pub async fn recover(self: &Rc<Self>, data_dir: &std::path::Path) -> Result<(), String> {
         if self.id == 0 {
-            let changes = self.recover_topology(data_dir).await?;
-            let receivers: Vec<_> = (1..self.shard_count)
-                .map(|peer| {
-                    let changes = changes.clone();
-                    self.send_request(peer, Request::StartupTopology { changes })
-                })
-                .collect();
-            for receiver in receivers {
-                if !matches!(receiver.await, Some(Reply::Applied)) {
-                    return Err("a shard did not take the recovered topology".to_string());
-                }
-            }
+            self.recover_and_share_topology(data_dir).await?;
         } else {
             while !self.topology_ready.get() {
                 self.topology_arrived.wait().await;
             }
         }
-        self.recover_messages(data_dir).await
+        let foreign = self.recover_messages(data_dir).await?;
+        self.messages_ready.set(true);
+        self.messages_recovered.notify();
+        self.adopt_orphan_logs(data_dir).await?;
+        self.hand_over_foreign(foreign).await?;
+        self.wait_all_recovered().await
+    }
+
+    async fn recover_and_share_topology(
+        self: &Rc<Self>,
+        data_dir: &std::path::Path,
+    ) -> Result<(), String> {
+        let changes = self.recover_topology(data_dir).await?;
+        let receivers: Vec<_> = (1..self.shard_count)
+            .map(|peer| {
+                let changes = changes.clone();
+                self.send_request(peer, Request::StartupTopology { changes })
+            })
+            .collect();
+        for receiver in receivers {
+            if !matches!(receiver.await, Some(Reply::Applied)) {
+                return Err("a shard did not take the recovered topology".to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells shard 0 we are done and waits until every shard is (no RPC timeout: recovering a
+    /// large log takes what it takes).
+    async fn wait_all_recovered(self: &Rc<Self>) -> Result<(), String> {
+        if self.id == 0 {
+            self.count_recovered().await;
+            return Ok(());
+        }
+        match self.send_request(0, Request::Recovered).await {
+            Some(Reply::Applied) => Ok(()),
+            _ => Err("shard 0 did not finish recovering".to_string()),
+        }
+    }
+
+    /// Shard 0: one more shard finished recovering; returns once all have.
+    async fn count_recovered(&self) {
+        self.recovered_shards.set(self.recovered_shards.get() + 1);
+        self.shard_recovered.notify();
+        while self.recovered_shards.get() < self.shard_count {
+            self.shard_recovered.wait().await;
+        }
     }
 
     /// Waits until everything this connection sent to shard `to` is applied there and durable in

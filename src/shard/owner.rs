@@ -332,6 +332,15 @@ impl Shard {
             if let Some(id) = removed_queue {
                 self.unhost_queue(id);
             }
+            if let TopologyChange::MoveQueue { queue, owner_shard } = change {
+                if *owner_shard == self.id {
+                    if let Some(meta) = self.topology.borrow().queue_by_id(*queue) {
+                        self.host_queue(meta.id, meta);
+                    }
+                } else {
+                    self.release_queue(*queue);
+                }
+            }
         }
     }
 }

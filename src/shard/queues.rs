@@ -54,6 +54,22 @@ impl Shard {
         self.queue_used(id);
     }
 
+    pub(super) fn hosts_durable_queue(&self, id: QueueId) -> bool {
+        self.queues
+            .borrow()
+            .get(&id)
+            .is_some_and(|hosted| hosted.durable)
+    }
+
+    /// Start-up: a queue moved to another shard (`TopologyChange::MoveQueue`) before any
+    /// message was restored: it is dropped here without settling anything, since its messages
+    /// now belong to the new owner's log.
+    pub(super) fn release_queue(&self, id: QueueId) {
+        if let Some(hosted) = self.queues.borrow_mut().remove(&id) {
+            debug_assert_eq!(hosted.queue.message_count(), 0, "moved queue had messages");
+        }
+    }
+
     /// Removes a queue we own; its consumers are told (basic.cancel) and its messages dropped.
     /// Returns the number of ready messages it held.
     pub(super) fn unhost_queue(&self, id: QueueId) -> Option<u32> {

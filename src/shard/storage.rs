@@ -26,7 +26,9 @@ use crate::limits::{
     WAL_WRITE_BUFFER_BYTES,
 };
 use crate::protocol::BasicProperties;
-use crate::storage::{EnqueueRecord, Lsn, OwnedEnqueue, SettleRecord, Wal, WalError, WalOptions};
+use crate::storage::{
+    EnqueueRecord, Lsn, OwnedEnqueue, RecoveredEnqueue, SettleRecord, Wal, WalError, WalOptions,
+};
 
 #[derive(Default)]
 pub struct ShardStorage {
@@ -55,6 +57,23 @@ pub fn is_persistent(message: &Message) -> bool {
 impl ShardStorage {
     fn messages(&self) -> Option<&Wal> {
         self.messages.get()
+    }
+
+    pub(super) fn message_log(&self) -> Option<&Wal> {
+        self.messages.get()
+    }
+
+    /// The topology log's batch is over its soft bound: wait for a flush before appending more.
+    pub fn topology_congested(&self) -> bool {
+        self.topology.get().is_some_and(Wal::congested)
+    }
+
+    /// Waits until everything appended to the topology log so far is durable.
+    pub async fn sync_topology(&self) -> Result<(), WalError> {
+        match self.topology.get() {
+            Some(wal) => wal.wait_durable(wal.stats().last_appended_lsn).await,
+            None => Ok(()),
+        }
     }
 
     /// Writes the enqueue record of `message` for `queue` (not yet durable). The stored
@@ -227,7 +246,7 @@ pub enum PageInError {
 }
 
 /// A stored enqueue as a message, with its enqueue time (wall-clock ms).
-fn decode_stored(record: OwnedEnqueue) -> Result<(u64, Message), String> {
+pub(super) fn decode_stored(record: OwnedEnqueue) -> Result<(u64, Message), String> {
     let (enqueued_ms, properties) = split_stored_properties(&record.properties)
         .ok_or_else(|| "stored properties too short".to_string())?;
     let decoded = BasicProperties::decode(&mut properties.clone())
@@ -246,7 +265,13 @@ fn split_stored_properties(stored: &Bytes) -> Option<(u64, Bytes)> {
     Some((u64::from_be_bytes(time), stored.slice(8..)))
 }
 
-fn wal_options(dir: &Path, shard: usize, segment: u64, buffer: usize, soft: usize) -> WalOptions {
+pub(super) fn wal_options(
+    dir: &Path,
+    shard: usize,
+    segment: u64,
+    buffer: usize,
+    soft: usize,
+) -> WalOptions {
     WalOptions {
         batch_soft_bytes: soft,
         ..WalOptions::new(dir.to_path_buf(), shard, segment, buffer)
@@ -282,13 +307,15 @@ impl Shard {
         let _ = self.storage.topology.set(wal);
         self.apply_changes(&changes);
         self.seed_owner_counters(&changes);
+        self.rehome_queues(&mut changes).await?;
         tracing::info!(changes = changes.len(), "topology recovered");
         Ok(changes)
     }
 
     /// Opens this shard's message log and puts every unsettled persistent message back in its
-    /// queue, in log order, marked redelivered.
-    pub async fn recover_messages(&self, data_dir: &Path) -> Result<(), String> {
+    /// queue, in log order, marked redelivered. Returns the records of queues another shard
+    /// owns, untouched, for `hand_over_foreign`.
+    pub async fn recover_messages(&self, data_dir: &Path) -> Result<Vec<RecoveredEnqueue>, String> {
         let started = Instant::now();
         let dir = data_dir.join("messages");
         let options = wal_options(
@@ -317,8 +344,13 @@ impl Shard {
         let mut restored_bytes = 0u64;
         let mut orphans: Vec<(QueueId, MessageId)> = Vec::new();
         let mut restored_queues = std::collections::BTreeSet::new();
+        let mut foreign = Vec::new();
         for entry in recovered.enqueues {
             let key = (entry.record.queue, entry.record.message);
+            if self.foreign_owner(key.0).is_some() {
+                foreign.push(entry);
+                continue;
+            }
             let Some(lsn) = std::num::NonZeroU64::new(entry.lsn) else {
                 continue;
             };
@@ -387,8 +419,9 @@ impl Shard {
             bytes = restored_bytes,
             log_bytes = stats.bytes_recovered,
             ms = started.elapsed().as_millis() as u64,
+            foreign = foreign.len(),
             "messages recovered"
         );
-        Ok(())
+        Ok(foreign)
     }
 }

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use record::{EnqueueRecord, OwnedEnqueue, RecordKind, SettleRecord};
+pub use segment::{log_shards, remove_log};
 pub use writer::Wal;
 
 /// Log sequence number: monotonically increasing per shard log, starting at 1.

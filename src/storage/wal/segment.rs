@@ -80,6 +80,42 @@ pub fn list_segments(dir: &Path, shard: usize) -> Result<Vec<u64>, WalError> {
     Ok(ids)
 }
 
+/// Shard numbers that have at least one segment in `dir` (a missing `dir` has none), ascending.
+pub fn log_shards(dir: &Path) -> Result<Vec<usize>, WalError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(WalError::io("read_dir", dir, e)),
+    };
+    let mut shards = std::collections::BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| WalError::io("read_dir", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let parsed = name
+            .strip_prefix('s')
+            .and_then(|rest| rest.strip_suffix(".wal"))
+            .and_then(|rest| rest.split_once('-'))
+            .filter(|(_, id)| id.parse::<u64>().is_ok())
+            .and_then(|(shard, _)| shard.parse::<usize>().ok());
+        if let Some(shard) = parsed {
+            shards.insert(shard);
+        }
+    }
+    Ok(shards.into_iter().collect())
+}
+
+/// Deletes every segment of `shard`'s log in `dir`, oldest first. Call only on a closed log
+/// holding no live enqueue. Oldest first because a settle never precedes its enqueue: a crash
+/// part-way leaves a suffix of the log, in which every enqueue still has its settle after it.
+pub fn remove_log(dir: &Path, shard: usize) -> Result<(), WalError> {
+    for id in list_segments(dir, shard)? {
+        let path = segment_path(dir, shard, id);
+        std::fs::remove_file(&path).map_err(|e| WalError::io("remove segment", &path, e))?;
+    }
+    sync_dir(dir)
+}
+
 /// Creates a segment: header block via std I/O (synced, directory synced so the name survives a
 /// power loss), then the DMA open and the preallocation.
 pub async fn create(

@@ -256,6 +256,11 @@ impl Wal {
         .await
     }
 
+    /// Whether an enqueue with this key is live (appended and not settled).
+    pub fn holds_live(&self, queue: u64, message: u64) -> bool {
+        self.inner.borrow().live.get((queue, message)).is_some()
+    }
+
     /// Reads the current copy of a live enqueue by key (for queues paged out of memory, and for
     /// enqueues recovered without their body). Waits for the record to be durable first.
     /// Copy-forward may move a record while we wait: the key is looked up again after each wait,
