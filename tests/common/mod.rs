@@ -135,6 +135,17 @@ impl Broker {
         self.spawn();
     }
 
+    /// Like [`Broker::restart_same_dir`], with another `--shards` (kept for later restarts):
+    /// for restarts on a data directory written with a different shard count.
+    pub fn restart_with_shards(&mut self, shards: usize) {
+        assert!(!self.external, "cannot restart an external broker");
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.shards = shards;
+        self.spawn();
+    }
+
     /// Like [`Broker::restart_same_dir`], but a broker that exits instead of becoming ready
     /// (e.g. it refuses a corrupt log) is an `Err` with its exit status and what it logged,
     /// not a panic. For recovery tests that expect a refusal.
