@@ -868,3 +868,30 @@ fn exchange_count_is_bounded() {
         "PRECONDITION_FAILED - cannot declare exchange 'one-more': exchange limit in vhost '/' (10000) is reached",
     );
 }
+
+#[test]
+fn move_queue_changes_only_the_owner_of_that_queue() {
+    let mut t = Topology::new_default();
+    add_queue(&mut t, "a", 7);
+    add_queue(&mut t, "b", 8);
+    apply_all(
+        &mut t,
+        &[TopologyChange::MoveQueue {
+            queue: 7,
+            owner_shard: 3,
+        }],
+    );
+    assert_eq!(t.queue_by_id(7).map(|m| m.owner_shard), Some(3));
+    assert_eq!(t.queue_by_id(8).map(|m| m.owner_shard), Some(0));
+    assert_eq!(t.queues_owned_from(1), vec![(7, 3)]);
+    assert_eq!(t.queues_owned_from(4), vec![]);
+    // A queue that is gone (deleted before the move was replayed) is left alone.
+    apply_all(
+        &mut t,
+        &[TopologyChange::MoveQueue {
+            queue: 99,
+            owner_shard: 1,
+        }],
+    );
+    assert_eq!(t.queues_owned_from(1), vec![(7, 3)]);
+}

@@ -125,13 +125,15 @@ impl Shard {
             shard >= self.shard_count && adopter_of(shard, self.shard_count) == self.id
         });
         for orphan in orphans {
-            let options = wal_options(
+            let mut options = wal_options(
                 &dir,
                 orphan,
                 WAL_SEGMENT_SIZE_BYTES,
                 WAL_WRITE_BUFFER_BYTES,
                 WAL_BATCH_SOFT_BYTES,
             );
+            // As for our own log: bodies past the budget are read one batch at a time.
+            options.recovery_body_budget_bytes = self.pager.queue_memory_bytes();
             let context = |e: storage::WalError| format!("orphan log of shard {orphan}: {e}");
             let (wal, recovered) = Wal::open(options).await.map_err(context)?;
             let messages = recovered.enqueues.len();
