@@ -316,6 +316,11 @@ async fn pipelined_publishes_get_multiple_acks(broker: &Broker, persistent: bool
     raw.publish_pipelined(&keys, body_bytes, persistent).await;
     let settled = raw.read_confirms(PIPELINED_PUBLISHES).await;
     raw.delete_queue(&queue).await;
+    // Shown with --nocapture: how far the confirms were coalesced.
+    eprintln!(
+        "{PIPELINED_PUBLISHES} publishes (persistent={persistent}): {} confirm frames, {} with multiple",
+        settled.frames, settled.multiple_acks
+    );
     assert_eq!(
         settled.acked,
         (1..=PIPELINED_PUBLISHES).collect::<BTreeSet<_>>()
