@@ -5,9 +5,10 @@
 //! connection's own executor; the session's reader task mutates the same state between awaits.
 //!
 //! Publisher confirms are not encoded when they are decided: they wait in `ready_confirms` until
-//! the next write-out (the writer taking the outbox, or any other method or content being queued,
-//! so they keep their place in the stream; deliveries never had an order against them), where each channel's run of consecutive acks becomes one
-//! `basic.ack(multiple=true)`. Nothing waits for more confirms: the writer is woken at once.
+//! the next write-out (the writer taking the outbox, or any other method or content being
+//! queued, so they keep their place in the stream; deliveries never had an order against them),
+//! where each channel's run of consecutive acks becomes one `basic.ack(multiple=true)`. Nothing
+//! waits for more confirms: the writer is woken at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
