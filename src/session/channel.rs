@@ -8,7 +8,6 @@ use super::state::{ChannelState, Confirms, Consumer, Unacked};
 use super::{Fault, Session};
 use crate::broker::queue::{ChannelRef, Message, Route, SharedMessage};
 use crate::broker::{self, QueueId, ShardId};
-use crate::id_hash::IdMap;
 use crate::limits::{CONSUMERS_PER_CHANNEL_MAX, MESSAGE_SIZE_MAX_BYTES, TX_OPERATIONS_MAX};
 use crate::protocol::*;
 use crate::shard::direct_reply::{is_direct_reply, DIRECT_REPLY_QUEUE_ID, REPLY_TO_QUEUE};
@@ -263,10 +262,7 @@ impl Session {
                     ));
                 }
                 self.with_channel(channel, |c| {
-                    c.confirm.get_or_insert(Confirms {
-                        next_seq: 1,
-                        pending: IdMap::default(),
-                    });
+                    c.confirm.get_or_insert_with(Confirms::new);
                 });
                 self.reply(
                     channel,

@@ -3,9 +3,15 @@
 //!
 //! The shard's dispatch calls `deliver`/`confirm_done`/`consumer_cancelled` synchronously on the
 //! connection's own executor; the session's reader task mutates the same state between awaits.
+//!
+//! Publisher confirms are not encoded when they are decided: they wait in `ready_confirms` until
+//! the next write-out (the writer taking the outbox, or any other method or content being
+//! queued, so they keep their place in the stream; deliveries never had an order against them),
+//! where each channel's run of consecutive acks becomes one `basic.ack(multiple=true)`. Nothing
+//! waits for more confirms: the writer is woken at once.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::BytesMut;
 
@@ -23,6 +29,8 @@ pub struct ConnShared {
     /// The client announced `consumer_cancel_notify`: tell it when a queue goes under a consumer.
     pub cancel_notify: Cell<bool>,
     outbox: RefCell<BytesMut>,
+    /// Confirms decided since the last write-out, in the order they were decided.
+    ready_confirms: RefCell<Vec<ReadyConfirm>>,
     /// Wakes the writer task when the outbox gains bytes.
     pub writer_wake: Notify,
     /// Wakes a paused reader when the writer has flushed.
@@ -84,12 +92,49 @@ pub struct Consumer {
     pub held: Option<Vec<DeliverEntry>>,
 }
 
-#[derive(Default)]
 pub struct Confirms {
     pub next_seq: u64,
-    /// Publishes waiting for other shards: seq -> (replies still expected, any refusal).
-    pub pending: IdMap<u64, (u32, bool)>,
+    /// Publishes waiting for other shards or the log: seq -> (replies still expected, any
+    /// refusal). Ordered, because the lowest one bounds which acks may be coalesced.
+    pub pending: BTreeMap<u64, (u32, bool)>,
 }
+
+impl Confirms {
+    pub fn new() -> Confirms {
+        Confirms {
+            next_seq: 1,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Every tag below this one is confirmed already or waits in `ready_confirms`: an ack with
+    /// `multiple` may cover tags below it and no other.
+    fn lowest_pending(&self) -> u64 {
+        self.pending
+            .first_key_value()
+            .map_or(self.next_seq, |(&seq, _)| seq)
+    }
+}
+
+/// A confirm that is decided but not yet encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ReadyConfirm {
+    channel: u16,
+    seq: u64,
+    ok: bool,
+}
+
+/// One confirm frame; with `multiple`, it settles every unconfirmed tag up to `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ConfirmFrame {
+    seq: u64,
+    ok: bool,
+    multiple: bool,
+}
+
+/// Encoded size of a basic.ack or basic.nack frame: header 7, class and method 4, tag 8, bits 1,
+/// frame end 1. Ready confirms count as this much output for back-pressure.
+const CONFIRM_FRAME_BYTES: usize = 21;
 
 impl ConnShared {
     pub fn new(id: ConnId) -> ConnShared {
@@ -98,6 +143,7 @@ impl ConnShared {
             frame_max: Cell::new(FRAME_MAX_BYTES),
             cancel_notify: Cell::new(false),
             outbox: RefCell::new(BytesMut::with_capacity(16 * 1024)),
+            ready_confirms: RefCell::new(Vec::new()),
             writer_wake: Notify::default(),
             flushed: Notify::default(),
             output_closed: Cell::new(false),
@@ -107,11 +153,13 @@ impl ConnShared {
     }
 
     pub fn send_method(&self, channel: u16, method: &Method) {
+        self.write_ready_confirms();
         protocol::encode_method_frame(channel, method, &mut self.outbox.borrow_mut());
         self.writer_wake.notify();
     }
 
     pub fn send_content(&self, channel: u16, method: &Method, message: &SharedMessage) {
+        self.write_ready_confirms();
         protocol::encode_content_raw(
             channel,
             method,
@@ -124,6 +172,7 @@ impl ConnShared {
     }
 
     pub fn send_raw(&self, bytes: &[u8]) {
+        self.write_ready_confirms();
         self.outbox.borrow_mut().extend_from_slice(bytes);
         self.writer_wake.notify();
     }
@@ -133,12 +182,14 @@ impl ConnShared {
         self.writer_wake.notify();
     }
 
+    /// Unsent output in bytes, ready confirms included.
     pub fn outbox_len(&self) -> usize {
-        self.outbox.borrow().len()
+        self.outbox.borrow().len() + self.ready_confirms.borrow().len() * CONFIRM_FRAME_BYTES
     }
 
     /// Everything written so far, for the writer task.
     pub fn take_output(&self) -> BytesMut {
+        self.write_ready_confirms();
         self.outbox.borrow_mut().split()
     }
 
@@ -255,20 +306,44 @@ impl ConnShared {
         self.send_confirm(channel_id, seq, !finished);
     }
 
+    /// The publish `seq` of this channel is settled: confirmed (`ok`) or refused. Written at the
+    /// next write-out, coalesced with the channel's other ready acks.
     pub fn send_confirm(&self, channel_id: u16, seq: u64, ok: bool) {
-        let method = if ok {
-            Method::BasicAck(BasicAck {
-                delivery_tag: seq,
-                multiple: false,
-            })
-        } else {
-            Method::BasicNack(BasicNack {
-                delivery_tag: seq,
-                multiple: false,
-                requeue: false,
-            })
-        };
-        self.send_method(channel_id, &method);
+        self.ready_confirms.borrow_mut().push(ReadyConfirm {
+            channel: channel_id,
+            seq,
+            ok,
+        });
+        self.writer_wake.notify();
+    }
+
+    /// Encodes the ready confirms into the outbox, one frame per maximal run of acks per channel.
+    fn write_ready_confirms(&self) {
+        let mut ready = self.ready_confirms.borrow_mut();
+        if ready.is_empty() {
+            return;
+        }
+        // Usually sorted already (one channel, settled in order): the sort is then one pass.
+        ready.sort_unstable_by_key(|confirm| (confirm.channel, confirm.seq));
+        // Not borrowable only if a caller writes while holding the channel table; singles are
+        // exact without knowing what is pending.
+        let channels = self.channels.try_borrow().ok();
+        let mut outbox = self.outbox.borrow_mut();
+        for group in ready.chunk_by(|a, b| a.channel == b.channel) {
+            let Some(first) = group.first() else {
+                continue;
+            };
+            let lowest_pending = channels
+                .as_ref()
+                .and_then(|channels| channels.get(&first.channel))
+                .and_then(|channel| channel.confirm.as_ref())
+                .map_or(0, Confirms::lowest_pending);
+            coalesce_confirms(group, lowest_pending, |frame| {
+                let method = confirm_method(frame);
+                protocol::encode_method_frame(first.channel, &method, &mut outbox);
+            });
+        }
+        ready.clear();
     }
 
     /// The queue under one of our consumers was deleted.
@@ -315,6 +390,61 @@ impl ConnShared {
         for key in deferred {
             self.consumer_cancelled(channel_id, key);
         }
+    }
+}
+
+/// The frames for one channel's ready confirms (sorted by tag). An ack may cover the acks before
+/// it (`multiple`) only below `lowest_pending`, where every tag is confirmed or ready; a nack,
+/// or a tag at or above `lowest_pending`, is sent alone and ends the run before it.
+fn coalesce_confirms(
+    ready: &[ReadyConfirm],
+    lowest_pending: u64,
+    mut emit: impl FnMut(ConfirmFrame),
+) {
+    debug_assert!(ready.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+    // The last tag of the current run of acks and how many acks it holds.
+    let mut run: Option<(u64, usize)> = None;
+    for confirm in ready {
+        if confirm.ok && confirm.seq < lowest_pending {
+            let length = run.map_or(0, |(_, length)| length);
+            run = Some((confirm.seq, length + 1));
+            continue;
+        }
+        if let Some(run) = run.take() {
+            emit(run_frame(run));
+        }
+        emit(ConfirmFrame {
+            seq: confirm.seq,
+            ok: confirm.ok,
+            multiple: false,
+        });
+    }
+    if let Some(run) = run {
+        emit(run_frame(run));
+    }
+}
+
+/// A run of one ack is sent as a plain ack, as before coalescing.
+fn run_frame((seq, length): (u64, usize)) -> ConfirmFrame {
+    ConfirmFrame {
+        seq,
+        ok: true,
+        multiple: length > 1,
+    }
+}
+
+fn confirm_method(frame: ConfirmFrame) -> Method {
+    if frame.ok {
+        Method::BasicAck(BasicAck {
+            delivery_tag: frame.seq,
+            multiple: frame.multiple,
+        })
+    } else {
+        Method::BasicNack(BasicNack {
+            delivery_tag: frame.seq,
+            multiple: false,
+            requeue: false,
+        })
     }
 }
 
@@ -377,5 +507,78 @@ impl ChannelState {
         }
         let index = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
         self.unacked.remove(index).map(|u| vec![u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{coalesce_confirms, ConfirmFrame, ReadyConfirm};
+
+    fn ready(tags: &[(u64, bool)]) -> Vec<ReadyConfirm> {
+        tags.iter()
+            .map(|&(seq, ok)| ReadyConfirm {
+                channel: 1,
+                seq,
+                ok,
+            })
+            .collect()
+    }
+
+    fn frames(tags: &[(u64, bool)], lowest_pending: u64) -> Vec<(u64, bool, bool)> {
+        let mut out = Vec::new();
+        coalesce_confirms(&ready(tags), lowest_pending, |f: ConfirmFrame| {
+            out.push((f.seq, f.ok, f.multiple))
+        });
+        out
+    }
+
+    #[test]
+    fn consecutive_acks_become_one_multiple_ack() {
+        let tags: Vec<_> = (1..=5).map(|seq| (seq, true)).collect();
+        assert_eq!(frames(&tags, 6), [(5, true, true)]);
+    }
+
+    #[test]
+    fn a_nack_breaks_the_run_and_goes_alone() {
+        let tags = [
+            (1, true),
+            (2, true),
+            (3, false),
+            (4, true),
+            (5, true),
+            (6, false),
+        ];
+        assert_eq!(
+            frames(&tags, 7),
+            [
+                (2, true, true),
+                (3, false, false),
+                (5, true, true),
+                (6, false, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn acks_above_a_pending_tag_are_sent_singly() {
+        // Tag 3 still waits for another shard: ack(5, multiple) would settle it too.
+        let tags = [(1, true), (2, true), (4, true), (5, true)];
+        assert_eq!(
+            frames(&tags, 3),
+            [(2, true, true), (4, true, false), (5, true, false)]
+        );
+    }
+
+    #[test]
+    fn a_lone_ack_is_not_multiple() {
+        assert_eq!(frames(&[(7, true)], 8), [(7, true, false)]);
+        // Tags confirmed earlier are no gap: ack(9, multiple) settles only 8 and 9.
+        assert_eq!(frames(&[(8, true), (9, true)], 10), [(9, true, true)]);
+    }
+
+    #[test]
+    fn unknown_channel_state_means_singles() {
+        let tags = [(1, true), (2, true)];
+        assert_eq!(frames(&tags, 0), [(1, true, false), (2, true, false)]);
     }
 }
