@@ -225,8 +225,8 @@ fn exchange_declare_rules() {
     );
     assert_error(
         check_exchange_declare(&t, &exchange_declare("x", "foo", &none)),
-        reply_code::COMMAND_INVALID,
-        "COMMAND_INVALID - invalid exchange type 'foo'",
+        reply_code::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED - unknown exchange type 'foo'",
     );
     let passive = ExchangeDeclare {
         passive: true,

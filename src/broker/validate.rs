@@ -142,11 +142,15 @@ pub fn check_exchange_declare(
     d: &ExchangeDeclare<'_>,
 ) -> Result<Vec<TopologyChange>, AmqpError> {
     // RabbitMQ checks the type before anything else, but ignores it on a passive declare.
+    // An unknown type is a channel error (406) since rabbitmq-server#11214 (3.12.x/3.13.x
+    // backports); 3.10 closed the connection with 503 COMMAND_INVALID, same text. RabbitMQ
+    // says "invalid exchange type" instead only for a name that is an Erlang atom but not a
+    // registered type (a disabled plugin's), which has no counterpart here.
     let kind = match (d.passive, ExchangeKind::parse(d.kind)) {
         (false, None) => {
             return Err(error(
-                reply_code::COMMAND_INVALID,
-                format!("COMMAND_INVALID - invalid exchange type '{}'", d.kind),
+                reply_code::PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - unknown exchange type '{}'", d.kind),
             ))
         }
         (_, kind) => kind,
