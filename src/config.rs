@@ -1,7 +1,7 @@
 //! One validated configuration, built from command-line flags and an optional TOML file.
 //!
 //! Flags override file values; file keys are named like the flags (`port`, `listen`, `shards`,
-//! `data_dir`, `log_level`). Every value, wherever it came from, goes through the same
+//! `data_dir`, `log_level`, `log_format`). Every value, wherever it came from, goes through the same
 //! validation so a bad value is refused at start with one clear message.
 
 use std::ffi::OsString;
@@ -47,11 +47,22 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// One of [`LOG_LEVELS`].
     pub log_level: String,
+    pub log_format: LogFormat,
     /// Idle spin before an executor parks (0: park at once).
     pub spin_before_park: std::time::Duration,
     /// Body bytes of ready messages a queue keeps in memory; past it the newest are paged
     /// out to the log (0: every queue behaves as `x-queue-mode=lazy`).
     pub queue_memory_bytes: u64,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the current span's fields (for journald, log shippers).
+    Json,
 }
 
 /// Where a rejected value came from, so the message points at the right place.
@@ -107,6 +118,8 @@ pub enum ConfigError {
         "invalid log level {value:?} ({origin}): must be one of error, warn, info, debug, trace"
     )]
     LogLevel { value: String, origin: Origin },
+    #[error("invalid log format {value:?} ({origin}): must be text or json")]
+    LogFormat { value: String, origin: Origin },
     #[error("invalid data dir ({origin}): must not be empty")]
     DataDirEmpty { origin: Origin },
     #[error("invalid spin-us {value:?} ({origin}): must be a number of microseconds in 0..={SPIN_MICROS_MAX}")]
@@ -136,7 +149,7 @@ impl ConfigError {
     about = "An AMQP 0-9-1 message broker, thread-per-core"
 )]
 struct Flags {
-    /// TOML file with any of: port, listen, shards, data_dir, log_level, spin_us,
+    /// TOML file with any of: port, listen, shards, data_dir, log_level, log_format, spin_us,
     /// queue_memory_bytes. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -155,6 +168,9 @@ struct Flags {
     /// error, warn, info, debug or trace [default: info]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// text (coloured only on a terminal) or json (one object per line) [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// Microseconds an idle shard spins before sleeping (lower latency, more CPU) [default: 50]
     #[arg(long, value_name = "MICROS")]
     spin_us: Option<String>,
@@ -172,6 +188,7 @@ struct FileValues {
     shards: Option<i64>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
+    log_format: Option<String>,
     spin_us: Option<i64>,
     queue_memory_bytes: Option<i64>,
 }
@@ -255,6 +272,11 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         (None, Some(v)) => parse_log_level(v, Origin::File)?,
         (None, None) => LOG_LEVEL_DEFAULT.to_owned(),
     };
+    let log_format = match (flags.log_format, file.log_format) {
+        (Some(v), _) => parse_log_format(v, Origin::Flag)?,
+        (None, Some(v)) => parse_log_format(v, Origin::File)?,
+        (None, None) => LogFormat::default(),
+    };
     let data_dir = match (flags.data_dir, file.data_dir) {
         (Some(v), _) => check_data_dir(v, Origin::Flag)?,
         (None, Some(v)) => check_data_dir(v, Origin::File)?,
@@ -276,6 +298,7 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         shards,
         data_dir,
         log_level,
+        log_format,
         spin_before_park: std::time::Duration::from_micros(spin_micros),
         queue_memory_bytes,
     })
@@ -355,6 +378,14 @@ fn parse_log_level(value: String, origin: Origin) -> Result<String, ConfigError>
         Ok(lower)
     } else {
         Err(ConfigError::LogLevel { value, origin })
+    }
+}
+
+fn parse_log_format(value: String, origin: Origin) -> Result<LogFormat, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(ConfigError::LogFormat { value, origin }),
     }
 }
 
@@ -531,6 +562,29 @@ mod tests {
         assert!(matches!(
             load_file("log_level = \"loud\"", &[]),
             Err(ConfigError::LogLevel {
+                origin: Origin::File,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn log_format_from_flag_or_file() {
+        assert_eq!(load(&[]).unwrap().log_format, LogFormat::Text);
+        assert_eq!(
+            load(&["--log-format", "JSON"]).unwrap().log_format,
+            LogFormat::Json
+        );
+        let from_file = load_file("log_format = \"json\"", &[]).unwrap();
+        assert_eq!(from_file.log_format, LogFormat::Json);
+        let overridden = load_file("log_format = \"json\"", &["--log-format", "text"]).unwrap();
+        assert_eq!(overridden.log_format, LogFormat::Text);
+        let err = load(&["--log-format", "yaml"]).unwrap_err();
+        assert!(matches!(err, ConfigError::LogFormat { .. }));
+        assert!(err.to_string().contains("text or json"));
+        assert!(matches!(
+            load_file("log_format = \"logfmt\"", &[]),
+            Err(ConfigError::LogFormat {
                 origin: Origin::File,
                 ..
             })

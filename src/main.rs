@@ -1,8 +1,8 @@
 //! `ringmq`: starts the broker. Wiring only: configuration, logging, the shards.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
-use ringmq::config::Config;
+use ringmq::config::{Config, LogFormat};
 
 fn main() {
     let config = match Config::load_from_args() {
@@ -17,13 +17,7 @@ fn main() {
             std::process::exit(error.exit_code());
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(format!("ringmq={}", config.log_level))
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&config);
     tracing::info!(shards = config.shards, port = config.port, listen = ?config.listen, "starting");
 
     let shards = config.shards;
@@ -38,5 +32,23 @@ fn main() {
     if let Err(message) = result {
         eprintln!("ringmq: {message}");
         std::process::exit(1);
+    }
+}
+
+/// Logs go to stderr. Colour codes only when it is a terminal: in a file, journald or a log
+/// shipper they are stored as garbage.
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("ringmq={}", config.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }

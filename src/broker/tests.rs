@@ -225,8 +225,8 @@ fn exchange_declare_rules() {
     );
     assert_error(
         check_exchange_declare(&t, &exchange_declare("x", "foo", &none)),
-        reply_code::COMMAND_INVALID,
-        "COMMAND_INVALID - invalid exchange type 'foo'",
+        reply_code::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED - unknown exchange type 'foo'",
     );
     let passive = ExchangeDeclare {
         passive: true,
@@ -509,6 +509,14 @@ fn exclusive_queues_are_locked_to_their_connection() {
         reply_code::RESOURCE_LOCKED,
         locked,
     );
+    // Unbind checks exclusivity only when there is a binding to remove (RabbitMQ).
+    assert_eq!(check_unbind(&t, &other_bind), Ok(vec![]));
+    bind(&mut t, "amq.direct", mine.clone(), "k");
+    assert_error(
+        check_unbind(&t, &other_bind),
+        reply_code::RESOURCE_LOCKED,
+        locked,
+    );
     // The owner may redeclare it, exclusive or not (RabbitMQ's lax check).
     assert!(check_queue_declare(
         &t,
@@ -594,13 +602,23 @@ fn bind_rules() {
         check_bind(&t, &request("amq.direct", &q("q"), "k", &none)).unwrap(),
         vec![]
     );
-    // Unbinding a missing binding is a no-op; missing ends are still 404.
+    // Unbinding a missing binding, or from or to a missing end, is a no-op (RabbitMQ).
     assert_eq!(unbind(&mut t, "amq.direct", q("q"), "other"), vec![]);
+    for (source, destination) in [
+        ("amq.direct", q("missing")),
+        ("missing", q("q")),
+        ("missing", x("also-missing")),
+    ] {
+        assert_eq!(
+            check_unbind(&t, &request(source, &destination, "k", &none)),
+            Ok(vec![])
+        );
+    }
     assert_eq!(
-        check_unbind(&t, &request("amq.direct", &q("missing"), "k", &none))
+        check_unbind(&t, &request("", &q("q"), "k", &none))
             .unwrap_err()
             .code,
-        reply_code::NOT_FOUND
+        reply_code::ACCESS_REFUSED
     );
     assert_eq!(unbind(&mut t, "amq.direct", q("q"), "k").len(), 1);
     assert!(route(&t, "amq.direct", "k", None).is_empty());

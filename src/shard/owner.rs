@@ -192,7 +192,10 @@ impl Shard {
                 };
                 // A new consumer may have arrived meanwhile: then the queue stays.
                 if self.queue_op(meta.id, meta.owner_shard, op).await.is_ok() {
-                    self.remove_queue(&meta.vhost, &meta.name, 0).await;
+                    // As its owner: an exclusive auto-delete queue (a client's RPC reply queue)
+                    // goes with its last consumer too, not only with its connection.
+                    let conn = meta.exclusive_owner.unwrap_or(0);
+                    self.remove_queue(&meta.vhost, &meta.name, conn).await;
                 }
                 Ok(TopologyOk::Done)
             }
