@@ -6,6 +6,6 @@
 pub mod wal;
 
 pub use wal::{
-    EnqueueRecord, Lsn, OwnedEnqueue, RecordKind, RecordPos, Recovered, RecoveredEnqueue,
-    RecoveredTopology, SettleRecord, Wal, WalError, WalOptions, WalStats,
+    EnqueueBody, EnqueueRecord, Lsn, OwnedEnqueue, RecordKind, RecordPos, Recovered,
+    RecoveredEnqueue, RecoveredTopology, SettleRecord, Wal, WalError, WalOptions, WalStats,
 };
