@@ -14,10 +14,6 @@ pub const MESSAGE_SIZE_DEFAULT_BYTES: u64 = 128 * 1024 * 1024;
 /// Range `--max-message-bytes` accepts: RabbitMQ's own ceiling for max_message_size is 512 MiB.
 pub const MESSAGE_SIZE_MIN_BYTES: u64 = 1024;
 pub const MESSAGE_SIZE_MAX_BYTES: u64 = 512 * 1024 * 1024;
-/// A content header may announce a body of any size up to the configured max; the bytes
-/// themselves must arrive before memory is taken for them, so content assembly reserves at
-/// most this much ahead of what was received.
-pub const CONTENT_RESERVE_AHEAD_MAX_BYTES: usize = 1024 * 1024;
 /// Time a client has to finish the opening handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time we wait for connection.close-ok / channel.close-ok after closing.

@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::amqp::{channel, confirming_channel, connect, consume, declare_queue, next_delivery};
+use common::amqp::{channel, confirming_channel, connect, consume, declare_queue};
 use common::{step, unique, Broker};
 use lapin::options::*;
 use lapin::types::FieldTable;
@@ -87,6 +87,13 @@ async fn large_step<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(LARGE_STEP_TIMEOUT, fut).await {
         Ok(output) => output,
         Err(_) => panic!("{what}: no answer within {LARGE_STEP_TIMEOUT:?}"),
+    }
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
     }
 }
 
@@ -174,7 +181,9 @@ async fn persistent_128_mib_survives_kill9_intact_with_bounded_memory(broker: &m
     {
         let connection = connect(broker).await;
         let ch = confirming_channel(&connection).await;
-        declare_queue(&ch, &queue, true).await;
+        declare_queue(&ch, &queue, durable())
+            .await
+            .expect("queue.declare");
         let started = Instant::now();
         publish_confirmed_large(&ch, &queue, &body, DELIVERY_MODE_PERSISTENT).await;
         eprintln!(
@@ -211,7 +220,9 @@ async fn transient_22_mb_round_trip(broker: &Broker) {
     let connection = connect(broker).await;
     let ch = confirming_channel(&connection).await;
     let queue = unique("large-transient");
-    declare_queue(&ch, &queue, false).await;
+    declare_queue(&ch, &queue, QueueDeclareOptions::default())
+        .await
+        .expect("queue.declare");
     let body = body_of(22_000_000, 22);
     publish_confirmed_large(&ch, &queue, &body, DELIVERY_MODE_TRANSIENT).await;
     let delivery = consume_one(&connection, &queue).await;
@@ -237,7 +248,9 @@ async fn one_byte_over_the_max_gets_rabbitmq_reply(broker: &Broker) {
     let connection = connect(broker).await;
     let setup = channel(&connection).await;
     let queue = unique("large-over");
-    declare_queue(&setup, &queue, false).await;
+    declare_queue(&setup, &queue, QueueDeclareOptions::default())
+        .await
+        .expect("queue.declare");
     let ch = channel(&connection).await;
     let over = body_of(max + 1, 1);
     let published = large_step(
@@ -324,7 +337,7 @@ fn max_message_bytes_out_of_range_is_refused_with_exit_2() {
         &["--config", &file_arg],
     ];
     for args in cases {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
             .args(args)
             .args(["--data-dir", dir.join("data").to_str().expect("utf-8")])
             .args([
