@@ -153,6 +153,9 @@ impl ShardStorage {
             if self.sync_messages().await.is_err() {
                 break; // the log failed: appends will be refused and nacked, as they must
             }
+            // A chain queued behind the one just made durable is fed by the flusher task:
+            // let it run even when the sync above was already satisfied.
+            futures_lite::future::yield_now().await;
         }
     }
 
