@@ -685,8 +685,8 @@ mod max_message_tests {
             assert_eq!(config.max_message_bytes.to_string(), good);
         }
         for bad in ["1023", "536870913", "-1", "1m"] {
-            let error =
-                Config::load_with_cores(["ringmq", "--max-message-bytes", bad], 2).unwrap_err();
+            let flag = format!("--max-message-bytes={bad}");
+            let error = Config::load_with_cores(["ringmq", flag.as_str()], 2).unwrap_err();
             assert!(
                 matches!(error, ConfigError::MaxMessage { .. }),
                 "{bad}: {error}"
