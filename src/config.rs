@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::limits::{MESSAGE_SIZE_DEFAULT_BYTES, MESSAGE_SIZE_MAX_BYTES, MESSAGE_SIZE_MIN_BYTES};
+
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;
 /// Hard ceiling on shards whatever the machine; the real limit is also the number of cores,
@@ -53,6 +55,9 @@ pub struct Config {
     /// Body bytes of ready messages a queue keeps in memory; past it the newest are paged
     /// out to the log (0: every queue behaves as `x-queue-mode=lazy`).
     pub queue_memory_bytes: u64,
+    /// Largest message body accepted, in
+    /// `MESSAGE_SIZE_MIN_BYTES..=MESSAGE_SIZE_MAX_BYTES`.
+    pub max_message_bytes: u64,
 }
 
 /// How log lines are written to stderr.
@@ -128,6 +133,8 @@ pub enum ConfigError {
         "invalid queue-memory-bytes {value:?} ({origin}): must be a number of bytes (0 or more)"
     )]
     QueueMemory { value: String, origin: Origin },
+    #[error("invalid max-message-bytes {value:?} ({origin}): must be a number of bytes in {MESSAGE_SIZE_MIN_BYTES}..={MESSAGE_SIZE_MAX_BYTES}")]
+    MaxMessage { value: String, origin: Origin },
 }
 
 impl ConfigError {
@@ -150,7 +157,7 @@ impl ConfigError {
 )]
 struct Flags {
     /// TOML file with any of: port, listen, shards, data_dir, log_level, log_format, spin_us,
-    /// queue_memory_bytes. Flags override it.
+    /// queue_memory_bytes, max_message_bytes. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// TCP port to listen on [default: 5672]
@@ -178,6 +185,9 @@ struct Flags {
     /// the log and read back on delivery (0: all queues lazy) [default: 67108864, 64 MiB]
     #[arg(long, value_name = "BYTES")]
     queue_memory_bytes: Option<String>,
+    /// Largest message body accepted, 1024..=536870912 [default: 134217728, 128 MiB]
+    #[arg(long, value_name = "BYTES")]
+    max_message_bytes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +201,7 @@ struct FileValues {
     log_format: Option<String>,
     spin_us: Option<i64>,
     queue_memory_bytes: Option<i64>,
+    max_message_bytes: Option<i64>,
 }
 
 impl Config {
@@ -292,6 +303,11 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         (None, Some(v)) => parse_queue_memory(&v.to_string(), Origin::File)?,
         (None, None) => QUEUE_MEMORY_BYTES_DEFAULT,
     };
+    let max_message_bytes = match (flags.max_message_bytes, file.max_message_bytes) {
+        (Some(v), _) => parse_max_message(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_max_message(&v.to_string(), Origin::File)?,
+        (None, None) => MESSAGE_SIZE_DEFAULT_BYTES,
+    };
     Ok(Config {
         port,
         listen,
@@ -301,7 +317,20 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         log_format,
         spin_before_park: std::time::Duration::from_micros(spin_micros),
         queue_memory_bytes,
+        max_message_bytes,
     })
+}
+
+fn parse_max_message(value: &str, origin: Origin) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(bytes) if (MESSAGE_SIZE_MIN_BYTES..=MESSAGE_SIZE_MAX_BYTES).contains(&bytes) => {
+            Ok(bytes)
+        }
+        _ => Err(ConfigError::MaxMessage {
+            value: value.to_owned(),
+            origin,
+        }),
+    }
 }
 
 fn parse_queue_memory(value: &str, origin: Origin) -> Result<u64, ConfigError> {
@@ -693,5 +722,44 @@ mod queue_memory_tests {
                 "{bad}: {error}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod max_message_tests {
+    use super::*;
+
+    #[test]
+    fn max_message_defaults_bounds_and_file_key() {
+        let config = Config::load_with_cores(["ringmq"], 2).expect("defaults");
+        assert_eq!(config.max_message_bytes, 134_217_728);
+        for good in ["1024", "536870912"] {
+            let config = Config::load_with_cores(["ringmq", "--max-message-bytes", good], 2)
+                .expect("in range");
+            assert_eq!(config.max_message_bytes.to_string(), good);
+        }
+        for bad in ["1023", "536870913", "-1", "1m"] {
+            let flag = format!("--max-message-bytes={bad}");
+            let error = Config::load_with_cores(["ringmq", flag.as_str()], 2).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::MaxMessage { .. }),
+                "{bad}: {error}"
+            );
+            assert_eq!(error.exit_code(), 2);
+        }
+        let file = parse_file(Path::new("x.toml"), "max_message_bytes = 1048576").expect("file");
+        let config = resolve(Flags::try_parse_from(["ringmq"]).expect("flags"), file, 2)
+            .expect("file value");
+        assert_eq!(config.max_message_bytes, 1_048_576);
+        let file = parse_file(Path::new("x.toml"), "max_message_bytes = 100").expect("file");
+        let error =
+            resolve(Flags::try_parse_from(["ringmq"]).expect("flags"), file, 2).unwrap_err();
+        assert!(matches!(
+            error,
+            ConfigError::MaxMessage {
+                origin: Origin::File,
+                ..
+            }
+        ));
     }
 }

@@ -8,9 +8,12 @@ pub const FRAME_MAX_BYTES: u32 = 131_072;
 pub const CHANNEL_MAX: u16 = 2047;
 /// Heartbeat interval we suggest; the client's tune-ok value wins, as in RabbitMQ.
 pub const HEARTBEAT_DEFAULT_SECONDS: u16 = 60;
-/// Largest message body accepted: RabbitMQ's default max_message_size since 4.0. A persistent
-/// message is one log record, so the log's batch and segment sizes below are derived from it.
-pub const MESSAGE_SIZE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest message body accepted by default (`--max-message-bytes`): RabbitMQ 3.x's default
+/// max_message_size, which client suites rely on.
+pub const MESSAGE_SIZE_DEFAULT_BYTES: u64 = 128 * 1024 * 1024;
+/// Range `--max-message-bytes` accepts: RabbitMQ's own ceiling for max_message_size is 512 MiB.
+pub const MESSAGE_SIZE_MIN_BYTES: u64 = 1024;
+pub const MESSAGE_SIZE_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// Time a client has to finish the opening handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time we wait for connection.close-ok / channel.close-ok after closing.
@@ -51,22 +54,31 @@ const _: () = assert!(
 );
 const _: () = assert!(READ_CHUNK_BYTES as u32 <= FRAME_MAX_BYTES);
 const _: () = assert!(MESH_BATCH_MAX_MESSAGES <= MESH_OUTBOX_SOFT_MAX_MESSAGES);
-const _: () =
-    assert!(WAL_BATCH_SOFT_BYTES + (MESSAGE_SIZE_MAX_BYTES as usize) < WAL_WRITE_BUFFER_BYTES);
+const _: () = assert!(
+    WAL_BATCH_SOFT_BYTES + WAL_PART_BODY_BYTES + WAL_RECORD_OVERHEAD_MAX_BYTES
+        < WAL_WRITE_BUFFER_BYTES
+);
 const _: () = assert!((WAL_WRITE_BUFFER_BYTES as u64) < WAL_SEGMENT_SIZE_BYTES - 4096);
+const _: () = assert!(MESSAGE_SIZE_MIN_BYTES <= MESSAGE_SIZE_DEFAULT_BYTES);
+const _: () = assert!(MESSAGE_SIZE_DEFAULT_BYTES <= MESSAGE_SIZE_MAX_BYTES);
 
 /// Room in a log record beyond the body: properties (one content-header frame at most), exchange
-/// and routing key (255 bytes each), record header and alignment, with margin.
+/// and routing key (255 bytes each), record and part headers and alignment, with margin.
 const WAL_RECORD_OVERHEAD_MAX_BYTES: usize = 1024 * 1024;
-/// Hard bound of one message-log batch (records appended while a flush runs): the largest
-/// persistent message must fit in it as one record.
+/// A body longer than this is logged as a chain of part records of at most this size each
+/// (`storage::wal` `record`), fed through the batch under its soft bound: neither the batch
+/// nor a DMA buffer is ever sized for the largest message.
+pub const WAL_PART_BODY_BYTES: usize = 1024 * 1024;
+/// Hard bound of one message-log batch (records appended while a flush runs): the soft bound
+/// plus one record of the largest single-record size (a part, or a body up to a part).
 pub const WAL_WRITE_BUFFER_BYTES: usize =
-    MESSAGE_SIZE_MAX_BYTES as usize + WAL_RECORD_OVERHEAD_MAX_BYTES + 2 * 1024 * 1024;
-/// Size each message-log segment is preallocated to: it must hold a whole batch.
+    WAL_BATCH_SOFT_BYTES + WAL_PART_BODY_BYTES + WAL_RECORD_OVERHEAD_MAX_BYTES + 2 * 1024 * 1024;
+/// Size each message-log segment is preallocated to: it must hold a whole batch (a chained
+/// message spans segments).
 pub const WAL_SEGMENT_SIZE_BYTES: u64 = 32 * 1024 * 1024;
 /// Batch size above which publishers wait for the flush (`Wal::congested`): batches near this
 /// size keep group commit efficient without letting one flush grow (and every confirm in it
-/// wait) towards the hard bound. Also the room left for a large message above it.
+/// wait) towards the hard bound. Also the room left for one record above it.
 pub const WAL_BATCH_SOFT_BYTES: usize = 2 * 1024 * 1024;
 /// Size of each topology-log segment (topology changes are small and rare).
 pub const META_SEGMENT_SIZE_BYTES: u64 = 4 * 1024 * 1024;

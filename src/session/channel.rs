@@ -755,11 +755,10 @@ impl Session {
             Some(Err(fault)) => Err(fault),
             Some(Ok(false)) => Ok(()),
             Some(Ok(true)) => {
-                if body_size > MESSAGE_SIZE_MAX_BYTES {
+                let max_bytes = self.shard.max_message_bytes.get();
+                if body_size > max_bytes {
                     self.with_channel(channel, |c| c.pending_publish = None);
-                    let text = format!(
-                        "PRECONDITION_FAILED - message size {body_size} is larger than configured max size {MESSAGE_SIZE_MAX_BYTES}"
-                    );
+                    let text = message_too_large_text(body_size, max_bytes);
                     self.close_channel(
                         channel,
                         fault(reply_code::PRECONDITION_FAILED, text).with_ids(60, 40),
@@ -1017,5 +1016,18 @@ fn channel_not_open(channel: u16) -> Fault {
     fault(
         reply_code::CHANNEL_ERROR,
         format!("CHANNEL_ERROR - expected 'channel.open' on channel {channel}"),
+    )
+}
+
+/// RabbitMQ's reply (rabbit_channel:check_msg_size): it says "configured" unless the limit is
+/// its own ceiling.
+fn message_too_large_text(body_size: u64, max_bytes: u64) -> String {
+    let configured = if max_bytes == MESSAGE_SIZE_MAX_BYTES {
+        ""
+    } else {
+        "configured "
+    };
+    format!(
+        "PRECONDITION_FAILED - message size {body_size} is larger than {configured}max size {max_bytes}"
     )
 }

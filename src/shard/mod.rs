@@ -72,6 +72,8 @@ pub struct Shard {
     dead_letters: dead_letter::DeadLetters,
     /// Messages held by delayed exchanges until their `x-delay` passes.
     delayed: delayed::DelayedMessages,
+    /// `--max-message-bytes`: content headers announcing more are refused.
+    pub max_message_bytes: Cell<u64>,
     pub shutting_down: Cell<bool>,
     pub shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -120,6 +122,7 @@ impl Shard {
             timers: expiry::Timers::default(),
             dead_letters: dead_letter::DeadLetters::default(),
             delayed: delayed::DelayedMessages::default(),
+            max_message_bytes: Cell::new(crate::limits::MESSAGE_SIZE_DEFAULT_BYTES),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),

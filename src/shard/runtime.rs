@@ -31,6 +31,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
     for (id, ends) in mesh::build(shard_count).into_iter().enumerate() {
         let data_dir = config.data_dir.clone();
         let queue_memory_bytes = config.queue_memory_bytes;
+        let max_message_bytes = config.max_message_bytes;
         let listen: Vec<SocketAddr> = config
             .listen
             .iter()
@@ -48,6 +49,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     listen,
                     data_dir,
                     queue_memory_bytes,
+                    max_message_bytes,
                 };
                 shard_main(id, shard_count, ends, paths, ready_tx)
             })
@@ -89,6 +91,7 @@ struct ShardPaths {
     listen: Vec<SocketAddr>,
     data_dir: PathBuf,
     queue_memory_bytes: u64,
+    max_message_bytes: u64,
 }
 
 async fn shard_main(
@@ -102,9 +105,11 @@ async fn shard_main(
         listen,
         data_dir,
         queue_memory_bytes,
+        max_message_bytes,
     } = paths;
     let shard = Shard::new(id, shard_count, Topology::new_default());
     shard.pager.set_queue_memory_bytes(queue_memory_bytes);
+    shard.max_message_bytes.set(max_message_bytes);
     start_mesh(&shard, ends).await;
     if let Err(message) = shard.recover(&data_dir).await {
         let _ = ready.send(Err(message));

@@ -22,12 +22,13 @@ use crate::broker::persist::{decode_change, encode_change};
 use crate::broker::queue::{Message, MessageId, Route};
 use crate::broker::{QueueId, TopologyChange};
 use crate::limits::{
-    META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES, WAL_BATCH_SOFT_BYTES, WAL_SEGMENT_SIZE_BYTES,
-    WAL_WRITE_BUFFER_BYTES,
+    META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES, WAL_BATCH_SOFT_BYTES, WAL_PART_BODY_BYTES,
+    WAL_SEGMENT_SIZE_BYTES, WAL_WRITE_BUFFER_BYTES,
 };
 use crate::protocol::BasicProperties;
 use crate::storage::{
-    EnqueueRecord, Lsn, OwnedEnqueue, RecoveredEnqueue, SettleRecord, Wal, WalError, WalOptions,
+    EnqueueBody, EnqueueRecord, Lsn, OwnedEnqueue, RecoveredEnqueue, SettleRecord, Wal, WalError,
+    WalOptions,
 };
 
 #[derive(Default)]
@@ -54,6 +55,16 @@ pub fn is_persistent(message: &Message) -> bool {
     message.is_persistent()
 }
 
+/// The log keeps a handle to a large body while it writes it in parts: the message's one
+/// allocation, shared, never copied for it.
+struct MessageBody(Message);
+
+impl EnqueueBody for MessageBody {
+    fn body(&self) -> &[u8] {
+        self.0.body()
+    }
+}
+
 impl ShardStorage {
     fn messages(&self) -> Option<&Wal> {
         self.messages.get()
@@ -78,7 +89,8 @@ impl ShardStorage {
 
     /// Writes the enqueue record of `message` for `queue` (not yet durable). The stored
     /// properties blob starts with the enqueue time (wall-clock ms, big-endian u64), so a TTL
-    /// keeps counting from the original publish across a restart.
+    /// keeps counting from the original publish across a restart. A large body is written in
+    /// parts over the coming flushes; the LSN returned is durable once all of it is.
     pub fn log_enqueue(
         &self,
         queue: QueueId,
@@ -100,9 +112,10 @@ impl ShardStorage {
             exchange: message.exchange(),
             routing_key: message.routing_key(),
             properties: &properties,
-            body: message.body(),
+            body: &[],
         };
-        wal.append_enqueue(&record).map(|(lsn, _)| lsn)
+        let body = Rc::new(MessageBody(message.clone()));
+        wal.append_enqueue_body(&record, body)
     }
 
     /// Reads a paged message's body back from the log (the current copy of its enqueue record).
@@ -158,6 +171,9 @@ impl ShardStorage {
             if self.sync_messages().await.is_err() {
                 break; // the log failed: appends will be refused and nacked, as they must
             }
+            // A chain queued behind the one just made durable is fed by the flusher task:
+            // let it run even when the sync above was already satisfied.
+            futures_lite::future::yield_now().await;
         }
     }
 
@@ -272,9 +288,11 @@ pub(super) fn wal_options(
     buffer: usize,
     soft: usize,
 ) -> WalOptions {
+    let options = WalOptions::new(dir.to_path_buf(), shard, segment, buffer);
     WalOptions {
         batch_soft_bytes: soft,
-        ..WalOptions::new(dir.to_path_buf(), shard, segment, buffer)
+        part_body_bytes: options.part_body_bytes.min(WAL_PART_BODY_BYTES),
+        ..options
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod wal;
 
 pub use wal::{
-    log_shards, remove_log, EnqueueRecord, Lsn, OwnedEnqueue, RecordKind, RecordPos, Recovered,
+    log_shards, remove_log, EnqueueBody, EnqueueRecord, Lsn, OwnedEnqueue, RecordKind, RecordPos,
+    Recovered,
     RecoveredEnqueue, RecoveredTopology, SettleRecord, Wal, WalError, WalOptions, WalStats,
 };

@@ -101,6 +101,11 @@ impl Broker {
         std::fs::read_to_string(self.root.join("broker.log")).unwrap_or_default()
     }
 
+    /// The broker process's id (None for an external broker or after a stop).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_external(&self) -> bool {
         self.external
     }

@@ -2,6 +2,7 @@
 //! outlive which enqueues. Pure bookkeeping, shared by recovery and the writer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use super::{Lsn, RecordPos};
 
@@ -10,6 +11,7 @@ pub type MessageKey = (u64, u64);
 
 #[derive(Debug, Default, Clone)]
 pub struct SegmentLive {
+    /// Live enqueue records, and live parts of chained bodies (each pins its segment too).
     pub live_enqueues: u64,
     /// On-disk bytes of those live enqueues: what copy-forward would have to rewrite.
     pub live_bytes: u64,
@@ -26,6 +28,10 @@ pub struct Liveness {
     segments: BTreeMap<u64, SegmentLive>,
     /// Where the current copy of each live enqueue is.
     index: HashMap<MessageKey, LiveEnqueue>,
+    /// The body parts of the live enqueues that are chained, in order (their `EnqueueChained`
+    /// record is the one in `index`). Parts are counted live from the moment they are appended
+    /// (`on_part`), so a segment holding parts of a chain still being written is never reclaimed.
+    chains: HashMap<MessageKey, Rc<[RecordPos]>>,
 }
 
 /// When a segment is worth copying forward (see `Liveness::compaction_plan`).
@@ -57,12 +63,54 @@ impl Liveness {
         let replaced = self.index.insert(key, LiveEnqueue { pos, lsn });
         if let Some(old) = replaced {
             self.dec_live(old.pos);
+            self.drop_chain(key);
         }
+        self.inc_live(pos);
+        replaced.map(|old| old.lsn)
+    }
+
+    /// A chained enqueue's terminal record; its `parts` were counted by `on_part` already.
+    pub fn on_enqueue_chained(
+        &mut self,
+        pos: RecordPos,
+        key: MessageKey,
+        lsn: Lsn,
+        parts: Rc<[RecordPos]>,
+    ) -> Option<Lsn> {
+        let replaced = self.on_enqueue(pos, key, lsn);
+        self.chains.insert(key, parts);
+        replaced
+    }
+
+    /// A body part was appended (or found by recovery): it pins its segment until its chain is
+    /// settled, replaced, or given up (`drop_parts`).
+    pub fn on_part(&mut self, pos: RecordPos) {
+        self.inc_live(pos);
+    }
+
+    /// Parts of a chain that will never be terminated (given up, or cut off at recovery).
+    pub fn drop_parts(&mut self, parts: &[RecordPos]) {
+        for &pos in parts {
+            self.dec_live(pos);
+        }
+    }
+
+    /// The body parts of a live chained enqueue, in order.
+    pub fn parts(&self, key: MessageKey) -> Option<Rc<[RecordPos]>> {
+        self.chains.get(&key).cloned()
+    }
+
+    fn drop_chain(&mut self, key: MessageKey) {
+        if let Some(parts) = self.chains.remove(&key) {
+            self.drop_parts(&parts);
+        }
+    }
+
+    fn inc_live(&mut self, pos: RecordPos) {
         if let Some(s) = self.segments.get_mut(&pos.segment) {
             s.live_enqueues += 1;
             s.live_bytes += u64::from(pos.len);
         }
-        replaced.map(|old| old.lsn)
     }
 
     /// The current copy of a live enqueue.
@@ -75,6 +123,9 @@ impl Liveness {
     pub fn on_settle(&mut self, segment: u64, key: MessageKey) -> Option<Lsn> {
         let LiveEnqueue { pos, lsn } = self.index.remove(&key)?;
         self.dec_live(pos);
+        // Only the terminal's segment must outlive this settle: parts without their terminal
+        // are ignored by recovery.
+        self.drop_chain(key);
         let target = pos.segment;
         if target != segment {
             if let Some(s) = self.segments.get_mut(&segment) {
@@ -105,24 +156,48 @@ impl Liveness {
         };
         // One pass over the index, only when there is something to move; the oldest segment
         // alone is taken per round so a round's reads stay within one file.
+        // A chained enqueue moves as a whole (parts and terminal) when any of it is there.
         let mut plan: Vec<(MessageKey, LiveEnqueue)> = self
             .index
             .iter()
-            .filter(|(_, e)| e.pos.segment == oldest)
+            .filter(|(k, e)| e.pos.segment == oldest || self.chain_touches(**k, oldest))
             .map(|(k, e)| (*k, *e))
             .collect();
-        plan.sort_unstable_by_key(|(_, e)| e.pos.offset);
+        plan.sort_unstable_by_key(|(k, e)| (self.first_offset(*k, *e, oldest), e.pos.offset));
         let mut bytes = 0u64;
         let keep = plan
             .iter()
-            .take_while(|(_, e)| {
+            .take_while(|(k, e)| {
                 let first = bytes == 0;
-                bytes += u64::from(e.pos.len);
+                bytes += self.enqueue_bytes(*k, *e);
                 first || bytes <= p.bytes_max
             })
             .count();
         plan.truncate(keep);
         plan
+    }
+
+    fn chain_touches(&self, key: MessageKey, segment: u64) -> bool {
+        self.chains
+            .get(&key)
+            .is_some_and(|parts| parts.iter().any(|p| p.segment == segment))
+    }
+
+    /// Where the enqueue's bytes start in `segment` (its first part there, else its record).
+    fn first_offset(&self, key: MessageKey, e: LiveEnqueue, segment: u64) -> u64 {
+        self.chains
+            .get(&key)
+            .and_then(|parts| parts.iter().find(|p| p.segment == segment))
+            .map_or(e.pos.offset, |p| p.offset)
+    }
+
+    /// On-disk bytes of a live enqueue, its parts included.
+    pub fn enqueue_bytes(&self, key: MessageKey, e: LiveEnqueue) -> u64 {
+        let parts = self
+            .chains
+            .get(&key)
+            .map_or(0, |parts| parts.iter().map(|p| u64::from(p.len)).sum());
+        u64::from(e.pos.len) + parts
     }
 
     /// The oldest live segment that dead segments' settles target, if at least

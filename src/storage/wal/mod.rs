@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub use record::{EnqueueRecord, OwnedEnqueue, RecordKind, SettleRecord};
 pub use segment::{log_shards, remove_log};
-pub use writer::Wal;
+pub use writer::{EnqueueBody, Wal};
 
 /// Log sequence number: monotonically increasing per shard log, starting at 1.
 pub type Lsn = u64;
@@ -64,6 +64,11 @@ pub const WAL_COMPACT_PINNED_SEGMENTS_MIN: usize = 4;
 /// A record larger than that is copied only into an empty batch.
 pub const WAL_COMPACT_BATCH_PERCENT_MAX: usize = 50;
 
+/// Largest body piece one `Part` record carries (`WalOptions::new`'s default for
+/// `part_body_bytes`): a large body goes through the batch a few parts at a time, under the
+/// soft bound, instead of needing a batch (and a DMA buffer) as large as itself.
+pub const WAL_PART_BODY_BYTES_DEFAULT: usize = 1 << 20;
+
 /// Times `read_live` looks a key up again after waiting for its record to become durable (the
 /// record may be copied forward meanwhile; each copy is durable within a flush or two).
 pub const WAL_READ_LIVE_ATTEMPTS_MAX: usize = 4;
@@ -85,6 +90,9 @@ pub struct WalOptions {
     /// that come back with `body_loaded == false` (read them with `Wal::read_live`).
     /// `u64::MAX` (the default of `WalOptions::new`) returns every body.
     pub recovery_body_budget_bytes: u64,
+    /// Bodies longer than this (given to `append_enqueue_body`) are written as a chain of
+    /// `Part` records of at most this many body bytes each; see `record`.
+    pub part_body_bytes: usize,
 }
 
 impl WalOptions {
@@ -102,6 +110,7 @@ impl WalOptions {
             write_buffer_bytes,
             batch_soft_bytes: write_buffer_bytes / 2,
             recovery_body_budget_bytes: u64::MAX,
+            part_body_bytes: WAL_PART_BODY_BYTES_DEFAULT.min(write_buffer_bytes / 4),
         }
     }
 
@@ -126,6 +135,13 @@ impl WalOptions {
         if self.batch_soft_bytes == 0 || self.batch_soft_bytes > self.write_buffer_bytes {
             return Err(WalError::InvalidOptions(
                 "batch_soft_bytes must be positive and at most write_buffer_bytes",
+            ));
+        }
+        if self.part_body_bytes == 0
+            || self.part_body_bytes + record::PART_HEADER_BYTES > self.payload_bytes_max()
+        {
+            return Err(WalError::InvalidOptions(
+                "part_body_bytes must be positive and a part record must fit the write buffer",
             ));
         }
         Ok(())
@@ -170,7 +186,8 @@ pub struct RecoveredEnqueue {
     pub lsn: Lsn,
     pub pos: RecordPos,
     /// With `body_loaded == false`, `record.body` is empty: the body stayed on disk (over
-    /// `WalOptions::recovery_body_budget_bytes`); everything else in `record` is filled.
+    /// `WalOptions::recovery_body_budget_bytes`, or chained: a chained body is never loaded by
+    /// recovery); everything else in `record` is filled.
     pub record: OwnedEnqueue,
     pub body_loaded: bool,
     /// Length of the body on disk, loaded or not.

@@ -12,6 +12,13 @@
 //! `batch_lsn` is what lets recovery tell a torn last write (bad record, and only records of the
 //! same batch after it) from corruption (a bad record followed by a record of a later batch, which
 //! could only have been written after the bad record's batch was made durable).
+//!
+//! A body larger than one part (`WalOptions::part_body_bytes`) is written as a chain: `Part`
+//! records carrying the body in order (each with a 32-byte part header: queue, message, chain,
+//! index), then one `EnqueueChained` record (a 32-byte chain header: chain, part count, body
+//! bytes; then the rkyv enqueue with an empty body). The chain id is the LSN of its first part.
+//! Parts are individually crc-checked like every record; the terminal record is what makes the
+//! enqueue exist, so a chain cut short by a crash is only unreferenced parts.
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -34,6 +41,10 @@ pub enum RecordKind {
     Topology,
     /// Internal: "this segment ends here, the log continues in the next segment".
     Seal,
+    /// One piece of the body of a chained enqueue.
+    Part,
+    /// The enqueue whose body is in the `Part` records of its chain, all earlier in the log.
+    EnqueueChained,
 }
 
 impl RecordKind {
@@ -43,6 +54,8 @@ impl RecordKind {
             RecordKind::Settle => 2,
             RecordKind::Topology => 3,
             RecordKind::Seal => 4,
+            RecordKind::Part => 5,
+            RecordKind::EnqueueChained => 6,
         }
     }
 
@@ -52,6 +65,8 @@ impl RecordKind {
             2 => Some(RecordKind::Settle),
             3 => Some(RecordKind::Topology),
             4 => Some(RecordKind::Seal),
+            5 => Some(RecordKind::Part),
+            6 => Some(RecordKind::EnqueueChained),
             _ => None,
         }
     }
@@ -150,23 +165,114 @@ pub fn serialize_settle(r: &SettleRecord, out: &mut AlignedVec) -> Result<(), Wa
     Ok(())
 }
 
-/// Appends header + payload + zero padding to `out`. `out.len()` must be 16-byte aligned
-/// relative to the block the bytes will be written at (the caller keeps that invariant).
-pub fn encode_into(out: &mut Vec<u8>, kind: RecordKind, lsn: Lsn, batch_lsn: Lsn, payload: &[u8]) {
+/// Appends header + payload (the concatenation of `pieces`) + zero padding to `out`.
+/// `out.len()` must be 16-byte aligned relative to the block the bytes will be written at (the
+/// caller keeps that invariant).
+pub fn encode_into(
+    out: &mut Vec<u8>,
+    kind: RecordKind,
+    lsn: Lsn,
+    batch_lsn: Lsn,
+    pieces: &[&[u8]],
+) {
     debug_assert!(out.len().is_multiple_of(RECORD_ALIGN_BYTES));
     let start = out.len();
-    let payload_bytes = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    debug_assert!(payload_bytes as usize == payload.len());
+    let payload_len: usize = pieces.iter().map(|p| p.len()).sum();
+    let payload_bytes = u32::try_from(payload_len).unwrap_or(u32::MAX);
+    debug_assert!(payload_bytes as usize == payload_len);
     let mut header = [0u8; RECORD_HEADER_BYTES];
     header[0..4].copy_from_slice(&payload_bytes.to_le_bytes());
     header[8..16].copy_from_slice(&lsn.to_le_bytes());
     header[16..24].copy_from_slice(&batch_lsn.to_le_bytes());
     header[24] = kind.to_byte();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), payload);
+    let crc = pieces.iter().fold(crc32c::crc32c(&header[8..]), |crc, p| {
+        crc32c::crc32c_append(crc, p)
+    });
     header[4..8].copy_from_slice(&crc.to_le_bytes());
+    out.reserve(record_bytes_for(payload_len));
     out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
-    out.resize(start + record_bytes_for(payload.len()), 0);
+    for p in pieces {
+        out.extend_from_slice(p);
+    }
+    out.resize(start + record_bytes_for(payload_len), 0);
+}
+
+/// Bytes before the body in a `Part` payload, and before the rkyv enqueue in an
+/// `EnqueueChained` payload (16-byte multiples, so the archive stays aligned).
+pub const PART_HEADER_BYTES: usize = 32;
+pub const CHAIN_HEADER_BYTES: usize = 32;
+
+const _: () = assert!(CHAIN_HEADER_BYTES.is_multiple_of(RECORD_ALIGN_BYTES));
+
+/// Identifies one part of a chained body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartHeader {
+    pub queue: u64,
+    pub message: u64,
+    /// LSN of the chain's first part.
+    pub chain: Lsn,
+    pub index: u32,
+}
+
+impl PartHeader {
+    pub fn encode(&self) -> [u8; PART_HEADER_BYTES] {
+        let mut b = [0u8; PART_HEADER_BYTES];
+        b[0..8].copy_from_slice(&self.queue.to_le_bytes());
+        b[8..16].copy_from_slice(&self.message.to_le_bytes());
+        b[16..24].copy_from_slice(&self.chain.to_le_bytes());
+        b[24..28].copy_from_slice(&self.index.to_le_bytes());
+        b
+    }
+
+    /// The header and the body bytes of a `Part` payload; None if it is malformed.
+    pub fn decode(payload: &[u8]) -> Option<(PartHeader, &[u8])> {
+        let b = payload.get(..PART_HEADER_BYTES)?;
+        if b[28..].iter().any(|x| *x != 0) {
+            return None;
+        }
+        let header = PartHeader {
+            queue: u64::from_le_bytes(word8(b, 0)),
+            message: u64::from_le_bytes(word8(b, 8)),
+            chain: u64::from_le_bytes(word8(b, 16)),
+            index: u32::from_le_bytes(word4(b, 24)),
+        };
+        Some((header, &payload[PART_HEADER_BYTES..]))
+    }
+}
+
+/// What an `EnqueueChained` record says about its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHeader {
+    pub chain: Lsn,
+    pub parts: u32,
+    pub body_bytes: u64,
+}
+
+impl ChainHeader {
+    pub fn encode(&self) -> [u8; CHAIN_HEADER_BYTES] {
+        let mut b = [0u8; CHAIN_HEADER_BYTES];
+        b[0..8].copy_from_slice(&self.chain.to_le_bytes());
+        b[8..12].copy_from_slice(&self.parts.to_le_bytes());
+        b[16..24].copy_from_slice(&self.body_bytes.to_le_bytes());
+        b
+    }
+
+    /// The header and the rkyv enqueue of an `EnqueueChained` payload; None if malformed.
+    pub fn decode(payload: &[u8]) -> Option<(ChainHeader, &[u8])> {
+        let b = payload.get(..CHAIN_HEADER_BYTES)?;
+        if b[12..16].iter().chain(&b[24..32]).any(|x| *x != 0) {
+            return None;
+        }
+        let header = ChainHeader {
+            chain: u64::from_le_bytes(word8(b, 0)),
+            parts: u32::from_le_bytes(word4(b, 8)),
+            body_bytes: u64::from_le_bytes(word8(b, 16)),
+        };
+        if header.parts == 0 {
+            return None;
+        }
+        Some((header, &payload[CHAIN_HEADER_BYTES..]))
+    }
 }
 
 /// Validates the record starting at `buf[0]` (header and crc) and returns its header and payload.

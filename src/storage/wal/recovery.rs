@@ -8,15 +8,24 @@
 //! Consequence to know: a bit flip inside the very last batch, after it was made durable, is
 //! indistinguishable from a torn write and is truncated (the flipped record and its batch
 //! siblings after it are lost).
+//!
+//! Chained enqueues: parts are gathered per chain as they are met (a chain may span segments);
+//! its terminal makes the enqueue live, with its body left on disk (read by `Wal::read_live`).
+//! Parts never terminated (a chain cut by a crash, or given up) are ignored and pin nothing. A
+//! terminal whose parts are not all there is tolerated only if a later record settles or
+//! replaces it (its parts' segments may have been reclaimed first); one still live at the end
+//! is corruption.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use glommio::io::DmaFile;
 
-use super::live::Liveness;
-use super::record::{self, BadRecord, RecordHeader, RecordKind, RECORD_ALIGN_BYTES};
+use super::live::{Liveness, MessageKey};
+use super::record::{
+    self, BadRecord, ChainHeader, PartHeader, RecordHeader, RecordKind, RECORD_ALIGN_BYTES,
+};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use super::{
     Lsn, RecordPos, Recovered, RecoveredEnqueue, RecoveredTopology, WalError, WalOptions,
@@ -122,6 +131,16 @@ struct Replay<'a> {
     /// Bytes of the bodies held in `enqueues`: kept within `recovery_body_budget_bytes` at
     /// every step of the replay, not only at its end.
     bodies_bytes: u64,
+    /// Chains whose terminal has not been met yet, by chain id (LSN of the first part).
+    chains: HashMap<Lsn, ChainParts>,
+    /// Live terminals whose parts are missing, by LSN: where they are, for the error.
+    incomplete: BTreeMap<Lsn, (PathBuf, u64)>,
+}
+
+struct ChainParts {
+    key: MessageKey,
+    parts: Vec<RecordPos>,
+    body_bytes: u64,
 }
 
 pub async fn recover(opts: &WalOptions) -> Result<RecoveredLog, WalError> {
@@ -142,6 +161,8 @@ pub async fn recover(opts: &WalOptions) -> Result<RecoveredLog, WalError> {
         },
         enqueues: BTreeMap::new(),
         bodies_bytes: 0,
+        chains: HashMap::new(),
+        incomplete: BTreeMap::new(),
     };
     for (i, &id) in ids.iter().enumerate() {
         let path = segment::segment_path(&opts.dir, opts.shard, id);
@@ -194,6 +215,12 @@ pub async fn recover(opts: &WalOptions) -> Result<RecoveredLog, WalError> {
                 break;
             }
         }
+    }
+    for (_, chain) in r.chains.drain() {
+        r.out.live.drop_parts(&chain.parts);
+    }
+    if let Some((_, (path, offset))) = r.incomplete.pop_first() {
+        return Err(corrupt(&path, offset, "chained enqueue is missing parts"));
     }
     let mut out = r.out;
     out.bodies_left_on_disk = r.enqueues.values().filter(|e| !e.body_loaded).count() as u64;
@@ -284,13 +311,122 @@ impl Replay<'_> {
                     payload: bytes::Bytes::copy_from_slice(payload),
                 });
             }
+            RecordKind::Part => {
+                let pos = RecordPos {
+                    segment,
+                    offset,
+                    len: h.record_bytes() as u32,
+                };
+                let Some((part, body)) = PartHeader::decode(payload) else {
+                    return Err(corrupt(&path(), offset, "undecodable part payload"));
+                };
+                self.gather_part(h.lsn, pos, part, body.len() as u64);
+            }
+            RecordKind::EnqueueChained => {
+                let pos = RecordPos {
+                    segment,
+                    offset,
+                    len: h.record_bytes() as u32,
+                };
+                let decoded = ChainHeader::decode(payload)
+                    .and_then(|(chain, meta)| Some((chain, record::access_enqueue(meta).ok()?)));
+                let Some((chain, a)) = decoded else {
+                    return Err(corrupt(
+                        &path(),
+                        offset,
+                        "undecodable chained enqueue payload",
+                    ));
+                };
+                let owned = record::to_owned_enqueue_without_body(a);
+                self.end_chain(h.lsn, pos, chain, owned, path());
+            }
             RecordKind::Seal => {}
         }
         Ok(())
     }
 
+    /// Adds a part to its chain (a first part starts one); a part out of order breaks its
+    /// chain, whose terminal then finds it incomplete. A part of an unknown chain (its first
+    /// parts reclaimed with their dead chain) is ignored.
+    fn gather_part(&mut self, lsn: Lsn, pos: RecordPos, part: PartHeader, body_bytes: u64) {
+        let key = (part.queue, part.message);
+        if part.index == 0 {
+            if part.chain != 0 {
+                return;
+            }
+            self.out.live.on_part(pos);
+            let parts = vec![pos];
+            self.chains.insert(
+                lsn,
+                ChainParts {
+                    key,
+                    parts,
+                    body_bytes,
+                },
+            );
+            return;
+        }
+        let Some(chain) = self.chains.get_mut(&part.chain) else {
+            return;
+        };
+        if chain.key == key && chain.parts.len() == part.index as usize {
+            chain.parts.push(pos);
+            chain.body_bytes += body_bytes;
+            self.out.live.on_part(pos);
+        } else if let Some(broken) = self.chains.remove(&part.chain) {
+            self.out.live.drop_parts(&broken.parts);
+        }
+    }
+
+    /// A chain's terminal: the enqueue is live, its body left on disk.
+    fn end_chain(
+        &mut self,
+        lsn: Lsn,
+        pos: RecordPos,
+        header: ChainHeader,
+        owned: record::OwnedEnqueue,
+        path: PathBuf,
+    ) {
+        let key = (owned.queue, owned.message);
+        let chain = self.chains.remove(&header.chain);
+        let complete = chain.as_ref().is_some_and(|c| {
+            c.key == key
+                && c.parts.len() == header.parts as usize
+                && c.body_bytes == header.body_bytes
+        });
+        let replaced = match chain {
+            Some(chain) if complete => {
+                let parts: std::rc::Rc<[RecordPos]> = chain.parts.into();
+                self.out.live.on_enqueue_chained(pos, key, lsn, parts)
+            }
+            other => {
+                if let Some(chain) = other {
+                    self.out.live.drop_parts(&chain.parts);
+                }
+                self.incomplete.insert(lsn, (path, pos.offset));
+                self.out.live.on_enqueue(pos, key, lsn)
+            }
+        };
+        if let Some(old) = replaced {
+            self.forget(old);
+        }
+        if complete {
+            self.enqueues.insert(
+                lsn,
+                RecoveredEnqueue {
+                    lsn,
+                    pos,
+                    record: owned,
+                    body_loaded: false,
+                    body_bytes: header.body_bytes,
+                },
+            );
+        }
+    }
+
     /// Drops an enqueue settled or superseded later in the log, returning its body's budget.
     fn forget(&mut self, lsn: Lsn) {
+        self.incomplete.remove(&lsn);
         if let Some(e) = self.enqueues.remove(&lsn) {
             if e.body_loaded {
                 self.bodies_bytes = self.bodies_bytes.saturating_sub(e.body_bytes);

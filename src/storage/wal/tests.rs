@@ -95,7 +95,7 @@ fn encode_decode_round_trip() {
     };
     record::serialize_enqueue(&r, &mut scratch).expect("serialize");
     let mut out: Vec<u8> = Vec::new();
-    record::encode_into(&mut out, RecordKind::Enqueue, 5, 4, &scratch);
+    record::encode_into(&mut out, RecordKind::Enqueue, 5, 4, &[&scratch]);
     assert_eq!(out.len() % 16, 0);
     let mut aligned = rkyv::util::AlignedVec::<16>::new();
     aligned.extend_from_slice(&out);
@@ -128,7 +128,7 @@ fn crc_detects_every_single_bit_flip() {
         RecordKind::Topology,
         77,
         70,
-        b"some topology payload!",
+        &[b"some topology", b" payload!"],
     );
     let len = record::RECORD_HEADER_BYTES + 22;
     assert!(record::decode(&out, 4096).is_ok());
@@ -791,5 +791,300 @@ fn copy_forward_leaves_a_dense_backlog_alone() {
         assert!(backlog
             .iter()
             .all(|e| e.record.body.as_ref() == body(e.record.message).as_slice()));
+    });
+}
+
+// ---- chained (multi-part) enqueues --------------------------------------------------------
+
+fn large_body(seed: u64, bytes: usize) -> Vec<u8> {
+    (0..bytes as u64)
+        .map(|j| (j.wrapping_mul(2654435761) >> 7 ^ seed) as u8)
+        .collect()
+}
+
+fn append_large(wal: &Wal, queue: u64, message: u64, bytes: usize) -> Lsn {
+    let r = EnqueueRecord {
+        queue,
+        message,
+        exchange: "amq.direct",
+        routing_key: "big",
+        properties: &[4, 5, 6],
+        body: &[],
+    };
+    let body: std::rc::Rc<dyn EnqueueBody> = std::rc::Rc::new(large_body(message, bytes));
+    wal.append_enqueue_body(&r, body).expect("append chained")
+}
+
+/// Zeroes the log from `at` on and removes every later segment: a crash while the batch
+/// holding `at` was being written.
+fn cut_log_at(dir: &Path, at: RecordPos) {
+    let path = seg_path(dir, at.segment);
+    let mut data = std::fs::read(&path).expect("read");
+    data[at.offset as usize..].fill(0);
+    std::fs::write(&path, data).expect("write");
+    for id in segment::list_segments(dir, 0).expect("list") {
+        if id > at.segment {
+            std::fs::remove_file(seg_path(dir, id)).expect("remove");
+        }
+    }
+}
+
+const LARGE_BODY_BYTES: usize = 100_000;
+
+#[test]
+fn part_and_chain_headers_round_trip_and_reject_garbage() {
+    let part = record::PartHeader {
+        queue: 3,
+        message: 9,
+        chain: 77,
+        index: 5,
+    };
+    let mut payload = part.encode().to_vec();
+    payload.extend_from_slice(b"body bytes");
+    let (decoded, body) = record::PartHeader::decode(&payload).expect("part");
+    assert_eq!((decoded, body), (part, &b"body bytes"[..]));
+    payload[30] = 1;
+    assert!(
+        record::PartHeader::decode(&payload).is_none(),
+        "reserved bytes"
+    );
+    assert!(
+        record::PartHeader::decode(&payload[..10]).is_none(),
+        "short"
+    );
+    let chain = record::ChainHeader {
+        chain: 77,
+        parts: 6,
+        body_bytes: 1 << 27,
+    };
+    let mut payload = chain.encode().to_vec();
+    payload.extend_from_slice(b"rkyv");
+    let (decoded, meta) = record::ChainHeader::decode(&payload).expect("chain");
+    assert_eq!((decoded, meta), (chain, &b"rkyv"[..]));
+    let none = record::ChainHeader { parts: 0, ..chain };
+    assert!(
+        record::ChainHeader::decode(&none.encode()).is_none(),
+        "no parts"
+    );
+}
+
+#[test]
+fn chained_enqueue_spans_segments_is_confirmed_whole_and_reads_back() {
+    let dir = TempDir::new("chain");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        let (small, _) = enqueue(&wal, 1, 0);
+        let barrier = append_large(&wal, 2, 7, LARGE_BODY_BYTES);
+        assert!(barrier > small);
+        assert!(wal.congested(), "a chain being fed holds the batch's room");
+        let (after, _) = enqueue(&wal, 1, 1);
+        wal.wait_durable(barrier).await.expect("durable");
+        assert!(!wal.congested());
+        let parts = wal.parts_of(2, 7).expect("chain is live once durable");
+        assert!(parts.len() > 10, "{} parts", parts.len());
+        let segments: std::collections::BTreeSet<u64> = parts.iter().map(|p| p.segment).collect();
+        assert!(segments.len() > 1, "the chain spans segments");
+        wal.wait_durable(after).await.expect("durable");
+        let read = wal.read_live(2, 7).await.expect("read chained");
+        assert_eq!(
+            read.body.as_ref(),
+            large_body(7, LARGE_BODY_BYTES).as_slice()
+        );
+        assert_eq!(
+            (read.routing_key.as_str(), read.properties.as_ref()),
+            ("big", &[4u8, 5, 6][..])
+        );
+        // A body within one part is one ordinary record.
+        let r = EnqueueRecord {
+            queue: 1,
+            message: 2,
+            exchange: "amq.direct",
+            routing_key: "rk",
+            properties: &[1, 2, 3],
+            body: &[],
+        };
+        let lsn = wal
+            .append_enqueue_body(&r, std::rc::Rc::new(body(2)))
+            .expect("small");
+        wal.wait_durable(lsn).await.expect("durable");
+        assert!(wal.parts_of(1, 2).is_none());
+        wal.close().await.expect("close");
+
+        let (wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen");
+        let keys: Vec<(u64, u64, bool)> = rec
+            .enqueues
+            .iter()
+            .map(|e| (e.record.queue, e.record.message, e.body_loaded))
+            .collect();
+        assert_eq!(
+            keys,
+            // In log order of the enqueue records: the chain's terminal came after (1, 1).
+            vec![(1, 0, true), (1, 1, true), (2, 7, false), (1, 2, true)]
+        );
+        assert_eq!(rec.enqueues[2].body_bytes, LARGE_BODY_BYTES as u64);
+        let read = wal.read_live(2, 7).await.expect("read after reopen");
+        assert_eq!(
+            read.body.as_ref(),
+            large_body(7, LARGE_BODY_BYTES).as_slice()
+        );
+        // Settled: its segments go.
+        let lsn = wal
+            .append_settle(&SettleRecord {
+                queue: 2,
+                messages: &[7],
+            })
+            .expect("settle");
+        wal.wait_durable(lsn).await.expect("durable");
+        wal.close().await.expect("close");
+        let (_wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen 2");
+        assert!(rec.enqueues.iter().all(|e| e.record.queue == 1));
+    });
+}
+
+#[test]
+fn torn_multi_part_tail_is_ignored_and_appends_continue() {
+    let dir = TempDir::new("chaintorn");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        write_separate_batches(&wal, 0, 3).await;
+        let barrier = append_large(&wal, 2, 7, LARGE_BODY_BYTES);
+        wal.wait_durable(barrier).await.expect("durable");
+        let parts = wal.parts_of(2, 7).expect("parts");
+        wal.close().await.expect("close");
+        // The crash hit while part 5 was being written: later parts and the terminal are gone.
+        cut_log_at(&d, parts[5]);
+        let (wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen");
+        check_recovered(&rec, &[0, 1, 2]);
+        let barrier = append_large(&wal, 2, 8, LARGE_BODY_BYTES);
+        wal.wait_durable(barrier).await.expect("durable");
+        wal.close().await.expect("close");
+        let (wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen 2");
+        let keys: Vec<u64> = rec.enqueues.iter().map(|e| e.record.message).collect();
+        assert_eq!(keys, vec![0, 1, 2, 8]);
+        let read = wal.read_live(2, 8).await.expect("read");
+        assert_eq!(
+            read.body.as_ref(),
+            large_body(8, LARGE_BODY_BYTES).as_slice()
+        );
+        wal.close().await.expect("close");
+    });
+}
+
+#[test]
+fn corruption_in_a_middle_part_is_reported() {
+    let dir = TempDir::new("chaincorrupt");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        let barrier = append_large(&wal, 2, 7, LARGE_BODY_BYTES);
+        wal.wait_durable(barrier).await.expect("durable");
+        let parts = wal.parts_of(2, 7).expect("parts");
+        write_separate_batches(&wal, 0, 3).await;
+        wal.close().await.expect("close");
+        let middle = parts[parts.len() / 2];
+        flip_byte(&seg_path(&d, middle.segment), middle.offset + 100);
+        match Wal::open(opts(&d, 64 * 1024))
+            .await
+            .err()
+            .expect("must refuse")
+        {
+            WalError::Corrupt { file, offset, .. } => {
+                assert_eq!(file, seg_path(&d, middle.segment));
+                assert_eq!(offset, middle.offset);
+            }
+            other => panic!("expected Corrupt, got {other}"),
+        }
+    });
+}
+
+#[test]
+fn chained_enqueue_missing_a_part_is_corruption_unless_settled() {
+    let dir = TempDir::new("chainmissing");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        let barrier = append_large(&wal, 2, 7, LARGE_BODY_BYTES);
+        wal.wait_durable(barrier).await.expect("durable");
+        let parts = wal.parts_of(2, 7).expect("parts");
+        wal.close().await.expect("close");
+        let first = parts[0].segment;
+        assert!(parts.last().expect("parts").segment > first);
+        std::fs::remove_file(seg_path(&d, first)).expect("remove the first part's segment");
+        match Wal::open(opts(&d, 64 * 1024))
+            .await
+            .err()
+            .expect("must refuse")
+        {
+            WalError::Corrupt { reason, .. } => {
+                assert_eq!(reason, "chained enqueue is missing parts")
+            }
+            other => panic!("expected Corrupt, got {other}"),
+        }
+    });
+}
+
+#[test]
+fn settle_while_a_chain_is_fed_gives_it_up() {
+    let dir = TempDir::new("chaincancel");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 64 * 1024)).await.expect("open");
+        let barrier = append_large(&wal, 2, 7, LARGE_BODY_BYTES);
+        let settle = wal
+            .append_settle(&SettleRecord {
+                queue: 2,
+                messages: &[7],
+            })
+            .expect("settle");
+        assert!(!wal.congested(), "nothing left to feed");
+        wal.wait_durable(settle.max(barrier))
+            .await
+            .expect("durable");
+        assert!(wal.parts_of(2, 7).is_none());
+        assert_not_readable(wal.read_live(2, 7).await);
+        let (lsn, _) = enqueue(&wal, 1, 0);
+        wal.wait_durable(lsn).await.expect("durable");
+        wal.close().await.expect("close");
+        let (_wal, rec) = Wal::open(opts(&d, 64 * 1024)).await.expect("reopen");
+        check_recovered(&rec, &[0]);
+    });
+}
+
+#[test]
+fn copy_forward_moves_a_chained_straggler_whole() {
+    let dir = TempDir::new("chaincompact");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("open");
+        let barrier = append_large(&wal, 2, 7, 30_000);
+        wal.wait_durable(barrier).await.expect("durable");
+        let before = wal.parts_of(2, 7).expect("parts");
+        let bound = WAL_COMPACT_AGE_SEGMENTS_MIN + 3 + 30_000 / SMALL_SEGMENT_BYTES + 1;
+        let last = straggler_churn(&wal, 50, |_| {}).await;
+        let live = wal.stats().segments_live;
+        assert!(live <= bound, "{live} segments live: {:?}", wal.stats());
+        let after = wal.parts_of(2, 7).expect("parts");
+        assert_ne!(before[0], after[0], "the chain was copied forward");
+        assert_eq!(wal.stats().compaction_failures, 0);
+        let read = wal.read_live(2, 7).await.expect("read");
+        assert_eq!(read.body.as_ref(), large_body(7, 30_000).as_slice());
+        wal.close().await.expect("close");
+        let (wal, rec) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("reopen");
+        let keys: Vec<(u64, u64)> = rec
+            .enqueues
+            .iter()
+            .map(|e| (e.record.queue, e.record.message))
+            .collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(keys.contains(&(2, 7)) && keys.contains(&(1, 0)) && keys.contains(&(1, last)));
+        let read = wal.read_live(2, 7).await.expect("read after reopen");
+        assert_eq!(read.body.as_ref(), large_body(7, 30_000).as_slice());
+        wal.close().await.expect("close");
     });
 }

@@ -6,13 +6,16 @@
 //! takes whatever accumulated meanwhile. A lone record at low load is flushed at once; under
 //! load the batch grows by itself up to `write_buffer_bytes`.
 //!
+//! Chained (multi-part) enqueues: see `chain`.
+//!
 //! Compaction / copy-forward: see `compact`. Topology records would need a snapshot record kind
 //! from their owner before they can be dropped: today they pin their segment.
 
+mod chain;
 mod compact;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -20,6 +23,8 @@ use std::time::Instant;
 
 use glommio::io::DmaFile;
 use rkyv::util::AlignedVec;
+
+pub use chain::EnqueueBody;
 
 use super::live::Liveness;
 use super::record::{
@@ -91,6 +96,10 @@ struct Inner {
     /// Set by every successful flush: the compactor looks for segments to copy forward.
     compact_requested: bool,
     compactor_waker: Option<Waker>,
+    /// Chained enqueues not fully appended yet, oldest first; only the front one is fed.
+    streams: VecDeque<chain::Stream>,
+    /// Chained enqueues fully appended, not yet durable: (barrier, LSN of the terminal record).
+    finishing: VecDeque<(Lsn, Lsn)>,
     /// Test hook: simulates a crash between a copy-forward and the deletion it allows.
     #[cfg(test)]
     reclaim_paused: bool,
@@ -163,6 +172,8 @@ impl Wal {
             scratch: AlignedVec::new(),
             compact_requested: true,
             compactor_waker: None,
+            streams: VecDeque::new(),
+            finishing: VecDeque::new(),
             #[cfg(test)]
             reclaim_paused: false,
         };
@@ -209,6 +220,7 @@ impl Wal {
         let (lsn, pos) = result?;
         for &m in r.messages {
             g.live.on_settle(pos.segment, (r.queue, m));
+            g.cancel_stream((r.queue, m));
         }
         Ok(lsn)
     }
@@ -225,7 +237,7 @@ impl Wal {
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
         let fail_seq = {
             let mut g = self.inner.borrow_mut();
-            if g.durable_lsn >= lsn {
+            if g.reported_durable_lsn() >= lsn {
                 return Ok(());
             }
             if g.failed.is_some() {
@@ -236,7 +248,7 @@ impl Wal {
         };
         poll_fn(|cx| {
             let mut g = self.inner.borrow_mut();
-            if g.durable_lsn >= lsn {
+            if g.reported_durable_lsn() >= lsn {
                 return Poll::Ready(Ok(()));
             }
             if g.fail_seq != fail_seq && g.failed_through >= lsn {
@@ -267,10 +279,17 @@ impl Wal {
     /// at most `WAL_READ_LIVE_ATTEMPTS_MAX` times.
     pub async fn read_live(&self, queue: u64, message: u64) -> Result<OwnedEnqueue, WalError> {
         for _ in 0..WAL_READ_LIVE_ATTEMPTS_MAX {
-            let (live, durable_lsn) = {
+            let (live, parts, durable_lsn, streaming) = {
                 let g = self.inner.borrow();
-                (g.live.get((queue, message)), g.durable_lsn)
+                let key = (queue, message);
+                let streaming = g.stream_barrier(key);
+                (g.live.get(key), g.live.parts(key), g.durable_lsn, streaming)
             };
+            if let Some(barrier) = streaming {
+                // Its newest copy is a chain still being appended: read that one.
+                self.wait_durable(barrier).await?;
+                continue;
+            }
             let Some(live) = live else {
                 return Err(WalError::NotReadable {
                     pos: RecordPos::UNKNOWN,
@@ -281,7 +300,10 @@ impl Wal {
                 self.wait_durable(live.lsn).await?;
                 continue;
             }
-            let read = self.read_enqueue(live.pos).await?;
+            let read = match parts {
+                None => self.read_enqueue(live.pos).await?,
+                Some(parts) => self.read_chained(live, &parts).await?,
+            };
             if (read.queue, read.message) != (queue, message) {
                 return Err(WalError::Corrupt {
                     file: self.segment_path(live.pos.segment),
@@ -305,6 +327,25 @@ impl Wal {
     /// Reads a durable enqueue back by position. Positions change when copy-forward moves a
     /// record: callers that keep messages out of memory should prefer `read_live`.
     pub async fn read_enqueue(&self, at: RecordPos) -> Result<OwnedEnqueue, WalError> {
+        let (header, payload, path) = self.read_record(at).await?;
+        let corrupt = |reason| WalError::Corrupt {
+            file: path.clone(),
+            offset: at.offset,
+            reason,
+        };
+        if header.kind != RecordKind::Enqueue {
+            return Err(corrupt("not an enqueue record"));
+        }
+        let archived = record::access_enqueue(&payload[..])?;
+        Ok(record::to_owned_enqueue(archived))
+    }
+
+    /// Reads and checks one durable record: its header, the bytes read (the payload is at
+    /// `RECORD_HEADER_BYTES..`, 16-byte aligned in memory), and its file.
+    async fn read_record(
+        &self,
+        at: RecordPos,
+    ) -> Result<(record::RecordHeader, RecordBytes, std::path::PathBuf), WalError> {
         let (file, path, payload_bytes_max) = {
             let g = self.inner.borrow();
             let not = |reason| WalError::NotReadable { pos: at, reason };
@@ -323,18 +364,28 @@ impl Wal {
             .read_at(at.offset, at.len as usize)
             .await
             .map_err(|e| WalError::glommio("read record", &path, e))?;
-        let corrupt = |reason| WalError::Corrupt {
-            file: path.clone(),
-            offset: at.offset,
-            reason,
-        };
         let (header, payload) =
-            record::decode(&read, payload_bytes_max).map_err(|bad| corrupt(bad.reason()))?;
-        if header.kind != RecordKind::Enqueue {
-            return Err(corrupt("not an enqueue record"));
-        }
-        let archived = record::access_enqueue(payload)?;
-        Ok(record::to_owned_enqueue(archived))
+            record::decode(&read, payload_bytes_max).map_err(|bad| WalError::Corrupt {
+                file: path.clone(),
+                offset: at.offset,
+                reason: bad.reason(),
+            })?;
+        let payload_bytes = payload.len();
+        Ok((
+            header,
+            RecordBytes {
+                read,
+                payload_bytes,
+            },
+            path,
+        ))
+    }
+
+    /// Test hook: where the parts of a live chained enqueue are.
+    #[cfg(test)]
+    pub(super) fn parts_of(&self, queue: u64, message: u64) -> Option<Vec<RecordPos>> {
+        let parts = self.inner.borrow().live.parts((queue, message));
+        parts.map(|p| p.to_vec())
     }
 
     /// Test hook: while paused, segments freed by a flush stay on disk (as after a crash right
@@ -351,9 +402,11 @@ impl Wal {
     }
 
     /// The batch is over its soft bound: writers that can wait for a flush should.
+    /// A chained enqueue being appended counts as congestion: it holds the log's spare room
+    /// until its last part is in, and each shard takes one large body at a time that way.
     pub fn congested(&self) -> bool {
         let g = self.inner.borrow();
-        g.pending.bytes > g.opts.batch_soft_bytes
+        g.pending.bytes > g.opts.batch_soft_bytes || !g.streams.is_empty()
     }
 
     pub fn stats(&self) -> WalStats {
@@ -361,7 +414,7 @@ impl Wal {
         WalStats {
             segments_live: (g.files.len() + g.new_segments.len()) as u64,
             last_appended_lsn: g.next_lsn - 1,
-            durable_lsn: g.durable_lsn,
+            durable_lsn: g.reported_durable_lsn(),
             ..g.stats
         }
     }
@@ -407,16 +460,26 @@ impl Inner {
     /// Places one record in the pending batch: assigns LSN and position, rolls the segment
     /// (with a seal record) when the record and a later seal would not fit.
     fn append(&mut self, kind: RecordKind, payload: &[u8]) -> Result<(Lsn, RecordPos), WalError> {
+        self.append_pieces(kind, &[payload])
+    }
+
+    /// `append` of a payload given in pieces (a part header and a slice of a body).
+    fn append_pieces(
+        &mut self,
+        kind: RecordKind,
+        pieces: &[&[u8]],
+    ) -> Result<(Lsn, RecordPos), WalError> {
         if self.closed {
             return Err(WalError::Closed);
         }
-        if payload.len() > self.payload_bytes_max {
+        let payload_len: usize = pieces.iter().map(|p| p.len()).sum();
+        if payload_len > self.payload_bytes_max {
             return Err(WalError::RecordTooLarge {
-                bytes: payload.len(),
+                bytes: payload_len,
                 max: self.payload_bytes_max,
             });
         }
-        let record_bytes = record::record_bytes_for(payload.len());
+        let record_bytes = record::record_bytes_for(payload_len);
         let roll = self.cur_offset + (record_bytes + SEAL_RECORD_BYTES) as u64
             > self.opts.segment_size_bytes;
         let prefix = if self.has_chunk_for_current() {
@@ -444,7 +507,7 @@ impl Inner {
             offset: self.cur_offset,
             len: record_bytes as u32,
         };
-        let lsn = self.push_record(kind, payload);
+        let lsn = self.push_record(kind, pieces);
         self.stats.records_appended += 1;
         self.wake_flusher();
         Ok((lsn, pos))
@@ -457,7 +520,7 @@ impl Inner {
             .is_some_and(|c| c.segment == self.cur_segment)
     }
 
-    fn push_record(&mut self, kind: RecordKind, payload: &[u8]) -> Lsn {
+    fn push_record(&mut self, kind: RecordKind, payload: &[&[u8]]) -> Lsn {
         if !self.has_chunk_for_current() {
             let file_offset = self.cur_offset - self.cur_offset % WAL_BLOCK_BYTES as u64;
             debug_assert_eq!(self.partial.len() as u64, self.cur_offset - file_offset);
@@ -543,6 +606,12 @@ impl Inner {
                 }
                 self.durable_lsn = job.batch.last_lsn;
                 self.durable_pos = job.batch.end;
+                while let Some(&(_, terminal)) = self.finishing.front() {
+                    if terminal > self.durable_lsn {
+                        break;
+                    }
+                    self.finishing.pop_front();
+                }
                 self.stats.flushes += 1;
                 self.stats.bytes_written += bytes;
                 self.compact_requested = true;
@@ -573,6 +642,7 @@ async fn flusher(inner: Rc<RefCell<Inner>>) {
             if g.closed {
                 return Poll::Ready(None);
             }
+            g.feed_streams();
             if let Some(job) = g.take_job() {
                 return Poll::Ready(Some(job));
             }
@@ -655,5 +725,20 @@ async fn reclaim_segments(inner: &Rc<RefCell<Inner>>, ids: &[u64]) {
             tracing::warn!(error = %e, path = %path.display(), "wal segment delete failed");
             return;
         }
+    }
+}
+
+/// A record as read back: the DMA read and how many payload bytes follow its header.
+struct RecordBytes {
+    read: glommio::io::ReadResult,
+    payload_bytes: usize,
+}
+
+impl std::ops::Deref for RecordBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        let start = record::RECORD_HEADER_BYTES;
+        &self.read[start..start + self.payload_bytes]
     }
 }
