@@ -14,6 +14,7 @@ mod owner;
 mod paging;
 mod queues;
 pub mod runtime;
+pub mod shard_set;
 mod storage;
 pub mod sync;
 
@@ -29,6 +30,7 @@ use crate::session::ConnShared;
 use mesh::Mesh;
 use messages::*;
 use queues::HostedQueue;
+use shard_set::ShardSet;
 use sync::{oneshot, Notify, OneshotSender};
 
 /// Bits of a connection id (and consumer key) below the shard number.
@@ -82,8 +84,8 @@ pub struct PublishOutcome {
     pub remote_confirms: u32,
     /// A queue here refused it: the confirm is a nack.
     pub refused: bool,
-    /// The other shards the message was sent to, a bit per shard.
-    pub remote_shards: u64,
+    /// The other shards the message was sent to.
+    pub remote_shards: ShardSet,
 }
 
 impl Shard {
@@ -282,7 +284,7 @@ impl Shard {
                 routed: false,
                 remote_confirms: 0,
                 refused: false,
-                remote_shards: 0,
+                remote_shards: ShardSet::default(),
             };
         }
         if groups.len() > 1 {
@@ -297,7 +299,7 @@ impl Shard {
             routed: true,
             remote_confirms: 0,
             refused: false,
-            remote_shards: 0,
+            remote_shards: ShardSet::default(),
         };
         for group in groups.chunk_by(|a, b| a.0 == b.0) {
             let Some(&(shard, _)) = group.first() else {
@@ -314,7 +316,7 @@ impl Shard {
                 }
             } else {
                 outcome.remote_confirms += u32::from(confirm.is_some());
-                outcome.remote_shards |= 1 << shard;
+                outcome.remote_shards.insert(shard);
                 // The one allocation of a cross-shard publish: the entry owns its queue list.
                 let entry = PublishEntry {
                     queues: group.iter().map(|&(_, queue)| queue).collect(),
