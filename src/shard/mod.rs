@@ -55,6 +55,9 @@ pub struct Shard {
     route_scratch: RefCell<Vec<QueueId>>,
     route_groups: RefCell<Vec<(ShardId, QueueId)>>,
     route_local: RefCell<Vec<QueueId>>,
+    /// Deliveries turned away by their connection, waiting for `return_refused`.
+    refused_deliveries: RefCell<Vec<DeliverEntry>>,
+    returning_refused: Cell<bool>,
     owner: owner::OwnerState,
     pub storage: storage::ShardStorage,
     /// Queues over their memory budget: page-out, loaders, paged dead letters.
@@ -103,6 +106,8 @@ impl Shard {
             route_scratch: RefCell::new(Vec::new()),
             route_groups: RefCell::new(Vec::new()),
             route_local: RefCell::new(Vec::new()),
+            refused_deliveries: RefCell::new(Vec::new()),
+            returning_refused: Cell::new(false),
             owner: owner::OwnerState::new(),
             storage: storage::ShardStorage::default(),
             pager: paging::Pager::new(u64::MAX),
@@ -354,16 +359,32 @@ impl Shard {
         // The consumer went away while the message was on its way: put it back (a direct
         // reply has no queue to go back to).
         if let Some(entry) = refused.filter(|e| e.queue != direct_reply::DIRECT_REPLY_QUEUE_ID) {
-            let owner = self.owner_of(entry.queue);
-            self.settle(
-                entry.queue,
-                owner,
-                SettleOp::Reject {
-                    ids: vec![entry.message_id],
-                    requeue: true,
-                },
-            );
+            self.refused_deliveries.borrow_mut().push(entry);
+            self.return_refused();
         }
+    }
+
+    /// Returns refused deliveries to their queues, iteratively: a local return dispatches
+    /// again, and that dispatch may be refused again (it used to recurse until the stack
+    /// overflowed). Refusals made while this runs are queued and taken by the same loop. It
+    /// ends: each return removes the refused consumer from its queue, so a queue refuses at
+    /// most what it handed a dead consumer before hearing of it.
+    fn return_refused(&self) {
+        if self.returning_refused.replace(true) {
+            return;
+        }
+        loop {
+            let Some(entry) = self.refused_deliveries.borrow_mut().pop() else {
+                break;
+            };
+            let owner = self.owner_of(entry.queue);
+            let op = SettleOp::Refused {
+                consumer: entry.consumer,
+                id: entry.message_id,
+            };
+            self.settle(entry.queue, owner, op);
+        }
+        self.returning_refused.set(false);
     }
 
     pub(crate) fn route_confirm(&self, confirm: ConfirmRef, ok: bool) {
