@@ -39,10 +39,13 @@ async fn connection_per_shard(broker: &Broker) -> BTreeMap<u32, Connection> {
                 (shard as usize) < SHARDS,
                 "reported shard {shard} out of range"
             );
-            if per_shard.contains_key(&shard) {
-                let _ = step("close extra connection", connection.close(200, "")).await;
-            } else {
-                per_shard.insert(shard, connection);
+            match per_shard.entry(shard) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(connection);
+                }
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    let _ = step("close extra connection", connection.close(200, "")).await;
+                }
             }
         }
     }
