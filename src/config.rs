@@ -1,8 +1,8 @@
 //! One validated configuration, built from command-line flags and an optional TOML file.
 //!
 //! Flags override file values; file keys are named like the flags (`port`, `listen`, `shards`,
-//! `data_dir`, `log_level`, `log_format`). Every value, wherever it came from, goes through the same
-//! validation so a bad value is refused at start with one clear message.
+//! `pin`, `data_dir`, `log_level`, `log_format`). Every value, wherever it came from, goes
+//! through the same validation so a bad value is refused at start with one clear message.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -15,8 +15,8 @@ use crate::limits::{MESSAGE_SIZE_DEFAULT_BYTES, MESSAGE_SIZE_MAX_BYTES, MESSAGE_
 
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;
-/// Hard ceiling on shards whatever the machine; the real limit is also the number of cores,
-/// since each shard's executor is pinned to a core of its own.
+/// Hard ceiling on shards whatever the machine. With `--pin cores` (the default) the limit is
+/// also the number of cores, since each shard's executor is pinned to a core of its own.
 pub const SHARDS_MAX: usize = 256;
 /// A config file larger than this is certainly not a config file.
 pub const CONFIG_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
@@ -44,8 +44,10 @@ pub struct Config {
     pub port: u16,
     /// Never empty, no duplicates.
     pub listen: Vec<IpAddr>,
-    /// In `1..=min(SHARDS_MAX, available cores)`.
+    /// In `1..=min(SHARDS_MAX, available cores)` with [`Pin::Cores`], `1..=SHARDS_MAX` with
+    /// [`Pin::None`].
     pub shards: usize,
+    pub pin: Pin,
     pub data_dir: PathBuf,
     /// One of [`LOG_LEVELS`].
     pub log_level: String,
@@ -68,6 +70,16 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, with the current span's fields (for journald, log shippers).
     Json,
+}
+
+/// How shard executors are placed on cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// Shard i runs pinned to the i-th allowed core: at most one shard per core.
+    Cores,
+    /// Executors float: more shards than cores is allowed (tests, experiments), at the cost of
+    /// shards sharing cores and migrating between them.
+    None,
 }
 
 /// Where a rejected value came from, so the message points at the right place.
@@ -109,12 +121,14 @@ pub enum ConfigError {
     },
     #[error("invalid port {value:?} ({origin}): must be a number in 1..=65535")]
     Port { value: String, origin: Origin },
-    #[error("invalid shards {value:?} ({origin}): must be a number in 1..={max} (max is the number of cores, at most {SHARDS_MAX})")]
+    #[error("invalid shards {value:?} ({origin}): must be a number in 1..={max} (max is the number of cores with --pin cores, {SHARDS_MAX} with --pin none)")]
     Shards {
         value: String,
         origin: Origin,
         max: usize,
     },
+    #[error("invalid pin {value:?} ({origin}): must be cores or none")]
+    Pin { value: String, origin: Origin },
     #[error("invalid listen address {value:?} ({origin}): must be an IPv4 or IPv6 address such as 127.0.0.1 or ::1")]
     Listen { value: String, origin: Origin },
     #[error("invalid listen ({origin}): {count} addresses given, between 1 and {LISTEN_ADDRESSES_MAX} allowed")]
@@ -156,8 +170,8 @@ impl ConfigError {
     about = "An AMQP 0-9-1 message broker, thread-per-core"
 )]
 struct Flags {
-    /// TOML file with any of: port, listen, shards, data_dir, log_level, log_format, spin_us,
-    /// queue_memory_bytes, max_message_bytes. Flags override it.
+    /// TOML file with any of: port, listen, shards, pin, data_dir, log_level, log_format,
+    /// spin_us, queue_memory_bytes, max_message_bytes. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// TCP port to listen on [default: 5672]
@@ -169,6 +183,10 @@ struct Flags {
     /// Number of shards, one executor pinned per core [default: number of cores]
     #[arg(long, value_name = "N")]
     shards: Option<String>,
+    /// cores: one shard per core, pinned; none: executors unpinned, shards may exceed the
+    /// cores (up to 256) [default: cores]
+    #[arg(long, value_name = "cores|none")]
+    pin: Option<String>,
     /// Directory for the write-ahead log and metadata [default: ./data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -196,6 +214,7 @@ struct FileValues {
     port: Option<i64>,
     listen: Option<Vec<String>>,
     shards: Option<i64>,
+    pin: Option<String>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
     log_format: Option<String>,
@@ -259,7 +278,16 @@ fn parse_file(path: &Path, text: &str) -> Result<FileValues, ConfigError> {
 }
 
 fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, ConfigError> {
-    let shards_max = cores.clamp(1, SHARDS_MAX);
+    let pin = match (flags.pin, file.pin) {
+        (Some(v), _) => parse_pin(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_pin(&v, Origin::File)?,
+        (None, None) => Pin::Cores,
+    };
+    let cores = cores.clamp(1, SHARDS_MAX);
+    let shards_max = match pin {
+        Pin::Cores => cores,
+        Pin::None => SHARDS_MAX,
+    };
     let port = match (flags.port, file.port) {
         (Some(v), _) => parse_port(&v, Origin::Flag)?,
         (None, Some(v)) => parse_port(&v.to_string(), Origin::File)?,
@@ -268,7 +296,7 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
     let shards = match (flags.shards, file.shards) {
         (Some(v), _) => parse_shards(&v, Origin::Flag, shards_max)?,
         (None, Some(v)) => parse_shards(&v.to_string(), Origin::File, shards_max)?,
-        (None, None) => shards_max,
+        (None, None) => cores,
     };
     let listen = match (flags.listen.is_empty(), file.listen) {
         (false, _) => parse_listen(&flags.listen, Origin::Flag)?,
@@ -312,6 +340,7 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         port,
         listen,
         shards,
+        pin,
         data_dir,
         log_level,
         log_format,
@@ -357,6 +386,17 @@ fn parse_port(value: &str, origin: Origin) -> Result<u16, ConfigError> {
     match value.trim().parse::<u16>() {
         Ok(port) if port != 0 => Ok(port),
         _ => Err(ConfigError::Port {
+            value: value.to_owned(),
+            origin,
+        }),
+    }
+}
+
+fn parse_pin(value: &str, origin: Origin) -> Result<Pin, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "cores" => Ok(Pin::Cores),
+        "none" => Ok(Pin::None),
+        _ => Err(ConfigError::Pin {
             value: value.to_owned(),
             origin,
         }),
@@ -761,5 +801,123 @@ mod max_message_tests {
                 ..
             }
         ));
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+
+    const CORES: usize = 2;
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["ringmq"];
+        all.extend_from_slice(args);
+        Config::load_with_cores(all, CORES)
+    }
+
+    #[test]
+    fn pinned_by_default_and_capped_by_cores() {
+        let config = load(&[]).expect("defaults");
+        assert_eq!(config.pin, Pin::Cores);
+        assert_eq!(config.shards, CORES);
+        let error = load(&["--shards", "3"]).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::Shards { max: CORES, .. }),
+            "{error}"
+        );
+        let error = load(&["--pin", "cores", "--shards", "80"]).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::Shards { max: CORES, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unpinned_shards_may_exceed_cores_up_to_the_hard_max() {
+        let config = load(&["--pin", "none", "--shards", "80"]).expect("80 unpinned");
+        assert_eq!((config.pin, config.shards), (Pin::None, 80));
+        let config = load(&["--pin", "NONE"]).expect("default count");
+        assert_eq!((config.pin, config.shards), (Pin::None, CORES));
+        let config = load(&["--pin", "none", "--shards", &SHARDS_MAX.to_string()]).expect("max");
+        assert_eq!(config.shards, SHARDS_MAX);
+        let too_many = (SHARDS_MAX + 1).to_string();
+        let error = load(&["--pin", "none", "--shards", &too_many]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Shards {
+                    max: SHARDS_MAX,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(matches!(
+            load(&["--pin", "none", "--shards", "0"]),
+            Err(ConfigError::Shards { .. })
+        ));
+    }
+
+    #[test]
+    fn pin_from_file_and_flag_overrides_it() {
+        let file =
+            parse_file(Path::new("test.toml"), "pin = \"none\"\nshards = 80").expect("parse");
+        let config = resolve(
+            Flags::try_parse_from(["ringmq"]).expect("flags"),
+            file,
+            CORES,
+        )
+        .expect("file values");
+        assert_eq!((config.pin, config.shards), (Pin::None, 80));
+
+        let file =
+            parse_file(Path::new("test.toml"), "pin = \"none\"\nshards = 80").expect("parse");
+        let flags = Flags::try_parse_from(["ringmq", "--pin", "cores"]).expect("flags");
+        let error = resolve(flags, file, CORES).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Shards {
+                    origin: Origin::File,
+                    max: CORES,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_pin_refused() {
+        let error = load(&["--pin", "numa"]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Pin {
+                    origin: Origin::Flag,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("cores or none"), "{error}");
+        let file = parse_file(Path::new("test.toml"), "pin = \"sometimes\"").expect("parse");
+        let error = resolve(
+            Flags::try_parse_from(["ringmq"]).expect("flags"),
+            file,
+            CORES,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Pin {
+                    origin: Origin::File,
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 }

@@ -33,8 +33,15 @@ pub const MESH_OUTBOX_SOFT_MAX_MESSAGES: usize = 16_384;
 pub const MESH_BATCH_MAX_MESSAGES: usize = 1024;
 /// Longest a cross-shard request may take before it is answered with INTERNAL_ERROR.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
-/// io_uring registered-buffer memory per executor; small, because `ulimit -l` is often 8 MiB.
+/// io_uring registered-buffer memory per executor at most; small, because `ulimit -l` is often
+/// 8 MiB. With many shards each gets less (`shard::runtime::executor_io_memory_bytes`).
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 1 << 20;
+/// The least registered-buffer memory an executor is given: glommio's own floor (it rounds
+/// anything smaller up to this).
+pub const EXECUTOR_IO_MEMORY_BYTES_MIN: usize = 64 * 1024;
+/// Rings per glommio executor (main, latency, poll), each registering the executor's io memory
+/// again, and each registration counts against `RLIMIT_MEMLOCK`.
+pub const EXECUTOR_IO_RINGS: usize = 3;
 /// io_uring submission queue depth per ring.
 pub const EXECUTOR_RING_DEPTH: usize = 256;
 /// Connections per shard; more are refused at accept.
@@ -58,6 +65,7 @@ const _: () = assert!(
     WAL_BATCH_SOFT_BYTES + WAL_PART_BODY_BYTES + WAL_RECORD_OVERHEAD_MAX_BYTES
         < WAL_WRITE_BUFFER_BYTES
 );
+const _: () = assert!(EXECUTOR_IO_MEMORY_BYTES_MIN <= EXECUTOR_IO_MEMORY_BYTES);
 const _: () = assert!((WAL_WRITE_BUFFER_BYTES as u64) < WAL_SEGMENT_SIZE_BYTES - 4096);
 const _: () = assert!(MESSAGE_SIZE_MIN_BYTES <= MESSAGE_SIZE_DEFAULT_BYTES);
 const _: () = assert!(MESSAGE_SIZE_DEFAULT_BYTES <= MESSAGE_SIZE_MAX_BYTES);

@@ -479,6 +479,24 @@ impl Queue {
         dropped
     }
 
+    /// A delivery to `consumer` was turned away by its connection: the consumer is gone there
+    /// (consumer keys are never reused), so it goes here too, or the next dispatch would hand it
+    /// the same message again. The message returns only if that consumer still holds it: a late
+    /// refusal of a message already requeued and delivered elsewhere is ignored.
+    pub fn refused(&mut self, consumer: ConsumerKey, id: MessageId) {
+        if self
+            .unacked
+            .get(&id)
+            .is_some_and(|held| held.consumer == Some(consumer))
+        {
+            if let Some(unacked) = self.unacked.remove(&id) {
+                self.release_credit(&unacked);
+                self.requeue(id, unacked);
+            }
+        }
+        self.consumers.remove(consumer);
+    }
+
     /// A channel closed: its consumers go, its unacked messages return to the ready queue in order.
     pub fn channel_closed(&mut self, channel: ChannelRef) {
         self.consumers.remove_channel(channel);

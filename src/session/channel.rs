@@ -14,6 +14,7 @@ use crate::shard::direct_reply::{is_direct_reply, DIRECT_REPLY_QUEUE_ID, REPLY_T
 use crate::shard::messages::{
     ConfirmRef, DeliverEntry, QueueOk, QueueOp, SettleOp, TopologyOk, TopologyOp,
 };
+use crate::shard::shard_set::ShardSet;
 
 /// A basic.publish waiting for its content header and body frames.
 pub struct PendingPublish {
@@ -919,15 +920,15 @@ impl Session {
         ))
     }
 
-    /// Routes one message; answers mandatory returns and publisher confirms. Returns the set of
-    /// other shards the message went to (a bit per shard).
+    /// Routes one message; answers mandatory returns and publisher confirms. Returns the other
+    /// shards the message went to.
     fn route_publish(
         &self,
         channel: u16,
         pending: &PendingPublish,
         message: SharedMessage,
         confirm_seq: Option<u64>,
-    ) -> u64 {
+    ) -> ShardSet {
         let confirm = confirm_seq.map(|seq| ConfirmRef {
             channel: self.channel_ref(channel),
             seq,
@@ -966,14 +967,14 @@ impl Session {
         else {
             return Err(not_transactional());
         };
-        let mut remote_shards = 0u64;
+        let mut remote_shards = ShardSet::default();
         for (pending, message) in &buffer.publishes {
             if is_direct_reply(&pending.exchange, &pending.routing_key) {
                 self.publish_direct_reply(channel, pending.mandatory, message.clone(), None)
                     .await;
                 continue;
             }
-            remote_shards |= self.route_publish(channel, pending, message.clone(), None);
+            remote_shards.union_with(&self.route_publish(channel, pending, message.clone(), None));
         }
         for (taken, how) in buffer.settles {
             self.apply_settle(taken, how);
@@ -981,10 +982,8 @@ impl Session {
         // commit-ok is a promise: everything is applied and durable first. A barrier request
         // travels behind the publishes on each FIFO link; our own log is synced too.
         self.shard.barrier(self.shard.id).await?;
-        for shard in 0..self.shard.shard_count {
-            if shard != self.shard.id && remote_shards & (1 << shard) != 0 {
-                self.shard.barrier(shard).await?;
-            }
+        for shard in remote_shards.iter().filter(|&shard| shard != self.shard.id) {
+            self.shard.barrier(shard).await?;
         }
         Ok(())
     }

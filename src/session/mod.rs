@@ -396,10 +396,15 @@ impl Session {
 
     /// Gives back what a channel holds: its consumers are removed and its unacked messages
     /// requeued in order on every queue it used; auto-delete queues left unused are deleted.
+    ///
+    /// The queues drop the channel's consumers before the channel forgets them: a queue still
+    /// listing a consumer its channel no longer knows hands it every new message, which is
+    /// refused and returned, and this waits on the way (remote queues, auto-delete). What is
+    /// delivered meanwhile is recorded as usual and requeued by its queue with the rest.
     async fn release_channel(&mut self, channel: u16) {
         let queues: HashSet<(u64, usize)> = {
-            let mut channels = self.conn.channels.borrow_mut();
-            let Some(state) = channels.get_mut(&channel) else {
+            let channels = self.conn.channels.borrow();
+            let Some(state) = channels.get(&channel) else {
                 return;
             };
             let mut queues: HashSet<(u64, usize)> =
@@ -411,12 +416,6 @@ impl Session {
                     .filter(|c| c.queue != DIRECT_REPLY_QUEUE_ID)
                     .map(|c| (c.queue, c.owner)),
             );
-            state.unacked.clear();
-            state.consumers.clear();
-            state.consumer_tags.clear();
-            // Unacked at their queues too: the queues requeue them with the rest.
-            state.over_limit.clear();
-            state.confirm = None;
             queues
         };
         let channel_ref = ChannelRef {
@@ -436,6 +435,14 @@ impl Session {
                     .topology(TopologyOp::AutoDeleteQueue { queue })
                     .await;
             }
+        }
+        if let Some(state) = self.conn.channels.borrow_mut().get_mut(&channel) {
+            state.unacked.clear();
+            state.consumers.clear();
+            state.consumer_tags.clear();
+            // Unacked at their queues too: the queues requeued them with the rest.
+            state.over_limit.clear();
+            state.confirm = None;
         }
     }
 

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use super::expiry::{now_ms, TimerKey, TimerKind};
 use super::messages::ConfirmRef;
+use super::shard_set::ShardSet;
 use super::storage::is_persistent;
 use super::{PublishOutcome, Shard};
 #[cfg(test)]
@@ -90,7 +91,7 @@ impl Shard {
             routed: true,
             remote_confirms: 0,
             refused: false,
-            remote_shards: 0,
+            remote_shards: ShardSet::default(),
         };
         if self.delayed.by_deadline.borrow().len() >= DELAYED_MESSAGES_MAX {
             outcome.refused = true;

@@ -71,7 +71,15 @@ pub struct DeliverEntry {
 
 pub enum SettleOp {
     Ack(Vec<MessageId>),
-    Reject { ids: Vec<MessageId>, requeue: bool },
+    Reject {
+        ids: Vec<MessageId>,
+        requeue: bool,
+    },
+    /// A delivery its consumer's connection turned away: that consumer is gone for good.
+    Refused {
+        consumer: ConsumerKey,
+        id: MessageId,
+    },
 }
 
 /// Requests. Topology requests go to shard 0; queue requests go to the queue's owner; `Apply`

@@ -15,6 +15,7 @@ mod owner;
 mod paging;
 mod queues;
 pub mod runtime;
+pub mod shard_set;
 mod storage;
 pub mod sync;
 
@@ -30,6 +31,7 @@ use crate::session::ConnShared;
 use mesh::Mesh;
 use messages::*;
 use queues::HostedQueue;
+use shard_set::ShardSet;
 use sync::{oneshot, Notify, OneshotSender};
 
 /// Bits of a connection id (and consumer key) below the shard number.
@@ -54,6 +56,9 @@ pub struct Shard {
     route_scratch: RefCell<Vec<QueueId>>,
     route_groups: RefCell<Vec<(ShardId, QueueId)>>,
     route_local: RefCell<Vec<QueueId>>,
+    /// Deliveries turned away by their connection, waiting for `return_refused`.
+    refused_deliveries: RefCell<Vec<DeliverEntry>>,
+    returning_refused: Cell<bool>,
     owner: owner::OwnerState,
     pub storage: storage::ShardStorage,
     /// Queues over their memory budget: page-out, loaders, paged dead letters.
@@ -91,8 +96,8 @@ pub struct PublishOutcome {
     pub remote_confirms: u32,
     /// A queue here refused it: the confirm is a nack.
     pub refused: bool,
-    /// The other shards the message was sent to, a bit per shard.
-    pub remote_shards: u64,
+    /// The other shards the message was sent to.
+    pub remote_shards: ShardSet,
 }
 
 impl Shard {
@@ -110,6 +115,8 @@ impl Shard {
             route_scratch: RefCell::new(Vec::new()),
             route_groups: RefCell::new(Vec::new()),
             route_local: RefCell::new(Vec::new()),
+            refused_deliveries: RefCell::new(Vec::new()),
+            returning_refused: Cell::new(false),
             owner: owner::OwnerState::new(),
             storage: storage::ShardStorage::default(),
             pager: paging::Pager::new(u64::MAX),
@@ -304,7 +311,7 @@ impl Shard {
                 routed: false,
                 remote_confirms: 0,
                 refused: false,
-                remote_shards: 0,
+                remote_shards: ShardSet::default(),
             };
         }
         if groups.len() > 1 {
@@ -319,7 +326,7 @@ impl Shard {
             routed: true,
             remote_confirms: 0,
             refused: false,
-            remote_shards: 0,
+            remote_shards: ShardSet::default(),
         };
         for group in groups.chunk_by(|a, b| a.0 == b.0) {
             let Some(&(shard, _)) = group.first() else {
@@ -336,7 +343,7 @@ impl Shard {
                 }
             } else {
                 outcome.remote_confirms += u32::from(confirm.is_some());
-                outcome.remote_shards |= 1 << shard;
+                outcome.remote_shards.insert(shard);
                 // The one allocation of a cross-shard publish: the entry owns its queue list.
                 let entry = PublishEntry {
                     queues: group.iter().map(|&(_, queue)| queue).collect(),
@@ -374,16 +381,32 @@ impl Shard {
         // The consumer went away while the message was on its way: put it back (a direct
         // reply has no queue to go back to).
         if let Some(entry) = refused.filter(|e| e.queue != direct_reply::DIRECT_REPLY_QUEUE_ID) {
-            let owner = self.owner_of(entry.queue);
-            self.settle(
-                entry.queue,
-                owner,
-                SettleOp::Reject {
-                    ids: vec![entry.message_id],
-                    requeue: true,
-                },
-            );
+            self.refused_deliveries.borrow_mut().push(entry);
+            self.return_refused();
         }
+    }
+
+    /// Returns refused deliveries to their queues, iteratively: a local return dispatches
+    /// again, and that dispatch may be refused again (it used to recurse until the stack
+    /// overflowed). Refusals made while this runs are queued and taken by the same loop. It
+    /// ends: each return removes the refused consumer from its queue, so a queue refuses at
+    /// most what it handed a dead consumer before hearing of it.
+    fn return_refused(&self) {
+        if self.returning_refused.replace(true) {
+            return;
+        }
+        loop {
+            let Some(entry) = self.refused_deliveries.borrow_mut().pop() else {
+                break;
+            };
+            let owner = self.owner_of(entry.queue);
+            let op = SettleOp::Refused {
+                consumer: entry.consumer,
+                id: entry.message_id,
+            };
+            self.settle(entry.queue, owner, op);
+        }
+        self.returning_refused.set(false);
     }
 
     pub(crate) fn route_confirm(&self, confirm: ConfirmRef, ok: bool) {

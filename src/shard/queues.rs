@@ -265,6 +265,10 @@ impl Shard {
                     Vec::new()
                 }
                 SettleOp::Reject { ids, requeue } => hosted.queue.reject(&ids, requeue),
+                SettleOp::Refused { consumer, id } => {
+                    hosted.queue.refused(consumer, id);
+                    Vec::new()
+                }
             }
         };
         self.log_forgotten(id);

@@ -1,9 +1,10 @@
-//! Starting and stopping the shards: one glommio executor per shard, pinned to its core.
+//! Starting and stopping the shards: one glommio executor per shard, pinned to its core (or
+//! unpinned with `--pin none`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -11,8 +12,11 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::mesh::{self, Mesh, MeshEnds};
 use super::Shard;
 use crate::broker::Topology;
-use crate::config::Config;
-use crate::limits::{CLOSE_TIMEOUT, EXECUTOR_IO_MEMORY_BYTES, EXECUTOR_RING_DEPTH};
+use crate::config::{Config, Pin};
+use crate::limits::{
+    CLOSE_TIMEOUT, EXECUTOR_IO_MEMORY_BYTES, EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS,
+    EXECUTOR_RING_DEPTH,
+};
 use crate::net;
 
 /// What a shard reports once it is listening (or why it could not start).
@@ -26,7 +30,13 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         .map(|ids| ids.into_iter().map(|core| core.id).collect())
         .filter(|ids: &Vec<usize>| !ids.is_empty())
         .unwrap_or_else(|| vec![0]);
+    let io_memory_bytes = executor_io_memory_bytes(shard_count, memlock_limit_bytes());
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+    // A glommio channel end waiting for its peer to connect keeps its executor polling instead
+    // of parking; with dozens of shards on a few cores, executors that connect early starve the
+    // ones still being built (80 shards on 2 cores took up to 17 s to start). So every executor
+    // is built first and the mesh connects only once all of them exist.
+    let all_built = Arc::new(Barrier::new(shard_count));
     let mut handles = Vec::with_capacity(shard_count);
     for (id, ends) in mesh::build(shard_count).into_iter().enumerate() {
         let data_dir = config.data_dir.clone();
@@ -38,13 +48,19 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
             .map(|ip| SocketAddr::new(*ip, config.port))
             .collect();
         let ready_tx = ready_tx.clone();
-        let builder = LocalExecutorBuilder::new(Placement::Fixed(cores[id % cores.len()]))
+        let all_built = all_built.clone();
+        let placement = match config.pin {
+            Pin::Cores => Placement::Fixed(cores[id % cores.len()]),
+            Pin::None => Placement::Unbound,
+        };
+        let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
-            .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+            .io_memory(io_memory_bytes)
             .ring_depth(EXECUTOR_RING_DEPTH)
             .spin_before_park(config.spin_before_park);
         let handle = builder
             .spawn(move || {
+                all_built.wait();
                 let paths = ShardPaths {
                     listen,
                     data_dir,
@@ -53,7 +69,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                 };
                 shard_main(id, shard_count, ends, paths, ready_tx)
             })
-            .map_err(|e| executor_error(id, &e.to_string()))?;
+            .map_err(|e| executor_error(id, io_memory_bytes, &e.to_string()))?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -78,12 +94,37 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
     Ok(())
 }
 
-fn executor_error(id: usize, error: &str) -> String {
+fn executor_error(id: usize, io_memory_bytes: usize, error: &str) -> String {
     format!(
         "cannot start shard {id}: {error}. Each shard locks {} KiB for io_uring; \
          check `ulimit -l` (locked memory) or run fewer shards (--shards)",
-        EXECUTOR_IO_MEMORY_BYTES / 1024
+        io_memory_bytes * EXECUTOR_IO_RINGS / 1024
     )
+}
+
+/// Registered io_uring memory per executor. Every ring of every executor registers it again
+/// and the kernel charges each registration to the user's `RLIMIT_MEMLOCK` (often 8 MiB), so
+/// the limit is shared out between the shards: at 1 MiB each, 3 executors would already
+/// exhaust 8 MiB. Past the floor the sum may still exceed the limit (80 shards need 15 MiB at
+/// 64 KiB): glommio then skips registration on the executors that do not fit, which costs
+/// them the registered-buffer fast path but nothing else. `None`: no limit (RLIM_INFINITY).
+fn executor_io_memory_bytes(shard_count: usize, memlock_limit_bytes: Option<u64>) -> usize {
+    let registrations = shard_count.max(1) * EXECUTOR_IO_RINGS;
+    let share = memlock_limit_bytes.map_or(usize::MAX, |limit| {
+        usize::try_from(limit).unwrap_or(usize::MAX) / registrations
+    });
+    share.clamp(EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_MEMORY_BYTES)
+}
+
+/// The soft `RLIMIT_MEMLOCK`, None when unlimited (or unreadable: glommio checks it again).
+fn memlock_limit_bytes() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass, which lives for the call.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    (read == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// What one shard is given from the configuration.
@@ -177,4 +218,34 @@ async fn wait_for_signal(shard: Rc<Shard>) {
         Err(error) => tracing::error!(%error, "cannot wait for signals"),
     }
     shard.broadcast_shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn io_memory_is_shared_out_under_the_locked_memory_limit() {
+        // Today's two shards keep the full megabyte: 2 x 3 MiB fit in 8 MiB.
+        assert_eq!(
+            executor_io_memory_bytes(2, Some(8 * MIB)),
+            EXECUTOR_IO_MEMORY_BYTES
+        );
+        // Four shards share 8 MiB: 12 registrations of 682 KiB (rounded to pages by glommio).
+        let four = executor_io_memory_bytes(4, Some(8 * MIB));
+        assert!(four < EXECUTOR_IO_MEMORY_BYTES);
+        assert!(4 * EXECUTOR_IO_RINGS * four <= 8 * MIB as usize);
+        // Eighty shards hit the floor rather than nothing.
+        assert_eq!(
+            executor_io_memory_bytes(80, Some(8 * MIB)),
+            EXECUTOR_IO_MEMORY_BYTES_MIN
+        );
+        assert_eq!(executor_io_memory_bytes(80, None), EXECUTOR_IO_MEMORY_BYTES);
+        assert_eq!(
+            executor_io_memory_bytes(1, Some(0)),
+            EXECUTOR_IO_MEMORY_BYTES_MIN
+        );
+    }
 }

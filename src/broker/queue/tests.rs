@@ -373,3 +373,49 @@ fn entry_sizes() {
     assert!(ready <= 40, "ready entry is {ready} bytes");
     assert!(unacked <= 64, "unacked entry is {unacked} bytes");
 }
+
+#[test]
+fn a_refused_delivery_drops_its_consumer_and_goes_to_the_next() {
+    let mut queue = Queue::new(QueueLimits::default());
+    queue.add_consumer(consumer(1, 0, CHANNEL_A)).unwrap();
+    queue.add_consumer(consumer(2, 1, CHANNEL_B)).unwrap();
+    let ids = publish_n(&mut queue, 3);
+    let first = dispatch(&mut queue);
+    assert_eq!(pairs(&first), vec![(1, ids[0]), (2, ids[1]), (1, ids[2])]);
+    // Consumer 1's connection turned both away: it is gone, its messages come back in order
+    // and go to consumer 2 as its credit allows, never to consumer 1 again.
+    queue.refused(1, ids[0]);
+    queue.refused(1, ids[2]);
+    queue.check_invariants();
+    assert!(
+        dispatch(&mut queue).is_empty(),
+        "consumer 2 is at its prefetch"
+    );
+    queue.ack(&[ids[1]]);
+    let next = dispatch(&mut queue);
+    assert_eq!(pairs(&next), vec![(2, ids[0])]);
+    assert!(next[0].redelivered);
+    queue.ack(&[ids[0]]);
+    assert_eq!(pairs(&dispatch(&mut queue)), vec![(2, ids[2])]);
+    assert_eq!(queue.consumer_count(), 1);
+}
+
+#[test]
+fn a_late_refusal_of_a_message_held_elsewhere_is_ignored() {
+    let mut queue = Queue::new(QueueLimits::default());
+    queue.add_consumer(consumer(1, 0, CHANNEL_A)).unwrap();
+    let id = publish_n(&mut queue, 1)[0];
+    assert_eq!(pairs(&dispatch(&mut queue)), vec![(1, id)]);
+    // The channel closed first: the message went back and on to consumer 2.
+    queue.channel_closed(CHANNEL_A);
+    queue.add_consumer(consumer(2, 0, CHANNEL_B)).unwrap();
+    assert_eq!(pairs(&dispatch(&mut queue)), vec![(2, id)]);
+    // Consumer 1's refusal of its copy arrives late: consumer 2 keeps the message.
+    queue.refused(1, id);
+    queue.check_invariants();
+    assert!(
+        dispatch(&mut queue).is_empty(),
+        "not requeued from under consumer 2"
+    );
+    assert_eq!(queue.message_count(), 0);
+}
