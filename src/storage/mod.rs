@@ -7,6 +7,6 @@ pub mod wal;
 
 pub use wal::{
     log_shards, remove_log, EnqueueBody, EnqueueRecord, Lsn, OwnedEnqueue, RecordKind, RecordPos,
-    Recovered,
-    RecoveredEnqueue, RecoveredTopology, SettleRecord, Wal, WalError, WalOptions, WalStats,
+    Recovered, RecoveredEnqueue, RecoveredTopology, SettleRecord, Wal, WalError, WalOptions,
+    WalStats,
 };
