@@ -360,25 +360,7 @@ impl Wal {
             let path = segment::segment_path(&g.opts.dir, g.opts.shard, at.segment);
             (file, path, g.payload_bytes_max)
         };
-        let read = file
-            .read_at(at.offset, at.len as usize)
-            .await
-            .map_err(|e| WalError::glommio("read record", &path, e))?;
-        let (header, payload) =
-            record::decode(&read, payload_bytes_max).map_err(|bad| WalError::Corrupt {
-                file: path.clone(),
-                offset: at.offset,
-                reason: bad.reason(),
-            })?;
-        let payload_bytes = payload.len();
-        Ok((
-            header,
-            RecordBytes {
-                read,
-                payload_bytes,
-            },
-            path,
-        ))
+        read_checked(&file, path, at, payload_bytes_max, "read record").await
     }
 
     /// Test hook: where the parts of a live chained enqueue are.
@@ -741,4 +723,34 @@ impl std::ops::Deref for RecordBytes {
         let start = record::RECORD_HEADER_BYTES;
         &self.read[start..start + self.payload_bytes]
     }
+}
+
+/// Reads one record at `at` from `file` and checks its header and crc32c; the caller has found
+/// the file (and checked durability) under its borrow. Shared by readers and copy-forward.
+async fn read_checked(
+    file: &DmaFile,
+    path: std::path::PathBuf,
+    at: RecordPos,
+    payload_bytes_max: usize,
+    what: &'static str,
+) -> Result<(record::RecordHeader, RecordBytes, std::path::PathBuf), WalError> {
+    let read = file
+        .read_at(at.offset, at.len as usize)
+        .await
+        .map_err(|e| WalError::glommio(what, &path, e))?;
+    let (header, payload) =
+        record::decode(&read, payload_bytes_max).map_err(|bad| WalError::Corrupt {
+            file: path.clone(),
+            offset: at.offset,
+            reason: bad.reason(),
+        })?;
+    let payload_bytes = payload.len();
+    Ok((
+        header,
+        RecordBytes {
+            read,
+            payload_bytes,
+        },
+        path,
+    ))
 }

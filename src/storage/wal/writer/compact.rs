@@ -255,25 +255,7 @@ async fn read_for_copy(
         let path = segment::segment_path(&g.opts.dir, g.opts.shard, at.segment);
         (file, path, g.payload_bytes_max)
     };
-    let read = file
-        .read_at(at.offset, at.len as usize)
-        .await
-        .map_err(|e| WalError::glommio("read for copy-forward", &path, e))?;
-    let (header, payload) =
-        record::decode(&read, payload_bytes_max).map_err(|bad| WalError::Corrupt {
-            file: path.clone(),
-            offset: at.offset,
-            reason: bad.reason(),
-        })?;
-    let payload_bytes = payload.len();
-    Ok((
-        header,
-        RecordBytes {
-            read,
-            payload_bytes,
-        },
-        path,
-    ))
+    read_checked(&file, path, at, payload_bytes_max, "read for copy-forward").await
 }
 
 /// Waits (across flushes) until the batch has copy room for `bytes`; false once the chain
