@@ -31,24 +31,6 @@ const PRECONDITION_FAILED: u16 = 406;
 const DELIVERY_MODE_TRANSIENT: u8 = 1;
 const DELIVERY_MODE_PERSISTENT: u8 = 2;
 
-/// Like `per_shard_count!`, but the test gets `&mut Broker` so it can restart it.
-macro_rules! per_shard_count_mut {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn shards_1() {
-                let mut broker = $crate::common::Broker::start(1);
-                super::$name(&mut broker).await;
-            }
-            #[tokio::test]
-            async fn shards_2() {
-                let mut broker = $crate::common::Broker::start(2);
-                super::$name(&mut broker).await;
-            }
-        }
-    )*};
-}
-
 per_shard_count_mut!(
     restart_keeps_durable_state_only,
     crash_during_confirmed_publishing_loses_nothing_confirmed,

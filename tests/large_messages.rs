@@ -30,23 +30,6 @@ const LARGE_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// the outbox copy, never a batch or a DMA buffer the size of the body (measured: 2.1-2.4x).
 const PEAK_RSS_BODY_MULTIPLE_MAX: u64 = 3;
 
-macro_rules! per_shard_count_mut {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn shards_1() {
-                let mut broker = $crate::common::Broker::start(1);
-                super::$name(&mut broker).await;
-            }
-            #[tokio::test]
-            async fn shards_2() {
-                let mut broker = $crate::common::Broker::start(2);
-                super::$name(&mut broker).await;
-            }
-        }
-    )*};
-}
-
 per_shard_count_mut!(persistent_128_mib_survives_kill9_intact_with_bounded_memory);
 
 macro_rules! per_shard_count_with_args {

@@ -395,6 +395,25 @@ macro_rules! per_shard_count {
     )*};
 }
 
+/// Like [`per_shard_count!`], but the test gets `&mut Broker` so it can restart it.
+#[macro_export]
+macro_rules! per_shard_count_mut {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn shards_1() {
+                let mut broker = $crate::common::Broker::start(1);
+                super::$name(&mut broker).await;
+            }
+            #[tokio::test]
+            async fn shards_2() {
+                let mut broker = $crate::common::Broker::start(2);
+                super::$name(&mut broker).await;
+            }
+        }
+    )*};
+}
+
 pub mod amqp {
     //! Thin wrappers over lapin that put a timeout on every step.
 
