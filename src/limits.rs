@@ -50,10 +50,18 @@ pub const CONNECTIONS_PER_SHARD_MAX: usize = 16_384;
 pub const LISTEN_BACKLOG: i32 = 1024;
 /// Consumers per channel.
 pub const CONSUMERS_PER_CHANNEL_MAX: usize = 4096;
-/// Unconfirmed publishes per channel before the reader pauses that connection.
+/// Unconfirmed publishes per channel (waiting for other shards or the log) before the session
+/// stops reading that connection until some are confirmed.
 pub const PENDING_CONFIRMS_PER_CHANNEL_MAX: usize = 65_536;
 /// Messages and acks buffered in one transaction.
 pub const TX_OPERATIONS_MAX: usize = 1_000_000;
+/// Bytes of messages (as allocated: body, properties, names) buffered in one transaction; the
+/// publish that would pass it closes the channel with 406, as `TX_OPERATIONS_MAX` does. The
+/// first message of a transaction always goes in (it is bounded by `--max-message-bytes`).
+pub const TX_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+// A transaction holds at least as much as the largest message the broker can be set to accept.
+const _: () = assert!(TX_BYTES_MAX as u64 >= MESSAGE_SIZE_MAX_BYTES);
 
 const _: () = assert!(
     FRAME_MAX_BYTES >= 4096,

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::channel::access::AllowAll;
 use super::io::{FrameReader, ReadError};
 use super::state::ConnShared;
 use super::{heartbeat_timeout, Session};
@@ -14,8 +15,9 @@ use crate::limits::{
     CHANNEL_MAX, CLOSE_TIMEOUT, FRAME_MAX_BYTES, HANDSHAKE_TIMEOUT, HEARTBEAT_DEFAULT_SECONDS,
 };
 use crate::protocol::{
-    reply_code, ConnectionClose, ConnectionOpenOk, ConnectionStart, ConnectionTune, FieldTable,
-    FieldValue, Frame, Method, FRAME_MIN_SIZE, PROTOCOL_HEADER,
+    reply_code, ConnectionClose, ConnectionOpen, ConnectionOpenOk, ConnectionStart,
+    ConnectionStartOk, ConnectionTune, ConnectionTuneOk, FieldTable, FieldValue, Frame, Method,
+    FRAME_MIN_SIZE, PROTOCOL_HEADER,
 };
 use crate::shard::Shard;
 
@@ -44,6 +46,7 @@ pub async fn run(
         vhost,
         channel_max,
         heartbeat,
+        authorizer: Rc::new(AllowAll),
     })
 }
 
@@ -80,7 +83,19 @@ async fn negotiate(
     }
     let user = match authenticate(shard, &start_ok.mechanism, &start_ok.response, peer) {
         Ok(user) => user,
-        Err(text) => return fail(conn, reader, (reply_code::ACCESS_REFUSED, text, 10, 11)).await,
+        Err(text) => {
+            return fail(
+                conn,
+                reader,
+                (
+                    reply_code::ACCESS_REFUSED,
+                    text,
+                    ConnectionStartOk::CLASS_ID,
+                    ConnectionStartOk::METHOD_ID,
+                ),
+            )
+            .await
+        }
     };
 
     conn.send_method(
@@ -105,7 +120,17 @@ async fn negotiate(
             let text = format!(
                 "NOT_ALLOWED - frame_max={n} outside the range {FRAME_MIN_SIZE}..={FRAME_MAX_BYTES}"
             );
-            return fail(conn, reader, (reply_code::NOT_ALLOWED, text, 10, 31)).await;
+            return fail(
+                conn,
+                reader,
+                (
+                    reply_code::NOT_ALLOWED,
+                    text,
+                    ConnectionTuneOk::CLASS_ID,
+                    ConnectionTuneOk::METHOD_ID,
+                ),
+            )
+            .await;
         }
         n => n,
     };
@@ -129,7 +154,17 @@ async fn negotiate(
         }
     };
     if let Some(text) = refusal {
-        return fail(conn, reader, (reply_code::NOT_ALLOWED, text, 10, 40)).await;
+        return fail(
+            conn,
+            reader,
+            (
+                reply_code::NOT_ALLOWED,
+                text,
+                ConnectionOpen::CLASS_ID,
+                ConnectionOpen::METHOD_ID,
+            ),
+        )
+        .await;
     }
     conn.send_method(0, &Method::ConnectionOpenOk(ConnectionOpenOk {}));
     if let Some(timeout) = heartbeat_timeout(tune_ok.heartbeat) {

@@ -2,7 +2,6 @@
 
 mod channel;
 use channel::ContentHeader;
-mod direct_reply;
 mod handshake;
 mod io;
 mod state;
@@ -24,9 +23,9 @@ use crate::protocol::{
     reply_code, ChannelClose, ChannelCloseOk, ConnectionClose, ConnectionCloseOk,
     ConnectionUpdateSecretOk, Frame, Method,
 };
-use crate::shard::direct_reply::DIRECT_REPLY_QUEUE_ID;
 use crate::shard::messages::{QueueOk, QueueOp, TopologyOp};
 use crate::shard::Shard;
+use channel::access::Authorizer;
 use io::{FrameReader, ReadError};
 use state::ChannelState;
 
@@ -58,9 +57,14 @@ impl Fault {
         }
     }
 
-    fn at(mut self, method: &Method) -> Fault {
-        self.class_id = method.class_id();
-        self.method_id = method.method_id();
+    fn at(self, method: &Method) -> Fault {
+        self.with_method(method.class_id(), method.method_id())
+    }
+
+    /// The method the error is about (use the method structs' `CLASS_ID`/`METHOD_ID`).
+    fn with_method(mut self, class_id: u16, method_id: u16) -> Fault {
+        self.class_id = class_id;
+        self.method_id = method_id;
         self
     }
 
@@ -85,6 +89,8 @@ pub struct Session {
     pub vhost: String,
     pub channel_max: u16,
     pub heartbeat: Rc<Cell<u16>>,
+    /// The door every channel method passes (`channel::access`).
+    pub authorizer: Rc<dyn Authorizer>,
 }
 
 /// How the frame loop ended.
@@ -409,13 +415,7 @@ impl Session {
             };
             let mut queues: HashSet<(u64, usize)> =
                 state.unacked.iter().map(|u| (u.queue, u.owner)).collect();
-            queues.extend(
-                state
-                    .consumers
-                    .values()
-                    .filter(|c| c.queue != DIRECT_REPLY_QUEUE_ID)
-                    .map(|c| (c.queue, c.owner)),
-            );
+            queues.extend(state.consumers.values().filter_map(|c| c.target.queue()));
             queues
         };
         let channel_ref = ChannelRef {
@@ -440,6 +440,7 @@ impl Session {
             state.unacked.clear();
             state.consumers.clear();
             state.consumer_tags.clear();
+            state.reply_consumer = None;
             // Unacked at their queues too: the queues requeued them with the rest.
             state.over_limit.clear();
             state.confirm = None;

@@ -73,6 +73,8 @@ pub struct ChannelState {
     pub pending_publish: Option<super::channel::PendingPublish>,
     /// tx.select was issued: publishes and acks wait here for tx.commit.
     pub tx: Option<super::channel::TxBuffer>,
+    /// The channel's direct reply-to consumer (at most one per channel, as in RabbitMQ).
+    pub reply_consumer: Option<ConsumerKey>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -85,11 +87,30 @@ pub struct Unacked {
 
 pub struct Consumer {
     pub tag: String,
-    pub queue: QueueId,
-    pub owner: ShardId,
+    pub target: ConsumerTarget,
     pub no_ack: bool,
     /// Until consume-ok is written, deliveries wait here so they never overtake it.
     pub held: Option<Vec<DeliverEntry>>,
+}
+
+/// What a consumer consumes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerTarget {
+    /// A queue, hosted by shard `owner`.
+    Queue { queue: QueueId, owner: ShardId },
+    /// Direct reply-to (`amq.rabbitmq.reply-to`): replies come straight from their publisher,
+    /// no queue holds them, and nothing is ever acked or requeued.
+    DirectReply,
+}
+
+impl ConsumerTarget {
+    /// The queue and its owner, unless this is a reply consumer.
+    pub fn queue(self) -> Option<(QueueId, ShardId)> {
+        match self {
+            ConsumerTarget::Queue { queue, owner } => Some((queue, owner)),
+            ConsumerTarget::DirectReply => None,
+        }
+    }
 }
 
 pub struct Confirms {
@@ -215,27 +236,69 @@ impl ConnShared {
             return Ok(());
         }
         let (delivery_tag, consumer_tag) = channel.record_delivery(&entry);
-        let message = &entry.message;
+        self.encode_deliver(
+            entry.channel.channel,
+            consumer_tag,
+            delivery_tag,
+            entry.redelivered,
+            &entry.message,
+        );
+        drop(channels);
+        self.writer_wake.notify();
+        Ok(())
+    }
+
+    /// A direct reply for consumer `key` of channel `channel_id`: delivered at once (a reply
+    /// consumer is no-ack and never held back). False when that is not a live reply consumer.
+    pub fn deliver_reply(
+        &self,
+        channel_id: u16,
+        key: ConsumerKey,
+        message: &SharedMessage,
+    ) -> bool {
+        let mut channels = self.channels.borrow_mut();
+        let Some(channel) = channels.get_mut(&channel_id) else {
+            return false;
+        };
+        if channel.closing || channel.reply_consumer != Some(key) {
+            return false;
+        }
+        let delivery_tag = channel.next_tag();
+        let Some(consumer) = channel.consumers.get(&key) else {
+            return false;
+        };
+        debug_assert_eq!(consumer.target, ConsumerTarget::DirectReply);
+        self.encode_deliver(channel_id, &consumer.tag, delivery_tag, false, message);
+        drop(channels);
+        self.writer_wake.notify();
+        true
+    }
+
+    /// Written straight from the message and the consumer's tag: nothing is copied but the
+    /// bytes that go on the wire.
+    fn encode_deliver(
+        &self,
+        channel_id: u16,
+        consumer_tag: &str,
+        delivery_tag: u64,
+        redelivered: bool,
+        message: &SharedMessage,
+    ) {
         let fields = DeliverFields {
             consumer_tag,
             delivery_tag,
-            redelivered: entry.redelivered,
+            redelivered,
             exchange: message.exchange(),
             routing_key: message.routing_key(),
         };
-        // Written straight from the message and the consumer's tag: nothing is copied but
-        // the bytes that go on the wire.
         protocol::encode_deliver(
-            entry.channel.channel,
+            channel_id,
             &fields,
             message.raw_properties(),
             message.body(),
             self.frame_max.get(),
             &mut self.outbox.borrow_mut(),
         );
-        drop(channels);
-        self.writer_wake.notify();
-        Ok(())
     }
 
     /// Delivers what waited for channel-wide credit, as far as the limit now allows. Returns the
@@ -361,6 +424,9 @@ impl ConnShared {
                 return;
             };
             channel.consumer_tags.remove(&consumer.tag);
+            if channel.reply_consumer == Some(key) {
+                channel.reply_consumer = None;
+            }
             consumer.tag
         };
         if self.cancel_notify.get() {
@@ -472,11 +538,12 @@ impl ChannelState {
     /// Returns the tag and the consumer tag for the basic.deliver.
     fn record_delivery(&mut self, entry: &DeliverEntry) -> (u64, &str) {
         let tag = self.next_tag();
-        let (owner, no_ack) = match self.consumers.get(&entry.consumer) {
-            Some(c) => (c.owner, c.no_ack),
-            None => (0, true),
-        };
-        if !no_ack {
+        let held_by_queue = self
+            .consumers
+            .get(&entry.consumer)
+            .filter(|consumer| !consumer.no_ack)
+            .and_then(|consumer| consumer.target.queue());
+        if let Some((_, owner)) = held_by_queue {
             self.unacked.push_back(Unacked {
                 tag,
                 queue: entry.queue,

@@ -10,18 +10,14 @@
 
 use std::rc::Rc;
 
-use super::messages::{DeliverEntry, Reply, Request};
+use super::messages::{Reply, Request};
 use super::{shard_of, Shard};
 use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
-use crate::broker::QueueId;
 
 /// The pseudo-queue consumed from and named in `reply_to` by the requester.
 pub const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
 /// What a rewritten `reply_to` (and so a reply's routing key) starts with.
 pub const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
-/// Stands for "no queue" in a reply consumer and its deliveries: queue ids are assigned from 1
-/// upwards and never come near it.
-pub const DIRECT_REPLY_QUEUE_ID: QueueId = QueueId::MAX;
 /// Hex digits of a u64, the longest part of an address.
 const ADDRESS_PART_DIGITS_MAX: usize = 16;
 
@@ -91,29 +87,13 @@ impl Shard {
         address: ReplyAddress,
         message: SharedMessage,
     ) -> Reply {
-        let Some(conn) = self.conn(address.channel.conn) else {
-            return Reply::Failed("reply consumer gone".to_string());
-        };
-        let is_reply_consumer = conn
-            .channels
-            .borrow()
-            .get(&address.channel.channel)
-            .and_then(|channel| channel.consumers.get(&address.consumer))
-            .is_some_and(|consumer| consumer.queue == DIRECT_REPLY_QUEUE_ID);
-        if !is_reply_consumer {
-            return Reply::Failed("reply consumer gone".to_string());
-        }
-        let entry = DeliverEntry {
-            channel: address.channel,
-            consumer: address.consumer,
-            queue: DIRECT_REPLY_QUEUE_ID,
-            message_id: 0,
-            message,
-            redelivered: false,
-        };
-        match conn.deliver(entry) {
-            Ok(()) => Reply::Applied,
-            Err(_) => Reply::Failed("reply consumer gone".to_string()),
+        let delivered = self.conn(address.channel.conn).is_some_and(|conn| {
+            conn.deliver_reply(address.channel.channel, address.consumer, &message)
+        });
+        if delivered {
+            Reply::Applied
+        } else {
+            Reply::Failed("reply consumer gone".to_string())
         }
     }
 }

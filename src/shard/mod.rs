@@ -378,9 +378,9 @@ impl Shard {
             Some(conn) => conn.deliver(entry).err(),
             None => Some(entry),
         };
-        // The consumer went away while the message was on its way: put it back (a direct
-        // reply has no queue to go back to).
-        if let Some(entry) = refused.filter(|e| e.queue != direct_reply::DIRECT_REPLY_QUEUE_ID) {
+        // The consumer went away while the message was on its way: put it back (direct
+        // replies never come this way: `deliver_direct_reply_here`).
+        if let Some(entry) = refused {
             self.refused_deliveries.borrow_mut().push(entry);
             self.return_refused();
         }

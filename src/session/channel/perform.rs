@@ -1,0 +1,464 @@
+//! The driver: decides a method or content frame with the sans-IO parts (`dispatch`,
+//! `content`, `publish`) and carries out what they leave to do: shard calls and writes.
+
+use bytes::Bytes;
+
+use super::consume::CancelledConsumer;
+use super::content::{self, ContentHeader, ContentStep};
+use super::publish::{self, Next};
+use super::settle::{self, QueueSettle};
+use super::{
+    channel_not_open, confirm, dispatch, fault, Action, ConsumeAction, Ctx, Fault, PendingPublish,
+    TxBuffer,
+};
+use crate::broker::queue::{ChannelRef, SharedMessage};
+use crate::broker::{QueueId, ShardId};
+use crate::protocol::{
+    reply_code, BasicGetEmpty, BasicGetOk, BasicPublish, BasicReturn, Method, QueueDeclareOk,
+    QueueDeleteOk, QueuePurgeOk, TxCommitOk,
+};
+use crate::session::state::ChannelState;
+use crate::session::Session;
+use crate::shard::direct_reply::ReplyAddress;
+use crate::shard::messages::{QueueOk, QueueOp, SettleOp, TopologyOk, TopologyOp};
+use crate::shard::shard_set::ShardSet;
+
+impl Session {
+    fn channel_ref(&self, channel: u16) -> ChannelRef {
+        ChannelRef {
+            conn: self.conn.id,
+            channel,
+        }
+    }
+
+    fn with_channel<R>(&self, channel: u16, f: impl FnOnce(&mut ChannelState) -> R) -> Option<R> {
+        self.conn.channels.borrow_mut().get_mut(&channel).map(f)
+    }
+
+    fn send_reply(&self, channel: u16, method: Option<Method>) {
+        if let Some(method) = method {
+            self.conn.send_method(channel, &method);
+        }
+    }
+
+    pub(in crate::session) async fn channel_method(
+        &mut self,
+        channel: u16,
+        method: Method,
+    ) -> Result<(), Fault> {
+        let action = self.decide(channel, method)?;
+        self.perform(channel, action).await
+    }
+
+    /// The decision, with the shard's topology and the channel's state borrowed for it only.
+    fn decide(&self, channel: u16, method: Method) -> Result<Action, Fault> {
+        let topology = self.shard.topology.borrow();
+        let new_id = || self.shard.new_id();
+        let ctx = Ctx {
+            channel: self.channel_ref(channel),
+            user: &self.user,
+            vhost: &self.vhost,
+            topology: &topology,
+            authorizer: &*self.authorizer,
+            new_id: &new_id,
+        };
+        let mut channels = self.conn.channels.borrow_mut();
+        let state = channels
+            .get_mut(&channel)
+            .ok_or_else(|| channel_not_open(channel))?;
+        dispatch::decide(&ctx, state, method)
+    }
+
+    async fn perform(&mut self, channel: u16, action: Action) -> Result<(), Fault> {
+        match action {
+            Action::Reply(ok) => self.send_reply(channel, ok),
+            Action::Topology { op, ok } => {
+                self.shard.topology(op).await?;
+                self.send_reply(channel, ok);
+            }
+            Action::DeclareQueue { op, counts } => self.declare_queue(channel, op, counts).await?,
+            Action::DeleteQueue { op, no_wait } => {
+                let message_count = match self.shard.topology(op).await? {
+                    TopologyOk::QueueDeleted { message_count } => message_count,
+                    _ => 0,
+                };
+                let ok = Method::QueueDeleteOk(QueueDeleteOk { message_count });
+                self.send_reply(channel, (!no_wait).then_some(ok));
+            }
+            Action::Purge {
+                queue,
+                owner,
+                no_wait,
+            } => {
+                let message_count = match self.shard.queue_op(queue, owner, QueueOp::Purge).await? {
+                    QueueOk::Purged(n) => n,
+                    _ => 0,
+                };
+                let ok = Method::QueuePurgeOk(QueuePurgeOk { message_count });
+                self.send_reply(channel, (!no_wait).then_some(ok));
+            }
+            Action::Consume(consume) => self.consume(channel, consume).await?,
+            Action::Cancel { cancelled, ok } => {
+                if let Some(cancelled) = cancelled {
+                    self.cancel(cancelled).await?;
+                }
+                self.send_reply(channel, ok);
+            }
+            Action::Get {
+                queue,
+                owner,
+                no_ack,
+            } => self.get(channel, queue, owner, no_ack).await?,
+            Action::Settle(settles) => {
+                self.apply_settles(settles);
+                self.release_over_limit(channel);
+            }
+            Action::Recover { queues, ok } => {
+                self.send_reply(channel, ok);
+                self.recover(channel, queues).await;
+            }
+            Action::Commit(buffer) => {
+                self.tx_commit(channel, buffer).await?;
+                self.conn
+                    .send_method(channel, &Method::TxCommitOk(TxCommitOk {}));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- queues -----------------------------------------------------------------------------
+
+    async fn declare_queue(
+        &mut self,
+        channel: u16,
+        op: TopologyOp,
+        counts: Option<QueueOp>,
+    ) -> Result<(), Fault> {
+        let TopologyOk::QueueDeclared { name, queue, owner } = self.shard.topology(op).await?
+        else {
+            return Err(fault(
+                reply_code::INTERNAL_ERROR,
+                "INTERNAL_ERROR - bad declare reply",
+            ));
+        };
+        self.with_channel(channel, |c| c.last_queue = Some(name.clone()));
+        let Some(counts) = counts else {
+            return Ok(());
+        };
+        let (message_count, consumer_count) =
+            match self.shard.queue_op(queue, owner, counts).await? {
+                QueueOk::Counts {
+                    messages,
+                    consumers,
+                } => (messages, consumers),
+                _ => (0, 0),
+            };
+        let ok = Method::QueueDeclareOk(QueueDeclareOk {
+            queue: name,
+            message_count,
+            consumer_count,
+        });
+        self.conn.send_method(channel, &ok);
+        Ok(())
+    }
+
+    // ---- consumers --------------------------------------------------------------------------
+
+    /// The consumer is in the channel already; its queue is told, and takes it back out if the
+    /// queue refuses it.
+    async fn consume(&mut self, channel: u16, consume: ConsumeAction) -> Result<(), Fault> {
+        let ConsumeAction {
+            key,
+            tag,
+            queue,
+            owner,
+            op,
+            no_wait,
+        } = consume;
+        if let Err(error) = self.shard.queue_op(queue, owner, op).await {
+            self.with_channel(channel, |c| super::consume::unregister(c, &tag));
+            return Err(error.into());
+        }
+        if !no_wait {
+            let ok = Method::BasicConsumeOk(crate::protocol::BasicConsumeOk { consumer_tag: tag });
+            self.conn.send_method(channel, &ok);
+            self.conn.release_held(channel, key);
+        }
+        Ok(())
+    }
+
+    async fn cancel(&mut self, cancelled: CancelledConsumer) -> Result<(), Fault> {
+        let CancelledConsumer {
+            key,
+            queue,
+            owner,
+            orphans,
+        } = cancelled;
+        for entry in orphans {
+            let op = SettleOp::Reject {
+                ids: vec![entry.message_id],
+                requeue: true,
+            };
+            self.shard.settle(entry.queue, owner, op);
+        }
+        let op = QueueOp::Cancel { key };
+        if let Ok(QueueOk::Cancelled {
+            auto_delete_now: true,
+        }) = self.shard.queue_op(queue, owner, op).await
+        {
+            self.shard
+                .topology(TopologyOp::AutoDeleteQueue { queue })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn get(
+        &mut self,
+        channel: u16,
+        queue: QueueId,
+        owner: ShardId,
+        no_ack: bool,
+    ) -> Result<(), Fault> {
+        let op = QueueOp::Get {
+            channel: self.channel_ref(channel),
+            no_ack,
+        };
+        let QueueOk::Got(got) = self.shard.queue_op(queue, owner, op).await? else {
+            return Err(fault(
+                reply_code::INTERNAL_ERROR,
+                "INTERNAL_ERROR - bad get reply",
+            ));
+        };
+        let Some(got) = got else {
+            self.conn
+                .send_method(channel, &Method::BasicGetEmpty(BasicGetEmpty {}));
+            return Ok(());
+        };
+        let tag = self
+            .with_channel(channel, |c| {
+                settle::record_get(c, queue, owner, got.message_id, no_ack)
+            })
+            .unwrap_or(0);
+        let ok = Method::BasicGetOk(BasicGetOk {
+            delivery_tag: tag,
+            redelivered: got.redelivered,
+            exchange: got.message.exchange().to_owned(),
+            routing_key: got.message.routing_key().to_owned(),
+            message_count: got.remaining,
+        });
+        self.conn.send_content(channel, &ok, &got.message);
+        Ok(())
+    }
+
+    // ---- settlements ------------------------------------------------------------------------
+
+    fn apply_settles(&self, settles: Vec<QueueSettle>) {
+        for QueueSettle { queue, owner, op } in settles {
+            self.shard.settle(queue, owner, op);
+        }
+    }
+
+    /// Hands over deliveries that waited for channel-wide credit; requeues those whose consumer
+    /// went away meanwhile.
+    fn release_over_limit(&self, channel: u16) {
+        for entry in self.conn.release_over_limit(channel) {
+            let op = SettleOp::Reject {
+                ids: vec![entry.message_id],
+                requeue: true,
+            };
+            self.shard
+                .settle(entry.queue, self.shard.owner_of(entry.queue), op);
+        }
+    }
+
+    async fn recover(&mut self, channel: u16, queues: Vec<(QueueId, ShardId)>) {
+        for (queue, owner) in queues {
+            let op = QueueOp::Recover {
+                channel: self.channel_ref(channel),
+            };
+            let _ = self.shard.queue_op(queue, owner, op).await;
+        }
+    }
+
+    // ---- content and publishing -------------------------------------------------------------
+
+    pub(in crate::session) async fn handle_content_header(
+        &mut self,
+        channel: u16,
+        header: ContentHeader,
+    ) -> Result<(), Fault> {
+        let max_bytes = self.shard.max_message_bytes.get();
+        let step = self
+            .with_channel(channel, |c| content::on_header(c, header, max_bytes))
+            .ok_or_else(|| channel_not_open(channel))??;
+        self.content_step(channel, step).await;
+        Ok(())
+    }
+
+    pub(in crate::session) async fn handle_content_body(
+        &mut self,
+        channel: u16,
+        payload: Bytes,
+    ) -> Result<(), Fault> {
+        let step = self
+            .with_channel(channel, |c| content::on_body(c, payload))
+            .ok_or_else(|| channel_not_open(channel))??;
+        self.content_step(channel, step).await;
+        Ok(())
+    }
+
+    async fn content_step(&mut self, channel: u16, step: ContentStep) {
+        match step {
+            ContentStep::Ignored | ContentStep::Incomplete => {}
+            ContentStep::Refused(fault) => self.close_channel(channel, at_publish(fault)).await,
+            ContentStep::Complete(pending) => self.finish_publish(channel, pending).await,
+        }
+    }
+
+    /// The whole message is here: route it (or buffer it in a transaction).
+    async fn finish_publish(&mut self, channel: u16, mut pending: PendingPublish) {
+        let channel_ref = self.channel_ref(channel);
+        let user = &self.user;
+        let decided = self.with_channel(channel, |state| {
+            let message = publish::build_message(user, channel_ref, state, &mut pending)?;
+            publish::next(state, pending, message)
+        });
+        let next = match decided {
+            None => return,
+            Some(Ok(next)) => next,
+            Some(Err(fault)) => {
+                self.close_channel(channel, at_publish(fault)).await;
+                return;
+            }
+        };
+        match next {
+            Next::Buffered => {}
+            Next::DirectReply {
+                mandatory,
+                message,
+                confirm_seq,
+            } => {
+                self.publish_direct_reply(channel, mandatory, message, confirm_seq)
+                    .await
+            }
+            Next::Route {
+                pending,
+                message,
+                confirm_seq,
+            } => {
+                self.route_publish(channel, &pending, message, confirm_seq);
+                self.wait_for_confirm_room(channel).await;
+            }
+        }
+    }
+
+    /// Routes one message; answers mandatory returns and publisher confirms. Returns the other
+    /// shards the message went to.
+    fn route_publish(
+        &self,
+        channel: u16,
+        pending: &PendingPublish,
+        message: SharedMessage,
+        confirm_seq: Option<u64>,
+    ) -> ShardSet {
+        let confirm = confirm_seq.map(|seq| crate::shard::messages::ConfirmRef {
+            channel: self.channel_ref(channel),
+            seq,
+        });
+        let outcome = self
+            .shard
+            .publish(&self.vhost, &pending.exchange, message.clone(), confirm);
+        if !outcome.routed && pending.mandatory {
+            self.send_return(channel, &message);
+        }
+        if let Some(seq) = confirm_seq {
+            let now = self.with_channel(channel, |c| {
+                confirm::routed(c, seq, outcome.remote_confirms, outcome.refused)
+            });
+            if let Some(Some(ok)) = now {
+                self.conn.send_confirm(channel, seq, ok);
+            }
+        }
+        outcome.remote_shards
+    }
+
+    fn send_return(&self, channel: u16, message: &SharedMessage) {
+        let returned = Method::BasicReturn(BasicReturn {
+            reply_code: reply_code::NO_ROUTE,
+            reply_text: "NO_ROUTE".to_string(),
+            exchange: message.exchange().to_owned(),
+            routing_key: message.routing_key().to_owned(),
+        });
+        self.conn.send_content(channel, &returned, message);
+    }
+
+    /// Back-pressure on confirms: while the channel has as many publishes waiting for other
+    /// shards or the log as it may, nothing more is read from the connection.
+    async fn wait_for_confirm_room(&self, channel: u16) {
+        loop {
+            let flushed = self.conn.flushed.wait();
+            let shutdown = self.shard.shutdown.wait();
+            let at_limit = self
+                .with_channel(channel, |c| confirm::at_pending_limit(c))
+                .unwrap_or(false);
+            if !at_limit || self.conn.output_closed.get() || self.shard.shutting_down.get() {
+                return;
+            }
+            futures_lite::future::or(flushed, shutdown).await;
+        }
+    }
+
+    /// Publishes a reply straight to its consumer. A reply nobody takes is returned when
+    /// mandatory; either way the publisher's confirm is an ack, as for any unroutable message.
+    async fn publish_direct_reply(
+        &self,
+        channel: u16,
+        mandatory: bool,
+        message: SharedMessage,
+        confirm_seq: Option<u64>,
+    ) {
+        let delivered = match ReplyAddress::parse(message.routing_key()) {
+            Some(address) => {
+                self.shard
+                    .deliver_direct_reply(address, message.clone())
+                    .await
+            }
+            None => false,
+        };
+        if !delivered && mandatory {
+            self.send_return(channel, &message);
+        }
+        if let Some(seq) = confirm_seq {
+            self.conn.send_confirm(channel, seq, true);
+        }
+    }
+
+    async fn tx_commit(&mut self, channel: u16, buffer: TxBuffer) -> Result<(), Fault> {
+        let mut remote_shards = ShardSet::default();
+        for (pending, message) in buffer.publishes {
+            if crate::shard::direct_reply::is_direct_reply(&pending.exchange, &pending.routing_key)
+            {
+                self.publish_direct_reply(channel, pending.mandatory, message, None)
+                    .await;
+                continue;
+            }
+            remote_shards.union_with(&self.route_publish(channel, &pending, message, None));
+        }
+        for (taken, how) in buffer.settles {
+            self.apply_settles(settle::by_queue(taken, how));
+        }
+        // commit-ok is a promise: everything is applied and durable first. A barrier request
+        // travels behind the publishes on each FIFO link; our own log is synced too.
+        self.shard.barrier(self.shard.id).await?;
+        for shard in remote_shards.iter().filter(|&shard| shard != self.shard.id) {
+            self.shard.barrier(shard).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Content errors belong to the basic.publish they complete.
+fn at_publish(fault: Fault) -> Fault {
+    fault.with_method(BasicPublish::CLASS_ID, BasicPublish::METHOD_ID)
+}
