@@ -134,7 +134,7 @@ impl Shard {
                 WAL_BATCH_SOFT_BYTES,
             );
             // As for our own log: bodies past the budget are read one batch at a time.
-            options.recovery_body_budget_bytes = self.pager.queue_memory_bytes();
+            options.recovery_body_budget_bytes = self.features.pager.queue_memory_bytes();
             let context = |e: storage::WalError| format!("orphan log of shard {orphan}: {e}");
             let (wal, recovered) = Wal::open(options).await.map_err(context)?;
             let messages = recovered.enqueues.len();
@@ -255,8 +255,8 @@ impl Shard {
     /// The owner's side: copies into our log (keys it already holds are copies from an earlier,
     /// interrupted start) and into the queues; returns once the copies are durable.
     pub(super) async fn adopt_messages(&self, messages: Vec<AdoptedMessage>) -> Result<(), String> {
-        while !self.messages_ready.get() {
-            self.messages_recovered.wait().await;
+        while !self.lifecycle.messages_ready.get() {
+            self.lifecycle.messages_recovered.wait().await;
         }
         let mut queues = BTreeSet::new();
         for adopted in messages {

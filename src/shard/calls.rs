@@ -9,13 +9,16 @@
 //! caller's pending entry downcasts to the reply type it registered under that request id.
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
+use super::messages::RequestId;
 use super::sync::{oneshot, OneshotReceiver, OneshotSender};
 use super::Shard;
 use crate::broker::ShardId;
+use crate::id_hash::IdMap;
 
 /// One cross-shard operation and the answer it gets. `handle` runs on the receiving shard (or in
 /// place when the caller is that shard).
@@ -43,19 +46,45 @@ impl<C: ShardCall> ErasedCall for C {
     }
 }
 
+/// A shard's outstanding requests, by id.
+#[derive(Default)]
+pub struct PendingCalls {
+    next_id: Cell<RequestId>,
+    pending: RefCell<IdMap<RequestId, PendingReply>>,
+}
+
+impl PendingCalls {
+    /// A new request id, and where its reply of type `T` will arrive.
+    pub fn register<T: Send + 'static>(&self) -> (RequestId, OneshotReceiver<T>) {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        let (pending, receiver) = PendingReply::new::<T>();
+        self.pending.borrow_mut().insert(id, pending);
+        (id, receiver)
+    }
+
+    pub fn complete(&self, id: RequestId, reply: AnyReply) {
+        // A reply after its caller timed out finds no entry and is dropped.
+        let pending = self.pending.borrow_mut().remove(&id);
+        if let Some(pending) = pending {
+            pending.complete(reply);
+        }
+    }
+}
+
 /// The caller's side of one outstanding request: knows the reply type it waits for.
-pub struct PendingReply {
+struct PendingReply {
     complete: Box<dyn FnOnce(AnyReply)>,
 }
 
 impl PendingReply {
-    pub fn new<T: Send + 'static>() -> (PendingReply, OneshotReceiver<T>) {
+    fn new<T: Send + 'static>() -> (PendingReply, OneshotReceiver<T>) {
         let (sender, receiver) = oneshot::<T>();
         let complete = Box::new(move |reply: AnyReply| complete_typed(sender, reply));
         (PendingReply { complete }, receiver)
     }
 
-    pub fn complete(self, reply: AnyReply) {
+    fn complete(self, reply: AnyReply) {
         (self.complete)(reply)
     }
 }

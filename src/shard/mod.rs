@@ -10,6 +10,7 @@ mod dead_letter;
 mod delayed;
 pub mod direct_reply;
 mod expiry;
+mod lifecycle;
 pub mod mesh;
 pub mod messages;
 mod owner;
@@ -27,14 +28,13 @@ use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
 use crate::broker::{sender_selected, AmqpError, ConnId, QueueId, ShardId, Topology};
 use crate::id_hash::IdMap;
 use crate::limits::RPC_TIMEOUT;
-use crate::protocol::{reply_code, FieldTable};
+use crate::protocol::reply_code;
 use crate::session::ConnShared;
-use calls::PendingReply;
 use mesh::Mesh;
 use messages::*;
 use queues::HostedQueue;
 use shard_set::ShardSet;
-use sync::{Notify, OneshotReceiver};
+use sync::OneshotReceiver;
 
 pub use calls::ShardCall;
 pub use owner::TopologyCall;
@@ -60,6 +60,9 @@ const COORDINATOR: ShardId = 0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoReply;
 
+/// The core of a shard: ids, calls, the mesh, routing and queue hosting. Start-up and shutdown
+/// phases live in `lifecycle`; each feature's state in its own struct under `features`, reached
+/// only through that feature's module.
 pub struct Shard {
     id: ShardId,
     shard_count: usize,
@@ -68,46 +71,39 @@ pub struct Shard {
     queues: RefCell<IdMap<QueueId, HostedQueue>>,
     conns: RefCell<IdMap<ConnId, Rc<ConnShared>>>,
     next_local_id: Cell<u64>,
-    next_request: Cell<RequestId>,
-    pending_requests: RefCell<IdMap<RequestId, PendingReply>>,
-    /// Scratch buffers of a publish, reused so routing allocates nothing in the steady state:
-    /// the routed queues, the same as (owner shard, queue) sorted by shard, and the local ones.
-    route_scratch: RefCell<Vec<QueueId>>,
-    route_groups: RefCell<Vec<(ShardId, QueueId)>>,
-    route_local: RefCell<Vec<QueueId>>,
+    calls: calls::PendingCalls,
+    route_scratch: RouteScratch,
     /// Deliveries turned away by their connection, waiting for `return_refused`.
     refused_deliveries: RefCell<Vec<DeliverEntry>>,
     returning_refused: Cell<bool>,
     owner: owner::OwnerState,
     storage: storage::ShardStorage,
-    /// Queues over their memory budget: page-out, loaders, paged dead letters.
-    pager: paging::Pager,
-    /// Shards other than the topology owner wait for the recovered topology before recovering
-    /// their messages.
-    topology_ready: Cell<bool>,
-    topology_arrived: Notify,
-    /// Our own log is replayed: messages handed over from other logs may come in now.
-    messages_ready: Cell<bool>,
-    messages_recovered: Notify,
-    /// Shards that finished recovering (counted on the coordinator), so none listens before all
-    /// have.
-    recovered_shards: Cell<usize>,
-    shard_recovered: Notify,
-    /// Every message-TTL and x-expires deadline of the queues hosted here.
+    /// `--max-message-bytes`: content headers announcing more are refused.
+    max_message_bytes: Cell<u64>,
+    lifecycle: lifecycle::Lifecycle,
+    features: Features,
+}
+
+/// Scratch buffers of a publish, reused so routing allocates nothing in the steady state: the
+/// routed queues, the same as (owner shard, queue) sorted by shard, and the local ones.
+#[derive(Default)]
+struct RouteScratch {
+    destinations: RefCell<Vec<QueueId>>,
+    groups: RefCell<Vec<(ShardId, QueueId)>>,
+    local: RefCell<Vec<QueueId>>,
+}
+
+/// What the features layered on the core keep, one struct per feature module. The core calls
+/// them at fixed points only: publish (`delayed` hold, then CC/BCC in routing), after a queue
+/// changes (`expiry`, length limits and `dead_letter`, then `paging`), and the per-shard timer.
+struct Features {
+    /// Every message-TTL, x-expires and delay deadline of this shard (`expiry`).
     timers: expiry::Timers,
     dead_letters: dead_letter::DeadLetters,
     /// Messages held by delayed exchanges until their `x-delay` passes.
     delayed: delayed::DelayedMessages,
-    /// `--max-message-bytes`: content headers announcing more are refused.
-    max_message_bytes: Cell<u64>,
-    shutting_down: Cell<bool>,
-    shutdown: Notify,
-    /// Wakes the shutdown sequence when a connection goes away.
-    conns_changed: Notify,
-    /// Shards known to have drained their connections (counted on the coordinator).
-    drained_shards: Cell<usize>,
-    stopping: Cell<bool>,
-    stop: Notify,
+    /// Queues over their memory budget: page-out, loaders, paged dead letters.
+    pager: paging::Pager,
 }
 
 pub struct PublishOutcome {
@@ -131,33 +127,30 @@ impl Shard {
             queues: RefCell::new(IdMap::default()),
             conns: RefCell::new(IdMap::default()),
             next_local_id: Cell::new(1),
-            next_request: Cell::new(1),
-            pending_requests: RefCell::new(IdMap::default()),
-            route_scratch: RefCell::new(Vec::new()),
-            route_groups: RefCell::new(Vec::new()),
-            route_local: RefCell::new(Vec::new()),
+            calls: calls::PendingCalls::default(),
+            route_scratch: RouteScratch::default(),
             refused_deliveries: RefCell::new(Vec::new()),
             returning_refused: Cell::new(false),
             owner: owner::OwnerState::new(),
             storage: storage::ShardStorage::default(),
-            pager: paging::Pager::new(u64::MAX),
-            topology_ready: Cell::new(id == TOPOLOGY_OWNER),
-            topology_arrived: Notify::default(),
-            messages_ready: Cell::new(false),
-            messages_recovered: Notify::default(),
-            recovered_shards: Cell::new(0),
-            shard_recovered: Notify::default(),
-            timers: expiry::Timers::default(),
-            dead_letters: dead_letter::DeadLetters::default(),
-            delayed: delayed::DelayedMessages::default(),
             max_message_bytes: Cell::new(crate::limits::MESSAGE_SIZE_DEFAULT_BYTES),
-            shutting_down: Cell::new(false),
-            shutdown: Notify::default(),
-            conns_changed: Notify::default(),
-            drained_shards: Cell::new(0),
-            stopping: Cell::new(false),
-            stop: Notify::default(),
+            lifecycle: lifecycle::Lifecycle::new(id == TOPOLOGY_OWNER),
+            features: Features {
+                timers: expiry::Timers::default(),
+                dead_letters: dead_letter::DeadLetters::default(),
+                delayed: delayed::DelayedMessages::default(),
+                pager: paging::Pager::new(u64::MAX),
+            },
         })
+    }
+
+    /// `--queue-memory-bytes`: body bytes of ready messages a queue keeps in RAM.
+    pub fn set_queue_memory_bytes(&self, bytes: u64) {
+        self.features.pager.set_queue_memory_bytes(bytes);
+    }
+
+    pub fn set_max_message_bytes(&self, bytes: u64) {
+        self.max_message_bytes.set(bytes);
     }
 
     pub fn id(&self) -> ShardId {
@@ -195,17 +188,6 @@ impl Shard {
         self.max_message_bytes.get()
     }
 
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.get()
-    }
-
-    /// Returns once a shutdown has begun (at once if it has).
-    pub async fn wait_for_shutdown(&self) {
-        while !self.shutting_down.get() {
-            self.shutdown.wait().await;
-        }
-    }
-
     /// Back-pressure for a reader: returns once the mesh outboxes are under their bound and the
     /// message log's batch has room (a full batch would refuse appends, i.e. nacks).
     pub async fn wait_for_room(&self) {
@@ -226,7 +208,7 @@ impl Shard {
 
     pub fn unregister_conn(&self, id: ConnId) {
         self.conns.borrow_mut().remove(&id);
-        self.conns_changed.notify();
+        self.lifecycle.conns_changed.notify();
     }
 
     pub fn conn_count(&self) -> usize {
@@ -261,10 +243,7 @@ impl Shard {
     /// Queues a request for `to` without waiting: the order of calls is the order on the link.
     /// The receiver yields `None` only if the shard stops before answering.
     fn send_request<C: ShardCall>(&self, to: ShardId, request: C) -> OneshotReceiver<C::Reply> {
-        let id = self.next_request.get();
-        self.next_request.set(id + 1);
-        let (pending, receiver) = PendingReply::new::<C::Reply>();
-        self.pending_requests.borrow_mut().insert(id, pending);
+        let (id, receiver) = self.calls.register::<C::Reply>();
         self.mesh.send(
             to,
             MeshMsg::Request {
@@ -302,6 +281,9 @@ impl Shard {
 
     /// Routes a message on our copy of the topology and hands it to every destination queue:
     /// queues here directly, other shards one mesh entry per shard naming all its queues.
+    /// Features hook in at fixed points, in this order: a delayed exchange may hold the message
+    /// (`delayed`); routing adds CC/BCC destinations and strips BCC (`sender_selected`); each
+    /// queue admits it (dedup, length limits, `x-overflow`) and dead-letters what it drops.
     pub fn publish(
         &self,
         vhost: &str,
@@ -328,10 +310,10 @@ impl Shard {
         // Taken out of their cells rather than borrowed: enqueueing may dead-letter, and a
         // nested route must not find them borrowed. Put back at the end, so the steady state
         // allocates nothing here.
-        let mut groups = self.route_groups.take();
+        let mut groups = self.route_scratch.groups.take();
         groups.clear();
         {
-            let mut destinations = self.route_scratch.borrow_mut();
+            let mut destinations = self.route_scratch.destinations.borrow_mut();
             destinations.clear();
             let topology = self.topology.borrow();
             topology.route(
@@ -341,10 +323,15 @@ impl Shard {
                 headers.as_ref(),
                 &mut destinations,
             );
+            // Feature hook: CC/BCC add the destinations of their routing keys.
             if let Some(headers) = headers.as_ref() {
-                if sender_selected::has_extra_keys(Some(headers)) {
-                    route_extra_keys(&topology, vhost, exchange, headers, &mut destinations);
-                }
+                sender_selected::add_destinations(
+                    &topology,
+                    vhost,
+                    exchange,
+                    headers,
+                    &mut destinations,
+                );
             }
             groups.extend(destinations.iter().filter_map(|&queue| {
                 topology
@@ -353,7 +340,7 @@ impl Shard {
             }));
         }
         if groups.is_empty() {
-            self.route_groups.replace(groups);
+            self.route_scratch.groups.replace(groups);
             return PublishOutcome {
                 routed: false,
                 remote_confirms: 0,
@@ -364,11 +351,12 @@ impl Shard {
         if groups.len() > 1 {
             groups.sort_unstable();
         }
+        // Feature hook: BCC is removed before any queue sees the message.
         let message = match headers.as_ref() {
             Some(headers) => sender_selected::without_bcc(&message, headers).unwrap_or(message),
             None => message,
         };
-        let mut local_queues = self.route_local.take();
+        let mut local_queues = self.route_scratch.local.take();
         let mut outcome = PublishOutcome {
             routed: true,
             remote_confirms: 0,
@@ -400,8 +388,8 @@ impl Shard {
                 self.mesh.send(shard, MeshMsg::Publish(entry));
             }
         }
-        self.route_local.replace(local_queues);
-        self.route_groups.replace(groups);
+        self.route_scratch.local.replace(local_queues);
+        self.route_scratch.groups.replace(groups);
         outcome
     }
 
@@ -495,13 +483,7 @@ impl Shard {
                 })
                 .detach();
             }
-            MeshMsg::Reply { id, body } => {
-                // A reply after its caller timed out finds no entry and is dropped.
-                let pending = self.pending_requests.borrow_mut().remove(&id);
-                if let Some(pending) = pending {
-                    pending.complete(body);
-                }
-            }
+            MeshMsg::Reply { id, body } => self.calls.complete(id, body),
             MeshMsg::Publish(entry) => {
                 let local = self.enqueue_local(&entry.queues, &entry.message);
                 if let Some(confirm) = entry.confirm {
@@ -525,69 +507,6 @@ impl Shard {
         }
     }
 
-    /// Start-up recovery, before listening: the topology owner replays the topology log (moving
-    /// queues of shards this run does not have) and hands the result to every other shard; then
-    /// each shard replays its own message log into its queues, adopts the logs of shards this run
-    /// does not have, and hands records of queues other shards own to them (`adopt`). No shard
-    /// returns before every shard has finished.
-    pub async fn recover(self: &Rc<Self>, data_dir: &std::path::Path) -> Result<(), String> {
-        if self.is_topology_owner() {
-            self.recover_and_share_topology(data_dir).await?;
-        } else {
-            while !self.topology_ready.get() {
-                self.topology_arrived.wait().await;
-            }
-        }
-        let foreign = self.recover_messages(data_dir).await?;
-        self.messages_ready.set(true);
-        self.messages_recovered.notify();
-        self.adopt_orphan_logs(data_dir).await?;
-        self.hand_over_foreign(foreign).await?;
-        self.wait_all_recovered().await
-    }
-
-    async fn recover_and_share_topology(
-        self: &Rc<Self>,
-        data_dir: &std::path::Path,
-    ) -> Result<(), String> {
-        let changes = self.recover_topology(data_dir).await?;
-        let receivers: Vec<_> = self
-            .peers()
-            .map(|peer| {
-                let changes = changes.clone();
-                self.send_request(peer, StartupTopology { changes })
-            })
-            .collect();
-        for receiver in receivers {
-            if receiver.await.is_none() {
-                return Err("a shard did not take the recovered topology".to_string());
-            }
-        }
-        Ok(())
-    }
-
-    /// Tells the coordinator we are done and waits until every shard is (no RPC timeout:
-    /// recovering a large log takes what it takes).
-    async fn wait_all_recovered(self: &Rc<Self>) -> Result<(), String> {
-        if self.is_coordinator() {
-            self.count_recovered().await;
-            return Ok(());
-        }
-        match self.send_request(self.coordinator(), Recovered).await {
-            Some(()) => Ok(()),
-            None => Err("the coordinator shard did not finish recovering".to_string()),
-        }
-    }
-
-    /// The coordinator: one more shard finished recovering; returns once all have.
-    async fn count_recovered(&self) {
-        self.recovered_shards.set(self.recovered_shards.get() + 1);
-        self.shard_recovered.notify();
-        while self.recovered_shards.get() < self.shard_count {
-            self.shard_recovered.wait().await;
-        }
-    }
-
     /// Waits until everything this connection sent to shard `to` is applied there and durable in
     /// that shard's log (for tx.commit).
     pub async fn barrier(self: &Rc<Self>, to: ShardId) -> Result<(), AmqpError> {
@@ -605,19 +524,6 @@ impl Shard {
         }
     }
 
-    /// Stops accepting and tells every connection to close with CONNECTION_FORCED.
-    pub fn begin_shutdown(&self) {
-        if !self.shutting_down.replace(true) {
-            self.shutdown.notify();
-        }
-    }
-
-    /// The coordinator relays a shutdown to every other shard.
-    pub fn broadcast_shutdown(&self) {
-        self.send_to_peers(|| MeshMsg::Shutdown);
-        self.begin_shutdown();
-    }
-
     fn send_to_peers(&self, msg: impl Fn() -> MeshMsg) {
         for peer in self.peers() {
             self.mesh.send(peer, msg());
@@ -628,87 +534,6 @@ impl Shard {
     fn peers(&self) -> impl Iterator<Item = ShardId> {
         let me = self.id;
         (0..self.shard_count).filter(move |&peer| peer != me)
-    }
-
-    /// Shutdown, seen from one shard: wait (bounded) for our connections to close, tell the
-    /// coordinator, and wait until it says every shard is done, so cleanup that needs another shard
-    /// (exclusive queues, requeues) can still reach it.
-    pub async fn shut_down(&self, drain_timeout: std::time::Duration) {
-        self.wait_for_shutdown().await;
-        let _ = glommio::timer::timeout(drain_timeout, async {
-            while self.conn_count() > 0 {
-                self.conns_changed.wait().await;
-            }
-            Ok(())
-        })
-        .await;
-        if self.is_coordinator() {
-            self.shard_drained();
-        } else {
-            self.mesh.send(self.coordinator(), MeshMsg::Drained);
-        }
-        let _ = glommio::timer::timeout(drain_timeout, async {
-            while !self.stopping.get() {
-                self.stop.wait().await;
-            }
-            Ok(())
-        })
-        .await;
-        // Let the flushers hand over what is queued (the coordinator's Stop messages above all).
-        let _ = glommio::timer::timeout(drain_timeout, async {
-            self.mesh.wait_until_empty().await;
-            Ok(())
-        })
-        .await;
-        self.log_paging_stats();
-        self.storage.flush_all().await;
-    }
-
-    fn shard_drained(&self) {
-        let drained = self.drained_shards.get() + 1;
-        self.drained_shards.set(drained);
-        if self.is_coordinator() && drained == self.shard_count {
-            self.send_to_peers(|| MeshMsg::Stop);
-            self.begin_stop();
-        }
-    }
-
-    fn begin_stop(&self) {
-        self.stopping.set(true);
-        self.stop.notify();
-    }
-}
-
-/// Adds the destinations of the message's CC and BCC routing keys to `destinations`.
-fn route_extra_keys(
-    topology: &Topology,
-    vhost: &str,
-    exchange: &str,
-    headers: &FieldTable,
-    destinations: &mut Vec<QueueId>,
-) {
-    let mut more = Vec::new();
-    for key in sender_selected::extra_keys(headers) {
-        topology.route(vhost, exchange, key, Some(headers), &mut more);
-        destinations.extend_from_slice(&more);
-    }
-    destinations.sort_unstable();
-    destinations.dedup();
-}
-
-impl ShardCall for StartupTopology {
-    type Reply = ();
-    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) {
-        shard.apply_changes(&self.changes);
-        shard.topology_ready.set(true);
-        shard.topology_arrived.notify();
-    }
-}
-
-impl ShardCall for Recovered {
-    type Reply = ();
-    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) {
-        shard.count_recovered().await;
     }
 }
 

@@ -51,7 +51,7 @@ impl Shard {
         self.queues
             .borrow_mut()
             .entry(id)
-            .or_insert_with(|| HostedQueue::new(meta, self.pager.queue_memory_bytes()));
+            .or_insert_with(|| HostedQueue::new(meta, self.features.pager.queue_memory_bytes()));
         self.queue_used(id);
     }
 
@@ -75,7 +75,7 @@ impl Shard {
     /// Returns the number of ready messages it held.
     pub(super) fn unhost_queue(&self, id: QueueId) -> Option<u32> {
         let mut hosted = self.queues.borrow_mut().remove(&id)?;
-        self.timers.clear_queue(id);
+        self.features.timers.clear_queue(id);
         let count = hosted.queue.message_count();
         // Its persisted messages are gone for good: settle them in the log.
         hosted.queue.drain_all();

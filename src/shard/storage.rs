@@ -346,7 +346,7 @@ impl Shard {
         // Bodies beyond one queue's budget stay on disk: the loaders read them when needed,
         // so a backlog larger than RAM can restart.
         let mut options = options;
-        options.recovery_body_budget_bytes = self.pager.queue_memory_bytes();
+        options.recovery_body_budget_bytes = self.features.pager.queue_memory_bytes();
         let (wal, recovered) = Wal::open(options).await.map_err(|e| {
             format!(
                 "cannot open the message log of shard {} in {}: {e}",
