@@ -151,7 +151,16 @@ impl ShardStorage {
 
     /// Releases `confirm` once `lsn` is durable.
     pub fn confirm_when_durable(&self, lsn: Lsn, confirm: ConfirmRef) {
-        self.pending.borrow_mut().push_back((lsn, confirm));
+        let mut pending = self.pending.borrow_mut();
+        // The confirmer releases the front while it is durable: an older LSN behind a newer
+        // one would be confirmed before its record is on disk, or never.
+        assert!(
+            pending.back().is_none_or(|&(newest, _)| newest <= lsn),
+            "confirm LSNs go backwards: {lsn} after {:?}",
+            pending.back().map(|(newest, _)| newest)
+        );
+        pending.push_back((lsn, confirm));
+        drop(pending);
         self.pending_added.notify();
     }
 
@@ -441,5 +450,39 @@ impl Shard {
             "messages recovered"
         );
         Ok(foreign)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::queue::ChannelRef;
+
+    fn confirm(seq: u64) -> ConfirmRef {
+        ConfirmRef {
+            channel: ChannelRef {
+                conn: 1,
+                channel: 1,
+            },
+            seq,
+        }
+    }
+
+    #[test]
+    fn confirms_wait_in_lsn_order() {
+        let storage = ShardStorage::default();
+        storage.confirm_when_durable(4, confirm(1));
+        storage.confirm_when_durable(4, confirm(2));
+        storage.confirm_when_durable(9, confirm(3));
+        assert_eq!(storage.pending.borrow().len(), 3);
+    }
+
+    /// An older LSN queued behind a newer one would be confirmed before it is durable.
+    #[test]
+    #[should_panic(expected = "confirm LSNs go backwards")]
+    fn a_confirm_lsn_going_backwards_stops_the_process() {
+        let storage = ShardStorage::default();
+        storage.confirm_when_durable(9, confirm(1));
+        storage.confirm_when_durable(4, confirm(2));
     }
 }
