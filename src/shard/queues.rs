@@ -217,6 +217,9 @@ impl Shard {
 
     /// Delivers what consumer credit allows. Deliveries are collected first and routed after the
     /// queue borrow ends, because routing a local delivery touches the connection's state.
+    /// Feature hooks, in this order: expiry drops what is past its TTL first (it must not be
+    /// delivered); after delivering, length limits drop the overflow (dead-lettered), and paging
+    /// moves bodies out of or back into memory.
     pub(super) fn dispatch(&self, id: QueueId) {
         self.expire_queue(id);
         self.dispatch_ready(id);
@@ -274,8 +277,15 @@ impl Shard {
                 }
             }
         };
+        self.queue_changed(id, dropped);
+    }
+
+    /// The feature hooks after an operation changed queue `id`, in this order: the log settles
+    /// what left it and re-stores changed delivery counts; dead-lettering takes what was
+    /// `rejected` and what went over `x-delivery-limit`; then `dispatch`.
+    fn queue_changed(&self, id: QueueId, rejected: Vec<SharedMessage>) {
         self.log_forgotten(id);
-        self.dead_letter(id, DeathReason::Rejected, dropped);
+        self.dead_letter(id, DeathReason::Rejected, rejected);
         self.dead_letter_over_limit(id);
         self.dispatch(id);
     }
@@ -326,14 +336,12 @@ impl Shard {
         };
         if removes_queue {
             self.unhost_queue(id);
-        } else {
-            self.log_forgotten(id);
-            self.dead_letter_over_limit(id);
-            if uses_queue {
-                self.queue_used(id);
-            }
-            self.dispatch(id);
+            return Ok(result);
         }
+        if uses_queue {
+            self.queue_used(id);
+        }
+        self.queue_changed(id, Vec::new());
         Ok(result)
     }
 }
