@@ -7,6 +7,7 @@ use crate::protocol::{FieldTable, FieldValue};
 use super::queue::Message;
 #[cfg(test)]
 use super::queue::Route;
+use super::{QueueId, Topology};
 
 pub const CC: &str = "CC";
 pub const BCC: &str = "BCC";
@@ -60,6 +61,27 @@ pub fn extra_keys(headers: &FieldTable) -> impl Iterator<Item = &str> {
 
 /// The message without its `BCC` header, or None when it has none (nothing to copy).
 /// `headers` are the message's, already decoded by the caller.
+/// Adds the destinations of the message's CC and BCC routing keys (through the same exchange)
+/// to `destinations`, without duplicates.
+pub fn add_destinations(
+    topology: &Topology,
+    vhost: &str,
+    exchange: &str,
+    headers: &FieldTable,
+    destinations: &mut Vec<QueueId>,
+) {
+    if !has_extra_keys(Some(headers)) {
+        return;
+    }
+    let mut more = Vec::new();
+    for key in extra_keys(headers) {
+        topology.route(vhost, exchange, key, Some(headers), &mut more);
+        destinations.extend_from_slice(&more);
+    }
+    destinations.sort_unstable();
+    destinations.dedup();
+}
+
 pub fn without_bcc(message: &Message, headers: &FieldTable) -> Option<Message> {
     headers.get(BCC)?;
     let mut properties = message.properties();

@@ -37,29 +37,30 @@ impl Shard {
         if messages.is_empty() || !self.has_dead_letter_exchange(queue) {
             return;
         }
-        self.dead_letters
+        self.features
+            .dead_letters
             .pending
             .borrow_mut()
             .extend(messages.into_iter().map(|message| (queue, reason, message)));
-        if self.dead_letters.draining.replace(true) {
+        if self.features.dead_letters.draining.replace(true) {
             return; // an outer call is draining
         }
         let mut handled = 0usize;
         loop {
-            let next = self.dead_letters.pending.borrow_mut().pop_front();
+            let next = self.features.dead_letters.pending.borrow_mut().pop_front();
             let Some((queue, reason, message)) = next else {
                 break;
             };
             if handled == DEAD_LETTER_CASCADE_MAX {
-                let dropped = self.dead_letters.pending.borrow().len() + 1;
+                let dropped = self.features.dead_letters.pending.borrow().len() + 1;
                 tracing::warn!(dropped, "dead-letter cascade too long; dropping the rest");
-                self.dead_letters.pending.borrow_mut().clear();
+                self.features.dead_letters.pending.borrow_mut().clear();
                 break;
             }
             handled += 1;
             self.republish_dead_letter(queue, reason, &message);
         }
-        self.dead_letters.draining.set(false);
+        self.features.dead_letters.draining.set(false);
     }
 
     fn has_dead_letter_exchange(&self, queue: QueueId) -> bool {
@@ -134,15 +135,13 @@ impl Shard {
             &mut destinations,
         );
         if let Some(headers) = headers.as_ref() {
-            if crate::broker::sender_selected::has_extra_keys(Some(headers)) {
-                super::route_extra_keys(
-                    &topology,
-                    vhost,
-                    dead.exchange(),
-                    headers,
-                    &mut destinations,
-                );
-            }
+            crate::broker::sender_selected::add_destinations(
+                &topology,
+                vhost,
+                dead.exchange(),
+                headers,
+                &mut destinations,
+            );
         }
         let mut per_shard: Vec<Vec<QueueId>> = vec![Vec::new(); self.shard_count];
         for id in destinations {

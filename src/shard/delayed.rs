@@ -93,7 +93,7 @@ impl Shard {
             refused: false,
             remote_shards: ShardSet::default(),
         };
-        if self.delayed.by_deadline.borrow().len() >= DELAYED_MESSAGES_MAX {
+        if self.features.delayed.by_deadline.borrow().len() >= DELAYED_MESSAGES_MAX {
             outcome.refused = true;
             return Some(outcome);
         }
@@ -132,20 +132,23 @@ impl Shard {
     }
 
     fn next_arrival(&self) -> MessageId {
-        let arrival = self.delayed.next_arrival.get().max(1);
-        self.delayed.next_arrival.set(arrival.saturating_add(1));
+        let arrival = self.features.delayed.next_arrival.get().max(1);
+        self.features
+            .delayed
+            .next_arrival
+            .set(arrival.saturating_add(1));
         arrival
     }
 
     fn hold(&self, deadline: u64, arrival: MessageId, held: Held) {
         let first = {
-            let mut by_deadline = self.delayed.by_deadline.borrow_mut();
+            let mut by_deadline = self.features.delayed.by_deadline.borrow_mut();
             by_deadline.insert((deadline, arrival), held);
             by_deadline
                 .first_key_value()
                 .map(|((deadline, _), _)| *deadline)
         };
-        self.timers.arm(DELAYED_TIMER, first);
+        self.features.timers.arm(DELAYED_TIMER, first);
     }
 
     /// Start-up: a delayed message from the message log goes back to the store with its
@@ -155,11 +158,12 @@ impl Shard {
             return false;
         };
         let next = self
+            .features
             .delayed
             .next_arrival
             .get()
             .max(arrival.saturating_add(1));
-        self.delayed.next_arrival.set(next);
+        self.features.delayed.next_arrival.set(next);
         let held = Held {
             vhost,
             exchange: message.exchange().to_owned(),
@@ -190,7 +194,7 @@ impl Shard {
     pub(super) fn release_delayed(&self, now: u64) {
         let mut due = Vec::new();
         {
-            let mut held = self.delayed.by_deadline.borrow_mut();
+            let mut held = self.features.delayed.by_deadline.borrow_mut();
             while due.len() < DELAYED_FIRE_BATCH_MAX {
                 let Some(entry) = held.first_entry() else {
                     break;
@@ -203,7 +207,7 @@ impl Shard {
             }
             let first = held.first_key_value().map(|((deadline, _), _)| *deadline);
             drop(held);
-            self.timers.arm(DELAYED_TIMER, first);
+            self.features.timers.arm(DELAYED_TIMER, first);
         }
         for (arrival, held) in due {
             // Gone exchange or no binding: dropped, as the plugin does.
@@ -218,7 +222,7 @@ impl Shard {
 
     /// Held messages (for tests and metrics).
     pub fn delayed_count(&self) -> usize {
-        self.delayed.by_deadline.borrow().len()
+        self.features.delayed.by_deadline.borrow().len()
     }
 }
 

@@ -10,9 +10,11 @@
 
 use std::rc::Rc;
 
-use super::messages::{Reply, Request};
+use super::calls::ShardCall;
+use super::messages::DirectReply;
 use super::{shard_of, Shard};
 use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
+use crate::broker::ShardId;
 
 /// The pseudo-queue consumed from and named in `reply_to` by the requester.
 pub const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -77,24 +79,23 @@ impl Shard {
         if to >= self.shard_count {
             return false;
         }
-        let request = Request::DirectReply { address, message };
-        matches!(self.call(to, request).await, Some(Reply::Applied))
+        let request = DirectReply { address, message };
+        self.call(to, request).await.unwrap_or(false)
     }
 
     /// The receiving side: hands the reply to the consumer if it is a live reply consumer.
-    pub(super) fn deliver_direct_reply_here(
-        &self,
-        address: ReplyAddress,
-        message: SharedMessage,
-    ) -> Reply {
-        let delivered = self.conn(address.channel.conn).is_some_and(|conn| {
+    fn deliver_direct_reply_here(&self, address: ReplyAddress, message: SharedMessage) -> bool {
+        self.conn(address.channel.conn).is_some_and(|conn| {
             conn.deliver_reply(address.channel.channel, address.consumer, &message)
-        });
-        if delivered {
-            Reply::Applied
-        } else {
-            Reply::Failed("reply consumer gone".to_string())
-        }
+        })
+    }
+}
+
+impl ShardCall for DirectReply {
+    /// Delivered; false when the reply consumer is gone.
+    type Reply = bool;
+    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) -> bool {
+        shard.deliver_direct_reply_here(self.address, self.message)
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::messages::TopologyOp;
+use super::messages::topology_op;
 use super::sync::Notify;
 use super::Shard;
 use crate::broker::queue::DeathReason;
@@ -116,7 +116,7 @@ impl Shard {
     pub async fn run_timers(self: Rc<Self>) {
         loop {
             let now = now_ms();
-            let due = self.timers.take_due(now, TIMER_FIRE_BATCH_MAX);
+            let due = self.features.timers.take_due(now, TIMER_FIRE_BATCH_MAX);
             if !due.is_empty() {
                 for key in due {
                     self.timer_fired(key, now);
@@ -124,8 +124,8 @@ impl Shard {
                 glommio::yield_if_needed().await;
                 continue;
             }
-            let changed = self.timers.earlier.wait();
-            match self.timers.next_deadline() {
+            let changed = self.features.timers.earlier.wait();
+            match self.features.timers.next_deadline() {
                 None => changed.await,
                 Some(deadline) => {
                     let wait = Duration::from_millis(deadline.saturating_sub(now));
@@ -150,13 +150,13 @@ impl Shard {
                     return;
                 }
                 tracing::debug!(queue = key.queue, now, "queue expired (x-expires)");
-                // Deleted like an auto-delete queue: shard 0 asks us again (if unused) first,
-                // so a consumer that arrived meanwhile keeps the queue.
+                // Deleted like an auto-delete queue: the topology owner asks us again (if unused)
+                // first, so a consumer that arrived meanwhile keeps the queue.
                 let shard = self.clone();
                 let queue = key.queue;
                 glommio::spawn_local(async move {
-                    let op = TopologyOp::AutoDeleteQueue { queue };
-                    if let Err(error) = shard.topology(op).await {
+                    let op = topology_op::AutoDeleteQueue { queue };
+                    if let Err(error) = shard.topology_op(op).await {
                         tracing::warn!(queue, %error, "x-expires deletion failed");
                     }
                 })
@@ -181,7 +181,8 @@ impl Shard {
             queue: id,
             kind: TimerKind::MessageTtl,
         };
-        self.timers
+        self.features
+            .timers
             .arm(key, next.map(|deadline| deadline.saturating_add(1)));
         self.log_forgotten(id);
         self.dead_letter(id, DeathReason::Expired, expired);
@@ -198,6 +199,6 @@ impl Shard {
             queue: id,
             kind: TimerKind::QueueExpires,
         };
-        self.timers.arm(key, deadline);
+        self.features.timers.arm(key, deadline);
     }
 }

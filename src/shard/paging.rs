@@ -110,7 +110,7 @@ impl Shard {
                             .log_enqueue(id, candidate.at.id, &candidate.message, now_ms());
                     match logged.map(NonZeroU64::new) {
                         Ok(Some(position)) => {
-                            self.pager.count(|s| s.paged_out_written += 1);
+                            self.features.pager.count(|s| s.paged_out_written += 1);
                             position
                         }
                         // Stays in memory; the next pass tries again (the log's back-pressure
@@ -124,14 +124,14 @@ impl Shard {
                 }
             };
             if hosted.queue.page_out(candidate.at, position) {
-                self.pager.count(|s| s.paged_out += 1);
+                self.features.pager.count(|s| s.paged_out += 1);
             }
         }
     }
 
     /// Starts the loader of queue `id` if its read-ahead needs bodies and none runs.
     pub(super) fn want_load(&self, id: QueueId) {
-        if self.pager.running.borrow().contains(&id) {
+        if self.features.pager.running.borrow().contains(&id) {
             return;
         }
         let wants = self
@@ -139,8 +139,8 @@ impl Shard {
             .borrow()
             .get(&id)
             .is_some_and(|hosted| hosted.queue.wants_load());
-        if wants && self.pager.wanted.borrow_mut().insert(id) {
-            self.pager.wake.notify();
+        if wants && self.features.pager.wanted.borrow_mut().insert(id) {
+            self.features.pager.wake.notify();
         }
     }
 
@@ -150,12 +150,12 @@ impl Shard {
         if dropped.is_empty() {
             return;
         }
-        self.pager.dead_letters.borrow_mut().extend(
+        self.features.pager.dead_letters.borrow_mut().extend(
             dropped
                 .into_iter()
                 .map(|(message, reason)| (id, message, reason)),
         );
-        self.pager.wake.notify();
+        self.features.pager.wake.notify();
     }
 
     /// basic.get: makes sure the head of queue `id` is loaded (or gone) before the get.
@@ -184,7 +184,7 @@ impl Shard {
                     None => false,
                 };
                 if filled {
-                    self.pager.count(|s| s.paged_in += 1);
+                    self.features.pager.count(|s| s.paged_in += 1);
                 }
             }
             Err(error) => {
@@ -194,7 +194,7 @@ impl Shard {
                 };
                 if dropped {
                     tracing::error!(queue = id, message = at.id, %error, "cannot read a paged message back: dropped");
-                    self.pager.count(|s| s.read_errors += 1);
+                    self.features.pager.count(|s| s.read_errors += 1);
                     self.log_forgotten(id);
                 }
             }
@@ -205,15 +205,15 @@ impl Shard {
 /// The shard's pager: starts per-queue loaders and the dead-letter reader as they are wanted.
 pub async fn run_pager(shard: Rc<Shard>) {
     loop {
-        let woken = shard.pager.wake.wait();
-        let wanted = std::mem::take(&mut *shard.pager.wanted.borrow_mut());
+        let woken = shard.features.pager.wake.wait();
+        let wanted = std::mem::take(&mut *shard.features.pager.wanted.borrow_mut());
         for id in wanted {
-            if shard.pager.running.borrow_mut().insert(id) {
+            if shard.features.pager.running.borrow_mut().insert(id) {
                 glommio::spawn_local(run_loader(shard.clone(), id)).detach();
             }
         }
-        let dead_letters = !shard.pager.dead_letters.borrow().is_empty();
-        if dead_letters && !shard.pager.dead_letters_running.replace(true) {
+        let dead_letters = !shard.features.pager.dead_letters.borrow().is_empty();
+        if dead_letters && !shard.features.pager.dead_letters_running.replace(true) {
             glommio::spawn_local(run_dead_letter_reads(shard.clone())).detach();
         }
         woken.await;
@@ -223,7 +223,7 @@ pub async fn run_pager(shard: Rc<Shard>) {
 impl Shard {
     /// At shutdown: what paging did in this run.
     pub(super) fn log_paging_stats(&self) {
-        let stats = self.pager.stats();
+        let stats = self.features.pager.stats();
         tracing::info!(
             shard = self.id,
             paged_out = stats.paged_out,
@@ -264,27 +264,27 @@ async fn run_loader(shard: Rc<Shard>, id: QueueId) {
         // Each pass loads or drops at least one message, so the loop ends.
         shard.dispatch(id);
     }
-    shard.pager.running.borrow_mut().remove(&id);
+    shard.features.pager.running.borrow_mut().remove(&id);
 }
 
 /// Reads paged dead letters back, dead-letters them, then settles them.
 async fn run_dead_letter_reads(shard: Rc<Shard>) {
     loop {
-        let next = shard.pager.dead_letters.borrow_mut().pop_front();
+        let next = shard.features.pager.dead_letters.borrow_mut().pop_front();
         let Some((queue, message_id, reason)) = next else {
             break;
         };
         match shard.storage.read_message(queue, message_id).await {
             Ok(message) => {
-                shard.pager.count(|s| s.dead_lettered += 1);
+                shard.features.pager.count(|s| s.dead_lettered += 1);
                 shard.dead_letter(queue, reason, vec![message]);
             }
             Err(error) => {
                 tracing::error!(queue, message = message_id, %error, "cannot read a paged dead letter back: dropped");
-                shard.pager.count(|s| s.read_errors += 1);
+                shard.features.pager.count(|s| s.read_errors += 1);
             }
         }
         shard.storage.log_settle(queue, &[message_id]);
     }
-    shard.pager.dead_letters_running.set(false);
+    shard.features.pager.dead_letters_running.set(false);
 }

@@ -149,8 +149,8 @@ async fn shard_main(
         max_message_bytes,
     } = paths;
     let shard = Shard::new(id, shard_count, Topology::new_default());
-    shard.pager.set_queue_memory_bytes(queue_memory_bytes);
-    shard.max_message_bytes.set(max_message_bytes);
+    shard.set_queue_memory_bytes(queue_memory_bytes);
+    shard.set_max_message_bytes(max_message_bytes);
     start_mesh(&shard, ends).await;
     if let Err(message) = shard.recover(&data_dir).await {
         let _ = ready.send(Err(message));

@@ -1,7 +1,7 @@
 //! A shard's durable storage: its message log (enqueues and settlements of persistent messages in
-//! durable queues it owns) and, on shard 0, the topology log (durable exchanges, queues, bindings,
-//! users, vhosts). Both are `storage::Wal`s; this module decides what goes in them and releases
-//! publisher confirms only once their records are durable.
+//! durable queues it owns) and, on the topology owner, the topology log (durable exchanges,
+//! queues, bindings, users, vhosts). Both are `storage::Wal`s; this module decides what goes in
+//! them and releases publisher confirms only once their records are durable.
 //!
 //! Confirms wait in `pending` in LSN order; one task per shard (`run_confirmer`) waits for the
 //! newest pending LSN and then releases everything up to it. With group commit that is one flush
@@ -151,7 +151,16 @@ impl ShardStorage {
 
     /// Releases `confirm` once `lsn` is durable.
     pub fn confirm_when_durable(&self, lsn: Lsn, confirm: ConfirmRef) {
-        self.pending.borrow_mut().push_back((lsn, confirm));
+        let mut pending = self.pending.borrow_mut();
+        // The confirmer releases the front while it is durable: an older LSN behind a newer
+        // one would be confirmed before its record is on disk, or never.
+        assert!(
+            pending.back().is_none_or(|&(newest, _)| newest <= lsn),
+            "confirm LSNs go backwards: {lsn} after {:?}",
+            pending.back().map(|(newest, _)| newest)
+        );
+        pending.push_back((lsn, confirm));
+        drop(pending);
         self.pending_added.notify();
     }
 
@@ -198,7 +207,7 @@ impl ShardStorage {
         }
     }
 
-    /// Appends a durable topology change (shard 0). Returns its LSN.
+    /// Appends a durable topology change (the topology owner). Returns its LSN.
     pub fn log_topology(&self, change: &TopologyChange) -> Result<Lsn, WalError> {
         let Some(wal) = self.topology.get() else {
             return Err(WalError::Closed);
@@ -297,8 +306,8 @@ pub(super) fn wal_options(
 }
 
 impl Shard {
-    /// Shard 0 at start-up: replays the topology log into our copy. Returns the changes, for the
-    /// other shards.
+    /// The topology owner at start-up: replays the topology log into our copy. Returns the
+    /// changes, for the other shards.
     pub async fn recover_topology(&self, data_dir: &Path) -> Result<Vec<TopologyChange>, String> {
         let dir = data_dir.join("topology");
         let options = wal_options(
@@ -346,7 +355,7 @@ impl Shard {
         // Bodies beyond one queue's budget stay on disk: the loaders read them when needed,
         // so a backlog larger than RAM can restart.
         let mut options = options;
-        options.recovery_body_budget_bytes = self.pager.queue_memory_bytes();
+        options.recovery_body_budget_bytes = self.features.pager.queue_memory_bytes();
         let (wal, recovered) = Wal::open(options).await.map_err(|e| {
             format!(
                 "cannot open the message log of shard {} in {}: {e}",
@@ -441,5 +450,39 @@ impl Shard {
             "messages recovered"
         );
         Ok(foreign)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::queue::ChannelRef;
+
+    fn confirm(seq: u64) -> ConfirmRef {
+        ConfirmRef {
+            channel: ChannelRef {
+                conn: 1,
+                channel: 1,
+            },
+            seq,
+        }
+    }
+
+    #[test]
+    fn confirms_wait_in_lsn_order() {
+        let storage = ShardStorage::default();
+        storage.confirm_when_durable(4, confirm(1));
+        storage.confirm_when_durable(4, confirm(2));
+        storage.confirm_when_durable(9, confirm(3));
+        assert_eq!(storage.pending.borrow().len(), 3);
+    }
+
+    /// An older LSN queued behind a newer one would be confirmed before it is durable.
+    #[test]
+    #[should_panic(expected = "confirm LSNs go backwards")]
+    fn a_confirm_lsn_going_backwards_stops_the_process() {
+        let storage = ShardStorage::default();
+        storage.confirm_when_durable(9, confirm(1));
+        storage.confirm_when_durable(4, confirm(2));
     }
 }

@@ -208,7 +208,8 @@ impl ConsumerSet {
         let Some(consumer) = self.consumers.get_mut(&key) else {
             return;
         };
-        debug_assert!(consumer.in_flight > 0, "credit released twice");
+        // Released twice means a message was settled twice: the unacked bookkeeping is broken.
+        assert!(consumer.in_flight > 0, "credit released twice");
         let had_credit = consumer.has_credit();
         consumer.in_flight = consumer.in_flight.saturating_sub(1);
         if had_credit {

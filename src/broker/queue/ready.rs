@@ -278,7 +278,11 @@ impl ReadyQueue {
         entry.level = level as u8;
         self.account_in(&entry);
         let queue = &mut self.levels[level];
-        debug_assert!(queue.entries.back().is_none_or(|last| last.id < entry.id));
+        // Settles and requeues find messages by id with a binary search.
+        assert!(
+            queue.entries.back().is_none_or(|last| last.id < entry.id),
+            "ready queue out of id order"
+        );
         let at = queue.entries.len();
         queue.insert_at(at, entry);
     }
@@ -317,7 +321,11 @@ impl ReadyQueue {
             Some(first) if entry.id < first.id => 0,
             Some(_) => level.entries.partition_point(|queued| queued.id < entry.id),
         };
-        debug_assert!(level.entries.get(at).is_none_or(|next| next.id != entry.id));
+        assert!(
+            level.entries.get(at).is_none_or(|next| next.id != entry.id),
+            "message {} ready twice",
+            entry.id
+        );
         level.insert_at(at, entry);
     }
 

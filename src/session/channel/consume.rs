@@ -8,7 +8,7 @@ use crate::limits::CONSUMERS_PER_CHANNEL_MAX;
 use crate::protocol::{reply_code, BasicConsume, BasicConsumeOk, FieldTable, Method};
 use crate::session::state::{ChannelState, Consumer, ConsumerTarget};
 use crate::shard::direct_reply::REPLY_TO_QUEUE;
-use crate::shard::messages::{DeliverEntry, QueueOp};
+use crate::shard::messages::{queue_op, DeliverEntry};
 
 /// A queue consumer basic.cancel removed from the channel.
 pub struct CancelledConsumer {
@@ -48,7 +48,7 @@ pub fn consume(ctx: &Ctx<'_>, state: &mut ChannelState, m: BasicConsume) -> Resu
             hold: !m.no_wait,
         },
     )?;
-    let op = QueueOp::Consume {
+    let op = queue_op::Consume {
         key,
         channel: ctx.channel,
         prefetch: consumer_prefetch(state),

@@ -1,16 +1,16 @@
 //! Declares, deletes and bindings as the topology operations the topology owner validates and
 //! applies (names already resolved; the owner answers with RabbitMQ's codes).
 
-use super::{unless_no_wait, Action, Ctx};
+use super::{unless_no_wait, Action, Change, Ctx};
 use crate::protocol::{
     ExchangeBind, ExchangeBindOk, ExchangeDeclare, ExchangeDeclareOk, ExchangeDelete,
     ExchangeDeleteOk, ExchangeUnbind, ExchangeUnbindOk, FieldTable, Method, QueueBind, QueueBindOk,
     QueueDeclare, QueueDelete, QueueUnbind, QueueUnbindOk,
 };
-use crate::shard::messages::{QueueOp, TopologyOp};
+use crate::shard::messages::{queue_op, topology_op};
 
 pub fn exchange_declare(ctx: &Ctx<'_>, m: ExchangeDeclare) -> Action {
-    let op = TopologyOp::ExchangeDeclare {
+    let op = topology_op::ExchangeDeclare {
         vhost: ctx.vhost.to_owned(),
         name: m.exchange,
         kind: m.kind,
@@ -22,20 +22,20 @@ pub fn exchange_declare(ctx: &Ctx<'_>, m: ExchangeDeclare) -> Action {
     };
     let ok = Method::ExchangeDeclareOk(ExchangeDeclareOk {});
     Action::Topology {
-        op,
+        change: Change::ExchangeDeclare(op),
         ok: unless_no_wait(m.no_wait, ok),
     }
 }
 
 pub fn exchange_delete(ctx: &Ctx<'_>, m: ExchangeDelete) -> Action {
-    let op = TopologyOp::ExchangeDelete {
+    let op = topology_op::ExchangeDelete {
         vhost: ctx.vhost.to_owned(),
         name: m.exchange,
         if_unused: m.if_unused,
     };
     let ok = Method::ExchangeDeleteOk(ExchangeDeleteOk {});
     Action::Topology {
-        op,
+        change: Change::ExchangeDelete(op),
         ok: unless_no_wait(m.no_wait, ok),
     }
 }
@@ -94,12 +94,10 @@ pub fn queue_unbind(ctx: &Ctx<'_>, m: QueueUnbind) -> Action {
 
 pub fn queue_declare(ctx: &Ctx<'_>, m: QueueDeclare) -> Action {
     // A passive declare is not a use of the queue (its x-expires keeps counting).
-    let counts = if m.passive {
-        QueueOp::Counts
-    } else {
-        QueueOp::Declared
+    let count = queue_op::Count {
+        renews_expiry: !m.passive,
     };
-    let op = TopologyOp::QueueDeclare {
+    let op = topology_op::QueueDeclare {
         vhost: ctx.vhost.to_owned(),
         name: m.queue,
         passive: m.passive,
@@ -111,12 +109,12 @@ pub fn queue_declare(ctx: &Ctx<'_>, m: QueueDeclare) -> Action {
     };
     Action::DeclareQueue {
         op,
-        counts: (!m.no_wait).then_some(counts),
+        count: (!m.no_wait).then_some(count),
     }
 }
 
 pub fn queue_delete(ctx: &Ctx<'_>, m: QueueDelete) -> Action {
-    let op = TopologyOp::QueueDelete {
+    let op = topology_op::QueueDelete {
         vhost: ctx.vhost.to_owned(),
         name: m.queue,
         if_unused: m.if_unused,
@@ -140,7 +138,7 @@ struct Binding {
 
 impl Binding {
     fn action(self, ctx: &Ctx<'_>, ok: Option<Method>) -> Action {
-        let op = TopologyOp::Binding {
+        let op = topology_op::Binding {
             vhost: ctx.vhost.to_owned(),
             bind: self.bind,
             source: self.source,
@@ -150,6 +148,9 @@ impl Binding {
             arguments: self.arguments,
             conn: ctx.channel.conn,
         };
-        Action::Topology { op, ok }
+        Action::Topology {
+            change: Change::Binding(op),
+            ok,
+        }
     }
 }

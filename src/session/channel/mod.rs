@@ -45,7 +45,7 @@ use super::Fault;
 use crate::broker::queue::{ChannelRef, ConsumerKey};
 use crate::broker::{QueueId, ShardId, Topology};
 use crate::protocol::{reply_code, Method};
-use crate::shard::messages::{QueueOp, TopologyOp};
+use crate::shard::messages::{queue_op, topology_op};
 use access::Authorizer;
 use consume::CancelledConsumer;
 use settle::QueueSettle;
@@ -68,14 +68,17 @@ pub enum Action {
     /// Nothing outside the channel: send this reply, if any.
     Reply(Option<Method>),
     /// A topology change at the topology owner, then this reply.
-    Topology { op: TopologyOp, ok: Option<Method> },
+    Topology { change: Change, ok: Option<Method> },
     /// queue.declare: the change, then the counts for declare-ok (none with no-wait).
     DeclareQueue {
-        op: TopologyOp,
-        counts: Option<QueueOp>,
+        op: topology_op::QueueDeclare,
+        count: Option<queue_op::Count>,
     },
     /// queue.delete, then delete-ok with the message count unless no-wait.
-    DeleteQueue { op: TopologyOp, no_wait: bool },
+    DeleteQueue {
+        op: topology_op::QueueDelete,
+        no_wait: bool,
+    },
     Purge {
         queue: QueueId,
         owner: ShardId,
@@ -105,12 +108,19 @@ pub enum Action {
     Commit(TxBuffer),
 }
 
+/// A topology change that answers nothing but success.
+pub enum Change {
+    ExchangeDeclare(topology_op::ExchangeDeclare),
+    ExchangeDelete(topology_op::ExchangeDelete),
+    Binding(topology_op::Binding),
+}
+
 pub struct ConsumeAction {
     pub key: ConsumerKey,
     pub tag: String,
     pub queue: QueueId,
     pub owner: ShardId,
-    pub op: QueueOp,
+    pub op: queue_op::Consume,
     pub no_wait: bool,
 }
 

@@ -8,7 +8,7 @@ use super::content::{self, ContentHeader, ContentStep};
 use super::publish::{self, Next};
 use super::settle::{self, QueueSettle};
 use super::{
-    channel_not_open, confirm, dispatch, fault, Action, ConsumeAction, Ctx, Fault, PendingPublish,
+    channel_not_open, confirm, dispatch, Action, Change, ConsumeAction, Ctx, Fault, PendingPublish,
     TxBuffer,
 };
 use crate::broker::queue::{ChannelRef, SharedMessage};
@@ -20,7 +20,7 @@ use crate::protocol::{
 use crate::session::state::ChannelState;
 use crate::session::Session;
 use crate::shard::direct_reply::ReplyAddress;
-use crate::shard::messages::{QueueOk, QueueOp, SettleOp, TopologyOk, TopologyOp};
+use crate::shard::messages::{queue_op, topology_op, SettleOp};
 use crate::shard::shard_set::ShardSet;
 
 impl Session {
@@ -52,7 +52,7 @@ impl Session {
 
     /// The decision, with the shard's topology and the channel's state borrowed for it only.
     fn decide(&self, channel: u16, method: Method) -> Result<Action, Fault> {
-        let topology = self.shard.topology.borrow();
+        let topology = self.shard.topology();
         let new_id = || self.shard.new_id();
         let ctx = Ctx {
             channel: self.channel_ref(channel),
@@ -72,16 +72,13 @@ impl Session {
     async fn perform(&mut self, channel: u16, action: Action) -> Result<(), Fault> {
         match action {
             Action::Reply(ok) => self.send_reply(channel, ok),
-            Action::Topology { op, ok } => {
-                self.shard.topology(op).await?;
+            Action::Topology { change, ok } => {
+                self.change_topology(change).await?;
                 self.send_reply(channel, ok);
             }
-            Action::DeclareQueue { op, counts } => self.declare_queue(channel, op, counts).await?,
+            Action::DeclareQueue { op, count } => self.declare_queue(channel, op, count).await?,
             Action::DeleteQueue { op, no_wait } => {
-                let message_count = match self.shard.topology(op).await? {
-                    TopologyOk::QueueDeleted { message_count } => message_count,
-                    _ => 0,
-                };
+                let message_count = self.shard.topology_op(op).await?;
                 let ok = Method::QueueDeleteOk(QueueDeleteOk { message_count });
                 self.send_reply(channel, (!no_wait).then_some(ok));
             }
@@ -90,10 +87,7 @@ impl Session {
                 owner,
                 no_wait,
             } => {
-                let message_count = match self.shard.queue_op(queue, owner, QueueOp::Purge).await? {
-                    QueueOk::Purged(n) => n,
-                    _ => 0,
-                };
+                let message_count = self.shard.queue_op(queue, owner, queue_op::Purge).await?;
                 let ok = Method::QueuePurgeOk(QueuePurgeOk { message_count });
                 self.send_reply(channel, (!no_wait).then_some(ok));
             }
@@ -128,31 +122,30 @@ impl Session {
 
     // ---- queues -----------------------------------------------------------------------------
 
+    async fn change_topology(&self, change: Change) -> Result<(), Fault> {
+        match change {
+            Change::ExchangeDeclare(op) => self.shard.topology_op(op).await?,
+            Change::ExchangeDelete(op) => self.shard.topology_op(op).await?,
+            Change::Binding(op) => self.shard.topology_op(op).await?,
+        }
+        Ok(())
+    }
+
     async fn declare_queue(
         &mut self,
         channel: u16,
-        op: TopologyOp,
-        counts: Option<QueueOp>,
+        op: topology_op::QueueDeclare,
+        count: Option<queue_op::Count>,
     ) -> Result<(), Fault> {
-        let TopologyOk::QueueDeclared { name, queue, owner } = self.shard.topology(op).await?
-        else {
-            return Err(fault(
-                reply_code::INTERNAL_ERROR,
-                "INTERNAL_ERROR - bad declare reply",
-            ));
-        };
+        let topology_op::QueueDeclared { name, queue, owner } = self.shard.topology_op(op).await?;
         self.with_channel(channel, |c| c.last_queue = Some(name.clone()));
-        let Some(counts) = counts else {
+        let Some(count) = count else {
             return Ok(());
         };
-        let (message_count, consumer_count) =
-            match self.shard.queue_op(queue, owner, counts).await? {
-                QueueOk::Counts {
-                    messages,
-                    consumers,
-                } => (messages, consumers),
-                _ => (0, 0),
-            };
+        let queue_op::Counts {
+            messages: message_count,
+            consumers: consumer_count,
+        } = self.shard.queue_op(queue, owner, count).await?;
         let ok = Method::QueueDeclareOk(QueueDeclareOk {
             queue: name,
             message_count,
@@ -201,13 +194,10 @@ impl Session {
             };
             self.shard.settle(entry.queue, owner, op);
         }
-        let op = QueueOp::Cancel { key };
-        if let Ok(QueueOk::Cancelled {
-            auto_delete_now: true,
-        }) = self.shard.queue_op(queue, owner, op).await
-        {
+        let auto_delete_now = self.shard.queue_op(queue, owner, queue_op::Cancel { key });
+        if matches!(auto_delete_now.await, Ok(true)) {
             self.shard
-                .topology(TopologyOp::AutoDeleteQueue { queue })
+                .topology_op(topology_op::AutoDeleteQueue { queue })
                 .await?;
         }
         Ok(())
@@ -220,17 +210,11 @@ impl Session {
         owner: ShardId,
         no_ack: bool,
     ) -> Result<(), Fault> {
-        let op = QueueOp::Get {
+        let op = queue_op::Get {
             channel: self.channel_ref(channel),
             no_ack,
         };
-        let QueueOk::Got(got) = self.shard.queue_op(queue, owner, op).await? else {
-            return Err(fault(
-                reply_code::INTERNAL_ERROR,
-                "INTERNAL_ERROR - bad get reply",
-            ));
-        };
-        let Some(got) = got else {
+        let Some(got) = self.shard.queue_op(queue, owner, op).await? else {
             self.conn
                 .send_method(channel, &Method::BasicGetEmpty(BasicGetEmpty {}));
             return Ok(());
@@ -274,7 +258,7 @@ impl Session {
 
     async fn recover(&mut self, channel: u16, queues: Vec<(QueueId, ShardId)>) {
         for (queue, owner) in queues {
-            let op = QueueOp::Recover {
+            let op = queue_op::Recover {
                 channel: self.channel_ref(channel),
             };
             let _ = self.shard.queue_op(queue, owner, op).await;
@@ -288,7 +272,7 @@ impl Session {
         channel: u16,
         header: ContentHeader,
     ) -> Result<(), Fault> {
-        let max_bytes = self.shard.max_message_bytes.get();
+        let max_bytes = self.shard.max_message_bytes();
         let step = self
             .with_channel(channel, |c| content::on_header(c, header, max_bytes))
             .ok_or_else(|| channel_not_open(channel))??;
@@ -398,14 +382,13 @@ impl Session {
     async fn wait_for_confirm_room(&self, channel: u16) {
         loop {
             let flushed = self.conn.flushed.wait();
-            let shutdown = self.shard.shutdown.wait();
             let at_limit = self
                 .with_channel(channel, |c| confirm::at_pending_limit(c))
                 .unwrap_or(false);
-            if !at_limit || self.conn.output_closed.get() || self.shard.shutting_down.get() {
+            if !at_limit || self.conn.output_closed.get() || self.shard.is_shutting_down() {
                 return;
             }
-            futures_lite::future::or(flushed, shutdown).await;
+            futures_lite::future::or(flushed, self.shard.wait_for_shutdown()).await;
         }
     }
 
@@ -450,8 +433,11 @@ impl Session {
         }
         // commit-ok is a promise: everything is applied and durable first. A barrier request
         // travels behind the publishes on each FIFO link; our own log is synced too.
-        self.shard.barrier(self.shard.id).await?;
-        for shard in remote_shards.iter().filter(|&shard| shard != self.shard.id) {
+        self.shard.barrier(self.shard.id()).await?;
+        for shard in remote_shards
+            .iter()
+            .filter(|&shard| shard != self.shard.id())
+        {
             self.shard.barrier(shard).await?;
         }
         Ok(())

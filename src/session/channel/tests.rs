@@ -14,7 +14,7 @@ use crate::limits::{PENDING_CONFIRMS_PER_CHANNEL_MAX, TX_BYTES_MAX};
 use crate::protocol::*;
 use crate::session::state::{ChannelState, ConsumerTarget, Unacked};
 use crate::shard::direct_reply::REPLY_TO_QUEUE;
-use crate::shard::messages::{QueueOp, SettleOp, TopologyOp};
+use crate::shard::messages::{topology_op, SettleOp};
 
 const CONN: u64 = 7;
 const USER: &str = "u";
@@ -296,12 +296,12 @@ fn the_door_sees_names_after_resolution() {
         [write(Queue, "q"), read(Exchange, "amq.direct")]
     );
     let Ok(Action::Topology {
-        op:
-            TopologyOp::Binding {
+        change:
+            super::Change::Binding(topology_op::Binding {
                 destination,
                 routing_key,
                 ..
-            },
+            }),
         ..
     }) = f.decide(queue_bind("", "amq.direct", ""))
     else {
@@ -379,7 +379,7 @@ fn queue_and_reply_consumers_register_through_one_path() {
     let Ok(Action::Consume(consume)) = f.decide(consume_method("q", "a", false)) else {
         panic!("a queue consumer");
     };
-    assert!(matches!(consume.op, QueueOp::Consume { no_ack: false, .. }));
+    assert!(!consume.op.no_ack);
     let key = consume.key;
     assert_eq!(
         f.state.consumers[&key].target,

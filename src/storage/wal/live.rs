@@ -232,7 +232,12 @@ impl Liveness {
 
     fn dec_live(&mut self, pos: RecordPos) {
         if let Some(s) = self.segments.get_mut(&pos.segment) {
-            debug_assert!(s.live_enqueues > 0 && s.live_bytes >= u64::from(pos.len));
+            // Counts below the truth would let compaction delete a segment with live records.
+            assert!(
+                s.live_enqueues > 0 && s.live_bytes >= u64::from(pos.len),
+                "segment {} live count underflow",
+                pos.segment
+            );
             s.live_enqueues = s.live_enqueues.saturating_sub(1);
             s.live_bytes = s.live_bytes.saturating_sub(u64::from(pos.len));
         }
@@ -267,7 +272,10 @@ impl Liveness {
 
     pub fn remove_segment(&mut self, id: u64) {
         let removed = self.segments.remove(&id);
-        debug_assert!(removed.is_none_or(|s| s.live_enqueues == 0));
+        assert!(
+            removed.is_none_or(|s| s.live_enqueues == 0),
+            "segment {id} removed with live records"
+        );
     }
 }
 

@@ -505,7 +505,9 @@ impl Inner {
     fn push_record(&mut self, kind: RecordKind, payload: &[&[u8]]) -> Lsn {
         if !self.has_chunk_for_current() {
             let file_offset = self.cur_offset - self.cur_offset % WAL_BLOCK_BYTES as u64;
-            debug_assert_eq!(self.partial.len() as u64, self.cur_offset - file_offset);
+            // The partial block rewritten at `file_offset` must be exactly the bytes before
+            // `cur_offset`: anything else writes records over others.
+            assert_eq!(self.partial.len() as u64, self.cur_offset - file_offset);
             let data = std::mem::take(&mut self.partial);
             self.pending.bytes += data.len();
             self.pending.chunks.push(Chunk {
@@ -520,13 +522,24 @@ impl Inner {
             self.pending.first_lsn = lsn;
         }
         let batch_lsn = self.pending.first_lsn;
+        // Recovery trusts both: LSNs ascend by one, a record's batch starts at or before it.
+        assert!(
+            lsn > self.pending.last_lsn && lsn > self.durable_lsn,
+            "lsn {lsn} not above the batch's {} and the durable {}",
+            self.pending.last_lsn,
+            self.durable_lsn
+        );
+        assert!(
+            batch_lsn <= lsn,
+            "batch lsn {batch_lsn} above its record's {lsn}"
+        );
         let Some(chunk) = self.pending.chunks.last_mut() else {
             unreachable!("a chunk for the current segment was just ensured");
         };
         let before = chunk.data.len();
         record::encode_into(&mut chunk.data, kind, lsn, batch_lsn, payload);
         let added = chunk.data.len() - before;
-        debug_assert_eq!(chunk.file_offset + before as u64, self.cur_offset);
+        assert_eq!(chunk.file_offset + before as u64, self.cur_offset);
         self.cur_offset += added as u64;
         self.pending.bytes += added;
         self.pending.last_lsn = lsn;
@@ -586,6 +599,12 @@ impl Inner {
                     self.new_segments.remove(&id);
                     self.files.insert(id, file);
                 }
+                assert!(
+                    job.batch.last_lsn >= self.durable_lsn,
+                    "durable lsn goes backwards: {} after {}",
+                    job.batch.last_lsn,
+                    self.durable_lsn
+                );
                 self.durable_lsn = job.batch.last_lsn;
                 self.durable_pos = job.batch.end;
                 while let Some(&(_, terminal)) = self.finishing.front() {
