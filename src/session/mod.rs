@@ -437,6 +437,9 @@ impl Session {
             // Unacked at their queues too: the queues requeued them with the rest.
             state.over_limit.clear();
             state.confirm = None;
+            // A closed channel's transaction is dropped: free its buffer (up to TX_BYTES_MAX)
+            // now, not when the client's close-ok arrives.
+            state.tx = None;
         }
     }
 

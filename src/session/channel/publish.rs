@@ -86,6 +86,8 @@ pub fn build_message(
 }
 
 /// Where a built message goes.
+// Boxing `Route` would cost an allocation per message to save a move of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 pub enum Next {
     /// Route it now; confirm it as `confirm_seq` if the channel is in confirm mode.
     Route {

@@ -274,7 +274,6 @@ fn consume_get_and_purge_read_the_queue() {
     let get = Method::BasicGet(BasicGet {
         queue: "q".to_owned(),
         no_ack: true,
-        ..Default::default()
     });
     assert_eq!(f.asked(get), [read(Queue, "q")]);
     let purge = Method::QueuePurge(QueuePurge {
