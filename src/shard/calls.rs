@@ -64,7 +64,7 @@ impl PendingCalls {
     }
 
     pub fn complete(&self, id: RequestId, reply: AnyReply) {
-        // A reply after its caller timed out finds no entry and is dropped.
+        // A caller that timed out dropped its receiver: the reply completes into nothing.
         let pending = self.pending.borrow_mut().remove(&id);
         if let Some(pending) = pending {
             pending.complete(reply);
