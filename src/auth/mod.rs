@@ -8,4 +8,6 @@ pub mod password;
 pub mod permissions;
 
 pub use password::{HashingAlgorithm, PasswordHash, PasswordHashError};
-pub use permissions::{Access, AccessKind, Permission, ResourceKind, TopicPermission, VhostPermissions};
+pub use permissions::{
+    Access, AccessKind, Permission, ResourceKind, TopicPermission, VhostPermissions,
+};

@@ -80,7 +80,7 @@ impl Access<'_> {
 }
 
 /// A permission regex that does not compile (refused when set, so never seen on a check).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid regular expression '{pattern}': {reason}")]
 pub struct InvalidPattern {
     pub pattern: String,

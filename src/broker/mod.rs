@@ -4,6 +4,7 @@
 //! `check_*` functions in [`validate`] and turns them into [`TopologyChange`]s; every shard
 //! applies the same changes in the same order with [`Topology::apply`]. Nothing here does I/O.
 
+mod access;
 mod equivalence;
 mod exchange;
 mod headers;
@@ -14,6 +15,7 @@ mod topic;
 mod topology;
 pub mod validate;
 
+pub use access::{check_access_op, AccessOp, AccessOpError, AccessOutcome, AccessPlan};
 pub use topology::{Topology, DEFAULT_EXCHANGE, DEFAULT_USER, DEFAULT_VHOST};
 pub use validate::{
     check_bind, check_exchange_declare, check_exchange_delete, check_queue_access,
@@ -21,8 +23,8 @@ pub use validate::{
     ExchangeDeclare, QueueDeclare,
 };
 
-use crate::protocol::{FieldTable, FieldValue};
 pub use crate::auth::{PasswordHash, Permission, TopicPermission};
+use crate::protocol::{FieldTable, FieldValue};
 
 /// Unique per connection in the process (shard in the top 16 bits).
 pub type ConnId = u64;

@@ -209,7 +209,10 @@ fn vhosts_users_permissions() {
     assert_eq!(t.topic_permissions("bob", "v2").len(), 1);
     let before = t.access_revision();
     t.apply(&TopologyChange::DeleteVhost { name: "v2".into() });
-    assert!(t.access_revision() > before, "a vhost delete can change access");
+    assert!(
+        t.access_revision() > before,
+        "a vhost delete can change access"
+    );
     assert!(!t.can_access_vhost("bob", "v2"));
     assert!(t.topic_permissions("bob", "v2").is_empty());
     t.apply(&TopologyChange::DeleteUser { name: "bob".into() });

@@ -367,6 +367,13 @@ impl Topology {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The queues of a vhost with their owner shards (a vhost delete removes them all).
+    pub fn queues_in_vhost(&self, vhost: &str) -> Vec<(QueueId, ShardId)> {
+        self.vhost(vhost).map_or_else(Vec::new, |vh| {
+            vh.queues.values().map(|q| (q.id, q.owner_shard)).collect()
+        })
+    }
+
     /// See the field: compiled permissions made at another revision may be stale.
     pub fn access_revision(&self) -> u64 {
         self.access_revision
@@ -389,9 +396,13 @@ impl Topology {
 
     /// Every (user, vhost, topic permission).
     pub fn all_topic_permissions(&self) -> impl Iterator<Item = (&str, &str, &TopicPermission)> {
-        self.topic_permissions.iter().flat_map(|((user, vhost), entries)| {
-            entries.iter().map(move |t| (user.as_str(), vhost.as_str(), t))
-        })
+        self.topic_permissions
+            .iter()
+            .flat_map(|((user, vhost), entries)| {
+                entries
+                    .iter()
+                    .map(move |t| (user.as_str(), vhost.as_str(), t))
+            })
     }
 
     pub fn can_access_vhost(&self, user: &str, vhost: &str) -> bool {
