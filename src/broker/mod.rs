@@ -1,8 +1,9 @@
 //! Topology (vhosts, users, exchanges, queue metadata, bindings) and routing.
 //!
-//! Every shard holds an identical [`Topology`]. Shard 0 validates client requests with the
-//! `check_*` functions in [`validate`] and turns them into [`TopologyChange`]s; every shard
-//! applies the same changes in the same order with [`Topology::apply`]. Nothing here does I/O.
+//! Every shard holds an identical [`Topology`]. The topology owner shard validates client
+//! requests with the `check_*` functions in [`validate`] and turns them into
+//! [`TopologyChange`]s; every shard applies the same changes in the same order with
+//! [`Topology::apply`]. Nothing here does I/O.
 
 mod access;
 mod equivalence;
@@ -231,7 +232,7 @@ pub enum TopologyChange {
         binding: Binding,
     },
     /// Start-up only: the queue's recorded owner shard is beyond the shard count this broker
-    /// runs with, so shard 0 hands it to a live one (its messages follow, see
+    /// runs with, so the topology owner hands it to a live one (its messages follow, see
     /// `shard::adopt`). Logged, so every later start agrees on the owner.
     MoveQueue {
         queue: QueueId,

@@ -201,8 +201,9 @@ impl Topology {
         topology
     }
 
-    /// Applies a change validated on shard 0. Infallible: a change naming something that no
-    /// longer exists is a no-op, so every shard stays identical whatever it is given.
+    /// Applies a change validated by the topology owner shard. Infallible: a change naming
+    /// something that no longer exists is a no-op, so every shard stays identical whatever it is
+    /// given.
     pub fn apply(&mut self, change: &TopologyChange) {
         self.revision += 1;
         if change.affects_access() {

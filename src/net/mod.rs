@@ -63,9 +63,7 @@ fn bind(address: &SocketAddr) -> io::Result<TcpListener> {
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !shard.shutting_down.get() {
-                shard.shutdown.wait().await;
-            }
+            shard.wait_for_shutdown().await;
             None
         })
         .await;

@@ -11,9 +11,7 @@ use crate::broker::{self, QueueId, ShardId};
 use crate::limits::{CONSUMERS_PER_CHANNEL_MAX, MESSAGE_SIZE_MAX_BYTES, TX_OPERATIONS_MAX};
 use crate::protocol::*;
 use crate::shard::direct_reply::{is_direct_reply, DIRECT_REPLY_QUEUE_ID, REPLY_TO_QUEUE};
-use crate::shard::messages::{
-    ConfirmRef, DeliverEntry, QueueOk, QueueOp, SettleOp, TopologyOk, TopologyOp,
-};
+use crate::shard::messages::{queue_op, topology_op, ConfirmRef, DeliverEntry, SettleOp};
 use crate::shard::shard_set::ShardSet;
 
 /// A basic.publish waiting for its content header and body frames.
@@ -108,7 +106,7 @@ impl Session {
             }
             Method::ChannelFlowOk(_) => {}
             Method::ExchangeDeclare(m) => {
-                let op = TopologyOp::ExchangeDeclare {
+                let op = topology_op::ExchangeDeclare {
                     vhost: self.vhost.clone(),
                     name: m.exchange,
                     kind: m.kind,
@@ -118,7 +116,7 @@ impl Session {
                     internal: m.internal,
                     arguments: m.arguments,
                 };
-                self.shard.topology(op).await?;
+                self.shard.topology_op(op).await?;
                 self.reply(
                     channel,
                     m.no_wait,
@@ -126,12 +124,12 @@ impl Session {
                 );
             }
             Method::ExchangeDelete(m) => {
-                let op = TopologyOp::ExchangeDelete {
+                let op = topology_op::ExchangeDelete {
                     vhost: self.vhost.clone(),
                     name: m.exchange,
                     if_unused: m.if_unused,
                 };
-                self.shard.topology(op).await?;
+                self.shard.topology_op(op).await?;
                 self.reply(
                     channel,
                     m.no_wait,
@@ -188,10 +186,7 @@ impl Session {
             }
             Method::QueuePurge(m) => {
                 let (queue, owner) = self.accessible_queue(channel, m.queue)?;
-                let purged = match self.shard.queue_op(queue, owner, QueueOp::Purge).await? {
-                    QueueOk::Purged(n) => n,
-                    _ => 0,
-                };
+                let purged = self.shard.queue_op(queue, owner, queue_op::Purge).await?;
                 let ok = Method::QueuePurgeOk(QueuePurgeOk {
                     message_count: purged,
                 });
@@ -199,17 +194,14 @@ impl Session {
             }
             Method::QueueDelete(m) => {
                 let name = self.queue_name(channel, m.queue)?;
-                let op = TopologyOp::QueueDelete {
+                let op = topology_op::QueueDelete {
                     vhost: self.vhost.clone(),
                     name,
                     if_unused: m.if_unused,
                     if_empty: m.if_empty,
                     conn: self.conn.id,
                 };
-                let message_count = match self.shard.topology(op).await? {
-                    TopologyOk::QueueDeleted { message_count } => message_count,
-                    _ => 0,
-                };
+                let message_count = self.shard.topology_op(op).await?;
                 self.reply(
                     channel,
                     m.no_wait,
@@ -355,7 +347,7 @@ impl Session {
     /// Resolves a queue this connection may use: 404 when missing, 405 when exclusive to another.
     fn accessible_queue(&self, channel: u16, name: String) -> Result<(QueueId, ShardId), Fault> {
         let name = self.queue_name(channel, name)?;
-        let topology = self.shard.topology.borrow();
+        let topology = self.shard.topology();
         let meta = broker::check_queue_access(&topology, &self.vhost, &name, self.conn.id)?;
         Ok((meta.id, meta.owner_shard))
     }
@@ -369,7 +361,7 @@ impl Session {
         routing_key: String,
         arguments: FieldTable,
     ) -> Result<(), Fault> {
-        let op = TopologyOp::Binding {
+        let op = topology_op::Binding {
             vhost: self.vhost.clone(),
             bind,
             source,
@@ -379,7 +371,7 @@ impl Session {
             arguments,
             conn: self.conn.id,
         };
-        self.shard.topology(op).await?;
+        self.shard.topology_op(op).await?;
         Ok(())
     }
 
@@ -389,7 +381,7 @@ impl Session {
         } else {
             m.queue
         };
-        let op = TopologyOp::QueueDeclare {
+        let op = topology_op::QueueDeclare {
             vhost: self.vhost.clone(),
             name,
             passive: m.passive,
@@ -399,30 +391,18 @@ impl Session {
             arguments: m.arguments,
             conn: self.conn.id,
         };
-        let TopologyOk::QueueDeclared { name, queue, owner } = self.shard.topology(op).await?
-        else {
-            return Err(fault(
-                reply_code::INTERNAL_ERROR,
-                "INTERNAL_ERROR - bad declare reply",
-            ));
-        };
+        let topology_op::QueueDeclared { name, queue, owner } = self.shard.topology_op(op).await?;
         self.with_channel(channel, |c| c.last_queue = Some(name.clone()));
         if m.no_wait {
             return Ok(());
         }
-        let counts = if m.passive {
-            QueueOp::Counts
-        } else {
-            QueueOp::Declared
+        let count = queue_op::Count {
+            renews_expiry: !m.passive,
         };
-        let (message_count, consumer_count) =
-            match self.shard.queue_op(queue, owner, counts).await? {
-                QueueOk::Counts {
-                    messages,
-                    consumers,
-                } => (messages, consumers),
-                _ => (0, 0),
-            };
+        let queue_op::Counts {
+            messages: message_count,
+            consumers: consumer_count,
+        } = self.shard.queue_op(queue, owner, count).await?;
         self.conn.send_method(
             channel,
             &Method::QueueDeclareOk(QueueDeclareOk {
@@ -492,7 +472,7 @@ impl Session {
             })
         });
         let prefetch = prefetch.unwrap_or(Ok(0))?;
-        let op = QueueOp::Consume {
+        let op = queue_op::Consume {
             key,
             channel: self.channel_ref(channel),
             prefetch,
@@ -540,17 +520,15 @@ impl Session {
                 };
                 self.shard.settle(entry.queue, consumer.owner, op);
             }
-            let op = QueueOp::Cancel { key };
-            if let Ok(QueueOk::Cancelled {
-                auto_delete_now: true,
-            }) = self
+            let op = queue_op::Cancel { key };
+            let auto_delete_now = self
                 .shard
                 .queue_op(consumer.queue, consumer.owner, op)
-                .await
-            {
+                .await;
+            if matches!(auto_delete_now, Ok(true)) {
                 let queue = consumer.queue;
                 self.shard
-                    .topology(TopologyOp::AutoDeleteQueue { queue })
+                    .topology_op(topology_op::AutoDeleteQueue { queue })
                     .await?;
             }
         }
@@ -563,17 +541,11 @@ impl Session {
 
     async fn basic_get(&mut self, channel: u16, m: BasicGet) -> Result<(), Fault> {
         let (queue, owner) = self.accessible_queue(channel, m.queue)?;
-        let op = QueueOp::Get {
+        let op = queue_op::Get {
             channel: self.channel_ref(channel),
             no_ack: m.no_ack,
         };
-        let QueueOk::Got(got) = self.shard.queue_op(queue, owner, op).await? else {
-            return Err(fault(
-                reply_code::INTERNAL_ERROR,
-                "INTERNAL_ERROR - bad get reply",
-            ));
-        };
-        let Some(got) = got else {
+        let Some(got) = self.shard.queue_op(queue, owner, op).await? else {
             self.conn
                 .send_method(channel, &Method::BasicGetEmpty(BasicGetEmpty {}));
             return Ok(());
@@ -672,7 +644,7 @@ impl Session {
             })
             .unwrap_or_default();
         for (queue, owner) in queues {
-            let op = QueueOp::Recover {
+            let op = queue_op::Recover {
                 channel: self.channel_ref(channel),
             };
             let _ = self.shard.queue_op(queue, owner, op).await;
@@ -689,7 +661,7 @@ impl Session {
             ));
         }
         {
-            let topology = self.shard.topology.borrow();
+            let topology = self.shard.topology();
             let Some(exchange) = topology.exchange(&self.vhost, &m.exchange) else {
                 return Err(fault(
                     reply_code::NOT_FOUND,
@@ -756,7 +728,7 @@ impl Session {
             Some(Err(fault)) => Err(fault),
             Some(Ok(false)) => Ok(()),
             Some(Ok(true)) => {
-                let max_bytes = self.shard.max_message_bytes.get();
+                let max_bytes = self.shard.max_message_bytes();
                 if body_size > max_bytes {
                     self.with_channel(channel, |c| c.pending_publish = None);
                     let text = message_too_large_text(body_size, max_bytes);
@@ -981,8 +953,11 @@ impl Session {
         }
         // commit-ok is a promise: everything is applied and durable first. A barrier request
         // travels behind the publishes on each FIFO link; our own log is synced too.
-        self.shard.barrier(self.shard.id).await?;
-        for shard in remote_shards.iter().filter(|&shard| shard != self.shard.id) {
+        self.shard.barrier(self.shard.id()).await?;
+        for shard in remote_shards
+            .iter()
+            .filter(|&shard| shard != self.shard.id())
+        {
             self.shard.barrier(shard).await?;
         }
         Ok(())

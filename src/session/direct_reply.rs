@@ -48,7 +48,7 @@ impl Session {
         } else {
             m.consumer_tag
         };
-        let owner = self.shard.id;
+        let owner = self.shard.id();
         let added = self.with_channel_state(channel, |c| {
             if c.consumer_tags.contains_key(&tag) {
                 return Err(Fault::new(

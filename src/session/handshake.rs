@@ -63,7 +63,7 @@ async fn negotiate(
         conn.send_raw(&out);
         return None;
     }
-    conn.send_method(0, &Method::ConnectionStart(start_method(shard.id)));
+    conn.send_method(0, &Method::ConnectionStart(start_method(shard.id())));
 
     let start_ok = match expect_method(reader).await? {
         Method::ConnectionStartOk(m) => m,
@@ -117,7 +117,7 @@ async fn negotiate(
     let vhost = open.virtual_host;
     // The topology borrow ends inside this block, before any await.
     let refusal = {
-        let topology = shard.topology.borrow();
+        let topology = shard.topology();
         if !topology.vhost_exists(&vhost) {
             Some(format!("NOT_ALLOWED - vhost {vhost} not found"))
         } else if !topology.can_access_vhost(&user, &vhost) {
@@ -198,7 +198,7 @@ fn authenticate(
     let Some((name, password)) = credentials else {
         return Err(refused());
     };
-    let topology = shard.topology.borrow();
+    let topology = shard.topology();
     let Some(user) = topology.user(&name) else {
         tracing::info!(user = %name, "login refused: no such user");
         return Err(refused());

@@ -25,7 +25,7 @@ use crate::protocol::{
     ConnectionUpdateSecretOk, Frame, Method,
 };
 use crate::shard::direct_reply::DIRECT_REPLY_QUEUE_ID;
-use crate::shard::messages::{QueueOk, QueueOp, TopologyOp};
+use crate::shard::messages::{queue_op, topology_op};
 use crate::shard::Shard;
 use io::{FrameReader, ReadError};
 use state::ChannelState;
@@ -185,15 +185,13 @@ impl Session {
             }
             self.conn.flushed.wait().await;
         }
-        self.shard.mesh.wait_for_room().await;
-        // A full log batch would refuse appends (nacks): wait for the flush that empties it.
-        self.shard.storage.wait_for_room().await;
+        self.shard.wait_for_room().await;
         Ok(())
     }
 
     /// The next frame, or `None` when the shard is shutting down.
     async fn next_frame_or_shutdown(&mut self) -> Result<Option<Frame>, ReadError> {
-        if self.shard.shutting_down.get() {
+        if self.shard.is_shutting_down() {
             return Ok(None);
         }
         if let Some(frame) = self.reader.buffered_frame()? {
@@ -202,9 +200,7 @@ impl Session {
         let shard = self.shard.clone();
         let reader = &mut self.reader;
         futures_lite::future::or(async { reader.next_frame().await.map(Some) }, async {
-            while !shard.shutting_down.get() {
-                shard.shutdown.wait().await;
-            }
+            shard.wait_for_shutdown().await;
             Ok(None)
         })
         .await
@@ -423,16 +419,13 @@ impl Session {
             channel,
         };
         for (queue, owner) in queues {
-            let op = QueueOp::ChannelClosed {
+            let op = queue_op::ChannelClosed {
                 channel: channel_ref,
             };
-            if let Ok(QueueOk::Done {
-                auto_delete_now: true,
-            }) = self.shard.queue_op(queue, owner, op).await
-            {
+            if matches!(self.shard.queue_op(queue, owner, op).await, Ok(true)) {
                 let _ = self
                     .shard
-                    .topology(TopologyOp::AutoDeleteQueue { queue })
+                    .topology_op(topology_op::AutoDeleteQueue { queue })
                     .await;
             }
         }
@@ -456,7 +449,7 @@ impl Session {
         let conn = self.conn.id;
         let _ = self
             .shard
-            .topology(TopologyOp::ConnectionClosed { conn })
+            .topology_op(topology_op::ConnectionClosed { conn })
             .await;
     }
 

@@ -2,10 +2,10 @@
 //!
 //! The rule: a queue's messages live in the log of the shard that owns it (the topology says
 //! which). Two things can break it when the shard count changes:
-//! - A queue whose recorded owner is a shard this run does not have. Shard 0 moves it, before
-//!   anything listens, to `adopter_of(owner)` and logs the move (`TopologyChange::MoveQueue`),
-//!   so every later start (with whatever shard count) agrees on the owner; a queue never has
-//!   two owners, since an owner that exists is never changed.
+//! - A queue whose recorded owner is a shard this run does not have. The topology owner moves it,
+//!   before anything listens, to `adopter_of(owner)` and logs the move
+//!   (`TopologyChange::MoveQueue`), so every later start (with whatever shard count) agrees on
+//!   the owner; a queue never has two owners, since an owner that exists is never changed.
 //! - A log of such a shard, `s<k>-*.wal` with `k >= shard_count` (an orphan log). Shard
 //!   `adopter_of(k)` opens it and hands each unsettled enqueue to its queue's owner, which
 //!   re-appends it to its own log (same queue id and message id, a new LSN of that log) and
@@ -30,8 +30,9 @@ use std::num::NonZeroU64;
 use std::path::Path;
 use std::rc::Rc;
 
+use super::calls::ShardCall;
 use super::delayed::DELAYED_LOG_QUEUE;
-use super::messages::{Reply, Request};
+use super::messages::Adopt;
 use super::storage::{decode_stored, is_persistent, wal_options};
 use super::Shard;
 use crate::broker::queue::{MessageId, SharedMessage};
@@ -71,9 +72,9 @@ impl Outgoing {
 }
 
 impl Shard {
-    /// Shard 0, after replaying the topology: queues owned by shards this run does not have
-    /// move to live ones, durably, before the topology goes to the other shards. The moves are
-    /// added to `changes`.
+    /// The topology owner, after replaying the topology: queues owned by shards this run does not
+    /// have move to live ones, durably, before the topology goes to the other shards. The moves
+    /// are added to `changes`.
     pub(super) async fn rehome_queues(
         &self,
         changes: &mut Vec<TopologyChange>,
@@ -236,13 +237,12 @@ impl Shard {
             self.adopt_messages(batch.messages).await
         } else {
             // No RPC timeout: the owner answers once its own log is replayed, however long.
-            let request = Request::Adopt {
+            let request = Adopt {
                 messages: batch.messages,
             };
             match self.send_request(owner, request).await {
-                Some(Reply::Applied) => Ok(()),
-                Some(Reply::Failed(text)) => Err(text),
-                _ => Err(format!("shard {owner} did not answer")),
+                Some(answer) => answer,
+                None => Err(format!("shard {owner} did not answer")),
             }
         };
         answer.map_err(|e| format!("handing messages over to shard {owner}: {e}"))?;
@@ -308,6 +308,14 @@ impl Shard {
             .map_err(log_error)?;
         let lsn = NonZeroU64::new(lsn).ok_or("the log returned lsn 0")?;
         Ok(self.restore_message(queue, message_id, message, lsn, enqueued_ms, None))
+    }
+}
+
+impl ShardCall for Adopt {
+    /// `Ok` once the messages are durable in our log.
+    type Reply = Result<(), String>;
+    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) -> Self::Reply {
+        shard.adopt_messages(self.messages).await
     }
 }
 

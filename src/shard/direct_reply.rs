@@ -10,10 +10,11 @@
 
 use std::rc::Rc;
 
-use super::messages::{DeliverEntry, Reply, Request};
+use super::calls::ShardCall;
+use super::messages::{DeliverEntry, DirectReply};
 use super::{shard_of, Shard};
 use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
-use crate::broker::QueueId;
+use crate::broker::{QueueId, ShardId};
 
 /// The pseudo-queue consumed from and named in `reply_to` by the requester.
 pub const REPLY_TO_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -81,18 +82,14 @@ impl Shard {
         if to >= self.shard_count {
             return false;
         }
-        let request = Request::DirectReply { address, message };
-        matches!(self.call(to, request).await, Some(Reply::Applied))
+        let request = DirectReply { address, message };
+        self.call(to, request).await.unwrap_or(false)
     }
 
     /// The receiving side: hands the reply to the consumer if it is a live reply consumer.
-    pub(super) fn deliver_direct_reply_here(
-        &self,
-        address: ReplyAddress,
-        message: SharedMessage,
-    ) -> Reply {
+    fn deliver_direct_reply_here(&self, address: ReplyAddress, message: SharedMessage) -> bool {
         let Some(conn) = self.conn(address.channel.conn) else {
-            return Reply::Failed("reply consumer gone".to_string());
+            return false;
         };
         let is_reply_consumer = conn
             .channels
@@ -101,7 +98,7 @@ impl Shard {
             .and_then(|channel| channel.consumers.get(&address.consumer))
             .is_some_and(|consumer| consumer.queue == DIRECT_REPLY_QUEUE_ID);
         if !is_reply_consumer {
-            return Reply::Failed("reply consumer gone".to_string());
+            return false;
         }
         let entry = DeliverEntry {
             channel: address.channel,
@@ -111,10 +108,15 @@ impl Shard {
             message,
             redelivered: false,
         };
-        match conn.deliver(entry) {
-            Ok(()) => Reply::Applied,
-            Err(_) => Reply::Failed("reply consumer gone".to_string()),
-        }
+        conn.deliver(entry).is_ok()
+    }
+}
+
+impl ShardCall for DirectReply {
+    /// Delivered; false when the reply consumer is gone.
+    type Reply = bool;
+    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) -> bool {
+        shard.deliver_direct_reply_here(self.address, self.message)
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::messages::TopologyOp;
+use super::messages::topology_op;
 use super::sync::Notify;
 use super::Shard;
 use crate::broker::queue::DeathReason;
@@ -150,13 +150,13 @@ impl Shard {
                     return;
                 }
                 tracing::debug!(queue = key.queue, now, "queue expired (x-expires)");
-                // Deleted like an auto-delete queue: shard 0 asks us again (if unused) first,
-                // so a consumer that arrived meanwhile keeps the queue.
+                // Deleted like an auto-delete queue: the topology owner asks us again (if unused)
+                // first, so a consumer that arrived meanwhile keeps the queue.
                 let shard = self.clone();
                 let queue = key.queue;
                 glommio::spawn_local(async move {
-                    let op = TopologyOp::AutoDeleteQueue { queue };
-                    if let Err(error) = shard.topology(op).await {
+                    let op = topology_op::AutoDeleteQueue { queue };
+                    if let Err(error) = shard.topology_op(op).await {
                         tracing::warn!(queue, %error, "x-expires deletion failed");
                     }
                 })

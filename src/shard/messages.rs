@@ -1,36 +1,32 @@
 //! What shards say to each other over the mesh.
 //!
-//! Everything here is `Send`: it crosses cores inside a batch. Message bodies travel as
-//! `Arc<Message>` (whose body is a `Bytes` slice of the publisher's read buffer), never copied.
+//! Everything here is `Send`: it crosses cores inside a batch. A message travels as its
+//! one-word handle (`SharedMessage`: one `ThinArc` allocation holding header, properties and
+//! body, see docs/architecture.md "Data path"): a reference count goes up, nothing is copied.
 
+use super::calls::{AnyReply, ErasedCall};
 use crate::broker::queue::{ChannelRef, ConsumerKey, MessageId, SharedMessage};
-use crate::broker::{AmqpError, ConnId, QueueId, ShardId, TopologyChange};
-use crate::protocol::FieldTable;
+use crate::broker::{QueueId, ShardId, TopologyChange};
 
 pub type RequestId = u64;
 
 /// One entry of a mesh batch.
 pub enum MeshMsg {
-    /// A request that expects exactly one `Reply` with the same id.
+    /// A request that expects exactly one `Reply` with the same id (`shard::calls`).
     Request {
         from: ShardId,
         id: RequestId,
-        body: Request,
+        body: Box<dyn ErasedCall>,
     },
-    Reply {
-        id: RequestId,
-        body: Reply,
-    },
+    /// The answer to the request `id`, of the reply type that request declared.
+    Reply { id: RequestId, body: AnyReply },
     /// A routed message for one or more queues owned by the receiving shard.
     Publish(PublishEntry),
     /// A message for a consumer whose connection lives on the receiving shard.
     Deliver(DeliverEntry),
     /// Settlement of delivered messages, sent to the queue's owner. One-way: the channel already
     /// answered its client; ordering with other traffic on the link is what matters.
-    Settle {
-        queue: QueueId,
-        op: SettleOp,
-    },
+    Settle { queue: QueueId, op: SettleOp },
     /// The owner shard finished with a confirmed publish (all its queues accepted it or not).
     Confirm(ConfirmRef, bool),
     /// A queue was deleted under a consumer: tell its channel (basic.cancel to the client).
@@ -38,12 +34,13 @@ pub enum MeshMsg {
         channel: ChannelRef,
         consumer: ConsumerKey,
     },
-    /// Graceful shutdown, phase 1: sent by shard 0 to every shard when a signal arrives; each
-    /// shard closes its connections (which may still need shard 0 for cleanup).
+    /// Graceful shutdown, phase 1: sent by the coordinator shard to every shard when a signal
+    /// arrives; each shard closes its connections (which may still need the topology owner for
+    /// cleanup).
     Shutdown,
-    /// Phase 2: a shard has no connections left (sent to shard 0).
+    /// Phase 2: a shard has no connections left (sent to the coordinator).
     Drained,
-    /// Phase 3: every shard drained; stop the executor (sent by shard 0).
+    /// Phase 3: every shard drained; stop the executor (sent by the coordinator).
     Stop,
 }
 
@@ -82,156 +79,179 @@ pub enum SettleOp {
     },
 }
 
-/// Requests. Topology requests go to shard 0; queue requests go to the queue's owner; `Apply`
-/// goes from shard 0 to every other shard.
-pub enum Request {
-    Topology(TopologyOp),
-    Apply {
-        changes: Vec<TopologyChange>,
-    },
-    /// Start-up: the topology shard 0 recovered from its log (sent before anyone listens).
-    StartupTopology {
-        changes: Vec<TopologyChange>,
-    },
-    /// Answered once everything sent before it on the link is applied and this shard's message
-    /// log is durable (tx.commit).
-    Barrier,
-    Queue {
-        queue: QueueId,
-        op: QueueOp,
-    },
-    /// A direct reply for a reply consumer on the receiving shard: `Applied` when delivered,
-    /// `Failed` when the consumer is gone.
-    DirectReply {
-        address: super::direct_reply::ReplyAddress,
-        message: SharedMessage,
-    },
-    /// Start-up, to a queue owner: unsettled enqueues of its queues found in another log
-    /// (`shard::adopt`). `Applied` once they are durable in the owner's log.
-    Adopt {
-        messages: Vec<super::adopt::AdoptedMessage>,
-    },
-    /// Start-up, to shard 0: the sender finished recovering. `Applied` once every shard has,
-    /// so no shard listens while another still hands messages over.
-    Recovered,
+/// The topology owner broadcasts changes to every other shard; answered once applied.
+pub struct ApplyChanges {
+    pub changes: Vec<TopologyChange>,
 }
 
-pub enum Reply {
-    Topology(Result<TopologyOk, AmqpError>),
-    Applied,
-    Failed(String),
-    Queue(Result<QueueOk, AmqpError>),
+/// Start-up: the topology the topology owner recovered from its log (sent before anyone
+/// listens).
+pub struct StartupTopology {
+    pub changes: Vec<TopologyChange>,
 }
 
-/// A topology request, validated and applied by shard 0.
-pub enum TopologyOp {
-    ExchangeDeclare {
-        vhost: String,
-        name: String,
-        kind: String,
-        passive: bool,
-        durable: bool,
-        auto_delete: bool,
-        internal: bool,
-        arguments: FieldTable,
-    },
-    ExchangeDelete {
-        vhost: String,
-        name: String,
-        if_unused: bool,
-    },
-    QueueDeclare {
-        vhost: String,
-        name: String,
-        passive: bool,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-        arguments: FieldTable,
-        conn: ConnId,
-    },
-    QueueDelete {
-        vhost: String,
-        name: String,
-        if_unused: bool,
-        if_empty: bool,
-        conn: ConnId,
-    },
-    /// queue.bind / queue.unbind / exchange.bind / exchange.unbind.
-    Binding {
-        vhost: String,
-        bind: bool,
-        source: String,
-        destination: String,
-        destination_is_queue: bool,
-        routing_key: String,
-        arguments: FieldTable,
-        conn: ConnId,
-    },
-    /// The last consumer of an auto-delete queue went away.
-    AutoDeleteQueue { queue: QueueId },
-    /// A connection closed: its exclusive queues go.
-    ConnectionClosed { conn: ConnId },
+/// Answered once everything sent before it on the link is applied and this shard's message log
+/// is durable (tx.commit); `Err` carries the log's error.
+pub struct Barrier;
+
+/// A direct reply for a reply consumer on the receiving shard: `true` when delivered, `false`
+/// when the consumer is gone.
+pub struct DirectReply {
+    pub address: super::direct_reply::ReplyAddress,
+    pub message: SharedMessage,
 }
 
-pub enum TopologyOk {
-    Done,
-    QueueDeclared {
-        name: String,
-        queue: QueueId,
-        owner: ShardId,
-    },
-    QueueDeleted {
-        message_count: u32,
-    },
+/// Start-up, to a queue owner: unsettled enqueues of its queues found in another log
+/// (`shard::adopt`). `Ok` once they are durable in the owner's log.
+pub struct Adopt {
+    pub messages: Vec<super::adopt::AdoptedMessage>,
 }
 
-/// A request to the shard that owns a queue.
-pub enum QueueOp {
-    /// Counts for a passive declare: not a use of the queue (x-expires keeps counting).
-    Counts,
-    /// Counts for a (re)declare: renews the queue's x-expires lease.
-    Declared,
-    Consume {
-        key: ConsumerKey,
-        channel: ChannelRef,
-        prefetch: u16,
-        no_ack: bool,
-        exclusive: bool,
-        priority: i32,
-    },
-    /// Remove a consumer; the reply says whether an auto-delete queue is now unused.
-    Cancel {
-        key: ConsumerKey,
-    },
-    Get {
-        channel: ChannelRef,
-        no_ack: bool,
-    },
-    Purge,
-    /// Remove the queue object if the conditions hold (checked atomically on the owner).
-    Delete {
-        if_unused: bool,
-        if_empty: bool,
-    },
-    /// A channel closed: drop its consumers, requeue its unacked messages in order.
-    ChannelClosed {
-        channel: ChannelRef,
-    },
-    /// basic.recover(requeue=true).
-    Recover {
-        channel: ChannelRef,
-    },
+/// Start-up, to the topology owner: the sender finished recovering. Answered once every shard
+/// has, so no shard listens while another still hands messages over.
+pub struct Recovered;
+
+/// A topology operation for the topology owner, which validates and applies it
+/// ([`super::TopologyCall`] names each one's answer).
+pub struct TopologyRequest<O>(pub O);
+
+/// An operation on a queue, for the shard that owns it ([`super::QueueCall`] names each one's
+/// answer).
+pub struct QueueRequest<O> {
+    pub queue: QueueId,
+    pub op: O,
 }
 
-pub enum QueueOk {
-    Counts { messages: u32, consumers: u32 },
-    Consumed,
-    Cancelled { auto_delete_now: bool },
-    Got(Option<GotMessage>),
-    Purged(u32),
-    Deleted(u32),
-    Done { auto_delete_now: bool },
+/// Topology operations, validated and applied by the topology owner.
+pub mod topology_op {
+    use crate::broker::{ConnId, QueueId, ShardId};
+    use crate::protocol::FieldTable;
+
+    /// Answers `()`.
+    pub struct ExchangeDeclare {
+        pub vhost: String,
+        pub name: String,
+        pub kind: String,
+        pub passive: bool,
+        pub durable: bool,
+        pub auto_delete: bool,
+        pub internal: bool,
+        pub arguments: FieldTable,
+    }
+
+    /// Answers `()`.
+    pub struct ExchangeDelete {
+        pub vhost: String,
+        pub name: String,
+        pub if_unused: bool,
+    }
+
+    /// Answers [`QueueDeclared`].
+    pub struct QueueDeclare {
+        pub vhost: String,
+        pub name: String,
+        pub passive: bool,
+        pub durable: bool,
+        pub exclusive: bool,
+        pub auto_delete: bool,
+        pub arguments: FieldTable,
+        pub conn: ConnId,
+    }
+
+    pub struct QueueDeclared {
+        pub name: String,
+        pub queue: QueueId,
+        pub owner: ShardId,
+    }
+
+    /// Answers the number of messages deleted with the queue.
+    pub struct QueueDelete {
+        pub vhost: String,
+        pub name: String,
+        pub if_unused: bool,
+        pub if_empty: bool,
+        pub conn: ConnId,
+    }
+
+    /// queue.bind / queue.unbind / exchange.bind / exchange.unbind. Answers `()`.
+    pub struct Binding {
+        pub vhost: String,
+        pub bind: bool,
+        pub source: String,
+        pub destination: String,
+        pub destination_is_queue: bool,
+        pub routing_key: String,
+        pub arguments: FieldTable,
+        pub conn: ConnId,
+    }
+
+    /// The last consumer of an auto-delete queue went away. Answers `()`.
+    pub struct AutoDeleteQueue {
+        pub queue: QueueId,
+    }
+
+    /// A connection closed: its exclusive queues go. Answers `()`.
+    pub struct ConnectionClosed {
+        pub conn: ConnId,
+    }
+}
+
+/// Operations on a queue, applied by the shard that owns it.
+pub mod queue_op {
+    use crate::broker::queue::{ChannelRef, ConsumerKey};
+
+    /// Answers [`Counts`]. A passive declare is not a use of the queue (x-expires keeps
+    /// counting); a (re)declare renews its lease.
+    pub struct Count {
+        pub renews_expiry: bool,
+    }
+
+    pub struct Counts {
+        pub messages: u32,
+        pub consumers: u32,
+    }
+
+    /// Answers `()`.
+    pub struct Consume {
+        pub key: ConsumerKey,
+        pub channel: ChannelRef,
+        pub prefetch: u16,
+        pub no_ack: bool,
+        pub exclusive: bool,
+        pub priority: i32,
+    }
+
+    /// Removes a consumer; answers whether an auto-delete queue is now unused.
+    pub struct Cancel {
+        pub key: ConsumerKey,
+    }
+
+    /// Answers the message, if any.
+    pub struct Get {
+        pub channel: ChannelRef,
+        pub no_ack: bool,
+    }
+
+    /// Answers the number of messages purged.
+    pub struct Purge;
+
+    /// Removes the queue object if the conditions hold (checked atomically on the owner);
+    /// answers the number of messages it held.
+    pub struct Delete {
+        pub if_unused: bool,
+        pub if_empty: bool,
+    }
+
+    /// A channel closed: drop its consumers, requeue its unacked messages in order. Answers
+    /// whether an auto-delete queue is now unused.
+    pub struct ChannelClosed {
+        pub channel: ChannelRef,
+    }
+
+    /// basic.recover(requeue=true). Answers `()`.
+    pub struct Recover {
+        pub channel: ChannelRef,
+    }
 }
 
 pub struct GotMessage {

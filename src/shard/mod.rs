@@ -5,6 +5,7 @@
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
 mod adopt;
+mod calls;
 mod dead_letter;
 mod delayed;
 pub mod direct_reply;
@@ -19,7 +20,7 @@ pub mod shard_set;
 mod storage;
 pub mod sync;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::rc::Rc;
 
 use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
@@ -28,11 +29,16 @@ use crate::id_hash::IdMap;
 use crate::limits::RPC_TIMEOUT;
 use crate::protocol::{reply_code, FieldTable};
 use crate::session::ConnShared;
+use calls::PendingReply;
 use mesh::Mesh;
 use messages::*;
 use queues::HostedQueue;
 use shard_set::ShardSet;
-use sync::{oneshot, Notify, OneshotSender};
+use sync::{Notify, OneshotReceiver};
+
+pub use calls::ShardCall;
+pub use owner::TopologyCall;
+pub use queues::QueueCall;
 
 /// Bits of a connection id (and consumer key) below the shard number.
 const SHARD_SHIFT: u32 = 48;
@@ -41,16 +47,29 @@ pub fn shard_of(conn_or_consumer: u64) -> ShardId {
     (conn_or_consumer >> SHARD_SHIFT) as ShardId
 }
 
+/// The shard that owns the topology: it validates and applies every change, broadcasts it to the
+/// others and keeps the topology log. One shard of this process today; the cluster's Raft group
+/// takes the role over later, so callers ask [`Shard::topology_owner`], never for a number.
+const TOPOLOGY_OWNER: ShardId = 0;
+
+/// The shard that counts this process's start-up and shutdown phases (every shard recovered,
+/// every shard drained). Local to the process, unlike the topology owner.
+const COORDINATOR: ShardId = 0;
+
+/// A call got no answer within `RPC_TIMEOUT` (or the other shard stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoReply;
+
 pub struct Shard {
-    pub id: ShardId,
-    pub shard_count: usize,
-    pub topology: RefCell<Topology>,
-    pub mesh: Rc<Mesh>,
+    id: ShardId,
+    shard_count: usize,
+    topology: RefCell<Topology>,
+    mesh: Rc<Mesh>,
     queues: RefCell<IdMap<QueueId, HostedQueue>>,
     conns: RefCell<IdMap<ConnId, Rc<ConnShared>>>,
     next_local_id: Cell<u64>,
     next_request: Cell<RequestId>,
-    pending_requests: RefCell<IdMap<RequestId, OneshotSender<Reply>>>,
+    pending_requests: RefCell<IdMap<RequestId, PendingReply>>,
     /// Scratch buffers of a publish, reused so routing allocates nothing in the steady state:
     /// the routed queues, the same as (owner shard, queue) sorted by shard, and the local ones.
     route_scratch: RefCell<Vec<QueueId>>,
@@ -60,16 +79,18 @@ pub struct Shard {
     refused_deliveries: RefCell<Vec<DeliverEntry>>,
     returning_refused: Cell<bool>,
     owner: owner::OwnerState,
-    pub storage: storage::ShardStorage,
+    storage: storage::ShardStorage,
     /// Queues over their memory budget: page-out, loaders, paged dead letters.
-    pub pager: paging::Pager,
-    /// Shards other than 0 wait for the recovered topology before recovering their messages.
+    pager: paging::Pager,
+    /// Shards other than the topology owner wait for the recovered topology before recovering
+    /// their messages.
     topology_ready: Cell<bool>,
     topology_arrived: Notify,
     /// Our own log is replayed: messages handed over from other logs may come in now.
     messages_ready: Cell<bool>,
     messages_recovered: Notify,
-    /// Shards that finished recovering (counted on shard 0), so none listens before all have.
+    /// Shards that finished recovering (counted on the coordinator), so none listens before all
+    /// have.
     recovered_shards: Cell<usize>,
     shard_recovered: Notify,
     /// Every message-TTL and x-expires deadline of the queues hosted here.
@@ -78,12 +99,12 @@ pub struct Shard {
     /// Messages held by delayed exchanges until their `x-delay` passes.
     delayed: delayed::DelayedMessages,
     /// `--max-message-bytes`: content headers announcing more are refused.
-    pub max_message_bytes: Cell<u64>,
-    pub shutting_down: Cell<bool>,
-    pub shutdown: Notify,
+    max_message_bytes: Cell<u64>,
+    shutting_down: Cell<bool>,
+    shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
     conns_changed: Notify,
-    /// Shards known to have drained their connections (counted on shard 0).
+    /// Shards known to have drained their connections (counted on the coordinator).
     drained_shards: Cell<usize>,
     stopping: Cell<bool>,
     stop: Notify,
@@ -120,7 +141,7 @@ impl Shard {
             owner: owner::OwnerState::new(),
             storage: storage::ShardStorage::default(),
             pager: paging::Pager::new(u64::MAX),
-            topology_ready: Cell::new(id == 0),
+            topology_ready: Cell::new(id == TOPOLOGY_OWNER),
             topology_arrived: Notify::default(),
             messages_ready: Cell::new(false),
             messages_recovered: Notify::default(),
@@ -137,6 +158,59 @@ impl Shard {
             stopping: Cell::new(false),
             stop: Notify::default(),
         })
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    pub fn topology_owner(&self) -> ShardId {
+        TOPOLOGY_OWNER
+    }
+
+    pub fn is_topology_owner(&self) -> bool {
+        self.id == self.topology_owner()
+    }
+
+    fn coordinator(&self) -> ShardId {
+        COORDINATOR
+    }
+
+    fn is_coordinator(&self) -> bool {
+        self.id == self.coordinator()
+    }
+
+    /// Our copy of the topology, to read. Never held across an `.await`: the topology owner's
+    /// broadcasts apply to it between tasks.
+    pub fn topology(&self) -> Ref<'_, Topology> {
+        self.topology.borrow()
+    }
+
+    /// `--max-message-bytes`: content headers announcing more are refused.
+    pub fn max_message_bytes(&self) -> u64 {
+        self.max_message_bytes.get()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Returns once a shutdown has begun (at once if it has).
+    pub async fn wait_for_shutdown(&self) {
+        while !self.shutting_down.get() {
+            self.shutdown.wait().await;
+        }
+    }
+
+    /// Back-pressure for a reader: returns once the mesh outboxes are under their bound and the
+    /// message log's batch has room (a full batch would refuse appends, i.e. nacks).
+    pub async fn wait_for_room(&self) {
+        self.mesh.wait_for_room().await;
+        self.storage.wait_for_room().await;
     }
 
     /// A process-unique id for a connection or consumer created on this shard.
@@ -165,89 +239,62 @@ impl Shard {
 
     // ---- requests with one reply ------------------------------------------------------------
 
-    /// Sends `body` to shard `to` and waits for its reply. A request to ourselves is handled
-    /// in place, so callers need not care where the answer comes from.
-    pub async fn call(self: &Rc<Self>, to: ShardId, body: Request) -> Option<Reply> {
+    /// Sends `request` to shard `to` and waits (up to `RPC_TIMEOUT`) for its reply. A request to
+    /// ourselves is handled in place, so callers need not care where the answer comes from.
+    pub async fn call<C: ShardCall>(
+        self: &Rc<Self>,
+        to: ShardId,
+        request: C,
+    ) -> Result<C::Reply, NoReply> {
         if to == self.id {
             // Boxed: a local request may itself call (topology owner -> queue owner).
-            return Some(Box::pin(self.handle_request(self.id, body)).await);
+            return Ok(Box::pin(request.handle(self, self.id)).await);
         }
-        let receiver = self.send_request(to, body);
+        let receiver = self.send_request(to, request);
         glommio::timer::timeout(RPC_TIMEOUT, async { Ok(receiver.await) })
             .await
             .ok()
             .flatten()
+            .ok_or(NoReply)
     }
 
     /// Queues a request for `to` without waiting: the order of calls is the order on the link.
-    fn send_request(&self, to: ShardId, body: Request) -> sync::OneshotReceiver<Reply> {
+    /// The receiver yields `None` only if the shard stops before answering.
+    fn send_request<C: ShardCall>(&self, to: ShardId, request: C) -> OneshotReceiver<C::Reply> {
         let id = self.next_request.get();
         self.next_request.set(id + 1);
-        let (tx, rx) = oneshot();
-        self.pending_requests.borrow_mut().insert(id, tx);
+        let (pending, receiver) = PendingReply::new::<C::Reply>();
+        self.pending_requests.borrow_mut().insert(id, pending);
         self.mesh.send(
             to,
             MeshMsg::Request {
                 from: self.id,
                 id,
-                body,
+                body: Box::new(request),
             },
         );
-        rx
+        receiver
     }
 
-    async fn handle_request(self: &Rc<Self>, from: ShardId, body: Request) -> Reply {
-        match body {
-            Request::Topology(op) => Reply::Topology(self.owner_handle(from, op).await),
-            Request::Apply { changes } => {
-                self.apply_changes(&changes);
-                Reply::Applied
-            }
-            Request::StartupTopology { changes } => {
-                self.apply_changes(&changes);
-                self.topology_ready.set(true);
-                self.topology_arrived.notify();
-                Reply::Applied
-            }
-            Request::Barrier => match self.storage.sync_messages().await {
-                Ok(()) => Reply::Applied,
-                Err(error) => Reply::Failed(error.to_string()),
-            },
-            Request::Queue { queue, op } => {
-                Reply::Queue(self.handle_queue_request(queue, op).await)
-            }
-            Request::DirectReply { address, message } => {
-                self.deliver_direct_reply_here(address, message)
-            }
-            Request::Adopt { messages } => match self.adopt_messages(messages).await {
-                Ok(()) => Reply::Applied,
-                Err(text) => Reply::Failed(text),
-            },
-            Request::Recovered => {
-                self.count_recovered().await;
-                Reply::Applied
-            }
+    /// A topology operation, decided by the topology owner.
+    pub async fn topology_op<O: TopologyCall>(self: &Rc<Self>, op: O) -> Result<O::Ok, AmqpError> {
+        let owner = self.topology_owner();
+        match self.call(owner, TopologyRequest(op)).await {
+            Ok(result) => result,
+            Err(NoReply) => Err(internal_error("topology request failed")),
         }
     }
 
-    /// A topology request from a session on this shard; shard 0 decides.
-    pub async fn topology(self: &Rc<Self>, op: TopologyOp) -> Result<TopologyOk, AmqpError> {
-        match self.call(0, Request::Topology(op)).await {
-            Some(Reply::Topology(result)) => result,
-            _ => Err(internal_error("topology request failed")),
-        }
-    }
-
-    /// A request to the shard that owns `queue`.
-    pub async fn queue_op(
+    /// An operation on `queue`, applied by `owner`, the shard hosting it.
+    pub async fn queue_op<O: QueueCall>(
         self: &Rc<Self>,
         queue: QueueId,
         owner: ShardId,
-        op: QueueOp,
-    ) -> Result<QueueOk, AmqpError> {
-        match self.call(owner, Request::Queue { queue, op }).await {
-            Some(Reply::Queue(result)) => result,
-            _ => Err(internal_error("queue request failed")),
+        op: O,
+    ) -> Result<O::Ok, AmqpError> {
+        match self.call(owner, QueueRequest { queue, op }).await {
+            Ok(result) => result,
+            Err(NoReply) => Err(internal_error("queue request failed")),
         }
     }
 
@@ -443,14 +490,16 @@ impl Shard {
             MeshMsg::Request { from, id, body } => {
                 let shard = self.clone();
                 glommio::spawn_local(async move {
-                    let reply = shard.handle_request(from, body).await;
+                    let reply = body.handle_erased(shard.clone(), from).await;
                     shard.mesh.send(from, MeshMsg::Reply { id, body: reply });
                 })
                 .detach();
             }
             MeshMsg::Reply { id, body } => {
-                if let Some(tx) = self.pending_requests.borrow_mut().remove(&id) {
-                    tx.send(body);
+                // A reply after its caller timed out finds no entry and is dropped.
+                let pending = self.pending_requests.borrow_mut().remove(&id);
+                if let Some(pending) = pending {
+                    pending.complete(body);
                 }
             }
             MeshMsg::Publish(entry) => {
@@ -476,13 +525,13 @@ impl Shard {
         }
     }
 
-    /// Start-up recovery, before listening: shard 0 replays the topology log (moving queues of
-    /// shards this run does not have) and hands the result to every other shard; then each shard
-    /// replays its own message log into its queues, adopts the logs of shards this run does not
-    /// have, and hands records of queues other shards own to them (`adopt`). No shard returns
-    /// before every shard has finished.
+    /// Start-up recovery, before listening: the topology owner replays the topology log (moving
+    /// queues of shards this run does not have) and hands the result to every other shard; then
+    /// each shard replays its own message log into its queues, adopts the logs of shards this run
+    /// does not have, and hands records of queues other shards own to them (`adopt`). No shard
+    /// returns before every shard has finished.
     pub async fn recover(self: &Rc<Self>, data_dir: &std::path::Path) -> Result<(), String> {
-        if self.id == 0 {
+        if self.is_topology_owner() {
             self.recover_and_share_topology(data_dir).await?;
         } else {
             while !self.topology_ready.get() {
@@ -502,34 +551,35 @@ impl Shard {
         data_dir: &std::path::Path,
     ) -> Result<(), String> {
         let changes = self.recover_topology(data_dir).await?;
-        let receivers: Vec<_> = (1..self.shard_count)
+        let receivers: Vec<_> = self
+            .peers()
             .map(|peer| {
                 let changes = changes.clone();
-                self.send_request(peer, Request::StartupTopology { changes })
+                self.send_request(peer, StartupTopology { changes })
             })
             .collect();
         for receiver in receivers {
-            if !matches!(receiver.await, Some(Reply::Applied)) {
+            if receiver.await.is_none() {
                 return Err("a shard did not take the recovered topology".to_string());
             }
         }
         Ok(())
     }
 
-    /// Tells shard 0 we are done and waits until every shard is (no RPC timeout: recovering a
-    /// large log takes what it takes).
+    /// Tells the coordinator we are done and waits until every shard is (no RPC timeout:
+    /// recovering a large log takes what it takes).
     async fn wait_all_recovered(self: &Rc<Self>) -> Result<(), String> {
-        if self.id == 0 {
+        if self.is_coordinator() {
             self.count_recovered().await;
             return Ok(());
         }
-        match self.send_request(0, Request::Recovered).await {
-            Some(Reply::Applied) => Ok(()),
-            _ => Err("shard 0 did not finish recovering".to_string()),
+        match self.send_request(self.coordinator(), Recovered).await {
+            Some(()) => Ok(()),
+            None => Err("the coordinator shard did not finish recovering".to_string()),
         }
     }
 
-    /// Shard 0: one more shard finished recovering; returns once all have.
+    /// The coordinator: one more shard finished recovering; returns once all have.
     async fn count_recovered(&self) {
         self.recovered_shards.set(self.recovered_shards.get() + 1);
         self.shard_recovered.notify();
@@ -548,10 +598,10 @@ impl Shard {
                 .await
                 .map_err(|e| internal_error(&format!("message log: {e}")));
         }
-        match self.call(to, Request::Barrier).await {
-            Some(Reply::Applied) => Ok(()),
-            Some(Reply::Failed(text)) => Err(internal_error(&text)),
-            _ => Err(internal_error("barrier failed")),
+        match self.call(to, Barrier).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(text)) => Err(internal_error(&text)),
+            Err(NoReply) => Err(internal_error("barrier failed")),
         }
     }
 
@@ -562,27 +612,29 @@ impl Shard {
         }
     }
 
-    /// Shard 0 relays a shutdown to every other shard.
+    /// The coordinator relays a shutdown to every other shard.
     pub fn broadcast_shutdown(&self) {
         self.send_to_peers(|| MeshMsg::Shutdown);
         self.begin_shutdown();
     }
 
     fn send_to_peers(&self, msg: impl Fn() -> MeshMsg) {
-        for peer in 0..self.shard_count {
-            if peer != self.id {
-                self.mesh.send(peer, msg());
-            }
+        for peer in self.peers() {
+            self.mesh.send(peer, msg());
         }
     }
 
-    /// Shutdown, seen from one shard: wait (bounded) for our connections to close, tell shard 0,
-    /// and wait until shard 0 says every shard is done, so cleanup that needs another shard
+    /// Every shard but this one.
+    fn peers(&self) -> impl Iterator<Item = ShardId> {
+        let me = self.id;
+        (0..self.shard_count).filter(move |&peer| peer != me)
+    }
+
+    /// Shutdown, seen from one shard: wait (bounded) for our connections to close, tell the
+    /// coordinator, and wait until it says every shard is done, so cleanup that needs another shard
     /// (exclusive queues, requeues) can still reach it.
     pub async fn shut_down(&self, drain_timeout: std::time::Duration) {
-        while !self.shutting_down.get() {
-            self.shutdown.wait().await;
-        }
+        self.wait_for_shutdown().await;
         let _ = glommio::timer::timeout(drain_timeout, async {
             while self.conn_count() > 0 {
                 self.conns_changed.wait().await;
@@ -590,10 +642,10 @@ impl Shard {
             Ok(())
         })
         .await;
-        if self.id == 0 {
+        if self.is_coordinator() {
             self.shard_drained();
         } else {
-            self.mesh.send(0, MeshMsg::Drained);
+            self.mesh.send(self.coordinator(), MeshMsg::Drained);
         }
         let _ = glommio::timer::timeout(drain_timeout, async {
             while !self.stopping.get() {
@@ -602,7 +654,7 @@ impl Shard {
             Ok(())
         })
         .await;
-        // Let the flushers hand over what is queued (shard 0's Stop messages above all).
+        // Let the flushers hand over what is queued (the coordinator's Stop messages above all).
         let _ = glommio::timer::timeout(drain_timeout, async {
             self.mesh.wait_until_empty().await;
             Ok(())
@@ -615,7 +667,7 @@ impl Shard {
     fn shard_drained(&self) {
         let drained = self.drained_shards.get() + 1;
         self.drained_shards.set(drained);
-        if self.id == 0 && drained == self.shard_count {
+        if self.is_coordinator() && drained == self.shard_count {
             self.send_to_peers(|| MeshMsg::Stop);
             self.begin_stop();
         }
@@ -642,6 +694,33 @@ fn route_extra_keys(
     }
     destinations.sort_unstable();
     destinations.dedup();
+}
+
+impl ShardCall for StartupTopology {
+    type Reply = ();
+    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) {
+        shard.apply_changes(&self.changes);
+        shard.topology_ready.set(true);
+        shard.topology_arrived.notify();
+    }
+}
+
+impl ShardCall for Recovered {
+    type Reply = ();
+    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) {
+        shard.count_recovered().await;
+    }
+}
+
+impl ShardCall for Barrier {
+    type Reply = Result<(), String>;
+    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) -> Result<(), String> {
+        shard
+            .storage
+            .sync_messages()
+            .await
+            .map_err(|error| error.to_string())
+    }
 }
 
 pub fn internal_error(text: &str) -> AmqpError {

@@ -1,14 +1,16 @@
-//! Shard 0 owns the topology: it validates every change against its copy, applies it, and
-//! broadcasts it to every other shard, answering the client only after all have applied it, so a
-//! publish that follows a `bind-ok` on any shard is routed by that binding.
+//! The topology owner (`Shard::topology_owner`) validates every change against its copy, applies
+//! it, and broadcasts it to every other shard, answering the client only after all have applied
+//! it, so a publish that follows a `bind-ok` on any shard is routed by that binding.
 //!
 //! Validation and the local apply happen without an `.await` in between, so two requests never
 //! validate against the same stale state; broadcasts leave in that same order on FIFO links.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::rc::Rc;
 
-use super::messages::{QueueOk, QueueOp, Reply, Request, TopologyOk, TopologyOp};
+use super::calls::ShardCall;
+use super::messages::{queue_op, topology_op, ApplyChanges, TopologyRequest};
 use super::Shard;
 use crate::broker::{self, AmqpError, Destination, ShardId, TopologyChange};
 
@@ -37,183 +39,195 @@ impl OwnerState {
     }
 }
 
-impl Shard {
-    pub(super) async fn owner_handle(
-        self: &Rc<Self>,
+/// A topology operation: decided on the topology owner, against its copy, and answered with
+/// `Ok`. Implemented by each type of `messages::topology_op`.
+pub trait TopologyCall: Send + 'static {
+    type Ok: Send + 'static;
+    /// Runs on the topology owner; `from` is the shard of the asking connection.
+    fn decide(
+        self,
+        owner: &Rc<Shard>,
         from: ShardId,
-        op: TopologyOp,
-    ) -> Result<TopologyOk, AmqpError> {
-        debug_assert_eq!(self.id, 0, "only shard 0 owns the topology");
-        match op {
-            TopologyOp::ExchangeDeclare {
-                vhost,
-                name,
-                kind,
-                passive,
-                durable,
-                auto_delete,
-                internal,
-                arguments,
-            } => {
-                let request = broker::ExchangeDeclare {
-                    vhost: &vhost,
-                    name: &name,
-                    kind: &kind,
-                    passive,
-                    durable,
-                    auto_delete,
-                    internal,
-                    arguments: &arguments,
-                };
-                let changes = broker::check_exchange_declare(&self.topology.borrow(), &request)?;
-                self.broadcast(changes).await?;
-                Ok(TopologyOk::Done)
-            }
-            TopologyOp::ExchangeDelete {
-                vhost,
-                name,
-                if_unused,
-            } => {
-                let changes = broker::check_exchange_delete(
-                    &self.topology.borrow(),
-                    &vhost,
-                    &name,
-                    if_unused,
-                )?;
-                self.broadcast(changes).await?;
-                Ok(TopologyOk::Done)
-            }
-            TopologyOp::QueueDeclare {
-                vhost,
-                name,
-                passive,
-                durable,
-                exclusive,
-                auto_delete,
-                arguments,
-                conn,
-            } => {
-                let server_named = name.is_empty();
-                let name = if server_named {
-                    broker::server_named_queue(OwnerState::take(&self.owner.next_server_name))
-                } else {
-                    name
-                };
-                let request = broker::QueueDeclare {
-                    vhost: &vhost,
-                    name: &name,
-                    server_named,
-                    passive,
-                    durable,
-                    exclusive,
-                    auto_delete,
-                    arguments: &arguments,
-                    conn,
-                    new_id: OwnerState::take(&self.owner.next_queue_id),
-                    owner_shard: from, // client-local placement: the declaring connection's shard
-                };
-                let changes = broker::check_queue_declare(&self.topology.borrow(), &request)?;
-                self.broadcast(changes).await?;
-                let topology = self.topology.borrow();
-                let meta = topology
-                    .queue(&vhost, &name)
-                    .ok_or_else(|| super::internal_error("queue vanished while being declared"))?;
-                Ok(TopologyOk::QueueDeclared {
-                    name,
-                    queue: meta.id,
-                    owner: meta.owner_shard,
-                })
-            }
-            TopologyOp::QueueDelete {
-                vhost,
-                name,
-                if_unused,
-                if_empty,
-                conn,
-            } => {
-                let Some(meta) = self.topology.borrow().queue(&vhost, &name).cloned() else {
-                    // RabbitMQ answers delete-ok for a queue that does not exist.
-                    return Ok(TopologyOk::QueueDeleted { message_count: 0 });
-                };
-                broker::check_queue_access(&self.topology.borrow(), &vhost, &name, conn)?;
-                let op = QueueOp::Delete {
-                    if_unused,
-                    if_empty,
-                };
-                let message_count = match self.queue_op(meta.id, meta.owner_shard, op).await? {
-                    QueueOk::Deleted(n) => n,
-                    _ => 0,
-                };
-                self.remove_queue(&vhost, &name, conn).await;
-                Ok(TopologyOk::QueueDeleted { message_count })
-            }
-            TopologyOp::Binding {
-                vhost,
-                bind,
-                source,
-                destination,
-                destination_is_queue,
-                routing_key,
-                arguments,
-                conn,
-            } => {
-                let destination = if destination_is_queue {
-                    Destination::Queue(destination)
-                } else {
-                    Destination::Exchange(destination)
-                };
-                let request = broker::BindRequest {
-                    vhost: &vhost,
-                    source: &source,
-                    destination: &destination,
-                    routing_key: &routing_key,
-                    arguments: &arguments,
-                    conn,
-                };
-                // The topology borrow ends inside this block, before any await.
-                let changes = {
-                    let topology = self.topology.borrow();
-                    if bind {
-                        broker::check_bind(&topology, &request)?
-                    } else {
-                        broker::check_unbind(&topology, &request)?
-                    }
-                };
-                self.broadcast(changes).await?;
-                Ok(TopologyOk::Done)
-            }
-            TopologyOp::AutoDeleteQueue { queue } => {
-                let Some(meta) = self.topology.borrow().queue_by_id(queue).cloned() else {
-                    return Ok(TopologyOk::Done);
-                };
-                let op = QueueOp::Delete {
-                    if_unused: true,
-                    if_empty: false,
-                };
-                // A new consumer may have arrived meanwhile: then the queue stays.
-                if self.queue_op(meta.id, meta.owner_shard, op).await.is_ok() {
-                    // As its owner: an exclusive auto-delete queue (a client's RPC reply queue)
-                    // goes with its last consumer too, not only with its connection.
-                    let conn = meta.exclusive_owner.unwrap_or(0);
-                    self.remove_queue(&meta.vhost, &meta.name, conn).await;
-                }
-                Ok(TopologyOk::Done)
-            }
-            TopologyOp::ConnectionClosed { conn } => {
-                let exclusive = self.topology.borrow().queues_exclusive_to(conn);
-                for meta in exclusive {
-                    let op = QueueOp::Delete {
-                        if_unused: false,
-                        if_empty: false,
-                    };
-                    let _ = self.queue_op(meta.id, meta.owner_shard, op).await;
-                    self.remove_queue(&meta.vhost, &meta.name, conn).await;
-                }
-                Ok(TopologyOk::Done)
-            }
-        }
-    }
+    ) -> impl Future<Output = Result<Self::Ok, AmqpError>>;
+}
 
+impl<O: TopologyCall> ShardCall for TopologyRequest<O> {
+    type Reply = Result<O::Ok, AmqpError>;
+    async fn handle(self, shard: &Rc<Shard>, from: ShardId) -> Self::Reply {
+        // Two shards deciding would validate against different states and fork the topology.
+        assert!(
+            shard.is_topology_owner(),
+            "a topology request reached a shard that does not own the topology"
+        );
+        self.0.decide(shard, from).await
+    }
+}
+
+impl ShardCall for ApplyChanges {
+    type Reply = ();
+    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) {
+        shard.apply_changes(&self.changes);
+    }
+}
+
+impl TopologyCall for topology_op::ExchangeDeclare {
+    type Ok = ();
+    async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<(), AmqpError> {
+        let request = broker::ExchangeDeclare {
+            vhost: &self.vhost,
+            name: &self.name,
+            kind: &self.kind,
+            passive: self.passive,
+            durable: self.durable,
+            auto_delete: self.auto_delete,
+            internal: self.internal,
+            arguments: &self.arguments,
+        };
+        let changes = broker::check_exchange_declare(&owner.topology.borrow(), &request)?;
+        owner.broadcast(changes).await
+    }
+}
+
+impl TopologyCall for topology_op::ExchangeDelete {
+    type Ok = ();
+    async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<(), AmqpError> {
+        let changes = broker::check_exchange_delete(
+            &owner.topology.borrow(),
+            &self.vhost,
+            &self.name,
+            self.if_unused,
+        )?;
+        owner.broadcast(changes).await
+    }
+}
+
+impl TopologyCall for topology_op::QueueDeclare {
+    type Ok = topology_op::QueueDeclared;
+    async fn decide(self, owner: &Rc<Shard>, from: ShardId) -> Result<Self::Ok, AmqpError> {
+        let server_named = self.name.is_empty();
+        let name = if server_named {
+            broker::server_named_queue(OwnerState::take(&owner.owner.next_server_name))
+        } else {
+            self.name
+        };
+        let request = broker::QueueDeclare {
+            vhost: &self.vhost,
+            name: &name,
+            server_named,
+            passive: self.passive,
+            durable: self.durable,
+            exclusive: self.exclusive,
+            auto_delete: self.auto_delete,
+            arguments: &self.arguments,
+            conn: self.conn,
+            new_id: OwnerState::take(&owner.owner.next_queue_id),
+            owner_shard: from, // client-local placement: the declaring connection's shard
+        };
+        let changes = broker::check_queue_declare(&owner.topology.borrow(), &request)?;
+        owner.broadcast(changes).await?;
+        let topology = owner.topology.borrow();
+        let meta = topology
+            .queue(&self.vhost, &name)
+            .ok_or_else(|| super::internal_error("queue vanished while being declared"))?;
+        Ok(topology_op::QueueDeclared {
+            name,
+            queue: meta.id,
+            owner: meta.owner_shard,
+        })
+    }
+}
+
+impl TopologyCall for topology_op::QueueDelete {
+    /// Messages deleted with the queue.
+    type Ok = u32;
+    async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<u32, AmqpError> {
+        let Some(meta) = owner
+            .topology
+            .borrow()
+            .queue(&self.vhost, &self.name)
+            .cloned()
+        else {
+            // RabbitMQ answers delete-ok for a queue that does not exist.
+            return Ok(0);
+        };
+        broker::check_queue_access(&owner.topology.borrow(), &self.vhost, &self.name, self.conn)?;
+        let op = queue_op::Delete {
+            if_unused: self.if_unused,
+            if_empty: self.if_empty,
+        };
+        let message_count = owner.queue_op(meta.id, meta.owner_shard, op).await?;
+        owner.remove_queue(&self.vhost, &self.name, self.conn).await;
+        Ok(message_count)
+    }
+}
+
+impl TopologyCall for topology_op::Binding {
+    type Ok = ();
+    async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<(), AmqpError> {
+        let destination = if self.destination_is_queue {
+            Destination::Queue(self.destination)
+        } else {
+            Destination::Exchange(self.destination)
+        };
+        let request = broker::BindRequest {
+            vhost: &self.vhost,
+            source: &self.source,
+            destination: &destination,
+            routing_key: &self.routing_key,
+            arguments: &self.arguments,
+            conn: self.conn,
+        };
+        // The topology borrow ends inside this block, before any await.
+        let changes = {
+            let topology = owner.topology.borrow();
+            if self.bind {
+                broker::check_bind(&topology, &request)?
+            } else {
+                broker::check_unbind(&topology, &request)?
+            }
+        };
+        owner.broadcast(changes).await
+    }
+}
+
+impl TopologyCall for topology_op::AutoDeleteQueue {
+    type Ok = ();
+    async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<(), AmqpError> {
+        let Some(meta) = owner.topology.borrow().queue_by_id(self.queue).cloned() else {
+            return Ok(());
+        };
+        let op = queue_op::Delete {
+            if_unused: true,
+            if_empty: false,
+        };
+        // A new consumer may have arrived meanwhile: then the queue stays.
+        if owner.queue_op(meta.id, meta.owner_shard, op).await.is_ok() {
+            // As its owner: an exclusive auto-delete queue (a client's RPC reply queue) goes
+            // with its last consumer too, not only with its connection.
+            let conn = meta.exclusive_owner.unwrap_or(0);
+            owner.remove_queue(&meta.vhost, &meta.name, conn).await;
+        }
+        Ok(())
+    }
+}
+
+impl TopologyCall for topology_op::ConnectionClosed {
+    type Ok = ();
+    async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<(), AmqpError> {
+        let exclusive = owner.topology.borrow().queues_exclusive_to(self.conn);
+        for meta in exclusive {
+            let op = queue_op::Delete {
+                if_unused: false,
+                if_empty: false,
+            };
+            let _ = owner.queue_op(meta.id, meta.owner_shard, op).await;
+            owner.remove_queue(&meta.vhost, &meta.name, self.conn).await;
+        }
+        Ok(())
+    }
+}
+
+impl Shard {
     /// Drops a queue from the topology everywhere (its bindings, and auto-delete exchanges left
     /// without bindings, go with it).
     async fn remove_queue(self: &Rc<Self>, vhost: &str, name: &str, conn: u64) {
@@ -289,19 +303,15 @@ impl Shard {
             }
             self.apply_changes(std::slice::from_ref(change));
         }
-        let receivers: Vec<_> = (0..self.shard_count)
-            .filter(|&peer| peer != self.id)
+        let receivers: Vec<_> = self
+            .peers()
             .map(|peer| {
-                self.send_request(
-                    peer,
-                    Request::Apply {
-                        changes: changes.clone(),
-                    },
-                )
+                let changes = changes.clone();
+                self.send_request(peer, ApplyChanges { changes })
             })
             .collect();
         for receiver in receivers {
-            if !matches!(receiver.await, Some(Reply::Applied)) {
+            if receiver.await.is_none() {
                 tracing::error!("a shard did not acknowledge a topology change");
             }
         }

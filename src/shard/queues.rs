@@ -5,15 +5,16 @@ use std::rc::Rc;
 
 use std::num::NonZeroU64;
 
+use super::calls::ShardCall;
 use super::expiry::now_ms;
-use super::messages::{GotMessage, QueueOk, QueueOp, SettleOp};
+use super::messages::{queue_op, GotMessage, QueueRequest, SettleOp};
 use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
     Admission, ConsumeError, ConsumerSpec, DeathReason, MessageId, Queue, QueueConfig, QueueLimits,
     RestoreTimes, SharedMessage,
 };
-use crate::broker::{AmqpError, QueueId, QueueMeta};
+use crate::broker::{AmqpError, QueueId, QueueMeta, ShardId};
 use crate::limits::DISPATCH_BATCH_MAX;
 use crate::protocol::reply_code;
 use crate::storage::Lsn;
@@ -288,128 +289,181 @@ impl Shard {
 
     /// Answers a request about a queue we own. basic.get first reads a paged head back; the
     /// rest is synchronous: the queue is ours alone.
-    pub(super) async fn handle_queue_request(
+    async fn handle_queue_request<O: QueueCall>(
         self: &Rc<Self>,
         id: QueueId,
-        op: QueueOp,
-    ) -> Result<QueueOk, AmqpError> {
-        if matches!(op, QueueOp::Get { .. }) {
+        op: O,
+    ) -> Result<O::Ok, AmqpError> {
+        if op.reads_head() {
             self.load_head(id).await;
         }
         self.handle_queue_op(id, op)
     }
 
     /// Answers a request about a queue we own. Synchronous: the queue is ours alone.
-    pub(super) fn handle_queue_op(
+    fn handle_queue_op<O: QueueCall>(
         self: &Rc<Self>,
         id: QueueId,
-        op: QueueOp,
-    ) -> Result<QueueOk, AmqpError> {
+        op: O,
+    ) -> Result<O::Ok, AmqpError> {
         // Expired messages are neither counted nor handed to basic.get.
         self.expire_queue(id);
-        let used = !matches!(op, QueueOp::Counts);
+        let uses_queue = op.uses_queue();
+        let removes_queue = op.removes_queue();
         let result = {
             let mut queues = self.queues.borrow_mut();
+            // Not an invariant: the request was addressed by the caller's copy of the topology,
+            // which may predate the queue's deletion (or its move to another shard).
             let Some(hosted) = queues.get_mut(&id) else {
                 return Err(AmqpError::new(
                     reply_code::NOT_FOUND,
                     "NOT_FOUND - queue was deleted".to_string(),
                 ));
             };
-            apply_queue_op(hosted, op)
+            op.apply(hosted)?
         };
-        match &result {
-            Ok(QueueOk::Deleted(_)) => {
-                self.unhost_queue(id);
+        if removes_queue {
+            self.unhost_queue(id);
+        } else {
+            self.log_forgotten(id);
+            self.dead_letter_over_limit(id);
+            if uses_queue {
+                self.queue_used(id);
             }
-            Ok(_) => {
-                self.log_forgotten(id);
-                self.dead_letter_over_limit(id);
-                if used {
-                    self.queue_used(id);
-                }
-                self.dispatch(id);
-            }
-            Err(_) => {}
+            self.dispatch(id);
         }
-        result
+        Ok(result)
     }
 }
 
-fn apply_queue_op(hosted: &mut HostedQueue, op: QueueOp) -> Result<QueueOk, AmqpError> {
-    let queue = &mut hosted.queue;
-    Ok(match op {
-        QueueOp::Counts | QueueOp::Declared => QueueOk::Counts {
-            messages: queue.message_count(),
-            consumers: queue.consumer_count(),
-        },
-        QueueOp::Consume {
-            key,
-            channel,
-            prefetch,
-            no_ack,
-            exclusive,
-            priority,
-        } => {
-            let spec = ConsumerSpec {
-                key,
-                prefetch,
-                no_ack,
-                exclusive,
-                priority,
-                channel,
-            };
-            queue.add_consumer(spec).map_err(consume_error)?;
-            QueueOk::Consumed
+/// An operation on one queue, applied by the shard hosting it. Implemented by each type of
+/// `messages::queue_op`; `Ok` is its answer.
+pub trait QueueCall: Send + 'static {
+    type Ok: Send + 'static;
+    fn apply(self, hosted: &mut HostedQueue) -> Result<Self::Ok, AmqpError>;
+    /// A use of the queue renews its x-expires lease.
+    fn uses_queue(&self) -> bool {
+        true
+    }
+    /// The head must be in memory (paged back in) before `apply`.
+    fn reads_head(&self) -> bool {
+        false
+    }
+    /// After a successful `apply` the queue object goes.
+    fn removes_queue(&self) -> bool {
+        false
+    }
+}
+
+impl<O: QueueCall> ShardCall for QueueRequest<O> {
+    type Reply = Result<O::Ok, AmqpError>;
+    async fn handle(self, shard: &Rc<Shard>, _from: ShardId) -> Self::Reply {
+        shard.handle_queue_request(self.queue, self.op).await
+    }
+}
+
+impl QueueCall for queue_op::Count {
+    type Ok = queue_op::Counts;
+    fn uses_queue(&self) -> bool {
+        self.renews_expiry
+    }
+    fn apply(self, hosted: &mut HostedQueue) -> Result<queue_op::Counts, AmqpError> {
+        Ok(queue_op::Counts {
+            messages: hosted.queue.message_count(),
+            consumers: hosted.queue.consumer_count(),
+        })
+    }
+}
+
+impl QueueCall for queue_op::Consume {
+    type Ok = ();
+    fn apply(self, hosted: &mut HostedQueue) -> Result<(), AmqpError> {
+        let spec = ConsumerSpec {
+            key: self.key,
+            prefetch: self.prefetch,
+            no_ack: self.no_ack,
+            exclusive: self.exclusive,
+            priority: self.priority,
+            channel: self.channel,
+        };
+        hosted.queue.add_consumer(spec).map_err(consume_error)
+    }
+}
+
+impl QueueCall for queue_op::Cancel {
+    /// Whether an auto-delete queue is now unused.
+    type Ok = bool;
+    fn apply(self, hosted: &mut HostedQueue) -> Result<bool, AmqpError> {
+        hosted.queue.remove_consumer(self.key);
+        Ok(hosted.auto_delete_now())
+    }
+}
+
+impl QueueCall for queue_op::Get {
+    type Ok = Option<GotMessage>;
+    fn reads_head(&self) -> bool {
+        true
+    }
+    fn apply(self, hosted: &mut HostedQueue) -> Result<Option<GotMessage>, AmqpError> {
+        let queue = &mut hosted.queue;
+        let got = queue.basic_get(self.no_ack, self.channel);
+        let remaining = queue.message_count();
+        Ok(got.map(|(message_id, message, redelivered)| GotMessage {
+            message_id,
+            message,
+            redelivered,
+            remaining,
+        }))
+    }
+}
+
+impl QueueCall for queue_op::Purge {
+    /// Messages purged.
+    type Ok = u32;
+    fn apply(self, hosted: &mut HostedQueue) -> Result<u32, AmqpError> {
+        Ok(hosted.queue.purge())
+    }
+}
+
+impl QueueCall for queue_op::Delete {
+    /// Messages the queue held.
+    type Ok = u32;
+    fn removes_queue(&self) -> bool {
+        true
+    }
+    fn apply(self, hosted: &mut HostedQueue) -> Result<u32, AmqpError> {
+        let queue = &hosted.queue;
+        if self.if_unused && !queue.is_unused() {
+            return Err(AmqpError::new(
+                reply_code::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - queue in use".to_string(),
+            ));
         }
-        QueueOp::Cancel { key } => {
-            queue.remove_consumer(key);
-            QueueOk::Cancelled {
-                auto_delete_now: hosted.auto_delete_now(),
-            }
+        if self.if_empty && queue.message_count() > 0 {
+            return Err(AmqpError::new(
+                reply_code::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - queue not empty".to_string(),
+            ));
         }
-        QueueOp::Get { channel, no_ack } => {
-            let got = queue.basic_get(no_ack, channel);
-            let remaining = queue.message_count();
-            QueueOk::Got(got.map(|(message_id, message, redelivered)| GotMessage {
-                message_id,
-                message,
-                redelivered,
-                remaining,
-            }))
-        }
-        QueueOp::Purge => QueueOk::Purged(queue.purge()),
-        QueueOp::Delete {
-            if_unused,
-            if_empty,
-        } => {
-            if if_unused && !queue.is_unused() {
-                return Err(AmqpError::new(
-                    reply_code::PRECONDITION_FAILED,
-                    "PRECONDITION_FAILED - queue in use".to_string(),
-                ));
-            }
-            if if_empty && queue.message_count() > 0 {
-                return Err(AmqpError::new(
-                    reply_code::PRECONDITION_FAILED,
-                    "PRECONDITION_FAILED - queue not empty".to_string(),
-                ));
-            }
-            QueueOk::Deleted(queue.message_count())
-        }
-        QueueOp::ChannelClosed { channel } => {
-            queue.channel_closed(channel);
-            QueueOk::Done {
-                auto_delete_now: hosted.auto_delete_now(),
-            }
-        }
-        QueueOp::Recover { channel } => {
-            queue.recover(channel);
-            QueueOk::Done {
-                auto_delete_now: false,
-            }
-        }
-    })
+        Ok(queue.message_count())
+    }
+}
+
+impl QueueCall for queue_op::ChannelClosed {
+    /// Whether an auto-delete queue is now unused.
+    type Ok = bool;
+    fn apply(self, hosted: &mut HostedQueue) -> Result<bool, AmqpError> {
+        hosted.queue.channel_closed(self.channel);
+        Ok(hosted.auto_delete_now())
+    }
+}
+
+impl QueueCall for queue_op::Recover {
+    type Ok = ();
+    fn apply(self, hosted: &mut HostedQueue) -> Result<(), AmqpError> {
+        hosted.queue.recover(self.channel);
+        Ok(())
+    }
 }
 
 fn consume_error(error: ConsumeError) -> AmqpError {

@@ -1,7 +1,7 @@
 //! A shard's durable storage: its message log (enqueues and settlements of persistent messages in
-//! durable queues it owns) and, on shard 0, the topology log (durable exchanges, queues, bindings,
-//! users, vhosts). Both are `storage::Wal`s; this module decides what goes in them and releases
-//! publisher confirms only once their records are durable.
+//! durable queues it owns) and, on the topology owner, the topology log (durable exchanges,
+//! queues, bindings, users, vhosts). Both are `storage::Wal`s; this module decides what goes in
+//! them and releases publisher confirms only once their records are durable.
 //!
 //! Confirms wait in `pending` in LSN order; one task per shard (`run_confirmer`) waits for the
 //! newest pending LSN and then releases everything up to it. With group commit that is one flush
@@ -198,7 +198,7 @@ impl ShardStorage {
         }
     }
 
-    /// Appends a durable topology change (shard 0). Returns its LSN.
+    /// Appends a durable topology change (the topology owner). Returns its LSN.
     pub fn log_topology(&self, change: &TopologyChange) -> Result<Lsn, WalError> {
         let Some(wal) = self.topology.get() else {
             return Err(WalError::Closed);
@@ -297,8 +297,8 @@ pub(super) fn wal_options(
 }
 
 impl Shard {
-    /// Shard 0 at start-up: replays the topology log into our copy. Returns the changes, for the
-    /// other shards.
+    /// The topology owner at start-up: replays the topology log into our copy. Returns the
+    /// changes, for the other shards.
     pub async fn recover_topology(&self, data_dir: &Path) -> Result<Vec<TopologyChange>, String> {
         let dir = data_dir.join("topology");
         let options = wal_options(
