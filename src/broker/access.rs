@@ -9,7 +9,7 @@ use crate::limits::{
     USERS_MAX, VHOSTS_MAX,
 };
 
-use super::{Permission, QueueId, ShardId, TopicPermission, Topology, TopologyChange, User};
+use super::{Permission, TopicPermission, Topology, TopologyChange, User};
 
 /// An operator's change to who may do what (management API, definitions import, CLI).
 #[derive(Debug, Clone, PartialEq)]
@@ -77,9 +77,6 @@ pub enum AccessOutcome {
 pub struct AccessPlan {
     pub outcome: AccessOutcome,
     pub changes: Vec<TopologyChange>,
-    /// A vhost delete: the queues whose owners must delete them (and settle their messages)
-    /// before the change is broadcast.
-    pub queues_to_delete: Vec<(QueueId, ShardId)>,
 }
 
 impl AccessPlan {
@@ -87,7 +84,6 @@ impl AccessPlan {
         AccessPlan {
             outcome,
             changes: vec![change],
-            queues_to_delete: Vec::new(),
         }
     }
 }
@@ -178,7 +174,6 @@ fn check_add_vhost(t: &Topology, name: &str) -> Result<AccessPlan, AccessOpError
         return Ok(AccessPlan {
             outcome: AccessOutcome::Updated,
             changes: Vec::new(),
-            queues_to_delete: Vec::new(),
         });
     }
     if t.vhost_names().count() >= VHOSTS_MAX {
@@ -196,12 +191,22 @@ fn check_delete_vhost(t: &Topology, name: &str) -> Result<AccessPlan, AccessOpEr
     if !t.vhost_exists(name) {
         return Err(AccessOpError::VhostNotFound);
     }
+    // Each queue goes by its own DeleteQueue, so its owner unhosts it as for queue.delete:
+    // its messages are settled in the log and its consumers told (basic.cancel). The loop is
+    // bounded by QUEUES_PER_VHOST_MAX.
+    let mut changes: Vec<TopologyChange> = t
+        .queue_names_in_vhost(name)
+        .map(|queue| TopologyChange::DeleteQueue {
+            vhost: name.to_string(),
+            name: queue.to_string(),
+        })
+        .collect();
+    changes.push(TopologyChange::DeleteVhost {
+        name: name.to_string(),
+    });
     Ok(AccessPlan {
         outcome: AccessOutcome::Updated,
-        changes: vec![TopologyChange::DeleteVhost {
-            name: name.to_string(),
-        }],
-        queues_to_delete: t.queues_in_vhost(name),
+        changes,
     })
 }
 
@@ -319,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vhost_delete_names_the_queues_to_delete() {
+    fn a_vhost_delete_deletes_its_queues_first() {
         let mut t = Topology::new_default();
         apply(&mut t, &AccessOp::AddVhost { name: "v".into() }).unwrap();
         t.apply(&TopologyChange::DeclareQueue {
@@ -335,7 +340,16 @@ mod tests {
             },
         });
         let plan = check_access_op(&t, &AccessOp::DeleteVhost { name: "v".into() }).unwrap();
-        assert_eq!(plan.queues_to_delete, vec![(7, 1)]);
+        assert_eq!(
+            plan.changes,
+            vec![
+                TopologyChange::DeleteQueue {
+                    vhost: "v".into(),
+                    name: "q".into()
+                },
+                TopologyChange::DeleteVhost { name: "v".into() }
+            ]
+        );
     }
 
     #[test]

@@ -368,11 +368,11 @@ impl Topology {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// The queues of a vhost with their owner shards (a vhost delete removes them all).
-    pub fn queues_in_vhost(&self, vhost: &str) -> Vec<(QueueId, ShardId)> {
-        self.vhost(vhost).map_or_else(Vec::new, |vh| {
-            vh.queues.values().map(|q| (q.id, q.owner_shard)).collect()
-        })
+    /// The names of a vhost's queues (a vhost delete removes them all).
+    pub fn queue_names_in_vhost(&self, vhost: &str) -> impl Iterator<Item = &str> {
+        self.vhost(vhost)
+            .into_iter()
+            .flat_map(|vh| vh.queues.keys().map(String::as_str))
     }
 
     /// See the field: compiled permissions made at another revision may be stale.
