@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::limits::{MESSAGE_SIZE_DEFAULT_BYTES, MESSAGE_SIZE_MAX_BYTES, MESSAGE_SIZE_MIN_BYTES};
+use crate::limits::{
+    ACCESS_NAME_LENGTH_MAX, MESSAGE_SIZE_DEFAULT_BYTES, MESSAGE_SIZE_MAX_BYTES,
+    MESSAGE_SIZE_MIN_BYTES,
+};
 
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;
@@ -60,7 +63,27 @@ pub struct Config {
     /// Largest message body accepted, in
     /// `MESSAGE_SIZE_MIN_BYTES..=MESSAGE_SIZE_MAX_BYTES`.
     pub max_message_bytes: u64,
+    /// The first user, created on an empty data directory (RabbitMQ's `default_user`).
+    pub default_user: String,
+    /// Its password; hashed before it is stored, never logged.
+    pub default_pass: Secret,
+    /// Users that may only log in from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
 }
+
+/// A password from the command line or the file: `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// RabbitMQ's defaults: guest/guest, who may only connect from loopback.
+pub const DEFAULT_USER_DEFAULT: &str = "guest";
+pub const DEFAULT_PASS_DEFAULT: &str = "guest";
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,6 +172,8 @@ pub enum ConfigError {
     QueueMemory { value: String, origin: Origin },
     #[error("invalid max-message-bytes {value:?} ({origin}): must be a number of bytes in {MESSAGE_SIZE_MIN_BYTES}..={MESSAGE_SIZE_MAX_BYTES}")]
     MaxMessage { value: String, origin: Origin },
+    #[error("invalid {what} ({origin}): must be 1..={ACCESS_NAME_LENGTH_MAX} bytes")]
+    AccessName { what: &'static str, origin: Origin },
 }
 
 impl ConfigError {
@@ -171,7 +196,8 @@ impl ConfigError {
 )]
 struct Flags {
     /// TOML file with any of: port, listen, shards, pin, data_dir, log_level, log_format,
-    /// spin_us, queue_memory_bytes, max_message_bytes. Flags override it.
+    /// spin_us, queue_memory_bytes, max_message_bytes, default_user, default_pass,
+    /// loopback_users. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// TCP port to listen on [default: 5672]
@@ -206,6 +232,16 @@ struct Flags {
     /// Largest message body accepted, 1024..=536870912 [default: 134217728, 128 MiB]
     #[arg(long, value_name = "BYTES")]
     max_message_bytes: Option<String>,
+    /// The user created on an empty data directory [default: guest]
+    #[arg(long, value_name = "NAME")]
+    default_user: Option<String>,
+    /// Its password [default: guest]
+    #[arg(long, value_name = "PASSWORD")]
+    default_pass: Option<String>,
+    /// Users allowed to log in only from loopback, comma separated; "none" for nobody
+    /// [default: guest]
+    #[arg(long, value_name = "USERS")]
+    loopback_users: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +257,9 @@ struct FileValues {
     spin_us: Option<i64>,
     queue_memory_bytes: Option<i64>,
     max_message_bytes: Option<i64>,
+    default_user: Option<String>,
+    default_pass: Option<String>,
+    loopback_users: Option<Vec<String>>,
 }
 
 impl Config {
@@ -336,6 +375,29 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         (None, Some(v)) => parse_max_message(&v.to_string(), Origin::File)?,
         (None, None) => MESSAGE_SIZE_DEFAULT_BYTES,
     };
+    let default_user = match (flags.default_user, file.default_user) {
+        (Some(v), _) => check_access_name(v, "default-user", Origin::Flag)?,
+        (None, Some(v)) => check_access_name(v, "default_user", Origin::File)?,
+        (None, None) => DEFAULT_USER_DEFAULT.to_owned(),
+    };
+    let default_pass = Secret(
+        flags
+            .default_pass
+            .or(file.default_pass)
+            .unwrap_or_else(|| DEFAULT_PASS_DEFAULT.to_owned()),
+    );
+    let loopback_users = match (flags.loopback_users, file.loopback_users) {
+        (Some(v), _) if v.trim() == "none" => Vec::new(),
+        (Some(v), _) => v
+            .split(',')
+            .map(|name| check_access_name(name.trim().to_owned(), "loopback-users", Origin::Flag))
+            .collect::<Result<_, _>>()?,
+        (None, Some(v)) => v
+            .into_iter()
+            .map(|name| check_access_name(name, "loopback_users", Origin::File))
+            .collect::<Result<_, _>>()?,
+        (None, None) => vec![DEFAULT_USER_DEFAULT.to_owned()],
+    };
     Ok(Config {
         port,
         listen,
@@ -347,7 +409,21 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         spin_before_park: std::time::Duration::from_micros(spin_micros),
         queue_memory_bytes,
         max_message_bytes,
+        default_user,
+        default_pass,
+        loopback_users,
     })
+}
+
+fn check_access_name(
+    name: String,
+    what: &'static str,
+    origin: Origin,
+) -> Result<String, ConfigError> {
+    if name.is_empty() || name.len() > ACCESS_NAME_LENGTH_MAX {
+        return Err(ConfigError::AccessName { what, origin });
+    }
+    Ok(name)
 }
 
 fn parse_max_message(value: &str, origin: Origin) -> Result<u64, ConfigError> {
@@ -919,5 +995,55 @@ mod pin_tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn default_user_and_loopback_users() {
+        let defaults = resolve(
+            Flags::try_parse_from(["ringmq"]).expect("flags"),
+            FileValues::default(),
+            CORES,
+        )
+        .expect("defaults");
+        assert_eq!(defaults.default_user, "guest");
+        assert_eq!(defaults.default_pass.0, "guest");
+        assert_eq!(defaults.loopback_users, vec!["guest".to_string()]);
+
+        let flags = Flags::try_parse_from([
+            "ringmq",
+            "--default-user",
+            "admin",
+            "--default-pass",
+            "s3cret",
+            "--loopback-users",
+            "none",
+        ])
+        .expect("flags");
+        let config = resolve(flags, FileValues::default(), CORES).expect("flags");
+        assert_eq!(config.default_user, "admin");
+        assert_eq!(config.default_pass.0, "s3cret");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(config.loopback_users.is_empty());
+
+        let file = parse_file(
+            Path::new("x.toml"),
+            "default_user = \"ops\"\nloopback_users = [\"guest\", \"ops\"]",
+        )
+        .expect("file");
+        let config = resolve(
+            Flags::try_parse_from(["ringmq"]).expect("flags"),
+            file,
+            CORES,
+        )
+        .expect("file");
+        assert_eq!(config.default_user, "ops");
+        assert_eq!(
+            config.loopback_users,
+            vec!["guest".to_string(), "ops".to_string()]
+        );
+
+        let flags = Flags::try_parse_from(["ringmq", "--default-user", ""]).expect("flags");
+        let error = resolve(flags, FileValues::default(), CORES).unwrap_err();
+        assert!(matches!(error, ConfigError::AccessName { .. }), "{error}");
     }
 }

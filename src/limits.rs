@@ -107,3 +107,14 @@ pub const ADOPT_BATCH_MESSAGES_MAX: usize = 1024;
 /// ... and body bytes per batch (a batch closes once past it, so one large message still goes):
 /// about one soft batch of the owner's log, i.e. one flush per batch.
 pub const ADOPT_BATCH_BYTES_MAX: usize = WAL_BATCH_SOFT_BYTES;
+
+// ---- users, vhosts, permissions -------------------------------------------------------------
+
+/// Most vhosts and users: every shard holds the whole table, so it must not grow without end.
+pub const VHOSTS_MAX: usize = 10_000;
+pub const USERS_MAX: usize = 100_000;
+/// Longest user or vhost name, and longest permission pattern, in bytes.
+pub const ACCESS_NAME_LENGTH_MAX: usize = 255;
+pub const PERMISSION_PATTERN_LENGTH_MAX: usize = 4096;
+/// Most topic permissions (one per exchange) a user may hold in one vhost.
+pub const TOPIC_PERMISSIONS_PER_USER_VHOST_MAX: usize = 1024;

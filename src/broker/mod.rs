@@ -5,6 +5,7 @@
 //! [`TopologyChange`]s; every shard applies the same changes in the same order with
 //! [`Topology::apply`]. Nothing here does I/O.
 
+mod access;
 mod equivalence;
 mod exchange;
 mod headers;
@@ -15,6 +16,7 @@ mod topic;
 mod topology;
 pub mod validate;
 
+pub use access::{check_access_op, AccessOp, AccessOpError, AccessOutcome, AccessPlan};
 pub use topology::{Topology, DEFAULT_EXCHANGE, DEFAULT_USER, DEFAULT_VHOST};
 pub use validate::{
     check_bind, check_exchange_declare, check_exchange_delete, check_queue_access,
@@ -22,6 +24,7 @@ pub use validate::{
     ExchangeDeclare, QueueDeclare,
 };
 
+pub use crate::auth::{PasswordHash, Permission, TopicPermission};
 use crate::protocol::{FieldTable, FieldValue};
 
 /// Unique per connection in the process (shard in the top 16 bits).
@@ -166,28 +169,10 @@ pub struct Binding {
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
     pub name: String,
-    pub password: String,
+    pub password_hash: PasswordHash,
     pub tags: Vec<String>,
     /// Only connections from a loopback address may log in as this user (RabbitMQ's guest rule).
     pub loopback_only: bool,
-}
-
-/// Regular expressions over resource names, stored as given; enforcement is the session's job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Permission {
-    pub configure: String,
-    pub write: String,
-    pub read: String,
-}
-
-impl Permission {
-    pub fn full() -> Permission {
-        Permission {
-            configure: ".*".to_string(),
-            write: ".*".to_string(),
-            read: ".*".to_string(),
-        }
-    }
 }
 
 /// One validated mutation of the topology, applied in the same order on every shard.
@@ -211,6 +196,17 @@ pub enum TopologyChange {
     ClearPermission {
         user: String,
         vhost: String,
+    },
+    SetTopicPermission {
+        user: String,
+        vhost: String,
+        permission: TopicPermission,
+    },
+    /// `exchange: None` clears the user's topic permissions on every exchange of the vhost.
+    ClearTopicPermission {
+        user: String,
+        vhost: String,
+        exchange: Option<String>,
     },
     DeclareExchange {
         vhost: String,
@@ -242,6 +238,23 @@ pub enum TopologyChange {
         queue: QueueId,
         owner_shard: ShardId,
     },
+}
+
+impl TopologyChange {
+    /// Whether applying it can change what some user may do (see `Topology::access_revision`).
+    pub fn affects_access(&self) -> bool {
+        matches!(
+            self,
+            TopologyChange::AddVhost { .. }
+                | TopologyChange::DeleteVhost { .. }
+                | TopologyChange::PutUser(_)
+                | TopologyChange::DeleteUser { .. }
+                | TopologyChange::SetPermission { .. }
+                | TopologyChange::ClearPermission { .. }
+                | TopologyChange::SetTopicPermission { .. }
+                | TopologyChange::ClearTopicPermission { .. }
+        )
+    }
 }
 
 #[cfg(test)]

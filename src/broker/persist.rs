@@ -6,8 +6,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
-    Binding, Destination, ExchangeKind, ExchangeMeta, Permission, QueueMeta, TopologyChange, User,
+    Binding, Destination, ExchangeKind, ExchangeMeta, Permission, QueueMeta, TopicPermission,
+    TopologyChange, User,
 };
+use crate::auth::{HashingAlgorithm, PasswordHash, PasswordHashError};
 use crate::protocol::wire::{
     read_longstr, read_table, read_u64, read_u8, write_longstr, write_table,
 };
@@ -22,15 +24,21 @@ pub enum PersistError {
     UnknownTag(u8),
     #[error("unknown exchange kind {0}")]
     UnknownKind(String),
+    #[error("unknown password hashing algorithm {0}")]
+    UnknownHashing(String),
+    #[error("malformed password hash: {0}")]
+    BadPasswordHash(#[from] PasswordHashError),
 }
 
 pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
     match change {
         TopologyChange::AddVhost { name } => tagged(out, 1, |o| text(o, name)),
         TopologyChange::DeleteVhost { name } => tagged(out, 2, |o| text(o, name)),
-        TopologyChange::PutUser(user) => tagged(out, 3, |o| {
+        // Tag 3 was a user with a clear password; never written since passwords are hashed.
+        TopologyChange::PutUser(user) => tagged(out, 14, |o| {
             text(o, &user.name);
-            text(o, &user.password);
+            text(o, user.password_hash.algorithm().rabbit_name());
+            text(o, user.password_hash.encoded());
             text(o, &user.tags.join(","));
             o.put_u8(u8::from(user.loopback_only));
         }),
@@ -49,6 +57,27 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
         TopologyChange::ClearPermission { user, vhost } => tagged(out, 6, |o| {
             text(o, user);
             text(o, vhost);
+        }),
+        TopologyChange::SetTopicPermission {
+            user,
+            vhost,
+            permission,
+        } => tagged(out, 15, |o| {
+            text(o, user);
+            text(o, vhost);
+            text(o, &permission.exchange);
+            text(o, &permission.write);
+            text(o, &permission.read);
+        }),
+        TopologyChange::ClearTopicPermission {
+            user,
+            vhost,
+            exchange,
+        } => tagged(out, 16, |o| {
+            text(o, user);
+            text(o, vhost);
+            o.put_u8(u8::from(exchange.is_some()));
+            text(o, exchange.as_deref().unwrap_or(""));
         }),
         TopologyChange::DeclareExchange { vhost, exchange } => tagged(out, 7, |o| {
             text(o, vhost);
@@ -101,12 +130,19 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
         2 => TopologyChange::DeleteVhost {
             name: read_text(buf)?,
         },
-        3 => TopologyChange::PutUser(User {
-            name: read_text(buf)?,
-            password: read_text(buf)?,
-            tags: split_tags(&read_text(buf)?),
-            loopback_only: read_u8(buf)? != 0,
-        }),
+        14 => {
+            let name = read_text(buf)?;
+            let algorithm_name = read_text(buf)?;
+            let algorithm = HashingAlgorithm::from_rabbit_name(&algorithm_name)
+                .ok_or(PersistError::UnknownHashing(algorithm_name))?;
+            let password_hash = PasswordHash::from_encoded(algorithm, &read_text(buf)?)?;
+            TopologyChange::PutUser(User {
+                name,
+                password_hash,
+                tags: split_tags(&read_text(buf)?),
+                loopback_only: read_u8(buf)? != 0,
+            })
+        }
         4 => TopologyChange::DeleteUser {
             name: read_text(buf)?,
         },
@@ -188,6 +224,26 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
             queue: read_u64(buf)?,
             owner_shard: read_u64(buf)? as usize,
         },
+        15 => TopologyChange::SetTopicPermission {
+            user: read_text(buf)?,
+            vhost: read_text(buf)?,
+            permission: TopicPermission {
+                exchange: read_text(buf)?,
+                write: read_text(buf)?,
+                read: read_text(buf)?,
+            },
+        },
+        16 => {
+            let user = read_text(buf)?;
+            let vhost = read_text(buf)?;
+            let one_exchange = read_u8(buf)? != 0;
+            let exchange = read_text(buf)?;
+            TopologyChange::ClearTopicPermission {
+                user,
+                vhost,
+                exchange: one_exchange.then_some(exchange),
+            }
+        }
         other => return Err(PersistError::UnknownTag(other)),
     })
 }
@@ -276,12 +332,36 @@ mod tests {
         arguments.insert("x-message-ttl", FieldValue::LongInt(5000));
         round_trip(TopologyChange::AddVhost { name: "v".into() });
         round_trip(TopologyChange::DeleteVhost { name: "v".into() });
+        for algorithm in [HashingAlgorithm::Sha256, HashingAlgorithm::Sha512] {
+            round_trip(TopologyChange::PutUser(User {
+                name: "u".into(),
+                password_hash: PasswordHash::new(algorithm, "p"),
+                tags: vec!["administrator".into(), "monitoring".into()],
+                loopback_only: true,
+            }));
+        }
         round_trip(TopologyChange::PutUser(User {
-            name: "u".into(),
-            password: "p".into(),
-            tags: vec!["administrator".into(), "monitoring".into()],
-            loopback_only: true,
+            name: "passwordless".into(),
+            password_hash: PasswordHash::none(),
+            tags: vec![],
+            loopback_only: false,
         }));
+        round_trip(TopologyChange::SetTopicPermission {
+            user: "u".into(),
+            vhost: "/".into(),
+            permission: TopicPermission {
+                exchange: "amq.topic".into(),
+                write: "^{username}".into(),
+                read: "".into(),
+            },
+        });
+        for exchange in [None, Some("amq.topic".to_string()), Some(String::new())] {
+            round_trip(TopologyChange::ClearTopicPermission {
+                user: "u".into(),
+                vhost: "/".into(),
+                exchange,
+            });
+        }
         round_trip(TopologyChange::DeleteUser { name: "u".into() });
         round_trip(TopologyChange::SetPermission {
             user: "u".into(),
@@ -375,6 +455,37 @@ mod tests {
         assert!(matches!(
             decode_change(Bytes::from_static(&[99])),
             Err(PersistError::UnknownTag(99))
+        ));
+    }
+
+    #[test]
+    fn a_stored_user_never_holds_the_clear_password() {
+        let mut out = BytesMut::new();
+        encode_change(
+            &TopologyChange::PutUser(User {
+                name: "u".into(),
+                password_hash: PasswordHash::new(HashingAlgorithm::Sha256, "s3cret-pw"),
+                tags: vec![],
+                loopback_only: false,
+            }),
+            &mut out,
+        );
+        let needle = b"s3cret-pw";
+        assert!(!out.windows(needle.len()).any(|w| w == needle));
+    }
+
+    #[test]
+    fn a_corrupt_password_hash_is_an_error() {
+        let mut out = BytesMut::new();
+        out.put_u8(14);
+        text(&mut out, "u");
+        text(&mut out, "rabbit_password_hashing_sha256");
+        text(&mut out, "not base64!");
+        text(&mut out, "");
+        out.put_u8(0);
+        assert!(matches!(
+            decode_change(out.freeze()),
+            Err(PersistError::BadPasswordHash(_))
         ));
     }
 }

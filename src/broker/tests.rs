@@ -158,7 +158,8 @@ fn default_topology() {
     assert_eq!(t.revision(), 0);
     assert!(t.vhost_exists("/"));
     let guest = t.user("guest").unwrap();
-    assert_eq!(guest.password, "guest");
+    assert!(guest.password_hash.verify("guest"));
+    assert!(!guest.password_hash.verify("Guest"));
     assert!(guest.loopback_only);
     assert_eq!(guest.tags, vec!["administrator".to_string()]);
     assert!(t.can_access_vhost("guest", "/"));
@@ -186,7 +187,7 @@ fn vhosts_users_permissions() {
     assert!(t.exchange("v2", "amq.topic").is_some());
     t.apply(&TopologyChange::PutUser(User {
         name: "bob".into(),
-        password: "pw".into(),
+        password_hash: crate::auth::PasswordHash::new(crate::auth::HashingAlgorithm::Sha256, "pw"),
         tags: vec![],
         loopback_only: false,
     }));
@@ -196,11 +197,27 @@ fn vhosts_users_permissions() {
         permission: Permission::full(),
     });
     assert!(t.can_access_vhost("bob", "v2"));
+    t.apply(&TopologyChange::SetTopicPermission {
+        user: "bob".into(),
+        vhost: "v2".into(),
+        permission: crate::auth::TopicPermission {
+            exchange: "amq.topic".into(),
+            write: "^a".into(),
+            read: ".*".into(),
+        },
+    });
+    assert_eq!(t.topic_permissions("bob", "v2").len(), 1);
+    let before = t.access_revision();
     t.apply(&TopologyChange::DeleteVhost { name: "v2".into() });
+    assert!(
+        t.access_revision() > before,
+        "a vhost delete can change access"
+    );
     assert!(!t.can_access_vhost("bob", "v2"));
+    assert!(t.topic_permissions("bob", "v2").is_empty());
     t.apply(&TopologyChange::DeleteUser { name: "bob".into() });
     assert!(t.user("bob").is_none());
-    assert_eq!(t.revision(), 5);
+    assert_eq!(t.revision(), 6);
 }
 
 #[test]

@@ -7,12 +7,17 @@ use crate::protocol::FieldTable;
 use super::exchange::{BindingEntry, ExchangeState, Target};
 use super::{
     Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, Permission, QueueId, QueueMeta,
-    ShardId, TopologyChange, User, ROUTE_EXCHANGES_VISITED_MAX,
+    ShardId, TopicPermission, TopologyChange, User, ROUTE_EXCHANGES_VISITED_MAX,
 };
+use crate::auth::{HashingAlgorithm, PasswordHash};
 
 pub const DEFAULT_VHOST: &str = "/";
 pub const DEFAULT_USER: &str = "guest";
 pub const DEFAULT_EXCHANGE: &str = "";
+
+/// The bootstrap user is built by every shard on its own, not replicated: a fixed salt keeps
+/// their copies identical (the password it protects is the well-known `guest`).
+const BOOTSTRAP_SALT: [u8; 4] = *b"rmq0";
 
 /// Exchanges every vhost is created with.
 const STANDARD_EXCHANGES: [(&str, ExchangeKind); 6] = [
@@ -148,6 +153,11 @@ pub struct Topology {
     users: HashMap<String, User>,
     /// Keyed by (user, vhost).
     permissions: HashMap<(String, String), Permission>,
+    /// Keyed by (user, vhost); at most one entry per exchange.
+    topic_permissions: HashMap<(String, String), Vec<TopicPermission>>,
+    /// Bumped by every change that can alter what a user may do (users, permissions, vhosts):
+    /// channels keep compiled permissions with this and recompile only when it moved.
+    access_revision: u64,
     queue_locations: HashMap<QueueId, (String, String)>,
 }
 
@@ -160,6 +170,8 @@ impl Topology {
             vhosts: HashMap::new(),
             users: HashMap::new(),
             permissions: HashMap::new(),
+            topic_permissions: HashMap::new(),
+            access_revision: 0,
             queue_locations: HashMap::new(),
         };
         let bootstrap = [
@@ -168,7 +180,11 @@ impl Topology {
             },
             TopologyChange::PutUser(User {
                 name: DEFAULT_USER.to_string(),
-                password: DEFAULT_USER.to_string(),
+                password_hash: PasswordHash::with_salt(
+                    HashingAlgorithm::Sha256,
+                    BOOTSTRAP_SALT,
+                    DEFAULT_USER,
+                ),
                 tags: vec!["administrator".to_string()],
                 loopback_only: true,
             }),
@@ -190,6 +206,9 @@ impl Topology {
     /// given.
     pub fn apply(&mut self, change: &TopologyChange) {
         self.revision += 1;
+        if change.affects_access() {
+            self.access_revision += 1;
+        }
         match change {
             TopologyChange::AddVhost { name } => {
                 self.vhosts
@@ -203,6 +222,7 @@ impl Topology {
             TopologyChange::DeleteUser { name } => {
                 self.users.remove(name);
                 self.permissions.retain(|(user, _), _| user != name);
+                self.topic_permissions.retain(|(user, _), _| user != name);
             }
             TopologyChange::SetPermission {
                 user,
@@ -214,6 +234,38 @@ impl Topology {
             }
             TopologyChange::ClearPermission { user, vhost } => {
                 self.permissions.remove(&(user.clone(), vhost.clone()));
+            }
+            TopologyChange::SetTopicPermission {
+                user,
+                vhost,
+                permission,
+            } => {
+                let entries = self
+                    .topic_permissions
+                    .entry((user.clone(), vhost.clone()))
+                    .or_default();
+                entries.retain(|t| t.exchange != permission.exchange);
+                entries.push(permission.clone());
+            }
+            TopologyChange::ClearTopicPermission {
+                user,
+                vhost,
+                exchange,
+            } => {
+                let key = (user.clone(), vhost.clone());
+                match exchange {
+                    None => {
+                        self.topic_permissions.remove(&key);
+                    }
+                    Some(exchange) => {
+                        if let Some(entries) = self.topic_permissions.get_mut(&key) {
+                            entries.retain(|t| &t.exchange != exchange);
+                            if entries.is_empty() {
+                                self.topic_permissions.remove(&key);
+                            }
+                        }
+                    }
+                }
             }
             TopologyChange::DeclareExchange { vhost, exchange } => {
                 if let Some(vh) = self.vhosts.get_mut(vhost) {
@@ -273,6 +325,7 @@ impl Topology {
             }
         }
         self.permissions.retain(|(_, vhost), _| vhost != name);
+        self.topic_permissions.retain(|(_, vhost), _| vhost != name);
     }
 
     fn declare_queue(&mut self, queue: &QueueMeta) {
@@ -306,6 +359,51 @@ impl Topology {
 
     pub fn permission(&self, user: &str, vhost: &str) -> Option<&Permission> {
         self.permissions.get(&(user.to_string(), vhost.to_string()))
+    }
+
+    /// The user's topic permissions in the vhost, one per exchange (empty: every key allowed).
+    pub fn topic_permissions(&self, user: &str, vhost: &str) -> &[TopicPermission] {
+        self.topic_permissions
+            .get(&(user.to_string(), vhost.to_string()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The names of a vhost's queues (a vhost delete removes them all).
+    pub fn queue_names_in_vhost(&self, vhost: &str) -> impl Iterator<Item = &str> {
+        self.vhost(vhost)
+            .into_iter()
+            .flat_map(|vh| vh.queues.keys().map(String::as_str))
+    }
+
+    /// See the field: compiled permissions made at another revision may be stale.
+    pub fn access_revision(&self) -> u64 {
+        self.access_revision
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn vhost_names(&self) -> impl Iterator<Item = &str> {
+        self.vhosts.keys().map(String::as_str)
+    }
+
+    /// Every (user, vhost, permission), for the management API and definitions export.
+    pub fn all_permissions(&self) -> impl Iterator<Item = (&str, &str, &Permission)> {
+        self.permissions
+            .iter()
+            .map(|((user, vhost), p)| (user.as_str(), vhost.as_str(), p))
+    }
+
+    /// Every (user, vhost, topic permission).
+    pub fn all_topic_permissions(&self) -> impl Iterator<Item = (&str, &str, &TopicPermission)> {
+        self.topic_permissions
+            .iter()
+            .flat_map(|((user, vhost), entries)| {
+                entries
+                    .iter()
+                    .map(move |t| (user.as_str(), vhost.as_str(), t))
+            })
     }
 
     pub fn can_access_vhost(&self, user: &str, vhost: &str) -> bool {

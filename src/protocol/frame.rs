@@ -34,7 +34,8 @@ const CONTENT_HEADER_FIXED_SIZE: usize = 12;
 
 // Header is the big variant (decoded properties): boxing it would cost an allocation per
 // publish. Moving it through the session's async layers is itself visible in profiles (memmove);
-// the fix is decoding the properties later, in place (see docs/architecture.md, hot path).
+// the fix would be to decode only the hot properties, in place, as `Message` already stores
+// them (docs/architecture.md, "Data path"), and keep the rest as `raw_properties`.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {

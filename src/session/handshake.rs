@@ -238,7 +238,7 @@ fn authenticate(
         tracing::info!(user = %name, "login refused: no such user");
         return Err(refused());
     };
-    if user.password != password {
+    if !user.password_hash.verify(&password) {
         tracing::info!(user = %name, "login refused: wrong password");
         return Err(refused());
     }

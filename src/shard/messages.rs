@@ -190,6 +190,12 @@ pub mod topology_op {
         pub queue: QueueId,
     }
 
+    /// A user, vhost or permission change (management, definitions). Answers the outcome, or
+    /// why the operation is refused (`broker::AccessOpError`, not an AMQP error).
+    pub struct Access {
+        pub op: crate::broker::AccessOp,
+    }
+
     /// A connection closed: its exclusive queues go. Answers `()`.
     pub struct ConnectionClosed {
         pub conn: ConnId,

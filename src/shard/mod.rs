@@ -4,6 +4,7 @@
 //! Cross-shard work is always visible at the call site: `call` (a request with exactly one reply),
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
+mod access;
 mod adopt;
 mod calls;
 mod dead_letter;

@@ -286,7 +286,10 @@ impl Shard {
 
     /// Applies `changes` here, then on every other shard; returns once all have applied them and
     /// the durable ones are on disk, so a durable declare-ok is a promise.
-    async fn broadcast(self: &Rc<Self>, changes: Vec<TopologyChange>) -> Result<(), AmqpError> {
+    pub(super) async fn broadcast(
+        self: &Rc<Self>,
+        changes: Vec<TopologyChange>,
+    ) -> Result<(), AmqpError> {
         if changes.is_empty() {
             return Ok(());
         }

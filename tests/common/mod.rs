@@ -43,6 +43,7 @@ pub struct Broker {
     /// Drained by a thread so the broker never blocks on a full stdout pipe; closes at exit.
     stdout_closed: Option<mpsc::Receiver<()>>,
     external: bool,
+    management_port: u16,
     /// Flags added to every start of this broker (restarts included).
     extra_args: Vec<String>,
 }
@@ -63,6 +64,7 @@ impl Broker {
                 root: PathBuf::new(),
                 stdout_closed: None,
                 external: true,
+                management_port: 0,
                 extra_args: Vec::new(),
             };
         }
@@ -75,10 +77,23 @@ impl Broker {
             root,
             stdout_closed: None,
             external: false,
+            management_port: free_port(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         broker.spawn();
         broker
+    }
+
+    /// The management API's port: `RINGMQ_TEST_EXTERNAL_MANAGEMENT_PORT` for an external
+    /// broker (default 15672), else the one this broker was started with.
+    pub fn management_port(&self) -> u16 {
+        if self.external {
+            return std::env::var("RINGMQ_TEST_EXTERNAL_MANAGEMENT_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(15672);
+        }
+        self.management_port
     }
 
     pub fn port(&self) -> u16 {
@@ -413,6 +428,8 @@ macro_rules! per_shard_count_mut {
         }
     )*};
 }
+
+pub mod admin;
 
 pub mod amqp {
     //! Thin wrappers over lapin that put a timeout on every step.
