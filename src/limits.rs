@@ -111,6 +111,8 @@ pub const MANAGEMENT_REQUEST_BODY_BYTES_MAX: usize = 20_000_000;
 /// Time a client has to send a request's headers, for the first request and between
 /// keep-alive requests (a silent connection does not hold a slot for ever).
 pub const MANAGEMENT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (descriptors exhausted) before the next one.
+pub const MANAGEMENT_ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Bytes hyper buffers for one request's head, and headers per request.
 pub const MANAGEMENT_HEADER_BUFFER_BYTES: usize = 64 * 1024;
 pub const MANAGEMENT_HEADERS_MAX: usize = 100;
@@ -124,5 +126,8 @@ pub const MANAGEMENT_GET_COUNT_MAX: usize = 10_000;
 /// queues, bindings together).
 pub const MANAGEMENT_IMPORT_OPERATIONS_MAX: usize = 1_000_000;
 
-const _: () = assert!(MANAGEMENT_HEADER_BUFFER_BYTES >= 8192, "hyper's max_buf_size floor");
+const _: () = assert!(
+    MANAGEMENT_HEADER_BUFFER_BYTES >= 8192,
+    "hyper's max_buf_size floor"
+);
 const _: () = assert!(MANAGEMENT_PAGE_SIZE_DEFAULT <= MANAGEMENT_PAGE_SIZE_MAX);

@@ -82,7 +82,16 @@ impl Server {
             .arg(COMMAND_TIMEOUT_SECONDS)
             .arg("python3")
             .arg(RABBITMQADMIN)
-            .args(["--host", "127.0.0.1", "--port", &port, "-u", "guest", "-p", "guest"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "-u",
+                "guest",
+                "-p",
+                "guest",
+            ])
             .args(args)
             .output()
             .expect("run rabbitmqadmin");
@@ -135,22 +144,62 @@ fn rabbitmqadmin_manages_vhosts_users_permissions() {
     let server = Server::start();
     server.admin(&["declare", "vhost", "name=mgmt-t"]);
     assert!(names(&server.list(&["vhosts"]), "name").contains(&"mgmt-t".to_string()));
-    server.admin(&["declare", "user", "name=mgmt-t", "password=pw", "tags=administrator"]);
+    server.admin(&[
+        "declare",
+        "user",
+        "name=mgmt-t",
+        "password=pw",
+        "tags=administrator",
+    ]);
     let users = server.list(&["users"]);
-    let user = users.iter().find(|u| u["name"] == "mgmt-t").expect("user listed");
+    let user = users
+        .iter()
+        .find(|u| u["name"] == "mgmt-t")
+        .expect("user listed");
     assert_eq!(user["tags"], serde_json::json!(["administrator"]));
-    server.admin(&["declare", "permission", "vhost=mgmt-t", "user=mgmt-t", "configure=^c", "write=.*", "read=.*"]);
+    server.admin(&[
+        "declare",
+        "permission",
+        "vhost=mgmt-t",
+        "user=mgmt-t",
+        "configure=^c",
+        "write=.*",
+        "read=.*",
+    ]);
     let permissions = server.list(&["permissions"]);
-    assert!(permissions.iter().any(|p| p["user"] == "mgmt-t" && p["vhost"] == "mgmt-t" && p["configure"] == "^c"));
+    assert!(permissions
+        .iter()
+        .any(|p| p["user"] == "mgmt-t" && p["vhost"] == "mgmt-t" && p["configure"] == "^c"));
     // The new user logs in with its password.
     let port = server.address.port().to_string();
     let whoami = Command::new("timeout")
-        .args([COMMAND_TIMEOUT_SECONDS, "python3", RABBITMQADMIN, "--port", &port, "-u", "mgmt-t", "-p", "pw", "-f", "raw_json", "list", "vhosts"])
+        .args([
+            COMMAND_TIMEOUT_SECONDS,
+            "python3",
+            RABBITMQADMIN,
+            "--port",
+            &port,
+            "-u",
+            "mgmt-t",
+            "-p",
+            "pw",
+            "-f",
+            "raw_json",
+            "list",
+            "vhosts",
+        ])
         .output()
         .unwrap();
-    assert!(whoami.status.success(), "{}", String::from_utf8_lossy(&whoami.stderr));
+    assert!(
+        whoami.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
     server.admin(&["delete", "permission", "vhost=mgmt-t", "user=mgmt-t"]);
-    assert!(!server.list(&["permissions"]).iter().any(|p| p["user"] == "mgmt-t"));
+    assert!(!server
+        .list(&["permissions"])
+        .iter()
+        .any(|p| p["user"] == "mgmt-t"));
     server.admin(&["delete", "user", "name=mgmt-t"]);
     assert!(!names(&server.list(&["users"]), "name").contains(&"mgmt-t".to_string()));
     server.admin(&["delete", "vhost", "name=mgmt-t"]);
@@ -181,20 +230,48 @@ fn rabbitmqadmin_manages_queues_exchanges_bindings_and_messages() {
         server.list(&full.iter().map(String::as_str).collect::<Vec<_>>())
     };
     run(&["declare", "exchange", "name=mgmt-x", "type=topic"]);
-    run(&["declare", "queue", "name=mgmt-q", "durable=true", r#"arguments={"x-max-length":10}"#]);
-    run(&["declare", "binding", "source=mgmt-x", "destination=mgmt-q", "routing_key=a.b"]);
+    run(&[
+        "declare",
+        "queue",
+        "name=mgmt-q",
+        "durable=true",
+        r#"arguments={"x-max-length":10}"#,
+    ]);
+    run(&[
+        "declare",
+        "binding",
+        "source=mgmt-x",
+        "destination=mgmt-q",
+        "routing_key=a.b",
+    ]);
     let exchanges = list(&["exchanges"]);
-    let exchange = exchanges.iter().find(|x| x["name"] == "mgmt-x").expect("exchange listed");
+    let exchange = exchanges
+        .iter()
+        .find(|x| x["name"] == "mgmt-x")
+        .expect("exchange listed");
     assert_eq!(exchange["type"], "topic");
     let queues = list(&["queues"]);
     assert_eq!(names(&queues, "name"), vec!["mgmt-q"]);
     assert_eq!(queues[0]["arguments"]["x-max-length"], 10);
     let bindings = list(&["bindings"]);
-    assert!(bindings.iter().any(|b| b["source"] == "mgmt-x" && b["destination"] == "mgmt-q" && b["routing_key"] == "a.b"));
+    assert!(bindings.iter().any(|b| b["source"] == "mgmt-x"
+        && b["destination"] == "mgmt-q"
+        && b["routing_key"] == "a.b"));
 
-    run(&["publish", "exchange=mgmt-x", "routing_key=a.b", "payload=hello"]);
+    run(&[
+        "publish",
+        "exchange=mgmt-x",
+        "routing_key=a.b",
+        "payload=hello",
+    ]);
     assert_eq!(list(&["queues"])[0]["messages"], 1);
-    let got = run(&["-f", "raw_json", "get", "queue=mgmt-q", "ackmode=ack_requeue_true"]);
+    let got = run(&[
+        "-f",
+        "raw_json",
+        "get",
+        "queue=mgmt-q",
+        "ackmode=ack_requeue_true",
+    ]);
     let got: Value = serde_json::from_str(got.trim()).unwrap();
     assert_eq!(got[0]["payload"], "hello");
     assert_eq!(got[0]["routing_key"], "a.b");
@@ -206,8 +283,19 @@ fn rabbitmqadmin_manages_queues_exchanges_bindings_and_messages() {
     let file_name = file.to_str().unwrap();
     server.admin(&["export", file_name]);
     let exported: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert!(exported["queues"].as_array().unwrap().iter().any(|q| q["name"] == "mgmt-q"));
-    run(&["delete", "binding", "source=mgmt-x", "destination_type=queue", "destination=mgmt-q", "properties_key=a.b"]);
+    assert!(exported["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "mgmt-q"));
+    run(&[
+        "delete",
+        "binding",
+        "source=mgmt-x",
+        "destination_type=queue",
+        "destination=mgmt-q",
+        "properties_key=a.b",
+    ]);
     assert!(!list(&["bindings"]).iter().any(|b| b["source"] == "mgmt-x"));
     run(&["delete", "queue", "name=mgmt-q"]);
     run(&["delete", "exchange", "name=mgmt-x"]);
@@ -215,7 +303,9 @@ fn rabbitmqadmin_manages_queues_exchanges_bindings_and_messages() {
     server.admin(&["import", file_name]);
     let _ = std::fs::remove_file(&file);
     assert_eq!(names(&list(&["queues"]), "name"), vec!["mgmt-q"]);
-    assert!(list(&["bindings"]).iter().any(|b| b["source"] == "mgmt-x" && b["routing_key"] == "a.b"));
+    assert!(list(&["bindings"])
+        .iter()
+        .any(|b| b["source"] == "mgmt-x" && b["routing_key"] == "a.b"));
 
     // Connections: listed, then closed.
     let connections = server.list(&["connections"]);

@@ -135,7 +135,8 @@ impl Context {
     /// permissions in (RabbitMQ's `list_login_vhosts`).
     pub fn visible_vhost(&self, vhost: &str) -> bool {
         self.topology.vhost_exists(vhost)
-            && (self.caller.is_monitor() || self.topology.permission(&self.caller.name, vhost).is_some())
+            && (self.caller.is_monitor()
+                || self.topology.permission(&self.caller.name, vhost).is_some())
     }
 
     pub fn require_administrator(&self) -> Result<(), Response> {
@@ -159,7 +160,9 @@ impl Context {
         if !self.topology.vhost_exists(vhost) {
             return Err(Response::error(404, "not_found", "vhost_not_found"));
         }
-        if self.caller.is_administrator() || self.topology.permission(&self.caller.name, vhost).is_some() {
+        if self.caller.is_administrator()
+            || self.topology.permission(&self.caller.name, vhost).is_some()
+        {
             return Ok(());
         }
         Err(Response::not_authorised(
@@ -181,9 +184,14 @@ impl Context {
             return Err(refused());
         };
         let topic = self.topology.topic_permissions(&self.caller.name, vhost);
-        let compiled = crate::auth::VhostPermissions::compile(&self.caller.name, vhost, permission, topic)
-            .map_err(|_| refused())?;
-        let access = crate::auth::Access { kind, resource, name };
+        let compiled =
+            crate::auth::VhostPermissions::compile(&self.caller.name, vhost, permission, topic)
+                .map_err(|_| refused())?;
+        let access = crate::auth::Access {
+            kind,
+            resource,
+            name,
+        };
         if compiled.allows(&access) {
             Ok(())
         } else {
@@ -230,7 +238,8 @@ impl Api {
             query: Query::parse(&request.query),
         };
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        match super::routes::route(self, &context, &request.method, &segments, &request.body).await {
+        match super::routes::route(self, &context, &request.method, &segments, &request.body).await
+        {
             Ok(response) | Err(response) => response,
         }
     }
@@ -301,7 +310,8 @@ const REALM: &str = "Basic realm=\"RabbitMQ Management\"";
 
 /// HTTP basic auth against the user's stored hash, then RabbitMQ's tag rule.
 fn authenticate(topology: &Topology, authorization: Option<&str>) -> Result<Caller, Response> {
-    let challenge = |response: Response| response.with_header("www-authenticate", REALM.to_string());
+    let challenge =
+        |response: Response| response.with_header("www-authenticate", REALM.to_string());
     let Some(header) = authorization else {
         return Err(challenge(Response::empty(401)));
     };
@@ -311,7 +321,11 @@ fn authenticate(topology: &Topology, authorization: Option<&str>) -> Result<Call
     if !user.password_hash.verify(&password) {
         return Err(login_failed());
     }
-    if !user.tags.iter().any(|t| MANAGEMENT_TAGS.contains(&t.as_str())) {
+    if !user
+        .tags
+        .iter()
+        .any(|t| MANAGEMENT_TAGS.contains(&t.as_str()))
+    {
         return Err(Response::not_authorised("Not management user"));
     }
     Ok(Caller {
@@ -355,7 +369,10 @@ mod tests {
 
     #[test]
     fn amqp_errors_map_as_rabbitmq() {
-        let mismatch = AmqpError::new(406, "PRECONDITION_FAILED - inequivalent arg 'durable'".into());
+        let mismatch = AmqpError::new(
+            406,
+            "PRECONDITION_FAILED - inequivalent arg 'durable'".into(),
+        );
         assert_eq!(
             Response::from_amqp(&mismatch).body,
             br#"{"error":"bad_request","reason":"inequivalent arg 'durable'"}"#.to_vec()

@@ -11,8 +11,8 @@ use futures_lite::future::BoxedLocal;
 use crate::broker::{AmqpError, Binding, Topology};
 use crate::protocol::{BasicProperties, FieldTable};
 
-pub use crate::broker::User;
 pub use crate::auth::{Permission, TopicPermission};
+pub use crate::broker::User;
 
 /// A change the API asks for. The backend validates it as the AMQP method of the same name
 /// (`broker::check_*`: RabbitMQ's codes and texts), so a refusal is an [`AmqpError`].

@@ -18,7 +18,13 @@ use crate::auth::{Permission, TopicPermission};
 use crate::broker::{Binding, Destination, Topology};
 use crate::limits::MANAGEMENT_IMPORT_OPERATIONS_MAX;
 
-pub async fn handle(api: &Api, cx: &Context, method: &str, vhost: Option<&str>, body: &Bytes) -> Reply {
+pub async fn handle(
+    api: &Api,
+    cx: &Context,
+    method: &str,
+    vhost: Option<&str>,
+    body: &Bytes,
+) -> Reply {
     cx.require_administrator()?;
     if let Some(vhost) = vhost {
         if !cx.topology.vhost_exists(vhost) {
@@ -29,8 +35,12 @@ pub async fn handle(api: &Api, cx: &Context, method: &str, vhost: Option<&str>, 
         "GET" | "HEAD" => Ok(Response::json(200, &export(&cx.topology, vhost))),
         "POST" => {
             let body = body_object(body)?;
-            let operations = import_operations(&cx.topology, &body, vhost).map_err(|r| Response::bad_request(&r))?;
-            api.backend.import(operations).await.map_err(|e| Response::from_amqp(&e.error))?;
+            let operations = import_operations(&cx.topology, &body, vhost)
+                .map_err(|r| Response::bad_request(&r))?;
+            api.backend
+                .import(operations)
+                .await
+                .map_err(|e| Response::from_amqp(&e.error))?;
             Ok(Response::empty(204))
         }
         _ => Err(Response::method_not_allowed("HEAD, GET, POST, OPTIONS")),
@@ -47,8 +57,14 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
     let with_vhost = only.is_none();
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
     for vhost in &vhosts {
-        let Some(vh) = topology.vhost(vhost) else { continue };
-        let mut qs: Vec<_> = vh.queues.values().filter(|q| q.exclusive_owner.is_none()).collect();
+        let Some(vh) = topology.vhost(vhost) else {
+            continue;
+        };
+        let mut qs: Vec<_> = vh
+            .queues
+            .values()
+            .filter(|q| q.exclusive_owner.is_none())
+            .collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for q in qs {
             let mut item = json!({"name": q.name, "durable": q.durable, "auto_delete": q.auto_delete, "arguments": table_to_json(&q.arguments)});
@@ -57,7 +73,12 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
             }
             queues.push(item);
         }
-        let mut xs: Vec<_> = vh.exchanges.values().map(|x| &x.meta).filter(|x| !x.name.is_empty() && !x.name.starts_with("amq.")).collect();
+        let mut xs: Vec<_> = vh
+            .exchanges
+            .values()
+            .map(|x| &x.meta)
+            .filter(|x| !x.name.is_empty() && !x.name.starts_with("amq."))
+            .collect();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
         for x in xs {
             let mut item = json!({"name": x.name, "type": x.kind.as_str(), "durable": x.durable, "auto_delete": x.auto_delete, "internal": x.internal, "arguments": table_to_json(&x.arguments)});
@@ -87,10 +108,22 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
     }
     let mut users: Vec<Value> = topology.users().map(objects::user).collect();
     users.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let mut permissions: Vec<Value> = topology.all_permissions().map(|(u, v, p)| objects::permission(u, v, p)).collect();
+    let mut permissions: Vec<Value> = topology
+        .all_permissions()
+        .map(|(u, v, p)| objects::permission(u, v, p))
+        .collect();
     permissions.sort_by_key(|p| (p["vhost"].to_string(), p["user"].to_string()));
-    let mut topic_permissions: Vec<Value> = topology.all_topic_permissions().map(|(u, v, p)| objects::topic_permission(u, v, p)).collect();
-    topic_permissions.sort_by_key(|p| (p["vhost"].to_string(), p["user"].to_string(), p["exchange"].to_string()));
+    let mut topic_permissions: Vec<Value> = topology
+        .all_topic_permissions()
+        .map(|(u, v, p)| objects::topic_permission(u, v, p))
+        .collect();
+    topic_permissions.sort_by_key(|p| {
+        (
+            p["vhost"].to_string(),
+            p["user"].to_string(),
+            p["exchange"].to_string(),
+        )
+    });
     json!({
         "rabbit_version": RABBITMQ_VERSION,
         "rabbitmq_version": RABBITMQ_VERSION,
@@ -118,15 +151,23 @@ fn items<'b>(body: &'b Map<String, Value>, key: &str) -> Result<&'b [Value], Str
 }
 
 fn text<'v>(item: &'v Value, key: &str, kind: &str) -> Result<&'v str, String> {
-    item.get(key).and_then(Value::as_str).ok_or_else(|| format!("{kind} without {key}"))
+    item.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{kind} without {key}"))
 }
 
 /// The operations an import performs, in RabbitMQ's order (users, vhosts, permissions, then
 /// exchanges, queues, bindings). `only`: a per-vhost import puts every object into that vhost.
-pub fn import_operations(topology: &Topology, body: &Map<String, Value>, only: Option<&str>) -> Result<Vec<Operation>, String> {
+pub fn import_operations(
+    topology: &Topology,
+    body: &Map<String, Value>,
+    only: Option<&str>,
+) -> Result<Vec<Operation>, String> {
     for key in ["policies", "parameters"] {
         if !items(body, key)?.is_empty() {
-            return Err(format!("{key} are not supported by ringmq yet; nothing was imported"));
+            return Err(format!(
+                "{key} are not supported by ringmq yet; nothing was imported"
+            ));
         }
     }
     let mut ops = Vec::new();
@@ -140,11 +181,14 @@ pub fn import_operations(topology: &Topology, body: &Map<String, Value>, only: O
         for item in items(body, "users")? {
             let name = text(item, "name", "user")?;
             let object = item.as_object().ok_or("user must be an object")?;
-            let user = user_from_body(name, object, topology.user(name)).map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
+            let user = user_from_body(name, object, topology.user(name))
+                .map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
             ops.push(Operation::PutUser(user));
         }
         for item in items(body, "vhosts")? {
-            ops.push(Operation::AddVhost { name: text(item, "name", "vhost")?.to_string() });
+            ops.push(Operation::AddVhost {
+                name: text(item, "name", "vhost")?.to_string(),
+            });
         }
         for item in items(body, "permissions")? {
             let permission = Permission {
@@ -155,7 +199,11 @@ pub fn import_operations(topology: &Topology, body: &Map<String, Value>, only: O
             for pattern in [&permission.configure, &permission.write, &permission.read] {
                 crate::auth::permissions::validate_pattern(pattern).map_err(|e| e.to_string())?;
             }
-            ops.push(Operation::SetPermission { user: text(item, "user", "permission")?.to_string(), vhost: vhost_of(item)?, permission });
+            ops.push(Operation::SetPermission {
+                user: text(item, "user", "permission")?.to_string(),
+                vhost: vhost_of(item)?,
+                permission,
+            });
         }
         for item in items(body, "topic_permissions")? {
             let permission = TopicPermission {
@@ -163,11 +211,20 @@ pub fn import_operations(topology: &Topology, body: &Map<String, Value>, only: O
                 write: text(item, "write", "topic permission")?.to_string(),
                 read: text(item, "read", "topic permission")?.to_string(),
             };
-            ops.push(Operation::SetTopicPermission { user: text(item, "user", "topic permission")?.to_string(), vhost: vhost_of(item)?, permission });
+            ops.push(Operation::SetTopicPermission {
+                user: text(item, "user", "topic permission")?.to_string(),
+                vhost: vhost_of(item)?,
+                permission,
+            });
         }
     }
-    let flag = |item: &Value, key: &str| loose_bool(item.get(key), false).map_err(|_| format!("{key} must be a boolean"));
-    let arguments = |item: &Value| json_to_table(item.get("arguments").unwrap_or(&Value::Null)).ok_or("arguments must be an object".to_string());
+    let flag = |item: &Value, key: &str| {
+        loose_bool(item.get(key), false).map_err(|_| format!("{key} must be a boolean"))
+    };
+    let arguments = |item: &Value| {
+        json_to_table(item.get("arguments").unwrap_or(&Value::Null))
+            .ok_or("arguments must be an object".to_string())
+    };
     for item in items(body, "exchanges")? {
         ops.push(Operation::DeclareExchange {
             vhost: vhost_of(item)?,
@@ -201,10 +258,15 @@ pub fn import_operations(topology: &Topology, body: &Map<String, Value>, only: O
             routing_key: text(item, "routing_key", "binding")?.to_string(),
             arguments: arguments(item)?,
         };
-        ops.push(Operation::Bind { vhost: vhost_of(item)?, binding });
+        ops.push(Operation::Bind {
+            vhost: vhost_of(item)?,
+            binding,
+        });
     }
     if ops.len() > MANAGEMENT_IMPORT_OPERATIONS_MAX {
-        return Err(format!("more than {MANAGEMENT_IMPORT_OPERATIONS_MAX} objects in one import"));
+        return Err(format!(
+            "more than {MANAGEMENT_IMPORT_OPERATIONS_MAX} objects in one import"
+        ));
     }
     Ok(ops)
 }

@@ -70,28 +70,95 @@ impl FakeBackend {
 
     fn changes_for(&self, operation: &Operation) -> Result<Vec<TopologyChange>, AmqpError> {
         let topology = self.topology.borrow();
-        let missing_vhost = |name: &str| AmqpError::new(404, format!("NOT_FOUND - no vhost '{name}'"));
+        let missing_vhost =
+            |name: &str| AmqpError::new(404, format!("NOT_FOUND - no vhost '{name}'"));
         match operation {
-            Operation::AddVhost { name } => Ok(if topology.vhost_exists(name) { vec![] } else { vec![TopologyChange::AddVhost { name: name.clone() }] }),
-            Operation::DeleteVhost { name } if !topology.vhost_exists(name) => Err(missing_vhost(name)),
-            Operation::DeleteVhost { name } => Ok(vec![TopologyChange::DeleteVhost { name: name.clone() }]),
+            Operation::AddVhost { name } => Ok(if topology.vhost_exists(name) {
+                vec![]
+            } else {
+                vec![TopologyChange::AddVhost { name: name.clone() }]
+            }),
+            Operation::DeleteVhost { name } if !topology.vhost_exists(name) => {
+                Err(missing_vhost(name))
+            }
+            Operation::DeleteVhost { name } => {
+                Ok(vec![TopologyChange::DeleteVhost { name: name.clone() }])
+            }
             Operation::PutUser(user) => Ok(vec![TopologyChange::PutUser(user.clone())]),
-            Operation::DeleteUser { name } => Ok(vec![TopologyChange::DeleteUser { name: name.clone() }]),
-            Operation::SetPermission { user, vhost, permission } => {
+            Operation::DeleteUser { name } => {
+                Ok(vec![TopologyChange::DeleteUser { name: name.clone() }])
+            }
+            Operation::SetPermission {
+                user,
+                vhost,
+                permission,
+            } => {
                 if !topology.vhost_exists(vhost) {
                     return Err(missing_vhost(vhost));
                 }
-                Ok(vec![TopologyChange::SetPermission { user: user.clone(), vhost: vhost.clone(), permission: permission.clone() }])
+                Ok(vec![TopologyChange::SetPermission {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                    permission: permission.clone(),
+                }])
             }
-            Operation::ClearPermission { user, vhost } => Ok(vec![TopologyChange::ClearPermission { user: user.clone(), vhost: vhost.clone() }]),
-            Operation::SetTopicPermission { user, vhost, permission } => Ok(vec![TopologyChange::SetTopicPermission { user: user.clone(), vhost: vhost.clone(), permission: permission.clone() }]),
-            Operation::ClearTopicPermission { user, vhost, exchange } => Ok(vec![TopologyChange::ClearTopicPermission { user: user.clone(), vhost: vhost.clone(), exchange: exchange.clone() }]),
-            Operation::DeclareExchange { vhost, name, kind, durable, auto_delete, internal, arguments } => check_exchange_declare(
+            Operation::ClearPermission { user, vhost } => {
+                Ok(vec![TopologyChange::ClearPermission {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                }])
+            }
+            Operation::SetTopicPermission {
+                user,
+                vhost,
+                permission,
+            } => Ok(vec![TopologyChange::SetTopicPermission {
+                user: user.clone(),
+                vhost: vhost.clone(),
+                permission: permission.clone(),
+            }]),
+            Operation::ClearTopicPermission {
+                user,
+                vhost,
+                exchange,
+            } => Ok(vec![TopologyChange::ClearTopicPermission {
+                user: user.clone(),
+                vhost: vhost.clone(),
+                exchange: exchange.clone(),
+            }]),
+            Operation::DeclareExchange {
+                vhost,
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+            } => check_exchange_declare(
                 &topology,
-                &ExchangeDeclare { vhost, name, kind, passive: false, durable: *durable, auto_delete: *auto_delete, internal: *internal, arguments },
+                &ExchangeDeclare {
+                    vhost,
+                    name,
+                    kind,
+                    passive: false,
+                    durable: *durable,
+                    auto_delete: *auto_delete,
+                    internal: *internal,
+                    arguments,
+                },
             ),
-            Operation::DeleteExchange { vhost, name, if_unused } => check_exchange_delete(&topology, vhost, name, *if_unused),
-            Operation::DeclareQueue { vhost, name, durable, auto_delete, arguments } => {
+            Operation::DeleteExchange {
+                vhost,
+                name,
+                if_unused,
+            } => check_exchange_delete(&topology, vhost, name, *if_unused),
+            Operation::DeclareQueue {
+                vhost,
+                name,
+                durable,
+                auto_delete,
+                arguments,
+            } => {
                 let new_id = self.next_queue_id.get();
                 let changes = check_queue_declare(
                     &topology,
@@ -114,16 +181,32 @@ impl FakeBackend {
                 }
                 Ok(changes)
             }
-            Operation::DeleteQueue { vhost, name, if_unused: _, if_empty } => {
+            Operation::DeleteQueue {
+                vhost,
+                name,
+                if_unused: _,
+                if_empty,
+            } => {
                 let id = topology.queue(vhost, name).map(|q| q.id);
-                let depth = id.map_or(0, |id| self.messages.borrow().get(&id).map_or(0, VecDeque::len));
+                let depth = id.map_or(0, |id| {
+                    self.messages.borrow().get(&id).map_or(0, VecDeque::len)
+                });
                 if *if_empty && depth > 0 {
-                    return Err(AmqpError::new(406, format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' not empty")));
+                    return Err(AmqpError::new(
+                        406,
+                        format!(
+                            "PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' not empty"
+                        ),
+                    ));
                 }
                 check_queue_delete(&topology, vhost, name, API_CONNECTION)
             }
-            Operation::Bind { vhost, binding } => check_bind(&topology, &bind_request(vhost, binding)),
-            Operation::Unbind { vhost, binding } => check_unbind(&topology, &bind_request(vhost, binding)),
+            Operation::Bind { vhost, binding } => {
+                check_bind(&topology, &bind_request(vhost, binding))
+            }
+            Operation::Unbind { vhost, binding } => {
+                check_unbind(&topology, &bind_request(vhost, binding))
+            }
         }
     }
 
@@ -146,24 +229,45 @@ impl FakeBackend {
             .borrow()
             .queue(vhost, name)
             .map(|q| q.id)
-            .ok_or_else(|| AmqpError::new(404, format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'")))
+            .ok_or_else(|| {
+                AmqpError::new(
+                    404,
+                    format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'"),
+                )
+            })
     }
 
     fn publish_now(&self, p: &Publish) -> Result<bool, AmqpError> {
         let topology = self.topology.borrow();
         if topology.exchange(&p.vhost, &p.exchange).is_none() {
-            return Err(AmqpError::new(404, format!("NOT_FOUND - no exchange '{}' in vhost '{}'", p.exchange, p.vhost)));
+            return Err(AmqpError::new(
+                404,
+                format!(
+                    "NOT_FOUND - no exchange '{}' in vhost '{}'",
+                    p.exchange, p.vhost
+                ),
+            ));
         }
         let mut targets = Vec::new();
-        topology.route(&p.vhost, &p.exchange, &p.routing_key, p.properties.headers.as_ref(), &mut targets);
+        topology.route(
+            &p.vhost,
+            &p.exchange,
+            &p.routing_key,
+            p.properties.headers.as_ref(),
+            &mut targets,
+        );
         for id in &targets {
-            self.messages.borrow_mut().entry(*id).or_default().push_back(StoredMessage {
-                exchange: p.exchange.clone(),
-                routing_key: p.routing_key.clone(),
-                redelivered: false,
-                properties: p.properties.clone(),
-                body: p.body.clone(),
-            });
+            self.messages
+                .borrow_mut()
+                .entry(*id)
+                .or_default()
+                .push_back(StoredMessage {
+                    exchange: p.exchange.clone(),
+                    routing_key: p.routing_key.clone(),
+                    redelivered: false,
+                    properties: p.properties.clone(),
+                    body: p.body.clone(),
+                });
             self.counters.borrow_mut().entry(*id).or_default().publish += 1;
         }
         Ok(!targets.is_empty())
@@ -175,7 +279,9 @@ impl FakeBackend {
         let queue = all.entry(id).or_default();
         let mut taken = Vec::new();
         for _ in 0..request.count.min(queue.len()) {
-            let Some(message) = queue.pop_front() else { break };
+            let Some(message) = queue.pop_front() else {
+                break;
+            };
             let got = GotMessage {
                 exchange: message.exchange.clone(),
                 routing_key: message.routing_key.clone(),
@@ -215,11 +321,14 @@ impl FakeBackend {
         let counters = self.counters.borrow();
         let mut queues = Vec::new();
         for vhost in topology.vhost_names() {
-            let Some(vh) = topology.vhost(vhost) else { continue };
+            let Some(vh) = topology.vhost(vhost) else {
+                continue;
+            };
             for q in vh.queues.values() {
                 let deque = messages.get(&q.id);
                 let counter = counters.get(&q.id).copied().unwrap_or_default();
-                let message_bytes: u64 = deque.map_or(0, |d| d.iter().map(|m| m.body.len() as u64).sum());
+                let message_bytes: u64 =
+                    deque.map_or(0, |d| d.iter().map(|m| m.body.len() as u64).sum());
                 queues.push(QueueStats {
                     vhost: vhost.to_string(),
                     name: q.name.clone(),
@@ -235,7 +344,14 @@ impl FakeBackend {
             }
         }
         StatsSnapshot {
-            node: NodeStats { name: "ringmq@localhost".to_string(), uptime_ms: 1000, memory_used_bytes: 1 << 20, shards: 1, file_descriptors_used: 10, sockets_used: 1 },
+            node: NodeStats {
+                name: "ringmq@localhost".to_string(),
+                uptime_ms: 1000,
+                memory_used_bytes: 1 << 20,
+                shards: 1,
+                file_descriptors_used: 10,
+                sockets_used: 1,
+            },
             queues,
             connections: self.connections.borrow().clone(),
             channels: Vec::new(),
@@ -290,7 +406,10 @@ impl ManagementBackend for std::rc::Rc<FakeBackend> {
 
     fn queue_purge(&self, vhost: String, queue: String) -> BoxedLocal<Result<u64, AmqpError>> {
         let result = self.queue_id(&vhost, &queue).map(|id| {
-            self.messages.borrow_mut().remove(&id).map_or(0, |d| d.len() as u64)
+            self.messages
+                .borrow_mut()
+                .remove(&id)
+                .map_or(0, |d| d.len() as u64)
         });
         Box::pin(async move { result })
     }

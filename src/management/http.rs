@@ -20,8 +20,9 @@ use hyper::body::Incoming;
 
 use super::api::{Api, Request, Response};
 use crate::limits::{
-    MANAGEMENT_CONNECTIONS_MAX, MANAGEMENT_HEADERS_MAX, MANAGEMENT_HEADER_BUFFER_BYTES,
-    MANAGEMENT_HEADER_READ_TIMEOUT, MANAGEMENT_REQUEST_BODY_BYTES_MAX,
+    MANAGEMENT_ACCEPT_ERROR_PAUSE, MANAGEMENT_CONNECTIONS_MAX, MANAGEMENT_HEADERS_MAX,
+    MANAGEMENT_HEADER_BUFFER_BYTES, MANAGEMENT_HEADER_READ_TIMEOUT,
+    MANAGEMENT_REQUEST_BODY_BYTES_MAX,
 };
 
 /// A futures-lite stream (glommio's `TcpStream`) seen through hyper's I/O traits.
@@ -137,7 +138,9 @@ pub async fn serve(
             let stream = match listener.accept().await {
                 Ok(stream) => stream,
                 Err(error) => {
+                    // Out of descriptors, usually: pause rather than spin on the same error.
                     tracing::warn!(%error, "management accept failed");
+                    glommio::timer::sleep(MANAGEMENT_ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
             };

@@ -54,7 +54,9 @@ pub fn json_to_field_value(value: &Value) -> FieldValue {
             None => FieldValue::Double(n.as_f64().unwrap_or(0.0)),
         },
         Value::String(s) => FieldValue::LongString(Bytes::from(s.clone().into_bytes())),
-        Value::Array(values) => FieldValue::FieldArray(values.iter().map(json_to_field_value).collect()),
+        Value::Array(values) => {
+            FieldValue::FieldArray(values.iter().map(json_to_field_value).collect())
+        }
         Value::Object(_) => FieldValue::FieldTable(json_to_table(value).unwrap_or_default()),
     }
 }
@@ -171,9 +173,7 @@ pub fn json_to_properties(value: &Value) -> Result<BasicProperties, String> {
                     loose_integer(Some(value)).ok_or("property timestamp must be an integer")?,
                 )
             }
-            "headers" => {
-                p.headers = Some(json_to_table(value).ok_or("headers must be an object")?)
-            }
+            "headers" => p.headers = Some(json_to_table(value).ok_or("headers must be an object")?),
             _ => return Err(format!("unknown property {key}")),
         }
     }

@@ -118,13 +118,21 @@ fn filter_by_name(items: Vec<Value>, query: &Query) -> Result<Vec<Value>, ListEr
     let Some(filter) = query.get("name").filter(|f| !f.is_empty()) else {
         return Ok(items);
     };
-    let name_of = |item: &Value| item.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name_of = |item: &Value| {
+        item.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     if query.flag("use_regex") {
         let regex = regex::Regex::new(filter).map_err(|e| ListError {
             error: "bad_request",
             reason: format!("invalid regular expression: {e}"),
         })?;
-        return Ok(items.into_iter().filter(|i| regex.is_match(&name_of(i))).collect());
+        return Ok(items
+            .into_iter()
+            .filter(|i| regex.is_match(&name_of(i)))
+            .collect());
     }
     // RabbitMQ's plain filter is a case-insensitive substring match.
     let needle = filter.to_lowercase();
@@ -212,7 +220,9 @@ mod tests {
     use super::*;
 
     fn names(count: usize) -> Vec<Value> {
-        (0..count).map(|i| json!({"name": format!("q{i:02}"), "vhost": "/", "messages": i})).collect()
+        (0..count)
+            .map(|i| json!({"name": format!("q{i:02}"), "vhost": "/", "messages": i}))
+            .collect()
     }
 
     #[test]
@@ -240,13 +250,19 @@ mod tests {
         );
         let error = reply_list(names(2), &Query::parse("page=5"), &[]).unwrap_err();
         assert_eq!(error.error, "page_out_of_range");
-        assert_eq!(error.reason, "Page out of range, page: 5 page size: 100, len: 2");
+        assert_eq!(
+            error.reason,
+            "Page out of range, page: 5 page size: 100, len: 2"
+        );
     }
 
     #[test]
     fn sorts_and_selects_columns() {
         let query = Query::parse("sort=messages&sort_reverse=true&columns=name,x.y");
-        let items = vec![json!({"name":"a","messages":1,"x":{"y":1,"z":2}}), json!({"name":"b","messages":2})];
+        let items = vec![
+            json!({"name":"a","messages":1,"x":{"y":1,"z":2}}),
+            json!({"name":"b","messages":2}),
+        ];
         let reply = reply_list(items, &query, &[]).unwrap();
         assert_eq!(reply, json!([{"name":"b"},{"name":"a","x":{"y":1}}]));
     }

@@ -67,8 +67,18 @@ impl View<'_> {
             .flat_map(|x| self.topology.bindings_from(vhost, &x.name))
             .collect();
         explicit.sort_by(|a, b| {
-            (&a.source, destination_type(&a.destination), a.destination.name(), &a.routing_key)
-                .cmp(&(&b.source, destination_type(&b.destination), b.destination.name(), &b.routing_key))
+            (
+                &a.source,
+                destination_type(&a.destination),
+                a.destination.name(),
+                &a.routing_key,
+            )
+                .cmp(&(
+                    &b.source,
+                    destination_type(&b.destination),
+                    b.destination.name(),
+                    &b.routing_key,
+                ))
         });
         out.extend(explicit);
         out
@@ -83,9 +93,12 @@ impl View<'_> {
 
     pub fn queue(&self, queue: &QueueMeta) -> Value {
         let empty = QueueStats::default();
-        let stats = self.queue_stats(&queue.vhost, &queue.name).unwrap_or(&empty);
+        let stats = self
+            .queue_stats(&queue.vhost, &queue.name)
+            .unwrap_or(&empty);
         let key = (queue.vhost.clone(), queue.name.clone());
-        let [publish_rate, deliver_rate, ack_rate] = self.rates.get(&key).copied().unwrap_or_default();
+        let [publish_rate, deliver_rate, ack_rate] =
+            self.rates.get(&key).copied().unwrap_or_default();
         let messages = stats.messages_ready + stats.messages_unacknowledged;
         json!({
             "arguments": table_to_json(&queue.arguments),
@@ -314,7 +327,10 @@ pub fn properties_key(b: &Binding) -> String {
     }
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("{:?}", b.arguments).as_bytes());
-    let short: String = digest[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+    let short: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     format!("{}~{short}", quote_binding(&b.routing_key))
 }
 

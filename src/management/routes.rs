@@ -14,7 +14,9 @@ use super::json::{
 };
 use super::listing::{reply_list, select_columns_one};
 use super::objects::{self, exchange_from_path, View, RABBITMQ_VERSION};
-use crate::auth::{AccessKind, HashingAlgorithm, PasswordHash, Permission, ResourceKind, TopicPermission};
+use crate::auth::{
+    AccessKind, HashingAlgorithm, PasswordHash, Permission, ResourceKind, TopicPermission,
+};
 use crate::broker::{Binding, Destination, User};
 use crate::limits::MANAGEMENT_GET_COUNT_MAX;
 
@@ -37,8 +39,13 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
     match (path, method) {
         (["overview"], _) if read => overview(api, cx).await,
         (["overview"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
-        (["cluster-name"], _) if read => Ok(Response::json(200, &json!({"name": api_node(api).await}))),
-        (["whoami"], _) if read => Ok(Response::json(200, &json!({"name": cx.caller.name, "tags": cx.caller.tags}))),
+        (["cluster-name"], _) if read => {
+            Ok(Response::json(200, &json!({"name": api_node(api).await})))
+        }
+        (["whoami"], _) if read => Ok(Response::json(
+            200,
+            &json!({"name": cx.caller.name, "tags": cx.caller.tags}),
+        )),
         (["nodes"], _) if read => nodes(api, cx, None).await,
         (["nodes", name], _) if read => nodes(api, cx, Some(name)).await,
         (["extensions"], _) if read => Ok(Response::json(200, &json!([]))),
@@ -46,22 +53,32 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["vhosts"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
         (["vhosts", name], _) => vhost(api, cx, method, name).await,
         (["vhosts", vhost, "permissions"], _) if read => permissions_list(cx, |_, v| v == *vhost),
-        (["vhosts", vhost, "topic-permissions"], _) if read => topic_permissions_list(cx, |_, v| v == *vhost),
+        (["vhosts", vhost, "topic-permissions"], _) if read => {
+            topic_permissions_list(cx, |_, v| v == *vhost)
+        }
         (["vhosts", vhost, "connections"], _) if read => connections(api, cx, Some(vhost)).await,
         (["vhosts", vhost, "channels"], _) if read => channels(api, cx, Some(vhost), None).await,
         (["users"], _) if read => users(cx),
         (["users"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
         (["users", name], _) => user(api, cx, method, name, body).await,
         (["users", name, "permissions"], _) if read => permissions_list(cx, |u, _| u == *name),
-        (["users", name, "topic-permissions"], _) if read => topic_permissions_list(cx, |u, _| u == *name),
+        (["users", name, "topic-permissions"], _) if read => {
+            topic_permissions_list(cx, |u, _| u == *name)
+        }
         (["permissions"], _) if read => permissions_list(cx, |_, _| true),
         (["permissions", vhost, name], _) => permission(api, cx, method, vhost, name, body).await,
         (["topic-permissions"], _) if read => topic_permissions_list(cx, |_, _| true),
-        (["topic-permissions", vhost, name], _) => topic_permission(api, cx, method, vhost, name, body).await,
+        (["topic-permissions", vhost, name], _) => {
+            topic_permission(api, cx, method, vhost, name, body).await
+        }
         (["exchanges"], _) if read => exchanges(api, cx, None).await,
         (["exchanges", vhost], _) if read => exchanges(api, cx, Some(vhost)).await,
-        (["exchanges", vhost, name], _) => exchange(api, cx, method, vhost, exchange_from_path(name), body).await,
-        (["exchanges", vhost, name, "publish"], "POST") => publish(api, cx, vhost, exchange_from_path(name), body).await,
+        (["exchanges", vhost, name], _) => {
+            exchange(api, cx, method, vhost, exchange_from_path(name), body).await
+        }
+        (["exchanges", vhost, name, "publish"], "POST") => {
+            publish(api, cx, vhost, exchange_from_path(name), body).await
+        }
         (["exchanges", _, _, "publish"], _) => Err(Response::method_not_allowed(ALLOW_POST)),
         (["exchanges", vhost, name, "bindings", side], _) if read => {
             exchange_bindings(api, cx, vhost, exchange_from_path(name), side).await
@@ -73,16 +90,36 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["queues", _, _, "get"], _) => Err(Response::method_not_allowed(ALLOW_POST)),
         (["queues", vhost, name, "contents"], "DELETE") => queue_purge(api, cx, vhost, name).await,
         (["queues", _, _, "contents"], _) => Err(Response::method_not_allowed(ALLOW_DELETE)),
-        (["queues", vhost, name, "bindings"], _) if read => queue_bindings(api, cx, vhost, name).await,
+        (["queues", vhost, name, "bindings"], _) if read => {
+            queue_bindings(api, cx, vhost, name).await
+        }
         (["bindings"], _) if read => bindings(api, cx, None).await,
         (["bindings", vhost], _) if read => bindings(api, cx, Some(vhost)).await,
         (["bindings", vhost, "e", source, kind @ ("q" | "e"), destination], _) => {
             let destination = destination_of(kind, destination);
-            bindings_between(api, cx, method, vhost, exchange_from_path(source), destination, body).await
+            bindings_between(
+                api,
+                cx,
+                method,
+                vhost,
+                exchange_from_path(source),
+                destination,
+                body,
+            )
+            .await
         }
         (["bindings", vhost, "e", source, kind @ ("q" | "e"), destination, props], _) => {
             let destination = destination_of(kind, destination);
-            binding(api, cx, method, vhost, exchange_from_path(source), destination, props).await
+            binding(
+                api,
+                cx,
+                method,
+                vhost,
+                exchange_from_path(source),
+                destination,
+                props,
+            )
+            .await
         }
         (["connections"], _) if read => connections(api, cx, None).await,
         (["connections", name], _) => connection(api, cx, method, name).await,
@@ -92,7 +129,9 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["consumers"], _) if read => consumers(api, cx, None).await,
         (["consumers", vhost], _) if read => consumers(api, cx, Some(vhost)).await,
         (["definitions"], _) => super::definitions::handle(api, cx, method, None, body).await,
-        (["definitions", vhost], _) => super::definitions::handle(api, cx, method, Some(vhost), body).await,
+        (["definitions", vhost], _) => {
+            super::definitions::handle(api, cx, method, Some(vhost), body).await
+        }
         (["health", "checks", "alarms" | "local-alarms"], _) if read => {
             Ok(Response::json(200, &json!({"status": "ok"})))
         }
@@ -177,13 +216,21 @@ fn require_readable_vhost(cx: &Context, vhost: &str) -> Result<(), Response> {
     Ok(())
 }
 
-fn visible_vhosts(cx: &Context, view: &View<'_>, only: Option<&str>) -> Result<Vec<String>, Response> {
+fn visible_vhosts(
+    cx: &Context,
+    view: &View<'_>,
+    only: Option<&str>,
+) -> Result<Vec<String>, Response> {
     match only {
         Some(vhost) => {
             require_readable_vhost(cx, vhost)?;
             Ok(vec![vhost.to_string()])
         }
-        None => Ok(view.vhosts().into_iter().filter(|v| cx.visible_vhost(v)).collect()),
+        None => Ok(view
+            .vhosts()
+            .into_iter()
+            .filter(|v| cx.visible_vhost(v))
+            .collect()),
     }
 }
 
@@ -306,7 +353,13 @@ async fn vhost(api: &Api, cx: &Context, method: &str, name: &str) -> Reply {
             if exists {
                 return Ok(Response::empty(204));
             }
-            apply(api, Operation::AddVhost { name: name.to_string() }).await?;
+            apply(
+                api,
+                Operation::AddVhost {
+                    name: name.to_string(),
+                },
+            )
+            .await?;
             // RabbitMQ gives the creating user full permissions on the new vhost.
             let grant = Operation::SetPermission {
                 user: cx.caller.name.clone(),
@@ -321,7 +374,13 @@ async fn vhost(api: &Api, cx: &Context, method: &str, name: &str) -> Reply {
             if !exists {
                 return Err(Response::not_found());
             }
-            apply(api, Operation::DeleteVhost { name: name.to_string() }).await?;
+            apply(
+                api,
+                Operation::DeleteVhost {
+                    name: name.to_string(),
+                },
+            )
+            .await?;
             Ok(Response::empty(204))
         }
         _ => Err(Response::method_not_allowed(ALLOW_OBJECT)),
@@ -347,7 +406,13 @@ async fn user(api: &Api, cx: &Context, method: &str, name: &str, body: &Bytes) -
         }
         "DELETE" => {
             existing.ok_or_else(Response::not_found)?;
-            apply(api, Operation::DeleteUser { name: name.to_string() }).await?;
+            apply(
+                api,
+                Operation::DeleteUser {
+                    name: name.to_string(),
+                },
+            )
+            .await?;
             Ok(Response::empty(204))
         }
         _ => Err(Response::method_not_allowed(ALLOW_OBJECT)),
@@ -357,7 +422,11 @@ async fn user(api: &Api, cx: &Context, method: &str, name: &str, body: &Bytes) -
 /// `PUT /api/users/U` and definitions' users: `tags` (a comma-separated string or a list),
 /// and `password`, or `password_hash` with `hashing_algorithm`, or neither (an existing user
 /// keeps its hash; a new one has no password).
-pub fn user_from_body(name: &str, body: &Map<String, Value>, existing: Option<&User>) -> Result<User, Response> {
+pub fn user_from_body(
+    name: &str,
+    body: &Map<String, Value>,
+    existing: Option<&User>,
+) -> Result<User, Response> {
     let tags = match body.get("tags") {
         None => return Err(Response::bad_request("tags_not_present")),
         Some(Value::String(text)) => text
@@ -375,13 +444,15 @@ pub fn user_from_body(name: &str, body: &Map<String, Value>, existing: Option<&U
     };
     let algorithm = match string_field(body, "hashing_algorithm") {
         None => HashingAlgorithm::Sha256,
-        Some(text) => HashingAlgorithm::from_rabbit_name(text)
-            .ok_or_else(|| Response::bad_request(&format!("unsupported hashing_algorithm {text}")))?,
+        Some(text) => HashingAlgorithm::from_rabbit_name(text).ok_or_else(|| {
+            Response::bad_request(&format!("unsupported hashing_algorithm {text}"))
+        })?,
     };
     let password_hash = if let Some(password) = string_field(body, "password") {
         PasswordHash::new(algorithm, password)
     } else if let Some(hash) = string_field(body, "password_hash") {
-        PasswordHash::from_encoded(algorithm, hash).map_err(|e| Response::bad_request(&e.to_string()))?
+        PasswordHash::from_encoded(algorithm, hash)
+            .map_err(|e| Response::bad_request(&e.to_string()))?
     } else {
         existing.map_or_else(PasswordHash::none, |u| u.password_hash.clone())
     };
@@ -401,7 +472,11 @@ fn permissions_list(cx: &Context, keep: impl Fn(&str, &str) -> bool) -> Reply {
         .filter(|(u, v, _)| keep(u, v))
         .map(|(u, v, p)| objects::permission(u, v, p))
         .collect();
-    Ok(list_response(reply_list(items, &cx.query, &["vhost", "user"])))
+    Ok(list_response(reply_list(
+        items,
+        &cx.query,
+        &["vhost", "user"],
+    )))
 }
 
 fn topic_permissions_list(cx: &Context, keep: impl Fn(&str, &str) -> bool) -> Reply {
@@ -412,7 +487,11 @@ fn topic_permissions_list(cx: &Context, keep: impl Fn(&str, &str) -> bool) -> Re
         .filter(|(u, v, _)| keep(u, v))
         .map(|(u, v, p)| objects::topic_permission(u, v, p))
         .collect();
-    Ok(list_response(reply_list(items, &cx.query, &["vhost", "user", "exchange"])))
+    Ok(list_response(reply_list(
+        items,
+        &cx.query,
+        &["vhost", "user", "exchange"],
+    )))
 }
 
 fn regex_field(body: &Map<String, Value>, key: &str) -> Result<String, Response> {
@@ -422,7 +501,14 @@ fn regex_field(body: &Map<String, Value>, key: &str) -> Result<String, Response>
     Ok(pattern)
 }
 
-async fn permission(api: &Api, cx: &Context, method: &str, vhost: &str, name: &str, body: &Bytes) -> Reply {
+async fn permission(
+    api: &Api,
+    cx: &Context,
+    method: &str,
+    vhost: &str,
+    name: &str,
+    body: &Bytes,
+) -> Reply {
     cx.require_administrator()?;
     let existing = cx.topology.permission(name, vhost);
     match method {
@@ -441,20 +527,38 @@ async fn permission(api: &Api, cx: &Context, method: &str, vhost: &str, name: &s
             if cx.topology.user(name).is_none() || !cx.topology.vhost_exists(vhost) {
                 return Err(Response::bad_request("vhost_or_user_not_found"));
             }
-            let operation = Operation::SetPermission { user: name.to_string(), vhost: vhost.to_string(), permission };
+            let operation = Operation::SetPermission {
+                user: name.to_string(),
+                vhost: vhost.to_string(),
+                permission,
+            };
             apply(api, operation).await?;
             Ok(created_or_updated(existing.is_some()))
         }
         "DELETE" => {
             existing.ok_or_else(Response::not_found)?;
-            apply(api, Operation::ClearPermission { user: name.to_string(), vhost: vhost.to_string() }).await?;
+            apply(
+                api,
+                Operation::ClearPermission {
+                    user: name.to_string(),
+                    vhost: vhost.to_string(),
+                },
+            )
+            .await?;
             Ok(Response::empty(204))
         }
         _ => Err(Response::method_not_allowed(ALLOW_OBJECT)),
     }
 }
 
-async fn topic_permission(api: &Api, cx: &Context, method: &str, vhost: &str, name: &str, body: &Bytes) -> Reply {
+async fn topic_permission(
+    api: &Api,
+    cx: &Context,
+    method: &str,
+    vhost: &str,
+    name: &str,
+    body: &Bytes,
+) -> Reply {
     cx.require_administrator()?;
     let existing = cx.topology.topic_permissions(name, vhost);
     match method {
@@ -462,7 +566,10 @@ async fn topic_permission(api: &Api, cx: &Context, method: &str, vhost: &str, na
             if existing.is_empty() {
                 return Err(Response::not_found());
             }
-            let items: Vec<Value> = existing.iter().map(|p| objects::topic_permission(name, vhost, p)).collect();
+            let items: Vec<Value> = existing
+                .iter()
+                .map(|p| objects::topic_permission(name, vhost, p))
+                .collect();
             Ok(Response::json(200, &Value::Array(items)))
         }
         "PUT" => {
@@ -478,7 +585,11 @@ async fn topic_permission(api: &Api, cx: &Context, method: &str, vhost: &str, na
             if cx.topology.user(name).is_none() || !cx.topology.vhost_exists(vhost) {
                 return Err(Response::bad_request("vhost_or_user_not_found"));
             }
-            let operation = Operation::SetTopicPermission { user: name.to_string(), vhost: vhost.to_string(), permission };
+            let operation = Operation::SetTopicPermission {
+                user: name.to_string(),
+                vhost: vhost.to_string(),
+                permission,
+            };
             apply(api, operation).await?;
             Ok(created_or_updated(existed))
         }
@@ -486,7 +597,11 @@ async fn topic_permission(api: &Api, cx: &Context, method: &str, vhost: &str, na
             if existing.is_empty() {
                 return Err(Response::not_found());
             }
-            let operation = Operation::ClearTopicPermission { user: name.to_string(), vhost: vhost.to_string(), exchange: None };
+            let operation = Operation::ClearTopicPermission {
+                user: name.to_string(),
+                vhost: vhost.to_string(),
+                exchange: None,
+            };
             apply(api, operation).await?;
             Ok(Response::empty(204))
         }
@@ -499,19 +614,37 @@ async fn exchanges(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
     let view = Api::view(&cx.topology, &stats, &rates);
     let mut items = Vec::new();
     for vhost in visible_vhosts(cx, &view, only)? {
-        items.extend(view.exchanges(&vhost).into_iter().map(|x| view.exchange(&vhost, x)));
+        items.extend(
+            view.exchanges(&vhost)
+                .into_iter()
+                .map(|x| view.exchange(&vhost, x)),
+        );
     }
-    Ok(list_response(reply_list(items, &cx.query, &["vhost", "name"])))
+    Ok(list_response(reply_list(
+        items,
+        &cx.query,
+        &["vhost", "name"],
+    )))
 }
 
-async fn exchange(api: &Api, cx: &Context, method: &str, vhost: &str, name: &str, body: &Bytes) -> Reply {
+async fn exchange(
+    api: &Api,
+    cx: &Context,
+    method: &str,
+    vhost: &str,
+    name: &str,
+    body: &Bytes,
+) -> Reply {
     let existing = cx.topology.exchange(vhost, name);
     match method {
         "GET" | "HEAD" => {
             require_readable_vhost(cx, vhost)?;
             let exchange = existing.ok_or_else(Response::not_found)?;
             let (stats, rates) = api.stats().await;
-            object(cx, Api::view(&cx.topology, &stats, &rates).exchange_detail(vhost, exchange))
+            object(
+                cx,
+                Api::view(&cx.topology, &stats, &rates).exchange_detail(vhost, exchange),
+            )
         }
         "PUT" => {
             cx.require_access(vhost, AccessKind::Configure, ResourceKind::Exchange, name)?;
@@ -535,7 +668,11 @@ async fn exchange(api: &Api, cx: &Context, method: &str, vhost: &str, name: &str
                 return Err(Response::not_found());
             }
             let if_unused = cx.query.get("if-unused") == Some("true");
-            let operation = Operation::DeleteExchange { vhost: vhost.to_string(), name: name.to_string(), if_unused };
+            let operation = Operation::DeleteExchange {
+                vhost: vhost.to_string(),
+                name: name.to_string(),
+                if_unused,
+            };
             apply(api, operation).await?;
             Ok(Response::empty(204))
         }
@@ -546,13 +683,17 @@ async fn exchange(api: &Api, cx: &Context, method: &str, vhost: &str, name: &str
 async fn publish(api: &Api, cx: &Context, vhost: &str, exchange: &str, body: &Bytes) -> Reply {
     cx.require_access(vhost, AccessKind::Write, ResourceKind::Exchange, exchange)?;
     let body = body_object(body)?;
-    require_keys(&body, &["routing_key", "properties", "payload", "payload_encoding"])?;
+    require_keys(
+        &body,
+        &["routing_key", "properties", "payload", "payload_encoding"],
+    )?;
     if cx.topology.exchange(vhost, exchange).is_none() {
         return Err(Response::bad_request(&format!(
             "404 NOT_FOUND - no exchange '{exchange}' in vhost '{vhost}'"
         )));
     }
-    let properties = json_to_properties(&body["properties"]).map_err(|e| Response::bad_request(&e))?;
+    let properties =
+        json_to_properties(&body["properties"]).map_err(|e| Response::bad_request(&e))?;
     let payload = decode_payload(
         string_field(&body, "payload").unwrap_or(""),
         string_field(&body, "payload_encoding").unwrap_or(""),
@@ -565,7 +706,11 @@ async fn publish(api: &Api, cx: &Context, vhost: &str, exchange: &str, body: &By
         properties,
         body: payload,
     };
-    let routed = api.backend.publish(publish).await.map_err(|e| Response::from_amqp(&e))?;
+    let routed = api
+        .backend
+        .publish(publish)
+        .await
+        .map_err(|e| Response::from_amqp(&e))?;
     Ok(Response::json(200, &json!({ "routed": routed })))
 }
 
@@ -584,7 +729,12 @@ async fn exchange_bindings(api: &Api, cx: &Context, vhost: &str, name: &str, sid
     if side != "source" && side != "destination" {
         return Err(Response::not_found());
     }
-    let items = view.bindings(vhost).iter().filter(|b| keep(b)).map(|b| objects::binding(vhost, b)).collect();
+    let items = view
+        .bindings(vhost)
+        .iter()
+        .filter(|b| keep(b))
+        .map(|b| objects::binding(vhost, b))
+        .collect();
     Ok(list_response(reply_list(items, &cx.query, &[])))
 }
 
@@ -595,17 +745,31 @@ async fn queues(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
     for vhost in visible_vhosts(cx, &view, only)? {
         items.extend(view.queues(&vhost).into_iter().map(|q| view.queue(q)));
     }
-    Ok(list_response(reply_list(items, &cx.query, &["vhost", "name"])))
+    Ok(list_response(reply_list(
+        items,
+        &cx.query,
+        &["vhost", "name"],
+    )))
 }
 
-async fn queue(api: &Api, cx: &Context, method: &str, vhost: &str, name: &str, body: &Bytes) -> Reply {
+async fn queue(
+    api: &Api,
+    cx: &Context,
+    method: &str,
+    vhost: &str,
+    name: &str,
+    body: &Bytes,
+) -> Reply {
     let existing = cx.topology.queue(vhost, name);
     match method {
         "GET" | "HEAD" => {
             require_readable_vhost(cx, vhost)?;
             let queue = existing.ok_or_else(Response::not_found)?;
             let (stats, rates) = api.stats().await;
-            object(cx, Api::view(&cx.topology, &stats, &rates).queue_detail(queue))
+            object(
+                cx,
+                Api::view(&cx.topology, &stats, &rates).queue_detail(queue),
+            )
         }
         "PUT" => {
             cx.require_access(vhost, AccessKind::Configure, ResourceKind::Queue, name)?;
@@ -654,7 +818,11 @@ async fn queue_get(api: &Api, cx: &Context, vhost: &str, name: &str, body: &Byte
     let count = loose_integer(body.get("count"))
         .and_then(|c| usize::try_from(c).ok())
         .filter(|c| *c <= MANAGEMENT_GET_COUNT_MAX)
-        .ok_or_else(|| Response::bad_request(&format!("count must be an integer up to {MANAGEMENT_GET_COUNT_MAX}")))?;
+        .ok_or_else(|| {
+            Response::bad_request(&format!(
+                "count must be an integer up to {MANAGEMENT_GET_COUNT_MAX}"
+            ))
+        })?;
     let ack_mode = ack_mode(string_field(&body, "ackmode").unwrap_or(""))
         .ok_or_else(|| Response::bad_request("unknown ackmode"))?;
     let force_base64 = match string_field(&body, "encoding") {
@@ -664,10 +832,23 @@ async fn queue_get(api: &Api, cx: &Context, vhost: &str, name: &str, body: &Byte
     };
     let truncate = loose_integer(body.get("truncate")).and_then(|t| usize::try_from(t).ok());
     if cx.topology.queue(vhost, name).is_none() {
-        return Err(Response::error(404, "not_found", &format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'")));
+        return Err(Response::error(
+            404,
+            "not_found",
+            &format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'"),
+        ));
     }
-    let request = QueueGet { vhost: vhost.to_string(), queue: name.to_string(), count, ack_mode };
-    let messages = api.backend.queue_get(request).await.map_err(|e| Response::from_amqp(&e))?;
+    let request = QueueGet {
+        vhost: vhost.to_string(),
+        queue: name.to_string(),
+        count,
+        ack_mode,
+    };
+    let messages = api
+        .backend
+        .queue_get(request)
+        .await
+        .map_err(|e| Response::from_amqp(&e))?;
     let items: Vec<Value> = messages
         .iter()
         .map(|m| {
@@ -708,7 +889,12 @@ async fn queue_bindings(api: &Api, cx: &Context, vhost: &str, name: &str) -> Rep
     let (stats, rates) = api.stats().await;
     let view = Api::view(&cx.topology, &stats, &rates);
     let target = Destination::Queue(name.to_string());
-    let items = view.bindings(vhost).iter().filter(|b| b.destination == target).map(|b| objects::binding(vhost, b)).collect();
+    let items = view
+        .bindings(vhost)
+        .iter()
+        .filter(|b| b.destination == target)
+        .map(|b| objects::binding(vhost, b))
+        .collect();
     Ok(list_response(reply_list(items, &cx.query, &[])))
 }
 
@@ -717,7 +903,11 @@ async fn bindings(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
     let view = Api::view(&cx.topology, &stats, &rates);
     let mut items = Vec::new();
     for vhost in visible_vhosts(cx, &view, only)? {
-        items.extend(view.bindings(&vhost).iter().map(|b| objects::binding(&vhost, b)));
+        items.extend(
+            view.bindings(&vhost)
+                .iter()
+                .map(|b| objects::binding(&vhost, b)),
+        );
     }
     Ok(list_response(reply_list(items, &cx.query, &[])))
 }
@@ -755,7 +945,14 @@ async fn bindings_between(
                 arguments: arguments_field(&body)?,
             };
             let props = objects::properties_key(&binding);
-            apply(api, Operation::Bind { vhost: vhost.to_string(), binding }).await?;
+            apply(
+                api,
+                Operation::Bind {
+                    vhost: vhost.to_string(),
+                    binding,
+                },
+            )
+            .await?;
             let location = format!("{}/{props}", encode_segment(destination.name()));
             Ok(Response::empty(201).with_location(location))
         }
@@ -764,7 +961,12 @@ async fn bindings_between(
 }
 
 /// As `queue.bind`: write on the destination, read on the source.
-fn require_binding_access(cx: &Context, vhost: &str, source: &str, destination: &Destination) -> Result<(), Response> {
+fn require_binding_access(
+    cx: &Context,
+    vhost: &str,
+    source: &str,
+    destination: &Destination,
+) -> Result<(), Response> {
     let resource = match destination {
         Destination::Queue(_) => ResourceKind::Queue,
         Destination::Exchange(_) => ResourceKind::Exchange,
@@ -773,7 +975,15 @@ fn require_binding_access(cx: &Context, vhost: &str, source: &str, destination: 
     cx.require_access(vhost, AccessKind::Read, ResourceKind::Exchange, source)
 }
 
-async fn binding(api: &Api, cx: &Context, method: &str, vhost: &str, source: &str, destination: Destination, props: &str) -> Reply {
+async fn binding(
+    api: &Api,
+    cx: &Context,
+    method: &str,
+    vhost: &str,
+    source: &str,
+    destination: Destination,
+    props: &str,
+) -> Reply {
     let found = || {
         cx.topology
             .bindings_from(vhost, source)
@@ -789,7 +999,14 @@ async fn binding(api: &Api, cx: &Context, method: &str, vhost: &str, source: &st
         "DELETE" => {
             require_binding_access(cx, vhost, source, &destination)?;
             let binding = found().ok_or_else(Response::not_found)?;
-            apply(api, Operation::Unbind { vhost: vhost.to_string(), binding }).await?;
+            apply(
+                api,
+                Operation::Unbind {
+                    vhost: vhost.to_string(),
+                    binding,
+                },
+            )
+            .await?;
             Ok(Response::empty(204))
         }
         _ => Err(Response::method_not_allowed(ALLOW_BINDING)),
@@ -822,11 +1039,18 @@ async fn connections(api: &Api, cx: &Context, vhost: Option<&str>) -> Reply {
 
 async fn connection(api: &Api, cx: &Context, method: &str, name: &str) -> Reply {
     let (stats, rates) = api.stats().await;
-    let Some(found) = stats.connections.iter().find(|c| c.name == name && sees_connection(cx, &c.user)) else {
+    let Some(found) = stats
+        .connections
+        .iter()
+        .find(|c| c.name == name && sees_connection(cx, &c.user))
+    else {
         return Err(Response::not_found());
     };
     match method {
-        "GET" | "HEAD" => object(cx, Api::view(&cx.topology, &stats, &rates).connection(found)),
+        "GET" | "HEAD" => object(
+            cx,
+            Api::view(&cx.topology, &stats, &rates).connection(found),
+        ),
         "DELETE" => {
             if !cx.caller.is_administrator() && cx.caller.name != found.user {
                 return Err(Response::not_authorised("Not administrator user"));
@@ -851,7 +1075,9 @@ async fn channels(api: &Api, cx: &Context, vhost: Option<&str>, connection: Opti
         .channels
         .iter()
         .filter(|c| sees_connection(cx, &c.user))
-        .filter(|c| vhost.is_none_or(|v| c.vhost == v) && connection.is_none_or(|n| c.connection_name == n))
+        .filter(|c| {
+            vhost.is_none_or(|v| c.vhost == v) && connection.is_none_or(|n| c.connection_name == n)
+        })
         .map(|c| view.channel(c))
         .collect();
     Ok(list_response(reply_list(items, &cx.query, &["name"])))
@@ -863,7 +1089,9 @@ async fn channel(api: &Api, cx: &Context, name: &str) -> Reply {
     let found = stats
         .channels
         .iter()
-        .find(|c| sees_connection(cx, &c.user) && format!("{} ({})", c.connection_name, c.number) == name)
+        .find(|c| {
+            sees_connection(cx, &c.user) && format!("{} ({})", c.connection_name, c.number) == name
+        })
         .ok_or_else(Response::not_found)?;
     object(cx, view.channel(found))
 }
@@ -878,7 +1106,11 @@ async fn consumers(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
         .filter(|c| vhosts.contains(&c.vhost))
         .map(|c| view.consumer(c))
         .collect();
-    Ok(list_response(reply_list(items, &cx.query, &["queue.vhost", "queue.name", "consumer_tag"])))
+    Ok(list_response(reply_list(
+        items,
+        &cx.query,
+        &["queue.vhost", "queue.name", "consumer_tag"],
+    )))
 }
 
 /// RabbitMQ's aliveness test: declare `aliveness-test`, publish to it, get the message back.
@@ -886,7 +1118,8 @@ async fn aliveness(api: &Api, cx: &Context, vhost: &str) -> Reply {
     cx.require_vhost(vhost)?;
     const QUEUE: &str = "aliveness-test";
     const PAYLOAD: &[u8] = b"test_message";
-    let failed = |reason: String| Response::json(503, &json!({"status": "failed", "reason": reason}));
+    let failed =
+        |reason: String| Response::json(503, &json!({"status": "failed", "reason": reason}));
     let declare = Operation::DeclareQueue {
         vhost: vhost.to_string(),
         name: QUEUE.to_string(),
@@ -894,7 +1127,10 @@ async fn aliveness(api: &Api, cx: &Context, vhost: &str) -> Reply {
         auto_delete: false,
         arguments: Default::default(),
     };
-    api.backend.apply(declare).await.map_err(|e| failed(e.text))?;
+    api.backend
+        .apply(declare)
+        .await
+        .map_err(|e| failed(e.text))?;
     let publish = Publish {
         vhost: vhost.to_string(),
         exchange: String::new(),
@@ -902,9 +1138,21 @@ async fn aliveness(api: &Api, cx: &Context, vhost: &str) -> Reply {
         properties: Default::default(),
         body: PAYLOAD.to_vec(),
     };
-    api.backend.publish(publish).await.map_err(|e| failed(e.text))?;
-    let get = QueueGet { vhost: vhost.to_string(), queue: QUEUE.to_string(), count: 1, ack_mode: GetAckMode::RequeueFalse };
-    let got = api.backend.queue_get(get).await.map_err(|e| failed(e.text))?;
+    api.backend
+        .publish(publish)
+        .await
+        .map_err(|e| failed(e.text))?;
+    let get = QueueGet {
+        vhost: vhost.to_string(),
+        queue: QUEUE.to_string(),
+        count: 1,
+        ack_mode: GetAckMode::RequeueFalse,
+    };
+    let got = api
+        .backend
+        .queue_get(get)
+        .await
+        .map_err(|e| failed(e.text))?;
     if got.first().is_some_and(|m| m.body == PAYLOAD) {
         Ok(Response::json(200, &json!({"status": "ok"})))
     } else {
