@@ -90,7 +90,20 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
         let mut sources: Vec<&String> = vh.exchanges.keys().filter(|n| !n.is_empty()).collect();
         sources.sort();
         for source in sources {
-            for b in topology.bindings_from(vhost, source) {
+            // A HashMap inside the exchange: sorted, so an export is the same every time.
+            let mut from = topology.bindings_from(vhost, source);
+            from.sort_by(|a, b| {
+                let key = |x: &Binding| {
+                    (
+                        objects::destination_type(&x.destination),
+                        x.destination.name().to_string(),
+                        x.routing_key.clone(),
+                        format!("{:?}", x.arguments),
+                    )
+                };
+                key(a).cmp(&key(b))
+            });
+            for b in from {
                 let exclusive = matches!(&b.destination, Destination::Queue(q) if topology.queue(vhost, q).is_some_and(|q| q.exclusive_owner.is_some()));
                 if exclusive {
                     continue;

@@ -7,8 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use futures_lite::future::BoxedLocal;
 
 use super::backend::{
-    ConnectionStats, GetAckMode, GotMessage, ImportError, ManagementBackend, NodeStats, Operation,
-    Publish, QueueGet, QueueStats, StatsSnapshot,
+    ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage, ImportError,
+    ManagementBackend, NodeStats, Operation, Publish, QueueGet, QueueStats, StatsSnapshot,
 };
 use crate::broker::{
     check_bind, check_exchange_declare, check_exchange_delete, check_queue_declare,
@@ -42,6 +42,9 @@ pub struct FakeBackend {
     next_queue_id: Cell<QueueId>,
     /// Connections the test says are open; `close_connection` removes them.
     pub connections: RefCell<Vec<ConnectionStats>>,
+    /// Channels and consumers the test says exist (shown as they are).
+    pub channels: RefCell<Vec<ChannelStats>>,
+    pub consumers: RefCell<Vec<ConsumerStats>>,
     /// Every close asked for: (name, reason).
     pub closed: RefCell<Vec<(String, String)>>,
 }
@@ -60,6 +63,8 @@ impl FakeBackend {
             counters: RefCell::new(HashMap::new()),
             next_queue_id: Cell::new(1),
             connections: RefCell::new(Vec::new()),
+            channels: RefCell::new(Vec::new()),
+            consumers: RefCell::new(Vec::new()),
             closed: RefCell::new(Vec::new()),
         }
     }
@@ -354,8 +359,8 @@ impl FakeBackend {
             },
             queues,
             connections: self.connections.borrow().clone(),
-            channels: Vec::new(),
-            consumers: Vec::new(),
+            channels: self.channels.borrow().clone(),
+            consumers: self.consumers.borrow().clone(),
         }
     }
 }

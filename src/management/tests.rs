@@ -813,3 +813,105 @@ fn http_server_serves_and_enforces_its_bounds() {
     stop_sender.send(()).unwrap();
     server.join().unwrap();
 }
+
+#[test]
+fn connections_channels_consumers_match_rabbitmq() {
+    use super::backend::{ChannelStats, ConnectionStats, ConsumerStats};
+    use crate::protocol::{FieldTable, FieldValue};
+    let h = Harness::new();
+    let name = "127.0.0.1:50728 -> 127.0.0.1:5682".to_string();
+    let mut client_properties = FieldTable::default();
+    client_properties.insert(
+        "product",
+        FieldValue::LongString(Bytes::from_static(b"mgmt-capture")),
+    );
+    h.backend.connections.borrow_mut().push(ConnectionStats {
+        name: name.clone(),
+        vhost: "/".into(),
+        user: "guest".into(),
+        peer_host: "127.0.0.1".into(),
+        peer_port: 50728,
+        host: "127.0.0.1".into(),
+        port: 5682,
+        channels: 0,
+        channel_max: 2047,
+        frame_max: 131072,
+        heartbeat_seconds: 0,
+        connected_at_ms: 1,
+        received_bytes: 113,
+        sent_bytes: 537,
+        client_properties,
+    });
+    h.backend.channels.borrow_mut().push(ChannelStats {
+        connection_name: name.clone(),
+        number: 1,
+        vhost: "/".into(),
+        user: "guest".into(),
+        consumer_count: 1,
+        messages_unacknowledged: 0,
+        prefetch_count: 5,
+        confirm: false,
+        transactional: false,
+    });
+    h.backend.consumers.borrow_mut().push(ConsumerStats {
+        vhost: "/".into(),
+        queue: "mgmt-cq".into(),
+        consumer_tag: "mgmt-ctag".into(),
+        connection_name: name,
+        channel_number: 1,
+        ack_required: true,
+        exclusive: false,
+        prefetch_count: 5,
+        arguments: FieldTable::default(),
+    });
+    let volatile = [VOLATILE, &["connected_at"]].concat();
+    // RabbitMQ-internal process and TLS fields ringmq does not have.
+    let absent = [
+        "garbage_collection",
+        "reductions",
+        "reductions_details",
+        "idle_since",
+        "recv_cnt",
+        "send_cnt",
+        "send_pend",
+        "peer_cert_issuer",
+        "peer_cert_subject",
+        "peer_cert_validity",
+        "ssl_cipher",
+        "ssl_hash",
+        "ssl_key_exchange",
+        "ssl_protocol",
+        "pending_raft_commands",
+    ];
+    assert_like(
+        &h.json("/api/connections"),
+        &fixture("connections_open.json"),
+        &volatile,
+        &absent,
+        "connections",
+    );
+    assert_like(
+        &h.json("/api/channels"),
+        &fixture("channels_open.json"),
+        &volatile,
+        &absent,
+        "channels",
+    );
+    assert_like(
+        &h.json("/api/consumers"),
+        &fixture("consumers_open.json"),
+        &volatile,
+        &absent,
+        "consumers",
+    );
+    assert_eq!(
+        h.status(
+            "DELETE",
+            "/api/connections/127.0.0.1%3A50728%20-%3E%20127.0.0.1%3A5682",
+            ""
+        ),
+        204
+    );
+    assert_eq!(h.backend.closed.borrow().len(), 1);
+    assert_eq!(h.json("/api/connections"), json!([]));
+}
