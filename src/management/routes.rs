@@ -28,7 +28,6 @@ const ALLOW_POST: &str = "POST, OPTIONS";
 const ALLOW_BINDINGS: &str = "HEAD, GET, POST, OPTIONS";
 const ALLOW_BINDING: &str = "HEAD, GET, DELETE, OPTIONS";
 const ALLOW_DELETE: &str = "DELETE, OPTIONS";
-const ALLOW_DEFINITIONS: &str = "HEAD, GET, POST, OPTIONS";
 
 fn is_read(method: &str) -> bool {
     method == "GET" || method == "HEAD"
@@ -1166,6 +1165,3 @@ impl Response {
         self
     }
 }
-
-#[allow(dead_code)]
-const _: &str = ALLOW_DEFINITIONS;
