@@ -14,6 +14,7 @@ pub mod broker;
 pub mod config;
 pub mod id_hash;
 pub mod limits;
+pub mod management;
 pub mod net;
 pub mod protocol;
 pub mod session;

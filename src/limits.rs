@@ -118,3 +118,35 @@ pub const ACCESS_NAME_LENGTH_MAX: usize = 255;
 pub const PERMISSION_PATTERN_LENGTH_MAX: usize = 4096;
 /// Most topic permissions (one per exchange) a user may hold in one vhost.
 pub const TOPIC_PERMISSIONS_PER_USER_VHOST_MAX: usize = 1024;
+
+// Management HTTP API (`management::http`, `management::api`).
+
+/// Management connections open at once; more are closed at accept. Operators' scripts and
+/// dashboards open a handful each.
+pub const MANAGEMENT_CONNECTIONS_MAX: usize = 256;
+/// Largest request body read (a definitions import is the largest): RabbitMQ's
+/// `management.http.max_body_size` default, 20 MB.
+pub const MANAGEMENT_REQUEST_BODY_BYTES_MAX: usize = 20_000_000;
+/// Time a client has to send a request's headers, for the first request and between
+/// keep-alive requests (a silent connection does not hold a slot for ever).
+pub const MANAGEMENT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (descriptors exhausted) before the next one.
+pub const MANAGEMENT_ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Bytes hyper buffers for one request's head, and headers per request.
+pub const MANAGEMENT_HEADER_BUFFER_BYTES: usize = 64 * 1024;
+pub const MANAGEMENT_HEADERS_MAX: usize = 100;
+/// RabbitMQ's largest `page_size` (`rabbit_mgmt_util`: bigger is an invalid pagination).
+pub const MANAGEMENT_PAGE_SIZE_MAX: usize = 500;
+/// RabbitMQ's default `page_size` when only `page` is given.
+pub const MANAGEMENT_PAGE_SIZE_DEFAULT: usize = 100;
+/// Messages one `POST .../get` may take (each is held in memory for the response).
+pub const MANAGEMENT_GET_COUNT_MAX: usize = 10_000;
+/// Operations one definitions import may hold (users, vhosts, permissions, exchanges,
+/// queues, bindings together).
+pub const MANAGEMENT_IMPORT_OPERATIONS_MAX: usize = 1_000_000;
+
+const _: () = assert!(
+    MANAGEMENT_HEADER_BUFFER_BYTES >= 8192,
+    "hyper's max_buf_size floor"
+);
+const _: () = assert!(MANAGEMENT_PAGE_SIZE_DEFAULT <= MANAGEMENT_PAGE_SIZE_MAX);

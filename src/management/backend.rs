@@ -1,0 +1,237 @@
+//! The management API's one door into the broker: a small typed trait the shards implement.
+//!
+//! Handlers never touch a shard, a queue or a session. They read a [`Topology`] snapshot and a
+//! [`StatsSnapshot`], and ask for changes as [`Operation`]s; the implementation over the shards
+//! sends those to the topology owner (shard 0) and the queues' owners, exactly as an AMQP
+//! channel's declare or purge travels. Futures are local (`!Send`): the server runs on a glommio
+//! executor and one connection's task never leaves it.
+
+use futures_lite::future::BoxedLocal;
+
+use crate::broker::{AmqpError, Binding, Topology};
+use crate::protocol::{BasicProperties, FieldTable};
+
+pub use crate::auth::{Permission, TopicPermission};
+pub use crate::broker::User;
+
+/// A change the API asks for. The backend validates it as the AMQP method of the same name
+/// (`broker::check_*`: RabbitMQ's codes and texts), so a refusal is an [`AmqpError`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    AddVhost {
+        name: String,
+    },
+    DeleteVhost {
+        name: String,
+    },
+    PutUser(User),
+    DeleteUser {
+        name: String,
+    },
+    SetPermission {
+        user: String,
+        vhost: String,
+        permission: Permission,
+    },
+    ClearPermission {
+        user: String,
+        vhost: String,
+    },
+    SetTopicPermission {
+        user: String,
+        vhost: String,
+        permission: TopicPermission,
+    },
+    /// `exchange: None` clears every topic permission of the user in the vhost.
+    ClearTopicPermission {
+        user: String,
+        vhost: String,
+        exchange: Option<String>,
+    },
+    /// As `exchange.declare` (not passive): an existing equivalent exchange is no change.
+    DeclareExchange {
+        vhost: String,
+        name: String,
+        kind: String,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+        if_unused: bool,
+    },
+    /// As `queue.declare` (not passive, not exclusive: the API has no connection to own one).
+    DeclareQueue {
+        vhost: String,
+        name: String,
+        durable: bool,
+        auto_delete: bool,
+        arguments: FieldTable,
+    },
+    DeleteQueue {
+        vhost: String,
+        name: String,
+        if_unused: bool,
+        if_empty: bool,
+    },
+    Bind {
+        vhost: String,
+        binding: Binding,
+    },
+    Unbind {
+        vhost: String,
+        binding: Binding,
+    },
+}
+
+/// How `basic.get` through the API settles what it took (RabbitMQ's `ackmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetAckMode {
+    /// Taken and requeued (the message stays; it is marked redelivered).
+    RequeueTrue,
+    /// Taken and acknowledged (removed).
+    RequeueFalse,
+    /// Taken and rejected without requeue (dead-lettered if the queue says so).
+    RejectRequeueFalse,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueGet {
+    pub vhost: String,
+    pub queue: String,
+    pub count: usize,
+    pub ack_mode: GetAckMode,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GotMessage {
+    pub exchange: String,
+    pub routing_key: String,
+    pub redelivered: bool,
+    /// Messages left in the queue after this one was taken.
+    pub message_count: u64,
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    pub vhost: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+/// Plain counters since the queue was declared (rates are computed by the API from two
+/// snapshots, never on the data path).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    pub vhost: String,
+    pub name: String,
+    pub messages_ready: u64,
+    pub messages_unacknowledged: u64,
+    pub consumers: u64,
+    pub memory_bytes: u64,
+    pub message_bytes: u64,
+    pub publish_count: u64,
+    pub deliver_get_count: u64,
+    pub ack_count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectionStats {
+    /// RabbitMQ's `"peer_host:peer_port -> host:port"`; what DELETE /api/connections/N names.
+    pub name: String,
+    pub vhost: String,
+    pub user: String,
+    pub peer_host: String,
+    pub peer_port: u16,
+    pub host: String,
+    pub port: u16,
+    pub channels: u64,
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat_seconds: u16,
+    pub connected_at_ms: u64,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    pub client_properties: FieldTable,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelStats {
+    pub connection_name: String,
+    pub number: u16,
+    pub vhost: String,
+    pub user: String,
+    pub consumer_count: u64,
+    pub messages_unacknowledged: u64,
+    pub prefetch_count: u16,
+    pub confirm: bool,
+    pub transactional: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumerStats {
+    pub vhost: String,
+    pub queue: String,
+    pub consumer_tag: String,
+    pub connection_name: String,
+    pub channel_number: u16,
+    pub ack_required: bool,
+    pub exclusive: bool,
+    pub prefetch_count: u16,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeStats {
+    /// RabbitMQ's `name@host` node name.
+    pub name: String,
+    pub uptime_ms: u64,
+    pub memory_used_bytes: u64,
+    pub shards: u64,
+    pub file_descriptors_used: u64,
+    pub sockets_used: u64,
+}
+
+/// Everything the read endpoints show besides the topology, gathered off the data path.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsSnapshot {
+    pub node: NodeStats,
+    pub queues: Vec<QueueStats>,
+    pub connections: Vec<ConnectionStats>,
+    pub channels: Vec<ChannelStats>,
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// An import that stopped: the operation at `index` was refused; those before it were applied
+/// (RabbitMQ's import is not transactional either).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportError {
+    pub index: usize,
+    pub error: AmqpError,
+}
+
+pub trait ManagementBackend {
+    /// A copy of the topology as the serving shard sees it.
+    fn topology(&self) -> BoxedLocal<Topology>;
+    fn stats(&self) -> BoxedLocal<StatsSnapshot>;
+    /// Validates and applies one change; returns once every shard applied it (as an AMQP
+    /// `*-ok`), so a read that follows sees it.
+    fn apply(&self, operation: Operation) -> BoxedLocal<Result<(), AmqpError>>;
+    /// Definitions import: the operations in order, stopping at the first refusal.
+    fn import(&self, operations: Vec<Operation>) -> BoxedLocal<Result<(), ImportError>>;
+    fn queue_get(&self, request: QueueGet) -> BoxedLocal<Result<Vec<GotMessage>, AmqpError>>;
+    /// Returns how many ready messages were removed.
+    fn queue_purge(&self, vhost: String, queue: String) -> BoxedLocal<Result<u64, AmqpError>>;
+    /// Returns whether the message reached at least one queue.
+    fn publish(&self, publish: Publish) -> BoxedLocal<Result<bool, AmqpError>>;
+    /// Force-closes a connection (320 CONNECTION_FORCED with `reason`); false if none has that
+    /// name.
+    fn close_connection(&self, name: String, reason: String) -> BoxedLocal<bool>;
+}

@@ -1,0 +1,22 @@
+//! RabbitMQ-compatible management HTTP API (RabbitMQ 3.10.8's paths, JSON and status codes), so
+//! `rabbitmqadmin` and operators' scripts work unchanged.
+//!
+//! - `http`: hyper HTTP/1.1 on glommio, one task per connection, bounded.
+//! - `api`: authentication (basic auth against the stored hash), tags, the request/response
+//!   types; `routes`: the path table and handlers; `definitions`: export/import.
+//! - `objects`, `json`, `listing`: RabbitMQ's JSON shapes, pagination and `columns=`.
+//! - `backend`: the one trait through which the API reaches the broker; `fake`: an in-memory
+//!   implementation for tests.
+
+pub mod api;
+pub mod backend;
+pub mod definitions;
+pub mod fake;
+pub mod http;
+pub mod json;
+pub mod listing;
+pub mod objects;
+pub mod routes;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! Topology and stats objects rendered as RabbitMQ 3.10.8's management JSON.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use super::backend::{ChannelStats, ConnectionStats, ConsumerStats, QueueStats, StatsSnapshot};
+use super::json::{rate, table_to_json};
+use crate::broker::{Binding, Destination, ExchangeMeta, QueueMeta, Topology, User};
+
+/// The management plugin version we answer as: the RabbitMQ release whose API we copy.
+pub const RABBITMQ_VERSION: &str = "3.10.8";
+
+/// Per-queue rates (per second) of publish, deliver_get, ack, from two stats snapshots.
+pub type QueueRates = HashMap<(String, String), [f64; 3]>;
+
+/// Everything a listing needs at once: one topology and one stats snapshot.
+pub struct View<'a> {
+    pub topology: &'a Topology,
+    pub stats: &'a StatsSnapshot,
+    pub rates: &'a QueueRates,
+}
+
+impl View<'_> {
+    pub fn node_name(&self) -> &str {
+        &self.stats.node.name
+    }
+
+    pub fn vhosts(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.topology.vhost_names().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+
+    pub fn queues(&self, vhost: &str) -> Vec<&QueueMeta> {
+        self.topology
+            .vhost(vhost)
+            .map(|vh| vh.queues.values().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn exchanges(&self, vhost: &str) -> Vec<&ExchangeMeta> {
+        self.topology
+            .vhost(vhost)
+            .map(|vh| vh.exchanges.values().map(|x| &x.meta).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every binding of the vhost, the default exchange's implicit ones first (as RabbitMQ
+    /// lists them).
+    pub fn bindings(&self, vhost: &str) -> Vec<Binding> {
+        let mut queues = self.queues(vhost);
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<Binding> = queues
+            .iter()
+            .map(|q| Binding {
+                source: String::new(),
+                destination: Destination::Queue(q.name.clone()),
+                routing_key: q.name.clone(),
+                arguments: Default::default(),
+            })
+            .collect();
+        let mut exchanges = self.exchanges(vhost);
+        exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut explicit: Vec<Binding> = exchanges
+            .iter()
+            .flat_map(|x| self.topology.bindings_from(vhost, &x.name))
+            .collect();
+        explicit.sort_by(|a, b| {
+            (
+                &a.source,
+                destination_type(&a.destination),
+                a.destination.name(),
+                &a.routing_key,
+            )
+                .cmp(&(
+                    &b.source,
+                    destination_type(&b.destination),
+                    b.destination.name(),
+                    &b.routing_key,
+                ))
+        });
+        out.extend(explicit);
+        out
+    }
+
+    fn queue_stats(&self, vhost: &str, name: &str) -> Option<&QueueStats> {
+        self.stats
+            .queues
+            .iter()
+            .find(|q| q.vhost == vhost && q.name == name)
+    }
+
+    pub fn queue(&self, queue: &QueueMeta) -> Value {
+        let empty = QueueStats::default();
+        let stats = self
+            .queue_stats(&queue.vhost, &queue.name)
+            .unwrap_or(&empty);
+        let key = (queue.vhost.clone(), queue.name.clone());
+        let [publish_rate, deliver_rate, ack_rate] =
+            self.rates.get(&key).copied().unwrap_or_default();
+        let messages = stats.messages_ready + stats.messages_unacknowledged;
+        json!({
+            "arguments": table_to_json(&queue.arguments),
+            "auto_delete": queue.auto_delete,
+            "consumer_capacity": 0,
+            "consumer_utilisation": 0,
+            "consumers": stats.consumers,
+            "durable": queue.durable,
+            "effective_policy_definition": {},
+            "exclusive": queue.exclusive_owner.is_some(),
+            "exclusive_consumer_tag": null,
+            "head_message_timestamp": null,
+            "memory": stats.memory_bytes,
+            "message_bytes": stats.message_bytes,
+            "message_stats": {
+                "publish": stats.publish_count,
+                "publish_details": rate(publish_rate),
+                "deliver_get": stats.deliver_get_count,
+                "deliver_get_details": rate(deliver_rate),
+                "ack": stats.ack_count,
+                "ack_details": rate(ack_rate),
+            },
+            "messages": messages,
+            "messages_details": rate(0.0),
+            "messages_ready": stats.messages_ready,
+            "messages_ready_details": rate(0.0),
+            "messages_unacknowledged": stats.messages_unacknowledged,
+            "messages_unacknowledged_details": rate(0.0),
+            "name": queue.name,
+            "node": self.node_name(),
+            "operator_policy": null,
+            "policy": null,
+            "recoverable_slaves": null,
+            "single_active_consumer_tag": null,
+            "state": "running",
+            "type": "classic",
+            "vhost": queue.vhost,
+        })
+    }
+
+    /// GET of one queue adds what RabbitMQ shows only there.
+    pub fn queue_detail(&self, queue: &QueueMeta) -> Value {
+        let mut value = self.queue(queue);
+        let consumers: Vec<Value> = self
+            .stats
+            .consumers
+            .iter()
+            .filter(|c| c.vhost == queue.vhost && c.queue == queue.name)
+            .map(|c| self.consumer(c))
+            .collect();
+        value["consumer_details"] = Value::Array(consumers);
+        value["deliveries"] = json!([]);
+        value["incoming"] = json!([]);
+        value
+    }
+
+    pub fn exchange(&self, vhost: &str, exchange: &ExchangeMeta) -> Value {
+        json!({
+            "arguments": table_to_json(&exchange.arguments),
+            "auto_delete": exchange.auto_delete,
+            "durable": exchange.durable,
+            "internal": exchange.internal,
+            "name": exchange.name,
+            "type": exchange.kind.as_str(),
+            "user_who_performed_action": "rmq-internal",
+            "vhost": vhost,
+        })
+    }
+
+    pub fn exchange_detail(&self, vhost: &str, exchange: &ExchangeMeta) -> Value {
+        let mut value = self.exchange(vhost, exchange);
+        value["incoming"] = json!([]);
+        value["outgoing"] = json!([]);
+        value
+    }
+
+    pub fn vhost(&self, name: &str) -> Value {
+        let (mut ready, mut unacked) = (0u64, 0u64);
+        for q in self.stats.queues.iter().filter(|q| q.vhost == name) {
+            ready += q.messages_ready;
+            unacked += q.messages_unacknowledged;
+        }
+        let description = if name == crate::broker::DEFAULT_VHOST {
+            "Default virtual host"
+        } else {
+            ""
+        };
+        json!({
+            "cluster_state": { self.node_name(): "running" },
+            "default_queue_type": "undefined",
+            "description": description,
+            "messages": ready + unacked,
+            "messages_details": rate(0.0),
+            "messages_ready": ready,
+            "messages_ready_details": rate(0.0),
+            "messages_unacknowledged": unacked,
+            "messages_unacknowledged_details": rate(0.0),
+            "metadata": { "description": description, "tags": [] },
+            "name": name,
+            "tags": [],
+            "tracing": false,
+        })
+    }
+
+    pub fn connection(&self, c: &ConnectionStats) -> Value {
+        json!({
+            "auth_mechanism": "PLAIN",
+            "channel_max": c.channel_max,
+            "channels": c.channels,
+            "client_properties": table_to_json(&c.client_properties),
+            "connected_at": c.connected_at_ms,
+            "frame_max": c.frame_max,
+            "host": c.host,
+            "name": c.name,
+            "node": self.node_name(),
+            "peer_host": c.peer_host,
+            "peer_port": c.peer_port,
+            "port": c.port,
+            "protocol": "AMQP 0-9-1",
+            "recv_oct": c.received_bytes,
+            "recv_oct_details": rate(0.0),
+            "send_oct": c.sent_bytes,
+            "send_oct_details": rate(0.0),
+            "ssl": false,
+            "state": "running",
+            "timeout": c.heartbeat_seconds,
+            "type": "network",
+            "user": c.user,
+            "user_who_performed_action": c.user,
+            "vhost": c.vhost,
+        })
+    }
+
+    fn connection_details(&self, name: &str) -> Value {
+        let connection = self.stats.connections.iter().find(|c| c.name == name);
+        json!({
+            "name": name,
+            "peer_host": connection.map_or("", |c| c.peer_host.as_str()),
+            "peer_port": connection.map_or(0, |c| c.peer_port),
+        })
+    }
+
+    pub fn channel(&self, c: &ChannelStats) -> Value {
+        json!({
+            "acks_uncommitted": 0,
+            "confirm": c.confirm,
+            "connection_details": self.connection_details(&c.connection_name),
+            "consumer_count": c.consumer_count,
+            "global_prefetch_count": 0,
+            "messages_unacknowledged": c.messages_unacknowledged,
+            "messages_uncommitted": 0,
+            "messages_unconfirmed": 0,
+            "name": format!("{} ({})", c.connection_name, c.number),
+            "node": self.node_name(),
+            "number": c.number,
+            "prefetch_count": c.prefetch_count,
+            "state": "running",
+            "transactional": c.transactional,
+            "user": c.user,
+            "user_who_performed_action": c.user,
+            "vhost": c.vhost,
+        })
+    }
+
+    pub fn consumer(&self, c: &ConsumerStats) -> Value {
+        let details = self.connection_details(&c.connection_name);
+        json!({
+            "ack_required": c.ack_required,
+            "active": true,
+            "activity_status": "up",
+            "arguments": table_to_json(&c.arguments),
+            "channel_details": {
+                "connection_name": c.connection_name,
+                "name": format!("{} ({})", c.connection_name, c.channel_number),
+                "node": self.node_name(),
+                "number": c.channel_number,
+                "peer_host": details["peer_host"],
+                "peer_port": details["peer_port"],
+                "user": self.stats.connections.iter().find(|x| x.name == c.connection_name).map_or("", |x| x.user.as_str()),
+            },
+            "consumer_tag": c.consumer_tag,
+            "exclusive": c.exclusive,
+            "prefetch_count": c.prefetch_count,
+            "queue": { "name": c.queue, "vhost": c.vhost },
+        })
+    }
+}
+
+pub fn destination_type(destination: &Destination) -> &'static str {
+    match destination {
+        Destination::Queue(_) => "queue",
+        Destination::Exchange(_) => "exchange",
+    }
+}
+
+/// The exchange name in URLs and listings: RabbitMQ names the default exchange `amq.default`
+/// in paths and `""` in objects.
+pub fn exchange_from_path(name: &str) -> &str {
+    if name == "amq.default" {
+        ""
+    } else {
+        name
+    }
+}
+
+pub fn binding(vhost: &str, b: &Binding) -> Value {
+    json!({
+        "arguments": table_to_json(&b.arguments),
+        "destination": b.destination.name(),
+        "destination_type": destination_type(&b.destination),
+        "properties_key": properties_key(b),
+        "routing_key": b.routing_key,
+        "source": b.source,
+        "vhost": vhost,
+    })
+}
+
+/// RabbitMQ's `pack_binding_props`: the quoted routing key, and for a binding with arguments
+/// `~` and a digest of them (ours is not RabbitMQ's digest; clients only echo it back).
+pub fn properties_key(b: &Binding) -> String {
+    if b.arguments.is_empty() {
+        if b.routing_key.is_empty() {
+            return "~".to_string();
+        }
+        return quote_binding(&b.routing_key);
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{:?}", b.arguments).as_bytes());
+    let short: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{}~{short}", quote_binding(&b.routing_key))
+}
+
+/// `rabbit_http_util:quote_plus` then `~` escaped.
+fn quote_binding(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => out.push(byte as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+pub fn user(u: &User) -> Value {
+    json!({
+        "hashing_algorithm": u.password_hash.algorithm().rabbit_name(),
+        "limits": {},
+        "name": u.name,
+        "password_hash": u.password_hash.encoded(),
+        "tags": u.tags,
+    })
+}
+
+pub fn permission(user: &str, vhost: &str, p: &crate::auth::Permission) -> Value {
+    json!({
+        "configure": p.configure,
+        "read": p.read,
+        "user": user,
+        "vhost": vhost,
+        "write": p.write,
+    })
+}
+
+pub fn topic_permission(user: &str, vhost: &str, p: &crate::auth::TopicPermission) -> Value {
+    json!({
+        "exchange": p.exchange,
+        "read": p.read,
+        "user": user,
+        "vhost": vhost,
+        "write": p.write,
+    })
+}
