@@ -9,5 +9,5 @@ pub mod permissions;
 
 pub use password::{HashingAlgorithm, PasswordHash, PasswordHashError};
 pub use permissions::{
-    Access, AccessKind, Permission, ResourceKind, TopicPermission, VhostPermissions,
+    Access, Operation, Permission, ResourceKind, TopicPermission, VhostPermissions,
 };

@@ -36,7 +36,7 @@ pub struct TopicPermission {
 
 /// What an operation does to a resource (RabbitMQ's `configure` / `write` / `read`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessKind {
+pub enum Operation {
     Configure,
     Write,
     Read,
@@ -58,10 +58,10 @@ impl ResourceKind {
 }
 
 /// One access an operation needs, after name resolution ("" → last queue, server names).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access<'a> {
-    pub kind: AccessKind,
-    pub resource: ResourceKind,
+    pub operation: Operation,
+    pub kind: ResourceKind,
     pub name: &'a str,
 }
 
@@ -71,7 +71,7 @@ const DEFAULT_EXCHANGE_RESOURCE: &str = "amq.default";
 impl Access<'_> {
     /// The name the regexes see and the refusal names.
     fn resource_name(&self) -> &str {
-        if self.resource == ResourceKind::Exchange && self.name.is_empty() {
+        if self.kind == ResourceKind::Exchange && self.name.is_empty() {
             DEFAULT_EXCHANGE_RESOURCE
         } else {
             self.name
@@ -149,17 +149,22 @@ impl VhostPermissions {
     }
 
     pub fn allows(&self, access: &Access) -> bool {
-        let regex = match access.kind {
-            AccessKind::Configure => &self.configure,
-            AccessKind::Write => &self.write,
-            AccessKind::Read => &self.read,
+        let regex = match access.operation {
+            Operation::Configure => &self.configure,
+            Operation::Write => &self.write,
+            Operation::Read => &self.read,
         };
         regex.is_match(access.resource_name())
     }
 
     /// Topic authorisation: a routing key on a topic exchange. No topic permission for the
     /// exchange means every key is allowed (RabbitMQ's default). Configure does not apply.
-    pub fn allows_routing_key(&self, kind: AccessKind, exchange: &str, routing_key: &str) -> bool {
+    pub fn allows_routing_key(
+        &self,
+        operation: Operation,
+        exchange: &str,
+        routing_key: &str,
+    ) -> bool {
         let exchange = if exchange.is_empty() {
             DEFAULT_EXCHANGE_RESOURCE
         } else {
@@ -168,10 +173,10 @@ impl VhostPermissions {
         self.topic
             .iter()
             .filter(|t| t.exchange == exchange)
-            .all(|t| match kind {
-                AccessKind::Write => t.write.is_match(routing_key),
-                AccessKind::Read => t.read.is_match(routing_key),
-                AccessKind::Configure => true,
+            .all(|t| match operation {
+                Operation::Write => t.write.is_match(routing_key),
+                Operation::Read => t.read.is_match(routing_key),
+                Operation::Configure => true,
             })
     }
 }
@@ -180,7 +185,7 @@ impl VhostPermissions {
 pub fn refusal_text(access: &Access, vhost: &str, user: &str) -> String {
     format!(
         "access to {} '{}' in vhost '{}' refused for user '{}'",
-        access.resource.as_str(),
+        access.kind.as_str(),
         access.resource_name(),
         vhost,
         user
@@ -211,18 +216,18 @@ mod tests {
         }
     }
 
-    fn queue(kind: AccessKind, name: &str) -> Access<'_> {
+    fn queue(operation: Operation, name: &str) -> Access<'_> {
         Access {
-            kind,
-            resource: ResourceKind::Queue,
+            operation,
+            kind: ResourceKind::Queue,
             name,
         }
     }
 
-    fn exchange(kind: AccessKind, name: &str) -> Access<'_> {
+    fn exchange(operation: Operation, name: &str) -> Access<'_> {
         Access {
-            kind,
-            resource: ResourceKind::Exchange,
+            operation,
+            kind: ResourceKind::Exchange,
             name,
         }
     }
@@ -230,21 +235,21 @@ mod tests {
     #[test]
     fn patterns_are_unanchored_and_empty_matches_nothing() {
         let p = VhostPermissions::compile("u", "/", &permission("^cfg", "w", ""), &[]).unwrap();
-        assert!(p.allows(&queue(AccessKind::Configure, "cfgq")));
-        assert!(!p.allows(&queue(AccessKind::Configure, "q-cfg")));
-        assert!(p.allows(&queue(AccessKind::Write, "a-w-b")), "unanchored");
-        assert!(!p.allows(&queue(AccessKind::Read, "anything")));
-        assert!(!p.allows(&queue(AccessKind::Read, "q")));
+        assert!(p.allows(&queue(Operation::Configure, "cfgq")));
+        assert!(!p.allows(&queue(Operation::Configure, "q-cfg")));
+        assert!(p.allows(&queue(Operation::Write, "a-w-b")), "unanchored");
+        assert!(!p.allows(&queue(Operation::Read, "anything")));
+        assert!(!p.allows(&queue(Operation::Read, "q")));
     }
 
     #[test]
     fn the_default_exchange_is_checked_as_amq_default() {
         let p = VhostPermissions::compile("u", "/", &permission("", "^amq\\.default$", ""), &[])
             .unwrap();
-        assert!(p.allows(&exchange(AccessKind::Write, "")));
-        assert!(!p.allows(&exchange(AccessKind::Write, "amq.direct")));
+        assert!(p.allows(&exchange(Operation::Write, "")));
+        assert!(!p.allows(&exchange(Operation::Write, "amq.direct")));
         assert_eq!(
-            refusal_text(&exchange(AccessKind::Write, ""), "probe", "pu"),
+            refusal_text(&exchange(Operation::Write, ""), "probe", "pu"),
             "access to exchange 'amq.default' in vhost 'probe' refused for user 'pu'"
         );
     }
@@ -253,7 +258,7 @@ mod tests {
     fn refusal_text_is_rabbitmqs() {
         // RabbitMQ 3.10.8, queue.declare("q") with configure "^cfg".
         assert_eq!(
-            refusal_text(&queue(AccessKind::Configure, "q"), "probe", "pu"),
+            refusal_text(&queue(Operation::Configure, "q"), "probe", "pu"),
             "access to queue 'q' in vhost 'probe' refused for user 'pu'"
         );
     }
@@ -266,14 +271,14 @@ mod tests {
             read: "^{vhost}$".into(),
         }];
         let p = VhostPermissions::compile("a.b", "v", &Permission::full(), &topic).unwrap();
-        assert!(p.allows_routing_key(AccessKind::Write, "amq.topic", "a.b.x"));
+        assert!(p.allows_routing_key(Operation::Write, "amq.topic", "a.b.x"));
         assert!(
-            !p.allows_routing_key(AccessKind::Write, "amq.topic", "aXb.x"),
+            !p.allows_routing_key(Operation::Write, "amq.topic", "aXb.x"),
             "the user name is escaped, its dot is literal"
         );
-        assert!(p.allows_routing_key(AccessKind::Read, "amq.topic", "v"));
-        assert!(!p.allows_routing_key(AccessKind::Read, "amq.topic", "w"));
-        assert!(p.allows_routing_key(AccessKind::Write, "other", "anything"));
+        assert!(p.allows_routing_key(Operation::Read, "amq.topic", "v"));
+        assert!(!p.allows_routing_key(Operation::Read, "amq.topic", "w"));
+        assert!(p.allows_routing_key(Operation::Write, "other", "anything"));
     }
 
     #[test]

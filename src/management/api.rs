@@ -174,7 +174,7 @@ impl Context {
     pub fn require_access(
         &self,
         vhost: &str,
-        kind: crate::auth::AccessKind,
+        kind: crate::auth::Operation,
         resource: crate::auth::ResourceKind,
         name: &str,
     ) -> Result<(), Response> {
@@ -188,8 +188,8 @@ impl Context {
             crate::auth::VhostPermissions::compile(&self.caller.name, vhost, permission, topic)
                 .map_err(|_| refused())?;
         let access = crate::auth::Access {
-            kind,
-            resource,
+            operation: kind,
+            kind: resource,
             name,
         };
         if compiled.allows(&access) {

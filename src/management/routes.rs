@@ -15,7 +15,8 @@ use super::json::{
 use super::listing::{reply_list, select_columns_one};
 use super::objects::{self, exchange_from_path, View, RABBITMQ_VERSION};
 use crate::auth::{
-    AccessKind, HashingAlgorithm, PasswordHash, Permission, ResourceKind, TopicPermission,
+    HashingAlgorithm, Operation as AccessOperation, PasswordHash, Permission, ResourceKind,
+    TopicPermission,
 };
 use crate::broker::{Binding, Destination, User};
 use crate::limits::MANAGEMENT_GET_COUNT_MAX;
@@ -646,7 +647,12 @@ async fn exchange(
             )
         }
         "PUT" => {
-            cx.require_access(vhost, AccessKind::Configure, ResourceKind::Exchange, name)?;
+            cx.require_access(
+                vhost,
+                AccessOperation::Configure,
+                ResourceKind::Exchange,
+                name,
+            )?;
             let body = body_object(body)?;
             require_keys(&body, &["type"])?;
             let operation = Operation::DeclareExchange {
@@ -662,7 +668,12 @@ async fn exchange(
             Ok(created_or_updated(existing.is_some()))
         }
         "DELETE" => {
-            cx.require_access(vhost, AccessKind::Configure, ResourceKind::Exchange, name)?;
+            cx.require_access(
+                vhost,
+                AccessOperation::Configure,
+                ResourceKind::Exchange,
+                name,
+            )?;
             if existing.is_none() {
                 return Err(Response::not_found());
             }
@@ -680,7 +691,12 @@ async fn exchange(
 }
 
 async fn publish(api: &Api, cx: &Context, vhost: &str, exchange: &str, body: &Bytes) -> Reply {
-    cx.require_access(vhost, AccessKind::Write, ResourceKind::Exchange, exchange)?;
+    cx.require_access(
+        vhost,
+        AccessOperation::Write,
+        ResourceKind::Exchange,
+        exchange,
+    )?;
     let body = body_object(body)?;
     require_keys(
         &body,
@@ -771,7 +787,7 @@ async fn queue(
             )
         }
         "PUT" => {
-            cx.require_access(vhost, AccessKind::Configure, ResourceKind::Queue, name)?;
+            cx.require_access(vhost, AccessOperation::Configure, ResourceKind::Queue, name)?;
             let body = body_object(body)?;
             let operation = Operation::DeclareQueue {
                 vhost: vhost.to_string(),
@@ -784,7 +800,7 @@ async fn queue(
             Ok(created_or_updated(existing.is_some()))
         }
         "DELETE" => {
-            cx.require_access(vhost, AccessKind::Configure, ResourceKind::Queue, name)?;
+            cx.require_access(vhost, AccessOperation::Configure, ResourceKind::Queue, name)?;
             if existing.is_none() {
                 return Err(Response::not_found());
             }
@@ -811,7 +827,7 @@ fn ack_mode(text: &str) -> Option<GetAckMode> {
 }
 
 async fn queue_get(api: &Api, cx: &Context, vhost: &str, name: &str, body: &Bytes) -> Reply {
-    cx.require_access(vhost, AccessKind::Read, ResourceKind::Queue, name)?;
+    cx.require_access(vhost, AccessOperation::Read, ResourceKind::Queue, name)?;
     let body = body_object(body)?;
     require_keys(&body, &["count", "ackmode", "encoding"])?;
     let count = loose_integer(body.get("count"))
@@ -869,7 +885,7 @@ async fn queue_get(api: &Api, cx: &Context, vhost: &str, name: &str, body: &Byte
 }
 
 async fn queue_purge(api: &Api, cx: &Context, vhost: &str, name: &str) -> Reply {
-    cx.require_access(vhost, AccessKind::Read, ResourceKind::Queue, name)?;
+    cx.require_access(vhost, AccessOperation::Read, ResourceKind::Queue, name)?;
     if cx.topology.queue(vhost, name).is_none() {
         return Err(Response::not_found());
     }
@@ -970,8 +986,8 @@ fn require_binding_access(
         Destination::Queue(_) => ResourceKind::Queue,
         Destination::Exchange(_) => ResourceKind::Exchange,
     };
-    cx.require_access(vhost, AccessKind::Write, resource, destination.name())?;
-    cx.require_access(vhost, AccessKind::Read, ResourceKind::Exchange, source)
+    cx.require_access(vhost, AccessOperation::Write, resource, destination.name())?;
+    cx.require_access(vhost, AccessOperation::Read, ResourceKind::Exchange, source)
 }
 
 async fn binding(

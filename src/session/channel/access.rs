@@ -14,42 +14,7 @@ use crate::broker::Topology;
 use crate::protocol::{reply_code, FieldTable, Method};
 use crate::shard::direct_reply::REPLY_TO_QUEUE;
 
-/// What an access does to its resource, as RabbitMQ's three permissions name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    /// Create, delete or change the resource.
-    Configure,
-    /// Put messages into it (publish to an exchange, bind a destination).
-    Write,
-    /// Take messages out of it (consume, get, purge; bind from a source).
-    Read,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResourceKind {
-    Exchange,
-    Queue,
-}
-
-impl ResourceKind {
-    #[cfg_attr(not(test), allow(dead_code))]
-    fn name(self) -> &'static str {
-        match self {
-            ResourceKind::Exchange => "exchange",
-            ResourceKind::Queue => "queue",
-        }
-    }
-}
-
-/// One access to a named resource of the session's vhost. The name is as the method gave it
-/// after resolution; `""` is the default exchange, or a queue the topology owner will name
-/// (`amq.gen-…`; a permission table should match it as RabbitMQ matches the generated name).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Access<'a> {
-    pub operation: Operation,
-    pub kind: ResourceKind,
-    pub name: &'a str,
-}
+pub use crate::auth::{Access, Operation, ResourceKind};
 
 /// Decides whether `user` may make `access` in `vhost`. The session asks once per access a
 /// method needs, in RabbitMQ's order, and stops at the first refusal.
@@ -66,16 +31,15 @@ impl Authorizer for AllowAll {
     }
 }
 
-/// RabbitMQ's refusal (rabbit_access_control): a channel error, 403. For the permission table
-/// that replaces [`AllowAll`] (issue 10).
+/// RabbitMQ's refusal (rabbit_access_control): a channel error, 403. Used by the permission
+/// table that replaces [`AllowAll`] (issue 10) and by the tests.
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn refused(user: &str, vhost: &str, access: &Access<'_>) -> Fault {
     Fault::new(
         reply_code::ACCESS_REFUSED,
         format!(
-            "ACCESS_REFUSED - access to {} '{}' in vhost '{vhost}' refused for user '{user}'",
-            access.kind.name(),
-            access.name
+            "ACCESS_REFUSED - {}",
+            crate::auth::permissions::refusal_text(access, vhost, user)
         ),
     )
 }
