@@ -94,15 +94,6 @@ impl Shard {
         let Some(conn) = self.conn(address.channel.conn) else {
             return Reply::Failed("reply consumer gone".to_string());
         };
-        let is_reply_consumer = conn
-            .channels
-            .borrow()
-            .get(&address.channel.channel)
-            .and_then(|channel| channel.consumers.get(&address.consumer))
-            .is_some_and(|consumer| consumer.queue == DIRECT_REPLY_QUEUE_ID);
-        if !is_reply_consumer {
-            return Reply::Failed("reply consumer gone".to_string());
-        }
         let entry = DeliverEntry {
             channel: address.channel,
             consumer: address.consumer,
@@ -111,7 +102,7 @@ impl Shard {
             message,
             redelivered: false,
         };
-        match conn.deliver(entry) {
+        match conn.deliver_direct_reply(entry) {
             Ok(()) => Reply::Applied,
             Err(_) => Reply::Failed("reply consumer gone".to_string()),
         }

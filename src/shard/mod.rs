@@ -14,7 +14,6 @@ pub mod messages;
 mod owner;
 mod paging;
 mod queues;
-pub mod runtime;
 pub mod shard_set;
 mod storage;
 pub mod sync;
@@ -24,10 +23,10 @@ use std::rc::Rc;
 
 use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
 use crate::broker::{sender_selected, AmqpError, ConnId, QueueId, ShardId, Topology};
+use crate::conn_sink::ConnectionSink;
 use crate::id_hash::IdMap;
 use crate::limits::RPC_TIMEOUT;
 use crate::protocol::{reply_code, FieldTable};
-use crate::session::ConnShared;
 use mesh::Mesh;
 use messages::*;
 use queues::HostedQueue;
@@ -47,7 +46,7 @@ pub struct Shard {
     pub topology: RefCell<Topology>,
     pub mesh: Rc<Mesh>,
     queues: RefCell<IdMap<QueueId, HostedQueue>>,
-    conns: RefCell<IdMap<ConnId, Rc<ConnShared>>>,
+    conns: RefCell<IdMap<ConnId, Rc<dyn ConnectionSink>>>,
     next_local_id: Cell<u64>,
     next_request: Cell<RequestId>,
     pending_requests: RefCell<IdMap<RequestId, OneshotSender<Reply>>>,
@@ -139,6 +138,14 @@ impl Shard {
         })
     }
 
+    /// The shard's own tasks, started once it has recovered: the confirmer (confirms released
+    /// as the log becomes durable), the pager and the timer.
+    pub fn start_background_tasks(self: &Rc<Self>) {
+        glommio::spawn_local(storage::run_confirmer(self.clone())).detach();
+        glommio::spawn_local(paging::run_pager(self.clone())).detach();
+        glommio::spawn_local(self.clone().run_timers()).detach();
+    }
+
     /// A process-unique id for a connection or consumer created on this shard.
     pub fn new_id(&self) -> u64 {
         let n = self.next_local_id.get();
@@ -146,7 +153,7 @@ impl Shard {
         ((self.id as u64) << SHARD_SHIFT) | n
     }
 
-    pub fn register_conn(&self, id: ConnId, conn: Rc<ConnShared>) {
+    pub fn register_conn(&self, id: ConnId, conn: Rc<dyn ConnectionSink>) {
         self.conns.borrow_mut().insert(id, conn);
     }
 
@@ -159,7 +166,7 @@ impl Shard {
         self.conns.borrow().len()
     }
 
-    fn conn(&self, id: ConnId) -> Option<Rc<ConnShared>> {
+    fn conn(&self, id: ConnId) -> Option<Rc<dyn ConnectionSink>> {
         self.conns.borrow().get(&id).cloned()
     }
 
@@ -414,7 +421,7 @@ impl Shard {
         if shard != self.id {
             self.mesh.send(shard, MeshMsg::Confirm(confirm, ok));
         } else if let Some(conn) = self.conn(confirm.channel.conn) {
-            conn.confirm_done(confirm.channel.channel, confirm.seq, ok);
+            conn.confirm_decided(confirm.channel.channel, confirm.seq, ok);
         }
     }
 

@@ -1,6 +1,11 @@
-//! Starting and stopping the shards: one glommio executor per shard, pinned to its core (or
-//! unpinned with `--pin none`).
+//! Starting and stopping the broker: one glommio executor per shard, pinned to its core (or
+//! unpinned with `--pin none`), each running a shard, its listeners and their sessions.
+//!
+//! The only module that knows net, session and shard together: net is handed the AMQP
+//! `Protocol` defined here, sessions are given their shard, and the shard sees connections only
+//! as `conn_sink::ConnectionSink`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -9,15 +14,16 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::mesh::{self, Mesh, MeshEnds};
-use super::Shard;
 use crate::broker::Topology;
 use crate::config::{Config, Pin};
 use crate::limits::{
-    CLOSE_TIMEOUT, EXECUTOR_IO_MEMORY_BYTES, EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS,
-    EXECUTOR_RING_DEPTH,
+    CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
+    EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
 };
-use crate::net;
+use crate::net::{self, ListenerSpec, SharedStream};
+use crate::session;
+use crate::shard::mesh::{self, Mesh, MeshEnds};
+use crate::shard::Shard;
 
 /// What a shard reports once it is listening (or why it could not start).
 type Ready = Result<Vec<SocketAddr>, String>;
@@ -156,11 +162,19 @@ async fn shard_main(
         let _ = ready.send(Err(message));
         return;
     }
-    glommio::spawn_local(super::storage::run_confirmer(shard.clone())).detach();
-    glommio::spawn_local(super::paging::run_pager(shard.clone())).detach();
-    glommio::spawn_local(shard.clone().run_timers()).detach();
+    shard.start_background_tasks();
 
-    let listeners = match net::bind_all(&listen) {
+    let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
+        shard: shard.clone(),
+    });
+    let specs = listen
+        .iter()
+        .map(|&address| ListenerSpec {
+            address,
+            protocol: amqp.clone(),
+        })
+        .collect();
+    let listeners = match net::bind_all(specs) {
         Ok(listeners) => listeners,
         Err(message) => {
             let _ = ready.send(Err(message));
@@ -169,10 +183,11 @@ async fn shard_main(
     };
     let addresses = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
+        .filter_map(net::Listener::local_addr)
         .collect();
     for listener in listeners {
-        glommio::spawn_local(net::accept_loop(shard.clone(), listener)).detach();
+        let stop = shutdown_begun(shard.clone());
+        glommio::spawn_local(net::accept_loop(listener, stop)).detach();
     }
     if id == 0 {
         glommio::spawn_local(wait_for_signal(shard.clone())).detach();
@@ -201,6 +216,32 @@ async fn start_mesh(shard: &Rc<Shard>, ends: MeshEnds) {
             }
         })
         .detach();
+    }
+}
+
+/// AMQP 0-9-1, served by `session::serve` on the shard that accepted the connection.
+struct Amqp {
+    shard: Rc<Shard>,
+}
+
+impl net::Protocol for Amqp {
+    fn name(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn admits(&self) -> bool {
+        self.shard.conn_count() < CONNECTIONS_PER_SHARD_MAX
+    }
+
+    fn serve(&self, stream: SharedStream) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(session::serve(self.shard.clone(), stream))
+    }
+}
+
+/// Completes once the shard begins shutting down (listeners stop accepting).
+async fn shutdown_begun(shard: Rc<Shard>) {
+    while !shard.shutting_down.get() {
+        shard.shutdown.wait().await;
     }
 }
 
