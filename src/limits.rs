@@ -29,6 +29,10 @@ pub const DISPATCH_BATCH_MAX: usize = 256;
 pub const MESH_LINK_CAPACITY_BATCHES: usize = 256;
 /// Messages waiting in one shard's outbox to a peer before publishers on this shard pause.
 pub const MESH_OUTBOX_SOFT_MAX_MESSAGES: usize = 16_384;
+/// Bytes (message allocations, and each entry's envelope) waiting in one shard's outbox to a
+/// peer before publishers on this shard pause, as for the message count: a few large messages
+/// must not pile up where 16k small ones would not.
+pub const MESH_OUTBOX_SOFT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Messages in one mesh batch; a larger outbox is sent as several batches.
 pub const MESH_BATCH_MAX_MESSAGES: usize = 1024;
 /// Longest a cross-shard request may take before it is answered with INTERNAL_ERROR.
