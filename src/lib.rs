@@ -1,22 +1,27 @@
 //! ringmq: an AMQP 0-9-1 broker built thread-per-core on glommio.
 //!
-//! Layering (each layer depends only on those above it):
+//! Layering (each layer depends only on those above it; `tests/import_graph.rs` checks the
+//! edge between net, session and shard):
 //! - `protocol`: sans-IO codec for frames, methods, field tables and properties.
 //! - `auth`: password hashes and permission checks (pure).
 //! - `broker`: topology (vhosts, exchanges, bindings, queue metadata), routing, queue state.
 //! - `storage`: per-shard write-ahead log.
-//! - `session`: AMQP connection and channel state.
+//! - `conn_sink`: what a shard hands to a connection (deliveries, confirms, cancels), as a trait.
 //! - `shard`: the executor per core, the mesh between shards, topology replication.
-//! - `net`: listeners and the shared socket stream.
+//! - `net`: listeners registered by protocol, and the client stream (`ClientStream`).
+//! - `session`: AMQP connection and channel state, served over a `net::SharedStream`.
+//! - `runtime`: starts the executors and wires shards, listeners and sessions together.
 
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod conn_sink;
 pub mod id_hash;
 pub mod limits;
 pub mod management;
 pub mod net;
 pub mod protocol;
+pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod storage;

@@ -29,12 +29,16 @@ pub const DISPATCH_BATCH_MAX: usize = 256;
 pub const MESH_LINK_CAPACITY_BATCHES: usize = 256;
 /// Messages waiting in one shard's outbox to a peer before publishers on this shard pause.
 pub const MESH_OUTBOX_SOFT_MAX_MESSAGES: usize = 16_384;
+/// Bytes (message allocations, and each entry's envelope) waiting in one shard's outbox to a
+/// peer before publishers on this shard pause, as for the message count: a few large messages
+/// must not pile up where 16k small ones would not.
+pub const MESH_OUTBOX_SOFT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Messages in one mesh batch; a larger outbox is sent as several batches.
 pub const MESH_BATCH_MAX_MESSAGES: usize = 1024;
 /// Longest a cross-shard request may take before it is answered with INTERNAL_ERROR.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// io_uring registered-buffer memory per executor at most; small, because `ulimit -l` is often
-/// 8 MiB. With many shards each gets less (`shard::runtime::executor_io_memory_bytes`).
+/// 8 MiB. With many shards each gets less (`runtime::executor_io_memory_bytes`).
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 1 << 20;
 /// The least registered-buffer memory an executor is given: glommio's own floor (it rounds
 /// anything smaller up to this).
@@ -53,6 +57,15 @@ pub const CONSUMERS_PER_CHANNEL_MAX: usize = 4096;
 /// Unconfirmed publishes per channel (waiting for other shards or the log) before the session
 /// stops reading that connection until some are confirmed.
 pub const PENDING_CONFIRMS_PER_CHANNEL_MAX: usize = 65_536;
+/// Delayed-exchange messages one shard holds at most (`shard::delayed`); a publish beyond it
+/// is refused (basic.nack to a confirming publisher).
+pub const DELAYED_MESSAGES_MAX: usize = 1 << 20;
+/// ... and message bytes held: a publish that would pass it is refused the same way.
+/// RabbitMQ's plugin has no bound of its own (its store grows until the node's memory alarm
+/// blocks every publisher); ringmq refuses the one publish instead.
+pub const DELAYED_BYTES_MAX: usize = 1 << 30;
+/// Delayed messages routed per timer firing before the timer task yields.
+pub const DELAYED_FIRE_BATCH_MAX: usize = 256;
 /// Messages and acks buffered in one transaction.
 pub const TX_OPERATIONS_MAX: usize = 1_000_000;
 /// Bytes of messages (as allocated: body, properties, names) buffered in one transaction; the
@@ -69,6 +82,11 @@ const _: () = assert!(
 );
 const _: () = assert!(READ_CHUNK_BYTES as u32 <= FRAME_MAX_BYTES);
 const _: () = assert!(MESH_BATCH_MAX_MESSAGES <= MESH_OUTBOX_SOFT_MAX_MESSAGES);
+// One connection's output bound fits in an outbox before the whole shard pauses for it.
+const _: () = assert!(OUTBOX_SOFT_MAX_BYTES <= MESH_OUTBOX_SOFT_MAX_BYTES);
+// The largest message a client may send can always be held by a delayed exchange.
+const _: () = assert!(MESSAGE_SIZE_MAX_BYTES as usize <= DELAYED_BYTES_MAX);
+const _: () = assert!(DELAYED_FIRE_BATCH_MAX <= DELAYED_MESSAGES_MAX);
 const _: () = assert!(
     WAL_BATCH_SOFT_BYTES + WAL_PART_BODY_BYTES + WAL_RECORD_OVERHEAD_MAX_BYTES
         < WAL_WRITE_BUFFER_BYTES

@@ -21,7 +21,7 @@ fn main() {
     tracing::info!(shards = config.shards, port = config.port, listen = ?config.listen, "starting");
 
     let shards = config.shards;
-    let result = ringmq::shard::runtime::run(&config, |addresses| {
+    let result = ringmq::runtime::run(&config, |addresses| {
         let first = addresses
             .first()
             .map_or_else(|| "?".to_string(), |a| a.to_string());

@@ -4,6 +4,7 @@ mod channel;
 use channel::ContentHeader;
 mod handshake;
 mod io;
+mod sink;
 mod state;
 
 pub use state::ConnShared;
@@ -12,8 +13,6 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::Duration;
-
-use glommio::net::TcpStream;
 
 use crate::broker::queue::ChannelRef;
 use crate::broker::AmqpError;
@@ -101,9 +100,8 @@ enum Ending {
     Close(Fault),
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, stream: SharedStream) {
     let peer = stream.peer_addr().ok();
-    let stream = SharedStream::new(stream);
     let conn_id = shard.new_id();
     let conn = Rc::new(ConnShared::new(conn_id));
     let heartbeat = Rc::new(Cell::new(0u16));

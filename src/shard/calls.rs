@@ -143,25 +143,6 @@ mod tests {
 
     const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// The mesh wiring of `runtime::start_mesh`, for a shard of a test.
-    async fn connect(shard: &Rc<Shard>, ends: MeshEnds) {
-        let (senders, receivers) = Mesh::connect(ends).await;
-        for (peer, sender) in senders {
-            glommio::spawn_local(shard.mesh.clone().run_flusher(peer, sender)).detach();
-        }
-        for (_peer, receiver) in receivers {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                while let Some(batch) = receiver.recv().await {
-                    for msg in batch {
-                        shard.handle_mesh(msg);
-                    }
-                }
-            })
-            .detach();
-        }
-    }
-
     fn spawn_shard<F, Fut>(id: ShardId, ends: MeshEnds, body: F) -> ExecutorJoinHandle<()>
     where
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
@@ -171,7 +152,7 @@ mod tests {
             .io_memory(1 << 20)
             .spawn(move || async move {
                 let shard = Shard::new(id, 2, Topology::new_default());
-                connect(&shard, ends).await;
+                shard.connect_mesh(ends).await;
                 body(shard).await;
             })
             .expect("spawn executor")

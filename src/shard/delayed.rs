@@ -23,13 +23,10 @@ use super::{PublishOutcome, Shard};
 use crate::broker::queue::Route;
 use crate::broker::queue::{Message, MessageId, SharedMessage, MESSAGE_TTL_MAX_MS};
 use crate::broker::{ExchangeKind, QueueId};
+use crate::limits::{DELAYED_BYTES_MAX, DELAYED_FIRE_BATCH_MAX, DELAYED_MESSAGES_MAX};
 use crate::protocol::{FieldTable, FieldValue};
 
 pub const X_DELAY: &str = "x-delay";
-/// Delayed messages one shard holds at most; a publish beyond it is refused (nack).
-pub const DELAYED_MESSAGES_MAX: usize = 1 << 20;
-/// Delayed messages routed per timer firing before the timer task yields.
-pub const DELAYED_FIRE_BATCH_MAX: usize = 256;
 /// The timer key of the delayed store (it belongs to no queue).
 const DELAYED_TIMER: TimerKey = TimerKey {
     queue: 0,
@@ -54,7 +51,17 @@ struct Held {
 pub struct DelayedMessages {
     /// (deadline ms, arrival number) -> message: equal deadlines keep publish order.
     by_deadline: RefCell<BTreeMap<(u64, u64), Held>>,
+    /// Message allocations held in `by_deadline`.
+    held_bytes: Cell<usize>,
     next_arrival: Cell<u64>,
+}
+
+impl DelayedMessages {
+    /// Whether a message of `bytes` may be held: under both the count and the byte bound.
+    fn has_room_for(&self, bytes: usize) -> bool {
+        self.by_deadline.borrow().len() < DELAYED_MESSAGES_MAX
+            && self.held_bytes.get().saturating_add(bytes) <= DELAYED_BYTES_MAX
+    }
 }
 
 /// The delay a message asks for: `x-delay` as any integer type; zero, negative or absent is
@@ -93,7 +100,11 @@ impl Shard {
             refused: false,
             remote_shards: ShardSet::default(),
         };
-        if self.features.delayed.by_deadline.borrow().len() >= DELAYED_MESSAGES_MAX {
+        if !self
+            .features
+            .delayed
+            .has_room_for(message.allocated_bytes())
+        {
             outcome.refused = true;
             return Some(outcome);
         }
@@ -143,6 +154,8 @@ impl Shard {
     fn hold(&self, deadline: u64, arrival: MessageId, held: Held) {
         let first = {
             let mut by_deadline = self.features.delayed.by_deadline.borrow_mut();
+            let bytes = &self.features.delayed.held_bytes;
+            bytes.set(bytes.get() + held.message.allocated_bytes());
             by_deadline.insert((deadline, arrival), held);
             by_deadline
                 .first_key_value()
@@ -203,7 +216,10 @@ impl Shard {
                     break;
                 }
                 let arrival = entry.key().1;
-                due.push((arrival, entry.remove()));
+                let routed = entry.remove();
+                let bytes = &self.features.delayed.held_bytes;
+                bytes.set(bytes.get().saturating_sub(routed.message.allocated_bytes()));
+                due.push((arrival, routed));
             }
             let first = held.first_key_value().map(|((deadline, _), _)| *deadline);
             drop(held);
@@ -261,6 +277,39 @@ mod tests {
 
     use super::*;
     use crate::protocol::BasicProperties;
+
+    fn held_of(body_bytes: usize) -> Held {
+        let body = vec![1u8; body_bytes];
+        let route = Route {
+            exchange: "x",
+            routing_key: "k",
+        };
+        Held {
+            vhost: "/".to_string(),
+            exchange: "x".to_string(),
+            message: Message::new(route, &BasicProperties::default(), &body),
+            persisted: false,
+        }
+    }
+
+    #[test]
+    fn the_store_is_bounded_by_bytes_below_its_message_count() {
+        let store = DelayedMessages::default();
+        let body_bytes = 16 * 1024 * 1024;
+        let message_bytes = held_of(body_bytes).message.allocated_bytes();
+        let fit = DELAYED_BYTES_MAX / message_bytes;
+        assert!(fit < DELAYED_MESSAGES_MAX);
+        for arrival in 0..fit as u64 {
+            assert!(store.has_room_for(message_bytes));
+            store
+                .by_deadline
+                .borrow_mut()
+                .insert((1, arrival), held_of(0));
+            store.held_bytes.set(store.held_bytes.get() + message_bytes);
+        }
+        assert!(!store.has_room_for(message_bytes), "past the byte bound");
+        assert!(store.has_room_for(DELAYED_BYTES_MAX - store.held_bytes.get()));
+    }
 
     #[test]
     fn stored_copy_round_trips() {

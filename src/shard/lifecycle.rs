@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use super::calls::ShardCall;
+use super::mesh::{Mesh, MeshEnds};
 use super::messages::{MeshMsg, Recovered, StartupTopology};
 use super::sync::Notify;
 use super::Shard;
@@ -57,6 +58,40 @@ impl Lifecycle {
 }
 
 impl Shard {
+    /// Joins the mesh: one flusher task per outgoing link, one task per incoming link handing
+    /// each entry to `handle_mesh` (after the log's batch has room, as a reader waits).
+    pub async fn connect_mesh(self: &Rc<Self>, ends: MeshEnds) {
+        let (senders, receivers) = Mesh::connect(ends).await;
+        for (peer, sender) in senders {
+            glommio::spawn_local(self.mesh.clone().run_flusher(peer, sender)).detach();
+        }
+        for (_peer, receiver) in receivers {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(batch) = receiver.recv().await {
+                    for msg in batch {
+                        shard.storage.wait_for_room().await;
+                        shard.handle_mesh(msg);
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// The shard's own tasks, started once it has recovered: the confirmer (confirms released
+    /// as the log becomes durable), the pager and the timers.
+    pub fn start_background_tasks(self: &Rc<Self>) {
+        glommio::spawn_local(super::storage::run_confirmer(self.clone())).detach();
+        glommio::spawn_local(super::paging::run_pager(self.clone())).detach();
+        glommio::spawn_local(self.clone().run_timers()).detach();
+    }
+
+    /// The shard that waits for SIGINT/SIGTERM and relays the shutdown (the coordinator).
+    pub fn relays_signals(&self) -> bool {
+        self.is_coordinator()
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.lifecycle.shutting_down.get()
     }

@@ -4,11 +4,11 @@
 //! (`Vec<MeshMsg>`) in FIFO order. Senders on shard `a` never touch the channel directly: they push
 //! onto `a`'s outbox for `b` (a plain `Vec`, synchronous, so the order of pushes is the order on the
 //! wire), and one flusher task per link moves the whole outbox as one batch. When the channel is
-//! full the flusher waits and the outbox grows; past `MESH_OUTBOX_SOFT_MAX_MESSAGES` the connections
-//! of shard `a` stop reading from their sockets until it drains (`wait_for_room`), so a slow shard
+//! full the flusher waits and the outbox grows; past `MESH_OUTBOX_SOFT_MAX_MESSAGES` or
+//! `MESH_OUTBOX_SOFT_MAX_BYTES` the connections of shard `a` stop reading from their sockets until it drains (`wait_for_room`), so a slow shard
 //! slows its publishers through TCP instead of growing memory.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use glommio::channels::shared_channel::{
@@ -17,9 +17,10 @@ use glommio::channels::shared_channel::{
 
 use super::messages::MeshMsg;
 use super::sync::Notify;
-use crate::broker::ShardId;
+use crate::broker::{QueueId, ShardId};
 use crate::limits::{
-    MESH_BATCH_MAX_MESSAGES, MESH_LINK_CAPACITY_BATCHES, MESH_OUTBOX_SOFT_MAX_MESSAGES,
+    MESH_BATCH_MAX_MESSAGES, MESH_LINK_CAPACITY_BATCHES, MESH_OUTBOX_SOFT_MAX_BYTES,
+    MESH_OUTBOX_SOFT_MAX_MESSAGES,
 };
 
 pub type Batch = Vec<MeshMsg>;
@@ -52,10 +53,27 @@ pub fn build(shard_count: usize) -> Vec<MeshEnds> {
     ends
 }
 
+/// What an entry holds in an outbox: its envelope, plus the message allocation of a publish or
+/// a delivery (the bulk of the traffic; shared with the queues, so counted once per outbox it
+/// waits in). Requests and replies count as their envelope: what they carry is bounded where
+/// they are made (adoption batches by `ADOPT_BATCH_BYTES_MAX`, a get by the message size).
+fn message_bytes(msg: &MeshMsg) -> usize {
+    let carried = match msg {
+        MeshMsg::Publish(entry) => {
+            entry.message.allocated_bytes() + entry.queues.len() * std::mem::size_of::<QueueId>()
+        }
+        MeshMsg::Deliver(entry) => entry.message.allocated_bytes(),
+        _ => 0,
+    };
+    std::mem::size_of::<MeshMsg>() + carried
+}
+
 /// One shard's side of the mesh: an outbox per peer plus the wake-ups of its flusher tasks.
 pub struct Mesh {
     me: ShardId,
     outboxes: Vec<RefCell<Batch>>,
+    /// What each outbox holds, by [`message_bytes`].
+    outbox_bytes: Vec<Cell<usize>>,
     outbox_ready: Vec<Notify>,
     drained: Notify,
 }
@@ -65,6 +83,7 @@ impl Mesh {
         Mesh {
             me,
             outboxes: (0..shard_count).map(|_| RefCell::new(Vec::new())).collect(),
+            outbox_bytes: (0..shard_count).map(|_| Cell::new(0)).collect(),
             outbox_ready: (0..shard_count).map(|_| Notify::default()).collect(),
             drained: Notify::default(),
         }
@@ -76,6 +95,8 @@ impl Mesh {
         let Some(outbox) = self.outboxes.get(to) else {
             return;
         };
+        let bytes = &self.outbox_bytes[to];
+        bytes.set(bytes.get() + message_bytes(&msg));
         let mut outbox = outbox.borrow_mut();
         outbox.push(msg);
         if outbox.len() == 1 {
@@ -83,10 +104,15 @@ impl Mesh {
         }
     }
 
+    /// An outbox is over its soft bound in messages or in bytes.
     pub fn is_congested(&self) -> bool {
         self.outboxes
             .iter()
-            .any(|o| o.borrow().len() >= MESH_OUTBOX_SOFT_MAX_MESSAGES)
+            .zip(&self.outbox_bytes)
+            .any(|(outbox, bytes)| {
+                outbox.borrow().len() >= MESH_OUTBOX_SOFT_MAX_MESSAGES
+                    || bytes.get() >= MESH_OUTBOX_SOFT_MAX_BYTES
+            })
     }
 
     /// Waits until no outbox is over its soft bound.
@@ -121,10 +147,15 @@ impl Mesh {
 
     fn take_batch(&self, to: ShardId) -> Batch {
         let mut outbox = self.outboxes[to].borrow_mut();
+        let bytes = &self.outbox_bytes[to];
         if outbox.len() <= MESH_BATCH_MAX_MESSAGES {
+            bytes.set(0);
             std::mem::take(&mut *outbox)
         } else {
-            outbox.drain(..MESH_BATCH_MAX_MESSAGES).collect()
+            let batch: Batch = outbox.drain(..MESH_BATCH_MAX_MESSAGES).collect();
+            let taken: usize = batch.iter().map(message_bytes).sum();
+            bytes.set(bytes.get().saturating_sub(taken));
+            batch
         }
     }
 
@@ -157,5 +188,66 @@ impl Mesh {
             receivers.push((peer, task.await));
         }
         (senders, receivers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::queue::{Message, Route};
+    use crate::limits::{MESH_OUTBOX_SOFT_MAX_BYTES, MESSAGE_SIZE_DEFAULT_BYTES};
+    use crate::protocol::BasicProperties;
+    use crate::shard::messages::PublishEntry;
+
+    fn publish_of(body_bytes: usize) -> MeshMsg {
+        let body = vec![7u8; body_bytes];
+        let route = Route {
+            exchange: "",
+            routing_key: "q",
+        };
+        MeshMsg::Publish(PublishEntry {
+            queues: vec![1],
+            message: Message::new(route, &BasicProperties::default(), &body),
+            confirm: None,
+        })
+    }
+
+    #[test]
+    fn an_outbox_is_congested_by_bytes_well_below_its_message_count() {
+        let mesh = Mesh::new(0, 2);
+        let body_bytes = 1024 * 1024;
+        let entry_bytes = message_bytes(&publish_of(body_bytes));
+        // The last of these crosses the bound; the ones before it stay under it.
+        let messages = MESH_OUTBOX_SOFT_MAX_BYTES.div_ceil(entry_bytes);
+        assert!(messages < MESH_OUTBOX_SOFT_MAX_MESSAGES);
+        assert!((body_bytes as u64) < MESSAGE_SIZE_DEFAULT_BYTES);
+        for _ in 0..messages - 1 {
+            mesh.send(1, publish_of(body_bytes));
+        }
+        assert!(!mesh.is_congested(), "under the byte bound");
+        mesh.send(1, publish_of(body_bytes));
+        assert!(mesh.is_congested(), "past the byte bound");
+        // Handing the outbox to the link accounts the bytes back.
+        let taken = mesh.take_batch(1);
+        assert_eq!(taken.len(), messages);
+        assert!(!mesh.is_congested());
+        assert_eq!(mesh.outbox_bytes[1].get(), 0);
+    }
+
+    #[test]
+    fn a_batch_cut_off_a_long_outbox_takes_its_bytes_along() {
+        let mesh = Mesh::new(1, 2);
+        for _ in 0..MESH_BATCH_MAX_MESSAGES + 10 {
+            mesh.send(0, publish_of(100));
+        }
+        let before = mesh.outbox_bytes[0].get();
+        let batch = mesh.take_batch(0);
+        assert_eq!(batch.len(), MESH_BATCH_MAX_MESSAGES);
+        let left = mesh.outbox_bytes[0].get();
+        assert_eq!(
+            before - left,
+            batch.iter().map(message_bytes).sum::<usize>()
+        );
+        assert_eq!(left, 10 * message_bytes(&publish_of(100)));
     }
 }

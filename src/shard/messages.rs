@@ -8,6 +8,9 @@ use super::calls::{AnyReply, ErasedCall};
 use crate::broker::queue::{ChannelRef, ConsumerKey, MessageId, SharedMessage};
 use crate::broker::{QueueId, ShardId, TopologyChange};
 
+/// Defined below the shard and the session, which both handle it (`conn_sink`).
+pub use crate::conn_sink::DeliverEntry;
+
 pub type RequestId = u64;
 
 /// One entry of a mesh batch.
@@ -55,15 +58,6 @@ pub struct PublishEntry {
     pub queues: Vec<QueueId>,
     pub message: SharedMessage,
     pub confirm: Option<ConfirmRef>,
-}
-
-pub struct DeliverEntry {
-    pub channel: ChannelRef,
-    pub consumer: ConsumerKey,
-    pub queue: QueueId,
-    pub message_id: MessageId,
-    pub message: SharedMessage,
-    pub redelivered: bool,
 }
 
 pub enum SettleOp {

@@ -17,7 +17,6 @@ pub mod messages;
 mod owner;
 mod paging;
 mod queues;
-pub mod runtime;
 pub mod shard_set;
 mod storage;
 pub mod sync;
@@ -27,10 +26,10 @@ use std::rc::Rc;
 
 use crate::broker::queue::{ChannelRef, ConsumerKey, SharedMessage};
 use crate::broker::{sender_selected, AmqpError, ConnId, QueueId, ShardId, Topology};
+use crate::conn_sink::ConnectionSink;
 use crate::id_hash::IdMap;
 use crate::limits::RPC_TIMEOUT;
 use crate::protocol::reply_code;
-use crate::session::ConnShared;
 use mesh::Mesh;
 use messages::*;
 use queues::HostedQueue;
@@ -70,7 +69,7 @@ pub struct Shard {
     topology: RefCell<Topology>,
     mesh: Rc<Mesh>,
     queues: RefCell<IdMap<QueueId, HostedQueue>>,
-    conns: RefCell<IdMap<ConnId, Rc<ConnShared>>>,
+    conns: RefCell<IdMap<ConnId, Rc<dyn ConnectionSink>>>,
     next_local_id: Cell<u64>,
     calls: calls::PendingCalls,
     route_scratch: RouteScratch,
@@ -203,7 +202,7 @@ impl Shard {
         ((self.id as u64) << SHARD_SHIFT) | n
     }
 
-    pub fn register_conn(&self, id: ConnId, conn: Rc<ConnShared>) {
+    pub fn register_conn(&self, id: ConnId, conn: Rc<dyn ConnectionSink>) {
         self.conns.borrow_mut().insert(id, conn);
     }
 
@@ -216,7 +215,7 @@ impl Shard {
         self.conns.borrow().len()
     }
 
-    fn conn(&self, id: ConnId) -> Option<Rc<ConnShared>> {
+    fn conn(&self, id: ConnId) -> Option<Rc<dyn ConnectionSink>> {
         self.conns.borrow().get(&id).cloned()
     }
 
@@ -450,7 +449,7 @@ impl Shard {
         if shard != self.id {
             self.mesh.send(shard, MeshMsg::Confirm(confirm, ok));
         } else if let Some(conn) = self.conn(confirm.channel.conn) {
-            conn.confirm_done(confirm.channel.channel, confirm.seq, ok);
+            conn.confirm_decided(confirm.channel.channel, confirm.seq, ok);
         }
     }
 

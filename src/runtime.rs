@@ -1,6 +1,11 @@
-//! Starting and stopping the shards: one glommio executor per shard, pinned to its core (or
-//! unpinned with `--pin none`).
+//! Starting and stopping the broker: one glommio executor per shard, pinned to its core (or
+//! unpinned with `--pin none`), each running a shard, its listeners and their sessions.
+//!
+//! The only module that knows net, session and shard together: net is handed the AMQP
+//! `Protocol` defined here, sessions are given their shard, and the shard sees connections only
+//! as `conn_sink::ConnectionSink`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -9,15 +14,16 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::mesh::{self, Mesh, MeshEnds};
-use super::Shard;
 use crate::broker::Topology;
 use crate::config::{Config, Pin};
 use crate::limits::{
-    CLOSE_TIMEOUT, EXECUTOR_IO_MEMORY_BYTES, EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS,
-    EXECUTOR_RING_DEPTH,
+    CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
+    EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
 };
-use crate::net;
+use crate::net::{self, ListenerSpec, SharedStream};
+use crate::session;
+use crate::shard::mesh::{self, MeshEnds};
+use crate::shard::Shard;
 
 /// What a shard reports once it is listening (or why it could not start).
 type Ready = Result<Vec<SocketAddr>, String>;
@@ -151,16 +157,24 @@ async fn shard_main(
     let shard = Shard::new(id, shard_count, Topology::new_default());
     shard.set_queue_memory_bytes(queue_memory_bytes);
     shard.set_max_message_bytes(max_message_bytes);
-    start_mesh(&shard, ends).await;
+    shard.connect_mesh(ends).await;
     if let Err(message) = shard.recover(&data_dir).await {
         let _ = ready.send(Err(message));
         return;
     }
-    glommio::spawn_local(super::storage::run_confirmer(shard.clone())).detach();
-    glommio::spawn_local(super::paging::run_pager(shard.clone())).detach();
-    glommio::spawn_local(shard.clone().run_timers()).detach();
+    shard.start_background_tasks();
 
-    let listeners = match net::bind_all(&listen) {
+    let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
+        shard: shard.clone(),
+    });
+    let specs = listen
+        .iter()
+        .map(|&address| ListenerSpec {
+            address,
+            protocol: amqp.clone(),
+        })
+        .collect();
+    let listeners = match net::bind_all(specs) {
         Ok(listeners) => listeners,
         Err(message) => {
             let _ = ready.send(Err(message));
@@ -169,12 +183,14 @@ async fn shard_main(
     };
     let addresses = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
+        .filter_map(net::Listener::local_addr)
         .collect();
     for listener in listeners {
-        glommio::spawn_local(net::accept_loop(shard.clone(), listener)).detach();
+        let shard = shard.clone();
+        let stop = async move { shard.wait_for_shutdown().await };
+        glommio::spawn_local(net::accept_loop(listener, stop)).detach();
     }
-    if id == 0 {
+    if shard.relays_signals() {
         glommio::spawn_local(wait_for_signal(shard.clone())).detach();
     }
     let _ = ready.send(Ok(addresses));
@@ -185,26 +201,26 @@ async fn shard_main(
     tracing::info!(shard = id, "shard stopped");
 }
 
-async fn start_mesh(shard: &Rc<Shard>, ends: MeshEnds) {
-    let (senders, receivers) = Mesh::connect(ends).await;
-    for (peer, sender) in senders {
-        glommio::spawn_local(shard.mesh.clone().run_flusher(peer, sender)).detach();
+/// AMQP 0-9-1, served by `session::serve` on the shard that accepted the connection.
+struct Amqp {
+    shard: Rc<Shard>,
+}
+
+impl net::Protocol for Amqp {
+    fn name(&self) -> &'static str {
+        "amqp"
     }
-    for (_peer, receiver) in receivers {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(batch) = receiver.recv().await {
-                for msg in batch {
-                    shard.storage.wait_for_room().await;
-                    shard.handle_mesh(msg);
-                }
-            }
-        })
-        .detach();
+
+    fn admits(&self) -> bool {
+        self.shard.conn_count() < CONNECTIONS_PER_SHARD_MAX
+    }
+
+    fn serve(&self, stream: SharedStream) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(session::serve(self.shard.clone(), stream))
     }
 }
 
-/// Shard 0 waits for SIGINT/SIGTERM on glommio's blocking pool and relays the shutdown.
+/// The coordinator waits for SIGINT/SIGTERM on glommio's blocking pool and relays the shutdown.
 async fn wait_for_signal(shard: Rc<Shard>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let waited = glommio::executor()

@@ -1,0 +1,132 @@
+//! Listeners registered by protocol: each listening socket is bound for one `Protocol`, which
+//! is handed every connection accepted on it.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use glommio::net::TcpListener;
+
+use super::stream::SharedStream;
+use crate::limits::LISTEN_BACKLOG;
+
+/// What a listener does with the connections it accepts: AMQP's session, later HTTP's.
+pub trait Protocol {
+    /// For logs, and to tell listeners of different protocols apart.
+    fn name(&self) -> &'static str;
+    /// Whether one more connection may be taken now; one that may not is closed at once.
+    fn admits(&self) -> bool;
+    /// Serves one accepted connection until it ends; runs as its own task.
+    fn serve(&self, stream: SharedStream) -> Pin<Box<dyn Future<Output = ()>>>;
+}
+
+/// One address to listen on and the protocol spoken there.
+pub struct ListenerSpec {
+    pub address: SocketAddr,
+    pub protocol: Rc<dyn Protocol>,
+}
+
+/// A bound listening socket and its protocol.
+pub struct Listener {
+    socket: TcpListener,
+    protocol: Rc<dyn Protocol>,
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket.local_addr().ok()
+    }
+
+    pub fn protocol_name(&self) -> &'static str {
+        self.protocol.name()
+    }
+}
+
+/// Binds every spec; an address that cannot be bound is skipped with a warning as long as
+/// another address of the same protocol can (a host without IPv6 still serves 127.0.0.1), as
+/// RabbitMQ does.
+pub fn bind_all(specs: Vec<ListenerSpec>) -> Result<Vec<Listener>, String> {
+    let mut listeners = Vec::new();
+    let mut errors: Vec<(&'static str, String)> = Vec::new();
+    for spec in specs {
+        let name = spec.protocol.name();
+        match bind(&spec.address) {
+            Ok(socket) => listeners.push(Listener {
+                socket,
+                protocol: spec.protocol,
+            }),
+            Err(error) => {
+                tracing::warn!(address = %spec.address, protocol = name, %error, "cannot listen");
+                errors.push((name, format!("{}: {error}", spec.address)));
+            }
+        }
+    }
+    for (name, _) in &errors {
+        if !listeners.iter().any(|l| l.protocol_name() == *name) {
+            let failed: Vec<&str> = errors
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, text)| text.as_str())
+                .collect();
+            return Err(format!(
+                "cannot listen on any {name} address: {}",
+                failed.join("; ")
+            ));
+        }
+    }
+    Ok(listeners)
+}
+
+/// A listening socket with SO_REUSEPORT (every shard binds the same address) and SO_REUSEADDR
+/// (a restarted broker can bind while old connections linger in TIME_WAIT).
+fn bind(address: &SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(
+        Domain::for_address(*address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&(*address).into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the descriptor is a listening TCP socket we own; ownership moves to the listener.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Accepts connections until `stop` completes, handing each to the listener's protocol.
+pub async fn accept_loop(listener: Listener, stop: impl Future<Output = ()>) {
+    // Polled again by each accept; it is never polled once it has completed: we return then.
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted =
+            futures_lite::future::or(async { Some(listener.socket.accept().await) }, async {
+                stop.as_mut().await;
+                None
+            })
+            .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        if !listener.protocol.admits() {
+            tracing::warn!(
+                protocol = listener.protocol_name(),
+                "connection limit reached, refusing a connection"
+            );
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        glommio::spawn_local(listener.protocol.serve(SharedStream::new(stream))).detach();
+    }
+}

@@ -1,0 +1,120 @@
+//! A client connection's transport, and the handle its reader and writer tasks share.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+/// What a session reads and writes: a TCP stream, or later a TLS stream over one. The socket
+/// operations a session needs besides bytes are here, so a wrapper passes them to its socket.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// A read that waits longer than `timeout` fails with `TimedOut` (heartbeats).
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Shuts the socket down in both directions, waking a reader blocked on it.
+    fn shutdown(&self);
+}
+
+impl ClientStream for TcpStream {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::peer_addr(self).map_err(io::Error::from)
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout).map_err(io::Error::from)
+    }
+
+    fn shutdown(&self) {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        let fd = self.as_raw_fd();
+        // SAFETY: the descriptor belongs to this stream, which outlives this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// One client stream used by a reader task and a writer task. glommio keeps separate read and
+/// write readiness state, and each poll borrows the stream only for its own duration, so the two
+/// tasks never hold the borrow at the same time.
+#[derive(Clone)]
+pub struct SharedStream(Rc<RefCell<dyn ClientStream>>);
+
+impl SharedStream {
+    pub fn new(stream: impl ClientStream + 'static) -> SharedStream {
+        SharedStream(Rc::new(RefCell::new(stream)))
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.borrow().peer_addr()
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.0.borrow().set_read_timeout(timeout)
+    }
+
+    /// Closes gracefully: waits (bounded) for the peer to close first, reading and discarding, then
+    /// closes. The client that sent connection.close closes the socket once it has read our
+    /// close-ok; closing before that can make it see the end of the stream before the close-ok,
+    /// and unread input would turn our close into a reset.
+    pub async fn close_gracefully(&mut self, linger: Duration) {
+        use futures_lite::AsyncReadExt;
+        let mut sink = [0u8; 4096];
+        let _ = glommio::timer::timeout(linger, async {
+            while let Ok(n) = self.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await;
+        self.shutdown();
+    }
+
+    /// Shuts the socket down in both directions, waking a reader blocked on it.
+    pub fn shutdown(&self) {
+        self.0.borrow().shutdown();
+    }
+}
+
+impl AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SharedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}

@@ -1,0 +1,24 @@
+//! The connection as the shard sees it (`conn_sink::ConnectionSink`), over `ConnShared`'s own
+//! methods.
+
+use super::state::ConnShared;
+use crate::broker::queue::{ConsumerKey, SharedMessage};
+use crate::conn_sink::{ConnectionSink, DeliverEntry};
+
+impl ConnectionSink for ConnShared {
+    fn deliver(&self, entry: DeliverEntry) -> Result<(), DeliverEntry> {
+        ConnShared::deliver(self, entry)
+    }
+
+    fn deliver_reply(&self, channel: u16, consumer: ConsumerKey, message: &SharedMessage) -> bool {
+        ConnShared::deliver_reply(self, channel, consumer, message)
+    }
+
+    fn confirm_decided(&self, channel: u16, seq: u64, ok: bool) {
+        self.confirm_done(channel, seq, ok);
+    }
+
+    fn consumer_cancelled(&self, channel: u16, consumer: ConsumerKey) {
+        ConnShared::consumer_cancelled(self, channel, consumer);
+    }
+}
