@@ -227,12 +227,9 @@ mod tests {
         let none = PasswordHash::none();
         assert!(!none.verify(""));
         assert!(!none.verify("guest"));
-        assert!(
-            PasswordHash::from_encoded(HashingAlgorithm::Sha256, "")
-                .unwrap()
-                .verify("")
-                == false
-        );
+        assert!(!PasswordHash::from_encoded(HashingAlgorithm::Sha256, "")
+            .unwrap()
+            .verify(""));
     }
 
     #[test]

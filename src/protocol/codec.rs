@@ -259,6 +259,16 @@ fn write_field_value(out: &mut BytesMut, value: &FieldValue) {
     }
 }
 
+/// Decodes a field table given without its 4-byte length prefix (the AMQPLAIN SASL response).
+pub fn decode_table_body(body: &[u8]) -> Result<FieldTable, ProtocolError> {
+    // A SASL response is a longstr, so its length always fits; saturate rather than trust it.
+    let length = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut framed = BytesMut::with_capacity(body.len() + 4);
+    framed.put_u32(length);
+    framed.extend_from_slice(body);
+    read_table(&mut framed.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,14 +420,4 @@ mod tests {
         let back = read_shortstr(&mut wire).expect("valid utf8 after cut");
         assert_eq!(back.len(), 254);
     }
-}
-
-/// Decodes a field table given without its 4-byte length prefix (the AMQPLAIN SASL response).
-pub fn decode_table_body(body: &[u8]) -> Result<FieldTable, ProtocolError> {
-    // A SASL response is a longstr, so its length always fits; saturate rather than trust it.
-    let length = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    let mut framed = BytesMut::with_capacity(body.len() + 4);
-    framed.put_u32(length);
-    framed.extend_from_slice(body);
-    read_table(&mut framed.freeze())
 }

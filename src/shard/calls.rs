@@ -106,7 +106,7 @@ mod tests {
 
     use super::*;
     use crate::broker::Topology;
-    use crate::shard::mesh::{self, Mesh, MeshEnds};
+    use crate::shard::mesh::{self, MeshEnds};
 
     /// Answers who handled it, for whom, and twice its number: a reply type of its own.
     struct Double(u64);

@@ -652,10 +652,7 @@ pub mod shard_probe {
         let mut first = Vec::new();
         let mut buf = [0u8; 4096];
         let mut reported = Some(shard);
-        loop {
-            let Ok(n) = server_read.read(&mut buf).await else {
-                break;
-            };
+        while let Ok(n) = server_read.read(&mut buf).await {
             if n == 0 {
                 break;
             }
