@@ -18,6 +18,8 @@ use crate::limits::{
 
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;
+/// amqps's IANA port, used when a certificate and key are given without `tls_port`.
+pub const TLS_PORT_DEFAULT: u16 = 5671;
 /// Hard ceiling on shards whatever the machine. With `--pin cores` (the default) the limit is
 /// also the number of cores, since each shard's executor is pinned to a core of its own.
 pub const SHARDS_MAX: usize = 256;
@@ -69,6 +71,25 @@ pub struct Config {
     pub default_pass: Secret,
     /// Users that may only log in from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// The amqps listener; `None` (no certificate and key given): TLS off.
+    pub tls: Option<TlsConfig>,
+}
+
+/// amqps on the same listen addresses as AMQP. The files are read (and refused) at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Differs from `Config::port`.
+    pub port: u16,
+    /// PEM: the server certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM: the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM: the CAs client certificates are checked against; required by `verify_peer`.
+    pub ca: Option<PathBuf>,
+    /// RabbitMQ's `verify = verify_peer`: ask clients for a certificate and check it.
+    pub verify_peer: bool,
+    /// RabbitMQ's `fail_if_no_peer_cert`: refuse a client without one. Only with `verify_peer`.
+    pub fail_if_no_peer_cert: bool,
 }
 
 /// A password from the command line or the file: `Debug` does not show it.
@@ -174,6 +195,10 @@ pub enum ConfigError {
     MaxMessage { value: String, origin: Origin },
     #[error("invalid {what} ({origin}): must be 1..={ACCESS_NAME_LENGTH_MAX} bytes")]
     AccessName { what: &'static str, origin: Origin },
+    #[error("invalid tls-port {value:?} ({origin}): must be a number in 1..=65535, not the AMQP port")]
+    TlsPort { value: String, origin: Origin },
+    #[error("invalid TLS settings: {0}")]
+    Tls(&'static str),
 }
 
 impl ConfigError {
@@ -197,7 +222,8 @@ impl ConfigError {
 struct Flags {
     /// TOML file with any of: port, listen, shards, pin, data_dir, log_level, log_format,
     /// spin_us, queue_memory_bytes, max_message_bytes, default_user, default_pass,
-    /// loopback_users. Flags override it.
+    /// loopback_users, tls_port, tls_cert, tls_key, tls_ca, tls_verify_peer,
+    /// tls_fail_if_no_peer_cert. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// TCP port to listen on [default: 5672]
@@ -242,6 +268,26 @@ struct Flags {
     /// [default: guest]
     #[arg(long, value_name = "USERS")]
     loopback_users: Option<String>,
+    /// amqps port, on the same addresses [default: 5671 when --tls-cert and --tls-key are
+    /// given; TLS is off without them]
+    #[arg(long, value_name = "N")]
+    tls_port: Option<String>,
+    /// PEM file with the server certificate (then its chain)
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file with the server's private key
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM file with the CAs client certificates are checked against
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Ask TLS clients for a certificate and verify it against --tls-ca (RabbitMQ's
+    /// verify_peer; a verified certificate allows SASL EXTERNAL) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tls_verify_peer: Option<bool>,
+    /// With --tls-verify-peer: refuse TLS clients without a certificate [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tls_fail_if_no_peer_cert: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +306,12 @@ struct FileValues {
     default_user: Option<String>,
     default_pass: Option<String>,
     loopback_users: Option<Vec<String>>,
+    tls_port: Option<i64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_verify_peer: Option<bool>,
+    tls_fail_if_no_peer_cert: Option<bool>,
 }
 
 impl Config {
@@ -316,7 +368,22 @@ fn parse_file(path: &Path, text: &str) -> Result<FileValues, ConfigError> {
     })
 }
 
-fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, ConfigError> {
+fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Config, ConfigError> {
+    let tls_port = match (flags.tls_port.take(), file.tls_port.take()) {
+        (Some(v), _) => Some((v, Origin::Flag)),
+        (None, Some(v)) => Some((v.to_string(), Origin::File)),
+        (None, None) => None,
+    };
+    let tls_choices = TlsChoices {
+        port: tls_port,
+        cert: flags.tls_cert.take().or(file.tls_cert.take()),
+        key: flags.tls_key.take().or(file.tls_key.take()),
+        ca: flags.tls_ca.take().or(file.tls_ca.take()),
+        verify_peer: flags.tls_verify_peer.or(file.tls_verify_peer),
+        fail_if_no_peer_cert: flags
+            .tls_fail_if_no_peer_cert
+            .or(file.tls_fail_if_no_peer_cert),
+    };
     let pin = match (flags.pin, file.pin) {
         (Some(v), _) => parse_pin(&v, Origin::Flag)?,
         (None, Some(v)) => parse_pin(&v, Origin::File)?,
@@ -398,6 +465,7 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
             .collect::<Result<_, _>>()?,
         (None, None) => vec![DEFAULT_USER_DEFAULT.to_owned()],
     };
+    let tls = resolve_tls(tls_choices, port)?;
     Ok(Config {
         port,
         listen,
@@ -412,7 +480,74 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         default_user,
         default_pass,
         loopback_users,
+        tls,
     })
+}
+
+/// The TLS values from wherever they came, before they are checked together.
+struct TlsChoices {
+    port: Option<(String, Origin)>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    verify_peer: Option<bool>,
+    fail_if_no_peer_cert: Option<bool>,
+}
+
+fn resolve_tls(choices: TlsChoices, amqp_port: u16) -> Result<Option<TlsConfig>, ConfigError> {
+    let verify_peer = choices.verify_peer.unwrap_or(false);
+    let fail_if_no_peer_cert = choices.fail_if_no_peer_cert.unwrap_or(false);
+    let (cert, key) = match (choices.cert, choices.key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => {
+            let tls_asked = choices.port.is_some()
+                || choices.ca.is_some()
+                || verify_peer
+                || fail_if_no_peer_cert;
+            if tls_asked {
+                return Err(ConfigError::Tls(
+                    "TLS needs a certificate and a key (tls-cert and tls-key)",
+                ));
+            }
+            return Ok(None);
+        }
+        _ => {
+            return Err(ConfigError::Tls(
+                "tls-cert and tls-key go together: give both or neither",
+            ))
+        }
+    };
+    let port = match choices.port {
+        Some((value, origin)) => match parse_port(&value, origin) {
+            Ok(port) if port != amqp_port => port,
+            _ => return Err(ConfigError::TlsPort { value, origin }),
+        },
+        None if amqp_port == TLS_PORT_DEFAULT => {
+            return Err(ConfigError::TlsPort {
+                value: TLS_PORT_DEFAULT.to_string(),
+                origin: Origin::Flag,
+            })
+        }
+        None => TLS_PORT_DEFAULT,
+    };
+    if verify_peer && choices.ca.is_none() {
+        return Err(ConfigError::Tls(
+            "tls-verify-peer needs tls-ca, the CAs to check client certificates against",
+        ));
+    }
+    if fail_if_no_peer_cert && !verify_peer {
+        return Err(ConfigError::Tls(
+            "tls-fail-if-no-peer-cert needs tls-verify-peer (no certificate is asked for without it)",
+        ));
+    }
+    Ok(Some(TlsConfig {
+        port,
+        cert,
+        key,
+        ca: choices.ca,
+        verify_peer,
+        fail_if_no_peer_cert,
+    }))
 }
 
 fn check_access_name(

@@ -9,6 +9,8 @@
 //! - `conn_sink`: what a shard hands to a connection (deliveries, confirms, cancels), as a trait.
 //! - `shard`: the executor per core, the mesh between shards, topology replication.
 //! - `net`: listeners registered by protocol, and the client stream (`ClientStream`).
+//! - `tls`: amqps, a rustls `ServerConnection` driven over the shard's socket, as a
+//!   `net::Transport` and `net::ClientStream`.
 //! - `session`: AMQP connection and channel state, served over a `net::SharedStream`.
 //! - `runtime`: starts the executors and wires shards, listeners and sessions together.
 
@@ -25,3 +27,4 @@ pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod storage;
+pub mod tls;

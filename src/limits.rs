@@ -16,6 +16,19 @@ pub const MESSAGE_SIZE_MIN_BYTES: u64 = 1024;
 pub const MESSAGE_SIZE_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// Time a client has to finish the opening handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake (ClientHello to Finished) that takes longer is closed: a peer that connects
+/// to the TLS port and sends nothing, or dribbles, holds a socket for no longer than this. The
+/// AMQP handshake after it has its own HANDSHAKE_TIMEOUT.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = HANDSHAKE_TIMEOUT;
+/// TLS handshakes in progress at once on one shard; past it new TLS connections are closed at
+/// accept (handshakes are the costly part of TLS: public-key operations per connection).
+pub const TLS_HANDSHAKES_PER_SHARD_MAX: usize = 1024;
+/// Encrypted bytes rustls holds for one connection before a write waits for the socket: the
+/// TLS counterpart of the outbox bound (rustls's default is 64 KiB; larger fills the socket
+/// in fewer wake-ups under a fast consumer).
+pub const TLS_SEND_BUFFER_BYTES: usize = 256 * 1024;
+/// A certificate, key or CA file larger than this is refused at start.
+pub const TLS_PEM_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 /// Time we wait for connection.close-ok / channel.close-ok after closing.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes read from a socket per read call; the read buffer grows only to hold one whole frame.

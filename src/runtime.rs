@@ -2,8 +2,9 @@
 //! unpinned with `--pin none`), each running a shard, its listeners and their sessions.
 //!
 //! The only module that knows net, session and shard together: net is handed the AMQP
-//! `Protocol` defined here, sessions are given their shard, and the shard sees connections only
-//! as `conn_sink::ConnectionSink`.
+//! `Protocol` defined here (and, on the TLS port, `tls::Acceptor` as the transport under it),
+//! sessions are given their shard, and the shard sees connections only as
+//! `conn_sink::ConnectionSink`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::limits::{
 };
 use crate::net::{self, ListenerSpec, SharedStream};
 use crate::session;
+use crate::tls;
 use crate::shard::mesh::{self, MeshEnds};
 use crate::shard::Shard;
 
@@ -37,6 +39,11 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         .filter(|ids: &Vec<usize>| !ids.is_empty())
         .unwrap_or_else(|| vec![0]);
     let io_memory_bytes = executor_io_memory_bytes(shard_count, memlock_limit_bytes());
+    // Read once, so a bad file is refused before any shard starts; shared read-only after.
+    let tls = match &config.tls {
+        Some(tls) => Some((tls.port, tls::server_config(tls)?)),
+        None => None,
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     // A glommio channel end waiting for its peer to connect keeps its executor polling instead
     // of parking; with dozens of shards on a few cores, executors that connect early starve the
@@ -53,6 +60,14 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
             .iter()
             .map(|ip| SocketAddr::new(*ip, config.port))
             .collect();
+        let tls_listen = tls.as_ref().map(|(port, server_config)| TlsListen {
+            addresses: config
+                .listen
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, *port))
+                .collect(),
+            server_config: server_config.clone(),
+        });
         let ready_tx = ready_tx.clone();
         let all_built = all_built.clone();
         let placement = match config.pin {
@@ -69,6 +84,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                 all_built.wait();
                 let paths = ShardPaths {
                     listen,
+                    tls_listen,
                     data_dir,
                     queue_memory_bytes,
                     max_message_bytes,
@@ -136,6 +152,7 @@ fn memlock_limit_bytes() -> Option<u64> {
 /// What one shard is given from the configuration.
 struct ShardPaths {
     listen: Vec<SocketAddr>,
+    tls_listen: Option<TlsListen>,
     data_dir: PathBuf,
     queue_memory_bytes: u64,
     max_message_bytes: u64,
@@ -150,6 +167,7 @@ async fn shard_main(
 ) {
     let ShardPaths {
         listen,
+        tls_listen,
         data_dir,
         queue_memory_bytes,
         max_message_bytes,
@@ -164,16 +182,7 @@ async fn shard_main(
     }
     shard.start_background_tasks();
 
-    let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
-        shard: shard.clone(),
-    });
-    let specs = listen
-        .iter()
-        .map(|&address| ListenerSpec {
-            address,
-            protocol: amqp.clone(),
-        })
-        .collect();
+    let specs = listener_specs(&shard, &listen, tls_listen);
     let listeners = match net::bind_all(specs) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -201,14 +210,57 @@ async fn shard_main(
     tracing::info!(shard = id, "shard stopped");
 }
 
+/// amqps: the addresses of the TLS port and the configuration every shard shares.
+struct TlsListen {
+    addresses: Vec<SocketAddr>,
+    server_config: Arc<rustls::ServerConfig>,
+}
+
+/// AMQP on every listen address, and amqps (the same protocol over `tls::Acceptor`) on the TLS
+/// port when it is configured.
+fn listener_specs(
+    shard: &Rc<Shard>,
+    listen: &[SocketAddr],
+    tls_listen: Option<TlsListen>,
+) -> Vec<ListenerSpec> {
+    let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
+        shard: shard.clone(),
+        name: "amqp",
+    });
+    let mut specs: Vec<ListenerSpec> = listen
+        .iter()
+        .map(|&address| ListenerSpec {
+            address,
+            protocol: amqp.clone(),
+            transport: None,
+        })
+        .collect();
+    if let Some(tls_listen) = tls_listen {
+        let amqps: Rc<dyn net::Protocol> = Rc::new(Amqp {
+            shard: shard.clone(),
+            name: "amqps",
+        });
+        let acceptor: Rc<dyn net::Transport> =
+            Rc::new(tls::Acceptor::new(tls_listen.server_config));
+        specs.extend(tls_listen.addresses.iter().map(|&address| ListenerSpec {
+            address,
+            protocol: amqps.clone(),
+            transport: Some(acceptor.clone()),
+        }));
+    }
+    specs
+}
+
 /// AMQP 0-9-1, served by `session::serve` on the shard that accepted the connection.
 struct Amqp {
     shard: Rc<Shard>,
+    /// "amqp" or "amqps": listeners of each are checked apart at bind.
+    name: &'static str,
 }
 
 impl net::Protocol for Amqp {
     fn name(&self) -> &'static str {
-        "amqp"
+        self.name
     }
 
     fn admits(&self) -> bool {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 
 use super::stream::SharedStream;
 use crate::limits::LISTEN_BACKLOG;
@@ -22,16 +22,29 @@ pub trait Protocol {
     fn serve(&self, stream: SharedStream) -> Pin<Box<dyn Future<Output = ()>>>;
 }
 
-/// One address to listen on and the protocol spoken there.
+/// What turns an accepted TCP connection into the protocol's stream: TLS, say. It runs in the
+/// connection's own task, so a slow handshake holds up no other connection; it bounds its own
+/// time and how many connections it handles at once.
+pub trait Transport {
+    /// Whether one more connection may start its handshake now; one that may not is closed.
+    fn admits(&self) -> bool;
+    /// The stream the protocol is to be handed, or why the connection ends here.
+    fn secure(&self, tcp: TcpStream) -> Pin<Box<dyn Future<Output = io::Result<SharedStream>>>>;
+}
+
+/// One address to listen on, the protocol spoken there, and the transport under it (`None`:
+/// plain TCP).
 pub struct ListenerSpec {
     pub address: SocketAddr,
     pub protocol: Rc<dyn Protocol>,
+    pub transport: Option<Rc<dyn Transport>>,
 }
 
-/// A bound listening socket and its protocol.
+/// A bound listening socket, its protocol and its transport.
 pub struct Listener {
     socket: TcpListener,
     protocol: Rc<dyn Protocol>,
+    transport: Option<Rc<dyn Transport>>,
 }
 
 impl Listener {
@@ -56,6 +69,7 @@ pub fn bind_all(specs: Vec<ListenerSpec>) -> Result<Vec<Listener>, String> {
             Ok(socket) => listeners.push(Listener {
                 socket,
                 protocol: spec.protocol,
+                transport: spec.transport,
             }),
             Err(error) => {
                 tracing::warn!(address = %spec.address, protocol = name, %error, "cannot listen");
@@ -127,6 +141,34 @@ pub async fn accept_loop(listener: Listener, stop: impl Future<Output = ()>) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(listener.protocol.serve(SharedStream::new(stream))).detach();
+        match &listener.transport {
+            None => {
+                glommio::spawn_local(listener.protocol.serve(SharedStream::new(stream))).detach();
+            }
+            Some(transport) => {
+                if !transport.admits() {
+                    tracing::warn!(
+                        protocol = listener.protocol_name(),
+                        "too many handshakes in progress, refusing a connection"
+                    );
+                    continue;
+                }
+                let secured = transport.secure(stream);
+                let protocol = listener.protocol.clone();
+                glommio::spawn_local(serve_secured(secured, protocol)).detach();
+            }
+        }
+    }
+}
+
+/// Serves a connection once its transport is set up; one whose handshake fails is closed
+/// (dropping the socket) and affects nothing else.
+async fn serve_secured(
+    secured: Pin<Box<dyn Future<Output = io::Result<SharedStream>>>>,
+    protocol: Rc<dyn Protocol>,
+) {
+    match secured.await {
+        Ok(stream) => protocol.serve(stream).await,
+        Err(error) => tracing::debug!(protocol = protocol.name(), %error, "handshake failed"),
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-/// What a session reads and writes: a TCP stream, or later a TLS stream over one. The socket
+/// What a session reads and writes: a TCP stream, or a TLS stream over one. The socket
 /// operations a session needs besides bytes are here, so a wrapper passes them to its socket.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
     fn peer_addr(&self) -> io::Result<SocketAddr>;
@@ -19,6 +19,11 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Shuts the socket down in both directions, waking a reader blocked on it.
     fn shutdown(&self);
+    /// The common name (CN) of the client certificate the transport verified, for SASL
+    /// EXTERNAL; `None` on plain TCP, or when the client presented no verified certificate.
+    fn peer_certificate_name(&self) -> Option<String> {
+        None
+    }
 }
 
 impl ClientStream for TcpStream {
@@ -56,6 +61,10 @@ impl SharedStream {
 
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.0.borrow().set_read_timeout(timeout)
+    }
+
+    pub fn peer_certificate_name(&self) -> Option<String> {
+        self.0.borrow().peer_certificate_name()
     }
 
     /// Closes gracefully: waits (bounded) for the peer to close first, reading and discarding, then

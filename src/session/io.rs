@@ -100,7 +100,13 @@ pub async fn write_loop(
         let woken = conn.writer_wake.wait();
         let output = conn.take_output();
         if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
+            // The flush is free on TCP; a TLS stream may still hold records the socket had no
+            // room for when write_all returned.
+            let written = async {
+                stream.write_all(&output).await?;
+                stream.flush().await
+            };
+            if written.await.is_err() {
                 conn.output_closed.set(true);
                 conn.flushed.notify();
                 return;
