@@ -102,6 +102,7 @@ enum Ending {
 
 pub async fn serve(shard: Rc<Shard>, stream: SharedStream) {
     let peer = stream.peer_addr().ok();
+    let certificate_name = stream.peer_certificate_name();
     let conn_id = shard.new_id();
     let conn = Rc::new(ConnShared::new(conn_id));
     let heartbeat = Rc::new(Cell::new(0u16));
@@ -113,7 +114,11 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream) {
     shard.register_conn(conn_id, conn.clone());
 
     let reader = FrameReader::new(stream.clone(), FRAME_MAX_BYTES);
-    match handshake::run(&shard, &conn, reader, peer, heartbeat.clone()).await {
+    let handshake_peer = handshake::Peer {
+        address: peer,
+        certificate_name,
+    };
+    match handshake::run(&shard, &conn, reader, handshake_peer, heartbeat.clone()).await {
         Some(mut session) => {
             tracing::debug!(conn = conn_id, ?peer, user = %session.user, vhost = %session.vhost, "connection open");
             let ending = session.run().await;
