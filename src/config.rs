@@ -195,7 +195,9 @@ pub enum ConfigError {
     MaxMessage { value: String, origin: Origin },
     #[error("invalid {what} ({origin}): must be 1..={ACCESS_NAME_LENGTH_MAX} bytes")]
     AccessName { what: &'static str, origin: Origin },
-    #[error("invalid tls-port {value:?} ({origin}): must be a number in 1..=65535, not the AMQP port")]
+    #[error(
+        "invalid tls-port {value:?} ({origin}): must be a number in 1..=65535, not the AMQP port"
+    )]
     TlsPort { value: String, origin: Origin },
     #[error("invalid TLS settings: {0}")]
     Tls(&'static str),
@@ -1180,5 +1182,90 @@ mod pin_tests {
         let flags = Flags::try_parse_from(["ringmq", "--default-user", ""]).expect("flags");
         let error = resolve(flags, FileValues::default(), CORES).unwrap_err();
         assert!(matches!(error, ConfigError::AccessName { .. }), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    fn load(file: &str, args: &[&str]) -> Result<Config, ConfigError> {
+        let file = parse_file(Path::new("test.toml"), file)?;
+        let mut all = vec!["ringmq"];
+        all.extend_from_slice(args);
+        resolve(Flags::try_parse_from(all)?, file, 2)
+    }
+
+    #[test]
+    fn tls_is_off_without_a_certificate_and_on_5671_with_one() {
+        assert_eq!(load("", &[]).expect("defaults").tls, None);
+        let tls = load("", &["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .expect("cert and key")
+            .tls
+            .expect("TLS on");
+        assert_eq!(tls.port, TLS_PORT_DEFAULT);
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert!(!tls.verify_peer && !tls.fail_if_no_peer_cert && tls.ca.is_none());
+    }
+
+    #[test]
+    fn tls_file_keys_and_flags_override_them() {
+        let file = "tls_port = 6000\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+                    tls_ca = \"ca.pem\"\ntls_verify_peer = true\ntls_fail_if_no_peer_cert = true\n";
+        let tls = load(file, &[]).expect("file").tls.expect("TLS on");
+        assert_eq!(tls.port, 6000);
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert!(tls.verify_peer && tls.fail_if_no_peer_cert);
+        let tls = load(
+            file,
+            &["--tls-port", "6001", "--tls-fail-if-no-peer-cert=false"],
+        )
+        .expect("flags")
+        .tls
+        .expect("TLS on");
+        assert_eq!(tls.port, 6001);
+        assert!(tls.verify_peer && !tls.fail_if_no_peer_cert);
+    }
+
+    #[test]
+    fn incomplete_or_contradictory_tls_settings_are_refused() {
+        let refused = |file: &str, args: &[&str]| load(file, args).unwrap_err();
+        assert!(matches!(
+            refused("", &["--tls-cert", "c.pem"]),
+            ConfigError::Tls(_)
+        ));
+        assert!(matches!(
+            refused("", &["--tls-port", "5671"]),
+            ConfigError::Tls(_)
+        ));
+        let pair = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let with = |extra: &[&'static str]| {
+            let mut args = pair.to_vec();
+            args.extend_from_slice(extra);
+            args
+        };
+        assert!(matches!(
+            refused("", &with(&["--tls-verify-peer"])),
+            ConfigError::Tls(_)
+        ));
+        assert!(matches!(
+            refused(
+                "",
+                &with(&["--tls-ca", "ca.pem", "--tls-fail-if-no-peer-cert"])
+            ),
+            ConfigError::Tls(_)
+        ));
+        assert!(matches!(
+            refused("", &with(&["--tls-port", "5672"])),
+            ConfigError::TlsPort { .. }
+        ));
+        assert!(matches!(
+            refused("", &with(&["--tls-port", "0"])),
+            ConfigError::TlsPort { .. }
+        ));
+        assert!(matches!(
+            refused("", &with(&["--port", "5671"])),
+            ConfigError::TlsPort { .. }
+        ));
     }
 }

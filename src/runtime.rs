@@ -23,9 +23,9 @@ use crate::limits::{
 };
 use crate::net::{self, ListenerSpec, SharedStream};
 use crate::session;
-use crate::tls;
 use crate::shard::mesh::{self, MeshEnds};
 use crate::shard::Shard;
+use crate::tls;
 
 /// What a shard reports once it is listening (or why it could not start).
 type Ready = Result<Vec<SocketAddr>, String>;

@@ -275,9 +275,11 @@ fn authenticate_external(shard: &Shard, peer: &Peer) -> Result<String, String> {
     let topology = shard.topology();
     let Some(user) = topology.user(&name) else {
         tracing::info!(user = %name, "EXTERNAL login refused: no such user");
-        return Err("ACCESS_REFUSED - Login was refused using authentication mechanism \
+        return Err(
+            "ACCESS_REFUSED - Login was refused using authentication mechanism \
                     EXTERNAL. For details see the broker logfile."
-            .to_string());
+                .to_string(),
+        );
     };
     check_loopback(&name, user.loopback_only, peer)?;
     Ok(name)

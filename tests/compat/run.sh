@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the broker integration suites of py-amqp (t/integration/test_rmq.py) and kombu
-# (t/integration/test_py_amqp.py) against ringmq, from their PyPI source distributions.
+# (t/integration/test_py_amqp.py) against ringmq, from their PyPI source distributions. py-amqp's
+# TLS cases run against ringmq's amqps listener with certificates made here by the openssl CLI
+# (the sdist has no t/certs): a CA, a server certificate for 127.0.0.1/localhost, a client
+# certificate (CN=guest) signed by the CA and a "broken" self-signed one.
 #
 # usage: tests/compat/run.sh [RINGMQ_BINARY]
 #   without an argument, builds target/release/ringmq.
@@ -8,6 +11,8 @@
 #   COMPAT_SHARDS         shard counts to run against, default "1 2"
 #   COMPAT_EXTERNAL_PORT  do not start ringmq; use a broker already on 127.0.0.1:PORT
 #                         (e.g. RabbitMQ, to check the expected-failures list)
+#   COMPAT_EXTERNAL_TLS_PORT  its amqps port, trusting $WORK/certs; without it the TLS
+#                         cases are deselected for an external broker
 #
 # Exits non-zero if any test fails that tests/compat/expected-failures.txt does not list.
 set -euo pipefail
@@ -46,6 +51,32 @@ setup_python() {
     fi
 }
 
+# make_certs DIR: py-amqp's t/certs layout (ca_certificate.pem, client_certificate.pem,
+# client_key.pem, client_*_broken.pem) plus server_*.pem for the broker.
+make_certs() {
+    local dir=$1
+    [[ -f $dir/server_certificate.pem ]] && return 0
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        local quiet=(-days 30)
+        openssl req -x509 -newkey rsa:2048 -nodes "${quiet[@]}" -subj "/CN=ringmq compat CA" \
+            -keyout ca_key.pem -out ca_certificate.pem
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+        : >client.ext
+        for name in server client; do
+            local cn=localhost
+            [[ $name == client ]] && cn=guest
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=$cn" \
+                -keyout "${name}_key.pem" -out "$name.csr"
+            openssl x509 -req -in "$name.csr" -CA ca_certificate.pem -CAkey ca_key.pem \
+                -CAcreateserial "${quiet[@]}" -extfile "$name.ext" -out "${name}_certificate.pem"
+        done
+        openssl req -x509 -newkey rsa:2048 -nodes "${quiet[@]}" -subj "/CN=broken" \
+            -keyout client_key_broken.pem -out client_certificate_broken.pem
+    ) >"$WORK/certs.log" 2>&1 || { log "openssl failed:"; tail -n 20 "$WORK/certs.log" >&2; exit 1; }
+}
+
 free_port() {
     "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -67,13 +98,17 @@ stop_broker() {
 }
 trap stop_broker EXIT
 
-# start_broker BINARY SHARDS -> sets PORT
+# start_broker BINARY SHARDS -> sets PORT and TLS_PORT
 start_broker() {
     local binary=$1 shards=$2
     PORT=$(free_port)
+    TLS_PORT=$(free_port)
     BROKER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringmq-compat.XXXXXX")
     "$binary" --port "$PORT" --listen 127.0.0.1 --shards "$shards" \
-        --data-dir "$BROKER_DIR/data" >"$BROKER_DIR/stdout" 2>"$BROKER_DIR/stderr" &
+        --data-dir "$BROKER_DIR/data" --tls-port "$TLS_PORT" \
+        --tls-cert "$CERTS/server_certificate.pem" --tls-key "$CERTS/server_key.pem" \
+        --tls-ca "$CERTS/ca_certificate.pem" --tls-verify-peer \
+        >"$BROKER_DIR/stdout" 2>"$BROKER_DIR/stderr" &
     BROKER_PID=$!
     local waited=0
     until grep -q '^ringmq ready on ' "$BROKER_DIR/stdout" 2>/dev/null; do
@@ -83,17 +118,19 @@ start_broker() {
         fi
         sleep 0.1; waited=$((waited + 1))
     done
-    log "ringmq ready on 127.0.0.1:$PORT with $shards shard(s)"
+    log "ringmq ready on 127.0.0.1:$PORT (amqps $TLS_PORT) with $shards shard(s)"
 }
 
-# run_suite NAME DIR TESTFILE PORT LABEL -> junit xml in $WORK/results
+# run_suite NAME DIR TESTFILE PORT LABEL [PYTEST ARGS...] -> junit xml in $WORK/results
 run_suite() {
     local name=$1 dir=$2 file=$3 port=$4 label=$5
+    shift 5
     local xml=$WORK/results/$label-$name.xml
     mkdir -p "$WORK/results"
     log "running $name $file ($label)"
     (cd "$dir" && RABBITMQ_HOST=127.0.0.1 RABBITMQ_5672_TCP=$port \
-        "$VENV/bin/python" -m pytest "$file" -p no:cacheprovider -o addopts= -q \
+        RABBITMQ_5671_TCP=${TLS_PORT:-} COMPAT_TLS_CERTS=$CERTS \
+        "$VENV/bin/python" -m pytest "$file" "$@" -p no:cacheprovider -o addopts= -q \
         -W ignore::pytest.PytestUnknownMarkWarning --junitxml="$xml" \
         >"$WORK/results/$label-$name.log" 2>&1) || true
     tail -n 3 "$WORK/results/$label-$name.log" >&2
@@ -108,17 +145,27 @@ main() {
         binary=$TARGET/release/ringmq
     fi
     rm -rf "$WORK/results"
+    CERTS=$WORK/certs
+    make_certs "$CERTS"
+    # py-amqp's TLS cases read t/certs relative to the sdist.
+    rm -rf "$WORK/src/amqp-$AMQP_VERSION/t/certs"
+    cp -r "$CERTS" "$WORK/src/amqp-$AMQP_VERSION/t/certs"
     local labels=()
     for shards in ${COMPAT_SHARDS:-1 2}; do
         local label=shards$shards
+        local selection=()
         if [[ -n ${COMPAT_EXTERNAL_PORT:-} ]]; then
             PORT=$COMPAT_EXTERNAL_PORT; label=external
+            TLS_PORT=${COMPAT_EXTERNAL_TLS_PORT:-}
+            [[ -z $TLS_PORT ]] && selection=(-k "not tls")
         else
             start_broker "$binary" "$shards"
         fi
-        run_suite amqp "$WORK/src/amqp-$AMQP_VERSION" t/integration/test_rmq.py "$PORT" "$label"
+        run_suite amqp "$WORK/src/amqp-$AMQP_VERSION" t/integration/test_rmq.py "$PORT" "$label" \
+            ${selection[@]+"${selection[@]}"}
         run_suite kombu "$WORK/src/kombu-$KOMBU_VERSION" t/integration/test_py_amqp.py "$PORT" "$label"
-        run_suite patterns "$HERE" test_patterns.py "$PORT" "$label"
+        run_suite patterns "$HERE" test_patterns.py "$PORT" "$label" \
+            ${selection[@]+"${selection[@]}"}
         stop_broker
         labels+=("$label")
         [[ -n ${COMPAT_EXTERNAL_PORT:-} ]] && break

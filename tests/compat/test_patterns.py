@@ -194,3 +194,34 @@ def test_rpc():
     finally:
         server.close()
         client.close()
+
+
+def test_tls_external_login_is_the_certificate_cn():
+    """amqps with a client certificate (CN=guest, made by run.sh) and SASL EXTERNAL: the
+    broker offers EXTERNAL only here, and logs the connection in as the certificate's CN."""
+    certs = os.environ["COMPAT_TLS_CERTS"]
+    connection = amqp.Connection(
+        f"{HOST}:{os.environ['RABBITMQ_5671_TCP']}",
+        login_method="EXTERNAL",
+        ssl={
+            "ca_certs": f"{certs}/ca_certificate.pem",
+            "certfile": f"{certs}/client_certificate.pem",
+            "keyfile": f"{certs}/client_key.pem",
+        },
+    )
+    connection.connect()
+    try:
+        assert b"EXTERNAL" in connection.mechanisms
+        channel = connection.channel()
+        queue = f"tls-{uuid.uuid4()}"
+        channel.queue_declare(queue, auto_delete=False)
+        channel.basic_publish(amqp.Message(b"over tls"), "", queue)
+        deadline = time.monotonic() + WAIT_S
+        message = None
+        while message is None:
+            assert time.monotonic() < deadline, "message not routed"
+            message = channel.basic_get(queue, no_ack=True)
+        assert message.body == b"over tls"
+        channel.queue_delete(queue)
+    finally:
+        connection.close()
