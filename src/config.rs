@@ -4,6 +4,9 @@
 //! `pin`, `data_dir`, `log_level`, `log_format`). Every value, wherever it came from, goes
 //! through the same validation so a bad value is refused at start with one clear message.
 
+use crate::limits::{
+    CONFIG_FILE_SIZE_MAX_BYTES, LISTEN_ADDRESSES_MAX, SHARDS_MAX, SPIN_MICROS_MAX,
+};
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -18,13 +21,6 @@ use crate::limits::{
 
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;
-/// Hard ceiling on shards whatever the machine. With `--pin cores` (the default) the limit is
-/// also the number of cores, since each shard's executor is pinned to a core of its own.
-pub const SHARDS_MAX: usize = 256;
-/// A config file larger than this is certainly not a config file.
-pub const CONFIG_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
-/// Bound on `listen` addresses (each one is a listening socket per shard).
-pub const LISTEN_ADDRESSES_MAX: usize = 16;
 pub const DATA_DIR_DEFAULT: &str = "./data";
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 pub const LOG_LEVEL_DEFAULT: &str = "info";
@@ -32,8 +28,6 @@ pub const LOG_LEVEL_DEFAULT: &str = "info";
 /// (from the network or another shard) waits for a kernel wake-up, ~50-100 µs here; spinning
 /// answers at once for that long after each burst of work, at the cost of CPU.
 pub const SPIN_MICROS_DEFAULT: u64 = 50;
-/// Longest spin accepted.
-pub const SPIN_MICROS_MAX: u64 = 10_000;
 /// Body bytes of ready messages one queue keeps in memory before paging the newest out to the
 /// log. 512 MiB: a queue that fits (seconds of backlog at high rates: 100,000 in-flight 1 KB
 /// messages is 100 MB, and 64 MiB measurably cut such a load to a third by paging it) never pays

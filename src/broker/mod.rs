@@ -33,19 +33,6 @@ pub type ConnId = u64;
 pub type QueueId = u64;
 pub type ShardId = usize;
 
-/// Longest exchange or queue name, in bytes (an AMQP short string).
-pub const NAME_LENGTH_MAX: usize = 255;
-/// Most exchanges one publish may traverse through exchange-to-exchange bindings and alternate
-/// exchanges. Each exchange is visited at most once anyway; this caps the work on huge topologies.
-pub const ROUTE_EXCHANGES_VISITED_MAX: usize = 1024;
-/// Most queues per vhost, exchanges per vhost, and bindings per source exchange: declares and
-/// binds beyond these are refused (406) instead of growing every shard's copy without end.
-pub const QUEUES_PER_VHOST_MAX: usize = 100_000;
-pub const EXCHANGES_PER_VHOST_MAX: usize = 10_000;
-pub const BINDINGS_PER_EXCHANGE_MAX: usize = 100_000;
-/// Most changes one validation may emit (a delete cascading through auto-delete exchanges).
-pub const CHANGES_PER_REQUEST_MAX: usize = 4096;
-
 /// A channel or connection exception: RabbitMQ's reply code and text. The caller fills in the
 /// class and method ids of the offending method.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::limits::EXCHANGES_PER_VHOST_MAX;
 use crate::protocol::{reply_code, FieldTable, FieldValue};
 
 const CONN: ConnId = 1;
