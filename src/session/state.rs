@@ -1,7 +1,8 @@
-//! A connection's state that the shard reaches into directly: its output buffer and, per channel,
-//! what is needed to deliver messages (delivery tags, unacked messages, consumers, confirms).
+//! A connection's state that the shard reaches through `conn_sink::ConnectionSink`
+//! (`session/sink.rs`): its output buffer and, per channel, what is needed to deliver messages
+//! (delivery tags, unacked messages, consumers, confirms).
 //!
-//! The shard calls `deliver`/`confirm_done`/`consumer_cancelled` (through `conn_sink::ConnectionSink`, `session/sink.rs`) synchronously on the
+//! The shard calls `deliver`/`confirm_done`/`consumer_cancelled` synchronously on the
 //! connection's own executor; the session's reader task mutates the same state between awaits.
 //!
 //! Publisher confirms are not encoded when they are decided: they wait in `ready_confirms` until
