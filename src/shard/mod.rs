@@ -232,17 +232,30 @@ impl Shard {
             // Boxed: a local request may itself call (topology owner -> queue owner).
             return Ok(Box::pin(request.handle(self, self.id)).await);
         }
-        let receiver = self.send_request(to, request);
-        glommio::timer::timeout(RPC_TIMEOUT, async { Ok(receiver.await) })
+        let (id, receiver) = self.send_registered_request(to, request);
+        let reply = glommio::timer::timeout(RPC_TIMEOUT, async { Ok(receiver.await) })
             .await
             .ok()
-            .flatten()
-            .ok_or(NoReply)
+            .flatten();
+        if reply.is_none() {
+            // Nobody waits for this id any more: a late reply must not find an entry.
+            self.calls.forget(id);
+        }
+        reply.ok_or(NoReply)
     }
 
     /// Queues a request for `to` without waiting: the order of calls is the order on the link.
     /// The receiver yields `None` only if the shard stops before answering.
     fn send_request<C: ShardCall>(&self, to: ShardId, request: C) -> OneshotReceiver<C::Reply> {
+        self.send_registered_request(to, request).1
+    }
+
+    /// `send_request`, also giving the request's id (to forget it on a timeout).
+    fn send_registered_request<C: ShardCall>(
+        &self,
+        to: ShardId,
+        request: C,
+    ) -> (RequestId, OneshotReceiver<C::Reply>) {
         let (id, receiver) = self.calls.register::<C::Reply>();
         self.mesh.send(
             to,
@@ -252,7 +265,7 @@ impl Shard {
                 body: Box::new(request),
             },
         );
-        receiver
+        (id, receiver)
     }
 
     /// A topology operation, decided by the topology owner.
