@@ -277,7 +277,7 @@ const _: () = assert!(PRIORITY_LEVELS_MAX == u8::MAX as usize + 1);
 // RabbitMQ's own arguments nest two deep; basic's properties need one flag word.
 const _: () = assert!(FIELD_NESTING_DEPTH_MAX >= 2 && PROPERTY_FLAG_WORDS_MAX >= 1);
 // O_DIRECT reads are whole blocks.
-const _: () = assert!(WAL_RECOVERY_READ_BYTES % crate::storage::wal::WAL_BLOCK_BYTES == 0);
+const _: () = assert!(WAL_RECOVERY_READ_BYTES.is_multiple_of(crate::storage::wal::WAL_BLOCK_BYTES));
 const _: () = assert!(
     WAL_SEGMENT_SIZE_BYTES_MIN >= 4 * crate::storage::wal::WAL_BLOCK_BYTES as u64
         && WAL_SEGMENT_SIZE_BYTES_MIN < WAL_SEGMENT_SIZE_BYTES_MAX
