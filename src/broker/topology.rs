@@ -186,7 +186,6 @@ impl Topology {
                     DEFAULT_USER,
                 ),
                 tags: vec!["administrator".to_string()],
-                loopback_only: true,
             }),
             TopologyChange::SetPermission {
                 user: DEFAULT_USER.to_string(),
