@@ -63,6 +63,9 @@ pub struct Config {
     pub default_pass: Secret,
     /// Users that may only log in from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// A RabbitMQ definitions file imported at start-up, before any client is accepted
+    /// (RabbitMQ's `load_definitions`).
+    pub load_definitions: Option<PathBuf>,
 }
 
 /// A password from the command line or the file: `Debug` does not show it.
@@ -191,7 +194,7 @@ impl ConfigError {
 struct Flags {
     /// TOML file with any of: port, listen, shards, pin, data_dir, log_level, log_format,
     /// spin_us, queue_memory_bytes, max_message_bytes, default_user, default_pass,
-    /// loopback_users. Flags override it.
+    /// loopback_users, load_definitions. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// TCP port to listen on [default: 5672]
@@ -236,6 +239,10 @@ struct Flags {
     /// [default: guest]
     #[arg(long, value_name = "USERS")]
     loopback_users: Option<String>,
+    /// RabbitMQ definitions JSON (users, vhosts, permissions, exchanges, queues, bindings)
+    /// imported at start-up, before clients are accepted
+    #[arg(long, value_name = "FILE")]
+    load_definitions: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +261,7 @@ struct FileValues {
     default_user: Option<String>,
     default_pass: Option<String>,
     loopback_users: Option<Vec<String>>,
+    load_definitions: Option<PathBuf>,
 }
 
 impl Config {
@@ -406,6 +414,7 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
         default_user,
         default_pass,
         loopback_users,
+        load_definitions: flags.load_definitions.or(file.load_definitions),
     })
 }
 
@@ -1039,5 +1048,37 @@ mod pin_tests {
         let flags = Flags::try_parse_from(["ringmq", "--default-user", ""]).expect("flags");
         let error = resolve(flags, FileValues::default(), CORES).unwrap_err();
         assert!(matches!(error, ConfigError::AccessName { .. }), "{error}");
+    }
+
+    #[test]
+    fn load_definitions_from_flag_or_file() {
+        let none = resolve(
+            Flags::try_parse_from(["ringmq"]).expect("flags"),
+            FileValues::default(),
+            CORES,
+        )
+        .expect("defaults");
+        assert_eq!(none.load_definitions, None);
+        let file =
+            parse_file(Path::new("x.toml"), "load_definitions = \"/etc/d.json\"").expect("file");
+        let from_file = resolve(
+            Flags::try_parse_from(["ringmq"]).expect("flags"),
+            file,
+            CORES,
+        )
+        .expect("file");
+        assert_eq!(
+            from_file.load_definitions,
+            Some(PathBuf::from("/etc/d.json"))
+        );
+        let file =
+            parse_file(Path::new("x.toml"), "load_definitions = \"/etc/d.json\"").expect("file");
+        let flags =
+            Flags::try_parse_from(["ringmq", "--load-definitions", "/tmp/o.json"]).expect("flags");
+        let overridden = resolve(flags, file, CORES).expect("flag");
+        assert_eq!(
+            overridden.load_definitions,
+            Some(PathBuf::from("/tmp/o.json"))
+        );
     }
 }

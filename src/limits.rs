@@ -263,6 +263,9 @@ pub const MANAGEMENT_GET_COUNT_MAX: usize = 10_000;
 /// Operations one definitions import may hold (users, vhosts, permissions, exchanges,
 /// queues, bindings together).
 pub const MANAGEMENT_IMPORT_OPERATIONS_MAX: usize = 1_000_000;
+/// Largest `--load-definitions` file read at start-up (read whole, then parsed): a management
+/// import body is bounded the same way.
+pub const DEFINITIONS_FILE_BYTES_MAX: u64 = MANAGEMENT_REQUEST_BODY_BYTES_MAX as u64;
 
 const _: () = assert!(
     MANAGEMENT_HEADER_BUFFER_BYTES >= 8192,

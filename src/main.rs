@@ -18,6 +18,13 @@ fn main() {
         }
     };
     init_logging(&config);
+    match ringmq::shard::boot::AccessBoot::from_config(&config) {
+        Ok(boot) => ringmq::shard::boot::configure(boot),
+        Err(message) => {
+            eprintln!("ringmq: {message}");
+            std::process::exit(1);
+        }
+    }
     tracing::info!(shards = config.shards, port = config.port, listen = ?config.listen, "starting");
 
     let shards = config.shards;

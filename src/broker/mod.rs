@@ -16,7 +16,9 @@ mod topic;
 mod topology;
 pub mod validate;
 
-pub use access::{check_access_op, AccessOp, AccessOpError, AccessOutcome, AccessPlan};
+pub use access::{
+    check_access_op, check_generated_queue_name, AccessOp, AccessOpError, AccessOutcome, AccessPlan,
+};
 pub use topology::{Topology, DEFAULT_EXCHANGE, DEFAULT_USER, DEFAULT_VHOST};
 pub use validate::{
     check_bind, check_exchange_declare, check_exchange_delete, check_queue_access,
@@ -158,8 +160,6 @@ pub struct User {
     pub name: String,
     pub password_hash: PasswordHash,
     pub tags: Vec<String>,
-    /// Only connections from a loopback address may log in as this user (RabbitMQ's guest rule).
-    pub loopback_only: bool,
 }
 
 /// One validated mutation of the topology, applied in the same order on every shard.

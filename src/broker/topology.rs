@@ -187,7 +187,6 @@ impl Topology {
                     DEFAULT_USER,
                 ),
                 tags: vec!["administrator".to_string()],
-                loopback_only: true,
             }),
             TopologyChange::SetPermission {
                 user: DEFAULT_USER.to_string(),

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::channel::access::AllowAll;
+use super::channel::access::Permissions;
 use super::io::{FrameReader, ReadError};
 use super::state::ConnShared;
 use super::{heartbeat_timeout, Session};
@@ -46,7 +46,7 @@ pub async fn run(
         vhost,
         channel_max,
         heartbeat,
-        authorizer: Rc::new(AllowAll),
+        authorizer: Rc::new(Permissions::default()),
     })
 }
 
@@ -242,7 +242,7 @@ fn authenticate(
         tracing::info!(user = %name, "login refused: wrong password");
         return Err(refused());
     }
-    if user.loopback_only && !peer.is_some_and(|p| p.ip().is_loopback()) {
+    if crate::shard::boot::access_boot().refuses_remote_login(&name, peer) {
         tracing::info!(user = %name, ?peer, "login refused: user may only connect via localhost");
         return Err(format!(
             "ACCESS_REFUSED - user '{name}' can only connect via localhost"

@@ -6,8 +6,10 @@
 
 mod access;
 mod adopt;
+pub mod boot;
 mod calls;
 mod dead_letter;
+pub mod definitions;
 mod delayed;
 pub mod direct_reply;
 mod expiry;

@@ -110,6 +110,15 @@ impl TopologyCall for topology_op::QueueDeclare {
         } else {
             self.name
         };
+        if let (true, Some(user)) = (server_named, &self.authorize_generated_name_for) {
+            let reads_too = self.arguments.get("x-dead-letter-exchange").is_some();
+            broker::check_generated_queue_name(
+                &owner.topology.borrow(),
+                (user, &self.vhost),
+                &name,
+                reads_too,
+            )?;
+        }
         let request = broker::QueueDeclare {
             vhost: &self.vhost,
             name: &name,

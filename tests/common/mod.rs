@@ -167,6 +167,16 @@ impl Broker {
         self.spawn();
     }
 
+    /// Like [`Broker::restart_same_dir`], with other extra flags (kept for later restarts).
+    pub fn restart_with_args(&mut self, extra_args: &[&str]) {
+        assert!(!self.external, "cannot restart an external broker");
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        self.spawn();
+    }
+
     /// Like [`Broker::restart_same_dir`], but a broker that exits instead of becoming ready
     /// (e.g. it refuses a corrupt log) is an `Err` with its exit status and what it logged,
     /// not a panic. For recovery tests that expect a refusal.
