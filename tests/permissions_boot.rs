@@ -1,13 +1,9 @@
-//! NOT YET COMPILED OR RUN (written at the deadline): move to tests/ and run
-//! `cargo test --release --test permissions_boot`.
-//!
 //! Users, vhosts and permissions enforced on the AMQP side, with users made the way an
 //! operator provisions a broker without HTTP: `--load-definitions` (RabbitMQ's
 //! `load_definitions`) and `--default-user`/`--default-pass`. 1 and 2 shards. The expected
 //! texts are RabbitMQ 3.10.8's (tests/pending/permissions.rs runs the same checks against it
 //! through its management API).
 
-#[path = "../common/mod.rs"]
 mod common;
 
 use common::amqp::{channel, connect_url, reply_code};
