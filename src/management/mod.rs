@@ -17,6 +17,7 @@ pub mod json;
 pub mod listing;
 pub mod objects;
 pub mod routes;
+pub mod shard_backend;
 
 #[cfg(test)]
 mod tests;

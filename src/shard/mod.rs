@@ -18,6 +18,7 @@ mod owner;
 mod paging;
 mod queues;
 pub mod shard_set;
+mod stats;
 mod storage;
 pub mod sync;
 
@@ -39,6 +40,7 @@ use sync::OneshotReceiver;
 pub use calls::ShardCall;
 pub use owner::TopologyCall;
 pub use queues::QueueCall;
+pub use stats::{CloseConnection, QueueConsumer, QueueDepth, ShardStats, StatsRequest};
 
 /// Bits of a connection id (and consumer key) below the shard number.
 const SHARD_SHIFT: u32 = 48;
