@@ -21,6 +21,8 @@ use crate::limits::{
 
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;
+/// RabbitMQ's management plugin port, so rabbitmqadmin finds us unconfigured.
+pub const MANAGEMENT_PORT_DEFAULT: u16 = 15672;
 pub const DATA_DIR_DEFAULT: &str = "./data";
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 pub const LOG_LEVEL_DEFAULT: &str = "info";
@@ -41,6 +43,10 @@ pub struct Config {
     pub port: u16,
     /// Never empty, no duplicates.
     pub listen: Vec<IpAddr>,
+    /// The management HTTP API's port; 0: no management listener.
+    pub management_port: u16,
+    /// Where the management API listens; never empty, no duplicates.
+    pub management_listen: Vec<IpAddr>,
     /// In `1..=min(SHARDS_MAX, available cores)` with [`Pin::Cores`], `1..=SHARDS_MAX` with
     /// [`Pin::None`].
     pub shards: usize,
@@ -192,7 +198,7 @@ impl ConfigError {
     about = "An AMQP 0-9-1 message broker, thread-per-core"
 )]
 struct Flags {
-    /// TOML file with any of: port, listen, shards, pin, data_dir, log_level, log_format,
+    /// TOML file with any of: port, listen, management_port, management_listen, shards, pin, data_dir, log_level, log_format,
     /// spin_us, queue_memory_bytes, max_message_bytes, default_user, default_pass,
     /// loopback_users, load_definitions. Flags override it.
     #[arg(long, value_name = "FILE")]
@@ -203,6 +209,12 @@ struct Flags {
     /// Address to listen on; repeat for several [default: 127.0.0.1 and ::1]
     #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
+    /// TCP port of the management HTTP API; 0 disables it [default: 15672]
+    #[arg(long, value_name = "N")]
+    management_port: Option<String>,
+    /// Address the management API listens on; repeat for several [default: as --listen]
+    #[arg(long, value_name = "ADDR")]
+    management_listen: Vec<String>,
     /// Number of shards, one executor pinned per core [default: number of cores]
     #[arg(long, value_name = "N")]
     shards: Option<String>,
@@ -250,6 +262,8 @@ struct Flags {
 struct FileValues {
     port: Option<i64>,
     listen: Option<Vec<String>>,
+    management_port: Option<i64>,
+    management_listen: Option<Vec<String>>,
     shards: Option<i64>,
     pin: Option<String>,
     data_dir: Option<PathBuf>,
@@ -347,6 +361,16 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
             IpAddr::V6(Ipv6Addr::LOCALHOST),
         ],
     };
+    let management_port = match (flags.management_port, file.management_port) {
+        (Some(v), _) => parse_port_or_off(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_port_or_off(&v.to_string(), Origin::File)?,
+        (None, None) => MANAGEMENT_PORT_DEFAULT,
+    };
+    let management_listen = match (flags.management_listen.is_empty(), file.management_listen) {
+        (false, _) => parse_listen(&flags.management_listen, Origin::Flag)?,
+        (true, Some(v)) => parse_listen(&v, Origin::File)?,
+        (true, None) => listen.clone(),
+    };
     let log_level = match (flags.log_level, file.log_level) {
         (Some(v), _) => parse_log_level(v, Origin::Flag)?,
         (None, Some(v)) => parse_log_level(v, Origin::File)?,
@@ -403,6 +427,8 @@ fn resolve(flags: Flags, file: FileValues, cores: usize) -> Result<Config, Confi
     Ok(Config {
         port,
         listen,
+        management_port,
+        management_listen,
         shards,
         pin,
         data_dir,
@@ -468,6 +494,14 @@ fn parse_port(value: &str, origin: Origin) -> Result<u16, ConfigError> {
             value: value.to_owned(),
             origin,
         }),
+    }
+}
+
+/// A port where 0 means "off" (the management listener).
+fn parse_port_or_off(value: &str, origin: Origin) -> Result<u16, ConfigError> {
+    match value.trim().parse::<u16>() {
+        Ok(0) => Ok(0),
+        _ => parse_port(value, origin),
     }
 }
 

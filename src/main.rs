@@ -18,7 +18,10 @@ fn main() {
         }
     };
     init_logging(&config);
-    match ringmq::shard::boot::AccessBoot::from_config(&config) {
+    match ringmq::shard::boot::AccessBoot::from_config(
+        &config,
+        ringmq::management::apply::import_at_boot,
+    ) {
         Ok(boot) => ringmq::shard::boot::configure(boot),
         Err(message) => {
             eprintln!("ringmq: {message}");

@@ -71,7 +71,9 @@ fn url(broker: &Broker, user: &str, password: &str, vhost: &str) -> String {
 }
 
 fn refusal(kind: &str, name: &str) -> String {
-    format!("ACCESS_REFUSED - access to {kind} '{name}' in vhost '{VHOST}' refused for user '{USER}'")
+    format!(
+        "ACCESS_REFUSED - access to {kind} '{name}' in vhost '{VHOST}' refused for user '{USER}'"
+    )
 }
 
 fn topic_refusal(key: &str) -> String {
@@ -158,7 +160,9 @@ async fn logins_and_vhost_access(broker: &Broker) {
 async fn resource_refusals_close_the_channel_only(broker: &Broker) {
     let conn = connect_url(&url(broker, USER, PASSWORD, VHOST)).await;
     let ch = channel(&conn).await;
-    declare(&ch, "cfg-q", false).await.expect("configure matches");
+    declare(&ch, "cfg-q", false)
+        .await
+        .expect("configure matches");
     expect_refusal(
         "configure",
         declare(&ch, "other-q", false).await,
@@ -199,7 +203,13 @@ async fn resource_refusals_close_the_channel_only(broker: &Broker) {
         "write on the queue for a bind",
         step(
             "queue.bind",
-            ch.queue_bind("r-q", "amq.topic", "allowed.x", QueueBindOptions::default(), FieldTable::default()),
+            ch.queue_bind(
+                "r-q",
+                "amq.topic",
+                "allowed.x",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
         )
         .await,
         ACCESS_REFUSED,
@@ -208,7 +218,13 @@ async fn resource_refusals_close_the_channel_only(broker: &Broker) {
     let ch = channel(&conn).await;
     step(
         "bind allowed",
-        ch.queue_bind("w-q", "amq.topic", "allowed.x", QueueBindOptions::default(), FieldTable::default()),
+        ch.queue_bind(
+            "w-q",
+            "amq.topic",
+            "allowed.x",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("write on w-q, read on amq.topic, topic read on the key");
@@ -216,7 +232,13 @@ async fn resource_refusals_close_the_channel_only(broker: &Broker) {
         "topic read on the binding key",
         step(
             "queue.bind",
-            ch.queue_bind("w-q", "amq.topic", "denied.x", QueueBindOptions::default(), FieldTable::default()),
+            ch.queue_bind(
+                "w-q",
+                "amq.topic",
+                "denied.x",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
         )
         .await,
         ACCESS_REFUSED,
@@ -259,7 +281,10 @@ async fn the_default_user_is_made_on_a_fresh_data_directory_only() {
         assert!(guest.is_err(), "no guest beside another default user");
         broker.restart_with_args(&["--default-user", "other", "--default-pass", "x"]);
         let other = connect_result(&url(&broker, "other", "x", "/")).await;
-        assert!(other.is_err(), "a non-empty data directory gets no new default user");
+        assert!(
+            other.is_err(),
+            "a non-empty data directory gets no new default user"
+        );
         connect_url(&url(&broker, "admin", "s3cret", "/")).await;
     }
 }

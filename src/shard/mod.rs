@@ -9,7 +9,6 @@ mod adopt;
 pub mod boot;
 mod calls;
 mod dead_letter;
-pub mod definitions;
 mod delayed;
 pub mod direct_reply;
 mod expiry;
@@ -20,6 +19,7 @@ mod owner;
 mod paging;
 mod queues;
 pub mod shard_set;
+mod stats;
 mod storage;
 pub mod sync;
 
@@ -41,6 +41,7 @@ use sync::OneshotReceiver;
 pub use calls::ShardCall;
 pub use owner::TopologyCall;
 pub use queues::QueueCall;
+pub use stats::{CloseConnection, QueueConsumer, QueueDepth, ShardStats, StatsRequest};
 
 /// Bits of a connection id (and consumer key) below the shard number.
 const SHARD_SHIFT: u32 = 48;

@@ -251,6 +251,8 @@ impl Broker {
             .arg(self.data_dir())
             .arg("--listen")
             .arg("127.0.0.1")
+            .arg("--management-port")
+            .arg(self.management_port.to_string())
             .arg("--log-level")
             .arg(log_level)
             .args(&self.extra_args)

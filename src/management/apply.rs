@@ -4,10 +4,10 @@
 
 use std::rc::Rc;
 
-use super::messages::topology_op;
-use super::Shard;
+use super::backend::Operation;
 use crate::broker::{AccessOp, AccessOpError, AmqpError, Destination};
-use crate::management::backend::Operation;
+use crate::shard::messages::topology_op;
+use crate::shard::Shard;
 
 /// Why an operation was refused: as the AMQP method would be, or as an access change is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -174,5 +174,54 @@ fn binding_op(
         routing_key: binding.routing_key,
         arguments: binding.arguments,
         conn,
+    }
+}
+
+/// `--load-definitions` (through `shard::boot::DefinitionsImporter`): every object of the file,
+/// in RabbitMQ's order, applied like an operator's change. Returns how many were applied; the
+/// first refusal stops it.
+pub fn import_at_boot(
+    shard: Rc<Shard>,
+    body: &'static serde_json::Map<String, serde_json::Value>,
+) -> futures_lite::future::BoxedLocal<Result<usize, String>> {
+    Box::pin(async move {
+        let operations = {
+            let topology = shard.topology();
+            super::definitions::import_operations(&topology, body, None)
+        }
+        .map_err(|e| e.to_string())?;
+        let count = operations.len();
+        for (index, operation) in operations.into_iter().enumerate() {
+            let shown = format!("{operation:?}");
+            if let Err(error) = apply_operation(&shard, operation).await {
+                return Err(format!(
+                    "object {index} refused ({error}): {}",
+                    redact(&shown)
+                ));
+            }
+        }
+        Ok(count)
+    })
+}
+
+/// An operation as shown in a start-up error, without password hashes.
+fn redact(shown: &str) -> &str {
+    match shown.find("password_hash") {
+        Some(at) => &shown[..at],
+        None => shown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn start_up_errors_do_not_show_password_hashes() {
+        assert_eq!(
+            redact("PutUser(User { name: \"u\", password_hash: x"),
+            "PutUser(User { name: \"u\", "
+        );
+        assert_eq!(redact("AddVhost"), "AddVhost");
     }
 }
