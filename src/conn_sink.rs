@@ -79,4 +79,10 @@ pub trait ConnectionSink {
         let _ = reason;
         false
     }
+
+    /// Whether the connection is open in `vhost` (its connections close when it is deleted).
+    fn in_vhost(&self, vhost: &str) -> bool {
+        let _ = vhost;
+        false
+    }
 }

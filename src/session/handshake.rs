@@ -81,6 +81,7 @@ async fn negotiate(
             .unwrap_or(false);
         conn.cancel_notify.set(notify);
     }
+    *conn.client_properties.borrow_mut() = start_ok.client_properties.clone();
     let user = match authenticate(shard, &start_ok.mechanism, &start_ok.response, peer) {
         Ok(user) => user,
         Err(text) => {

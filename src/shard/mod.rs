@@ -218,6 +218,15 @@ impl Shard {
         self.conns.borrow().len()
     }
 
+    /// A deleted vhost's connections on this shard close with 320, as RabbitMQ's.
+    fn close_connections_in_vhost(&self, vhost: &str) {
+        let reason = format!("vhost '{vhost}' is deleted");
+        let conns: Vec<Rc<dyn ConnectionSink>> = self.conns.borrow().values().cloned().collect();
+        for conn in conns.iter().filter(|conn| conn.in_vhost(vhost)) {
+            conn.close_forced(&reason);
+        }
+    }
+
     fn conn(&self, id: ConnId) -> Option<Rc<dyn ConnectionSink>> {
         self.conns.borrow().get(&id).cloned()
     }

@@ -357,6 +357,9 @@ impl Shard {
             if let Some(id) = removed_queue {
                 self.unhost_queue(id);
             }
+            if let TopologyChange::DeleteVhost { name } = change {
+                self.close_connections_in_vhost(name);
+            }
             if let TopologyChange::MoveQueue { queue, owner_shard } = change {
                 if *owner_shard == self.id {
                     if let Some(meta) = self.topology.borrow().queue_by_id(*queue) {
