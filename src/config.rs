@@ -4,6 +4,9 @@
 //! `pin`, `data_dir`, `log_level`, `log_format`). Every value, wherever it came from, goes
 //! through the same validation so a bad value is refused at start with one clear message.
 
+use crate::limits::{
+    CONFIG_FILE_SIZE_MAX_BYTES, LISTEN_ADDRESSES_MAX, SHARDS_MAX, SPIN_MICROS_MAX,
+};
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -20,13 +23,8 @@ use crate::limits::{
 pub const PORT_DEFAULT: u16 = 5672;
 /// amqps's IANA port, used when a certificate and key are given without `tls_port`.
 pub const TLS_PORT_DEFAULT: u16 = 5671;
-/// Hard ceiling on shards whatever the machine. With `--pin cores` (the default) the limit is
-/// also the number of cores, since each shard's executor is pinned to a core of its own.
-pub const SHARDS_MAX: usize = 256;
-/// A config file larger than this is certainly not a config file.
-pub const CONFIG_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
-/// Bound on `listen` addresses (each one is a listening socket per shard).
-pub const LISTEN_ADDRESSES_MAX: usize = 16;
+/// RabbitMQ's management plugin port, so rabbitmqadmin finds us unconfigured.
+pub const MANAGEMENT_PORT_DEFAULT: u16 = 15672;
 pub const DATA_DIR_DEFAULT: &str = "./data";
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 pub const LOG_LEVEL_DEFAULT: &str = "info";
@@ -34,8 +32,6 @@ pub const LOG_LEVEL_DEFAULT: &str = "info";
 /// (from the network or another shard) waits for a kernel wake-up, ~50-100 µs here; spinning
 /// answers at once for that long after each burst of work, at the cost of CPU.
 pub const SPIN_MICROS_DEFAULT: u64 = 50;
-/// Longest spin accepted.
-pub const SPIN_MICROS_MAX: u64 = 10_000;
 /// Body bytes of ready messages one queue keeps in memory before paging the newest out to the
 /// log. 512 MiB: a queue that fits (seconds of backlog at high rates: 100,000 in-flight 1 KB
 /// messages is 100 MB, and 64 MiB measurably cut such a load to a third by paging it) never pays
@@ -49,6 +45,10 @@ pub struct Config {
     pub port: u16,
     /// Never empty, no duplicates.
     pub listen: Vec<IpAddr>,
+    /// The management HTTP API's port; 0: no management listener.
+    pub management_port: u16,
+    /// Where the management API listens; never empty, no duplicates.
+    pub management_listen: Vec<IpAddr>,
     /// In `1..=min(SHARDS_MAX, available cores)` with [`Pin::Cores`], `1..=SHARDS_MAX` with
     /// [`Pin::None`].
     pub shards: usize,
@@ -73,6 +73,9 @@ pub struct Config {
     pub loopback_users: Vec<String>,
     /// The amqps listener; `None` (no certificate and key given): TLS off.
     pub tls: Option<TlsConfig>,
+    /// A RabbitMQ definitions file imported at start-up, before any client is accepted
+    /// (RabbitMQ's `load_definitions`).
+    pub load_definitions: Option<PathBuf>,
 }
 
 /// amqps on the same listen addresses as AMQP. The files are read (and refused) at start.
@@ -222,9 +225,9 @@ impl ConfigError {
     about = "An AMQP 0-9-1 message broker, thread-per-core"
 )]
 struct Flags {
-    /// TOML file with any of: port, listen, shards, pin, data_dir, log_level, log_format,
+    /// TOML file with any of: port, listen, management_port, management_listen, shards, pin, data_dir, log_level, log_format,
     /// spin_us, queue_memory_bytes, max_message_bytes, default_user, default_pass,
-    /// loopback_users, tls_port, tls_cert, tls_key, tls_ca, tls_verify_peer,
+    /// loopback_users, load_definitions, tls_port, tls_cert, tls_key, tls_ca, tls_verify_peer,
     /// tls_fail_if_no_peer_cert. Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -234,6 +237,12 @@ struct Flags {
     /// Address to listen on; repeat for several [default: 127.0.0.1 and ::1]
     #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
+    /// TCP port of the management HTTP API; 0 disables it [default: 15672]
+    #[arg(long, value_name = "N")]
+    management_port: Option<String>,
+    /// Address the management API listens on; repeat for several [default: as --listen]
+    #[arg(long, value_name = "ADDR")]
+    management_listen: Vec<String>,
     /// Number of shards, one executor pinned per core [default: number of cores]
     #[arg(long, value_name = "N")]
     shards: Option<String>,
@@ -290,6 +299,10 @@ struct Flags {
     /// With --tls-verify-peer: refuse TLS clients without a certificate [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     tls_fail_if_no_peer_cert: Option<bool>,
+    /// RabbitMQ definitions JSON (users, vhosts, permissions, exchanges, queues, bindings)
+    /// imported at start-up, before clients are accepted
+    #[arg(long, value_name = "FILE")]
+    load_definitions: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -297,6 +310,8 @@ struct Flags {
 struct FileValues {
     port: Option<i64>,
     listen: Option<Vec<String>>,
+    management_port: Option<i64>,
+    management_listen: Option<Vec<String>>,
     shards: Option<i64>,
     pin: Option<String>,
     data_dir: Option<PathBuf>,
@@ -314,6 +329,7 @@ struct FileValues {
     tls_ca: Option<PathBuf>,
     tls_verify_peer: Option<bool>,
     tls_fail_if_no_peer_cert: Option<bool>,
+    load_definitions: Option<PathBuf>,
 }
 
 impl Config {
@@ -414,6 +430,16 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
             IpAddr::V6(Ipv6Addr::LOCALHOST),
         ],
     };
+    let management_port = match (flags.management_port, file.management_port) {
+        (Some(v), _) => parse_port_or_off(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_port_or_off(&v.to_string(), Origin::File)?,
+        (None, None) => MANAGEMENT_PORT_DEFAULT,
+    };
+    let management_listen = match (flags.management_listen.is_empty(), file.management_listen) {
+        (false, _) => parse_listen(&flags.management_listen, Origin::Flag)?,
+        (true, Some(v)) => parse_listen(&v, Origin::File)?,
+        (true, None) => listen.clone(),
+    };
     let log_level = match (flags.log_level, file.log_level) {
         (Some(v), _) => parse_log_level(v, Origin::Flag)?,
         (None, Some(v)) => parse_log_level(v, Origin::File)?,
@@ -471,6 +497,8 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
     Ok(Config {
         port,
         listen,
+        management_port,
+        management_listen,
         shards,
         pin,
         data_dir,
@@ -483,6 +511,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         default_pass,
         loopback_users,
         tls,
+        load_definitions: flags.load_definitions.or(file.load_definitions),
     })
 }
 
@@ -602,6 +631,14 @@ fn parse_port(value: &str, origin: Origin) -> Result<u16, ConfigError> {
             value: value.to_owned(),
             origin,
         }),
+    }
+}
+
+/// A port where 0 means "off" (the management listener).
+fn parse_port_or_off(value: &str, origin: Origin) -> Result<u16, ConfigError> {
+    match value.trim().parse::<u16>() {
+        Ok(0) => Ok(0),
+        _ => parse_port(value, origin),
     }
 }
 
@@ -1182,6 +1219,38 @@ mod pin_tests {
         let flags = Flags::try_parse_from(["ringmq", "--default-user", ""]).expect("flags");
         let error = resolve(flags, FileValues::default(), CORES).unwrap_err();
         assert!(matches!(error, ConfigError::AccessName { .. }), "{error}");
+    }
+
+    #[test]
+    fn load_definitions_from_flag_or_file() {
+        let none = resolve(
+            Flags::try_parse_from(["ringmq"]).expect("flags"),
+            FileValues::default(),
+            CORES,
+        )
+        .expect("defaults");
+        assert_eq!(none.load_definitions, None);
+        let file =
+            parse_file(Path::new("x.toml"), "load_definitions = \"/etc/d.json\"").expect("file");
+        let from_file = resolve(
+            Flags::try_parse_from(["ringmq"]).expect("flags"),
+            file,
+            CORES,
+        )
+        .expect("file");
+        assert_eq!(
+            from_file.load_definitions,
+            Some(PathBuf::from("/etc/d.json"))
+        );
+        let file =
+            parse_file(Path::new("x.toml"), "load_definitions = \"/etc/d.json\"").expect("file");
+        let flags =
+            Flags::try_parse_from(["ringmq", "--load-definitions", "/tmp/o.json"]).expect("flags");
+        let overridden = resolve(flags, file, CORES).expect("flag");
+        assert_eq!(
+            overridden.load_definitions,
+            Some(PathBuf::from("/tmp/o.json"))
+        );
     }
 }
 

@@ -19,6 +19,37 @@ pub struct DeliverEntry {
     pub redelivered: bool,
 }
 
+/// What the management API shows of one connection, described by the connection itself on its
+/// own shard (the shard's stats snapshot asks each; nothing is kept up to date for it).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionDescription {
+    /// RabbitMQ's `"peer_host:peer_port -> host:port"`.
+    pub name: String,
+    pub vhost: String,
+    pub user: String,
+    pub peer: Option<std::net::SocketAddr>,
+    pub local: Option<std::net::SocketAddr>,
+    pub channels: Vec<ChannelDescription>,
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat_seconds: u16,
+    pub connected_at_ms: u64,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    pub client_properties: crate::protocol::FieldTable,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChannelDescription {
+    pub number: u16,
+    pub prefetch_count: u16,
+    pub confirm: bool,
+    pub transactional: bool,
+    pub messages_unacknowledged: u64,
+    /// Consumer tags by the key queues know them under.
+    pub consumer_tags: Vec<(ConsumerKey, String)>,
+}
+
 /// A connection, as seen by the shard that hosts it.
 pub trait ConnectionSink {
     /// A delivery for one of the connection's consumers. Handed back when the channel or the
@@ -35,4 +66,23 @@ pub trait ConnectionSink {
 
     /// The queue under `consumer` is gone: the consumer is cancelled.
     fn consumer_cancelled(&self, channel: u16, consumer: ConsumerKey);
+
+    /// For the management API's listings. `None`: the connection does not describe itself yet
+    /// (it is then listed by its id only).
+    fn describe(&self) -> Option<ConnectionDescription> {
+        None
+    }
+
+    /// Closes the connection with 320 CONNECTION_FORCED and `reason`, as RabbitMQ's
+    /// `DELETE /api/connections/name`. False if the connection cannot be closed this way.
+    fn close_forced(&self, reason: &str) -> bool {
+        let _ = reason;
+        false
+    }
+
+    /// Whether the connection is open in `vhost` (its connections close when it is deleted).
+    fn in_vhost(&self, vhost: &str) -> bool {
+        let _ = vhost;
+        false
+    }
 }

@@ -86,6 +86,107 @@ pub const TX_OPERATIONS_MAX: usize = 1_000_000;
 /// first message of a transaction always goes in (it is bounded by `--max-message-bytes`).
 pub const TX_BYTES_MAX: usize = 512 * 1024 * 1024;
 
+// Names and topology (broker).
+/// Longest exchange or queue name, in bytes (an AMQP short string).
+pub const NAME_LENGTH_MAX: usize = 255;
+/// Most exchanges one publish may traverse through exchange-to-exchange bindings and alternate
+/// exchanges. Each exchange is visited at most once anyway; this caps the work on huge topologies.
+pub const ROUTE_EXCHANGES_VISITED_MAX: usize = 1024;
+/// Most queues per vhost, exchanges per vhost, and bindings per source exchange: declares and
+/// binds beyond these are refused (406) instead of growing every shard's copy without end.
+pub const QUEUES_PER_VHOST_MAX: usize = 100_000;
+pub const EXCHANGES_PER_VHOST_MAX: usize = 10_000;
+pub const BINDINGS_PER_EXCHANGE_MAX: usize = 100_000;
+/// Most changes one validation may emit (a delete cascading through auto-delete exchanges).
+pub const CHANGES_PER_REQUEST_MAX: usize = 4096;
+/// Extra routing keys one message may carry (CC and BCC together): each costs a routing pass.
+pub const SENDER_SELECTED_KEYS_MAX: usize = 1024;
+
+// Queues (broker::queue).
+/// Default for `broker::queue::QueueLimits::consumers_max`.
+pub const QUEUE_CONSUMERS_MAX: u32 = 65_536;
+/// Levels of a priority queue: `x-max-priority` is at most 255, so levels 0..=255.
+pub const PRIORITY_LEVELS_MAX: usize = 256;
+/// Body bytes at the head of a paging queue kept loaded ahead of delivery (one message more
+/// when the head alone is larger: the head is always loadable).
+pub const PAGE_READ_AHEAD_BYTES: u64 = 2 * 1024 * 1024;
+/// Entries a page-out search walks back over (paged ones) looking for a loaded one behind them.
+/// Such entries are rare (a page-out whose log write failed); past this they wait for the loader.
+pub const PAGE_OUT_SCAN_MAX: usize = 1024;
+/// `x-death` entries kept per message. RabbitMQ keeps one per (queue, reason), so this is only
+/// reached by a message that visited this many queues; the oldest entries go first.
+pub const X_DEATH_ENTRIES_MAX: usize = 64;
+/// Largest `x-cache-size` accepted: about 64 MiB of entries per queue at most.
+pub const DEDUP_CACHE_SIZE_MAX: u64 = 1_000_000;
+
+// Wire decoding (protocol).
+/// Deepest nesting of tables/arrays inside a table we accept. Decoding recurses once per level,
+/// so this bounds the stack a crafted frame can make us use. RabbitMQ's own arguments nest 2 deep.
+pub const FIELD_NESTING_DEPTH_MAX: usize = 64;
+/// Flag words we read before calling a header malformed. One is all basic needs.
+pub const PROPERTY_FLAG_WORDS_MAX: usize = 4;
+
+// Shard work per pass.
+/// Dead letters handled per drain before the rest are dropped with a warning: a bound on the
+/// work one event can trigger (a cascade through many TTL-0 queues). Far above any sane chain.
+pub const DEAD_LETTER_CASCADE_MAX: usize = 1 << 20;
+/// Reads one loader has in flight at once.
+pub const PAGE_IN_READS_MAX: usize = 16;
+/// Page-outs in one pass; a pass that stops here continues at the next publish or dispatch.
+pub const PAGE_OUT_PASS_MAX: usize = 4096;
+/// Reads basic.get makes for a paged head before it answers get-empty (each read that
+/// succeeds or fails changes the head, so more than one is needed only when the head expires
+/// or is taken while a read is in flight).
+pub const GET_HEAD_LOAD_ATTEMPTS_MAX: usize = 8;
+/// Timers fired in one pass before the task yields to other work.
+pub const TIMER_FIRE_BATCH_MAX: usize = 256;
+/// Longest single sleep: bounds the damage of a wall-clock jump (the set is re-read after it).
+pub const TIMER_SLEEP_MAX: Duration = Duration::from_secs(1);
+
+// Message log (storage::wal).
+/// Bytes read per DMA read while recovering (bounds recovery's I/O buffer, not its state).
+pub const WAL_RECOVERY_READ_BYTES: usize = 1 << 20;
+/// Tasks that may wait in `wait_durable` at once.
+pub const WAL_WAITERS_MAX: usize = 1 << 16;
+/// Smallest segment accepted (header block plus a few records).
+pub const WAL_SEGMENT_SIZE_BYTES_MIN: u64 = 64 * 1024;
+/// Largest segment accepted: recovery holds one segment in memory at a time.
+pub const WAL_SEGMENT_SIZE_BYTES_MAX: u64 = 1 << 30;
+/// Times `read_live` looks a key up again after waiting for its record to become durable (the
+/// record may be copied forward meanwhile; each copy is durable within a flush or two).
+pub const WAL_READ_LIVE_ATTEMPTS_MAX: usize = 4;
+
+/// Copy-forward moves the live enqueues of a segment only once it is at least this many
+/// segments behind the one being written: messages that young are usually consumed soon, and
+/// copying them would only double their writes.
+pub const WAL_COMPACT_AGE_SEGMENTS_MIN: u64 = 4;
+/// ... and only while its live enqueues fill at most this share of its data area: copying
+/// `live` bytes frees a whole segment, so the write amplification stays at most
+/// 25 / (100 - 25) = 1/3, and a deep backlog of unconsumed messages (full segments) is never
+/// rewritten.
+pub const WAL_COMPACT_LIVE_PERCENT_MAX: u64 = 25;
+/// ... or, however dense, once it is the root of settle chains keeping this many dead segments
+/// on disk (a later segment's settle must outlive the enqueues it removed, so one long-lived
+/// segment keeps every later one whose settles reach it through others). Copying at most one
+/// segment to free this many keeps that amplification at most 1/4.
+pub const WAL_COMPACT_PINNED_SEGMENTS_MIN: usize = 4;
+/// Copies are appended only while the pending batch holds at most this share of
+/// `batch_soft_bytes` (also the bound of bytes copied per round, one round per flush):
+/// publishers keep the rest, and the broker waits for a flush above the soft bound (`congested`).
+/// A record larger than that is copied only into an empty batch.
+pub const WAL_COMPACT_BATCH_PERCENT_MAX: usize = 50;
+
+// Configuration.
+/// Hard ceiling on shards whatever the machine. With `--pin cores` (the default) the limit is
+/// also the number of cores, since each shard's executor is pinned to a core of its own.
+pub const SHARDS_MAX: usize = 256;
+/// A config file larger than this is certainly not a config file.
+pub const CONFIG_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
+/// Bound on `listen` addresses (each one is a listening socket per shard).
+pub const LISTEN_ADDRESSES_MAX: usize = 16;
+/// Longest spin accepted.
+pub const SPIN_MICROS_MAX: u64 = 10_000;
+
 // A transaction holds at least as much as the largest message the broker can be set to accept.
 const _: () = assert!(TX_BYTES_MAX as u64 >= MESSAGE_SIZE_MAX_BYTES);
 
@@ -175,9 +276,28 @@ pub const MANAGEMENT_GET_COUNT_MAX: usize = 10_000;
 /// Operations one definitions import may hold (users, vhosts, permissions, exchanges,
 /// queues, bindings together).
 pub const MANAGEMENT_IMPORT_OPERATIONS_MAX: usize = 1_000_000;
+/// Largest `--load-definitions` file read at start-up (read whole, then parsed): a management
+/// import body is bounded the same way.
+pub const DEFINITIONS_FILE_BYTES_MAX: u64 = MANAGEMENT_REQUEST_BODY_BYTES_MAX as u64;
 
 const _: () = assert!(
     MANAGEMENT_HEADER_BUFFER_BYTES >= 8192,
     "hyper's max_buf_size floor"
 );
 const _: () = assert!(MANAGEMENT_PAGE_SIZE_DEFAULT <= MANAGEMENT_PAGE_SIZE_MAX);
+
+// Names are AMQP short strings.
+const _: () = assert!(NAME_LENGTH_MAX <= u8::MAX as usize);
+// One level per x-max-priority value 0..=255.
+const _: () = assert!(PRIORITY_LEVELS_MAX == u8::MAX as usize + 1);
+// RabbitMQ's own arguments nest two deep; basic's properties need one flag word.
+const _: () = assert!(FIELD_NESTING_DEPTH_MAX >= 2 && PROPERTY_FLAG_WORDS_MAX >= 1);
+// O_DIRECT reads are whole blocks.
+const _: () = assert!(WAL_RECOVERY_READ_BYTES.is_multiple_of(crate::storage::wal::WAL_BLOCK_BYTES));
+const _: () = assert!(
+    WAL_SEGMENT_SIZE_BYTES_MIN >= 4 * crate::storage::wal::WAL_BLOCK_BYTES as u64
+        && WAL_SEGMENT_SIZE_BYTES_MIN < WAL_SEGMENT_SIZE_BYTES_MAX
+);
+// Every loop that works in passes makes progress.
+const _: () =
+    assert!(PAGE_IN_READS_MAX >= 1 && PAGE_OUT_PASS_MAX >= 1 && TIMER_FIRE_BATCH_MAX >= 1);

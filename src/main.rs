@@ -18,6 +18,16 @@ fn main() {
         }
     };
     init_logging(&config);
+    match ringmq::shard::boot::AccessBoot::from_config(
+        &config,
+        ringmq::management::apply::import_at_boot,
+    ) {
+        Ok(boot) => ringmq::shard::boot::configure(boot),
+        Err(message) => {
+            eprintln!("ringmq: {message}");
+            std::process::exit(1);
+        }
+    }
     tracing::info!(shards = config.shards, port = config.port, listen = ?config.listen, "starting");
 
     let shards = config.shards;

@@ -21,6 +21,7 @@ use crate::limits::{
     CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
     EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
 };
+use crate::management::{self, api::Api, http::ServerOptions, shard_backend::ShardBackend};
 use crate::net::{self, ListenerSpec, SharedStream};
 use crate::session;
 use crate::shard::mesh::{self, MeshEnds};
@@ -68,6 +69,14 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                 .collect(),
             server_config: server_config.clone(),
         });
+        let management_listen: Vec<SocketAddr> = match config.management_port {
+            0 => Vec::new(),
+            port => config
+                .management_listen
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect(),
+        };
         let ready_tx = ready_tx.clone();
         let all_built = all_built.clone();
         let placement = match config.pin {
@@ -85,6 +94,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                 let paths = ShardPaths {
                     listen,
                     tls_listen,
+                    management_listen,
                     data_dir,
                     queue_memory_bytes,
                     max_message_bytes,
@@ -153,6 +163,8 @@ fn memlock_limit_bytes() -> Option<u64> {
 struct ShardPaths {
     listen: Vec<SocketAddr>,
     tls_listen: Option<TlsListen>,
+    /// Empty: no management API.
+    management_listen: Vec<SocketAddr>,
     data_dir: PathBuf,
     queue_memory_bytes: u64,
     max_message_bytes: u64,
@@ -168,6 +180,7 @@ async fn shard_main(
     let ShardPaths {
         listen,
         tls_listen,
+        management_listen,
         data_dir,
         queue_memory_bytes,
         max_message_bytes,
@@ -182,7 +195,7 @@ async fn shard_main(
     }
     shard.start_background_tasks();
 
-    let specs = listener_specs(&shard, &listen, tls_listen);
+    let specs = listener_specs(&shard, &listen, tls_listen, &management_listen);
     let listeners = match net::bind_all(specs) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -192,6 +205,7 @@ async fn shard_main(
     };
     let addresses = listeners
         .iter()
+        .filter(|listener| listener.protocol_name() == "amqp")
         .filter_map(net::Listener::local_addr)
         .collect();
     for listener in listeners {
@@ -222,6 +236,7 @@ fn listener_specs(
     shard: &Rc<Shard>,
     listen: &[SocketAddr],
     tls_listen: Option<TlsListen>,
+    management_listen: &[SocketAddr],
 ) -> Vec<ListenerSpec> {
     let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
         shard: shard.clone(),
@@ -248,6 +263,14 @@ fn listener_specs(
             transport: Some(acceptor.clone()),
         }));
     }
+    if !management_listen.is_empty() {
+        let http: Rc<dyn net::Protocol> = Rc::new(Http::new(shard.clone()));
+        specs.extend(management_listen.iter().map(|&address| ListenerSpec {
+            address,
+            protocol: http.clone(),
+            transport: None,
+        }));
+    }
     specs
 }
 
@@ -269,6 +292,44 @@ impl net::Protocol for Amqp {
 
     fn serve(&self, stream: SharedStream) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(session::serve(self.shard.clone(), stream))
+    }
+}
+
+/// The management HTTP API, served on every shard like AMQP (SO_REUSEPORT): a request's JSON
+/// rendering runs on the shard that accepted it, so polling clients spread over the cores
+/// instead of queueing behind one shard's AMQP connections. Each shard answers from its own
+/// topology replica and gathers statistics from all shards with one typed call each.
+struct Http {
+    api: Rc<Api>,
+    open: Rc<std::cell::Cell<usize>>,
+}
+
+impl Http {
+    fn new(shard: Rc<Shard>) -> Http {
+        Http {
+            api: Rc::new(Api::new(Rc::new(ShardBackend::new(shard)))),
+            open: Rc::new(std::cell::Cell::new(0)),
+        }
+    }
+}
+
+impl net::Protocol for Http {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn admits(&self) -> bool {
+        self.open.get() < ServerOptions::default().connections_max
+    }
+
+    fn serve(&self, stream: SharedStream) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
+        let api = self.api.clone();
+        let open = self.open.clone();
+        open.set(open.get() + 1);
+        Box::pin(async move {
+            management::http::serve_connection(stream, api, ServerOptions::default()).await;
+            open.set(open.get() - 1);
+        })
     }
 }
 

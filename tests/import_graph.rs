@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Edges that must not exist (from, to).
-const FORBIDDEN: [(&str, &str); 9] = [
+const FORBIDDEN: [(&str, &str); 13] = [
     ("shard", "session"),
     ("shard", "net"),
     ("shard", "runtime"),
@@ -22,6 +22,11 @@ const FORBIDDEN: [(&str, &str); 9] = [
     ("session", "runtime"),
     ("conn_sink", "session"),
     ("conn_sink", "shard"),
+    // Management is a room behind the shard's doors: nothing below it may know it.
+    ("shard", "management"),
+    ("session", "management"),
+    ("broker", "management"),
+    ("auth", "management"),
 ];
 /// The modules among which no cycle may exist.
 const EDGE_MODULES: [&str; 5] = ["net", "session", "shard", "runtime", "conn_sink"];

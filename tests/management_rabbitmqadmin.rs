@@ -1,6 +1,8 @@
-//! Debian's `rabbitmqadmin` (RabbitMQ 3.10.8's script, unchanged) against the management API
-//! on its in-memory backend: the acceptance client of issue 10, before the API is wired into
-//! the shards.
+//! Debian's `rabbitmqadmin` (RabbitMQ 3.10.8's script, unchanged) against the management API:
+//! the acceptance client of issue 10. Each scenario runs against the in-memory backend and
+//! against the real broker (1 and 2 shards), so the fake and the shards answer alike.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -69,15 +71,39 @@ impl Server {
         }
     }
 
+    fn admin(&self) -> Admin {
+        Admin {
+            port: self.address.port(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// rabbitmqadmin pointed at one management port, as guest.
+struct Admin {
+    port: u16,
+}
+
+impl Admin {
     /// Runs rabbitmqadmin; returns stdout, panicking with its stderr if it failed.
-    fn admin(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.admin_status(args);
+    fn run(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.status(args);
         assert!(ok, "rabbitmqadmin {args:?} failed:\n{stdout}\n{stderr}");
         stdout
     }
 
-    fn admin_status(&self, args: &[&str]) -> (bool, String, String) {
-        let port = self.address.port().to_string();
+    fn status(&self, args: &[&str]) -> (bool, String, String) {
+        let port = self.port.to_string();
         let output = Command::new("timeout")
             .arg(COMMAND_TIMEOUT_SECONDS)
             .arg("python3")
@@ -105,19 +131,8 @@ impl Server {
     fn list(&self, args: &[&str]) -> Vec<Value> {
         let mut full = vec!["-f", "raw_json", "list"];
         full.extend_from_slice(args);
-        let text = self.admin(&full);
+        let text = self.run(&full);
         serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -136,15 +151,10 @@ fn rabbitmqadmin_present() -> bool {
     false
 }
 
-#[test]
-fn rabbitmqadmin_manages_vhosts_users_permissions() {
-    if !rabbitmqadmin_present() {
-        return;
-    }
-    let server = Server::start();
-    server.admin(&["declare", "vhost", "name=mgmt-t"]);
+fn vhosts_users_permissions(server: &Admin) {
+    server.run(&["declare", "vhost", "name=mgmt-t"]);
     assert!(names(&server.list(&["vhosts"]), "name").contains(&"mgmt-t".to_string()));
-    server.admin(&[
+    server.run(&[
         "declare",
         "user",
         "name=mgmt-t",
@@ -157,7 +167,7 @@ fn rabbitmqadmin_manages_vhosts_users_permissions() {
         .find(|u| u["name"] == "mgmt-t")
         .expect("user listed");
     assert_eq!(user["tags"], serde_json::json!(["administrator"]));
-    server.admin(&[
+    server.run(&[
         "declare",
         "permission",
         "vhost=mgmt-t",
@@ -171,7 +181,7 @@ fn rabbitmqadmin_manages_vhosts_users_permissions() {
         .iter()
         .any(|p| p["user"] == "mgmt-t" && p["vhost"] == "mgmt-t" && p["configure"] == "^c"));
     // The new user logs in with its password.
-    let port = server.address.port().to_string();
+    let port = server.port.to_string();
     let whoami = Command::new("timeout")
         .args([
             COMMAND_TIMEOUT_SECONDS,
@@ -195,26 +205,21 @@ fn rabbitmqadmin_manages_vhosts_users_permissions() {
         "{}",
         String::from_utf8_lossy(&whoami.stderr)
     );
-    server.admin(&["delete", "permission", "vhost=mgmt-t", "user=mgmt-t"]);
+    server.run(&["delete", "permission", "vhost=mgmt-t", "user=mgmt-t"]);
     assert!(!server
         .list(&["permissions"])
         .iter()
         .any(|p| p["user"] == "mgmt-t"));
-    server.admin(&["delete", "user", "name=mgmt-t"]);
+    server.run(&["delete", "user", "name=mgmt-t"]);
     assert!(!names(&server.list(&["users"]), "name").contains(&"mgmt-t".to_string()));
-    server.admin(&["delete", "vhost", "name=mgmt-t"]);
+    server.run(&["delete", "vhost", "name=mgmt-t"]);
     assert!(!names(&server.list(&["vhosts"]), "name").contains(&"mgmt-t".to_string()));
-    let (ok, _, stderr) = server.admin_status(&["delete", "vhost", "name=mgmt-t"]);
+    let (ok, _, stderr) = server.status(&["delete", "vhost", "name=mgmt-t"]);
     assert!(!ok && stderr.contains("Not found"), "{stderr}");
 }
 
-#[test]
-fn rabbitmqadmin_manages_queues_exchanges_bindings_and_messages() {
-    if !rabbitmqadmin_present() {
-        return;
-    }
-    let server = Server::start();
-    server.admin(&["declare", "vhost", "name=mgmt-v"]);
+fn queues_exchanges_bindings_and_messages(server: &Admin) {
+    server.run(&["declare", "vhost", "name=mgmt-v"]);
     let v = ["-V", "mgmt-v"];
     let with_vhost = |args: &[&str]| {
         let mut full: Vec<&str> = v.to_vec();
@@ -223,7 +228,7 @@ fn rabbitmqadmin_manages_queues_exchanges_bindings_and_messages() {
     };
     let run = |args: &[&str]| {
         let full = with_vhost(args);
-        server.admin(&full.iter().map(String::as_str).collect::<Vec<_>>())
+        server.run(&full.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let list = |args: &[&str]| {
         let full = with_vhost(args);
@@ -281,7 +286,7 @@ fn rabbitmqadmin_manages_queues_exchanges_bindings_and_messages() {
     // Export, delete, import: the objects come back.
     let file = std::env::temp_dir().join(format!("ringmq-mgmt-defs-{}.json", std::process::id()));
     let file_name = file.to_str().unwrap();
-    server.admin(&["export", file_name]);
+    server.run(&["export", file_name]);
     let exported: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert!(exported["queues"]
         .as_array()
@@ -300,17 +305,55 @@ fn rabbitmqadmin_manages_queues_exchanges_bindings_and_messages() {
     run(&["delete", "queue", "name=mgmt-q"]);
     run(&["delete", "exchange", "name=mgmt-x"]);
     assert!(list(&["queues"]).is_empty());
-    server.admin(&["import", file_name]);
+    server.run(&["import", file_name]);
     let _ = std::fs::remove_file(&file);
     assert_eq!(names(&list(&["queues"]), "name"), vec!["mgmt-q"]);
     assert!(list(&["bindings"])
         .iter()
         .any(|b| b["source"] == "mgmt-x" && b["routing_key"] == "a.b"));
 
-    // Connections: listed, then closed.
+    server.run(&["delete", "vhost", "name=mgmt-v"]);
+    server.run(&["show", "overview"]);
+}
+
+fn fake_connection_closed(server: &Admin) {
     let connections = server.list(&["connections"]);
     assert_eq!(names(&connections, "name"), vec![CONNECTION_NAME]);
-    server.admin(&["close", "connection", &format!("name={CONNECTION_NAME}")]);
+    server.run(&["close", "connection", &format!("name={CONNECTION_NAME}")]);
     assert!(server.list(&["connections"]).is_empty());
-    server.admin(&["show", "overview"]);
+}
+
+#[test]
+fn rabbitmqadmin_manages_vhosts_users_permissions() {
+    if !rabbitmqadmin_present() {
+        return;
+    }
+    let server = Server::start();
+    vhosts_users_permissions(&server.admin());
+}
+
+#[test]
+fn rabbitmqadmin_manages_queues_exchanges_bindings_and_messages() {
+    if !rabbitmqadmin_present() {
+        return;
+    }
+    let server = Server::start();
+    queues_exchanges_bindings_and_messages(&server.admin());
+    // Connections: listed, then closed.
+    fake_connection_closed(&server.admin());
+}
+
+#[test]
+fn rabbitmqadmin_against_the_broker() {
+    if !rabbitmqadmin_present() {
+        return;
+    }
+    for shards in common::SHARD_COUNTS {
+        let broker = common::Broker::start(shards);
+        let admin = Admin {
+            port: broker.management_port(),
+        };
+        vhosts_users_permissions(&admin);
+        queues_exchanges_bindings_and_messages(&admin);
+    }
 }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::amqp::{channel, declare_queue, get, publish, reply_code};
 use common::{free_port, step, unique, Broker, SHARD_COUNTS, STEP_TIMEOUT};
+use lapin::options::QueueDeclareOptions;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::{Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 /// How the broker asks for client certificates.
 #[derive(Clone, Copy, PartialEq)]
@@ -60,10 +61,12 @@ impl Certs {
         certs.signed(
             "server",
             "localhost",
-            Some("subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
         );
-        certs.signed("client", "guest", None);
-        certs.signed("stranger", "nobody-by-this-name", None);
+        // X.509 v3 (an extension file with extensions): webpki refuses v1 client certificates.
+        let client = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth";
+        certs.signed("client", "guest", client);
+        certs.signed("stranger", "nobody-by-this-name", client);
         certs.openssl(&[
             "req",
             "-x509",
@@ -84,7 +87,7 @@ impl Certs {
 
     /// `NAME_key.pem`, `NAME_certificate.pem` (CN=`common_name`, signed by the CA) and
     /// `NAME.p12` (what lapin takes as a client identity).
-    fn signed(&self, name: &str, common_name: &str, extension: Option<&str>) {
+    fn signed(&self, name: &str, common_name: &str, extensions: &str) {
         let key = format!("{name}_key.pem");
         let request = format!("{name}.csr");
         let certificate = format!("{name}_certificate.pem");
@@ -101,7 +104,7 @@ impl Certs {
             &request,
         ]);
         let extension_file = format!("{name}.ext");
-        std::fs::write(self.dir.join(&extension_file), extension.unwrap_or("")).expect("ext");
+        std::fs::write(self.dir.join(&extension_file), extensions).expect("ext");
         self.openssl(&[
             "x509",
             "-req",
@@ -214,10 +217,15 @@ async fn connect_tls(url: &str, config: OwnedTLSConfig) -> lapin::Result<Connect
 /// Publishes to a fresh queue and reads the message back over `connection`.
 async fn round_trip(connection: &Connection) {
     let ch = channel(connection).await;
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
     let queue = unique("tls-q");
-    declare_queue(&ch, &queue).await;
+    declare_queue(&ch, &queue, QueueDeclareOptions::default())
+        .await
+        .expect("queue.declare");
     let body = vec![7u8; 100_000];
-    publish(&ch, "", &queue, &body).await;
+    publish(&ch, "", &queue, &body, BasicProperties::default()).await;
     let message = get(&ch, &queue, true).await.expect("the message is there");
     assert_eq!(message.delivery.data, body);
 }

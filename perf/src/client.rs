@@ -17,7 +17,8 @@ use ringmq::protocol::{
 
 use crate::error::{PerfError, Result};
 use crate::limits::{
-    CLOSE_TIMEOUT, FRAME_MAX_BYTES, READ_CHUNK_BYTES, RPC_TIMEOUT, SOCKET_READ_TIMEOUT,
+    CLOSE_TIMEOUT, FRAME_MAX_BYTES, PLACEMENT_ATTEMPTS_MAX, READ_CHUNK_BYTES, RPC_TIMEOUT,
+    SOCKET_READ_TIMEOUT,
 };
 use crate::url::AmqpUrl;
 
@@ -31,6 +32,9 @@ pub struct Conn {
     /// Frames waiting for `flush`.
     pub out: BytesMut,
     pub frame_max: u32,
+    /// The shard that serves this connection, when the broker says (ringmq's `ringmq_shard`
+    /// server property); None for other brokers.
+    pub shard: Option<u32>,
 }
 
 impl Conn {
@@ -51,6 +55,7 @@ impl Conn {
             scratch: vec![0; READ_CHUNK_BYTES],
             out: BytesMut::with_capacity(READ_CHUNK_BYTES),
             frame_max: FRAME_MIN_SIZE,
+            shard: None,
         };
         conn.handshake(url)?;
         Ok(conn)
@@ -58,9 +63,12 @@ impl Conn {
 
     fn handshake(&mut self, url: &AmqpUrl) -> Result<()> {
         self.stream.write_all(PROTOCOL_HEADER)?;
-        self.wait_method(0, "connection.start", |m| {
+        let start = self.wait_method(0, "connection.start", |m| {
             matches!(m, Method::ConnectionStart(_))
         })?;
+        if let Method::ConnectionStart(start) = start {
+            self.shard = shard_of(&start.server_properties);
+        }
         let mut response = Vec::with_capacity(url.user.len() + url.password.len() + 2);
         response.push(0);
         response.extend_from_slice(url.user.as_bytes());
@@ -114,6 +122,26 @@ impl Conn {
             matches!(m, Method::ChannelOpenOk(_))
         })?;
         Ok(())
+    }
+
+    /// Connects until the broker serves the connection on `shard` (the kernel's SO_REUSEPORT
+    /// hash of the source port picks it, so retries land elsewhere), at most
+    /// `PLACEMENT_ATTEMPTS_MAX` tries. `None`: the first connection, wherever it lands.
+    pub fn open_on(url: &AmqpUrl, shard: Option<u32>) -> Result<Conn> {
+        let Some(wanted) = shard else {
+            return Conn::open(url);
+        };
+        for _ in 0..PLACEMENT_ATTEMPTS_MAX {
+            let conn = Conn::open(url)?;
+            match conn.shard {
+                Some(found) if found == wanted => return Ok(conn),
+                Some(_) => conn.close(),
+                None => return Err(PerfError::Args("--place: broker reports no shard".into())),
+            }
+        }
+        Err(PerfError::Unexpected(format!(
+            "no connection landed on shard {wanted} in {PLACEMENT_ATTEMPTS_MAX} tries"
+        )))
     }
 
     /// Encodes a method into `out`; nothing is written until `flush`.
@@ -267,6 +295,13 @@ impl Conn {
 }
 
 /// A connection.close or channel.close from the broker ends the run with its reason.
+fn shard_of(properties: &FieldTable) -> Option<u32> {
+    match properties.get("ringmq_shard")? {
+        FieldValue::LongString(text) => std::str::from_utf8(text).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 pub fn check_close(method: &Method) -> Result<()> {
     match method {
         Method::ConnectionClose(close) => Err(PerfError::Closed {

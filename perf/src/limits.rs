@@ -15,6 +15,8 @@ pub const FRAME_MAX_BYTES: u32 = 128 * 1024;
 pub const SOCKET_READ_TIMEOUT: Duration = Duration::from_millis(200);
 /// Connect, handshake and each synchronous reply (declare-ok, bind-ok...) must come within this.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--place`: connections opened at most, per wanted connection, to land on a given shard.
+pub const PLACEMENT_ATTEMPTS_MAX: usize = 64;
 /// A connection.close-ok that has not come by then is not waited for.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pipelined topology commands (e.g. 10,000 queue.binds) are sent in windows of this many.

@@ -71,6 +71,11 @@ pub struct Opts {
     /// Fill scenario: the queue to declare and leave filled (it is not deleted).
     #[arg(long, default_value = "perf-fill")]
     pub queue: String,
+    /// Latency scenario on ringmq: the shards of the setup connection (which declares the
+    /// queue, so the queue's shard), the producer and the consumer, e.g. `0,0,1`. Connections
+    /// are reopened until the broker reports that shard.
+    #[arg(long, value_delimiter = ',')]
+    pub place: Vec<u32>,
     /// The broker's pid: its CPU use and (backlog) RSS are reported.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -124,7 +129,16 @@ impl Opts {
                 .is_none_or(|us| us.is_finite() && us > 0.0),
             "--disk-floor-us-p99 must be positive",
         )?;
+        check(
+            self.place.is_empty() || self.place.len() == 3,
+            "--place takes three shards: queue,producer,consumer",
+        )?;
         Ok(())
+    }
+
+    /// The shard wanted for connection `index` of `--place` (0 setup, 1 producer, 2 consumer).
+    pub fn placed(&self, index: usize) -> Option<u32> {
+        self.place.get(index).copied()
     }
 
     /// The rates a latency-style scenario runs: the sweep, or the single rate.

@@ -64,12 +64,12 @@ pub fn latency(opts: &Opts) -> Result<Vec<Report>> {
     let url = AmqpUrl::parse(&opts.url)?;
     let mut reports = Vec::new();
     for rate in opts.rates() {
-        let mut setup = Conn::open(&url)?;
+        let mut setup = Conn::open_on(&url, opts.placed(0))?;
         let prefix = topology::run_prefix("lat");
         let queues = declare_queues(&mut setup, &prefix, 1, opts.persistent)?;
         let flow = Flow {
             scenario: "latency",
-            label: format!("rate={rate}"),
+            label: format!("rate={rate}{}", shard_label("q", setup.shard)),
             exchange: String::new(),
             producer_keys: vec![queues.clone()],
             consumer_queues: queues.clone(),
@@ -184,18 +184,27 @@ pub fn declare_queues(
 fn run_flow(opts: &Opts, url: &AmqpUrl, flow: &Flow) -> Result<Report> {
     let mut consumers = Vec::with_capacity(flow.consumer_queues.len());
     for queue in &flow.consumer_queues {
-        let mut conn = Conn::open(url)?;
+        let mut conn = Conn::open_on(url, opts.placed(2))?;
         topology::consume(&mut conn, queue, opts.prefetch, opts.auto_ack)?;
         consumers.push(conn);
     }
     let mut producers = Vec::with_capacity(flow.producer_keys.len());
     for _ in &flow.producer_keys {
-        let mut conn = Conn::open(url)?;
+        let mut conn = Conn::open_on(url, opts.placed(1))?;
         if opts.confirm > 0 {
             topology::confirm_select(&mut conn)?;
         }
         producers.push(conn);
     }
+    let placement = [("p", &producers), ("c", &consumers)]
+        .iter()
+        .map(|(role, conns)| {
+            conns
+                .iter()
+                .map(|conn| shard_label(role, conn.shard))
+                .collect::<String>()
+        })
+        .collect::<String>();
     let shared = std::sync::Arc::new(Shared::default());
     let duration = Duration::from_secs(opts.duration);
     let started = Instant::now();
@@ -271,7 +280,7 @@ fn run_flow(opts: &Opts, url: &AmqpUrl, flow: &Flow) -> Result<Report> {
         let _ = latency.add(&r.latency_ns);
     }
     let seconds = elapsed_at_end.max(1e-9);
-    let mut report = Report::new(flow.scenario, flow.label.clone());
+    let mut report = Report::new(flow.scenario, format!("{}{placement}", flow.label));
     report.push("published_msgs_per_s", published_at_end as f64 / seconds);
     report.push("consumed_msgs_per_s", consumed_at_end as f64 / seconds);
     report.push(
@@ -290,6 +299,11 @@ fn run_flow(opts: &Opts, url: &AmqpUrl, flow: &Flow) -> Result<Report> {
         report.push("broker_cpu_percent", ns as f64 / 1e9 / seconds * 100.0);
     }
     Ok(report)
+}
+
+/// ` q=1`: where a connection landed, for the report's label (nothing for other brokers).
+fn shard_label(role: &str, shard: Option<u32>) -> String {
+    shard.map_or(String::new(), |shard| format!(" {role}={shard}"))
 }
 
 /// Runs `work` on its own thread; an error stops the other workers of the run.

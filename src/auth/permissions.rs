@@ -87,14 +87,34 @@ pub struct InvalidPattern {
     pub reason: String,
 }
 
+/// A compiled permission pattern. `.*` (what most users are given) matches every name without
+/// running a regex: a publish checks write on its exchange each time.
+enum Pattern {
+    Everything,
+    Regex(Regex),
+}
+
+impl Pattern {
+    fn is_match(&self, name: &str) -> bool {
+        match self {
+            Pattern::Everything => true,
+            Pattern::Regex(regex) => regex.is_match(name),
+        }
+    }
+}
+
 /// RabbitMQ's rule: an empty pattern matches nothing (it becomes `^$`); any other is searched
 /// for anywhere in the name (unanchored, as Erlang's `re:run`).
-fn compile(pattern: &str) -> Result<Regex, InvalidPattern> {
+fn compile(pattern: &str) -> Result<Pattern, InvalidPattern> {
+    if pattern == ".*" {
+        return Ok(Pattern::Everything);
+    }
     let effective = if pattern.is_empty() { "^$" } else { pattern };
-    Regex::new(effective).map_err(|e| InvalidPattern {
+    let regex = Regex::new(effective).map_err(|e| InvalidPattern {
         pattern: pattern.to_string(),
         reason: e.to_string(),
-    })
+    })?;
+    Ok(Pattern::Regex(regex))
 }
 
 /// Checks a pattern for `set_permissions` / definitions import, before it is stored.
@@ -104,15 +124,15 @@ pub fn validate_pattern(pattern: &str) -> Result<(), InvalidPattern> {
 
 struct CompiledTopicPermission {
     exchange: String,
-    write: Regex,
-    read: Regex,
+    write: Pattern,
+    read: Pattern,
 }
 
 /// The compiled permissions of one user in one vhost.
 pub struct VhostPermissions {
-    configure: Regex,
-    write: Regex,
-    read: Regex,
+    configure: Pattern,
+    write: Pattern,
+    read: Pattern,
     topic: Vec<CompiledTopicPermission>,
 }
 
@@ -155,6 +175,11 @@ impl VhostPermissions {
             Operation::Read => &self.read,
         };
         regex.is_match(access.resource_name())
+    }
+
+    /// Whether any topic permission applies: without one, routing keys need no check at all.
+    pub fn has_topic_permissions(&self) -> bool {
+        !self.topic.is_empty()
     }
 
     /// Topic authorisation: a routing key on a topic exchange. No topic permission for the

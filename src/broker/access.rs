@@ -3,13 +3,15 @@
 //!
 //! Passwords arrive already hashed (`User::password_hash`): nothing here sees a clear one.
 
-use crate::auth::permissions::{validate_pattern, InvalidPattern};
+use crate::auth::permissions::{refusal_text, validate_pattern, InvalidPattern};
+use crate::auth::{Access, Operation, ResourceKind, VhostPermissions};
 use crate::limits::{
     ACCESS_NAME_LENGTH_MAX, PERMISSION_PATTERN_LENGTH_MAX, TOPIC_PERMISSIONS_PER_USER_VHOST_MAX,
     USERS_MAX, VHOSTS_MAX,
 };
+use crate::protocol::reply_code;
 
-use super::{Permission, TopicPermission, Topology, TopologyChange, User};
+use super::{AmqpError, Permission, TopicPermission, Topology, TopologyChange, User};
 
 /// An operator's change to who may do what (management API, definitions import, CLI).
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +169,39 @@ pub fn check_access_op(t: &Topology, op: &AccessOp) -> Result<AccessPlan, Access
     }
 }
 
+/// A server-named queue's generated name against the user's permissions (the channel checked
+/// every other access before the declare left it): configure, and read when the queue has a
+/// dead-letter exchange, as RabbitMQ's queue.declare checks `amq.gen-…`.
+pub fn check_generated_queue_name(
+    t: &Topology,
+    (user, vhost): (&str, &str),
+    name: &str,
+    reads_too: bool,
+) -> Result<(), AmqpError> {
+    let compiled = t
+        .permission(user, vhost)
+        .and_then(|permission| VhostPermissions::compile(user, vhost, permission, &[]).ok());
+    let operations: &[Operation] = if reads_too {
+        &[Operation::Configure, Operation::Read]
+    } else {
+        &[Operation::Configure]
+    };
+    for &operation in operations {
+        let access = Access {
+            operation,
+            kind: ResourceKind::Queue,
+            name,
+        };
+        if !compiled.as_ref().is_some_and(|p| p.allows(&access)) {
+            return Err(AmqpError::new(
+                reply_code::ACCESS_REFUSED,
+                format!("ACCESS_REFUSED - {}", refusal_text(&access, vhost, user)),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_add_vhost(t: &Topology, name: &str) -> Result<AccessPlan, AccessOpError> {
     check_name(name, "vhost")?;
     if t.vhost_exists(name) {
@@ -295,7 +330,6 @@ mod tests {
             name: name.into(),
             password_hash: PasswordHash::new(HashingAlgorithm::Sha256, "pw"),
             tags: vec![],
-            loopback_only: false,
         }
     }
 

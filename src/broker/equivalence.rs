@@ -2,8 +2,8 @@
 
 use crate::protocol::{reply_code, FieldTable, FieldValue};
 
-use super::queue::DEDUP_CACHE_SIZE_MAX;
 use super::AmqpError;
+use crate::limits::DEDUP_CACHE_SIZE_MAX;
 
 /// Queue arguments RabbitMQ compares on redeclare (`rabbit_amqqueue:declare_args/0`); any
 /// other argument may differ between declarations.

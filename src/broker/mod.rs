@@ -16,7 +16,9 @@ mod topic;
 mod topology;
 pub mod validate;
 
-pub use access::{check_access_op, AccessOp, AccessOpError, AccessOutcome, AccessPlan};
+pub use access::{
+    check_access_op, check_generated_queue_name, AccessOp, AccessOpError, AccessOutcome, AccessPlan,
+};
 pub use topology::{Topology, DEFAULT_EXCHANGE, DEFAULT_USER, DEFAULT_VHOST};
 pub use validate::{
     check_bind, check_exchange_declare, check_exchange_delete, check_queue_access,
@@ -32,19 +34,6 @@ pub type ConnId = u64;
 /// Assigned by the owner shard, never reused in a process lifetime.
 pub type QueueId = u64;
 pub type ShardId = usize;
-
-/// Longest exchange or queue name, in bytes (an AMQP short string).
-pub const NAME_LENGTH_MAX: usize = 255;
-/// Most exchanges one publish may traverse through exchange-to-exchange bindings and alternate
-/// exchanges. Each exchange is visited at most once anyway; this caps the work on huge topologies.
-pub const ROUTE_EXCHANGES_VISITED_MAX: usize = 1024;
-/// Most queues per vhost, exchanges per vhost, and bindings per source exchange: declares and
-/// binds beyond these are refused (406) instead of growing every shard's copy without end.
-pub const QUEUES_PER_VHOST_MAX: usize = 100_000;
-pub const EXCHANGES_PER_VHOST_MAX: usize = 10_000;
-pub const BINDINGS_PER_EXCHANGE_MAX: usize = 100_000;
-/// Most changes one validation may emit (a delete cascading through auto-delete exchanges).
-pub const CHANGES_PER_REQUEST_MAX: usize = 4096;
 
 /// A channel or connection exception: RabbitMQ's reply code and text. The caller fills in the
 /// class and method ids of the offending method.
@@ -171,8 +160,6 @@ pub struct User {
     pub name: String,
     pub password_hash: PasswordHash,
     pub tags: Vec<String>,
-    /// Only connections from a loopback address may log in as this user (RabbitMQ's guest rule).
-    pub loopback_only: bool,
 }
 
 /// One validated mutation of the topology, applied in the same order on every shard.

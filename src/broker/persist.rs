@@ -35,12 +35,13 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
         TopologyChange::AddVhost { name } => tagged(out, 1, |o| text(o, name)),
         TopologyChange::DeleteVhost { name } => tagged(out, 2, |o| text(o, name)),
         // Tag 3 was a user with a clear password; never written since passwords are hashed.
-        TopologyChange::PutUser(user) => tagged(out, 14, |o| {
+        // Tag 14 was a user with a loopback-only flag: who may log in only from loopback is
+        // configuration (`--loopback-users`, RabbitMQ's `loopback_users`), not a user's state.
+        TopologyChange::PutUser(user) => tagged(out, 17, |o| {
             text(o, &user.name);
             text(o, user.password_hash.algorithm().rabbit_name());
             text(o, user.password_hash.encoded());
             text(o, &user.tags.join(","));
-            o.put_u8(u8::from(user.loopback_only));
         }),
         TopologyChange::DeleteUser { name } => tagged(out, 4, |o| text(o, name)),
         TopologyChange::SetPermission {
@@ -130,17 +131,21 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
         2 => TopologyChange::DeleteVhost {
             name: read_text(buf)?,
         },
-        14 => {
+        14 | 17 => {
             let name = read_text(buf)?;
             let algorithm_name = read_text(buf)?;
             let algorithm = HashingAlgorithm::from_rabbit_name(&algorithm_name)
                 .ok_or(PersistError::UnknownHashing(algorithm_name))?;
             let password_hash = PasswordHash::from_encoded(algorithm, &read_text(buf)?)?;
+            let tags = split_tags(&read_text(buf)?);
+            if tag == 14 {
+                // The retired loopback-only flag: `--loopback-users` decides now.
+                read_u8(buf)?;
+            }
             TopologyChange::PutUser(User {
                 name,
                 password_hash,
-                tags: split_tags(&read_text(buf)?),
-                loopback_only: read_u8(buf)? != 0,
+                tags,
             })
         }
         4 => TopologyChange::DeleteUser {
@@ -337,14 +342,12 @@ mod tests {
                 name: "u".into(),
                 password_hash: PasswordHash::new(algorithm, "p"),
                 tags: vec!["administrator".into(), "monitoring".into()],
-                loopback_only: true,
             }));
         }
         round_trip(TopologyChange::PutUser(User {
             name: "passwordless".into(),
             password_hash: PasswordHash::none(),
             tags: vec![],
-            loopback_only: false,
         }));
         round_trip(TopologyChange::SetTopicPermission {
             user: "u".into(),
@@ -466,7 +469,6 @@ mod tests {
                 name: "u".into(),
                 password_hash: PasswordHash::new(HashingAlgorithm::Sha256, "s3cret-pw"),
                 tags: vec![],
-                loopback_only: false,
             }),
             &mut out,
         );

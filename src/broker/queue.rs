@@ -24,20 +24,21 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
+use crate::limits::QUEUE_CONSUMERS_MAX;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use crate::id_hash::IdBuildHasher;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
-pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason, X_DEATH_ENTRIES_MAX};
-pub use dedup::{DedupCache, DedupConfig, DedupKey, DEDUP_CACHE_SIZE_MAX, X_DEDUPLICATION_HEADER};
+pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason};
+pub use dedup::{DedupCache, DedupConfig, DedupKey, X_DEDUPLICATION_HEADER};
 pub use delivery_limit::X_DELIVERY_COUNT;
 use delivery_limit::{stored_delivery_count, Return};
 pub use length::Admission;
 pub use message::{Message, Route, SharedMessage, DELIVERY_MODE_PERSISTENT};
 use ready::{deadline, ReadyEntry, ReadyQueue};
-pub use ready::{PagedRef, PAGE_READ_AHEAD_BYTES, PAGE_READ_AHEAD_MESSAGES};
+pub use ready::{PagedRef, PAGE_READ_AHEAD_MESSAGES};
 
 /// Per-queue, monotonically increasing from 1: also the FIFO order key.
 pub type MessageId = u64;
@@ -45,9 +46,6 @@ pub type MessageId = u64;
 pub type ConsumerKey = u64;
 /// A durable message's place in the shard's WAL. NonZero so `Option<WalPosition>` costs 8 bytes.
 pub type WalPosition = NonZeroU64;
-
-/// Default for [`QueueLimits::consumers_max`].
-pub const QUEUE_CONSUMERS_MAX: u32 = 65_536;
 
 /// The channel a consumer or a basic.get belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

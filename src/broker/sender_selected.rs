@@ -2,6 +2,7 @@
 //! each an extra routing key for the same exchange. `BCC` is removed from the message before
 //! any queue sees it; `CC` stays.
 
+use crate::limits::SENDER_SELECTED_KEYS_MAX;
 use crate::protocol::{FieldTable, FieldValue};
 
 use super::queue::Message;
@@ -11,8 +12,6 @@ use super::{QueueId, Topology};
 
 pub const CC: &str = "CC";
 pub const BCC: &str = "BCC";
-/// Extra routing keys one message may carry (CC and BCC together): each costs a routing pass.
-pub const SENDER_SELECTED_KEYS_MAX: usize = 1024;
 
 /// RabbitMQ refuses a CC/BCC header that is not an array (406 "invalid message"). Returns the
 /// reason text for the 406, or Ok.

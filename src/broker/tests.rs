@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::limits::EXCHANGES_PER_VHOST_MAX;
 use crate::protocol::{reply_code, FieldTable, FieldValue};
 
 const CONN: ConnId = 1;
@@ -160,7 +161,6 @@ fn default_topology() {
     let guest = t.user("guest").unwrap();
     assert!(guest.password_hash.verify("guest"));
     assert!(!guest.password_hash.verify("Guest"));
-    assert!(guest.loopback_only);
     assert_eq!(guest.tags, vec!["administrator".to_string()]);
     assert!(t.can_access_vhost("guest", "/"));
     assert!(!t.can_access_vhost("guest", "/other"));
@@ -189,7 +189,6 @@ fn vhosts_users_permissions() {
         name: "bob".into(),
         password_hash: crate::auth::PasswordHash::new(crate::auth::HashingAlgorithm::Sha256, "pw"),
         tags: vec![],
-        loopback_only: false,
     }));
     t.apply(&TopologyChange::SetPermission {
         user: "bob".into(),

@@ -7,9 +7,10 @@ use crate::protocol::FieldTable;
 use super::exchange::{BindingEntry, ExchangeState, Target};
 use super::{
     Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, Permission, QueueId, QueueMeta,
-    ShardId, TopicPermission, TopologyChange, User, ROUTE_EXCHANGES_VISITED_MAX,
+    ShardId, TopicPermission, TopologyChange, User,
 };
 use crate::auth::{HashingAlgorithm, PasswordHash};
+use crate::limits::ROUTE_EXCHANGES_VISITED_MAX;
 
 pub const DEFAULT_VHOST: &str = "/";
 pub const DEFAULT_USER: &str = "guest";
@@ -186,7 +187,6 @@ impl Topology {
                     DEFAULT_USER,
                 ),
                 tags: vec!["administrator".to_string()],
-                loopback_only: true,
             }),
             TopologyChange::SetPermission {
                 user: DEFAULT_USER.to_string(),

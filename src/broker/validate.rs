@@ -11,8 +11,11 @@ use super::headers::validate_binding_arguments;
 use super::topology::{Vhost, DEFAULT_EXCHANGE};
 use super::{
     AmqpError, Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, QueueId, QueueMeta,
-    ShardId, Topology, TopologyChange, BINDINGS_PER_EXCHANGE_MAX, CHANGES_PER_REQUEST_MAX,
-    EXCHANGES_PER_VHOST_MAX, NAME_LENGTH_MAX, QUEUES_PER_VHOST_MAX, X_DELAYED_TYPE,
+    ShardId, Topology, TopologyChange, X_DELAYED_TYPE,
+};
+use crate::limits::{
+    BINDINGS_PER_EXCHANGE_MAX, CHANGES_PER_REQUEST_MAX, EXCHANGES_PER_VHOST_MAX, NAME_LENGTH_MAX,
+    QUEUES_PER_VHOST_MAX,
 };
 
 const RESERVED_PREFIX: &str = "amq.";

@@ -9,6 +9,7 @@
 //!   implementation for tests.
 
 pub mod api;
+pub mod apply;
 pub mod backend;
 pub mod definitions;
 pub mod fake;
@@ -17,6 +18,7 @@ pub mod json;
 pub mod listing;
 pub mod objects;
 pub mod routes;
+pub mod shard_backend;
 
 #[cfg(test)]
 mod tests;

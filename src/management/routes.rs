@@ -460,7 +460,6 @@ pub fn user_from_body(
         name: name.to_string(),
         password_hash,
         tags,
-        loopback_only: existing.is_some_and(|u| u.loopback_only),
     })
 }
 

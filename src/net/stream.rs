@@ -15,6 +15,7 @@ use glommio::net::TcpStream;
 /// operations a session needs besides bytes are here, so a wrapper passes them to its socket.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
     fn peer_addr(&self) -> io::Result<SocketAddr>;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
     /// A read that waits longer than `timeout` fails with `TimedOut` (heartbeats).
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Shuts the socket down in both directions, waking a reader blocked on it.
@@ -29,6 +30,10 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
 impl ClientStream for TcpStream {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         TcpStream::peer_addr(self).map_err(io::Error::from)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::local_addr(self).map_err(io::Error::from)
     }
 
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
@@ -57,6 +62,10 @@ impl SharedStream {
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.0.borrow().peer_addr()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.borrow().local_addr()
     }
 
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {

@@ -3,14 +3,11 @@
 //! Readers take `&mut Bytes` and advance it; every length is checked against the bytes left
 //! before anything is sliced or allocated. Long strings come back as zero-copy slices.
 
+use crate::limits::FIELD_NESTING_DEPTH_MAX;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::field::{FieldTable, FieldValue};
 use super::{ProtocolError, ShortStr};
-
-/// Deepest nesting of tables/arrays inside a table we accept. Decoding recurses once per level,
-/// so this bounds the stack a crafted frame can make us use. RabbitMQ's own arguments nest 2 deep.
-pub const FIELD_NESTING_DEPTH_MAX: usize = 64;
 
 /// A shortstr's length is one octet.
 pub const SHORTSTR_LEN_MAX: usize = u8::MAX as usize;

@@ -21,7 +21,7 @@ mod interop_tests;
 #[cfg(test)]
 mod tests;
 
-pub use codec::{decode_table_body, FIELD_NESTING_DEPTH_MAX, SHORTSTR_LEN_MAX};
+pub use codec::{decode_table_body, SHORTSTR_LEN_MAX};
 pub use error::ProtocolError;
 pub use field::{FieldTable, FieldValue};
 pub use frame::{
@@ -32,7 +32,7 @@ pub use frame::{
     FRAME_MIN_SIZE, FRAME_OVERHEAD, PROTOCOL_HEADER,
 };
 pub use methods::*;
-pub use properties::{BasicProperties, PROPERTY_FLAG_WORDS_MAX};
+pub use properties::BasicProperties;
 
 /// The primitive wire types, for other modules that store AMQP values (the WAL's topology records).
 pub mod wire {

@@ -4,14 +4,12 @@
 //! properties in flag order. Bit 0 says "another flag word follows"; basic has 14 properties,
 //! so any later word may only carry further continuation bits.
 
+use crate::limits::PROPERTY_FLAG_WORDS_MAX;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec::{read_shortstr, read_table, read_u16, read_u64, read_u8};
 use super::codec::{write_shortstr, write_table};
 use super::{FieldTable, ProtocolError, ShortStr};
-
-/// Flag words we read before calling a header malformed. One is all basic needs.
-pub const PROPERTY_FLAG_WORDS_MAX: usize = 4;
 
 const FLAG_CONTINUATION: u16 = 1 << 0;
 const FLAG_CONTENT_TYPE: u16 = 1 << 15;

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::channel::access::AllowAll;
+use super::channel::access::Permissions;
 use super::io::{FrameReader, ReadError};
 use super::state::ConnShared;
 use super::{heartbeat_timeout, Session};
@@ -47,7 +47,7 @@ pub async fn run(
         vhost,
         channel_max,
         heartbeat,
-        authorizer: Rc::new(AllowAll),
+        authorizer: Rc::new(Permissions::default()),
     })
 }
 
@@ -94,6 +94,7 @@ async fn negotiate(
             .unwrap_or(false);
         conn.cancel_notify.set(notify);
     }
+    *conn.client_properties.borrow_mut() = start_ok.client_properties.clone();
     let user = match authenticate(shard, &start_ok.mechanism, &start_ok.response, peer) {
         Ok(user) => user,
         Err(text) => {
@@ -264,7 +265,7 @@ fn authenticate(
         tracing::info!(user = %name, "login refused: wrong password");
         return Err(refused());
     }
-    check_loopback(&name, user.loopback_only, peer)?;
+    check_loopback(&name, peer)?;
     Ok(name)
 }
 
@@ -273,20 +274,21 @@ fn authenticate(
 fn authenticate_external(shard: &Shard, peer: &Peer) -> Result<String, String> {
     let name = peer.certificate_name.clone().unwrap_or_default();
     let topology = shard.topology();
-    let Some(user) = topology.user(&name) else {
+    if topology.user(&name).is_none() {
         tracing::info!(user = %name, "EXTERNAL login refused: no such user");
         return Err(
             "ACCESS_REFUSED - Login was refused using authentication mechanism \
                     EXTERNAL. For details see the broker logfile."
                 .to_string(),
         );
-    };
-    check_loopback(&name, user.loopback_only, peer)?;
+    }
+    check_loopback(&name, peer)?;
     Ok(name)
 }
 
-fn check_loopback(name: &str, loopback_only: bool, peer: &Peer) -> Result<(), String> {
-    if loopback_only && !peer.address.is_some_and(|p| p.ip().is_loopback()) {
+/// RabbitMQ's `loopback_users` (configuration, `shard::boot`).
+fn check_loopback(name: &str, peer: &Peer) -> Result<(), String> {
+    if crate::shard::boot::access_boot().refuses_remote_login(name, peer.address) {
         tracing::info!(user = %name, peer = ?peer.address, "login refused: user may only connect via localhost");
         return Err(format!(
             "ACCESS_REFUSED - user '{name}' can only connect via localhost"

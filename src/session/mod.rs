@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::broker::queue::ChannelRef;
 use crate::broker::AmqpError;
+use crate::conn_sink::ConnectionDescription;
 use crate::limits::{CLOSE_TIMEOUT, FRAME_MAX_BYTES, OUTBOX_SOFT_MAX_BYTES};
 use crate::net::SharedStream;
 use crate::protocol::{
@@ -121,6 +122,7 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream) {
     match handshake::run(&shard, &conn, reader, handshake_peer, heartbeat.clone()).await {
         Some(mut session) => {
             tracing::debug!(conn = conn_id, ?peer, user = %session.user, vhost = %session.vhost, "connection open");
+            conn.set_opened(session.description(peer, stream.local_addr().ok()));
             let ending = session.run().await;
             tracing::debug!(
                 conn = conn_id,
@@ -153,6 +155,34 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream) {
 }
 
 impl Session {
+    /// What the management API shows of this connection (RabbitMQ's connection name format).
+    fn description(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        local: Option<std::net::SocketAddr>,
+    ) -> ConnectionDescription {
+        let shown = |address: Option<std::net::SocketAddr>| {
+            address.map_or_else(|| "?".to_string(), |a| a.to_string())
+        };
+        ConnectionDescription {
+            name: format!("{} -> {}", shown(peer), shown(local)),
+            vhost: self.vhost.clone(),
+            user: self.user.clone(),
+            peer,
+            local,
+            channels: Vec::new(),
+            channel_max: self.channel_max,
+            frame_max: self.conn.frame_max.get(),
+            heartbeat_seconds: self.heartbeat.get(),
+            connected_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as u64),
+            received_bytes: 0,
+            sent_bytes: 0,
+            client_properties: self.conn.client_properties.borrow().clone(),
+        }
+    }
+
     async fn run(&mut self) -> Ending {
         loop {
             if let Err(ending) = self.wait_for_room().await {
@@ -160,10 +190,7 @@ impl Session {
             }
             let frame = match self.next_frame_or_shutdown().await {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ending::Close(Fault::new(
-                    reply_code::CONNECTION_FORCED,
-                    "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
-                )),
+                Ok(None) => return Ending::Close(self.forced_close_fault()),
                 Err(ReadError::Closed) => return Ending::Done,
                 Err(ReadError::TimedOut) => {
                     tracing::info!(
@@ -198,21 +225,38 @@ impl Session {
         Ok(())
     }
 
-    /// The next frame, or `None` when the shard is shutting down.
+    /// The next frame, or `None` when the shard is shutting down or an operator closes the
+    /// connection (`ConnShared::force_close`).
     async fn next_frame_or_shutdown(&mut self) -> Result<Option<Frame>, ReadError> {
-        if self.shard.is_shutting_down() {
+        if self.shard.is_shutting_down() || self.conn.forced_close_reason().is_some() {
             return Ok(None);
         }
         if let Some(frame) = self.reader.buffered_frame()? {
             return Ok(Some(frame));
         }
         let shard = self.shard.clone();
+        let conn = self.conn.clone();
         let reader = &mut self.reader;
-        futures_lite::future::or(async { reader.next_frame().await.map(Some) }, async {
-            shard.wait_for_shutdown().await;
+        let stop = async {
+            futures_lite::future::or(shard.wait_for_shutdown(), async {
+                while conn.forced_close_reason().is_none() {
+                    conn.forced.wait().await;
+                }
+            })
+            .await;
             Ok(None)
-        })
-        .await
+        };
+        futures_lite::future::or(async { reader.next_frame().await.map(Some) }, stop).await
+    }
+
+    /// Why the broker closes: an operator's reason, else the shutdown (RabbitMQ's texts).
+    fn forced_close_fault(&self) -> Fault {
+        let text = match self.conn.forced_close_reason() {
+            Some(reason) => format!("CONNECTION_FORCED - {reason}"),
+            None => "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+                .to_string(),
+        };
+        Fault::new(reply_code::CONNECTION_FORCED, text)
     }
 
     /// Handles one frame; `Ok(false)` means the connection is finished (close handshake done).

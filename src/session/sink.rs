@@ -3,7 +3,7 @@
 
 use super::state::ConnShared;
 use crate::broker::queue::{ConsumerKey, SharedMessage};
-use crate::conn_sink::{ConnectionSink, DeliverEntry};
+use crate::conn_sink::{ConnectionDescription, ConnectionSink, DeliverEntry};
 
 impl ConnectionSink for ConnShared {
     fn deliver(&self, entry: DeliverEntry) -> Result<(), DeliverEntry> {
@@ -20,5 +20,17 @@ impl ConnectionSink for ConnShared {
 
     fn consumer_cancelled(&self, channel: u16, consumer: ConsumerKey) {
         ConnShared::consumer_cancelled(self, channel, consumer);
+    }
+
+    fn describe(&self) -> Option<ConnectionDescription> {
+        ConnShared::describe(self)
+    }
+
+    fn close_forced(&self, reason: &str) -> bool {
+        self.force_close(reason)
+    }
+
+    fn in_vhost(&self, vhost: &str) -> bool {
+        ConnShared::in_vhost(self, vhost)
     }
 }

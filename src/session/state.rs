@@ -1,7 +1,8 @@
-//! A connection's state that the shard reaches into directly: its output buffer and, per channel,
-//! what is needed to deliver messages (delivery tags, unacked messages, consumers, confirms).
+//! A connection's state that the shard reaches through `conn_sink::ConnectionSink`
+//! (`session/sink.rs`): its output buffer and, per channel, what is needed to deliver messages
+//! (delivery tags, unacked messages, consumers, confirms).
 //!
-//! The shard's dispatch calls `deliver`/`confirm_done`/`consumer_cancelled` synchronously on the
+//! The shard calls `deliver`/`confirm_done`/`consumer_cancelled` synchronously on the
 //! connection's own executor; the session's reader task mutates the same state between awaits.
 //!
 //! Publisher confirms are not encoded when they are decided: they wait in `ready_confirms` until
@@ -17,6 +18,7 @@ use bytes::BytesMut;
 
 use crate::broker::queue::{ConsumerKey, MessageId, SharedMessage};
 use crate::broker::{ConnId, QueueId, ShardId};
+use crate::conn_sink::{ChannelDescription, ConnectionDescription};
 use crate::id_hash::IdMap;
 use crate::limits::FRAME_MAX_BYTES;
 use crate::protocol::{self, BasicAck, BasicCancel, BasicNack, DeliverFields, Method};
@@ -43,6 +45,15 @@ pub struct ConnShared {
     /// frames are not lost to a reset.
     pub drain_on_close: Cell<bool>,
     pub channels: RefCell<IdMap<u16, ChannelState>>,
+    /// Who the connection is, once the handshake has opened it (for the management API's
+    /// listing and for closing a deleted vhost's connections); channels are added when asked.
+    pub opened: RefCell<Option<ConnectionDescription>>,
+    /// Set by an operator's close (management API, vhost deletion): the reason, and the wake-up
+    /// of the session's frame loop, which then closes with 320 CONNECTION_FORCED.
+    forced_close: RefCell<Option<String>>,
+    pub forced: Notify,
+    /// What the client said about itself in connection.start-ok (shown by the management API).
+    pub client_properties: RefCell<crate::protocol::FieldTable>,
 }
 
 #[derive(Default)]
@@ -170,7 +181,67 @@ impl ConnShared {
             output_closed: Cell::new(false),
             drain_on_close: Cell::new(false),
             channels: RefCell::new(IdMap::default()),
+            opened: RefCell::new(None),
+            forced_close: RefCell::new(None),
+            forced: Notify::default(),
+            client_properties: RefCell::new(Default::default()),
         }
+    }
+
+    /// The handshake is done: what the management API shows of the connection from now on.
+    pub fn set_opened(&self, description: ConnectionDescription) {
+        *self.opened.borrow_mut() = Some(description);
+    }
+
+    /// The connection's description with its channels as they are now.
+    pub fn describe(&self) -> Option<ConnectionDescription> {
+        let mut description = self.opened.borrow().clone()?;
+        let channels = self.channels.borrow();
+        let mut numbers: Vec<u16> = channels.keys().copied().collect();
+        numbers.sort_unstable();
+        description.channels = numbers
+            .into_iter()
+            .filter_map(|number| {
+                let channel = channels.get(&number)?;
+                Some(ChannelDescription {
+                    number,
+                    prefetch_count: channel.prefetch_per_consumer,
+                    confirm: channel.confirm.is_some(),
+                    transactional: channel.tx.is_some(),
+                    messages_unacknowledged: channel.unacked.len() as u64,
+                    consumer_tags: channel
+                        .consumers
+                        .iter()
+                        .map(|(key, consumer)| (*key, consumer.tag.clone()))
+                        .collect(),
+                })
+            })
+            .collect();
+        Some(description)
+    }
+
+    /// Asks the session to close with 320 and `reason`; false before the handshake opened it.
+    pub fn force_close(&self, reason: &str) -> bool {
+        if self.opened.borrow().is_none() {
+            return false;
+        }
+        self.forced_close
+            .borrow_mut()
+            .get_or_insert_with(|| reason.to_string());
+        self.forced.notify();
+        true
+    }
+
+    /// The reason of an operator's close, once asked.
+    pub fn forced_close_reason(&self) -> Option<String> {
+        self.forced_close.borrow().clone()
+    }
+
+    pub fn in_vhost(&self, vhost: &str) -> bool {
+        self.opened
+            .borrow()
+            .as_ref()
+            .is_some_and(|opened| opened.vhost == vhost)
     }
 
     pub fn send_method(&self, channel: u16, method: &Method) {

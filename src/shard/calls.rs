@@ -63,8 +63,19 @@ impl PendingCalls {
         (id, receiver)
     }
 
+    /// The caller gave up on `id` (timed out): its entry goes, so abandoned calls cannot pile up.
+    pub fn forget(&self, id: RequestId) {
+        self.pending.borrow_mut().remove(&id);
+    }
+
+    /// Outstanding requests (for the tests).
+    #[cfg(test)]
+    pub fn outstanding(&self) -> usize {
+        self.pending.borrow().len()
+    }
+
     pub fn complete(&self, id: RequestId, reply: AnyReply) {
-        // A caller that timed out dropped its receiver: the reply completes into nothing.
+        // A caller that timed out forgot its id: the late reply completes into nothing.
         let pending = self.pending.borrow_mut().remove(&id);
         if let Some(pending) = pending {
             pending.complete(reply);
@@ -156,6 +167,21 @@ mod tests {
                 body(shard).await;
             })
             .expect("spawn executor")
+    }
+
+    #[test]
+    fn a_forgotten_call_leaves_no_entry_and_its_late_reply_goes_nowhere() {
+        let calls = PendingCalls::default();
+        let (answered, answered_receiver) = calls.register::<u32>();
+        let (abandoned, _gone) = calls.register::<u32>();
+        assert_eq!(calls.outstanding(), 2);
+        calls.forget(abandoned);
+        assert_eq!(calls.outstanding(), 1);
+        calls.complete(abandoned, Box::new(7u32));
+        calls.complete(answered, Box::new(8u32));
+        assert_eq!(calls.outstanding(), 0);
+        let reply = futures_lite::future::block_on(answered_receiver);
+        assert_eq!(reply, Some(8));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! dead-letters more). Instead of recursing, work queues up in `pending` and the outermost
 //! call drains it, so the stack stays flat however long the chain.
 
+use crate::limits::DEAD_LETTER_CASCADE_MAX;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
@@ -14,10 +15,6 @@ use super::messages::{MeshMsg, PublishEntry};
 use super::Shard;
 use crate::broker::queue::{dead_lettered, is_cycle, Death, DeathReason, SharedMessage};
 use crate::broker::QueueId;
-
-/// Dead letters handled per drain before the rest are dropped with a warning: a bound on the
-/// work one event can trigger (a cascade through many TTL-0 queues). Far above any sane chain.
-pub const DEAD_LETTER_CASCADE_MAX: usize = 1 << 20;
 
 #[derive(Default)]
 pub struct DeadLetters {

@@ -5,6 +5,7 @@
 //! Deadlines are wall-clock milliseconds since the Unix epoch, the unit messages carry, so they
 //! keep their meaning across a restart.
 
+use crate::limits::{TIMER_FIRE_BATCH_MAX, TIMER_SLEEP_MAX};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -15,11 +16,6 @@ use super::sync::Notify;
 use super::Shard;
 use crate::broker::queue::DeathReason;
 use crate::broker::QueueId;
-
-/// Timers fired in one pass before the task yields to other work.
-pub const TIMER_FIRE_BATCH_MAX: usize = 256;
-/// Longest single sleep: bounds the damage of a wall-clock jump (the set is re-read after it).
-const TIMER_SLEEP_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TimerKind {

@@ -28,6 +28,8 @@ pub struct Lifecycle {
     /// have.
     recovered_shards: Cell<usize>,
     shard_recovered: Notify,
+    /// The coordinator loaded `--load-definitions` (or had none): no shard listens before.
+    definitions_loaded: Cell<bool>,
     shutting_down: Cell<bool>,
     shutdown: Notify,
     /// Wakes the shutdown sequence when a connection goes away.
@@ -47,6 +49,7 @@ impl Lifecycle {
             messages_recovered: Notify::default(),
             recovered_shards: Cell::new(0),
             shard_recovered: Notify::default(),
+            definitions_loaded: Cell::new(false),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             conns_changed: Notify::default(),
@@ -149,6 +152,11 @@ impl Shard {
     async fn wait_all_recovered(self: &Rc<Self>) -> Result<(), String> {
         if self.is_coordinator() {
             self.count_recovered().await;
+            // Every shard hosts and routes by now: imported queues and bindings land as a
+            // client's would. The others are still waiting for their `Recovered` answer.
+            self.load_boot_definitions().await?;
+            self.lifecycle.definitions_loaded.set(true);
+            self.lifecycle.shard_recovered.notify();
             return Ok(());
         }
         match self.send_request(self.coordinator(), Recovered).await {
@@ -164,6 +172,15 @@ impl Shard {
             .set(self.lifecycle.recovered_shards.get() + 1);
         self.lifecycle.shard_recovered.notify();
         while self.lifecycle.recovered_shards.get() < self.shard_count {
+            self.lifecycle.shard_recovered.wait().await;
+        }
+    }
+
+    /// Another shard's `Recovered`: answered once all have recovered and the definitions are
+    /// loaded.
+    async fn wait_recovered_and_loaded(&self) {
+        self.count_recovered().await;
+        while !self.lifecycle.definitions_loaded.get() {
             self.lifecycle.shard_recovered.wait().await;
         }
     }
@@ -242,6 +259,6 @@ impl ShardCall for StartupTopology {
 impl ShardCall for Recovered {
     type Reply = ();
     async fn handle(self, shard: &Rc<Shard>, _from: ShardId) {
-        shard.count_recovered().await;
+        shard.wait_recovered_and_loaded().await;
     }
 }

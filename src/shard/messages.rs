@@ -150,6 +150,10 @@ pub mod topology_op {
         pub auto_delete: bool,
         pub arguments: FieldTable,
         pub conn: ConnId,
+        /// A server-named declare by this user: the generated name needs configure (and read,
+        /// with a dead-letter exchange) before it is declared, as RabbitMQ checks `amq.gen-…`.
+        /// The session cannot check it: the name is made here.
+        pub authorize_generated_name_for: Option<String>,
     }
 
     pub struct QueueDeclared {

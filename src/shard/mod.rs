@@ -6,6 +6,7 @@
 
 mod access;
 mod adopt;
+pub mod boot;
 mod calls;
 mod dead_letter;
 mod delayed;
@@ -18,6 +19,7 @@ mod owner;
 mod paging;
 mod queues;
 pub mod shard_set;
+mod stats;
 mod storage;
 pub mod sync;
 
@@ -39,6 +41,7 @@ use sync::OneshotReceiver;
 pub use calls::ShardCall;
 pub use owner::TopologyCall;
 pub use queues::QueueCall;
+pub use stats::{CloseConnection, QueueConsumer, QueueDepth, ShardStats, StatsRequest};
 
 /// Bits of a connection id (and consumer key) below the shard number.
 const SHARD_SHIFT: u32 = 48;
@@ -215,6 +218,15 @@ impl Shard {
         self.conns.borrow().len()
     }
 
+    /// A deleted vhost's connections on this shard close with 320, as RabbitMQ's.
+    fn close_connections_in_vhost(&self, vhost: &str) {
+        let reason = format!("vhost '{vhost}' is deleted");
+        let conns: Vec<Rc<dyn ConnectionSink>> = self.conns.borrow().values().cloned().collect();
+        for conn in conns.iter().filter(|conn| conn.in_vhost(vhost)) {
+            conn.close_forced(&reason);
+        }
+    }
+
     fn conn(&self, id: ConnId) -> Option<Rc<dyn ConnectionSink>> {
         self.conns.borrow().get(&id).cloned()
     }
@@ -232,17 +244,30 @@ impl Shard {
             // Boxed: a local request may itself call (topology owner -> queue owner).
             return Ok(Box::pin(request.handle(self, self.id)).await);
         }
-        let receiver = self.send_request(to, request);
-        glommio::timer::timeout(RPC_TIMEOUT, async { Ok(receiver.await) })
+        let (id, receiver) = self.send_registered_request(to, request);
+        let reply = glommio::timer::timeout(RPC_TIMEOUT, async { Ok(receiver.await) })
             .await
             .ok()
-            .flatten()
-            .ok_or(NoReply)
+            .flatten();
+        if reply.is_none() {
+            // Nobody waits for this id any more: a late reply must not find an entry.
+            self.calls.forget(id);
+        }
+        reply.ok_or(NoReply)
     }
 
     /// Queues a request for `to` without waiting: the order of calls is the order on the link.
     /// The receiver yields `None` only if the shard stops before answering.
     fn send_request<C: ShardCall>(&self, to: ShardId, request: C) -> OneshotReceiver<C::Reply> {
+        self.send_registered_request(to, request).1
+    }
+
+    /// `send_request`, also giving the request's id (to forget it on a timeout).
+    fn send_registered_request<C: ShardCall>(
+        &self,
+        to: ShardId,
+        request: C,
+    ) -> (RequestId, OneshotReceiver<C::Reply>) {
         let (id, receiver) = self.calls.register::<C::Reply>();
         self.mesh.send(
             to,
@@ -252,7 +277,7 @@ impl Shard {
                 body: Box::new(request),
             },
         );
-        receiver
+        (id, receiver)
     }
 
     /// A topology operation, decided by the topology owner.

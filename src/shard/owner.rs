@@ -110,6 +110,15 @@ impl TopologyCall for topology_op::QueueDeclare {
         } else {
             self.name
         };
+        if let (true, Some(user)) = (server_named, &self.authorize_generated_name_for) {
+            let reads_too = self.arguments.get("x-dead-letter-exchange").is_some();
+            broker::check_generated_queue_name(
+                &owner.topology.borrow(),
+                (user, &self.vhost),
+                &name,
+                reads_too,
+            )?;
+        }
         let request = broker::QueueDeclare {
             vhost: &self.vhost,
             name: &name,
@@ -347,6 +356,9 @@ impl Shard {
             }
             if let Some(id) = removed_queue {
                 self.unhost_queue(id);
+            }
+            if let TopologyChange::DeleteVhost { name } = change {
+                self.close_connections_in_vhost(name);
             }
             if let TopologyChange::MoveQueue { queue, owner_shard } = change {
                 if *owner_shard == self.id {

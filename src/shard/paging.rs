@@ -15,6 +15,7 @@
 //! - Paged messages dropped to a dead-letter exchange (expiry, length limit) are read back by
 //!   the pager's dead-letter task, dead-lettered, and only then settled.
 
+use crate::limits::{GET_HEAD_LOAD_ATTEMPTS_MAX, PAGE_IN_READS_MAX, PAGE_OUT_PASS_MAX};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU64;
@@ -26,15 +27,6 @@ use super::sync::Notify;
 use super::Shard;
 use crate::broker::queue::{DeathReason, Message, MessageId, PagedRef};
 use crate::broker::QueueId;
-
-/// Reads one loader has in flight at once.
-pub const PAGE_IN_READS_MAX: usize = 16;
-/// Page-outs in one pass; a pass that stops here continues at the next publish or dispatch.
-pub const PAGE_OUT_PASS_MAX: usize = 4096;
-/// Reads basic.get makes for a paged head before it answers get-empty (each read that
-/// succeeds or fails changes the head, so more than one is needed only when the head expires
-/// or is taken while a read is in flight).
-pub const GET_HEAD_LOAD_ATTEMPTS_MAX: usize = 8;
 
 /// Counters, logged at shutdown (tests read them to see that paging happened).
 #[derive(Debug, Default, Clone, Copy)]

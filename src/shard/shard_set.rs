@@ -2,7 +2,7 @@
 //! A plain `u64` mask would overflow past 64 shards, while a host may run up to `SHARDS_MAX`.
 
 use crate::broker::ShardId;
-use crate::config::SHARDS_MAX;
+use crate::limits::SHARDS_MAX;
 
 const WORD_BITS: usize = u64::BITS as usize;
 const WORDS: usize = SHARDS_MAX.div_ceil(WORD_BITS);

@@ -332,7 +332,12 @@ impl Shard {
             changes.push(change);
         }
         let _ = self.storage.topology.set(wal);
+        let fresh = changes.is_empty();
         self.apply_changes(&changes);
+        if fresh {
+            // RabbitMQ's default_user: on a fresh data directory only.
+            self.create_default_user(&mut changes).await?;
+        }
         self.seed_owner_counters(&changes);
         self.rehome_queues(&mut changes).await?;
         tracing::info!(changes = changes.len(), "topology recovered");

@@ -263,6 +263,10 @@ impl ClientStream for TlsStream {
         self.tcp.peer_addr().map_err(io::Error::from)
     }
 
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr().map_err(io::Error::from)
+    }
+
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.tcp.set_read_timeout(timeout).map_err(io::Error::from)
     }

@@ -167,6 +167,16 @@ impl Broker {
         self.spawn();
     }
 
+    /// Like [`Broker::restart_same_dir`], with other extra flags (kept for later restarts).
+    pub fn restart_with_args(&mut self, extra_args: &[&str]) {
+        assert!(!self.external, "cannot restart an external broker");
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        self.spawn();
+    }
+
     /// Like [`Broker::restart_same_dir`], but a broker that exits instead of becoming ready
     /// (e.g. it refuses a corrupt log) is an `Err` with its exit status and what it logged,
     /// not a panic. For recovery tests that expect a refusal.
@@ -241,6 +251,8 @@ impl Broker {
             .arg(self.data_dir())
             .arg("--listen")
             .arg("127.0.0.1")
+            .arg("--management-port")
+            .arg(self.management_port.to_string())
             .arg("--log-level")
             .arg(log_level)
             .args(&self.extra_args)

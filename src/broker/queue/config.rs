@@ -99,7 +99,7 @@ fn deduplication(arguments: &FieldTable) -> Option<super::DedupConfig> {
             .and_then(|n| u64::try_from(n).ok())
             .filter(|&n| n > 0)
     };
-    let cache_size = positive("x-cache-size")?.min(super::DEDUP_CACHE_SIZE_MAX);
+    let cache_size = positive("x-cache-size")?.min(crate::limits::DEDUP_CACHE_SIZE_MAX);
     enabled.then(|| super::DedupConfig {
         cache_size: usize::try_from(cache_size).unwrap_or(usize::MAX),
         ttl_ms: positive("x-cache-ttl"),

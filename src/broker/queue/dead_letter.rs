@@ -1,13 +1,10 @@
 //! Dead-lettering, the pure part: the message a dead letter becomes (RabbitMQ's `x-death`
 //! bookkeeping) and RabbitMQ's cycle rule. Routing and re-publishing are the shard's.
 
+use crate::limits::X_DEATH_ENTRIES_MAX;
 use crate::protocol::{FieldTable, FieldValue};
 
 use super::{Message, Route};
-
-/// `x-death` entries kept per message. RabbitMQ keeps one per (queue, reason), so this is only
-/// reached by a message that visited this many queues; the oldest entries go first.
-pub const X_DEATH_ENTRIES_MAX: usize = 64;
 
 const X_DEATH: &str = "x-death";
 

@@ -16,8 +16,6 @@ use crate::protocol::FieldValue;
 use super::{Message, Queue};
 
 pub const X_DEDUPLICATION_HEADER: &str = "x-deduplication-header";
-/// Largest `x-cache-size` accepted: about 64 MiB of entries per queue at most.
-pub const DEDUP_CACHE_SIZE_MAX: u64 = 1_000_000;
 
 type Digest = (u64, u64);
 

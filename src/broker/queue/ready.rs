@@ -14,22 +14,15 @@
 //! delivery order) is what the loader fills and what page-out never takes, so the two never
 //! undo each other's work.
 
+use crate::limits::{PAGE_OUT_SCAN_MAX, PAGE_READ_AHEAD_BYTES, PRIORITY_LEVELS_MAX};
 use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 
 use super::{MessageId, SharedMessage, WalPosition};
 use crate::limits::MESSAGE_SIZE_MAX_BYTES;
 
-/// Levels of a priority queue: `x-max-priority` is at most 255, so levels 0..=255.
-pub const PRIORITY_LEVELS_MAX: usize = 256;
 /// Messages at the head of a paging queue kept loaded ahead of delivery.
 pub const PAGE_READ_AHEAD_MESSAGES: usize = 256;
-/// Body bytes at the head of a paging queue kept loaded ahead of delivery (one message more
-/// when the head alone is larger: the head is always loadable).
-pub const PAGE_READ_AHEAD_BYTES: u64 = 2 * 1024 * 1024;
-/// Entries a page-out search walks back over (paged ones) looking for a loaded one behind them.
-/// Such entries are rare (a page-out whose log write failed); past this they wait for the loader.
-pub const PAGE_OUT_SCAN_MAX: usize = 1024;
 
 // A body length always fits the entry's u32.
 const _: () = assert!(MESSAGE_SIZE_MAX_BYTES <= u32::MAX as u64);

@@ -97,6 +97,7 @@ pub fn queue_declare(ctx: &Ctx<'_>, m: QueueDeclare) -> Action {
     let count = queue_op::Count {
         renews_expiry: !m.passive,
     };
+    let server_named = m.queue.is_empty() && !m.passive;
     let op = topology_op::QueueDeclare {
         vhost: ctx.vhost.to_owned(),
         name: m.queue,
@@ -106,6 +107,7 @@ pub fn queue_declare(ctx: &Ctx<'_>, m: QueueDeclare) -> Action {
         auto_delete: m.auto_delete,
         arguments: m.arguments,
         conn: ctx.channel.conn,
+        authorize_generated_name_for: server_named.then(|| ctx.user.to_owned()),
     };
     Action::DeclareQueue {
         op,

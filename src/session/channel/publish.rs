@@ -4,7 +4,9 @@
 
 use bytes::BytesMut;
 
-use super::{confirm, direct_reply, fault, precondition_failed, Ctx, Fault, PendingPublish};
+use super::{
+    access, confirm, direct_reply, fault, precondition_failed, Ctx, Fault, PendingPublish,
+};
 use crate::broker::queue::{self, ChannelRef, Message, Route, SharedMessage};
 use crate::broker::{self, Topology};
 use crate::protocol::{reply_code, BasicPublish};
@@ -20,6 +22,13 @@ pub fn start(ctx: &Ctx<'_>, state: &mut ChannelState, m: BasicPublish) -> Result
         ));
     }
     check_exchange(ctx.topology, ctx.vhost, &m.exchange)?;
+    access::check_routing_key(
+        ctx.authorizer,
+        ctx.topology,
+        (ctx.user, ctx.vhost),
+        access::Operation::Write,
+        (&m.exchange, &m.routing_key),
+    )?;
     state.pending_publish = Some(PendingPublish::new(m));
     Ok(())
 }

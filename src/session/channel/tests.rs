@@ -27,9 +27,19 @@ struct Recording {
 }
 
 impl Authorizer for Recording {
-    fn authorize(&self, _user: &str, _vhost: &str, access: &Access<'_>) -> Result<(), Fault> {
+    fn authorize(&self, _: &Topology, _: &str, _: &str, access: &Access<'_>) -> Result<(), Fault> {
         let asked = (access.operation, access.kind, access.name.to_owned());
         self.asked.borrow_mut().push(asked);
+        Ok(())
+    }
+
+    fn authorize_routing_key(
+        &self,
+        _: &Topology,
+        _: &str,
+        _: &str,
+        _: &access::RoutingKeyAccess<'_>,
+    ) -> Result<(), Fault> {
         Ok(())
     }
 }
@@ -38,8 +48,24 @@ impl Authorizer for Recording {
 struct DenyAll;
 
 impl Authorizer for DenyAll {
-    fn authorize(&self, user: &str, vhost: &str, access: &Access<'_>) -> Result<(), Fault> {
+    fn authorize(
+        &self,
+        _: &Topology,
+        user: &str,
+        vhost: &str,
+        access: &Access<'_>,
+    ) -> Result<(), Fault> {
         Err(access::refused(user, vhost, access))
+    }
+
+    fn authorize_routing_key(
+        &self,
+        _: &Topology,
+        user: &str,
+        vhost: &str,
+        key: &access::RoutingKeyAccess<'_>,
+    ) -> Result<(), Fault> {
+        Err(access::routing_key_refused(user, vhost, key))
     }
 }
 
@@ -176,11 +202,10 @@ fn declares_and_deletes_ask_configure() {
         f.asked(queue_declare("new", false, FieldTable::default())),
         [configure(Queue, "new")]
     );
-    // Server-named: the owner picks the name; the door sees it as "".
-    assert_eq!(
-        f.asked(queue_declare("", false, FieldTable::default())),
-        [configure(Queue, "")]
-    );
+    // Server-named: the owner picks the name and checks it (`check_generated_queue_name`).
+    assert!(f
+        .asked(queue_declare("", false, FieldTable::default()))
+        .is_empty());
     let delete = Method::QueueDelete(QueueDelete {
         queue: "q".to_owned(),
         ..Default::default()
@@ -796,4 +821,125 @@ fn message_properties_are_checked_as_rabbitmq_does() {
         refused.err().map(|fault| fault.code),
         Some(reply_code::PRECONDITION_FAILED)
     );
+}
+
+// ---- the permission table (access::Permissions) -------------------------------------------
+
+fn set_permission(topology: &mut Topology, configure: &str, write: &str, read: &str) {
+    topology.apply(&TopologyChange::SetPermission {
+        user: USER.to_owned(),
+        vhost: VHOST.to_owned(),
+        permission: crate::auth::Permission {
+            configure: configure.to_owned(),
+            write: write.to_owned(),
+            read: read.to_owned(),
+        },
+    });
+}
+
+fn with_user() -> Fixture {
+    let mut f = Fixture::new();
+    f.topology
+        .apply(&TopologyChange::PutUser(crate::broker::User {
+            name: USER.to_owned(),
+            password_hash: crate::auth::PasswordHash::new(
+                crate::auth::HashingAlgorithm::Sha256,
+                "pw",
+            ),
+            tags: Vec::new(),
+        }));
+    f
+}
+
+fn refusal_text(result: Result<Action, Fault>) -> Option<String> {
+    match result {
+        Ok(_) => None,
+        Err(fault) => {
+            assert_eq!(fault.code, reply_code::ACCESS_REFUSED);
+            Some(fault.text)
+        }
+    }
+}
+
+#[test]
+fn permissions_come_from_the_topology_and_follow_its_changes() {
+    let mut f = with_user();
+    let permissions = access::Permissions::default();
+    assert_eq!(
+        refusal_text(f.decide_with(&permissions, publish_method("amq.direct"))).as_deref(),
+        Some("ACCESS_REFUSED - access to exchange 'amq.direct' in vhost '/' refused for user 'u'"),
+        "no permissions in the vhost: everything refused"
+    );
+    set_permission(&mut f.topology, ".*", "^amq\\.direct$", ".*");
+    f.state = ChannelState::new();
+    assert!(f
+        .decide_with(&permissions, publish_method("amq.direct"))
+        .is_ok());
+    f.state = ChannelState::new();
+    assert_eq!(
+        refusal_text(f.decide_with(&permissions, publish_method(""))).as_deref(),
+        Some("ACCESS_REFUSED - access to exchange 'amq.default' in vhost '/' refused for user 'u'")
+    );
+    // A change reaches the same session's next method (the cache follows the revision).
+    set_permission(&mut f.topology, ".*", "", ".*");
+    f.state = ChannelState::new();
+    assert!(refusal_text(f.decide_with(&permissions, publish_method("amq.direct"))).is_some());
+    f.topology.apply(&TopologyChange::ClearPermission {
+        user: USER.to_owned(),
+        vhost: VHOST.to_owned(),
+    });
+    assert!(
+        refusal_text(f.decide_with(&permissions, queue_bind("q", "amq.direct", "k"))).is_some()
+    );
+}
+
+#[test]
+fn topic_permissions_check_publish_routing_keys_and_binding_keys() {
+    let mut f = with_user();
+    set_permission(&mut f.topology, ".*", ".*", ".*");
+    f.topology.apply(&TopologyChange::SetTopicPermission {
+        user: USER.to_owned(),
+        vhost: VHOST.to_owned(),
+        permission: crate::auth::TopicPermission {
+            exchange: "amq.topic".to_owned(),
+            write: "^w\\.".to_owned(),
+            read: "^r\\.".to_owned(),
+        },
+    });
+    let permissions = access::Permissions::default();
+    let publish = |key: &str| {
+        Method::BasicPublish(BasicPublish {
+            exchange: "amq.topic".to_owned(),
+            routing_key: key.to_owned(),
+            ..Default::default()
+        })
+    };
+    assert!(f.decide_with(&permissions, publish("w.x")).is_ok());
+    f.state = ChannelState::new();
+    assert_eq!(
+        refusal_text(f.decide_with(&permissions, publish("r.x"))).as_deref(),
+        Some("ACCESS_REFUSED - access to topic 'r.x' in exchange 'amq.topic' in vhost '/' refused for user 'u'")
+    );
+    // A missing exchange is a 404 before the routing key is looked at (RabbitMQ's order).
+    f.state = ChannelState::new();
+    let missing = Method::BasicPublish(BasicPublish {
+        exchange: "nowhere".to_owned(),
+        routing_key: "r.x".to_owned(),
+        ..Default::default()
+    });
+    let fault = f.decide_with(&permissions, missing).err().expect("404");
+    assert_eq!(fault.code, reply_code::NOT_FOUND);
+    // Bindings read the binding key, whether or not the queue exists.
+    assert!(f
+        .decide_with(&permissions, queue_bind("q", "amq.topic", "r.x"))
+        .is_ok());
+    assert_eq!(
+        refusal_text(f.decide_with(&permissions, queue_bind("missing", "amq.topic", "w.x")))
+            .as_deref(),
+        Some("ACCESS_REFUSED - access to topic 'w.x' in exchange 'amq.topic' in vhost '/' refused for user 'u'")
+    );
+    // Other exchange types are not topic-checked.
+    assert!(f
+        .decide_with(&permissions, queue_bind("q", "amq.direct", "w.x"))
+        .is_ok());
 }

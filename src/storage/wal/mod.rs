@@ -24,6 +24,7 @@ mod recovery;
 mod segment;
 mod writer;
 
+use crate::limits::{WAL_SEGMENT_SIZE_BYTES_MAX, WAL_SEGMENT_SIZE_BYTES_MIN};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -36,42 +37,11 @@ pub type Lsn = u64;
 
 /// Unit of every DMA write and of alignment of writes on disk.
 pub const WAL_BLOCK_BYTES: usize = 4096;
-/// Bytes read per DMA read while recovering (bounds recovery's I/O buffer, not its state).
-pub const WAL_RECOVERY_READ_BYTES: usize = 1 << 20;
-/// Smallest segment accepted (header block plus a few records).
-pub const WAL_SEGMENT_SIZE_BYTES_MIN: u64 = 64 * 1024;
-/// Largest segment accepted: recovery holds one segment in memory at a time.
-pub const WAL_SEGMENT_SIZE_BYTES_MAX: u64 = 1 << 30;
-/// Tasks that may wait in `wait_durable` at once.
-pub const WAL_WAITERS_MAX: usize = 1 << 16;
-/// Copy-forward moves the live enqueues of a segment only once it is at least this many
-/// segments behind the one being written: messages that young are usually consumed soon, and
-/// copying them would only double their writes.
-pub const WAL_COMPACT_AGE_SEGMENTS_MIN: u64 = 4;
-/// ... and only while its live enqueues fill at most this share of its data area: copying
-/// `live` bytes frees a whole segment, so the write amplification stays at most
-/// 25 / (100 - 25) = 1/3, and a deep backlog of unconsumed messages (full segments) is never
-/// rewritten.
-pub const WAL_COMPACT_LIVE_PERCENT_MAX: u64 = 25;
-/// ... or, however dense, once it is the root of settle chains keeping this many dead segments
-/// on disk (a later segment's settle must outlive the enqueues it removed, so one long-lived
-/// segment keeps every later one whose settles reach it through others). Copying at most one
-/// segment to free this many keeps that amplification at most 1/4.
-pub const WAL_COMPACT_PINNED_SEGMENTS_MIN: usize = 4;
-/// Copies are appended only while the pending batch holds at most this share of
-/// `batch_soft_bytes` (also the bound of bytes copied per round, one round per flush):
-/// publishers keep the rest, and the broker waits for a flush above the soft bound (`congested`).
-/// A record larger than that is copied only into an empty batch.
-pub const WAL_COMPACT_BATCH_PERCENT_MAX: usize = 50;
 
 /// Largest body piece one `Part` record carries (`WalOptions::new`'s default for
 /// `part_body_bytes`): a large body goes through the batch a few parts at a time, under the
 /// soft bound, instead of needing a batch (and a DMA buffer) as large as itself.
 pub const WAL_PART_BODY_BYTES_DEFAULT: usize = 1 << 20;
-
-/// Times `read_live` looks a key up again after waiting for its record to become durable (the
-/// record may be copied forward meanwhile; each copy is durable within a flush or two).
-pub const WAL_READ_LIVE_ATTEMPTS_MAX: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct WalOptions {

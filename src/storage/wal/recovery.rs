@@ -29,8 +29,9 @@ use super::record::{
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use super::{
     Lsn, RecordPos, Recovered, RecoveredEnqueue, RecoveredTopology, WalError, WalOptions,
-    WAL_BLOCK_BYTES, WAL_RECOVERY_READ_BYTES,
+    WAL_BLOCK_BYTES,
 };
+use crate::limits::WAL_RECOVERY_READ_BYTES;
 
 /// Where appends continue after recovery.
 #[derive(Debug)]

@@ -7,7 +7,8 @@ use std::rc::Rc;
 use glommio::io::{DmaFile, OpenOptions};
 use rkyv::util::AlignedVec;
 
-use super::{Lsn, WalError, WAL_BLOCK_BYTES, WAL_RECOVERY_READ_BYTES};
+use super::{Lsn, WalError, WAL_BLOCK_BYTES};
+use crate::limits::WAL_RECOVERY_READ_BYTES;
 
 pub const SEGMENT_HEADER_BYTES: u64 = WAL_BLOCK_BYTES as u64;
 const SEGMENT_MAGIC: &[u8; 8] = b"RINGMQWL";

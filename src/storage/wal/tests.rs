@@ -9,6 +9,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::record::{self, BadRecord, RecordKind};
 use super::segment::{self, SEGMENT_HEADER_BYTES};
 use super::*;
+use crate::limits::{WAL_COMPACT_AGE_SEGMENTS_MIN, WAL_COMPACT_PINNED_SEGMENTS_MIN};
 
 struct TempDir(PathBuf);
 

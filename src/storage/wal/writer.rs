@@ -32,10 +32,8 @@ use super::record::{
 };
 use super::recovery::{self, Tail};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
-use super::{
-    Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, WAL_BLOCK_BYTES,
-    WAL_READ_LIVE_ATTEMPTS_MAX, WAL_WAITERS_MAX,
-};
+use super::{Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, WAL_BLOCK_BYTES};
+use crate::limits::{WAL_READ_LIVE_ATTEMPTS_MAX, WAL_WAITERS_MAX};
 
 /// Contiguous bytes of one segment, starting at a block boundary. The first bytes may be a
 /// copy of the previous batch's partial last block.

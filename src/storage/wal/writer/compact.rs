@@ -32,11 +32,11 @@ use std::task::Poll;
 
 use super::super::live::{CompactionPolicy, LiveEnqueue, MessageKey};
 use super::super::record::{ChainHeader, PartHeader, PART_HEADER_BYTES};
-use super::super::{
+use super::*;
+use crate::limits::{
     WAL_COMPACT_AGE_SEGMENTS_MIN, WAL_COMPACT_BATCH_PERCENT_MAX, WAL_COMPACT_LIVE_PERCENT_MAX,
     WAL_COMPACT_PINNED_SEGMENTS_MIN,
 };
-use super::*;
 
 /// What a round should do next after one copy attempt.
 #[derive(Debug, PartialEq, Eq)]

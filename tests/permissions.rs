@@ -2,14 +2,9 @@
 //! shards. Users and permissions are made through the management API (`common::admin`), as an
 //! operator would; each test also runs against RabbitMQ 3.10.8 (`RINGMQ_TEST_EXTERNAL_PORT`
 //! with `RINGMQ_TEST_EXTERNAL_MANAGEMENT_PORT`), which is where the expected texts come from.
-//!
-//! Pending: ringmq's management API is not wired into the shards yet, so this file is not one
-//! of cargo's integration tests (it lives under tests/pending/). Against RabbitMQ:
-//! `cp tests/pending/permissions.rs tests/ && RINGMQ_TEST_EXTERNAL_PORT=5682
-//! RINGMQ_TEST_EXTERNAL_MANAGEMENT_PORT=15682 cargo test --release --test permissions`
-//! (15/15 pass on RabbitMQ 3.10.8). It moves back to tests/ with the wiring (issue 10).
+//! Against RabbitMQ: `RINGMQ_TEST_EXTERNAL_PORT=5682 RINGMQ_TEST_EXTERNAL_MANAGEMENT_PORT=15682
+//! cargo test --release --test permissions`.
 
-#[path = "../common/mod.rs"]
 mod common;
 
 use common::admin::Admin;
@@ -30,6 +25,7 @@ per_shard_count!(
     a_wrong_password_is_refused_at_login,
     topic_permissions_are_checked_on_publish,
     permission_changes_apply_to_open_channels,
+    deleting_a_vhost_closes_its_connections,
 );
 
 /// A vhost and a user of its own for one test, removed when it ends.
@@ -382,4 +378,39 @@ async fn permission_changes_apply_to_open_channels(broker: &Broker) {
         ACCESS_REFUSED,
         &tenant.refusal("queue", "after"),
     );
+}
+
+async fn deleting_a_vhost_closes_its_connections(broker: &Broker) {
+    let doomed = Tenant::new(broker, ".*", ".*", ".*");
+    let other = Tenant::new(broker, ".*", ".*", ".*");
+    let conn = doomed.connect().await;
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let closed_tx = std::sync::Mutex::new(Some(closed_tx));
+    conn.on_error(move |error| {
+        if let Some(tx) = closed_tx.lock().unwrap().take() {
+            let _ = tx.send(error);
+        }
+    });
+    let survivor = other.connect().await;
+    let survivor_channel = channel(&survivor).await;
+
+    step("delete the vhost", async {
+        doomed.admin.delete_vhost(&doomed.vhost);
+    })
+    .await;
+    let error = tokio::time::timeout(std::time::Duration::from_secs(10), closed_rx)
+        .await
+        .expect("the connection is closed within 10 s")
+        .expect("an error is reported");
+    assert_eq!(reply_code(&error), Some(320), "{error:?}");
+    let lapin::Error::ProtocolError(protocol) = &error else {
+        unreachable!("reply_code was Some")
+    };
+    assert_eq!(
+        protocol.get_message().as_str(),
+        format!("CONNECTION_FORCED - vhost '{}' is deleted", doomed.vhost)
+    );
+    declare(&survivor_channel, "still-served")
+        .await
+        .expect("a connection in another vhost carries on");
 }

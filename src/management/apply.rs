@@ -1,0 +1,227 @@
+//! An operator's change (`management::backend::Operation`: definitions import, the management
+//! API) carried out as the AMQP method of the same name would be: a topology operation sent to
+//! the topology owner, validated there with RabbitMQ's codes and texts.
+
+use std::rc::Rc;
+
+use super::backend::Operation;
+use crate::broker::{AccessOp, AccessOpError, AmqpError, Destination};
+use crate::shard::messages::topology_op;
+use crate::shard::Shard;
+
+/// Why an operation was refused: as the AMQP method would be, or as an access change is.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OperationError {
+    #[error("{0}")]
+    Amqp(#[from] AmqpError),
+    #[error("{0}")]
+    Access(#[from] AccessOpError),
+}
+
+/// Applies `operation`; returns once every shard has applied it. Queues are placed on this
+/// shard (as a declare from a connection here would place them), owned by no connection.
+pub async fn apply_operation(
+    shard: &Rc<Shard>,
+    operation: Operation,
+) -> Result<(), OperationError> {
+    let conn = shard.new_id();
+    let access = |op| async move {
+        shard.topology_op(topology_op::Access { op }).await??;
+        Ok::<(), OperationError>(())
+    };
+    match operation {
+        Operation::AddVhost { name } => access(AccessOp::AddVhost { name }).await?,
+        Operation::DeleteVhost { name } => access(AccessOp::DeleteVhost { name }).await?,
+        Operation::PutUser(user) => access(AccessOp::PutUser(user)).await?,
+        Operation::DeleteUser { name } => access(AccessOp::DeleteUser { name }).await?,
+        Operation::SetPermission {
+            user,
+            vhost,
+            permission,
+        } => {
+            access(AccessOp::SetPermission {
+                user,
+                vhost,
+                permission,
+            })
+            .await?
+        }
+        Operation::ClearPermission { user, vhost } => {
+            access(AccessOp::ClearPermission { user, vhost }).await?
+        }
+        Operation::SetTopicPermission {
+            user,
+            vhost,
+            permission,
+        } => {
+            access(AccessOp::SetTopicPermission {
+                user,
+                vhost,
+                permission,
+            })
+            .await?
+        }
+        Operation::ClearTopicPermission {
+            user,
+            vhost,
+            exchange,
+        } => {
+            access(AccessOp::ClearTopicPermission {
+                user,
+                vhost,
+                exchange,
+            })
+            .await?
+        }
+        Operation::DeclareExchange {
+            vhost,
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+        } => {
+            let op = topology_op::ExchangeDeclare {
+                vhost,
+                name,
+                kind,
+                passive: false,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+            };
+            shard.topology_op(op).await?;
+        }
+        Operation::DeleteExchange {
+            vhost,
+            name,
+            if_unused,
+        } => {
+            let op = topology_op::ExchangeDelete {
+                vhost,
+                name,
+                if_unused,
+            };
+            shard.topology_op(op).await?;
+        }
+        Operation::DeclareQueue {
+            vhost,
+            name,
+            durable,
+            auto_delete,
+            arguments,
+        } => {
+            let op = topology_op::QueueDeclare {
+                vhost,
+                name,
+                passive: false,
+                durable,
+                exclusive: false,
+                auto_delete,
+                arguments,
+                conn,
+                authorize_generated_name_for: None,
+            };
+            shard.topology_op(op).await?;
+        }
+        Operation::DeleteQueue {
+            vhost,
+            name,
+            if_unused,
+            if_empty,
+        } => {
+            let op = topology_op::QueueDelete {
+                vhost,
+                name,
+                if_unused,
+                if_empty,
+                conn,
+            };
+            shard.topology_op(op).await?;
+        }
+        Operation::Bind { vhost, binding } => {
+            shard
+                .topology_op(binding_op(vhost, binding, true, conn))
+                .await?
+        }
+        Operation::Unbind { vhost, binding } => {
+            shard
+                .topology_op(binding_op(vhost, binding, false, conn))
+                .await?
+        }
+    }
+    Ok(())
+}
+
+fn binding_op(
+    vhost: String,
+    binding: crate::broker::Binding,
+    bind: bool,
+    conn: u64,
+) -> topology_op::Binding {
+    let (destination, destination_is_queue) = match binding.destination {
+        Destination::Queue(name) => (name, true),
+        Destination::Exchange(name) => (name, false),
+    };
+    topology_op::Binding {
+        vhost,
+        bind,
+        source: binding.source,
+        destination,
+        destination_is_queue,
+        routing_key: binding.routing_key,
+        arguments: binding.arguments,
+        conn,
+    }
+}
+
+/// `--load-definitions` (through `shard::boot::DefinitionsImporter`): every object of the file,
+/// in RabbitMQ's order, applied like an operator's change. Returns how many were applied; the
+/// first refusal stops it.
+pub fn import_at_boot(
+    shard: Rc<Shard>,
+    body: &'static serde_json::Map<String, serde_json::Value>,
+) -> futures_lite::future::BoxedLocal<Result<usize, String>> {
+    Box::pin(async move {
+        let operations = {
+            let topology = shard.topology();
+            super::definitions::import_operations(&topology, body, None)
+        }
+        .map_err(|e| e.to_string())?;
+        let count = operations.len();
+        for (index, operation) in operations.into_iter().enumerate() {
+            let shown = format!("{operation:?}");
+            if let Err(error) = apply_operation(&shard, operation).await {
+                return Err(format!(
+                    "object {index} refused ({error}): {}",
+                    redact(&shown)
+                ));
+            }
+        }
+        Ok(count)
+    })
+}
+
+/// An operation as shown in a start-up error, without password hashes.
+fn redact(shown: &str) -> &str {
+    match shown.find("password_hash") {
+        Some(at) => &shown[..at],
+        None => shown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn start_up_errors_do_not_show_password_hashes() {
+        assert_eq!(
+            redact("PutUser(User { name: \"u\", password_hash: x"),
+            "PutUser(User { name: \"u\", "
+        );
+        assert_eq!(redact("AddVhost"), "AddVhost");
+    }
+}
