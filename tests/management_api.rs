@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::admin::{encode, Admin};
-use common::amqp::{channel, connect, reply_code};
+use common::amqp::{channel, connect_url, reply_code};
 use common::{unique, Broker, SHARD_COUNTS};
 
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
@@ -45,7 +45,17 @@ async fn wrong_passwords_and_missing_tags_get_401(broker: &Broker) {
 }
 
 async fn connections_are_listed_with_their_user_and_closed_by_name(broker: &Broker) {
-    let conn = connect(broker).await;
+    // A vhost of its own tells our connection from any other on an external broker.
+    let admin = Admin::for_broker(broker);
+    let vhost = unique("listed");
+    admin.put_vhost(&vhost);
+    admin.set_permissions(&vhost, "guest", ".*", ".*", ".*");
+    let url = format!(
+        "amqp://guest:guest@127.0.0.1:{}/{}",
+        broker.port(),
+        encode(&vhost)
+    );
+    let conn = connect_url(&url).await;
     let ch = channel(&conn).await;
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let closed_tx = std::sync::Mutex::new(Some(closed_tx));
@@ -54,13 +64,12 @@ async fn connections_are_listed_with_their_user_and_closed_by_name(broker: &Brok
             let _ = tx.send(error);
         }
     });
-    let admin = Admin::for_broker(broker);
-    let listed = listed_connections(&admin);
+    let listed = listed_connections(&admin, &vhost);
     let ours = listed
         .iter()
-        .find(|c| c["user"] == "guest" && c["channels"].as_u64() == Some(1))
+        .find(|c| c["vhost"] == vhost.as_str() && c["channels"].as_u64() == Some(1))
         .unwrap_or_else(|| panic!("our connection with its channel is listed: {listed:?}"));
-    assert_eq!(ours["vhost"], "/");
+    assert_eq!(ours["user"], "guest");
     let name = ours["name"].as_str().expect("a name").to_string();
     assert!(name.contains(" -> "), "RabbitMQ's name format: {name}");
 
@@ -79,11 +88,12 @@ async fn connections_are_listed_with_their_user_and_closed_by_name(broker: &Brok
         "CONNECTION_FORCED - Closed via management plugin"
     );
     drop(ch);
+    admin.delete_vhost(&vhost);
 }
 
 /// The connections the API lists, once one with a channel shows up (RabbitMQ's statistics lag
 /// by up to its collection interval; ringmq's are gathered when asked).
-fn listed_connections(admin: &Admin) -> Vec<serde_json::Value> {
+fn listed_connections(admin: &Admin, vhost: &str) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + CLOSE_WAIT;
     loop {
         let (status, body) = admin.request("GET", "/connections", None);
@@ -93,7 +103,10 @@ fn listed_connections(admin: &Admin) -> Vec<serde_json::Value> {
         }
         assert_eq!(status, 200, "{body}");
         let listed: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
-        if listed.iter().any(|c| c["channels"].as_u64() == Some(1)) || Instant::now() > deadline {
+        let shown = listed
+            .iter()
+            .any(|c| c["vhost"] == vhost && c["channels"].as_u64() == Some(1));
+        if shown || Instant::now() > deadline {
             return listed;
         }
         std::thread::yield_now();
