@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::admin::{encode, Admin};
-use common::amqp::{channel, connect_url, reply_code};
+use common::amqp::{channel, closing_error, connect_url, reply_code};
 use common::{unique, Broker, SHARD_COUNTS};
 
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
@@ -57,13 +57,7 @@ async fn connections_are_listed_with_their_user_and_closed_by_name(broker: &Brok
     );
     let conn = connect_url(&url).await;
     let ch = channel(&conn).await;
-    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
-    let closed_tx = std::sync::Mutex::new(Some(closed_tx));
-    conn.on_error(move |error| {
-        if let Some(tx) = closed_tx.lock().unwrap().take() {
-            let _ = tx.send(error);
-        }
-    });
+    let closed_rx = closing_error(&conn);
     let listed = listed_connections(&admin, &vhost);
     let ours = listed
         .iter()

@@ -8,7 +8,7 @@
 mod common;
 
 use common::admin::Admin;
-use common::amqp::{channel, connect_url, reply_code};
+use common::amqp::{channel, closing_error, connect_url, expect_code_and_text, reply_code};
 use common::{step, unique, Broker};
 use lapin::options::*;
 use lapin::types::FieldTable;
@@ -85,18 +85,6 @@ impl Drop for Tenant {
 }
 
 /// Asserts a channel or connection error with RabbitMQ's code and text.
-fn expect_refusal<T: std::fmt::Debug>(what: &str, result: lapin::Result<T>, code: u16, text: &str) {
-    match result {
-        Ok(v) => panic!("{what}: expected {code} {text}, got Ok({v:?})"),
-        Err(e) => {
-            assert_eq!(reply_code(&e), Some(code), "{what}: wrong error {e:?}");
-            let lapin::Error::ProtocolError(protocol) = &e else {
-                unreachable!("reply_code was Some")
-            };
-            assert_eq!(protocol.get_message().as_str(), text, "{what}");
-        }
-    }
-}
 
 async fn declare(ch: &lapin::Channel, name: &str) -> lapin::Result<lapin::Queue> {
     step(
@@ -111,7 +99,7 @@ async fn configure_is_checked_on_declare_and_delete(broker: &Broker) {
     let conn = tenant.connect().await;
     let ch = channel(&conn).await;
     declare(&ch, "cfg-q").await.expect("matching name");
-    expect_refusal(
+    expect_code_and_text(
         "declare outside configure",
         declare(&ch, "other-q").await,
         ACCESS_REFUSED,
@@ -129,7 +117,7 @@ async fn configure_is_checked_on_declare_and_delete(broker: &Broker) {
     )
     .await
     .expect("passive");
-    expect_refusal(
+    expect_code_and_text(
         "exchange.declare outside configure",
         step(
             "exchange.declare",
@@ -180,7 +168,7 @@ async fn write_is_checked_on_publish_and_bind(broker: &Broker) {
         Ok(confirm) => step("confirm", confirm).await.map(|_| ()),
         Err(e) => Err(e),
     };
-    expect_refusal(
+    expect_code_and_text(
         "publish without write on amq.default",
         refused,
         ACCESS_REFUSED,
@@ -199,7 +187,7 @@ async fn write_is_checked_on_publish_and_bind(broker: &Broker) {
     )
     .await
     .expect("bind");
-    expect_refusal(
+    expect_code_and_text(
         "bind without write on the queue",
         step(
             "queue.bind",
@@ -229,14 +217,14 @@ async fn read_is_checked_on_consume_get_purge_and_bind(broker: &Broker) {
     )
     .await
     .expect("get");
-    expect_refusal(
+    expect_code_and_text(
         "get without read",
         step("basic.get", ch.basic_get("x-q", BasicGetOptions::default())).await,
         ACCESS_REFUSED,
         &tenant.refusal("queue", "x-q"),
     );
     let ch = channel(&conn).await;
-    expect_refusal(
+    expect_code_and_text(
         "consume without read",
         step(
             "basic.consume",
@@ -252,7 +240,7 @@ async fn read_is_checked_on_consume_get_purge_and_bind(broker: &Broker) {
         &tenant.refusal("queue", "x-q"),
     );
     let ch = channel(&conn).await;
-    expect_refusal(
+    expect_code_and_text(
         "purge without read",
         step(
             "queue.purge",
@@ -263,7 +251,7 @@ async fn read_is_checked_on_consume_get_purge_and_bind(broker: &Broker) {
         &tenant.refusal("queue", "x-q"),
     );
     let ch = channel(&conn).await;
-    expect_refusal(
+    expect_code_and_text(
         "bind without read on the exchange",
         step(
             "queue.bind",
@@ -302,7 +290,7 @@ async fn a_vhost_without_permissions_is_refused_at_open(broker: &Broker) {
         "NOT_ALLOWED - access to vhost '{other}' refused for user '{}'",
         tenant.user
     );
-    expect_refusal("open without permissions", result, NOT_ALLOWED, &text);
+    expect_code_and_text("open without permissions", result, NOT_ALLOWED, &text);
 }
 
 async fn a_wrong_password_is_refused_at_login(broker: &Broker) {
@@ -359,7 +347,7 @@ async fn topic_permissions_are_checked_on_publish(broker: &Broker) {
                 "ACCESS_REFUSED - access to topic '{key}' in exchange 'amq.topic' in vhost '{}' refused for user '{}'",
                 tenant.vhost, tenant.user
             );
-            expect_refusal("routing key outside write", result, ACCESS_REFUSED, &text);
+            expect_code_and_text("routing key outside write", result, ACCESS_REFUSED, &text);
         }
     }
 }
@@ -372,7 +360,7 @@ async fn permission_changes_apply_to_open_channels(broker: &Broker) {
     tenant
         .admin
         .set_permissions(&tenant.vhost, &tenant.user, "^only", ".*", ".*");
-    expect_refusal(
+    expect_code_and_text(
         "declare after the change, same channel",
         declare(&ch, "after").await,
         ACCESS_REFUSED,
@@ -384,13 +372,7 @@ async fn deleting_a_vhost_closes_its_connections(broker: &Broker) {
     let doomed = Tenant::new(broker, ".*", ".*", ".*");
     let other = Tenant::new(broker, ".*", ".*", ".*");
     let conn = doomed.connect().await;
-    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
-    let closed_tx = std::sync::Mutex::new(Some(closed_tx));
-    conn.on_error(move |error| {
-        if let Some(tx) = closed_tx.lock().unwrap().take() {
-            let _ = tx.send(error);
-        }
-    });
+    let closed_rx = closing_error(&conn);
     let survivor = other.connect().await;
     let survivor_channel = channel(&survivor).await;
 

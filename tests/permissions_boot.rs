@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::amqp::{channel, connect_url, reply_code};
+use common::amqp::{channel, connect_url, expect_code_and_text, reply_code};
 use common::{step, unique, Broker, SHARD_COUNTS};
 use lapin::options::*;
 use lapin::types::FieldTable;
@@ -82,19 +82,6 @@ fn topic_refusal(key: &str) -> String {
     )
 }
 
-fn expect_refusal<T: std::fmt::Debug>(what: &str, result: lapin::Result<T>, code: u16, text: &str) {
-    match result {
-        Ok(v) => panic!("{what}: expected {code} {text}, got Ok({v:?})"),
-        Err(e) => {
-            assert_eq!(reply_code(&e), Some(code), "{what}: wrong error {e:?}");
-            let lapin::Error::ProtocolError(protocol) = &e else {
-                unreachable!("reply_code was Some")
-            };
-            assert_eq!(protocol.get_message().as_str(), text, "{what}");
-        }
-    }
-}
-
 async fn connect_result(url: &str) -> lapin::Result<Connection> {
     step(
         "connect",
@@ -147,7 +134,7 @@ async fn logins_and_vhost_access(broker: &Broker) {
     assert!(wrong.is_err(), "a wrong password must not log in");
     let unknown = connect_result(&url(broker, "no-such-user", "x", VHOST)).await;
     assert!(unknown.is_err(), "an unknown user must not log in");
-    expect_refusal(
+    expect_code_and_text(
         "a vhost without permissions",
         connect_result(&url(broker, USER, PASSWORD, "closed")).await,
         NOT_ALLOWED,
@@ -163,7 +150,7 @@ async fn resource_refusals_close_the_channel_only(broker: &Broker) {
     declare(&ch, "cfg-q", false)
         .await
         .expect("configure matches");
-    expect_refusal(
+    expect_code_and_text(
         "configure",
         declare(&ch, "other-q", false).await,
         ACCESS_REFUSED,
@@ -182,7 +169,7 @@ async fn resource_refusals_close_the_channel_only(broker: &Broker) {
         }
     }
     let ch = confirm_channel(&conn).await;
-    expect_refusal(
+    expect_code_and_text(
         "write on the default exchange",
         publish_confirmed(&ch, "", "w-q").await,
         ACCESS_REFUSED,
@@ -192,14 +179,14 @@ async fn resource_refusals_close_the_channel_only(broker: &Broker) {
     step("read", ch.basic_get("r-q", BasicGetOptions::default()))
         .await
         .expect("read matches");
-    expect_refusal(
+    expect_code_and_text(
         "read",
         step("basic.get", ch.basic_get("w-q", BasicGetOptions::default())).await,
         ACCESS_REFUSED,
         &refusal("queue", "w-q"),
     );
     let ch = channel(&conn).await;
-    expect_refusal(
+    expect_code_and_text(
         "write on the queue for a bind",
         step(
             "queue.bind",
@@ -228,7 +215,7 @@ async fn resource_refusals_close_the_channel_only(broker: &Broker) {
     )
     .await
     .expect("write on w-q, read on amq.topic, topic read on the key");
-    expect_refusal(
+    expect_code_and_text(
         "topic read on the binding key",
         step(
             "queue.bind",
@@ -248,7 +235,7 @@ async fn resource_refusals_close_the_channel_only(broker: &Broker) {
     publish_confirmed(&ch, "amq.topic", "allowed.x")
         .await
         .expect("topic write matches");
-    expect_refusal(
+    expect_code_and_text(
         "topic write on the routing key",
         publish_confirmed(&ch, "amq.topic", "denied.x").await,
         ACCESS_REFUSED,

@@ -491,6 +491,37 @@ pub mod amqp {
         }
     }
 
+    /// Asserts that `result` failed with the server's reply `code` and exactly `text`.
+    pub fn expect_code_and_text<T: std::fmt::Debug>(
+        what: &str,
+        result: lapin::Result<T>,
+        code: u16,
+        text: &str,
+    ) {
+        match result {
+            Ok(v) => panic!("{what}: expected {code} {text}, got Ok({v:?})"),
+            Err(e) => {
+                assert_eq!(reply_code(&e), Some(code), "{what}: wrong error {e:?}");
+                let lapin::Error::ProtocolError(protocol) = &e else {
+                    unreachable!("reply_code was Some")
+                };
+                assert_eq!(protocol.get_message().as_str(), text, "{what}");
+            }
+        }
+    }
+
+    /// The error that ends `connection` (a server's connection.close arrives as one).
+    pub fn closing_error(connection: &Connection) -> tokio::sync::oneshot::Receiver<lapin::Error> {
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let closed_tx = std::sync::Mutex::new(Some(closed_tx));
+        connection.on_error(move |error| {
+            if let Some(tx) = closed_tx.lock().unwrap().take() {
+                let _ = tx.send(error);
+            }
+        });
+        closed_rx
+    }
+
     pub async fn confirming_channel(connection: &Connection) -> Channel {
         let ch = channel(connection).await;
         step(
