@@ -84,8 +84,6 @@ impl Drop for Tenant {
     }
 }
 
-/// Asserts a channel or connection error with RabbitMQ's code and text.
-
 async fn declare(ch: &lapin::Channel, name: &str) -> lapin::Result<lapin::Queue> {
     step(
         "queue.declare",

@@ -62,8 +62,9 @@ make_certs() {
         local quiet=(-days 30)
         openssl req -x509 -newkey rsa:2048 -nodes "${quiet[@]}" -subj "/CN=ringmq compat CA" \
             -keyout ca_key.pem -out ca_certificate.pem
-        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
-        : >client.ext
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+        # Extensions make the client certificate X.509 v3: webpki (rustls) refuses v1 ones.
+        printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >client.ext
         for name in server client; do
             local cn=localhost
             [[ $name == client ]] && cn=guest
