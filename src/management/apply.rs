@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use super::backend::Operation;
-use crate::broker::{AccessOp, AccessOpError, AmqpError, Destination};
+use crate::broker::{AccessOpError, AmqpError, Destination};
 use crate::shard::messages::topology_op;
 use crate::shard::Shard;
 
@@ -30,49 +30,7 @@ pub async fn apply_operation(
         Ok::<(), OperationError>(())
     };
     match operation {
-        Operation::AddVhost { name } => access(AccessOp::AddVhost { name }).await?,
-        Operation::DeleteVhost { name } => access(AccessOp::DeleteVhost { name }).await?,
-        Operation::PutUser(user) => access(AccessOp::PutUser(user)).await?,
-        Operation::DeleteUser { name } => access(AccessOp::DeleteUser { name }).await?,
-        Operation::SetPermission {
-            user,
-            vhost,
-            permission,
-        } => {
-            access(AccessOp::SetPermission {
-                user,
-                vhost,
-                permission,
-            })
-            .await?
-        }
-        Operation::ClearPermission { user, vhost } => {
-            access(AccessOp::ClearPermission { user, vhost }).await?
-        }
-        Operation::SetTopicPermission {
-            user,
-            vhost,
-            permission,
-        } => {
-            access(AccessOp::SetTopicPermission {
-                user,
-                vhost,
-                permission,
-            })
-            .await?
-        }
-        Operation::ClearTopicPermission {
-            user,
-            vhost,
-            exchange,
-        } => {
-            access(AccessOp::ClearTopicPermission {
-                user,
-                vhost,
-                exchange,
-            })
-            .await?
-        }
+        Operation::Access(op) => access(op).await?,
         Operation::DeclareExchange {
             vhost,
             name,

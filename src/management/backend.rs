@@ -8,7 +8,7 @@
 
 use futures_lite::future::BoxedLocal;
 
-use crate::broker::{AmqpError, Binding, Topology};
+use crate::broker::{AccessOp, AmqpError, Binding, Topology};
 use crate::protocol::{BasicProperties, FieldTable};
 
 pub use crate::auth::{Permission, TopicPermission};
@@ -18,36 +18,8 @@ pub use crate::broker::User;
 /// (`broker::check_*`: RabbitMQ's codes and texts), so a refusal is an [`AmqpError`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
-    AddVhost {
-        name: String,
-    },
-    DeleteVhost {
-        name: String,
-    },
-    PutUser(User),
-    DeleteUser {
-        name: String,
-    },
-    SetPermission {
-        user: String,
-        vhost: String,
-        permission: Permission,
-    },
-    ClearPermission {
-        user: String,
-        vhost: String,
-    },
-    SetTopicPermission {
-        user: String,
-        vhost: String,
-        permission: TopicPermission,
-    },
-    /// `exchange: None` clears every topic permission of the user in the vhost.
-    ClearTopicPermission {
-        user: String,
-        vhost: String,
-        exchange: Option<String>,
-    },
+    /// Users, vhosts and their permissions, as the broker's own access operations.
+    Access(AccessOp),
     /// As `exchange.declare` (not passive): an existing equivalent exchange is no change.
     DeclareExchange {
         vhost: String,

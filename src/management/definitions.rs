@@ -15,7 +15,7 @@ use super::json::{json_to_table, loose_bool, table_to_json};
 use super::objects::{self, RABBITMQ_VERSION};
 use super::routes::{body_object, user_from_body, Reply};
 use crate::auth::{Permission, TopicPermission};
-use crate::broker::{Binding, Destination, Topology};
+use crate::broker::{AccessOp, Binding, Destination, Topology};
 use crate::limits::MANAGEMENT_IMPORT_OPERATIONS_MAX;
 
 pub async fn handle(
@@ -196,12 +196,12 @@ pub fn import_operations(
             let object = item.as_object().ok_or("user must be an object")?;
             let user = user_from_body(name, object, topology.user(name))
                 .map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
-            ops.push(Operation::PutUser(user));
+            ops.push(Operation::Access(AccessOp::PutUser(user)));
         }
         for item in items(body, "vhosts")? {
-            ops.push(Operation::AddVhost {
+            ops.push(Operation::Access(AccessOp::AddVhost {
                 name: text(item, "name", "vhost")?.to_string(),
-            });
+            }));
         }
         for item in items(body, "permissions")? {
             let permission = Permission {
@@ -212,11 +212,11 @@ pub fn import_operations(
             for pattern in [&permission.configure, &permission.write, &permission.read] {
                 crate::auth::permissions::validate_pattern(pattern).map_err(|e| e.to_string())?;
             }
-            ops.push(Operation::SetPermission {
+            ops.push(Operation::Access(AccessOp::SetPermission {
                 user: text(item, "user", "permission")?.to_string(),
                 vhost: vhost_of(item)?,
                 permission,
-            });
+            }));
         }
         for item in items(body, "topic_permissions")? {
             let permission = TopicPermission {
@@ -224,11 +224,11 @@ pub fn import_operations(
                 write: text(item, "write", "topic permission")?.to_string(),
                 read: text(item, "read", "topic permission")?.to_string(),
             };
-            ops.push(Operation::SetTopicPermission {
+            ops.push(Operation::Access(AccessOp::SetTopicPermission {
                 user: text(item, "user", "topic permission")?.to_string(),
                 vhost: vhost_of(item)?,
                 permission,
-            });
+            }));
         }
     }
     let flag = |item: &Value, key: &str| {

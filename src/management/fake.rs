@@ -12,8 +12,8 @@ use super::backend::{
 };
 use crate::broker::{
     check_bind, check_exchange_declare, check_exchange_delete, check_queue_declare,
-    check_queue_delete, check_unbind, AmqpError, BindRequest, ExchangeDeclare, QueueDeclare,
-    QueueId, Topology, TopologyChange,
+    check_queue_delete, check_unbind, AccessOp, AmqpError, BindRequest, ExchangeDeclare,
+    QueueDeclare, QueueId, Topology, TopologyChange,
 };
 use crate::protocol::BasicProperties;
 
@@ -78,26 +78,28 @@ impl FakeBackend {
         let missing_vhost =
             |name: &str| AmqpError::new(404, format!("NOT_FOUND - no vhost '{name}'"));
         match operation {
-            Operation::AddVhost { name } => Ok(if topology.vhost_exists(name) {
+            Operation::Access(AccessOp::AddVhost { name }) => Ok(if topology.vhost_exists(name) {
                 vec![]
             } else {
                 vec![TopologyChange::AddVhost { name: name.clone() }]
             }),
-            Operation::DeleteVhost { name } if !topology.vhost_exists(name) => {
+            Operation::Access(AccessOp::DeleteVhost { name }) if !topology.vhost_exists(name) => {
                 Err(missing_vhost(name))
             }
-            Operation::DeleteVhost { name } => {
+            Operation::Access(AccessOp::DeleteVhost { name }) => {
                 Ok(vec![TopologyChange::DeleteVhost { name: name.clone() }])
             }
-            Operation::PutUser(user) => Ok(vec![TopologyChange::PutUser(user.clone())]),
-            Operation::DeleteUser { name } => {
+            Operation::Access(AccessOp::PutUser(user)) => {
+                Ok(vec![TopologyChange::PutUser(user.clone())])
+            }
+            Operation::Access(AccessOp::DeleteUser { name }) => {
                 Ok(vec![TopologyChange::DeleteUser { name: name.clone() }])
             }
-            Operation::SetPermission {
+            Operation::Access(AccessOp::SetPermission {
                 user,
                 vhost,
                 permission,
-            } => {
+            }) => {
                 if !topology.vhost_exists(vhost) {
                     return Err(missing_vhost(vhost));
                 }
@@ -107,26 +109,26 @@ impl FakeBackend {
                     permission: permission.clone(),
                 }])
             }
-            Operation::ClearPermission { user, vhost } => {
+            Operation::Access(AccessOp::ClearPermission { user, vhost }) => {
                 Ok(vec![TopologyChange::ClearPermission {
                     user: user.clone(),
                     vhost: vhost.clone(),
                 }])
             }
-            Operation::SetTopicPermission {
+            Operation::Access(AccessOp::SetTopicPermission {
                 user,
                 vhost,
                 permission,
-            } => Ok(vec![TopologyChange::SetTopicPermission {
+            }) => Ok(vec![TopologyChange::SetTopicPermission {
                 user: user.clone(),
                 vhost: vhost.clone(),
                 permission: permission.clone(),
             }]),
-            Operation::ClearTopicPermission {
+            Operation::Access(AccessOp::ClearTopicPermission {
                 user,
                 vhost,
                 exchange,
-            } => Ok(vec![TopologyChange::ClearTopicPermission {
+            }) => Ok(vec![TopologyChange::ClearTopicPermission {
                 user: user.clone(),
                 vhost: vhost.clone(),
                 exchange: exchange.clone(),

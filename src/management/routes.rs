@@ -18,7 +18,7 @@ use crate::auth::{
     HashingAlgorithm, Operation as AccessOperation, PasswordHash, Permission, ResourceKind,
     TopicPermission,
 };
-use crate::broker::{Binding, Destination, User};
+use crate::broker::{AccessOp, Binding, Destination, User};
 use crate::limits::MANAGEMENT_GET_COUNT_MAX;
 
 pub type Reply = Result<Response, Response>;
@@ -355,17 +355,17 @@ async fn vhost(api: &Api, cx: &Context, method: &str, name: &str) -> Reply {
             }
             apply(
                 api,
-                Operation::AddVhost {
+                Operation::Access(AccessOp::AddVhost {
                     name: name.to_string(),
-                },
+                }),
             )
             .await?;
             // RabbitMQ gives the creating user full permissions on the new vhost.
-            let grant = Operation::SetPermission {
+            let grant = Operation::Access(AccessOp::SetPermission {
                 user: cx.caller.name.clone(),
                 vhost: name.to_string(),
                 permission: Permission::full(),
-            };
+            });
             apply(api, grant).await?;
             Ok(Response::empty(201))
         }
@@ -376,9 +376,9 @@ async fn vhost(api: &Api, cx: &Context, method: &str, name: &str) -> Reply {
             }
             apply(
                 api,
-                Operation::DeleteVhost {
+                Operation::Access(AccessOp::DeleteVhost {
                     name: name.to_string(),
-                },
+                }),
             )
             .await?;
             Ok(Response::empty(204))
@@ -401,16 +401,16 @@ async fn user(api: &Api, cx: &Context, method: &str, name: &str, body: &Bytes) -
         "PUT" => {
             let body = body_object(body)?;
             let user = user_from_body(name, &body, existing)?;
-            apply(api, Operation::PutUser(user)).await?;
+            apply(api, Operation::Access(AccessOp::PutUser(user))).await?;
             Ok(created_or_updated(existing.is_some()))
         }
         "DELETE" => {
             existing.ok_or_else(Response::not_found)?;
             apply(
                 api,
-                Operation::DeleteUser {
+                Operation::Access(AccessOp::DeleteUser {
                     name: name.to_string(),
-                },
+                }),
             )
             .await?;
             Ok(Response::empty(204))
@@ -526,11 +526,11 @@ async fn permission(
             if cx.topology.user(name).is_none() || !cx.topology.vhost_exists(vhost) {
                 return Err(Response::bad_request("vhost_or_user_not_found"));
             }
-            let operation = Operation::SetPermission {
+            let operation = Operation::Access(AccessOp::SetPermission {
                 user: name.to_string(),
                 vhost: vhost.to_string(),
                 permission,
-            };
+            });
             apply(api, operation).await?;
             Ok(created_or_updated(existing.is_some()))
         }
@@ -538,10 +538,10 @@ async fn permission(
             existing.ok_or_else(Response::not_found)?;
             apply(
                 api,
-                Operation::ClearPermission {
+                Operation::Access(AccessOp::ClearPermission {
                     user: name.to_string(),
                     vhost: vhost.to_string(),
-                },
+                }),
             )
             .await?;
             Ok(Response::empty(204))
@@ -584,11 +584,11 @@ async fn topic_permission(
             if cx.topology.user(name).is_none() || !cx.topology.vhost_exists(vhost) {
                 return Err(Response::bad_request("vhost_or_user_not_found"));
             }
-            let operation = Operation::SetTopicPermission {
+            let operation = Operation::Access(AccessOp::SetTopicPermission {
                 user: name.to_string(),
                 vhost: vhost.to_string(),
                 permission,
-            };
+            });
             apply(api, operation).await?;
             Ok(created_or_updated(existed))
         }
@@ -596,11 +596,11 @@ async fn topic_permission(
             if existing.is_empty() {
                 return Err(Response::not_found());
             }
-            let operation = Operation::ClearTopicPermission {
+            let operation = Operation::Access(AccessOp::ClearTopicPermission {
                 user: name.to_string(),
                 vhost: vhost.to_string(),
                 exchange: None,
-            };
+            });
             apply(api, operation).await?;
             Ok(Response::empty(204))
         }
