@@ -135,6 +135,24 @@ fn binding_op(
     }
 }
 
+/// A refused access operation as the AMQP-style error the API's handlers map to HTTP codes
+/// (not found → 404, anything else → 400).
+pub fn access_refusal(refused: &AccessOpError) -> AmqpError {
+    let code = match refused {
+        AccessOpError::VhostNotFound
+        | AccessOpError::UserNotFound
+        | AccessOpError::VhostOrUserNotFound
+        | AccessOpError::PermissionNotFound => crate::protocol::reply_code::NOT_FOUND,
+        _ => crate::protocol::reply_code::PRECONDITION_FAILED,
+    };
+    let prefix = if code == crate::protocol::reply_code::NOT_FOUND {
+        "NOT_FOUND"
+    } else {
+        "PRECONDITION_FAILED"
+    };
+    AmqpError::new(code, format!("{prefix} - {refused}"))
+}
+
 /// `--load-definitions` (through `shard::boot::DefinitionsImporter`): every object of the file,
 /// in RabbitMQ's order, applied like an operator's change. Returns how many were applied; the
 /// first refusal stops it.

@@ -6,14 +6,16 @@ use std::collections::{HashMap, VecDeque};
 
 use futures_lite::future::BoxedLocal;
 
+use super::apply::access_refusal;
 use super::backend::{
     ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage, ImportError,
     ManagementBackend, NodeStats, Operation, Publish, QueueGet, QueueStats, StatsSnapshot,
 };
+use crate::broker::check_access_op;
 use crate::broker::{
     check_bind, check_exchange_declare, check_exchange_delete, check_queue_declare,
-    check_queue_delete, check_unbind, AccessOp, AmqpError, BindRequest, ExchangeDeclare,
-    QueueDeclare, QueueId, Topology, TopologyChange,
+    check_queue_delete, check_unbind, AmqpError, BindRequest, ExchangeDeclare, QueueDeclare,
+    QueueId, Topology, TopologyChange,
 };
 use crate::protocol::BasicProperties;
 
@@ -75,64 +77,10 @@ impl FakeBackend {
 
     fn changes_for(&self, operation: &Operation) -> Result<Vec<TopologyChange>, AmqpError> {
         let topology = self.topology.borrow();
-        let missing_vhost =
-            |name: &str| AmqpError::new(404, format!("NOT_FOUND - no vhost '{name}'"));
         match operation {
-            Operation::Access(AccessOp::AddVhost { name }) => Ok(if topology.vhost_exists(name) {
-                vec![]
-            } else {
-                vec![TopologyChange::AddVhost { name: name.clone() }]
-            }),
-            Operation::Access(AccessOp::DeleteVhost { name }) if !topology.vhost_exists(name) => {
-                Err(missing_vhost(name))
-            }
-            Operation::Access(AccessOp::DeleteVhost { name }) => {
-                Ok(vec![TopologyChange::DeleteVhost { name: name.clone() }])
-            }
-            Operation::Access(AccessOp::PutUser(user)) => {
-                Ok(vec![TopologyChange::PutUser(user.clone())])
-            }
-            Operation::Access(AccessOp::DeleteUser { name }) => {
-                Ok(vec![TopologyChange::DeleteUser { name: name.clone() }])
-            }
-            Operation::Access(AccessOp::SetPermission {
-                user,
-                vhost,
-                permission,
-            }) => {
-                if !topology.vhost_exists(vhost) {
-                    return Err(missing_vhost(vhost));
-                }
-                Ok(vec![TopologyChange::SetPermission {
-                    user: user.clone(),
-                    vhost: vhost.clone(),
-                    permission: permission.clone(),
-                }])
-            }
-            Operation::Access(AccessOp::ClearPermission { user, vhost }) => {
-                Ok(vec![TopologyChange::ClearPermission {
-                    user: user.clone(),
-                    vhost: vhost.clone(),
-                }])
-            }
-            Operation::Access(AccessOp::SetTopicPermission {
-                user,
-                vhost,
-                permission,
-            }) => Ok(vec![TopologyChange::SetTopicPermission {
-                user: user.clone(),
-                vhost: vhost.clone(),
-                permission: permission.clone(),
-            }]),
-            Operation::Access(AccessOp::ClearTopicPermission {
-                user,
-                vhost,
-                exchange,
-            }) => Ok(vec![TopologyChange::ClearTopicPermission {
-                user: user.clone(),
-                vhost: vhost.clone(),
-                exchange: exchange.clone(),
-            }]),
+            Operation::Access(op) => check_access_op(&topology, op)
+                .map(|plan| plan.changes)
+                .map_err(|refused| access_refusal(&refused)),
             Operation::DeclareExchange {
                 vhost,
                 name,

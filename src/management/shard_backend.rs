@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use futures_lite::future::BoxedLocal;
 
-use super::apply::{apply_operation, OperationError};
+use super::apply::{access_refusal, apply_operation, OperationError};
 use super::backend::{
     ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage, ImportError,
     ManagementBackend, NodeStats, Operation, Publish, QueueGet, QueueStats, StatsSnapshot,
 };
 use crate::broker::queue::{ChannelRef, Message, Route};
-use crate::broker::{AccessOpError, AmqpError, ConnId, QueueId, ShardId, Topology};
+use crate::broker::{AmqpError, ConnId, QueueId, ShardId, Topology};
 use crate::conn_sink::ConnectionDescription;
 use crate::protocol::reply_code;
 use crate::shard::messages::{queue_op, SettleOp};
@@ -49,7 +49,7 @@ impl ShardBackend {
             .await
             .map_err(|error| match error {
                 OperationError::Amqp(refused) => refused,
-                OperationError::Access(refused) => access_error(&refused),
+                OperationError::Access(refused) => access_refusal(&refused),
             })
     }
 
@@ -195,22 +195,6 @@ impl ShardBackend {
 }
 
 /// A refused access operation as RabbitMQ's management plugin answers it.
-fn access_error(refused: &AccessOpError) -> AmqpError {
-    let code = match refused {
-        AccessOpError::VhostNotFound
-        | AccessOpError::UserNotFound
-        | AccessOpError::VhostOrUserNotFound
-        | AccessOpError::PermissionNotFound => reply_code::NOT_FOUND,
-        _ => reply_code::PRECONDITION_FAILED,
-    };
-    let prefix = if code == reply_code::NOT_FOUND {
-        "NOT_FOUND"
-    } else {
-        "PRECONDITION_FAILED"
-    };
-    AmqpError::new(code, format!("{prefix} - {refused}"))
-}
-
 fn connection_name(id: ConnId, description: Option<&ConnectionDescription>) -> String {
     match description {
         Some(description) => description.name.clone(),
