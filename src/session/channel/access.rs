@@ -258,6 +258,20 @@ fn binding_source_and_key(method: &Method) -> Option<(&str, &str)> {
     }
 }
 
+/// A declare: configure on the resource; one that creates it with a linked exchange (dead
+/// letters, alternate) also reads itself and writes that exchange.
+fn declared<'m>(kind: ResourceKind, name: &'m str, linked: Option<&'m str>) -> Accesses<'m> {
+    let configure = Some(access(Operation::Configure, kind, name));
+    match linked {
+        Some(exchange) => [
+            configure,
+            Some(access(Operation::Read, kind, name)),
+            Some(access(Operation::Write, ResourceKind::Exchange, exchange)),
+        ],
+        None => [configure, None, None],
+    }
+}
+
 /// What `method` (names already resolved) will access. `topology` tells whether a declare
 /// creates its resource: only then are its dead-letter or alternate exchange checked.
 pub fn required<'m>(method: &'m Method, topology: &Topology, vhost: &str) -> Accesses<'m> {
@@ -269,14 +283,8 @@ pub fn required<'m>(method: &'m Method, topology: &Topology, vhost: &str) -> Acc
         Method::ExchangeDeclare(m) if m.passive => [None; 3],
         Method::ExchangeDeclare(m) => {
             let creates = topology.exchange(vhost, &m.exchange).is_none();
-            match exchange_argument(&m.arguments, "alternate-exchange").filter(|_| creates) {
-                Some(alternate) => [
-                    Some(access(Configure, Exchange, &m.exchange)),
-                    Some(access(Read, Exchange, &m.exchange)),
-                    Some(access(Write, Exchange, alternate)),
-                ],
-                None => one(Configure, Exchange, &m.exchange),
-            }
+            let alternate = exchange_argument(&m.arguments, "alternate-exchange");
+            declared(Exchange, &m.exchange, alternate.filter(|_| creates))
         }
         Method::ExchangeDelete(m) => one(Configure, Exchange, &m.exchange),
         Method::ExchangeBind(m) => two(
@@ -298,14 +306,8 @@ pub fn required<'m>(method: &'m Method, topology: &Topology, vhost: &str) -> Acc
         }
         Method::QueueDeclare(m) => {
             let creates = topology.queue(vhost, &m.queue).is_none();
-            match exchange_argument(&m.arguments, "x-dead-letter-exchange").filter(|_| creates) {
-                Some(dead_letter) => [
-                    Some(access(Configure, Queue, &m.queue)),
-                    Some(access(Read, Queue, &m.queue)),
-                    Some(access(Write, Exchange, dead_letter)),
-                ],
-                None => one(Configure, Queue, &m.queue),
-            }
+            let dead_letter = exchange_argument(&m.arguments, "x-dead-letter-exchange");
+            declared(Queue, &m.queue, dead_letter.filter(|_| creates))
         }
         Method::QueueBind(m) => two(
             access(Write, Queue, &m.queue),
