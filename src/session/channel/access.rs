@@ -199,18 +199,17 @@ pub fn routing_key_refused(user: &str, vhost: &str, key: &RoutingKeyAccess<'_>) 
 }
 
 /// Topic authorisation of a routing key, when `exchange` is a topic exchange (RabbitMQ checks
-/// no other type, a delayed exchange routing as topic included).
+/// no other type, a delayed exchange routing as topic included). `exchange_kind` is its kind,
+/// `None` when it does not exist: the caller has looked it up already (once per publish).
 pub fn check_routing_key(
     authorizer: &dyn Authorizer,
     topology: &Topology,
     (user, vhost): (&str, &str),
     operation: Operation,
+    exchange_kind: Option<ExchangeKind>,
     (exchange, routing_key): (&str, &str),
 ) -> Result<(), Fault> {
-    let is_topic = topology
-        .exchange(vhost, exchange)
-        .is_some_and(|x| x.kind == ExchangeKind::Topic);
-    if !is_topic {
+    if exchange_kind != Some(ExchangeKind::Topic) {
         return Ok(());
     }
     let key = RoutingKeyAccess {
@@ -236,11 +235,13 @@ pub fn check(
         authorizer.authorize(topology, user, vhost, access)?;
     }
     if let Some(source_and_key) = binding_source_and_key(method) {
+        let source_kind = topology.exchange(vhost, source_and_key.0).map(|x| x.kind);
         check_routing_key(
             authorizer,
             topology,
             (user, vhost),
             Operation::Read,
+            source_kind,
             source_and_key,
         )?;
     }

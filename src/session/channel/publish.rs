@@ -8,7 +8,7 @@ use super::{
     access, confirm, direct_reply, fault, precondition_failed, Ctx, Fault, PendingPublish,
 };
 use crate::broker::queue::{self, ChannelRef, Message, Route, SharedMessage};
-use crate::broker::{self, Topology};
+use crate::broker::{self, ExchangeMeta, Topology};
 use crate::protocol::{reply_code, BasicPublish};
 use crate::session::state::ChannelState;
 use crate::shard::direct_reply::is_direct_reply;
@@ -21,19 +21,25 @@ pub fn start(ctx: &Ctx<'_>, state: &mut ChannelState, m: BasicPublish) -> Result
             "NOT_IMPLEMENTED - immediate=true",
         ));
     }
-    check_exchange(ctx.topology, ctx.vhost, &m.exchange)?;
+    // One lookup of the exchange per publish serves both checks (it is on the 16 B hot path).
+    let exchange = check_exchange(ctx.topology, ctx.vhost, &m.exchange)?;
     access::check_routing_key(
         ctx.authorizer,
         ctx.topology,
         (ctx.user, ctx.vhost),
         access::Operation::Write,
+        Some(exchange.kind),
         (&m.exchange, &m.routing_key),
     )?;
     state.pending_publish = Some(PendingPublish::new(m));
     Ok(())
 }
 
-fn check_exchange(topology: &Topology, vhost: &str, name: &str) -> Result<(), Fault> {
+fn check_exchange<'t>(
+    topology: &'t Topology,
+    vhost: &str,
+    name: &str,
+) -> Result<&'t ExchangeMeta, Fault> {
     let Some(exchange) = topology.exchange(vhost, name) else {
         return Err(fault(
             reply_code::NOT_FOUND,
@@ -48,7 +54,7 @@ fn check_exchange(topology: &Topology, vhost: &str, name: &str) -> Result<(), Fa
             ),
         ));
     }
-    Ok(())
+    Ok(exchange)
 }
 
 /// The message from its content, its properties checked as RabbitMQ checks them (expiration,
