@@ -10,7 +10,8 @@ fn main() {
         Err(error) => {
             // --help and --version come through here too, with exit code 0.
             if error.exit_code() == 0 {
-                println!("{error}");
+                // `ringmq --help | head` closes the pipe early: not an error worth a panic.
+                let _ = writeln!(std::io::stdout(), "{error}");
             } else {
                 eprintln!("ringmq: {error}");
             }

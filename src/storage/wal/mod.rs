@@ -32,6 +32,13 @@ pub use record::{EnqueueRecord, OwnedEnqueue, RecordKind, SettleRecord};
 pub use segment::{log_shards, remove_log};
 pub use writer::{EnqueueBody, Wal};
 
+/// The on-disk layout, for tools that write or repair segment files (the WAL fuzz target
+/// mutates a real log and restores the checksums so mutations reach the record decoders).
+pub mod format {
+    pub use super::record::{checksum, record_bytes_for, RECORD_HEADER_BYTES};
+    pub use super::segment::SEGMENT_HEADER_BYTES;
+}
+
 /// Log sequence number: monotonically increasing per shard log, starting at 1.
 pub type Lsn = u64;
 

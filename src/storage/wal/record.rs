@@ -185,7 +185,7 @@ pub fn encode_into(
     header[8..16].copy_from_slice(&lsn.to_le_bytes());
     header[16..24].copy_from_slice(&batch_lsn.to_le_bytes());
     header[24] = kind.to_byte();
-    let crc = pieces.iter().fold(crc32c::crc32c(&header[8..]), |crc, p| {
+    let crc = pieces.iter().fold(checksum_start(&header), |crc, p| {
         crc32c::crc32c_append(crc, p)
     });
     header[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -292,7 +292,7 @@ pub fn decode(buf: &[u8], payload_bytes_max: usize) -> Result<(RecordHeader, &[u
     let payload = buf
         .get(RECORD_HEADER_BYTES..payload_end)
         .ok_or(BadRecord::Truncated)?;
-    if crc32c::crc32c_append(crc32c::crc32c(&header[8..]), payload) != crc {
+    if checksum(header, payload) != crc {
         return Err(BadRecord::Checksum);
     }
     let lsn = u64::from_le_bytes(word8(header, 8));
@@ -304,6 +304,16 @@ pub fn decode(buf: &[u8], payload_bytes_max: usize) -> Result<(RecordHeader, &[u
         kind,
     };
     Ok((decoded, payload))
+}
+
+/// The crc32c a record header stores at bytes 4..8: over the header after the crc field, then
+/// the payload.
+pub fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(checksum_start(header), payload)
+}
+
+fn checksum_start(header: &[u8]) -> u32 {
+    crc32c::crc32c(header.get(8..RECORD_HEADER_BYTES).unwrap_or(&[]))
 }
 
 fn word4(b: &[u8], at: usize) -> [u8; 4] {
