@@ -76,6 +76,9 @@ pub struct Config {
     /// A RabbitMQ definitions file imported at start-up, before any client is accepted
     /// (RabbitMQ's `load_definitions`).
     pub load_definitions: Option<PathBuf>,
+    /// `--trace-latency`: per-stage latency of sampled ringmq-perf messages, logged per shard at
+    /// shutdown (`latency_trace`). A debugging aid; off by default.
+    pub trace_latency: bool,
 }
 
 /// amqps on the same listen addresses as AMQP. The files are read (and refused) at start.
@@ -303,6 +306,10 @@ struct Flags {
     /// imported at start-up, before clients are accepted
     #[arg(long, value_name = "FILE")]
     load_definitions: Option<PathBuf>,
+    /// Debugging: time sampled ringmq-perf messages at each stage (publish parsed, mesh send,
+    /// flush, receive, enqueued, delivery encoded, socket written); logged per shard at shutdown
+    #[arg(long)]
+    trace_latency: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -512,6 +519,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         loopback_users,
         tls,
         load_definitions: flags.load_definitions.or(file.load_definitions),
+        trace_latency: flags.trace_latency,
     })
 }
 
