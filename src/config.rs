@@ -909,7 +909,17 @@ mod tests {
             .collect();
         assert_eq!(
             by_cores,
-            [(1, 1), (2, 1), (3, 2), (4, 3), (8, 7), (16, 15), (17, 15), (64, 60), (256, 240)]
+            [
+                (1, 1),
+                (2, 1),
+                (3, 2),
+                (4, 3),
+                (8, 7),
+                (16, 15),
+                (17, 15),
+                (64, 60),
+                (256, 240)
+            ]
         );
         // Every core stays reachable with --shards.
         let config = Config::load_with_cores(["ringmq", "--shards", "2"], 2).unwrap();
@@ -1131,7 +1141,10 @@ mod pin_tests {
         let config = load(&["--pin", "none", "--shards", "80"]).expect("80 unpinned");
         assert_eq!((config.pin, config.shards), (Pin::None, 80));
         let config = load(&["--pin", "NONE"]).expect("default count");
-        assert_eq!((config.pin, config.shards), (Pin::None, default_shards(CORES)));
+        assert_eq!(
+            (config.pin, config.shards),
+            (Pin::None, default_shards(CORES))
+        );
         let config = load(&["--pin", "none", "--shards", &SHARDS_MAX.to_string()]).expect("max");
         assert_eq!(config.shards, SHARDS_MAX);
         let too_many = (SHARDS_MAX + 1).to_string();

@@ -97,7 +97,10 @@ fn sampled_stamp(body: &[u8]) -> Option<u64> {
 /// Records "now - `stamp`" for `stage` (a stamp from [`sampled`]).
 pub fn record_stamp(stage: Stage, stamp: u64) {
     let now = monotonic_ns();
-    let Some(age) = now.checked_sub(stamp).filter(|&a| a < LATENCY_TRACE_AGE_MAX_NS) else {
+    let Some(age) = now
+        .checked_sub(stamp)
+        .filter(|&a| a < LATENCY_TRACE_AGE_MAX_NS)
+    else {
         return;
     };
     HISTOGRAMS.with(|cell| {

@@ -74,7 +74,10 @@ impl Shard {
                 while let Some(batch) = receiver.recv().await {
                     for msg in batch {
                         if crate::latency_trace::is_enabled() {
-                            super::mesh::trace_message(crate::latency_trace::Stage::MeshReceive, &msg);
+                            super::mesh::trace_message(
+                                crate::latency_trace::Stage::MeshReceive,
+                                &msg,
+                            );
                         }
                         shard.storage.wait_for_room().await;
                         shard.handle_mesh(msg);

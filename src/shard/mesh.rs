@@ -152,7 +152,9 @@ impl Mesh {
                 continue;
             }
             if latency_trace::is_enabled() {
-                batch.iter().for_each(|msg| trace_message(Stage::MeshFlush, msg));
+                batch
+                    .iter()
+                    .for_each(|msg| trace_message(Stage::MeshFlush, msg));
             }
             if sender.send(batch).await.is_err() {
                 return; // the peer is gone: shutdown
