@@ -5,13 +5,7 @@
 /// process of the machine, so a broker run with `--trace-latency` can read the stamp in a body
 /// and tell how long ago the message was meant to be sent.
 pub fn now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the struct we hand it; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+    ringmq::latency_trace::monotonic_ns()
 }
 
 /// CPU time (user + system) this process has used, in nanoseconds.
