@@ -165,4 +165,20 @@ mod tests {
         assert!((500..=1_500).contains(&sampled), "{sampled} of 64000");
         assert_eq!(sampled_stamp(b"short"), None);
     }
+
+    #[test]
+    fn a_stamp_is_recorded_as_its_age_and_implausible_ones_are_not() {
+        let now = monotonic_ns();
+        record_stamp(Stage::MeshReceive, now - 2_000_000);
+        record_stamp(Stage::MeshReceive, now + 60_000_000_000); // from the future
+        record_stamp(Stage::MeshReceive, 0); // older than LATENCY_TRACE_AGE_MAX_NS (after boot)
+        HISTOGRAMS.with(|cell| {
+            let histograms = cell.borrow();
+            let receive = &histograms[Stage::MeshReceive as usize];
+            assert_eq!(receive.len(), 1);
+            let age = receive.value_at_quantile(0.5);
+            assert!((2_000_000..60_000_000_000).contains(&age), "{age}");
+            assert!(histograms[Stage::PublishParsed as usize].is_empty());
+        });
+    }
 }
