@@ -91,7 +91,9 @@ fn sampled_stamp(body: &[u8]) -> Option<u64> {
     let stamp = u64::from_be_bytes(bytes);
     // Fibonacci hashing: the top bits of the product spread evenly however the stamps are spaced.
     let hash = stamp.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((hash >> 32) % LATENCY_TRACE_SAMPLE_EVERY == 0).then_some(stamp)
+    (hash >> 32)
+        .is_multiple_of(LATENCY_TRACE_SAMPLE_EVERY)
+        .then_some(stamp)
 }
 
 /// Records "now - `stamp`" for `stage` (a stamp from [`sampled`]).
