@@ -5,7 +5,7 @@
 # and stops everything it started.
 #
 # Knobs (environment): RUNS (3), DURATION seconds per run (5), RINGMQ_PORT (5680),
-# RABBIT_PORT (5682), SHARDS (2), BACKLOG_MESSAGES (1000000), BACKLOG_RUNS (1), CARGO_TARGET_DIR,
+# RABBIT_PORT (5682), SHARDS (empty: ringmq's default), BACKLOG_MESSAGES (1000000), BACKLOG_RUNS (1), CARGO_TARGET_DIR,
 # CASES (a subset of: transient durable fanout topic latency connections backlog; `durable` is
 # the union of durable-throughput floor confirm recovery, which may also be named alone),
 # CONFIRM_RATE (2000 msg/s), CONFIRM_WINDOW (1000), FLOOR_WRITES (5000),
@@ -16,7 +16,10 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 RINGMQ_PORT=${RINGMQ_PORT:-5680}
 RABBIT_PORT=${RABBIT_PORT:-5682}
-SHARDS=${SHARDS:-2}
+# Empty: ringmq's own default shard count (the default configuration is what the issue measures).
+SHARDS=${SHARDS:-}
+SHARDS_ARGS=()
+[[ -n "$SHARDS" ]] && SHARDS_ARGS=(--shards "$SHARDS")
 BACKLOG_MESSAGES=${BACKLOG_MESSAGES:-1000000}
 CONFIRM_RATE=${CONFIRM_RATE:-2000}
 CONFIRM_WINDOW=${CONFIRM_WINDOW:-1000}
@@ -102,7 +105,7 @@ RABBIT_VERSION=$(rabbitmqctl -n "$RABBIT_NODE" version 2>/dev/null || echo unkno
 
 # ---- ringmq --------------------------------------------------------------------------------
 start_ringmq() { # data dir, log level, output path prefix; sets RINGMQ_PID
-    "$BIN/ringmq" --port "$RINGMQ_PORT" --shards "$SHARDS" --data-dir "$1" \
+    "$BIN/ringmq" --port "$RINGMQ_PORT" "${SHARDS_ARGS[@]}" --data-dir "$1" \
         --log-level "$2" >"$3.out" 2>"$3.err" &
     RINGMQ_PID=$!
     local i
@@ -123,7 +126,7 @@ stop_ringmq() { # signal
     RINGMQ_PID=""
 }
 
-log "starting ringmq on $RINGMQ_PORT with $SHARDS shards"
+log "starting ringmq on $RINGMQ_PORT with ${SHARDS:-the default} shards"
 mkdir -p "$WORK/ringmq-data"
 start_ringmq "$WORK/ringmq-data" warn "$WORK/ringmq" || exit 1
 
@@ -151,7 +154,7 @@ mkdir -p "$RESULTS_DIR"
     echo "- kernel: $(uname -r)"
     echo "- memory: $(grep MemTotal /proc/meminfo | awk '{print $2/1024/1024 " GiB"}')"
     echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- ringmq: $(git rev-parse --short HEAD 2>/dev/null || echo '?') --shards $SHARDS"
+    echo "- ringmq: $(git rev-parse --short HEAD 2>/dev/null || echo '?') --shards ${SHARDS:-default}"
     echo "- RabbitMQ: $RABBIT_VERSION (Debian package, default config, classic queues)"
     echo
     echo "Latency percentiles are in µs. In the throughput-style scenarios producers stop while"
@@ -303,7 +306,7 @@ if wanted_durable recovery; then
     {
         echo "## Recovery: $RECOVERY_MESSAGES × 1 KB persistent messages (confirmed), kill -9, restart"
         echo
-        echo "ringmq only, fresh data dir, --shards $SHARDS; one queue (so one shard holds the messages)."
+        echo "ringmq only, fresh data dir, --shards ${SHARDS:-default}; one queue (so one shard holds the messages)."
         echo "data_dir_bytes is \`du -sb\` of the data dir before the kill (segment files are"
         echo "preallocated, so it includes the unused tail of each shard's current segment);"
         echo "replay speed = log bytes replayed (all shards) / the slowest shard's recovery time."

@@ -32,6 +32,23 @@ pub const LOG_LEVEL_DEFAULT: &str = "info";
 /// (from the network or another shard) waits for a kernel wake-up, ~50-100 µs here; spinning
 /// answers at once for that long after each burst of work, at the cost of CPU.
 pub const SPIN_MICROS_DEFAULT: u64 = 50;
+/// By default one core in this many (and at least one, on any host with two or more) is left
+/// without a shard, for the kernel's network work (softirq, the loopback or NIC path), the
+/// clients on small hosts and everything else. Measured on the 2-core machine (issue 11,
+/// perf/results/2026-12-02-cross-shard.md): two shards on two cores beside their clients put
+/// four busy threads on two cores and cost 0.3-1.5 ms at the median whenever a producer and
+/// its consumer land on different shards; one shard stays at the loopback floor.
+pub const CORES_PER_RESERVED_CORE_DEFAULT: usize = 16;
+
+/// The shard count when none is given: every core but the reserved ones, at least one.
+/// 1 → 1, 2 → 1, 4 → 3, 16 → 15, 64 → 60.
+pub fn default_shards(cores: usize) -> usize {
+    if cores <= 1 {
+        return 1;
+    }
+    let reserved = cores.div_ceil(CORES_PER_RESERVED_CORE_DEFAULT);
+    cores.saturating_sub(reserved).max(1)
+}
 /// Body bytes of ready messages one queue keeps in memory before paging the newest out to the
 /// log. 512 MiB: a queue that fits (seconds of backlog at high rates: 100,000 in-flight 1 KB
 /// messages is 100 MB, and 64 MiB measurably cut such a load to a third by paging it) never pays
@@ -76,6 +93,9 @@ pub struct Config {
     /// A RabbitMQ definitions file imported at start-up, before any client is accepted
     /// (RabbitMQ's `load_definitions`).
     pub load_definitions: Option<PathBuf>,
+    /// `--trace-latency`: per-stage latency of sampled ringmq-perf messages, logged per shard at
+    /// shutdown (`latency_trace`). A debugging aid; off by default.
+    pub trace_latency: bool,
 }
 
 /// amqps on the same listen addresses as AMQP. The files are read (and refused) at start.
@@ -243,7 +263,8 @@ struct Flags {
     /// Address the management API listens on; repeat for several [default: as --listen]
     #[arg(long, value_name = "ADDR")]
     management_listen: Vec<String>,
-    /// Number of shards, one executor pinned per core [default: number of cores]
+    /// Number of shards, one executor pinned per core [default: the cores less one in 16,
+    /// at least one core left free: 2 cores → 1 shard, 16 → 15, 64 → 60]
     #[arg(long, value_name = "N")]
     shards: Option<String>,
     /// cores: one shard per core, pinned; none: executors unpinned, shards may exceed the
@@ -303,6 +324,10 @@ struct Flags {
     /// imported at start-up, before clients are accepted
     #[arg(long, value_name = "FILE")]
     load_definitions: Option<PathBuf>,
+    /// Debugging: time sampled ringmq-perf messages at each stage (publish parsed, mesh send,
+    /// flush, receive, enqueued, delivery encoded, socket written); logged per shard at shutdown
+    #[arg(long)]
+    trace_latency: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -420,7 +445,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
     let shards = match (flags.shards, file.shards) {
         (Some(v), _) => parse_shards(&v, Origin::Flag, shards_max)?,
         (None, Some(v)) => parse_shards(&v.to_string(), Origin::File, shards_max)?,
-        (None, None) => cores,
+        (None, None) => default_shards(cores),
     };
     let listen = match (flags.listen.is_empty(), file.listen) {
         (false, _) => parse_listen(&flags.listen, Origin::Flag)?,
@@ -512,6 +537,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         loopback_users,
         tls,
         load_definitions: flags.load_definitions.or(file.load_definitions),
+        trace_latency: flags.trace_latency,
     })
 }
 
@@ -746,7 +772,7 @@ mod tests {
                 "::1".parse().unwrap()
             ]
         );
-        assert_eq!(config.shards, CORES);
+        assert_eq!(config.shards, default_shards(CORES));
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_level, "info");
     }
@@ -870,7 +896,34 @@ mod tests {
     #[test]
     fn shards_capped_by_hard_max_on_big_machines() {
         let config = Config::load_with_cores(["ringmq"], 1000).unwrap();
+        assert_eq!(config.shards, default_shards(SHARDS_MAX));
+        let config = Config::load_with_cores(["ringmq", "--shards", "256"], 1000).unwrap();
         assert_eq!(config.shards, SHARDS_MAX);
+    }
+
+    #[test]
+    fn the_default_leaves_cores_free_for_the_kernel_and_the_clients() {
+        let by_cores: Vec<(usize, usize)> = [1, 2, 3, 4, 8, 16, 17, 64, 256]
+            .into_iter()
+            .map(|cores| (cores, default_shards(cores)))
+            .collect();
+        assert_eq!(
+            by_cores,
+            [
+                (1, 1),
+                (2, 1),
+                (3, 2),
+                (4, 3),
+                (8, 7),
+                (16, 15),
+                (17, 15),
+                (64, 60),
+                (256, 240)
+            ]
+        );
+        // Every core stays reachable with --shards.
+        let config = Config::load_with_cores(["ringmq", "--shards", "2"], 2).unwrap();
+        assert_eq!(config.shards, 2);
     }
 
     #[test]
@@ -1070,7 +1123,7 @@ mod pin_tests {
     fn pinned_by_default_and_capped_by_cores() {
         let config = load(&[]).expect("defaults");
         assert_eq!(config.pin, Pin::Cores);
-        assert_eq!(config.shards, CORES);
+        assert_eq!(config.shards, default_shards(CORES));
         let error = load(&["--shards", "3"]).unwrap_err();
         assert!(
             matches!(error, ConfigError::Shards { max: CORES, .. }),
@@ -1088,7 +1141,10 @@ mod pin_tests {
         let config = load(&["--pin", "none", "--shards", "80"]).expect("80 unpinned");
         assert_eq!((config.pin, config.shards), (Pin::None, 80));
         let config = load(&["--pin", "NONE"]).expect("default count");
-        assert_eq!((config.pin, config.shards), (Pin::None, CORES));
+        assert_eq!(
+            (config.pin, config.shards),
+            (Pin::None, default_shards(CORES))
+        );
         let config = load(&["--pin", "none", "--shards", &SHARDS_MAX.to_string()]).expect("max");
         assert_eq!(config.shards, SHARDS_MAX);
         let too_many = (SHARDS_MAX + 1).to_string();

@@ -6,6 +6,7 @@
 //! - `auth`: password hashes and permission checks (pure).
 //! - `broker`: topology (vhosts, exchanges, bindings, queue metadata), routing, queue state.
 //! - `storage`: per-shard write-ahead log.
+//! - `latency_trace`: `--trace-latency`, per-stage latency of sampled messages (any layer).
 //! - `conn_sink`: what a shard hands to a connection (deliveries, confirms, cancels), as a trait.
 //! - `shard`: the executor per core, the mesh between shards, topology replication.
 //! - `net`: listeners registered by protocol, and the client stream (`ClientStream`).
@@ -19,6 +20,7 @@ pub mod broker;
 pub mod config;
 pub mod conn_sink;
 pub mod id_hash;
+pub mod latency_trace;
 pub mod limits;
 pub mod management;
 pub mod net;

@@ -186,6 +186,12 @@ pub const CONFIG_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 pub const LISTEN_ADDRESSES_MAX: usize = 16;
 /// Longest spin accepted.
 pub const SPIN_MICROS_MAX: u64 = 10_000;
+/// `--trace-latency`: one message in this many (by a hash of its stamp, so every stage picks
+/// the same ones) is traced. 64 keeps the cost at a clock read per 64 messages per stage.
+pub const LATENCY_TRACE_SAMPLE_EVERY: u64 = 64;
+/// `--trace-latency`: a stamp older than this (or in the future) is not a ringmq-perf send time
+/// and is ignored; also the histograms' highest value.
+pub const LATENCY_TRACE_AGE_MAX_NS: u64 = 60_000_000_000;
 
 // A transaction holds at least as much as the largest message the broker can be set to accept.
 const _: () = assert!(TX_BYTES_MAX as u64 >= MESSAGE_SIZE_MAX_BYTES);

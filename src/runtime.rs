@@ -34,6 +34,9 @@ type Ready = Result<Vec<SocketAddr>, String>;
 /// Runs the broker until SIGINT/SIGTERM. `on_ready` is called once every shard listens.
 pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), String> {
     let shard_count = config.shards;
+    if config.trace_latency {
+        crate::latency_trace::enable();
+    }
     // The cores we may run on (respecting taskset/cgroups); shard i is pinned to the i-th.
     let cores: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|core| core.id).collect())
@@ -221,6 +224,7 @@ async fn shard_main(
     shard
         .shut_down(CLOSE_TIMEOUT + Duration::from_secs(1))
         .await;
+    crate::latency_trace::report(id);
     tracing::info!(shard = id, "shard stopped");
 }
 

@@ -1,18 +1,11 @@
-//! One monotonic clock for the whole process: producers stamp bodies with it and consumers
-//! (threads of the same process) read it, so no clock sync is involved.
+//! One monotonic clock (CLOCK_MONOTONIC): producers stamp bodies with it and consumers (threads
+//! of the same process) read it, so no clock sync is involved.
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-pub fn epoch() -> Instant {
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Nanoseconds since the process epoch. u64 nanoseconds last 584 years.
+/// CLOCK_MONOTONIC in nanoseconds (u64 nanoseconds last 584 years). The same clock on every
+/// process of the machine, so a broker run with `--trace-latency` can read the stamp in a body
+/// and tell how long ago the message was meant to be sent.
 pub fn now_ns() -> u64 {
-    epoch().elapsed().as_nanos() as u64
+    ringmq::latency_trace::monotonic_ns()
 }
 
 /// CPU time (user + system) this process has used, in nanoseconds.

@@ -152,7 +152,6 @@ impl Scenario {
 
 fn main() {
     let cli = Cli::parse();
-    clock::epoch();
     clock::tighten_timer_slack();
     if let Err(error) = run(cli) {
         eprintln!("ringmq-perf: {error}");

@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::state::ConnShared;
+use crate::latency_trace::{self, Stage};
 use crate::limits::READ_CHUNK_BYTES;
 use crate::net::SharedStream;
 use crate::protocol::{self, Frame, ProtocolError};
@@ -99,6 +100,8 @@ pub async fn write_loop(
     loop {
         let woken = conn.writer_wake.wait();
         let output = conn.take_output();
+        // `--trace-latency`: a sampled delivery in this output (taken with it).
+        let traced = conn.traced_stamp.take();
         if !output.is_empty() {
             // The flush is free on TCP; a TLS stream may still hold records the socket had no
             // room for when write_all returned.
@@ -110,6 +113,9 @@ pub async fn write_loop(
                 conn.output_closed.set(true);
                 conn.flushed.notify();
                 return;
+            }
+            if let Some(stamp) = traced {
+                latency_trace::record_stamp(Stage::SocketWritten, stamp);
             }
             conn.flushed.notify();
             continue;

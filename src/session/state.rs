@@ -20,6 +20,7 @@ use crate::broker::queue::{ConsumerKey, MessageId, SharedMessage};
 use crate::broker::{ConnId, QueueId, ShardId};
 use crate::conn_sink::{ChannelDescription, ConnectionDescription};
 use crate::id_hash::IdMap;
+use crate::latency_trace::{self, Stage};
 use crate::limits::FRAME_MAX_BYTES;
 use crate::protocol::{self, BasicAck, BasicCancel, BasicNack, DeliverFields, Method};
 use crate::shard::messages::DeliverEntry;
@@ -35,6 +36,9 @@ pub struct ConnShared {
     ready_confirms: RefCell<Vec<ReadyConfirm>>,
     /// Wakes the writer task when the outbox gains bytes.
     pub writer_wake: Notify,
+    /// `--trace-latency`: the stamp of a sampled delivery in the outbox, for the writer to
+    /// record once the write holding it returns.
+    pub traced_stamp: Cell<Option<u64>>,
     /// Wakes a paused reader when the writer has flushed.
     pub flushed: Notify,
     /// Set by the session when nothing more will be written: the writer flushes and stops.
@@ -177,6 +181,7 @@ impl ConnShared {
             outbox: RefCell::new(BytesMut::with_capacity(16 * 1024)),
             ready_confirms: RefCell::new(Vec::new()),
             writer_wake: Notify::default(),
+            traced_stamp: Cell::new(None),
             flushed: Notify::default(),
             output_closed: Cell::new(false),
             drain_on_close: Cell::new(false),
@@ -355,6 +360,12 @@ impl ConnShared {
         redelivered: bool,
         message: &SharedMessage,
     ) {
+        if let Some(stamp) = latency_trace::sampled(message.body()) {
+            latency_trace::record_stamp(Stage::DeliveryEncoded, stamp);
+            if self.traced_stamp.get().is_none() {
+                self.traced_stamp.set(Some(stamp));
+            }
+        }
         let fields = DeliverFields {
             consumer_tag,
             delivery_tag,

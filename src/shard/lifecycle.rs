@@ -73,6 +73,12 @@ impl Shard {
             glommio::spawn_local(async move {
                 while let Some(batch) = receiver.recv().await {
                     for msg in batch {
+                        if crate::latency_trace::is_enabled() {
+                            super::mesh::trace_message(
+                                crate::latency_trace::Stage::MeshReceive,
+                                &msg,
+                            );
+                        }
                         shard.storage.wait_for_room().await;
                         shard.handle_mesh(msg);
                     }

@@ -18,6 +18,7 @@ use glommio::channels::shared_channel::{
 use super::messages::MeshMsg;
 use super::sync::Notify;
 use crate::broker::{QueueId, ShardId};
+use crate::latency_trace::{self, Stage};
 use crate::limits::{
     MESH_BATCH_MAX_MESSAGES, MESH_LINK_CAPACITY_BATCHES, MESH_OUTBOX_SOFT_MAX_BYTES,
     MESH_OUTBOX_SOFT_MAX_MESSAGES,
@@ -68,6 +69,15 @@ fn message_bytes(msg: &MeshMsg) -> usize {
     std::mem::size_of::<MeshMsg>() + carried
 }
 
+/// `--trace-latency`: publishes and deliveries carry a body that may hold a stamp.
+pub(super) fn trace_message(stage: Stage, msg: &MeshMsg) {
+    match msg {
+        MeshMsg::Publish(entry) => latency_trace::record(stage, entry.message.body()),
+        MeshMsg::Deliver(entry) => latency_trace::record(stage, entry.message.body()),
+        _ => {}
+    }
+}
+
 /// One shard's side of the mesh: an outbox per peer plus the wake-ups of its flusher tasks.
 pub struct Mesh {
     me: ShardId,
@@ -95,6 +105,9 @@ impl Mesh {
         let Some(outbox) = self.outboxes.get(to) else {
             return;
         };
+        if latency_trace::is_enabled() {
+            trace_message(Stage::MeshSend, &msg);
+        }
         let bytes = &self.outbox_bytes[to];
         bytes.set(bytes.get() + message_bytes(&msg));
         let mut outbox = outbox.borrow_mut();
@@ -137,6 +150,11 @@ impl Mesh {
             if batch.is_empty() {
                 ready.await;
                 continue;
+            }
+            if latency_trace::is_enabled() {
+                batch
+                    .iter()
+                    .for_each(|msg| trace_message(Stage::MeshFlush, msg));
             }
             if sender.send(batch).await.is_err() {
                 return; // the peer is gone: shutdown

@@ -103,6 +103,10 @@ impl Shard {
             match self.offer(id, message) {
                 Some((Admission::Accept, lsn)) => {
                     outcome.lsn = lsn.or(outcome.lsn);
+                    crate::latency_trace::record(
+                        crate::latency_trace::Stage::Enqueued,
+                        message.body(),
+                    );
                     self.dispatch(id);
                 }
                 Some((Admission::Refuse, _)) => outcome.refused = true,

@@ -350,6 +350,7 @@ impl Session {
             channel: self.channel_ref(channel),
             seq,
         });
+        crate::latency_trace::record(crate::latency_trace::Stage::PublishParsed, message.body());
         let outcome = self
             .shard
             .publish(&self.vhost, &pending.exchange, message.clone(), confirm);

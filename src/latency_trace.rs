@@ -1,0 +1,186 @@
+//! `--trace-latency`: where a message's time goes inside the broker, stage by stage.
+//!
+//! ringmq-perf stamps each body's first 8 bytes (big-endian) with the message's intended send
+//! time on CLOCK_MONOTONIC. With the flag on, each stage reads that stamp from a sample of the
+//! messages (one in `LATENCY_TRACE_SAMPLE_EVERY`, chosen by a hash of the stamp, so every stage
+//! and every shard picks the same messages) and records "now - stamp" in a histogram of the
+//! shard's thread. So no per-message state travels with the message, and a stage's p50 minus
+//! the previous stage's p50 is the time spent between them. Reported per shard at shutdown.
+//!
+//! Off (the default) every stage costs one relaxed load of a flag set once at start-up.
+//! The histograms are thread-local: a shard records only on its own thread, never shares them.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hdrhistogram::Histogram;
+
+use crate::limits::{LATENCY_TRACE_AGE_MAX_NS, LATENCY_TRACE_SAMPLE_EVERY};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The points a message passes, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The publisher's shard has the whole message (content complete), before routing.
+    PublishParsed,
+    /// A publish or delivery is pushed onto a mesh outbox.
+    MeshSend,
+    /// The outbox's flusher hands the batch holding it to the link.
+    MeshFlush,
+    /// The receiving shard takes it off the link.
+    MeshReceive,
+    /// It is in its queue (on the queue's shard), before dispatch.
+    Enqueued,
+    /// `basic.deliver` is encoded into the consumer connection's outbox.
+    DeliveryEncoded,
+    /// The write holding that delivery returned.
+    SocketWritten,
+}
+
+const STAGES: [Stage; 7] = [
+    Stage::PublishParsed,
+    Stage::MeshSend,
+    Stage::MeshFlush,
+    Stage::MeshReceive,
+    Stage::Enqueued,
+    Stage::DeliveryEncoded,
+    Stage::SocketWritten,
+];
+
+thread_local! {
+    static HISTOGRAMS: RefCell<Vec<Histogram<u64>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Turns tracing on for the whole process; called once, before the shards start.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Records `stage` for `body` if tracing is on and the body is a sampled stamp.
+#[inline]
+pub fn record(stage: Stage, body: &[u8]) {
+    if is_enabled() {
+        record_body(stage, body);
+    }
+}
+
+/// The stamp of `body` when tracing is on and this message is one of the sample.
+#[inline]
+pub fn sampled(body: &[u8]) -> Option<u64> {
+    if !is_enabled() {
+        return None;
+    }
+    sampled_stamp(body)
+}
+
+#[cold]
+fn record_body(stage: Stage, body: &[u8]) {
+    if let Some(stamp) = sampled_stamp(body) {
+        record_stamp(stage, stamp);
+    }
+}
+
+fn sampled_stamp(body: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = body.get(..8)?.try_into().ok()?;
+    let stamp = u64::from_be_bytes(bytes);
+    // Fibonacci hashing: the top bits of the product spread evenly however the stamps are spaced.
+    let hash = stamp.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (hash >> 32)
+        .is_multiple_of(LATENCY_TRACE_SAMPLE_EVERY)
+        .then_some(stamp)
+}
+
+/// Records "now - `stamp`" for `stage` (a stamp from [`sampled`]).
+pub fn record_stamp(stage: Stage, stamp: u64) {
+    let now = monotonic_ns();
+    let Some(age) = now
+        .checked_sub(stamp)
+        .filter(|&a| a < LATENCY_TRACE_AGE_MAX_NS)
+    else {
+        return;
+    };
+    HISTOGRAMS.with(|cell| {
+        let mut histograms = cell.borrow_mut();
+        if histograms.is_empty() {
+            // The bounds are constants that hdrhistogram accepts; an error leaves tracing off.
+            *histograms = STAGES.iter().filter_map(|_| new_histogram()).collect();
+        }
+        if let Some(histogram) = histograms.get_mut(stage as usize) {
+            histogram.saturating_record(age.max(1));
+        }
+    });
+}
+
+fn new_histogram() -> Option<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_TRACE_AGE_MAX_NS, 3).ok()
+}
+
+/// Logs this thread's (shard's) stages: count, p50, p99, p99.9 in µs since the intended send.
+pub fn report(shard: usize) {
+    if !is_enabled() {
+        return;
+    }
+    HISTOGRAMS.with(|cell| {
+        for (stage, histogram) in STAGES.iter().zip(cell.borrow().iter()) {
+            if histogram.is_empty() {
+                continue;
+            }
+            tracing::info!(
+                shard,
+                stage = ?stage,
+                samples = histogram.len(),
+                p50_us = histogram.value_at_quantile(0.50) as f64 / 1000.0,
+                p99_us = histogram.value_at_quantile(0.99) as f64 / 1000.0,
+                p99_9_us = histogram.value_at_quantile(0.999) as f64 / 1000.0,
+                "latency trace (µs since the intended send)"
+            );
+        }
+    });
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock ringmq-perf stamps bodies with.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the struct we hand it; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn about_one_stamp_in_sample_every_is_sampled_and_junk_is_not() {
+        let sampled = (0..64_000u64)
+            .filter(|i| sampled_stamp(&(1_000_000 + i * 100_000).to_be_bytes()).is_some())
+            .count();
+        assert!((500..=1_500).contains(&sampled), "{sampled} of 64000");
+        assert_eq!(sampled_stamp(b"short"), None);
+    }
+
+    #[test]
+    fn a_stamp_is_recorded_as_its_age_and_implausible_ones_are_not() {
+        let now = monotonic_ns();
+        record_stamp(Stage::MeshReceive, now - 2_000_000);
+        record_stamp(Stage::MeshReceive, now + 60_000_000_000); // from the future
+        record_stamp(Stage::MeshReceive, 0); // older than LATENCY_TRACE_AGE_MAX_NS (after boot)
+        HISTOGRAMS.with(|cell| {
+            let histograms = cell.borrow();
+            let receive = &histograms[Stage::MeshReceive as usize];
+            assert_eq!(receive.len(), 1);
+            let age = receive.value_at_quantile(0.5);
+            assert!((2_000_000..60_000_000_000).contains(&age), "{age}");
+            assert!(histograms[Stage::PublishParsed as usize].is_empty());
+        });
+    }
+}
