@@ -78,11 +78,21 @@ pub enum Verb {
     /// Policies of a vhost
     ListPolicies(Vhost),
     /// Creates a user with no tags (an existing one is an error)
-    AddUser { name: String, password: String },
+    AddUser {
+        name: String,
+        // Its own id: the global --password would otherwise fill it (and be filled by it).
+        #[arg(id = "user_password", value_name = "PASSWORD")]
+        password: String,
+    },
     /// Deletes a user
     DeleteUser { name: String },
     /// Sets a user's password (tags kept)
-    ChangePassword { name: String, password: String },
+    ChangePassword {
+        name: String,
+        // Its own id: the global --password would otherwise fill it (and be filled by it).
+        #[arg(id = "user_password", value_name = "PASSWORD")]
+        password: String,
+    },
     /// Replaces the user's tags (none given: no tags)
     SetUserTags { name: String, tags: Vec<String> },
     /// Creates a virtual host
@@ -155,4 +165,22 @@ pub struct VhostColumns {
     pub vhost: Vhost,
     #[command(flatten)]
     pub columns: Columns,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_password_is_not_the_callers() {
+        let cli = Cli::try_parse_from(["ringmqctl", "--password", "mine", "add_user", "u", "theirs"])
+            .expect("parses");
+        assert_eq!(cli.password.as_deref(), Some("mine"));
+        match cli.verb {
+            Verb::AddUser { name, password } => assert_eq!((name.as_str(), password.as_str()), ("u", "theirs")),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["ringmqctl", "change_password", "u", "new"]).expect("parses");
+        assert_eq!(cli.password, None);
+    }
 }
