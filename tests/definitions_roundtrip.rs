@@ -77,8 +77,11 @@ impl RabbitMq {
             self.port, self.management_port
         );
         std::fs::write(self.root.join("rabbitmq.conf"), config).expect("config");
-        std::fs::write(self.root.join("enabled_plugins"), "[rabbitmq_management].\n")
-            .expect("enabled_plugins");
+        std::fs::write(
+            self.root.join("enabled_plugins"),
+            "[rabbitmq_management].\n",
+        )
+        .expect("enabled_plugins");
         std::fs::write(self.root.join("rabbitmq-env.conf"), "").expect("env file");
     }
 
@@ -105,10 +108,16 @@ impl RabbitMq {
         let deadline = Instant::now() + RABBITMQ_READY_TIMEOUT;
         let admin = self.admin();
         loop {
-            if admin.try_request("GET", "/overview").is_some_and(|s| s == 200) {
+            if admin
+                .try_request("GET", "/overview")
+                .is_some_and(|s| s == 200)
+            {
                 return;
             }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             assert!(
                 exited.is_none() && Instant::now() < deadline,
                 "RabbitMQ {} not ready within {RABBITMQ_READY_TIMEOUT:?} (exit {exited:?}):\n{}",
@@ -149,7 +158,11 @@ impl Drop for RabbitMq {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- RabbitMQ {} log tail ---\n{}", self.node, self.log_tail());
+            eprintln!(
+                "--- RabbitMQ {} log tail ---\n{}",
+                self.node,
+                self.log_tail()
+            );
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
@@ -256,7 +269,12 @@ impl Objects {
         };
         common::step(
             "exchange.declare passive",
-            channel.exchange_declare(&self.exchange, ExchangeKind::Topic, passive, FieldTable::default()),
+            channel.exchange_declare(
+                &self.exchange,
+                ExchangeKind::Topic,
+                passive,
+                FieldTable::default(),
+            ),
         )
         .await
         .expect("the imported exchange exists");
@@ -265,16 +283,21 @@ impl Objects {
             self.user,
             encode(&self.vhost)
         );
-        let refused =
-            common::step("wrong login", Connection::connect(&wrong, ConnectionProperties::default()))
-                .await;
+        let refused = common::step(
+            "wrong login",
+            Connection::connect(&wrong, ConnectionProperties::default()),
+        )
+        .await;
         assert!(refused.is_err(), "a wrong password was accepted");
     }
 }
 
 fn expect_success(admin: &Admin, method: &str, path: &str, body: Option<&str>) {
     let (status, text) = admin.request(method, path, body);
-    assert!((200..300).contains(&status), "{method} {path}: {status} {text}");
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {text}"
+    );
 }
 
 /// GET /api/definitions from one side, POST it to the other.
@@ -293,7 +316,9 @@ fn rabbitmq_installed() -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn definitions_round_trip_with_rabbitmq() {
     if !rabbitmq_installed() {
-        eprintln!("SKIPPED definitions_round_trip: rabbitmq-server is not installed ({RABBITMQ_SERVER})");
+        eprintln!(
+            "SKIPPED definitions_round_trip: rabbitmq-server is not installed ({RABBITMQ_SERVER})"
+        );
         return;
     }
     let rabbit = RabbitMq::start();
@@ -304,7 +329,10 @@ async fn definitions_round_trip_with_rabbitmq() {
     let from_rabbit = Objects::named("from-rabbit");
     from_rabbit.create(&rabbit_admin);
     let exported = transfer(&rabbit_admin, &ringmq_admin);
-    assert_eq!(exported["rabbit_version"], "3.10.8", "the oracle is RabbitMQ 3.10.8");
+    assert_eq!(
+        exported["rabbit_version"], "3.10.8",
+        "the oracle is RabbitMQ 3.10.8"
+    );
     from_rabbit.check_api(&ringmq_admin);
     from_rabbit.check_login(ringmq.port()).await;
 

@@ -23,13 +23,18 @@ fn eventually<T>(what: &str, mut look: impl FnMut() -> Option<T>) -> T {
         if let Some(found) = look() {
             return found;
         }
-        assert!(Instant::now() < deadline, "timed out after {STEP_TIMEOUT:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {STEP_TIMEOUT:?}: {what}"
+        );
         std::thread::sleep(POLL_INTERVAL);
     }
 }
 
 fn rows(value: &Value) -> &Vec<Value> {
-    value.as_array().unwrap_or_else(|| panic!("not a JSON array: {value}"))
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {value}"))
 }
 
 fn row_named<'v>(value: &'v Value, key: &str, name: &str) -> Option<&'v Value> {
@@ -44,7 +49,10 @@ fn users_vhosts_and_permissions() {
     let user = unique("ctl-user");
 
     let added = ctl.run(&["add_vhost", &vhost]).ok();
-    assert!(added.contains(&format!("Adding vhost \"{vhost}\"")), "{added}");
+    assert!(
+        added.contains(&format!("Adding vhost \"{vhost}\"")),
+        "{added}"
+    );
     assert!(row_named(&ctl.json(&["list_vhosts", "name"]), "name", &vhost).is_some());
     let table = ctl.run(&["list_vhosts"]).ok();
     assert!(table.lines().any(|l| l.trim() == vhost), "{table}");
@@ -54,10 +62,14 @@ fn users_vhosts_and_permissions() {
     assert_eq!(again.code, Some(1), "an existing user: {again:?}");
     assert!(again.stderr.contains("already exists"), "{again:?}");
 
-    ctl.run(&["set_user_tags", &user, "administrator", "monitoring"]).ok();
+    ctl.run(&["set_user_tags", &user, "administrator", "monitoring"])
+        .ok();
     let users = ctl.json(&["list_users"]);
     let listed = row_named(&users, "user", &user).expect("user listed");
-    assert_eq!(listed["tags"], serde_json::json!(["administrator", "monitoring"]));
+    assert_eq!(
+        listed["tags"],
+        serde_json::json!(["administrator", "monitoring"])
+    );
     // set_user_tags kept the password: the user can use the API with it.
     let (status, _) = Admin::new(broker.management_port(), &user, "first-password")
         .request("GET", "/whoami", None);
@@ -74,26 +86,51 @@ fn users_vhosts_and_permissions() {
     let tags = &row_named(&users, "user", &user).expect("user")["tags"];
     assert_eq!(tags, &serde_json::json!(["administrator", "monitoring"]));
 
-    ctl.run(&["set_permissions", "-p", &vhost, &user, "^conf", "^write", "^read"]).ok();
+    ctl.run(&[
+        "set_permissions",
+        "-p",
+        &vhost,
+        &user,
+        "^conf",
+        "^write",
+        "^read",
+    ])
+    .ok();
     let permissions = ctl.json(&["list_permissions", "-p", &vhost]);
     let granted = row_named(&permissions, "user", &user).expect("permission listed");
     assert_eq!(
         (&granted["configure"], &granted["write"], &granted["read"]),
-        (&Value::from("^conf"), &Value::from("^write"), &Value::from("^read"))
+        (
+            &Value::from("^conf"),
+            &Value::from("^write"),
+            &Value::from("^read")
+        )
     );
     let table = ctl.run(&["list_permissions", "-p", &vhost]).ok();
     assert!(table.contains("Listing permissions for vhost"), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("user") && l.contains("configure")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("user") && l.contains("configure")),
+        "{table}"
+    );
 
     ctl.run(&["clear_permissions", "-p", &vhost, &user]).ok();
     let permissions = ctl.json(&["list_permissions", "-p", &vhost]);
-    assert!(row_named(&permissions, "user", &user).is_none(), "{permissions}");
+    assert!(
+        row_named(&permissions, "user", &user).is_none(),
+        "{permissions}"
+    );
 
     ctl.run(&["delete_user", &user]).ok();
     assert!(row_named(&ctl.json(&["list_users"]), "user", &user).is_none());
     let gone = ctl.run(&["delete_user", &user]);
     assert_eq!(gone.code, Some(1), "{gone:?}");
-    assert!(gone.stderr.contains(&format!("user '{user}' does not exist")), "{gone:?}");
+    assert!(
+        gone.stderr
+            .contains(&format!("user '{user}' does not exist")),
+        "{gone:?}"
+    );
 
     ctl.run(&["delete_vhost", &vhost]).ok();
     assert!(row_named(&ctl.json(&["list_vhosts"]), "name", &vhost).is_none());
@@ -137,14 +174,29 @@ async fn queues_exchanges_bindings_connections_channels_consumers() {
     let table = ctl.run(&["list_queues"]).ok();
     assert!(table.contains("Listing queues for vhost / ..."), "{table}");
     let header = table.lines().nth(1).unwrap_or_default();
-    assert!(header.starts_with("name") && header.trim_end().ends_with("messages"), "{table}");
-    let line = table.lines().find(|l| l.starts_with(&queue)).expect("queue row");
-    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), vec![queue.as_str(), "2"]);
+    assert!(
+        header.starts_with("name") && header.trim_end().ends_with("messages"),
+        "{table}"
+    );
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&queue))
+        .expect("queue row");
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        vec![queue.as_str(), "2"]
+    );
     let silent = ctl.run(&["-s", "list_queues", "name"]).ok();
-    assert!(!silent.contains("Listing") && !silent.lines().any(|l| l == "name"), "{silent}");
+    assert!(
+        !silent.contains("Listing") && !silent.lines().any(|l| l == "name"),
+        "{silent}"
+    );
 
     let exchanges = ctl.json(&["list_exchanges", "name", "type", "durable"]);
-    assert_eq!(row_named(&exchanges, "name", &exchange).expect("x")["type"], "fanout");
+    assert_eq!(
+        row_named(&exchanges, "name", &exchange).expect("x")["type"],
+        "fanout"
+    );
     let bindings = ctl.json(&["list_bindings"]);
     let binding = row_named(&bindings, "source_name", &exchange).expect("binding listed");
     assert_eq!(binding["destination_name"], Value::from(queue.as_str()));
@@ -177,10 +229,13 @@ async fn queues_exchanges_bindings_connections_channels_consumers() {
     assert!(row_named(&ctl.json(&["list_queues"]), "name", &queue).is_none());
 
     let name = listed["name"].as_str().expect("connection name").to_owned();
-    ctl.run(&["close_connection", &name, "closed by the test"]).ok();
+    ctl.run(&["close_connection", &name, "closed by the test"])
+        .ok();
     eventually("connection closed", || {
         let connections = ctl.json(&["list_connections", "name"]);
-        row_named(&connections, "name", &name).is_none().then_some(())
+        row_named(&connections, "name", &name)
+            .is_none()
+            .then_some(())
     });
 }
 
@@ -194,21 +249,27 @@ async fn definitions_export_and_import() {
     let vhost = unique("ctl-exported-vhost");
     from.run(&["add_vhost", &vhost]).ok();
     from.run(&["add_user", &user, "exported-password"]).ok();
-    from.run(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"]).ok();
+    from.run(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"])
+        .ok();
 
     let file = std::env::temp_dir().join(format!("{}.json", unique("ctl-definitions")));
     let file_text = file.to_string_lossy().into_owned();
     from.run(&["export_definitions", &file_text]).ok();
     let to_stdout: Value = serde_json::from_str(&from.run(&["export_definitions", "-"]).ok())
         .expect("export to stdout is JSON");
-    assert!(to_stdout["users"].as_array().is_some_and(|u| u.iter().any(|x| x["name"] == *user)));
+    assert!(to_stdout["users"]
+        .as_array()
+        .is_some_and(|u| u.iter().any(|x| x["name"] == *user)));
 
     let imported = to.run(&["import_definitions", &file_text]).ok();
     assert!(imported.contains("Importing definitions"), "{imported}");
     let _ = std::fs::remove_file(&file);
     assert!(row_named(&to.json(&["list_vhosts"]), "name", &vhost).is_some());
     let permissions = to.json(&["list_permissions", "-p", &vhost]);
-    assert!(row_named(&permissions, "user", &user).is_some(), "{permissions}");
+    assert!(
+        row_named(&permissions, "user", &user).is_some(),
+        "{permissions}"
+    );
     // The password hash travelled: the user logs in to the target broker with its password.
     let url = format!(
         "amqp://{user}:exported-password@127.0.0.1:{}/{}",
@@ -227,13 +288,22 @@ fn refusals_have_their_exit_codes() {
     let mut broker = Broker::start(1);
     let ctl = Ctl::for_broker(&broker);
 
-    let wrong = ctl.as_user("guest", "not-the-password").run(&["list_queues"]);
+    let wrong = ctl
+        .as_user("guest", "not-the-password")
+        .run(&["list_queues"]);
     assert_eq!(wrong.code, Some(2), "{wrong:?}");
-    assert!(wrong.stderr.contains("authentication failed for user 'guest'"), "{wrong:?}");
+    assert!(
+        wrong
+            .stderr
+            .contains("authentication failed for user 'guest'"),
+        "{wrong:?}"
+    );
 
     let unknown_queue = ctl.run(&["purge_queue", "no-such-queue"]);
     assert_eq!(unknown_queue.code, Some(1), "{unknown_queue:?}");
-    assert!(unknown_queue.stderr.contains("queue 'no-such-queue' in vhost '/' does not exist"));
+    assert!(unknown_queue
+        .stderr
+        .contains("queue 'no-such-queue' in vhost '/' does not exist"));
     let unknown_vhost = ctl.run(&["list_queues", "-p", "no-such-vhost"]);
     assert_eq!(unknown_vhost.code, Some(1), "{unknown_vhost:?}");
 
@@ -262,7 +332,10 @@ fn refusals_have_their_exit_codes() {
     broker.stop();
     let down = ctl.run(&["list_queues"]);
     assert_eq!(down.code, Some(69), "{down:?}");
-    assert!(down.stderr.contains("unable to perform an operation"), "{down:?}");
+    assert!(
+        down.stderr.contains("unable to perform an operation"),
+        "{down:?}"
+    );
 }
 
 #[test]

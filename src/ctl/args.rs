@@ -173,14 +173,18 @@ mod tests {
 
     #[test]
     fn a_users_password_is_not_the_callers() {
-        let cli = Cli::try_parse_from(["ringmqctl", "--password", "mine", "add_user", "u", "theirs"])
-            .expect("parses");
+        let cli =
+            Cli::try_parse_from(["ringmqctl", "--password", "mine", "add_user", "u", "theirs"])
+                .expect("parses");
         assert_eq!(cli.password.as_deref(), Some("mine"));
         match cli.verb {
-            Verb::AddUser { name, password } => assert_eq!((name.as_str(), password.as_str()), ("u", "theirs")),
+            Verb::AddUser { name, password } => {
+                assert_eq!((name.as_str(), password.as_str()), ("u", "theirs"))
+            }
             other => panic!("{other:?}"),
         }
-        let cli = Cli::try_parse_from(["ringmqctl", "change_password", "u", "new"]).expect("parses");
+        let cli =
+            Cli::try_parse_from(["ringmqctl", "change_password", "u", "new"]).expect("parses");
         assert_eq!(cli.password, None);
     }
 }

@@ -39,7 +39,9 @@ impl Client {
             base: endpoint.url.trim_end_matches('/').to_owned(),
             username: endpoint.username.clone(),
             authorization: format!("Basic {credentials}"),
-            agent: ureq::AgentBuilder::new().timeout(CTL_REQUEST_TIMEOUT).build(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(CTL_REQUEST_TIMEOUT)
+                .build(),
         }
     }
 

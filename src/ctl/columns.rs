@@ -42,7 +42,10 @@ pub const QUEUES: Listing = Listing {
         ("policy", Pointer("/policy")),
         ("messages", Pointer("/messages")),
         ("messages_ready", Pointer("/messages_ready")),
-        ("messages_unacknowledged", Pointer("/messages_unacknowledged")),
+        (
+            "messages_unacknowledged",
+            Pointer("/messages_unacknowledged"),
+        ),
         ("message_bytes", Pointer("/message_bytes")),
         ("consumers", Pointer("/consumers")),
         ("consumer_utilisation", Pointer("/consumer_utilisation")),
@@ -138,7 +141,10 @@ pub const CHANNELS: Listing = Listing {
         ("transactional", Pointer("/transactional")),
         ("confirm", Pointer("/confirm")),
         ("consumer_count", Pointer("/consumer_count")),
-        ("messages_unacknowledged", Pointer("/messages_unacknowledged")),
+        (
+            "messages_unacknowledged",
+            Pointer("/messages_unacknowledged"),
+        ),
         ("messages_uncommitted", Pointer("/messages_uncommitted")),
         ("acks_uncommitted", Pointer("/acks_uncommitted")),
         ("messages_unconfirmed", Pointer("/messages_unconfirmed")),
@@ -224,7 +230,14 @@ pub const POLICIES: Listing = Listing {
         ("definition", Pointer("/definition")),
         ("priority", Pointer("/priority")),
     ],
-    defaults: &["vhost", "name", "pattern", "apply-to", "definition", "priority"],
+    defaults: &[
+        "vhost",
+        "name",
+        "pattern",
+        "apply-to",
+        "definition",
+        "priority",
+    ],
 };
 
 impl Listing {

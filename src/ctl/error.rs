@@ -66,9 +66,14 @@ impl fmt::Display for CtlError {
                 status,
                 user,
                 reason,
-            } => write!(f, "Error: user '{user}' is not allowed to do this ({status}: {reason})"),
+            } => write!(
+                f,
+                "Error: user '{user}' is not allowed to do this ({status}: {reason})"
+            ),
             CtlError::NotFound { what } => write!(f, "Error: {what} does not exist (404)"),
-            CtlError::Api { status, reason } => write!(f, "Error: the broker answered {status}: {reason}"),
+            CtlError::Api { status, reason } => {
+                write!(f, "Error: the broker answered {status}: {reason}")
+            }
             CtlError::Other(text) => write!(f, "Error: {text}"),
         }
     }

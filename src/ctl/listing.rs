@@ -29,7 +29,12 @@ pub fn list(
         columns: selected.iter().map(|(name, _)| name.clone()).collect(),
         rows: items
             .iter()
-            .map(|item| selected.iter().map(|(_, field)| extract(item, *field)).collect())
+            .map(|item| {
+                selected
+                    .iter()
+                    .map(|(_, field)| extract(item, *field))
+                    .collect()
+            })
             .collect(),
     };
     let banner = if listing.vhost_scoped {

@@ -66,8 +66,12 @@ impl Table {
             .rows
             .iter()
             .map(|row| {
-                let object: Map<String, Value> =
-                    self.columns.iter().cloned().zip(row.iter().cloned()).collect();
+                let object: Map<String, Value> = self
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().cloned())
+                    .collect();
                 Value::Object(object).to_string()
             })
             .collect();
@@ -123,7 +127,13 @@ mod tests {
             "name         messages\na-long-name  3\nb            0\n"
         );
         let parsed: Value = serde_json::from_str(&table.render(Formatter::Json, true)).unwrap();
-        assert_eq!(parsed, json!([{"name": "a-long-name", "messages": 3}, {"name": "b", "messages": 0}]));
-        assert_eq!(cell_text(&json!(["administrator", "monitoring"])), "[administrator, monitoring]");
+        assert_eq!(
+            parsed,
+            json!([{"name": "a-long-name", "messages": 3}, {"name": "b", "messages": 0}])
+        );
+        assert_eq!(
+            cell_text(&json!(["administrator", "monitoring"])),
+            "[administrator, monitoring]"
+        );
     }
 }

@@ -48,7 +48,9 @@ pub fn set_policy(cx: &Context, spec: &PolicySpec<'_>) -> Result<String, CtlErro
 }
 
 pub fn clear_policy(cx: &Context, vhost: &str, name: &str) -> Result<String, CtlError> {
-    let out = cx.info(&format!("Clearing policy \"{name}\" on vhost \"{vhost}\" ..."));
+    let out = cx.info(&format!(
+        "Clearing policy \"{name}\" on vhost \"{vhost}\" ..."
+    ));
     cx.client.delete(
         &path(vhost, name),
         &format!("policy '{name}' in vhost '{vhost}'"),

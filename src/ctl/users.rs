@@ -41,7 +41,10 @@ pub fn delete_user(cx: &Context, name: &str) -> Result<String, CtlError> {
 pub fn change_password(cx: &Context, name: &str, password: &str) -> Result<String, CtlError> {
     let out = cx.info(&format!("Changing password for user \"{name}\" ..."));
     let existing = cx.client.get(&path(name), &what(name))?;
-    let tags = existing.get("tags").cloned().unwrap_or(Value::Array(Vec::new()));
+    let tags = existing
+        .get("tags")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
     let body = json!({ "password": password, "tags": tags_text(&tags) });
     cx.client.put(&path(name), &body, &what(name))?;
     Ok(out)

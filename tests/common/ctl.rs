@@ -112,6 +112,7 @@ impl Ctl {
         let mut all = vec!["--formatter", "json"];
         all.extend_from_slice(args);
         let stdout = self.run(&all).ok();
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
     }
 }

@@ -256,7 +256,9 @@ impl Broker {
         let mut command = match self.launcher.split_first() {
             Some((program, launcher_args)) => {
                 let mut command = Command::new(program);
-                command.args(launcher_args).arg(env!("CARGO_BIN_EXE_ringmq"));
+                command
+                    .args(launcher_args)
+                    .arg(env!("CARGO_BIN_EXE_ringmq"));
                 command
             }
             None => Command::new(env!("CARGO_BIN_EXE_ringmq")),
