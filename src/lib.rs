@@ -14,11 +14,13 @@
 //!   `net::Transport` and `net::ClientStream`.
 //! - `session`: AMQP connection and channel state, served over a `net::SharedStream`.
 //! - `runtime`: starts the executors and wires shards, listeners and sessions together.
+//! - `ctl`: `ringmqctl`, rabbitmqctl's verbs over the management API (HTTP only, no internals).
 
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn_sink;
+pub mod ctl;
 pub mod id_hash;
 pub mod latency_trace;
 pub mod limits;

@@ -286,6 +286,13 @@ pub const MANAGEMENT_IMPORT_OPERATIONS_MAX: usize = 1_000_000;
 /// import body is bounded the same way.
 pub const DEFINITIONS_FILE_BYTES_MAX: u64 = MANAGEMENT_REQUEST_BODY_BYTES_MAX as u64;
 
+/// One `ringmqctl` HTTP request (connect, send, read the answer): a broker that does not answer
+/// in this time is reported unreachable instead of hanging an operator's script.
+pub const CTL_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest answer `ringmqctl` reads (an export is the largest): the same bound as an import
+/// body, so what one broker exports another accepts.
+pub const CTL_RESPONSE_BYTES_MAX: u64 = MANAGEMENT_REQUEST_BODY_BYTES_MAX as u64;
+
 const _: () = assert!(
     MANAGEMENT_HEADER_BUFFER_BYTES >= 8192,
     "hyper's max_buf_size floor"

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Edges that must not exist (from, to).
-const FORBIDDEN: [(&str, &str); 13] = [
+const FORBIDDEN: [(&str, &str); 20] = [
     ("shard", "session"),
     ("shard", "net"),
     ("shard", "runtime"),
@@ -27,6 +27,14 @@ const FORBIDDEN: [(&str, &str); 13] = [
     ("session", "management"),
     ("broker", "management"),
     ("auth", "management"),
+    // ringmqctl talks HTTP only: it works against any broker with RabbitMQ's management API.
+    ("ctl", "management"),
+    ("ctl", "shard"),
+    ("ctl", "session"),
+    ("ctl", "broker"),
+    ("ctl", "net"),
+    ("ctl", "runtime"),
+    ("ctl", "storage"),
 ];
 /// The modules among which no cycle may exist.
 const EDGE_MODULES: [&str; 5] = ["net", "session", "shard", "runtime", "conn_sink"];

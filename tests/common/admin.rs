@@ -66,6 +66,19 @@ impl Admin {
         }
     }
 
+    /// The status of a bodiless request, or None when nothing answers (for readiness polls).
+    pub fn try_request(&self, method: &str, path: &str) -> Option<u16> {
+        let request = self
+            .agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("authorization", &self.authorization);
+        match request.call() {
+            Ok(response) => Some(response.status()),
+            Err(ureq::Error::Status(status, _)) => Some(status),
+            Err(_) => None,
+        }
+    }
+
     fn expect_success(&self, method: &str, path: &str, body: Option<&str>) {
         let (status, text) = self.request(method, path, body);
         assert!(

@@ -46,6 +46,9 @@ pub struct Broker {
     management_port: u16,
     /// Flags added to every start of this broker (restarts included).
     extra_args: Vec<String>,
+    /// A command the broker runs under (e.g. `ip netns exec NS`); empty: run it directly. It
+    /// must exec the broker (same pid) so signals reach it.
+    launcher: Vec<String>,
 }
 
 impl Broker {
@@ -56,6 +59,12 @@ impl Broker {
 
     /// Like [`Broker::start`], with extra command-line flags (kept for restarts).
     pub fn start_with_args(shards: usize, extra_args: &[&str]) -> Broker {
+        Broker::start_with_launcher(shards, &[], extra_args)
+    }
+
+    /// Like [`Broker::start_with_args`], run under `launcher` (e.g. `ip netns exec NS`, which
+    /// execs the broker in a network namespace).
+    pub fn start_with_launcher(shards: usize, launcher: &[&str], extra_args: &[&str]) -> Broker {
         if let Some(port) = external_port() {
             return Broker {
                 child: None,
@@ -66,6 +75,7 @@ impl Broker {
                 external: true,
                 management_port: 0,
                 extra_args: Vec::new(),
+                launcher: Vec::new(),
             };
         }
         let root = unique_dir();
@@ -79,6 +89,7 @@ impl Broker {
             external: false,
             management_port: free_port(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            launcher: launcher.iter().map(|a| (*a).to_owned()).collect(),
         };
         broker.spawn();
         broker
@@ -242,7 +253,17 @@ impl Broker {
             .expect("open broker log");
         let log_level =
             std::env::var("RINGMQ_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        let mut command = match self.launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut command = Command::new(program);
+                command
+                    .args(launcher_args)
+                    .arg(env!("CARGO_BIN_EXE_ringmq"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ringmq")),
+        };
+        let mut child = command
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--shards")
@@ -442,6 +463,7 @@ macro_rules! per_shard_count_mut {
 }
 
 pub mod admin;
+pub mod ctl;
 
 pub mod amqp {
     //! Thin wrappers over lapin that put a timeout on every step.
