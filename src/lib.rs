@@ -6,6 +6,7 @@
 //! - `auth`: password hashes and permission checks (pure).
 //! - `broker`: topology (vhosts, exchanges, bindings, queue metadata), routing, queue state.
 //! - `storage`: per-shard write-ahead log.
+//! - `alarm`: memory watermark and disk free limit: parsing, system probes, evaluation.
 //! - `conn_sink`: what a shard hands to a connection (deliveries, confirms, cancels), as a trait.
 //! - `shard`: the executor per core, the mesh between shards, topology replication.
 //! - `net`: listeners registered by protocol, and the client stream (`ClientStream`).
@@ -14,6 +15,7 @@
 //! - `session`: AMQP connection and channel state, served over a `net::SharedStream`.
 //! - `runtime`: starts the executors and wires shards, listeners and sessions together.
 
+pub mod alarm;
 pub mod auth;
 pub mod broker;
 pub mod config;
