@@ -46,6 +46,8 @@ pub struct Broker {
     management_port: u16,
     /// Flags added to every start of this broker (restarts included).
     extra_args: Vec<String>,
+    /// The data directory when not `root/data` (a filesystem the test made).
+    data_dir_override: Option<PathBuf>,
 }
 
 impl Broker {
@@ -56,6 +58,12 @@ impl Broker {
 
     /// Like [`Broker::start`], with extra command-line flags (kept for restarts).
     pub fn start_with_args(shards: usize, extra_args: &[&str]) -> Broker {
+        Broker::start_in(shards, None, extra_args)
+    }
+
+    /// Like [`Broker::start_with_args`], with the data directory at `data_dir` (which must
+    /// exist) instead of under the test's temporary root.
+    pub fn start_in(shards: usize, data_dir: Option<&Path>, extra_args: &[&str]) -> Broker {
         if let Some(port) = external_port() {
             return Broker {
                 child: None,
@@ -66,6 +74,7 @@ impl Broker {
                 external: true,
                 management_port: 0,
                 extra_args: Vec::new(),
+                data_dir_override: None,
             };
         }
         let root = unique_dir();
@@ -79,6 +88,7 @@ impl Broker {
             external: false,
             management_port: free_port(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            data_dir_override: data_dir.map(Path::to_path_buf),
         };
         broker.spawn();
         broker
@@ -109,6 +119,9 @@ impl Broker {
     }
 
     pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir_override {
+            return dir.clone();
+        }
         self.root.join("data")
     }
 
