@@ -498,12 +498,11 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         (None, Some(v)) => parse_max_message(&v.to_string(), Origin::File)?,
         (None, None) => MESSAGE_SIZE_DEFAULT_BYTES,
     };
-    let memory_high_watermark =
-        match (flags.memory_high_watermark, file.memory_high_watermark) {
-            (Some(v), _) => parse_watermark(&v, Origin::Flag)?,
-            (None, Some(v)) => parse_watermark(&toml_scalar_text(&v), Origin::File)?,
-            (None, None) => MEMORY_HIGH_WATERMARK_DEFAULT,
-        };
+    let memory_high_watermark = match (flags.memory_high_watermark, file.memory_high_watermark) {
+        (Some(v), _) => parse_watermark(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_watermark(&toml_scalar_text(&v), Origin::File)?,
+        (None, None) => MEMORY_HIGH_WATERMARK_DEFAULT,
+    };
     let disk_free_limit = match (flags.disk_free_limit, file.disk_free_limit) {
         (Some(v), _) => parse_disk_limit(&v, Origin::Flag)?,
         (None, Some(v)) => parse_disk_limit(&toml_scalar_text(&v), Origin::File)?,
@@ -1144,14 +1143,20 @@ mod alarm_tests {
             2,
         )
         .expect("flags");
-        assert_eq!(config.memory_high_watermark, MemoryWatermark::Absolute(1 << 30));
+        assert_eq!(
+            config.memory_high_watermark,
+            MemoryWatermark::Absolute(1 << 30)
+        );
         assert_eq!(config.disk_free_limit, DiskFreeLimit(2_000_000_000));
-        let config = from_file("memory_high_watermark = 0.5\ndisk_free_limit = \"1GiB\"")
-            .expect("file");
+        let config =
+            from_file("memory_high_watermark = 0.5\ndisk_free_limit = \"1GiB\"").expect("file");
         assert_eq!(config.memory_high_watermark, MemoryWatermark::Fraction(0.5));
         assert_eq!(config.disk_free_limit, DiskFreeLimit(1 << 30));
         let config = from_file("memory_high_watermark = 1073741824").expect("bytes in a file");
-        assert_eq!(config.memory_high_watermark, MemoryWatermark::Absolute(1 << 30));
+        assert_eq!(
+            config.memory_high_watermark,
+            MemoryWatermark::Absolute(1 << 30)
+        );
     }
 
     #[test]
@@ -1159,10 +1164,16 @@ mod alarm_tests {
         for bad in ["1.5", "lots", "-1"] {
             let flag = format!("--memory-high-watermark={bad}");
             let error = Config::load_with_cores(["ringmq", flag.as_str()], 2).unwrap_err();
-            assert!(matches!(error, ConfigError::MemoryWatermark { .. }), "{bad}: {error}");
+            assert!(
+                matches!(error, ConfigError::MemoryWatermark { .. }),
+                "{bad}: {error}"
+            );
         }
         let error = Config::load_with_cores(["ringmq", "--disk-free-limit=0.5"], 2).unwrap_err();
-        assert!(matches!(error, ConfigError::DiskFreeLimit { .. }), "{error}");
+        assert!(
+            matches!(error, ConfigError::DiskFreeLimit { .. }),
+            "{error}"
+        );
         let error = from_file("memory_high_watermark = 2.0").unwrap_err();
         assert!(matches!(
             error,

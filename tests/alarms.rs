@@ -103,18 +103,24 @@ fn raw_connect(port: u16, capability: bool) -> TcpStream {
     shortstr(&mut start_ok, "PLAIN");
     longstr(&mut start_ok, b"\0guest\0guest");
     shortstr(&mut start_ok, "en_US");
-    stream.write_all(&method(10, 11, &start_ok)).expect("start-ok");
+    stream
+        .write_all(&method(10, 11, &start_ok))
+        .expect("start-ok");
     expect_method(&mut stream, 10, 30);
     let mut tune_ok = 0u16.to_be_bytes().to_vec();
     tune_ok.extend_from_slice(&131_072u32.to_be_bytes());
     tune_ok.extend_from_slice(&0u16.to_be_bytes());
-    stream.write_all(&method(10, 31, &tune_ok)).expect("tune-ok");
+    stream
+        .write_all(&method(10, 31, &tune_ok))
+        .expect("tune-ok");
     let mut open = Vec::new();
     shortstr(&mut open, "/");
     open.extend_from_slice(&[0, 0]);
     stream.write_all(&method(10, 40, &open)).expect("open");
     expect_method(&mut stream, 10, 41);
-    stream.write_all(&method(20, 10, &[0])).expect("channel.open");
+    stream
+        .write_all(&method(20, 10, &[0]))
+        .expect("channel.open");
     expect_method(&mut stream, 20, 11);
     stream
 }
@@ -131,7 +137,10 @@ fn publish_frames(queue: &str, body: &[u8]) -> Vec<u8> {
     header.extend_from_slice(&(body.len() as u64).to_be_bytes());
     header.extend_from_slice(&0u16.to_be_bytes());
     out.extend(frame(2, 1, &header));
-    out.extend(frame(3, 1, body));
+    // Body frames within the negotiated frame_max (131072 with its 8 bytes of framing).
+    for part in body.chunks(64 * 1024) {
+        out.extend(frame(3, 1, part));
+    }
     out
 }
 
@@ -163,15 +172,15 @@ impl Publisher {
         let (sent, stopped) = (sent_bytes.clone(), stop.clone());
         let mut stream = stream;
         let writer = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) && sent.load(Ordering::Relaxed) < total_bytes
-            {
+            while !stopped.load(Ordering::Relaxed) && sent.load(Ordering::Relaxed) < total_bytes {
                 match stream.write_all(&frames) {
                     Ok(()) => {
                         sent.fetch_add(BODY_BYTES as u64, Ordering::Relaxed);
                     }
                     // Blocked: the broker stopped reading and the socket buffers are full.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
                     Err(_) => return,
                 }
             }
@@ -225,7 +234,10 @@ fn next_event(publisher: &Publisher, what: &str) -> bool {
 fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !condition() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {WAIT:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -248,7 +260,11 @@ async fn a_memory_alarm_blocks_publishers_until_a_consumer_drains() {
     let connection = amqp::connect(&broker).await;
     let channel = amqp::channel(&connection).await;
     channel
-        .queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default())
+        .queue_declare(
+            &queue,
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("declare");
 
@@ -278,8 +294,14 @@ async fn a_memory_alarm_blocks_publishers_until_a_consumer_drains() {
     );
     assert!(peak < GIB + RSS_MARGIN_BYTES, "RSS {peak} over the bound");
     // Socket buffers may take a few more messages; a read connection would take hundreds.
-    assert!(stalled_told <= 32 * BODY_BYTES as u64, "blocked publisher advanced");
-    assert!(stalled_silent <= 32 * BODY_BYTES as u64, "unread publisher advanced");
+    assert!(
+        stalled_told <= 32 * BODY_BYTES as u64,
+        "blocked publisher advanced"
+    );
+    assert!(
+        stalled_silent <= 32 * BODY_BYTES as u64,
+        "unread publisher advanced"
+    );
     assert!(silent.events.try_recv().is_err(), "no capability, no frame");
     let (status, body) = health_alarms(&broker);
     assert_eq!(status, 503, "{body}");
@@ -326,7 +348,9 @@ async fn a_memory_alarm_blocks_publishers_until_a_consumer_drains() {
     let resumed_from = (told.sent(), silent.sent());
     let drained = tokio::spawn(async move {
         let mut count = 0u64;
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+        {
             count += 1;
         }
         count
@@ -361,8 +385,14 @@ impl SmallFilesystem {
         std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
         let file = std::fs::File::create(&image).map_err(|e| e.to_string())?;
         file.set_len(size_bytes).map_err(|e| e.to_string())?;
-        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap_or_default()])?;
-        let device = run("losetup", &["--find", "--show", image.to_str().unwrap_or_default()])?;
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", image.to_str().unwrap_or_default()],
+        )?;
+        let device = run(
+            "losetup",
+            &["--find", "--show", image.to_str().unwrap_or_default()],
+        )?;
         let filesystem = SmallFilesystem {
             image,
             mount,
@@ -370,7 +400,10 @@ impl SmallFilesystem {
         };
         run(
             "mount",
-            &[&filesystem.device, filesystem.mount.to_str().unwrap_or_default()],
+            &[
+                &filesystem.device,
+                filesystem.mount.to_str().unwrap_or_default(),
+            ],
         )?;
         Ok(filesystem)
     }
@@ -436,13 +469,20 @@ async fn a_disk_alarm_blocks_publishers_before_the_disk_fills() {
     let connection = amqp::connect(&broker).await;
     let channel = amqp::channel(&connection).await;
     channel
-        .queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default())
+        .queue_declare(
+            &queue,
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("declare");
 
     // Lazy queue: every transient body is written to the log, so the disk fills.
     let publisher = Publisher::start(broker.port(), true, &queue, GIB);
-    let blocked = publisher.events.recv_timeout(WAIT).expect("connection.blocked");
+    let blocked = publisher
+        .events
+        .recv_timeout(WAIT)
+        .expect("connection.blocked");
     assert!(blocked);
     let free_when_blocked = free_bytes(&filesystem.mount);
     println!(

@@ -89,7 +89,10 @@ mod tests {
             memory_used_bytes: 1000,
             disk_free_bytes: Some(50),
         };
-        assert_eq!(evaluate(quiet, LIMITS, AlarmSet::default()), AlarmSet::default());
+        assert_eq!(
+            evaluate(quiet, LIMITS, AlarmSet::default()),
+            AlarmSet::default()
+        );
         let both = Sample {
             memory_used_bytes: 1001,
             disk_free_bytes: Some(49),

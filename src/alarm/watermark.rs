@@ -108,7 +108,17 @@ mod tests {
 
     #[test]
     fn garbage_and_shares_outside_zero_to_one_are_refused() {
-        for bad in ["", "1.5", "-0.1", "0.4.1", "GiB", "1 parsec", "1XB", "-5", "99999999999T"] {
+        for bad in [
+            "",
+            "1.5",
+            "-0.1",
+            "0.4.1",
+            "GiB",
+            "1 parsec",
+            "1XB",
+            "-5",
+            "99999999999T",
+        ] {
             assert_eq!(parse_memory_watermark(bad), None, "{bad:?}");
         }
         assert_eq!(parse_disk_free_limit("lots"), None);
@@ -130,7 +140,10 @@ mod tests {
 
     #[test]
     fn disk_limits_take_rabbitmq_units() {
-        assert_eq!(parse_disk_free_limit("50MB"), Some(DiskFreeLimit(50_000_000)));
+        assert_eq!(
+            parse_disk_free_limit("50MB"),
+            Some(DiskFreeLimit(50_000_000))
+        );
         assert_eq!(parse_disk_free_limit("2GiB"), Some(DiskFreeLimit(2 * GIB)));
         assert_eq!(parse_disk_free_limit("4096"), Some(DiskFreeLimit(4096)));
     }
