@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use crate::alarm::{parse_disk_free_limit, parse_memory_watermark, DiskFreeLimit, MemoryWatermark};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -56,6 +57,11 @@ pub fn default_shards(cores: usize) -> usize {
 /// backlogs still fit in RAM. The budget is per queue: many long queues need a lower value
 /// (there is no broker-wide memory watermark yet).
 pub const QUEUE_MEMORY_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+/// RabbitMQ's `vm_memory_high_watermark.relative` default: 0.4 of the machine's memory (or of
+/// the cgroup's limit when lower).
+pub const MEMORY_HIGH_WATERMARK_DEFAULT: MemoryWatermark = MemoryWatermark::Fraction(0.4);
+/// RabbitMQ's `disk_free_limit.absolute` default, 50 MB (decimal, as RabbitMQ's "50MB").
+pub const DISK_FREE_LIMIT_DEFAULT: DiskFreeLimit = DiskFreeLimit(50_000_000);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -82,6 +88,11 @@ pub struct Config {
     /// Largest message body accepted, in
     /// `MESSAGE_SIZE_MIN_BYTES..=MESSAGE_SIZE_MAX_BYTES`.
     pub max_message_bytes: u64,
+    /// Resident memory past which publishers are blocked (RabbitMQ's `vm_memory_high_watermark`).
+    pub memory_high_watermark: MemoryWatermark,
+    /// Free bytes on the data directory's filesystem below which publishers are blocked
+    /// (RabbitMQ's `disk_free_limit`).
+    pub disk_free_limit: DiskFreeLimit,
     /// The first user, created on an empty data directory (RabbitMQ's `default_user`).
     pub default_user: String,
     /// Its password; hashed before it is stored, never logged.
@@ -216,6 +227,10 @@ pub enum ConfigError {
     QueueMemory { value: String, origin: Origin },
     #[error("invalid max-message-bytes {value:?} ({origin}): must be a number of bytes in {MESSAGE_SIZE_MIN_BYTES}..={MESSAGE_SIZE_MAX_BYTES}")]
     MaxMessage { value: String, origin: Origin },
+    #[error("invalid memory-high-watermark {value:?} ({origin}): must be a fraction of memory such as 0.4 (0.0..=1.0), or bytes such as 1073741824 or 1GiB")]
+    MemoryWatermark { value: String, origin: Origin },
+    #[error("invalid disk-free-limit {value:?} ({origin}): must be bytes such as 50000000, 50MB or 1GiB")]
+    DiskFreeLimit { value: String, origin: Origin },
     #[error("invalid {what} ({origin}): must be 1..={ACCESS_NAME_LENGTH_MAX} bytes")]
     AccessName { what: &'static str, origin: Origin },
     #[error(
@@ -246,7 +261,8 @@ impl ConfigError {
 )]
 struct Flags {
     /// TOML file with any of: port, listen, management_port, management_listen, shards, pin, data_dir, log_level, log_format,
-    /// spin_us, queue_memory_bytes, max_message_bytes, default_user, default_pass,
+    /// spin_us, queue_memory_bytes, max_message_bytes, memory_high_watermark,
+    /// disk_free_limit, default_user, default_pass,
     /// loopback_users, load_definitions, tls_port, tls_cert, tls_key, tls_ca, tls_verify_peer,
     /// tls_fail_if_no_peer_cert. Flags override it.
     #[arg(long, value_name = "FILE")]
@@ -290,6 +306,15 @@ struct Flags {
     /// Largest message body accepted, 1024..=536870912 [default: 134217728, 128 MiB]
     #[arg(long, value_name = "BYTES")]
     max_message_bytes: Option<String>,
+    /// Resident memory past which publishing connections are blocked: a fraction of the
+    /// machine's memory (or the cgroup's limit when lower) such as 0.4, or bytes such as 1GiB
+    /// [default: 0.4]
+    #[arg(long, value_name = "FRACTION|BYTES")]
+    memory_high_watermark: Option<String>,
+    /// Free space on the data directory's filesystem below which publishing connections are
+    /// blocked, bytes such as 50MB or 1GiB [default: 50MB]
+    #[arg(long, value_name = "BYTES")]
+    disk_free_limit: Option<String>,
     /// The user created on an empty data directory [default: guest]
     #[arg(long, value_name = "NAME")]
     default_user: Option<String>,
@@ -345,6 +370,9 @@ struct FileValues {
     spin_us: Option<i64>,
     queue_memory_bytes: Option<i64>,
     max_message_bytes: Option<i64>,
+    /// A number (0.4, or bytes) or a string ("1GiB").
+    memory_high_watermark: Option<toml::Value>,
+    disk_free_limit: Option<toml::Value>,
     default_user: Option<String>,
     default_pass: Option<String>,
     loopback_users: Option<Vec<String>>,
@@ -495,6 +523,16 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         (None, Some(v)) => parse_max_message(&v.to_string(), Origin::File)?,
         (None, None) => MESSAGE_SIZE_DEFAULT_BYTES,
     };
+    let memory_high_watermark = match (flags.memory_high_watermark, file.memory_high_watermark) {
+        (Some(v), _) => parse_watermark(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_watermark(&toml_scalar_text(&v), Origin::File)?,
+        (None, None) => MEMORY_HIGH_WATERMARK_DEFAULT,
+    };
+    let disk_free_limit = match (flags.disk_free_limit, file.disk_free_limit) {
+        (Some(v), _) => parse_disk_limit(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_disk_limit(&toml_scalar_text(&v), Origin::File)?,
+        (None, None) => DISK_FREE_LIMIT_DEFAULT,
+    };
     let default_user = match (flags.default_user, file.default_user) {
         (Some(v), _) => check_access_name(v, "default-user", Origin::Flag)?,
         (None, Some(v)) => check_access_name(v, "default_user", Origin::File)?,
@@ -532,6 +570,8 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         spin_before_park: std::time::Duration::from_micros(spin_micros),
         queue_memory_bytes,
         max_message_bytes,
+        memory_high_watermark,
+        disk_free_limit,
         default_user,
         default_pass,
         loopback_users,
@@ -627,6 +667,30 @@ fn parse_max_message(value: &str, origin: Origin) -> Result<u64, ConfigError> {
             value: value.to_owned(),
             origin,
         }),
+    }
+}
+
+fn parse_watermark(value: &str, origin: Origin) -> Result<MemoryWatermark, ConfigError> {
+    parse_memory_watermark(value).ok_or_else(|| ConfigError::MemoryWatermark {
+        value: value.to_owned(),
+        origin,
+    })
+}
+
+fn parse_disk_limit(value: &str, origin: Origin) -> Result<DiskFreeLimit, ConfigError> {
+    parse_disk_free_limit(value).ok_or_else(|| ConfigError::DiskFreeLimit {
+        value: value.to_owned(),
+        origin,
+    })
+}
+
+/// A file value as the flag's text: `0.4`, `1073741824` and `"1GiB"` all read as written (a
+/// float keeps its decimal point, so it stays a fraction).
+fn toml_scalar_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => text.clone(),
+        toml::Value::Float(share) => format!("{share:?}"),
+        other => other.to_string(),
     }
 }
 
@@ -1100,6 +1164,73 @@ mod max_message_tests {
         assert!(matches!(
             error,
             ConfigError::MaxMessage {
+                origin: Origin::File,
+                ..
+            }
+        ));
+    }
+}
+
+#[cfg(test)]
+mod alarm_tests {
+    use super::*;
+
+    fn from_file(text: &str) -> Result<Config, ConfigError> {
+        let file = parse_file(Path::new("x.toml"), text).expect("file");
+        resolve(Flags::try_parse_from(["ringmq"]).expect("flags"), file, 2)
+    }
+
+    #[test]
+    fn watermark_and_disk_limit_default_as_rabbitmq_and_parse_from_flags_and_file() {
+        let config = Config::load_with_cores(["ringmq"], 2).expect("defaults");
+        assert_eq!(config.memory_high_watermark, MemoryWatermark::Fraction(0.4));
+        assert_eq!(config.disk_free_limit, DiskFreeLimit(50_000_000));
+        let config = Config::load_with_cores(
+            [
+                "ringmq",
+                "--memory-high-watermark",
+                "1GiB",
+                "--disk-free-limit",
+                "2GB",
+            ],
+            2,
+        )
+        .expect("flags");
+        assert_eq!(
+            config.memory_high_watermark,
+            MemoryWatermark::Absolute(1 << 30)
+        );
+        assert_eq!(config.disk_free_limit, DiskFreeLimit(2_000_000_000));
+        let config =
+            from_file("memory_high_watermark = 0.5\ndisk_free_limit = \"1GiB\"").expect("file");
+        assert_eq!(config.memory_high_watermark, MemoryWatermark::Fraction(0.5));
+        assert_eq!(config.disk_free_limit, DiskFreeLimit(1 << 30));
+        let config = from_file("memory_high_watermark = 1073741824").expect("bytes in a file");
+        assert_eq!(
+            config.memory_high_watermark,
+            MemoryWatermark::Absolute(1 << 30)
+        );
+    }
+
+    #[test]
+    fn bad_watermarks_and_limits_are_refused_with_their_origin() {
+        for bad in ["1.5", "lots", "-1"] {
+            let flag = format!("--memory-high-watermark={bad}");
+            let error = Config::load_with_cores(["ringmq", flag.as_str()], 2).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::MemoryWatermark { .. }),
+                "{bad}: {error}"
+            );
+        }
+        let error = Config::load_with_cores(["ringmq", "--disk-free-limit=0.5"], 2).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::DiskFreeLimit { .. }),
+            "{error}"
+        );
+        let error = from_file("memory_high_watermark = 2.0").unwrap_err();
+        assert!(matches!(
+            error,
+            ConfigError::MemoryWatermark {
                 origin: Origin::File,
                 ..
             }

@@ -7,6 +7,7 @@
 //! - `broker`: topology (vhosts, exchanges, bindings, queue metadata), routing, queue state.
 //! - `storage`: per-shard write-ahead log.
 //! - `latency_trace`: `--trace-latency`, per-stage latency of sampled messages (any layer).
+//! - `alarm`: memory watermark and disk free limit: parsing, system probes, evaluation.
 //! - `conn_sink`: what a shard hands to a connection (deliveries, confirms, cancels), as a trait.
 //! - `shard`: the executor per core, the mesh between shards, topology replication.
 //! - `net`: listeners registered by protocol, and the client stream (`ClientStream`).
@@ -16,6 +17,7 @@
 //! - `runtime`: starts the executors and wires shards, listeners and sessions together.
 //! - `ctl`: `ringmqctl`, rabbitmqctl's verbs over the management API (HTTP only, no internals).
 
+pub mod alarm;
 pub mod auth;
 pub mod broker;
 pub mod config;

@@ -176,6 +176,13 @@ pub const WAL_COMPACT_PINNED_SEGMENTS_MIN: usize = 4;
 /// A record larger than that is copied only into an empty batch.
 pub const WAL_COMPACT_BATCH_PERCENT_MAX: usize = 50;
 
+// Resource alarms (`alarm`, `shard::alarms`).
+/// How often each shard samples resident memory and the data directory's free space. A
+/// publisher at full speed overshoots the watermark by at most its rate times this (and the
+/// bytes in flight between shards); RabbitMQ samples every 2.5 s by default, which suits its
+/// slower publish path less well.
+pub const ALARM_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
+
 // Configuration.
 /// Hard ceiling on shards whatever the machine. With `--pin cores` (the default) the limit is
 /// also the number of cores, since each shard's executor is pinned to a core of its own.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::alarm::{probe, AlarmLimits};
 use crate::broker::Topology;
 use crate::config::{Config, Pin};
 use crate::limits::{
@@ -48,6 +49,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         Some(tls) => Some((tls.port, tls::server_config(tls)?)),
         None => None,
     };
+    let alarm_limits = resolve_alarm_limits(config);
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     // A glommio channel end waiting for its peer to connect keeps its executor polling instead
     // of parking; with dozens of shards on a few cores, executors that connect early starve the
@@ -101,6 +103,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     data_dir,
                     queue_memory_bytes,
                     max_message_bytes,
+                    alarm_limits,
                 };
                 shard_main(id, shard_count, ends, paths, ready_tx)
             })
@@ -171,6 +174,28 @@ struct ShardPaths {
     data_dir: PathBuf,
     queue_memory_bytes: u64,
     max_message_bytes: u64,
+    alarm_limits: AlarmLimits,
+}
+
+/// The watermark in bytes (a fraction applies to the machine's memory, or to the cgroup's
+/// limit when lower, read once at start as RabbitMQ does) and the disk free limit.
+fn resolve_alarm_limits(config: &Config) -> AlarmLimits {
+    let machine_bytes = probe::machine_memory_bytes().unwrap_or(u64::MAX);
+    let cgroup_bytes = probe::cgroup_memory_limit_bytes();
+    let limits = AlarmLimits {
+        memory_limit_bytes: config
+            .memory_high_watermark
+            .limit_bytes(machine_bytes, cgroup_bytes),
+        disk_free_limit_bytes: config.disk_free_limit.0,
+    };
+    tracing::info!(
+        memory_limit_bytes = limits.memory_limit_bytes,
+        machine_bytes,
+        cgroup_limit_bytes = cgroup_bytes,
+        disk_free_limit_bytes = limits.disk_free_limit_bytes,
+        "resource alarm limits"
+    );
+    limits
 }
 
 async fn shard_main(
@@ -187,10 +212,12 @@ async fn shard_main(
         data_dir,
         queue_memory_bytes,
         max_message_bytes,
+        alarm_limits,
     } = paths;
     let shard = Shard::new(id, shard_count, Topology::new_default());
     shard.set_queue_memory_bytes(queue_memory_bytes);
     shard.set_max_message_bytes(max_message_bytes);
+    shard.configure_alarms(alarm_limits, data_dir.clone());
     shard.connect_mesh(ends).await;
     if let Err(message) = shard.recover(&data_dir).await {
         let _ = ready.send(Err(message));

@@ -166,6 +166,12 @@ pub struct NodeStats {
     pub name: String,
     pub uptime_ms: u64,
     pub memory_used_bytes: u64,
+    /// The memory high watermark in bytes, and the disk free limit and free space.
+    pub memory_limit_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub disk_free_limit_bytes: u64,
+    /// Resource alarms in effect on this node.
+    pub alarms: crate::alarm::AlarmSet,
     pub shards: u64,
     pub file_descriptors_used: u64,
     pub sockets_used: u64,

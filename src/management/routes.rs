@@ -132,8 +132,8 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["definitions", vhost], _) => {
             super::definitions::handle(api, cx, method, Some(vhost), body).await
         }
-        (["health", "checks", "alarms" | "local-alarms"], _) if read => {
-            Ok(Response::json(200, &json!({"status": "ok"})))
+        (["health", "checks", check @ ("alarms" | "local-alarms")], _) if read => {
+            alarms_check(api, *check == "local-alarms").await
         }
         (["aliveness-test", vhost], _) if read => aliveness(api, cx, vhost).await,
         (["policies" | "operator-policies" | "parameters" | "global-parameters"], _)
@@ -299,6 +299,30 @@ async fn overview(api: &Api, cx: &Context) -> Reply {
     object(cx, value)
 }
 
+/// RabbitMQ 3.10.8's alarm health checks: 200 `ok`, or 503 with the alarms in effect (one
+/// node: the cluster-wide and the local check differ only in the reason's wording).
+async fn alarms_check(api: &Api, local: bool) -> Reply {
+    let (stats, _) = api.stats().await;
+    let node = &stats.node;
+    let resources = node.alarms.resources();
+    if resources.is_empty() {
+        return Ok(Response::json(200, &json!({"status": "ok"})));
+    }
+    let alarms: Vec<_> = resources
+        .iter()
+        .map(|resource| json!({"node": node.name, "resource": resource}))
+        .collect();
+    let reason = if local {
+        "resource alarm(s) in effect on the node"
+    } else {
+        "resource alarm(s) in effect in the cluster"
+    };
+    Ok(Response::json(
+        503,
+        &json!({"status": "failed", "reason": reason, "alarms": alarms}),
+    ))
+}
+
 async fn nodes(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
     cx.require_monitor()?;
     let (stats, _) = api.stats().await;
@@ -312,8 +336,11 @@ async fn nodes(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
         "running": true,
         "uptime": node.uptime_ms,
         "mem_used": node.memory_used_bytes,
-        "mem_alarm": false,
-        "disk_free_alarm": false,
+        "mem_limit": node.memory_limit_bytes,
+        "mem_alarm": node.alarms.memory,
+        "disk_free": node.disk_free_bytes,
+        "disk_free_limit": node.disk_free_limit_bytes,
+        "disk_free_alarm": node.alarms.disk,
         "fd_used": node.file_descriptors_used,
         "sockets_used": node.sockets_used,
         "processors": node.shards,

@@ -166,10 +166,16 @@ impl ShardBackend {
 
     fn node(&self, shards: usize) -> NodeStats {
         let host = hostname();
+        let limits = self.shard.alarm_limits();
+        let sample = self.shard.alarm_sample();
         NodeStats {
             name: format!("ringmq@{host}"),
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            memory_used_bytes: resident_bytes(),
+            memory_used_bytes: crate::alarm::probe::resident_memory_bytes().unwrap_or(0),
+            memory_limit_bytes: limits.memory_limit_bytes,
+            disk_free_bytes: sample.disk_free_bytes.unwrap_or(0),
+            disk_free_limit_bytes: limits.disk_free_limit_bytes,
+            alarms: self.shard.alarms(),
             shards: shards as u64,
             file_descriptors_used: open_descriptors(),
             sockets_used: 0,
@@ -326,16 +332,6 @@ fn hostname() -> String {
 }
 
 /// Resident set size from /proc (a small procfs read, no disk I/O).
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 fn open_descriptors() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count() as u64)
 }

@@ -48,6 +48,7 @@ pub async fn run(
         channel_max,
         heartbeat,
         authorizer: Rc::new(Permissions::default()),
+        publish_blocked: false,
     })
 }
 
@@ -93,6 +94,11 @@ async fn negotiate(
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
         conn.cancel_notify.set(notify);
+        let blocked = capabilities
+            .get("connection.blocked")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        conn.blocked_notify.set(blocked);
     }
     *conn.client_properties.borrow_mut() = start_ok.client_properties.clone();
     let user = match authenticate(shard, &start_ok.mechanism, &start_ok.response, peer) {

@@ -1,5 +1,6 @@
 //! One AMQP connection: the opening handshake, the frame loop, channels, and closing.
 
+mod blocked;
 mod channel;
 use channel::ContentHeader;
 mod handshake;
@@ -91,6 +92,9 @@ pub struct Session {
     pub heartbeat: Rc<Cell<u16>>,
     /// The door every channel method passes (`channel::access`).
     pub authorizer: Rc<dyn Authorizer>,
+    /// A `basic.publish` arrived under a resource alarm: block before the next frame
+    /// (`blocked`).
+    pub publish_blocked: bool,
 }
 
 /// How the frame loop ended.
@@ -185,6 +189,9 @@ impl Session {
 
     async fn run(&mut self) -> Ending {
         loop {
+            if let Err(ending) = self.wait_while_blocked().await {
+                return ending;
+            }
             if let Err(ending) = self.wait_for_room().await {
                 return ending;
             }
@@ -278,6 +285,9 @@ impl Session {
             Frame::Method { channel: 0, method } => self.handle_connection_method(method).await,
             Frame::Method { channel, method } => {
                 self.check_channel_number(channel)?;
+                if matches!(method, Method::BasicPublish(_)) {
+                    self.note_publish();
+                }
                 self.handle_channel_method(channel, method).await?;
                 Ok(true)
             }

@@ -31,6 +31,8 @@ pub struct ConnShared {
     pub frame_max: Cell<u32>,
     /// The client announced `consumer_cancel_notify`: tell it when a queue goes under a consumer.
     pub cancel_notify: Cell<bool>,
+    /// The client announced `connection.blocked`: tell it when an alarm blocks it.
+    pub blocked_notify: Cell<bool>,
     outbox: RefCell<BytesMut>,
     /// Confirms decided since the last write-out, in the order they were decided.
     ready_confirms: RefCell<Vec<ReadyConfirm>>,
@@ -178,6 +180,7 @@ impl ConnShared {
             id,
             frame_max: Cell::new(FRAME_MAX_BYTES),
             cancel_notify: Cell::new(false),
+            blocked_notify: Cell::new(false),
             outbox: RefCell::new(BytesMut::with_capacity(16 * 1024)),
             ready_confirms: RefCell::new(Vec::new()),
             writer_wake: Notify::default(),

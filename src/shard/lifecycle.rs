@@ -94,6 +94,7 @@ impl Shard {
         glommio::spawn_local(super::storage::run_confirmer(self.clone())).detach();
         glommio::spawn_local(super::paging::run_pager(self.clone())).detach();
         glommio::spawn_local(self.clone().run_timers()).detach();
+        glommio::spawn_local(super::alarms::run_sampler(self.clone())).detach();
     }
 
     /// The shard that waits for SIGINT/SIGTERM and relays the shutdown (the coordinator).

@@ -6,6 +6,7 @@
 
 mod access;
 mod adopt;
+mod alarms;
 pub mod boot;
 mod calls;
 mod dead_letter;
@@ -107,6 +108,8 @@ struct Features {
     delayed: delayed::DelayedMessages,
     /// Queues over their memory budget: page-out, loaders, paged dead letters.
     pager: paging::Pager,
+    /// Memory and disk alarms as this shard last sampled them.
+    alarms: alarms::Alarms,
 }
 
 pub struct PublishOutcome {
@@ -143,6 +146,7 @@ impl Shard {
                 dead_letters: dead_letter::DeadLetters::default(),
                 delayed: delayed::DelayedMessages::default(),
                 pager: paging::Pager::new(u64::MAX),
+                alarms: alarms::Alarms::default(),
             },
         })
     }

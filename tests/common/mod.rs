@@ -49,6 +49,8 @@ pub struct Broker {
     /// A command the broker runs under (e.g. `ip netns exec NS`); empty: run it directly. It
     /// must exec the broker (same pid) so signals reach it.
     launcher: Vec<String>,
+    /// The data directory when not `root/data` (a filesystem the test made).
+    data_dir_override: Option<PathBuf>,
 }
 
 impl Broker {
@@ -65,6 +67,21 @@ impl Broker {
     /// Like [`Broker::start_with_args`], run under `launcher` (e.g. `ip netns exec NS`, which
     /// execs the broker in a network namespace).
     pub fn start_with_launcher(shards: usize, launcher: &[&str], extra_args: &[&str]) -> Broker {
+        Broker::start_full(shards, launcher, None, extra_args)
+    }
+
+    /// Like [`Broker::start_with_args`], with the data directory at `data_dir` (which must
+    /// exist) instead of under the test's temporary root.
+    pub fn start_in(shards: usize, data_dir: Option<&Path>, extra_args: &[&str]) -> Broker {
+        Broker::start_full(shards, &[], data_dir, extra_args)
+    }
+
+    fn start_full(
+        shards: usize,
+        launcher: &[&str],
+        data_dir: Option<&Path>,
+        extra_args: &[&str],
+    ) -> Broker {
         if let Some(port) = external_port() {
             return Broker {
                 child: None,
@@ -76,6 +93,7 @@ impl Broker {
                 management_port: 0,
                 extra_args: Vec::new(),
                 launcher: Vec::new(),
+                data_dir_override: None,
             };
         }
         let root = unique_dir();
@@ -90,6 +108,7 @@ impl Broker {
             management_port: free_port(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             launcher: launcher.iter().map(|a| (*a).to_owned()).collect(),
+            data_dir_override: data_dir.map(Path::to_path_buf),
         };
         broker.spawn();
         broker
@@ -120,6 +139,9 @@ impl Broker {
     }
 
     pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir_override {
+            return dir.clone();
+        }
         self.root.join("data")
     }
 
