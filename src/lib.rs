@@ -12,6 +12,7 @@
 //! - `tls`: amqps, a rustls `ServerConnection` driven over the shard's socket, as a
 //!   `net::Transport` and `net::ClientStream`.
 //! - `session`: AMQP connection and channel state, served over a `net::SharedStream`.
+//! - `metrics`: plain per-shard counters and histograms (no I/O, imports nothing).
 //! - `runtime`: starts the executors and wires shards, listeners and sessions together.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod conn_sink;
 pub mod id_hash;
 pub mod limits;
 pub mod management;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod runtime;

@@ -17,6 +17,7 @@ pub mod mesh;
 pub mod messages;
 mod owner;
 mod paging;
+pub mod probe;
 mod queues;
 pub mod shard_set;
 mod stats;
@@ -85,6 +86,8 @@ pub struct Shard {
     max_message_bytes: Cell<u64>,
     lifecycle: lifecycle::Lifecycle,
     features: Features,
+    /// Counters and histograms for the operator (`probe`), read by `stats`.
+    probe: probe::Probe,
 }
 
 /// Scratch buffers of a publish, reused so routing allocates nothing in the steady state: the
@@ -144,6 +147,7 @@ impl Shard {
                 delayed: delayed::DelayedMessages::default(),
                 pager: paging::Pager::new(u64::MAX),
             },
+            probe: probe::Probe::default(),
         })
     }
 
@@ -154,6 +158,11 @@ impl Shard {
 
     pub fn set_max_message_bytes(&self, bytes: u64) {
         self.max_message_bytes.set(bytes);
+    }
+
+    /// Where this shard's sessions count what their publishers did.
+    pub fn publish_counters(&self) -> Rc<crate::metrics::PublishCounters> {
+        self.probe.publish_counters()
     }
 
     pub fn id(&self) -> ShardId {
