@@ -44,6 +44,8 @@ pub struct Broker {
     stdout_closed: Option<mpsc::Receiver<()>>,
     external: bool,
     management_port: u16,
+    /// Its own Prometheus port, so parallel brokers never meet on the default 15692.
+    prometheus_port: u16,
     /// Flags added to every start of this broker (restarts included).
     extra_args: Vec<String>,
 }
@@ -65,6 +67,7 @@ impl Broker {
                 stdout_closed: None,
                 external: true,
                 management_port: 0,
+                prometheus_port: 15692,
                 extra_args: Vec::new(),
             };
         }
@@ -78,6 +81,7 @@ impl Broker {
             stdout_closed: None,
             external: false,
             management_port: free_port(),
+            prometheus_port: free_port(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         broker.spawn();
@@ -98,6 +102,11 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The Prometheus endpoint's port (15692 for an external broker).
+    pub fn prometheus_port(&self) -> u16 {
+        self.prometheus_port
     }
 
     pub fn shards(&self) -> usize {
@@ -253,6 +262,8 @@ impl Broker {
             .arg("127.0.0.1")
             .arg("--management-port")
             .arg(self.management_port.to_string())
+            .arg("--prometheus-port")
+            .arg(self.prometheus_port.to_string())
             .arg("--log-level")
             .arg(log_level)
             .args(&self.extra_args)
