@@ -52,7 +52,10 @@ impl Histogram {
 
     /// Adds `other`'s observations (the same bounds: histograms of one kind).
     pub fn merge(&mut self, other: &Histogram) {
-        debug_assert_eq!(self.first_bound, other.first_bound, "merging unlike histograms");
+        debug_assert_eq!(
+            self.first_bound, other.first_bound,
+            "merging unlike histograms"
+        );
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
             *mine += theirs;
         }
@@ -127,7 +130,10 @@ pub struct QueueTotals {
 impl QueueTotals {
     /// RabbitMQ's `deliver_get`: deliveries and gets, either ack mode.
     pub fn deliver_get(&self) -> u64 {
-        self.delivered_manual_ack + self.delivered_auto_ack + self.got_manual_ack + self.got_auto_ack
+        self.delivered_manual_ack
+            + self.delivered_auto_ack
+            + self.got_manual_ack
+            + self.got_auto_ack
     }
 
     pub fn add(&mut self, other: &QueueTotals) {

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::admin::{encode, Admin};
-use common::amqp::{channel, confirming_channel, connect, consume, declare_queue, next_delivery, publish};
+use common::amqp::{
+    channel, confirming_channel, connect, consume, declare_queue, next_delivery, publish,
+};
 use common::{unique, Broker};
 use lapin::options::{BasicAckOptions, QueueDeclareOptions};
 use lapin::BasicProperties;
@@ -30,10 +32,16 @@ per_shard_count!(
 fn scrape(broker: &Broker, path: &str) -> String {
     let url = format!("http://127.0.0.1:{}{path}", broker.prometheus_port());
     let agent = ureq::AgentBuilder::new().timeout(SCRAPE_TIMEOUT).build();
-    let response = agent.get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let response = agent
+        .get(&url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     assert_eq!(response.status(), 200);
     let content_type = response.header("content-type").unwrap_or("").to_string();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     response.into_string().expect("body")
 }
 
@@ -92,10 +100,16 @@ fn promtool_check(text: &str) -> Option<Result<(), String>> {
 
 async fn counts_follow_traffic_and_pass_promtool(broker: &Broker) {
     let before = scrape(broker, "/metrics");
-    let acked_before = sample(&before, "rabbitmq_global_messages_acknowledged_total{protocol=\"amqp091\"}")
-        .expect("the acknowledged counter is there from the start");
-    let received_before =
-        sample(&before, "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}").expect("received");
+    let acked_before = sample(
+        &before,
+        "rabbitmq_global_messages_acknowledged_total{protocol=\"amqp091\"}",
+    )
+    .expect("the acknowledged counter is there from the start");
+    let received_before = sample(
+        &before,
+        "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}",
+    )
+    .expect("received");
 
     let conn = connect(broker).await;
     let ch = confirming_channel(&conn).await;
@@ -110,20 +124,39 @@ async fn counts_follow_traffic_and_pass_promtool(broker: &Broker) {
     let ready = format!("rabbitmq_queue_messages_ready{labels}");
     let per_object = wait_for_sample(broker, "/metrics/per-object", &ready, 10.0);
     assert_eq!(
-        sample(&per_object, &format!("rabbitmq_queue_messages_published_total{labels}")),
+        sample(
+            &per_object,
+            &format!("rabbitmq_queue_messages_published_total{labels}")
+        ),
         Some(10.0),
         "{per_object}"
     );
-    assert_eq!(sample(&per_object, &format!("rabbitmq_queue_messages_unacked{labels}")), Some(0.0));
+    assert_eq!(
+        sample(
+            &per_object,
+            &format!("rabbitmq_queue_messages_unacked{labels}")
+        ),
+        Some(0.0)
+    );
     let aggregated = scrape(broker, "/metrics");
     assert_eq!(
-        sample(&aggregated, "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}"),
+        sample(
+            &aggregated,
+            "rabbitmq_global_messages_received_total{protocol=\"amqp091\"}"
+        ),
         Some(received_before + 10.0),
         "{aggregated}"
     );
     assert!(sample(&aggregated, "rabbitmq_connections").is_some_and(|n| n >= 1.0));
-    assert!(sample(&aggregated, "rabbitmq_global_messages_confirmed_total{protocol=\"amqp091\"}").is_some_and(|n| n >= 10.0));
-    assert!(!aggregated.contains(&queue), "the aggregated scrape names no queue");
+    assert!(sample(
+        &aggregated,
+        "rabbitmq_global_messages_confirmed_total{protocol=\"amqp091\"}"
+    )
+    .is_some_and(|n| n >= 10.0));
+    assert!(
+        !aggregated.contains(&queue),
+        "the aggregated scrape names no queue"
+    );
 
     let consumer_ch = channel(&conn).await;
     let mut consumer = consume(&consumer_ch, &queue, false).await;
@@ -138,24 +171,43 @@ async fn counts_follow_traffic_and_pass_promtool(broker: &Broker) {
         10.0,
     );
     assert_eq!(sample(&per_object, &ready), Some(0.0), "{per_object}");
-    assert_eq!(sample(&per_object, &format!("rabbitmq_queue_consumers{labels}")), Some(1.0));
+    assert_eq!(
+        sample(&per_object, &format!("rabbitmq_queue_consumers{labels}")),
+        Some(1.0)
+    );
     let aggregated = scrape(broker, "/metrics");
     assert_eq!(
-        sample(&aggregated, "rabbitmq_global_messages_acknowledged_total{protocol=\"amqp091\"}"),
+        sample(
+            &aggregated,
+            "rabbitmq_global_messages_acknowledged_total{protocol=\"amqp091\"}"
+        ),
         Some(acked_before + 10.0),
         "{aggregated}"
     );
     let latency_count = sample(&aggregated, "ringmq_queue_enqueue_to_deliver_seconds_count");
-    assert!(latency_count.is_some_and(|n| n >= 1.0), "a delivery was timed: {aggregated}");
+    assert!(
+        latency_count.is_some_and(|n| n >= 1.0),
+        "a delivery was timed: {aggregated}"
+    );
     for shard in 0..broker.shards() {
         let busy = format!("ringmq_shard_busy_seconds_total{{shard=\"{shard}\"}}");
-        assert!(sample(&aggregated, &busy).is_some(), "{busy} in {aggregated}");
+        assert!(
+            sample(&aggregated, &busy).is_some(),
+            "{busy} in {aggregated}"
+        );
     }
     if broker.shards() > 1 {
-        assert!(sample(&aggregated, "ringmq_mesh_link_stalls_total{shard=\"0\",peer=\"1\"}").is_some());
+        assert!(sample(
+            &aggregated,
+            "ringmq_mesh_link_stalls_total{shard=\"0\",peer=\"1\"}"
+        )
+        .is_some());
     }
 
-    for (path, text) in [("/metrics", &aggregated), ("/metrics/per-object", &per_object)] {
+    for (path, text) in [
+        ("/metrics", &aggregated),
+        ("/metrics/per-object", &per_object),
+    ] {
         match promtool_check(text) {
             Some(Ok(())) => {}
             Some(Err(said)) => panic!("promtool check metrics on {path}: {said}\n{text}"),
@@ -164,9 +216,15 @@ async fn counts_follow_traffic_and_pass_promtool(broker: &Broker) {
     }
     let agent = ureq::AgentBuilder::new().timeout(SCRAPE_TIMEOUT).build();
     let missing = agent
-        .get(&format!("http://127.0.0.1:{}/nothing", broker.prometheus_port()))
+        .get(&format!(
+            "http://127.0.0.1:{}/nothing",
+            broker.prometheus_port()
+        ))
         .call();
-    assert!(matches!(missing, Err(ureq::Error::Status(404, _))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(ureq::Error::Status(404, _))),
+        "{missing:?}"
+    );
 }
 
 /// A known rate: this many publishes per second, paced by a deadline per message.
@@ -199,14 +257,23 @@ async fn queue_rates_rise_under_a_known_publish_rate(broker: &Broker) {
             let (status, body) = admin.request("GET", &path, None);
             assert_eq!(status, 200, "{body}");
             let value: serde_json::Value = serde_json::from_str(&body).expect("json");
-            let rate = value["message_stats"]["publish_details"]["rate"].as_f64().unwrap_or(0.0);
-            assert_eq!(value["message_stats"]["publish"].as_u64(), Some(u64::from(sent)), "{body}");
+            let rate = value["message_stats"]["publish_details"]["rate"]
+                .as_f64()
+                .unwrap_or(0.0);
+            assert_eq!(
+                value["message_stats"]["publish"].as_u64(),
+                Some(u64::from(sent)),
+                "{body}"
+            );
             if rate > 0.0 && started.elapsed() > Duration::from_secs(3) {
                 break rate;
             }
             last_body = body;
         }
-        assert!(Instant::now() < deadline, "no publish rate in time: {last_body}");
+        assert!(
+            Instant::now() < deadline,
+            "no publish rate in time: {last_body}"
+        );
     };
     // The publish loop is paced, so the rate is near the target: loose bounds for a loaded
     // machine (a slow confirm only lowers it).
@@ -217,7 +284,9 @@ async fn queue_rates_rise_under_a_known_publish_rate(broker: &Broker) {
     let (_, overview) = admin.request("GET", "/overview", None);
     let overview: serde_json::Value = serde_json::from_str(&overview).expect("json");
     assert!(
-        overview["message_stats"]["publish"].as_u64().is_some_and(|n| n >= u64::from(sent)),
+        overview["message_stats"]["publish"]
+            .as_u64()
+            .is_some_and(|n| n >= u64::from(sent)),
         "{overview}"
     );
 }

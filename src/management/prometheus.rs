@@ -291,7 +291,10 @@ fn queues(w: &mut Writer, snapshot: &StatsSnapshot, scope: Scope) {
             }
             Scope::PerObject => {
                 for queue in &snapshot.queues {
-                    let labels = [("vhost", queue.vhost.as_str()), ("queue", queue.name.as_str())];
+                    let labels = [
+                        ("vhost", queue.vhost.as_str()),
+                        ("queue", queue.name.as_str()),
+                    ];
                     w.sample(family.name, &labels, (family.value)(queue) as f64);
                 }
             }
@@ -541,7 +544,10 @@ mod tests {
     #[test]
     fn aggregated_sums_queues_and_per_object_labels_them() {
         let text = render(&snapshot(), Scope::Aggregated);
-        assert!(text.contains("\nrabbitmq_queue_messages_ready 7\n"), "{text}");
+        assert!(
+            text.contains("\nrabbitmq_queue_messages_ready 7\n"),
+            "{text}"
+        );
         let text = render(&snapshot(), Scope::PerObject);
         assert!(
             text.contains("rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"a\\\"b\"} 3\n"),
@@ -554,7 +560,10 @@ mod tests {
     fn histograms_are_cumulative_in_seconds() {
         let text = render(&snapshot(), Scope::Aggregated);
         let name = "ringmq_queue_enqueue_to_deliver_seconds";
-        assert!(text.contains(&format!("{name}_bucket{{le=\"0.000001\"}} 0\n")), "{text}");
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.000001\"}} 0\n")),
+            "{text}"
+        );
         assert!(text.contains(&format!("{name}_bucket{{le=\"0.000002\"}} 1\n")));
         assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 1\n")));
         assert!(text.contains(&format!("{name}_sum 0.0000015\n")));

@@ -13,9 +13,9 @@ use futures_lite::future::BoxedLocal;
 
 use super::apply::{access_refusal, apply_operation, OperationError};
 use super::backend::{
-    BrokerStats, ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage,
-    ImportError, LinkMetrics, ManagementBackend, NodeStats, Operation, Publish, QueueGet,
-    QueueStats, ShardMetrics, StatsSnapshot,
+    BrokerStats, ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage, ImportError,
+    LinkMetrics, ManagementBackend, NodeStats, Operation, Publish, QueueGet, QueueStats,
+    ShardMetrics, StatsSnapshot,
 };
 use crate::broker::queue::{ChannelRef, Message, Route};
 use crate::broker::{AmqpError, ConnId, QueueId, ShardId, Topology};

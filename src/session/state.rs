@@ -22,9 +22,9 @@ use crate::broker::{ConnId, QueueId, ShardId};
 use crate::conn_sink::{ChannelDescription, ConnectionDescription};
 use crate::id_hash::IdMap;
 use crate::limits::FRAME_MAX_BYTES;
+use crate::metrics::PublishCounters;
 use crate::protocol::{self, BasicAck, BasicCancel, BasicNack, DeliverFields, Method};
 use crate::shard::messages::DeliverEntry;
-use crate::metrics::PublishCounters;
 use crate::shard::sync::Notify;
 
 pub struct ConnShared {

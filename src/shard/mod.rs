@@ -42,9 +42,7 @@ use sync::OneshotReceiver;
 pub use calls::ShardCall;
 pub use owner::TopologyCall;
 pub use queues::QueueCall;
-pub use stats::{
-    CloseConnection, ProbeStats, QueueConsumer, QueueDepth, ShardStats, StatsRequest,
-};
+pub use stats::{CloseConnection, ProbeStats, QueueConsumer, QueueDepth, ShardStats, StatsRequest};
 
 /// Bits of a connection id (and consumer key) below the shard number.
 const SHARD_SHIFT: u32 = 48;

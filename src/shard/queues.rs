@@ -11,8 +11,8 @@ use super::messages::{queue_op, GotMessage, QueueRequest, SettleOp};
 use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    Admission, ConsumeError, ConsumerSpec, DeathReason, Delivery, MessageId, Queue, QueueConfig, QueueLimits,
-    RestoreTimes, SharedMessage,
+    Admission, ConsumeError, ConsumerSpec, DeathReason, Delivery, MessageId, Queue, QueueConfig,
+    QueueLimits, RestoreTimes, SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta, ShardId};
 use crate::limits::DISPATCH_BATCH_MAX;
