@@ -26,6 +26,8 @@ pub const PORT_DEFAULT: u16 = 5672;
 pub const TLS_PORT_DEFAULT: u16 = 5671;
 /// RabbitMQ's management plugin port, so rabbitmqadmin finds us unconfigured.
 pub const MANAGEMENT_PORT_DEFAULT: u16 = 15672;
+/// rabbitmq_prometheus's port, so scrapers configured for RabbitMQ find us.
+pub const PROMETHEUS_PORT_DEFAULT: u16 = 15692;
 pub const DATA_DIR_DEFAULT: &str = "./data";
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 pub const LOG_LEVEL_DEFAULT: &str = "info";
@@ -72,6 +74,8 @@ pub struct Config {
     pub management_port: u16,
     /// Where the management API listens; never empty, no duplicates.
     pub management_listen: Vec<IpAddr>,
+    /// The Prometheus `/metrics` port (on the management addresses); 0: none.
+    pub prometheus_port: u16,
     /// In `1..=min(SHARDS_MAX, available cores)` with [`Pin::Cores`], `1..=SHARDS_MAX` with
     /// [`Pin::None`].
     pub shards: usize,
@@ -260,7 +264,7 @@ impl ConfigError {
     about = "An AMQP 0-9-1 message broker, thread-per-core"
 )]
 struct Flags {
-    /// TOML file with any of: port, listen, management_port, management_listen, shards, pin, data_dir, log_level, log_format,
+    /// TOML file with any of: port, listen, management_port, management_listen, prometheus_port, shards, pin, data_dir, log_level, log_format,
     /// spin_us, queue_memory_bytes, max_message_bytes, memory_high_watermark,
     /// disk_free_limit, default_user, default_pass,
     /// loopback_users, load_definitions, tls_port, tls_cert, tls_key, tls_ca, tls_verify_peer,
@@ -279,6 +283,10 @@ struct Flags {
     /// Address the management API listens on; repeat for several [default: as --listen]
     #[arg(long, value_name = "ADDR")]
     management_listen: Vec<String>,
+    /// TCP port of the Prometheus metrics (/metrics), on the management addresses; 0 disables
+    /// it [default: 15692]
+    #[arg(long, value_name = "N")]
+    prometheus_port: Option<String>,
     /// Number of shards, one executor pinned per core [default: the cores less one in 16,
     /// at least one core left free: 2 cores → 1 shard, 16 → 15, 64 → 60]
     #[arg(long, value_name = "N")]
@@ -362,6 +370,7 @@ struct FileValues {
     listen: Option<Vec<String>>,
     management_port: Option<i64>,
     management_listen: Option<Vec<String>>,
+    prometheus_port: Option<i64>,
     shards: Option<i64>,
     pin: Option<String>,
     data_dir: Option<PathBuf>,
@@ -488,6 +497,11 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         (None, Some(v)) => parse_port_or_off(&v.to_string(), Origin::File)?,
         (None, None) => MANAGEMENT_PORT_DEFAULT,
     };
+    let prometheus_port = match (flags.prometheus_port, file.prometheus_port) {
+        (Some(v), _) => parse_port_or_off(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_port_or_off(&v.to_string(), Origin::File)?,
+        (None, None) => PROMETHEUS_PORT_DEFAULT,
+    };
     let management_listen = match (flags.management_listen.is_empty(), file.management_listen) {
         (false, _) => parse_listen(&flags.management_listen, Origin::Flag)?,
         (true, Some(v)) => parse_listen(&v, Origin::File)?,
@@ -562,6 +576,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         listen,
         management_port,
         management_listen,
+        prometheus_port,
         shards,
         pin,
         data_dir,

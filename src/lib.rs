@@ -14,6 +14,7 @@
 //! - `tls`: amqps, a rustls `ServerConnection` driven over the shard's socket, as a
 //!   `net::Transport` and `net::ClientStream`.
 //! - `session`: AMQP connection and channel state, served over a `net::SharedStream`.
+//! - `metrics`: plain per-shard counters and histograms (no I/O, imports nothing).
 //! - `runtime`: starts the executors and wires shards, listeners and sessions together.
 //! - `ctl`: `ringmqctl`, rabbitmqctl's verbs over the management API (HTTP only, no internals).
 
@@ -27,6 +28,7 @@ pub mod id_hash;
 pub mod latency_trace;
 pub mod limits;
 pub mod management;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod runtime;

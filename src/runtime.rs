@@ -22,7 +22,10 @@ use crate::limits::{
     CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
     EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
 };
-use crate::management::{self, api::Api, http::ServerOptions, shard_backend::ShardBackend};
+use crate::management::backend::ManagementBackend;
+use crate::management::http::{Handler, ServerOptions};
+use crate::management::prometheus::Metrics;
+use crate::management::{self, api::Api, shard_backend::ShardBackend};
 use crate::net::{self, ListenerSpec, SharedStream};
 use crate::session;
 use crate::shard::mesh::{self, MeshEnds};
@@ -82,6 +85,14 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                 .map(|ip| SocketAddr::new(*ip, port))
                 .collect(),
         };
+        let prometheus_listen: Vec<SocketAddr> = match config.prometheus_port {
+            0 => Vec::new(),
+            port => config
+                .management_listen
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect(),
+        };
         let ready_tx = ready_tx.clone();
         let all_built = all_built.clone();
         let placement = match config.pin {
@@ -100,6 +111,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     listen,
                     tls_listen,
                     management_listen,
+                    prometheus_listen,
                     data_dir,
                     queue_memory_bytes,
                     max_message_bytes,
@@ -171,6 +183,8 @@ struct ShardPaths {
     tls_listen: Option<TlsListen>,
     /// Empty: no management API.
     management_listen: Vec<SocketAddr>,
+    /// Empty: no Prometheus endpoint.
+    prometheus_listen: Vec<SocketAddr>,
     data_dir: PathBuf,
     queue_memory_bytes: u64,
     max_message_bytes: u64,
@@ -209,6 +223,7 @@ async fn shard_main(
         listen,
         tls_listen,
         management_listen,
+        prometheus_listen,
         data_dir,
         queue_memory_bytes,
         max_message_bytes,
@@ -225,7 +240,11 @@ async fn shard_main(
     }
     shard.start_background_tasks();
 
-    let specs = listener_specs(&shard, &listen, tls_listen, &management_listen);
+    let http = HttpListen {
+        management: management_listen,
+        prometheus: prometheus_listen,
+    };
+    let specs = listener_specs(&shard, &listen, tls_listen, &http);
     let listeners = match net::bind_all(specs) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -261,13 +280,19 @@ struct TlsListen {
     server_config: Arc<rustls::ServerConfig>,
 }
 
-/// AMQP on every listen address, and amqps (the same protocol over `tls::Acceptor`) on the TLS
-/// port when it is configured.
+/// The HTTP listeners' addresses; an empty list: that server is off.
+struct HttpListen {
+    management: Vec<SocketAddr>,
+    prometheus: Vec<SocketAddr>,
+}
+
+/// AMQP on every listen address, amqps (the same protocol over `tls::Acceptor`) on the TLS
+/// port when it is configured, and the management API and Prometheus endpoint over HTTP.
 fn listener_specs(
     shard: &Rc<Shard>,
     listen: &[SocketAddr],
     tls_listen: Option<TlsListen>,
-    management_listen: &[SocketAddr],
+    http_listen: &HttpListen,
 ) -> Vec<ListenerSpec> {
     let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
         shard: shard.clone(),
@@ -294,9 +319,20 @@ fn listener_specs(
             transport: Some(acceptor.clone()),
         }));
     }
-    if !management_listen.is_empty() {
-        let http: Rc<dyn net::Protocol> = Rc::new(Http::new(shard.clone()));
-        specs.extend(management_listen.iter().map(|&address| ListenerSpec {
+    let backend: Rc<dyn ManagementBackend> = Rc::new(ShardBackend::new(shard.clone()));
+    if !http_listen.management.is_empty() {
+        let api = Rc::new(Api::new(backend.clone()));
+        let http: Rc<dyn net::Protocol> = Rc::new(Http::new(api, "http"));
+        specs.extend(http_listen.management.iter().map(|&address| ListenerSpec {
+            address,
+            protocol: http.clone(),
+            transport: None,
+        }));
+    }
+    if !http_listen.prometheus.is_empty() {
+        let metrics = Rc::new(Metrics::new(backend));
+        let http: Rc<dyn net::Protocol> = Rc::new(Http::new(metrics, "prometheus"));
+        specs.extend(http_listen.prometheus.iter().map(|&address| ListenerSpec {
             address,
             protocol: http.clone(),
             transport: None,
@@ -330,23 +366,27 @@ impl net::Protocol for Amqp {
 /// rendering runs on the shard that accepted it, so polling clients spread over the cores
 /// instead of queueing behind one shard's AMQP connections. Each shard answers from its own
 /// topology replica and gathers statistics from all shards with one typed call each.
-struct Http {
-    api: Rc<Api>,
+/// The Prometheus endpoint is served the same way, on its own port, with its own handler.
+struct Http<H> {
+    api: Rc<H>,
     open: Rc<std::cell::Cell<usize>>,
+    /// "http" or "prometheus": listeners of each are checked apart at bind.
+    name: &'static str,
 }
 
-impl Http {
-    fn new(shard: Rc<Shard>) -> Http {
+impl<H> Http<H> {
+    fn new(api: Rc<H>, name: &'static str) -> Http<H> {
         Http {
-            api: Rc::new(Api::new(Rc::new(ShardBackend::new(shard)))),
+            api,
             open: Rc::new(std::cell::Cell::new(0)),
+            name,
         }
     }
 }
 
-impl net::Protocol for Http {
+impl<H: Handler + 'static> net::Protocol for Http<H> {
     fn name(&self) -> &'static str {
-        "http"
+        self.name
     }
 
     fn admits(&self) -> bool {

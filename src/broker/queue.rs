@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use crate::id_hash::IdBuildHasher;
+use crate::metrics::QueueTotals;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason};
@@ -166,6 +167,8 @@ pub struct Queue {
     /// exchange: the host reads each back, dead-letters it, then settles it (the settle must
     /// come after the read, which needs the record).
     paged_dropped: Vec<(MessageId, DeathReason)>,
+    /// Published, delivered, got, acked since the queue was declared (the operator's rates).
+    totals: QueueTotals,
 }
 
 impl Queue {
@@ -199,7 +202,13 @@ impl Queue {
             now_ms: 0,
             memory_bytes_max,
             paged_dropped: Vec::new(),
+            totals: QueueTotals::default(),
         }
+    }
+
+    /// Counters since the queue was declared (not since a restart: recovery restores none).
+    pub fn totals(&self) -> QueueTotals {
+        self.totals
     }
 
     pub fn config(&self) -> &QueueConfig {
@@ -223,6 +232,7 @@ impl Queue {
         self.now_ms = self.now_ms.max(now_ms);
         let id = self.next_id;
         self.next_id += 1;
+        self.totals.published += 1;
         let level = self.level_of(&message);
         let deadline_ms = self
             .ttl_ms(&message)
@@ -396,10 +406,13 @@ impl Queue {
             };
             let message = self.stamp_delivery_count(entry.id, message);
             if turn.no_ack {
+                self.totals.delivered_auto_ack += 1;
                 self.forget(entry.id, entry.persisted);
             } else {
+                self.totals.delivered_manual_ack += 1;
                 self.hold(&entry, &message, turn.channel, Some(turn.key));
             }
+            self.totals.redelivered += u64::from(entry.redelivered);
             out.push(Delivery {
                 consumer: turn.key,
                 channel: turn.channel,
@@ -431,10 +444,13 @@ impl Queue {
         let (entry, message) = self.pop_loaded()?;
         let message = self.stamp_delivery_count(entry.id, message);
         if no_ack {
+            self.totals.got_auto_ack += 1;
             self.forget(entry.id, entry.persisted);
         } else {
+            self.totals.got_manual_ack += 1;
             self.hold(&entry, &message, channel, None);
         }
+        self.totals.redelivered += u64::from(entry.redelivered);
         Some((entry.id, message, entry.redelivered))
     }
 
@@ -452,6 +468,7 @@ impl Queue {
     pub fn ack(&mut self, ids: &[MessageId]) {
         for id in ids {
             if let Some(unacked) = self.unacked.remove(id) {
+                self.totals.acked += 1;
                 self.release_credit(&unacked);
                 self.forget(*id, unacked.persisted);
             }

@@ -200,7 +200,9 @@ impl Context {
     }
 }
 
-/// Rates need two samples at least this far apart (RabbitMQ samples every 5 s).
+/// Rates need two samples at least this far apart (RabbitMQ samples every 5 s; we sample when
+/// asked, at most once a second per serving shard, and the rate is the counters' delta over
+/// the time between the two samples, so it follows a change within a second or two).
 const RATE_INTERVAL_SECONDS_MIN: f64 = 1.0;
 
 #[derive(Default)]
@@ -208,6 +210,9 @@ struct RateState {
     sampled_at: Option<Instant>,
     counters: HashMap<(String, String), [u64; 3]>,
     rates: QueueRates,
+    /// The broker's publish, deliver_get and ack totals (the overview's `message_stats`).
+    overview_counters: [u64; 3],
+    overview_rates: [f64; 3],
 }
 
 pub struct Api {
@@ -265,14 +270,29 @@ impl Api {
                 }
                 counters.insert(key, now_counts);
             }
+            let totals = &stats.broker.queues;
+            let overview_counters = [totals.published, totals.deliver_get(), totals.acked];
+            let overview_rates = match (state.sampled_at, elapsed.is_finite()) {
+                (Some(_), true) => std::array::from_fn(|i| {
+                    overview_counters[i].saturating_sub(state.overview_counters[i]) as f64 / elapsed
+                }),
+                _ => [0.0; 3],
+            };
             *state = RateState {
                 sampled_at: Some(now),
                 counters,
                 rates,
+                overview_counters,
+                overview_rates,
             };
         }
         let rates = state.rates.clone();
         (stats, rates)
+    }
+
+    /// The overview's publish, deliver_get and ack rates as of the last [`Api::stats`].
+    pub(super) fn overview_rates(&self) -> [f64; 3] {
+        self.rates.borrow().overview_rates
     }
 
     pub(super) fn view<'a>(

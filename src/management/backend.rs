@@ -9,6 +9,7 @@
 use futures_lite::future::BoxedLocal;
 
 use crate::broker::{AccessOp, AmqpError, Binding, Topology};
+use crate::metrics::{Histogram, PublishTotals, QueueTotals};
 use crate::protocol::{BasicProperties, FieldTable};
 
 pub use crate::auth::{Permission, TopicPermission};
@@ -112,6 +113,10 @@ pub struct QueueStats {
     pub publish_count: u64,
     pub deliver_get_count: u64,
     pub ack_count: u64,
+    /// The counters above and more, as the queue keeps them.
+    pub totals: QueueTotals,
+    /// Of `message_bytes`, bodies paged out to the log.
+    pub paged_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -177,10 +182,44 @@ pub struct NodeStats {
     pub sockets_used: u64,
 }
 
+/// One shard's own figures, for the `ringmq_` metrics only a thread-per-core broker has.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardMetrics {
+    pub shard: usize,
+    /// Executor time spent polling and running tasks (not spinning, not parked).
+    pub busy_seconds: f64,
+    /// Busy fraction of wall time since the shard was last asked (None the first time).
+    pub busy_fraction: Option<f64>,
+    pub links: Vec<LinkMetrics>,
+}
+
+/// The mesh link from one shard to `peer`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkMetrics {
+    pub peer: usize,
+    pub outbox_messages: u64,
+    pub outbox_bytes: u64,
+    /// Batches that found the link full and waited.
+    pub stalls: u64,
+}
+
+/// The broker's totals over every shard (queues deleted since included).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BrokerStats {
+    pub publish: PublishTotals,
+    pub queues: QueueTotals,
+    /// Enqueue-to-deliver latency of sampled messages, in ns.
+    pub delivery_latency_ns: Option<Histogram>,
+    pub log_batch_bytes: Option<Histogram>,
+    pub log_fdatasync_ns: Option<Histogram>,
+    pub shards: Vec<ShardMetrics>,
+}
+
 /// Everything the read endpoints show besides the topology, gathered off the data path.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatsSnapshot {
     pub node: NodeStats,
+    pub broker: BrokerStats,
     pub queues: Vec<QueueStats>,
     pub connections: Vec<ConnectionStats>,
     pub channels: Vec<ChannelStats>,

@@ -295,6 +295,7 @@ impl FakeBackend {
                     publish_count: counter.publish,
                     deliver_get_count: counter.deliver_get,
                     ack_count: counter.ack,
+                    ..QueueStats::default()
                 });
             }
         }
@@ -315,6 +316,7 @@ impl FakeBackend {
             connections: self.connections.borrow().clone(),
             channels: self.channels.borrow().clone(),
             consumers: self.consumers.borrow().clone(),
+            ..StatsSnapshot::default()
         }
     }
 }

@@ -124,6 +124,23 @@ impl Default for ServerOptions {
     }
 }
 
+/// What answers a request: the management API or the Prometheus endpoint.
+pub trait Handler {
+    fn handle(&self, request: Request) -> impl Future<Output = Response>;
+}
+
+impl Handler for Api {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> {
+        Api::handle(self, request)
+    }
+}
+
+impl Handler for super::prometheus::Metrics {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> {
+        super::prometheus::Metrics::handle(self, request)
+    }
+}
+
 /// Accepts until `stop` resolves, one task per connection, at most `connections_max` at once
 /// (more are closed at accept: the client sees a reset and retries, as with any full server).
 pub async fn serve(
@@ -172,14 +189,15 @@ impl Drop for OpenGuard {
 }
 
 /// Serves one connection until the client closes it, an error, or the header read timeout.
-pub async fn serve_connection<S>(stream: S, api: Rc<Api>, options: ServerOptions)
+pub async fn serve_connection<S, H>(stream: S, api: Rc<H>, options: ServerOptions)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
+    H: Handler + 'static,
 {
     let service = hyper::service::service_fn(move |request| {
         let api = api.clone();
         async move {
-            let response = handle(&api, request, options.request_body_bytes_max).await;
+            let response = handle(&*api, request, options.request_body_bytes_max).await;
             Ok::<_, std::convert::Infallible>(response)
         }
     });
@@ -194,8 +212,8 @@ where
     }
 }
 
-async fn handle(
-    api: &Api,
+async fn handle<H: Handler>(
+    api: &H,
     request: hyper::Request<Incoming>,
     body_bytes_max: usize,
 ) -> hyper::Response<Full<Bytes>> {

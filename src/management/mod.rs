@@ -5,6 +5,8 @@
 //! - `api`: authentication (basic auth against the stored hash), tags, the request/response
 //!   types; `routes`: the path table and handlers; `definitions`: export/import.
 //! - `objects`, `json`, `listing`: RabbitMQ's JSON shapes, pagination and `columns=`.
+//! - `prometheus`: the Prometheus text endpoint (`/metrics`, `/metrics/per-object`) on its own
+//!   port, over the same backend.
 //! - `backend`: the one trait through which the API reaches the broker; `fake`: an in-memory
 //!   implementation for tests.
 
@@ -17,6 +19,7 @@ pub mod http;
 pub mod json;
 pub mod listing;
 pub mod objects;
+pub mod prometheus;
 pub mod routes;
 pub mod shard_backend;
 

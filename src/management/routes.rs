@@ -7,10 +7,10 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::api::{list_response, Api, Context, Response};
-use super::backend::{GetAckMode, Operation, Publish, QueueGet};
+use super::backend::{GetAckMode, Operation, Publish, QueueGet, StatsSnapshot};
 use super::json::{
     decode_payload, json_to_properties, json_to_table, loose_bool, loose_integer, payload_to_json,
-    properties_to_json,
+    properties_to_json, rate,
 };
 use super::listing::{reply_list, select_columns_one};
 use super::objects::{self, exchange_from_path, View, RABBITMQ_VERSION};
@@ -277,7 +277,7 @@ async fn overview(api: &Api, cx: &Context) -> Reply {
         "release_series_support_status": "supported",
         "disable_stats": false,
         "enable_queue_totals": false,
-        "message_stats": {},
+        "message_stats": overview_message_stats(&stats, api.overview_rates()),
         "churn_rates": {},
         "queue_totals": {
             "messages": ready + unacked, "messages_details": {"rate": 0.0},
@@ -321,6 +321,20 @@ async fn alarms_check(api: &Api, local: bool) -> Reply {
         503,
         &json!({"status": "failed", "reason": reason, "alarms": alarms}),
     ))
+}
+
+/// The broker's totals (queues deleted since included) and their rates.
+fn overview_message_stats(stats: &StatsSnapshot, rates: [f64; 3]) -> Value {
+    let totals = &stats.broker.queues;
+    let [publish, deliver_get, ack] = rates;
+    json!({
+        "publish": totals.published,
+        "publish_details": rate(publish),
+        "deliver_get": totals.deliver_get(),
+        "deliver_get_details": rate(deliver_get),
+        "ack": totals.acked,
+        "ack_details": rate(ack),
+    })
 }
 
 async fn nodes(api: &Api, cx: &Context, only: Option<&str>) -> Reply {

@@ -13,12 +13,14 @@ use futures_lite::future::BoxedLocal;
 
 use super::apply::{access_refusal, apply_operation, OperationError};
 use super::backend::{
-    ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage, ImportError,
-    ManagementBackend, NodeStats, Operation, Publish, QueueGet, QueueStats, StatsSnapshot,
+    BrokerStats, ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage, ImportError,
+    LinkMetrics, ManagementBackend, NodeStats, Operation, Publish, QueueGet, QueueStats,
+    ShardMetrics, StatsSnapshot,
 };
 use crate::broker::queue::{ChannelRef, Message, Route};
 use crate::broker::{AmqpError, ConnId, QueueId, ShardId, Topology};
 use crate::conn_sink::ConnectionDescription;
+use crate::metrics::Histogram;
 use crate::protocol::reply_code;
 use crate::shard::messages::{queue_op, SettleOp};
 use crate::shard::{CloseConnection, Shard, ShardStats, StatsRequest};
@@ -242,7 +244,11 @@ fn merge(topology: &Topology, shards: &[ShardStats], node: NodeStats) -> StatsSn
                 consumers: depth.consumers,
                 memory_bytes: depth.ready_bytes,
                 message_bytes: depth.ready_bytes,
-                ..QueueStats::default()
+                publish_count: depth.totals.published,
+                deliver_get_count: depth.totals.deliver_get(),
+                ack_count: depth.totals.acked,
+                totals: depth.totals,
+                paged_bytes: depth.paged_bytes,
             });
         }
         for consumer in &stats.consumers {
@@ -270,7 +276,55 @@ fn merge(topology: &Topology, shards: &[ShardStats], node: NodeStats) -> StatsSn
     }
     snapshot.connections = connections.into_values().collect();
     snapshot.connections.sort_by(|a, b| a.name.cmp(&b.name));
+    snapshot.broker = broker_stats(shards);
     snapshot
+}
+
+/// Every shard's probe and queue totals summed; histograms merged; per-shard figures kept apart.
+fn broker_stats(shards: &[ShardStats]) -> BrokerStats {
+    let mut broker = BrokerStats::default();
+    let merge = |into: &mut Option<Histogram>, from: &Histogram| match into {
+        Some(histogram) => histogram.merge(from),
+        None => *into = Some(*from),
+    };
+    for stats in shards {
+        for depth in &stats.queues {
+            broker.queues.add(&depth.totals);
+        }
+        let Some(probe) = &stats.probe else {
+            continue;
+        };
+        broker.queues.add(&probe.retired);
+        let publish = &mut broker.publish;
+        publish.received += probe.publish.received;
+        publish.received_confirm += probe.publish.received_confirm;
+        publish.routed += probe.publish.routed;
+        publish.unroutable_dropped += probe.publish.unroutable_dropped;
+        publish.unroutable_returned += probe.publish.unroutable_returned;
+        publish.confirmed += probe.publish.confirmed;
+        merge(&mut broker.delivery_latency_ns, &probe.delivery_latency_ns);
+        if let Some((batch_bytes, fdatasync_ns)) = &probe.log {
+            merge(&mut broker.log_batch_bytes, batch_bytes);
+            merge(&mut broker.log_fdatasync_ns, fdatasync_ns);
+        }
+        broker.shards.push(ShardMetrics {
+            shard: stats.shard,
+            busy_seconds: probe.busy.busy_seconds,
+            busy_fraction: probe.busy.busy_fraction,
+            links: probe
+                .links
+                .iter()
+                .map(|link| LinkMetrics {
+                    peer: link.peer,
+                    outbox_messages: link.outbox_messages,
+                    outbox_bytes: link.outbox_bytes,
+                    stalls: link.stalls,
+                })
+                .collect(),
+        });
+    }
+    broker.shards.sort_by_key(|shard| shard.shard);
+    broker
 }
 
 type ChannelWithTags = (ChannelStats, Vec<(u64, String)>);

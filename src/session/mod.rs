@@ -109,7 +109,7 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream) {
     let peer = stream.peer_addr().ok();
     let certificate_name = stream.peer_certificate_name();
     let conn_id = shard.new_id();
-    let conn = Rc::new(ConnShared::new(conn_id));
+    let conn = Rc::new(ConnShared::new(conn_id).with_publish_counters(shard.publish_counters()));
     let heartbeat = Rc::new(Cell::new(0u16));
     let writer = glommio::spawn_local(io::write_loop(
         conn.clone(),

@@ -13,6 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
 
 use bytes::BytesMut;
 
@@ -22,12 +23,16 @@ use crate::conn_sink::{ChannelDescription, ConnectionDescription};
 use crate::id_hash::IdMap;
 use crate::latency_trace::{self, Stage};
 use crate::limits::FRAME_MAX_BYTES;
+use crate::metrics::PublishCounters;
 use crate::protocol::{self, BasicAck, BasicCancel, BasicNack, DeliverFields, Method};
 use crate::shard::messages::DeliverEntry;
 use crate::shard::sync::Notify;
 
 pub struct ConnShared {
     pub id: ConnId,
+    /// The shard's publish totals (one per shard, shared by its connections): received,
+    /// routed, unroutable and confirmed are counted where the channel decides them.
+    pub publish_counters: Rc<PublishCounters>,
     pub frame_max: Cell<u32>,
     /// The client announced `consumer_cancel_notify`: tell it when a queue goes under a consumer.
     pub cancel_notify: Cell<bool>,
@@ -178,6 +183,7 @@ impl ConnShared {
     pub fn new(id: ConnId) -> ConnShared {
         ConnShared {
             id,
+            publish_counters: Rc::default(),
             frame_max: Cell::new(FRAME_MAX_BYTES),
             cancel_notify: Cell::new(false),
             blocked_notify: Cell::new(false),
@@ -194,6 +200,12 @@ impl ConnShared {
             forced: Notify::default(),
             client_properties: RefCell::new(Default::default()),
         }
+    }
+
+    /// Counts into the shard's publish totals instead of a connection-private one.
+    pub fn with_publish_counters(mut self, counters: Rc<PublishCounters>) -> ConnShared {
+        self.publish_counters = counters;
+        self
     }
 
     /// The handshake is done: what the management API shows of the connection from now on.
@@ -457,6 +469,9 @@ impl ConnShared {
     /// The publish `seq` of this channel is settled: confirmed (`ok`) or refused. Written at the
     /// next write-out, coalesced with the channel's other ready acks.
     pub fn send_confirm(&self, channel_id: u16, seq: u64, ok: bool) {
+        if ok {
+            self.publish_counters.count(|totals| totals.confirmed += 1);
+        }
         self.ready_confirms.borrow_mut().push(ReadyConfirm {
             channel: channel_id,
             seq,

@@ -15,6 +15,8 @@ use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 
+use glommio::{GlommioError, ResourceType};
+
 use super::messages::MeshMsg;
 use super::sync::Notify;
 use crate::broker::{QueueId, ShardId};
@@ -86,6 +88,18 @@ pub struct Mesh {
     outbox_bytes: Vec<Cell<usize>>,
     outbox_ready: Vec<Notify>,
     drained: Notify,
+    /// Per peer: batches that found the link full and had to wait for room (the operator's
+    /// sign of a slow peer shard).
+    stalls: Vec<Cell<u64>>,
+}
+
+/// One link's state for the operator: what waits in its outbox and how often it stalled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub peer: ShardId,
+    pub outbox_messages: u64,
+    pub outbox_bytes: u64,
+    pub stalls: u64,
 }
 
 impl Mesh {
@@ -96,7 +110,21 @@ impl Mesh {
             outbox_bytes: (0..shard_count).map(|_| Cell::new(0)).collect(),
             outbox_ready: (0..shard_count).map(|_| Notify::default()).collect(),
             drained: Notify::default(),
+            stalls: (0..shard_count).map(|_| Cell::new(0)).collect(),
         }
+    }
+
+    /// Every link to a peer, by peer.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        (0..self.outboxes.len())
+            .filter(|&peer| peer != self.me)
+            .map(|peer| LinkStats {
+                peer,
+                outbox_messages: self.outboxes[peer].borrow().len() as u64,
+                outbox_bytes: self.outbox_bytes[peer].get() as u64,
+                stalls: self.stalls[peer].get(),
+            })
+            .collect()
     }
 
     /// Queues `msg` for shard `to`. Synchronous: the order of calls is the order of delivery.
@@ -156,8 +184,16 @@ impl Mesh {
                     .iter()
                     .for_each(|msg| trace_message(Stage::MeshFlush, msg));
             }
-            if sender.send(batch).await.is_err() {
-                return; // the peer is gone: shutdown
+            // try_send first, so a full link is seen (and counted) before the flusher waits.
+            match sender.try_send(batch) {
+                Ok(()) => {}
+                Err(GlommioError::WouldBlock(ResourceType::Channel(batch))) => {
+                    self.stalls[to].set(self.stalls[to].get() + 1);
+                    if sender.send(batch).await.is_err() {
+                        return; // the peer is gone: shutdown
+                    }
+                }
+                Err(_) => return, // the peer is gone: shutdown
             }
             self.drained.notify();
         }

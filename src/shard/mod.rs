@@ -18,6 +18,7 @@ pub mod mesh;
 pub mod messages;
 mod owner;
 mod paging;
+pub mod probe;
 mod queues;
 pub mod shard_set;
 mod stats;
@@ -42,7 +43,7 @@ use sync::OneshotReceiver;
 pub use calls::ShardCall;
 pub use owner::TopologyCall;
 pub use queues::QueueCall;
-pub use stats::{CloseConnection, QueueConsumer, QueueDepth, ShardStats, StatsRequest};
+pub use stats::{CloseConnection, ProbeStats, QueueConsumer, QueueDepth, ShardStats, StatsRequest};
 
 /// Bits of a connection id (and consumer key) below the shard number.
 const SHARD_SHIFT: u32 = 48;
@@ -86,6 +87,8 @@ pub struct Shard {
     max_message_bytes: Cell<u64>,
     lifecycle: lifecycle::Lifecycle,
     features: Features,
+    /// Counters and histograms for the operator (`probe`), read by `stats`.
+    probe: probe::Probe,
 }
 
 /// Scratch buffers of a publish, reused so routing allocates nothing in the steady state: the
@@ -148,6 +151,7 @@ impl Shard {
                 pager: paging::Pager::new(u64::MAX),
                 alarms: alarms::Alarms::default(),
             },
+            probe: probe::Probe::default(),
         })
     }
 
@@ -158,6 +162,11 @@ impl Shard {
 
     pub fn set_max_message_bytes(&self, bytes: u64) {
         self.max_message_bytes.set(bytes);
+    }
+
+    /// Where this shard's sessions count what their publishers did.
+    pub fn publish_counters(&self) -> Rc<crate::metrics::PublishCounters> {
+        self.probe.publish_counters()
     }
 
     pub fn id(&self) -> ShardId {

@@ -1,9 +1,9 @@
 //! The queues a shard owns: applying publishes, settlements and queue requests, and dispatching
 //! deliveries to consumers (wherever their connections live).
 
-use std::rc::Rc;
-
 use std::num::NonZeroU64;
+use std::rc::Rc;
+use std::time::Instant;
 
 use super::calls::ShardCall;
 use super::expiry::now_ms;
@@ -11,8 +11,8 @@ use super::messages::{queue_op, GotMessage, QueueRequest, SettleOp};
 use super::storage::{self, EnqueueOutcome};
 use super::{DeliverEntry, Shard};
 use crate::broker::queue::{
-    Admission, ConsumeError, ConsumerSpec, DeathReason, MessageId, Queue, QueueConfig, QueueLimits,
-    RestoreTimes, SharedMessage,
+    Admission, ConsumeError, ConsumerSpec, DeathReason, Delivery, MessageId, Queue, QueueConfig,
+    QueueLimits, RestoreTimes, SharedMessage,
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta, ShardId};
 use crate::limits::DISPATCH_BATCH_MAX;
@@ -24,6 +24,10 @@ pub struct HostedQueue {
     auto_delete: bool,
     /// Persistent messages published to it are written to the shard's log.
     durable: bool,
+    /// One message at a time is timed from enqueue to delivery (`Probe`'s latency histogram):
+    /// one clock read per sample, not per message. Replaced by the next publish that finds the
+    /// queue empty (then the sampled one was delivered, taken or dropped).
+    latency_sample: Option<(MessageId, Instant)>,
 }
 
 impl HostedQueue {
@@ -38,6 +42,14 @@ impl HostedQueue {
             queue: Queue::with_config(limits, QueueConfig::from_arguments(&meta.arguments)),
             auto_delete: meta.auto_delete,
             durable: meta.durable && meta.exclusive_owner.is_none(),
+            latency_sample: None,
+        }
+    }
+
+    /// Starts timing `id` unless a sample is in flight (a queue that was empty has none left).
+    fn sample_latency(&mut self, id: MessageId, was_empty: bool) {
+        if self.latency_sample.is_none() || was_empty {
+            self.latency_sample = Some((id, Instant::now()));
         }
     }
 
@@ -77,6 +89,7 @@ impl Shard {
     /// Returns the number of ready messages it held.
     pub(super) fn unhost_queue(&self, id: QueueId) -> Option<u32> {
         let mut hosted = self.queues.borrow_mut().remove(&id)?;
+        self.probe.retire(&hosted.queue.totals());
         self.features.timers.clear_queue(id);
         let count = hosted.queue.message_count();
         // Its persisted messages are gone for good: settle them in the log.
@@ -138,9 +151,11 @@ impl Shard {
         if admission != Admission::Accept {
             return Some((admission, None));
         }
+        let was_empty = hosted.queue.message_count() == 0;
         if !(hosted.durable && storage::is_persistent(message)) {
             hosted.queue.remember_key(dedup_key, now);
-            hosted.queue.publish_at(message.clone(), now);
+            let message_id = hosted.queue.publish_at(message.clone(), now);
+            hosted.sample_latency(message_id, was_empty);
             return Some((Admission::Accept, None));
         }
         let message_id = hosted.queue.next_message_id();
@@ -151,6 +166,7 @@ impl Shard {
                 hosted
                     .queue
                     .publish_persisted(message.clone(), persisted, now);
+                hosted.sample_latency(message_id, was_empty);
                 Some((Admission::Accept, Some(lsn)))
             }
             Err(error) => {
@@ -241,7 +257,10 @@ impl Shard {
         loop {
             let mut deliveries = Vec::new();
             match self.queues.borrow_mut().get_mut(&id) {
-                Some(hosted) => hosted.queue.dispatch(&mut deliveries, DISPATCH_BATCH_MAX),
+                Some(hosted) => {
+                    hosted.queue.dispatch(&mut deliveries, DISPATCH_BATCH_MAX);
+                    self.observe_latency_sample(hosted, &deliveries);
+                }
                 None => return,
             }
             // Routed after the borrow ends: a local delivery touches the connection's state.
@@ -260,6 +279,16 @@ impl Shard {
                 self.log_forgotten(id); // no-ack deliveries settle at once
                 return;
             }
+        }
+    }
+
+    fn observe_latency_sample(&self, hosted: &mut HostedQueue, deliveries: &[Delivery]) {
+        let Some((sampled, since)) = hosted.latency_sample else {
+            return;
+        };
+        if deliveries.iter().any(|d| d.message_id == sampled) {
+            self.probe.observe_delivery_latency(since.elapsed());
+            hosted.latency_sample = None;
         }
     }
 

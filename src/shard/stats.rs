@@ -1,16 +1,19 @@
 //! One shard's statistics for the management API, built on the shard's own executor from what
-//! it already holds (its hosted queues and its connections), so the data path keeps no lock and
-//! no counter for it. The API gathers every shard's snapshot with one typed call each and
+//! it already holds (its hosted queues, its connections, and the plain counters of its queues
+//! and its `probe`), so the data path keeps no lock and no atomic for it. The API gathers every shard's snapshot with one typed call each and
 //! merges them; nothing is cached between requests.
 
 use std::rc::Rc;
 
 use super::calls::ShardCall;
+use super::mesh::LinkStats;
+use super::probe::BusyReading;
 use super::Shard;
 use crate::broker::queue::{ChannelRef, ConsumerKey};
 use crate::broker::{ConnId, QueueId, ShardId};
 use crate::conn_sink::ConnectionDescription;
 use crate::limits::CONNECTIONS_PER_SHARD_MAX;
+use crate::metrics::{Histogram, PublishTotals, QueueTotals};
 
 /// Asks one shard for its [`ShardStats`].
 pub struct StatsRequest;
@@ -22,6 +25,21 @@ pub struct ShardStats {
     pub consumers: Vec<QueueConsumer>,
     /// Connections hosted here, by id; `None` where the connection does not describe itself.
     pub connections: Vec<(ConnId, Option<ConnectionDescription>)>,
+    /// The shard's own counters (None only in a default value).
+    pub probe: Option<ProbeStats>,
+}
+
+/// What the shard counts besides its queues (see `probe`).
+#[derive(Debug, Clone)]
+pub struct ProbeStats {
+    pub publish: PublishTotals,
+    /// Totals of the queues this shard deleted.
+    pub retired: QueueTotals,
+    pub delivery_latency_ns: Histogram,
+    pub busy: BusyReading,
+    pub links: Vec<LinkStats>,
+    /// The message log's (batch bytes, fdatasync ns) histograms.
+    pub log: Option<(Histogram, Histogram)>,
 }
 
 /// A hosted queue's depth, by id (the caller names it from its topology copy).
@@ -32,6 +50,9 @@ pub struct QueueDepth {
     pub messages_unacknowledged: u64,
     pub consumers: u64,
     pub ready_bytes: u64,
+    /// Of `ready_bytes`, bodies paged out to the log.
+    pub paged_bytes: u64,
+    pub totals: QueueTotals,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +87,8 @@ impl Shard {
                 messages_unacknowledged: u64::from(queue.unacked_count()),
                 consumers: u64::from(queue.consumer_count()),
                 ready_bytes: queue.ready_bytes(),
+                paged_bytes: queue.ready_bytes().saturating_sub(queue.loaded_bytes()),
+                totals: queue.totals(),
             });
             stats
                 .consumers
@@ -78,6 +101,14 @@ impl Shard {
                     exclusive: spec.exclusive,
                 }));
         }
+        stats.probe = Some(ProbeStats {
+            publish: self.probe.publish().totals(),
+            retired: self.probe.retired(),
+            delivery_latency_ns: self.probe.delivery_latency_ns(),
+            busy: self.probe.read_busy(),
+            links: self.mesh.link_stats(),
+            log: self.storage.log_histograms(),
+        });
         let conns = self.conns.borrow();
         for (&id, conn) in conns.iter().take(CONNECTIONS_PER_SHARD_MAX) {
             stats.connections.push((id, conn.describe()));

@@ -25,6 +25,7 @@ use crate::limits::{
     META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES, WAL_BATCH_SOFT_BYTES, WAL_PART_BODY_BYTES,
     WAL_SEGMENT_SIZE_BYTES, WAL_WRITE_BUFFER_BYTES,
 };
+use crate::metrics::Histogram;
 use crate::protocol::BasicProperties;
 use crate::storage::{
     EnqueueBody, EnqueueRecord, Lsn, OwnedEnqueue, RecoveredEnqueue, SettleRecord, Wal, WalError,
@@ -166,6 +167,11 @@ impl ShardStorage {
 
     /// The message log's batch buffer is over half full: publishers on this shard should wait
     /// for a flush (`sync_messages`) before adding more, rather than get nacks when it is full.
+    /// The message log's (batch bytes, fdatasync ns) histograms; None without a log.
+    pub fn log_histograms(&self) -> Option<(Histogram, Histogram)> {
+        self.messages().map(Wal::histograms)
+    }
+
     pub fn log_congested(&self) -> bool {
         self.messages().is_some_and(Wal::congested)
     }

@@ -44,6 +44,8 @@ pub struct Broker {
     stdout_closed: Option<mpsc::Receiver<()>>,
     external: bool,
     management_port: u16,
+    /// Its own Prometheus port, so parallel brokers never meet on the default 15692.
+    prometheus_port: u16,
     /// Flags added to every start of this broker (restarts included).
     extra_args: Vec<String>,
     /// A command the broker runs under (e.g. `ip netns exec NS`); empty: run it directly. It
@@ -91,6 +93,7 @@ impl Broker {
                 stdout_closed: None,
                 external: true,
                 management_port: 0,
+                prometheus_port: 15692,
                 extra_args: Vec::new(),
                 launcher: Vec::new(),
                 data_dir_override: None,
@@ -106,6 +109,7 @@ impl Broker {
             stdout_closed: None,
             external: false,
             management_port: free_port(),
+            prometheus_port: free_port(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             launcher: launcher.iter().map(|a| (*a).to_owned()).collect(),
             data_dir_override: data_dir.map(Path::to_path_buf),
@@ -128,6 +132,11 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The Prometheus endpoint's port (15692 for an external broker).
+    pub fn prometheus_port(&self) -> u16 {
+        self.prometheus_port
     }
 
     pub fn shards(&self) -> usize {
@@ -296,6 +305,8 @@ impl Broker {
             .arg("127.0.0.1")
             .arg("--management-port")
             .arg(self.management_port.to_string())
+            .arg("--prometheus-port")
+            .arg(self.prometheus_port.to_string())
             .arg("--log-level")
             .arg(log_level)
             .args(&self.extra_args)

@@ -354,6 +354,7 @@ impl Session {
         let outcome = self
             .shard
             .publish(&self.vhost, &pending.exchange, message.clone(), confirm);
+        self.count_publish(confirm.is_some(), outcome.routed, pending.mandatory);
         if !outcome.routed && pending.mandatory {
             self.send_return(channel, &message);
         }
@@ -366,6 +367,20 @@ impl Session {
             }
         }
         outcome.remote_shards
+    }
+
+    /// RabbitMQ's global publish counters: received, then routed or unroutable (returned when
+    /// mandatory, else dropped).
+    fn count_publish(&self, confirming: bool, routed: bool, mandatory: bool) {
+        self.conn.publish_counters.count(|totals| {
+            totals.received += 1;
+            totals.received_confirm += u64::from(confirming);
+            match (routed, mandatory) {
+                (true, _) => totals.routed += 1,
+                (false, true) => totals.unroutable_returned += 1,
+                (false, false) => totals.unroutable_dropped += 1,
+            }
+        });
     }
 
     fn send_return(&self, channel: u16, message: &SharedMessage) {
@@ -410,6 +425,7 @@ impl Session {
             }
             None => false,
         };
+        self.count_publish(confirm_seq.is_some(), delivered, mandatory);
         if !delivered && mandatory {
             self.send_return(channel, &message);
         }

@@ -32,8 +32,15 @@ use super::record::{
 };
 use super::recovery::{self, Tail};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::metrics::Histogram;
+
 use super::{Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, WAL_BLOCK_BYTES};
 use crate::limits::{WAL_READ_LIVE_ATTEMPTS_MAX, WAL_WAITERS_MAX};
+
+/// First bucket of the batch-size histogram: one 4 KiB block.
+pub const WAL_BATCH_BYTES_FIRST_BOUND: u64 = 4096;
+/// First bucket of the fdatasync histogram: 16 µs (in ns).
+pub const WAL_FDATASYNC_NS_FIRST_BOUND: u64 = 16_000;
 
 /// Contiguous bytes of one segment, starting at a block boundary. The first bytes may be a
 /// copy of the previous batch's partial last block.
@@ -90,6 +97,10 @@ struct Inner {
     last_error: Option<WalError>,
     closed: bool,
     stats: WalStats,
+    /// Bytes of each batch written (padding included) and the fdatasync time of each flush,
+    /// for the operator (`Wal::histograms`).
+    batch_bytes: Histogram,
+    fdatasync_ns: Histogram,
     scratch: AlignedVec,
     /// Set by every successful flush: the compactor looks for segments to copy forward.
     compact_requested: bool,
@@ -155,6 +166,8 @@ impl Wal {
             cur_offset,
             partial,
             pending: Batch::default(),
+            batch_bytes: Histogram::new(WAL_BATCH_BYTES_FIRST_BOUND),
+            fdatasync_ns: Histogram::new(WAL_FDATASYNC_NS_FIRST_BOUND),
             failed: None,
             retry_requested: false,
             new_segments: BTreeMap::new(),
@@ -389,6 +402,12 @@ impl Wal {
         g.pending.bytes > g.opts.batch_soft_bytes || !g.streams.is_empty()
     }
 
+    /// (bytes per batch written, fdatasync nanoseconds per flush) since the log was opened.
+    pub fn histograms(&self) -> (Histogram, Histogram) {
+        let g = self.inner.borrow();
+        (g.batch_bytes, g.fdatasync_ns)
+    }
+
     pub fn stats(&self) -> WalStats {
         let g = self.inner.borrow();
         WalStats {
@@ -613,6 +632,7 @@ impl Inner {
                 }
                 self.stats.flushes += 1;
                 self.stats.bytes_written += bytes;
+                self.batch_bytes.observe(bytes);
                 self.compact_requested = true;
                 if let Some(w) = self.compactor_waker.take() {
                     w.wake();
@@ -697,12 +717,15 @@ async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Flushed, Wal
         })?;
         bytes += segment::write_padded(file, &path, chunk.file_offset, &chunk.data).await? as u64;
     }
+    let sync_started = std::time::Instant::now();
     for (id, file) in &files {
         let path = segment::segment_path(&opts.dir, opts.shard, *id);
         file.fdatasync()
             .await
             .map_err(|e| WalError::glommio("fdatasync", &path, e))?;
     }
+    let sync_ns = u64::try_from(sync_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    inner.borrow_mut().fdatasync_ns.observe(sync_ns);
     Ok((bytes, created))
 }
 

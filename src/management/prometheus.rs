@@ -1,0 +1,588 @@
+//! Prometheus text format (version 0.0.4) on its own port, as the rabbitmq_prometheus plugin
+//! serves it (15692): `/metrics` aggregated over the node, `/metrics/per-object` with one
+//! series per queue (`vhost`, `queue` labels). RabbitMQ's metric names and units where the
+//! concept is the same (existing Grafana dashboards read them), and `ringmq_` metrics that only
+//! a thread-per-core broker has (per-shard busy time, mesh links, log batches and fdatasync,
+//! enqueue-to-deliver latency).
+//!
+//! No authentication, as rabbitmq_prometheus: the port is for scrapers (bind it with
+//! `--management-listen` or `--prometheus-port 0` to turn it off). Statistics come from the
+//! same backend door as the management API: one snapshot per shard per scrape.
+
+use std::fmt::Write;
+use std::rc::Rc;
+
+use super::api::{Request, Response};
+use super::backend::{ManagementBackend, StatsSnapshot};
+use super::objects::RABBITMQ_VERSION;
+use crate::metrics::Histogram;
+
+/// The Prometheus text format's content type.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Nanoseconds per second, for histograms kept in ns and shown in seconds.
+const NANOS_PER_SECOND: f64 = 1e9;
+
+/// `/metrics` sums queues over the node; `/metrics/per-object` labels each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Aggregated,
+    PerObject,
+}
+
+/// The scrape endpoint; one per shard, like the management API.
+pub struct Metrics {
+    backend: Rc<dyn ManagementBackend>,
+}
+
+impl Metrics {
+    pub fn new(backend: Rc<dyn ManagementBackend>) -> Metrics {
+        Metrics { backend }
+    }
+
+    pub async fn handle(&self, request: Request) -> Response {
+        let scope = match request.path.trim_end_matches('/') {
+            "/metrics" => Scope::Aggregated,
+            "/metrics/per-object" => Scope::PerObject,
+            _ => return Response::not_found(),
+        };
+        if request.method != "GET" && request.method != "HEAD" {
+            return Response::error(405, "method_not_allowed", "GET only");
+        }
+        let snapshot = self.backend.stats().await;
+        Response {
+            status: 200,
+            headers: vec![("content-type", CONTENT_TYPE.to_string())],
+            body: render(&snapshot, scope).into_bytes(),
+        }
+    }
+}
+
+/// Writes families in order; every family gets its HELP and TYPE once, before its samples.
+struct Writer {
+    out: String,
+}
+
+impl Writer {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (label, text)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{label}=\"{}\"", escape(text));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", number(value));
+    }
+
+    /// A family of one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    /// `scale`: the histogram's unit per shown unit (1e9 for ns shown as seconds).
+    fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram, scale: f64) {
+        self.family(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for (bound, count) in histogram.cumulative() {
+            let le = number(bound as f64 / scale);
+            self.sample(&bucket, &[("le", &le)], count as f64);
+        }
+        self.sample(&bucket, &[("le", "+Inf")], histogram.count() as f64);
+        self.sample(&format!("{name}_sum"), &[], histogram.sum() as f64 / scale);
+        self.sample(&format!("{name}_count"), &[], histogram.count() as f64);
+    }
+}
+
+/// Label values escape backslash, double quote and newline (the text format's rule).
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Integers without a fraction, others as Rust prints them (never exponent-free garbage).
+fn number(value: f64) -> String {
+    if value.is_finite() && value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+pub fn render(snapshot: &StatsSnapshot, scope: Scope) -> String {
+    let mut w = Writer { out: String::new() };
+    info(&mut w, snapshot);
+    objects(&mut w, snapshot);
+    queues(&mut w, snapshot, scope);
+    channel_totals(&mut w, snapshot);
+    global_totals(&mut w, snapshot);
+    shards(&mut w, snapshot);
+    histograms(&mut w, snapshot);
+    w.out
+}
+
+fn info(w: &mut Writer, snapshot: &StatsSnapshot) {
+    let node = snapshot.node.name.as_str();
+    w.family(
+        "rabbitmq_identity_info",
+        "gauge",
+        "RabbitMQ node & cluster identity info",
+    );
+    w.sample(
+        "rabbitmq_identity_info",
+        &[
+            ("rabbitmq_node", node),
+            ("rabbitmq_cluster", node),
+            ("rabbitmq_cluster_permanent_id", node),
+        ],
+        1.0,
+    );
+    w.family(
+        "rabbitmq_build_info",
+        "gauge",
+        "RabbitMQ & Erlang/OTP version info",
+    );
+    w.sample(
+        "rabbitmq_build_info",
+        &[
+            ("rabbitmq_version", RABBITMQ_VERSION),
+            ("ringmq_version", env!("CARGO_PKG_VERSION")),
+            ("erlang_version", "none"),
+        ],
+        1.0,
+    );
+    w.single(
+        "rabbitmq_erlang_uptime_seconds",
+        "gauge",
+        "Node uptime",
+        snapshot.node.uptime_ms as f64 / 1000.0,
+    );
+    w.single(
+        "rabbitmq_process_resident_memory_bytes",
+        "gauge",
+        "Memory used in bytes",
+        snapshot.node.memory_used_bytes as f64,
+    );
+    w.single(
+        "rabbitmq_process_open_fds",
+        "gauge",
+        "Open file descriptors",
+        snapshot.node.file_descriptors_used as f64,
+    );
+}
+
+fn objects(w: &mut Writer, snapshot: &StatsSnapshot) {
+    let count = |n: usize| n as f64;
+    w.single(
+        "rabbitmq_connections",
+        "gauge",
+        "Connections currently open",
+        count(snapshot.connections.len()),
+    );
+    w.single(
+        "rabbitmq_channels",
+        "gauge",
+        "Channels currently open",
+        count(snapshot.channels.len()),
+    );
+    w.single(
+        "rabbitmq_consumers",
+        "gauge",
+        "Consumers currently connected",
+        count(snapshot.consumers.len()),
+    );
+    w.single(
+        "rabbitmq_queues",
+        "gauge",
+        "Queues available",
+        count(snapshot.queues.len()),
+    );
+}
+
+/// A per-queue family: summed in aggregated scope, one sample per queue otherwise.
+struct QueueFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&super::backend::QueueStats) -> u64,
+}
+
+const QUEUE_FAMILIES: [QueueFamily; 9] = [
+    QueueFamily {
+        name: "rabbitmq_queue_messages_ready",
+        kind: "gauge",
+        help: "Messages ready to be delivered to consumers",
+        value: |q| q.messages_ready,
+    },
+    QueueFamily {
+        name: "rabbitmq_queue_messages_unacked",
+        kind: "gauge",
+        help: "Messages delivered to consumers but not yet acknowledged",
+        value: |q| q.messages_unacknowledged,
+    },
+    QueueFamily {
+        name: "rabbitmq_queue_messages",
+        kind: "gauge",
+        help: "Sum of ready and unacknowledged messages - total queue depth",
+        value: |q| q.messages_ready + q.messages_unacknowledged,
+    },
+    QueueFamily {
+        name: "rabbitmq_queue_consumers",
+        kind: "gauge",
+        help: "Consumers on a queue",
+        value: |q| q.consumers,
+    },
+    QueueFamily {
+        name: "rabbitmq_queue_messages_ready_bytes",
+        kind: "gauge",
+        help: "Size in bytes of ready messages",
+        value: |q| q.message_bytes,
+    },
+    QueueFamily {
+        name: "rabbitmq_queue_messages_paged_out_bytes",
+        kind: "gauge",
+        help: "Size in bytes of messages paged out to disk",
+        value: |q| q.paged_bytes,
+    },
+    QueueFamily {
+        name: "rabbitmq_queue_messages_published_total",
+        kind: "counter",
+        help: "Total number of messages published to queues",
+        value: |q| q.totals.published,
+    },
+    QueueFamily {
+        name: "ringmq_queue_messages_delivered_total",
+        kind: "counter",
+        help: "Total number of messages delivered or fetched from a queue, either ack mode",
+        value: |q| q.totals.deliver_get(),
+    },
+    QueueFamily {
+        name: "ringmq_queue_messages_acked_total",
+        kind: "counter",
+        help: "Total number of messages acknowledged to a queue",
+        value: |q| q.totals.acked,
+    },
+];
+
+fn queues(w: &mut Writer, snapshot: &StatsSnapshot, scope: Scope) {
+    for family in &QUEUE_FAMILIES {
+        w.family(family.name, family.kind, family.help);
+        match scope {
+            Scope::Aggregated => {
+                let total: u64 = snapshot.queues.iter().map(family.value).sum();
+                w.sample(family.name, &[], total as f64);
+            }
+            Scope::PerObject => {
+                for queue in &snapshot.queues {
+                    let labels = [
+                        ("vhost", queue.vhost.as_str()),
+                        ("queue", queue.name.as_str()),
+                    ];
+                    w.sample(family.name, &labels, (family.value)(queue) as f64);
+                }
+            }
+        }
+    }
+}
+
+/// rabbitmq_prometheus's channel counters, which RabbitMQ sums over channels in `/metrics`;
+/// ours are kept by the queues (plus those of deleted queues), so they are the same sums.
+fn channel_totals(w: &mut Writer, snapshot: &StatsSnapshot) {
+    let totals = &snapshot.broker.queues;
+    let families = [
+        (
+            "rabbitmq_channel_messages_published_total",
+            "Total number of messages published into an exchange on a channel",
+            snapshot.broker.publish.received,
+        ),
+        (
+            "rabbitmq_channel_messages_delivered_ack_total",
+            "Total number of messages delivered to consumers in manual acknowledgement mode",
+            totals.delivered_manual_ack,
+        ),
+        (
+            "rabbitmq_channel_messages_delivered_total",
+            "Total number of messages delivered to consumers in automatic acknowledgement mode",
+            totals.delivered_auto_ack,
+        ),
+        (
+            "rabbitmq_channel_get_ack_total",
+            "Total number of messages fetched with basic.get in manual acknowledgement mode",
+            totals.got_manual_ack,
+        ),
+        (
+            "rabbitmq_channel_get_total",
+            "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+            totals.got_auto_ack,
+        ),
+        (
+            "rabbitmq_channel_messages_redelivered_total",
+            "Total number of messages redelivered to consumers",
+            totals.redelivered,
+        ),
+        (
+            "rabbitmq_channel_messages_acked_total",
+            "Total number of messages acknowledged by consumers",
+            totals.acked,
+        ),
+    ];
+    for (name, help, value) in families {
+        w.single(name, "counter", help, value as f64);
+    }
+}
+
+/// RabbitMQ's `rabbitmq_global_*` counters (label `protocol`, as RabbitMQ 3.10).
+fn global_totals(w: &mut Writer, snapshot: &StatsSnapshot) {
+    let publish = &snapshot.broker.publish;
+    let queues = &snapshot.broker.queues;
+    let families = [
+        (
+            "rabbitmq_global_messages_received_total",
+            "Total number of messages received from publishers",
+            publish.received,
+        ),
+        (
+            "rabbitmq_global_messages_received_confirm_total",
+            "Total number of messages received from publishers expecting confirmations",
+            publish.received_confirm,
+        ),
+        (
+            "rabbitmq_global_messages_routed_total",
+            "Total number of messages routed to queues or streams",
+            publish.routed,
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_dropped_total",
+            "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+            publish.unroutable_dropped,
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_returned_total",
+            "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+            publish.unroutable_returned,
+        ),
+        (
+            "rabbitmq_global_messages_confirmed_total",
+            "Total number of messages confirmed to publishers",
+            publish.confirmed,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_total",
+            "Total number of messages delivered to consumers",
+            queues.deliver_get(),
+        ),
+        (
+            "rabbitmq_global_messages_delivered_consume_manual_ack_total",
+            "Total number of messages delivered to consumers using manual acknowledgement mode",
+            queues.delivered_manual_ack,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_consume_auto_ack_total",
+            "Total number of messages delivered to consumers using automatic acknowledgement mode",
+            queues.delivered_auto_ack,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_get_manual_ack_total",
+            "Total number of messages delivered to consumers using basic.get with manual acknowledgement mode",
+            queues.got_manual_ack,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_get_auto_ack_total",
+            "Total number of messages delivered to consumers using basic.get with automatic acknowledgement mode",
+            queues.got_auto_ack,
+        ),
+        (
+            "rabbitmq_global_messages_redelivered_total",
+            "Total number of messages redelivered to consumers",
+            queues.redelivered,
+        ),
+        (
+            "rabbitmq_global_messages_acknowledged_total",
+            "Total number of messages acknowledged by consumers",
+            queues.acked,
+        ),
+    ];
+    for (name, help, value) in families {
+        w.family(name, "counter", help);
+        w.sample(name, &[("protocol", "amqp091")], value as f64);
+    }
+}
+
+fn shards(w: &mut Writer, snapshot: &StatsSnapshot) {
+    let shards = &snapshot.broker.shards;
+    let ids: Vec<String> = shards.iter().map(|s| s.shard.to_string()).collect();
+    w.family(
+        "ringmq_shard_busy_seconds_total",
+        "counter",
+        "Time the shard's executor spent polling and running tasks (not spinning or parked)",
+    );
+    for (shard, id) in shards.iter().zip(&ids) {
+        w.sample(
+            "ringmq_shard_busy_seconds_total",
+            &[("shard", id)],
+            shard.busy_seconds,
+        );
+    }
+    w.family(
+        "ringmq_shard_busy_ratio",
+        "gauge",
+        "Fraction of wall time the shard was busy since it was last asked for statistics",
+    );
+    for (shard, id) in shards.iter().zip(&ids) {
+        if let Some(fraction) = shard.busy_fraction {
+            w.sample("ringmq_shard_busy_ratio", &[("shard", id)], fraction);
+        }
+    }
+    type LinkValue = fn(&super::backend::LinkMetrics) -> u64;
+    let link_families: [(&str, &str, &str, LinkValue); 3] = [
+        (
+            "ringmq_mesh_link_outbox_messages",
+            "gauge",
+            "Messages waiting in the outbox of the mesh link from shard to peer",
+            |l| l.outbox_messages,
+        ),
+        (
+            "ringmq_mesh_link_outbox_bytes",
+            "gauge",
+            "Bytes waiting in the outbox of the mesh link from shard to peer",
+            |l| l.outbox_bytes,
+        ),
+        (
+            "ringmq_mesh_link_stalls_total",
+            "counter",
+            "Batches that found the mesh link from shard to peer full and waited for room",
+            |l| l.stalls,
+        ),
+    ];
+    for (name, kind, help, value) in link_families {
+        w.family(name, kind, help);
+        for (shard, id) in shards.iter().zip(&ids) {
+            for link in &shard.links {
+                let peer = link.peer.to_string();
+                w.sample(name, &[("shard", id), ("peer", &peer)], value(link) as f64);
+            }
+        }
+    }
+}
+
+fn histograms(w: &mut Writer, snapshot: &StatsSnapshot) {
+    let broker = &snapshot.broker;
+    if let Some(latency) = &broker.delivery_latency_ns {
+        w.histogram(
+            "ringmq_queue_enqueue_to_deliver_seconds",
+            "Time from enqueue on the queue's shard to delivery, one sampled message per queue at a time",
+            latency,
+            NANOS_PER_SECOND,
+        );
+    }
+    if let Some(batch) = &broker.log_batch_bytes {
+        w.histogram(
+            "ringmq_log_batch_bytes",
+            "Bytes written by each group commit of the message log",
+            batch,
+            1.0,
+        );
+    }
+    if let Some(sync) = &broker.log_fdatasync_ns {
+        w.histogram(
+            "ringmq_log_fdatasync_seconds",
+            "Time of each group commit's fdatasync",
+            sync,
+            NANOS_PER_SECOND,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::management::backend::{BrokerStats, QueueStats};
+
+    fn snapshot() -> StatsSnapshot {
+        let mut latency = Histogram::new(1000);
+        latency.observe(1500);
+        StatsSnapshot {
+            queues: vec![
+                QueueStats {
+                    vhost: "/".into(),
+                    name: "a\"b".into(),
+                    messages_ready: 3,
+                    ..QueueStats::default()
+                },
+                QueueStats {
+                    vhost: "v".into(),
+                    name: "c".into(),
+                    messages_ready: 4,
+                    ..QueueStats::default()
+                },
+            ],
+            broker: BrokerStats {
+                delivery_latency_ns: Some(latency),
+                ..BrokerStats::default()
+            },
+            ..StatsSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn aggregated_sums_queues_and_per_object_labels_them() {
+        let text = render(&snapshot(), Scope::Aggregated);
+        assert!(
+            text.contains("\nrabbitmq_queue_messages_ready 7\n"),
+            "{text}"
+        );
+        let text = render(&snapshot(), Scope::PerObject);
+        assert!(
+            text.contains("rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"a\\\"b\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("rabbitmq_queue_messages_ready{vhost=\"v\",queue=\"c\"} 4\n"));
+    }
+
+    #[test]
+    fn histograms_are_cumulative_in_seconds() {
+        let text = render(&snapshot(), Scope::Aggregated);
+        let name = "ringmq_queue_enqueue_to_deliver_seconds";
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.000001\"}} 0\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.000002\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_sum 0.0000015\n")));
+        assert!(text.contains(&format!("{name}_count 1\n")));
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once() {
+        let text = render(&snapshot(), Scope::PerObject);
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let mut names: Vec<&str> = types
+            .iter()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .collect();
+        let before = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), before, "a family declared twice");
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(helps, before);
+    }
+}
