@@ -17,6 +17,7 @@ pub mod mesh;
 pub mod messages;
 mod owner;
 mod paging;
+mod policy;
 mod queues;
 pub mod shard_set;
 mod stats;
