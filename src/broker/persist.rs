@@ -10,12 +10,12 @@ use super::{
     Binding, Destination, ExchangeKind, ExchangeMeta, Permission, QueueMeta, TopicPermission,
     TopologyChange, User,
 };
-use crate::protocol::{FieldTable, FieldValue};
 use crate::auth::{HashingAlgorithm, PasswordHash, PasswordHashError};
 use crate::protocol::wire::{
     read_longstr, read_table, read_u64, read_u8, write_longstr, write_table,
 };
 use crate::protocol::ProtocolError;
+use crate::protocol::{FieldTable, FieldValue};
 
 /// Why a stored topology record could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,9 @@ fn read_kind(buf: &mut Bytes) -> Result<PolicyKind, PersistError> {
     match read_u8(buf)? {
         0 => Ok(PolicyKind::Policy),
         1 => Ok(PolicyKind::Operator),
-        other => Err(PersistError::BadPolicy(format!("unknown policy kind {other}"))),
+        other => Err(PersistError::BadPolicy(format!(
+            "unknown policy kind {other}"
+        ))),
     }
 }
 

@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
 use regex::Regex;
 
 use super::{AccessOutcome, Topology, TopologyChange};
-use crate::limits::{ACCESS_NAME_LENGTH_MAX, PERMISSION_PATTERN_LENGTH_MAX, POLICIES_PER_VHOST_MAX};
+use crate::limits::{
+    ACCESS_NAME_LENGTH_MAX, PERMISSION_PATTERN_LENGTH_MAX, POLICIES_PER_VHOST_MAX,
+};
 use crate::protocol::{FieldTable, FieldValue};
 
 /// RabbitMQ's two runtime-parameter components for policies.
@@ -108,21 +110,66 @@ pub type PolicyDefinition = BTreeMap<String, PolicyValue>;
 /// The keys ringmq applies, each with its RabbitMQ validator text and whether an operator
 /// policy may set it. `max-priority` is not among them: RabbitMQ does not let a policy set it.
 const KEYS: [(&str, Check, &str, bool); 10] = [
-    ("alternate-exchange", Check::Text, "is not a valid alternate exchange name", false),
-    ("dead-letter-exchange", Check::Text, "is not a valid dead letter exchange name", false),
-    ("dead-letter-routing-key", Check::Text, "is not a valid dead letter routing key", false),
-    ("delivery-limit", Check::AtLeast(0), "is not a valid delivery limit", true),
-    ("expires", Check::AtLeast(1), "is not a valid queue expiry", true),
-    ("max-length", Check::AtLeast(0), "is not a valid maximum length", true),
-    ("max-length-bytes", Check::AtLeast(0), "is not a valid maximum length in bytes", true),
-    ("message-ttl", Check::AtLeast(0), "is not a valid message TTL", true),
+    (
+        "alternate-exchange",
+        Check::Text,
+        "is not a valid alternate exchange name",
+        false,
+    ),
+    (
+        "dead-letter-exchange",
+        Check::Text,
+        "is not a valid dead letter exchange name",
+        false,
+    ),
+    (
+        "dead-letter-routing-key",
+        Check::Text,
+        "is not a valid dead letter routing key",
+        false,
+    ),
+    (
+        "delivery-limit",
+        Check::AtLeast(0),
+        "is not a valid delivery limit",
+        true,
+    ),
+    (
+        "expires",
+        Check::AtLeast(1),
+        "is not a valid queue expiry",
+        true,
+    ),
+    (
+        "max-length",
+        Check::AtLeast(0),
+        "is not a valid maximum length",
+        true,
+    ),
+    (
+        "max-length-bytes",
+        Check::AtLeast(0),
+        "is not a valid maximum length in bytes",
+        true,
+    ),
+    (
+        "message-ttl",
+        Check::AtLeast(0),
+        "is not a valid message TTL",
+        true,
+    ),
     (
         "overflow",
         Check::OneOf(&["drop-head", "reject-publish", "reject-publish-dlx"]),
         "is not a valid overflow value",
         false,
     ),
-    ("queue-mode", Check::OneOf(&["default", "lazy"]), "is not a valid queue-mode value", false),
+    (
+        "queue-mode",
+        Check::OneOf(&["default", "lazy"]),
+        "is not a valid queue-mode value",
+        false,
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -280,9 +327,9 @@ fn validate_definition(
     }
     let mut unrecognised = Vec::new();
     for (key, value) in definition {
-        let known = KEYS
-            .iter()
-            .find(|(name, _, _, operator_ok)| name == key && (kind == PolicyKind::Policy || *operator_ok));
+        let known = KEYS.iter().find(|(name, _, _, operator_ok)| {
+            name == key && (kind == PolicyKind::Policy || *operator_ok)
+        });
         match known {
             Some((_, check, text, _)) if !check.accepts(value) => {
                 return Err(InvalidPolicy(format!("{} {text}", value.erlang())));
@@ -333,12 +380,18 @@ pub fn check_policy_op(
                 return Err(PolicyOpError::VhostNotFound);
             }
             if t.policy(policy.kind, &policy.vhost, &policy.name).is_some() {
-                return Ok((AccessOutcome::Updated, TopologyChange::SetPolicy(policy.clone())));
+                return Ok((
+                    AccessOutcome::Updated,
+                    TopologyChange::SetPolicy(policy.clone()),
+                ));
             }
             if t.policies_in(&policy.vhost).count() >= POLICIES_PER_VHOST_MAX {
                 return Err(PolicyOpError::TooMany);
             }
-            Ok((AccessOutcome::Created, TopologyChange::SetPolicy(policy.clone())))
+            Ok((
+                AccessOutcome::Created,
+                TopologyChange::SetPolicy(policy.clone()),
+            ))
         }
         PolicyOp::Clear { kind, vhost, name } => {
             if t.policy(*kind, vhost, name).is_none() {
@@ -422,7 +475,10 @@ impl Applied<'_> {
             .map(|p| p.definition.clone())
             .unwrap_or_default();
         for (key, capped) in self.operator.iter().flat_map(|o| o.definition.iter()) {
-            let value = match (merged.get(key).and_then(PolicyValue::integer), capped.integer()) {
+            let value = match (
+                merged.get(key).and_then(PolicyValue::integer),
+                capped.integer(),
+            ) {
                 (Some(own), Some(cap)) => PolicyValue::Integer(own.min(cap)),
                 _ => capped.clone(),
             };
@@ -443,8 +499,16 @@ const QUEUE_KEYS: [(&str, &str, Merge); 9] = [
     ("max-length", "x-max-length", Merge::Minimum),
     ("max-length-bytes", "x-max-length-bytes", Merge::Minimum),
     ("delivery-limit", "x-delivery-limit", Merge::Minimum),
-    ("dead-letter-exchange", "x-dead-letter-exchange", Merge::ArgumentWins),
-    ("dead-letter-routing-key", "x-dead-letter-routing-key", Merge::ArgumentWins),
+    (
+        "dead-letter-exchange",
+        "x-dead-letter-exchange",
+        Merge::ArgumentWins,
+    ),
+    (
+        "dead-letter-routing-key",
+        "x-dead-letter-routing-key",
+        Merge::ArgumentWins,
+    ),
     ("overflow", "x-overflow", Merge::ArgumentWins),
     ("queue-mode", "x-queue-mode", Merge::ArgumentWins),
 ];
@@ -456,7 +520,10 @@ enum Merge {
 }
 
 /// The queue's arguments with its effective policy definition folded in (see the module).
-pub fn effective_queue_arguments(arguments: &FieldTable, definition: &PolicyDefinition) -> FieldTable {
+pub fn effective_queue_arguments(
+    arguments: &FieldTable,
+    definition: &PolicyDefinition,
+) -> FieldTable {
     let mut effective = arguments.clone();
     for (policy_key, argument_key, merge) in QUEUE_KEYS {
         let Some(value) = definition.get(policy_key) else {
@@ -465,7 +532,9 @@ pub fn effective_queue_arguments(arguments: &FieldTable, definition: &PolicyDefi
         let own = arguments.get(argument_key);
         let merged = match (merge, value) {
             (Merge::Minimum, PolicyValue::Integer(n)) => {
-                let n = own.and_then(FieldValue::as_i64).map_or(*n, |own| own.min(*n));
+                let n = own
+                    .and_then(FieldValue::as_i64)
+                    .map_or(*n, |own| own.min(*n));
                 FieldValue::LongLongInt(n)
             }
             (Merge::ArgumentWins, PolicyValue::Text(text)) if own.is_none() => {
@@ -535,10 +604,16 @@ mod tests {
             "<<\"x\">> is not a valid overflow value"
         );
         assert_eq!(
-            refusal(request(PolicyKind::Operator, &[("dead-letter-exchange", text("x"))])),
+            refusal(request(
+                PolicyKind::Operator,
+                &[("dead-letter-exchange", text("x"))]
+            )),
             "[{<<\"dead-letter-exchange\">>,<<\"x\">>}] are not recognised policy settings"
         );
-        assert_eq!(refusal(request(PolicyKind::Policy, &[])), "no policy provided");
+        assert_eq!(
+            refusal(request(PolicyKind::Policy, &[])),
+            "no policy provided"
+        );
         let mut bad_apply = request(PolicyKind::Policy, &[("max-length", int(1))]);
         bad_apply.apply_to = Some(text("bogus"));
         assert_eq!(
@@ -562,7 +637,10 @@ mod tests {
             PolicyKind::Policy,
             &[
                 ("max-length", PolicyValue::Integer(10)),
-                ("dead-letter-exchange", PolicyValue::Text("from-policy".into())),
+                (
+                    "dead-letter-exchange",
+                    PolicyValue::Text("from-policy".into()),
+                ),
             ],
         ))
         .unwrap();
@@ -580,16 +658,30 @@ mod tests {
         };
         let definition = applied.definition();
         assert_eq!(definition.get("max-length"), Some(&PolicyValue::Integer(3)));
-        assert_eq!(definition.get("message-ttl"), Some(&PolicyValue::Integer(100)));
+        assert_eq!(
+            definition.get("message-ttl"),
+            Some(&PolicyValue::Integer(100))
+        );
         let mut arguments = FieldTable::default();
         arguments.insert("x-max-length", FieldValue::LongInt(2));
         arguments.insert("x-message-ttl", FieldValue::LongInt(500));
-        arguments.insert("x-dead-letter-exchange", FieldValue::LongString("own".into()));
+        arguments.insert(
+            "x-dead-letter-exchange",
+            FieldValue::LongString("own".into()),
+        );
         let effective = effective_queue_arguments(&arguments, &definition);
-        assert_eq!(effective.get("x-max-length").and_then(FieldValue::as_i64), Some(2));
-        assert_eq!(effective.get("x-message-ttl").and_then(FieldValue::as_i64), Some(100));
         assert_eq!(
-            effective.get("x-dead-letter-exchange").and_then(FieldValue::as_str),
+            effective.get("x-max-length").and_then(FieldValue::as_i64),
+            Some(2)
+        );
+        assert_eq!(
+            effective.get("x-message-ttl").and_then(FieldValue::as_i64),
+            Some(100)
+        );
+        assert_eq!(
+            effective
+                .get("x-dead-letter-exchange")
+                .and_then(FieldValue::as_str),
             Some("own")
         );
     }
@@ -597,7 +689,10 @@ mod tests {
     #[test]
     fn highest_priority_wins_and_apply_to_is_respected() {
         let mut set = PolicySet::default();
-        let mut low = request(PolicyKind::Policy, &[("max-length", PolicyValue::Integer(1))]);
+        let mut low = request(
+            PolicyKind::Policy,
+            &[("max-length", PolicyValue::Integer(1))],
+        );
         low.name = "low".into();
         low.priority = Some(PolicyValue::Integer(1));
         let mut high = low.clone();
@@ -607,10 +702,22 @@ mod tests {
         set.set(&Policy::validate(low).unwrap());
         set.set(&Policy::validate(high).unwrap());
         let name = |p: Option<&Policy>| p.map(|p| p.name.clone());
-        assert_eq!(name(set.matching(PolicyKind::Policy, "/", "q1", true)), Some("high".into()));
-        assert_eq!(name(set.matching(PolicyKind::Policy, "/", "q1", false)), Some("low".into()));
+        assert_eq!(
+            name(set.matching(PolicyKind::Policy, "/", "q1", true)),
+            Some("high".into())
+        );
+        assert_eq!(
+            name(set.matching(PolicyKind::Policy, "/", "q1", false)),
+            Some("low".into())
+        );
         assert_eq!(name(set.matching(PolicyKind::Policy, "/", "x", true)), None);
-        assert_eq!(name(set.matching(PolicyKind::Policy, "v", "q1", true)), None);
-        assert_eq!(name(set.matching(PolicyKind::Operator, "/", "q1", true)), None);
+        assert_eq!(
+            name(set.matching(PolicyKind::Policy, "v", "q1", true)),
+            None
+        );
+        assert_eq!(
+            name(set.matching(PolicyKind::Operator, "/", "q1", true)),
+            None
+        );
     }
 }

@@ -278,8 +278,9 @@ impl Topology {
                 }
             }
             TopologyChange::DeclareExchange { vhost, exchange } => {
-                let alternate =
-                    policy::policy_alternate_exchange(&self.exchange_policies(vhost, &exchange.name));
+                let alternate = policy::policy_alternate_exchange(
+                    &self.exchange_policies(vhost, &exchange.name),
+                );
                 if let Some(vh) = self.vhosts.get_mut(vhost) {
                     vh.exchanges
                         .entry(exchange.name.clone())
@@ -452,16 +453,24 @@ impl Topology {
     /// The policy and operator policy that apply to a queue.
     pub fn queue_policies(&self, vhost: &str, name: &str) -> Applied<'_> {
         Applied {
-            policy: self.policies.matching(PolicyKind::Policy, vhost, name, true),
-            operator: self.policies.matching(PolicyKind::Operator, vhost, name, true),
+            policy: self
+                .policies
+                .matching(PolicyKind::Policy, vhost, name, true),
+            operator: self
+                .policies
+                .matching(PolicyKind::Operator, vhost, name, true),
         }
     }
 
     /// The policy and operator policy that apply to an exchange.
     pub fn exchange_policies(&self, vhost: &str, name: &str) -> Applied<'_> {
         Applied {
-            policy: self.policies.matching(PolicyKind::Policy, vhost, name, false),
-            operator: self.policies.matching(PolicyKind::Operator, vhost, name, false),
+            policy: self
+                .policies
+                .matching(PolicyKind::Policy, vhost, name, false),
+            operator: self
+                .policies
+                .matching(PolicyKind::Operator, vhost, name, false),
         }
     }
 

@@ -168,7 +168,11 @@ impl View<'_> {
             "vhost": vhost,
         });
         // RabbitMQ shows `policy` on an exchange only when one applies.
-        if let Some(policy) = self.topology.exchange_policies(vhost, &exchange.name).policy {
+        if let Some(policy) = self
+            .topology
+            .exchange_policies(vhost, &exchange.name)
+            .policy
+        {
             value["policy"] = json!(policy.name);
         }
         value

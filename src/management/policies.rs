@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::api::{list_response, Api, Context, Response};
-use super::listing::reply_list;
 use super::backend::Operation;
+use super::listing::reply_list;
 use super::routes::{body_object, require_keys, Reply};
 use crate::broker::{Policy, PolicyKind, PolicyOp, PolicyRequest, PolicyValue};
 
@@ -37,9 +37,7 @@ pub fn list(cx: &Context, kind: PolicyKind, only: Option<&str>) -> Reply {
         .filter(|p| p.kind == kind && only.is_none_or(|v| p.vhost == v))
         .filter(|p| cx.visible_vhost(&p.vhost))
         .collect();
-    policies.sort_by(|a, b| {
-        (a.priority, &a.vhost, &a.name).cmp(&(b.priority, &b.vhost, &b.name))
-    });
+    policies.sort_by(|a, b| (a.priority, &a.vhost, &a.name).cmp(&(b.priority, &b.vhost, &b.name)));
     let items: Vec<Value> = policies.into_iter().map(policy_json).collect();
     // Already in RabbitMQ's order: no default sort key.
     Ok(list_response(reply_list(items, &cx.query, &[])))
@@ -90,7 +88,8 @@ fn authorize(cx: &Context, kind: PolicyKind, vhost: &str) -> Result<(), Response
         PolicyKind::Operator => cx.require_administrator(),
         PolicyKind::Policy => {
             let allowed = cx.caller.is_administrator()
-                || (cx.caller.is_policymaker() && cx.topology.can_access_vhost(&cx.caller.name, vhost));
+                || (cx.caller.is_policymaker()
+                    && cx.topology.can_access_vhost(&cx.caller.name, vhost));
             if allowed {
                 Ok(())
             } else {
@@ -136,7 +135,9 @@ pub fn policy_from_json(
         kind,
         vhost: vhost.to_string(),
         name: name.to_string(),
-        pattern: body.get("pattern").map_or(PolicyValue::Other("undefined".into()), policy_value),
+        pattern: body
+            .get("pattern")
+            .map_or(PolicyValue::Other("undefined".into()), policy_value),
         apply_to: body.get("apply-to").map(policy_value),
         priority: body.get("priority").map(policy_value),
         definition,

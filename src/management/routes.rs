@@ -14,11 +14,11 @@ use super::json::{
 };
 use super::listing::{reply_list, select_columns_one};
 use super::objects::{self, exchange_from_path, View, RABBITMQ_VERSION};
+use super::policies;
 use crate::auth::{
     HashingAlgorithm, Operation as AccessOperation, PasswordHash, Permission, ResourceKind,
     TopicPermission,
 };
-use super::policies;
 use crate::broker::{AccessOp, Binding, Destination, PolicyKind, User};
 use crate::limits::MANAGEMENT_GET_COUNT_MAX;
 
