@@ -261,6 +261,9 @@ pub const USERS_MAX: usize = 100_000;
 /// Longest user or vhost name, and longest permission pattern, in bytes.
 pub const ACCESS_NAME_LENGTH_MAX: usize = 255;
 pub const PERMISSION_PATTERN_LENGTH_MAX: usize = 4096;
+/// Most policies plus operator policies in one vhost: every shard holds them all and a policy
+/// change matches each against every queue of the vhost.
+pub const POLICIES_PER_VHOST_MAX: usize = 1024;
 /// Most topic permissions (one per exchange) a user may hold in one vhost.
 pub const TOPIC_PERMISSIONS_PER_USER_VHOST_MAX: usize = 1024;
 

@@ -316,6 +316,27 @@ fn queues_exchanges_bindings_and_messages(server: &Admin) {
     server.run(&["show", "overview"]);
 }
 
+fn policies(server: &Admin) {
+    server.run(&[
+        "declare",
+        "policy",
+        "name=mgmt-pol",
+        "pattern=^mgmt-pol-",
+        r#"definition={"max-length": 5, "message-ttl": 60000}"#,
+        "priority=3",
+        "apply-to=queues",
+    ]);
+    let listed = server.list(&["policies"]);
+    let ours: Vec<&Value> = listed.iter().filter(|p| p["name"] == "mgmt-pol").collect();
+    assert_eq!(ours.len(), 1, "{listed:?}");
+    assert_eq!(ours[0]["definition"]["max-length"], 5);
+    assert_eq!(ours[0]["priority"], 3);
+    assert_eq!(ours[0]["apply-to"], "queues");
+    server.run(&["delete", "policy", "name=mgmt-pol"]);
+    let listed = server.list(&["policies"]);
+    assert!(!names(&listed, "name").contains(&"mgmt-pol".to_string()));
+}
+
 fn fake_connection_closed(server: &Admin) {
     let connections = server.list(&["connections"]);
     assert_eq!(names(&connections, "name"), vec![CONNECTION_NAME]);
@@ -330,6 +351,7 @@ fn rabbitmqadmin_manages_vhosts_users_permissions() {
     }
     let server = Server::start();
     vhosts_users_permissions(&server.admin());
+    policies(&server.admin());
 }
 
 #[test]
@@ -355,5 +377,6 @@ fn rabbitmqadmin_against_the_broker() {
         };
         vhosts_users_permissions(&admin);
         queues_exchanges_bindings_and_messages(&admin);
+        policies(&admin);
     }
 }

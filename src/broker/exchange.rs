@@ -76,6 +76,9 @@ pub(crate) struct ExchangeState {
     by_destination: HashMap<Destination, Vec<BindingEntry>>,
     binding_count: usize,
     router: Router,
+    /// The `alternate-exchange` a policy gives it (its own argument wins over this); set by
+    /// the topology whenever the policy set changes, so routing reads a field, not policies.
+    pub(crate) policy_alternate: Option<String>,
 }
 
 impl ExchangeState {
@@ -91,6 +94,7 @@ impl ExchangeState {
             by_destination: HashMap::new(),
             binding_count: 0,
             router,
+            policy_alternate: None,
         }
     }
 
@@ -99,7 +103,10 @@ impl ExchangeState {
     }
 
     pub(crate) fn alternate_exchange(&self) -> Option<&str> {
-        self.meta.arguments.get("alternate-exchange")?.as_str()
+        match self.meta.arguments.get("alternate-exchange") {
+            Some(own) => own.as_str(),
+            None => self.policy_alternate.as_deref(),
+        }
     }
 
     pub(crate) fn has_binding(&self, destination: &Destination, entry: &BindingEntry) -> bool {

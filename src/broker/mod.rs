@@ -10,6 +10,7 @@ mod equivalence;
 mod exchange;
 mod headers;
 pub mod persist;
+pub mod policy;
 pub mod queue;
 pub mod sender_selected;
 mod topic;
@@ -18,6 +19,10 @@ pub mod validate;
 
 pub use access::{
     check_access_op, check_generated_queue_name, AccessOp, AccessOpError, AccessOutcome, AccessPlan,
+};
+pub use policy::{
+    check_policy_op, ApplyTo, InvalidPolicy, Policy, PolicyKind, PolicyOp, PolicyOpError,
+    PolicyRequest, PolicyValue,
 };
 pub use topology::{Topology, DEFAULT_EXCHANGE, DEFAULT_USER, DEFAULT_VHOST};
 pub use validate::{
@@ -225,6 +230,13 @@ pub enum TopologyChange {
         queue: QueueId,
         owner_shard: ShardId,
     },
+    /// Creates or replaces a policy or operator policy.
+    SetPolicy(Policy),
+    ClearPolicy {
+        kind: PolicyKind,
+        vhost: String,
+        name: String,
+    },
 }
 
 impl TopologyChange {
@@ -240,6 +252,15 @@ impl TopologyChange {
                 | TopologyChange::ClearPermission { .. }
                 | TopologyChange::SetTopicPermission { .. }
                 | TopologyChange::ClearTopicPermission { .. }
+        )
+    }
+
+    /// Whether applying it can change some queue's or exchange's effective policy (see
+    /// `Topology::policy_revision`).
+    pub fn affects_policies(&self) -> bool {
+        matches!(
+            self,
+            TopologyChange::SetPolicy(_) | TopologyChange::ClearPolicy { .. }
         )
     }
 }

@@ -5,6 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::policy::{Policy, PolicyDefinition, PolicyKind, PolicyRequest, PolicyValue};
 use super::{
     Binding, Destination, ExchangeKind, ExchangeMeta, Permission, QueueMeta, TopicPermission,
     TopologyChange, User,
@@ -14,6 +15,7 @@ use crate::protocol::wire::{
     read_longstr, read_table, read_u64, read_u8, write_longstr, write_table,
 };
 use crate::protocol::ProtocolError;
+use crate::protocol::{FieldTable, FieldValue};
 
 /// Why a stored topology record could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum PersistError {
     UnknownHashing(String),
     #[error("malformed password hash: {0}")]
     BadPasswordHash(#[from] PasswordHashError),
+    #[error("stored policy refused: {0}")]
+    BadPolicy(String),
 }
 
 pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
@@ -118,7 +122,83 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
             o.put_u64(*queue);
             o.put_u64(*owner_shard as u64);
         }),
+        TopologyChange::SetPolicy(policy) => tagged(out, 18, |o| {
+            o.put_u8(kind_byte(policy.kind));
+            text(o, &policy.vhost);
+            text(o, &policy.name);
+            text(o, &policy.pattern);
+            text(o, policy.apply_to.as_str());
+            o.put_u64(policy.priority as u64);
+            write_table(o, &definition_table(&policy.definition));
+        }),
+        TopologyChange::ClearPolicy { kind, vhost, name } => tagged(out, 19, |o| {
+            o.put_u8(kind_byte(*kind));
+            text(o, vhost);
+            text(o, name);
+        }),
     }
+}
+
+fn kind_byte(kind: PolicyKind) -> u8 {
+    match kind {
+        PolicyKind::Policy => 0,
+        PolicyKind::Operator => 1,
+    }
+}
+
+fn read_kind(buf: &mut Bytes) -> Result<PolicyKind, PersistError> {
+    match read_u8(buf)? {
+        0 => Ok(PolicyKind::Policy),
+        1 => Ok(PolicyKind::Operator),
+        other => Err(PersistError::BadPolicy(format!(
+            "unknown policy kind {other}"
+        ))),
+    }
+}
+
+/// A validated definition holds integers and strings only: an AMQP table carries both.
+fn definition_table(definition: &PolicyDefinition) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in definition {
+        let value = match value {
+            PolicyValue::Integer(n) => FieldValue::LongLongInt(*n),
+            PolicyValue::Text(t) | PolicyValue::Other(t) => {
+                FieldValue::LongString(Bytes::copy_from_slice(t.as_bytes()))
+            }
+        };
+        table.insert(key.as_str(), value);
+    }
+    table
+}
+
+/// Read back and validated again (a record is untrusted input), which also compiles the
+/// pattern once for this process.
+fn read_policy(buf: &mut Bytes) -> Result<Policy, PersistError> {
+    let kind = read_kind(buf)?;
+    let vhost = read_text(buf)?;
+    let name = read_text(buf)?;
+    let pattern = read_text(buf)?;
+    let apply_to = read_text(buf)?;
+    let priority = read_u64(buf)? as i64;
+    let mut definition = PolicyDefinition::new();
+    for (key, value) in read_table(buf)?.iter() {
+        let value = match (value.as_i64(), value.as_str()) {
+            (Some(n), _) => PolicyValue::Integer(n),
+            (None, Some(t)) => PolicyValue::Text(t.to_string()),
+            _ => return Err(PersistError::BadPolicy(format!("value of {key}"))),
+        };
+        definition.insert(key.to_string(), value);
+    }
+    Policy::validate(PolicyRequest {
+        kind,
+        vhost,
+        name,
+        pattern: PolicyValue::Text(pattern),
+        apply_to: Some(PolicyValue::Text(apply_to)),
+        priority: Some(PolicyValue::Integer(priority)),
+        definition,
+    })
+    .map_err(|invalid| PersistError::BadPolicy(invalid.0))
 }
 
 pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
@@ -249,6 +329,12 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
                 exchange: one_exchange.then_some(exchange),
             }
         }
+        18 => TopologyChange::SetPolicy(read_policy(buf)?),
+        19 => TopologyChange::ClearPolicy {
+            kind: read_kind(buf)?,
+            vhost: read_text(buf)?,
+            name: read_text(buf)?,
+        },
         other => return Err(PersistError::UnknownTag(other)),
     })
 }
@@ -337,6 +423,22 @@ mod tests {
         arguments.insert("x-message-ttl", FieldValue::LongInt(5000));
         round_trip(TopologyChange::AddVhost { name: "v".into() });
         round_trip(TopologyChange::DeleteVhost { name: "v".into() });
+        let policy = Policy::validate(PolicyRequest {
+            kind: PolicyKind::Operator,
+            vhost: "/".into(),
+            name: "cap".into(),
+            pattern: PolicyValue::Text("^q".into()),
+            apply_to: Some(PolicyValue::Text("queues".into())),
+            priority: Some(PolicyValue::Integer(-3)),
+            definition: [("max-length".to_string(), PolicyValue::Integer(7))].into(),
+        })
+        .expect("valid");
+        round_trip(TopologyChange::SetPolicy(policy));
+        round_trip(TopologyChange::ClearPolicy {
+            kind: PolicyKind::Policy,
+            vhost: "/".into(),
+            name: "p".into(),
+        });
         for algorithm in [HashingAlgorithm::Sha256, HashingAlgorithm::Sha512] {
             round_trip(TopologyChange::PutUser(User {
                 name: "u".into(),

@@ -163,6 +163,8 @@ pub struct Queue {
     now_ms: u64,
     /// Body bytes of ready messages kept in memory (see [`QueueLimits::memory_bytes_max`]).
     memory_bytes_max: u64,
+    /// The shard's budget, kept so a policy can turn lazy mode on and off again.
+    memory_budget_bytes: u64,
     /// Paged messages dropped (expired, over the length limit) from a queue with a dead-letter
     /// exchange: the host reads each back, dead-letters it, then settles it (the settle must
     /// come after the read, which needs the record).
@@ -201,6 +203,7 @@ impl Queue {
             dedup,
             now_ms: 0,
             memory_bytes_max,
+            memory_budget_bytes: limits.memory_bytes_max,
             paged_dropped: Vec::new(),
             totals: QueueTotals::default(),
         }
@@ -213,6 +216,29 @@ impl Queue {
 
     pub fn config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    /// A policy changed what the queue's arguments come to: the new limits apply from now on
+    /// (the host's next dispatch enforces lengths; messages already queued keep their
+    /// deadlines, as in RabbitMQ). What no policy sets (priorities, single active consumer,
+    /// deduplication) stays as declared. Returns whether anything changed.
+    pub fn reconfigure(&mut self, mut config: QueueConfig) -> bool {
+        config.max_priority = self.config.max_priority;
+        config.single_active_consumer = self.config.single_active_consumer;
+        config.deduplication = self.config.deduplication;
+        if config == self.config {
+            return false;
+        }
+        self.memory_bytes_max = if config.lazy {
+            0
+        } else {
+            self.memory_budget_bytes
+        };
+        if config.delivery_limit.is_none() {
+            self.delivery_counts.clear();
+        }
+        self.config = config;
+        true
     }
 
     /// Enqueues at the clock of the last [`Queue::expire`] (callers expire first, which both

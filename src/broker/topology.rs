@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use crate::protocol::FieldTable;
 
 use super::exchange::{BindingEntry, ExchangeState, Target};
+use super::policy::{self, Applied, Policy, PolicyKind, PolicySet};
 use super::{
     Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, Permission, QueueId, QueueMeta,
     ShardId, TopicPermission, TopologyChange, User,
@@ -160,6 +161,10 @@ pub struct Topology {
     /// channels keep compiled permissions with this and recompile only when it moved.
     access_revision: u64,
     queue_locations: HashMap<QueueId, (String, String)>,
+    policies: PolicySet,
+    /// Bumped by every policy change: shards recompute their queues' effective limits when it
+    /// moves, and only then (never per message).
+    policy_revision: u64,
 }
 
 impl Topology {
@@ -174,6 +179,8 @@ impl Topology {
             topic_permissions: HashMap::new(),
             access_revision: 0,
             queue_locations: HashMap::new(),
+            policies: PolicySet::default(),
+            policy_revision: 0,
         };
         let bootstrap = [
             TopologyChange::AddVhost {
@@ -208,6 +215,9 @@ impl Topology {
         self.revision += 1;
         if change.affects_access() {
             self.access_revision += 1;
+        }
+        if change.affects_policies() || matches!(change, TopologyChange::DeleteVhost { .. }) {
+            self.policy_revision += 1;
         }
         match change {
             TopologyChange::AddVhost { name } => {
@@ -268,10 +278,17 @@ impl Topology {
                 }
             }
             TopologyChange::DeclareExchange { vhost, exchange } => {
+                let alternate = policy::policy_alternate_exchange(
+                    &self.exchange_policies(vhost, &exchange.name),
+                );
                 if let Some(vh) = self.vhosts.get_mut(vhost) {
                     vh.exchanges
                         .entry(exchange.name.clone())
-                        .or_insert_with(|| ExchangeState::new(exchange.clone()));
+                        .or_insert_with(|| {
+                            let mut state = ExchangeState::new(exchange.clone());
+                            state.policy_alternate = alternate;
+                            state
+                        });
                 }
             }
             TopologyChange::DeleteExchange { vhost, name } => {
@@ -302,6 +319,39 @@ impl Topology {
             TopologyChange::MoveQueue { queue, owner_shard } => {
                 self.move_queue(*queue, *owner_shard)
             }
+            TopologyChange::SetPolicy(policy) => {
+                if self.vhosts.contains_key(&policy.vhost) {
+                    self.policies.set(policy);
+                    self.reapply_exchange_policies(&policy.vhost);
+                }
+            }
+            TopologyChange::ClearPolicy { kind, vhost, name } => {
+                self.policies.clear(*kind, vhost, name);
+                self.reapply_exchange_policies(vhost);
+            }
+        }
+    }
+
+    /// Recomputes the policy alternate exchange of every exchange in the vhost (a policy
+    /// change; bounded by the vhost's exchanges).
+    fn reapply_exchange_policies(&mut self, vhost: &str) {
+        let Some(vh) = self.vhosts.get(vhost) else {
+            return;
+        };
+        let alternates: Vec<(String, Option<String>)> = vh
+            .exchanges
+            .keys()
+            .map(|name| {
+                let applied = self.exchange_policies(vhost, name);
+                (name.clone(), policy::policy_alternate_exchange(&applied))
+            })
+            .collect();
+        if let Some(vh) = self.vhosts.get_mut(vhost) {
+            for (name, alternate) in alternates {
+                if let Some(state) = vh.exchanges.get_mut(&name) {
+                    state.policy_alternate = alternate;
+                }
+            }
         }
     }
 
@@ -326,6 +376,7 @@ impl Topology {
         }
         self.permissions.retain(|(_, vhost), _| vhost != name);
         self.topic_permissions.retain(|(_, vhost), _| vhost != name);
+        self.policies.clear_vhost(name);
     }
 
     fn declare_queue(&mut self, queue: &QueueMeta) {
@@ -378,6 +429,58 @@ impl Topology {
     /// See the field: compiled permissions made at another revision may be stale.
     pub fn access_revision(&self) -> u64 {
         self.access_revision
+    }
+
+    /// See the field: effective queue limits computed at another revision may be stale.
+    pub fn policy_revision(&self) -> u64 {
+        self.policy_revision
+    }
+
+    pub fn policy(&self, kind: PolicyKind, vhost: &str, name: &str) -> Option<&Policy> {
+        self.policies.get(kind, vhost, name)
+    }
+
+    /// Every policy and operator policy, by (kind, vhost, name).
+    pub fn all_policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter()
+    }
+
+    /// Policies and operator policies of one vhost.
+    pub fn policies_in<'t>(&'t self, vhost: &'t str) -> impl Iterator<Item = &'t Policy> {
+        self.policies.iter().filter(move |p| p.vhost == vhost)
+    }
+
+    /// The policy and operator policy that apply to a queue.
+    pub fn queue_policies(&self, vhost: &str, name: &str) -> Applied<'_> {
+        Applied {
+            policy: self
+                .policies
+                .matching(PolicyKind::Policy, vhost, name, true),
+            operator: self
+                .policies
+                .matching(PolicyKind::Operator, vhost, name, true),
+        }
+    }
+
+    /// The policy and operator policy that apply to an exchange.
+    pub fn exchange_policies(&self, vhost: &str, name: &str) -> Applied<'_> {
+        Applied {
+            policy: self
+                .policies
+                .matching(PolicyKind::Policy, vhost, name, false),
+            operator: self
+                .policies
+                .matching(PolicyKind::Operator, vhost, name, false),
+        }
+    }
+
+    /// A queue's arguments with its policies folded in: what its limits are made from.
+    pub fn effective_queue_arguments(&self, queue: &QueueMeta) -> FieldTable {
+        let applied = self.queue_policies(&queue.vhost, &queue.name);
+        if applied.is_empty() {
+            return queue.arguments.clone();
+        }
+        policy::effective_queue_arguments(&queue.arguments, &applied.definition())
     }
 
     pub fn users(&self) -> impl Iterator<Item = &User> {

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use super::backend::Operation;
-use crate::broker::{AccessOpError, AmqpError, Destination};
+use crate::broker::{AccessOpError, AmqpError, Destination, PolicyOpError};
 use crate::shard::messages::topology_op;
 use crate::shard::Shard;
 
@@ -16,6 +16,19 @@ pub enum OperationError {
     Amqp(#[from] AmqpError),
     #[error("{0}")]
     Access(#[from] AccessOpError),
+    #[error("{0}")]
+    Policy(#[from] PolicyOpError),
+}
+
+impl OperationError {
+    /// As the AMQP-style error the API's handlers map to HTTP codes.
+    pub fn into_amqp(self) -> AmqpError {
+        match self {
+            OperationError::Amqp(refused) => refused,
+            OperationError::Access(refused) => access_refusal(&refused),
+            OperationError::Policy(refused) => policy_refusal(&refused),
+        }
+    }
 }
 
 /// Applies `operation`; returns once every shard has applied it. Queues are placed on this
@@ -31,6 +44,11 @@ pub async fn apply_operation(
     };
     match operation {
         Operation::Access(op) => access(op).await?,
+        Operation::Policy(op) => {
+            shard
+                .topology_op(topology_op::PolicyChange { op })
+                .await??;
+        }
         Operation::DeclareExchange {
             vhost,
             name,
@@ -151,6 +169,18 @@ pub fn access_refusal(refused: &AccessOpError) -> AmqpError {
         "PRECONDITION_FAILED"
     };
     AmqpError::new(code, format!("{prefix} - {refused}"))
+}
+
+/// A refused policy change: a missing vhost or policy is a 404 (`vhost_not_found` is
+/// RabbitMQ's reason), too many policies a 400.
+pub fn policy_refusal(refused: &PolicyOpError) -> AmqpError {
+    let code = match refused {
+        PolicyOpError::VhostNotFound | PolicyOpError::PolicyNotFound => {
+            crate::protocol::reply_code::NOT_FOUND
+        }
+        PolicyOpError::TooMany => crate::protocol::reply_code::PRECONDITION_FAILED,
+    };
+    AmqpError::new(code, format!("POLICY - {refused}"))
 }
 
 /// `--load-definitions` (through `shard::boot::DefinitionsImporter`): every object of the file,

@@ -8,7 +8,7 @@
 
 use futures_lite::future::BoxedLocal;
 
-use crate::broker::{AccessOp, AmqpError, Binding, Topology};
+use crate::broker::{AccessOp, AmqpError, Binding, PolicyOp, Topology};
 use crate::metrics::{Histogram, PublishTotals, QueueTotals};
 use crate::protocol::{BasicProperties, FieldTable};
 
@@ -21,6 +21,8 @@ pub use crate::broker::User;
 pub enum Operation {
     /// Users, vhosts and their permissions, as the broker's own access operations.
     Access(AccessOp),
+    /// Policies and operator policies (validated already: `broker::Policy::validate`).
+    Policy(PolicyOp),
     /// As `exchange.declare` (not passive): an existing equivalent exchange is no change.
     DeclareExchange {
         vhost: String,

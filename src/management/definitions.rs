@@ -1,8 +1,9 @@
 //! Definitions export and import in RabbitMQ 3.10.8's format.
 //!
 //! Imported: users (password_hash + hashing_algorithm, or password), vhosts, permissions,
-//! topic_permissions, exchanges, queues, bindings. Refused up front (400, nothing applied):
-//! non-empty `policies` or `parameters`, which ringmq does not implement yet. `global_parameters`
+//! topic_permissions, policies, exchanges, queues, bindings. Refused up front (400, nothing
+//! applied): non-empty `parameters`, which ringmq does not implement yet; a policy RabbitMQ
+//! would refuse. `global_parameters`
 //! are skipped: RabbitMQ exports its `internal_cluster_id` there, which names a cluster, not a
 //! setting.
 
@@ -13,9 +14,10 @@ use super::api::{Api, Context, Response};
 use super::backend::Operation;
 use super::json::{json_to_table, loose_bool, table_to_json};
 use super::objects::{self, RABBITMQ_VERSION};
+use super::policies;
 use super::routes::{body_object, user_from_body, Reply};
 use crate::auth::{Permission, TopicPermission};
-use crate::broker::{AccessOp, Binding, Destination, Topology};
+use crate::broker::{AccessOp, Binding, Destination, PolicyKind, PolicyOp, Topology};
 use crate::limits::MANAGEMENT_IMPORT_OPERATIONS_MAX;
 
 pub async fn handle(
@@ -116,8 +118,23 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
             }
         }
     }
+    // Operator policies are not part of RabbitMQ's definitions.
+    let policies: Vec<Value> = vhosts
+        .iter()
+        .flat_map(|vhost| topology.policies_in(vhost))
+        .filter(|p| p.kind == PolicyKind::Policy)
+        .map(|p| {
+            let mut item = policies::policy_json(p);
+            if !with_vhost {
+                if let Some(map) = item.as_object_mut() {
+                    map.remove("vhost");
+                }
+            }
+            item
+        })
+        .collect();
     if let Some(_vhost) = only {
-        return json!({"rabbit_version": RABBITMQ_VERSION, "parameters": [], "policies": [], "queues": queues, "exchanges": exchanges, "bindings": bindings});
+        return json!({"rabbit_version": RABBITMQ_VERSION, "parameters": [], "policies": policies, "queues": queues, "exchanges": exchanges, "bindings": bindings});
     }
     let mut users: Vec<Value> = topology.users().map(objects::user).collect();
     users.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -148,7 +165,7 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
         "topic_permissions": topic_permissions,
         "parameters": [],
         "global_parameters": [],
-        "policies": [],
+        "policies": policies,
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -176,12 +193,8 @@ pub fn import_operations(
     body: &Map<String, Value>,
     only: Option<&str>,
 ) -> Result<Vec<Operation>, String> {
-    for key in ["policies", "parameters"] {
-        if !items(body, key)?.is_empty() {
-            return Err(format!(
-                "{key} are not supported by ringmq yet; nothing was imported"
-            ));
-        }
+    if !items(body, "parameters")?.is_empty() {
+        return Err("parameters are not supported by ringmq yet; nothing was imported".into());
     }
     let mut ops = Vec::new();
     let vhost_of = |item: &Value| -> Result<String, String> {
@@ -230,6 +243,15 @@ pub fn import_operations(
                 permission,
             }));
         }
+    }
+    // After vhosts and permissions, before queues and exchanges, as RabbitMQ imports them.
+    for item in items(body, "policies")? {
+        let object = item.as_object().ok_or("policy must be an object")?;
+        let vhost = vhost_of(item)?;
+        let name = text(item, "name", "policy")?;
+        let policy = policies::policy_from_json(PolicyKind::Policy, &vhost, name, object)
+            .map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
+        ops.push(Operation::Policy(PolicyOp::Set(policy)));
     }
     let flag = |item: &Value, key: &str| {
         loose_bool(item.get(key), false).map_err(|_| format!("{key} must be a boolean"))

@@ -81,6 +81,9 @@ impl FakeBackend {
             Operation::Access(op) => check_access_op(&topology, op)
                 .map(|plan| plan.changes)
                 .map_err(|refused| access_refusal(&refused)),
+            Operation::Policy(op) => crate::broker::check_policy_op(&topology, op)
+                .map(|(_, change)| vec![change])
+                .map_err(|refused| super::apply::policy_refusal(&refused)),
             Operation::DeclareExchange {
                 vhost,
                 name,

@@ -19,6 +19,7 @@ pub mod http;
 pub mod json;
 pub mod listing;
 pub mod objects;
+pub mod policies;
 pub mod prometheus;
 pub mod routes;
 pub mod shard_backend;

@@ -100,6 +100,7 @@ impl View<'_> {
         let [publish_rate, deliver_rate, ack_rate] =
             self.rates.get(&key).copied().unwrap_or_default();
         let messages = stats.messages_ready + stats.messages_unacknowledged;
+        let applied = self.topology.queue_policies(&queue.vhost, &queue.name);
         json!({
             "arguments": table_to_json(&queue.arguments),
             "auto_delete": queue.auto_delete,
@@ -107,7 +108,7 @@ impl View<'_> {
             "consumer_utilisation": 0,
             "consumers": stats.consumers,
             "durable": queue.durable,
-            "effective_policy_definition": {},
+            "effective_policy_definition": super::policies::definition_json(&applied.definition()),
             "exclusive": queue.exclusive_owner.is_some(),
             "exclusive_consumer_tag": null,
             "head_message_timestamp": null,
@@ -129,8 +130,8 @@ impl View<'_> {
             "messages_unacknowledged_details": rate(0.0),
             "name": queue.name,
             "node": self.node_name(),
-            "operator_policy": null,
-            "policy": null,
+            "operator_policy": applied.operator.map(|p| p.name.as_str()),
+            "policy": applied.policy.map(|p| p.name.as_str()),
             "recoverable_slaves": null,
             "single_active_consumer_tag": null,
             "state": "running",
@@ -156,7 +157,7 @@ impl View<'_> {
     }
 
     pub fn exchange(&self, vhost: &str, exchange: &ExchangeMeta) -> Value {
-        json!({
+        let mut value = json!({
             "arguments": table_to_json(&exchange.arguments),
             "auto_delete": exchange.auto_delete,
             "durable": exchange.durable,
@@ -165,7 +166,16 @@ impl View<'_> {
             "type": exchange.kind.as_str(),
             "user_who_performed_action": "rmq-internal",
             "vhost": vhost,
-        })
+        });
+        // RabbitMQ shows `policy` on an exchange only when one applies.
+        if let Some(policy) = self
+            .topology
+            .exchange_policies(vhost, &exchange.name)
+            .policy
+        {
+            value["policy"] = json!(policy.name);
+        }
+        value
     }
 
     pub fn exchange_detail(&self, vhost: &str, exchange: &ExchangeMeta) -> Value {

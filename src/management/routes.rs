@@ -14,11 +14,12 @@ use super::json::{
 };
 use super::listing::{reply_list, select_columns_one};
 use super::objects::{self, exchange_from_path, View, RABBITMQ_VERSION};
+use super::policies;
 use crate::auth::{
     HashingAlgorithm, Operation as AccessOperation, PasswordHash, Permission, ResourceKind,
     TopicPermission,
 };
-use crate::broker::{AccessOp, Binding, Destination, User};
+use crate::broker::{AccessOp, Binding, Destination, PolicyKind, User};
 use crate::limits::MANAGEMENT_GET_COUNT_MAX;
 
 pub type Reply = Result<Response, Response>;
@@ -136,20 +137,37 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
             alarms_check(api, *check == "local-alarms").await
         }
         (["aliveness-test", vhost], _) if read => aliveness(api, cx, vhost).await,
-        (["policies" | "operator-policies" | "parameters" | "global-parameters"], _)
-        | (["policies" | "operator-policies" | "parameters", _], _)
-            if read =>
-        {
+        ([section @ ("policies" | "operator-policies")], _) if read => {
+            policies::list(cx, policy_kind(section), None)
+        }
+        ([section @ ("policies" | "operator-policies"), vhost], _) if read => {
+            policies::list(cx, policy_kind(section), Some(vhost))
+        }
+        ([section @ ("policies" | "operator-policies"), vhost, name], _) => {
+            policies::object(api, cx, method, policy_kind(section), vhost, name, body).await
+        }
+        (["policies" | "operator-policies"], _) | (["policies" | "operator-policies", _], _) => {
+            Err(Response::method_not_allowed(ALLOW_READ))
+        }
+        (["parameters" | "global-parameters"], _) | (["parameters", _], _) if read => {
             Ok(Response::json(200, &json!([])))
         }
-        (["policies" | "operator-policies" | "parameters", ..], _) => Err(Response::bad_request(
-            "policies and parameters are not supported by ringmq yet",
+        (["parameters", ..], _) => Err(Response::bad_request(
+            "parameters are not supported by ringmq yet",
         )),
         (["queues" | "exchanges" | "bindings" | "consumers" | "connections" | "channels"], _)
         | (["queues" | "exchanges" | "bindings" | "consumers", _], _) => {
             Err(Response::method_not_allowed(ALLOW_READ))
         }
         _ => Err(Response::not_found()),
+    }
+}
+
+fn policy_kind(section: &str) -> PolicyKind {
+    if section == "operator-policies" {
+        PolicyKind::Operator
+    } else {
+        PolicyKind::Policy
     }
 }
 
@@ -177,7 +195,7 @@ pub fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
 }
 
 /// RabbitMQ's `[{key_missing,a},{key_missing,b}]`.
-fn require_keys(body: &Map<String, Value>, keys: &[&str]) -> Result<(), Response> {
+pub fn require_keys(body: &Map<String, Value>, keys: &[&str]) -> Result<(), Response> {
     let missing: Vec<String> = keys
         .iter()
         .filter(|k| !body.contains_key(**k))

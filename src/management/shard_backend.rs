@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use futures_lite::future::BoxedLocal;
 
-use super::apply::{access_refusal, apply_operation, OperationError};
+use super::apply::{apply_operation, OperationError};
 use super::backend::{
     BrokerStats, ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage, ImportError,
     LinkMetrics, ManagementBackend, NodeStats, Operation, Publish, QueueGet, QueueStats,
@@ -49,10 +49,7 @@ impl ShardBackend {
     async fn apply_one(&self, operation: Operation) -> Result<(), AmqpError> {
         apply_operation(&self.shard, operation)
             .await
-            .map_err(|error| match error {
-                OperationError::Amqp(refused) => refused,
-                OperationError::Access(refused) => access_refusal(&refused),
-            })
+            .map_err(OperationError::into_amqp)
     }
 
     /// The queue's id and owner shard, from our replica.

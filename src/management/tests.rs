@@ -437,11 +437,22 @@ fn definitions_match_rabbitmq_and_round_trip() {
         body_json(&again.call("GET", "/api/definitions", "")),
         body_json(&ours)
     );
-    // Policies are not supported: refused before anything is applied.
+    // A policy RabbitMQ refuses (empty definition): refused before anything is applied.
     let with_policy = r#"{"vhosts":[{"name":"mgmt-p"}],"policies":[{"vhost":"/","name":"p","pattern":".*","definition":{}}]}"#;
     let response = again.call("POST", "/api/definitions", with_policy);
     assert_eq!(response.status, 400);
     assert!(!again.backend.topology_now().vhost_exists("mgmt-p"));
+    // A valid one is imported after its vhost, and exported in RabbitMQ's shape.
+    let with_policy = r#"{"vhosts":[{"name":"mgmt-p"}],"policies":[{"vhost":"mgmt-p","name":"p","pattern":"^q","apply-to":"queues","definition":{"max-length":3},"priority":2}]}"#;
+    assert_eq!(
+        again.call("POST", "/api/definitions", with_policy).status,
+        204
+    );
+    let exported = body_json(&again.call("GET", "/api/definitions", ""));
+    assert_eq!(
+        exported["policies"],
+        serde_json::json!([{"vhost":"mgmt-p","name":"p","pattern":"^q","apply-to":"queues","definition":{"max-length":3},"priority":2}])
+    );
 }
 
 #[test]

@@ -194,6 +194,12 @@ pub mod topology_op {
         pub op: crate::broker::AccessOp,
     }
 
+    /// A policy or operator policy set or cleared (management, definitions). Answers the
+    /// outcome, or why it is refused (`broker::PolicyOpError`).
+    pub struct PolicyChange {
+        pub op: crate::broker::PolicyOp,
+    }
+
     /// A connection closed: its exclusive queues go. Answers `()`.
     pub struct ConnectionClosed {
         pub conn: ConnId,

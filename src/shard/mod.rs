@@ -19,6 +19,7 @@ pub mod messages;
 mod owner;
 mod paging;
 pub mod probe;
+mod policy;
 mod queues;
 pub mod shard_set;
 mod stats;

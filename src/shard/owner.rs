@@ -349,6 +349,9 @@ impl Shard {
                 _ => None,
             };
             self.topology.borrow_mut().apply(change);
+            if change.affects_policies() {
+                self.apply_policies();
+            }
             if let TopologyChange::DeclareQueue { queue: meta } = change {
                 if meta.owner_shard == self.id {
                     self.host_queue(meta.id, meta);

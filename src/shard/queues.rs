@@ -16,7 +16,7 @@ use crate::broker::queue::{
 };
 use crate::broker::{AmqpError, QueueId, QueueMeta, ShardId};
 use crate::limits::DISPATCH_BATCH_MAX;
-use crate::protocol::reply_code;
+use crate::protocol::{reply_code, FieldTable};
 use crate::storage::Lsn;
 
 pub struct HostedQueue {
@@ -33,13 +33,15 @@ pub struct HostedQueue {
 impl HostedQueue {
     /// `memory_bytes_max`: body bytes of ready messages kept in RAM (the shard's
     /// `--queue-memory-bytes`); past it the newest are paged out.
-    pub fn new(meta: &QueueMeta, memory_bytes_max: u64) -> HostedQueue {
+    /// `arguments`: the queue's own with its policies folded in
+    /// (`Topology::effective_queue_arguments`).
+    pub fn new(meta: &QueueMeta, arguments: &FieldTable, memory_bytes_max: u64) -> HostedQueue {
         let limits = QueueLimits {
             memory_bytes_max,
             ..QueueLimits::default()
         };
         HostedQueue {
-            queue: Queue::with_config(limits, QueueConfig::from_arguments(&meta.arguments)),
+            queue: Queue::with_config(limits, QueueConfig::from_arguments(arguments)),
             auto_delete: meta.auto_delete,
             durable: meta.durable && meta.exclusive_owner.is_none(),
             latency_sample: None,
@@ -60,11 +62,39 @@ impl HostedQueue {
 
 impl Shard {
     pub(super) fn host_queue(&self, id: QueueId, meta: &QueueMeta) {
+        let arguments = self.topology.borrow().effective_queue_arguments(meta);
+        let budget = self.features.pager.queue_memory_bytes();
         self.queues
             .borrow_mut()
             .entry(id)
-            .or_insert_with(|| HostedQueue::new(meta, self.features.pager.queue_memory_bytes()));
+            .or_insert_with(|| HostedQueue::new(meta, &arguments, budget));
         self.queue_used(id);
+    }
+
+    /// The policy set changed: every hosted queue's limits are made again from its arguments
+    /// and the policies matching it now. A queue whose limits moved is dispatched at once, so
+    /// a lower max-length trims it now (dead-lettering as its overflow says), as in RabbitMQ.
+    /// Bounded by the queues hosted here; runs only on a policy change, never per message.
+    pub(super) fn apply_policies(&self) {
+        let ids: Vec<QueueId> = self.queues.borrow().keys().copied().collect();
+        for id in ids {
+            let config = {
+                let topology = self.topology.borrow();
+                let Some(meta) = topology.queue_by_id(id) else {
+                    continue;
+                };
+                QueueConfig::from_arguments(&topology.effective_queue_arguments(meta))
+            };
+            let changed = self
+                .queues
+                .borrow_mut()
+                .get_mut(&id)
+                .is_some_and(|hosted| hosted.queue.reconfigure(config));
+            if changed {
+                self.queue_used(id);
+                self.dispatch(id);
+            }
+        }
     }
 
     pub(super) fn hosts_durable_queue(&self, id: QueueId) -> bool {
