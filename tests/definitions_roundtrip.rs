@@ -176,6 +176,7 @@ struct Objects {
     exchange: String,
     queue: String,
     routing_key: String,
+    policy: String,
 }
 
 impl Objects {
@@ -186,6 +187,7 @@ impl Objects {
             password: unique("password"),
             exchange: unique(&format!("{prefix}-x")),
             queue: unique(&format!("{prefix}-q")),
+            policy: unique(&format!("{prefix}-policy")),
             routing_key: "round.trip.#".to_owned(),
         }
     }
@@ -209,14 +211,28 @@ impl Objects {
             encode(&self.queue)
         );
         expect_success(admin, "POST", &path, Some(&binding_body));
-        // POLICY ROUND TRIP: once /api/policies is on main (the policies helper), PUT a policy
-        // here (PUT /policies/{vhost}/{name} {"pattern", "definition", "apply-to"}) and check
-        // it in `check_api` below (GET /policies/{vhost}/{name}).
+        let policy_body = json!({
+            "pattern": format!("^{}$", self.queue),
+            "definition": {"max-length": 50, "message-ttl": 60000},
+            "apply-to": "queues",
+            "priority": 3,
+        })
+        .to_string();
+        let path = format!("/policies/{vhost}/{}", encode(&self.policy));
+        expect_success(admin, "PUT", &path, Some(&policy_body));
     }
 
     /// The objects exist on the importing side (read through its API).
     fn check_api(&self, admin: &Admin) {
         let vhost = encode(&self.vhost);
+        let path = format!("/policies/{vhost}/{}", encode(&self.policy));
+        let (status, text) = admin.request("GET", &path, None);
+        assert_eq!(status, 200, "{text}");
+        let policy: Value = serde_json::from_str(&text).expect("policy json");
+        assert_eq!(policy["apply-to"], "queues", "{policy}");
+        assert_eq!(policy["priority"], 3, "{policy}");
+        assert_eq!(policy["definition"]["max-length"], 50, "{policy}");
+        assert_eq!(policy["definition"]["message-ttl"], 60000, "{policy}");
         let (status, text) = admin.request("GET", &format!("/bindings/{vhost}"), None);
         assert_eq!(status, 200, "{text}");
         let bindings: Value = serde_json::from_str(&text).expect("bindings json");

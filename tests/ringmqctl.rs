@@ -339,7 +339,6 @@ fn refusals_have_their_exit_codes() {
 }
 
 #[test]
-#[ignore = "needs policies"]
 fn policies() {
     let broker = Broker::start(1);
     let ctl = Ctl::for_broker(&broker);
