@@ -16,7 +16,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::broker::Topology;
-use crate::config::{Config, Pin};
+use crate::config::{Config, ConnectionLimits, Pin};
 use crate::limits::{
     CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
     EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
@@ -56,6 +56,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         let data_dir = config.data_dir.clone();
         let queue_memory_bytes = config.queue_memory_bytes;
         let max_message_bytes = config.max_message_bytes;
+        let connection_limits = config.connection_limits;
         let listen: Vec<SocketAddr> = config
             .listen
             .iter()
@@ -98,6 +99,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     data_dir,
                     queue_memory_bytes,
                     max_message_bytes,
+                    connection_limits,
                 };
                 shard_main(id, shard_count, ends, paths, ready_tx)
             })
@@ -168,6 +170,7 @@ struct ShardPaths {
     data_dir: PathBuf,
     queue_memory_bytes: u64,
     max_message_bytes: u64,
+    connection_limits: ConnectionLimits,
 }
 
 async fn shard_main(
@@ -184,6 +187,7 @@ async fn shard_main(
         data_dir,
         queue_memory_bytes,
         max_message_bytes,
+        connection_limits,
     } = paths;
     let shard = Shard::new(id, shard_count, Topology::new_default());
     shard.set_queue_memory_bytes(queue_memory_bytes);
@@ -195,7 +199,13 @@ async fn shard_main(
     }
     shard.start_background_tasks();
 
-    let specs = listener_specs(&shard, &listen, tls_listen, &management_listen);
+    let specs = listener_specs(
+        &shard,
+        &listen,
+        tls_listen,
+        &management_listen,
+        connection_limits,
+    );
     let listeners = match net::bind_all(specs) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -237,10 +247,12 @@ fn listener_specs(
     listen: &[SocketAddr],
     tls_listen: Option<TlsListen>,
     management_listen: &[SocketAddr],
+    limits: ConnectionLimits,
 ) -> Vec<ListenerSpec> {
     let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
         shard: shard.clone(),
         name: "amqp",
+        limits,
     });
     let mut specs: Vec<ListenerSpec> = listen
         .iter()
@@ -254,6 +266,7 @@ fn listener_specs(
         let amqps: Rc<dyn net::Protocol> = Rc::new(Amqp {
             shard: shard.clone(),
             name: "amqps",
+            limits,
         });
         let acceptor: Rc<dyn net::Transport> =
             Rc::new(tls::Acceptor::new(tls_listen.server_config));
@@ -279,6 +292,7 @@ struct Amqp {
     shard: Rc<Shard>,
     /// "amqp" or "amqps": listeners of each are checked apart at bind.
     name: &'static str,
+    limits: ConnectionLimits,
 }
 
 impl net::Protocol for Amqp {
@@ -291,7 +305,7 @@ impl net::Protocol for Amqp {
     }
 
     fn serve(&self, stream: SharedStream) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
-        Box::pin(session::serve(self.shard.clone(), stream))
+        Box::pin(session::serve(self.shard.clone(), stream, self.limits))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod listing;
 pub mod objects;
 pub mod routes;
 pub mod shard_backend;
+pub mod vhost_limits;
 
 #[cfg(test)]
 mod tests;

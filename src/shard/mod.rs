@@ -6,6 +6,7 @@
 
 mod access;
 mod adopt;
+mod admission;
 pub mod boot;
 mod calls;
 mod dead_letter;
