@@ -297,3 +297,40 @@ impl Raw {
     }
 }
 
+
+/// What the server offered in connection.tune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tune {
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat: u16,
+}
+
+impl Raw {
+    /// Reads connection.tune.
+    pub fn read_tune(&mut self) -> Tune {
+        let tune = self.expect_method(10, 30);
+        Tune {
+            channel_max: take_u16(&tune.args, 0),
+            frame_max: take_u32(&tune.args, 2),
+            heartbeat: take_u16(&tune.args, 6),
+        }
+    }
+
+    /// Sends connection.tune-ok with exactly these values.
+    pub fn send_tune_ok(&mut self, tune: Tune) {
+        let args = Args::default()
+            .u16(tune.channel_max)
+            .u32(tune.frame_max)
+            .u16(tune.heartbeat);
+        self.send_method(0, 10, 31, args);
+    }
+
+    /// Waits (up to `limit`) for the server to end the socket; returns how long it took.
+    pub fn time_until_eof(&mut self, limit: std::time::Duration) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        self.stream.set_read_timeout(Some(limit)).expect("read timeout");
+        self.expect_eof();
+        started.elapsed()
+    }
+}
