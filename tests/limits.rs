@@ -371,14 +371,17 @@ async fn unacked_delivery_past_consumer_timeout_closes_the_channel() {
         return;
     };
     let queue = common::unique("ack-timeout");
+    // Not auto-delete (as the raw helper's queue is): it must outlive the consumer's channel.
+    let connection = amqp::connect(&broker).await;
+    let producer = amqp::confirming_channel(&connection).await;
+    amqp::declare_queue(&producer, &queue, QueueDeclareOptions::default())
+        .await
+        .expect("declare");
     let mut consumer = open_raw(&broker, "/");
     consumer.open_channel(1);
-    consumer.declare_queue(1, &queue);
     let consume = Args::default().u16(0).short_str(&queue).short_str("c").u8(0).u32(0);
     consumer.send_method(1, 60, 20, consume);
     consumer.expect_method(60, 21);
-    let connection = amqp::connect(&broker).await;
-    let producer = amqp::confirming_channel(&connection).await;
 
     // Acked in time (well inside 500 ms), over twice the timeout: the channel stays open.
     let started = Instant::now();
