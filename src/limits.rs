@@ -235,7 +235,8 @@ const _: () = assert!(
 );
 const _: () = assert!(CONSUMER_TIMEOUT_DEFAULT_MS <= CONSUMER_TIMEOUT_MS_MAX);
 const _: () = assert!(
-    CONSUMER_TIMEOUT_CHECK_INTERVAL_MIN.as_nanos() <= CONSUMER_TIMEOUT_CHECK_INTERVAL_MAX.as_nanos()
+    CONSUMER_TIMEOUT_CHECK_INTERVAL_MIN.as_nanos()
+        <= CONSUMER_TIMEOUT_CHECK_INTERVAL_MAX.as_nanos()
 );
 const _: () = assert!(MESSAGE_SIZE_DEFAULT_BYTES <= MESSAGE_SIZE_MAX_BYTES);
 

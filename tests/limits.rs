@@ -291,7 +291,11 @@ async fn vhost_queue_limit_refuses_new_queues(broker: &Broker) {
     let path = format!("/vhost-limits/{}/max-queues", encode(&vhost));
     let (status, text) = admin.request("PUT", &path, Some(r#"{"value": 2}"#));
     assert_eq!(status, 204, "{text}");
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/{}", broker.port(), encode(&vhost));
+    let url = format!(
+        "amqp://guest:guest@127.0.0.1:{}/{}",
+        broker.port(),
+        encode(&vhost)
+    );
     let connection = amqp::connect_url(&url).await;
     let ch = amqp::channel(&connection).await;
     for name in ["q1", "q2", "q1"] {
@@ -360,7 +364,11 @@ fn next_method_skipping_content(raw: &mut Raw) -> (u16, Method) {
 /// basic.deliver's delivery tag (after the consumer tag).
 fn delivery_tag(deliver: &Method) -> u64 {
     let tag_at = 1 + deliver.args[0] as usize;
-    u64::from_be_bytes(deliver.args[tag_at..tag_at + 8].try_into().expect("8 bytes"))
+    u64::from_be_bytes(
+        deliver.args[tag_at..tag_at + 8]
+            .try_into()
+            .expect("8 bytes"),
+    )
 }
 
 /// RabbitMQ's consumer_timeout: a delivery left unacked past it closes the channel with 406
@@ -379,7 +387,12 @@ async fn unacked_delivery_past_consumer_timeout_closes_the_channel() {
         .expect("declare");
     let mut consumer = open_raw(&broker, "/");
     consumer.open_channel(1);
-    let consume = Args::default().u16(0).short_str(&queue).short_str("c").u8(0).u32(0);
+    let consume = Args::default()
+        .u16(0)
+        .short_str(&queue)
+        .short_str("c")
+        .u8(0)
+        .u32(0);
     consumer.send_method(1, 60, 20, consume);
     consumer.expect_method(60, 21);
 
@@ -389,7 +402,10 @@ async fn unacked_delivery_past_consumer_timeout_closes_the_channel() {
         amqp::publish(&producer, "", &queue, b"prompt", Default::default()).await;
         let (_, deliver) = next_method_skipping_content(&mut consumer);
         assert_eq!((deliver.class, deliver.method), (60, 60), "basic.deliver");
-        let ack = Args::default().u32(0).u32(delivery_tag(&deliver) as u32).u8(0);
+        let ack = Args::default()
+            .u32(0)
+            .u32(delivery_tag(&deliver) as u32)
+            .u8(0);
         consumer.send_method(1, 60, 80, ack);
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -401,7 +417,11 @@ async fn unacked_delivery_past_consumer_timeout_closes_the_channel() {
     assert_eq!((deliver.class, deliver.method), (60, 60), "basic.deliver");
     let (channel, close) = next_method_skipping_content(&mut consumer);
     let waited = delivered.elapsed();
-    assert_eq!((channel, close.class, close.method), (1, 20, 40), "channel.close");
+    assert_eq!(
+        (channel, close.class, close.method),
+        (1, 20, 40),
+        "channel.close"
+    );
     let code = u16::from_be_bytes([close.args[0], close.args[1]]);
     let text_len = close.args[2] as usize;
     let text = String::from_utf8_lossy(&close.args[3..3 + text_len]).into_owned();
@@ -461,7 +481,12 @@ async fn slow_reader_backs_up_its_queue_not_broker_memory() {
     // basic.qos prefetch 100, then basic.consume; after consume-ok the socket is never read.
     reader.send_method(1, 60, 10, Args::default().u32(0).u16(100).u8(0));
     reader.expect_method(60, 11);
-    let consume = Args::default().u16(0).short_str(&queue).short_str("slow").u8(0).u32(0);
+    let consume = Args::default()
+        .u16(0)
+        .short_str(&queue)
+        .short_str("slow")
+        .u8(0)
+        .u32(0);
     reader.send_method(1, 60, 20, consume);
     reader.expect_method(60, 21);
 

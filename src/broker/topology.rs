@@ -313,7 +313,9 @@ impl Topology {
 
     /// A vhost's limits (none set for a missing vhost).
     pub fn vhost_limits(&self, vhost: &str) -> VhostLimits {
-        self.vhosts.get(vhost).map_or_else(VhostLimits::default, |vh| vh.limits)
+        self.vhosts
+            .get(vhost)
+            .map_or_else(VhostLimits::default, |vh| vh.limits)
     }
 
     /// Every vhost with a limit set, by name.

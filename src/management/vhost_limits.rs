@@ -53,9 +53,7 @@ pub async fn one(
             let body = body_object(body)?;
             require_keys(&body, &["value"])?;
             let value = body.get("value").and_then(integer).ok_or_else(|| {
-                Response::bad_request(&format!(
-                    "Validation failed\n\n{name} should be a number\n"
-                ))
+                Response::bad_request(&format!("Validation failed\n\n{name} should be a number\n"))
             })?;
             Some(value)
         }

@@ -16,8 +16,8 @@ use crate::config::ConnectionLimits;
 use crate::limits::CLOSE_TIMEOUT;
 use crate::protocol::{
     reply_code, ConnectionClose, ConnectionOpen, ConnectionOpenOk, ConnectionStart,
-    ConnectionStartOk, ConnectionTune, FieldTable, FieldValue, Frame, Method,
-    FRAME_MIN_SIZE, PROTOCOL_HEADER,
+    ConnectionStartOk, ConnectionTune, FieldTable, FieldValue, Frame, Method, FRAME_MIN_SIZE,
+    PROTOCOL_HEADER,
 };
 use crate::shard::Shard;
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crate::broker::queue::ChannelRef;
 use crate::broker::AmqpError;
-use crate::conn_sink::ConnectionDescription;
 use crate::config::ConnectionLimits;
+use crate::conn_sink::ConnectionDescription;
 use crate::limits::{CLOSE_TIMEOUT, OUTBOX_SOFT_MAX_BYTES};
 use crate::net::SharedStream;
 use crate::protocol::{
@@ -256,7 +256,12 @@ impl Session {
                 .get(&channel)
                 .is_some_and(|state| !state.closing);
             if open {
-                tracing::warn!(conn = self.conn.id, channel, timeout_ms, "consumer ack timed out, closing channel");
+                tracing::warn!(
+                    conn = self.conn.id,
+                    channel,
+                    timeout_ms,
+                    "consumer ack timed out, closing channel"
+                );
                 let text = consumer_timeout::timed_out_text(channel, timeout_ms);
                 let fault = Fault::new(reply_code::PRECONDITION_FAILED, text);
                 self.close_channel(channel, fault).await;

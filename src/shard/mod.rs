@@ -5,8 +5,8 @@
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
 mod access;
-mod adopt;
 mod admission;
+mod adopt;
 pub mod boot;
 mod calls;
 mod dead_letter;

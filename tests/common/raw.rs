@@ -25,7 +25,6 @@ pub const NOT_ALLOWED: u16 = 530;
 pub const FRAME_ERROR: u16 = 501;
 pub const CHANNEL_ERROR: u16 = 504;
 
-
 pub struct Frame {
     pub kind: u8,
     pub channel: u16,
@@ -297,7 +296,6 @@ impl Raw {
     }
 }
 
-
 /// What the server offered in connection.tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tune {
@@ -329,7 +327,9 @@ impl Raw {
     /// Waits (up to `limit`) for the server to end the socket; returns how long it took.
     pub fn time_until_eof(&mut self, limit: std::time::Duration) -> std::time::Duration {
         let started = std::time::Instant::now();
-        self.stream.set_read_timeout(Some(limit)).expect("read timeout");
+        self.stream
+            .set_read_timeout(Some(limit))
+            .expect("read timeout");
         self.expect_eof();
         started.elapsed()
     }
