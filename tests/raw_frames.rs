@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::Read;
+
 use common::raw::*;
 use common::Broker;
 
