@@ -16,9 +16,12 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::limits::{
-    ACCESS_NAME_LENGTH_MAX, MESSAGE_SIZE_DEFAULT_BYTES, MESSAGE_SIZE_MAX_BYTES,
-    MESSAGE_SIZE_MIN_BYTES,
+    ACCESS_NAME_LENGTH_MAX, CHANNEL_MAX, CONNECTIONS_TOTAL_MAX, CONSUMER_TIMEOUT_DEFAULT_MS,
+    CONSUMER_TIMEOUT_MS_MAX, FRAME_MAX_BYTES, FRAME_MAX_CONFIG_MAX_BYTES, HANDSHAKE_TIMEOUT,
+    HANDSHAKE_TIMEOUT_MS_MAX, HANDSHAKE_TIMEOUT_MS_MIN, HEARTBEAT_DEFAULT_SECONDS,
+    MESSAGE_SIZE_DEFAULT_BYTES, MESSAGE_SIZE_MAX_BYTES, MESSAGE_SIZE_MIN_BYTES,
 };
+use crate::protocol::FRAME_MIN_SIZE;
 
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;
@@ -111,6 +114,43 @@ pub struct Config {
     /// `--trace-latency`: per-stage latency of sampled ringmq-perf messages, logged per shard at
     /// shutdown (`latency_trace`). A debugging aid; off by default.
     pub trace_latency: bool,
+    /// What one client connection may hold and for how long.
+    pub connection_limits: ConnectionLimits,
+}
+
+/// The per-connection limits RabbitMQ makes configurable (`channel_max`, `frame_max`,
+/// `heartbeat`, `handshake_timeout`, `consumer_timeout`, `connection_max`); the session
+/// enforces them with RabbitMQ's reply codes and texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Offered in connection.tune; a client's tune-ok above it (or 0) is refused with 530.
+    pub channel_max: u16,
+    /// Offered in connection.tune, in `FRAME_MIN_SIZE..=FRAME_MAX_CONFIG_MAX_BYTES`.
+    pub frame_max_bytes: u32,
+    /// Suggested in connection.tune; the client's tune-ok value wins, as in RabbitMQ.
+    pub heartbeat_seconds: u16,
+    /// Time from accept to connection.open-ok.
+    pub handshake_timeout: std::time::Duration,
+    /// Oldest unacknowledged delivery a channel may hold; `None`: no limit.
+    pub consumer_timeout: Option<std::time::Duration>,
+    /// Client connections open on all shards together; `None`: no limit (RabbitMQ's
+    /// `connection_max = infinity`).
+    pub connection_max: Option<u64>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            channel_max: CHANNEL_MAX,
+            frame_max_bytes: FRAME_MAX_BYTES,
+            heartbeat_seconds: HEARTBEAT_DEFAULT_SECONDS,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            consumer_timeout: Some(std::time::Duration::from_millis(
+                CONSUMER_TIMEOUT_DEFAULT_MS,
+            )),
+            connection_max: None,
+        }
+    }
 }
 
 /// amqps on the same listen addresses as AMQP. The files are read (and refused) at start.
@@ -235,6 +275,13 @@ pub enum ConfigError {
     MemoryWatermark { value: String, origin: Origin },
     #[error("invalid disk-free-limit {value:?} ({origin}): must be bytes such as 50000000, 50MB or 1GiB")]
     DiskFreeLimit { value: String, origin: Origin },
+    #[error("invalid {name} {value:?} ({origin}): must be {expected}")]
+    Limit {
+        name: &'static str,
+        value: String,
+        origin: Origin,
+        expected: String,
+    },
     #[error("invalid {what} ({origin}): must be 1..={ACCESS_NAME_LENGTH_MAX} bytes")]
     AccessName { what: &'static str, origin: Origin },
     #[error(
@@ -361,6 +408,26 @@ struct Flags {
     /// flush, receive, enqueued, delivery encoded, socket written); logged per shard at shutdown
     #[arg(long)]
     trace_latency: bool,
+    /// Channels one connection may open, offered in connection.tune, 1..=65535 [default: 2047]
+    #[arg(long, value_name = "N")]
+    channel_max: Option<String>,
+    /// Largest frame offered in connection.tune, 4096..=4194304 [default: 131072]
+    #[arg(long, value_name = "BYTES")]
+    frame_max: Option<String>,
+    /// Heartbeat interval suggested in connection.tune (0: none) [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    heartbeat: Option<String>,
+    /// Time a client has from connecting to connection.open-ok, 100..=600000 [default: 10000]
+    #[arg(long, value_name = "MS")]
+    handshake_timeout_ms: Option<String>,
+    /// A delivery unacknowledged this long closes its channel with 406 (0: never)
+    /// [default: 1800000, 30 minutes]
+    #[arg(long, value_name = "MS")]
+    consumer_timeout_ms: Option<String>,
+    /// Client connections on all shards together; past it connection.open is refused with
+    /// 530 ("infinity": no limit) [default: infinity]
+    #[arg(long, value_name = "N")]
+    connection_max: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +459,12 @@ struct FileValues {
     tls_verify_peer: Option<bool>,
     tls_fail_if_no_peer_cert: Option<bool>,
     load_definitions: Option<PathBuf>,
+    channel_max: Option<i64>,
+    frame_max: Option<i64>,
+    heartbeat: Option<i64>,
+    handshake_timeout_ms: Option<i64>,
+    consumer_timeout_ms: Option<i64>,
+    connection_max: Option<toml::Value>,
 }
 
 impl Config {
@@ -464,6 +537,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
             .tls_fail_if_no_peer_cert
             .or(file.tls_fail_if_no_peer_cert),
     };
+    let connection_limits = resolve_connection_limits(&mut flags, &mut file)?;
     let pin = match (flags.pin, file.pin) {
         (Some(v), _) => parse_pin(&v, Origin::Flag)?,
         (None, Some(v)) => parse_pin(&v, Origin::File)?,
@@ -593,7 +667,92 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         tls,
         load_definitions: flags.load_definitions.or(file.load_definitions),
         trace_latency: flags.trace_latency,
+        connection_limits,
     })
+}
+
+/// A flag's value, else the file's (as text, so both take one validation path).
+fn chosen(flag: Option<String>, file: Option<String>) -> Option<(String, Origin)> {
+    match (flag, file) {
+        (Some(v), _) => Some((v, Origin::Flag)),
+        (None, Some(v)) => Some((v, Origin::File)),
+        (None, None) => None,
+    }
+}
+
+/// An integer in `min..=max`, or `ConfigError::Limit` naming the range.
+fn parse_in_range(
+    name: &'static str,
+    (value, origin): (String, Origin),
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::Limit {
+            name,
+            value,
+            origin,
+            expected: format!("a number in {min}..={max}"),
+        }),
+    }
+}
+
+fn resolve_connection_limits(
+    flags: &mut Flags,
+    file: &mut FileValues,
+) -> Result<ConnectionLimits, ConfigError> {
+    let mut limits = ConnectionLimits::default();
+    let text = |v: Option<i64>| v.map(|n| n.to_string());
+    if let Some(v) = chosen(flags.channel_max.take(), text(file.channel_max)) {
+        limits.channel_max = parse_in_range("channel-max", v, 1, u64::from(u16::MAX))? as u16;
+    }
+    if let Some(v) = chosen(flags.frame_max.take(), text(file.frame_max)) {
+        let range = (
+            u64::from(FRAME_MIN_SIZE),
+            u64::from(FRAME_MAX_CONFIG_MAX_BYTES),
+        );
+        limits.frame_max_bytes = parse_in_range("frame-max", v, range.0, range.1)? as u32;
+    }
+    if let Some(v) = chosen(flags.heartbeat.take(), text(file.heartbeat)) {
+        limits.heartbeat_seconds = parse_in_range("heartbeat", v, 0, u64::from(u16::MAX))? as u16;
+    }
+    if let Some(v) = chosen(
+        flags.handshake_timeout_ms.take(),
+        text(file.handshake_timeout_ms),
+    ) {
+        let ms = parse_in_range(
+            "handshake-timeout-ms",
+            v,
+            HANDSHAKE_TIMEOUT_MS_MIN,
+            HANDSHAKE_TIMEOUT_MS_MAX,
+        )?;
+        limits.handshake_timeout = std::time::Duration::from_millis(ms);
+    }
+    if let Some(v) = chosen(
+        flags.consumer_timeout_ms.take(),
+        text(file.consumer_timeout_ms),
+    ) {
+        let ms = parse_in_range("consumer-timeout-ms", v, 0, CONSUMER_TIMEOUT_MS_MAX)?;
+        limits.consumer_timeout = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+    }
+    let file_connection_max = file.connection_max.take().map(|v| match v {
+        toml::Value::String(s) => s,
+        other => other.to_string(),
+    });
+    if let Some((value, origin)) = chosen(flags.connection_max.take(), file_connection_max) {
+        limits.connection_max = if value.trim() == "infinity" {
+            None
+        } else {
+            Some(parse_in_range(
+                "connection-max",
+                (value, origin),
+                1,
+                CONNECTIONS_TOTAL_MAX,
+            )?)
+        };
+    }
+    Ok(limits)
 }
 
 /// The TLS values from wherever they came, before they are checked together.

@@ -85,4 +85,10 @@ pub trait ConnectionSink {
         let _ = vhost;
         false
     }
+
+    /// Whether the connection counts towards `vhost`'s `max-connections`: from the moment it
+    /// asked connection.open for it (before it is admitted) until it ends.
+    fn claims_vhost(&self, vhost: &str) -> bool {
+        self.in_vhost(vhost)
+    }
 }

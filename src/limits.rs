@@ -14,8 +14,28 @@ pub const MESSAGE_SIZE_DEFAULT_BYTES: u64 = 128 * 1024 * 1024;
 /// Range `--max-message-bytes` accepts: RabbitMQ's own ceiling for max_message_size is 512 MiB.
 pub const MESSAGE_SIZE_MIN_BYTES: u64 = 1024;
 pub const MESSAGE_SIZE_MAX_BYTES: u64 = 512 * 1024 * 1024;
-/// Time a client has to finish the opening handshake.
+/// Time a client has to finish the opening handshake (RabbitMQ's `handshake_timeout`), by
+/// default; `--handshake-timeout-ms` sets it within the range below.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT_MS_MIN: u64 = 100;
+pub const HANDSHAKE_TIMEOUT_MS_MAX: u64 = 600_000;
+/// Largest `--frame-max`: a connection's read buffer grows to hold one whole frame, so this
+/// bounds the memory one connection's reader can pin (RabbitMQ accepts larger values; clients
+/// rarely ask for more than the default).
+pub const FRAME_MAX_CONFIG_MAX_BYTES: u32 = 4 * 1024 * 1024;
+/// RabbitMQ's `consumer_timeout` default: a delivery unacknowledged for 30 minutes closes its
+/// channel with 406. `--consumer-timeout-ms 0` turns the check off.
+pub const CONSUMER_TIMEOUT_DEFAULT_MS: u64 = 1_800_000;
+/// Largest `--consumer-timeout-ms` (about 49 days, as u32 milliseconds).
+pub const CONSUMER_TIMEOUT_MS_MAX: u64 = u32::MAX as u64;
+/// The consumer timeout is checked on a timer per connection, at a quarter of the timeout but
+/// never more often than the MIN nor less often than the MAX interval: a delivery is found
+/// late by at most one interval, and no per-message clock read is needed.
+pub const CONSUMER_TIMEOUT_CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
+pub const CONSUMER_TIMEOUT_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(1);
+/// Largest `--connection-max` (RabbitMQ's `connection_max`): every shard's accept limit
+/// together.
+pub const CONNECTIONS_TOTAL_MAX: u64 = (CONNECTIONS_PER_SHARD_MAX * SHARDS_MAX) as u64;
 /// A TLS handshake (ClientHello to Finished) that takes longer is closed: a peer that connects
 /// to the TLS port and sends nothing, or dribbles, holds a socket for no longer than this. The
 /// AMQP handshake after it has its own HANDSHAKE_TIMEOUT.
@@ -221,6 +241,16 @@ const _: () = assert!(
 const _: () = assert!(EXECUTOR_IO_MEMORY_BYTES_MIN <= EXECUTOR_IO_MEMORY_BYTES);
 const _: () = assert!((WAL_WRITE_BUFFER_BYTES as u64) < WAL_SEGMENT_SIZE_BYTES - 4096);
 const _: () = assert!(MESSAGE_SIZE_MIN_BYTES <= MESSAGE_SIZE_DEFAULT_BYTES);
+const _: () = assert!(FRAME_MAX_BYTES <= FRAME_MAX_CONFIG_MAX_BYTES);
+const _: () = assert!(
+    HANDSHAKE_TIMEOUT_MS_MIN <= HANDSHAKE_TIMEOUT.as_millis() as u64
+        && HANDSHAKE_TIMEOUT.as_millis() as u64 <= HANDSHAKE_TIMEOUT_MS_MAX
+);
+const _: () = assert!(CONSUMER_TIMEOUT_DEFAULT_MS <= CONSUMER_TIMEOUT_MS_MAX);
+const _: () = assert!(
+    CONSUMER_TIMEOUT_CHECK_INTERVAL_MIN.as_nanos()
+        <= CONSUMER_TIMEOUT_CHECK_INTERVAL_MAX.as_nanos()
+);
 const _: () = assert!(MESSAGE_SIZE_DEFAULT_BYTES <= MESSAGE_SIZE_MAX_BYTES);
 
 /// Room in a log record beyond the body: properties (one content-header frame at most), exchange

@@ -17,7 +17,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::alarm::{probe, AlarmLimits};
 use crate::broker::Topology;
-use crate::config::{Config, Pin};
+use crate::config::{Config, ConnectionLimits, Pin};
 use crate::limits::{
     CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
     EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
@@ -64,6 +64,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         let data_dir = config.data_dir.clone();
         let queue_memory_bytes = config.queue_memory_bytes;
         let max_message_bytes = config.max_message_bytes;
+        let connection_limits = config.connection_limits;
         let listen: Vec<SocketAddr> = config
             .listen
             .iter()
@@ -116,6 +117,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     queue_memory_bytes,
                     max_message_bytes,
                     alarm_limits,
+                    connection_limits,
                 };
                 shard_main(id, shard_count, ends, paths, ready_tx)
             })
@@ -189,6 +191,7 @@ struct ShardPaths {
     queue_memory_bytes: u64,
     max_message_bytes: u64,
     alarm_limits: AlarmLimits,
+    connection_limits: ConnectionLimits,
 }
 
 /// The watermark in bytes (a fraction applies to the machine's memory, or to the cgroup's
@@ -228,6 +231,7 @@ async fn shard_main(
         queue_memory_bytes,
         max_message_bytes,
         alarm_limits,
+        connection_limits,
     } = paths;
     let shard = Shard::new(id, shard_count, Topology::new_default());
     shard.set_queue_memory_bytes(queue_memory_bytes);
@@ -244,7 +248,7 @@ async fn shard_main(
         management: management_listen,
         prometheus: prometheus_listen,
     };
-    let specs = listener_specs(&shard, &listen, tls_listen, &http);
+    let specs = listener_specs(&shard, &listen, tls_listen, &http, connection_limits);
     let listeners = match net::bind_all(specs) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -293,10 +297,12 @@ fn listener_specs(
     listen: &[SocketAddr],
     tls_listen: Option<TlsListen>,
     http_listen: &HttpListen,
+    limits: ConnectionLimits,
 ) -> Vec<ListenerSpec> {
     let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
         shard: shard.clone(),
         name: "amqp",
+        limits,
     });
     let mut specs: Vec<ListenerSpec> = listen
         .iter()
@@ -310,6 +316,7 @@ fn listener_specs(
         let amqps: Rc<dyn net::Protocol> = Rc::new(Amqp {
             shard: shard.clone(),
             name: "amqps",
+            limits,
         });
         let acceptor: Rc<dyn net::Transport> =
             Rc::new(tls::Acceptor::new(tls_listen.server_config));
@@ -346,6 +353,7 @@ struct Amqp {
     shard: Rc<Shard>,
     /// "amqp" or "amqps": listeners of each are checked apart at bind.
     name: &'static str,
+    limits: ConnectionLimits,
 }
 
 impl net::Protocol for Amqp {
@@ -358,7 +366,7 @@ impl net::Protocol for Amqp {
     }
 
     fn serve(&self, stream: SharedStream) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
-        Box::pin(session::serve(self.shard.clone(), stream))
+        Box::pin(session::serve(self.shard.clone(), stream, self.limits))
     }
 }
 

@@ -11,7 +11,9 @@ use crate::limits::{
 };
 use crate::protocol::reply_code;
 
-use super::{AmqpError, Permission, TopicPermission, Topology, TopologyChange, User};
+use super::{
+    AmqpError, Permission, TopicPermission, Topology, TopologyChange, User, VhostLimitName,
+};
 
 /// An operator's change to who may do what (management API, definitions import, CLI).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +48,12 @@ pub enum AccessOp {
         user: String,
         vhost: String,
         exchange: Option<String>,
+    },
+    /// Sets (`Some`) or clears (`None`) one of a vhost's limits.
+    SetVhostLimit {
+        vhost: String,
+        name: VhostLimitName,
+        value: Option<i64>,
     },
 }
 
@@ -144,6 +152,20 @@ pub fn check_access_op(t: &Topology, op: &AccessOp) -> Result<AccessPlan, Access
             vhost,
             permission,
         } => check_set_topic_permission(t, user, vhost, permission),
+        AccessOp::SetVhostLimit { vhost, name, value } => {
+            if !t.vhost_exists(vhost) {
+                return Err(AccessOpError::VhostNotFound);
+            }
+            let mut limits = t.vhost_limits(vhost);
+            limits.set(*name, *value);
+            Ok(AccessPlan::one(
+                AccessOutcome::Updated,
+                TopologyChange::SetVhostLimits {
+                    vhost: vhost.clone(),
+                    limits,
+                },
+            ))
+        }
         AccessOp::ClearTopicPermission {
             user,
             vhost,

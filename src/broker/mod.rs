@@ -237,6 +237,73 @@ pub enum TopologyChange {
         vhost: String,
         name: String,
     },
+    /// Replaces a vhost's limits (`max-connections`, `max-queues`) as a whole.
+    SetVhostLimits {
+        vhost: String,
+        limits: VhostLimits,
+    },
+}
+
+/// RabbitMQ's vhost limits (`rabbit_vhost_limit`), as the operator set them: `None` is not
+/// set; a negative value is kept (the management API shows it) and means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VhostLimits {
+    pub max_connections: Option<i64>,
+    pub max_queues: Option<i64>,
+}
+
+/// A limit's name in the management API (`/api/vhost-limits/{vhost}/{name}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VhostLimitName {
+    MaxConnections,
+    MaxQueues,
+}
+
+impl VhostLimitName {
+    pub fn parse(name: &str) -> Option<VhostLimitName> {
+        match name {
+            "max-connections" => Some(VhostLimitName::MaxConnections),
+            "max-queues" => Some(VhostLimitName::MaxQueues),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VhostLimitName::MaxConnections => "max-connections",
+            VhostLimitName::MaxQueues => "max-queues",
+        }
+    }
+}
+
+impl VhostLimits {
+    pub fn get(&self, name: VhostLimitName) -> Option<i64> {
+        match name {
+            VhostLimitName::MaxConnections => self.max_connections,
+            VhostLimitName::MaxQueues => self.max_queues,
+        }
+    }
+
+    pub fn set(&mut self, name: VhostLimitName, value: Option<i64>) {
+        match name {
+            VhostLimitName::MaxConnections => self.max_connections = value,
+            VhostLimitName::MaxQueues => self.max_queues = value,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.max_connections.is_none() && self.max_queues.is_none()
+    }
+
+    /// The connection limit in force (RabbitMQ ignores a negative one).
+    pub fn connection_limit(&self) -> Option<u64> {
+        self.max_connections.and_then(|n| u64::try_from(n).ok())
+    }
+
+    /// The queue limit in force.
+    pub fn queue_limit(&self) -> Option<u64> {
+        self.max_queues.and_then(|n| u64::try_from(n).ok())
+    }
 }
 
 impl TopologyChange {

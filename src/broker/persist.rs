@@ -136,6 +136,14 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
             text(o, vhost);
             text(o, name);
         }),
+        // Tag 40, apart from the small sequential tags other changes are still being added at.
+        TopologyChange::SetVhostLimits { vhost, limits } => tagged(out, 40, |o| {
+            text(o, vhost);
+            for value in [limits.max_connections, limits.max_queues] {
+                o.put_u8(u8::from(value.is_some()));
+                o.put_u64(value.unwrap_or(0) as u64);
+            }
+        }),
     }
 }
 
@@ -309,6 +317,23 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
             queue: read_u64(buf)?,
             owner_shard: read_u64(buf)? as usize,
         },
+        40 => {
+            let vhost = read_text(buf)?;
+            let mut limit = || -> Result<Option<i64>, PersistError> {
+                let set = read_u8(buf)? != 0;
+                let value = read_u64(buf)? as i64;
+                Ok(set.then_some(value))
+            };
+            let max_connections = limit()?;
+            let max_queues = limit()?;
+            TopologyChange::SetVhostLimits {
+                vhost,
+                limits: super::VhostLimits {
+                    max_connections,
+                    max_queues,
+                },
+            }
+        }
         15 => TopologyChange::SetTopicPermission {
             user: read_text(buf)?,
             vhost: read_text(buf)?,
@@ -419,6 +444,13 @@ mod tests {
 
     #[test]
     fn every_change_round_trips() {
+        round_trip(TopologyChange::SetVhostLimits {
+            vhost: "v".into(),
+            limits: super::super::VhostLimits {
+                max_connections: Some(-1),
+                max_queues: None,
+            },
+        });
         let mut arguments = FieldTable::default();
         arguments.insert("x-message-ttl", FieldValue::LongInt(5000));
         round_trip(TopologyChange::AddVhost { name: "v".into() });

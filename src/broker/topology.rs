@@ -8,7 +8,7 @@ use super::exchange::{BindingEntry, ExchangeState, Target};
 use super::policy::{self, Applied, Policy, PolicyKind, PolicySet};
 use super::{
     Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, Permission, QueueId, QueueMeta,
-    ShardId, TopicPermission, TopologyChange, User,
+    ShardId, TopicPermission, TopologyChange, User, VhostLimits,
 };
 use crate::auth::{HashingAlgorithm, PasswordHash};
 use crate::limits::ROUTE_EXCHANGES_VISITED_MAX;
@@ -38,6 +38,7 @@ pub(crate) struct Vhost {
     /// For each destination, the exchanges holding at least one binding to it: the reverse index
     /// that lets a delete find its inbound bindings without scanning every exchange.
     pub sources_of: HashMap<Destination, Vec<String>>,
+    pub limits: VhostLimits,
 }
 
 impl Vhost {
@@ -329,6 +330,11 @@ impl Topology {
                 self.policies.clear(*kind, vhost, name);
                 self.reapply_exchange_policies(vhost);
             }
+            TopologyChange::SetVhostLimits { vhost, limits } => {
+                if let Some(vh) = self.vhosts.get_mut(vhost) {
+                    vh.limits = *limits;
+                }
+            }
         }
     }
 
@@ -353,6 +359,25 @@ impl Topology {
                 }
             }
         }
+    }
+
+    /// A vhost's limits (none set for a missing vhost).
+    pub fn vhost_limits(&self, vhost: &str) -> VhostLimits {
+        self.vhosts
+            .get(vhost)
+            .map_or_else(VhostLimits::default, |vh| vh.limits)
+    }
+
+    /// Every vhost with a limit set, by name.
+    pub fn vhosts_with_limits(&self) -> Vec<(&str, VhostLimits)> {
+        let mut limited: Vec<(&str, VhostLimits)> = self
+            .vhosts
+            .iter()
+            .filter(|(_, vh)| !vh.limits.is_empty())
+            .map(|(name, vh)| (name.as_str(), vh.limits))
+            .collect();
+        limited.sort_unstable_by_key(|(name, _)| *name);
+        limited
     }
 
     fn move_queue(&mut self, id: QueueId, owner_shard: ShardId) {

@@ -352,6 +352,13 @@ pub fn check_queue_declare(
         return Err(reserved_name("queue", d.name));
     }
     check_name_length("queue", d.name)?;
+    // The operator's `max-queues` (RabbitMQ's vhost limit; 0 refuses every new queue), then
+    // the broker's own bound, with one text.
+    if let Some(limit) = vh.limits.queue_limit() {
+        if vh.queues.len() as u64 >= limit {
+            return Err(limit_reached("queue", d.name, d.vhost, limit as usize));
+        }
+    }
     if vh.queues.len() >= QUEUES_PER_VHOST_MAX {
         return Err(limit_reached(
             "queue",

@@ -23,6 +23,7 @@ pub mod policies;
 pub mod prometheus;
 pub mod routes;
 pub mod shard_backend;
+pub mod vhost_limits;
 
 #[cfg(test)]
 mod tests;

@@ -53,6 +53,11 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["vhosts"], _) if read => vhosts(api, cx).await,
         (["vhosts"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
         (["vhosts", name], _) => vhost(api, cx, method, name).await,
+        (["vhost-limits"], _) if read => super::vhost_limits::list(cx, None),
+        (["vhost-limits", vhost], _) if read => super::vhost_limits::list(cx, Some(vhost)),
+        (["vhost-limits", vhost, name], _) => {
+            super::vhost_limits::one(api, cx, method, (vhost, name), body).await
+        }
         (["vhosts", vhost, "permissions"], _) if read => permissions_list(cx, |_, v| v == *vhost),
         (["vhosts", vhost, "topic-permissions"], _) if read => {
             topic_permissions_list(cx, |_, v| v == *vhost)
@@ -252,7 +257,7 @@ fn visible_vhosts(
     }
 }
 
-async fn apply(api: &Api, operation: Operation) -> Result<(), Response> {
+pub(super) async fn apply(api: &Api, operation: Operation) -> Result<(), Response> {
     api.backend
         .apply(operation)
         .await

@@ -12,13 +12,12 @@ use super::channel::access::Permissions;
 use super::io::{FrameReader, ReadError};
 use super::state::ConnShared;
 use super::{heartbeat_timeout, Session};
-use crate::limits::{
-    CHANNEL_MAX, CLOSE_TIMEOUT, FRAME_MAX_BYTES, HANDSHAKE_TIMEOUT, HEARTBEAT_DEFAULT_SECONDS,
-};
+use crate::config::ConnectionLimits;
+use crate::limits::CLOSE_TIMEOUT;
 use crate::protocol::{
     reply_code, ConnectionClose, ConnectionOpen, ConnectionOpenOk, ConnectionStart,
-    ConnectionStartOk, ConnectionTune, ConnectionTuneOk, FieldTable, FieldValue, Frame, Method,
-    FRAME_MIN_SIZE, PROTOCOL_HEADER,
+    ConnectionStartOk, ConnectionTune, FieldTable, FieldValue, Frame, Method, FRAME_MIN_SIZE,
+    PROTOCOL_HEADER,
 };
 use crate::shard::Shard;
 
@@ -29,9 +28,10 @@ pub async fn run(
     mut reader: FrameReader,
     peer: Peer,
     heartbeat: Rc<Cell<u16>>,
+    limits: ConnectionLimits,
 ) -> Option<Session> {
-    let negotiated = glommio::timer::timeout(HANDSHAKE_TIMEOUT, async {
-        Ok(negotiate(shard, conn, &mut reader, &peer).await)
+    let negotiated = glommio::timer::timeout(limits.handshake_timeout, async {
+        Ok(negotiate(shard, conn, &mut reader, &peer, &limits).await)
     })
     .await
     .ok()??;
@@ -49,6 +49,7 @@ pub async fn run(
         heartbeat,
         authorizer: Rc::new(Permissions::default()),
         publish_blocked: false,
+        limits,
     })
 }
 
@@ -67,6 +68,7 @@ async fn negotiate(
     conn: &Rc<ConnShared>,
     reader: &mut FrameReader,
     peer: &Peer,
+    limits: &ConnectionLimits,
 ) -> Option<Negotiated> {
     let header = reader.read_exact(PROTOCOL_HEADER.len()).await.ok()?;
     if header[..] != PROTOCOL_HEADER[..] {
@@ -121,59 +123,53 @@ async fn negotiate(
     conn.send_method(
         0,
         &Method::ConnectionTune(ConnectionTune {
-            channel_max: CHANNEL_MAX,
-            frame_max: FRAME_MAX_BYTES,
-            heartbeat: HEARTBEAT_DEFAULT_SECONDS,
+            channel_max: limits.channel_max,
+            frame_max: limits.frame_max_bytes,
+            heartbeat: limits.heartbeat_seconds,
         }),
     );
     let tune_ok = match expect_method(reader).await? {
         Method::ConnectionTuneOk(m) => m,
         other => return fail(conn, reader, unexpected(&other, "connection.tune-ok")).await,
     };
-    let channel_max = match tune_ok.channel_max {
-        0 => CHANNEL_MAX,
-        n => n.min(CHANNEL_MAX),
-    };
-    let frame_max = match tune_ok.frame_max {
-        0 => FRAME_MAX_BYTES,
-        n if !(FRAME_MIN_SIZE..=FRAME_MAX_BYTES).contains(&n) => {
-            let text = format!(
-                "NOT_ALLOWED - frame_max={n} outside the range {FRAME_MIN_SIZE}..={FRAME_MAX_BYTES}"
-            );
-            return fail(
-                conn,
-                reader,
-                (
-                    reply_code::NOT_ALLOWED,
-                    text,
-                    ConnectionTuneOk::CLASS_ID,
-                    ConnectionTuneOk::METHOD_ID,
-                ),
-            )
-            .await;
-        }
-        n => n,
-    };
+    let negotiation = check_negotiated(
+        "frame_max",
+        FRAME_MIN_SIZE,
+        tune_ok.frame_max,
+        limits.frame_max_bytes,
+    )
+    .and_then(|()| {
+        check_negotiated(
+            "channel_max",
+            CHANNEL_MIN,
+            u32::from(tune_ok.channel_max),
+            u32::from(limits.channel_max),
+        )
+    });
+    if let Err(text) = negotiation {
+        let at = (ConnectionTune::CLASS_ID, ConnectionTune::METHOD_ID);
+        return fail(conn, reader, (reply_code::NOT_ALLOWED, text, at.0, at.1)).await;
+    }
+    let (channel_max, frame_max) = (tune_ok.channel_max, tune_ok.frame_max);
 
     let open = match expect_method(reader).await? {
         Method::ConnectionOpen(m) => m,
         other => return fail(conn, reader, unexpected(&other, "connection.open")).await,
     };
     let vhost = open.virtual_host;
-    // The topology borrow ends inside this block, before any await.
-    let refusal = {
+    *conn.vhost_claim.borrow_mut() = Some(vhost.clone());
+    let mut refusal = admit(shard, limits, &user, &vhost).await;
+    if refusal.is_none() {
+        // The topology borrow ends inside this block, before any await.
         let topology = shard.topology();
-        if !topology.vhost_exists(&vhost) {
-            Some(format!("NOT_ALLOWED - vhost {vhost} not found"))
-        } else if !topology.can_access_vhost(&user, &vhost) {
-            Some(format!(
+        if !topology.can_access_vhost(&user, &vhost) {
+            refusal = Some(format!(
                 "NOT_ALLOWED - access to vhost '{vhost}' refused for user '{user}'"
-            ))
-        } else {
-            None
+            ));
         }
-    };
+    }
     if let Some(text) = refusal {
+        *conn.vhost_claim.borrow_mut() = None;
         return fail(
             conn,
             reader,
@@ -191,6 +187,67 @@ async fn negotiate(
         let _ = reader.set_read_timeout(Some(timeout));
     }
     Some((user, vhost, channel_max, frame_max, tune_ok.heartbeat))
+}
+
+/// RabbitMQ's `CHANNEL_MIN` (rabbit_reader): a tune-ok channel_max below it is refused.
+const CHANNEL_MIN: u32 = 1;
+
+/// RabbitMQ's `validate_negotiated_integer_value`: the client's tune-ok value must be at least
+/// `min` (0 aside) and, when the server set a limit, neither 0 ("no limit") nor above it.
+fn check_negotiated(field: &str, min: u32, client: u32, server: u32) -> Result<(), String> {
+    let detail = if field == "channel_max" && client == 0 {
+        " (no limit)"
+    } else {
+        ""
+    };
+    let refused = |comparison: &str, bound: &str, value: u32| {
+        format!(
+            "NOT_ALLOWED - negotiated {field} = {client}{detail} is {comparison} than the \
+             {bound} allowed value ({value})"
+        )
+    };
+    if client != 0 && client < min {
+        return Err(refused("lower", "minimum", min));
+    }
+    if server != 0 && (client == 0 || client > server) {
+        return Err(refused("higher", "maximum", server));
+    }
+    Ok(())
+}
+
+/// The checks RabbitMQ makes at connection.open before vhost access, in its order: the
+/// node's `connection_max`, the vhost's existence, the vhost's `max-connections`. Connections
+/// are counted on every shard only when a limit is set (`shard::admission`).
+async fn admit(
+    shard: &Rc<Shard>,
+    limits: &ConnectionLimits,
+    user: &str,
+    vhost: &str,
+) -> Option<String> {
+    if let Some(connection_max) = limits.connection_max {
+        // Like ranch's active connections, the count includes this one.
+        if shard.connection_count_everywhere(None).await > connection_max {
+            return Some(format!(
+                "NOT_ALLOWED - connection refused: node connection limit ({connection_max}) is reached"
+            ));
+        }
+    }
+    let vhost_limit = {
+        let topology = shard.topology();
+        if !topology.vhost_exists(vhost) {
+            return Some(format!("NOT_ALLOWED - vhost {vhost} not found"));
+        }
+        topology.vhost_limits(vhost).connection_limit()
+    };
+    let limit = vhost_limit?;
+    // The count includes this connection (it claimed the vhost), so the limit is reached when
+    // the others already fill it; a limit of 0 refuses every connection, as RabbitMQ's.
+    if limit == 0 || shard.connection_count_everywhere(Some(vhost)).await > limit {
+        return Some(format!(
+            "NOT_ALLOWED - access to vhost '{vhost}' refused for user '{user}': connection limit ({limit}) is reached"
+        ));
+    }
+    None
 }
 
 fn start_method(shard: usize, external: bool) -> ConnectionStart {

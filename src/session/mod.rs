@@ -3,6 +3,7 @@
 mod blocked;
 mod channel;
 use channel::ContentHeader;
+mod consumer_timeout;
 mod handshake;
 mod io;
 mod sink;
@@ -17,8 +18,9 @@ use std::time::Duration;
 
 use crate::broker::queue::ChannelRef;
 use crate::broker::AmqpError;
+use crate::config::ConnectionLimits;
 use crate::conn_sink::ConnectionDescription;
-use crate::limits::{CLOSE_TIMEOUT, FRAME_MAX_BYTES, OUTBOX_SOFT_MAX_BYTES};
+use crate::limits::{CLOSE_TIMEOUT, OUTBOX_SOFT_MAX_BYTES};
 use crate::net::SharedStream;
 use crate::protocol::{
     reply_code, ChannelClose, ChannelCloseOk, ConnectionClose, ConnectionCloseOk,
@@ -95,6 +97,7 @@ pub struct Session {
     /// A `basic.publish` arrived under a resource alarm: block before the next frame
     /// (`blocked`).
     pub publish_blocked: bool,
+    pub limits: ConnectionLimits,
 }
 
 /// How the frame loop ended.
@@ -105,7 +108,7 @@ enum Ending {
     Close(Fault),
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: SharedStream) {
+pub async fn serve(shard: Rc<Shard>, stream: SharedStream, limits: ConnectionLimits) {
     let peer = stream.peer_addr().ok();
     let certificate_name = stream.peer_certificate_name();
     let conn_id = shard.new_id();
@@ -118,15 +121,27 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream) {
     ));
     shard.register_conn(conn_id, conn.clone());
 
-    let reader = FrameReader::new(stream.clone(), FRAME_MAX_BYTES);
+    let reader = FrameReader::new(stream.clone(), limits.frame_max_bytes);
     let handshake_peer = handshake::Peer {
         address: peer,
         certificate_name,
     };
-    match handshake::run(&shard, &conn, reader, handshake_peer, heartbeat.clone()).await {
+    let handshake = handshake::run(
+        &shard,
+        &conn,
+        reader,
+        handshake_peer,
+        heartbeat.clone(),
+        limits,
+    );
+    match handshake.await {
         Some(mut session) => {
             tracing::debug!(conn = conn_id, ?peer, user = %session.user, vhost = %session.vhost, "connection open");
             conn.set_opened(session.description(peer, stream.local_addr().ok()));
+            // Dropped with the session: a glommio task handle cancels its task.
+            let _ack_timer = limits.consumer_timeout.map(|timeout| {
+                glommio::spawn_local(consumer_timeout::watch(conn.clone(), timeout))
+            });
             let ending = session.run().await;
             tracing::debug!(
                 conn = conn_id,
@@ -197,6 +212,7 @@ impl Session {
             }
             let frame = match self.next_frame_or_shutdown().await {
                 Ok(Some(frame)) => frame,
+                Ok(None) if self.close_timed_out_channels().await => continue,
                 Ok(None) => return Ending::Close(self.forced_close_fault()),
                 Err(ReadError::Closed) => return Ending::Done,
                 Err(ReadError::TimedOut) => {
@@ -232,10 +248,42 @@ impl Session {
         Ok(())
     }
 
-    /// The next frame, or `None` when the shard is shutting down or an operator closes the
-    /// connection (`ConnShared::force_close`).
+    /// Closes the channels the consumer-timeout timer found expired (406, as RabbitMQ's
+    /// `consumer_timeout`); false when there were none.
+    async fn close_timed_out_channels(&mut self) -> bool {
+        let expired = std::mem::take(&mut *self.conn.timed_out_channels.borrow_mut());
+        if expired.is_empty() {
+            return false;
+        }
+        for (channel, timeout_ms) in expired {
+            let open = self
+                .conn
+                .channels
+                .borrow()
+                .get(&channel)
+                .is_some_and(|state| !state.closing);
+            if open {
+                tracing::warn!(
+                    conn = self.conn.id,
+                    channel,
+                    timeout_ms,
+                    "consumer ack timed out, closing channel"
+                );
+                let text = consumer_timeout::timed_out_text(channel, timeout_ms);
+                let fault = Fault::new(reply_code::PRECONDITION_FAILED, text);
+                self.close_channel(channel, fault).await;
+            }
+        }
+        true
+    }
+
+    /// The next frame, or `None` when the shard is shutting down, an operator closes the
+    /// connection (`ConnShared::force_close`) or a channel's consumer timeout expired.
     async fn next_frame_or_shutdown(&mut self) -> Result<Option<Frame>, ReadError> {
-        if self.shard.is_shutting_down() || self.conn.forced_close_reason().is_some() {
+        let interrupted = |conn: &ConnShared| {
+            conn.forced_close_reason().is_some() || !conn.timed_out_channels.borrow().is_empty()
+        };
+        if self.shard.is_shutting_down() || interrupted(&self.conn) {
             return Ok(None);
         }
         if let Some(frame) = self.reader.buffered_frame()? {
@@ -246,7 +294,7 @@ impl Session {
         let reader = &mut self.reader;
         let stop = async {
             futures_lite::future::or(shard.wait_for_shutdown(), async {
-                while conn.forced_close_reason().is_none() {
+                while !interrupted(&conn) {
                     conn.forced.wait().await;
                 }
             })
@@ -284,7 +332,6 @@ impl Session {
             )),
             Frame::Method { channel: 0, method } => self.handle_connection_method(method).await,
             Frame::Method { channel, method } => {
-                self.check_channel_number(channel)?;
                 if matches!(method, Method::BasicPublish(_)) {
                     self.note_publish();
                 }
@@ -302,7 +349,6 @@ impl Session {
                 properties,
                 raw_properties,
             } => {
-                self.check_channel_number(channel)?;
                 let header = ContentHeader {
                     class_id,
                     body_size,
@@ -313,19 +359,23 @@ impl Session {
                 Ok(true)
             }
             Frame::Body { channel, payload } => {
-                self.check_channel_number(channel)?;
                 self.handle_content_body(channel, payload).await?;
                 Ok(true)
             }
         }
     }
 
-    fn check_channel_number(&self, channel: u16) -> Result<(), Fault> {
-        if channel > self.channel_max {
+    /// RabbitMQ's `create_channel`: a frame on a channel not yet open, with as many channels
+    /// open as the negotiated channel_max, closes the connection with 530 (RabbitMQ counts
+    /// open channels; it does not compare channel numbers with channel_max).
+    fn check_channel_count(&self) -> Result<(), Fault> {
+        let open = self.conn.channels.borrow().len();
+        if open >= usize::from(self.channel_max) {
             return Err(Fault::new(
-                reply_code::CHANNEL_ERROR,
+                reply_code::NOT_ALLOWED,
                 format!(
-                    "CHANNEL_ERROR - channel {channel} is above channel_max {}",
+                    "NOT_ALLOWED - number of channels opened ({open}) has reached the \
+                     negotiated channel_max ({})",
                     self.channel_max
                 ),
             ));
@@ -365,6 +415,9 @@ impl Session {
 
     async fn handle_channel_method(&mut self, channel: u16, method: Method) -> Result<(), Fault> {
         let state = self.conn.channels.borrow().get(&channel).map(|c| c.closing);
+        if state.is_none() {
+            self.check_channel_count()?;
+        }
         match (state, &method) {
             (None, Method::ChannelOpen(_)) => {
                 self.conn

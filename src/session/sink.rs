@@ -33,4 +33,8 @@ impl ConnectionSink for ConnShared {
     fn in_vhost(&self, vhost: &str) -> bool {
         ConnShared::in_vhost(self, vhost)
     }
+
+    fn claims_vhost(&self, vhost: &str) -> bool {
+        self.vhost_claim.borrow().as_deref() == Some(vhost)
+    }
 }

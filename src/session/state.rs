@@ -59,6 +59,12 @@ pub struct ConnShared {
     /// Who the connection is, once the handshake has opened it (for the management API's
     /// listing and for closing a deleted vhost's connections); channels are added when asked.
     pub opened: RefCell<Option<ConnectionDescription>>,
+    /// The vhost connection.open asked for, set before the vhost's connection limit is
+    /// checked so concurrent opens count each other (`shard::admission`).
+    pub vhost_claim: RefCell<Option<String>>,
+    /// Channels the consumer-timeout timer found holding an expired delivery; the frame loop
+    /// closes them with 406 (`consumer_timeout`).
+    pub timed_out_channels: RefCell<Vec<(u16, u64)>>,
     /// Set by an operator's close (management API, vhost deletion): the reason, and the wake-up
     /// of the session's frame loop, which then closes with 320 CONNECTION_FORCED.
     forced_close: RefCell<Option<String>>,
@@ -74,6 +80,9 @@ pub struct ChannelState {
     pub next_delivery_tag: u64,
     /// Messages delivered and not yet settled, in delivery-tag order.
     pub unacked: VecDeque<Unacked>,
+    /// The oldest unacked delivery tag the consumer-timeout timer saw, and when it first saw
+    /// it (`session::consumer_timeout`): ages are measured by the timer, not per delivery.
+    pub ack_watch: Option<(u64, std::time::Instant)>,
     pub consumers: IdMap<ConsumerKey, Consumer>,
     pub consumer_tags: HashMap<String, ConsumerKey>,
     /// basic.qos(global=false): the limit given to consumers created from now on.
@@ -196,6 +205,8 @@ impl ConnShared {
             drain_on_close: Cell::new(false),
             channels: RefCell::new(IdMap::default()),
             opened: RefCell::new(None),
+            vhost_claim: RefCell::new(None),
+            timed_out_channels: RefCell::new(Vec::new()),
             forced_close: RefCell::new(None),
             forced: Notify::default(),
             client_properties: RefCell::new(Default::default()),

@@ -5,6 +5,7 @@
 //! or `mesh.send` of a one-way entry whose effect the receiver owns (publish, deliver, settle).
 
 mod access;
+mod admission;
 mod adopt;
 mod alarms;
 pub mod boot;
