@@ -5,7 +5,8 @@
 //! through the same validation so a bad value is refused at start with one clear message.
 
 use crate::limits::{
-    CONFIG_FILE_SIZE_MAX_BYTES, LISTEN_ADDRESSES_MAX, SHARDS_MAX, SPIN_MICROS_MAX,
+    CONFIG_FILE_SIZE_MAX_BYTES, DISK_FREE_LIMIT_DEFAULT_BYTES, LISTEN_ADDRESSES_MAX, SHARDS_MAX,
+    SPIN_MICROS_MAX,
 };
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -65,8 +66,8 @@ pub const QUEUE_MEMORY_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
 /// RabbitMQ's `vm_memory_high_watermark.relative` default: 0.4 of the machine's memory (or of
 /// the cgroup's limit when lower).
 pub const MEMORY_HIGH_WATERMARK_DEFAULT: MemoryWatermark = MemoryWatermark::Fraction(0.4);
-/// RabbitMQ's `disk_free_limit.absolute` default, 50 MB (decimal, as RabbitMQ's "50MB").
-pub const DISK_FREE_LIMIT_DEFAULT: DiskFreeLimit = DiskFreeLimit(50_000_000);
+/// RabbitMQ's `disk_free_limit.absolute` default (`limits::DISK_FREE_LIMIT_DEFAULT_BYTES`).
+pub const DISK_FREE_LIMIT_DEFAULT: DiskFreeLimit = DiskFreeLimit(DISK_FREE_LIMIT_DEFAULT_BYTES);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

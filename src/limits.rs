@@ -354,3 +354,8 @@ const _: () = assert!(
 // Every loop that works in passes makes progress.
 const _: () =
     assert!(PAGE_IN_READS_MAX >= 1 && PAGE_OUT_PASS_MAX >= 1 && TIMER_FIRE_BATCH_MAX >= 1);
+
+/// RabbitMQ's `disk_free_limit.absolute` default, 50 MB (decimal, as RabbitMQ's "50MB").
+pub const DISK_FREE_LIMIT_DEFAULT_BYTES: u64 = 50_000_000;
+/// RabbitMQ's `CHANNEL_MIN` (rabbit_reader): a tune-ok channel_max below it is refused.
+pub const TUNE_CHANNEL_MAX_MIN: u32 = 1;

@@ -107,7 +107,8 @@ fn raw_connect(port: u16, capability: bool) -> TcpStream {
         .write_all(&method(10, 11, &start_ok))
         .expect("start-ok");
     expect_method(&mut stream, 10, 30);
-    let mut tune_ok = 0u16.to_be_bytes().to_vec();
+    // channel_max as offered: RabbitMQ (and ringmq) refuse 0 when the server has a limit.
+    let mut tune_ok = 2047u16.to_be_bytes().to_vec();
     tune_ok.extend_from_slice(&131_072u32.to_be_bytes());
     tune_ok.extend_from_slice(&0u16.to_be_bytes());
     stream

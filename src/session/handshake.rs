@@ -13,7 +13,7 @@ use super::io::{FrameReader, ReadError};
 use super::state::ConnShared;
 use super::{heartbeat_timeout, Session};
 use crate::config::ConnectionLimits;
-use crate::limits::CLOSE_TIMEOUT;
+use crate::limits::{CLOSE_TIMEOUT, TUNE_CHANNEL_MAX_MIN};
 use crate::protocol::{
     reply_code, ConnectionClose, ConnectionOpen, ConnectionOpenOk, ConnectionStart,
     ConnectionStartOk, ConnectionTune, FieldTable, FieldValue, Frame, Method, FRAME_MIN_SIZE,
@@ -141,7 +141,7 @@ async fn negotiate(
     .and_then(|()| {
         check_negotiated(
             "channel_max",
-            CHANNEL_MIN,
+            TUNE_CHANNEL_MAX_MIN,
             u32::from(tune_ok.channel_max),
             u32::from(limits.channel_max),
         )
@@ -188,9 +188,6 @@ async fn negotiate(
     }
     Some((user, vhost, channel_max, frame_max, tune_ok.heartbeat))
 }
-
-/// RabbitMQ's `CHANNEL_MIN` (rabbit_reader): a tune-ok channel_max below it is refused.
-const CHANNEL_MIN: u32 = 1;
 
 /// RabbitMQ's `validate_negotiated_integer_value`: the client's tune-ok value must be at least
 /// `min` (0 aside) and, when the server set a limit, neither 0 ("no limit") nor above it.
