@@ -66,8 +66,6 @@ pub const QUEUE_MEMORY_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
 /// RabbitMQ's `vm_memory_high_watermark.relative` default: 0.4 of the machine's memory (or of
 /// the cgroup's limit when lower).
 pub const MEMORY_HIGH_WATERMARK_DEFAULT: MemoryWatermark = MemoryWatermark::Fraction(0.4);
-/// RabbitMQ's `disk_free_limit.absolute` default (`limits::DISK_FREE_LIMIT_DEFAULT_BYTES`).
-pub const DISK_FREE_LIMIT_DEFAULT: DiskFreeLimit = DiskFreeLimit(DISK_FREE_LIMIT_DEFAULT_BYTES);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -620,7 +618,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
     let disk_free_limit = match (flags.disk_free_limit, file.disk_free_limit) {
         (Some(v), _) => parse_disk_limit(&v, Origin::Flag)?,
         (None, Some(v)) => parse_disk_limit(&toml_scalar_text(&v), Origin::File)?,
-        (None, None) => DISK_FREE_LIMIT_DEFAULT,
+        (None, None) => DiskFreeLimit(DISK_FREE_LIMIT_DEFAULT_BYTES),
     };
     let default_user = match (flags.default_user, file.default_user) {
         (Some(v), _) => check_access_name(v, "default-user", Origin::Flag)?,

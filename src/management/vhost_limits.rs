@@ -11,7 +11,7 @@ use super::backend::Operation;
 use super::routes::{apply, body_object, require_keys, Reply};
 use crate::broker::{AccessOp, VhostLimitName, VhostLimits};
 
-const METHODS_ALLOWED_ON_A_LIMIT: &str = "PUT, DELETE, OPTIONS";
+const ALLOW_PUT_DELETE: &str = "PUT, DELETE, OPTIONS";
 
 /// `GET /api/vhost-limits[/{vhost}]`: the vhosts (visible to the caller) with any limit set.
 pub fn list(cx: &Context, only: Option<&str>) -> Reply {
@@ -58,7 +58,7 @@ pub async fn one(
             Some(value)
         }
         "DELETE" => None,
-        _ => return Err(Response::method_not_allowed(METHODS_ALLOWED_ON_A_LIMIT)),
+        _ => return Err(Response::method_not_allowed(ALLOW_PUT_DELETE)),
     };
     let Some(limit) = VhostLimitName::parse(name) else {
         return Err(Response::bad_request(&format!(
