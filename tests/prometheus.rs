@@ -253,7 +253,7 @@ async fn queue_rates_rise_under_a_known_publish_rate(broker: &Broker) {
         }
         publish(&ch, "", &queue, b"rated", BasicProperties::default()).await;
         sent += 1;
-        if sent % 25 == 0 {
+        if sent.is_multiple_of(25) {
             let (status, body) = admin.request("GET", &path, None);
             assert_eq!(status, 200, "{body}");
             let value: serde_json::Value = serde_json::from_str(&body).expect("json");
