@@ -78,22 +78,8 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                 .collect(),
             server_config: server_config.clone(),
         });
-        let management_listen: Vec<SocketAddr> = match config.management_port {
-            0 => Vec::new(),
-            port => config
-                .management_listen
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, port))
-                .collect(),
-        };
-        let prometheus_listen: Vec<SocketAddr> = match config.prometheus_port {
-            0 => Vec::new(),
-            port => config
-                .management_listen
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, port))
-                .collect(),
-        };
+        let management_listen = http_addresses(config, config.management_port);
+        let prometheus_listen = http_addresses(config, config.prometheus_port);
         let ready_tx = ready_tx.clone();
         let all_built = all_built.clone();
         let placement = match config.pin {
@@ -456,4 +442,16 @@ mod tests {
             EXECUTOR_IO_MEMORY_BYTES_MIN
         );
     }
+}
+
+/// The management addresses on `port`; none when the port is 0 (that server is off).
+fn http_addresses(config: &Config, port: u16) -> Vec<SocketAddr> {
+    if port == 0 {
+        return Vec::new();
+    }
+    config
+        .management_listen
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, port))
+        .collect()
 }
