@@ -223,6 +223,45 @@ fn health_alarms(broker: &Broker) -> (u16, String) {
     Admin::for_broker(broker).request("GET", "/health/checks/alarms", None)
 }
 
+/// Consumes `queue` (no-ack) until `publisher` is told `connection.unblocked`; returns whether
+/// the event was a block (it must not be), the publisher, the consumer and how many it consumed.
+async fn drain_until_unblocked(
+    channel: &lapin::Channel,
+    queue: &str,
+    publisher: Publisher,
+) -> (bool, Publisher, lapin::Consumer, u64) {
+    let mut consumer = channel
+        .basic_consume(
+            queue,
+            "drain",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let (unblocked_tx, mut unblocked_rx) = tokio::sync::oneshot::channel();
+    let events = std::thread::spawn(move || {
+        let event = next_event(&publisher, "connection.unblocked");
+        let _ = unblocked_tx.send(());
+        (event, publisher)
+    });
+    let mut consumed = 0u64;
+    loop {
+        tokio::select! {
+            _ = &mut unblocked_rx => break,
+            delivery = tokio::time::timeout(WAIT, consumer.next()) => {
+                delivery.expect("a delivery while draining").expect("stream").expect("delivery");
+                consumed += 1;
+            }
+        }
+    }
+    let (event, publisher) = events.join().expect("events thread");
+    (event, publisher, consumer, consumed)
+}
+
 /// Waits for a publisher's next event, failing after `WAIT`.
 fn next_event(publisher: &Publisher, what: &str) -> bool {
     publisher
@@ -317,35 +356,7 @@ async fn a_memory_alarm_blocks_publishers_until_a_consumer_drains() {
 
     // A consumer on another connection drains while the publishers are blocked.
     let drain = amqp::channel(&connection).await;
-    let mut consumer = drain
-        .basic_consume(
-            &queue,
-            "drain",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let (unblocked_tx, mut unblocked_rx) = tokio::sync::oneshot::channel();
-    let told_events = std::thread::spawn(move || {
-        let event = next_event(&told, "connection.unblocked");
-        let _ = unblocked_tx.send(());
-        (event, told)
-    });
-    let mut consumed = 0u64;
-    loop {
-        tokio::select! {
-            _ = &mut unblocked_rx => break,
-            delivery = tokio::time::timeout(WAIT, consumer.next()) => {
-                delivery.expect("a delivery while draining").expect("stream").expect("delivery");
-                consumed += 1;
-            }
-        }
-    }
-    let (event, told) = told_events.join().expect("events thread");
+    let (event, told, mut consumer, consumed) = drain_until_unblocked(&drain, &queue, told).await;
     assert!(!event, "connection.unblocked after the drain");
     assert!(consumed > 0);
     println!("memory alarm: cleared after {consumed} messages consumed");
@@ -504,33 +515,7 @@ async fn a_disk_alarm_blocks_publishers_before_the_disk_fills() {
     assert!(!broker.log_text().contains("No space left"), "no ENOSPC");
 
     // Consuming settles the messages; the log reclaims its segments and the alarm clears.
-    let mut consumer = channel
-        .basic_consume(
-            &queue,
-            "drain",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let (unblocked_tx, mut unblocked_rx) = tokio::sync::oneshot::channel();
-    let events = std::thread::spawn(move || {
-        let event = next_event(&publisher, "connection.unblocked");
-        let _ = unblocked_tx.send(());
-        (event, publisher)
-    });
-    loop {
-        tokio::select! {
-            _ = &mut unblocked_rx => break,
-            delivery = tokio::time::timeout(WAIT, consumer.next()) => {
-                delivery.expect("a delivery while draining").expect("stream").expect("delivery");
-            }
-        }
-    }
-    let (event, publisher) = events.join().expect("events thread");
+    let (event, publisher, consumer, _) = drain_until_unblocked(&channel, &queue, publisher).await;
     assert!(!event, "connection.unblocked once space is back");
     drop(publisher);
     drop(consumer);
