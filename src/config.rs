@@ -78,6 +78,9 @@ pub struct Config {
     pub management_listen: Vec<IpAddr>,
     /// The Prometheus `/metrics` port (on the management addresses); 0: none.
     pub prometheus_port: u16,
+    /// The management API over HTTPS (RabbitMQ's `management.ssl.port`), on the management
+    /// addresses with the TLS certificate and key; 0: none. Non-zero only with `tls`.
+    pub management_tls_port: u16,
     /// In `1..=min(SHARDS_MAX, available cores)` with [`Pin::Cores`], `1..=SHARDS_MAX` with
     /// [`Pin::None`].
     pub shards: usize,
@@ -310,7 +313,7 @@ impl ConfigError {
     about = "An AMQP 0-9-1 message broker, thread-per-core"
 )]
 struct Flags {
-    /// TOML file with any of: port, listen, management_port, management_listen, prometheus_port, shards, pin, data_dir, log_level, log_format,
+    /// TOML file with any of: port, listen, management_port, management_listen, prometheus_port, management_tls_port, shards, pin, data_dir, log_level, log_format,
     /// spin_us, queue_memory_bytes, max_message_bytes, memory_high_watermark,
     /// disk_free_limit, default_user, default_pass,
     /// loopback_users, load_definitions, tls_port, tls_cert, tls_key, tls_ca, tls_verify_peer,
@@ -333,6 +336,11 @@ struct Flags {
     /// it [default: 15692]
     #[arg(long, value_name = "N")]
     prometheus_port: Option<String>,
+    /// TCP port of the management API over HTTPS (RabbitMQ's management.ssl.port, usually
+    /// 15671), on the management addresses with --tls-cert and --tls-key; 0 disables it
+    /// [default: 0]
+    #[arg(long, value_name = "N")]
+    management_tls_port: Option<String>,
     /// Number of shards, one executor pinned per core [default: the cores less one in 16,
     /// at least one core left free: 2 cores → 1 shard, 16 → 15, 64 → 60]
     #[arg(long, value_name = "N")]
@@ -437,6 +445,7 @@ struct FileValues {
     management_port: Option<i64>,
     management_listen: Option<Vec<String>>,
     prometheus_port: Option<i64>,
+    management_tls_port: Option<i64>,
     shards: Option<i64>,
     pin: Option<String>,
     data_dir: Option<PathBuf>,
@@ -575,6 +584,11 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         (None, Some(v)) => parse_port_or_off(&v.to_string(), Origin::File)?,
         (None, None) => PROMETHEUS_PORT_DEFAULT,
     };
+    let management_tls_port = match (flags.management_tls_port, file.management_tls_port) {
+        (Some(v), _) => parse_port_or_off(&v, Origin::Flag)?,
+        (None, Some(v)) => parse_port_or_off(&v.to_string(), Origin::File)?,
+        (None, None) => 0,
+    };
     let management_listen = match (flags.management_listen.is_empty(), file.management_listen) {
         (false, _) => parse_listen(&flags.management_listen, Origin::Flag)?,
         (true, Some(v)) => parse_listen(&v, Origin::File)?,
@@ -644,12 +658,23 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         (None, None) => vec![DEFAULT_USER_DEFAULT.to_owned()],
     };
     let tls = resolve_tls(tls_choices, port)?;
+    if management_tls_port != 0 && tls.is_none() {
+        return Err(ConfigError::Tls(
+            "management-tls-port needs a certificate and a key (tls-cert and tls-key)",
+        ));
+    }
+    if management_tls_port != 0 && management_tls_port == management_port {
+        return Err(ConfigError::Tls(
+            "management-tls-port must differ from management-port",
+        ));
+    }
     Ok(Config {
         port,
         listen,
         management_port,
         management_listen,
         prometheus_port,
+        management_tls_port,
         shards,
         pin,
         data_dir,

@@ -30,6 +30,7 @@ pub mod limits;
 pub mod management;
 pub mod metrics;
 pub mod net;
+pub mod pattern;
 pub mod protocol;
 pub mod runtime;
 pub mod session;

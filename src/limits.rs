@@ -202,6 +202,10 @@ pub const WAL_COMPACT_BATCH_PERCENT_MAX: usize = 50;
 /// bytes in flight between shards); RabbitMQ samples every 2.5 s by default, which suits its
 /// slower publish path less well.
 pub const ALARM_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
+/// Message content a shard may accept from clients between two samples before it samples at
+/// once: a publisher that keeps its executor busy delays the sampler task, so the interval alone
+/// does not bound the overshoot; this does (per shard, plus one read chunk per connection).
+pub const ALARM_SAMPLE_CONTENT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 // Configuration.
 /// Hard ceiling on shards whatever the machine. With `--pin cores` (the default) the limit is
@@ -291,6 +295,11 @@ pub const USERS_MAX: usize = 100_000;
 /// Longest user or vhost name, and longest permission pattern, in bytes.
 pub const ACCESS_NAME_LENGTH_MAX: usize = 255;
 pub const PERMISSION_PATTERN_LENGTH_MAX: usize = 4096;
+/// Backtracking steps one match of a policy or permission pattern with look-around or
+/// backreferences may take (`pattern`); past it the name does not match. Names are at most 255
+/// bytes, so honest patterns stay far below it, and a hostile one costs its publisher at most
+/// about a millisecond per check.
+pub const PATTERN_BACKTRACK_STEPS_MAX: usize = 100_000;
 /// Most policies plus operator policies in one vhost: every shard holds them all and a policy
 /// change matches each against every queue of the vhost.
 pub const POLICIES_PER_VHOST_MAX: usize = 1024;

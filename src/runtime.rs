@@ -17,7 +17,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::alarm::{probe, AlarmLimits};
 use crate::broker::Topology;
-use crate::config::{Config, ConnectionLimits, Pin};
+use crate::config::{Config, ConnectionLimits, Pin, TlsConfig};
 use crate::limits::{
     CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
     EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
@@ -52,6 +52,16 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         Some(tls) => Some((tls.port, tls::server_config(tls)?)),
         None => None,
     };
+    // HTTPS for the management API: the broker's certificate, and no client certificate asked
+    // for whatever amqps's peer verification (RabbitMQ's `management.ssl` is set apart too).
+    let management_tls = match &config.tls {
+        Some(tls) if config.management_tls_port != 0 => Some(tls::server_config(&TlsConfig {
+            verify_peer: false,
+            fail_if_no_peer_cert: false,
+            ..tls.clone()
+        })?),
+        _ => None,
+    };
     let alarm_limits = resolve_alarm_limits(config);
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     // A glommio channel end waiting for its peer to connect keeps its executor polling instead
@@ -80,6 +90,10 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         });
         let management_listen = http_addresses(config, config.management_port);
         let prometheus_listen = http_addresses(config, config.prometheus_port);
+        let management_tls_listen = management_tls.as_ref().map(|server_config| TlsListen {
+            addresses: http_addresses(config, config.management_tls_port),
+            server_config: server_config.clone(),
+        });
         let ready_tx = ready_tx.clone();
         let all_built = all_built.clone();
         let placement = match config.pin {
@@ -99,6 +113,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     tls_listen,
                     management_listen,
                     prometheus_listen,
+                    management_tls_listen,
                     data_dir,
                     queue_memory_bytes,
                     max_message_bytes,
@@ -173,6 +188,8 @@ struct ShardPaths {
     management_listen: Vec<SocketAddr>,
     /// Empty: no Prometheus endpoint.
     prometheus_listen: Vec<SocketAddr>,
+    /// None: no management API over HTTPS.
+    management_tls_listen: Option<TlsListen>,
     data_dir: PathBuf,
     queue_memory_bytes: u64,
     max_message_bytes: u64,
@@ -213,6 +230,7 @@ async fn shard_main(
         tls_listen,
         management_listen,
         prometheus_listen,
+        management_tls_listen,
         data_dir,
         queue_memory_bytes,
         max_message_bytes,
@@ -233,6 +251,7 @@ async fn shard_main(
     let http = HttpListen {
         management: management_listen,
         prometheus: prometheus_listen,
+        management_tls: management_tls_listen,
     };
     let specs = listener_specs(&shard, &listen, tls_listen, &http, connection_limits);
     let listeners = match net::bind_all(specs) {
@@ -274,6 +293,8 @@ struct TlsListen {
 struct HttpListen {
     management: Vec<SocketAddr>,
     prometheus: Vec<SocketAddr>,
+    /// The management API over HTTPS (`--management-tls-port`).
+    management_tls: Option<TlsListen>,
 }
 
 /// AMQP on every listen address, amqps (the same protocol over `tls::Acceptor`) on the TLS
@@ -322,6 +343,17 @@ fn listener_specs(
             transport: None,
         }));
     }
+    if let Some(https_listen) = &http_listen.management_tls {
+        let api = Rc::new(Api::new(backend.clone()));
+        let https: Rc<dyn net::Protocol> = Rc::new(Http::new(api, "https"));
+        let acceptor: Rc<dyn net::Transport> =
+            Rc::new(tls::Acceptor::new(https_listen.server_config.clone()));
+        specs.extend(https_listen.addresses.iter().map(|&address| ListenerSpec {
+            address,
+            protocol: https.clone(),
+            transport: Some(acceptor.clone()),
+        }));
+    }
     if !http_listen.prometheus.is_empty() {
         let metrics = Rc::new(Metrics::new(backend));
         let http: Rc<dyn net::Protocol> = Rc::new(Http::new(metrics, "prometheus"));
@@ -364,7 +396,7 @@ impl net::Protocol for Amqp {
 struct Http<H> {
     api: Rc<H>,
     open: Rc<std::cell::Cell<usize>>,
-    /// "http" or "prometheus": listeners of each are checked apart at bind.
+    /// "http", "https" or "prometheus": listeners of each are checked apart at bind.
     name: &'static str,
 }
 

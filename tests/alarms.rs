@@ -9,13 +9,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::{admin::Admin, amqp, unique, Broker};
+use common::{admin::Admin, amqp, filesystem, unique, Broker};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -385,87 +383,9 @@ async fn a_memory_alarm_blocks_publishers_until_a_consumer_drains() {
 
 // ---- disk ----------------------------------------------------------------------------------
 
-/// A 256 MiB ext4 filesystem on a loop device, mounted for the test; unmounted and detached on
-/// drop.
-struct SmallFilesystem {
-    image: PathBuf,
-    mount: PathBuf,
-    device: String,
-}
-
-impl SmallFilesystem {
-    fn make(size_bytes: u64) -> Result<SmallFilesystem, String> {
-        let root = std::env::temp_dir().join(unique("ringmq-disk"));
-        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-        let image = root.join("fs.img");
-        let mount = root.join("mnt");
-        std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
-        let file = std::fs::File::create(&image).map_err(|e| e.to_string())?;
-        file.set_len(size_bytes).map_err(|e| e.to_string())?;
-        run(
-            "mkfs.ext4",
-            &["-q", "-F", image.to_str().unwrap_or_default()],
-        )?;
-        let device = run(
-            "losetup",
-            &["--find", "--show", image.to_str().unwrap_or_default()],
-        )?;
-        let filesystem = SmallFilesystem {
-            image,
-            mount,
-            device: device.trim().to_owned(),
-        };
-        run(
-            "mount",
-            &[
-                &filesystem.device,
-                filesystem.mount.to_str().unwrap_or_default(),
-            ],
-        )?;
-        Ok(filesystem)
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.mount.join("data")
-    }
-}
-
-impl Drop for SmallFilesystem {
-    fn drop(&mut self) {
-        let _ = run("umount", &[self.mount.to_str().unwrap_or_default()]);
-        let _ = run("losetup", &["-d", &self.device]);
-        if let Some(root) = self.image.parent() {
-            let _ = std::fs::remove_dir_all(root);
-        }
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    ringmq::alarm::probe::filesystem_free_bytes(path).unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_alarm_blocks_publishers_before_the_disk_fills() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: making a loop-device filesystem needs root");
-        return;
-    }
-    let filesystem = match SmallFilesystem::make(256 * MIB) {
+    let filesystem = match filesystem::SmallFilesystem::make(256 * MIB) {
         Ok(filesystem) => filesystem,
         Err(reason) => {
             println!("skipped: cannot make a small filesystem: {reason}");
@@ -473,7 +393,7 @@ async fn a_disk_alarm_blocks_publishers_before_the_disk_fills() {
         }
     };
     std::fs::create_dir_all(filesystem.data_dir()).expect("data dir");
-    let free_at_start = free_bytes(&filesystem.mount);
+    let free_at_start = filesystem.free_bytes();
     // The log preallocates 32 MiB segments: the limit sits a few segments below the free space.
     let limit_bytes = free_at_start.saturating_sub(128 * MIB);
     let limit = limit_bytes.to_string();
@@ -501,7 +421,7 @@ async fn a_disk_alarm_blocks_publishers_before_the_disk_fills() {
         .recv_timeout(WAIT)
         .expect("connection.blocked");
     assert!(blocked);
-    let free_when_blocked = free_bytes(&filesystem.mount);
+    let free_when_blocked = filesystem.free_bytes();
     println!(
         "disk alarm: blocked with {} MiB free (limit {} MiB, filesystem {} MiB free at start)",
         free_when_blocked / MIB,

@@ -82,6 +82,37 @@ async fn connections_are_listed_with_their_user_and_closed_by_name(broker: &Brok
         "CONNECTION_FORCED - Closed via management plugin"
     );
     drop(ch);
+
+    // An operator's reason in X-Reason is the client's close text (rabbitmqadmin and the UI
+    // send one).
+    let conn = connect_url(&url).await;
+    let ch = channel(&conn).await;
+    let closed_rx = closing_error(&conn);
+    let listed = listed_connections(&admin, &vhost);
+    let ours = listed
+        .iter()
+        .find(|c| c["vhost"] == vhost.as_str() && c["channels"].as_u64() == Some(1))
+        .unwrap_or_else(|| panic!("the second connection is listed: {listed:?}"));
+    let name = ours["name"].as_str().expect("a name").to_string();
+    let (status, body) = admin.request_with_headers(
+        "DELETE",
+        &format!("/connections/{}", encode(&name)),
+        None,
+        &[("X-Reason", "maintenance window")],
+    );
+    assert!((200..300).contains(&status), "DELETE: {status} {body}");
+    let error = tokio::time::timeout(CLOSE_WAIT, closed_rx)
+        .await
+        .expect("closed within the wait")
+        .expect("an error is reported");
+    let lapin::Error::ProtocolError(protocol) = &error else {
+        panic!("a protocol error: {error:?}")
+    };
+    assert_eq!(
+        protocol.get_message().as_str(),
+        "CONNECTION_FORCED - maintenance window"
+    );
+    drop(ch);
     admin.delete_vhost(&vhost);
 }
 

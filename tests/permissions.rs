@@ -18,6 +18,7 @@ const ACCESS_REFUSED: u16 = 403;
 const NOT_ALLOWED: u16 = 530;
 
 per_shard_count!(
+    a_look_ahead_configure_pattern_refuses_what_it_excludes,
     configure_is_checked_on_declare_and_delete,
     write_is_checked_on_publish_and_bind,
     read_is_checked_on_consume_get_purge_and_bind,
@@ -134,6 +135,29 @@ async fn configure_is_checked_on_declare_and_delete(broker: &Broker) {
     step(
         "delete matching",
         ch.queue_delete("cfg-q", QueueDeleteOptions::default()),
+    )
+    .await
+    .expect("delete");
+}
+
+/// PCRE look-ahead, as RabbitMQ's `re` takes it: "every name but the `sys.` ones".
+async fn a_look_ahead_configure_pattern_refuses_what_it_excludes(broker: &Broker) {
+    let tenant = Tenant::new(broker, "^(?!sys\\.)", ".*", ".*");
+    let conn = tenant.connect().await;
+    let ch = channel(&conn).await;
+    declare(&ch, "app.q")
+        .await
+        .expect("a name the pattern lets through");
+    expect_code_and_text(
+        "declare of an excluded name",
+        declare(&ch, "sys.q").await,
+        ACCESS_REFUSED,
+        &tenant.refusal("queue", "sys.q"),
+    );
+    let ch = channel(&conn).await;
+    step(
+        "delete",
+        ch.queue_delete("app.q", QueueDeleteOptions::default()),
     )
     .await
     .expect("delete");

@@ -29,6 +29,7 @@ per_shard_count!(
     an_exchange_policy_gives_an_alternate_exchange,
     policies_reach_queues_on_every_shard,
     refusals_follow_rabbitmq,
+    a_look_ahead_pattern_matches_as_pcre,
 );
 
 per_shard_count_mut!(policies_survive_a_restart_and_a_crash);
@@ -461,6 +462,34 @@ async fn policies_survive_a_restart_and_a_crash(broker: &mut Broker) {
         .await
         .expect("purge");
     }
+}
+
+/// RabbitMQ matches patterns with PCRE: look-ahead ("all but these") is a common policy.
+async fn a_look_ahead_pattern_matches_as_pcre(broker: &Broker) {
+    let admin = Admin::for_broker(broker);
+    let conn = connect(broker).await;
+    let ch = channel(&conn).await;
+    let prefix = unique("pol-ahead");
+    let (taken, kept) = (format!("{prefix}.drop"), format!("{prefix}.keep.1"));
+    declare(&ch, &taken, FieldTable::default()).await;
+    declare(&ch, &kept, FieldTable::default()).await;
+    let policy = unique("pol-ahead");
+    let pattern = format!("^{}\\.(?!keep\\.)", regex_escape(&prefix));
+    set_policy(
+        &admin,
+        "policies",
+        &policy,
+        json!({"pattern": pattern, "definition": {"max-length": 3}, "apply-to": "queues"}),
+    );
+    let path = |queue: &str| format!("/queues/%2F/{}", encode(queue));
+    wait_for_object(&admin, &path(&taken), |q| q["policy"] == json!(policy)).await;
+    let (status, text) = admin.request("GET", &path(&kept), None);
+    assert_eq!(status, 200, "{text}");
+    let kept_queue: Value = serde_json::from_str(&text).expect("json");
+    assert!(kept_queue["policy"].is_null(), "{kept_queue}");
+    clear_policy(&admin, "policies", &policy);
+    delete(&ch, &taken).await;
+    delete(&ch, &kept).await;
 }
 
 async fn refusals_follow_rabbitmq(broker: &Broker) {

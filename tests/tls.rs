@@ -164,18 +164,22 @@ impl Drop for Certs {
     }
 }
 
-/// A broker with amqps on a port of its own.
+/// A broker with amqps on a port of its own, and the management API over HTTPS on another.
 struct TlsBroker {
     broker: Broker,
     tls_port: u16,
+    https_port: u16,
 }
 
 fn start(shards: usize, certs: &Certs, verify: Verify) -> TlsBroker {
     let tls_port = free_port();
+    let https_port = free_port();
     let text = |p: PathBuf| p.to_str().expect("utf-8 temp path").to_owned();
     let mut args = vec![
         "--tls-port".to_owned(),
         tls_port.to_string(),
+        "--management-tls-port".to_owned(),
+        https_port.to_string(),
         "--tls-cert".to_owned(),
         text(certs.path("server_certificate.pem")),
         "--tls-key".to_owned(),
@@ -193,6 +197,7 @@ fn start(shards: usize, certs: &Certs, verify: Verify) -> TlsBroker {
     TlsBroker {
         broker: Broker::start_with_args(shards, &args),
         tls_port,
+        https_port,
     }
 }
 
@@ -404,10 +409,106 @@ fn assert_closed_after(port: u16, bytes: &[u8]) {
         !received.starts_with(b"AMQP") && !received.starts_with(&[1, 0, 0]),
         "answered in AMQP: {received:02x?}"
     );
+    assert!(
+        !received.starts_with(b"HTTP"),
+        "answered in HTTP: {received:02x?}"
+    );
+}
+
+/// RabbitMQ's `management.ssl`: the API answers over HTTPS with the broker's certificate,
+/// authenticates as over HTTP, asks no client certificate even where amqps requires one, and
+/// a plain HTTP request on the HTTPS port gets no HTTP answer. Debian's rabbitmqadmin works
+/// against it with `--ssl`.
+#[test]
+fn management_api_over_https() {
+    let certs = Certs::generate();
+    for shards in SHARD_COUNTS {
+        let tls = start(shards, &certs, Verify::PeerRequired);
+        let overview = https_request(&certs, tls.https_port, "/api/overview", Some("guest:guest"));
+        assert!(overview.starts_with("HTTP/1.1 200"), "{overview}");
+        assert!(overview.contains("\"rabbitmq_version\""), "{overview}");
+        let refused = https_request(&certs, tls.https_port, "/api/overview", None);
+        assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+        let wrong = https_request(&certs, tls.https_port, "/api/overview", Some("guest:nope"));
+        assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+        assert_closed_after(
+            tls.https_port,
+            b"GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        );
+        if std::path::Path::new("/usr/bin/rabbitmqadmin").exists() {
+            let ca = certs.path("ca_certificate.pem");
+            let output = Command::new("/usr/bin/rabbitmqadmin")
+                .args(["--host", "127.0.0.1", "--port", &tls.https_port.to_string()])
+                .args([
+                    "--ssl",
+                    "--ssl-ca-cert-file",
+                    ca.to_str().expect("utf-8 path"),
+                ])
+                .args(["--username", "guest", "--password", "guest"])
+                .args(["--format", "raw_json", "show", "overview"])
+                .output()
+                .expect("run rabbitmqadmin");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success() && stdout.contains("rabbitmq_version"),
+                "rabbitmqadmin over HTTPS: {stdout} {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn management_tls_port_needs_a_certificate() {
+    let port = free_port().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["--management-tls-port", &port])
+        .output()
+        .expect("run ringmq");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("management-tls-port needs"), "{stderr}");
+}
+
+/// One HTTP/1.1 request over TLS (trusting the test CA, no client certificate); the whole
+/// response as text.
+fn https_request(certs: &Certs, port: u16, path: &str, credentials: Option<&str>) -> String {
+    use base64::Engine;
+    let mut stream = tls_client(certs, port, None).expect("TLS handshake");
+    let authorization = credentials.map_or(String::new(), |c| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(c);
+        format!("Authorization: Basic {encoded}\r\n")
+    });
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        // A server closing without close_notify after `Connection: close`: the bytes are there.
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("read HTTPS response: {e}"),
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A blocking rustls client after the AMQP protocol header: the first 7 bytes of the answer
+/// are read (TLS 1.3: a refused client certificate shows on the first read after the handshake).
+fn raw_tls_session(
+    certs: &Certs,
+    port: u16,
+    identity: Option<&str>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut stream = tls_client(certs, port, identity)?;
+    stream.write_all(b"AMQP\x00\x00\x09\x01")?;
+    let mut first = [0u8; 7];
+    stream.read_exact(&mut first)?;
+    Ok(stream)
 }
 
 /// A blocking rustls client: trusts the test CA, presents `identity` (a `NAME_*.pem` pair).
-fn raw_tls_session(
+fn tls_client(
     certs: &Certs,
     port: u16,
     identity: Option<&str>,
@@ -443,12 +544,7 @@ fn raw_tls_session(
         rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
     let socket = TcpStream::connect(("127.0.0.1", port))?;
     socket.set_read_timeout(Some(STEP_TIMEOUT))?;
-    let mut stream = rustls::StreamOwned::new(connection, socket);
-    // TLS 1.3: a refused client certificate shows on the first read after the handshake.
-    stream.write_all(b"AMQP\x00\x00\x09\x01")?;
-    let mut first = [0u8; 7];
-    stream.read_exact(&mut first)?;
-    Ok(stream)
+    Ok(rustls::StreamOwned::new(connection, socket))
 }
 
 /// connection.start's mechanisms over TLS (`raw_tls_session` read its frame header).

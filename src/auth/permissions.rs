@@ -6,7 +6,7 @@
 //! that with the topology's permission revision and compiles again only when it changes, so a
 //! publish pays one cached lookup, not a compilation.
 
-use regex::Regex;
+use crate::pattern::NamePattern;
 
 /// A user's permissions in one vhost: regexes over resource names, stored as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub struct InvalidPattern {
 /// running a regex: a publish checks write on its exchange each time.
 enum Pattern {
     Everything,
-    Regex(Regex),
+    Regex(NamePattern),
 }
 
 impl Pattern {
@@ -104,15 +104,15 @@ impl Pattern {
 }
 
 /// RabbitMQ's rule: an empty pattern matches nothing (it becomes `^$`); any other is searched
-/// for anywhere in the name (unanchored, as Erlang's `re:run`).
+/// for anywhere in the name (unanchored, as Erlang's `re:run`; PCRE look-around included).
 fn compile(pattern: &str) -> Result<Pattern, InvalidPattern> {
     if pattern == ".*" {
         return Ok(Pattern::Everything);
     }
     let effective = if pattern.is_empty() { "^$" } else { pattern };
-    let regex = Regex::new(effective).map_err(|e| InvalidPattern {
+    let regex = NamePattern::new(effective).map_err(|reason| InvalidPattern {
         pattern: pattern.to_string(),
-        reason: e.to_string(),
+        reason,
     })?;
     Ok(Pattern::Regex(regex))
 }

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use regex::Regex;
+use crate::pattern::NamePattern;
 
 use super::{AccessOutcome, Topology, TopologyChange};
 use crate::limits::{
@@ -199,7 +199,7 @@ pub struct Policy {
     pub apply_to: ApplyTo,
     pub priority: i64,
     pub definition: PolicyDefinition,
-    regex: Regex,
+    regex: NamePattern,
 }
 
 /// The compiled regex follows from the pattern, so it is not compared.
@@ -302,16 +302,15 @@ impl Policy {
     }
 }
 
-/// RabbitMQ's `re:run` searches anywhere in the name, as `Regex::is_match` does. Its PCRE
-/// also has look-around, which the `regex` crate refuses: such a pattern is a 400 here.
-fn compile_pattern(pattern: &str) -> Result<Regex, InvalidPolicy> {
+/// RabbitMQ's `re:run` (PCRE, look-around included) searches anywhere in the name, as
+/// `NamePattern::is_match` does.
+fn compile_pattern(pattern: &str) -> Result<NamePattern, InvalidPolicy> {
     if pattern.len() > PERMISSION_PATTERN_LENGTH_MAX {
         return Err(InvalidPolicy(format!(
             "pattern should be regular expression but is invalid: {{\"longer than {PERMISSION_PATTERN_LENGTH_MAX} bytes\",0}}"
         )));
     }
-    Regex::new(pattern).map_err(|error| {
-        let reason = error.to_string().replace('\n', " ");
+    NamePattern::new(pattern).map_err(|reason| {
         InvalidPolicy(format!(
             "pattern should be regular expression but is invalid: {{\"{reason}\",0}}"
         ))

@@ -25,6 +25,8 @@ pub struct Request {
     pub path: String,
     pub query: String,
     pub authorization: Option<String>,
+    /// The `X-Reason` header: the reason a force-closed connection is given.
+    pub x_reason: Option<String>,
     pub body: Bytes,
 }
 
@@ -128,6 +130,8 @@ pub struct Context {
     pub caller: Caller,
     pub topology: Topology,
     pub query: Query,
+    /// The request's `X-Reason` header (RabbitMQ's close reason for DELETE of a connection).
+    pub x_reason: Option<String>,
 }
 
 impl Context {
@@ -241,6 +245,7 @@ impl Api {
             caller,
             topology,
             query: Query::parse(&request.query),
+            x_reason: request.x_reason,
         };
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         match super::routes::route(self, &context, &request.method, &segments, &request.body).await

@@ -241,6 +241,7 @@ async fn handle<H: Handler>(
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
         authorization: header(hyper::header::AUTHORIZATION),
+        x_reason: header(hyper::header::HeaderName::from_static("x-reason")),
         body,
     };
     into_hyper(api.handle(request).await)

@@ -1133,7 +1133,11 @@ async fn connection(api: &Api, cx: &Context, method: &str, name: &str) -> Reply 
             if !cx.caller.is_administrator() && cx.caller.name != found.user {
                 return Err(Response::not_authorised("Not administrator user"));
             }
-            let reason = "Closed via management plugin".to_string();
+            // RabbitMQ's rabbit_mgmt_wm_connection: the X-Reason header, else its default.
+            let reason = cx
+                .x_reason
+                .clone()
+                .unwrap_or_else(|| "Closed via management plugin".to_string());
             if !api.backend.close_connection(name.to_string(), reason).await {
                 return Err(Response::not_found());
             }

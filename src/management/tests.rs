@@ -49,6 +49,7 @@ impl Harness {
                 "Basic {}",
                 BASE64.encode(format!("{user}:{password}"))
             )),
+            x_reason: None,
             body: Bytes::from(body.to_string()),
         };
         futures_lite::future::block_on(self.api.handle(request))
@@ -717,6 +718,7 @@ fn access_by_tag_as_rabbitmq() {
         path: "/api/overview".into(),
         query: String::new(),
         authorization: None,
+        x_reason: None,
         body: Bytes::new(),
     }));
     assert_eq!(anonymous.status, 401);

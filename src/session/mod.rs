@@ -138,10 +138,12 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream, limits: ConnectionLim
         Some(mut session) => {
             tracing::debug!(conn = conn_id, ?peer, user = %session.user, vhost = %session.vhost, "connection open");
             conn.set_opened(session.description(peer, stream.local_addr().ok()));
-            // Dropped with the session: a glommio task handle cancels its task.
-            let _ack_timer = limits.consumer_timeout.map(|timeout| {
-                glommio::spawn_local(consumer_timeout::watch(conn.clone(), timeout))
-            });
+            // Detached: the watch ends by itself within one check interval of the connection's
+            // output closing. (Cancelling it by dropping its handle while it slept in a timer
+            // leaked the task, one per connection: found by the session fuzz target.)
+            if let Some(timeout) = limits.consumer_timeout {
+                glommio::spawn_local(consumer_timeout::watch(conn.clone(), timeout)).detach();
+            }
             let ending = session.run().await;
             tracing::debug!(
                 conn = conn_id,
@@ -228,6 +230,9 @@ impl Session {
                     return Ending::Close(Fault::new(code, text));
                 }
             };
+            if let Frame::Header { body_size, .. } = &frame {
+                self.shard.note_content_received(*body_size);
+            }
             match self.handle_frame(frame).await {
                 Ok(true) => {}
                 Ok(false) => return Ending::Done,

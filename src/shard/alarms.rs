@@ -15,7 +15,7 @@ use std::rc::Rc;
 use super::sync::Notify;
 use super::Shard;
 use crate::alarm::{self, probe, AlarmLimits, AlarmSet, Sample};
-use crate::limits::ALARM_SAMPLE_INTERVAL;
+use crate::limits::{ALARM_SAMPLE_CONTENT_BYTES_MAX, ALARM_SAMPLE_INTERVAL};
 
 /// No alarm can be raised until `configure` is called (tests building a bare shard).
 const UNCONFIGURED: AlarmLimits = AlarmLimits {
@@ -28,6 +28,8 @@ pub(super) struct Alarms {
     data_dir: RefCell<Option<PathBuf>>,
     in_effect: Cell<AlarmSet>,
     last_sample: Cell<Sample>,
+    /// Content bytes clients announced since the last sample (`note_content_received`).
+    content_since_sample: Cell<u64>,
     /// Notified whenever `in_effect` changes.
     changed: Notify,
 }
@@ -39,6 +41,7 @@ impl Default for Alarms {
             data_dir: RefCell::new(None),
             in_effect: Cell::new(AlarmSet::default()),
             last_sample: Cell::new(Sample::default()),
+            content_since_sample: Cell::new(0),
             changed: Notify::default(),
         }
     }
@@ -73,10 +76,25 @@ impl Shard {
         }
     }
 
+    /// Called for every content header a client sends: once the content announced since the
+    /// last sample passes `ALARM_SAMPLE_CONTENT_BYTES_MAX`, samples now rather than when the
+    /// sampler task next runs, which a saturating publisher on this executor delays (the memory
+    /// alarm was raised hundreds of MiB past the watermark without this).
+    pub fn note_content_received(&self, body_size: u64) {
+        let alarms = &self.features.alarms;
+        let received = alarms.content_since_sample.get().saturating_add(body_size);
+        if received < ALARM_SAMPLE_CONTENT_BYTES_MAX {
+            alarms.content_since_sample.set(received);
+            return;
+        }
+        self.sample_alarms();
+    }
+
     /// Takes one sample and updates the alarms (logged by the coordinator only, so a change is
     /// one line however many shards see it).
     fn sample_alarms(&self) {
         let alarms = &self.features.alarms;
+        alarms.content_since_sample.set(0);
         let previous = alarms.in_effect.get();
         if previous.memory {
             probe::release_free_memory();

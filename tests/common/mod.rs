@@ -497,6 +497,7 @@ macro_rules! per_shard_count_mut {
 
 pub mod admin;
 pub mod ctl;
+pub mod filesystem;
 pub mod raw;
 
 pub mod amqp {

@@ -119,7 +119,11 @@ pub struct Close {
 
 impl Raw {
     pub fn connect(broker: &Broker) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", broker.port())).expect("connect");
+        Raw::connect_port(broker.port())
+    }
+
+    pub fn connect_port(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream
             .set_read_timeout(Some(READ_TIMEOUT))
             .expect("read timeout");
@@ -238,7 +242,12 @@ impl Raw {
 
     /// A fully open connection on vhost `/` as guest.
     pub fn open(broker: &Broker) -> Raw {
-        let mut raw = Raw::connect(broker);
+        Raw::open_on(broker.port())
+    }
+
+    /// [`Raw::open`] by port (from threads that do not hold the broker).
+    pub fn open_on(port: u16) -> Raw {
+        let mut raw = Raw::connect_port(port);
         raw.authenticate("guest", "guest");
         raw.tune();
         raw.open_vhost("/");
