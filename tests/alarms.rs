@@ -282,11 +282,12 @@ fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 
 // ---- memory --------------------------------------------------------------------------------
 
-// Known failing (issue 12): under a saturating publisher the shard's 50 ms alarm sampler runs
-// late, so the alarm is raised hundreds of MiB past the watermark (peak RSS 1,061 and 1,482 MiB
-// in two runs against 1,024 + 256). Blocking, the health check and unblocking after the drain
-// work; the bound does not hold yet. Run it with `--ignored`.
-#[ignore = "alarm raised late under a saturating publisher: RSS bound not met yet (issue 12)"]
+// Known failing (issue 12): the RSS bound now holds (the shard samples after every 16 MiB of
+// content announced: peak 1,033 and 1,034 MiB against 1,024 + 256), blocking and the health
+// check work, and the alarm clears after a few messages are consumed. Resuming does not: the
+// alarm is raised again at once and the draining consumer stops receiving (RSS stays at
+// 1,034 MiB, publishers gain 1 MiB in 40 s). Run it with `--ignored`.
+#[ignore = "after the alarm clears, publishing does not resume: the alarm is re-raised and the drain stalls (issue 12)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_alarm_blocks_publishers_until_a_consumer_drains() {
     let broker = Broker::start_with_args(
