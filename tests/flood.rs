@@ -34,6 +34,9 @@ const QUIET_WINDOW: Duration = Duration::from_secs(5);
 const FLOOD_WINDOW: Duration = Duration::from_secs(12);
 /// The flood's p99 bound, as a multiple of the quiet p99.
 const P99_RATIO_MAX: f64 = 3.0;
+/// The quiet p99 the ratio is taken against is at least this: below a millisecond, on a shared
+/// 2-core machine, the ratio would measure the scheduler's noise rather than the flood.
+const QUIET_P99_FLOOR_MICROS: f64 = 1_000.0;
 /// Every connection the flood opens must be closed (or still open) within this after its
 /// expected end.
 const CLOSE_WAIT: Duration = Duration::from_secs(20);
@@ -336,7 +339,7 @@ async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast
         "confirmed messages never delivered: {lost:?}"
     );
     assert!(
-        flood_p99 <= quiet_p99 * P99_RATIO_MAX,
+        flood_p99 <= quiet_p99.max(QUIET_P99_FLOOR_MICROS) * P99_RATIO_MAX,
         "confirm p99 under the flood {flood_p99:.0} µs > {P99_RATIO_MAX}× quiet {quiet_p99:.0} µs"
     );
     drop(idle);
