@@ -36,7 +36,7 @@ function content() {
     api.table(['Publish', 'Deliver / get', 'Ack', 'Confirm', 'Redelivered'], [h('tr', {},
       ['publish', 'deliver_get', 'ack', 'confirm', 'redeliver'].map(k =>
         h('td', { class: 'num' }, fmtNumber(stats[k] || 0), h('br'), h('small', {}, fmtRate(stats[`${k}_details`])))))]),
-    nodes(),
+    ...nodes(),
   ];
 }
 
@@ -45,7 +45,7 @@ function tile(label, value) {
 }
 
 function nodes() {
-  if (!latest.nodes) return h('p', { class: 'muted' }, 'Nodes are shown to monitoring users.');
+  if (!latest.nodes) return [h('p', { class: 'muted' }, 'Nodes are shown to monitoring users.')];
   const rows = latest.nodes.map(node => h('tr', {},
     h('td', {}, node.name),
     h('td', {}, fmtDuration(node.uptime)),
