@@ -935,6 +935,7 @@ fn unauthenticated(h: &Harness, method: &str, path: &str) -> Response {
         path: path.into(),
         query: String::new(),
         authorization: None,
+        x_reason: None,
         body: Bytes::new(),
     }))
 }
