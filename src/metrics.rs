@@ -80,6 +80,19 @@ impl Histogram {
             (self.first_bound << i, total)
         })
     }
+
+    /// The upper bound of the bucket holding the `quantile`-th observation (0 < q <= 1): an
+    /// estimate within a factor of two, from above. None when empty or when it lies past the
+    /// last bucket.
+    pub fn quantile_upper_bound(&self, quantile: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((quantile.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        self.cumulative()
+            .find(|&(_, at_or_below)| at_or_below >= rank)
+            .map(|(bound, _)| bound)
+    }
 }
 
 /// What one shard's publishers did, counted where the publishing channel decides it (RabbitMQ's
@@ -161,6 +174,24 @@ mod tests {
         assert_eq!(buckets, vec![(1000, 2), (2000, 4), (4000, 6), (8000, 6)]);
         assert_eq!(histogram.count(), 7, "u64::MAX is counted in +Inf only");
         assert_eq!(histogram.cumulative().last().map(|(_, n)| n), Some(6));
+    }
+
+    #[test]
+    fn quantiles_name_the_bucket_bound_at_or_above_them() {
+        let mut histogram = Histogram::new(1000);
+        assert_eq!(histogram.quantile_upper_bound(0.5), None);
+        for value in [500, 1500, 1500, 3000] {
+            histogram.observe(value);
+        }
+        assert_eq!(histogram.quantile_upper_bound(0.25), Some(1000));
+        assert_eq!(histogram.quantile_upper_bound(0.5), Some(2000));
+        assert_eq!(histogram.quantile_upper_bound(0.99), Some(4000));
+        histogram.observe(u64::MAX);
+        assert_eq!(
+            histogram.quantile_upper_bound(1.0),
+            None,
+            "past the last bucket"
+        );
     }
 
     #[test]

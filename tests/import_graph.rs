@@ -59,6 +59,43 @@ fn net_session_and_shard_form_no_cycle() {
     assert!(cycle.is_none(), "import cycle: {cycle:?}");
 }
 
+/// The web UI is built-in files behind one door: it names nothing of the broker (no shard,
+/// session or backend; only the API's `Response`), and only the API's request handler calls it.
+#[test]
+fn the_web_ui_has_one_door() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let ui = src.join("management").join("ui");
+    for file in rust_files(&ui) {
+        let source = std::fs::read_to_string(&file).expect("readable source");
+        let mut crate_modules = BTreeSet::new();
+        collect_targets(&source, 2, &mut crate_modules);
+        assert!(
+            crate_modules.is_empty(),
+            "{} names {crate_modules:?}",
+            file.display()
+        );
+        let mut siblings = BTreeSet::new();
+        collect_targets(&source, 1, &mut siblings);
+        siblings.remove("api");
+        assert!(
+            siblings.is_empty(),
+            "{} names management's {siblings:?}",
+            file.display()
+        );
+    }
+    let callers: Vec<PathBuf> = rust_files(&src)
+        .into_iter()
+        .filter(|file| !file.starts_with(&ui))
+        .filter(|file| {
+            std::fs::read_to_string(file)
+                .expect("readable source")
+                .lines()
+                .any(|line| line.split("//").next().unwrap_or("").contains("ui::"))
+        })
+        .collect();
+    assert_eq!(callers, vec![src.join("management").join("api.rs")]);
+}
+
 #[test]
 fn the_reader_sees_every_form_of_path() {
     let source = "use crate::shard::Shard;\nuse crate::{limits, net::SharedStream};\n\

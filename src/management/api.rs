@@ -214,9 +214,10 @@ struct RateState {
     sampled_at: Option<Instant>,
     counters: HashMap<(String, String), [u64; 3]>,
     rates: QueueRates,
-    /// The broker's publish, deliver_get and ack totals (the overview's `message_stats`).
-    overview_counters: [u64; 3],
-    overview_rates: [f64; 3],
+    /// The broker's publish, deliver_get, ack, confirm and redeliver totals (the overview's
+    /// `message_stats`).
+    overview_counters: [u64; 5],
+    overview_rates: [f64; 5],
 }
 
 pub struct Api {
@@ -233,6 +234,9 @@ impl Api {
     }
 
     pub async fn handle(&self, request: Request) -> Response {
+        if !is_api_path(&request.path) {
+            return super::ui::serve(&request.method, &request.path);
+        }
         let Some(segments) = split_path(&request.path) else {
             return Response::not_found();
         };
@@ -276,12 +280,18 @@ impl Api {
                 counters.insert(key, now_counts);
             }
             let totals = &stats.broker.queues;
-            let overview_counters = [totals.published, totals.deliver_get(), totals.acked];
+            let overview_counters = [
+                totals.published,
+                totals.deliver_get(),
+                totals.acked,
+                stats.broker.publish.confirmed,
+                totals.redelivered,
+            ];
             let overview_rates = match (state.sampled_at, elapsed.is_finite()) {
                 (Some(_), true) => std::array::from_fn(|i| {
                     overview_counters[i].saturating_sub(state.overview_counters[i]) as f64 / elapsed
                 }),
-                _ => [0.0; 3],
+                _ => [0.0; 5],
             };
             *state = RateState {
                 sampled_at: Some(now),
@@ -295,8 +305,9 @@ impl Api {
         (stats, rates)
     }
 
-    /// The overview's publish, deliver_get and ack rates as of the last [`Api::stats`].
-    pub(super) fn overview_rates(&self) -> [f64; 3] {
+    /// The overview's publish, deliver_get, ack, confirm and redeliver rates as of the last
+    /// [`Api::stats`].
+    pub(super) fn overview_rates(&self) -> [f64; 5] {
         self.rates.borrow().overview_rates
     }
 
@@ -311,6 +322,12 @@ impl Api {
             rates,
         }
     }
+}
+
+/// `/api` and what is under it; every other path is the web UI's.
+fn is_api_path(path: &str) -> bool {
+    path.strip_prefix("/api")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// `/api/a/b%2Fc` → ["a", "b/c"]; `None` if it is not under /api or not UTF-8 once decoded.

@@ -193,6 +193,17 @@ pub struct ShardMetrics {
     /// Busy fraction of wall time since the shard was last asked (None the first time).
     pub busy_fraction: Option<f64>,
     pub links: Vec<LinkMetrics>,
+    /// Client connections and queues this shard hosts.
+    pub connections: u64,
+    pub queues: u64,
+    /// Ready and unacknowledged messages in the queues it hosts.
+    pub messages_ready: u64,
+    pub messages_unacknowledged: u64,
+    /// This shard's own enqueue-to-deliver (ns), log batch (bytes) and fdatasync (ns)
+    /// histograms, since it started.
+    pub delivery_latency_ns: Option<Histogram>,
+    pub log_batch_bytes: Option<Histogram>,
+    pub log_fdatasync_ns: Option<Histogram>,
 }
 
 /// The mesh link from one shard to `peer`.

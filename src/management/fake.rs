@@ -315,12 +315,41 @@ impl FakeBackend {
                 file_descriptors_used: 10,
                 sockets_used: 1,
             },
+            broker: fake_broker_stats(&queues, self.connections.borrow().len()),
             queues,
             connections: self.connections.borrow().clone(),
             channels: self.channels.borrow().clone(),
             consumers: self.consumers.borrow().clone(),
-            ..StatsSnapshot::default()
         }
+    }
+}
+
+/// One shard hosting everything, a little busy, with a few delivery latencies and log batches
+/// (fixed numbers, so tests can check what the shards endpoint makes of them).
+fn fake_broker_stats(queues: &[QueueStats], connections: usize) -> super::backend::BrokerStats {
+    let mut delivery = crate::metrics::Histogram::new(1_000);
+    for latency_ns in [500, 1_500, 3_000, 3_000] {
+        delivery.observe(latency_ns);
+    }
+    let mut batch = crate::metrics::Histogram::new(4_096);
+    batch.observe(4_096);
+    let mut fdatasync = crate::metrics::Histogram::new(1_000);
+    fdatasync.observe(900_000);
+    super::backend::BrokerStats {
+        shards: vec![super::backend::ShardMetrics {
+            shard: 0,
+            busy_seconds: 1.5,
+            busy_fraction: Some(0.25),
+            links: Vec::new(),
+            connections: connections as u64,
+            queues: queues.len() as u64,
+            messages_ready: queues.iter().map(|q| q.messages_ready).sum(),
+            messages_unacknowledged: 0,
+            delivery_latency_ns: Some(delivery),
+            log_batch_bytes: Some(batch),
+            log_fdatasync_ns: Some(fdatasync),
+        }],
+        ..Default::default()
     }
 }
 

@@ -7,6 +7,10 @@
 //! - `objects`, `json`, `listing`: RabbitMQ's JSON shapes, pagination and `columns=`.
 //! - `prometheus`: the Prometheus text endpoint (`/metrics`, `/metrics/per-object`) on its own
 //!   port, over the same backend.
+//! - `shards`: ringmq's own `/api/ringmq/shards` (per-shard busy time, hosted connections and
+//!   queues, mesh links, log and delivery latency histograms).
+//! - `ui`: the web UI's pages and assets, built into the binary, served for every path that is
+//!   not under /api (its one door: [`ui::serve`]).
 //! - `backend`: the one trait through which the API reaches the broker; `fake`: an in-memory
 //!   implementation for tests.
 
@@ -23,6 +27,8 @@ pub mod policies;
 pub mod prometheus;
 pub mod routes;
 pub mod shard_backend;
+pub mod shards;
+pub mod ui;
 pub mod vhost_limits;
 
 #[cfg(test)]

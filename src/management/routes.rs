@@ -39,6 +39,8 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
     let read = is_read(method);
     match (path, method) {
         (["overview"], _) if read => overview(api, cx).await,
+        (["ringmq", "shards"], _) if read => super::shards::shards(api, cx).await,
+        (["ringmq", "shards"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
         (["overview"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
         (["cluster-name"], _) if read => {
             Ok(Response::json(200, &json!({"name": api_node(api).await})))
@@ -347,10 +349,14 @@ async fn alarms_check(api: &Api, local: bool) -> Reply {
 }
 
 /// The broker's totals (queues deleted since included) and their rates.
-fn overview_message_stats(stats: &StatsSnapshot, rates: [f64; 3]) -> Value {
+fn overview_message_stats(stats: &StatsSnapshot, rates: [f64; 5]) -> Value {
     let totals = &stats.broker.queues;
-    let [publish, deliver_get, ack] = rates;
+    let [publish, deliver_get, ack, confirm, redeliver] = rates;
     json!({
+        "confirm": stats.broker.publish.confirmed,
+        "confirm_details": rate(confirm),
+        "redeliver": totals.redelivered,
+        "redeliver_details": rate(redeliver),
         "publish": totals.published,
         "publish_details": rate(publish),
         "deliver_get": totals.deliver_get(),

@@ -318,6 +318,13 @@ fn broker_stats(shards: &[ShardStats]) -> BrokerStats {
                     stalls: link.stalls,
                 })
                 .collect(),
+            connections: stats.connections.len() as u64,
+            queues: stats.queues.len() as u64,
+            messages_ready: stats.queues.iter().map(|q| q.messages_ready).sum(),
+            messages_unacknowledged: stats.queues.iter().map(|q| q.messages_unacknowledged).sum(),
+            delivery_latency_ns: Some(probe.delivery_latency_ns),
+            log_batch_bytes: probe.log.map(|(batch, _)| batch),
+            log_fdatasync_ns: probe.log.map(|(_, fdatasync)| fdatasync),
         });
     }
     broker.shards.sort_by_key(|shard| shard.shard);

@@ -928,3 +928,118 @@ fn connections_channels_consumers_match_rabbitmq() {
     assert_eq!(h.backend.closed.borrow().len(), 1);
     assert_eq!(h.json("/api/connections"), json!([]));
 }
+
+fn unauthenticated(h: &Harness, method: &str, path: &str) -> Response {
+    futures_lite::future::block_on(h.api.handle(Request {
+        method: method.into(),
+        path: path.into(),
+        query: String::new(),
+        authorization: None,
+        x_reason: None,
+        body: Bytes::new(),
+    }))
+}
+
+fn content_type(response: &Response) -> &str {
+    response
+        .headers
+        .iter()
+        .find(|(name, _)| *name == "content-type")
+        .map_or("", |(_, value)| value.as_str())
+}
+
+#[test]
+fn the_ui_is_served_beside_the_api() {
+    let h = Harness::new();
+    let page = unauthenticated(&h, "GET", "/");
+    assert_eq!(page.status, 200);
+    assert_eq!(content_type(&page), "text/html; charset=utf-8");
+    assert!(String::from_utf8_lossy(&page.body).contains("/js/app.js"));
+    let script = unauthenticated(&h, "GET", "/js/queues.js");
+    assert_eq!(
+        (script.status, content_type(&script)),
+        (200, "text/javascript; charset=utf-8")
+    );
+    let style = unauthenticated(&h, "GET", "/css/ringmq.css");
+    assert_eq!(
+        (style.status, content_type(&style)),
+        (200, "text/css; charset=utf-8")
+    );
+    assert_eq!(unauthenticated(&h, "GET", "/js/missing.js").status, 404);
+    assert_eq!(unauthenticated(&h, "GET", "/apis").status, 404);
+    assert_eq!(unauthenticated(&h, "DELETE", "/").status, 405);
+    // The API still answers under /api, with its own authentication.
+    assert_eq!(unauthenticated(&h, "GET", "/api/overview").status, 401);
+    assert_eq!(unauthenticated(&h, "GET", "/api/index.html").status, 401);
+    let overview = h.call("GET", "/api/overview", "");
+    assert_eq!(
+        (overview.status, content_type(&overview)),
+        (200, "application/json")
+    );
+    assert_eq!(h.status("GET", "/api/no-such-thing", ""), 404);
+    assert_eq!(h.status("GET", "/api/js/app.js", ""), 404);
+}
+
+#[test]
+fn shards_endpoint_shows_each_shards_figures() {
+    let h = Harness::new();
+    assert_eq!(h.status("PUT", "/api/queues/%2F/q1", "{}"), 201);
+    assert_eq!(h.status("PUT", "/api/queues/%2F/q2", "{}"), 201);
+    let value = h.json("/api/ringmq/shards");
+    let shard = &value["shards"][0];
+    assert_eq!(shard["shard"], 0);
+    assert_eq!(shard["busy_fraction"], 0.25);
+    assert_eq!(shard["queues"], 2);
+    assert_eq!(shard["connections"], 0);
+    assert_eq!(shard["links"], json!([]));
+    let latency = &shard["enqueue_to_deliver_ns"];
+    assert_eq!(latency["count"], 4);
+    assert_eq!(latency["p50"], 2_000);
+    assert_eq!(latency["p99"], 4_000);
+    assert_eq!(latency["buckets"][0], json!([1_000, 1]));
+    assert_eq!(shard["log_batch_bytes"]["p99"], 4_096);
+    assert_eq!(shard["log_fdatasync_ns"]["p50"], 1_024_000);
+    assert_eq!(value["publish_to_deliver"], Value::Null);
+    assert!(value["publish_to_deliver_note"]
+        .as_str()
+        .is_some_and(|note| note.contains("--trace-latency")));
+    assert_eq!(h.status("POST", "/api/ringmq/shards", "{}"), 405);
+}
+
+#[test]
+fn shards_endpoint_is_for_monitoring_users_only() {
+    let h = Harness::new();
+    for (name, tags) in [("ui-m", "management"), ("ui-mon", "monitoring")] {
+        let body = format!(r#"{{"password":"pw","tags":"{tags}"}}"#);
+        assert_eq!(h.status("PUT", &format!("/api/users/{name}"), &body), 201);
+    }
+    let refused = h.call_as("ui-m", "pw", "GET", "/api/ringmq/shards", "");
+    assert_eq!(
+        (refused.status, body_json(&refused)),
+        (
+            401,
+            json!({"error":"not_authorised","reason":"Not monitor user"})
+        )
+    );
+    assert_eq!(
+        h.call_as("ui-mon", "pw", "GET", "/api/ringmq/shards", "")
+            .status,
+        200
+    );
+    assert_eq!(
+        h.call_as("ui-mon", "wrong", "GET", "/api/ringmq/shards", "")
+            .status,
+        401
+    );
+    assert_eq!(unauthenticated(&h, "GET", "/api/ringmq/shards").status, 401);
+}
+
+#[test]
+fn overview_counts_confirms_and_redeliveries() {
+    let h = Harness::new();
+    let stats = &h.json("/api/overview")["message_stats"];
+    for key in ["publish", "deliver_get", "ack", "confirm", "redeliver"] {
+        assert!(stats[key].is_u64(), "{key}: {stats}");
+        assert!(stats[format!("{key}_details")]["rate"].is_number(), "{key}");
+    }
+}

@@ -78,25 +78,8 @@ make_certs() {
     ) >"$WORK/certs.log" 2>&1 || { log "openssl failed:"; tail -n 20 "$WORK/certs.log" >&2; exit 1; }
 }
 
-free_port() {
-    "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-BROKER_PID=
-BROKER_DIR=
-stop_broker() {
-    if [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        local waited=0
-        while kill -0 "$BROKER_PID" 2>/dev/null && (( waited < STOP_TIMEOUT_S * 10 )); do
-            sleep 0.1; waited=$((waited + 1))
-        done
-        kill -KILL "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
-    BROKER_PID=
-    if [[ -n $BROKER_DIR ]]; then rm -rf "$BROKER_DIR"; BROKER_DIR=; fi
-}
+# shellcheck source=../common/broker.sh
+source "$HERE/../common/broker.sh"
 trap stop_broker EXIT
 
 # start_broker BINARY SHARDS -> sets PORT and TLS_PORT
@@ -111,14 +94,7 @@ start_broker() {
         --tls-ca "$CERTS/ca_certificate.pem" --tls-verify-peer \
         >"$BROKER_DIR/stdout" 2>"$BROKER_DIR/stderr" &
     BROKER_PID=$!
-    local waited=0
-    until grep -q '^ringmq ready on ' "$BROKER_DIR/stdout" 2>/dev/null; do
-        if ! kill -0 "$BROKER_PID" 2>/dev/null || (( waited >= READY_TIMEOUT_S * 10 )); then
-            log "ringmq did not become ready; stderr:"; tail -n 40 "$BROKER_DIR/stderr" >&2
-            exit 1
-        fi
-        sleep 0.1; waited=$((waited + 1))
-    done
+    wait_broker_ready
     log "ringmq ready on 127.0.0.1:$PORT (amqps $TLS_PORT) with $shards shard(s)"
 }
 
