@@ -1,7 +1,7 @@
 //! WAL micro-benchmarks: append + wait_durable of 1 KiB records (alone and in groups of 64),
 //! and recovery throughput. Run: `cargo bench --bench wal`. Real files under the temp dir.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -25,8 +25,8 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn options(dir: &PathBuf) -> WalOptions {
-    WalOptions::new(dir.clone(), 0, 64 << 20, 4 << 20)
+fn options(dir: &Path) -> WalOptions {
+    WalOptions::new(dir.to_path_buf(), 0, 64 << 20, 4 << 20)
 }
 
 fn record<'a>(message: u64, body: &'a [u8]) -> EnqueueRecord<'a> {

@@ -58,11 +58,7 @@ async fn connections_are_listed_with_their_user_and_closed_by_name(broker: &Brok
     let conn = connect_url(&url).await;
     let ch = channel(&conn).await;
     let closed_rx = closing_error(&conn);
-    let listed = listed_connections(&admin, &vhost);
-    let ours = listed
-        .iter()
-        .find(|c| c["vhost"] == vhost.as_str() && c["channels"].as_u64() == Some(1))
-        .unwrap_or_else(|| panic!("our connection with its channel is listed: {listed:?}"));
+    let ours = our_listed_connection(&admin, &vhost);
     assert_eq!(ours["user"], "guest");
     let name = ours["name"].as_str().expect("a name").to_string();
     assert!(name.contains(" -> "), "RabbitMQ's name format: {name}");
@@ -88,11 +84,7 @@ async fn connections_are_listed_with_their_user_and_closed_by_name(broker: &Brok
     let conn = connect_url(&url).await;
     let ch = channel(&conn).await;
     let closed_rx = closing_error(&conn);
-    let listed = listed_connections(&admin, &vhost);
-    let ours = listed
-        .iter()
-        .find(|c| c["vhost"] == vhost.as_str() && c["channels"].as_u64() == Some(1))
-        .unwrap_or_else(|| panic!("the second connection is listed: {listed:?}"));
+    let ours = our_listed_connection(&admin, &vhost);
     let name = ours["name"].as_str().expect("a name").to_string();
     let (status, body) = admin.request_with_headers(
         "DELETE",
@@ -116,9 +108,9 @@ async fn connections_are_listed_with_their_user_and_closed_by_name(broker: &Brok
     admin.delete_vhost(&vhost);
 }
 
-/// The connections the API lists, once one with a channel shows up (RabbitMQ's statistics lag
-/// by up to its collection interval; ringmq's are gathered when asked).
-fn listed_connections(admin: &Admin, vhost: &str) -> Vec<serde_json::Value> {
+/// The API's entry for our connection in `vhost`, once it shows with its channel (RabbitMQ's
+/// statistics lag by up to its collection interval; ringmq's are gathered when asked).
+fn our_listed_connection(admin: &Admin, vhost: &str) -> serde_json::Value {
     let deadline = Instant::now() + CLOSE_WAIT;
     loop {
         let (status, body) = admin.request("GET", "/connections", None);
@@ -128,12 +120,16 @@ fn listed_connections(admin: &Admin, vhost: &str) -> Vec<serde_json::Value> {
         }
         assert_eq!(status, 200, "{body}");
         let listed: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
-        let shown = listed
+        if let Some(ours) = listed
             .iter()
-            .any(|c| c["vhost"] == vhost && c["channels"].as_u64() == Some(1));
-        if shown || Instant::now() > deadline {
-            return listed;
+            .find(|c| c["vhost"] == vhost && c["channels"].as_u64() == Some(1))
+        {
+            return ours.clone();
         }
+        assert!(
+            Instant::now() < deadline,
+            "our connection with its channel is listed: {listed:?}"
+        );
         std::thread::yield_now();
     }
 }

@@ -429,7 +429,8 @@ async fn headers_exchange_all_and_any(broker: &Broker) {
         .await
         .expect("bind");
     }
-    let cases: [(&[(&str, &str)], bool, bool); 4] = [
+    // (headers of the message, routed to the x-match=all queue, to the x-match=any queue)
+    let cases: [HeadersCase; 4] = [
         (&[("format", "pdf"), ("type", "report")], true, true),
         (&[("format", "pdf")], false, true),
         (&[("format", "zip"), ("type", "log")], false, false),
@@ -450,6 +451,8 @@ async fn headers_exchange_all_and_any(broker: &Broker) {
         }
     }
 }
+
+type HeadersCase = (&'static [(&'static str, &'static str)], bool, bool);
 
 async fn mandatory_unroutable_is_returned_312(broker: &Broker) {
     let connection = connect(broker).await;
