@@ -18,6 +18,7 @@ per_shard_count!(
     bad_credentials_are_403,
     unknown_vhost_is_530,
     method_on_unopened_channel_is_504,
+    exclusive_queues_are_gone_when_the_server_closes,
     good_connection_survives_all_bad_ones,
     server_sends_heartbeats_when_idle,
     silent_client_is_disconnected_after_missed_heartbeats,
@@ -109,6 +110,48 @@ async fn method_on_unopened_channel_is_504(broker: &Broker) {
     let close = raw.expect_connection_close();
     assert_eq!(close.code, CHANNEL_ERROR, "{close:?}");
     assert_still_serves(broker);
+}
+
+/// When the server closes a connection, its exclusive queues are deleted before connection.close
+/// is sent: a client that answers close-ok and reconnects at once (py-amqp's test suite does,
+/// after a 540 for `immediate`) must be able to declare them again, not get 405 RESOURCE_LOCKED.
+async fn exclusive_queues_are_gone_when_the_server_closes(broker: &Broker) {
+    let queue = common::unique("exclusive-at-close");
+    let declare_exclusive = |raw: &mut Raw| {
+        let args = Args::default()
+            .u16(0)
+            .short_str(&queue)
+            .u8(0b0000_0100) // exclusive
+            .u32(0);
+        raw.send_method(1, 50, 10, args);
+        raw.read_method()
+    };
+    let mut first = Raw::open(broker);
+    first.open_channel(1);
+    let (_, ok) = declare_exclusive(&mut first);
+    assert_eq!((ok.class, ok.method), (50, 11), "queue.declare-ok");
+    // A method on a channel never opened: the server closes the connection (504).
+    first.send_method(
+        7,
+        50,
+        10,
+        Args::default().u16(0).short_str("q").u8(0).u32(0),
+    );
+    let close = first.expect_method(10, 50);
+    assert_eq!(take_u16(&close.args, 0), CHANNEL_ERROR);
+
+    // close-ok not sent yet: the queue must already be gone.
+    let mut second = Raw::open(broker);
+    second.open_channel(1);
+    let (_, reply) = declare_exclusive(&mut second);
+    assert_eq!(
+        (reply.class, reply.method),
+        (50, 11),
+        "declare-ok, not a channel.close with 405: {:?}",
+        String::from_utf8_lossy(&reply.args)
+    );
+    first.send_method(0, 10, 51, Args::default());
+    first.expect_eof();
 }
 
 /// One connection held open across every kind of bad neighbour.

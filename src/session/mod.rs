@@ -150,10 +150,13 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream, limits: ConnectionLim
                 closed_by_server = matches!(ending, Ending::Close(_)),
                 "connection ending"
             );
+            // Released before connection.close goes out: a client that answers close-ok and
+            // reconnects at once finds its exclusive queues gone and its unacked messages back
+            // in their queues, as after a close it started itself.
+            session.release_all().await;
             if let Ending::Close(fault) = ending {
                 session.close_connection(fault).await;
             }
-            session.release_all().await;
         }
         None => tracing::debug!(conn = conn_id, ?peer, "handshake did not complete"),
     }
