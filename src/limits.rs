@@ -58,6 +58,29 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub const OUTBOX_SOFT_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Deliveries one dispatch pass may produce before yielding to other work.
 pub const DISPATCH_BATCH_MAX: usize = 256;
+/// Body bytes a queue hands one consumer that its connection has not yet reported written to
+/// the socket (RabbitMQ's credit flow from queue to channel to writer): past it the queue keeps
+/// its messages, so a consumer slower than its publishers (or one that does not read at all)
+/// backs its queue up instead of growing its connection's output. A consumer with nothing
+/// unwritten always takes the next message, however large. The outbox bound, so one
+/// consumer's deliveries alone keep its connection's output within a few times of it.
+pub const CONSUMER_UNWRITTEN_BYTES_MAX: u64 = OUTBOX_SOFT_MAX_BYTES as u64;
+/// What one delivery counts against that bound besides its body: basic.deliver and the content
+/// header (names, tags and typical properties), so deliveries of empty bodies are bounded too.
+pub const DELIVERY_FRAMING_CHARGE_BYTES: u64 = 256;
+/// A connection reports bytes written for a consumer to its queue once this many have
+/// accumulated (one report per this many bytes, not one per write). Below the bound, so a
+/// queue that stopped for a consumer always hears: it stopped with at least the bound charged,
+/// and once the connection has written that much, a report is due.
+pub const CONSUMER_WRITTEN_REPORT_BYTES: u64 = CONSUMER_UNWRITTEN_BYTES_MAX / 2;
+/// An outbox buffer that grew past this (a large delivery, a burst) is not kept for the next
+/// write-out: a fresh one is started, so the large allocation goes back once written instead
+/// of staying resident for the connection's life (`bytes` reclaims a buffer it holds alone).
+/// Twice the outbox bound, so a connection working at that bound keeps its buffer (a buffer
+/// doubles as it grows) and does not allocate one per write.
+pub const OUTBOX_RETAINED_CAPACITY_BYTES_MAX: usize = 2 * OUTBOX_SOFT_MAX_BYTES;
+/// What a connection's outbox starts with, and starts again with after a large write-out.
+pub const OUTBOX_INITIAL_CAPACITY_BYTES: usize = 16 * 1024;
 /// Batches in flight on one mesh link (SPSC channel capacity).
 pub const MESH_LINK_CAPACITY_BATCHES: usize = 256;
 /// Messages waiting in one shard's outbox to a peer before publishers on this shard pause.
@@ -235,6 +258,12 @@ const _: () = assert!(READ_CHUNK_BYTES as u32 <= FRAME_MAX_BYTES);
 const _: () = assert!(MESH_BATCH_MAX_MESSAGES <= MESH_OUTBOX_SOFT_MAX_MESSAGES);
 // One connection's output bound fits in an outbox before the whole shard pauses for it.
 const _: () = assert!(OUTBOX_SOFT_MAX_BYTES <= MESH_OUTBOX_SOFT_MAX_BYTES);
+// A report is due before the bound is reached, so a stopped consumer is always resumed.
+const _: () = assert!(
+    0 < CONSUMER_WRITTEN_REPORT_BYTES
+        && CONSUMER_WRITTEN_REPORT_BYTES < CONSUMER_UNWRITTEN_BYTES_MAX
+);
+const _: () = assert!(OUTBOX_INITIAL_CAPACITY_BYTES <= OUTBOX_RETAINED_CAPACITY_BYTES_MAX);
 // The largest message a client may send can always be held by a delayed exchange.
 const _: () = assert!(MESSAGE_SIZE_MAX_BYTES as usize <= DELAYED_BYTES_MAX);
 const _: () = assert!(DELAYED_FIRE_BATCH_MAX <= DELAYED_MESSAGES_MAX);

@@ -465,11 +465,32 @@ const SLOW_READER_MESSAGE_BYTES: usize = 64 * 1024;
 /// Growth allowed over the RSS before the push: the outbox bound (4 MiB), the consumer's
 /// prefetch window (100 × 64 KiB), the log's write buffers and the read-ahead, with room.
 const SLOW_READER_RSS_MARGIN_BYTES: u64 = 64 * 1024 * 1024;
+/// Bodies a no-ack consumer that never reads may take off its queue: the broker's unwritten
+/// bound (4 MiB) and the loopback socket's send and receive buffers (4 MiB and a few
+/// hundred KiB while nothing is read), with room.
+const SLOW_READER_NO_ACK_TAKEN_BYTES_MAX: usize = 24 * 1024 * 1024;
 
 /// A consumer that never reads its socket: the broker's memory stays bounded (its outbox and
 /// the consumer's prefetch), and the queue backs up (paged to the log) instead.
 #[tokio::test]
 async fn slow_reader_backs_up_its_queue_not_broker_memory() {
+    slow_reader(SlowReader::Prefetch(100)).await;
+}
+
+/// The same with no prefetch to stop it: a no-ack consumer takes what its connection has
+/// written (`CONSUMER_UNWRITTEN_BYTES_MAX` ahead), so its queue backs up too.
+#[tokio::test]
+async fn a_no_ack_slow_reader_backs_up_its_queue_too() {
+    slow_reader(SlowReader::NoAck).await;
+}
+
+#[derive(Clone, Copy)]
+enum SlowReader {
+    Prefetch(u16),
+    NoAck,
+}
+
+async fn slow_reader(kind: SlowReader) {
     let Some(broker) = start_with(1, &["--queue-memory-bytes", "1048576"]) else {
         return;
     };
@@ -478,14 +499,20 @@ async fn slow_reader_backs_up_its_queue_not_broker_memory() {
     let mut reader = open_raw(&broker, "/");
     reader.open_channel(1);
     reader.declare_queue(1, &queue);
-    // basic.qos prefetch 100, then basic.consume; after consume-ok the socket is never read.
-    reader.send_method(1, 60, 10, Args::default().u32(0).u16(100).u8(0));
-    reader.expect_method(60, 11);
+    // basic.qos (with a prefetch), then basic.consume; after consume-ok the socket is never read.
+    let no_ack_bit = match kind {
+        SlowReader::Prefetch(prefetch) => {
+            reader.send_method(1, 60, 10, Args::default().u32(0).u16(prefetch).u8(0));
+            reader.expect_method(60, 11);
+            0
+        }
+        SlowReader::NoAck => 2,
+    };
     let consume = Args::default()
         .u16(0)
         .short_str(&queue)
         .short_str("slow")
-        .u8(0)
+        .u8(no_ack_bit)
         .u32(0);
     reader.send_method(1, 60, 20, consume);
     reader.expect_method(60, 21);
@@ -524,7 +551,16 @@ async fn slow_reader_backs_up_its_queue_not_broker_memory() {
         "RSS grew from {before} to {peak} bytes"
     );
     let pushed = (SLOW_READER_PUSH_BYTES / SLOW_READER_MESSAGE_BYTES) as u32;
-    assert!(depth >= pushed - 200, "queue depth {depth} of {pushed}");
+    // What may leave the queue: the prefetch window with room, or for no-ack the unwritten
+    // bound plus what the socket buffers took (a few MiB each way on loopback).
+    let taken_max = match kind {
+        SlowReader::Prefetch(_) => 200,
+        SlowReader::NoAck => SLOW_READER_NO_ACK_TAKEN_BYTES_MAX / SLOW_READER_MESSAGE_BYTES,
+    };
+    assert!(
+        depth >= pushed - taken_max as u32,
+        "queue depth {depth} of {pushed}"
+    );
     drop(reader);
     let _ = connection.close(200, "bye").await;
 }

@@ -24,13 +24,14 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-use crate::limits::QUEUE_CONSUMERS_MAX;
+use crate::limits::{CONSUMER_UNWRITTEN_BYTES_MAX, QUEUE_CONSUMERS_MAX};
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use crate::id_hash::IdBuildHasher;
 use crate::metrics::QueueTotals;
 pub use config::{parse_expiration, ExpirationError, Overflow, QueueConfig, MESSAGE_TTL_MAX_MS};
+pub use consumers::delivery_charge_bytes;
 use consumers::ConsumerSet;
 pub use dead_letter::{dead_lettered, is_cycle, Death, DeathReason};
 pub use dedup::{DedupCache, DedupConfig, DedupKey, X_DEDUPLICATION_HEADER};
@@ -96,6 +97,9 @@ pub struct QueueLimits {
     /// Body bytes of ready messages kept in memory; past it the newest are paged out
     /// (`u64::MAX`: never). `x-queue-mode=lazy` makes it 0 for one queue.
     pub memory_bytes_max: u64,
+    /// Body bytes delivered to one consumer and not yet reported written by its connection,
+    /// past which the consumer takes no more (`ConsumerSet`); at least 1.
+    pub consumer_unwritten_bytes_max: u64,
 }
 
 impl Default for QueueLimits {
@@ -103,6 +107,7 @@ impl Default for QueueLimits {
         QueueLimits {
             consumers_max: QUEUE_CONSUMERS_MAX,
             memory_bytes_max: u64::MAX,
+            consumer_unwritten_bytes_max: CONSUMER_UNWRITTEN_BYTES_MAX,
         }
     }
 }
@@ -179,7 +184,8 @@ impl Queue {
     }
 
     pub fn with_config(limits: QueueLimits, config: QueueConfig) -> Queue {
-        let mut consumers = ConsumerSet::new(limits.consumers_max);
+        let mut consumers =
+            ConsumerSet::new(limits.consumers_max, limits.consumer_unwritten_bytes_max);
         if config.single_active_consumer {
             consumers.set_single_active();
         }
@@ -424,7 +430,11 @@ impl Queue {
             if self.ready.is_empty() || self.ready.head_paged().is_some() {
                 return;
             }
-            let Some(turn) = self.consumers.take_turn() else {
+            // Charged to the consumer until its connection reports the bytes written.
+            let Some(body_bytes) = self.ready.head_body_bytes() else {
+                return;
+            };
+            let Some(turn) = self.consumers.take_turn(delivery_charge_bytes(body_bytes)) else {
                 return;
             };
             let Some((entry, message)) = self.pop_loaded() else {
@@ -536,6 +546,12 @@ impl Queue {
             }
         }
         self.consumers.remove(consumer);
+    }
+
+    /// `consumer`'s connection wrote `bytes` of the bodies delivered to it: it may take more
+    /// (`ConsumerSet::written`). The host dispatches afterwards.
+    pub fn written(&mut self, consumer: ConsumerKey, bytes: u64) {
+        self.consumers.written(consumer, bytes);
     }
 
     /// A channel closed: its consumers go, its unacked messages return to the ready queue in order.

@@ -7,10 +7,13 @@ use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::state::ConnShared;
+use crate::broker::queue::ConsumerKey;
 use crate::latency_trace::{self, Stage};
 use crate::limits::READ_CHUNK_BYTES;
 use crate::net::SharedStream;
 use crate::protocol::{self, Frame, ProtocolError};
+use crate::shard::messages::SettleOp;
+use crate::shard::Shard;
 
 pub enum ReadError {
     /// The peer closed or the socket failed.
@@ -91,15 +94,17 @@ impl FrameReader {
 }
 
 /// The writer task: writes whatever the outbox holds; sends heartbeats when idle; stops when the
-/// session closes output (after a last flush) or the socket fails.
+/// session closes output (after a last flush) or the socket fails. Once a write returns, the
+/// queues whose deliveries it held hear how much was written (`report_written`).
 pub async fn write_loop(
+    shard: Rc<Shard>,
     conn: Rc<ConnShared>,
     mut stream: SharedStream,
     heartbeat: Rc<std::cell::Cell<u16>>,
 ) {
     loop {
         let woken = conn.writer_wake.wait();
-        let output = conn.take_output();
+        let (output, encoded) = conn.take_output();
         // `--trace-latency`: a sampled delivery in this output (taken with it).
         let traced = conn.traced_stamp.take();
         if !output.is_empty() {
@@ -117,9 +122,14 @@ pub async fn write_loop(
             if let Some(stamp) = traced {
                 latency_trace::record_stamp(Stage::SocketWritten, stamp);
             }
+            report_written(&shard, &conn, encoded);
             conn.flushed.notify();
             continue;
         }
+        debug_assert!(
+            encoded.is_empty(),
+            "deliveries encoded into an empty outbox"
+        );
         if conn.output_closed.get() {
             let _ = stream.flush().await;
             return;
@@ -145,5 +155,18 @@ pub async fn write_loop(
         if timed_out {
             conn.send_heartbeat();
         }
+    }
+}
+
+/// Gives the queues credit for what was written (RabbitMQ's credit flow: a queue hands a
+/// consumer at most `CONSUMER_UNWRITTEN_BYTES_MAX` its connection has not written). Sent to the
+/// queue's owner like an ack; it dispatches again at once.
+fn report_written(shard: &Shard, conn: &ConnShared, encoded: Vec<(u16, ConsumerKey, u64)>) {
+    for report in conn.bodies_written(encoded) {
+        let op = SettleOp::Written {
+            consumer: report.consumer,
+            bytes: report.bytes,
+        };
+        shard.settle(report.queue, report.owner, op);
     }
 }

@@ -115,6 +115,7 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream, limits: ConnectionLim
     let conn = Rc::new(ConnShared::new(conn_id).with_publish_counters(shard.publish_counters()));
     let heartbeat = Rc::new(Cell::new(0u16));
     let writer = glommio::spawn_local(io::write_loop(
+        shard.clone(),
         conn.clone(),
         stream.clone(),
         heartbeat.clone(),

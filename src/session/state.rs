@@ -17,12 +17,15 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 
-use crate::broker::queue::{ConsumerKey, MessageId, SharedMessage};
+use crate::broker::queue::{delivery_charge_bytes, ConsumerKey, MessageId, SharedMessage};
 use crate::broker::{ConnId, QueueId, ShardId};
 use crate::conn_sink::{ChannelDescription, ConnectionDescription};
 use crate::id_hash::IdMap;
 use crate::latency_trace::{self, Stage};
-use crate::limits::FRAME_MAX_BYTES;
+use crate::limits::{
+    CONSUMER_WRITTEN_REPORT_BYTES, FRAME_MAX_BYTES, OUTBOX_INITIAL_CAPACITY_BYTES,
+    OUTBOX_RETAINED_CAPACITY_BYTES_MAX,
+};
 use crate::metrics::PublishCounters;
 use crate::protocol::{self, BasicAck, BasicCancel, BasicNack, DeliverFields, Method};
 use crate::shard::messages::DeliverEntry;
@@ -39,6 +42,9 @@ pub struct ConnShared {
     /// The client announced `connection.blocked`: tell it when an alarm blocks it.
     pub blocked_notify: Cell<bool>,
     outbox: RefCell<BytesMut>,
+    /// Queue consumers with deliveries encoded since the writer last took the outbox
+    /// (`Consumer::encoded_bytes` > 0), each once: their bytes go with that output.
+    encoded_for: RefCell<Vec<(u16, ConsumerKey)>>,
     /// Confirms decided since the last write-out, in the order they were decided.
     ready_confirms: RefCell<Vec<ReadyConfirm>>,
     /// Wakes the writer task when the outbox gains bytes.
@@ -122,6 +128,20 @@ pub struct Consumer {
     pub no_ack: bool,
     /// Until consume-ok is written, deliveries wait here so they never overtake it.
     pub held: Option<Vec<DeliverEntry>>,
+    /// What the queue charged for deliveries encoded into the outbox since the writer last
+    /// took it (`delivery_charge_bytes`), and for those written since the last report to the
+    /// queue (`ConnShared::bodies_written`).
+    pub encoded_bytes: u64,
+    pub written_bytes: u64,
+}
+
+/// Bytes written for one queue consumer, to report to its queue (`SettleOp::Written`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenReport {
+    pub queue: QueueId,
+    pub owner: ShardId,
+    pub consumer: ConsumerKey,
+    pub bytes: u64,
 }
 
 /// What a consumer consumes from.
@@ -196,7 +216,8 @@ impl ConnShared {
             frame_max: Cell::new(FRAME_MAX_BYTES),
             cancel_notify: Cell::new(false),
             blocked_notify: Cell::new(false),
-            outbox: RefCell::new(BytesMut::with_capacity(16 * 1024)),
+            outbox: RefCell::new(BytesMut::with_capacity(OUTBOX_INITIAL_CAPACITY_BYTES)),
+            encoded_for: RefCell::new(Vec::new()),
             ready_confirms: RefCell::new(Vec::new()),
             writer_wake: Notify::default(),
             traced_stamp: Cell::new(None),
@@ -310,10 +331,71 @@ impl ConnShared {
         self.outbox.borrow().len() + self.ready_confirms.borrow().len() * CONFIRM_FRAME_BYTES
     }
 
-    /// Everything written so far, for the writer task.
-    pub fn take_output(&self) -> BytesMut {
+    /// Everything written so far, for the writer task, with the consumers whose deliveries it
+    /// holds and what each was charged for them (for `bodies_written` once it is written).
+    /// A buffer that grew past `OUTBOX_RETAINED_CAPACITY_BYTES_MAX` is not kept: the output
+    /// takes it whole and the outbox starts a small one, so the large allocation is freed once
+    /// written (held alone, `bytes` would reuse it, resident, for the connection's life).
+    pub fn take_output(&self) -> (BytesMut, Vec<(u16, ConsumerKey, u64)>) {
         self.write_ready_confirms();
-        self.outbox.borrow_mut().split()
+        let output = {
+            let mut outbox = self.outbox.borrow_mut();
+            if outbox.capacity() > OUTBOX_RETAINED_CAPACITY_BYTES_MAX {
+                let fresh = BytesMut::with_capacity(OUTBOX_INITIAL_CAPACITY_BYTES);
+                std::mem::replace(&mut *outbox, fresh)
+            } else {
+                outbox.split()
+            }
+        };
+        (output, self.take_encoded_bytes())
+    }
+
+    fn take_encoded_bytes(&self) -> Vec<(u16, ConsumerKey, u64)> {
+        let consumers = std::mem::take(&mut *self.encoded_for.borrow_mut());
+        if consumers.is_empty() {
+            return Vec::new();
+        }
+        let mut channels = self.channels.borrow_mut();
+        consumers
+            .into_iter()
+            .filter_map(|(channel_id, key)| {
+                let consumer = channels.get_mut(&channel_id)?.consumers.get_mut(&key)?;
+                let bytes = std::mem::take(&mut consumer.encoded_bytes);
+                (bytes > 0).then_some((channel_id, key, bytes))
+            })
+            .collect()
+    }
+
+    /// The output taken with `encoded` is on the socket: what each consumer was charged for it
+    /// counts as written; a consumer with `CONSUMER_WRITTEN_REPORT_BYTES` written is reported
+    /// to its queue. Consumers gone meanwhile are skipped (their queue dropped them).
+    pub fn bodies_written(&self, encoded: Vec<(u16, ConsumerKey, u64)>) -> Vec<WrittenReport> {
+        if encoded.is_empty() {
+            return Vec::new();
+        }
+        let mut channels = self.channels.borrow_mut();
+        let mut reports = Vec::new();
+        for (channel_id, key, bytes) in encoded {
+            let Some(consumer) = channels
+                .get_mut(&channel_id)
+                .and_then(|channel| channel.consumers.get_mut(&key))
+            else {
+                continue;
+            };
+            consumer.written_bytes = consumer.written_bytes.saturating_add(bytes);
+            if consumer.written_bytes < CONSUMER_WRITTEN_REPORT_BYTES {
+                continue;
+            }
+            if let Some((queue, owner)) = consumer.target.queue() {
+                reports.push(WrittenReport {
+                    queue,
+                    owner,
+                    consumer: key,
+                    bytes: std::mem::take(&mut consumer.written_bytes),
+                });
+            }
+        }
+        reports
     }
 
     /// A delivery for one of our consumers. Refused (handed back) when the channel or the consumer
@@ -345,6 +427,15 @@ impl ConnShared {
             entry.redelivered,
             &entry.message,
         );
+        if let Some(consumer) = channel.consumers.get_mut(&entry.consumer) {
+            if consumer.encoded_bytes == 0 {
+                self.encoded_for
+                    .borrow_mut()
+                    .push((entry.channel.channel, entry.consumer));
+            }
+            let charged = delivery_charge_bytes(entry.message.body_len() as u64);
+            consumer.encoded_bytes = consumer.encoded_bytes.saturating_add(charged);
+        }
         drop(channels);
         self.writer_wake.notify();
         Ok(())
@@ -758,5 +849,102 @@ mod tests {
     fn unknown_channel_state_means_singles() {
         let tags = [(1, true), (2, true)];
         assert_eq!(frames(&tags, 0), [(1, true, false), (2, true, false)]);
+    }
+}
+
+#[cfg(test)]
+mod write_credit_tests {
+    use super::*;
+    use crate::broker::queue::{ChannelRef, Message, Route};
+    use crate::protocol::BasicProperties;
+
+    const KEY: ConsumerKey = 7;
+
+    fn connection_with_consumer() -> ConnShared {
+        let conn = ConnShared::new(1);
+        let mut channel = ChannelState::new();
+        let consumer = Consumer {
+            tag: "c".to_owned(),
+            target: ConsumerTarget::Queue { queue: 5, owner: 0 },
+            no_ack: true,
+            held: None,
+            encoded_bytes: 0,
+            written_bytes: 0,
+        };
+        channel.consumers.insert(KEY, consumer);
+        conn.channels.borrow_mut().insert(1, channel);
+        conn
+    }
+
+    fn entry(body_bytes: usize) -> DeliverEntry {
+        let route = Route {
+            exchange: "",
+            routing_key: "q",
+        };
+        DeliverEntry {
+            channel: ChannelRef {
+                conn: 1,
+                channel: 1,
+            },
+            consumer: KEY,
+            queue: 5,
+            message_id: 1,
+            message: Message::new(route, &BasicProperties::default(), &vec![0; body_bytes]),
+            redelivered: false,
+        }
+    }
+
+    #[test]
+    fn written_bytes_go_to_the_queue_once_past_the_report_threshold() {
+        let conn = connection_with_consumer();
+        let body_bytes = 64 * 1024;
+        let charge = delivery_charge_bytes(body_bytes as u64);
+        let mut deliveries = 0;
+        // One delivery per write: nothing is reported below the threshold.
+        let reports = loop {
+            assert!(conn.deliver(entry(body_bytes)).is_ok());
+            deliveries += 1;
+            let (output, encoded) = conn.take_output();
+            assert!(output.len() > body_bytes);
+            assert_eq!(encoded, vec![(1, KEY, charge)]);
+            let reports = conn.bodies_written(encoded);
+            if !reports.is_empty() {
+                break reports;
+            }
+        };
+        assert_eq!(deliveries, CONSUMER_WRITTEN_REPORT_BYTES.div_ceil(charge));
+        let report = WrittenReport {
+            queue: 5,
+            owner: 0,
+            consumer: KEY,
+            bytes: deliveries * charge,
+        };
+        assert_eq!(reports, vec![report]);
+        // Encoded after the output was taken: it goes with the next output, not that one.
+        let (_, encoded) = conn.take_output();
+        assert!(encoded.is_empty());
+        assert!(conn.deliver(entry(1)).is_ok());
+        assert!(conn.deliver(entry(2)).is_ok());
+        let (_, encoded) = conn.take_output();
+        let both = delivery_charge_bytes(1) + delivery_charge_bytes(2);
+        assert_eq!(encoded, vec![(1, KEY, both)]);
+        // A consumer gone before its output was written is skipped.
+        conn.channels.borrow_mut().clear();
+        assert!(conn.bodies_written(encoded).is_empty());
+    }
+
+    #[test]
+    fn an_outbox_grown_past_its_retained_bound_is_not_kept() {
+        let conn = connection_with_consumer();
+        assert!(conn
+            .deliver(entry(OUTBOX_RETAINED_CAPACITY_BYTES_MAX))
+            .is_ok());
+        let (output, _) = conn.take_output();
+        assert!(output.capacity() > OUTBOX_RETAINED_CAPACITY_BYTES_MAX);
+        assert!(conn.outbox.borrow().capacity() <= OUTBOX_INITIAL_CAPACITY_BYTES);
+        // A small one is kept (split off, its spare capacity stays).
+        assert!(conn.deliver(entry(16)).is_ok());
+        let (output, _) = conn.take_output();
+        assert!(output.capacity() <= OUTBOX_RETAINED_CAPACITY_BYTES_MAX);
     }
 }

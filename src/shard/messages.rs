@@ -71,6 +71,12 @@ pub enum SettleOp {
         consumer: ConsumerKey,
         id: MessageId,
     },
+    /// The consumer's connection wrote this many body bytes of its deliveries to the socket:
+    /// the queue may hand it that much more (`CONSUMER_UNWRITTEN_BYTES_MAX`).
+    Written {
+        consumer: ConsumerKey,
+        bytes: u64,
+    },
 }
 
 /// The topology owner broadcasts changes to every other shard; answered once applied.

@@ -338,6 +338,10 @@ impl Shard {
                     hosted.queue.refused(consumer, id);
                     Vec::new()
                 }
+                SettleOp::Written { consumer, bytes } => {
+                    hosted.queue.written(consumer, bytes);
+                    Vec::new()
+                }
             }
         };
         self.queue_changed(id, dropped);

@@ -5,23 +5,47 @@
 //! when it has free credit, so picking the next consumer is O(1) per delivery (plus a scan over
 //! the few distinct priority levels), and a consumer at its prefetch limit costs nothing until
 //! one of its messages is settled.
+//!
+//! Credit is two-sided: prefetch (messages held unacked, RabbitMQ's `basic.qos`) and the body
+//! bytes handed to the consumer's connection that it has not yet reported written to its socket
+//! (`CONSUMER_UNWRITTEN_BYTES_MAX`, RabbitMQ's credit flow). The second applies to every
+//! consumer, no-ack ones included, so a consumer slower than the publishers backs its queue up
+//! rather than its connection's output.
 
 use std::collections::{HashMap, VecDeque};
 
 use super::{ChannelRef, ConsumeError, ConsumerKey, ConsumerSpec, IdBuildHasher};
+use crate::limits::DELIVERY_FRAMING_CHARGE_BYTES;
 
-/// One consumer and the messages it holds unsettled (no_ack consumers hold none).
+/// What a delivery of `body_bytes` counts against its consumer's unwritten bytes, here and in
+/// the connection that reports them written (both must count alike).
+pub fn delivery_charge_bytes(body_bytes: u64) -> u64 {
+    body_bytes.saturating_add(DELIVERY_FRAMING_CHARGE_BYTES)
+}
+
+/// One consumer, the messages it holds unsettled (no_ack consumers hold none), and the body
+/// bytes delivered to it that its connection has not reported written.
 #[derive(Debug)]
 struct Consumer {
     spec: ConsumerSpec,
     in_flight: u32,
+    unwritten_bytes: u64,
 }
 
 impl Consumer {
-    fn has_credit(&self) -> bool {
-        self.spec.no_ack
+    fn has_credit(&self, unwritten_bytes_max: u64) -> bool {
+        let prefetch_room = self.spec.no_ack
             || self.spec.prefetch == 0
-            || self.in_flight < u32::from(self.spec.prefetch)
+            || self.in_flight < u32::from(self.spec.prefetch);
+        prefetch_room && self.unwritten_bytes < unwritten_bytes_max
+    }
+
+    /// A message charged `charge_bytes` (`delivery_charge_bytes`) goes to this consumer.
+    fn charge(&mut self, charge_bytes: u64) {
+        if !self.spec.no_ack {
+            self.in_flight += 1;
+        }
+        self.unwritten_bytes = self.unwritten_bytes.saturating_add(charge_bytes);
     }
 }
 
@@ -50,18 +74,25 @@ pub(super) struct ConsumerSet {
     /// Kept apart so basic.consume need not scan every consumer.
     exclusive: Option<ConsumerKey>,
     consumers_max: u32,
+    /// `QueueLimits::consumer_unwritten_bytes_max`.
+    unwritten_bytes_max: u64,
     /// `x-single-active-consumer`: only the oldest consumer (the front) receives; the next
     /// takes over when it goes. Empty unless the queue is single-active.
     single_active: Option<VecDeque<ConsumerKey>>,
 }
 
 impl ConsumerSet {
-    pub fn new(consumers_max: u32) -> ConsumerSet {
+    pub fn new(consumers_max: u32, unwritten_bytes_max: u64) -> ConsumerSet {
+        assert!(
+            unwritten_bytes_max > 0,
+            "a consumer must be able to take a message"
+        );
         ConsumerSet {
             consumers: HashMap::default(),
             levels: Vec::new(),
             exclusive: None,
             consumers_max,
+            unwritten_bytes_max,
             single_active: None,
         }
     }
@@ -106,9 +137,14 @@ impl ConsumerSet {
         }
         let level = self.level_index_or_insert(spec.priority);
         self.levels[level].members += 1;
-        // A new consumer has credit by definition: prefetch counts messages it holds, and it holds none.
+        // A new consumer has credit by definition: it holds nothing and has nothing unwritten.
         self.levels[level].ready.push_back(key);
-        self.consumers.insert(key, Consumer { spec, in_flight: 0 });
+        let consumer = Consumer {
+            spec,
+            in_flight: 0,
+            unwritten_bytes: 0,
+        };
+        self.consumers.insert(key, consumer);
         if let Some(order) = self.single_active.as_mut() {
             order.push_back(key);
         }
@@ -150,25 +186,25 @@ impl ConsumerSet {
         }
     }
 
-    /// Picks the consumer for the next message and charges it one unit of credit
-    /// (when it acknowledges). The consumer goes to the back of its ring if credit remains.
-    pub fn take_turn(&mut self) -> Option<Turn> {
+    /// Picks the consumer for the next message and charges it: one unit of prefetch credit
+    /// (when it acknowledges) and `charge_bytes` until its connection reports them written.
+    /// The consumer goes to the back of its ring if credit remains.
+    pub fn take_turn(&mut self, charge_bytes: u64) -> Option<Turn> {
         if let Some(active) = self.active() {
-            return self.take_active_turn(active);
+            return self.take_active_turn(active, charge_bytes);
         }
         let level = self
             .levels
             .iter()
             .position(|level| !level.ready.is_empty())?;
         let key = self.levels[level].ready.pop_front()?;
+        let unwritten_bytes_max = self.unwritten_bytes_max;
         let Some(consumer) = self.consumers.get_mut(&key) else {
             debug_assert!(false, "consumer {key} in a ring but not in the set");
             return None;
         };
-        if !consumer.spec.no_ack {
-            consumer.in_flight += 1;
-        }
-        if consumer.has_credit() {
+        consumer.charge(charge_bytes);
+        if consumer.has_credit(unwritten_bytes_max) {
             self.levels[level].ready.push_back(key);
         }
         Some(Turn {
@@ -179,20 +215,19 @@ impl ConsumerSet {
     }
 
     /// Single-active: only `active` may take a turn, whatever its place in its ring.
-    fn take_active_turn(&mut self, active: ConsumerKey) -> Option<Turn> {
+    fn take_active_turn(&mut self, active: ConsumerKey, charge_bytes: u64) -> Option<Turn> {
+        let unwritten_bytes_max = self.unwritten_bytes_max;
         let consumer = self.consumers.get_mut(&active)?;
-        if !consumer.has_credit() {
+        if !consumer.has_credit(unwritten_bytes_max) {
             return None;
         }
-        if !consumer.spec.no_ack {
-            consumer.in_flight += 1;
-        }
+        consumer.charge(charge_bytes);
         let turn = Turn {
             key: active,
             channel: consumer.spec.channel,
             no_ack: consumer.spec.no_ack,
         };
-        if !consumer.has_credit() {
+        if !consumer.has_credit(unwritten_bytes_max) {
             // Keep "in its ring exactly when it has credit" true for release().
             let priority = consumer.spec.priority;
             if let Some(level) = self.level_index(priority) {
@@ -205,14 +240,36 @@ impl ConsumerSet {
     /// One message delivered to `key` was settled or requeued: give the credit back.
     /// Unknown keys are ignored: the consumer was cancelled while its messages stayed unacked.
     pub fn release(&mut self, key: ConsumerKey) {
+        self.give_back(key, |consumer| {
+            // Released twice means a message was settled twice: the unacked bookkeeping is broken.
+            assert!(consumer.in_flight > 0, "credit released twice");
+            consumer.in_flight -= 1;
+        });
+    }
+
+    /// `key`'s connection wrote `bytes` of its deliveries to the socket. Unknown keys are
+    /// ignored (the consumer went while its deliveries were being written).
+    pub fn written(&mut self, key: ConsumerKey, bytes: u64) {
+        self.give_back(key, |consumer| {
+            // More written than delivered means the connection counts bytes it was never
+            // charged: its report is not trusted past what is outstanding.
+            debug_assert!(
+                bytes <= consumer.unwritten_bytes,
+                "written more than charged"
+            );
+            consumer.unwritten_bytes = consumer.unwritten_bytes.saturating_sub(bytes);
+        });
+    }
+
+    /// Applies `give` to `key` and puts it back in its ring if that gave it credit again.
+    fn give_back(&mut self, key: ConsumerKey, give: impl FnOnce(&mut Consumer)) {
+        let unwritten_bytes_max = self.unwritten_bytes_max;
         let Some(consumer) = self.consumers.get_mut(&key) else {
             return;
         };
-        // Released twice means a message was settled twice: the unacked bookkeeping is broken.
-        assert!(consumer.in_flight > 0, "credit released twice");
-        let had_credit = consumer.has_credit();
-        consumer.in_flight = consumer.in_flight.saturating_sub(1);
-        if had_credit {
+        let had_credit = consumer.has_credit(unwritten_bytes_max);
+        give(consumer);
+        if had_credit || !consumer.has_credit(unwritten_bytes_max) {
             return;
         }
         let priority = consumer.spec.priority;
@@ -280,7 +337,11 @@ impl ConsumerSet {
         for consumer in self.consumers.values() {
             let level = &self.levels[self.level_index(consumer.spec.priority).unwrap()];
             let in_ring = level.ready.contains(&consumer.spec.key);
-            assert_eq!(in_ring, consumer.has_credit(), "ring membership == credit");
+            assert_eq!(
+                in_ring,
+                consumer.has_credit(self.unwritten_bytes_max),
+                "ring membership == credit"
+            );
         }
     }
 }

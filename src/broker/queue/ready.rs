@@ -303,6 +303,12 @@ impl ReadyQueue {
         })
     }
 
+    /// Body bytes of the next message in delivery order (loaded or not).
+    pub fn head_body_bytes(&self) -> Option<u64> {
+        let level = self.levels.iter().rev().find(|l| !l.entries.is_empty())?;
+        level.entries.front().map(ReadyEntry::body_bytes)
+    }
+
     /// Puts a requeued (or recovered) message back in MessageId order within its level.
     pub fn insert_sorted(&mut self, mut entry: ReadyEntry) {
         let index = self.level_index(entry.level);

@@ -148,6 +148,53 @@ fn no_ack_consumer_forgets_delivered_messages() {
 }
 
 #[test]
+fn a_consumer_takes_no_more_than_its_unwritten_bound_until_writes_are_reported() {
+    // Two deliveries of a 10-byte body fit under the bound, the third does not.
+    let charge = delivery_charge_bytes(10);
+    let mut queue = Queue::new(QueueLimits {
+        consumer_unwritten_bytes_max: 2 * charge,
+        ..QueueLimits::default()
+    });
+    let mut no_ack = consumer(1, 0, CHANNEL_A);
+    no_ack.no_ack = true;
+    queue.add_consumer(no_ack).unwrap();
+    queue.add_consumer(consumer(2, 0, CHANNEL_B)).unwrap();
+    for _ in 0..8 {
+        queue.publish(message(b"0123456789"));
+    }
+    // Turns alternate; each consumer stops at its bound, acked or not; the rest stays queued.
+    let first = dispatch(&mut queue);
+    assert_eq!(pairs(&first), vec![(1, 1), (2, 2), (1, 3), (2, 4)]);
+    assert_eq!(queue.message_count(), 4);
+    // An ack gives back prefetch, not bytes: consumer 2 still waits for its writes.
+    queue.ack(&[2]);
+    assert!(dispatch(&mut queue).is_empty());
+    // A report of one delivery written lets exactly one more go.
+    queue.written(1, charge);
+    assert_eq!(pairs(&dispatch(&mut queue)), vec![(1, 5)]);
+    queue.written(2, 2 * charge);
+    assert_eq!(pairs(&dispatch(&mut queue)), vec![(2, 6), (2, 7)]);
+    // Unknown consumers (cancelled while their deliveries were written) are ignored.
+    queue.written(99, charge);
+    queue.check_invariants();
+}
+
+#[test]
+fn a_message_larger_than_the_unwritten_bound_still_goes_alone() {
+    let mut queue = Queue::new(QueueLimits {
+        consumer_unwritten_bytes_max: 1,
+        ..QueueLimits::default()
+    });
+    let mut spec = consumer(1, 0, CHANNEL_A);
+    spec.no_ack = true;
+    queue.add_consumer(spec).unwrap();
+    publish_n(&mut queue, 3);
+    assert_eq!(pairs(&dispatch(&mut queue)), vec![(1, 1)]);
+    queue.written(1, delivery_charge_bytes(1));
+    assert_eq!(pairs(&dispatch(&mut queue)), vec![(1, 2)]);
+}
+
+#[test]
 fn exclusive_consumer_rules() {
     let mut queue = Queue::new(QueueLimits::default());
     let mut exclusive = consumer(1, 0, CHANNEL_A);

@@ -129,6 +129,8 @@ pub fn register(state: &mut ChannelState, registration: Registration) -> Result<
         target,
         no_ack,
         held: hold.then(Vec::new),
+        encoded_bytes: 0,
+        written_bytes: 0,
     };
     let previous = state.consumers.insert(key, consumer);
     assert!(previous.is_none(), "consumer keys are never reused");
