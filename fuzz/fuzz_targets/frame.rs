@@ -5,7 +5,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use ringmq::protocol::{encode_header_frame, encode_method_frame, parse_frame, Frame};
+use ringmq::protocol::{
+    encode_header_frame, encode_method_frame, parse_frame, BasicProperties, Frame,
+};
 
 /// A peer may negotiate any frame_max; the first byte picks one of the interesting ones.
 const FRAME_MAX_CHOICES: [u32; 4] = [0, 4096, 131_072, 8];
@@ -49,9 +51,12 @@ fn encode(frame: &Frame) -> Option<Vec<u8>> {
             channel,
             class_id,
             body_size,
-            properties,
-            ..
-        } => encode_header_frame(*channel, *class_id, *body_size, properties, &mut out),
+            raw_properties,
+        } => {
+            // The parser leaves properties encoded; the channel decodes them as here.
+            let properties = BasicProperties::decode(&mut raw_properties.clone()).ok()?;
+            encode_header_frame(*channel, *class_id, *body_size, &properties, &mut out)
+        }
         Frame::Body { .. } | Frame::Heartbeat { .. } => return None,
     }
     Some(out.to_vec())

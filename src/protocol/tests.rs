@@ -175,9 +175,15 @@ fn content_frames_parse_back_and_body_is_split_at_frame_max() {
             channel: 5,
             class_id: 60,
             body_size: 10_000,
-            properties: all_set(),
             raw_properties: raw.freeze(),
         }
+    );
+    let Frame::Header { raw_properties, .. } = &frames[1] else {
+        unreachable!("compared above")
+    };
+    assert_eq!(
+        BasicProperties::decode(&mut raw_properties.clone()).expect("decodes"),
+        all_set()
     );
     let mut reassembled = Vec::new();
     for frame in &frames[2..] {
@@ -445,9 +451,17 @@ fn reencode(frame: &Frame) {
             channel,
             class_id,
             body_size,
-            properties,
-            ..
-        } => encode_header_frame(*channel, *class_id, *body_size, properties, &mut out),
+            raw_properties,
+        } => {
+            // Properties are decoded by the channel, not the parser: whatever decodes must
+            // re-encode too, and what does not is the spec's syntax error.
+            match BasicProperties::decode(&mut raw_properties.clone()) {
+                Ok(properties) => {
+                    encode_header_frame(*channel, *class_id, *body_size, &properties, &mut out)
+                }
+                Err(error) => assert!(error.reply_code() >= 500),
+            }
+        }
         Frame::Body { channel, payload } => encode_body_frames(*channel, payload, 0, &mut out),
         Frame::Heartbeat { .. } => encode_heartbeat(&mut out),
     }

@@ -24,7 +24,7 @@ use crate::limits::{CLOSE_TIMEOUT, OUTBOX_SOFT_MAX_BYTES};
 use crate::net::SharedStream;
 use crate::protocol::{
     reply_code, ChannelClose, ChannelCloseOk, ConnectionClose, ConnectionCloseOk,
-    ConnectionUpdateSecretOk, Frame, Method,
+    ConnectionUpdateSecretOk, Frame, Method, ProtocolError,
 };
 use crate::shard::messages::{queue_op, topology_op};
 use crate::shard::Shard;
@@ -49,6 +49,12 @@ impl Fault {
             class_id: 0,
             method_id: 0,
         }
+    }
+
+    /// A malformed frame or field: a connection error with the spec's code for it.
+    pub fn protocol(error: &ProtocolError) -> Fault {
+        let code = error.reply_code();
+        Fault::new(code, format!("{} - {error}", reply_code::reply_text(code)))
     }
 
     fn from_amqp(error: AmqpError, method: Option<&Method>) -> Fault {
@@ -228,11 +234,7 @@ impl Session {
                     );
                     return Ending::Done;
                 }
-                Err(ReadError::Protocol(error)) => {
-                    let code = error.reply_code();
-                    let text = format!("{} - {error}", reply_code::reply_text(code));
-                    return Ending::Close(Fault::new(code, text));
-                }
+                Err(ReadError::Protocol(error)) => return Ending::Close(Fault::protocol(&error)),
             };
             if let Frame::Header { body_size, .. } = &frame {
                 self.shard.note_content_received(*body_size);
@@ -355,13 +357,11 @@ impl Session {
                 channel,
                 class_id,
                 body_size,
-                properties,
                 raw_properties,
             } => {
                 let header = ContentHeader {
                     class_id,
                     body_size,
-                    properties,
                     raw_properties,
                 };
                 self.handle_content_header(channel, header).await?;

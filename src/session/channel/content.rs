@@ -60,7 +60,7 @@ impl PendingPublish {
 pub struct ContentHeader {
     pub class_id: u16,
     pub body_size: u64,
-    pub properties: BasicProperties,
+    /// Encoded, as received: decoded by `on_header` straight into the pending publish.
     pub raw_properties: Bytes,
 }
 
@@ -93,12 +93,16 @@ pub fn on_header(
     if pending.properties.is_some() || header.class_id != CONTENT_CLASS_ID {
         return Err(unexpected_content("content header"));
     }
+    // Malformed properties are a syntax error of the connection, as when they were decoded
+    // with the frame; they are checked before the size so the answer does not depend on it.
+    let properties = BasicProperties::decode(&mut header.raw_properties.clone())
+        .map_err(|error| Fault::protocol(&error))?;
     if header.body_size > max_bytes {
         state.pending_publish = None;
         let text = message_too_large_text(header.body_size, max_bytes);
         return Ok(ContentStep::Refused(precondition_failed(text)));
     }
-    pending.properties = Some(header.properties);
+    pending.properties = Some(properties);
     pending.raw_properties = header.raw_properties;
     pending.body_size = header.body_size;
     if header.body_size == 0 {

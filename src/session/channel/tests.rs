@@ -677,8 +677,8 @@ fn header(body_size: u64) -> ContentHeader {
     ContentHeader {
         class_id: BasicPublish::CLASS_ID,
         body_size,
-        properties: BasicProperties::default(),
-        raw_properties: Bytes::new(),
+        // The default properties: no flag set.
+        raw_properties: Bytes::from_static(&[0, 0]),
     }
 }
 
