@@ -99,6 +99,7 @@ impl Shard {
             remote_confirms: 0,
             refused: false,
             remote_shards: ShardSet::default(),
+            elsewhere: None,
         };
         if !self
             .features

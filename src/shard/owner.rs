@@ -224,7 +224,8 @@ impl TopologyCall for topology_op::ConnectionClosed {
     type Ok = ();
     async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<(), AmqpError> {
         let exclusive = owner.topology.borrow().queues_exclusive_to(self.conn);
-        for meta in exclusive {
+        // Connection ids are unique within a node: another node's queue is never ours.
+        for meta in exclusive.into_iter().filter(|m| owner.leads_queue(m.id)) {
             let op = queue_op::Delete {
                 if_unused: false,
                 if_empty: false,
@@ -252,16 +253,20 @@ impl Shard {
 
     /// Queue ids continue above every recovered one (start-up).
     pub(super) fn seed_owner_counters(&self, recovered: &[TopologyChange]) {
+        // Each node hands out ids in its own range (`cluster::Members::queue_id_base`).
+        let base = self.members().queue_id_base();
         let highest = recovered
             .iter()
             .filter_map(|c| match c {
-                TopologyChange::DeclareQueue { queue } => Some(queue.id),
+                TopologyChange::DeclareQueue { queue } if self.leads_queue(queue.id) => {
+                    Some(queue.id)
+                }
                 _ => None,
             })
             .max()
-            .unwrap_or(0);
+            .unwrap_or(base);
         let counter = &self.owner.next_queue_id;
-        counter.set(counter.get().max(highest));
+        counter.set(counter.get().max(highest).max(base));
     }
 
     /// Whether a change concerns durable entities only, judged before it is applied: durable
@@ -293,9 +298,21 @@ impl Shard {
         }
     }
 
+    /// A decided change: through the cluster when there is one (`replication`), else applied
+    /// here and broadcast at once; returns once it is applied on every shard of this node.
+    pub(super) async fn broadcast(
+        self: &Rc<Self>,
+        changes: Vec<TopologyChange>,
+    ) -> Result<(), AmqpError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.replicate(changes).await
+    }
+
     /// Applies `changes` here, then on every other shard; returns once all have applied them and
     /// the durable ones are on disk, so a durable declare-ok is a promise.
-    pub(super) async fn broadcast(
+    pub(super) async fn apply_everywhere(
         self: &Rc<Self>,
         changes: Vec<TopologyChange>,
     ) -> Result<(), AmqpError> {
@@ -339,6 +356,8 @@ impl Shard {
     /// Applies replicated changes to our copy and creates or removes the queues we own.
     pub(super) fn apply_changes(&self, changes: &[TopologyChange]) {
         for change in changes {
+            let localized = self.localize(change);
+            let change = localized.as_ref().unwrap_or(change);
             let removed_queue = match change {
                 TopologyChange::DeleteQueue { vhost, name } => self
                     .topology

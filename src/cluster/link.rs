@@ -1,0 +1,361 @@
+//! Inter-node TCP: one outbound connection per peer carrying our Raft messages to it, and the
+//! cluster port accepting the peers' connections carrying theirs to us. Every connection starts
+//! with the handshake (`handshake.rs`) and then carries frames (`frame.rs`); a frame announcing
+//! more than `CLUSTER_FRAME_BYTES_MAX` closes the connection before anything is allocated.
+//! An outbound link reconnects with doubling backoff; what is queued while it is down is
+//! bounded (`CLUSTER_PEER_QUEUE_MESSAGES_MAX`, oldest dropped: Raft retransmits).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::frame::{self, Kind};
+use super::handshake;
+use crate::limits::{
+    CLUSTER_CONNECTIONS_MAX, CLUSTER_CONNECT_TIMEOUT, CLUSTER_HANDSHAKE_TIMEOUT,
+    CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN,
+    READ_CHUNK_BYTES,
+};
+use crate::sync::Notify;
+
+/// Who we are on the wire.
+pub struct Identity {
+    pub name: String,
+    pub secret: Vec<u8>,
+    /// Every member's name (ours too).
+    pub members: Vec<String>,
+}
+
+/// A connection after its handshake: frames in, frames out.
+struct Wire {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Wire {
+    fn new(stream: TcpStream) -> Wire {
+        Wire {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    async fn read_frame(&mut self) -> Result<(Kind, Vec<u8>), String> {
+        loop {
+            if let Some(length) = frame::check(&self.buffer).map_err(|e| e.to_string())? {
+                let (kind, payload) =
+                    frame::split(&self.buffer[..length]).map_err(|e| e.to_string())?;
+                let payload = payload.to_vec();
+                self.buffer.drain(..length);
+                return Ok((kind, payload));
+            }
+            let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+            let read = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| e.to_string())?;
+            if read == 0 {
+                return Err("connection closed".to_string());
+            }
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    async fn write_frame(&mut self, kind: Kind, payload: &[u8]) -> Result<(), String> {
+        let mut bytes = Vec::with_capacity(payload.len() + frame::LENGTH_BYTES + 1);
+        frame::encode(kind, payload, &mut bytes);
+        self.write(&bytes).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.stream.flush().await.map_err(|e| e.to_string())
+    }
+}
+
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match glommio::timer::timeout(limit, async { Ok(work.await) }).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("{what}: no answer within {limit:?}")),
+    }
+}
+
+/// The connector's side: connect, read Hello, prove the secret, check the acceptor's proof.
+async fn connect(address: SocketAddr, peer: &str, identity: &Identity) -> Result<Wire, String> {
+    let stream = within(CLUSTER_CONNECT_TIMEOUT, "connect", async {
+        TcpStream::connect(address).await.map_err(|e| e.to_string())
+    })
+    .await?;
+    let _ = stream.set_nodelay(true);
+    within(CLUSTER_HANDSHAKE_TIMEOUT, "handshake", async {
+        let mut wire = Wire::new(stream);
+        let (kind, payload) = wire.read_frame().await?;
+        if kind != Kind::Hello {
+            return Err(refusal(kind, &payload));
+        }
+        let (their_nonce, their_name) =
+            handshake::parse_hello(&payload).map_err(|e| e.to_string())?;
+        if their_name != peer {
+            let error = handshake::HandshakeError::WrongNode {
+                expected: peer.to_string(),
+                got: their_name,
+            };
+            return Err(error.to_string());
+        }
+        let own_nonce = handshake::fresh_nonce().map_err(|e| e.to_string())?;
+        let auth = handshake::auth(&identity.secret, &their_nonce, &own_nonce, &identity.name);
+        wire.write_frame(Kind::Auth, &auth).await?;
+        let (kind, payload) = wire.read_frame().await?;
+        if kind != Kind::Welcome {
+            return Err(refusal(kind, &payload));
+        }
+        handshake::check_welcome(&identity.secret, &their_nonce, &own_nonce, peer, &payload)
+            .map_err(|e| e.to_string())?;
+        Ok(wire)
+    })
+    .await
+}
+
+fn refusal(kind: Kind, payload: &[u8]) -> String {
+    match kind {
+        Kind::Refused => format!("refused: {}", String::from_utf8_lossy(payload)),
+        other => format!("unexpected {other:?} frame in the handshake"),
+    }
+}
+
+/// The acceptor's side: send Hello, check the Auth, prove ourselves. Returns the peer's name.
+async fn accept(stream: TcpStream, identity: &Identity) -> Result<(Wire, String), String> {
+    within(CLUSTER_HANDSHAKE_TIMEOUT, "handshake", async {
+        let mut wire = Wire::new(stream);
+        let own_nonce = handshake::fresh_nonce().map_err(|e| e.to_string())?;
+        let hello = handshake::hello(&own_nonce, &identity.name);
+        wire.write_frame(Kind::Hello, &hello).await?;
+        let (kind, payload) = wire.read_frame().await?;
+        if kind != Kind::Auth {
+            return Err(format!("unexpected {kind:?} frame in the handshake"));
+        }
+        let is_member =
+            |name: &str| name != identity.name && identity.members.iter().any(|m| m == name);
+        match handshake::check_auth(&identity.secret, &own_nonce, &payload, is_member) {
+            Ok((name, their_nonce)) => {
+                let welcome =
+                    handshake::welcome(&identity.secret, &own_nonce, &their_nonce, &identity.name);
+                wire.write_frame(Kind::Welcome, &welcome).await?;
+                Ok((wire, name))
+            }
+            Err(error) => {
+                // The reason stays in our log: a stranger learns only that it was refused.
+                let _ = wire
+                    .write_frame(Kind::Refused, b"not a member of this cluster")
+                    .await;
+                Err(error.to_string())
+            }
+        }
+    })
+    .await
+}
+
+/// Our Raft messages to one peer.
+pub struct Outbound {
+    peer: String,
+    address: SocketAddr,
+    queue: RefCell<VecDeque<Vec<u8>>>,
+    queued: Notify,
+    up: Cell<bool>,
+}
+
+impl Outbound {
+    pub fn new(peer: String, address: SocketAddr) -> Rc<Outbound> {
+        Rc::new(Outbound {
+            peer,
+            address,
+            queue: RefCell::new(VecDeque::new()),
+            queued: Notify::default(),
+            up: Cell::new(false),
+        })
+    }
+
+    /// Queues one Raft message (protobuf bytes) for the peer; never waits.
+    pub fn send(&self, message: Vec<u8>) {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= CLUSTER_PEER_QUEUE_MESSAGES_MAX {
+            queue.pop_front();
+        }
+        queue.push_back(message);
+        drop(queue);
+        self.queued.notify();
+    }
+
+    /// Whether the link to the peer is connected and authenticated right now.
+    pub fn is_up(&self) -> bool {
+        self.up.get()
+    }
+
+    /// Connects, sends until the connection fails, reconnects with backoff; forever.
+    pub async fn run(self: Rc<Self>, identity: Rc<Identity>) {
+        let mut backoff = CLUSTER_RECONNECT_BACKOFF_MIN;
+        let mut last_error = String::new();
+        loop {
+            match connect(self.address, &self.peer, &identity).await {
+                Ok(wire) => {
+                    tracing::info!(peer = %self.peer, "cluster link up");
+                    self.up.set(true);
+                    backoff = CLUSTER_RECONNECT_BACKOFF_MIN;
+                    let error = self.send_until_error(wire).await;
+                    self.up.set(false);
+                    tracing::warn!(peer = %self.peer, %error, "cluster link down");
+                }
+                Err(error) => {
+                    if error != last_error {
+                        tracing::warn!(peer = %self.peer, %error, "cannot reach cluster peer");
+                        last_error = error;
+                    }
+                }
+            }
+            glommio::timer::sleep(backoff).await;
+            backoff = (backoff * 2).min(CLUSTER_RECONNECT_BACKOFF_MAX);
+        }
+    }
+
+    async fn send_until_error(&self, mut wire: Wire) -> String {
+        loop {
+            let batch: Vec<Vec<u8>> = self.queue.borrow_mut().drain(..).collect();
+            if batch.is_empty() {
+                self.queued.wait().await;
+                continue;
+            }
+            let mut bytes = Vec::new();
+            for message in &batch {
+                frame::encode(Kind::Raft, message, &mut bytes);
+            }
+            if let Err(error) = wire.write(&bytes).await {
+                return error;
+            }
+        }
+    }
+}
+
+/// Accepts the peers' connections on the cluster port and hands each Raft message, with the
+/// name of the peer that proved itself, to `deliver`.
+pub async fn serve(
+    listener: TcpListener,
+    identity: Rc<Identity>,
+    deliver: Rc<dyn Fn(&str, &[u8])>,
+) {
+    let open = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "cluster port: accept failed");
+                glommio::timer::sleep(CLUSTER_RECONNECT_BACKOFF_MIN).await;
+                continue;
+            }
+        };
+        if open.get() >= CLUSTER_CONNECTIONS_MAX {
+            tracing::warn!("cluster port: too many connections, one refused");
+            continue;
+        }
+        open.set(open.get() + 1);
+        let (identity, deliver, open) = (identity.clone(), deliver.clone(), open.clone());
+        glommio::spawn_local(async move {
+            let peer_address = stream.peer_addr().ok();
+            match accept(stream, &identity).await {
+                Ok((wire, name)) => receive(wire, &name, &*deliver).await,
+                Err(error) => {
+                    tracing::warn!(?peer_address, %error, "cluster peer refused");
+                }
+            }
+            open.set(open.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn receive(mut wire: Wire, peer: &str, deliver: &dyn Fn(&str, &[u8])) {
+    loop {
+        match wire.read_frame().await {
+            Ok((Kind::Raft, payload)) => deliver(peer, &payload),
+            Ok((kind, _)) => {
+                tracing::warn!(peer, ?kind, "cluster peer sent a frame out of place");
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(peer, %error, "cluster peer connection closed");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str, secret: &str) -> Rc<Identity> {
+        Rc::new(Identity {
+            name: name.to_string(),
+            secret: secret.as_bytes().to_vec(),
+            members: vec!["ringmq@a".to_string(), "ringmq@b".to_string()],
+        })
+    }
+
+    /// Node a accepts on loopback; node b connects holding `secret`; returns what a received.
+    fn exchange(secret: &str) -> (bool, Vec<Vec<u8>>) {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let received = Rc::new(RefCell::new(Vec::new()));
+            let sink = received.clone();
+            let deliver: Rc<dyn Fn(&str, &[u8])> = Rc::new(move |peer: &str, bytes: &[u8]| {
+                assert_eq!(peer, "ringmq@b");
+                sink.borrow_mut().push(bytes.to_vec());
+            });
+            glommio::spawn_local(serve(
+                listener,
+                identity("ringmq@a", "right-secret"),
+                deliver,
+            ))
+            .detach();
+            let link = Outbound::new("ringmq@a".to_string(), address);
+            link.send(b"vote for me".to_vec());
+            glommio::spawn_local(link.clone().run(identity("ringmq@b", secret))).detach();
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while received.borrow().is_empty() && std::time::Instant::now() < deadline {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            let got = received.borrow().clone();
+            (link.is_up(), got)
+        })
+    }
+
+    #[test]
+    fn a_peer_with_the_secret_gets_its_messages_through() {
+        let (up, received) = exchange("right-secret");
+        assert!(up);
+        assert_eq!(received, vec![b"vote for me".to_vec()]);
+    }
+
+    #[test]
+    fn a_peer_with_a_wrong_secret_is_refused_and_delivers_nothing() {
+        let (up, received) = exchange("wrong-secret");
+        assert!(!up);
+        assert!(received.is_empty());
+    }
+}

@@ -1,0 +1,151 @@
+//! The shard's side of the cluster door (`crate::cluster`): which node this is, which node
+//! leads each queue (read from the queue's id), and, on the topology owner of a clustered
+//! node, the Raft node every topology change is proposed through. Without `--peer` there is
+//! no Raft node and a change is applied and broadcast as it always was.
+//!
+//! Queue contents stay on the node that leads the queue. This node's topology copy records a
+//! queue led elsewhere with the owner shard [`ELSEWHERE`]: no shard here hosts it, and a
+//! publish routed to it or an operation on it (consume, get, purge, delete) is refused with 540
+//! NOT_IMPLEMENTED naming the node, until forwarding between nodes exists.
+
+use std::cell::{OnceCell, Ref, RefCell};
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+
+use super::Shard;
+use crate::broker::{AmqpError, QueueId, ShardId, TopologyChange};
+use crate::cluster::{Members, Node, NodeOptions, StateMachine};
+use crate::config::ClusterConfig;
+use crate::protocol::reply_code;
+
+/// The owner shard of a queue another node leads, in this node's topology copy.
+pub const ELSEWHERE: ShardId = ShardId::MAX;
+
+pub struct Replication {
+    members: RefCell<Members>,
+    /// The topology owner of a clustered node only.
+    node: OnceCell<Rc<Node>>,
+}
+
+impl Default for Replication {
+    fn default() -> Replication {
+        Replication {
+            members: RefCell::new(Members::single(&crate::config::default_node_name())),
+            node: OnceCell::new(),
+        }
+    }
+}
+
+/// Committed changes reach the topology owner here, in log order.
+struct Applier(Weak<Shard>);
+
+impl StateMachine for Applier {
+    fn apply(&self, changes: Vec<TopologyChange>) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(async move {
+            let Some(shard) = self.0.upgrade() else {
+                return;
+            };
+            if let Err(error) = shard.apply_everywhere(changes).await {
+                tracing::error!(%error.text, "a committed topology change failed to apply here");
+            }
+        })
+    }
+}
+
+impl Shard {
+    /// Every shard, before recovery: the cluster's members and which one we are.
+    pub fn set_members(&self, members: Members) {
+        *self.replication.members.borrow_mut() = members;
+    }
+
+    pub fn members(&self) -> Ref<'_, Members> {
+        self.replication.members.borrow()
+    }
+
+    /// The topology owner of a clustered node, after recovery: starts the Raft node, from
+    /// then on every topology change goes through it.
+    pub fn start_cluster(
+        self: &Rc<Self>,
+        config: &ClusterConfig,
+        data_dir: &Path,
+        listen: &[IpAddr],
+    ) -> Result<(), String> {
+        assert!(
+            self.is_topology_owner(),
+            "the Raft node runs on the topology owner"
+        );
+        let machine: Rc<dyn StateMachine> = Rc::new(Applier(Rc::downgrade(self)));
+        let node = Node::start(NodeOptions {
+            config,
+            data_dir,
+            listen,
+            machine,
+        })?;
+        let _ = self.replication.node.set(node);
+        Ok(())
+    }
+
+    /// The Raft node, on the topology owner of a clustered node.
+    pub fn cluster_node(&self) -> Option<Rc<Node>> {
+        self.replication.node.get().cloned()
+    }
+
+    /// A topology change decided here: through Raft when clustered (answered once a majority
+    /// committed it and this node applied it), else applied and broadcast at once.
+    pub(super) async fn replicate(
+        self: &Rc<Self>,
+        changes: Vec<TopologyChange>,
+    ) -> Result<(), AmqpError> {
+        match self.replication.node.get().cloned() {
+            Some(node) => node.propose(&changes).await,
+            None => self.apply_everywhere(changes).await,
+        }
+    }
+
+    /// A change as this node records it: a queue another node leads gets the owner
+    /// [`ELSEWHERE`]. `None`: the change as it is.
+    pub(super) fn localize(&self, change: &TopologyChange) -> Option<TopologyChange> {
+        let members = self.replication.members.borrow();
+        match change {
+            TopologyChange::DeclareQueue { queue } if !members.leads_queue(queue.id) => {
+                let mut queue = queue.clone();
+                queue.owner_shard = ELSEWHERE;
+                Some(TopologyChange::DeclareQueue { queue })
+            }
+            TopologyChange::MoveQueue { queue, .. } if !members.leads_queue(*queue) => {
+                Some(TopologyChange::MoveQueue {
+                    queue: *queue,
+                    owner_shard: ELSEWHERE,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this node leads the queue (always, in a cluster of one).
+    pub fn leads_queue(&self, queue: QueueId) -> bool {
+        self.replication.members.borrow().leads_queue(queue)
+    }
+
+    /// The refusal of work on a queue another node leads.
+    pub fn elsewhere_error(&self, queue: QueueId) -> AmqpError {
+        let members = self.replication.members.borrow();
+        let node = members.name_of_queue_node(queue);
+        let name = self
+            .topology
+            .borrow()
+            .queue_by_id(queue)
+            .map(|q| q.name.clone());
+        AmqpError::new(
+            reply_code::NOT_IMPLEMENTED,
+            format!(
+                "NOT_IMPLEMENTED - queue '{}' is led by node {node}; publishing to or consuming \
+                 from a queue on another node is not implemented yet: connect to {node}",
+                name.unwrap_or_default()
+            ),
+        )
+    }
+}
