@@ -217,9 +217,12 @@ impl Cluster {
             Some(0),
             "client {action:?} on node {i}: {output:?}"
         );
-        let line = output.stdout.lines().find(|l| l.starts_with("CLIENT-"));
-        line.unwrap_or_else(|| panic!("no client verdict: {output:?}"))
-            .to_string()
+        // The harness prints `test client_role ... ` on the verdict's line.
+        let verdict = output
+            .stdout
+            .lines()
+            .find_map(|l| l.find("CLIENT-").map(|at| l[at..].trim().to_string()));
+        verdict.unwrap_or_else(|| panic!("no client verdict: {output:?}"))
     }
 
     fn client_ok(&self, i: usize, action: &str) {
