@@ -234,7 +234,23 @@ impl Outbound {
         loop {
             let batch: Vec<Vec<u8>> = self.queue.borrow_mut().drain(..).collect();
             if batch.is_empty() {
-                self.queued.wait().await;
+                // The peer never writes on this connection after Welcome: a read that ends
+                // means it closed (or died), even while we have nothing to send it.
+                let mut probe = [0u8; 1];
+                let closed = futures_lite::future::or(
+                    async {
+                        self.queued.wait().await;
+                        false
+                    },
+                    async {
+                        let _ = wire.stream.read(&mut probe).await;
+                        true
+                    },
+                )
+                .await;
+                if closed {
+                    return "the peer closed the connection".to_string();
+                }
                 continue;
             }
             let mut bytes = Vec::new();
