@@ -407,6 +407,17 @@ pub const CLUSTER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnecting to a peer: the first retry after the MIN, doubling up to the MAX.
 pub const CLUSTER_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const CLUSTER_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Link liveness: a side with nothing else to send sends a heartbeat frame every
+/// CLUSTER_HEARTBEAT_INTERVAL, both ways; a connection on which nothing arrives for
+/// CLUSTER_PEER_SILENCE_MAX (or a write that does not finish within it) is closed, and the
+/// peer is shown as not running until a new connection is up. A killed peer's kernel closes
+/// the connection at once; this bound is for a peer that goes silent (links cut, a frozen host).
+pub const CLUSTER_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+pub const CLUSTER_PEER_SILENCE_MAX: Duration = Duration::from_secs(3);
+const _: () = assert!(
+    CLUSTER_PEER_SILENCE_MAX.as_millis() >= 4 * CLUSTER_HEARTBEAT_INTERVAL.as_millis(),
+    "a few lost or late heartbeats must not take a link down"
+);
 /// A topology change not committed by a majority and applied here within this time is answered
 /// with an error (a node cut off from the majority confirms nothing).
 pub const CLUSTER_PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);

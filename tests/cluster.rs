@@ -2,13 +2,16 @@
 //! bridge in a hub namespace of its own, addresses the test assigns; never the host's own
 //! interfaces), killed on drop with their namespaces.
 //!
-//! One scenario, in order: topology declared on node 1 (exchange, queue, binding over AMQP, a
-//! user over the management API) is seen on nodes 2 and 3 (passive declares, the API);
-//! `/api/nodes` lists all three; a publish on node 2 to node 1's queue is refused with 540; the
-//! Raft leader is killed with SIGKILL and the two others elect a new one within
-//! `ELECTION_BOUND` and confirm declares; the killed node restarts and catches up; a node
-//! restarted with a wrong secret is refused and learns nothing new; a node cut off from the
-//! majority confirms no declare (an error after the propose timeout, never an ok).
+//! One scenario, in order: topology declared on node 1 (exchange, queue, binding over AMQP; a
+//! user, a vhost, an exchange, a queue and a binding over the management API) is seen on nodes 2
+//! and 3 (passive declares, the API); `/api/nodes`, `cluster_status` and the overview list all
+//! three; a publish on node 2 to node 1's queue is refused with 540; the Raft leader is killed
+//! with SIGKILL, the two others elect a new one within `ELECTION_BOUND`, confirm declares and
+//! show it as not running; the killed node restarts and catches up; a node whose link is set
+//! down inside its namespace answers a declare with 541 at once while the two others commit,
+//! and after the link is back it catches up and its refused declare exists nowhere; a node
+//! restarted with a wrong secret is refused and learns nothing new; with two nodes down the one
+//! left confirms no declare (541 within `MINORITY_ANSWER_BOUND`, never an ok, never a hang).
 //!
 //! Clients run in the nodes' namespaces: AMQP as this test binary re-run under
 //! `ip netns exec` with only `client_role` selected (as tests/netns_login.rs), HTTP as curl.
@@ -35,8 +38,9 @@ const SECRET: &str = "the-shared-cluster-secret";
 /// A follower that hears nothing from the leader for 1-2 s (10-20 ticks of 100 ms) starts an
 /// election; pre-vote and vote take a round trip. Generous for a loaded 2-core CI machine.
 const ELECTION_BOUND: Duration = Duration::from_secs(4);
-/// A change proposed where no majority is reachable is answered after the node's propose
-/// timeout (5 s); this bounds the wait for that answer.
+/// A change proposed where no majority is reachable is refused at once (or, if the majority was
+/// lost after it was proposed, after the node's 5 s propose timeout); this bounds the answer,
+/// client start-up in the namespace included.
 const MINORITY_ANSWER_BOUND: Duration = Duration::from_secs(12);
 /// Catching up, links coming back: bounded polls.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -68,6 +72,8 @@ fn ip_ok(args: &[&str]) {
 struct Namespaces {
     hub: String,
     nodes: Vec<String>,
+    /// Keeps interface names apart between parallel runs.
+    tag: String,
 }
 
 impl Namespaces {
@@ -77,6 +83,7 @@ impl Namespaces {
         let namespaces = Namespaces {
             hub: format!("ringmq-h-{tag}"),
             nodes: (0..NODES).map(|i| format!("ringmq-n{i}-{tag}")).collect(),
+            tag: tag.clone(),
         };
         ip_ok(&["netns", "add", &namespaces.hub]);
         ip_ok(&[
@@ -91,7 +98,7 @@ impl Namespaces {
         ip_ok(&["-n", &namespaces.hub, "link", "set", "br0", "up"]);
         for (i, namespace) in namespaces.nodes.iter().enumerate() {
             ip_ok(&["netns", "add", namespace]);
-            let (inner, outer) = (format!("rq{i}a{tag}"), format!("rq{i}b{tag}"));
+            let (inner, outer) = (namespaces.inner_link(i), format!("rq{i}b{tag}"));
             ip_ok(&[
                 "link", "add", &inner, "type", "veth", "peer", "name", &outer,
             ]);
@@ -113,6 +120,20 @@ impl Namespaces {
             ip_ok(&["-n", namespace, "link", "set", "lo", "up"]);
         }
         namespaces
+    }
+}
+
+impl Namespaces {
+    /// Node `i`'s end of its veth pair (inside its namespace): its only way to the others.
+    fn inner_link(&self, i: usize) -> String {
+        format!("rq{i}a{}", self.tag)
+    }
+
+    /// Cuts (`up == false`) or restores node `i`'s link to the bridge, inside its namespace.
+    fn set_link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let link = self.inner_link(i);
+        ip_ok(&["-n", &self.nodes[i], "link", "set", &link, state]);
     }
 }
 
@@ -272,6 +293,37 @@ impl Cluster {
         run_bounded(command, CTL_RUN_TIMEOUT).ok()
     }
 
+    /// Waits until node `i`'s `/api/nodes` shows `running` members running and the others not
+    /// (a dead or cut-off peer is noticed within the link's silence bound).
+    fn wait_running(&self, i: usize, running: usize) {
+        let what = format!("node {} showing {running} of {NODES} running", i + 1);
+        eventually(&what, CONVERGE_TIMEOUT, || {
+            let (status, body) = self.http(i, "GET", "/api/nodes", None);
+            status == 200
+                && body.matches(r#""running":true"#).count() == running
+                && body.matches(r#""running":false"#).count() == NODES - running
+        });
+    }
+
+    /// A declare of `queue` on node `i`, which cannot reach a majority: an error reply (541,
+    /// RabbitMQ's internal_error for a metadata store that cannot commit), within the bound.
+    fn minority_refuses(&self, i: usize, queue: &str) {
+        let started = Instant::now();
+        let verdict = self.client(i, &format!("queue {queue}"));
+        assert_eq!(verdict, "CLIENT-ERR 541", "a declare without a majority");
+        assert!(
+            started.elapsed() < MINORITY_ANSWER_BOUND,
+            "answered after {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// `queue` does not exist on node `i` (a passive declare is 404).
+    fn assert_absent(&self, i: usize, queue: &str) {
+        let verdict = self.client(i, &format!("passive-queue {queue}"));
+        assert_eq!(verdict, "CLIENT-ERR 404", "{queue} on node {}", i + 1);
+    }
+
     /// The leader node `i` last logged, if any.
     fn logged_leader(&self, i: usize, since_byte: usize) -> Option<String> {
         let log = self.brokers[i].log_text();
@@ -320,32 +372,104 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
     eventually("a first leader", CONVERGE_TIMEOUT, || {
         (0..NODES).all(|i| is_member(&cluster.logged_leader(i, 0)))
     });
-
-    // Declared on node 1, seen on nodes 2 and 3.
-    cluster.client_ok(0, "declare cx cq");
-    let (status, _) = cluster.http(
-        0,
-        "PUT",
-        "/api/users/alice",
-        Some(r#"{"password":"alice-pw","tags":""}"#),
-    );
-    assert_eq!(status, 201, "user created on node 1");
-    for i in 1..NODES {
-        cluster.client_ok(i, "passive cx cq");
-        let (status, _) = cluster.http(i, "GET", "/api/users/alice", None);
-        assert_eq!(status, 200, "alice on node {}", i + 1);
-        let (status, body) = cluster.http(i, "GET", "/api/bindings/%2F/e/cx/q/cq", None);
-        assert_eq!(status, 200, "{body}");
-        assert!(
-            body.contains(r#""routing_key":"cq""#),
-            "binding on node {}: {body}",
-            i + 1
-        );
+    // A node proposes only while it reaches the leader and a majority: wait for every link.
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
     }
-    eventually("every link up", CONVERGE_TIMEOUT, || {
-        let (status, body) = cluster.http(1, "GET", "/api/nodes", None);
-        status == 200 && body.matches(r#""running":true"#).count() == NODES
+    declared_on_one_seen_on_all(&cluster);
+    shown_as_one_cluster(&cluster);
+
+    // Node 1 leads cq: a publish on node 2 routed to it is refused, not lost silently.
+    assert_eq!(cluster.client(1, "publish cx cq"), "CLIENT-ERR 540");
+
+    let (dead, survivors) = leader_killed(&mut cluster);
+
+    // The killed node restarts and catches up with what it missed.
+    cluster.brokers[dead].restart_same_dir();
+    eventually("the restarted node caught up", CONVERGE_TIMEOUT, || {
+        cluster.client(dead, "passive-queue after-failover") == "CLIENT-OK"
     });
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+    }
+
+    links_cut(&cluster, dead, &survivors);
+
+    // A node holding the wrong secret is refused and learns nothing new.
+    let outsider = survivors[1];
+    let args = node_args(outsider, "not-the-cluster-secret");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cluster.brokers[outsider].restart_with_args(&args);
+    let member = survivors[0];
+    eventually(
+        "a declare confirmed without the outsider",
+        CONVERGE_TIMEOUT,
+        || cluster.client(member, "queue while-outsider") == "CLIENT-OK",
+    );
+    eventually("the restarted node learned it", CONVERGE_TIMEOUT, || {
+        cluster.client(dead, "passive-queue while-outsider") == "CLIENT-OK"
+    });
+    assert_eq!(
+        cluster.client(outsider, "passive-queue while-outsider"),
+        "CLIENT-ERR 404",
+        "the node with the wrong secret learned a change"
+    );
+    eventually("the refusal logged", CONVERGE_TIMEOUT, || {
+        cluster.brokers[member]
+            .log_text()
+            .contains("cluster peer refused")
+    });
+
+    // Two nodes down: the one left confirms no declare, and answers with an error in time.
+    cluster.brokers[outsider].stop();
+    cluster.brokers[dead].stop();
+    cluster.minority_refuses(member, "in-minority");
+    cluster.assert_absent(member, "in-minority");
+}
+
+/// Exchange, queue, binding over AMQP and a user over the API on node 1; a vhost, exchange,
+/// queue and binding over the API on node 1: each seen on nodes 2 and 3 through AMQP and the
+/// API.
+fn declared_on_one_seen_on_all(cluster: &Cluster) {
+    cluster.client_ok(0, "declare cx cq");
+    let puts = [
+        ("/api/users/alice", r#"{"password":"alice-pw","tags":""}"#),
+        ("/api/vhosts/v1", "{}"),
+        ("/api/exchanges/%2F/apix", r#"{"type":"direct","durable":true}"#),
+        ("/api/queues/%2F/apiq", r#"{"durable":true}"#),
+    ];
+    for (path, body) in puts {
+        let (status, text) = cluster.http(0, "PUT", path, Some(body));
+        assert_eq!(status, 201, "PUT {path} on node 1: {text}");
+    }
+    let bind = r#"{"routing_key":"apiq"}"#;
+    let (status, text) = cluster.http(0, "POST", "/api/bindings/%2F/e/apix/q/apiq", Some(bind));
+    assert_eq!(status, 201, "binding over the API on node 1: {text}");
+    // A follower learns of a commit on the leader's next message: seen within a bound.
+    for i in 1..NODES {
+        eventually("node 1's declares on another node", CONVERGE_TIMEOUT, || {
+            cluster.client(i, "passive cx cq") == "CLIENT-OK"
+                && cluster.client(i, "passive apix apiq") == "CLIENT-OK"
+        });
+        for path in ["/api/users/alice", "/api/vhosts/v1", "/api/queues/%2F/cq"] {
+            let (status, body) = cluster.http(i, "GET", path, None);
+            assert_eq!(status, 200, "GET {path} on node {}: {body}", i + 1);
+        }
+        for (exchange, queue) in [("cx", "cq"), ("apix", "apiq")] {
+            let path = format!("/api/bindings/%2F/e/{exchange}/q/{queue}");
+            let (status, body) = cluster.http(i, "GET", &path, None);
+            let key = format!(r#""routing_key":"{queue}""#);
+            assert!(
+                status == 200 && body.contains(&key),
+                "binding {exchange}->{queue} on node {}: {status} {body}",
+                i + 1
+            );
+        }
+    }
+}
+
+/// `/api/nodes`, `ringmqctl cluster_status` and the overview agree on the three members.
+fn shown_as_one_cluster(cluster: &Cluster) {
     let (_, nodes) = cluster.http(1, "GET", "/api/nodes", None);
     for i in 0..NODES {
         assert!(
@@ -368,11 +492,11 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
         overview.contains(r#""cluster_name":"ringmq@n1""#),
         "{overview}"
     );
+}
 
-    // Node 1 leads cq: a publish on node 2 routed to it is refused, not lost silently.
-    assert_eq!(cluster.client(1, "publish cx cq"), "CLIENT-ERR 540");
-
-    // SIGKILL of the leader: the two others elect a new one within the bound.
+/// SIGKILL of the Raft leader: the two others elect a new one within the bound, still commit
+/// declares, and both show the killed node as not running. Returns (killed, survivors).
+fn leader_killed(cluster: &mut Cluster) -> (usize, Vec<usize>) {
     let leader = cluster.logged_leader(0, 0).expect("a leader");
     let dead = index_of(&leader);
     let survivors: Vec<usize> = (0..NODES).filter(|&i| i != dead).collect();
@@ -386,62 +510,49 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
         })
     });
     eprintln!("new leader elected {elected:?} after the leader was killed");
-    let survivor = survivors[0];
-    // The first proposal may have gone to the dead leader before the election: retried.
-    eventually(
-        "a declare confirmed by the new majority",
-        CONVERGE_TIMEOUT,
-        || cluster.client(survivor, "queue after-failover") == "CLIENT-OK",
-    );
-    eventually(
-        "the killed node shown as not running",
-        CONVERGE_TIMEOUT,
-        || {
-            let (_, body) = cluster.http(survivor, "GET", "/api/nodes", None);
-            body.matches(r#""running":false"#).count() == 1
-        },
-    );
+    for &i in &survivors {
+        cluster.wait_running(i, NODES - 1);
+    }
+    // Each survivor's proposal commits through the new majority.
+    for &i in &survivors {
+        let queue = format!("after-failover-{i}");
+        cluster.client_ok(i, &format!("queue {queue}"));
+    }
+    cluster.client_ok(survivors[0], "queue after-failover");
+    for &i in &survivors {
+        for &j in &survivors {
+            let action = format!("passive-queue after-failover-{j}");
+            eventually(&action, CONVERGE_TIMEOUT, || {
+                cluster.client(i, &action) == "CLIENT-OK"
+            });
+        }
+    }
+    (dead, survivors)
+}
 
-    // The killed node restarts and catches up with what it missed.
-    cluster.brokers[dead].restart_same_dir();
-    eventually("the restarted node caught up", CONVERGE_TIMEOUT, || {
-        cluster.client(dead, "passive-queue after-failover") == "CLIENT-OK"
+/// Node `cut`'s link to the bridge is set down inside its namespace: it sees itself alone and
+/// answers a declare with an error at once, the two others commit without it and show it as
+/// not running; once the link is back it catches up, and its refused declare exists nowhere.
+fn links_cut(cluster: &Cluster, cut: usize, others: &[usize]) {
+    cluster.namespaces.set_link(cut, false);
+    cluster.wait_running(cut, 1);
+    for &i in others {
+        cluster.wait_running(i, NODES - 1);
+    }
+    cluster.minority_refuses(cut, "while-cut-off");
+    eventually(
+        "a declare confirmed while a node is cut off",
+        CONVERGE_TIMEOUT,
+        || cluster.client(others[0], "queue while-cut") == "CLIENT-OK",
+    );
+    cluster.namespaces.set_link(cut, true);
+    eventually("the cut-off node caught up", CONVERGE_TIMEOUT, || {
+        cluster.client(cut, "passive-queue while-cut") == "CLIENT-OK"
     });
-
-    // A node holding the wrong secret is refused and learns nothing new.
-    let outsider = survivors[1];
-    let args = node_args(outsider, "not-the-cluster-secret");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    cluster.brokers[outsider].restart_with_args(&args);
-    let member = survivors[0];
-    eventually(
-        "a declare confirmed without the outsider",
-        CONVERGE_TIMEOUT,
-        || cluster.client(member, "queue while-outsider") == "CLIENT-OK",
-    );
-    cluster.client_ok(dead, "passive-queue while-outsider");
-    assert_eq!(
-        cluster.client(outsider, "passive-queue while-outsider"),
-        "CLIENT-ERR 404",
-        "the node with the wrong secret learned a change"
-    );
-    eventually("the refusal logged", CONVERGE_TIMEOUT, || {
-        cluster.brokers[member]
-            .log_text()
-            .contains("cluster peer refused")
-    });
-
-    // Cut off from the majority (the others stopped): a declare is never confirmed.
-    cluster.brokers[outsider].stop();
-    cluster.brokers[dead].stop();
-    let started = Instant::now();
-    let verdict = cluster.client(member, "queue in-minority");
-    assert_eq!(verdict, "CLIENT-ERR 541", "a declare without a majority");
-    assert!(
-        started.elapsed() < MINORITY_ANSWER_BOUND,
-        "{:?}",
-        started.elapsed()
-    );
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+        cluster.assert_absent(i, "while-cut-off");
+    }
 }
 
 /// The AMQP side, when re-run by the test above in a node's namespace; a no-op otherwise.

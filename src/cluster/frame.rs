@@ -19,6 +19,9 @@ pub enum Kind {
     Refused = 4,
     /// One Raft message (protobuf).
     Raft = 5,
+    /// Either side, after the handshake, when it had nothing else to send for a while: the
+    /// link is alive (empty payload).
+    Heartbeat = 6,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
             3 => Kind::Welcome,
             4 => Kind::Refused,
             5 => Kind::Raft,
+            6 => Kind::Heartbeat,
             _ => return None,
         })
     }

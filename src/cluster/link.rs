@@ -4,22 +4,31 @@
 //! more than `CLUSTER_FRAME_BYTES_MAX` closes the connection before anything is allocated.
 //! An outbound link reconnects with doubling backoff; what is queued while it is down is
 //! bounded (`CLUSTER_PEER_QUEUE_MESSAGES_MAX`, oldest dropped: Raft retransmits).
+//!
+//! Liveness is the link's own, not Raft's (followers send each other nothing): after the
+//! handshake each side sends a heartbeat frame when it had nothing else to send for
+//! `CLUSTER_HEARTBEAT_INTERVAL`, and each side listens while it sends. A connection that ends,
+//! or on which nothing arrives for `CLUSTER_PEER_SILENCE_MAX` (or a write does not finish within
+//! it), is closed; the outbound link is then down (the peer "not running") until it reconnects.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::frame::{self, Kind};
 use super::handshake;
 use crate::limits::{
     CLUSTER_CONNECTIONS_MAX, CLUSTER_CONNECT_TIMEOUT, CLUSTER_HANDSHAKE_TIMEOUT,
-    CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN,
-    READ_CHUNK_BYTES,
+    CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX,
+    CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN, READ_CHUNK_BYTES,
 };
 use crate::sync::Notify;
 
@@ -31,18 +40,62 @@ pub struct Identity {
     pub members: Vec<String>,
 }
 
-/// A connection after its handshake: frames in, frames out.
+/// One connection's socket, shared by the half that listens and the half that sends (both in
+/// one task, raced). Each poll borrows the stream for its own duration only, never across an
+/// `.await`, and glommio keeps read and write readiness apart, so the halves never collide.
+#[derive(Clone)]
+struct Socket(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// A connection (or one half of it, after `split`): frames in, frames out.
 struct Wire {
-    stream: TcpStream,
+    stream: Socket,
     buffer: Vec<u8>,
 }
 
 impl Wire {
     fn new(stream: TcpStream) -> Wire {
         Wire {
-            stream,
+            stream: Socket(Rc::new(RefCell::new(stream))),
             buffer: Vec::new(),
         }
+    }
+
+    /// (listening half, sending half): the first keeps what was already read past the
+    /// handshake (frames the peer sent right after it).
+    fn split(self) -> (Wire, Wire) {
+        let sending = Wire {
+            stream: self.stream.clone(),
+            buffer: Vec::new(),
+        };
+        (self, sending)
     }
 
     async fn read_frame(&mut self) -> Result<(Kind, Vec<u8>), String> {
@@ -230,36 +283,66 @@ impl Outbound {
         }
     }
 
-    async fn send_until_error(&self, mut wire: Wire) -> String {
+    /// Sends our queued messages (a heartbeat after an interval with none) while listening for
+    /// the peer's heartbeats; returns why the connection ended.
+    async fn send_until_error(&self, wire: Wire) -> String {
+        let (listening, sending) = wire.split();
+        futures_lite::future::or(self.send_loop(sending), listen(listening, &self.peer, None))
+            .await
+    }
+
+    async fn send_loop(&self, mut wire: Wire) -> String {
+        let mut bytes = Vec::new();
         loop {
             let batch: Vec<Vec<u8>> = self.queue.borrow_mut().drain(..).collect();
+            bytes.clear();
             if batch.is_empty() {
-                // The peer never writes on this connection after Welcome: a read that ends
-                // means it closed (or died), even while we have nothing to send it.
-                let mut probe = [0u8; 1];
-                let closed = futures_lite::future::or(
-                    async {
-                        self.queued.wait().await;
-                        false
-                    },
-                    async {
-                        let _ = wire.stream.read(&mut probe).await;
-                        true
-                    },
-                )
+                let queued = self.queued.wait();
+                let _ = glommio::timer::timeout(CLUSTER_HEARTBEAT_INTERVAL, async {
+                    queued.await;
+                    Ok(())
+                })
                 .await;
-                if closed {
-                    return "the peer closed the connection".to_string();
+                if !self.queue.borrow().is_empty() {
+                    continue;
                 }
-                continue;
+                frame::encode(Kind::Heartbeat, &[], &mut bytes);
             }
-            let mut bytes = Vec::new();
             for message in &batch {
                 frame::encode(Kind::Raft, message, &mut bytes);
             }
-            if let Err(error) = wire.write(&bytes).await {
+            if let Err(error) = within(CLUSTER_PEER_SILENCE_MAX, "write", wire.write(&bytes)).await
+            {
                 return error;
             }
+        }
+    }
+}
+
+/// Reads the peer's frames until the connection ends or nothing arrives for
+/// `CLUSTER_PEER_SILENCE_MAX`: heartbeats only prove it alive; Raft messages go to `deliver`
+/// (an outbound link has none: the peer sends its Raft messages on its own connection).
+/// Returns why it stopped.
+async fn listen(mut wire: Wire, peer: &str, deliver: Option<&dyn Fn(&str, &[u8])>) -> String {
+    loop {
+        let frame = within(CLUSTER_PEER_SILENCE_MAX, "listening", wire.read_frame()).await;
+        match (frame, deliver) {
+            (Ok((Kind::Heartbeat, _)), _) => {}
+            (Ok((Kind::Raft, payload)), Some(deliver)) => deliver(peer, &payload),
+            (Ok((kind, _)), _) => return format!("the peer sent a {kind:?} frame out of place"),
+            (Err(error), _) => return error,
+        }
+    }
+}
+
+/// The accepting side's half that sends: a heartbeat every interval (it sends nothing else).
+async fn heartbeats(mut wire: Wire) -> String {
+    let mut bytes = Vec::new();
+    frame::encode(Kind::Heartbeat, &[], &mut bytes);
+    loop {
+        glommio::timer::sleep(CLUSTER_HEARTBEAT_INTERVAL).await;
+        if let Err(error) = within(CLUSTER_PEER_SILENCE_MAX, "write", wire.write(&bytes)).await {
+            return error;
         }
     }
 }
@@ -301,20 +384,12 @@ pub async fn serve(
     }
 }
 
-async fn receive(mut wire: Wire, peer: &str, deliver: &dyn Fn(&str, &[u8])) {
-    loop {
-        match wire.read_frame().await {
-            Ok((Kind::Raft, payload)) => deliver(peer, &payload),
-            Ok((kind, _)) => {
-                tracing::warn!(peer, ?kind, "cluster peer sent a frame out of place");
-                return;
-            }
-            Err(error) => {
-                tracing::debug!(peer, %error, "cluster peer connection closed");
-                return;
-            }
-        }
-    }
+async fn receive(wire: Wire, peer: &str, deliver: &dyn Fn(&str, &[u8])) {
+    let (listening, sending) = wire.split();
+    let reason =
+        futures_lite::future::or(listen(listening, peer, Some(deliver)), heartbeats(sending))
+            .await;
+    tracing::debug!(peer, %reason, "cluster peer connection closed");
 }
 
 #[cfg(test)]
@@ -359,6 +434,60 @@ mod tests {
             let got = received.borrow().clone();
             (link.is_up(), got)
         })
+    }
+
+    /// Polls `check` every 10 ms until it holds or `limit` passes; whether it held.
+    async fn within_bound(limit: Duration, check: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while !check() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Node a completes the handshake, then either closes the connection or keeps it open and
+    /// says nothing more; node b's outbound link must go down either way.
+    fn link_goes_down(peer_closes: bool) -> (bool, bool) {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let held = Rc::new(RefCell::new(Vec::new()));
+            let holder = held.clone();
+            glommio::spawn_local(async move {
+                let stream = listener.accept().await.unwrap();
+                let (wire, _) = accept(stream, &identity("ringmq@a", "right-secret"))
+                    .await
+                    .unwrap();
+                if !peer_closes {
+                    holder.borrow_mut().push(wire);
+                }
+            })
+            .detach();
+            let link = Outbound::new("ringmq@a".to_string(), address);
+            let task = glommio::spawn_local(link.clone().run(identity("ringmq@b", "right-secret")));
+            let came_up = within_bound(Duration::from_secs(3), || link.is_up()).await;
+            let bound = CLUSTER_PEER_SILENCE_MAX + Duration::from_secs(2);
+            let went_down = within_bound(bound, || !link.is_up()).await;
+            drop(task);
+            held.borrow_mut().clear();
+            (came_up, went_down)
+        })
+    }
+
+    #[test]
+    fn a_peer_that_closes_its_end_takes_the_idle_link_down() {
+        assert_eq!(link_goes_down(true), (true, true));
+    }
+
+    #[test]
+    fn a_peer_that_falls_silent_takes_the_link_down() {
+        assert_eq!(link_goes_down(false), (true, true));
     }
 
     #[test]

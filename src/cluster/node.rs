@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole, Storage};
 
@@ -191,6 +191,8 @@ impl Node {
     /// or an error when that did not happen within `CLUSTER_PROPOSE_TIMEOUT` (the change may
     /// still commit later: the client was not told it did).
     pub async fn propose(&self, changes: &[TopologyChange]) -> Result<(), AmqpError> {
+        // Refused before it enters any log, so this refusal is certain: nothing commits later.
+        self.check_reachable()?;
         if self.pending.borrow().len() >= CLUSTER_PROPOSALS_PENDING_MAX {
             return Err(unavailable(
                 "too many topology changes waiting for the cluster",
@@ -221,6 +223,34 @@ impl Node {
                 CLUSTER_PROPOSE_TIMEOUT.as_secs()
             ))),
         }
+    }
+
+    /// Whether a proposal made now can commit: a leader is known, it is this node or its link
+    /// is up, and links to a majority (this node included) are up. A node cut off from the
+    /// majority answers at once instead of queueing a proposal that would reach the leader when
+    /// the links heal, long after its client was told it failed.
+    fn check_reachable(&self) -> Result<(), AmqpError> {
+        let up = 1 + self.links.iter().flatten().filter(|l| l.is_up()).count();
+        if up * 2 <= self.members.names().len() {
+            return Err(unavailable(&format!(
+                "only {up} of the cluster's {} nodes are reachable, a majority is needed",
+                self.members.names().len()
+            )));
+        }
+        let leader = self.leader.get();
+        let Some(leader_index) = leader.checked_sub(1).map(|i| i as usize) else {
+            return Err(unavailable("no cluster leader is known (an election is under way)"));
+        };
+        if leader_index != self.members.local_index()
+            && !self
+                .links
+                .get(leader_index)
+                .and_then(Option::as_ref)
+                .is_some_and(|link| link.is_up())
+        {
+            return Err(unavailable("the cluster leader is not reachable from this node"));
+        }
+        Ok(())
     }
 
     /// A Raft message from `peer` (who proved the secret): checked, then queued for the driver.
@@ -334,6 +364,11 @@ impl Node {
             let Some(Some(link)) = index.and_then(|i| self.links.get(i)) else {
                 continue;
             };
+            // A forwarded proposal waiting for a link to come back would commit after its client
+            // was answered; dropped, the proposer's wait ends in the refusal it already sent.
+            if message.get_msg_type() == MessageType::MsgPropose && !link.is_up() {
+                continue;
+            }
             match message.write_to_bytes() {
                 Ok(bytes) => link.send(bytes),
                 Err(error) => tracing::error!(%error, "cannot encode a Raft message"),
