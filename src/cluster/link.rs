@@ -448,8 +448,8 @@ mod tests {
         true
     }
 
-    /// Node a completes the handshake, then either closes the connection or keeps it open and
-    /// says nothing more; node b's outbound link must go down either way.
+    /// Node a completes the handshake and, once b's link is up, either closes the connection or
+    /// keeps it open and says nothing more; b's outbound link must go down either way.
     fn link_goes_down(peer_closes: bool) -> (bool, bool) {
         let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .make()
@@ -464,14 +464,15 @@ mod tests {
                 let (wire, _) = accept(stream, &identity("ringmq@a", "right-secret"))
                     .await
                     .unwrap();
-                if !peer_closes {
-                    holder.borrow_mut().push(wire);
-                }
+                holder.borrow_mut().push(wire);
             })
             .detach();
             let link = Outbound::new("ringmq@a".to_string(), address);
             let task = glommio::spawn_local(link.clone().run(identity("ringmq@b", "right-secret")));
             let came_up = within_bound(Duration::from_secs(3), || link.is_up()).await;
+            if peer_closes {
+                held.borrow_mut().clear();
+            }
             let bound = CLUSTER_PEER_SILENCE_MAX + Duration::from_secs(2);
             let went_down = within_bound(bound, || !link.is_up()).await;
             drop(task);
