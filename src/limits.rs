@@ -421,6 +421,9 @@ const _: () = assert!(
 /// A topology change not committed by a majority and applied here within this time is answered
 /// with an error (a node cut off from the majority confirms nothing).
 pub const CLUSTER_PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A declare refused at commit because another node took the name first is decided again
+/// against the updated copy (then it is equivalent, or a 406); at most this many decisions.
+pub const CLUSTER_DECIDE_ATTEMPTS_MAX: usize = 3;
 /// Proposals of this node waiting for their commit.
 pub const CLUSTER_PROPOSALS_PENDING_MAX: usize = 4096;
 /// Largest Raft state file read back at start-up (log, hard state, applied index).

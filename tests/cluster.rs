@@ -27,7 +27,7 @@ use common::{amqp, Broker};
 use lapin::options::{
     BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 
 const NODES: usize = 3;
@@ -214,6 +214,11 @@ impl Cluster {
     /// Runs this binary's `client_role` in node `i`'s namespace: `CLIENT-OK` or
     /// `CLIENT-ERR <code>` on its stdout.
     fn client(&self, i: usize, action: &str) -> String {
+        run_client(self.client_command(i, action), i, action)
+    }
+
+    /// The command `client` runs (it may be run on another thread).
+    fn client_command(&self, i: usize, action: &str) -> Command {
         let exe = std::env::current_exe().expect("the test binary's path");
         let url = format!(
             "amqp://guest:guest@127.0.0.1:{}/%2f",
@@ -232,18 +237,7 @@ impl Cluster {
             ])
             .env(CLIENT_URL_ENV, url)
             .env(CLIENT_ACTION_ENV, action);
-        let output = run_bounded(command, CTL_RUN_TIMEOUT);
-        assert_eq!(
-            output.code,
-            Some(0),
-            "client {action:?} on node {i}: {output:?}"
-        );
-        // The harness prints `test client_role ... ` on the verdict's line.
-        let verdict = output
-            .stdout
-            .lines()
-            .find_map(|l| l.find("CLIENT-").map(|at| l[at..].trim().to_string()));
-        verdict.unwrap_or_else(|| panic!("no client verdict: {output:?}"))
+        command
     }
 
     fn client_ok(&self, i: usize, action: &str) {
@@ -341,6 +335,22 @@ impl Cluster {
     }
 }
 
+/// Runs a client command (`Cluster::client_command`) and returns its verdict line.
+fn run_client(command: Command, i: usize, action: &str) -> String {
+    let output = run_bounded(command, CTL_RUN_TIMEOUT);
+    assert_eq!(
+        output.code,
+        Some(0),
+        "client {action:?} on node {i}: {output:?}"
+    );
+    // The harness prints `test client_role ... ` on the verdict's line.
+    let verdict = output
+        .stdout
+        .lines()
+        .find_map(|l| l.find("CLIENT-").map(|at| l[at..].trim().to_string()));
+    verdict.unwrap_or_else(|| panic!("no client verdict: {output:?}"))
+}
+
 /// Polls `check` until it holds or `timeout` passes; returns how long it took.
 fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
@@ -378,6 +388,7 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
     }
     declared_on_one_seen_on_all(&cluster);
     shown_as_one_cluster(&cluster);
+    concurrent_declares_agree(&cluster);
 
     // Node 1 leads cq: a publish on node 2 routed to it is refused, not lost silently.
     assert_eq!(cluster.client(1, "publish cx cq"), "CLIENT-ERR 540");
@@ -435,7 +446,10 @@ fn declared_on_one_seen_on_all(cluster: &Cluster) {
     let puts = [
         ("/api/users/alice", r#"{"password":"alice-pw","tags":""}"#),
         ("/api/vhosts/v1", "{}"),
-        ("/api/exchanges/%2F/apix", r#"{"type":"direct","durable":true}"#),
+        (
+            "/api/exchanges/%2F/apix",
+            r#"{"type":"direct","durable":true}"#,
+        ),
         ("/api/queues/%2F/apiq", r#"{"durable":true}"#),
     ];
     for (path, body) in puts {
@@ -447,10 +461,14 @@ fn declared_on_one_seen_on_all(cluster: &Cluster) {
     assert_eq!(status, 201, "binding over the API on node 1: {text}");
     // A follower learns of a commit on the leader's next message: seen within a bound.
     for i in 1..NODES {
-        eventually("node 1's declares on another node", CONVERGE_TIMEOUT, || {
-            cluster.client(i, "passive cx cq") == "CLIENT-OK"
-                && cluster.client(i, "passive apix apiq") == "CLIENT-OK"
-        });
+        eventually(
+            "node 1's declares on another node",
+            CONVERGE_TIMEOUT,
+            || {
+                cluster.client(i, "passive cx cq") == "CLIENT-OK"
+                    && cluster.client(i, "passive apix apiq") == "CLIENT-OK"
+            },
+        );
         for path in ["/api/users/alice", "/api/vhosts/v1", "/api/queues/%2F/cq"] {
             let (status, body) = cluster.http(i, "GET", path, None);
             assert_eq!(status, 200, "GET {path} on node {}: {body}", i + 1);
@@ -465,6 +483,40 @@ fn declared_on_one_seen_on_all(cluster: &Cluster) {
                 i + 1
             );
         }
+    }
+}
+
+/// The same queue name declared at once on two nodes with different arguments: each node
+/// decided against its own copy, but only one declare may win. Whatever the interleaving,
+/// exactly one client gets declare-ok and the other 406 PRECONDITION_FAILED (inequivalent
+/// arg), and every node ends with the winner's arguments.
+fn concurrent_declares_agree(cluster: &Cluster) {
+    let racers: Vec<_> = [(0, 10), (1, 20)]
+        .into_iter()
+        .map(|(i, length)| {
+            let action = format!("queue-max-length raced {length}");
+            let command = cluster.client_command(i, &action);
+            std::thread::spawn(move || run_client(command, i, &action))
+        })
+        .collect();
+    let verdicts: Vec<String> = racers
+        .into_iter()
+        .map(|racer| racer.join().expect("a racing client"))
+        .collect();
+    let won = verdicts.iter().filter(|v| *v == "CLIENT-OK").count();
+    let refused = verdicts.iter().filter(|v| *v == "CLIENT-ERR 406").count();
+    assert_eq!((won, refused), (1, 1), "racing declares: {verdicts:?}");
+    let winner = if verdicts[0] == "CLIENT-OK" { 10 } else { 20 };
+    let expected = format!(r#""x-max-length":{winner}"#);
+    for i in 0..NODES {
+        eventually(
+            "the winner's arguments everywhere",
+            CONVERGE_TIMEOUT,
+            || {
+                let (status, body) = cluster.http(i, "GET", "/api/queues/%2F/raced", None);
+                status == 200 && body.contains(&expected)
+            },
+        );
     }
 }
 
@@ -623,6 +675,15 @@ async fn act(connection: &Connection, words: &[&str]) -> lapin::Result<()> {
             .queue_declare(queue, durable, none())
             .await
             .map(drop),
+        ["queue-max-length", queue, length] => {
+            let mut arguments = FieldTable::default();
+            let length: i64 = length.parse().expect("a length");
+            arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(length));
+            channel
+                .queue_declare(queue, durable, arguments)
+                .await
+                .map(drop)
+        }
         ["passive-queue", queue] => channel
             .queue_declare(queue, passive, none())
             .await

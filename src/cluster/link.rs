@@ -287,8 +287,7 @@ impl Outbound {
     /// the peer's heartbeats; returns why the connection ended.
     async fn send_until_error(&self, wire: Wire) -> String {
         let (listening, sending) = wire.split();
-        futures_lite::future::or(self.send_loop(sending), listen(listening, &self.peer, None))
-            .await
+        futures_lite::future::or(self.send_loop(sending), listen(listening, &self.peer, None)).await
     }
 
     async fn send_loop(&self, mut wire: Wire) -> String {
@@ -387,8 +386,7 @@ pub async fn serve(
 async fn receive(wire: Wire, peer: &str, deliver: &dyn Fn(&str, &[u8])) {
     let (listening, sending) = wire.split();
     let reason =
-        futures_lite::future::or(listen(listening, peer, Some(deliver)), heartbeats(sending))
-            .await;
+        futures_lite::future::or(listen(listening, peer, Some(deliver)), heartbeats(sending)).await;
     tracing::debug!(peer, %reason, "cluster peer connection closed");
 }
 

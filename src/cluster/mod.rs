@@ -22,7 +22,7 @@ use std::pin::Pin;
 
 pub use node::{Node, NodeOptions, PeerState};
 
-use crate::broker::{QueueId, TopologyChange};
+use crate::broker::{AmqpError, QueueId, TopologyChange};
 use crate::config::ClusterConfig;
 use crate::limits::QUEUE_ID_NODE_SHIFT;
 
@@ -96,9 +96,14 @@ impl Members {
 }
 
 /// What committed changes are applied to: the topology owner (every shard's copy, the
-/// topology log), implemented on the shard side.
+/// topology log), implemented on the shard side. `Err`: the entry was refused as a whole, a
+/// decision that must depend only on the state the log built (so every node makes the same
+/// one); the proposer's client gets the error.
 pub trait StateMachine {
-    fn apply(&self, changes: Vec<TopologyChange>) -> Pin<Box<dyn Future<Output = ()> + '_>>;
+    fn apply(
+        &self,
+        changes: Vec<TopologyChange>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), AmqpError>> + '_>>;
 }
 
 #[cfg(test)]

@@ -49,7 +49,8 @@ pub struct Node {
     links: Vec<Option<Rc<Outbound>>>,
     inbox: RefCell<VecDeque<Message>>,
     wake: Notify,
-    pending: RefCell<HashMap<u64, OneshotSender<()>>>,
+    /// This node's proposals waiting for their entry to be applied here, and its outcome.
+    pending: RefCell<HashMap<u64, OneshotSender<Result<(), AmqpError>>>>,
     next_seq: Cell<u64>,
     machine: Rc<dyn StateMachine>,
     leader: Cell<u64>,
@@ -217,9 +218,10 @@ impl Node {
             glommio::timer::timeout(CLUSTER_PROPOSE_TIMEOUT, async { Ok(receiver.await) }).await;
         self.pending.borrow_mut().remove(&seq);
         match applied {
-            Ok(Some(())) => Ok(()),
+            Ok(Some(outcome)) => outcome,
             _ => Err(unavailable(&format!(
-                "not committed by a majority of the cluster within {} s",
+                "not committed by a majority of the cluster within {} s (it may still be \
+                 applied)",
                 CLUSTER_PROPOSE_TIMEOUT.as_secs()
             ))),
         }
@@ -239,7 +241,9 @@ impl Node {
         }
         let leader = self.leader.get();
         let Some(leader_index) = leader.checked_sub(1).map(|i| i as usize) else {
-            return Err(unavailable("no cluster leader is known (an election is under way)"));
+            return Err(unavailable(
+                "no cluster leader is known (an election is under way)",
+            ));
         };
         if leader_index != self.members.local_index()
             && !self
@@ -248,7 +252,9 @@ impl Node {
                 .and_then(Option::as_ref)
                 .is_some_and(|link| link.is_up())
         {
-            return Err(unavailable("the cluster leader is not reachable from this node"));
+            return Err(unavailable(
+                "the cluster leader is not reachable from this node",
+            ));
         }
         Ok(())
     }
@@ -381,19 +387,20 @@ impl Node {
         for entry in entries {
             let index = entry.get_index();
             if entry.get_entry_type() == EntryType::EntryNormal && !entry.get_data().is_empty() {
-                match decode_changes(Bytes::copy_from_slice(entry.get_data())) {
+                let outcome = match decode_changes(Bytes::copy_from_slice(entry.get_data())) {
                     Ok(changes) => self.machine.apply(changes).await,
                     Err(error) => {
-                        tracing::error!(index, %error, "a committed topology entry cannot be read; skipped")
+                        tracing::error!(index, %error, "a committed topology entry cannot be read; skipped");
+                        Err(unavailable("the committed change could not be read back"))
                     }
-                }
-                self.wake_proposer(entry.get_context());
+                };
+                self.wake_proposer(entry.get_context(), outcome);
             }
             self.log.borrow_mut().set_applied(index);
         }
     }
 
-    fn wake_proposer(&self, context: &[u8]) {
+    fn wake_proposer(&self, context: &[u8], outcome: Result<(), AmqpError>) {
         let Some((node, seq)) = parse_context(context) else {
             return;
         };
@@ -401,7 +408,7 @@ impl Node {
             return;
         }
         if let Some(sender) = self.pending.borrow_mut().remove(&seq) {
-            sender.send(());
+            sender.send(outcome);
         }
     }
 }

@@ -13,6 +13,7 @@ use super::calls::ShardCall;
 use super::messages::{queue_op, topology_op, ApplyChanges, TopologyRequest};
 use super::Shard;
 use crate::broker::{self, AmqpError, Destination, ShardId, TopologyChange};
+use crate::limits::CLUSTER_DECIDE_ATTEMPTS_MAX;
 
 pub struct OwnerState {
     next_queue_id: Cell<u64>,
@@ -83,8 +84,16 @@ impl TopologyCall for topology_op::ExchangeDeclare {
             internal: self.internal,
             arguments: &self.arguments,
         };
-        let changes = broker::check_exchange_declare(&owner.topology.borrow(), &request)?;
-        owner.broadcast(changes).await
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let changes = broker::check_exchange_declare(&owner.topology.borrow(), &request)?;
+            match owner.broadcast(changes).await {
+                Err(error)
+                    if Shard::is_conflict(&error) && attempts < CLUSTER_DECIDE_ATTEMPTS_MAX => {}
+                outcome => return outcome,
+            }
+        }
     }
 }
 
@@ -119,21 +128,30 @@ impl TopologyCall for topology_op::QueueDeclare {
                 reads_too,
             )?;
         }
-        let request = broker::QueueDeclare {
-            vhost: &self.vhost,
-            name: &name,
-            server_named,
-            passive: self.passive,
-            durable: self.durable,
-            exclusive: self.exclusive,
-            auto_delete: self.auto_delete,
-            arguments: &self.arguments,
-            conn: self.conn,
-            new_id: OwnerState::take(&owner.owner.next_queue_id),
-            owner_shard: from, // client-local placement: the declaring connection's shard
-        };
-        let changes = broker::check_queue_declare(&owner.topology.borrow(), &request)?;
-        owner.broadcast(changes).await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let request = broker::QueueDeclare {
+                vhost: &self.vhost,
+                name: &name,
+                server_named,
+                passive: self.passive,
+                durable: self.durable,
+                exclusive: self.exclusive,
+                auto_delete: self.auto_delete,
+                arguments: &self.arguments,
+                conn: self.conn,
+                new_id: OwnerState::take(&owner.owner.next_queue_id),
+                owner_shard: from, // client-local placement: the declaring connection's shard
+            };
+            let changes = broker::check_queue_declare(&owner.topology.borrow(), &request)?;
+            match owner.broadcast(changes).await {
+                // Another node took the name first: decided again against the copy holding it.
+                Err(error)
+                    if Shard::is_conflict(&error) && attempts < CLUSTER_DECIDE_ATTEMPTS_MAX => {}
+                outcome => break outcome?,
+            }
+        }
         let topology = owner.topology.borrow();
         let meta = topology
             .queue(&self.vhost, &name)

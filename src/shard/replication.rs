@@ -43,17 +43,28 @@ impl Default for Replication {
 struct Applier(Weak<Shard>);
 
 impl StateMachine for Applier {
-    fn apply(&self, changes: Vec<TopologyChange>) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+    fn apply(
+        &self,
+        changes: Vec<TopologyChange>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), AmqpError>> + '_>> {
         Box::pin(async move {
             let Some(shard) = self.0.upgrade() else {
-                return;
+                return Err(super::internal_error("the broker is stopping"));
             };
-            if let Err(error) = shard.apply_everywhere(changes).await {
+            if let Some(conflict) = shard.conflict(&changes) {
+                return Err(conflict);
+            }
+            let applied = shard.apply_everywhere(changes).await;
+            if let Err(error) = &applied {
                 tracing::error!(%error.text, "a committed topology change failed to apply here");
             }
+            applied
         })
     }
 }
+
+/// The text that marks a refusal by `Shard::conflict` (the proposer decides again).
+const CONFLICT_TEXT: &str = "RESOURCE_LOCKED - declared at the same moment on another node";
 
 impl Shard {
     /// Every shard, before recovery: the cluster's members and which one we are.
@@ -125,6 +136,37 @@ impl Shard {
         }
     }
 
+    /// A committed entry that no longer fits this node's copy at its place in the log: each node
+    /// decides a declare against its own copy, so two nodes can both find a name free and both
+    /// propose it; the entry committed second declares a name the first already took. It is
+    /// refused as a whole (every node has the same copy at that index, so every node refuses
+    /// it), and its proposer decides again against the copy that now holds the first
+    /// (`is_conflict`): declare-ok when equivalent, else RabbitMQ's 406. A change applied again
+    /// after a crash (same queue id, same exchange) is not a conflict.
+    fn conflict(&self, changes: &[TopologyChange]) -> Option<AmqpError> {
+        let topology = self.topology.borrow();
+        let taken = changes.iter().find_map(|change| match change {
+            TopologyChange::DeclareQueue { queue } => topology
+                .queue(&queue.vhost, &queue.name)
+                .filter(|current| current.id != queue.id)
+                .map(|_| format!("queue '{}' in vhost '{}'", queue.name, queue.vhost)),
+            TopologyChange::DeclareExchange { vhost, exchange } => topology
+                .exchange(vhost, &exchange.name)
+                .filter(|current| *current != exchange)
+                .map(|_| format!("exchange '{}' in vhost '{vhost}'", exchange.name)),
+            _ => None,
+        })?;
+        Some(AmqpError::new(
+            reply_code::RESOURCE_LOCKED,
+            format!("{CONFLICT_TEXT}: {taken}"),
+        ))
+    }
+
+    /// Whether a change was refused by `conflict`: the declare is decided again.
+    pub(super) fn is_conflict(error: &AmqpError) -> bool {
+        error.code == reply_code::RESOURCE_LOCKED && error.text.starts_with(CONFLICT_TEXT)
+    }
+
     /// Whether this node leads the queue (always, in a cluster of one).
     pub fn leads_queue(&self, queue: QueueId) -> bool {
         self.replication.members.borrow().leads_queue(queue)
@@ -147,5 +189,68 @@ impl Shard {
                 name.unwrap_or_default()
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{ExchangeKind, ExchangeMeta, QueueMeta, Topology};
+    use crate::protocol::FieldTable;
+
+    fn queue(id: QueueId, name: &str) -> QueueMeta {
+        QueueMeta {
+            id,
+            name: name.to_string(),
+            vhost: "/".to_string(),
+            owner_shard: 0,
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+        }
+    }
+
+    fn exchange(kind: ExchangeKind) -> TopologyChange {
+        TopologyChange::DeclareExchange {
+            vhost: "/".to_string(),
+            exchange: ExchangeMeta {
+                name: "x".to_string(),
+                kind,
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                arguments: FieldTable::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_name_taken_first_by_another_entry_is_a_conflict_and_a_replay_is_not() {
+        let shard = Shard::new(0, 1, Topology::new_default());
+        let first = TopologyChange::DeclareQueue {
+            queue: queue(7, "q"),
+        };
+        for change in [&first, &exchange(ExchangeKind::Direct)] {
+            shard.topology.borrow_mut().apply(change);
+        }
+        // The same entry again (a crash between apply and its applied record): not a conflict.
+        assert!(shard.conflict(&[first.clone()]).is_none());
+        assert!(shard.conflict(&[exchange(ExchangeKind::Direct)]).is_none());
+        // Another node's declare of the same names, decided before it saw the first.
+        let raced = TopologyChange::DeclareQueue {
+            queue: queue(9, "q"),
+        };
+        for change in [raced, exchange(ExchangeKind::Fanout)] {
+            let error = shard.conflict(&[change]).expect("a conflict");
+            assert_eq!(error.code, reply_code::RESOURCE_LOCKED);
+            assert!(Shard::is_conflict(&error), "{}", error.text);
+        }
+        let other = TopologyChange::DeclareQueue {
+            queue: queue(9, "other"),
+        };
+        assert!(shard.conflict(&[other]).is_none());
+        let not_ours = AmqpError::new(reply_code::RESOURCE_LOCKED, "RESOURCE_LOCKED - x".into());
+        assert!(!Shard::is_conflict(&not_ours));
     }
 }
