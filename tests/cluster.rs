@@ -324,9 +324,9 @@ impl Cluster {
         let recent = log.get(since_byte..).unwrap_or_default();
         recent
             .lines()
+            .rev()
             .filter_map(|line| line.split("cluster leader changed leader=").nth(1))
-            .filter_map(|rest| rest.split_whitespace().next())
-            .last()
+            .find_map(|rest| rest.split_whitespace().next())
             .map(str::to_string)
     }
 

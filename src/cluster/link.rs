@@ -32,6 +32,9 @@ use crate::limits::{
 };
 use crate::sync::Notify;
 
+/// Where received Raft messages go: (the name of the peer that proved itself, the message).
+pub type Deliver = dyn Fn(&str, &[u8]);
+
 /// Who we are on the wire.
 pub struct Identity {
     pub name: String,
@@ -322,7 +325,7 @@ impl Outbound {
 /// `CLUSTER_PEER_SILENCE_MAX`: heartbeats only prove it alive; Raft messages go to `deliver`
 /// (an outbound link has none: the peer sends its Raft messages on its own connection).
 /// Returns why it stopped.
-async fn listen(mut wire: Wire, peer: &str, deliver: Option<&dyn Fn(&str, &[u8])>) -> String {
+async fn listen(mut wire: Wire, peer: &str, deliver: Option<&Deliver>) -> String {
     loop {
         let frame = within(CLUSTER_PEER_SILENCE_MAX, "listening", wire.read_frame()).await;
         match (frame, deliver) {
@@ -348,11 +351,7 @@ async fn heartbeats(mut wire: Wire) -> String {
 
 /// Accepts the peers' connections on the cluster port and hands each Raft message, with the
 /// name of the peer that proved itself, to `deliver`.
-pub async fn serve(
-    listener: TcpListener,
-    identity: Rc<Identity>,
-    deliver: Rc<dyn Fn(&str, &[u8])>,
-) {
+pub async fn serve(listener: TcpListener, identity: Rc<Identity>, deliver: Rc<Deliver>) {
     let open = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -383,7 +382,7 @@ pub async fn serve(
     }
 }
 
-async fn receive(wire: Wire, peer: &str, deliver: &dyn Fn(&str, &[u8])) {
+async fn receive(wire: Wire, peer: &str, deliver: &Deliver) {
     let (listening, sending) = wire.split();
     let reason =
         futures_lite::future::or(listen(listening, peer, Some(deliver)), heartbeats(sending)).await;
@@ -402,17 +401,28 @@ mod tests {
         })
     }
 
-    /// Node a accepts on loopback; node b connects holding `secret`; returns what a received.
-    fn exchange(secret: &str) -> (bool, Vec<Vec<u8>>) {
+    /// Runs `body` on a fresh executor with a listener on a free loopback port.
+    fn on_loopback<T, F, Fut>(body: F) -> T
+    where
+        F: FnOnce(TcpListener, SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
         let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .make()
             .unwrap();
         ex.run(async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let address = listener.local_addr().unwrap();
+            body(listener, address).await
+        })
+    }
+
+    /// Node a accepts on loopback; node b connects holding `secret`; returns what a received.
+    fn exchange(secret: &str) -> (bool, Vec<Vec<u8>>) {
+        on_loopback(|listener, address| async move {
             let received = Rc::new(RefCell::new(Vec::new()));
             let sink = received.clone();
-            let deliver: Rc<dyn Fn(&str, &[u8])> = Rc::new(move |peer: &str, bytes: &[u8]| {
+            let deliver: Rc<Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
                 assert_eq!(peer, "ringmq@b");
                 sink.borrow_mut().push(bytes.to_vec());
             });
@@ -449,12 +459,7 @@ mod tests {
     /// Node a completes the handshake and, once b's link is up, either closes the connection or
     /// keeps it open and says nothing more; b's outbound link must go down either way.
     fn link_goes_down(peer_closes: bool) -> (bool, bool) {
-        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .unwrap();
-        ex.run(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let address = listener.local_addr().unwrap();
+        on_loopback(|listener, address| async move {
             let held = Rc::new(RefCell::new(Vec::new()));
             let holder = held.clone();
             glommio::spawn_local(async move {

@@ -146,7 +146,7 @@ impl Node {
         identity: Rc<Identity>,
     ) -> Result<(), String> {
         let weak: Weak<Node> = Rc::downgrade(self);
-        let deliver: Rc<dyn Fn(&str, &[u8])> = Rc::new(move |peer: &str, bytes: &[u8]| {
+        let deliver: Rc<link::Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
             if let Some(node) = weak.upgrade() {
                 node.receive(peer, bytes);
             }

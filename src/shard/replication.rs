@@ -235,7 +235,7 @@ mod tests {
             shard.topology.borrow_mut().apply(change);
         }
         // The same entry again (a crash between apply and its applied record): not a conflict.
-        assert!(shard.conflict(&[first.clone()]).is_none());
+        assert!(shard.conflict(std::slice::from_ref(&first)).is_none());
         assert!(shard.conflict(&[exchange(ExchangeKind::Direct)]).is_none());
         // Another node's declare of the same names, decided before it saw the first.
         let raced = TopologyChange::DeclareQueue {
