@@ -24,6 +24,9 @@ use crate::limits::{
 };
 use crate::protocol::FRAME_MIN_SIZE;
 
+mod cluster;
+pub use cluster::{default_node_name, ClusterConfig, PeerConfig};
+
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;
 /// amqps's IANA port, used when a certificate and key are given without `tls_port`.
@@ -118,6 +121,8 @@ pub struct Config {
     pub trace_latency: bool,
     /// What one client connection may hold and for how long.
     pub connection_limits: ConnectionLimits,
+    /// This node's name and the cluster it belongs to (none: a cluster of one).
+    pub cluster: ClusterConfig,
 }
 
 /// The per-connection limits RabbitMQ makes configurable (`channel_max`, `frame_max`,
@@ -435,6 +440,19 @@ struct Flags {
     /// 530 ("infinity": no limit) [default: infinity]
     #[arg(long, value_name = "N")]
     connection_max: Option<String>,
+    /// This node's name in the cluster [default: ringmq@<hostname>]
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// Port for inter-node traffic (Raft), on the listen addresses [default: 25672]
+    #[arg(long, value_name = "N")]
+    cluster_port: Option<String>,
+    /// Another member of the cluster, NAME=HOST:PORT (repeatable; file: cluster.peers). None:
+    /// a cluster of one
+    #[arg(long = "peer", value_name = "NAME=HOST:PORT")]
+    peers: Vec<String>,
+    /// The secret every member shares (RabbitMQ's Erlang cookie); required with --peer
+    #[arg(long, value_name = "SECRET")]
+    cluster_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -473,6 +491,7 @@ struct FileValues {
     handshake_timeout_ms: Option<i64>,
     consumer_timeout_ms: Option<i64>,
     connection_max: Option<toml::Value>,
+    cluster: Option<cluster::ClusterFile>,
 }
 
 impl Config {
@@ -668,6 +687,13 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
             "management-tls-port must differ from management-port",
         ));
     }
+    let cluster_flags = cluster::ClusterFlags {
+        node_name: flags.node_name,
+        port: flags.cluster_port,
+        peers: flags.peers,
+        secret: flags.cluster_secret,
+    };
+    let cluster = cluster::resolve(cluster_flags, file.cluster)?;
     Ok(Config {
         port,
         listen,
@@ -692,6 +718,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         load_definitions: flags.load_definitions.or(file.load_definitions),
         trace_latency: flags.trace_latency,
         connection_limits,
+        cluster,
     })
 }
 

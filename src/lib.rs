@@ -21,6 +21,7 @@
 pub mod alarm;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod conn_sink;
 pub mod ctl;
@@ -36,4 +37,5 @@ pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod storage;
+pub mod sync;
 pub mod tls;

@@ -397,3 +397,63 @@ const _: () =
 pub const DISK_FREE_LIMIT_DEFAULT_BYTES: u64 = 50_000_000;
 /// RabbitMQ's `CHANNEL_MIN` (rabbit_reader): a tune-ok channel_max below it is refused.
 pub const TUNE_CHANNEL_MAX_MIN: u32 = 1;
+
+// ---- cluster (src/cluster/) ------------------------------------------------------------------
+
+/// `--cluster-port` default: RabbitMQ's inter-node (Erlang distribution) port.
+pub const CLUSTER_PORT_DEFAULT: u16 = 25672;
+/// Nodes in one cluster (this node and its `--peer`s). Raft ids are 1..=this; queue ids carry
+/// the index of the node that leads them in their top bits (`QUEUE_ID_NODE_SHIFT`).
+pub const CLUSTER_NODES_MAX: usize = 16;
+/// Queue ids: the leading node's index sits above this bit, so ids never collide across nodes
+/// and a queue's node is read from its id (a cluster of one: index 0, ids as before).
+pub const QUEUE_ID_NODE_SHIFT: u32 = 48;
+/// `--cluster-secret`: at least this long (RabbitMQ's cookie is 20 characters).
+pub const CLUSTER_SECRET_LENGTH_MIN: usize = 8;
+pub const CLUSTER_SECRET_LENGTH_MAX: usize = 255;
+/// Largest inter-node frame (a Raft message with its entries); a peer announcing more is
+/// disconnected before anything is allocated for it.
+pub const CLUSTER_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Raft: at most this many entry bytes per append message, and this many in flight per peer.
+pub const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+pub const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
+/// Raft's clock: one tick every RAFT_TICK. A follower that hears no heartbeat for a randomized
+/// RAFT_ELECTION_TICKS..2*RAFT_ELECTION_TICKS ticks (1-2 s) starts an election, so a lost
+/// leader is replaced within 2 s plus one vote round trip.
+pub const RAFT_TICK: Duration = Duration::from_millis(100);
+pub const RAFT_ELECTION_TICKS: usize = 10;
+pub const RAFT_HEARTBEAT_TICKS: usize = 2;
+/// Raft messages queued for one peer while its link is down or slow; past it the oldest are
+/// dropped (Raft retransmits what matters).
+pub const CLUSTER_PEER_QUEUE_MESSAGES_MAX: usize = 4096;
+/// Raft messages received and not yet stepped; past it new ones are dropped.
+pub const CLUSTER_INBOX_MESSAGES_MAX: usize = 4096;
+/// Inter-node connections accepted at once (each peer needs one).
+pub const CLUSTER_CONNECTIONS_MAX: usize = 64;
+/// A peer has this long to connect and to finish the handshake.
+pub const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CLUSTER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnecting to a peer: the first retry after the MIN, doubling up to the MAX.
+pub const CLUSTER_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const CLUSTER_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Link liveness: a side with nothing else to send sends a heartbeat frame every
+/// CLUSTER_HEARTBEAT_INTERVAL, both ways; a connection on which nothing arrives for
+/// CLUSTER_PEER_SILENCE_MAX (or a write that does not finish within it) is closed, and the
+/// peer is shown as not running until a new connection is up. A killed peer's kernel closes
+/// the connection at once; this bound is for a peer that goes silent (links cut, a frozen host).
+pub const CLUSTER_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+pub const CLUSTER_PEER_SILENCE_MAX: Duration = Duration::from_secs(3);
+const _: () = assert!(
+    CLUSTER_PEER_SILENCE_MAX.as_millis() >= 4 * CLUSTER_HEARTBEAT_INTERVAL.as_millis(),
+    "a few lost or late heartbeats must not take a link down"
+);
+/// A topology change not committed by a majority and applied here within this time is answered
+/// with an error (a node cut off from the majority confirms nothing).
+pub const CLUSTER_PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A declare refused at commit because another node took the name first is decided again
+/// against the updated copy (then it is equivalent, or a 406); at most this many decisions.
+pub const CLUSTER_DECIDE_ATTEMPTS_MAX: usize = 3;
+/// Proposals of this node waiting for their commit.
+pub const CLUSTER_PROPOSALS_PENDING_MAX: usize = 4096;
+/// Largest Raft state file read back at start-up (log, hard state, applied index).
+pub const RAFT_LOG_FILE_SIZE_MAX_BYTES: u64 = 1 << 30;

@@ -17,7 +17,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::alarm::{probe, AlarmLimits};
 use crate::broker::Topology;
-use crate::config::{Config, ConnectionLimits, Pin, TlsConfig};
+use crate::cluster::Members;
+use crate::config::{ClusterConfig, Config, ConnectionLimits, Pin, TlsConfig};
 use crate::limits::{
     CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
     EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
@@ -75,6 +76,8 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         let queue_memory_bytes = config.queue_memory_bytes;
         let max_message_bytes = config.max_message_bytes;
         let connection_limits = config.connection_limits;
+        let cluster = config.cluster.clone();
+        let cluster_listen = config.listen.clone();
         let listen: Vec<SocketAddr> = config
             .listen
             .iter()
@@ -119,6 +122,8 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     max_message_bytes,
                     alarm_limits,
                     connection_limits,
+                    cluster,
+                    cluster_listen,
                 };
                 shard_main(id, shard_count, ends, paths, ready_tx)
             })
@@ -195,6 +200,9 @@ struct ShardPaths {
     max_message_bytes: u64,
     alarm_limits: AlarmLimits,
     connection_limits: ConnectionLimits,
+    /// This node and its peers; the cluster port is bound on `cluster_listen`.
+    cluster: ClusterConfig,
+    cluster_listen: Vec<std::net::IpAddr>,
 }
 
 /// The watermark in bytes (a fraction applies to the machine's memory, or to the cgroup's
@@ -236,8 +244,11 @@ async fn shard_main(
         max_message_bytes,
         alarm_limits,
         connection_limits,
+        cluster,
+        cluster_listen,
     } = paths;
     let shard = Shard::new(id, shard_count, Topology::new_default());
+    shard.set_members(Members::new(&cluster));
     shard.set_queue_memory_bytes(queue_memory_bytes);
     shard.set_max_message_bytes(max_message_bytes);
     shard.configure_alarms(alarm_limits, data_dir.clone());
@@ -245,6 +256,12 @@ async fn shard_main(
     if let Err(message) = shard.recover(&data_dir).await {
         let _ = ready.send(Err(message));
         return;
+    }
+    if cluster.is_clustered() && shard.is_topology_owner() {
+        if let Err(message) = shard.start_cluster(&cluster, &data_dir, &cluster_listen) {
+            let _ = ready.send(Err(message));
+            return;
+        }
     }
     shard.start_background_tasks();
 

@@ -57,6 +57,8 @@ pub struct Columns {
 pub enum Verb {
     /// The broker's overview: version, node, listeners, object totals
     Status,
+    /// The cluster's name, its nodes and which of them are running (as rabbitmqctl's)
+    ClusterStatus,
     /// Queues of a vhost [default columns: name messages]
     ListQueues(VhostColumns),
     /// Exchanges of a vhost [default columns: name type]

@@ -48,6 +48,47 @@ pub fn list(
 }
 
 /// `status`: the overview; json prints it whole, a table a few lines an operator reads first.
+/// rabbitmqctl's `cluster_status`: the cluster's name, its (disc) nodes, the running ones.
+pub fn cluster_status(cx: &Context) -> Result<String, CtlError> {
+    let overview = cx.client.get("/overview", "the overview")?;
+    let nodes = cx.client.get("/nodes", "the nodes")?;
+    let text =
+        |value: &Value, pointer: &str| cell_text(value.pointer(pointer).unwrap_or(&Value::Null));
+    let listed = nodes.as_array().cloned().unwrap_or_default();
+    let names = |running_only: bool| -> Vec<String> {
+        listed
+            .iter()
+            .filter(|n| !running_only || n["running"].as_bool().unwrap_or(false))
+            .map(|n| text(n, "/name"))
+            .collect()
+    };
+    let (disk_nodes, running_nodes) = (names(false), names(true));
+    let cluster_name = text(&overview, "/cluster_name");
+    if cx.formatter == Formatter::Json {
+        let json = serde_json::json!({
+            "cluster_name": cluster_name,
+            "disk_nodes": disk_nodes,
+            "running_nodes": running_nodes,
+        });
+        return Ok(format!("{json}\n"));
+    }
+    let mut out = cx.info(&format!(
+        "Cluster status of node {} ...",
+        text(&overview, "/node")
+    ));
+    out.push_str(&format!(
+        "Basics\n\nCluster name: {cluster_name}\n\nDisk Nodes\n\n"
+    ));
+    for name in &disk_nodes {
+        out.push_str(&format!("{name}\n"));
+    }
+    out.push_str("\nRunning Nodes\n\n");
+    for name in &running_nodes {
+        out.push_str(&format!("{name}\n"));
+    }
+    Ok(out)
+}
+
 pub fn status(cx: &Context) -> Result<String, CtlError> {
     let overview = cx.client.get("/overview", "the overview")?;
     if cx.formatter == Formatter::Json {

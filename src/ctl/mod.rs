@@ -118,6 +118,7 @@ fn dispatch(cx: &Context, verb: Verb) -> Result<String, CtlError> {
     use columns as c;
     match verb {
         Verb::Status => listing::status(cx),
+        Verb::ClusterStatus => listing::cluster_status(cx),
         Verb::ListQueues(a) => listing::list(cx, &c::QUEUES, &a.vhost.vhost, &a.columns.columns),
         Verb::ListExchanges(a) => {
             listing::list(cx, &c::EXCHANGES, &a.vhost.vhost, &a.columns.columns)

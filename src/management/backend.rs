@@ -182,6 +182,8 @@ pub struct NodeStats {
     pub shards: u64,
     pub file_descriptors_used: u64,
     pub sockets_used: u64,
+    /// The other members of the cluster (name, reachable now); empty in a cluster of one.
+    pub peers: Vec<(String, bool)>,
 }
 
 /// One shard's own figures, for the `ringmq_` metrics only a thread-per-core broker has.

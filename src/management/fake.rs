@@ -314,6 +314,7 @@ impl FakeBackend {
                 shards: 1,
                 file_descriptors_used: 10,
                 sockets_used: 1,
+                peers: Vec::new(),
             },
             broker: fake_broker_stats(&queues, self.connections.borrow().len()),
             queues,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::api::{list_response, Api, Context, Response};
-use super::backend::{GetAckMode, Operation, Publish, QueueGet, StatsSnapshot};
+use super::backend::{GetAckMode, NodeStats, Operation, Publish, QueueGet, StatsSnapshot};
 use super::json::{
     decode_payload, json_to_properties, json_to_table, loose_bool, loose_integer, payload_to_json,
     properties_to_json, rate,
@@ -296,7 +296,7 @@ async fn overview(api: &Api, cx: &Context) -> Reply {
         "product_version": env!("CARGO_PKG_VERSION"),
         "product_name": "ringmq",
         "rabbitmq_version": RABBITMQ_VERSION,
-        "cluster_name": stats.node.name,
+        "cluster_name": cluster_name(&stats.node),
         "erlang_version": "none",
         "erlang_full_version": "none",
         "release_series_support_status": "supported",
@@ -318,7 +318,7 @@ async fn overview(api: &Api, cx: &Context) -> Reply {
         },
         "statistics_db_event_queue": 0,
         "node": stats.node.name,
-        "listeners": [],
+        "listeners": cluster_listeners(&stats.node),
         "contexts": [],
     });
     object(cx, value)
@@ -366,10 +366,46 @@ fn overview_message_stats(stats: &StatsSnapshot, rates: [f64; 5]) -> Value {
     })
 }
 
+/// RabbitMQ names a cluster after a member's node name; every member agrees on the first.
+fn cluster_name(node: &NodeStats) -> &str {
+    node.peers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .chain(std::iter::once(node.name.as_str()))
+        .min()
+        .unwrap_or(&node.name)
+}
+
+/// Each member's inter-node listener, as RabbitMQ's overview lists its `clustering` ones.
+fn cluster_listeners(node: &NodeStats) -> Value {
+    if node.peers.is_empty() {
+        return json!([]);
+    }
+    let names =
+        std::iter::once(node.name.as_str()).chain(node.peers.iter().map(|(n, _)| n.as_str()));
+    Value::Array(
+        names
+            .map(|name| json!({"node": name, "protocol": "clustering"}))
+            .collect(),
+    )
+}
+
+/// A member other than this node: what RabbitMQ shows of a node it does not hold stats for.
+fn peer_node(name: &str, running: bool) -> Value {
+    json!({"name": name, "type": "disc", "running": running, "partitions": []})
+}
+
 async fn nodes(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
     cx.require_monitor()?;
     let (stats, _) = api.stats().await;
     let node = &stats.node;
+    if let Some((name, running)) = node
+        .peers
+        .iter()
+        .find(|(name, _)| Some(name.as_str()) == only)
+    {
+        return object(cx, peer_node(name, *running));
+    }
     if only.is_some_and(|name| name != node.name) {
         return Err(Response::not_found());
     }
@@ -397,7 +433,13 @@ async fn nodes(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
     if only.is_some() {
         return object(cx, value);
     }
-    Ok(list_response(reply_list(vec![value], &cx.query, &["name"])))
+    let mut items = vec![value];
+    items.extend(
+        node.peers
+            .iter()
+            .map(|(name, running)| peer_node(name, *running)),
+    );
+    Ok(list_response(reply_list(items, &cx.query, &["name"])))
 }
 
 async fn vhosts(api: &Api, cx: &Context) -> Reply {

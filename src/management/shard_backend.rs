@@ -160,15 +160,21 @@ impl ShardBackend {
     async fn stats_now(&self) -> StatsSnapshot {
         let shards = self.gather().await;
         let topology = self.shard.topology().clone();
-        merge(&topology, &shards, self.node(shards.len()))
+        let name = self.shard.members().local_name().to_string();
+        let peers = shards
+            .iter()
+            .flat_map(|s| s.cluster_nodes.iter())
+            .filter(|node| node.name != name)
+            .map(|node| (node.name.clone(), node.running))
+            .collect();
+        merge(&topology, &shards, self.node(name, shards.len(), peers))
     }
 
-    fn node(&self, shards: usize) -> NodeStats {
-        let host = hostname();
+    fn node(&self, name: String, shards: usize, peers: Vec<(String, bool)>) -> NodeStats {
         let limits = self.shard.alarm_limits();
         let sample = self.shard.alarm_sample();
         NodeStats {
-            name: format!("ringmq@{host}"),
+            name,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             memory_used_bytes: crate::alarm::probe::resident_memory_bytes().unwrap_or(0),
             memory_limit_bytes: limits.memory_limit_bytes,
@@ -178,6 +184,7 @@ impl ShardBackend {
             shards: shards as u64,
             file_descriptors_used: open_descriptors(),
             sockets_used: 0,
+            peers,
         }
     }
 
@@ -381,12 +388,6 @@ fn connection_stats(
         client_properties: d.client_properties.clone(),
     };
     (stats, channels)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".to_string())
 }
 
 /// Resident set size from /proc (a small procfs read, no disk I/O).

@@ -84,6 +84,7 @@ impl Shard {
             .borrow()
             .queues_owned_from(self.shard_count)
             .into_iter()
+            .filter(|&(_, owner)| owner != super::ELSEWHERE)
             .map(|(queue, owner)| TopologyChange::MoveQueue {
                 queue,
                 owner_shard: adopter_of(owner, self.shard_count),

@@ -99,6 +99,7 @@ impl Shard {
             remote_confirms: 0,
             refused: false,
             remote_shards: ShardSet::default(),
+            elsewhere: None,
         };
         if !self
             .features
@@ -227,7 +228,11 @@ impl Shard {
         }
         for (arrival, held) in due {
             // Gone exchange or no binding: dropped, as the plugin does.
-            self.route_now(&held.vhost, &held.exchange, held.message, None);
+            let outcome = self.route_now(&held.vhost, &held.exchange, held.message, None);
+            if let Some(queue) = outcome.elsewhere {
+                let error = self.elsewhere_error(queue);
+                tracing::error!(%error.text, "a delayed message was dropped");
+            }
             if held.persisted {
                 // After the routed copies' own records: a crash in between duplicates rather
                 // than loses the message.

@@ -22,6 +22,7 @@ mod paging;
 mod policy;
 pub mod probe;
 mod queues;
+mod replication;
 pub mod shard_set;
 mod stats;
 mod storage;
@@ -45,6 +46,7 @@ use sync::OneshotReceiver;
 pub use calls::ShardCall;
 pub use owner::TopologyCall;
 pub use queues::QueueCall;
+pub use replication::ELSEWHERE;
 pub use stats::{CloseConnection, ProbeStats, QueueConsumer, QueueDepth, ShardStats, StatsRequest};
 
 /// Bits of a connection id (and consumer key) below the shard number.
@@ -91,6 +93,8 @@ pub struct Shard {
     features: Features,
     /// Counters and histograms for the operator (`probe`), read by `stats`.
     probe: probe::Probe,
+    /// This node among the cluster's, and the Raft node on the topology owner (`replication`).
+    replication: replication::Replication,
 }
 
 /// Scratch buffers of a publish, reused so routing allocates nothing in the steady state: the
@@ -126,6 +130,8 @@ pub struct PublishOutcome {
     pub refused: bool,
     /// The other shards the message was sent to.
     pub remote_shards: ShardSet,
+    /// Routed to a queue another node leads: nothing was enqueued anywhere.
+    pub elsewhere: Option<QueueId>,
 }
 
 impl Shard {
@@ -154,6 +160,7 @@ impl Shard {
                 alarms: alarms::Alarms::default(),
             },
             probe: probe::Probe::default(),
+            replication: replication::Replication::default(),
         })
     }
 
@@ -311,6 +318,9 @@ impl Shard {
         owner: ShardId,
         op: O,
     ) -> Result<O::Ok, AmqpError> {
+        if owner == ELSEWHERE {
+            return Err(self.elsewhere_error(queue));
+        }
         match self.call(owner, QueueRequest { queue, op }).await {
             Ok(result) => result,
             Err(NoReply) => Err(internal_error("queue request failed")),
@@ -386,10 +396,23 @@ impl Shard {
                 remote_confirms: 0,
                 refused: false,
                 remote_shards: ShardSet::default(),
+                elsewhere: None,
             };
         }
         if groups.len() > 1 {
             groups.sort_unstable();
+        }
+        // A queue another node leads sorts last: the whole publish is refused before any queue
+        // here takes it (forwarding between nodes is not implemented yet).
+        if let Some(&(ELSEWHERE, queue)) = groups.last() {
+            self.route_scratch.groups.replace(groups);
+            return PublishOutcome {
+                routed: true,
+                remote_confirms: 0,
+                refused: true,
+                remote_shards: ShardSet::default(),
+                elsewhere: Some(queue),
+            };
         }
         // Feature hook: BCC is removed before any queue sees the message.
         let message = match headers.as_ref() {
@@ -402,6 +425,7 @@ impl Shard {
             remote_confirms: 0,
             refused: false,
             remote_shards: ShardSet::default(),
+            elsewhere: None,
         };
         for group in groups.chunk_by(|a, b| a.0 == b.0) {
             let Some(&(shard, _)) = group.first() else {

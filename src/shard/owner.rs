@@ -13,6 +13,7 @@ use super::calls::ShardCall;
 use super::messages::{queue_op, topology_op, ApplyChanges, TopologyRequest};
 use super::Shard;
 use crate::broker::{self, AmqpError, Destination, ShardId, TopologyChange};
+use crate::limits::CLUSTER_DECIDE_ATTEMPTS_MAX;
 
 pub struct OwnerState {
     next_queue_id: Cell<u64>,
@@ -83,8 +84,16 @@ impl TopologyCall for topology_op::ExchangeDeclare {
             internal: self.internal,
             arguments: &self.arguments,
         };
-        let changes = broker::check_exchange_declare(&owner.topology.borrow(), &request)?;
-        owner.broadcast(changes).await
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let changes = broker::check_exchange_declare(&owner.topology.borrow(), &request)?;
+            match owner.broadcast(changes).await {
+                Err(error)
+                    if Shard::is_conflict(&error) && attempts < CLUSTER_DECIDE_ATTEMPTS_MAX => {}
+                outcome => return outcome,
+            }
+        }
     }
 }
 
@@ -119,21 +128,30 @@ impl TopologyCall for topology_op::QueueDeclare {
                 reads_too,
             )?;
         }
-        let request = broker::QueueDeclare {
-            vhost: &self.vhost,
-            name: &name,
-            server_named,
-            passive: self.passive,
-            durable: self.durable,
-            exclusive: self.exclusive,
-            auto_delete: self.auto_delete,
-            arguments: &self.arguments,
-            conn: self.conn,
-            new_id: OwnerState::take(&owner.owner.next_queue_id),
-            owner_shard: from, // client-local placement: the declaring connection's shard
-        };
-        let changes = broker::check_queue_declare(&owner.topology.borrow(), &request)?;
-        owner.broadcast(changes).await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let request = broker::QueueDeclare {
+                vhost: &self.vhost,
+                name: &name,
+                server_named,
+                passive: self.passive,
+                durable: self.durable,
+                exclusive: self.exclusive,
+                auto_delete: self.auto_delete,
+                arguments: &self.arguments,
+                conn: self.conn,
+                new_id: OwnerState::take(&owner.owner.next_queue_id),
+                owner_shard: from, // client-local placement: the declaring connection's shard
+            };
+            let changes = broker::check_queue_declare(&owner.topology.borrow(), &request)?;
+            match owner.broadcast(changes).await {
+                // Another node took the name first: decided again against the copy holding it.
+                Err(error)
+                    if Shard::is_conflict(&error) && attempts < CLUSTER_DECIDE_ATTEMPTS_MAX => {}
+                outcome => break outcome?,
+            }
+        }
         let topology = owner.topology.borrow();
         let meta = topology
             .queue(&self.vhost, &name)
@@ -224,7 +242,8 @@ impl TopologyCall for topology_op::ConnectionClosed {
     type Ok = ();
     async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<(), AmqpError> {
         let exclusive = owner.topology.borrow().queues_exclusive_to(self.conn);
-        for meta in exclusive {
+        // Connection ids are unique within a node: another node's queue is never ours.
+        for meta in exclusive.into_iter().filter(|m| owner.leads_queue(m.id)) {
             let op = queue_op::Delete {
                 if_unused: false,
                 if_empty: false,
@@ -252,16 +271,20 @@ impl Shard {
 
     /// Queue ids continue above every recovered one (start-up).
     pub(super) fn seed_owner_counters(&self, recovered: &[TopologyChange]) {
+        // Each node hands out ids in its own range (`cluster::Members::queue_id_base`).
+        let base = self.members().queue_id_base();
         let highest = recovered
             .iter()
             .filter_map(|c| match c {
-                TopologyChange::DeclareQueue { queue } => Some(queue.id),
+                TopologyChange::DeclareQueue { queue } if self.leads_queue(queue.id) => {
+                    Some(queue.id)
+                }
                 _ => None,
             })
             .max()
-            .unwrap_or(0);
+            .unwrap_or(base);
         let counter = &self.owner.next_queue_id;
-        counter.set(counter.get().max(highest));
+        counter.set(counter.get().max(highest).max(base));
     }
 
     /// Whether a change concerns durable entities only, judged before it is applied: durable
@@ -293,9 +316,21 @@ impl Shard {
         }
     }
 
+    /// A decided change: through the cluster when there is one (`replication`), else applied
+    /// here and broadcast at once; returns once it is applied on every shard of this node.
+    pub(super) async fn broadcast(
+        self: &Rc<Self>,
+        changes: Vec<TopologyChange>,
+    ) -> Result<(), AmqpError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.replicate(changes).await
+    }
+
     /// Applies `changes` here, then on every other shard; returns once all have applied them and
     /// the durable ones are on disk, so a durable declare-ok is a promise.
-    pub(super) async fn broadcast(
+    pub(super) async fn apply_everywhere(
         self: &Rc<Self>,
         changes: Vec<TopologyChange>,
     ) -> Result<(), AmqpError> {
@@ -339,6 +374,8 @@ impl Shard {
     /// Applies replicated changes to our copy and creates or removes the queues we own.
     pub(super) fn apply_changes(&self, changes: &[TopologyChange]) {
         for change in changes {
+            let localized = self.localize(change);
+            let change = localized.as_ref().unwrap_or(change);
             let removed_queue = match change {
                 TopologyChange::DeleteQueue { vhost, name } => self
                     .topology

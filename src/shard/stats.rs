@@ -27,6 +27,8 @@ pub struct ShardStats {
     pub connections: Vec<(ConnId, Option<ConnectionDescription>)>,
     /// The shard's own counters (None only in a default value).
     pub probe: Option<ProbeStats>,
+    /// The topology owner of a clustered node: every member and whether it is reachable.
+    pub cluster_nodes: Vec<crate::cluster::PeerState>,
 }
 
 /// What the shard counts besides its queues (see `probe`).
@@ -77,6 +79,10 @@ impl Shard {
     fn stats_snapshot(&self) -> ShardStats {
         let mut stats = ShardStats {
             shard: self.id,
+            cluster_nodes: self
+                .cluster_node()
+                .map(|n| n.peer_states())
+                .unwrap_or_default(),
             ..ShardStats::default()
         };
         for (&id, hosted) in self.queues.borrow().iter() {

@@ -142,10 +142,19 @@ impl Session {
         let Some(count) = count else {
             return Ok(());
         };
+        // A queue another node leads: its counts live there (0 here until forwarding exists).
+        let counts = if owner == crate::shard::ELSEWHERE {
+            queue_op::Counts {
+                messages: 0,
+                consumers: 0,
+            }
+        } else {
+            self.shard.queue_op(queue, owner, count).await?
+        };
         let queue_op::Counts {
             messages: message_count,
             consumers: consumer_count,
-        } = self.shard.queue_op(queue, owner, count).await?;
+        } = counts;
         let ok = Method::QueueDeclareOk(QueueDeclareOk {
             queue: name,
             message_count,
@@ -331,21 +340,24 @@ impl Session {
                 message,
                 confirm_seq,
             } => {
-                self.route_publish(channel, &pending, message, confirm_seq);
+                if let Err(fault) = self.route_publish(channel, &pending, message, confirm_seq) {
+                    self.close_channel(channel, at_publish(fault)).await;
+                    return;
+                }
                 self.wait_for_confirm_room(channel).await;
             }
         }
     }
 
     /// Routes one message; answers mandatory returns and publisher confirms. Returns the other
-    /// shards the message went to.
+    /// shards the message went to, or the refusal of a queue another node leads.
     fn route_publish(
         &self,
         channel: u16,
         pending: &PendingPublish,
         message: SharedMessage,
         confirm_seq: Option<u64>,
-    ) -> ShardSet {
+    ) -> Result<ShardSet, Fault> {
         let confirm = confirm_seq.map(|seq| crate::shard::messages::ConfirmRef {
             channel: self.channel_ref(channel),
             seq,
@@ -354,6 +366,9 @@ impl Session {
         let outcome = self
             .shard
             .publish(&self.vhost, &pending.exchange, message.clone(), confirm);
+        if let Some(queue) = outcome.elsewhere {
+            return Err(self.shard.elsewhere_error(queue).into());
+        }
         self.count_publish(confirm.is_some(), outcome.routed, pending.mandatory);
         if !outcome.routed && pending.mandatory {
             self.send_return(channel, &message);
@@ -366,7 +381,7 @@ impl Session {
                 self.conn.send_confirm(channel, seq, ok);
             }
         }
-        outcome.remote_shards
+        Ok(outcome.remote_shards)
     }
 
     /// RabbitMQ's global publish counters: received, then routed or unroutable (returned when
@@ -443,7 +458,7 @@ impl Session {
                     .await;
                 continue;
             }
-            remote_shards.union_with(&self.route_publish(channel, &pending, message, None));
+            remote_shards.union_with(&self.route_publish(channel, &pending, message, None)?);
         }
         for (taken, how) in buffer.settles {
             self.apply_settles(settle::by_queue(taken, how));

@@ -1,0 +1,510 @@
+//! Inter-node TCP: one outbound connection per peer carrying our Raft messages to it, and the
+//! cluster port accepting the peers' connections carrying theirs to us. Every connection starts
+//! with the handshake (`handshake.rs`) and then carries frames (`frame.rs`); a frame announcing
+//! more than `CLUSTER_FRAME_BYTES_MAX` closes the connection before anything is allocated.
+//! An outbound link reconnects with doubling backoff; what is queued while it is down is
+//! bounded (`CLUSTER_PEER_QUEUE_MESSAGES_MAX`, oldest dropped: Raft retransmits).
+//!
+//! Liveness is the link's own, not Raft's (followers send each other nothing): after the
+//! handshake each side sends a heartbeat frame when it had nothing else to send for
+//! `CLUSTER_HEARTBEAT_INTERVAL`, and each side listens while it sends. A connection that ends,
+//! or on which nothing arrives for `CLUSTER_PEER_SILENCE_MAX` (or a write does not finish within
+//! it), is closed; the outbound link is then down (the peer "not running") until it reconnects.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::frame::{self, Kind};
+use super::handshake;
+use crate::limits::{
+    CLUSTER_CONNECTIONS_MAX, CLUSTER_CONNECT_TIMEOUT, CLUSTER_HANDSHAKE_TIMEOUT,
+    CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX,
+    CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN, READ_CHUNK_BYTES,
+};
+use crate::sync::Notify;
+
+/// Where received Raft messages go: (the name of the peer that proved itself, the message).
+pub type Deliver = dyn Fn(&str, &[u8]);
+
+/// Who we are on the wire.
+pub struct Identity {
+    pub name: String,
+    pub secret: Vec<u8>,
+    /// Every member's name (ours too).
+    pub members: Vec<String>,
+}
+
+/// One connection's socket, shared by the half that listens and the half that sends (both in
+/// one task, raced). Each poll borrows the stream for its own duration only, never across an
+/// `.await`, and glommio keeps read and write readiness apart, so the halves never collide.
+#[derive(Clone)]
+struct Socket(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// A connection (or one half of it, after `split`): frames in, frames out.
+struct Wire {
+    stream: Socket,
+    buffer: Vec<u8>,
+}
+
+impl Wire {
+    fn new(stream: TcpStream) -> Wire {
+        Wire {
+            stream: Socket(Rc::new(RefCell::new(stream))),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// (listening half, sending half): the first keeps what was already read past the
+    /// handshake (frames the peer sent right after it).
+    fn split(self) -> (Wire, Wire) {
+        let sending = Wire {
+            stream: self.stream.clone(),
+            buffer: Vec::new(),
+        };
+        (self, sending)
+    }
+
+    async fn read_frame(&mut self) -> Result<(Kind, Vec<u8>), String> {
+        loop {
+            if let Some(length) = frame::check(&self.buffer).map_err(|e| e.to_string())? {
+                let (kind, payload) =
+                    frame::split(&self.buffer[..length]).map_err(|e| e.to_string())?;
+                let payload = payload.to_vec();
+                self.buffer.drain(..length);
+                return Ok((kind, payload));
+            }
+            let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+            let read = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| e.to_string())?;
+            if read == 0 {
+                return Err("connection closed".to_string());
+            }
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    async fn write_frame(&mut self, kind: Kind, payload: &[u8]) -> Result<(), String> {
+        let mut bytes = Vec::with_capacity(payload.len() + frame::LENGTH_BYTES + 1);
+        frame::encode(kind, payload, &mut bytes);
+        self.write(&bytes).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.stream.flush().await.map_err(|e| e.to_string())
+    }
+}
+
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match glommio::timer::timeout(limit, async { Ok(work.await) }).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("{what}: no answer within {limit:?}")),
+    }
+}
+
+/// The connector's side: connect, read Hello, prove the secret, check the acceptor's proof.
+async fn connect(address: SocketAddr, peer: &str, identity: &Identity) -> Result<Wire, String> {
+    let stream = within(CLUSTER_CONNECT_TIMEOUT, "connect", async {
+        TcpStream::connect(address).await.map_err(|e| e.to_string())
+    })
+    .await?;
+    let _ = stream.set_nodelay(true);
+    within(CLUSTER_HANDSHAKE_TIMEOUT, "handshake", async {
+        let mut wire = Wire::new(stream);
+        let (kind, payload) = wire.read_frame().await?;
+        if kind != Kind::Hello {
+            return Err(refusal(kind, &payload));
+        }
+        let (their_nonce, their_name) =
+            handshake::parse_hello(&payload).map_err(|e| e.to_string())?;
+        if their_name != peer {
+            let error = handshake::HandshakeError::WrongNode {
+                expected: peer.to_string(),
+                got: their_name,
+            };
+            return Err(error.to_string());
+        }
+        let own_nonce = handshake::fresh_nonce().map_err(|e| e.to_string())?;
+        let auth = handshake::auth(&identity.secret, &their_nonce, &own_nonce, &identity.name);
+        wire.write_frame(Kind::Auth, &auth).await?;
+        let (kind, payload) = wire.read_frame().await?;
+        if kind != Kind::Welcome {
+            return Err(refusal(kind, &payload));
+        }
+        handshake::check_welcome(&identity.secret, &their_nonce, &own_nonce, peer, &payload)
+            .map_err(|e| e.to_string())?;
+        Ok(wire)
+    })
+    .await
+}
+
+fn refusal(kind: Kind, payload: &[u8]) -> String {
+    match kind {
+        Kind::Refused => format!("refused: {}", String::from_utf8_lossy(payload)),
+        other => format!("unexpected {other:?} frame in the handshake"),
+    }
+}
+
+/// The acceptor's side: send Hello, check the Auth, prove ourselves. Returns the peer's name.
+async fn accept(stream: TcpStream, identity: &Identity) -> Result<(Wire, String), String> {
+    within(CLUSTER_HANDSHAKE_TIMEOUT, "handshake", async {
+        let mut wire = Wire::new(stream);
+        let own_nonce = handshake::fresh_nonce().map_err(|e| e.to_string())?;
+        let hello = handshake::hello(&own_nonce, &identity.name);
+        wire.write_frame(Kind::Hello, &hello).await?;
+        let (kind, payload) = wire.read_frame().await?;
+        if kind != Kind::Auth {
+            return Err(format!("unexpected {kind:?} frame in the handshake"));
+        }
+        let is_member =
+            |name: &str| name != identity.name && identity.members.iter().any(|m| m == name);
+        match handshake::check_auth(&identity.secret, &own_nonce, &payload, is_member) {
+            Ok((name, their_nonce)) => {
+                let welcome =
+                    handshake::welcome(&identity.secret, &own_nonce, &their_nonce, &identity.name);
+                wire.write_frame(Kind::Welcome, &welcome).await?;
+                Ok((wire, name))
+            }
+            Err(error) => {
+                // The reason stays in our log: a stranger learns only that it was refused.
+                let _ = wire
+                    .write_frame(Kind::Refused, b"not a member of this cluster")
+                    .await;
+                Err(error.to_string())
+            }
+        }
+    })
+    .await
+}
+
+/// Our Raft messages to one peer.
+pub struct Outbound {
+    peer: String,
+    address: SocketAddr,
+    queue: RefCell<VecDeque<Vec<u8>>>,
+    queued: Notify,
+    up: Cell<bool>,
+}
+
+impl Outbound {
+    pub fn new(peer: String, address: SocketAddr) -> Rc<Outbound> {
+        Rc::new(Outbound {
+            peer,
+            address,
+            queue: RefCell::new(VecDeque::new()),
+            queued: Notify::default(),
+            up: Cell::new(false),
+        })
+    }
+
+    /// Queues one Raft message (protobuf bytes) for the peer; never waits.
+    pub fn send(&self, message: Vec<u8>) {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= CLUSTER_PEER_QUEUE_MESSAGES_MAX {
+            queue.pop_front();
+        }
+        queue.push_back(message);
+        drop(queue);
+        self.queued.notify();
+    }
+
+    /// Whether the link to the peer is connected and authenticated right now.
+    pub fn is_up(&self) -> bool {
+        self.up.get()
+    }
+
+    /// Connects, sends until the connection fails, reconnects with backoff; forever.
+    pub async fn run(self: Rc<Self>, identity: Rc<Identity>) {
+        let mut backoff = CLUSTER_RECONNECT_BACKOFF_MIN;
+        let mut last_error = String::new();
+        loop {
+            match connect(self.address, &self.peer, &identity).await {
+                Ok(wire) => {
+                    tracing::info!(peer = %self.peer, "cluster link up");
+                    self.up.set(true);
+                    backoff = CLUSTER_RECONNECT_BACKOFF_MIN;
+                    let error = self.send_until_error(wire).await;
+                    self.up.set(false);
+                    tracing::warn!(peer = %self.peer, %error, "cluster link down");
+                }
+                Err(error) => {
+                    if error != last_error {
+                        tracing::warn!(peer = %self.peer, %error, "cannot reach cluster peer");
+                        last_error = error;
+                    }
+                }
+            }
+            glommio::timer::sleep(backoff).await;
+            backoff = (backoff * 2).min(CLUSTER_RECONNECT_BACKOFF_MAX);
+        }
+    }
+
+    /// Sends our queued messages (a heartbeat after an interval with none) while listening for
+    /// the peer's heartbeats; returns why the connection ended.
+    async fn send_until_error(&self, wire: Wire) -> String {
+        let (listening, sending) = wire.split();
+        futures_lite::future::or(self.send_loop(sending), listen(listening, &self.peer, None)).await
+    }
+
+    async fn send_loop(&self, mut wire: Wire) -> String {
+        let mut bytes = Vec::new();
+        loop {
+            let batch: Vec<Vec<u8>> = self.queue.borrow_mut().drain(..).collect();
+            bytes.clear();
+            if batch.is_empty() {
+                let queued = self.queued.wait();
+                let _ = glommio::timer::timeout(CLUSTER_HEARTBEAT_INTERVAL, async {
+                    queued.await;
+                    Ok(())
+                })
+                .await;
+                if !self.queue.borrow().is_empty() {
+                    continue;
+                }
+                frame::encode(Kind::Heartbeat, &[], &mut bytes);
+            }
+            for message in &batch {
+                frame::encode(Kind::Raft, message, &mut bytes);
+            }
+            if let Err(error) = within(CLUSTER_PEER_SILENCE_MAX, "write", wire.write(&bytes)).await
+            {
+                return error;
+            }
+        }
+    }
+}
+
+/// Reads the peer's frames until the connection ends or nothing arrives for
+/// `CLUSTER_PEER_SILENCE_MAX`: heartbeats only prove it alive; Raft messages go to `deliver`
+/// (an outbound link has none: the peer sends its Raft messages on its own connection).
+/// Returns why it stopped.
+async fn listen(mut wire: Wire, peer: &str, deliver: Option<&Deliver>) -> String {
+    loop {
+        let frame = within(CLUSTER_PEER_SILENCE_MAX, "listening", wire.read_frame()).await;
+        match (frame, deliver) {
+            (Ok((Kind::Heartbeat, _)), _) => {}
+            (Ok((Kind::Raft, payload)), Some(deliver)) => deliver(peer, &payload),
+            (Ok((kind, _)), _) => return format!("the peer sent a {kind:?} frame out of place"),
+            (Err(error), _) => return error,
+        }
+    }
+}
+
+/// The accepting side's half that sends: a heartbeat every interval (it sends nothing else).
+async fn heartbeats(mut wire: Wire) -> String {
+    let mut bytes = Vec::new();
+    frame::encode(Kind::Heartbeat, &[], &mut bytes);
+    loop {
+        glommio::timer::sleep(CLUSTER_HEARTBEAT_INTERVAL).await;
+        if let Err(error) = within(CLUSTER_PEER_SILENCE_MAX, "write", wire.write(&bytes)).await {
+            return error;
+        }
+    }
+}
+
+/// Accepts the peers' connections on the cluster port and hands each Raft message, with the
+/// name of the peer that proved itself, to `deliver`.
+pub async fn serve(listener: TcpListener, identity: Rc<Identity>, deliver: Rc<Deliver>) {
+    let open = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "cluster port: accept failed");
+                glommio::timer::sleep(CLUSTER_RECONNECT_BACKOFF_MIN).await;
+                continue;
+            }
+        };
+        if open.get() >= CLUSTER_CONNECTIONS_MAX {
+            tracing::warn!("cluster port: too many connections, one refused");
+            continue;
+        }
+        open.set(open.get() + 1);
+        let (identity, deliver, open) = (identity.clone(), deliver.clone(), open.clone());
+        glommio::spawn_local(async move {
+            let peer_address = stream.peer_addr().ok();
+            match accept(stream, &identity).await {
+                Ok((wire, name)) => receive(wire, &name, &*deliver).await,
+                Err(error) => {
+                    tracing::warn!(?peer_address, %error, "cluster peer refused");
+                }
+            }
+            open.set(open.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn receive(wire: Wire, peer: &str, deliver: &Deliver) {
+    let (listening, sending) = wire.split();
+    let reason =
+        futures_lite::future::or(listen(listening, peer, Some(deliver)), heartbeats(sending)).await;
+    tracing::debug!(peer, %reason, "cluster peer connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str, secret: &str) -> Rc<Identity> {
+        Rc::new(Identity {
+            name: name.to_string(),
+            secret: secret.as_bytes().to_vec(),
+            members: vec!["ringmq@a".to_string(), "ringmq@b".to_string()],
+        })
+    }
+
+    /// Runs `body` on a fresh executor with a listener on a free loopback port.
+    fn on_loopback<T, F, Fut>(body: F) -> T
+    where
+        F: FnOnce(TcpListener, SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            body(listener, address).await
+        })
+    }
+
+    /// Node a accepts on loopback; node b connects holding `secret`; returns what a received.
+    fn exchange(secret: &str) -> (bool, Vec<Vec<u8>>) {
+        on_loopback(|listener, address| async move {
+            let received = Rc::new(RefCell::new(Vec::new()));
+            let sink = received.clone();
+            let deliver: Rc<Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
+                assert_eq!(peer, "ringmq@b");
+                sink.borrow_mut().push(bytes.to_vec());
+            });
+            glommio::spawn_local(serve(
+                listener,
+                identity("ringmq@a", "right-secret"),
+                deliver,
+            ))
+            .detach();
+            let link = Outbound::new("ringmq@a".to_string(), address);
+            link.send(b"vote for me".to_vec());
+            glommio::spawn_local(link.clone().run(identity("ringmq@b", secret))).detach();
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while received.borrow().is_empty() && std::time::Instant::now() < deadline {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            let got = received.borrow().clone();
+            (link.is_up(), got)
+        })
+    }
+
+    /// Polls `check` every 10 ms until it holds or `limit` passes; whether it held.
+    async fn within_bound(limit: Duration, check: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while !check() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Node a completes the handshake and, once b's link is up, either closes the connection or
+    /// keeps it open and says nothing more; b's outbound link must go down either way.
+    fn link_goes_down(peer_closes: bool) -> (bool, bool) {
+        on_loopback(|listener, address| async move {
+            let held = Rc::new(RefCell::new(Vec::new()));
+            let holder = held.clone();
+            glommio::spawn_local(async move {
+                let stream = listener.accept().await.unwrap();
+                let (wire, _) = accept(stream, &identity("ringmq@a", "right-secret"))
+                    .await
+                    .unwrap();
+                holder.borrow_mut().push(wire);
+            })
+            .detach();
+            let link = Outbound::new("ringmq@a".to_string(), address);
+            let task = glommio::spawn_local(link.clone().run(identity("ringmq@b", "right-secret")));
+            let came_up = within_bound(Duration::from_secs(3), || link.is_up()).await;
+            if peer_closes {
+                held.borrow_mut().clear();
+            }
+            let bound = CLUSTER_PEER_SILENCE_MAX + Duration::from_secs(2);
+            let went_down = within_bound(bound, || !link.is_up()).await;
+            drop(task);
+            held.borrow_mut().clear();
+            (came_up, went_down)
+        })
+    }
+
+    #[test]
+    fn a_peer_that_closes_its_end_takes_the_idle_link_down() {
+        assert_eq!(link_goes_down(true), (true, true));
+    }
+
+    #[test]
+    fn a_peer_that_falls_silent_takes_the_link_down() {
+        assert_eq!(link_goes_down(false), (true, true));
+    }
+
+    #[test]
+    fn a_peer_with_the_secret_gets_its_messages_through() {
+        let (up, received) = exchange("right-secret");
+        assert!(up);
+        assert_eq!(received, vec![b"vote for me".to_vec()]);
+    }
+
+    #[test]
+    fn a_peer_with_a_wrong_secret_is_refused_and_delivers_nothing() {
+        let (up, received) = exchange("wrong-secret");
+        assert!(!up);
+        assert!(received.is_empty());
+    }
+}

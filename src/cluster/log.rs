@@ -1,0 +1,221 @@
+//! The Raft node's durable state: one append-only file of records `[u32 length][u32 crc32c]
+//! [u8 kind][payload]` (entries, hard states, the applied index), made durable with fdatasync
+//! before anything that depends on it leaves the node: a vote or an appended entry is never
+//! acknowledged before it is on disk. Read back at start-up up to the first record that fails
+//! its length or checksum (a torn tail), where the file is cut.
+//!
+//! There is no compaction yet: the file holds every entry since the cluster formed (topology
+//! changes are few and small), which is also what lets a node that was down catch up from any
+//! member's log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, HardState};
+
+use crate::limits::RAFT_LOG_FILE_SIZE_MAX_BYTES;
+
+const HEADER_BYTES: usize = 9;
+const KIND_ENTRY: u8 = 1;
+const KIND_HARD_STATE: u8 = 2;
+const KIND_APPLIED: u8 = 3;
+
+pub struct RaftLog {
+    file: File,
+    /// Records appended since the last `sync`.
+    pending: Vec<u8>,
+}
+
+/// What a previous run left.
+#[derive(Default)]
+pub struct Recovered {
+    /// Contiguous by index, a later record for an index replacing it and what followed.
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+    pub applied: u64,
+}
+
+impl RaftLog {
+    pub fn open(path: &Path) -> Result<(RaftLog, Recovered), String> {
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| format!("{what} {}: {e}", path.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| fail("cannot open the Raft log", &e))?;
+        let size_bytes = file.metadata().map_err(|e| fail("cannot stat", &e))?.len();
+        if size_bytes > RAFT_LOG_FILE_SIZE_MAX_BYTES {
+            return Err(format!(
+                "the Raft log {} is {size_bytes} bytes, more than the {RAFT_LOG_FILE_SIZE_MAX_BYTES} read back",
+                path.display()
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| fail("cannot read the Raft log", &e))?;
+        let (recovered, valid_bytes) = replay(&bytes);
+        if valid_bytes < bytes.len() {
+            tracing::warn!(
+                cut_bytes = bytes.len() - valid_bytes,
+                "Raft log: torn tail cut at the last whole record"
+            );
+            file.set_len(valid_bytes as u64)
+                .map_err(|e| fail("cannot cut the Raft log", &e))?;
+        }
+        file.seek(SeekFrom::Start(valid_bytes as u64))
+            .map_err(|e| fail("cannot seek the Raft log", &e))?;
+        let log = RaftLog {
+            file,
+            pending: Vec::new(),
+        };
+        Ok((log, recovered))
+    }
+
+    pub fn append_entries(&mut self, entries: &[Entry]) -> Result<(), String> {
+        for entry in entries {
+            let bytes = entry.write_to_bytes().map_err(|e| e.to_string())?;
+            self.record(KIND_ENTRY, &bytes);
+        }
+        Ok(())
+    }
+
+    pub fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), String> {
+        let bytes = hard_state.write_to_bytes().map_err(|e| e.to_string())?;
+        self.record(KIND_HARD_STATE, &bytes);
+        Ok(())
+    }
+
+    pub fn set_applied(&mut self, index: u64) {
+        self.record(KIND_APPLIED, &index.to_be_bytes());
+    }
+
+    /// Writes what was appended and waits for it to be durable (fdatasync).
+    pub fn sync(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(&self.pending)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| format!("cannot write the Raft log: {e}"))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn record(&mut self, kind: u8, payload: &[u8]) {
+        let length = (payload.len() + 1) as u32;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
+        self.pending.extend_from_slice(&length.to_be_bytes());
+        self.pending.extend_from_slice(&crc.to_be_bytes());
+        self.pending.push(kind);
+        self.pending.extend_from_slice(payload);
+    }
+}
+
+/// The state the records describe, and how many leading bytes are whole records.
+fn replay(bytes: &[u8]) -> (Recovered, usize) {
+    let mut recovered = Recovered::default();
+    let mut at = 0;
+    while let Some((kind, payload)) = next_record(&bytes[at..]) {
+        if apply_record(&mut recovered, kind, payload).is_err() {
+            break;
+        }
+        at += HEADER_BYTES + payload.len();
+    }
+    (recovered, at)
+}
+
+fn next_record(bytes: &[u8]) -> Option<(u8, &[u8])> {
+    let header = bytes.get(..HEADER_BYTES)?;
+    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    let payload = bytes.get(HEADER_BYTES..HEADER_BYTES + length.checked_sub(1)?)?;
+    let kind = header[8];
+    (crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload) == crc).then_some((kind, payload))
+}
+
+fn apply_record(recovered: &mut Recovered, kind: u8, payload: &[u8]) -> Result<(), ()> {
+    match kind {
+        KIND_ENTRY => {
+            let entry = Entry::parse_from_bytes(payload).map_err(|_| ())?;
+            let entries = &mut recovered.entries;
+            // Raft replaces a conflicting suffix: an entry at index i drops what was at i and after.
+            if let Some(first) = entries.first().map(Entry::get_index) {
+                let keep = entry.get_index().saturating_sub(first) as usize;
+                if keep > entries.len() {
+                    return Err(());
+                }
+                entries.truncate(keep);
+            }
+            entries.push(entry);
+        }
+        KIND_HARD_STATE => {
+            recovered.hard_state = Some(HardState::parse_from_bytes(payload).map_err(|_| ())?);
+        }
+        KIND_APPLIED => {
+            let bytes: [u8; 8] = payload.try_into().map_err(|_| ())?;
+            recovered.applied = recovered.applied.max(u64::from_be_bytes(bytes));
+        }
+        _ => return Err(()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut entry = Entry::default();
+        entry.set_index(index);
+        entry.set_term(term);
+        entry.set_data(vec![index as u8].into());
+        entry
+    }
+
+    #[test]
+    fn entries_state_and_applied_survive_and_a_torn_tail_is_cut() {
+        let dir = std::env::temp_dir().join(format!("ringmq-raft-log-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("raft.log");
+        let _ = std::fs::remove_file(&path);
+        {
+            let (mut log, recovered) = RaftLog::open(&path).unwrap();
+            assert!(recovered.entries.is_empty());
+            log.append_entries(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+                .unwrap();
+            // A new leader overwrites index 2 onwards.
+            log.append_entries(&[entry(2, 2)]).unwrap();
+            let mut hard_state = HardState::default();
+            hard_state.set_term(2);
+            hard_state.set_commit(2);
+            log.set_hard_state(&hard_state).unwrap();
+            log.set_applied(2);
+            log.sync().unwrap();
+        }
+        let whole = std::fs::metadata(&path).unwrap().len();
+        // A torn record at the tail.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[0, 0, 0, 9, 1, 2])
+            .unwrap();
+        let (_, recovered) = RaftLog::open(&path).unwrap();
+        let terms: Vec<(u64, u64)> = recovered
+            .entries
+            .iter()
+            .map(|e| (e.get_index(), e.get_term()))
+            .collect();
+        assert_eq!(terms, vec![(1, 1), (2, 2)]);
+        assert_eq!(recovered.hard_state.unwrap().get_commit(), 2);
+        assert_eq!(recovered.applied, 2);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,137 @@
+//! Cluster membership and Raft-replicated metadata.
+//!
+//! The nodes are fixed by configuration (`--node-name`, `--peer`, `--cluster-secret`). The
+//! topology changes the topology owner used to apply and broadcast on its own become the
+//! entries of one Raft group across the nodes (TiKV's raft-rs, sans-IO, driven here on the
+//! topology owner's executor): a change is proposed on any node (raft-rs forwards a follower's
+//! proposal to the leader), committed by a majority, then applied on every node in log order.
+//! The proposer answers its client once its own node has applied it.
+//!
+//! One narrow door each way: the shard proposes through [`Node::propose`] and is handed
+//! committed changes through [`StateMachine`]; this module never imports the shard, the
+//! session, net or management (`tests/import_graph.rs`). Nothing here runs without `--peer`.
+
+mod frame;
+mod handshake;
+mod link;
+mod log;
+mod node;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use node::{Node, NodeOptions, PeerState};
+
+use crate::broker::{AmqpError, QueueId, TopologyChange};
+use crate::config::ClusterConfig;
+use crate::limits::QUEUE_ID_NODE_SHIFT;
+
+/// The nodes of the cluster as every node sees them: names sorted, so all members agree on the
+/// index (and Raft id, index + 1) of each without talking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    names: Vec<String>,
+    local: usize,
+}
+
+impl Members {
+    pub fn new(config: &ClusterConfig) -> Members {
+        let mut names: Vec<String> = config.peers.iter().map(|p| p.name.clone()).collect();
+        names.push(config.node_name.clone());
+        names.sort_unstable();
+        let local = names
+            .iter()
+            .position(|n| *n == config.node_name)
+            .unwrap_or(0);
+        Members { names, local }
+    }
+
+    /// A cluster of one named `name` (tests, and every shard before start-up sets it).
+    pub fn single(name: &str) -> Members {
+        Members {
+            names: vec![name.to_string()],
+            local: 0,
+        }
+    }
+
+    pub fn local_name(&self) -> &str {
+        &self.names[self.local]
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    pub fn local_index(&self) -> usize {
+        self.local
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.names.len() > 1
+    }
+
+    /// The first queue id this node hands out (ids carry their node above `QUEUE_ID_NODE_SHIFT`).
+    pub fn queue_id_base(&self) -> QueueId {
+        (self.local as QueueId) << QUEUE_ID_NODE_SHIFT
+    }
+
+    /// The node that leads a queue: read from its id.
+    pub fn node_of_queue(queue: QueueId) -> usize {
+        (queue >> QUEUE_ID_NODE_SHIFT) as usize
+    }
+
+    pub fn leads_queue(&self, queue: QueueId) -> bool {
+        Members::node_of_queue(queue) == self.local
+    }
+
+    pub fn name_of_queue_node(&self, queue: QueueId) -> &str {
+        self.names
+            .get(Members::node_of_queue(queue))
+            .map_or("an unknown node", String::as_str)
+    }
+}
+
+/// What committed changes are applied to: the topology owner (every shard's copy, the
+/// topology log), implemented on the shard side. `Err`: the entry was refused as a whole, a
+/// decision that must depend only on the state the log built (so every node makes the same
+/// one); the proposer's client gets the error.
+pub trait StateMachine {
+    fn apply(
+        &self,
+        changes: Vec<TopologyChange>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), AmqpError>> + '_>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PeerConfig;
+
+    #[test]
+    fn members_agree_on_indexes_and_queue_ids_carry_their_node() {
+        let peer = |name: &str| PeerConfig {
+            name: name.to_string(),
+            address: "127.0.0.1:1".parse().unwrap(),
+        };
+        let config = |me: &str, others: [&str; 2]| ClusterConfig {
+            node_name: me.to_string(),
+            port: 1,
+            peers: others.iter().map(|n| peer(n)).collect(),
+            secret: None,
+        };
+        let b = Members::new(&config("ringmq@b", ["ringmq@c", "ringmq@a"]));
+        let c = Members::new(&config("ringmq@c", ["ringmq@a", "ringmq@b"]));
+        assert_eq!(b.names(), c.names());
+        assert_eq!((b.local_index(), c.local_index()), (1, 2));
+        let id = b.queue_id_base() + 7;
+        assert!(b.leads_queue(id) && !c.leads_queue(id));
+        assert_eq!(c.name_of_queue_node(id), "ringmq@b");
+        let one = Members::single("ringmq@x");
+        assert_eq!(one.queue_id_base(), 0);
+        assert!(one.leads_queue(42) && !one.is_clustered());
+    }
+}

@@ -1,0 +1,525 @@
+//! The Raft node: raft-rs's `RawNode` over an in-memory `MemStorage` that mirrors the durable
+//! `RaftLog`, driven by one task on the topology owner's executor (ticks, received messages,
+//! proposals, then each `Ready`: persist and fdatasync, send, apply).
+//!
+//! An entry's data is a list of topology changes (`broker::persist`'s bytes); its context names
+//! the proposing node and a sequence number, so the proposer finds its waiting client when the
+//! entry is applied here, whichever node led when it was committed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole, Storage};
+
+use super::link::{self, Identity, Outbound};
+use super::log::{RaftLog, Recovered};
+use super::{Members, StateMachine};
+use crate::broker::{persist, AmqpError, TopologyChange};
+use crate::config::ClusterConfig;
+use crate::limits::{
+    CHANGES_PER_REQUEST_MAX, CLUSTER_INBOX_MESSAGES_MAX, CLUSTER_PROPOSALS_PENDING_MAX,
+    CLUSTER_PROPOSE_TIMEOUT, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
+    RAFT_MESSAGE_BYTES_MAX, RAFT_TICK,
+};
+use crate::protocol::reply_code;
+use crate::sync::{oneshot, Notify, OneshotSender};
+
+/// One member as `/api/nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerState {
+    pub name: String,
+    /// This node, or a peer whose link is up.
+    pub running: bool,
+}
+
+pub struct Node {
+    raw: RefCell<RawNode<MemStorage>>,
+    storage: MemStorage,
+    log: RefCell<RaftLog>,
+    members: Members,
+    /// By member index; `None` at our own.
+    links: Vec<Option<Rc<Outbound>>>,
+    inbox: RefCell<VecDeque<Message>>,
+    wake: Notify,
+    /// This node's proposals waiting for their entry to be applied here, and its outcome.
+    pending: RefCell<HashMap<u64, OneshotSender<Result<(), AmqpError>>>>,
+    next_seq: Cell<u64>,
+    machine: Rc<dyn StateMachine>,
+    leader: Cell<u64>,
+}
+
+/// What starting a node needs.
+pub struct NodeOptions<'a> {
+    pub config: &'a ClusterConfig,
+    pub data_dir: &'a Path,
+    /// The cluster port is bound on each of these.
+    pub listen: &'a [IpAddr],
+    pub machine: Rc<dyn StateMachine>,
+}
+
+fn raft_id(index: usize) -> u64 {
+    index as u64 + 1
+}
+
+impl Node {
+    /// Reads the durable state back, binds the cluster port, connects to the peers and starts
+    /// the driver. Must run on the topology owner's executor.
+    pub fn start(options: NodeOptions<'_>) -> Result<Rc<Node>, String> {
+        let NodeOptions {
+            config,
+            data_dir,
+            listen,
+            machine,
+        } = options;
+        let members = Members::new(config);
+        let dir = data_dir.join("cluster");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let (log, recovered) = RaftLog::open(&dir.join("raft.log"))?;
+        let (storage, applied) = memory_storage(&members, recovered)?;
+        let raft_config = raft::Config {
+            id: raft_id(members.local_index()),
+            election_tick: RAFT_ELECTION_TICKS,
+            heartbeat_tick: RAFT_HEARTBEAT_TICKS,
+            applied,
+            max_size_per_msg: RAFT_MESSAGE_BYTES_MAX,
+            max_inflight_msgs: RAFT_INFLIGHT_MESSAGES_MAX,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_config.validate().map_err(|e| e.to_string())?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw =
+            RawNode::new(&raft_config, storage.clone(), &logger).map_err(|e| e.to_string())?;
+        let mut links: Vec<Option<Rc<Outbound>>> = vec![None; members.names().len()];
+        for peer in &config.peers {
+            if let Some(index) = members.index_of(&peer.name) {
+                links[index] = Some(Outbound::new(peer.name.clone(), peer.address));
+            }
+        }
+        let secret = config.secret.as_ref().map(|s| s.0.as_bytes().to_vec());
+        let identity = Rc::new(Identity {
+            name: members.local_name().to_string(),
+            secret: secret.unwrap_or_default(),
+            members: members.names().to_vec(),
+        });
+        let node = Rc::new(Node {
+            raw: RefCell::new(raw),
+            storage,
+            log: RefCell::new(log),
+            members,
+            links,
+            inbox: RefCell::new(VecDeque::new()),
+            wake: Notify::default(),
+            pending: RefCell::new(HashMap::new()),
+            next_seq: Cell::new(0),
+            machine,
+            leader: Cell::new(0),
+        });
+        node.listen(listen, config.port, identity.clone())?;
+        for outbound in node.links.iter().flatten() {
+            glommio::spawn_local(outbound.clone().run(identity.clone())).detach();
+        }
+        glommio::spawn_local(node.clone().drive()).detach();
+        tracing::info!(
+            node = node.members.local_name(),
+            members = ?node.members.names(),
+            applied,
+            "cluster node started"
+        );
+        Ok(node)
+    }
+
+    fn listen(
+        self: &Rc<Self>,
+        listen: &[IpAddr],
+        port: u16,
+        identity: Rc<Identity>,
+    ) -> Result<(), String> {
+        let weak: Weak<Node> = Rc::downgrade(self);
+        let deliver: Rc<link::Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
+            if let Some(node) = weak.upgrade() {
+                node.receive(peer, bytes);
+            }
+        });
+        for ip in listen {
+            let address = SocketAddr::new(*ip, port);
+            let listener = glommio::net::TcpListener::bind(address)
+                .map_err(|e| format!("cannot listen on the cluster port {address}: {e}"))?;
+            glommio::spawn_local(link::serve(listener, identity.clone(), deliver.clone())).detach();
+        }
+        Ok(())
+    }
+
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// Every member, this node first, with whether it is reachable now.
+    pub fn peer_states(&self) -> Vec<PeerState> {
+        let mut states = vec![PeerState {
+            name: self.members.local_name().to_string(),
+            running: true,
+        }];
+        for (index, link) in self.links.iter().enumerate() {
+            if let Some(link) = link {
+                states.push(PeerState {
+                    name: self.members.names()[index].clone(),
+                    running: link.is_up(),
+                });
+            }
+        }
+        states
+    }
+
+    /// The current leader's name, if one is known.
+    pub fn leader_name(&self) -> Option<&str> {
+        let leader = self.leader.get();
+        let index = usize::try_from(leader.checked_sub(1)?).ok()?;
+        self.members.names().get(index).map(String::as_str)
+    }
+
+    /// Proposes `changes`; returns once a majority committed them and this node applied them,
+    /// or an error when that did not happen within `CLUSTER_PROPOSE_TIMEOUT` (the change may
+    /// still commit later: the client was not told it did).
+    pub async fn propose(&self, changes: &[TopologyChange]) -> Result<(), AmqpError> {
+        // Refused before it enters any log, so this refusal is certain: nothing commits later.
+        self.check_reachable()?;
+        if self.pending.borrow().len() >= CLUSTER_PROPOSALS_PENDING_MAX {
+            return Err(unavailable(
+                "too many topology changes waiting for the cluster",
+            ));
+        }
+        let seq = self.next_seq.get() + 1;
+        self.next_seq.set(seq);
+        let (sender, receiver) = oneshot();
+        self.pending.borrow_mut().insert(seq, sender);
+        let context = proposal_context(raft_id(self.members.local_index()), seq);
+        let proposed = self
+            .raw
+            .borrow_mut()
+            .propose(context, encode_changes(changes));
+        if let Err(error) = proposed {
+            self.pending.borrow_mut().remove(&seq);
+            tracing::warn!(%error, "topology change not proposed");
+            return Err(unavailable("no cluster leader is reachable"));
+        }
+        self.wake.notify();
+        let applied =
+            glommio::timer::timeout(CLUSTER_PROPOSE_TIMEOUT, async { Ok(receiver.await) }).await;
+        self.pending.borrow_mut().remove(&seq);
+        match applied {
+            Ok(Some(outcome)) => outcome,
+            _ => Err(unavailable(&format!(
+                "not committed by a majority of the cluster within {} s (it may still be \
+                 applied)",
+                CLUSTER_PROPOSE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Whether a proposal made now can commit: a leader is known, it is this node or its link
+    /// is up, and links to a majority (this node included) are up. A node cut off from the
+    /// majority answers at once instead of queueing a proposal that would reach the leader when
+    /// the links heal, long after its client was told it failed.
+    fn check_reachable(&self) -> Result<(), AmqpError> {
+        let up = 1 + self.links.iter().flatten().filter(|l| l.is_up()).count();
+        if up * 2 <= self.members.names().len() {
+            return Err(unavailable(&format!(
+                "only {up} of the cluster's {} nodes are reachable, a majority is needed",
+                self.members.names().len()
+            )));
+        }
+        let leader = self.leader.get();
+        let Some(leader_index) = leader.checked_sub(1).map(|i| i as usize) else {
+            return Err(unavailable(
+                "no cluster leader is known (an election is under way)",
+            ));
+        };
+        if leader_index != self.members.local_index()
+            && !self
+                .links
+                .get(leader_index)
+                .and_then(Option::as_ref)
+                .is_some_and(|link| link.is_up())
+        {
+            return Err(unavailable(
+                "the cluster leader is not reachable from this node",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A Raft message from `peer` (who proved the secret): checked, then queued for the driver.
+    fn receive(&self, peer: &str, bytes: &[u8]) {
+        let Ok(message) = Message::parse_from_bytes(bytes) else {
+            tracing::warn!(peer, "cluster peer sent a malformed Raft message");
+            return;
+        };
+        let from = self.members.index_of(peer).map(raft_id);
+        let to_us = message.get_to() == raft_id(self.members.local_index());
+        if from != Some(message.get_from()) || !to_us {
+            tracing::warn!(peer, "cluster peer sent a Raft message under another name");
+            return;
+        }
+        let mut inbox = self.inbox.borrow_mut();
+        if inbox.len() >= CLUSTER_INBOX_MESSAGES_MAX {
+            return;
+        }
+        inbox.push_back(message);
+        drop(inbox);
+        self.wake.notify();
+    }
+
+    async fn drive(self: Rc<Self>) {
+        let mut next_tick = Instant::now() + RAFT_TICK;
+        loop {
+            let idle = self.inbox.borrow().is_empty() && !self.raw.borrow().has_ready();
+            let now = Instant::now();
+            if idle && now < next_tick {
+                let wait = next_tick - now;
+                let _ = glommio::timer::timeout(wait, async {
+                    self.wake.wait().await;
+                    Ok(())
+                })
+                .await;
+            }
+            if Instant::now() >= next_tick {
+                self.raw.borrow_mut().tick();
+                next_tick = Instant::now() + RAFT_TICK;
+            }
+            let messages: Vec<Message> = self.inbox.borrow_mut().drain(..).collect();
+            for message in messages {
+                // A message for an old term or an unknown peer is Raft's to drop.
+                let _ = self.raw.borrow_mut().step(message);
+            }
+            if let Err(error) = self.handle_ready().await {
+                // Acknowledging anything after a failed write would break Raft's promise.
+                tracing::error!(%error, "Raft log write failed: this node stops taking part");
+                return;
+            }
+        }
+    }
+
+    async fn handle_ready(&self) -> Result<(), String> {
+        let mut ready = {
+            let mut raw = self.raw.borrow_mut();
+            if !raw.has_ready() {
+                return Ok(());
+            }
+            raw.ready()
+        };
+        if let Some(soft) = ready.ss() {
+            self.note_leader(soft.leader_id, soft.raft_state);
+        }
+        // A leader may send before persisting (raft-rs: `messages`); the rest wait for fsync.
+        self.send(ready.take_messages());
+        if !ready.entries().is_empty() {
+            self.storage
+                .wl()
+                .append(ready.entries())
+                .map_err(|e| e.to_string())?;
+            self.log.borrow_mut().append_entries(ready.entries())?;
+        }
+        if let Some(hard_state) = ready.hs() {
+            self.storage.wl().set_hardstate(hard_state.clone());
+            self.log.borrow_mut().set_hard_state(hard_state)?;
+        }
+        self.log.borrow_mut().sync()?;
+        let committed = ready.take_committed_entries();
+        self.send(ready.take_persisted_messages());
+        let mut light = self.raw.borrow_mut().advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut core = self.storage.wl();
+            core.mut_hard_state().set_commit(commit);
+            let hard_state = core.hard_state().clone();
+            drop(core);
+            self.log.borrow_mut().set_hard_state(&hard_state)?;
+        }
+        self.send(light.take_messages());
+        let later = light.take_committed_entries();
+        self.apply(committed).await;
+        self.apply(later).await;
+        self.raw.borrow_mut().advance_apply();
+        self.log.borrow_mut().sync()
+    }
+
+    fn note_leader(&self, leader: u64, role: StateRole) {
+        if leader != self.leader.get() {
+            self.leader.set(leader);
+            let name = self.leader_name().unwrap_or("none").to_string();
+            tracing::info!(leader = %name, role = ?role, "cluster leader changed");
+        }
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            let index = message
+                .get_to()
+                .checked_sub(1)
+                .and_then(|i| usize::try_from(i).ok());
+            let Some(Some(link)) = index.and_then(|i| self.links.get(i)) else {
+                continue;
+            };
+            // A forwarded proposal waiting for a link to come back would commit after its client
+            // was answered; dropped, the proposer's wait ends in the refusal it already sent.
+            if message.get_msg_type() == MessageType::MsgPropose && !link.is_up() {
+                continue;
+            }
+            match message.write_to_bytes() {
+                Ok(bytes) => link.send(bytes),
+                Err(error) => tracing::error!(%error, "cannot encode a Raft message"),
+            }
+        }
+    }
+
+    /// Applies committed entries in log order and wakes their proposers here.
+    async fn apply(&self, entries: Vec<Entry>) {
+        for entry in entries {
+            let index = entry.get_index();
+            if entry.get_entry_type() == EntryType::EntryNormal && !entry.get_data().is_empty() {
+                let outcome = match decode_changes(Bytes::copy_from_slice(entry.get_data())) {
+                    Ok(changes) => self.machine.apply(changes).await,
+                    Err(error) => {
+                        tracing::error!(index, %error, "a committed topology entry cannot be read; skipped");
+                        Err(unavailable("the committed change could not be read back"))
+                    }
+                };
+                self.wake_proposer(entry.get_context(), outcome);
+            }
+            self.log.borrow_mut().set_applied(index);
+        }
+    }
+
+    fn wake_proposer(&self, context: &[u8], outcome: Result<(), AmqpError>) {
+        let Some((node, seq)) = parse_context(context) else {
+            return;
+        };
+        if node != raft_id(self.members.local_index()) {
+            return;
+        }
+        if let Some(sender) = self.pending.borrow_mut().remove(&seq) {
+            sender.send(outcome);
+        }
+    }
+}
+
+/// The in-memory mirror of what the log recovered, and the applied index to resume from.
+fn memory_storage(members: &Members, recovered: Recovered) -> Result<(MemStorage, u64), String> {
+    let voters: Vec<u64> = (0..members.names().len()).map(raft_id).collect();
+    let storage = MemStorage::new_with_conf_state(ConfState::from((voters, Vec::<u64>::new())));
+    let Recovered {
+        entries,
+        hard_state,
+        applied,
+    } = recovered;
+    if entries.first().is_some_and(|e| e.get_index() != 1) {
+        return Err("the Raft log does not start at index 1".to_string());
+    }
+    let last_index = entries.last().map_or(0, Entry::get_index);
+    let mut core = storage.wl();
+    core.append(&entries).map_err(|e| e.to_string())?;
+    if let Some(mut hard_state) = hard_state {
+        // What the disk says is checked, never trusted into a panic.
+        let commit = hard_state.get_commit().min(last_index);
+        hard_state.set_commit(commit);
+        core.set_hardstate(hard_state);
+    }
+    drop(core);
+    let commit = storage
+        .initial_state()
+        .map_err(|e| e.to_string())?
+        .hard_state
+        .get_commit();
+    Ok((storage, applied.min(commit)))
+}
+
+fn unavailable(text: &str) -> AmqpError {
+    // RabbitMQ's metadata store answers a change it cannot commit with a timeout error.
+    AmqpError::new(
+        reply_code::INTERNAL_ERROR,
+        format!("INTERNAL_ERROR - {text}"),
+    )
+}
+
+fn proposal_context(node: u64, seq: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16);
+    context.put_u64(node);
+    context.put_u64(seq);
+    context
+}
+
+fn parse_context(mut context: &[u8]) -> Option<(u64, u64)> {
+    if context.len() != 16 {
+        return None;
+    }
+    Some((context.get_u64(), context.get_u64()))
+}
+
+/// `[u32 count]` then `[u32 length][change]` per change.
+fn encode_changes(changes: &[TopologyChange]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u32(changes.len() as u32);
+    let mut one = BytesMut::new();
+    for change in changes {
+        one.clear();
+        persist::encode_change(change, &mut one);
+        out.put_u32(one.len() as u32);
+        out.extend_from_slice(&one);
+    }
+    out.to_vec()
+}
+
+fn decode_changes(mut bytes: Bytes) -> Result<Vec<TopologyChange>, String> {
+    let malformed = || "malformed topology entry".to_string();
+    if bytes.remaining() < 4 {
+        return Err(malformed());
+    }
+    let count = bytes.get_u32() as usize;
+    if count > CHANGES_PER_REQUEST_MAX {
+        return Err(malformed());
+    }
+    let mut changes = Vec::with_capacity(count);
+    for _ in 0..count {
+        if bytes.remaining() < 4 {
+            return Err(malformed());
+        }
+        let length = bytes.get_u32() as usize;
+        if bytes.remaining() < length {
+            return Err(malformed());
+        }
+        let change = persist::decode_change(bytes.split_to(length)).map_err(|e| e.to_string())?;
+        changes.push(change);
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_and_contexts_round_trip_and_garbage_is_refused() {
+        let changes = vec![TopologyChange::DeleteVhost {
+            name: "v".to_string(),
+        }];
+        let bytes = encode_changes(&changes);
+        let back = decode_changes(Bytes::from(bytes.clone())).unwrap();
+        assert_eq!(back.len(), 1);
+        for cut in 0..bytes.len() {
+            assert!(decode_changes(Bytes::copy_from_slice(&bytes[..cut])).is_err());
+        }
+        assert!(decode_changes(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])).is_err());
+        assert_eq!(parse_context(&proposal_context(2, 9)), Some((2, 9)));
+        assert_eq!(parse_context(b"short"), None);
+    }
+}
