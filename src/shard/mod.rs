@@ -20,6 +20,7 @@ pub mod messages;
 mod owner;
 mod paging;
 mod policy;
+mod shovel;
 pub mod probe;
 mod queues;
 pub mod shard_set;
@@ -115,6 +116,8 @@ struct Features {
     pager: paging::Pager,
     /// Memory and disk alarms as this shard last sampled them.
     alarms: alarms::Alarms,
+    /// The shovels this shard runs (`shovel`).
+    shovels: crate::shovel::Shovels,
 }
 
 pub struct PublishOutcome {
@@ -152,6 +155,7 @@ impl Shard {
                 delayed: delayed::DelayedMessages::default(),
                 pager: paging::Pager::new(u64::MAX),
                 alarms: alarms::Alarms::default(),
+                shovels: crate::shovel::Shovels::default(),
             },
             probe: probe::Probe::default(),
         })
