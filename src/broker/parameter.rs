@@ -58,7 +58,11 @@ pub fn check_parameter_op(
                 return Err(ParameterOpError::TooLarge);
             }
             let change = TopologyChange::SetParameter(parameter.clone());
-            let key = (&parameter.component[..], &parameter.vhost[..], &parameter.name[..]);
+            let key = (
+                &parameter.component[..],
+                &parameter.vhost[..],
+                &parameter.name[..],
+            );
             if t.parameter(key.0, key.1, key.2).is_some() {
                 return Ok((AccessOutcome::Updated, change));
             }

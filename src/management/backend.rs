@@ -9,9 +9,9 @@
 use futures_lite::future::BoxedLocal;
 
 use crate::broker::{AccessOp, AmqpError, Binding, ParameterOp, PolicyOp, Topology};
-pub use crate::shovel::{ShovelState, ShovelStatus};
 use crate::metrics::{Histogram, PublishTotals, QueueTotals};
 use crate::protocol::{BasicProperties, FieldTable};
+pub use crate::shovel::{ShovelState, ShovelStatus};
 
 pub use crate::auth::{Permission, TopicPermission};
 pub use crate::broker::User;

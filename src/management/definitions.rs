@@ -15,12 +15,10 @@ use super::api::{Api, Context, Response};
 use super::backend::Operation;
 use super::json::{json_to_table, loose_bool, table_to_json};
 use super::objects::{self, RABBITMQ_VERSION};
-use super::{parameters, policies};
 use super::routes::{body_object, user_from_body, Reply};
+use super::{parameters, policies};
 use crate::auth::{Permission, TopicPermission};
-use crate::broker::{
-    AccessOp, Binding, Destination, ParameterOp, PolicyKind, PolicyOp, Topology,
-};
+use crate::broker::{AccessOp, Binding, Destination, ParameterOp, PolicyKind, PolicyOp, Topology};
 use crate::limits::MANAGEMENT_IMPORT_OPERATIONS_MAX;
 
 pub async fn handle(

@@ -25,7 +25,9 @@ pub fn list(cx: &Context, component: Option<&str>, only: Option<&str>) -> Reply 
         }
     }
     if !cx.caller.is_policymaker() {
-        return Err(Response::not_authorised("User not authorised to access object"));
+        return Err(Response::not_authorised(
+            "User not authorised to access object",
+        ));
     }
     let items: Vec<Value> = cx
         .topology
@@ -82,7 +84,9 @@ fn authorize(cx: &Context, vhost: &str) -> Result<(), Response> {
     if allowed {
         Ok(())
     } else {
-        Err(Response::not_authorised("User not authorised to access object"))
+        Err(Response::not_authorised(
+            "User not authorised to access object",
+        ))
     }
 }
 
@@ -102,7 +106,9 @@ pub fn parameter_from_json(
     body: &Map<String, Value>,
 ) -> Result<Parameter, Response> {
     if component != SHOVEL_COMPONENT {
-        return Err(validation_failed(&[format!("component {component} not found")]));
+        return Err(validation_failed(&[format!(
+            "component {component} not found"
+        )]));
     }
     require_keys(body, &["value"])?;
     let value = body.get("value").cloned().unwrap_or(Value::Null);

@@ -107,7 +107,13 @@ impl Connection {
     pub fn publish(&mut self, publish: BasicPublish, raw_properties: &[u8], body: &[u8]) {
         encode_method_frame(CHANNEL, &Method::BasicPublish(publish), &mut self.out);
         let size = body.len() as u64;
-        encode_header_frame_raw(CHANNEL, CONTENT_CLASS_ID, size, raw_properties, &mut self.out);
+        encode_header_frame_raw(
+            CHANNEL,
+            CONTENT_CLASS_ID,
+            size,
+            raw_properties,
+            &mut self.out,
+        );
         encode_body_frames(CHANNEL, body, self.frame_max, &mut self.out);
     }
 
@@ -178,8 +184,14 @@ async fn handshake(
     let named = |e: String| format!("{}: {e}", side.name());
     let (mut reader, mut writer) = split(stream);
     let mut buf = BytesMut::with_capacity(SHOVEL_READ_BUFFER_BYTES);
-    writer.write_all(PROTOCOL_HEADER).await.map_err(|e| named(e.to_string()))?;
-    let Method::ConnectionStart(_) = read_method(&mut reader, &mut buf, FRAME_MIN_SIZE).await.map_err(named)? else {
+    writer
+        .write_all(PROTOCOL_HEADER)
+        .await
+        .map_err(|e| named(e.to_string()))?;
+    let Method::ConnectionStart(_) = read_method(&mut reader, &mut buf, FRAME_MIN_SIZE)
+        .await
+        .map_err(named)?
+    else {
         return Err(named("expected connection.start".to_string()));
     };
     let mut out = BytesMut::new();
@@ -191,12 +203,21 @@ async fn handshake(
         locale: "en_US".to_string(),
     };
     encode_method_frame(0, &Method::ConnectionStartOk(start_ok), &mut out);
-    writer.write_all(&out).await.map_err(|e| named(e.to_string()))?;
+    writer
+        .write_all(&out)
+        .await
+        .map_err(|e| named(e.to_string()))?;
     out.clear();
-    let tune = match read_method(&mut reader, &mut buf, FRAME_MIN_SIZE).await.map_err(named)? {
+    let tune = match read_method(&mut reader, &mut buf, FRAME_MIN_SIZE)
+        .await
+        .map_err(named)?
+    {
         Method::ConnectionTune(tune) => tune,
         Method::ConnectionClose(close) => {
-            return Err(named(format!("refused: {} {}", close.reply_code, close.reply_text)))
+            return Err(named(format!(
+                "refused: {} {}",
+                close.reply_code, close.reply_text
+            )))
         }
         _ => return Err(named("expected connection.tune".to_string())),
     };
@@ -215,12 +236,21 @@ async fn handshake(
         virtual_host: uri.vhost.clone(),
     };
     encode_method_frame(0, &Method::ConnectionOpen(open), &mut out);
-    writer.write_all(&out).await.map_err(|e| named(e.to_string()))?;
+    writer
+        .write_all(&out)
+        .await
+        .map_err(|e| named(e.to_string()))?;
     out.clear();
-    match read_method(&mut reader, &mut buf, frame_max).await.map_err(named)? {
+    match read_method(&mut reader, &mut buf, frame_max)
+        .await
+        .map_err(named)?
+    {
         Method::ConnectionOpenOk(_) => {}
         Method::ConnectionClose(close) => {
-            return Err(named(format!("refused: {} {}", close.reply_code, close.reply_text)))
+            return Err(named(format!(
+                "refused: {} {}",
+                close.reply_code, close.reply_text
+            )))
         }
         _ => return Err(named("expected connection.open-ok".to_string())),
     }
@@ -325,7 +355,9 @@ fn on_frame(
                 return Err("a content header without its method".to_string());
             };
             if body_size > SHOVEL_MESSAGE_BYTES_MAX {
-                return Err(format!("a message of {body_size} bytes is over the shovel's limit"));
+                return Err(format!(
+                    "a message of {body_size} bytes is over the shovel's limit"
+                ));
             }
             assembling.raw_properties = raw_properties;
             assembling.body_size = body_size;

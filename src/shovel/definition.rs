@@ -38,7 +38,10 @@ impl AckMode {
 pub enum Source {
     Queue(String),
     /// A server-named exclusive queue bound to the exchange with the key.
-    Exchange { exchange: String, key: String },
+    Exchange {
+        exchange: String,
+        key: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +139,10 @@ pub fn validate(name: &str, value: &Value) -> Result<ShovelDefinition, Vec<Strin
 /// RabbitMQ's `validate_src` and `validate_dest`, which come first.
 fn end_checks(def: &Map<String, Value>) -> Vec<String> {
     let mut errors = Vec::new();
-    match (def.contains_key("src-exchange"), def.contains_key("src-queue")) {
+    match (
+        def.contains_key("src-exchange"),
+        def.contains_key("src-queue"),
+    ) {
         (false, false) => errors.push("Must specify 'src-exchange' or 'src-queue'".to_string()),
         (true, true) => errors.push("Cannot specify 'src-exchange' and 'src-queue'".to_string()),
         _ => {}
@@ -155,21 +161,31 @@ fn end_checks(def: &Map<String, Value>) -> Vec<String> {
 fn check_key(key: &str, value: &Value) -> Option<String> {
     match key {
         "src-uri" | "dest-uri" => check_uri(key, value),
-        "reconnect-delay" | "prefetch-count" | "src-prefetch-count" => {
-            (!value.is_number()).then(|| format!("{key} should be a number, actually was {}", erlang(value)))
-        }
+        "reconnect-delay" | "prefetch-count" | "src-prefetch-count" => (!value.is_number())
+            .then(|| format!("{key} should be a number, actually was {}", erlang(value))),
         "ack-mode" => check_enum(key, value, &["no-ack", "on-publish", "on-confirm"]),
-        "src-protocol" | "dest-protocol" => check_enum(key, value, &["amqp10", "amqp091"])
-            .or_else(|| (value.as_str() == Some("amqp10")).then(|| format!("{key} amqp10 is not supported by ringmq"))),
+        "src-protocol" | "dest-protocol" => {
+            check_enum(key, value, &["amqp10", "amqp091"]).or_else(|| {
+                (value.as_str() == Some("amqp10"))
+                    .then(|| format!("{key} amqp10 is not supported by ringmq"))
+            })
+        }
         "delete-after" | "src-delete-after" => check_delete_after(key, value),
         "add-forward-headers"
         | "add-timestamp-header"
         | "dest-add-forward-headers"
         | "dest-add-timestamp-header" => (!value.is_boolean())
             .then(|| format!("{key} should be boolean, actually was {}", erlang(value))),
-        "src-queue-args" | "dest-queue-args" | "publish-properties" | "dest-publish-properties"
-        | "src-consumer-args" => (!value.is_object())
-            .then(|| format!("{key} should be a dictionary, actually was {}", erlang(value))),
+        "src-queue-args"
+        | "dest-queue-args"
+        | "publish-properties"
+        | "dest-publish-properties"
+        | "src-consumer-args" => (!value.is_object()).then(|| {
+            format!(
+                "{key} should be a dictionary, actually was {}",
+                erlang(value)
+            )
+        }),
         _ => (!value.is_string())
             .then(|| format!("{key} should be binary, actually was {}", erlang(value))),
     }
@@ -201,13 +217,21 @@ fn check_uri(key: &str, value: &Value) -> Option<String> {
     let uris: Vec<&Value> = match value {
         Value::String(_) => vec![value],
         Value::Array(list) => list.iter().collect(),
-        other => return Some(format!("{key} should be list, actually was {}", erlang(other))),
+        other => {
+            return Some(format!(
+                "{key} should be list, actually was {}",
+                erlang(other)
+            ))
+        }
     };
     if uris.is_empty() {
         return Some(format!("{key} should be a non-empty list of URIs"));
     }
     uris.into_iter().find_map(|uri| match uri.as_str() {
-        None => Some(format!("{key} should be binary, actually was {}", erlang(uri))),
+        None => Some(format!(
+            "{key} should be binary, actually was {}",
+            erlang(uri)
+        )),
         Some(text) => AmqpUri::parse(text)
             .err()
             .map(|error| format!("\"{text}\" not a valid URI: {}", uri_error(text, &error))),
@@ -216,7 +240,9 @@ fn check_uri(key: &str, value: &Value) -> Option<String> {
 
 fn uri_error(text: &str, error: &UriError) -> String {
     match error {
-        UriError::Scheme(scheme) => format!("{{{{unexpected_uri_scheme,\"{scheme}\"}},\"{text}\"}}"),
+        UriError::Scheme(scheme) => {
+            format!("{{{{unexpected_uri_scheme,\"{scheme}\"}},\"{text}\"}}")
+        }
         UriError::Malformed(why) => format!("{{{{unable_to_parse_uri,{why}}},\"{text}\"}}"),
     }
 }
@@ -225,8 +251,15 @@ fn uri_error(text: &str, error: &UriError) -> String {
 fn build(def: &Map<String, Value>) -> ShovelDefinition {
     let text = |key: &str| def.get(key).and_then(Value::as_str).map(str::to_string);
     let first_uri = |key: &str| match def.get(key) {
-        Some(Value::Array(list)) => list.first().and_then(Value::as_str).unwrap_or_default().to_string(),
-        other => other.and_then(Value::as_str).unwrap_or_default().to_string(),
+        Some(Value::Array(list)) => list
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        other => other
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
     };
     let (src_uri_text, dest_uri_text) = (first_uri("src-uri"), first_uri("dest-uri"));
     let source = match text("src-queue") {
@@ -245,7 +278,9 @@ fn build(def: &Map<String, Value>) -> ShovelDefinition {
         .get("src-prefetch-count")
         .or(def.get("prefetch-count"))
         .and_then(Value::as_f64)
-        .map_or(SHOVEL_PREFETCH_DEFAULT, |n| n.clamp(1.0, f64::from(u16::MAX)) as u16);
+        .map_or(SHOVEL_PREFETCH_DEFAULT, |n| {
+            n.clamp(1.0, f64::from(u16::MAX)) as u16
+        });
     let reconnect_seconds = def
         .get("reconnect-delay")
         .and_then(Value::as_f64)
@@ -295,7 +330,10 @@ fn erlang(value: &Value) -> String {
 }
 
 fn erlang_binary(text: &str) -> String {
-    format!("<<\"{}\">>", text.replace('\\', "\\\\").replace('"', "\\\""))
+    format!(
+        "<<\"{}\">>",
+        text.replace('\\', "\\\\").replace('"', "\\\"")
+    )
 }
 
 #[cfg(test)]

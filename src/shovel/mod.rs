@@ -83,7 +83,12 @@ impl Shovels {
             self.waiting.borrow_mut().insert(key, (value, definition));
             return;
         }
-        if self.running.borrow().get(&key).is_some_and(|r| r.value == value) {
+        if self
+            .running
+            .borrow()
+            .get(&key)
+            .is_some_and(|r| r.value == value)
+        {
             return;
         }
         self.stop(vhost, name);
@@ -189,7 +194,10 @@ mod tests {
             assert_eq!(owner, owner_index("/", "s", count));
         }
         assert_ne!(
-            (0..16).map(|i| owner_index("/", &format!("s{i}"), 4)).collect::<std::collections::BTreeSet<_>>().len(),
+            (0..16)
+                .map(|i| owner_index("/", &format!("s{i}"), 4))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             1
         );
     }

@@ -102,13 +102,22 @@ mod tests {
     fn rabbitmq_uri_forms() {
         let full = AmqpUri::parse("amqp://us%40r:p%3Ass@h.example:5673/v%2fx?heartbeat=5").unwrap();
         assert_eq!(full.host.as_deref(), Some("h.example"));
-        assert_eq!((full.port, &full.user[..], &full.password[..]), (5673, "us@r", "p:ss"));
+        assert_eq!(
+            (full.port, &full.user[..], &full.password[..]),
+            (5673, "us@r", "p:ss")
+        );
         assert_eq!(full.vhost, "v/x");
         let plain = AmqpUri::parse("amqp://h").unwrap();
-        assert_eq!((plain.port, &plain.user[..], &plain.vhost[..]), (5672, "guest", "/"));
+        assert_eq!(
+            (plain.port, &plain.user[..], &plain.vhost[..]),
+            (5672, "guest", "/")
+        );
         assert_eq!(AmqpUri::parse("amqp://h/").unwrap().vhost, "");
         assert_eq!(AmqpUri::parse("amqp://").unwrap().host, None);
-        assert_eq!(AmqpUri::parse("amqp://[::1]:5").unwrap().host.as_deref(), Some("::1"));
+        assert_eq!(
+            AmqpUri::parse("amqp://[::1]:5").unwrap().host.as_deref(),
+            Some("::1")
+        );
     }
 
     #[test]
@@ -120,9 +129,21 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(AmqpUri::parse("foo://x"), Err(UriError::Scheme("foo".into())));
-        assert!(matches!(AmqpUri::parse("amqp://h:x"), Err(UriError::Malformed(_))));
-        assert!(matches!(AmqpUri::parse("amqp://h/%zz"), Err(UriError::Malformed(_))));
-        assert!(matches!(AmqpUri::parse("amqp://h/a/b"), Err(UriError::Malformed(_))));
+        assert_eq!(
+            AmqpUri::parse("foo://x"),
+            Err(UriError::Scheme("foo".into()))
+        );
+        assert!(matches!(
+            AmqpUri::parse("amqp://h:x"),
+            Err(UriError::Malformed(_))
+        ));
+        assert!(matches!(
+            AmqpUri::parse("amqp://h/%zz"),
+            Err(UriError::Malformed(_))
+        ));
+        assert!(matches!(
+            AmqpUri::parse("amqp://h/a/b"),
+            Err(UriError::Malformed(_))
+        ));
     }
 }

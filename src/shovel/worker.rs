@@ -30,9 +30,8 @@ use super::definition::{AckMode, DeleteAfter, ShovelDefinition, Source};
 use super::status::{ShovelState, ShovelStatus};
 use crate::limits::{SHOVEL_EVENT_BATCH_MAX, SHOVEL_REPLY_TIMEOUT, SHOVEL_STOP_TIMEOUT};
 use crate::protocol::{
-    reply_code, BasicAck, BasicConsume, BasicNack, BasicPublish, BasicQos,
-    ChannelCloseOk, ChannelOpen, ConfirmSelect, ConnectionClose, FieldTable, Method,
-    QueueBind, QueueDeclare,
+    reply_code, BasicAck, BasicConsume, BasicNack, BasicPublish, BasicQos, ChannelCloseOk,
+    ChannelOpen, ConfirmSelect, ConnectionClose, FieldTable, Method, QueueBind, QueueDeclare,
 };
 
 /// How a worker ended.
@@ -144,7 +143,10 @@ impl<'w> Attempt<'w> {
             Err(_) if *self.stopping => return Ended::Outcome(Outcome::Stopped),
             Err(reason) => return Ended::Failed(reason),
         }
-        self.worker.status.borrow_mut().set(ShovelState::Running, None);
+        self.worker
+            .status
+            .borrow_mut()
+            .set(ShovelState::Running, None);
         match self.pump().await {
             Ok(outcome) => Ended::Outcome(outcome),
             Err(reason) => Ended::Failed(reason),
@@ -156,23 +158,43 @@ impl<'w> Attempt<'w> {
         let definition = &worker.definition;
         let local = worker.local;
         let sender = self.sender.clone();
-        let opened = self.unless_stopped(Connection::open(&definition.src_uri, local, Side::Source, sender)).await?;
+        let opened = self
+            .unless_stopped(Connection::open(
+                &definition.src_uri,
+                local,
+                Side::Source,
+                sender,
+            ))
+            .await?;
         self.source = Some(opened);
-        self.reply(Side::Source, |m| matches!(m, Method::ChannelOpenOk(_))).await?;
+        self.reply(Side::Source, |m| matches!(m, Method::ChannelOpenOk(_)))
+            .await?;
         let queue = self.declare_source().await?;
         let sender = self.sender.clone();
         let opened = self
-            .unless_stopped(Connection::open(&definition.dest_uri, local, Side::Destination, sender))
+            .unless_stopped(Connection::open(
+                &definition.dest_uri,
+                local,
+                Side::Destination,
+                sender,
+            ))
             .await?;
         self.destination = Some(opened);
-        self.reply(Side::Destination, |m| matches!(m, Method::ChannelOpenOk(_))).await?;
+        self.reply(Side::Destination, |m| matches!(m, Method::ChannelOpenOk(_)))
+            .await?;
         if let Some(queue) = &definition.dest_queue {
             self.declare_queue(Side::Destination, queue).await?;
         }
         if definition.ack_mode == AckMode::OnConfirm {
-            self.send(Side::Destination, Method::ConfirmSelect(ConfirmSelect { nowait: false }));
+            self.send(
+                Side::Destination,
+                Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+            );
             self.flush(Side::Destination).await?;
-            self.reply(Side::Destination, |m| matches!(m, Method::ConfirmSelectOk(_))).await?;
+            self.reply(Side::Destination, |m| {
+                matches!(m, Method::ConfirmSelectOk(_))
+            })
+            .await?;
         }
         let qos = BasicQos {
             prefetch_size: 0,
@@ -181,7 +203,8 @@ impl<'w> Attempt<'w> {
         };
         self.send(Side::Source, Method::BasicQos(qos));
         self.flush(Side::Source).await?;
-        self.reply(Side::Source, |m| matches!(m, Method::BasicQosOk(_))).await?;
+        self.reply(Side::Source, |m| matches!(m, Method::BasicQosOk(_)))
+            .await?;
         let consume = BasicConsume {
             queue,
             consumer_tag: String::new(),
@@ -193,7 +216,8 @@ impl<'w> Attempt<'w> {
         };
         self.send(Side::Source, Method::BasicConsume(consume));
         self.flush(Side::Source).await?;
-        self.reply(Side::Source, |m| matches!(m, Method::BasicConsumeOk(_))).await?;
+        self.reply(Side::Source, |m| matches!(m, Method::BasicConsumeOk(_)))
+            .await?;
         Ok(())
     }
 
@@ -217,7 +241,10 @@ impl<'w> Attempt<'w> {
                 };
                 self.send(Side::Source, Method::QueueDeclare(declare));
                 self.flush(Side::Source).await?;
-                let Method::QueueDeclareOk(ok) = self.reply(Side::Source, |m| matches!(m, Method::QueueDeclareOk(_))).await? else {
+                let Method::QueueDeclareOk(ok) = self
+                    .reply(Side::Source, |m| matches!(m, Method::QueueDeclareOk(_)))
+                    .await?
+                else {
                     unreachable!("reply matched")
                 };
                 let bind = QueueBind {
@@ -229,7 +256,8 @@ impl<'w> Attempt<'w> {
                 };
                 self.send(Side::Source, Method::QueueBind(bind));
                 self.flush(Side::Source).await?;
-                self.reply(Side::Source, |m| matches!(m, Method::QueueBindOk(_))).await?;
+                self.reply(Side::Source, |m| matches!(m, Method::QueueBindOk(_)))
+                    .await?;
                 (ok.queue, 0)
             }
         };
@@ -255,12 +283,18 @@ impl<'w> Attempt<'w> {
         };
         self.send(side, Method::QueueDeclare(declare(true)));
         self.flush(side).await?;
-        let is_reply = |m: &Method| matches!(m, Method::QueueDeclareOk(_) | Method::ChannelClose(_));
+        let is_reply =
+            |m: &Method| matches!(m, Method::QueueDeclareOk(_) | Method::ChannelClose(_));
         match self.reply_or_close(side, is_reply).await? {
             Method::QueueDeclareOk(ok) => return Ok(ok.message_count),
             Method::ChannelClose(close) if close.reply_code == reply_code::NOT_FOUND => {}
             Method::ChannelClose(close) => {
-                return Err(format!("{}: channel closed: {} {}", side.name(), close.reply_code, close.reply_text))
+                return Err(format!(
+                    "{}: channel closed: {} {}",
+                    side.name(),
+                    close.reply_code,
+                    close.reply_text
+                ))
             }
             _ => unreachable!("reply matched"),
         }
@@ -268,8 +302,12 @@ impl<'w> Attempt<'w> {
         self.send(side, Method::ChannelOpen(ChannelOpen {}));
         self.send(side, Method::QueueDeclare(declare(false)));
         self.flush(side).await?;
-        self.reply(side, |m| matches!(m, Method::ChannelOpenOk(_))).await?;
-        let Method::QueueDeclareOk(ok) = self.reply(side, |m| matches!(m, Method::QueueDeclareOk(_))).await? else {
+        self.reply(side, |m| matches!(m, Method::ChannelOpenOk(_)))
+            .await?;
+        let Method::QueueDeclareOk(ok) = self
+            .reply(side, |m| matches!(m, Method::QueueDeclareOk(_)))
+            .await?
+        else {
             unreachable!("reply matched")
         };
         Ok(ok.message_count)
@@ -293,8 +331,15 @@ impl<'w> Attempt<'w> {
 
     /// The next method on `side` that `wanted` accepts, within `SHOVEL_REPLY_TIMEOUT`; a close
     /// of either end is an error.
-    async fn reply(&mut self, side: Side, wanted: impl Fn(&Method) -> bool) -> Result<Method, String> {
-        match self.reply_or_close(side, |m| wanted(m) || matches!(m, Method::ChannelClose(_))).await? {
+    async fn reply(
+        &mut self,
+        side: Side,
+        wanted: impl Fn(&Method) -> bool,
+    ) -> Result<Method, String> {
+        match self
+            .reply_or_close(side, |m| wanted(m) || matches!(m, Method::ChannelClose(_)))
+            .await?
+        {
             Method::ChannelClose(close) => Err(format!(
                 "{}: channel closed: {} {}",
                 side.name(),
@@ -313,17 +358,34 @@ impl<'w> Attempt<'w> {
         loop {
             let event = match self.next_step(Some(SHOVEL_REPLY_TIMEOUT)).await {
                 Step::Stop => return Err("stopped".to_string()),
-                Step::TimedOut => return Err(format!("{}: no reply within {SHOVEL_REPLY_TIMEOUT:?}", side.name())),
+                Step::TimedOut => {
+                    return Err(format!(
+                        "{}: no reply within {SHOVEL_REPLY_TIMEOUT:?}",
+                        side.name()
+                    ))
+                }
                 Step::Event(None) => return Err("event channel closed".to_string()),
                 Step::Event(Some(event)) => event,
             };
             match event {
-                Event::Method(from, method) if from == side && wanted(&method) => return Ok(method),
+                Event::Method(from, method) if from == side && wanted(&method) => {
+                    return Ok(method)
+                }
                 Event::Method(from, Method::ConnectionClose(close)) => {
-                    return Err(format!("{}: connection closed: {} {}", from.name(), close.reply_code, close.reply_text))
+                    return Err(format!(
+                        "{}: connection closed: {} {}",
+                        from.name(),
+                        close.reply_code,
+                        close.reply_text
+                    ))
                 }
                 Event::Method(from, Method::ChannelClose(close)) => {
-                    return Err(format!("{}: channel closed: {} {}", from.name(), close.reply_code, close.reply_text))
+                    return Err(format!(
+                        "{}: channel closed: {} {}",
+                        from.name(),
+                        close.reply_code,
+                        close.reply_text
+                    ))
                 }
                 Event::Closed(from, reason) => return Err(format!("{}: {reason}", from.name())),
                 Event::Method(..) | Event::Delivery(_) => {}
@@ -385,13 +447,19 @@ impl<'w> Attempt<'w> {
         let mut stop_deadline: Option<std::time::Instant> = None;
         loop {
             if *self.stopping || self.finishing {
-                let deadline = *stop_deadline.get_or_insert_with(|| std::time::Instant::now() + SHOVEL_STOP_TIMEOUT);
+                let deadline = *stop_deadline
+                    .get_or_insert_with(|| std::time::Instant::now() + SHOVEL_STOP_TIMEOUT);
                 if self.outstanding.is_empty() || std::time::Instant::now() >= deadline {
                     self.close().await;
-                    return Ok(if self.finishing { Outcome::Finished } else { Outcome::Stopped });
+                    return Ok(if self.finishing {
+                        Outcome::Finished
+                    } else {
+                        Outcome::Stopped
+                    });
                 }
             }
-            let timeout = stop_deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let timeout =
+                stop_deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let first = match self.next_step(timeout).await {
                 Step::Stop | Step::TimedOut => continue,
                 Step::Event(None) => return Err("event channel closed".to_string()),
@@ -459,7 +527,10 @@ impl<'w> Attempt<'w> {
                     .clone()
                     .unwrap_or_else(|| delivery.deliver.routing_key.clone()),
             ),
-            (None, None) => (delivery.deliver.exchange.clone(), delivery.deliver.routing_key.clone()),
+            (None, None) => (
+                delivery.deliver.exchange.clone(),
+                delivery.deliver.routing_key.clone(),
+            ),
         };
         let publish = BasicPublish {
             exchange,
@@ -478,7 +549,13 @@ impl<'w> Attempt<'w> {
                 self.next_sequence += 1;
             }
             // Written after the publish (destination flushed first): acks every earlier tag.
-            AckMode::OnPublish => self.send(Side::Source, Method::BasicAck(BasicAck { delivery_tag: tag, multiple: true })),
+            AckMode::OnPublish => self.send(
+                Side::Source,
+                Method::BasicAck(BasicAck {
+                    delivery_tag: tag,
+                    multiple: true,
+                }),
+            ),
             AckMode::NoAck => {}
         }
         self.published += 1;
@@ -501,17 +578,29 @@ impl<'w> Attempt<'w> {
             if ok {
                 self.confirmed.insert(tag);
             } else {
-                let nack = BasicNack { delivery_tag: tag, multiple: false, requeue: true };
+                let nack = BasicNack {
+                    delivery_tag: tag,
+                    multiple: false,
+                    requeue: true,
+                };
                 self.send(Side::Source, Method::BasicNack(nack));
             }
         }
-        let floor = self.outstanding.values().next().copied().unwrap_or(u64::MAX);
+        let floor = self
+            .outstanding
+            .values()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX);
         let below: Vec<u64> = self.confirmed.range(..floor).copied().collect();
         if let Some(&highest) = below.last() {
             for tag in &below {
                 self.confirmed.remove(tag);
             }
-            let ack = BasicAck { delivery_tag: highest, multiple: true };
+            let ack = BasicAck {
+                delivery_tag: highest,
+                multiple: true,
+            };
             self.send(Side::Source, Method::BasicAck(ack));
         }
     }
@@ -536,7 +625,9 @@ impl<'w> Attempt<'w> {
             let wait = async {
                 loop {
                     match self.events.recv().await {
-                        Some(Event::Method(from, Method::ConnectionCloseOk(_))) if from == side => break,
+                        Some(Event::Method(from, Method::ConnectionCloseOk(_))) if from == side => {
+                            break
+                        }
                         Some(Event::Closed(from, _)) if from == side => break,
                         None => break,
                         Some(_) => {}
