@@ -334,6 +334,17 @@ pub const SHOVEL_MESSAGE_BYTES_MAX: u64 = 128 * 1024 * 1024;
 pub const SHOVEL_READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Events (deliveries, confirms) a shovel handles before it writes what they produced.
 pub const SHOVEL_EVENT_BATCH_MAX: usize = 256;
+/// A batch stops taking events once this many bytes wait to be written to the destination
+/// (one message may take it past: the buffer holds at most that message more).
+pub const SHOVEL_WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// A shovel's event channel holds twice its prefetch (deliveries and as many confirms) plus
+/// this many other methods (replies, cancels, closes).
+pub const SHOVEL_EVENTS_BEYOND_PREFETCH_MAX: usize = 64;
+/// Reconnect backoff: after consecutive attempts that never got to running, the wait doubles
+/// from `reconnect-delay` at most this many times, and stays under this ceiling unless
+/// `reconnect-delay` itself is longer.
+pub const SHOVEL_RECONNECT_DOUBLINGS_MAX: u32 = 16;
+pub const SHOVEL_RECONNECT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 // Management HTTP API (`management::http`, `management::api`).
 

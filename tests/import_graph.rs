@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Edges that must not exist (from, to).
-const FORBIDDEN: [(&str, &str); 20] = [
+const FORBIDDEN: [(&str, &str); 25] = [
     ("shard", "session"),
     ("shard", "net"),
     ("shard", "runtime"),
@@ -35,6 +35,12 @@ const FORBIDDEN: [(&str, &str); 20] = [
     ("ctl", "net"),
     ("ctl", "runtime"),
     ("ctl", "storage"),
+    // A shovel is a client of brokers over sockets: it never reaches into this one's core.
+    ("shovel", "shard"),
+    ("shovel", "session"),
+    ("shovel", "broker"),
+    ("shovel", "management"),
+    ("shovel", "storage"),
 ];
 /// The modules among which no cycle may exist.
 const EDGE_MODULES: [&str; 5] = ["net", "session", "shard", "runtime", "conn_sink"];

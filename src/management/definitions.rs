@@ -16,7 +16,7 @@ use super::backend::Operation;
 use super::json::{json_to_table, loose_bool, table_to_json};
 use super::objects::{self, RABBITMQ_VERSION};
 use super::routes::{body_object, user_from_body, Reply};
-use super::{parameters, policies};
+use super::{parameters, policies, vhost_limits};
 use crate::auth::{Permission, TopicPermission};
 use crate::broker::{AccessOp, Binding, Destination, ParameterOp, PolicyKind, PolicyOp, Topology};
 use crate::limits::MANAGEMENT_IMPORT_OPERATIONS_MAX;
@@ -126,11 +126,13 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
         .filter(|p| p.kind == PolicyKind::Policy)
         .map(|p| scoped(policies::policy_json(p), with_vhost))
         .collect();
-    let parameters: Vec<Value> = vhosts
-        .iter()
-        .flat_map(|vhost| topology.parameters_in(vhost))
-        .map(|p| scoped(parameters::parameter_json(p), with_vhost))
-        .collect();
+    let mut parameters = vhost_limits::definitions_items(topology, &vhosts, with_vhost);
+    parameters.extend(
+        vhosts
+            .iter()
+            .flat_map(|vhost| topology.parameters_in(vhost))
+            .map(|p| scoped(parameters::parameter_json(p), with_vhost)),
+    );
     if let Some(_vhost) = only {
         return json!({"rabbit_version": RABBITMQ_VERSION, "parameters": parameters, "policies": policies, "queues": queues, "exchanges": exchanges, "bindings": bindings});
     }
@@ -307,6 +309,11 @@ pub fn import_operations(
         let object = item.as_object().ok_or("parameter must be an object")?;
         let vhost = vhost_of(item)?;
         let component = text(item, "component", "parameter")?;
+        if component == vhost_limits::COMPONENT {
+            let value = item.get("value").unwrap_or(&Value::Null);
+            ops.extend(vhost_limits::import_item(&vhost, value)?);
+            continue;
+        }
         let name = text(item, "name", "parameter")?;
         let parameter = parameters::parameter_from_json(component, &vhost, name, object)
             .map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;

@@ -4,7 +4,10 @@
 //!
 //! Who may do what: reading, setting or clearing a parameter takes the administrator tag, or
 //! policymaker with access to the vhost (401 `User not authorised to access object`), as
-//! RabbitMQ's `is_authorized_policies`; listings show the vhosts the caller sees.
+//! RabbitMQ's `is_authorized_policies`; listings show the vhosts the caller sees. Shovel status
+//! takes the monitoring (or administrator) tag (`is_authorized_monitor`, 401 `Not monitor
+//! user`) and shows the shovels of the vhosts the caller has permissions in, as
+//! `rabbit_shovel_mgmt`'s `filter_vhost_user`.
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -143,6 +146,7 @@ pub fn parameter_json(parameter: &Parameter) -> Value {
 
 /// GET `/api/shovels[/vhost]`.
 pub async fn shovels(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
+    cx.require_monitor()?;
     if let Some(vhost) = only {
         if !cx.topology.vhost_exists(vhost) {
             return Err(Response::not_found());
@@ -155,7 +159,7 @@ pub async fn shovels(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
         .await
         .iter()
         .filter(|s| only.is_none_or(|v| s.vhost == v))
-        .filter(|s| cx.visible_vhost(&s.vhost))
+        .filter(|s| shows_shovels_of(cx, &s.vhost))
         .map(|s| shovel_json(s, &node))
         .collect();
     Ok(list_response(reply_list(items, &cx.query, &[])))
@@ -163,7 +167,8 @@ pub async fn shovels(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
 
 /// GET `/api/shovels/vhost/VHOST/NAME`: one status object.
 pub async fn shovel(api: &Api, cx: &Context, vhost: &str, name: &str) -> Reply {
-    if !cx.visible_vhost(vhost) {
+    cx.require_monitor()?;
+    if !shows_shovels_of(cx, vhost) {
         return Err(Response::not_found());
     }
     let node = api.stats().await.0.node.name.clone();
@@ -173,6 +178,11 @@ pub async fn shovel(api: &Api, cx: &Context, vhost: &str, name: &str) -> Reply {
         .find(|s| s.vhost == vhost && s.name == name)
         .ok_or_else(Response::not_found)?;
     Ok(Response::json(200, &shovel_json(status, &node)))
+}
+
+/// A dynamic shovel is listed to users who may log in to its vhost (administrators included).
+fn shows_shovels_of(cx: &Context, vhost: &str) -> bool {
+    cx.topology.can_access_vhost(&cx.caller.name, vhost)
 }
 
 /// RabbitMQ's status object: ends only while running, the reason once terminated. URIs are

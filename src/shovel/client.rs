@@ -4,9 +4,10 @@
 //! header and body together) and a write half the worker writes method and content frames to.
 //!
 //! Contract of the event channel: both connections' readers of one attempt send into the
-//! worker's one receiver; it holds at most what the prefetch lets in flight (deliveries from
-//! the source, confirms from the destination) plus replies, so it is unbounded without
-//! growing past that. A reader ends at end of stream or at its first malformed frame, after
+//! worker's one receiver, bounded (`worker::event_capacity`) above what the prefetch lets in
+//! flight (deliveries from the source, confirms from the destination) plus replies; when it is
+//! full (only with `no-ack`, which no prefetch limits) a reader stops reading its socket until
+//! the worker catches up. A reader ends at end of stream or at its first malformed frame, after
 //! sending `Closed`; dropping the [`Connection`] cancels it.
 
 use std::net::SocketAddr;
@@ -75,12 +76,12 @@ impl Connection {
     pub async fn open(
         uri: &AmqpUri,
         local: Option<SocketAddr>,
-        side: Side,
+        (side, shovel): (Side, &str),
         events: Rc<LocalSender<Event>>,
     ) -> Result<Connection, String> {
         let attempt = async {
             let connected = match connect(uri, local).await {
-                Ok(stream) => handshake(stream, uri, side, events).await,
+                Ok(stream) => handshake(stream, uri, (side, shovel), events).await,
                 Err(reason) => Err(format!("{}: {reason}", side.name())),
             };
             Ok(connected)
@@ -115,6 +116,11 @@ impl Connection {
             &mut self.out,
         );
         encode_body_frames(CHANNEL, body, self.frame_max, &mut self.out);
+    }
+
+    /// Bytes queued by `method` and `publish` that the next `flush` writes.
+    pub fn unwritten_bytes(&self) -> usize {
+        self.out.len()
     }
 
     pub async fn flush(&mut self) -> Result<(), String> {
@@ -178,7 +184,7 @@ async fn read_more(reader: &mut ReadHalf<TcpStream>, buf: &mut BytesMut) -> Resu
 async fn handshake(
     stream: TcpStream,
     uri: &AmqpUri,
-    side: Side,
+    (side, shovel): (Side, &str),
     events: Rc<LocalSender<Event>>,
 ) -> Result<Connection, String> {
     let named = |e: String| format!("{}: {e}", side.name());
@@ -197,7 +203,7 @@ async fn handshake(
     let mut out = BytesMut::new();
     let response = format!("\0{}\0{}", uri.user, uri.password);
     let start_ok = ConnectionStartOk {
-        client_properties: client_properties(),
+        client_properties: client_properties(shovel),
         mechanism: "PLAIN".to_string(),
         response: Bytes::from(response.into_bytes()),
         locale: "en_US".to_string(),
@@ -267,7 +273,8 @@ async fn handshake(
     Ok(connection)
 }
 
-fn client_properties() -> FieldTable {
+/// As RabbitMQ's shovel: its capabilities, and `connection_name` "Shovel NAME".
+fn client_properties(shovel: &str) -> FieldTable {
     let mut capabilities = FieldTable::default();
     for capability in ["publisher_confirms", "consumer_cancel_notify", "basic.nack"] {
         capabilities.insert(capability, FieldValue::Boolean(true));
@@ -276,7 +283,7 @@ fn client_properties() -> FieldTable {
     let text = |t: &str| FieldValue::LongString(Bytes::copy_from_slice(t.as_bytes()));
     properties.insert("product", text("ringmq shovel"));
     properties.insert("version", text(env!("CARGO_PKG_VERSION")));
-    properties.insert("connection_name", text("Shovel"));
+    properties.insert("connection_name", text(&format!("Shovel {shovel}")));
     properties.insert("capabilities", FieldValue::FieldTable(capabilities));
     properties
 }

@@ -72,13 +72,14 @@ impl ShovelStatus {
         self.changed_at_seconds = now_seconds();
     }
 
-    /// RabbitMQ's `timestamp`: `YYYY-MM-DD HH:MM:SS` (UTC here).
+    /// RabbitMQ's `timestamp` (`rabbit_shovel_mgmt:format_ts`, `~w-~2.2.0w-~2.2.0w
+    /// ~w:~2.2.0w:~2.2.0w`): `YYYY-MM-DD H:MM:SS`, the hour not padded; UTC here.
     pub fn timestamp(&self) -> String {
         let seconds = self.changed_at_seconds;
         let (days, rest) = (seconds / 86_400, seconds % 86_400);
         let (year, month, day) = civil_from_days(days as i64);
         format!(
-            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+            "{year}-{month:02}-{day:02} {}:{:02}:{:02}",
             rest / 3600,
             rest % 3600 / 60,
             rest % 60
@@ -115,6 +116,19 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::civil_from_days;
+
+    #[test]
+    fn timestamp_as_rabbitmq_prints_it() {
+        let definition = crate::shovel::definition::validate(
+            "s",
+            &serde_json::json!({"src-uri": "amqp://", "src-queue": "a",
+                                "dest-uri": "amqp://", "dest-queue": "b"}),
+        )
+        .expect("valid");
+        let mut status = super::ShovelStatus::new("/", "s", &definition);
+        status.changed_at_seconds = 19_723 * 86_400 + 7 * 3600 + 5 * 60 + 9;
+        assert_eq!(status.timestamp(), "2024-01-01 7:05:09");
+    }
 
     #[test]
     fn calendar() {

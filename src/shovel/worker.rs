@@ -28,7 +28,11 @@ use glommio::channels::local_channel::{self, LocalReceiver};
 use super::client::{Connection, Delivery, Event, Side};
 use super::definition::{AckMode, DeleteAfter, ShovelDefinition, Source};
 use super::status::{ShovelState, ShovelStatus};
-use crate::limits::{SHOVEL_EVENT_BATCH_MAX, SHOVEL_REPLY_TIMEOUT, SHOVEL_STOP_TIMEOUT};
+use crate::limits::{
+    SHOVEL_EVENTS_BEYOND_PREFETCH_MAX, SHOVEL_EVENT_BATCH_MAX, SHOVEL_RECONNECT_BACKOFF_MAX,
+    SHOVEL_RECONNECT_DOUBLINGS_MAX, SHOVEL_REPLY_TIMEOUT, SHOVEL_STOP_TIMEOUT,
+    SHOVEL_WRITE_BATCH_BYTES_MAX,
+};
 use crate::protocol::{
     reply_code, BasicAck, BasicConsume, BasicNack, BasicPublish, BasicQos, ChannelCloseOk,
     ChannelOpen, ConfirmSelect, ConnectionClose, FieldTable, Method, QueueBind, QueueDeclare,
@@ -60,9 +64,13 @@ enum Ended {
 impl Worker {
     pub async fn run(self) -> Outcome {
         let mut stopping = false;
+        let mut failures: u32 = 0;
         loop {
             self.status.borrow_mut().set(ShovelState::Starting, None);
-            let ended = Attempt::new(&self, &mut stopping).run().await;
+            let mut attempt = Attempt::new(&self, &mut stopping);
+            let ended = attempt.run().await;
+            let ran = attempt.ran;
+            drop(attempt);
             let reason = match ended {
                 Ended::Outcome(outcome) => return outcome,
                 Ended::Failed(_) if stopping => return Outcome::Stopped,
@@ -72,12 +80,31 @@ impl Worker {
             self.status
                 .borrow_mut()
                 .set(ShovelState::Terminated, Some(reason));
-            let delay = self.definition.reconnect_delay;
+            failures = if ran { 1 } else { failures.saturating_add(1) };
+            let Some(delay) = reconnect_backoff(self.definition.reconnect_delay, failures) else {
+                // RabbitMQ's `reconnect-delay: 0`: never reconnect; terminated until cleared.
+                self.stop.recv().await;
+                return Outcome::Stopped;
+            };
             if wait_or_stop(&self.stop, delay).await {
                 return Outcome::Stopped;
             }
         }
     }
+}
+
+/// The wait before the next attempt after `failures` attempts in a row that never got to
+/// running: `reconnect-delay` after the first, doubling after each further one, up to
+/// `SHOVEL_RECONNECT_BACKOFF_MAX` (or `reconnect-delay` itself when that is longer). None:
+/// a zero `reconnect-delay`, which means "do not reconnect".
+pub fn reconnect_backoff(reconnect_delay: Duration, failures: u32) -> Option<Duration> {
+    assert!(failures >= 1);
+    if reconnect_delay.is_zero() {
+        return None;
+    }
+    let ceiling = reconnect_delay.max(SHOVEL_RECONNECT_BACKOFF_MAX);
+    let doublings = (failures - 1).min(SHOVEL_RECONNECT_DOUBLINGS_MAX);
+    Some(reconnect_delay.saturating_mul(1 << doublings).min(ceiling))
 }
 
 /// Sleeps `delay`; true if asked to stop meanwhile.
@@ -91,6 +118,14 @@ async fn wait_or_stop(stop: &LocalReceiver<()>, delay: Duration) -> bool {
         false
     };
     future::or(stopped, slept).await
+}
+
+/// Room in an attempt's event channel: with acknowledgements the source has at most
+/// `prefetch` deliveries out and the destination at most as many confirms (one per publish of
+/// an unacknowledged delivery), plus a few replies; with `no-ack` (no prefetch applies) a full
+/// channel stops the readers, so the source waits on TCP instead of the shovel's memory.
+fn event_capacity(prefetch: u16) -> usize {
+    2 * usize::from(prefetch) + SHOVEL_EVENTS_BEYOND_PREFETCH_MAX
 }
 
 enum Step {
@@ -116,11 +151,13 @@ struct Attempt<'w> {
     /// `src-delete-after` as a count, once known.
     limit: Option<u64>,
     finishing: bool,
+    /// Got as far as running (both ends open, consuming).
+    ran: bool,
 }
 
 impl<'w> Attempt<'w> {
     fn new(worker: &'w Worker, stopping: &'w mut bool) -> Attempt<'w> {
-        let (sender, events) = local_channel::new_unbounded();
+        let (sender, events) = local_channel::new_bounded(event_capacity(worker.definition.prefetch));
         Attempt {
             worker,
             stopping,
@@ -134,15 +171,17 @@ impl<'w> Attempt<'w> {
             published: 0,
             limit: None,
             finishing: false,
+            ran: false,
         }
     }
 
-    async fn run(mut self) -> Ended {
+    async fn run(&mut self) -> Ended {
         match self.start().await {
             Ok(()) => {}
             Err(_) if *self.stopping => return Ended::Outcome(Outcome::Stopped),
             Err(reason) => return Ended::Failed(reason),
         }
+        self.ran = true;
         self.worker
             .status
             .borrow_mut()
@@ -157,12 +196,13 @@ impl<'w> Attempt<'w> {
         let worker = self.worker;
         let definition = &worker.definition;
         let local = worker.local;
+        let name = worker.status.borrow().name.clone();
         let sender = self.sender.clone();
         let opened = self
             .unless_stopped(Connection::open(
                 &definition.src_uri,
                 local,
-                Side::Source,
+                (Side::Source, &name),
                 sender,
             ))
             .await?;
@@ -175,7 +215,7 @@ impl<'w> Attempt<'w> {
             .unless_stopped(Connection::open(
                 &definition.dest_uri,
                 local,
-                Side::Destination,
+                (Side::Destination, &name),
                 sender,
             ))
             .await?;
@@ -434,6 +474,10 @@ impl<'w> Attempt<'w> {
         }
     }
 
+    fn unwritten_bytes(&mut self, side: Side) -> usize {
+        self.connection(side).map_or(0, |c| c.unwritten_bytes())
+    }
+
     async fn flush(&mut self, side: Side) -> Result<(), String> {
         match self.connection(side) {
             Some(connection) => connection.flush().await,
@@ -466,8 +510,12 @@ impl<'w> Attempt<'w> {
                 Step::Event(Some(event)) => event,
             };
             self.on_event(first)?;
-            // Whatever else is already here goes out with the same writes.
+            // Whatever else is already here goes out with the same writes, up to a bound in
+            // events and in bytes waiting for the destination.
             for _ in 1..SHOVEL_EVENT_BATCH_MAX {
+                if self.unwritten_bytes(Side::Destination) >= SHOVEL_WRITE_BATCH_BYTES_MAX {
+                    break;
+                }
                 let Some(Some(event)) = future::poll_once(self.events.recv()).await else {
                     break;
                 };
@@ -642,5 +690,35 @@ impl<'w> Attempt<'w> {
         }
         self.source = None;
         self.destination = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{event_capacity, reconnect_backoff};
+    use crate::limits::SHOVEL_RECONNECT_BACKOFF_MAX;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_its_ceiling() {
+        let second = Duration::from_secs(1);
+        let waits: Vec<Duration> = (1..=8)
+            .map(|failures| reconnect_backoff(second, failures).expect("reconnects"))
+            .collect();
+        assert_eq!(waits[0], second);
+        assert_eq!(waits[1], 2 * second);
+        assert_eq!(waits[2], 4 * second);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
+        assert_eq!(waits[7], SHOVEL_RECONNECT_BACKOFF_MAX);
+        assert_eq!(reconnect_backoff(second, u32::MAX), Some(SHOVEL_RECONNECT_BACKOFF_MAX));
+        let long = SHOVEL_RECONNECT_BACKOFF_MAX * 2;
+        assert_eq!(reconnect_backoff(long, 5), Some(long), "never below reconnect-delay");
+        assert_eq!(reconnect_backoff(Duration::ZERO, 1), None, "0: do not reconnect");
+    }
+
+    #[test]
+    fn event_room_covers_the_prefetch_twice() {
+        assert!(event_capacity(1000) > 2000);
+        assert!(event_capacity(u16::MAX) > 2 * usize::from(u16::MAX));
     }
 }
