@@ -19,7 +19,7 @@ use lapin::options::QueueDeclareOptions;
 use lapin::ExchangeKind;
 use serde_json::{json, Value};
 
-/// Messages each shovel moves: half published before the kill, half while B is down.
+/// Messages each shovel moves, published while it runs.
 const MESSAGES: usize = 10_000;
 /// The shovels' `src-prefetch-count`: at most this many in flight, so at most this many
 /// extra copies per shovel after one kill.
@@ -154,27 +154,38 @@ async fn shovels_survive_a_destination_kill() {
     );
     assert_eq!(parameter["value"]["dest-queue"], *dq1);
 
-    // The first half while both ends are up; B dies once the shovels are moving messages.
+    // Publishers keep publishing while the shovels move messages; B dies a quarter of the way
+    // through, with messages in flight, and comes back while A keeps queueing.
     let (ids1, ids2) = (ids("s1", 0..MESSAGES), ids("s2", 0..MESSAGES));
-    let half = MESSAGES / 2;
-    publish_ids(&publisher, "", &q1, &ids1[..half]).await;
-    publish_ids(&publisher, "", &q2, &ids2[..half]).await;
-    eventually("both shovels moving", TRANSFER_TIMEOUT, || {
-        let moving = queue_stat(&destination_admin, &dq1, "messages") > 0
-            && queue_stat(&destination_admin, &dq2, "messages") > 0;
+    let publishers: Vec<_> = [(q1.clone(), ids1.clone()), (q2.clone(), ids2.clone())]
+        .into_iter()
+        .map(|(queue, sent)| {
+            let ch = publisher.clone();
+            tokio::spawn(async move { publish_ids(&ch, "", &queue, &sent).await })
+        })
+        .collect();
+    let quarter = (MESSAGES / 4) as u64;
+    eventually("a quarter moved by each shovel", TRANSFER_TIMEOUT, || {
+        let moving = queue_stat(&destination_admin, &dq1, "messages") >= quarter
+            && queue_stat(&destination_admin, &dq2, "messages") >= quarter;
         std::future::ready(moving.then_some(()))
     })
     .await;
     destination.kill9();
+    let in_flight = queue_stat(&source_admin, &q1, "messages_unacknowledged");
     for name in [s1, s2] {
         let terminated = wait_state(&source_admin, name, "terminated").await;
         assert_status_keys(&terminated, &["reason"]);
         let reason = terminated["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("destination"), "{terminated}");
     }
-    publish_ids(&publisher, "", &q1, &ids1[half..]).await;
-    publish_ids(&publisher, "", &q2, &ids2[half..]).await;
     destination.restart_same_dir();
+    for task in publishers {
+        tokio::time::timeout(TRANSFER_TIMEOUT, task)
+            .await
+            .expect("publishers done in time")
+            .expect("publisher task");
+    }
 
     // Everything leaves A (acknowledged there only once B confirmed it).
     for queue in [&q1, &q2] {
@@ -207,7 +218,8 @@ async fn shovels_survive_a_destination_kill() {
         let received = drain_ids(&ch, queue, count as usize).await;
         let extra = extra_copies(&received, sent);
         eprintln!(
-            "shovel into {queue}: {} sent, {} received, {extra} redelivered copies",
+            "shovel into {queue}: {} sent, {} received, {extra} redelivered copies \
+             ({in_flight} unacknowledged at the first source when B was killed)",
             sent.len(),
             received.len()
         );
