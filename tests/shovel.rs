@@ -14,8 +14,9 @@ use common::admin::{encode, Admin};
 use common::ctl::Ctl;
 use common::shovel::{assert_status_keys, in_state, status};
 use common::transfer::{drain_ids, eventually, extra_copies, ids, publish_ids, queue_counts};
-use common::{amqp, unique, Broker};
-use lapin::options::QueueDeclareOptions;
+use common::{amqp, step, unique, Broker};
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::ExchangeKind;
 use serde_json::{json, Value};
 
@@ -85,7 +86,19 @@ async fn shovels_survive_a_destination_kill() {
     {
         let connection = amqp::connect(&destination).await;
         let ch = amqp::channel(&connection).await;
-        amqp::declare_exchange(&ch, &dx, ExchangeKind::Direct).await;
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let declared = ch.exchange_declare(
+            &dx,
+            ExchangeKind::Direct,
+            durable_exchange,
+            FieldTable::default(),
+        );
+        step("exchange.declare", declared)
+            .await
+            .expect("exchange.declare");
         amqp::declare_queue(&ch, &dq2, durable)
             .await
             .expect("queue");
