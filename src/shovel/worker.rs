@@ -76,10 +76,14 @@ impl Worker {
                 Ended::Failed(_) if stopping => return Outcome::Stopped,
                 Ended::Failed(reason) => reason,
             };
-            tracing::warn!(shovel = %self.status.borrow().name, %reason, "shovel terminated");
-            self.status
-                .borrow_mut()
-                .set(ShovelState::Terminated, Some(reason));
+            tracing::warn!(shovel = %self.status.borrow().name, %reason, ran, "shovel attempt failed");
+            // As RabbitMQ's: a shovel that cannot connect stays `starting` (each attempt
+            // renews its timestamp); one that was running is `terminated` until it retries.
+            if ran {
+                self.status
+                    .borrow_mut()
+                    .set(ShovelState::Terminated, Some(reason));
+            }
             failures = if ran { 1 } else { failures.saturating_add(1) };
             let Some(delay) = reconnect_backoff(self.definition.reconnect_delay, failures) else {
                 // RabbitMQ's `reconnect-delay: 0`: never reconnect; terminated until cleared.
