@@ -188,7 +188,6 @@ fn transfer(from: &Admin, to: &Admin) -> Value {
     serde_json::from_str(&definitions).expect("definitions json")
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn definitions_round_trip_with_rabbitmq() {
     if !rabbitmq_installed() {

@@ -108,7 +108,12 @@ async fn shovels_survive_a_destination_kill() {
     // S1 through the API, from this broker (`amqp://`) to a queue on B; S2 with ringmqctl,
     // from A's own URI to an exchange on B with a routing key of its own.
     let (s1, s2) = ("to-queue", "to-exchange");
-    let value = shovel_value("amqp://", &q1, &destination.url(), json!({"dest-queue": dq1}));
+    let value = shovel_value(
+        "amqp://",
+        &q1,
+        &destination.url(),
+        json!({"dest-queue": dq1}),
+    );
     let (code, text) = common::shovel::put(&source_admin, "/", s1, &value);
     assert_eq!(code, 201, "{text}");
     let value = shovel_value(
@@ -125,7 +130,14 @@ async fn shovels_survive_a_destination_kill() {
     let running = wait_state(&source_admin, s1, "running").await;
     assert_status_keys(
         &running,
-        &["src_uri", "src_protocol", "dest_protocol", "dest_uri", "src_queue", "dest_queue"],
+        &[
+            "src_uri",
+            "src_protocol",
+            "dest_protocol",
+            "dest_uri",
+            "src_queue",
+            "dest_queue",
+        ],
     );
     assert_eq!(running["src_queue"], *q1);
     assert_eq!(running["dest_queue"], *dq1);
@@ -154,15 +166,15 @@ async fn shovels_survive_a_destination_kill() {
         assert_eq!(row["state"], "running", "{row}");
     }
     let parameters = ctl.json(&["list_parameters"]);
-    assert_eq!(
-        parameters.as_array().map(Vec::len),
-        Some(2),
-        "{parameters}"
-    );
+    assert_eq!(parameters.as_array().map(Vec::len), Some(2), "{parameters}");
     let parameter = source_admin.get_json(&common::shovel::path("/", s1));
     assert_eq!(common::shovel::keys(&parameter).len(), 4, "{parameter}");
     assert_eq!(
-        (&parameter["component"], &parameter["vhost"], &parameter["name"]),
+        (
+            &parameter["component"],
+            &parameter["vhost"],
+            &parameter["name"]
+        ),
         (&json!("shovel"), &json!("/"), &json!(s1))
     );
     assert_eq!(parameter["value"]["dest-queue"], *dq1);
@@ -340,7 +352,12 @@ async fn states_and_refusals() {
     let (code, _) = admin.request("GET", &common::shovel::path("/", "bad"), None);
     assert_eq!(code, 404, "nothing was stored");
 
-    refusals_by_tag(&broker, &admin, &shovel_value(&silent_uri, "q", "amqp://", dest)).await;
+    refusals_by_tag(
+        &broker,
+        &admin,
+        &shovel_value(&silent_uri, "q", "amqp://", dest),
+    )
+    .await;
     drop(silent);
 }
 
@@ -391,9 +408,11 @@ async fn refusals_by_tag(broker: &Broker, admin: &Admin, value: &Value) {
             .is_some_and(|all| all.iter().any(|s| s["name"] == "by-tag")),
         "{listed}"
     );
-    let refused = Ctl::for_broker(broker)
-        .as_user("manager", password)
-        .run(&["clear_parameter", "shovel", "by-tag"]);
+    let refused = Ctl::for_broker(broker).as_user("manager", password).run(&[
+        "clear_parameter",
+        "shovel",
+        "by-tag",
+    ]);
     assert_eq!(refused.code, Some(2), "ringmqctl refused: {refused:?}");
     let (code, _) = common::shovel::delete(&as_user("policymaker"), "/", "by-tag");
     assert_eq!(code, 204);

@@ -75,7 +75,9 @@ async fn wait_state(admin: &Admin, name: &str, state: &str) -> Value {
         }
     })
     .await;
-    found.unwrap_or_else(|_| panic!("shovel {name} not {state} within {STATE_TIMEOUT:?}; seen {seen:?}"))
+    found.unwrap_or_else(|_| {
+        panic!("shovel {name} not {state} within {STATE_TIMEOUT:?}; seen {seen:?}")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,7 +128,10 @@ async fn migrate_from_rabbitmq_with_a_restart() {
     ringmq.kill9();
     let killed_at = started.elapsed();
     let (left, _) = queue_counts(&publisher, SOURCE_QUEUE).await;
-    assert!(left > 0, "the kill came after the transfer: nothing left at RabbitMQ");
+    assert!(
+        left > 0,
+        "the kill came after the transfer: nothing left at RabbitMQ"
+    );
     ringmq.restart_same_dir();
 
     // Recovered from the topology log, the shovel finishes and clears its own parameter.
@@ -184,7 +189,10 @@ async fn oracle_shapes(rabbit: &RabbitMq, rabbit_admin: &Admin, ringmq_admin: &A
     for bad in [&bad_uri, &no_source] {
         let theirs = common::shovel::put(rabbit_admin, "/", "oracle-bad", bad);
         let ours = common::shovel::put(ringmq_admin, "/", "oracle-bad", bad);
-        assert_eq!(theirs.0, ours.0, "status: RabbitMQ {theirs:?}, ringmq {ours:?}");
+        assert_eq!(
+            theirs.0, ours.0,
+            "status: RabbitMQ {theirs:?}, ringmq {ours:?}"
+        );
         let reason = |text: &str| -> Value {
             serde_json::from_str::<Value>(text).unwrap_or(Value::Null)["reason"].clone()
         };

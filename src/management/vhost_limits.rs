@@ -18,7 +18,8 @@ use crate::broker::{AccessOp, Topology, VhostLimitName, VhostLimits};
 pub const COMPONENT: &str = "vhost-limits";
 const PARAMETER_NAME: &str = "limits";
 
-const LIMIT_NAMES: [VhostLimitName; 2] = [VhostLimitName::MaxConnections, VhostLimitName::MaxQueues];
+const LIMIT_NAMES: [VhostLimitName; 2] =
+    [VhostLimitName::MaxConnections, VhostLimitName::MaxQueues];
 
 const ALLOW_PUT_DELETE: &str = "PUT, DELETE, OPTIONS";
 

@@ -161,7 +161,8 @@ struct Attempt<'w> {
 
 impl<'w> Attempt<'w> {
     fn new(worker: &'w Worker, stopping: &'w mut bool) -> Attempt<'w> {
-        let (sender, events) = local_channel::new_bounded(event_capacity(worker.definition.prefetch));
+        let (sender, events) =
+            local_channel::new_bounded(event_capacity(worker.definition.prefetch));
         Attempt {
             worker,
             stopping,
@@ -714,10 +715,21 @@ mod tests {
         assert_eq!(waits[2], 4 * second);
         assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
         assert_eq!(waits[7], SHOVEL_RECONNECT_BACKOFF_MAX);
-        assert_eq!(reconnect_backoff(second, u32::MAX), Some(SHOVEL_RECONNECT_BACKOFF_MAX));
+        assert_eq!(
+            reconnect_backoff(second, u32::MAX),
+            Some(SHOVEL_RECONNECT_BACKOFF_MAX)
+        );
         let long = SHOVEL_RECONNECT_BACKOFF_MAX * 2;
-        assert_eq!(reconnect_backoff(long, 5), Some(long), "never below reconnect-delay");
-        assert_eq!(reconnect_backoff(Duration::ZERO, 1), None, "0: do not reconnect");
+        assert_eq!(
+            reconnect_backoff(long, 5),
+            Some(long),
+            "never below reconnect-delay"
+        );
+        assert_eq!(
+            reconnect_backoff(Duration::ZERO, 1),
+            None,
+            "0: do not reconnect"
+        );
     }
 
     #[test]

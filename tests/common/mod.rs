@@ -499,8 +499,8 @@ pub mod admin;
 pub mod ctl;
 pub mod filesystem;
 pub mod rabbitmq;
-pub mod shovel;
 pub mod raw;
+pub mod shovel;
 pub mod transfer;
 
 pub mod amqp {

@@ -121,7 +121,10 @@ pub fn extra_copies(received: &[String], sent: &[String]) -> usize {
         .filter(|id| !sent_set.contains(id))
         .take(IDS_SHOWN_MAX)
         .collect();
-    assert!(strangers.is_empty(), "ids never sent arrived: {strangers:?}");
+    assert!(
+        strangers.is_empty(),
+        "ids never sent arrived: {strangers:?}"
+    );
     let missing: Vec<&str> = sent
         .iter()
         .map(String::as_str)
