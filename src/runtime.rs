@@ -449,6 +449,18 @@ async fn wait_for_signal(shard: Rc<Shard>) {
     shard.broadcast_shutdown();
 }
 
+/// The management addresses on `port`; none when the port is 0 (that server is off).
+fn http_addresses(config: &Config, port: u16) -> Vec<SocketAddr> {
+    if port == 0 {
+        return Vec::new();
+    }
+    config
+        .management_listen
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, port))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,16 +489,4 @@ mod tests {
             EXECUTOR_IO_MEMORY_BYTES_MIN
         );
     }
-}
-
-/// The management addresses on `port`; none when the port is 0 (that server is off).
-fn http_addresses(config: &Config, port: u16) -> Vec<SocketAddr> {
-    if port == 0 {
-        return Vec::new();
-    }
-    config
-        .management_listen
-        .iter()
-        .map(|ip| SocketAddr::new(*ip, port))
-        .collect()
 }
