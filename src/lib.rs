@@ -9,6 +9,8 @@
 //! - `latency_trace`: `--trace-latency`, per-stage latency of sampled messages (any layer).
 //! - `alarm`: memory watermark and disk free limit: parsing, system probes, evaluation.
 //! - `conn_sink`: what a shard hands to a connection (deliveries, confirms, cancels), as a trait.
+//! - `shovel`: dynamic shovels, an AMQP client of any two brokers run as a task on one shard
+//!   (imports protocol and limits only; the shard starts and stops it).
 //! - `shard`: the executor per core, the mesh between shards, topology replication.
 //! - `net`: listeners registered by protocol, and the client stream (`ClientStream`).
 //! - `tls`: amqps, a rustls `ServerConnection` driven over the shard's socket, as a
@@ -36,6 +38,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod session;
 pub mod shard;
+pub mod shovel;
 pub mod storage;
 pub mod sync;
 pub mod tls;

@@ -332,8 +332,48 @@ pub const PATTERN_BACKTRACK_STEPS_MAX: usize = 100_000;
 /// Most policies plus operator policies in one vhost: every shard holds them all and a policy
 /// change matches each against every queue of the vhost.
 pub const POLICIES_PER_VHOST_MAX: usize = 1024;
+/// Most runtime parameters (shovels) in one vhost, and the longest value's JSON text: every
+/// shard holds them all, and each is logged as one topology record.
+pub const PARAMETERS_PER_VHOST_MAX: usize = 1024;
+pub const PARAMETER_VALUE_BYTES_MAX: usize = 64 * 1024;
 /// Most topic permissions (one per exchange) a user may hold in one vhost.
 pub const TOPIC_PERMISSIONS_PER_USER_VHOST_MAX: usize = 1024;
+
+// ---- shovels (`shovel`) ---------------------------------------------------------------------
+
+/// RabbitMQ's shovel `reconnect-delay` default, and the largest one accepted (seconds).
+pub const SHOVEL_RECONNECT_DELAY_DEFAULT_SECONDS: u64 = 5;
+pub const SHOVEL_RECONNECT_DELAY_MAX_SECONDS: u64 = 86_400;
+/// RabbitMQ's `src-prefetch-count` default; the prefetch is basic.qos's u16 and bounds the
+/// messages in flight (delivered, not yet acknowledged at the source).
+pub const SHOVEL_PREFETCH_DEFAULT: u16 = 1000;
+/// Connecting and the AMQP handshake to either end, each.
+pub const SHOVEL_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A synchronous reply (open-ok, declare-ok, consume-ok, close-ok) from either end.
+pub const SHOVEL_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A stopping shovel waits this long for the destination's confirms of what it published, so
+/// it can acknowledge those at the source before it closes (none published twice).
+pub const SHOVEL_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The frame size the shovel asks for (both ends may lower it), and the most frames of one
+/// message it accepts (header and body frames beyond that close the connection).
+pub const SHOVEL_FRAME_BYTES_MAX: u32 = 131_072;
+/// Largest message body the shovel carries (RabbitMQ's own default message size limit).
+pub const SHOVEL_MESSAGE_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Bytes read from a socket per read.
+pub const SHOVEL_READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Events (deliveries, confirms) a shovel handles before it writes what they produced.
+pub const SHOVEL_EVENT_BATCH_MAX: usize = 256;
+/// A batch stops taking events once this many bytes wait to be written to the destination
+/// (one message may take it past: the buffer holds at most that message more).
+pub const SHOVEL_WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// A shovel's event channel holds twice its prefetch (deliveries and as many confirms) plus
+/// this many other methods (replies, cancels, closes).
+pub const SHOVEL_EVENTS_BEYOND_PREFETCH_MAX: usize = 64;
+/// Reconnect backoff: after consecutive attempts that never got to running, the wait doubles
+/// from `reconnect-delay` at most this many times, and stays under this ceiling unless
+/// `reconnect-delay` itself is longer.
+pub const SHOVEL_RECONNECT_DOUBLINGS_MAX: u32 = 16;
+pub const SHOVEL_RECONNECT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 // Management HTTP API (`management::http`, `management::api`).
 

@@ -278,7 +278,7 @@ async fn shard_main(
             return;
         }
     };
-    let addresses = listeners
+    let addresses: Vec<SocketAddr> = listeners
         .iter()
         .filter(|listener| listener.protocol_name() == "amqp")
         .filter_map(net::Listener::local_addr)
@@ -288,6 +288,7 @@ async fn shard_main(
         let stop = async move { shard.wait_for_shutdown().await };
         glommio::spawn_local(net::accept_loop(listener, stop)).detach();
     }
+    shard.open_shovels(addresses.first().copied());
     if shard.relays_signals() {
         glommio::spawn_local(wait_for_signal(shard.clone())).detach();
     }
@@ -460,6 +461,8 @@ async fn wait_for_signal(shard: Rc<Shard>) {
         Ok(signal) => tracing::info!(?signal, "shutting down"),
         Err(error) => tracing::error!(%error, "cannot wait for signals"),
     }
+    // Shovels first, while every connection is open: one into this broker drains its confirms.
+    shard.stop_shovels_everywhere().await;
     shard.broadcast_shutdown();
 }
 

@@ -1,6 +1,6 @@
 //! Definitions between RabbitMQ 3.10.8 and ringmq, both ways: users (with their password
-//! hashes), vhosts, permissions, exchanges, queues and bindings exported by one import into the
-//! other, and the users log in over AMQP with their passwords.
+//! hashes), vhosts, permissions, exchanges, queues, bindings, policies and vhost limits exported
+//! by one import into the other, and the users log in over AMQP with their passwords.
 //!
 //! The test starts its own private RabbitMQ (its own node name, ports, data and log
 //! directories, HOME and so Erlang cookie, all in a temporary directory) and stops it on drop;
@@ -9,164 +9,16 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::admin::{encode, Admin};
-use common::ctl::run_bounded;
-use common::{amqp, free_port, unique, Broker};
+use common::rabbitmq::{rabbitmq_installed, RabbitMq, RABBITMQ_SERVER};
+use common::{amqp, unique, Broker};
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{json, Value};
 
-/// RabbitMQ's scripts as Debian installs them. The ones in /usr/sbin switch to the rabbitmq
-/// user and drop the environment this test sets; these are the scripts they wrap.
-const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
-const RABBITMQCTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
-/// A RabbitMQ boot with the management plugin on a loaded 2-core machine.
-const RABBITMQ_READY_TIMEOUT: Duration = Duration::from_secs(180);
-const RABBITMQ_STOP_TIMEOUT: Duration = Duration::from_secs(60);
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// A private RabbitMQ node; stopped (rabbitmqctl stop, then its process group killed) on drop.
-struct RabbitMq {
-    node: String,
-    port: u16,
-    management_port: u16,
-    root: PathBuf,
-    child: Option<Child>,
-}
-
-impl RabbitMq {
-    fn start() -> RabbitMq {
-        let root = std::env::temp_dir().join(unique("ringmq-rabbitmq"));
-        std::fs::create_dir_all(&root).expect("rabbitmq temp dir");
-        let mut rabbit = RabbitMq {
-            node: format!("{}@localhost", unique("ringmq-roundtrip")),
-            port: free_port(),
-            management_port: free_port(),
-            root,
-            child: None,
-        };
-        rabbit.write_files();
-        let log = std::fs::File::create(rabbit.root.join("server.out")).expect("server log");
-        let mut command = Command::new(RABBITMQ_SERVER);
-        rabbit.environment(&mut command);
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("log handle")))
-            .stderr(Stdio::from(log))
-            // Its own process group: the drop guard kills beam and its helpers together.
-            .process_group(0)
-            .spawn()
-            .expect("spawn rabbitmq-server");
-        rabbit.child = Some(child);
-        rabbit.wait_ready();
-        rabbit
-    }
-
-    fn write_files(&self) {
-        let config = format!(
-            "listeners.tcp.default = 127.0.0.1:{}\n\
-             management.tcp.port = {}\n\
-             management.tcp.ip = 127.0.0.1\n\
-             loopback_users.guest = true\n",
-            self.port, self.management_port
-        );
-        std::fs::write(self.root.join("rabbitmq.conf"), config).expect("config");
-        std::fs::write(
-            self.root.join("enabled_plugins"),
-            "[rabbitmq_management].\n",
-        )
-        .expect("enabled_plugins");
-        std::fs::write(self.root.join("rabbitmq-env.conf"), "").expect("env file");
-    }
-
-    /// Everything that makes this node private (and keeps /etc/rabbitmq and /var/lib out).
-    fn environment(&self, command: &mut Command) {
-        let root = &self.root;
-        let path = |name: &str| root.join(name).to_string_lossy().into_owned();
-        command
-            .env("HOME", root)
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", free_port().to_string())
-            .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", path("advanced.config"))
-            .env("RABBITMQ_CONF_ENV_FILE", path("rabbitmq-env.conf"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins"))
-            .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
-            .env("RABBITMQ_LOG_BASE", path("log"))
-            .env("RABBITMQ_PID_FILE", path("rabbit.pid"))
-            .current_dir(root);
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + RABBITMQ_READY_TIMEOUT;
-        let admin = self.admin();
-        loop {
-            if admin
-                .try_request("GET", "/overview")
-                .is_some_and(|s| s == 200)
-            {
-                return;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "RabbitMQ {} not ready within {RABBITMQ_READY_TIMEOUT:?} (exit {exited:?}):\n{}",
-                self.node,
-                self.log_tail()
-            );
-            std::thread::sleep(POLL_INTERVAL);
-        }
-    }
-
-    fn admin(&self) -> Admin {
-        Admin::new(self.management_port, "guest", "guest")
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.root.join("server.out")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for RabbitMq {
-    fn drop(&mut self) {
-        let mut stop = Command::new(RABBITMQCTL);
-        self.environment(&mut stop);
-        stop.args(["-n", &self.node, "stop"]);
-        let stopped = run_bounded(stop, RABBITMQ_STOP_TIMEOUT);
-        if stopped.code != Some(0) {
-            eprintln!("rabbitmqctl stop {}: {stopped:?}", self.node);
-        }
-        if let Some(mut child) = self.child.take() {
-            if let Ok(group) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) on the process group this test created (process_group(0)).
-                unsafe {
-                    libc::kill(-group, libc::SIGKILL);
-                }
-            }
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- RabbitMQ {} log tail ---\n{}",
-                self.node,
-                self.log_tail()
-            );
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
+/// The vhost limit each side sets: definitions carry it as a `vhost-limits` parameter.
+const VHOST_MAX_CONNECTIONS: i64 = 7;
 
 /// What one side creates and the other must have after the import.
 struct Objects {
@@ -220,6 +72,9 @@ impl Objects {
         .to_string();
         let path = format!("/policies/{vhost}/{}", encode(&self.policy));
         expect_success(admin, "PUT", &path, Some(&policy_body));
+        let limit_body = json!({"value": VHOST_MAX_CONNECTIONS}).to_string();
+        let path = format!("/vhost-limits/{vhost}/max-connections");
+        expect_success(admin, "PUT", &path, Some(&limit_body));
     }
 
     /// The objects exist on the importing side (read through its API).
@@ -233,6 +88,14 @@ impl Objects {
         assert_eq!(policy["priority"], 3, "{policy}");
         assert_eq!(policy["definition"]["max-length"], 50, "{policy}");
         assert_eq!(policy["definition"]["message-ttl"], 60000, "{policy}");
+        let (status, text) = admin.request("GET", &format!("/vhost-limits/{vhost}"), None);
+        assert_eq!(status, 200, "{text}");
+        let limits: Value = serde_json::from_str(&text).expect("vhost limits json");
+        assert_eq!(
+            limits[0]["value"],
+            json!({"max-connections": VHOST_MAX_CONNECTIONS}),
+            "vhost limits (a `vhost-limits` parameter in the definitions): {limits}"
+        );
         let (status, text) = admin.request("GET", &format!("/bindings/{vhost}"), None);
         assert_eq!(status, 200, "{text}");
         let bindings: Value = serde_json::from_str(&text).expect("bindings json");
@@ -323,10 +186,6 @@ fn transfer(from: &Admin, to: &Admin) -> Value {
     let (status, text) = to.request("POST", "/definitions", Some(&definitions));
     assert!((200..300).contains(&status), "import: {status} {text}");
     serde_json::from_str(&definitions).expect("definitions json")
-}
-
-fn rabbitmq_installed() -> bool {
-    Path::new(RABBITMQ_SERVER).exists() && Path::new(RABBITMQCTL).exists()
 }
 
 #[tokio::test(flavor = "multi_thread")]

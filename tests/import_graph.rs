@@ -43,6 +43,12 @@ const FORBIDDEN: [(&str, &str); 25] = [
     ("cluster", "net"),
     ("cluster", "runtime"),
     ("cluster", "management"),
+    // A shovel is a client of brokers over sockets: it never reaches into this one's core.
+    ("shovel", "shard"),
+    ("shovel", "session"),
+    ("shovel", "broker"),
+    ("shovel", "management"),
+    ("shovel", "storage"),
 ];
 /// The modules among which no cycle may exist.
 const EDGE_MODULES: [&str; 5] = ["net", "session", "shard", "runtime", "conn_sink"];

@@ -9,6 +9,7 @@ mod access;
 mod equivalence;
 mod exchange;
 mod headers;
+pub mod parameter;
 pub mod persist;
 pub mod policy;
 pub mod queue;
@@ -19,6 +20,9 @@ pub mod validate;
 
 pub use access::{
     check_access_op, check_generated_queue_name, AccessOp, AccessOpError, AccessOutcome, AccessPlan,
+};
+pub use parameter::{
+    check_parameter_op, Parameter, ParameterOp, ParameterOpError, SHOVEL_COMPONENT,
 };
 pub use policy::{
     check_policy_op, ApplyTo, InvalidPolicy, Policy, PolicyKind, PolicyOp, PolicyOpError,
@@ -234,6 +238,13 @@ pub enum TopologyChange {
     SetPolicy(Policy),
     ClearPolicy {
         kind: PolicyKind,
+        vhost: String,
+        name: String,
+    },
+    /// Creates or replaces a runtime parameter (a shovel).
+    SetParameter(Parameter),
+    ClearParameter {
+        component: String,
         vhost: String,
         name: String,
     },

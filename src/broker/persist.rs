@@ -137,6 +137,21 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
             text(o, name);
         }),
         // Tag 40, apart from the small sequential tags other changes are still being added at.
+        TopologyChange::SetParameter(parameter) => tagged(out, 50, |o| {
+            text(o, &parameter.component);
+            text(o, &parameter.vhost);
+            text(o, &parameter.name);
+            text(o, &parameter.value);
+        }),
+        TopologyChange::ClearParameter {
+            component,
+            vhost,
+            name,
+        } => tagged(out, 51, |o| {
+            text(o, component);
+            text(o, vhost);
+            text(o, name);
+        }),
         TopologyChange::SetVhostLimits { vhost, limits } => tagged(out, 40, |o| {
             text(o, vhost);
             for value in [limits.max_connections, limits.max_queues] {
@@ -357,6 +372,17 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
         18 => TopologyChange::SetPolicy(read_policy(buf)?),
         19 => TopologyChange::ClearPolicy {
             kind: read_kind(buf)?,
+            vhost: read_text(buf)?,
+            name: read_text(buf)?,
+        },
+        50 => TopologyChange::SetParameter(super::Parameter {
+            component: read_text(buf)?,
+            vhost: read_text(buf)?,
+            name: read_text(buf)?,
+            value: read_text(buf)?,
+        }),
+        51 => TopologyChange::ClearParameter {
+            component: read_text(buf)?,
             vhost: read_text(buf)?,
             name: read_text(buf)?,
         },

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use crate::protocol::FieldTable;
 
 use super::exchange::{BindingEntry, ExchangeState, Target};
+use super::parameter::{Parameter, ParameterSet};
 use super::policy::{self, Applied, Policy, PolicyKind, PolicySet};
 use super::{
     Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, Permission, QueueId, QueueMeta,
@@ -166,6 +167,8 @@ pub struct Topology {
     /// Bumped by every policy change: shards recompute their queues' effective limits when it
     /// moves, and only then (never per message).
     policy_revision: u64,
+    /// Runtime parameters (shovels), by (vhost, component, name).
+    parameters: ParameterSet,
 }
 
 impl Topology {
@@ -182,6 +185,7 @@ impl Topology {
             queue_locations: HashMap::new(),
             policies: PolicySet::default(),
             policy_revision: 0,
+            parameters: ParameterSet::default(),
         };
         let bootstrap = [
             TopologyChange::AddVhost {
@@ -330,6 +334,16 @@ impl Topology {
                 self.policies.clear(*kind, vhost, name);
                 self.reapply_exchange_policies(vhost);
             }
+            TopologyChange::SetParameter(parameter) => {
+                if self.vhosts.contains_key(&parameter.vhost) {
+                    self.parameters.set(parameter);
+                }
+            }
+            TopologyChange::ClearParameter {
+                component,
+                vhost,
+                name,
+            } => self.parameters.clear(component, vhost, name),
             TopologyChange::SetVhostLimits { vhost, limits } => {
                 if let Some(vh) = self.vhosts.get_mut(vhost) {
                     vh.limits = *limits;
@@ -402,6 +416,7 @@ impl Topology {
         self.permissions.retain(|(_, vhost), _| vhost != name);
         self.topic_permissions.retain(|(_, vhost), _| vhost != name);
         self.policies.clear_vhost(name);
+        self.parameters.clear_vhost(name);
     }
 
     fn declare_queue(&mut self, queue: &QueueMeta) {
@@ -459,6 +474,19 @@ impl Topology {
     /// See the field: effective queue limits computed at another revision may be stale.
     pub fn policy_revision(&self) -> u64 {
         self.policy_revision
+    }
+
+    pub fn parameter(&self, component: &str, vhost: &str, name: &str) -> Option<&Parameter> {
+        self.parameters.get(component, vhost, name)
+    }
+
+    /// Every runtime parameter, in (vhost, component, name) order.
+    pub fn all_parameters(&self) -> impl Iterator<Item = &Parameter> {
+        self.parameters.iter()
+    }
+
+    pub fn parameters_in<'t>(&'t self, vhost: &'t str) -> impl Iterator<Item = &'t Parameter> {
+        self.parameters.iter().filter(move |p| p.vhost == vhost)
     }
 
     pub fn policy(&self, kind: PolicyKind, vhost: &str, name: &str) -> Option<&Policy> {

@@ -135,6 +135,26 @@ pub enum Verb {
         vhost: Vhost,
         name: String,
     },
+    /// Sets a runtime parameter: COMPONENT is "shovel", VALUE its JSON definition
+    SetParameter {
+        #[command(flatten)]
+        vhost: Vhost,
+        component: String,
+        name: String,
+        /// The parameter's value as JSON, e.g. '{"src-uri":"amqp://...","src-queue":"q",...}'
+        value: String,
+    },
+    /// Clears a runtime parameter
+    ClearParameter {
+        #[command(flatten)]
+        vhost: Vhost,
+        component: String,
+        name: String,
+    },
+    /// Runtime parameters (shovels) of a vhost
+    ListParameters(Vhost),
+    /// Every shovel's status
+    ShovelStatus(Columns),
     /// Writes the broker's definitions as JSON to FILE ("-": standard output)
     ExportDefinitions { file: String },
     /// Reads definitions JSON from FILE ("-": standard input) and imports them

@@ -240,6 +240,57 @@ pub const POLICIES: Listing = Listing {
     ],
 };
 
+/// `list_parameters`: ringmq's one component is "shovel".
+pub const PARAMETERS: Listing = Listing {
+    noun: "runtime parameters",
+    collection: "/parameters/shovel",
+    vhost_scoped: true,
+    items: &[
+        ("component", Pointer("/component")),
+        ("name", Pointer("/name")),
+        ("value", Pointer("/value")),
+    ],
+    defaults: &["component", "name", "value"],
+};
+
+/// `shovel_status` (rabbitmq_shovel's CLI command) over `/api/shovels`.
+pub const SHOVELS: Listing = Listing {
+    noun: "shovels",
+    collection: "/shovels",
+    vhost_scoped: false,
+    items: &[
+        ("name", Pointer("/name")),
+        ("vhost", Pointer("/vhost")),
+        ("type", Pointer("/type")),
+        ("state", Pointer("/state")),
+        ("source", Pointer("/src_uri")),
+        ("destination", Pointer("/dest_uri")),
+        ("termination_reason", Pointer("/reason")),
+        ("destination_protocol", Pointer("/dest_protocol")),
+        ("source_protocol", Pointer("/src_protocol")),
+        ("last_changed", Pointer("/timestamp")),
+        ("source_queue", Pointer("/src_queue")),
+        ("source_exchange", Pointer("/src_exchange")),
+        ("destination_queue", Pointer("/dest_queue")),
+        ("destination_exchange", Pointer("/dest_exchange")),
+        ("destination_exchange_key", Pointer("/dest_exchange_key")),
+    ],
+    defaults: &[
+        "name",
+        "vhost",
+        "type",
+        "state",
+        "source",
+        "destination",
+        "termination_reason",
+        "destination_protocol",
+        "source_protocol",
+        "last_changed",
+        "source_queue",
+        "destination_queue",
+    ],
+};
+
 impl Listing {
     /// The API path for this listing in `vhost` (ignored when the listing is not scoped).
     pub fn path(&self, vhost: &str) -> String {

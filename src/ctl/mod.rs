@@ -170,6 +170,19 @@ fn dispatch(cx: &Context, verb: Verb) -> Result<String, CtlError> {
             },
         ),
         Verb::ClearPolicy { vhost, name } => policies::clear_policy(cx, &vhost.vhost, &name),
+        Verb::SetParameter {
+            vhost,
+            component,
+            name,
+            value,
+        } => policies::set_parameter(cx, &vhost.vhost, (&component, &name), &value),
+        Verb::ClearParameter {
+            vhost,
+            component,
+            name,
+        } => policies::clear_parameter(cx, &vhost.vhost, &component, &name),
+        Verb::ListParameters(v) => listing::list(cx, &c::PARAMETERS, &v.vhost, &[]),
+        Verb::ShovelStatus(columns) => listing::list(cx, &c::SHOVELS, "", &columns.columns),
         Verb::ExportDefinitions { file } => definitions::export(cx, &file),
         Verb::ImportDefinitions { file } => definitions::import(cx, &file),
         Verb::CloseConnection { name, explanation } => {

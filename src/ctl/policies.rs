@@ -1,5 +1,7 @@
-//! Policy verbs: set_policy, clear_policy (list_policies is a listing). RabbitMQ's shape:
-//! PUT /api/policies/{vhost}/{name} with pattern, definition, priority and apply-to.
+//! Policy and runtime parameter verbs: set_policy, clear_policy, set_parameter,
+//! clear_parameter (list_policies, list_parameters are listings). RabbitMQ's shapes: PUT
+//! /api/policies/{vhost}/{name} with pattern, definition, priority and apply-to; PUT
+//! /api/parameters/{component}/{vhost}/{name} with value.
 
 use serde_json::{json, Value};
 
@@ -56,4 +58,48 @@ pub fn clear_policy(cx: &Context, vhost: &str, name: &str) -> Result<String, Ctl
         &format!("policy '{name}' in vhost '{vhost}'"),
     )?;
     Ok(out)
+}
+
+pub fn set_parameter(
+    cx: &Context,
+    vhost: &str,
+    (component, name): (&str, &str),
+    value: &str,
+) -> Result<String, CtlError> {
+    let out = cx.info(&format!(
+        "Setting runtime parameter \"{name}\" for component \"{component}\" to \"{value}\" in vhost \"{vhost}\" ..."
+    ));
+    let value: Value = serde_json::from_str(value)
+        .map_err(|e| CtlError::Usage(format!("the parameter value is not JSON: {e}")))?;
+    cx.client.put(
+        &parameter_path(vhost, component, name),
+        &json!({ "value": value }),
+        &format!("vhost '{vhost}'"),
+    )?;
+    Ok(out)
+}
+
+pub fn clear_parameter(
+    cx: &Context,
+    vhost: &str,
+    component: &str,
+    name: &str,
+) -> Result<String, CtlError> {
+    let out = cx.info(&format!(
+        "Clearing runtime parameter \"{name}\" for component \"{component}\" on vhost \"{vhost}\" ..."
+    ));
+    cx.client.delete(
+        &parameter_path(vhost, component, name),
+        &format!("parameter '{name}' of component '{component}' in vhost '{vhost}'"),
+    )?;
+    Ok(out)
+}
+
+fn parameter_path(vhost: &str, component: &str, name: &str) -> String {
+    format!(
+        "/parameters/{}/{}/{}",
+        segment(component),
+        segment(vhost),
+        segment(name)
+    )
 }

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use super::backend::Operation;
-use crate::broker::{AccessOpError, AmqpError, Destination, PolicyOpError};
+use crate::broker::{AccessOpError, AmqpError, Destination, ParameterOpError, PolicyOpError};
 use crate::shard::messages::topology_op;
 use crate::shard::Shard;
 
@@ -18,6 +18,8 @@ pub enum OperationError {
     Access(#[from] AccessOpError),
     #[error("{0}")]
     Policy(#[from] PolicyOpError),
+    #[error("{0}")]
+    Parameter(#[from] ParameterOpError),
 }
 
 impl OperationError {
@@ -27,6 +29,7 @@ impl OperationError {
             OperationError::Amqp(refused) => refused,
             OperationError::Access(refused) => access_refusal(&refused),
             OperationError::Policy(refused) => policy_refusal(&refused),
+            OperationError::Parameter(refused) => parameter_refusal(&refused),
         }
     }
 }
@@ -47,6 +50,11 @@ pub async fn apply_operation(
         Operation::Policy(op) => {
             shard
                 .topology_op(topology_op::PolicyChange { op })
+                .await??;
+        }
+        Operation::Parameter(op) => {
+            shard
+                .topology_op(topology_op::ParameterChange { op })
                 .await??;
         }
         Operation::DeclareExchange {
@@ -181,6 +189,18 @@ pub fn policy_refusal(refused: &PolicyOpError) -> AmqpError {
         PolicyOpError::TooMany => crate::protocol::reply_code::PRECONDITION_FAILED,
     };
     AmqpError::new(code, format!("POLICY - {refused}"))
+}
+
+pub fn parameter_refusal(refused: &ParameterOpError) -> AmqpError {
+    let code = match refused {
+        ParameterOpError::VhostNotFound | ParameterOpError::NotFound => {
+            crate::protocol::reply_code::NOT_FOUND
+        }
+        ParameterOpError::TooMany | ParameterOpError::TooLarge => {
+            crate::protocol::reply_code::PRECONDITION_FAILED
+        }
+    };
+    AmqpError::new(code, format!("PARAMETER - {refused}"))
 }
 
 /// `--load-definitions` (through `shard::boot::DefinitionsImporter`): every object of the file,

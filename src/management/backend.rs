@@ -8,9 +8,10 @@
 
 use futures_lite::future::BoxedLocal;
 
-use crate::broker::{AccessOp, AmqpError, Binding, PolicyOp, Topology};
+use crate::broker::{AccessOp, AmqpError, Binding, ParameterOp, PolicyOp, Topology};
 use crate::metrics::{Histogram, PublishTotals, QueueTotals};
 use crate::protocol::{BasicProperties, FieldTable};
+pub use crate::shovel::{ShovelState, ShovelStatus};
 
 pub use crate::auth::{Permission, TopicPermission};
 pub use crate::broker::User;
@@ -23,6 +24,8 @@ pub enum Operation {
     Access(AccessOp),
     /// Policies and operator policies (validated already: `broker::Policy::validate`).
     Policy(PolicyOp),
+    /// Runtime parameters (shovels; the value validated already: `shovel::definition`).
+    Parameter(ParameterOp),
     /// As `exchange.declare` (not passive): an existing equivalent exchange is no change.
     DeclareExchange {
         vhost: String,
@@ -266,4 +269,6 @@ pub trait ManagementBackend {
     /// Force-closes a connection (320 CONNECTION_FORCED with `reason`); false if none has that
     /// name.
     fn close_connection(&self, name: String, reason: String) -> BoxedLocal<bool>;
+    /// Every shovel this broker runs, by (vhost, name).
+    fn shovels(&self) -> BoxedLocal<Vec<ShovelStatus>>;
 }

@@ -1,9 +1,10 @@
 //! Definitions export and import in RabbitMQ 3.10.8's format.
 //!
 //! Imported: users (password_hash + hashing_algorithm, or password), vhosts, permissions,
-//! topic_permissions, policies, exchanges, queues, bindings. Refused up front (400, nothing
-//! applied): non-empty `parameters`, which ringmq does not implement yet; a policy RabbitMQ
-//! would refuse. `global_parameters`
+//! topic_permissions, policies, exchanges, queues, bindings, and `parameters` of component
+//! "shovel" (last, after the queues a shovel may name, so its own declare never races the
+//! import's). Refused up front (400, nothing applied): a policy or parameter RabbitMQ would
+//! refuse, a parameter of another component. `global_parameters`
 //! are skipped: RabbitMQ exports its `internal_cluster_id` there, which names a cluster, not a
 //! setting.
 
@@ -14,10 +15,10 @@ use super::api::{Api, Context, Response};
 use super::backend::Operation;
 use super::json::{json_to_table, loose_bool, table_to_json};
 use super::objects::{self, RABBITMQ_VERSION};
-use super::policies;
 use super::routes::{body_object, user_from_body, Reply};
+use super::{parameters, policies, vhost_limits};
 use crate::auth::{Permission, TopicPermission};
-use crate::broker::{AccessOp, Binding, Destination, PolicyKind, PolicyOp, Topology};
+use crate::broker::{AccessOp, Binding, Destination, ParameterOp, PolicyKind, PolicyOp, Topology};
 use crate::limits::MANAGEMENT_IMPORT_OPERATIONS_MAX;
 
 pub async fn handle(
@@ -123,18 +124,17 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
         .iter()
         .flat_map(|vhost| topology.policies_in(vhost))
         .filter(|p| p.kind == PolicyKind::Policy)
-        .map(|p| {
-            let mut item = policies::policy_json(p);
-            if !with_vhost {
-                if let Some(map) = item.as_object_mut() {
-                    map.remove("vhost");
-                }
-            }
-            item
-        })
+        .map(|p| scoped(policies::policy_json(p), with_vhost))
         .collect();
+    let mut parameters = vhost_limits::definitions_items(topology, &vhosts, with_vhost);
+    parameters.extend(
+        vhosts
+            .iter()
+            .flat_map(|vhost| topology.parameters_in(vhost))
+            .map(|p| scoped(parameters::parameter_json(p), with_vhost)),
+    );
     if let Some(_vhost) = only {
-        return json!({"rabbit_version": RABBITMQ_VERSION, "parameters": [], "policies": policies, "queues": queues, "exchanges": exchanges, "bindings": bindings});
+        return json!({"rabbit_version": RABBITMQ_VERSION, "parameters": parameters, "policies": policies, "queues": queues, "exchanges": exchanges, "bindings": bindings});
     }
     let mut users: Vec<Value> = topology.users().map(objects::user).collect();
     users.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -163,13 +163,23 @@ pub fn export(topology: &Topology, only: Option<&str>) -> Value {
         "vhosts": vhosts.iter().map(|v| json!({"name": v})).collect::<Vec<_>>(),
         "permissions": permissions,
         "topic_permissions": topic_permissions,
-        "parameters": [],
+        "parameters": parameters,
         "global_parameters": [],
         "policies": policies,
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
     })
+}
+
+/// A per-vhost export's items carry no `vhost` key.
+fn scoped(mut item: Value, with_vhost: bool) -> Value {
+    if !with_vhost {
+        if let Some(map) = item.as_object_mut() {
+            map.remove("vhost");
+        }
+    }
+    item
 }
 
 fn items<'b>(body: &'b Map<String, Value>, key: &str) -> Result<&'b [Value], String> {
@@ -193,9 +203,6 @@ pub fn import_operations(
     body: &Map<String, Value>,
     only: Option<&str>,
 ) -> Result<Vec<Operation>, String> {
-    if !items(body, "parameters")?.is_empty() {
-        return Err("parameters are not supported by ringmq yet; nothing was imported".into());
-    }
     let mut ops = Vec::new();
     let vhost_of = |item: &Value| -> Result<String, String> {
         match only {
@@ -297,6 +304,20 @@ pub fn import_operations(
             vhost: vhost_of(item)?,
             binding,
         });
+    }
+    for item in items(body, "parameters")? {
+        let object = item.as_object().ok_or("parameter must be an object")?;
+        let vhost = vhost_of(item)?;
+        let component = text(item, "component", "parameter")?;
+        if component == vhost_limits::COMPONENT {
+            let value = item.get("value").unwrap_or(&Value::Null);
+            ops.extend(vhost_limits::import_item(&vhost, value)?);
+            continue;
+        }
+        let name = text(item, "name", "parameter")?;
+        let parameter = parameters::parameter_from_json(component, &vhost, name, object)
+            .map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
+        ops.push(Operation::Parameter(ParameterOp::Set(parameter)));
     }
     if ops.len() > MANAGEMENT_IMPORT_OPERATIONS_MAX {
         return Err(format!(

@@ -84,6 +84,9 @@ impl FakeBackend {
             Operation::Policy(op) => crate::broker::check_policy_op(&topology, op)
                 .map(|(_, change)| vec![change])
                 .map_err(|refused| super::apply::policy_refusal(&refused)),
+            Operation::Parameter(op) => crate::broker::check_parameter_op(&topology, op)
+                .map(|(_, change)| vec![change])
+                .map_err(|refused| super::apply::parameter_refusal(&refused)),
             Operation::DeclareExchange {
                 vhost,
                 name,
@@ -422,5 +425,10 @@ impl ManagementBackend for std::rc::Rc<FakeBackend> {
             self.closed.borrow_mut().push((name, reason));
         }
         Box::pin(async move { closed })
+    }
+
+    /// The fake runs no shovels.
+    fn shovels(&self) -> BoxedLocal<Vec<super::backend::ShovelStatus>> {
+        Box::pin(async { Vec::new() })
     }
 }

@@ -23,6 +23,7 @@ pub mod http;
 pub mod json;
 pub mod listing;
 pub mod objects;
+pub mod parameters;
 pub mod policies;
 pub mod prometheus;
 pub mod routes;

@@ -152,7 +152,7 @@ fn refusal(kind: PolicyKind, text: &str) -> Response {
     }
 }
 
-fn escape_html(text: &str) -> String {
+pub(super) fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -156,12 +156,23 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["policies" | "operator-policies"], _) | (["policies" | "operator-policies", _], _) => {
             Err(Response::method_not_allowed(ALLOW_READ))
         }
-        (["parameters" | "global-parameters"], _) | (["parameters", _], _) if read => {
-            Ok(Response::json(200, &json!([])))
+        (["global-parameters"], _) if read => Ok(Response::json(200, &json!([]))),
+        (["parameters"], _) if read => super::parameters::list(cx, None, None),
+        (["parameters", component], _) if read => {
+            super::parameters::list(cx, Some(component), None)
         }
-        (["parameters", ..], _) => Err(Response::bad_request(
-            "parameters are not supported by ringmq yet",
-        )),
+        (["parameters", component, vhost], _) if read => {
+            super::parameters::list(cx, Some(component), Some(vhost))
+        }
+        (["parameters", component, vhost, name], _) => {
+            super::parameters::object(api, cx, method, (component, vhost, name), body).await
+        }
+        (["parameters", ..], _) => Err(Response::method_not_allowed(ALLOW_READ)),
+        (["shovels"], _) if read => super::parameters::shovels(api, cx, None).await,
+        (["shovels", vhost], _) if read => super::parameters::shovels(api, cx, Some(vhost)).await,
+        (["shovels", "vhost", vhost, name], _) if read => {
+            super::parameters::shovel(api, cx, vhost, name).await
+        }
         (["queues" | "exchanges" | "bindings" | "consumers" | "connections" | "channels"], _)
         | (["queues" | "exchanges" | "bindings" | "consumers", _], _) => {
             Err(Response::method_not_allowed(ALLOW_READ))

@@ -442,6 +442,11 @@ impl ManagementBackend for ShardBackend {
         let this = self.clone_handle();
         Box::pin(async move { this.close(name, reason).await })
     }
+
+    fn shovels(&self) -> BoxedLocal<Vec<super::backend::ShovelStatus>> {
+        let shard = self.shard.clone();
+        Box::pin(async move { shard.shovel_statuses().await })
+    }
 }
 
 impl ShardBackend {

@@ -206,6 +206,12 @@ pub mod topology_op {
         pub op: crate::broker::PolicyOp,
     }
 
+    /// A runtime parameter (a shovel) set or cleared (management, definitions, a finished
+    /// shovel). Answers the outcome, or why it is refused (`broker::ParameterOpError`).
+    pub struct ParameterChange {
+        pub op: crate::broker::ParameterOp,
+    }
+
     /// A connection closed: its exclusive queues go. Answers `()`.
     pub struct ConnectionClosed {
         pub conn: ConnId,

@@ -24,6 +24,7 @@ pub mod probe;
 mod queues;
 mod replication;
 pub mod shard_set;
+mod shovel;
 mod stats;
 mod storage;
 pub mod sync;
@@ -119,6 +120,8 @@ struct Features {
     pager: paging::Pager,
     /// Memory and disk alarms as this shard last sampled them.
     alarms: alarms::Alarms,
+    /// The shovels this shard runs (`shovel`).
+    shovels: crate::shovel::Shovels,
 }
 
 pub struct PublishOutcome {
@@ -158,6 +161,7 @@ impl Shard {
                 delayed: delayed::DelayedMessages::default(),
                 pager: paging::Pager::new(u64::MAX),
                 alarms: alarms::Alarms::default(),
+                shovels: crate::shovel::Shovels::default(),
             },
             probe: probe::Probe::default(),
             replication: replication::Replication::default(),

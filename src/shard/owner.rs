@@ -400,6 +400,7 @@ impl Shard {
             if let TopologyChange::DeleteVhost { name } = change {
                 self.close_connections_in_vhost(name);
             }
+            self.shovel_changed(change);
             if let TopologyChange::MoveQueue { queue, owner_shard } = change {
                 if *owner_shard == self.id {
                     if let Some(meta) = self.topology.borrow().queue_by_id(*queue) {

@@ -93,6 +93,13 @@ impl Admin {
         }
     }
 
+    /// GET `path`, which must answer 200 with JSON.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, text) = self.request("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    }
+
     fn expect_success(&self, method: &str, path: &str, body: Option<&str>) {
         let (status, text) = self.request(method, path, body);
         assert!(

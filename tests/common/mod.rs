@@ -498,7 +498,10 @@ macro_rules! per_shard_count_mut {
 pub mod admin;
 pub mod ctl;
 pub mod filesystem;
+pub mod rabbitmq;
 pub mod raw;
+pub mod shovel;
+pub mod transfer;
 
 pub mod amqp {
     //! Thin wrappers over lapin that put a timeout on every step.
