@@ -210,10 +210,13 @@ mod tests {
         match &frames[1] {
             Frame::Header {
                 body_size,
-                properties,
+                raw_properties,
                 ..
             } => {
                 assert_eq!(*body_size, 10_000);
+                let properties =
+                    ringmq::protocol::BasicProperties::decode(&mut raw_properties.clone())
+                        .expect("properties");
                 assert_eq!(properties.delivery_mode, Some(2));
             }
             other => panic!("{other:?}"),

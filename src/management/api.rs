@@ -151,6 +151,21 @@ impl Context {
         }
     }
 
+    /// Policies and parameters: an administrator, or a policymaker with access to `vhost`
+    /// (RabbitMQ's `is_authorized_vhost` with the policymaker tag).
+    pub fn require_policymaker_in(&self, vhost: &str) -> Result<(), Response> {
+        let allowed = self.caller.is_administrator()
+            || (self.caller.is_policymaker()
+                && self.topology.can_access_vhost(&self.caller.name, vhost));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Response::not_authorised(
+                "User not authorised to access object",
+            ))
+        }
+    }
+
     pub fn require_monitor(&self) -> Result<(), Response> {
         if self.caller.is_monitor() {
             Ok(())

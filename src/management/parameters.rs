@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::api::{list_response, Api, Context, Response};
 use super::backend::{Operation, ShovelState, ShovelStatus};
 use super::listing::reply_list;
-use super::routes::{body_object, require_keys, Reply};
+use super::routes::{apply, body_object, require_keys, Reply};
 use crate::broker::{Parameter, ParameterOp, SHOVEL_COMPONENT};
 
 const ALLOW_OBJECT: &str = "HEAD, GET, PUT, DELETE, OPTIONS";
@@ -51,7 +51,7 @@ pub async fn object(
     (component, vhost, name): (&str, &str, &str),
     body: &Bytes,
 ) -> Reply {
-    authorize(cx, vhost)?;
+    cx.require_policymaker_in(vhost)?;
     let existing = cx.topology.parameter(component, vhost, name);
     match method {
         "GET" | "HEAD" => {
@@ -79,25 +79,6 @@ pub async fn object(
         }
         _ => Err(Response::method_not_allowed(ALLOW_OBJECT)),
     }
-}
-
-fn authorize(cx: &Context, vhost: &str) -> Result<(), Response> {
-    let allowed = cx.caller.is_administrator()
-        || (cx.caller.is_policymaker() && cx.topology.can_access_vhost(&cx.caller.name, vhost));
-    if allowed {
-        Ok(())
-    } else {
-        Err(Response::not_authorised(
-            "User not authorised to access object",
-        ))
-    }
-}
-
-async fn apply(api: &Api, operation: Operation) -> Result<(), Response> {
-    api.backend
-        .apply(operation)
-        .await
-        .map_err(|e| Response::from_amqp(&e))
 }
 
 /// A PUT body (`{"value": {...}}`) or a definitions item as a validated parameter; a refusal

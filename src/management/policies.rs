@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::api::{list_response, Api, Context, Response};
 use super::backend::Operation;
 use super::listing::reply_list;
-use super::routes::{body_object, require_keys, Reply};
+use super::routes::{apply, body_object, require_keys, Reply};
 use crate::broker::{Policy, PolicyKind, PolicyOp, PolicyRequest, PolicyValue};
 
 const ALLOW_OBJECT: &str = "HEAD, GET, PUT, DELETE, OPTIONS";
@@ -86,26 +86,8 @@ pub async fn object(
 fn authorize(cx: &Context, kind: PolicyKind, vhost: &str) -> Result<(), Response> {
     match kind {
         PolicyKind::Operator => cx.require_administrator(),
-        PolicyKind::Policy => {
-            let allowed = cx.caller.is_administrator()
-                || (cx.caller.is_policymaker()
-                    && cx.topology.can_access_vhost(&cx.caller.name, vhost));
-            if allowed {
-                Ok(())
-            } else {
-                Err(Response::not_authorised(
-                    "User not authorised to access object",
-                ))
-            }
-        }
+        PolicyKind::Policy => cx.require_policymaker_in(vhost),
     }
-}
-
-async fn apply(api: &Api, operation: Operation) -> Result<(), Response> {
-    api.backend
-        .apply(operation)
-        .await
-        .map_err(|e| Response::from_amqp(&e))
 }
 
 /// A PUT body (`pattern`, `definition`, optional `priority` and `apply-to`) as a validated
