@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Edges that must not exist (from, to).
-const FORBIDDEN: [(&str, &str); 25] = [
+const FORBIDDEN: [(&str, &str); 30] = [
     ("shard", "session"),
     ("shard", "net"),
     ("shard", "runtime"),
