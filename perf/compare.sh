@@ -8,7 +8,7 @@
 # RABBIT_PORT (5682), SHARDS (empty: ringmq's default), BACKLOG_MESSAGES (1000000), BACKLOG_RUNS (1), CARGO_TARGET_DIR,
 # CASES (a subset of: transient durable fanout topic latency connections backlog; `durable` is
 # the union of durable-throughput floor confirm recovery, which may also be named alone),
-# CONFIRM_RATE (2000 msg/s), CONFIRM_WINDOW (1000), FLOOR_WRITES (5000),
+# CONFIRM_RATE (2000 msg/s), SWEEP (latency rates: 1000,10000,50000,100000), CONFIRM_WINDOW (1000), FLOOR_WRITES (5000),
 # RECOVERY_MESSAGES (200000).
 set -euo pipefail
 
@@ -22,6 +22,8 @@ SHARDS_ARGS=()
 [[ -n "$SHARDS" ]] && SHARDS_ARGS=(--shards "$SHARDS")
 BACKLOG_MESSAGES=${BACKLOG_MESSAGES:-1000000}
 CONFIRM_RATE=${CONFIRM_RATE:-2000}
+# The open-loop latency rates (msg/s), for ringmq, RabbitMQ and the ping-pong floor alike.
+SWEEP=${SWEEP:-1000,10000,50000,100000}
 CONFIRM_WINDOW=${CONFIRM_WINDOW:-1000}
 FLOOR_WRITES=${FLOOR_WRITES:-5000}
 RECOVERY_MESSAGES=${RECOVERY_MESSAGES:-200000}
@@ -255,8 +257,8 @@ wanted fanout && run_case "Fanout to 10 queues, 16 B" fanout "${D[@]}" --queues 
 wanted topic && run_case "Topic exchange, 10,000 bindings, 16 B" topic "${D[@]}" --bindings 10000 --size 16 "${ACK[@]}"
 if wanted latency; then
     SAVE=(--save "$WORK/latency.json")
-    run_case "Latency, open loop, 16 B (10k and 100k msg/s)" \
-        latency --duration $((DURATION + 1)) --warmup 1 --sweep 10000,100000 --size 16 "${ACK[@]}"
+    run_case "Latency, open loop, 16 B ($SWEEP msg/s)" \
+        latency --duration $((DURATION + 1)) --warmup 1 --sweep "$SWEEP" --size 16 "${ACK[@]}"
     SAVE=()
 fi
 wanted connections && run_case "100 connections × 100 queues, 100 msg/s each" \
@@ -276,9 +278,9 @@ log "case: pingpong floor"
     echo "## Loopback TCP ping-pong floor (same schedule and stamps as the latency scenario)"
     echo
     echo '```'
-    echo "ringmq-perf pingpong --duration $((DURATION + 1)) --warmup 1 --sweep 10000,100000"
+    echo "ringmq-perf pingpong --duration $((DURATION + 1)) --warmup 1 --sweep $SWEEP"
     echo
-    "$PERF" pingpong --duration $((DURATION + 1)) --warmup 1 --sweep 10000,100000 2>/dev/null ||
+    "$PERF" pingpong --duration $((DURATION + 1)) --warmup 1 --sweep "$SWEEP" 2>/dev/null ||
         echo "FAILED"
     echo '```' 
 } >>"$REPORT"
