@@ -2,7 +2,7 @@
 
 mod blocked;
 mod channel;
-use channel::ContentHeader;
+use channel::{ContentHeader, MethodIds, Rest};
 mod consumer_timeout;
 mod handshake;
 mod io;
@@ -239,12 +239,73 @@ impl Session {
             if let Frame::Header { body_size, .. } = &frame {
                 self.shard.note_content_received(*body_size);
             }
-            match self.handle_frame(frame).await {
-                Ok(true) => {}
-                Ok(false) => return Ending::Done,
+            let rest = match self.handle_frame_now(frame) {
+                Ok(Now::Done) => continue,
+                Ok(Now::Rest(rest)) => rest,
+                Ok(Now::Frame(frame)) => match self.handle_frame(frame).await {
+                    Ok(true) => continue,
+                    Ok(false) => return Ending::Done,
+                    Err(fault) => return Ending::Close(fault),
+                },
                 Err(fault) => return Ending::Close(fault),
+            };
+            if let Err(fault) = self.finish_rest(rest).await {
+                return Ending::Close(fault);
             }
         }
+    }
+
+    /// The frames of steady publishing and acking (basic.publish, basic.ack/nack/reject on an
+    /// open channel, content frames), handled without an `.await` (see `channel::perform`);
+    /// any other frame is handed back for `handle_frame`. An `Err` closes the connection.
+    fn handle_frame_now(&mut self, frame: Frame) -> Result<Now, Fault> {
+        let rest = match frame {
+            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
+                return Err(Fault::new(
+                    reply_code::COMMAND_INVALID,
+                    "COMMAND_INVALID - content frame on channel 0",
+                ))
+            }
+            Frame::Header {
+                channel,
+                class_id,
+                body_size,
+                raw_properties,
+            } => {
+                let header = ContentHeader {
+                    class_id,
+                    body_size,
+                    raw_properties,
+                };
+                self.content_header_now(channel, header)?
+            }
+            Frame::Body { channel, payload } => self.content_body_now(channel, payload)?,
+            Frame::Method { channel, method }
+                if channel != 0 && is_steady(&method) && self.is_open(channel) =>
+            {
+                tracing::trace!(
+                    conn = self.conn.id,
+                    channel,
+                    method = method.name(),
+                    "received"
+                );
+                if matches!(method, Method::BasicPublish(_)) {
+                    self.note_publish();
+                }
+                self.channel_method_now(channel, method)
+            }
+            other => return Ok(Now::Frame(other)),
+        };
+        Ok(rest.map_or(Now::Done, Now::Rest))
+    }
+
+    /// Open, and not closing (a closing channel answers only its close handshake).
+    fn is_open(&self, channel: u16) -> bool {
+        self.conn
+            .channels
+            .borrow()
+            .get(&channel)
+            .is_some_and(|state| !state.closing)
     }
 
     /// Back-pressure: stop reading while our output or the mesh is over its bound.
@@ -349,26 +410,11 @@ impl Session {
                 self.handle_channel_method(channel, method).await?;
                 Ok(true)
             }
-            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => Err(Fault::new(
-                reply_code::COMMAND_INVALID,
-                "COMMAND_INVALID - content frame on channel 0",
-            )),
-            Frame::Header {
-                channel,
-                class_id,
-                body_size,
-                raw_properties,
-            } => {
-                let header = ContentHeader {
-                    class_id,
-                    body_size,
-                    raw_properties,
-                };
-                self.handle_content_header(channel, header).await?;
-                Ok(true)
-            }
-            Frame::Body { channel, payload } => {
-                self.handle_content_body(channel, payload).await?;
+            // Taken by `handle_frame_now` normally; handled the same way if they get here.
+            content @ (Frame::Header { .. } | Frame::Body { .. }) => {
+                if let Now::Rest(rest) = self.handle_frame_now(content)? {
+                    self.finish_rest(rest).await?;
+                }
                 Ok(true)
             }
         }
@@ -474,25 +520,11 @@ impl Session {
             (Some(false), Method::ChannelCloseOk(_)) => return Ok(()),
             _ => {}
         }
-        let class_id = method.class_id();
-        let method_id = method.method_id();
+        let ids = MethodIds(method.class_id(), method.method_id());
         self.conn.set_channel_busy(channel, true);
         let result = self.channel_method(channel, method).await;
         self.conn.set_channel_busy(channel, false);
-        match result {
-            Ok(()) => Ok(()),
-            Err(mut fault) => {
-                if fault.class_id == 0 {
-                    fault.class_id = class_id;
-                    fault.method_id = method_id;
-                }
-                if fault.is_hard() {
-                    return Err(fault);
-                }
-                self.close_channel(channel, fault).await;
-                Ok(())
-            }
-        }
+        self.method_outcome(channel, result, ids).await
     }
 
     /// Closes a channel on our side with an error: resources are released now, the channel id is
@@ -608,6 +640,26 @@ impl Session {
         })
         .await;
     }
+}
+
+/// What `Session::handle_frame_now` did with a frame.
+enum Now {
+    Done,
+    /// The part that has to wait.
+    Rest(Rest),
+    /// Not one of its frames: for `handle_frame`.
+    Frame(Frame),
+}
+
+/// The methods a steady publisher or consumer sends for every message or batch.
+fn is_steady(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::BasicPublish(_)
+            | Method::BasicAck(_)
+            | Method::BasicNack(_)
+            | Method::BasicReject(_)
+    )
 }
 
 pub(crate) fn heartbeat_timeout(heartbeat: u16) -> Option<Duration> {

@@ -39,6 +39,7 @@ mod tx;
 mod tests;
 
 pub use content::{ContentHeader, PendingPublish};
+pub(in crate::session) use perform::{MethodIds, Rest};
 pub use tx::TxBuffer;
 
 use super::Fault;

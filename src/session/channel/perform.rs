@@ -1,5 +1,11 @@
 //! The driver: decides a method or content frame with the sans-IO parts (`dispatch`,
 //! `content`, `publish`) and carries out what they leave to do: shard calls and writes.
+//!
+//! The frames of steady publishing and acking (basic.publish, its content, basic.ack, nack and
+//! reject) go through the `*_now` functions, which need no `.await` unless something in them
+//! has to wait; that part comes back as a [`Rest`] for [`Session::finish_rest`]. Why: an async
+//! handler builds its whole nested future (channel close, queue calls, transactions: kilobytes
+//! of state) and moves the frame into it before it runs, and a 16 B message is three frames.
 
 use bytes::Bytes;
 
@@ -48,6 +54,106 @@ impl Session {
     ) -> Result<(), Fault> {
         let action = self.decide(channel, method)?;
         self.perform(channel, action).await
+    }
+
+    /// A method of an open channel, decided and, when its action needs no shard call (a publish
+    /// waiting for its content, settlements), carried out here; the channel is busy meanwhile,
+    /// as `Session::handle_channel_method` keeps it. The rest, with the channel still busy when
+    /// an action is left, is for `finish_rest`.
+    pub(in crate::session) fn channel_method_now(
+        &mut self,
+        channel: u16,
+        method: Method,
+    ) -> Option<Rest> {
+        let ids = MethodIds(method.class_id(), method.method_id());
+        self.conn.set_channel_busy(channel, true);
+        let action = match self.decide(channel, method) {
+            Ok(action) => action,
+            Err(fault) => {
+                self.conn.set_channel_busy(channel, false);
+                return Some(Rest::Failed {
+                    channel,
+                    fault,
+                    ids,
+                });
+            }
+        };
+        match action {
+            Action::Reply(ok) => self.send_reply(channel, ok),
+            Action::Settle(settles) => {
+                self.apply_settles(settles);
+                self.release_over_limit(channel);
+            }
+            action => {
+                return Some(Rest::Perform {
+                    channel,
+                    action,
+                    ids,
+                })
+            }
+        }
+        self.conn.set_channel_busy(channel, false);
+        None
+    }
+
+    /// Carries out what a `*_now` handler left to do.
+    pub(in crate::session) async fn finish_rest(&mut self, rest: Rest) -> Result<(), Fault> {
+        match rest {
+            Rest::Perform {
+                channel,
+                action,
+                ids,
+            } => {
+                let result = self.perform(channel, action).await;
+                self.conn.set_channel_busy(channel, false);
+                self.method_outcome(channel, result, ids).await
+            }
+            Rest::Failed {
+                channel,
+                fault,
+                ids,
+            } => self.method_outcome(channel, Err(fault), ids).await,
+            Rest::CloseChannel { channel, fault } => {
+                self.close_channel(channel, fault).await;
+                Ok(())
+            }
+            Rest::DirectReply {
+                channel,
+                mandatory,
+                message,
+                confirm_seq,
+            } => {
+                self.publish_direct_reply(channel, mandatory, message, confirm_seq)
+                    .await;
+                Ok(())
+            }
+            Rest::ConfirmRoom { channel } => {
+                self.wait_for_confirm_room(channel).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// A method's result: an error names the method unless it names another already; a hard one
+    /// closes the connection (`Err`), any other the channel.
+    pub(in crate::session) async fn method_outcome(
+        &mut self,
+        channel: u16,
+        result: Result<(), Fault>,
+        MethodIds(class_id, method_id): MethodIds,
+    ) -> Result<(), Fault> {
+        let Err(mut fault) = result else {
+            return Ok(());
+        };
+        if fault.class_id == 0 {
+            fault.class_id = class_id;
+            fault.method_id = method_id;
+        }
+        if fault.is_hard() {
+            return Err(fault);
+        }
+        self.close_channel(channel, fault).await;
+        Ok(())
     }
 
     /// The decision, with the shard's topology and the channel's state borrowed for it only.
@@ -276,75 +382,86 @@ impl Session {
 
     // ---- content and publishing -------------------------------------------------------------
 
-    pub(in crate::session) async fn handle_content_header(
+    /// A content header: an `Err` closes the connection.
+    pub(in crate::session) fn content_header_now(
         &mut self,
         channel: u16,
         header: ContentHeader,
-    ) -> Result<(), Fault> {
+    ) -> Result<Option<Rest>, Fault> {
         let max_bytes = self.shard.max_message_bytes();
         let step = self
             .with_channel(channel, |c| content::on_header(c, header, max_bytes))
             .ok_or_else(|| channel_not_open(channel))??;
-        self.content_step(channel, step).await;
-        Ok(())
+        Ok(self.content_step_now(channel, step))
     }
 
-    pub(in crate::session) async fn handle_content_body(
+    /// A content body frame: an `Err` closes the connection.
+    pub(in crate::session) fn content_body_now(
         &mut self,
         channel: u16,
         payload: Bytes,
-    ) -> Result<(), Fault> {
+    ) -> Result<Option<Rest>, Fault> {
         let step = self
             .with_channel(channel, |c| content::on_body(c, payload))
             .ok_or_else(|| channel_not_open(channel))??;
-        self.content_step(channel, step).await;
-        Ok(())
+        Ok(self.content_step_now(channel, step))
     }
 
-    async fn content_step(&mut self, channel: u16, step: ContentStep) {
+    fn content_step_now(&mut self, channel: u16, step: ContentStep) -> Option<Rest> {
         match step {
-            ContentStep::Ignored | ContentStep::Incomplete => {}
-            ContentStep::Refused(fault) => self.close_channel(channel, at_publish(fault)).await,
-            ContentStep::Complete(pending) => self.finish_publish(channel, pending).await,
+            ContentStep::Ignored | ContentStep::Incomplete => None,
+            ContentStep::Refused(fault) => Some(Rest::CloseChannel {
+                channel,
+                fault: at_publish(fault),
+            }),
+            ContentStep::Complete(pending) => self.publish_now(channel, pending),
         }
     }
 
     /// The whole message is here: route it (or buffer it in a transaction).
-    async fn finish_publish(&mut self, channel: u16, mut pending: PendingPublish) {
+    fn publish_now(&mut self, channel: u16, mut pending: PendingPublish) -> Option<Rest> {
         let channel_ref = self.channel_ref(channel);
         let user = &self.user;
         let decided = self.with_channel(channel, |state| {
             let message = publish::build_message(user, channel_ref, state, &mut pending)?;
             publish::next(state, pending, message)
-        });
+        })?;
         let next = match decided {
-            None => return,
-            Some(Ok(next)) => next,
-            Some(Err(fault)) => {
-                self.close_channel(channel, at_publish(fault)).await;
-                return;
+            Ok(next) => next,
+            Err(fault) => {
+                return Some(Rest::CloseChannel {
+                    channel,
+                    fault: at_publish(fault),
+                })
             }
         };
         match next {
-            Next::Buffered => {}
+            Next::Buffered => None,
             Next::DirectReply {
                 mandatory,
                 message,
                 confirm_seq,
-            } => {
-                self.publish_direct_reply(channel, mandatory, message, confirm_seq)
-                    .await
-            }
+            } => Some(Rest::DirectReply {
+                channel,
+                mandatory,
+                message,
+                confirm_seq,
+            }),
             Next::Route {
                 pending,
                 message,
                 confirm_seq,
             } => {
                 if let Err(fault) = self.route_publish(channel, &pending, message, confirm_seq) {
-                    self.close_channel(channel, at_publish(fault)).await;
-                    return;
+                    return Some(Rest::CloseChannel {
+                        channel,
+                        fault: at_publish(fault),
+                    });
                 }
-                self.wait_for_confirm_room(channel).await;
+                let at_limit = self
+                    .with_channel(channel, |c| confirm::at_pending_limit(c))
+                    .unwrap_or(false);
+                at_limit.then_some(Rest::ConfirmRoom { channel })
             }
         }
     }
@@ -479,4 +596,35 @@ impl Session {
 /// Content errors belong to the basic.publish they complete.
 fn at_publish(fault: Fault) -> Fault {
     fault.with_method(BasicPublish::CLASS_ID, BasicPublish::METHOD_ID)
+}
+
+/// A method's class and method ids, for the error that closes its channel or connection.
+#[derive(Clone, Copy)]
+pub(in crate::session) struct MethodIds(pub u16, pub u16);
+
+/// What a frame handled without waiting leaves for `Session::finish_rest`.
+pub(in crate::session) enum Rest {
+    /// A method whose action needs the shard; its channel is busy until it is performed.
+    Perform {
+        channel: u16,
+        action: Action,
+        ids: MethodIds,
+    },
+    /// The method's decision failed.
+    Failed {
+        channel: u16,
+        fault: Fault,
+        ids: MethodIds,
+    },
+    /// A content frame or its publish was refused: the channel closes with this error.
+    CloseChannel { channel: u16, fault: Fault },
+    /// A reply for a direct reply-to consumer, handed over by the shard.
+    DirectReply {
+        channel: u16,
+        mandatory: bool,
+        message: SharedMessage,
+        confirm_seq: Option<u64>,
+    },
+    /// The publish filled the channel's confirm window: nothing more is read until it has room.
+    ConfirmRoom { channel: u16 },
 }
