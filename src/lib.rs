@@ -32,6 +32,7 @@ pub mod latency_trace;
 pub mod limits;
 pub mod management;
 pub mod metrics;
+pub mod name_hash;
 pub mod net;
 pub mod pattern;
 pub mod protocol;

@@ -2,7 +2,7 @@
 //! index built from them (a hash by key for direct, a set for fanout, a trie for topic, a list
 //! of reduced argument tables for headers).
 
-use std::collections::HashMap;
+use crate::name_hash::NameMap;
 
 use crate::protocol::FieldTable;
 
@@ -55,9 +55,9 @@ impl TargetSet {
 
 #[derive(Debug, Clone)]
 enum Router {
-    Direct(HashMap<String, TargetSet>),
+    Direct(NameMap<String, TargetSet>),
     /// Counted like [`TargetSet`], but hashed: fanout exchanges may have thousands of bindings.
-    Fanout(HashMap<Target, u32>),
+    Fanout(NameMap<Target, u32>),
     Topic(TopicTrie),
     Headers(Vec<(HeadersMatcher, Target)>),
 }
@@ -73,7 +73,7 @@ pub(crate) struct BindingEntry {
 pub(crate) struct ExchangeState {
     pub meta: ExchangeMeta,
     /// Grouped by destination so that deleting a destination touches only its own bindings.
-    by_destination: HashMap<Destination, Vec<BindingEntry>>,
+    by_destination: NameMap<Destination, Vec<BindingEntry>>,
     binding_count: usize,
     router: Router,
     /// The `alternate-exchange` a policy gives it (its own argument wins over this); set by
@@ -84,14 +84,14 @@ pub(crate) struct ExchangeState {
 impl ExchangeState {
     pub(crate) fn new(meta: ExchangeMeta) -> ExchangeState {
         let router = match meta.routing_kind() {
-            ExchangeKind::Direct | ExchangeKind::Delayed => Router::Direct(HashMap::new()),
-            ExchangeKind::Fanout => Router::Fanout(HashMap::new()),
+            ExchangeKind::Direct | ExchangeKind::Delayed => Router::Direct(NameMap::default()),
+            ExchangeKind::Fanout => Router::Fanout(NameMap::default()),
             ExchangeKind::Topic => Router::Topic(TopicTrie::default()),
             ExchangeKind::Headers => Router::Headers(Vec::new()),
         };
         ExchangeState {
             meta,
-            by_destination: HashMap::new(),
+            by_destination: NameMap::default(),
             binding_count: 0,
             router,
             policy_alternate: None,

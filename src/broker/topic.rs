@@ -3,7 +3,8 @@
 //! so its cost is bounded by trie size × key words whatever the patterns, instead of growing
 //! with the number of bindings or exploding on patterns such as `#.a.#.a.#`.
 
-use std::collections::HashMap;
+use crate::id_hash::IdMap;
+use crate::name_hash::NameMap;
 
 use super::exchange::{Target, TargetSet};
 
@@ -23,7 +24,7 @@ pub(crate) fn split_words(key: &str) -> impl Iterator<Item = &str> {
 
 #[derive(Debug, Clone, Default)]
 struct Node {
-    words: HashMap<Box<str>, NodeId>,
+    words: NameMap<Box<str>, NodeId>,
     star: Option<NodeId>,
     hash: Option<NodeId>,
     /// Destinations of bindings whose pattern ends at this node.
@@ -124,7 +125,7 @@ impl TopicTrie {
         let word_count = words.len();
         // For each `#` node reached, the lowest key position it was entered at: entering it again
         // at that position or later would only repeat work already on the stack.
-        let mut hash_entered: HashMap<NodeId, usize> = HashMap::new();
+        let mut hash_entered: IdMap<NodeId, usize> = IdMap::default();
         let mut stack: Vec<(NodeId, usize)> = vec![(ROOT, 0)];
         while let Some((node_id, position)) = stack.pop() {
             let node = self.node(node_id);

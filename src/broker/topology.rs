@@ -1,6 +1,7 @@
 //! The replicated topology: identical on every shard, changed only by [`Topology::apply`].
 
-use std::collections::HashMap;
+use crate::id_hash::IdMap;
+use crate::name_hash::NameMap;
 
 use crate::protocol::FieldTable;
 
@@ -34,11 +35,11 @@ const STANDARD_EXCHANGES: [(&str, ExchangeKind); 6] = [
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Vhost {
-    pub exchanges: HashMap<String, ExchangeState>,
-    pub queues: HashMap<String, QueueMeta>,
+    pub exchanges: NameMap<String, ExchangeState>,
+    pub queues: NameMap<String, QueueMeta>,
     /// For each destination, the exchanges holding at least one binding to it: the reverse index
     /// that lets a delete find its inbound bindings without scanning every exchange.
-    pub sources_of: HashMap<Destination, Vec<String>>,
+    pub sources_of: NameMap<Destination, Vec<String>>,
     pub limits: VhostLimits,
 }
 
@@ -153,16 +154,16 @@ impl Vhost {
 #[derive(Debug, Clone)]
 pub struct Topology {
     revision: u64,
-    vhosts: HashMap<String, Vhost>,
-    users: HashMap<String, User>,
+    vhosts: NameMap<String, Vhost>,
+    users: NameMap<String, User>,
     /// Keyed by (user, vhost).
-    permissions: HashMap<(String, String), Permission>,
+    permissions: NameMap<(String, String), Permission>,
     /// Keyed by (user, vhost); at most one entry per exchange.
-    topic_permissions: HashMap<(String, String), Vec<TopicPermission>>,
+    topic_permissions: NameMap<(String, String), Vec<TopicPermission>>,
     /// Bumped by every change that can alter what a user may do (users, permissions, vhosts):
     /// channels keep compiled permissions with this and recompile only when it moved.
     access_revision: u64,
-    queue_locations: HashMap<QueueId, (String, String)>,
+    queue_locations: IdMap<QueueId, (String, String)>,
     policies: PolicySet,
     /// Bumped by every policy change: shards recompute their queues' effective limits when it
     /// moves, and only then (never per message).
@@ -177,12 +178,12 @@ impl Topology {
     pub fn new_default() -> Topology {
         let mut topology = Topology {
             revision: 0,
-            vhosts: HashMap::new(),
-            users: HashMap::new(),
-            permissions: HashMap::new(),
-            topic_permissions: HashMap::new(),
+            vhosts: NameMap::default(),
+            users: NameMap::default(),
+            permissions: NameMap::default(),
+            topic_permissions: NameMap::default(),
             access_revision: 0,
-            queue_locations: HashMap::new(),
+            queue_locations: IdMap::default(),
             policies: PolicySet::default(),
             policy_revision: 0,
             parameters: ParameterSet::default(),
