@@ -22,7 +22,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::ctl::{run_bounded, CtlOutput, CTL_RUN_TIMEOUT, RINGMQCTL};
+use common::ctl::{run_bounded, CTL_RUN_TIMEOUT};
+use common::netns::{self, Namespace};
 use common::{amqp, Broker};
 use lapin::options::{
     BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -56,74 +57,35 @@ fn address(i: usize) -> String {
     format!("{SUBNET}.{}", i + 1)
 }
 
-fn ip(args: &[&str]) -> CtlOutput {
-    let mut command = Command::new("ip");
-    command.args(args);
-    run_bounded(command, CTL_RUN_TIMEOUT)
-}
-
-fn ip_ok(args: &[&str]) {
-    let output = ip(args);
-    assert_eq!(output.code, Some(0), "ip {args:?}: {output:?}");
-}
-
 /// A hub namespace holding a bridge, and one namespace per node with a veth pair to it; all
-/// deleted on drop (deleting a namespace takes its ends of the pairs).
+/// deleted on drop (the nodes' first, then the hub).
 struct Namespaces {
-    hub: String,
-    nodes: Vec<String>,
+    nodes: Vec<Namespace>,
+    hub: Namespace,
     /// Keeps interface names apart between parallel runs.
     tag: String,
 }
 
 impl Namespaces {
     fn create() -> Namespaces {
-        // Interface names are at most 15 bytes; the pid keeps parallel runs apart.
-        let tag = format!("{}", std::process::id() % 1_000_000);
-        let namespaces = Namespaces {
-            hub: format!("ringmq-h-{tag}"),
-            nodes: (0..NODES).map(|i| format!("ringmq-n{i}-{tag}")).collect(),
-            tag: tag.clone(),
-        };
-        ip_ok(&["netns", "add", &namespaces.hub]);
-        ip_ok(&[
-            "-n",
-            &namespaces.hub,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-        ]);
-        ip_ok(&["-n", &namespaces.hub, "link", "set", "br0", "up"]);
-        for (i, namespace) in namespaces.nodes.iter().enumerate() {
-            ip_ok(&["netns", "add", namespace]);
-            let (inner, outer) = (namespaces.inner_link(i), format!("rq{i}b{tag}"));
-            ip_ok(&[
-                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
-            ]);
-            ip_ok(&["link", "set", &inner, "netns", namespace]);
-            ip_ok(&["link", "set", &outer, "netns", &namespaces.hub]);
-            ip_ok(&[
-                "-n",
-                &namespaces.hub,
-                "link",
-                "set",
-                &outer,
-                "master",
-                "br0",
-            ]);
-            ip_ok(&["-n", &namespaces.hub, "link", "set", &outer, "up"]);
-            let with_prefix = format!("{}/{PREFIX_LENGTH}", address(i));
-            ip_ok(&["-n", namespace, "addr", "add", &with_prefix, "dev", &inner]);
-            ip_ok(&["-n", namespace, "link", "set", &inner, "up"]);
-            ip_ok(&["-n", namespace, "link", "set", "lo", "up"]);
+        let tag = netns::run_tag();
+        let hub = Namespace::create(format!("ringmq-h-{tag}"));
+        hub.ip_ok(&["link", "add", "br0", "type", "bridge"]);
+        hub.ip_ok(&["link", "set", "br0", "up"]);
+        let nodes = (0..NODES)
+            .map(|i| Namespace::create(format!("ringmq-n{i}-{tag}")))
+            .collect();
+        let namespaces = Namespaces { nodes, hub, tag };
+        for (i, node) in namespaces.nodes.iter().enumerate() {
+            let (inner, outer) = (namespaces.inner_link(i), format!("rq{i}b{}", namespaces.tag));
+            netns::veth(node, &inner, &namespaces.hub, &outer);
+            namespaces.hub.ip_ok(&["link", "set", &outer, "master", "br0"]);
+            namespaces.hub.ip_ok(&["link", "set", &outer, "up"]);
+            node.address(&inner, &format!("{}/{PREFIX_LENGTH}", address(i)));
         }
         namespaces
     }
-}
 
-impl Namespaces {
     /// Node `i`'s end of its veth pair (inside its namespace): its only way to the others.
     fn inner_link(&self, i: usize) -> String {
         format!("rq{i}a{}", self.tag)
@@ -133,36 +95,8 @@ impl Namespaces {
     fn set_link(&self, i: usize, up: bool) {
         let state = if up { "up" } else { "down" };
         let link = self.inner_link(i);
-        ip_ok(&["-n", &self.nodes[i], "link", "set", &link, state]);
+        self.nodes[i].ip_ok(&["link", "set", &link, state]);
     }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for namespace in self.nodes.iter().chain(std::iter::once(&self.hub)) {
-            let output = ip(&["netns", "del", namespace]);
-            if output.code != Some(0) {
-                eprintln!("could not delete network namespace {namespace}: {output:?}");
-            }
-        }
-    }
-}
-
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: cannot create network namespaces");
-    }
-    for (tool, flag, missing) in [
-        ("ip", "-V", "the `ip` command (iproute2) is missing"),
-        ("curl", "--version", "curl is missing"),
-    ] {
-        let probe = Command::new(tool).arg(flag).output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            return Some(missing);
-        }
-    }
-    None
 }
 
 /// The flags of node `i`, holding `secret`.
@@ -199,7 +133,7 @@ impl Cluster {
         let namespaces = Namespaces::create();
         let brokers = (0..NODES)
             .map(|i| {
-                let launcher = ["ip", "netns", "exec", namespaces.nodes[i].as_str()];
+                let launcher = namespaces.nodes[i].launcher();
                 let args = node_args(i, SECRET);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Broker::start_with_launcher(1, &launcher, &args)
@@ -219,22 +153,13 @@ impl Cluster {
 
     /// The command `client` runs (it may be run on another thread).
     fn client_command(&self, i: usize, action: &str) -> Command {
-        let exe = std::env::current_exe().expect("the test binary's path");
         let url = format!(
             "amqp://guest:guest@127.0.0.1:{}/%2f",
             self.brokers[i].port()
         );
-        let mut command = Command::new("ip");
+        let mut command = self.namespaces.nodes[i]
+            .rerun_test(&netns::test_name(module_path!(), "client_role"));
         command
-            .args(["netns", "exec", &self.namespaces.nodes[i]])
-            .arg(exe)
-            .args([
-                "--exact",
-                "client_role",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
             .env(CLIENT_URL_ENV, url)
             .env(CLIENT_ACTION_ENV, action);
         command
@@ -255,9 +180,9 @@ impl Cluster {
             "http://127.0.0.1:{}{path}",
             self.brokers[i].management_port()
         );
-        let mut command = Command::new("ip");
+        let mut command = self.namespaces.nodes[i].command("curl");
         command
-            .args(["netns", "exec", &self.namespaces.nodes[i], "curl", "-s"])
+            .arg("-s")
             .args(["-u", "guest:guest", "-X", method, "-w", "\n%{http_code}"])
             .args(["-H", "content-type: application/json", "--max-time", "20"]);
         if let Some(body) = body {
@@ -272,19 +197,8 @@ impl Cluster {
 
     /// `ringmqctl ARGS` against node `i`, from its namespace; its stdout.
     fn ctl(&self, i: usize, args: &[&str]) -> String {
-        let url = format!("http://127.0.0.1:{}", self.brokers[i].management_port());
-        let mut command = Command::new("ip");
-        command
-            .args([
-                "netns",
-                "exec",
-                &self.namespaces.nodes[i],
-                RINGMQCTL,
-                "--url",
-                &url,
-            ])
-            .args(args);
-        run_bounded(command, CTL_RUN_TIMEOUT).ok()
+        let port = self.brokers[i].management_port();
+        self.namespaces.nodes[i].ringmqctl(port, args)
     }
 
     /// Waits until node `i`'s `/api/nodes` shows `running` members running and the others not
@@ -372,7 +286,7 @@ fn index_of(name: &str) -> usize {
 
 #[test]
 fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
-    if let Some(reason) = skip_reason() {
+    if let Some(reason) = netns::skip_reason(&["curl"]) {
         eprintln!("SKIPPED cluster: {reason}");
         return;
     }

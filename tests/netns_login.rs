@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::ctl::{run_bounded, CtlOutput, CTL_RUN_TIMEOUT, RINGMQCTL};
+use common::ctl::{run_bounded, CTL_RUN_TIMEOUT};
+use common::netns::{self, Namespace};
 use common::{amqp, Broker};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -26,96 +25,42 @@ const CLIENT_URL_ENV: &str = "RINGMQ_NETNS_CLIENT_URL";
 const CLIENT_EXPECT_ENV: &str = "RINGMQ_NETNS_CLIENT_EXPECT";
 const REFUSAL_TEXT: &str = "ACCESS_REFUSED - user 'guest' can only connect via localhost";
 
-/// Two namespaces and the veth pair between them; all deleted on drop (a namespace's
-/// deletion takes its end of the pair, and with it the whole pair).
+/// The broker's and the client's namespaces, joined by a veth pair.
 struct Namespaces {
-    broker: String,
-    client: String,
-}
-
-fn ip(args: &[&str]) -> CtlOutput {
-    let mut command = Command::new("ip");
-    command.args(args);
-    run_bounded(command, CTL_RUN_TIMEOUT)
-}
-
-fn ip_ok(args: &[&str]) {
-    let output = ip(args);
-    assert_eq!(output.code, Some(0), "ip {args:?}: {output:?}");
+    broker: Namespace,
+    client: Namespace,
 }
 
 impl Namespaces {
     fn create() -> Namespaces {
-        // Interface names are at most 15 bytes; the pid keeps parallel runs apart.
-        let tag = format!("{}", std::process::id() % 1_000_000);
+        let tag = netns::run_tag();
         let namespaces = Namespaces {
-            broker: format!("ringmq-b-{tag}"),
-            client: format!("ringmq-c-{tag}"),
+            broker: Namespace::create(format!("ringmq-b-{tag}")),
+            client: Namespace::create(format!("ringmq-c-{tag}")),
         };
         let (broker_link, client_link) = (format!("rqb{tag}"), format!("rqc{tag}"));
-        ip_ok(&["netns", "add", &namespaces.broker]);
-        ip_ok(&["netns", "add", &namespaces.client]);
-        ip_ok(&[
-            "link",
-            "add",
+        netns::veth(
+            &namespaces.broker,
             &broker_link,
-            "type",
-            "veth",
-            "peer",
-            "name",
+            &namespaces.client,
             &client_link,
-        ]);
+        );
         for (namespace, link, address) in [
             (&namespaces.broker, &broker_link, BROKER_ADDRESS),
             (&namespaces.client, &client_link, CLIENT_ADDRESS),
         ] {
-            ip_ok(&["link", "set", link, "netns", namespace]);
-            let with_prefix = format!("{address}/{PREFIX_LENGTH}");
-            ip_ok(&["-n", namespace, "addr", "add", &with_prefix, "dev", link]);
-            ip_ok(&["-n", namespace, "link", "set", link, "up"]);
-            ip_ok(&["-n", namespace, "link", "set", "lo", "up"]);
+            namespace.address(link, &format!("{address}/{PREFIX_LENGTH}"));
         }
         namespaces
     }
 }
 
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for namespace in [&self.broker, &self.client] {
-            let output = ip(&["netns", "del", namespace]);
-            if output.code != Some(0) {
-                eprintln!("could not delete network namespace {namespace}: {output:?}");
-            }
-        }
-    }
-}
-
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: cannot create network namespaces");
-    }
-    let probe = Command::new("ip").arg("-V").output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        return Some("the `ip` command (iproute2) is missing");
-    }
-    None
-}
-
 /// Runs this test binary's `client_role` in the client namespace against `url`.
 fn client(namespaces: &Namespaces, url: &str, expect: &str) -> String {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut command = Command::new("ip");
+    let mut command = namespaces
+        .client
+        .rerun_test(&netns::test_name(module_path!(), "client_role"));
     command
-        .args(["netns", "exec", &namespaces.client])
-        .arg(exe)
-        .args([
-            "--exact",
-            "client_role",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
         .env(CLIENT_URL_ENV, url)
         .env(CLIENT_EXPECT_ENV, expect);
     let output = run_bounded(command, CTL_RUN_TIMEOUT);
@@ -123,41 +68,26 @@ fn client(namespaces: &Namespaces, url: &str, expect: &str) -> String {
         output.code,
         Some(0),
         "client in {}: {output:?}",
-        namespaces.client
+        namespaces.client.name()
     );
     output.stdout
 }
 
-fn ctl_in(namespace: &str, management_port: u16, args: &[&str]) -> String {
-    let url = format!("http://127.0.0.1:{management_port}");
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", namespace, RINGMQCTL, "--url", &url])
-        .args(args);
-    run_bounded(command, CTL_RUN_TIMEOUT).ok()
-}
-
 #[test]
 fn a_created_user_logs_in_from_another_namespace_and_guest_does_not() {
-    if let Some(reason) = skip_reason() {
+    if let Some(reason) = netns::skip_reason(&[]) {
         eprintln!("SKIPPED netns_login: {reason}");
         return;
     }
     let namespaces = Namespaces::create();
-    let launcher = ["ip", "netns", "exec", namespaces.broker.as_str()];
+    let launcher = namespaces.broker.launcher();
     let broker = Broker::start_with_launcher(1, &launcher, &["--listen", BROKER_ADDRESS]);
     let port = broker.port();
 
-    ctl_in(
-        &namespaces.broker,
-        broker.management_port(),
-        &["add_user", "remote", "remote-pw"],
-    );
-    ctl_in(
-        &namespaces.broker,
-        broker.management_port(),
-        &["set_permissions", "-p", "/", "remote", ".*", ".*", ".*"],
-    );
+    let management_port = broker.management_port();
+    let ctl = |args: &[&str]| namespaces.broker.ringmqctl(management_port, args);
+    ctl(&["add_user", "remote", "remote-pw"]);
+    ctl(&["set_permissions", "-p", "/", "remote", ".*", ".*", ".*"]);
 
     let accepted = client(
         &namespaces,
