@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::admin::{encode, Admin};
 use common::rabbitmq::{rabbitmq_installed, RabbitMq, RABBITMQ_SERVER};
-use common::shovel::{in_state, keys};
+use common::shovel::keys;
 use common::transfer::{drain_ids, eventually, extra_copies, ids, publish_ids, queue_counts};
 use common::{amqp, Broker};
 use lapin::options::QueueDeclareOptions;
@@ -47,37 +47,12 @@ fn ringmq_messages(admin: &Admin, queue: &str) -> u64 {
 }
 
 fn shovel(src_uri: &str, src_queue: &str, dest_uri: &str, dest_queue: &str) -> Value {
-    json!({
-        "src-protocol": "amqp091",
-        "src-uri": src_uri,
-        "src-queue": src_queue,
-        "dest-protocol": "amqp091",
-        "dest-uri": dest_uri,
-        "dest-queue": dest_queue,
-        "ack-mode": "on-confirm",
-        "src-prefetch-count": PREFETCH,
-        "reconnect-delay": 1,
-    })
+    let destination = json!({ "dest-queue": dest_queue });
+    common::shovel::on_confirm(src_uri, src_queue, dest_uri, destination, PREFETCH)
 }
 
 async fn wait_state(admin: &Admin, name: &str, state: &str) -> Value {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(STATE_TIMEOUT, async {
-        loop {
-            if let Some(status) = in_state(admin, "/", name, state) {
-                return status;
-            }
-            let now = common::shovel::status(admin, "/", name);
-            if seen.last() != Some(&now) {
-                seen.push(now);
-            }
-            tokio::time::sleep(common::transfer::POLL_INTERVAL).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| {
-        panic!("shovel {name} not {state} within {STATE_TIMEOUT:?}; seen {seen:?}")
-    })
+    common::shovel::wait_state(admin, name, state, STATE_TIMEOUT).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
