@@ -111,14 +111,19 @@ impl Drop for Namespace {
     fn drop(&mut self) {
         let output = ip(&["netns", "del", &self.name]);
         if output.code != Some(0) {
-            eprintln!("could not delete network namespace {}: {output:?}", self.name);
+            eprintln!(
+                "could not delete network namespace {}: {output:?}",
+                self.name
+            );
         }
     }
 }
 
 /// A veth pair: `a_link` in `a`, `b_link` in `b`, both still down and without addresses.
 pub fn veth(a: &Namespace, a_link: &str, b: &Namespace, b_link: &str) {
-    ip_ok(&["link", "add", a_link, "type", "veth", "peer", "name", b_link]);
+    ip_ok(&[
+        "link", "add", a_link, "type", "veth", "peer", "name", b_link,
+    ]);
     ip_ok(&["link", "set", a_link, "netns", a.name()]);
     ip_ok(&["link", "set", b_link, "netns", b.name()]);
 }

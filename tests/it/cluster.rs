@@ -77,9 +77,14 @@ impl Namespaces {
             .collect();
         let namespaces = Namespaces { nodes, hub, tag };
         for (i, node) in namespaces.nodes.iter().enumerate() {
-            let (inner, outer) = (namespaces.inner_link(i), format!("rq{i}b{}", namespaces.tag));
+            let (inner, outer) = (
+                namespaces.inner_link(i),
+                format!("rq{i}b{}", namespaces.tag),
+            );
             netns::veth(node, &inner, &namespaces.hub, &outer);
-            namespaces.hub.ip_ok(&["link", "set", &outer, "master", "br0"]);
+            namespaces
+                .hub
+                .ip_ok(&["link", "set", &outer, "master", "br0"]);
             namespaces.hub.ip_ok(&["link", "set", &outer, "up"]);
             node.address(&inner, &format!("{}/{PREFIX_LENGTH}", address(i)));
         }
@@ -157,8 +162,8 @@ impl Cluster {
             "amqp://guest:guest@127.0.0.1:{}/%2f",
             self.brokers[i].port()
         );
-        let mut command = self.namespaces.nodes[i]
-            .rerun_test(&netns::test_name(module_path!(), "client_role"));
+        let mut command =
+            self.namespaces.nodes[i].rerun_test(&netns::test_name(module_path!(), "client_role"));
         command
             .env(CLIENT_URL_ENV, url)
             .env(CLIENT_ACTION_ENV, action);

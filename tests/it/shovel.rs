@@ -49,7 +49,13 @@ async fn wait_state(admin: &Admin, name: &str, state: &str) -> Value {
 /// A running shovel's status: RabbitMQ's keys for both ends, `destination` naming the
 /// destination's own (`dest_queue`, or `dest_exchange` and `dest_exchange_key`).
 fn assert_running_keys(status: &Value, destination: &[&str]) {
-    let ends = ["src_uri", "src_protocol", "dest_protocol", "dest_uri", "src_queue"];
+    let ends = [
+        "src_uri",
+        "src_protocol",
+        "dest_protocol",
+        "dest_uri",
+        "src_queue",
+    ];
     let all: Vec<&str> = ends.iter().chain(destination).copied().collect();
     assert_status_keys(status, &all);
 }
