@@ -1,6 +1,6 @@
 //! ringmq: an AMQP 0-9-1 broker built thread-per-core on glommio.
 //!
-//! Layering (each layer depends only on those above it; `tests/import_graph.rs` checks the
+//! Layering (each layer depends only on those above it; `tests/it/import_graph.rs` checks the
 //! edge between net, session and shard):
 //! - `protocol`: sans-IO codec for frames, methods, field tables and properties.
 //! - `auth`: password hashes and permission checks (pure).
@@ -16,6 +16,7 @@
 //! - `tls`: amqps, a rustls `ServerConnection` driven over the shard's socket, as a
 //!   `net::Transport` and `net::ClientStream`.
 //! - `session`: AMQP connection and channel state, served over a `net::SharedStream`.
+//! - `shared_io`: one byte stream polled by two tasks (net's `SharedStream`, cluster links).
 //! - `metrics`: plain per-shard counters and histograms (no I/O, imports nothing).
 //! - `runtime`: starts the executors and wires shards, listeners and sessions together.
 //! - `ctl`: `ringmqctl`, rabbitmqctl's verbs over the management API (HTTP only, no internals).
@@ -39,6 +40,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod session;
 pub mod shard;
+pub mod shared_io;
 pub mod shovel;
 pub mod storage;
 pub mod sync;

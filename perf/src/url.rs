@@ -1,5 +1,7 @@
 //! `amqp://user:pass@host:port/vhost`, with the vhost percent-decoded (`%2f` is "/").
 
+use ringmq::shovel::uri::PercentDecodeError;
+
 use crate::error::{PerfError, Result};
 
 pub const AMQP_PORT_DEFAULT: u16 = 5672;
@@ -64,25 +66,14 @@ impl AmqpUrl {
     }
 }
 
+/// The shovel's strict decoding (a broken escape or non-UTF-8 is refused), with our messages.
 fn percent_decode(text: &str) -> Result<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| PerfError::Url(format!("bad percent escape in {text:?}")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| PerfError::Url(format!("{text:?} is not UTF-8")))
+    ringmq::shovel::uri::percent_decode(text).map_err(|error| {
+        PerfError::Url(match error {
+            PercentDecodeError::BadEscape => format!("bad percent escape in {text:?}"),
+            PercentDecodeError::NotUtf8 => format!("{text:?} is not UTF-8"),
+        })
+    })
 }
 
 #[cfg(test)]

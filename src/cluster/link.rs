@@ -13,14 +13,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::frame::{self, Kind};
@@ -30,6 +27,7 @@ use crate::limits::{
     CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX,
     CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN, READ_CHUNK_BYTES,
 };
+use crate::shared_io::SharedIo;
 use crate::sync::Notify;
 
 /// Where received Raft messages go: (the name of the peer that proved itself, the message).
@@ -44,38 +42,8 @@ pub struct Identity {
 }
 
 /// One connection's socket, shared by the half that listens and the half that sends (both in
-/// one task, raced). Each poll borrows the stream for its own duration only, never across an
-/// `.await`, and glommio keeps read and write readiness apart, so the halves never collide.
-#[derive(Clone)]
-struct Socket(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Socket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Socket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
-    }
-}
+/// one task, raced).
+type Socket = SharedIo<TcpStream>;
 
 /// A connection (or one half of it, after `split`): frames in, frames out.
 struct Wire {
@@ -86,7 +54,7 @@ struct Wire {
 impl Wire {
     fn new(stream: TcpStream) -> Wire {
         Wire {
-            stream: Socket(Rc::new(RefCell::new(stream))),
+            stream: Socket::new(stream),
             buffer: Vec::new(),
         }
     }

@@ -9,7 +9,7 @@
 //!
 //! One narrow door each way: the shard proposes through [`Node::propose`] and is handed
 //! committed changes through [`StateMachine`]; this module never imports the shard, the
-//! session, net or management (`tests/import_graph.rs`). Nothing here runs without `--peer`.
+//! session, net or management (`tests/it/import_graph.rs`). Nothing here runs without `--peer`.
 
 mod frame;
 mod handshake;

@@ -1,5 +1,5 @@
 //! `ringmqctl`: rabbitmqctl's verbs over the management API. HTTP only: this module knows no
-//! broker internals (tests/import_graph.rs keeps it that way), so it works against any broker
+//! broker internals (tests/it/import_graph.rs keeps it that way), so it works against any broker
 //! that speaks RabbitMQ's management API.
 //!
 //! Each verb returns the text for standard output or a `CtlError`, whose exit code the binary

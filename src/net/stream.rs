@@ -3,13 +3,13 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+
+use crate::shared_io::SharedIo;
 
 /// What a session reads and writes: a TCP stream, or a TLS stream over one. The socket
 /// operations a session needs besides bytes are here, so a wrapper passes them to its socket.
@@ -49,31 +49,29 @@ impl ClientStream for TcpStream {
     }
 }
 
-/// One client stream used by a reader task and a writer task. glommio keeps separate read and
-/// write readiness state, and each poll borrows the stream only for its own duration, so the two
-/// tasks never hold the borrow at the same time.
-#[derive(Clone)]
-pub struct SharedStream(Rc<RefCell<dyn ClientStream>>);
+/// One client stream used by a reader task and a writer task (`shared_io` says why the two never
+/// hold the borrow at once).
+pub type SharedStream = SharedIo<dyn ClientStream>;
 
-impl SharedStream {
+impl SharedIo<dyn ClientStream> {
     pub fn new(stream: impl ClientStream + 'static) -> SharedStream {
-        SharedStream(Rc::new(RefCell::new(stream)))
+        SharedIo::from_rc(Rc::new(RefCell::new(stream)))
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.borrow().peer_addr()
+        self.get().peer_addr()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.borrow().local_addr()
+        self.get().local_addr()
     }
 
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.0.borrow().set_read_timeout(timeout)
+        self.get().set_read_timeout(timeout)
     }
 
     pub fn peer_certificate_name(&self) -> Option<String> {
-        self.0.borrow().peer_certificate_name()
+        self.get().peer_certificate_name()
     }
 
     /// Closes gracefully: waits (bounded) for the peer to close first, reading and discarding, then
@@ -97,42 +95,6 @@ impl SharedStream {
 
     /// Shuts the socket down in both directions, waking a reader blocked on it.
     pub fn shutdown(&self) {
-        self.0.borrow().shutdown();
-    }
-}
-
-impl AsyncRead for SharedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SharedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+        self.get().shutdown();
     }
 }

@@ -71,9 +71,19 @@ pub fn without_credentials(text: &str) -> String {
     }
 }
 
-/// Percent-decoding of one URI component (`%2f` → `/`); a broken escape or non-UTF-8 result is
-/// refused.
-fn decode(text: &str) -> Result<String, UriError> {
+/// Why [`percent_decode`] refused a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PercentDecodeError {
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// The decoded bytes are not UTF-8.
+    NotUtf8,
+}
+
+/// Percent-decoding of one URI component (`%2f` → `/`), strict where the `percent-encoding`
+/// crate is lenient: a broken escape or a non-UTF-8 result is refused, as RabbitMQ refuses
+/// the URI. ringmq-perf reads its `--url` with it too.
+pub fn percent_decode(text: &str) -> Result<String, PercentDecodeError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -83,7 +93,7 @@ fn decode(text: &str) -> Result<String, UriError> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| UriError::Malformed("bad_escape".to_string()))?;
+                .ok_or(PercentDecodeError::BadEscape)?;
             out.push(hex);
             i += 3;
         } else {
@@ -91,7 +101,18 @@ fn decode(text: &str) -> Result<String, UriError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| UriError::Malformed("not_utf8".to_string()))
+    String::from_utf8(out).map_err(|_| PercentDecodeError::NotUtf8)
+}
+
+/// [`percent_decode`] with RabbitMQ's reasons.
+fn decode(text: &str) -> Result<String, UriError> {
+    percent_decode(text).map_err(|error| {
+        let reason = match error {
+            PercentDecodeError::BadEscape => "bad_escape",
+            PercentDecodeError::NotUtf8 => "not_utf8",
+        };
+        UriError::Malformed(reason.to_string())
+    })
 }
 
 #[cfg(test)]

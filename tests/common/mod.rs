@@ -498,6 +498,7 @@ macro_rules! per_shard_count_mut {
 pub mod admin;
 pub mod ctl;
 pub mod filesystem;
+pub mod netns;
 pub mod rabbitmq;
 pub mod raw;
 pub mod shovel;

@@ -1,0 +1,630 @@
+//! Three ringmq nodes in a cluster, each in a network namespace the test makes (veth pairs to a
+//! bridge in a hub namespace of its own, addresses the test assigns; never the host's own
+//! interfaces), killed on drop with their namespaces.
+//!
+//! One scenario, in order: topology declared on node 1 (exchange, queue, binding over AMQP; a
+//! user, a vhost, an exchange, a queue and a binding over the management API) is seen on nodes 2
+//! and 3 (passive declares, the API); `/api/nodes`, `cluster_status` and the overview list all
+//! three; a publish on node 2 to node 1's queue is refused with 540; the Raft leader is killed
+//! with SIGKILL, the two others elect a new one within `ELECTION_BOUND`, confirm declares and
+//! show it as not running; the killed node restarts and catches up; a node whose link is set
+//! down inside its namespace answers a declare with 541 at once while the two others commit,
+//! and after the link is back it catches up and its refused declare exists nowhere; a node
+//! restarted with a wrong secret is refused and learns nothing new; with two nodes down the one
+//! left confirms no declare (541 within `MINORITY_ANSWER_BOUND`, never an ok, never a hang).
+//!
+//! Clients run in the nodes' namespaces: AMQP as this test binary re-run under
+//! `ip netns exec` with only `client_role` selected (as tests/it/netns_login.rs), HTTP as curl.
+//! Skipped (with a printed reason) when not root or without `ip` or `curl`.
+
+use crate::common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::ctl::{run_bounded, CTL_RUN_TIMEOUT};
+use common::netns::{self, Namespace};
+use common::{amqp, Broker};
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+
+const NODES: usize = 3;
+const SUBNET: &str = "10.213.9";
+const PREFIX_LENGTH: &str = "24";
+const CLUSTER_PORT: &str = "25672";
+const SECRET: &str = "the-shared-cluster-secret";
+/// A follower that hears nothing from the leader for 1-2 s (10-20 ticks of 100 ms) starts an
+/// election; pre-vote and vote take a round trip. Generous for a loaded 2-core CI machine.
+const ELECTION_BOUND: Duration = Duration::from_secs(4);
+/// A change proposed where no majority is reachable is refused at once (or, if the majority was
+/// lost after it was proposed, after the node's 5 s propose timeout); this bounds the answer,
+/// client start-up in the namespace included.
+const MINORITY_ANSWER_BOUND: Duration = Duration::from_secs(12);
+/// Catching up, links coming back: bounded polls.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+const CLIENT_URL_ENV: &str = "RINGMQ_CLUSTER_CLIENT_URL";
+const CLIENT_ACTION_ENV: &str = "RINGMQ_CLUSTER_CLIENT_ACTION";
+
+fn node_name(i: usize) -> String {
+    format!("ringmq@n{}", i + 1)
+}
+
+fn address(i: usize) -> String {
+    format!("{SUBNET}.{}", i + 1)
+}
+
+/// A hub namespace holding a bridge, and one namespace per node with a veth pair to it; all
+/// deleted on drop (the nodes' first, then the hub).
+struct Namespaces {
+    nodes: Vec<Namespace>,
+    hub: Namespace,
+    /// Keeps interface names apart between parallel runs.
+    tag: String,
+}
+
+impl Namespaces {
+    fn create() -> Namespaces {
+        let tag = netns::run_tag();
+        let hub = Namespace::create(format!("ringmq-h-{tag}"));
+        hub.ip_ok(&["link", "add", "br0", "type", "bridge"]);
+        hub.ip_ok(&["link", "set", "br0", "up"]);
+        let nodes = (0..NODES)
+            .map(|i| Namespace::create(format!("ringmq-n{i}-{tag}")))
+            .collect();
+        let namespaces = Namespaces { nodes, hub, tag };
+        for (i, node) in namespaces.nodes.iter().enumerate() {
+            let (inner, outer) = (
+                namespaces.inner_link(i),
+                format!("rq{i}b{}", namespaces.tag),
+            );
+            netns::veth(node, &inner, &namespaces.hub, &outer);
+            namespaces
+                .hub
+                .ip_ok(&["link", "set", &outer, "master", "br0"]);
+            namespaces.hub.ip_ok(&["link", "set", &outer, "up"]);
+            node.address(&inner, &format!("{}/{PREFIX_LENGTH}", address(i)));
+        }
+        namespaces
+    }
+
+    /// Node `i`'s end of its veth pair (inside its namespace): its only way to the others.
+    fn inner_link(&self, i: usize) -> String {
+        format!("rq{i}a{}", self.tag)
+    }
+
+    /// Cuts (`up == false`) or restores node `i`'s link to the bridge, inside its namespace.
+    fn set_link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let link = self.inner_link(i);
+        self.nodes[i].ip_ok(&["link", "set", &link, state]);
+    }
+}
+
+/// The flags of node `i`, holding `secret`.
+fn node_args(i: usize, secret: &str) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_string(),
+        address(i),
+        "--node-name".to_string(),
+        node_name(i),
+        "--cluster-port".to_string(),
+        CLUSTER_PORT.to_string(),
+        "--cluster-secret".to_string(),
+        secret.to_string(),
+    ];
+    for peer in (0..NODES).filter(|&p| p != i) {
+        args.push("--peer".to_string());
+        args.push(format!(
+            "{}={}:{CLUSTER_PORT}",
+            node_name(peer),
+            address(peer)
+        ));
+    }
+    args
+}
+
+struct Cluster {
+    // Dropped first: the brokers stop before their namespaces go.
+    brokers: Vec<Broker>,
+    namespaces: Namespaces,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let namespaces = Namespaces::create();
+        let brokers = (0..NODES)
+            .map(|i| {
+                let launcher = namespaces.nodes[i].launcher();
+                let args = node_args(i, SECRET);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Broker::start_with_launcher(1, &launcher, &args)
+            })
+            .collect();
+        Cluster {
+            brokers,
+            namespaces,
+        }
+    }
+
+    /// Runs this binary's `client_role` in node `i`'s namespace: `CLIENT-OK` or
+    /// `CLIENT-ERR <code>` on its stdout.
+    fn client(&self, i: usize, action: &str) -> String {
+        run_client(self.client_command(i, action), i, action)
+    }
+
+    /// The command `client` runs (it may be run on another thread).
+    fn client_command(&self, i: usize, action: &str) -> Command {
+        let url = format!(
+            "amqp://guest:guest@127.0.0.1:{}/%2f",
+            self.brokers[i].port()
+        );
+        let mut command =
+            self.namespaces.nodes[i].rerun_test(&netns::test_name(module_path!(), "client_role"));
+        command
+            .env(CLIENT_URL_ENV, url)
+            .env(CLIENT_ACTION_ENV, action);
+        command
+    }
+
+    fn client_ok(&self, i: usize, action: &str) {
+        assert_eq!(
+            self.client(i, action),
+            "CLIENT-OK",
+            "{action} on node {}",
+            i + 1
+        );
+    }
+
+    /// An HTTP request to node `i`'s management API as guest: (status, body).
+    fn http(&self, i: usize, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let url = format!(
+            "http://127.0.0.1:{}{path}",
+            self.brokers[i].management_port()
+        );
+        let mut command = self.namespaces.nodes[i].command("curl");
+        command
+            .arg("-s")
+            .args(["-u", "guest:guest", "-X", method, "-w", "\n%{http_code}"])
+            .args(["-H", "content-type: application/json", "--max-time", "20"]);
+        if let Some(body) = body {
+            command.args(["--data", body]);
+        }
+        command.arg(url);
+        let output = run_bounded(command, CTL_RUN_TIMEOUT);
+        assert_eq!(output.code, Some(0), "curl {method} {path}: {output:?}");
+        let (text, status) = output.stdout.rsplit_once('\n').unwrap_or(("", ""));
+        (status.trim().parse().unwrap_or(0), text.to_string())
+    }
+
+    /// `ringmqctl ARGS` against node `i`, from its namespace; its stdout.
+    fn ctl(&self, i: usize, args: &[&str]) -> String {
+        let port = self.brokers[i].management_port();
+        self.namespaces.nodes[i].ringmqctl(port, args)
+    }
+
+    /// Waits until node `i`'s `/api/nodes` shows `running` members running and the others not
+    /// (a dead or cut-off peer is noticed within the link's silence bound).
+    fn wait_running(&self, i: usize, running: usize) {
+        let what = format!("node {} showing {running} of {NODES} running", i + 1);
+        eventually(&what, CONVERGE_TIMEOUT, || {
+            let (status, body) = self.http(i, "GET", "/api/nodes", None);
+            status == 200
+                && body.matches(r#""running":true"#).count() == running
+                && body.matches(r#""running":false"#).count() == NODES - running
+        });
+    }
+
+    /// A declare of `queue` on node `i`, which cannot reach a majority: an error reply (541,
+    /// RabbitMQ's internal_error for a metadata store that cannot commit), within the bound.
+    fn minority_refuses(&self, i: usize, queue: &str) {
+        let started = Instant::now();
+        let verdict = self.client(i, &format!("queue {queue}"));
+        assert_eq!(verdict, "CLIENT-ERR 541", "a declare without a majority");
+        assert!(
+            started.elapsed() < MINORITY_ANSWER_BOUND,
+            "answered after {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// `queue` does not exist on node `i` (a passive declare is 404).
+    fn assert_absent(&self, i: usize, queue: &str) {
+        let verdict = self.client(i, &format!("passive-queue {queue}"));
+        assert_eq!(verdict, "CLIENT-ERR 404", "{queue} on node {}", i + 1);
+    }
+
+    /// The leader node `i` last logged, if any.
+    fn logged_leader(&self, i: usize, since_byte: usize) -> Option<String> {
+        let log = self.brokers[i].log_text();
+        let recent = log.get(since_byte..).unwrap_or_default();
+        recent
+            .lines()
+            .rev()
+            .filter_map(|line| line.split("cluster leader changed leader=").nth(1))
+            .find_map(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+    }
+
+    fn log_length(&self, i: usize) -> usize {
+        self.brokers[i].log_text().len()
+    }
+}
+
+/// Runs a client command (`Cluster::client_command`) and returns its verdict line.
+fn run_client(command: Command, i: usize, action: &str) -> String {
+    let output = run_bounded(command, CTL_RUN_TIMEOUT);
+    assert_eq!(
+        output.code,
+        Some(0),
+        "client {action:?} on node {i}: {output:?}"
+    );
+    // The harness prints `test client_role ... ` on the verdict's line.
+    let verdict = output
+        .stdout
+        .lines()
+        .find_map(|l| l.find("CLIENT-").map(|at| l[at..].trim().to_string()));
+    verdict.unwrap_or_else(|| panic!("no client verdict: {output:?}"))
+}
+
+/// Polls `check` until it holds or `timeout` passes; returns how long it took.
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < timeout,
+            "not within {timeout:?}: {what}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    started.elapsed()
+}
+
+fn index_of(name: &str) -> usize {
+    (0..NODES)
+        .find(|&i| node_name(i) == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
+}
+
+#[test]
+fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
+    if let Some(reason) = netns::skip_reason(&["curl"]) {
+        eprintln!("SKIPPED cluster: {reason}");
+        return;
+    }
+    let mut cluster = Cluster::start();
+    let is_member =
+        |name: &Option<String>| name.as_deref().is_some_and(|n| n.starts_with("ringmq@n"));
+    eventually("a first leader", CONVERGE_TIMEOUT, || {
+        (0..NODES).all(|i| is_member(&cluster.logged_leader(i, 0)))
+    });
+    // A node proposes only while it reaches the leader and a majority: wait for every link.
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+    }
+    declared_on_one_seen_on_all(&cluster);
+    shown_as_one_cluster(&cluster);
+    concurrent_declares_agree(&cluster);
+
+    // Node 1 leads cq: a publish on node 2 routed to it is refused, not lost silently.
+    assert_eq!(cluster.client(1, "publish cx cq"), "CLIENT-ERR 540");
+
+    let (dead, survivors) = leader_killed(&mut cluster);
+
+    // The killed node restarts and catches up with what it missed.
+    cluster.brokers[dead].restart_same_dir();
+    eventually("the restarted node caught up", CONVERGE_TIMEOUT, || {
+        cluster.client(dead, "passive-queue after-failover") == "CLIENT-OK"
+    });
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+    }
+
+    links_cut(&cluster, dead, &survivors);
+
+    // A node holding the wrong secret is refused and learns nothing new.
+    let outsider = survivors[1];
+    let args = node_args(outsider, "not-the-cluster-secret");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cluster.brokers[outsider].restart_with_args(&args);
+    let member = survivors[0];
+    eventually(
+        "a declare confirmed without the outsider",
+        CONVERGE_TIMEOUT,
+        || cluster.client(member, "queue while-outsider") == "CLIENT-OK",
+    );
+    eventually("the restarted node learned it", CONVERGE_TIMEOUT, || {
+        cluster.client(dead, "passive-queue while-outsider") == "CLIENT-OK"
+    });
+    assert_eq!(
+        cluster.client(outsider, "passive-queue while-outsider"),
+        "CLIENT-ERR 404",
+        "the node with the wrong secret learned a change"
+    );
+    eventually("the refusal logged", CONVERGE_TIMEOUT, || {
+        cluster.brokers[member]
+            .log_text()
+            .contains("cluster peer refused")
+    });
+
+    // Two nodes down: the one left confirms no declare, and answers with an error in time.
+    cluster.brokers[outsider].stop();
+    cluster.brokers[dead].stop();
+    cluster.minority_refuses(member, "in-minority");
+    cluster.assert_absent(member, "in-minority");
+}
+
+/// Exchange, queue, binding over AMQP and a user over the API on node 1; a vhost, exchange,
+/// queue and binding over the API on node 1: each seen on nodes 2 and 3 through AMQP and the
+/// API.
+fn declared_on_one_seen_on_all(cluster: &Cluster) {
+    cluster.client_ok(0, "declare cx cq");
+    let puts = [
+        ("/api/users/alice", r#"{"password":"alice-pw","tags":""}"#),
+        ("/api/vhosts/v1", "{}"),
+        (
+            "/api/exchanges/%2F/apix",
+            r#"{"type":"direct","durable":true}"#,
+        ),
+        ("/api/queues/%2F/apiq", r#"{"durable":true}"#),
+    ];
+    for (path, body) in puts {
+        let (status, text) = cluster.http(0, "PUT", path, Some(body));
+        assert_eq!(status, 201, "PUT {path} on node 1: {text}");
+    }
+    let bind = r#"{"routing_key":"apiq"}"#;
+    let (status, text) = cluster.http(0, "POST", "/api/bindings/%2F/e/apix/q/apiq", Some(bind));
+    assert_eq!(status, 201, "binding over the API on node 1: {text}");
+    // A follower learns of a commit on the leader's next message: seen within a bound.
+    for i in 1..NODES {
+        eventually(
+            "node 1's declares on another node",
+            CONVERGE_TIMEOUT,
+            || {
+                cluster.client(i, "passive cx cq") == "CLIENT-OK"
+                    && cluster.client(i, "passive apix apiq") == "CLIENT-OK"
+            },
+        );
+        for path in ["/api/users/alice", "/api/vhosts/v1", "/api/queues/%2F/cq"] {
+            let (status, body) = cluster.http(i, "GET", path, None);
+            assert_eq!(status, 200, "GET {path} on node {}: {body}", i + 1);
+        }
+        for (exchange, queue) in [("cx", "cq"), ("apix", "apiq")] {
+            let path = format!("/api/bindings/%2F/e/{exchange}/q/{queue}");
+            let (status, body) = cluster.http(i, "GET", &path, None);
+            let key = format!(r#""routing_key":"{queue}""#);
+            assert!(
+                status == 200 && body.contains(&key),
+                "binding {exchange}->{queue} on node {}: {status} {body}",
+                i + 1
+            );
+        }
+    }
+}
+
+/// The same queue name declared at once on two nodes with different arguments: each node
+/// decided against its own copy, but only one declare may win. Whatever the interleaving,
+/// exactly one client gets declare-ok and the other 406 PRECONDITION_FAILED (inequivalent
+/// arg), and every node ends with the winner's arguments.
+fn concurrent_declares_agree(cluster: &Cluster) {
+    let racers: Vec<_> = [(0, 10), (1, 20)]
+        .into_iter()
+        .map(|(i, length)| {
+            let action = format!("queue-max-length raced {length}");
+            let command = cluster.client_command(i, &action);
+            std::thread::spawn(move || run_client(command, i, &action))
+        })
+        .collect();
+    let verdicts: Vec<String> = racers
+        .into_iter()
+        .map(|racer| racer.join().expect("a racing client"))
+        .collect();
+    let won = verdicts.iter().filter(|v| *v == "CLIENT-OK").count();
+    let refused = verdicts.iter().filter(|v| *v == "CLIENT-ERR 406").count();
+    assert_eq!((won, refused), (1, 1), "racing declares: {verdicts:?}");
+    let winner = if verdicts[0] == "CLIENT-OK" { 10 } else { 20 };
+    let expected = format!(r#""x-max-length":{winner}"#);
+    for i in 0..NODES {
+        eventually(
+            "the winner's arguments everywhere",
+            CONVERGE_TIMEOUT,
+            || {
+                let (status, body) = cluster.http(i, "GET", "/api/queues/%2F/raced", None);
+                status == 200 && body.contains(&expected)
+            },
+        );
+    }
+}
+
+/// `/api/nodes`, `ringmqctl cluster_status` and the overview agree on the three members.
+fn shown_as_one_cluster(cluster: &Cluster) {
+    let (_, nodes) = cluster.http(1, "GET", "/api/nodes", None);
+    for i in 0..NODES {
+        assert!(
+            nodes.contains(&node_name(i)),
+            "{} in /api/nodes: {nodes}",
+            node_name(i)
+        );
+    }
+    let status = cluster.ctl(2, &["cluster_status"]);
+    assert!(status.contains("Cluster name: ringmq@n1"), "{status}");
+    for i in 0..NODES {
+        assert!(
+            status.contains(&node_name(i)),
+            "{} in cluster_status: {status}",
+            node_name(i)
+        );
+    }
+    let (_, overview) = cluster.http(2, "GET", "/api/overview", None);
+    assert!(
+        overview.contains(r#""cluster_name":"ringmq@n1""#),
+        "{overview}"
+    );
+}
+
+/// SIGKILL of the Raft leader: the two others elect a new one within the bound, still commit
+/// declares, and both show the killed node as not running. Returns (killed, survivors).
+fn leader_killed(cluster: &mut Cluster) -> (usize, Vec<usize>) {
+    let leader = cluster.logged_leader(0, 0).expect("a leader");
+    let dead = index_of(&leader);
+    let survivors: Vec<usize> = (0..NODES).filter(|&i| i != dead).collect();
+    let marks: Vec<usize> = survivors.iter().map(|&i| cluster.log_length(i)).collect();
+    cluster.brokers[dead].kill9();
+    let elected = eventually("a new leader after the kill", ELECTION_BOUND, || {
+        survivors.iter().zip(&marks).all(|(&i, &mark)| {
+            cluster
+                .logged_leader(i, mark)
+                .is_some_and(|name| name.starts_with("ringmq@n") && name != leader)
+        })
+    });
+    eprintln!("new leader elected {elected:?} after the leader was killed");
+    for &i in &survivors {
+        cluster.wait_running(i, NODES - 1);
+    }
+    // Each survivor's proposal commits through the new majority.
+    for &i in &survivors {
+        let queue = format!("after-failover-{i}");
+        cluster.client_ok(i, &format!("queue {queue}"));
+    }
+    cluster.client_ok(survivors[0], "queue after-failover");
+    for &i in &survivors {
+        for &j in &survivors {
+            let action = format!("passive-queue after-failover-{j}");
+            eventually(&action, CONVERGE_TIMEOUT, || {
+                cluster.client(i, &action) == "CLIENT-OK"
+            });
+        }
+    }
+    (dead, survivors)
+}
+
+/// Node `cut`'s link to the bridge is set down inside its namespace: it sees itself alone and
+/// answers a declare with an error at once, the two others commit without it and show it as
+/// not running; once the link is back it catches up, and its refused declare exists nowhere.
+fn links_cut(cluster: &Cluster, cut: usize, others: &[usize]) {
+    cluster.namespaces.set_link(cut, false);
+    cluster.wait_running(cut, 1);
+    for &i in others {
+        cluster.wait_running(i, NODES - 1);
+    }
+    cluster.minority_refuses(cut, "while-cut-off");
+    eventually(
+        "a declare confirmed while a node is cut off",
+        CONVERGE_TIMEOUT,
+        || cluster.client(others[0], "queue while-cut") == "CLIENT-OK",
+    );
+    cluster.namespaces.set_link(cut, true);
+    eventually("the cut-off node caught up", CONVERGE_TIMEOUT, || {
+        cluster.client(cut, "passive-queue while-cut") == "CLIENT-OK"
+    });
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+        cluster.assert_absent(i, "while-cut-off");
+    }
+}
+
+/// The AMQP side, when re-run by the test above in a node's namespace; a no-op otherwise.
+/// Prints `CLIENT-OK`, or `CLIENT-ERR <reply code>` when the broker refused.
+#[tokio::test]
+async fn client_role() {
+    let Ok(url) = std::env::var(CLIENT_URL_ENV) else {
+        return;
+    };
+    let action = std::env::var(CLIENT_ACTION_ENV).unwrap_or_default();
+    let words: Vec<&str> = action.split_whitespace().collect();
+    let connection = common::step(
+        "connect",
+        Connection::connect(&url, ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect");
+    let result = common::step(&action, act(&connection, &words)).await;
+    match result {
+        Ok(()) => println!("CLIENT-OK"),
+        Err(error) => match amqp::reply_code(&error) {
+            Some(code) => println!("CLIENT-ERR {code}"),
+            None => panic!("{action}: {error:?}"),
+        },
+    }
+}
+
+async fn act(connection: &Connection, words: &[&str]) -> lapin::Result<()> {
+    let channel = connection.create_channel().await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let none = FieldTable::default;
+    match words {
+        ["declare", exchange, queue] => {
+            let options = ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            channel
+                .exchange_declare(exchange, ExchangeKind::Direct, options, none())
+                .await?;
+            channel.queue_declare(queue, durable, none()).await?;
+            let bind = QueueBindOptions::default();
+            channel
+                .queue_bind(queue, exchange, queue, bind, none())
+                .await
+        }
+        ["passive", exchange, queue] => {
+            let options = ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            channel
+                .exchange_declare(exchange, ExchangeKind::Direct, options, none())
+                .await?;
+            channel
+                .queue_declare(queue, passive, none())
+                .await
+                .map(drop)
+        }
+        ["queue", queue] => channel
+            .queue_declare(queue, durable, none())
+            .await
+            .map(drop),
+        ["queue-max-length", queue, length] => {
+            let mut arguments = FieldTable::default();
+            let length: i64 = length.parse().expect("a length");
+            arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(length));
+            channel
+                .queue_declare(queue, durable, arguments)
+                .await
+                .map(drop)
+        }
+        ["passive-queue", queue] => channel
+            .queue_declare(queue, passive, none())
+            .await
+            .map(drop),
+        ["publish", exchange, key] => {
+            channel
+                .confirm_select(lapin::options::ConfirmSelectOptions::default())
+                .await?;
+            let confirm = channel
+                .basic_publish(
+                    exchange,
+                    key,
+                    BasicPublishOptions::default(),
+                    b"to another node",
+                    BasicProperties::default(),
+                )
+                .await?;
+            confirm.await?;
+            // A confirm (even a nack) without the channel closing would be a silent drop:
+            // ask again on the same channel to see whether it is still open.
+            channel.queue_declare(key, passive, none()).await.map(drop)
+        }
+        other => panic!("unknown client action {other:?}"),
+    }
+}
