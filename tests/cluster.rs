@@ -465,22 +465,32 @@ const HELD_UNACKED: usize = 20;
 fn publishes_forwarded_for_every_pattern(cluster: &Cluster) {
     cluster.client_ok(0, "patterns");
     for (_, _, queue) in PATTERNS {
-        eventually("the pattern queues on nodes 2 and 3", CONVERGE_TIMEOUT, || {
-            (1..NODES).all(|i| cluster.client(i, &format!("passive-queue {queue}")) == "CLIENT-OK")
-        });
+        eventually(
+            "the pattern queues on nodes 2 and 3",
+            CONVERGE_TIMEOUT,
+            || {
+                (1..NODES)
+                    .all(|i| cluster.client(i, &format!("passive-queue {queue}")) == "CLIENT-OK")
+            },
+        );
     }
     for (exchange, key, _) in PATTERNS {
         let exchange = if exchange.is_empty() { "-" } else { exchange };
-        cluster.client_ok(1, &format!("publish-many {exchange} {key} {FORWARDED_PER_PATTERN}"));
+        cluster.client_ok(
+            1,
+            &format!("publish-many {exchange} {key} {FORWARDED_PER_PATTERN}"),
+        );
     }
     for (_, _, queue) in PATTERNS {
         cluster.client_ok(2, &format!("count {queue} {FORWARDED_PER_PATTERN}"));
     }
     for (_, _, queue) in &PATTERNS[..4] {
         cluster.client_ok(2, &format!("hold {queue} {HELD_UNACKED}"));
-        eventually("unacked messages requeued on node 1", CONVERGE_TIMEOUT, || {
-            cluster.client(0, &format!("count {queue} {FORWARDED_PER_PATTERN}")) == "CLIENT-OK"
-        });
+        eventually(
+            "unacked messages requeued on node 1",
+            CONVERGE_TIMEOUT,
+            || cluster.client(0, &format!("count {queue} {FORWARDED_PER_PATTERN}")) == "CLIENT-OK",
+        );
         cluster.client_ok(2, &format!("drain {queue} {FORWARDED_PER_PATTERN}"));
         cluster.client_ok(0, &format!("count {queue} 0"));
     }
@@ -491,9 +501,11 @@ fn publishes_forwarded_for_every_pattern(cluster: &Cluster) {
     cluster.client_ok(0, "count fwd-default 0");
     cluster.client_ok(2, "delete fwd-default");
     for i in 0..NODES {
-        eventually("the deleted queue gone everywhere", CONVERGE_TIMEOUT, || {
-            cluster.client(i, "passive-queue fwd-default") == "CLIENT-ERR 404"
-        });
+        eventually(
+            "the deleted queue gone everywhere",
+            CONVERGE_TIMEOUT,
+            || cluster.client(i, "passive-queue fwd-default") == "CLIENT-ERR 404",
+        );
     }
 }
 
@@ -508,10 +520,14 @@ fn queue_node_killed_while_publishing(cluster: &mut Cluster) {
     let action = "publish-until-nack killed-q";
     let command = cluster.client_command(1, action);
     let publisher = std::thread::spawn(move || run_client(command, 1, action));
-    eventually("node 1 holding forwarded messages", CONVERGE_TIMEOUT, || {
-        let (status, body) = cluster.http(0, "GET", "/api/queues/%2F/killed-q", None);
-        status == 200 && json_number(&body, "messages").is_some_and(|n| n >= 200)
-    });
+    eventually(
+        "node 1 holding forwarded messages",
+        CONVERGE_TIMEOUT,
+        || {
+            let (status, body) = cluster.http(0, "GET", "/api/queues/%2F/killed-q", None);
+            status == 200 && json_number(&body, "messages").is_some_and(|n| n >= 200)
+        },
+    );
     cluster.brokers[0].kill9();
     let verdict = publisher.join().expect("the publishing client");
     let acked = verdict
@@ -523,16 +539,21 @@ fn queue_node_killed_while_publishing(cluster: &mut Cluster) {
         cluster.wait_running(i, NODES);
     }
     cluster.client_ok(0, &format!("drain-acked killed-q {acked}"));
-    eventually("every node knows the leader again", CONVERGE_TIMEOUT, || {
-        (0..NODES).all(|i| cluster.logged_leader(i, 0).is_some())
-    });
+    eventually(
+        "every node knows the leader again",
+        CONVERGE_TIMEOUT,
+        || (0..NODES).all(|i| cluster.logged_leader(i, 0).is_some()),
+    );
 }
 
 /// The number after `"key":` in a JSON text (the first occurrence).
 fn json_number(body: &str, key: &str) -> Option<u64> {
     let pattern = format!("\"{key}\":");
     let at = body.find(&pattern)? + pattern.len();
-    let digits: String = body[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = body[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -886,7 +907,9 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
                 channel
                     .exchange_declare(exchange, kind.clone(), options, FieldTable::default())
                     .await?;
-                channel.queue_declare(queue, durable, FieldTable::default()).await?;
+                channel
+                    .queue_declare(queue, durable, FieldTable::default())
+                    .await?;
                 let mut arguments = FieldTable::default();
                 if kind == ExchangeKind::Headers {
                     arguments.insert("x-match".into(), AMQPValue::LongString("all".into()));
@@ -924,7 +947,10 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
             for (i, confirm) in confirms.into_iter().enumerate() {
                 let confirmation = confirm.await?;
                 assert!(
-                    matches!(confirmation, lapin::publisher_confirm::Confirmation::Ack(None)),
+                    matches!(
+                        confirmation,
+                        lapin::publisher_confirm::Confirmation::Ack(None)
+                    ),
                     "message {i} to {exchange:?}/{key}: {confirmation:?}"
                 );
             }
@@ -932,7 +958,9 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
         }
         ["count", queue, expected] => {
             let expected: u32 = expected.parse().expect("a count");
-            let declared = channel.queue_declare(queue, passive, FieldTable::default()).await?;
+            let declared = channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await?;
             assert_eq!(declared.message_count(), expected, "messages in {queue}");
             Ok(())
         }
@@ -945,7 +973,12 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
                 .basic_qos(count, lapin::options::BasicQosOptions::default())
                 .await?;
             let mut consumer = channel
-                .basic_consume(queue, "hold", BasicConsumeOptions::default(), FieldTable::default())
+                .basic_consume(
+                    queue,
+                    "hold",
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
             for i in 0..usize::from(count) {
                 let delivery = consumer.next().await.expect("a delivery")?;
@@ -966,13 +999,22 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
         ["drain", queue, count] => {
             let count: usize = count.parse().expect("a count");
             let got = drain(channel, queue, count).await?;
-            assert_eq!(got, (0..count).collect::<Vec<_>>(), "{queue}: in published order");
+            assert_eq!(
+                got,
+                (0..count).collect::<Vec<_>>(),
+                "{queue}: in published order"
+            );
             Ok(())
         }
         ["drain-acked", queue, acked] => {
-            let declared = channel.queue_declare(queue, passive, FieldTable::default()).await?;
+            let declared = channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await?;
             let got = drain(channel, queue, declared.message_count() as usize).await?;
-            assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once: {got:?}");
+            assert!(
+                got.windows(2).all(|w| w[0] < w[1]),
+                "in order, once: {got:?}"
+            );
             let missing: Vec<usize> = parse_ranges(acked)
                 .into_iter()
                 .filter(|n| got.binary_search(n).is_err())
@@ -982,7 +1024,9 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
         }
         ["purge", queue, expected] => {
             let expected: u32 = expected.parse().expect("a count");
-            let purged = channel.queue_purge(queue, QueuePurgeOptions::default()).await?;
+            let purged = channel
+                .queue_purge(queue, QueuePurgeOptions::default())
+                .await?;
             assert_eq!(purged, expected, "purged from {queue}");
             Ok(())
         }
@@ -1004,7 +1048,12 @@ async fn drain(channel: &lapin::Channel, queue: &str, count: usize) -> lapin::Re
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
     channel.basic_qos(64, BasicQosOptions::default()).await?;
     let mut consumer = channel
-        .basic_consume(queue, "drain", BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue,
+            "drain",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let mut got = Vec::with_capacity(count);
     while got.len() < count {
@@ -1032,7 +1081,10 @@ async fn publish_until_nack(channel: &lapin::Channel, queue: &str) {
         for _ in 0..WINDOW {
             let properties = persistent_with_kind();
             let options = BasicPublishOptions::default();
-            match channel.basic_publish("", queue, options, &numbered(next), properties).await {
+            match channel
+                .basic_publish("", queue, options, &numbered(next), properties)
+                .await
+            {
                 Ok(confirm) => window.push((next, confirm)),
                 Err(_) => break,
             }

@@ -42,8 +42,7 @@ use crate::cluster::DataPath;
 use crate::id_hash::IdMap;
 use crate::limits::{
     CLUSTER_DATA_PAYLOAD_BYTES_MAX, CLUSTER_FORWARD_CONFIRM_TIMEOUT,
-    CLUSTER_FORWARD_CREDIT_BYTES_MAX, CLUSTER_FORWARD_PENDING_MAX,
-    CLUSTER_FORWARD_SWEEP_INTERVAL,
+    CLUSTER_FORWARD_CREDIT_BYTES_MAX, CLUSTER_FORWARD_PENDING_MAX, CLUSTER_FORWARD_SWEEP_INTERVAL,
 };
 use wire::{decode, encode, message_record_bytes, Record};
 pub use wire::{RemoteAnswer, RemoteOp};
@@ -358,7 +357,9 @@ impl Shard {
     fn forwarded_answer(&self, peer: usize, id: u64, ok: bool) {
         let confirm = {
             let mut peers = self.features.forwarding.peers.borrow_mut();
-            peers.get_mut(peer).and_then(|state| state.awaiting.remove(&id))
+            peers
+                .get_mut(peer)
+                .and_then(|state| state.awaiting.remove(&id))
         };
         // Unknown: already nacked (link down, timed out); the nack stands.
         if let Some(confirm) = confirm {
@@ -375,7 +376,8 @@ impl Shard {
         queues: &[QueueId],
         message: SharedMessage,
     ) {
-        if confirm && self.features.forwarding.received.borrow().len() >= CLUSTER_FORWARD_PENDING_MAX
+        if confirm
+            && self.features.forwarding.received.borrow().len() >= CLUSTER_FORWARD_PENDING_MAX
         {
             self.answer_forwarded(peer, id, false);
             return;
@@ -410,7 +412,10 @@ impl Shard {
                 .received
                 .borrow_mut()
                 .insert((peer, id), (outcome.remote_confirms, outcome.refused));
-            assert!(previous.is_none(), "a forwarded publish id is received once");
+            assert!(
+                previous.is_none(),
+                "a forwarded publish id is received once"
+            );
         }
     }
 

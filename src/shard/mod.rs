@@ -46,9 +46,9 @@ use shard_set::ShardSet;
 use sync::OneshotReceiver;
 
 pub use calls::ShardCall;
+pub use forward::{RemoteAnswer, RemoteOp};
 pub use owner::TopologyCall;
 pub use queues::QueueCall;
-pub use forward::{RemoteAnswer, RemoteOp};
 pub use replication::ELSEWHERE;
 pub use stats::{CloseConnection, ProbeStats, QueueConsumer, QueueDepth, ShardStats, StatsRequest};
 
@@ -434,9 +434,9 @@ impl Shard {
         let here = groups.partition_point(|&(owner, _)| owner != ELSEWHERE);
         self.enqueue_groups(&groups[..here], &message, confirm, &mut outcome);
         let remote = &groups[here..];
-        for group in remote.chunk_by(|a, b| {
-            replication::node_of_queue(a.1) == replication::node_of_queue(b.1)
-        }) {
+        for group in remote
+            .chunk_by(|a, b| replication::node_of_queue(a.1) == replication::node_of_queue(b.1))
+        {
             let Some(&(_, first)) = group.first() else {
                 continue;
             };

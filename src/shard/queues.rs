@@ -415,6 +415,10 @@ impl Shard {
 
 /// An operation on one queue, applied by the shard hosting it. Implemented by each type of
 /// `messages::queue_op`; `Ok` is its answer.
+/// A queue operation as asked of the node that leads the queue, and how its answer reads back
+/// (`QueueCall::remote`).
+pub type RemoteUse<T> = Option<(super::RemoteOp, fn(super::RemoteAnswer) -> T)>;
+
 pub trait QueueCall: Send + 'static {
     type Ok: Send + 'static;
     fn apply(self, hosted: &mut HostedQueue) -> Result<Self::Ok, AmqpError>;
@@ -432,7 +436,7 @@ pub trait QueueCall: Send + 'static {
     }
     /// The same operation on a queue another node leads (asked of that node, `forward`), with
     /// how its answer reads back. `None`: not available for such a queue.
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer) -> Self::Ok)> {
+    fn remote(&self) -> RemoteUse<Self::Ok> {
         None
     }
 }
@@ -449,7 +453,7 @@ impl QueueCall for queue_op::Count {
     fn uses_queue(&self) -> bool {
         self.renews_expiry
     }
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer) -> queue_op::Counts)> {
+    fn remote(&self) -> RemoteUse<queue_op::Counts> {
         let op = super::RemoteOp::Count {
             renews_expiry: self.renews_expiry,
         };
@@ -468,7 +472,7 @@ impl QueueCall for queue_op::Count {
 
 impl QueueCall for queue_op::Consume {
     type Ok = ();
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer))> {
+    fn remote(&self) -> RemoteUse<()> {
         let op = super::RemoteOp::Consume {
             key: self.key,
             channel: self.channel,
@@ -495,7 +499,7 @@ impl QueueCall for queue_op::Consume {
 impl QueueCall for queue_op::Cancel {
     /// Whether an auto-delete queue is now unused.
     type Ok = bool;
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer) -> bool)> {
+    fn remote(&self) -> RemoteUse<bool> {
         let op = super::RemoteOp::Cancel { key: self.key };
         Some((op, |answer| answer.numbers.0 != 0))
     }
@@ -507,7 +511,7 @@ impl QueueCall for queue_op::Cancel {
 
 impl QueueCall for queue_op::Get {
     type Ok = Option<GotMessage>;
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer) -> Option<GotMessage>)> {
+    fn remote(&self) -> RemoteUse<Option<GotMessage>> {
         let op = super::RemoteOp::Get {
             channel: self.channel,
             no_ack: self.no_ack,
@@ -533,7 +537,7 @@ impl QueueCall for queue_op::Get {
 impl QueueCall for queue_op::Purge {
     /// Messages purged.
     type Ok = u32;
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer) -> u32)> {
+    fn remote(&self) -> RemoteUse<u32> {
         Some((super::RemoteOp::Purge, |answer| answer.numbers.0))
     }
     fn apply(self, hosted: &mut HostedQueue) -> Result<u32, AmqpError> {
@@ -547,7 +551,7 @@ impl QueueCall for queue_op::Delete {
     fn removes_queue(&self) -> bool {
         true
     }
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer) -> u32)> {
+    fn remote(&self) -> RemoteUse<u32> {
         let op = super::RemoteOp::Delete {
             if_unused: self.if_unused,
             if_empty: self.if_empty,
@@ -575,7 +579,7 @@ impl QueueCall for queue_op::Delete {
 impl QueueCall for queue_op::ChannelClosed {
     /// Whether an auto-delete queue is now unused.
     type Ok = bool;
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer) -> bool)> {
+    fn remote(&self) -> RemoteUse<bool> {
         let op = super::RemoteOp::ChannelClosed {
             channel: self.channel,
         };
@@ -589,7 +593,7 @@ impl QueueCall for queue_op::ChannelClosed {
 
 impl QueueCall for queue_op::Recover {
     type Ok = ();
-    fn remote(&self) -> Option<(super::RemoteOp, fn(super::RemoteAnswer))> {
+    fn remote(&self) -> RemoteUse<()> {
         let op = super::RemoteOp::Recover {
             channel: self.channel,
         };

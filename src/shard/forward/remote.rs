@@ -23,7 +23,9 @@ use super::wire::{encode, Record, RemoteAnswer, RemoteOp};
 use crate::broker::queue::{ChannelRef, ConsumerKey};
 use crate::broker::{AmqpError, QueueId, ShardId};
 use crate::id_hash::IdMap;
-use crate::limits::{CLUSTER_REMOTE_CONSUMERS_MAX, CLUSTER_REMOTE_REQUESTS_PENDING_MAX, RPC_TIMEOUT};
+use crate::limits::{
+    CLUSTER_REMOTE_CONSUMERS_MAX, CLUSTER_REMOTE_REQUESTS_PENDING_MAX, RPC_TIMEOUT,
+};
 use crate::protocol::reply_code;
 
 /// The gateway's side of remote queues.
@@ -190,7 +192,8 @@ impl Shard {
     pub(in crate::shard) fn forward_settle(&self, queue: QueueId, op: SettleOp) {
         let gateway = self.topology_owner();
         if gateway != self.id {
-            self.mesh.send(gateway, MeshMsg::ForwardSettle { queue, op });
+            self.mesh
+                .send(gateway, MeshMsg::ForwardSettle { queue, op });
             return;
         }
         if let Some(node) = self.cluster_node() {
@@ -224,7 +227,10 @@ impl Shard {
                     .await?;
                 Ok(numbers(counts.messages, counts.consumers))
             }
-            RemoteOp::Purge => Ok(numbers(self.queue_op(queue, owner, queue_op::Purge).await?, 0)),
+            RemoteOp::Purge => Ok(numbers(
+                self.queue_op(queue, owner, queue_op::Purge).await?,
+                0,
+            )),
             RemoteOp::Delete {
                 if_unused,
                 if_empty,
@@ -259,7 +265,13 @@ impl Shard {
                 Ok(numbers(0, 0))
             }
             RemoteOp::Cancel { key } => {
-                let local = self.remote().proxies.borrow().keys.get(&(peer, key)).copied();
+                let local = self
+                    .remote()
+                    .proxies
+                    .borrow()
+                    .keys
+                    .get(&(peer, key))
+                    .copied();
                 let Some(local) = local else {
                     return Ok(numbers(0, 0));
                 };
@@ -270,7 +282,8 @@ impl Shard {
                 Ok(numbers(u32::from(unused), 0))
             }
             RemoteOp::Get { channel, no_ack } => {
-                let local_channel = self.proxy_channel(peer, channel, (!no_ack).then_some(queue))?;
+                let local_channel =
+                    self.proxy_channel(peer, channel, (!no_ack).then_some(queue))?;
                 let op = queue_op::Get {
                     channel: local_channel,
                     no_ack,
@@ -448,7 +461,11 @@ impl Shard {
 
     /// A consumer of a proxy connection was cancelled (its queue went): tell its node. False
     /// when `channel` is not a proxy's.
-    pub(in crate::shard) fn forward_cancelled(&self, channel: ChannelRef, consumer: ConsumerKey) -> bool {
+    pub(in crate::shard) fn forward_cancelled(
+        &self,
+        channel: ChannelRef,
+        consumer: ConsumerKey,
+    ) -> bool {
         let target = {
             let proxies = self.remote().proxies.borrow();
             let proxy = proxies.by_proxy.get(&channel.conn);
@@ -554,9 +571,10 @@ impl Shard {
                 uses.extend(proxy.keys.into_values());
                 uses.sort_unstable();
                 uses.dedup();
-                closed.extend(uses.into_iter().map(|(channel, queue)| {
-                    (ChannelRef { conn, channel }, queue)
-                }));
+                closed.extend(
+                    uses.into_iter()
+                        .map(|(channel, queue)| (ChannelRef { conn, channel }, queue)),
+                );
             }
             closed
         };
@@ -568,7 +586,11 @@ impl Shard {
         if closed.is_empty() {
             return;
         }
-        tracing::warn!(peer, channels = closed.len(), "cluster link down: the peer's channels on our queues closed");
+        tracing::warn!(
+            peer,
+            channels = closed.len(),
+            "cluster link down: the peer's channels on our queues closed"
+        );
         let shard = self.clone();
         glommio::spawn_local(async move {
             for (channel, queue) in closed {

@@ -85,7 +85,10 @@ pub enum Record {
     /// Consumer's node → queue's node (consumer keys are the consumer's node's).
     Settle { queue: QueueId, op: SettleOp },
     /// Queue's node → consumer's node: the queue went, the consumer is cancelled.
-    Cancelled { key: ConsumerKey, channel: ChannelRef },
+    Cancelled {
+        key: ConsumerKey,
+        channel: ChannelRef,
+    },
 }
 
 const TAG_PUBLISH: u8 = 1;
@@ -471,8 +474,8 @@ fn take_message(bytes: &mut Bytes) -> Result<SharedMessage, &'static str> {
     let body = take_bytes(bytes, body_length)?;
     let exchange = std::str::from_utf8(&exchange).map_err(|_| "exchange not UTF-8")?;
     let routing_key = std::str::from_utf8(&routing_key).map_err(|_| "routing key not UTF-8")?;
-    let properties = BasicProperties::decode(&mut raw_properties.clone())
-        .map_err(|_| "malformed properties")?;
+    let properties =
+        BasicProperties::decode(&mut raw_properties.clone()).map_err(|_| "malformed properties")?;
     let route = Route {
         exchange,
         routing_key,
@@ -500,7 +503,10 @@ fn take_ids(bytes: &mut Bytes, count: usize) -> Result<Vec<u64>, &'static str> {
 }
 
 fn take_u8(bytes: &mut Bytes) -> Result<u8, &'static str> {
-    bytes.has_remaining().then(|| bytes.get_u8()).ok_or("short record")
+    bytes
+        .has_remaining()
+        .then(|| bytes.get_u8())
+        .ok_or("short record")
 }
 
 fn take_u16(bytes: &mut Bytes) -> Result<u16, &'static str> {
@@ -618,7 +624,11 @@ mod tests {
                 channel: channel(),
             },
         ];
-        records.extend(ops.into_iter().map(|op| Record::Request { id: 1, queue: 5, op }));
+        records.extend(ops.into_iter().map(|op| Record::Request {
+            id: 1,
+            queue: 5,
+            op,
+        }));
         let settles = [
             SettleOp::Ack(vec![1, 2, 3]),
             SettleOp::Reject {
@@ -631,7 +641,11 @@ mod tests {
                 bytes: 4096,
             },
         ];
-        records.extend(settles.into_iter().map(|op| Record::Settle { queue: 5, op }));
+        records.extend(
+            settles
+                .into_iter()
+                .map(|op| Record::Settle { queue: 5, op }),
+        );
         records
     }
 
@@ -649,8 +663,7 @@ mod tests {
             assert!(decode(longer).is_err());
         }
         assert!(decode(vec![99, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
-        let Ok(Record::Publish { message, .. }) = decode(encode(&every_record().remove(0)))
-        else {
+        let Ok(Record::Publish { message, .. }) = decode(encode(&every_record().remove(0))) else {
             panic!("a publish");
         };
         assert_eq!((message.exchange(), message.routing_key()), ("x", "k"));
