@@ -485,7 +485,10 @@ fn publishes_forwarded_for_every_pattern(cluster: &Cluster) {
         cluster.client_ok(2, &format!("count {queue} {FORWARDED_PER_PATTERN}"));
     }
     for (_, _, queue) in &PATTERNS[..4] {
-        cluster.client_ok(2, &format!("hold {queue} {HELD_UNACKED}"));
+        cluster.client_ok(
+            2,
+            &format!("hold {queue} {HELD_UNACKED} {FORWARDED_PER_PATTERN}"),
+        );
         eventually(
             "unacked messages requeued on node 1",
             CONVERGE_TIMEOUT,
@@ -964,9 +967,10 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
             assert_eq!(declared.message_count(), expected, "messages in {queue}");
             Ok(())
         }
-        ["hold", queue, count] => {
-            // Takes `count` with a prefetch of `count` and acks none; the connection closes
-            // when the client exits, which must requeue them on the queue's node.
+        ["hold", queue, count, total] => {
+            // Takes `count` with a prefetch of `count` and acks none: the queue's node hands
+            // out no more (its ready count, asked from here, is the rest). The connection
+            // closes when the client exits, which must requeue them on the queue's node.
             use futures_util::StreamExt;
             let count: u16 = count.parse().expect("a count");
             channel
@@ -984,6 +988,16 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
                 let delivery = consumer.next().await.expect("a delivery")?;
                 assert_eq!(number_of(&delivery.data), i, "{queue}: in published order");
             }
+            let total: u32 = total.parse().expect("a count");
+            let declared = channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await?;
+            let held = u32::from(count);
+            assert_eq!(
+                declared.message_count(),
+                total - held,
+                "{queue}: prefetch {held}"
+            );
             Ok(())
         }
         ["get-first", queue] => {
