@@ -497,3 +497,45 @@ pub const CLUSTER_DECIDE_ATTEMPTS_MAX: usize = 3;
 pub const CLUSTER_PROPOSALS_PENDING_MAX: usize = 4096;
 /// Largest Raft state file read back at start-up (log, hard state, applied index).
 pub const RAFT_LOG_FILE_SIZE_MAX_BYTES: u64 = 1 << 30;
+
+// ---- forwarding between nodes (src/shard/forward.rs, src/cluster/link.rs) ---------------------
+
+/// Bytes of publishes one shard may have on their way to other nodes (in the mesh to the
+/// topology owner, in a link's data queue, not yet handed to the peer's socket). Past it the
+/// shard's connections stop reading their sockets (`Shard::wait_for_room`) until the topology
+/// owner hands the credit back, as RabbitMQ's credit flow: a slow or stuck peer slows its
+/// publishers through TCP instead of growing memory. One message over the bound always passes
+/// (a message larger than the credit must still get through).
+pub const CLUSTER_FORWARD_CREDIT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Data (forwarded publishes, confirms) queued on one outbound link and not yet written to its
+/// socket. Credit keeps publishes under `SHARDS_MAX * CLUSTER_FORWARD_CREDIT_BYTES_MAX`; this
+/// is the hard stop behind it (past it a publish is nacked, a confirm dropped: its publisher's
+/// node times it out into a nack).
+pub const CLUSTER_DATA_QUEUE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// The payload of one data frame (the frame's kind byte is inside `CLUSTER_FRAME_BYTES_MAX`).
+pub const CLUSTER_DATA_PAYLOAD_BYTES_MAX: usize = CLUSTER_FRAME_BYTES_MAX - 1;
+/// Envelope of one forwarded publish besides the message's own bytes (ids, lengths, the
+/// queue list is counted per queue); a message whose record does not fit one inter-node frame
+/// is nacked (not forwarded).
+pub const CLUSTER_FORWARD_ENVELOPE_BYTES_MAX: usize = 4096;
+/// Forwarded confirmed publishes waiting for their node's answer, per peer (on the
+/// publisher's node), and received ones waiting for their queues' logs (on the queue's node).
+/// Past it a publish is nacked at once.
+pub const CLUSTER_FORWARD_PENDING_MAX: usize = 262_144;
+/// A forwarded publish whose node has not answered within this time is nacked (the peer's
+/// link back to us may be down while ours to it is up, so its confirms cannot come).
+pub const CLUSTER_FORWARD_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the topology owner looks for forwarded publishes past the timeout.
+pub const CLUSTER_FORWARD_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Requests on queues another node leads (counts, purge, delete, consume, get, cancel...)
+/// waiting for their answer, on the asking node's gateway.
+pub const CLUSTER_REMOTE_REQUESTS_PENDING_MAX: usize = 4096;
+/// Consumers (and, separately, connections) of other nodes stood in for on this node's
+/// queues; past it a remote basic.consume or basic.get is refused with 506 RESOURCE_ERROR.
+pub const CLUSTER_REMOTE_CONSUMERS_MAX: usize = 65_536;
+const _: () = assert!(CLUSTER_FORWARD_CREDIT_BYTES_MAX <= CLUSTER_DATA_QUEUE_BYTES_MAX);
+const _: () = assert!(CLUSTER_FORWARD_ENVELOPE_BYTES_MAX < CLUSTER_FRAME_BYTES_MAX);
+const _: () = assert!(
+    CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis() >= 2 * CLUSTER_PEER_SILENCE_MAX.as_millis(),
+    "a link that went silent is noticed (and its publishes nacked) before they time out"
+);

@@ -22,6 +22,9 @@ pub enum Kind {
     /// Either side, after the handshake, when it had nothing else to send for a while: the
     /// link is alive (empty payload).
     Heartbeat = 6,
+    /// Forwarded traffic for the shard's data door (`cluster::DataPath`): publishes to queues
+    /// the receiver leads, their confirms, requests on remote queues and their answers.
+    Data = 7,
 }
 
 impl Kind {
@@ -33,6 +36,7 @@ impl Kind {
             4 => Kind::Refused,
             5 => Kind::Raft,
             6 => Kind::Heartbeat,
+            7 => Kind::Data,
             _ => return None,
         })
     }

@@ -5,6 +5,13 @@
 //! An outbound link reconnects with doubling backoff; what is queued while it is down is
 //! bounded (`CLUSTER_PEER_QUEUE_MESSAGES_MAX`, oldest dropped: Raft retransmits).
 //!
+//! Data (`Kind::Data`, the shard's forwarded traffic through `super::DataPath`) shares the
+//! outbound connection with Raft, in its own queue: never dropped while the link is up, bounded
+//! by `CLUSTER_DATA_QUEUE_BYTES_MAX` (a full queue refuses, the caller nacks), written in the
+//! same batch as the Raft messages. When the connection fails, what was queued or being written
+//! is counted as gone and the data path is told the link is down. On the accepting side a data
+//! frame is handed to the data path, and the connection is not read again until it is taken.
+//!
 //! Liveness is the link's own, not Raft's (followers send each other nothing): after the
 //! handshake each side sends a heartbeat frame when it had nothing else to send for
 //! `CLUSTER_HEARTBEAT_INTERVAL`, and each side listens while it sends. A connection that ends,
@@ -21,17 +28,29 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::frame::{self, Kind};
-use super::handshake;
+use super::{handshake, DataPath};
 use crate::limits::{
-    CLUSTER_CONNECTIONS_MAX, CLUSTER_CONNECT_TIMEOUT, CLUSTER_HANDSHAKE_TIMEOUT,
-    CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX,
-    CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN, READ_CHUNK_BYTES,
+    CLUSTER_CONNECTIONS_MAX, CLUSTER_CONNECT_TIMEOUT, CLUSTER_DATA_PAYLOAD_BYTES_MAX,
+    CLUSTER_DATA_QUEUE_BYTES_MAX, CLUSTER_HANDSHAKE_TIMEOUT, CLUSTER_HEARTBEAT_INTERVAL,
+    CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX, CLUSTER_RECONNECT_BACKOFF_MAX,
+    CLUSTER_RECONNECT_BACKOFF_MIN, READ_CHUNK_BYTES,
 };
 use crate::shared_io::SharedIo;
 use crate::sync::Notify;
 
 /// Where received Raft messages go: (the name of the peer that proved itself, the message).
 pub type Deliver = dyn Fn(&str, &[u8]);
+
+/// Where received data frames go: (the peer's name, the payload); the connection is read again
+/// once the future is ready.
+pub type DeliverData = dyn Fn(&str, Vec<u8>) -> Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// What the accepting side hands received frames to, and tells when a peer's connection ends.
+pub struct Receivers {
+    pub raft: Rc<Deliver>,
+    pub data: Rc<DeliverData>,
+    pub closed: Rc<dyn Fn(&str)>,
+}
 
 /// Who we are on the wire.
 pub struct Identity {
@@ -192,13 +211,22 @@ async fn accept(stream: TcpStream, identity: &Identity) -> Result<(Wire, String)
     .await
 }
 
-/// Our Raft messages to one peer.
+/// Our Raft messages and data to one peer.
 pub struct Outbound {
     peer: String,
     address: SocketAddr,
     queue: RefCell<VecDeque<Vec<u8>>>,
     queued: Notify,
     up: Cell<bool>,
+    /// Data payloads not yet handed to a write.
+    data: RefCell<VecDeque<Vec<u8>>>,
+    /// Data bytes accepted and not yet gone (queued, or in the write under way).
+    data_unsent_bytes: Cell<usize>,
+    /// Data bytes accepted since start, and of those the ones gone (written or dropped).
+    data_accepted_total: Cell<u64>,
+    data_gone_total: Cell<u64>,
+    /// The data path and this peer's member index, told what left and when the link fails.
+    path: RefCell<Option<(usize, Rc<dyn DataPath>)>>,
 }
 
 impl Outbound {
@@ -209,7 +237,64 @@ impl Outbound {
             queue: RefCell::new(VecDeque::new()),
             queued: Notify::default(),
             up: Cell::new(false),
+            data: RefCell::new(VecDeque::new()),
+            data_unsent_bytes: Cell::new(0),
+            data_accepted_total: Cell::new(0),
+            data_gone_total: Cell::new(0),
+            path: RefCell::new(None),
         })
+    }
+
+    /// Where this link reports its data (`peer`: the peer's member index).
+    pub fn attach_data_path(&self, peer: usize, path: Rc<dyn DataPath>) {
+        *self.path.borrow_mut() = Some((peer, path));
+    }
+
+    /// Queues one data payload for the peer. `Some(end)`: accepted, and it is gone once
+    /// `DataPath::data_gone` reports `end` bytes; `None`: refused (the link is down, the queue
+    /// is full, or the payload does not fit a frame), nothing was queued.
+    pub fn send_data(&self, payload: Vec<u8>) -> Option<u64> {
+        let length = payload.len();
+        let unsent = self.data_unsent_bytes.get();
+        if !self.up.get()
+            || length > CLUSTER_DATA_PAYLOAD_BYTES_MAX
+            || unsent + length > CLUSTER_DATA_QUEUE_BYTES_MAX
+        {
+            return None;
+        }
+        self.data.borrow_mut().push_back(payload);
+        self.data_unsent_bytes.set(unsent + length);
+        let end = self.data_accepted_total.get() + length as u64;
+        self.data_accepted_total.set(end);
+        self.queued.notify();
+        Some(end)
+    }
+
+    /// `bytes` of accepted data left (written, or dropped with the connection).
+    fn data_left(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let unsent = self.data_unsent_bytes.get();
+        assert!(bytes <= unsent, "more data gone than was accepted");
+        self.data_unsent_bytes.set(unsent - bytes);
+        let total = self.data_gone_total.get() + bytes as u64;
+        assert!(total <= self.data_accepted_total.get());
+        self.data_gone_total.set(total);
+        let path = self.path.borrow().clone();
+        if let Some((peer, path)) = path {
+            path.data_gone(peer, total);
+        }
+    }
+
+    /// The connection failed: everything accepted and not yet written is gone with it.
+    fn data_link_down(&self) {
+        self.data.borrow_mut().clear();
+        self.data_left(self.data_unsent_bytes.get());
+        let path = self.path.borrow().clone();
+        if let Some((peer, path)) = path {
+            path.link_down(peer);
+        }
     }
 
     /// Queues one Raft message (protobuf bytes) for the peer; never waits.
@@ -240,6 +325,7 @@ impl Outbound {
                     backoff = CLUSTER_RECONNECT_BACKOFF_MIN;
                     let error = self.send_until_error(wire).await;
                     self.up.set(false);
+                    self.data_link_down();
                     tracing::warn!(peer = %self.peer, %error, "cluster link down");
                 }
                 Err(error) => {
@@ -265,15 +351,16 @@ impl Outbound {
         let mut bytes = Vec::new();
         loop {
             let batch: Vec<Vec<u8>> = self.queue.borrow_mut().drain(..).collect();
+            let data: Vec<Vec<u8>> = self.data.borrow_mut().drain(..).collect();
             bytes.clear();
-            if batch.is_empty() {
+            if batch.is_empty() && data.is_empty() {
                 let queued = self.queued.wait();
                 let _ = glommio::timer::timeout(CLUSTER_HEARTBEAT_INTERVAL, async {
                     queued.await;
                     Ok(())
                 })
                 .await;
-                if !self.queue.borrow().is_empty() {
+                if !self.queue.borrow().is_empty() || !self.data.borrow().is_empty() {
                     continue;
                 }
                 frame::encode(Kind::Heartbeat, &[], &mut bytes);
@@ -281,24 +368,35 @@ impl Outbound {
             for message in &batch {
                 frame::encode(Kind::Raft, message, &mut bytes);
             }
-            if let Err(error) = within(CLUSTER_PEER_SILENCE_MAX, "write", wire.write(&bytes)).await
-            {
+            let mut data_bytes = 0;
+            for payload in &data {
+                frame::encode(Kind::Data, payload, &mut bytes);
+                data_bytes += payload.len();
+            }
+            // Dropped mid-write (the listening half ended first), the bytes stay unsent and
+            // `data_link_down` counts them gone.
+            let written = within(CLUSTER_PEER_SILENCE_MAX, "write", wire.write(&bytes)).await;
+            if let Err(error) = written {
                 return error;
             }
+            self.data_left(data_bytes);
         }
     }
 }
 
 /// Reads the peer's frames until the connection ends or nothing arrives for
-/// `CLUSTER_PEER_SILENCE_MAX`: heartbeats only prove it alive; Raft messages go to `deliver`
-/// (an outbound link has none: the peer sends its Raft messages on its own connection).
-/// Returns why it stopped.
-async fn listen(mut wire: Wire, peer: &str, deliver: Option<&Deliver>) -> String {
+/// `CLUSTER_PEER_SILENCE_MAX`: heartbeats only prove it alive; Raft messages and data go to
+/// `receivers` (an outbound link has none: the peer sends on its own connection). Returns why
+/// it stopped.
+async fn listen(mut wire: Wire, peer: &str, receivers: Option<&Receivers>) -> String {
     loop {
         let frame = within(CLUSTER_PEER_SILENCE_MAX, "listening", wire.read_frame()).await;
-        match (frame, deliver) {
+        match (frame, receivers) {
             (Ok((Kind::Heartbeat, _)), _) => {}
-            (Ok((Kind::Raft, payload)), Some(deliver)) => deliver(peer, &payload),
+            (Ok((Kind::Raft, payload)), Some(receivers)) => (receivers.raft)(peer, &payload),
+            (Ok((Kind::Data, payload)), Some(receivers)) => {
+                (receivers.data)(peer, payload).await;
+            }
             (Ok((kind, _)), _) => return format!("the peer sent a {kind:?} frame out of place"),
             (Err(error), _) => return error,
         }
@@ -317,9 +415,9 @@ async fn heartbeats(mut wire: Wire) -> String {
     }
 }
 
-/// Accepts the peers' connections on the cluster port and hands each Raft message, with the
-/// name of the peer that proved itself, to `deliver`.
-pub async fn serve(listener: TcpListener, identity: Rc<Identity>, deliver: Rc<Deliver>) {
+/// Accepts the peers' connections on the cluster port and hands each Raft message and data
+/// frame, with the name of the peer that proved itself, to `receivers`.
+pub async fn serve(listener: TcpListener, identity: Rc<Identity>, receivers: Rc<Receivers>) {
     let open = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -335,11 +433,11 @@ pub async fn serve(listener: TcpListener, identity: Rc<Identity>, deliver: Rc<De
             continue;
         }
         open.set(open.get() + 1);
-        let (identity, deliver, open) = (identity.clone(), deliver.clone(), open.clone());
+        let (identity, receivers, open) = (identity.clone(), receivers.clone(), open.clone());
         glommio::spawn_local(async move {
             let peer_address = stream.peer_addr().ok();
             match accept(stream, &identity).await {
-                Ok((wire, name)) => receive(wire, &name, &*deliver).await,
+                Ok((wire, name)) => receive(wire, &name, &receivers).await,
                 Err(error) => {
                     tracing::warn!(?peer_address, %error, "cluster peer refused");
                 }
@@ -350,11 +448,15 @@ pub async fn serve(listener: TcpListener, identity: Rc<Identity>, deliver: Rc<De
     }
 }
 
-async fn receive(wire: Wire, peer: &str, deliver: &Deliver) {
+async fn receive(wire: Wire, peer: &str, receivers: &Receivers) {
     let (listening, sending) = wire.split();
-    let reason =
-        futures_lite::future::or(listen(listening, peer, Some(deliver)), heartbeats(sending)).await;
+    let reason = futures_lite::future::or(
+        listen(listening, peer, Some(receivers)),
+        heartbeats(sending),
+    )
+    .await;
     tracing::debug!(peer, %reason, "cluster peer connection closed");
+    (receivers.closed)(peer);
 }
 
 #[cfg(test)]
@@ -390,14 +492,17 @@ mod tests {
         on_loopback(|listener, address| async move {
             let received = Rc::new(RefCell::new(Vec::new()));
             let sink = received.clone();
-            let deliver: Rc<Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
+            let raft: Rc<Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
                 assert_eq!(peer, "ringmq@b");
                 sink.borrow_mut().push(bytes.to_vec());
             });
+            let data: Rc<DeliverData> = Rc::new(|_: &str, _: Vec<u8>| Box::pin(async {}));
+            let closed: Rc<dyn Fn(&str)> = Rc::new(|_: &str| {});
+            let receivers = Receivers { raft, data, closed };
             glommio::spawn_local(serve(
                 listener,
                 identity("ringmq@a", "right-secret"),
-                deliver,
+                Rc::new(receivers),
             ))
             .detach();
             let link = Outbound::new("ringmq@a".to_string(), address);

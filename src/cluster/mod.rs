@@ -95,6 +95,25 @@ impl Members {
     }
 }
 
+/// The data door: traffic forwarded between nodes (publishes to queues another node leads,
+/// their confirms, requests on such queues and their answers), implemented on the shard side
+/// (`shard/forward.rs`) and called on the topology owner's executor. What a payload holds is
+/// the shard's business; this module only carries it, bounded, over the peer links.
+pub trait DataPath {
+    /// One data frame from member `peer`. Nothing more is read from that peer's connection
+    /// until the future is ready: the receiver's back-pressure reaches the sender's socket.
+    fn received(&self, peer: usize, payload: Vec<u8>) -> Pin<Box<dyn Future<Output = ()> + '_>>;
+
+    /// Of the data queued for member `peer` (`Node::send_data`), the first `total_bytes` since
+    /// start have left: written to its socket, or dropped with a connection that failed.
+    /// Cumulative, never backwards.
+    fn data_gone(&self, peer: usize, total_bytes: u64);
+
+    /// The outbound link to member `peer` went down: what was sent on it may or may not have
+    /// arrived, and nothing more is accepted until it is up again.
+    fn link_down(&self, peer: usize);
+}
+
 /// What committed changes are applied to: the topology owner (every shard's copy, the
 /// topology log), implemented on the shard side. `Err`: the entry was refused as a whole, a
 /// decision that must depend only on the state the log built (so every node makes the same

@@ -21,7 +21,7 @@ use raft::{RawNode, StateRole, Storage};
 
 use super::link::{self, Identity, Outbound};
 use super::log::{RaftLog, Recovered};
-use super::{Members, StateMachine};
+use super::{DataPath, Members, StateMachine};
 use crate::broker::{persist, AmqpError, TopologyChange};
 use crate::config::ClusterConfig;
 use crate::limits::{
@@ -63,6 +63,8 @@ pub struct NodeOptions<'a> {
     /// The cluster port is bound on each of these.
     pub listen: &'a [IpAddr],
     pub machine: Rc<dyn StateMachine>,
+    /// Where forwarded traffic from the peers goes, and who hears what left for them.
+    pub data: Rc<dyn DataPath>,
 }
 
 fn raft_id(index: usize) -> u64 {
@@ -78,6 +80,7 @@ impl Node {
             data_dir,
             listen,
             machine,
+            data,
         } = options;
         let members = Members::new(config);
         let dir = data_dir.join("cluster");
@@ -103,7 +106,9 @@ impl Node {
         let mut links: Vec<Option<Rc<Outbound>>> = vec![None; members.names().len()];
         for peer in &config.peers {
             if let Some(index) = members.index_of(&peer.name) {
-                links[index] = Some(Outbound::new(peer.name.clone(), peer.address));
+                let outbound = Outbound::new(peer.name.clone(), peer.address);
+                outbound.attach_data_path(index, data.clone());
+                links[index] = Some(outbound);
             }
         }
         let secret = config.secret.as_ref().map(|s| s.0.as_bytes().to_vec());
@@ -125,7 +130,7 @@ impl Node {
             machine,
             leader: Cell::new(0),
         });
-        node.listen(listen, config.port, identity.clone())?;
+        node.listen(listen, config.port, identity.clone(), data)?;
         for outbound in node.links.iter().flatten() {
             glommio::spawn_local(outbound.clone().run(identity.clone())).detach();
         }
@@ -144,18 +149,41 @@ impl Node {
         listen: &[IpAddr],
         port: u16,
         identity: Rc<Identity>,
+        data: Rc<dyn DataPath>,
     ) -> Result<(), String> {
         let weak: Weak<Node> = Rc::downgrade(self);
-        let deliver: Rc<link::Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
+        let raft: Rc<link::Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
             if let Some(node) = weak.upgrade() {
                 node.receive(peer, bytes);
             }
         });
+        let members = self.members.clone();
+        let data_for_closed = data.clone();
+        let path = data;
+        let data: Rc<link::DeliverData> = Rc::new(move |peer: &str, payload: Vec<u8>| {
+            let index = members.index_of(peer);
+            let data = path.clone();
+            Box::pin(async move {
+                if let Some(index) = index {
+                    data.received(index, payload).await;
+                }
+            })
+        });
+        // A peer's connection to us ending is the link down too: what we forwarded may still be
+        // accepted, but answers and deliveries it sends can no longer come this way.
+        let members = self.members.clone();
+        let closed: Rc<dyn Fn(&str)> = Rc::new(move |peer: &str| {
+            if let Some(index) = members.index_of(peer) {
+                data_for_closed.link_down(index);
+            }
+        });
+        let receivers = Rc::new(link::Receivers { raft, data, closed });
         for ip in listen {
             let address = SocketAddr::new(*ip, port);
             let listener = glommio::net::TcpListener::bind(address)
                 .map_err(|e| format!("cannot listen on the cluster port {address}: {e}"))?;
-            glommio::spawn_local(link::serve(listener, identity.clone(), deliver.clone())).detach();
+            glommio::spawn_local(link::serve(listener, identity.clone(), receivers.clone()))
+                .detach();
         }
         Ok(())
     }
@@ -179,6 +207,20 @@ impl Node {
             }
         }
         states
+    }
+
+    /// Queues a data payload for member `peer` (see `link::Outbound::send_data`): `Some(end)`
+    /// once accepted (gone when `DataPath::data_gone` reaches `end`), `None` when refused.
+    pub fn send_data(&self, peer: usize, payload: Vec<u8>) -> Option<u64> {
+        self.links.get(peer)?.as_ref()?.send_data(payload)
+    }
+
+    /// Whether the outbound link to member `peer` is up now.
+    pub fn peer_is_up(&self, peer: usize) -> bool {
+        self.links
+            .get(peer)
+            .and_then(Option::as_ref)
+            .is_some_and(|link| link.is_up())
     }
 
     /// The current leader's name, if one is known.

@@ -94,7 +94,17 @@ impl Shard {
             time_s: now_ms() / 1000,
         };
         let dead: SharedMessage = dead_lettered(message, &death);
-        let per_shard = self.route_dead_letter(&vhost, &dead, reason);
+        let (per_shard, mut elsewhere) = self.route_dead_letter(&vhost, &dead, reason);
+        // Queues other nodes lead: forwarded, at most once like the rest.
+        elsewhere.sort_unstable();
+        for group in elsewhere.chunk_by(|a, b| {
+            super::replication::node_of_queue(*a) == super::replication::node_of_queue(*b)
+        }) {
+            if let Some(&first) = group.first() {
+                let node = super::replication::node_of_queue(first);
+                self.forward_publish(node, group.to_vec(), dead.clone(), None);
+            }
+        }
         for (shard, queues) in per_shard.into_iter().enumerate() {
             if queues.is_empty() {
                 continue;
@@ -113,13 +123,14 @@ impl Shard {
         }
     }
 
-    /// Destination queues per owning shard, without the ones the message would cycle into.
+    /// Destination queues per owning shard, and those other nodes lead, without the ones the
+    /// message would cycle into.
     fn route_dead_letter(
         &self,
         vhost: &str,
         dead: &SharedMessage,
         reason: DeathReason,
-    ) -> Vec<Vec<QueueId>> {
+    ) -> (Vec<Vec<QueueId>>, Vec<QueueId>) {
         let topology = self.topology.borrow();
         let mut destinations = Vec::new();
         // A dead letter always has headers (x-death): decoded once for all the routing below.
@@ -141,6 +152,7 @@ impl Shard {
             );
         }
         let mut per_shard: Vec<Vec<QueueId>> = vec![Vec::new(); self.shard_count];
+        let mut elsewhere = Vec::new();
         for id in destinations {
             let Some(meta) = topology.queue_by_id(id) else {
                 continue;
@@ -149,10 +161,12 @@ impl Shard {
                 tracing::debug!(queue = %meta.name, "dead letter dropped: cycle");
                 continue;
             }
-            if let Some(group) = per_shard.get_mut(meta.owner_shard) {
+            if meta.owner_shard == super::ELSEWHERE {
+                elsewhere.push(id);
+            } else if let Some(group) = per_shard.get_mut(meta.owner_shard) {
                 group.push(id);
             }
         }
-        per_shard
+        (per_shard, elsewhere)
     }
 }

@@ -99,7 +99,6 @@ impl Shard {
             remote_confirms: 0,
             refused: false,
             remote_shards: ShardSet::default(),
-            elsewhere: None,
         };
         if !self
             .features
@@ -228,11 +227,7 @@ impl Shard {
         }
         for (arrival, held) in due {
             // Gone exchange or no binding: dropped, as the plugin does.
-            let outcome = self.route_now(&held.vhost, &held.exchange, held.message, None);
-            if let Some(queue) = outcome.elsewhere {
-                let error = self.elsewhere_error(queue);
-                tracing::error!(%error.text, "a delayed message was dropped");
-            }
+            let _ = self.route_now(&held.vhost, &held.exchange, held.message, None);
             if held.persisted {
                 // After the routed copies' own records: a crash in between duplicates rather
                 // than loses the message.

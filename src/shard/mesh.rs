@@ -66,6 +66,7 @@ fn message_bytes(msg: &MeshMsg) -> usize {
             entry.message.allocated_bytes() + entry.queues.len() * std::mem::size_of::<QueueId>()
         }
         MeshMsg::Deliver(entry) => entry.message.allocated_bytes(),
+        MeshMsg::Forward(entry) => entry.credit_bytes,
         _ => 0,
     };
     std::mem::size_of::<MeshMsg>() + carried

@@ -25,6 +25,15 @@ pub enum MeshMsg {
     Reply { id: RequestId, body: AnyReply },
     /// A routed message for one or more queues owned by the receiving shard.
     Publish(PublishEntry),
+    /// To the gateway (the topology owner of a clustered node): a publish for queues another
+    /// node leads, to forward over the cluster link (`shard::forward`).
+    Forward(super::forward::ForwardEntry),
+    /// To the gateway: a settlement (ack, reject, refused delivery, bytes written) of a queue
+    /// another node leads, to forward to it.
+    ForwardSettle { queue: QueueId, op: SettleOp },
+    /// From the gateway: forwarded publish bytes of the receiving shard left for their node
+    /// (or were refused); that much credit is back.
+    ForwardCredit(usize),
     /// A message for a consumer whose connection lives on the receiving shard.
     Deliver(DeliverEntry),
     /// Settlement of delivered messages, sent to the queue's owner. One-way: the channel already

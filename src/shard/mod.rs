@@ -14,6 +14,7 @@ mod dead_letter;
 mod delayed;
 pub mod direct_reply;
 mod expiry;
+mod forward;
 mod lifecycle;
 pub mod mesh;
 pub mod messages;
@@ -45,6 +46,7 @@ use shard_set::ShardSet;
 use sync::OneshotReceiver;
 
 pub use calls::ShardCall;
+pub use forward::{RemoteAnswer, RemoteOp};
 pub use owner::TopologyCall;
 pub use queues::QueueCall;
 pub use replication::ELSEWHERE;
@@ -122,6 +124,9 @@ struct Features {
     alarms: alarms::Alarms,
     /// The shovels this shard runs (`shovel`).
     shovels: crate::shovel::Shovels,
+    /// Publishes to queues other nodes lead: this shard's credit, and on the topology owner of
+    /// a clustered node the gateway's per-peer state (`forward`).
+    forwarding: forward::Forwarding,
 }
 
 pub struct PublishOutcome {
@@ -133,8 +138,18 @@ pub struct PublishOutcome {
     pub refused: bool,
     /// The other shards the message was sent to.
     pub remote_shards: ShardSet,
-    /// Routed to a queue another node leads: nothing was enqueued anywhere.
-    pub elsewhere: Option<QueueId>,
+}
+
+impl PublishOutcome {
+    /// Nothing routed, nothing to wait for (what each destination adds to).
+    pub fn unrouted() -> PublishOutcome {
+        PublishOutcome {
+            routed: false,
+            remote_confirms: 0,
+            refused: false,
+            remote_shards: ShardSet::default(),
+        }
+    }
 }
 
 impl Shard {
@@ -162,6 +177,7 @@ impl Shard {
                 pager: paging::Pager::new(u64::MAX),
                 alarms: alarms::Alarms::default(),
                 shovels: crate::shovel::Shovels::default(),
+                forwarding: forward::Forwarding::default(),
             },
             probe: probe::Probe::default(),
             replication: replication::Replication::default(),
@@ -222,6 +238,7 @@ impl Shard {
     pub async fn wait_for_room(&self) {
         self.mesh.wait_for_room().await;
         self.storage.wait_for_room().await;
+        self.wait_for_forward_credit().await;
     }
 
     /// A process-unique id for a connection or consumer created on this shard.
@@ -323,7 +340,12 @@ impl Shard {
         op: O,
     ) -> Result<O::Ok, AmqpError> {
         if owner == ELSEWHERE {
-            return Err(self.elsewhere_error(queue));
+            // Asked of the node that leads it, where that is implemented (counts, purge,
+            // delete).
+            return match op.remote() {
+                Some((remote, answer)) => self.remote_queue_op(queue, remote).await.map(answer),
+                None => Err(self.elsewhere_error(queue)),
+            };
         }
         match self.call(owner, QueueRequest { queue, op }).await {
             Ok(result) => result,
@@ -334,7 +356,8 @@ impl Shard {
     // ---- one-way traffic --------------------------------------------------------------------
 
     /// Routes a message on our copy of the topology and hands it to every destination queue:
-    /// queues here directly, other shards one mesh entry per shard naming all its queues.
+    /// queues here directly, other shards one mesh entry per shard naming all its queues, other
+    /// nodes one forward per node (through the gateway, `forward`).
     /// Features hook in at fixed points, in this order: a delayed exchange may hold the message
     /// (`delayed`); routing adds CC/BCC destinations and strips BCC (`sender_selected`); each
     /// queue admits it (dedup, length limits, `x-overflow`) and dead-letters what it drops.
@@ -393,44 +416,52 @@ impl Shard {
                     .map(|meta| (meta.owner_shard, queue))
             }));
         }
+        let mut outcome = PublishOutcome::unrouted();
         if groups.is_empty() {
             self.route_scratch.groups.replace(groups);
-            return PublishOutcome {
-                routed: false,
-                remote_confirms: 0,
-                refused: false,
-                remote_shards: ShardSet::default(),
-                elsewhere: None,
-            };
+            return outcome;
         }
+        outcome.routed = true;
         if groups.len() > 1 {
             groups.sort_unstable();
-        }
-        // A queue another node leads sorts last: the whole publish is refused before any queue
-        // here takes it (forwarding between nodes is not implemented yet).
-        if let Some(&(ELSEWHERE, queue)) = groups.last() {
-            self.route_scratch.groups.replace(groups);
-            return PublishOutcome {
-                routed: true,
-                remote_confirms: 0,
-                refused: true,
-                remote_shards: ShardSet::default(),
-                elsewhere: Some(queue),
-            };
         }
         // Feature hook: BCC is removed before any queue sees the message.
         let message = match headers.as_ref() {
             Some(headers) => sender_selected::without_bcc(&message, headers).unwrap_or(message),
             None => message,
         };
+        // Queues other nodes lead sort last (owner `ELSEWHERE`), by queue id, so by node.
+        let here = groups.partition_point(|&(owner, _)| owner != ELSEWHERE);
+        self.enqueue_groups(&groups[..here], &message, confirm, &mut outcome);
+        let remote = &groups[here..];
+        for group in remote
+            .chunk_by(|a, b| replication::node_of_queue(a.1) == replication::node_of_queue(b.1))
+        {
+            let Some(&(_, first)) = group.first() else {
+                continue;
+            };
+            let queues = group.iter().map(|&(_, queue)| queue).collect();
+            let node = replication::node_of_queue(first);
+            if self.forward_publish(node, queues, message.clone(), confirm) {
+                outcome.remote_confirms += u32::from(confirm.is_some());
+            } else {
+                outcome.refused = true;
+            }
+        }
+        self.route_scratch.groups.replace(groups);
+        outcome
+    }
+
+    /// Hands `message` to every queue of `groups` ((owner shard, queue), sorted, all on this
+    /// node): queues here directly, each other shard one mesh entry naming all its queues.
+    fn enqueue_groups(
+        &self,
+        groups: &[(ShardId, QueueId)],
+        message: &SharedMessage,
+        confirm: Option<ConfirmRef>,
+        outcome: &mut PublishOutcome,
+    ) {
         let mut local_queues = self.route_scratch.local.take();
-        let mut outcome = PublishOutcome {
-            routed: true,
-            remote_confirms: 0,
-            refused: false,
-            remote_shards: ShardSet::default(),
-            elsewhere: None,
-        };
         for group in groups.chunk_by(|a, b| a.0 == b.0) {
             let Some(&(shard, _)) = group.first() else {
                 continue;
@@ -438,7 +469,7 @@ impl Shard {
             if shard == self.id {
                 local_queues.clear();
                 local_queues.extend(group.iter().map(|&(_, queue)| queue));
-                let local = self.enqueue_local(&local_queues, &message);
+                let local = self.enqueue_local(&local_queues, message);
                 outcome.refused |= local.refused;
                 if let (Some(lsn), Some(confirm)) = (local.lsn, confirm) {
                     self.storage.confirm_when_durable(lsn, confirm);
@@ -457,14 +488,14 @@ impl Shard {
             }
         }
         self.route_scratch.local.replace(local_queues);
-        self.route_scratch.groups.replace(groups);
-        outcome
     }
 
     /// Settles messages of `queue` (owned by `owner`), locally or across the mesh.
     pub fn settle(&self, queue: QueueId, owner: ShardId, op: SettleOp) {
         if owner == self.id {
             self.apply_settle(queue, op);
+        } else if owner == ELSEWHERE {
+            self.forward_settle(queue, op);
         } else {
             self.mesh.send(owner, MeshMsg::Settle { queue, op });
         }
@@ -479,7 +510,8 @@ impl Shard {
         }
         let refused = match self.conn(entry.channel.conn) {
             Some(conn) => conn.deliver(entry).err(),
-            None => Some(entry),
+            // A stand-in for another node's connection (`forward`), or gone.
+            None => self.forward_delivery(entry),
         };
         // The consumer went away while the message was on its way: put it back (direct
         // replies never come this way: `deliver_direct_reply_here`).
@@ -516,6 +548,8 @@ impl Shard {
         let shard = shard_of(confirm.channel.conn);
         if shard != self.id {
             self.mesh.send(shard, MeshMsg::Confirm(confirm, ok));
+        } else if confirm.channel.conn == forward::FORWARDED_CONN {
+            self.forwarded_part_decided(confirm, ok);
         } else if let Some(conn) = self.conn(confirm.channel.conn) {
             conn.confirm_decided(confirm.channel.channel, confirm.seq, ok);
         }
@@ -528,6 +562,8 @@ impl Shard {
                 .send(shard, MeshMsg::ConsumerCancelled { channel, consumer });
         } else if let Some(conn) = self.conn(channel.conn) {
             conn.consumer_cancelled(channel.channel, consumer);
+        } else {
+            self.forward_cancelled(channel, consumer);
         }
     }
 
@@ -563,6 +599,9 @@ impl Shard {
                     }
                 }
             }
+            MeshMsg::Forward(entry) => self.forward_from_mesh(entry),
+            MeshMsg::ForwardCredit(bytes) => self.forward_credit_returned(bytes),
+            MeshMsg::ForwardSettle { queue, op } => self.forward_settle(queue, op),
             MeshMsg::Deliver(entry) => self.route_delivery(entry),
             MeshMsg::Settle { queue, op } => self.apply_settle(queue, op),
             MeshMsg::Confirm(confirm, ok) => self.route_confirm(confirm, ok),

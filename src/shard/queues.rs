@@ -415,6 +415,10 @@ impl Shard {
 
 /// An operation on one queue, applied by the shard hosting it. Implemented by each type of
 /// `messages::queue_op`; `Ok` is its answer.
+/// A queue operation as asked of the node that leads the queue, and how its answer reads back
+/// (`QueueCall::remote`).
+pub type RemoteUse<T> = Option<(super::RemoteOp, fn(super::RemoteAnswer) -> T)>;
+
 pub trait QueueCall: Send + 'static {
     type Ok: Send + 'static;
     fn apply(self, hosted: &mut HostedQueue) -> Result<Self::Ok, AmqpError>;
@@ -430,6 +434,11 @@ pub trait QueueCall: Send + 'static {
     fn removes_queue(&self) -> bool {
         false
     }
+    /// The same operation on a queue another node leads (asked of that node, `forward`), with
+    /// how its answer reads back. `None`: not available for such a queue.
+    fn remote(&self) -> RemoteUse<Self::Ok> {
+        None
+    }
 }
 
 impl<O: QueueCall> ShardCall for QueueRequest<O> {
@@ -444,6 +453,15 @@ impl QueueCall for queue_op::Count {
     fn uses_queue(&self) -> bool {
         self.renews_expiry
     }
+    fn remote(&self) -> RemoteUse<queue_op::Counts> {
+        let op = super::RemoteOp::Count {
+            renews_expiry: self.renews_expiry,
+        };
+        Some((op, |answer| queue_op::Counts {
+            messages: answer.numbers.0,
+            consumers: answer.numbers.1,
+        }))
+    }
     fn apply(self, hosted: &mut HostedQueue) -> Result<queue_op::Counts, AmqpError> {
         Ok(queue_op::Counts {
             messages: hosted.queue.message_count(),
@@ -454,6 +472,17 @@ impl QueueCall for queue_op::Count {
 
 impl QueueCall for queue_op::Consume {
     type Ok = ();
+    fn remote(&self) -> RemoteUse<()> {
+        let op = super::RemoteOp::Consume {
+            key: self.key,
+            channel: self.channel,
+            prefetch: self.prefetch,
+            no_ack: self.no_ack,
+            exclusive: self.exclusive,
+            priority: self.priority,
+        };
+        Some((op, |_| ()))
+    }
     fn apply(self, hosted: &mut HostedQueue) -> Result<(), AmqpError> {
         let spec = ConsumerSpec {
             key: self.key,
@@ -470,6 +499,10 @@ impl QueueCall for queue_op::Consume {
 impl QueueCall for queue_op::Cancel {
     /// Whether an auto-delete queue is now unused.
     type Ok = bool;
+    fn remote(&self) -> RemoteUse<bool> {
+        let op = super::RemoteOp::Cancel { key: self.key };
+        Some((op, |answer| answer.numbers.0 != 0))
+    }
     fn apply(self, hosted: &mut HostedQueue) -> Result<bool, AmqpError> {
         hosted.queue.remove_consumer(self.key);
         Ok(hosted.auto_delete_now())
@@ -478,6 +511,13 @@ impl QueueCall for queue_op::Cancel {
 
 impl QueueCall for queue_op::Get {
     type Ok = Option<GotMessage>;
+    fn remote(&self) -> RemoteUse<Option<GotMessage>> {
+        let op = super::RemoteOp::Get {
+            channel: self.channel,
+            no_ack: self.no_ack,
+        };
+        Some((op, |answer| answer.got))
+    }
     fn reads_head(&self) -> bool {
         true
     }
@@ -497,6 +537,9 @@ impl QueueCall for queue_op::Get {
 impl QueueCall for queue_op::Purge {
     /// Messages purged.
     type Ok = u32;
+    fn remote(&self) -> RemoteUse<u32> {
+        Some((super::RemoteOp::Purge, |answer| answer.numbers.0))
+    }
     fn apply(self, hosted: &mut HostedQueue) -> Result<u32, AmqpError> {
         Ok(hosted.queue.purge())
     }
@@ -507,6 +550,13 @@ impl QueueCall for queue_op::Delete {
     type Ok = u32;
     fn removes_queue(&self) -> bool {
         true
+    }
+    fn remote(&self) -> RemoteUse<u32> {
+        let op = super::RemoteOp::Delete {
+            if_unused: self.if_unused,
+            if_empty: self.if_empty,
+        };
+        Some((op, |answer| answer.numbers.0))
     }
     fn apply(self, hosted: &mut HostedQueue) -> Result<u32, AmqpError> {
         let queue = &hosted.queue;
@@ -529,6 +579,12 @@ impl QueueCall for queue_op::Delete {
 impl QueueCall for queue_op::ChannelClosed {
     /// Whether an auto-delete queue is now unused.
     type Ok = bool;
+    fn remote(&self) -> RemoteUse<bool> {
+        let op = super::RemoteOp::ChannelClosed {
+            channel: self.channel,
+        };
+        Some((op, |answer| answer.numbers.0 != 0))
+    }
     fn apply(self, hosted: &mut HostedQueue) -> Result<bool, AmqpError> {
         hosted.queue.channel_closed(self.channel);
         Ok(hosted.auto_delete_now())
@@ -537,6 +593,12 @@ impl QueueCall for queue_op::ChannelClosed {
 
 impl QueueCall for queue_op::Recover {
     type Ok = ();
+    fn remote(&self) -> RemoteUse<()> {
+        let op = super::RemoteOp::Recover {
+            channel: self.channel,
+        };
+        Some((op, |_| ()))
+    }
     fn apply(self, hosted: &mut HostedQueue) -> Result<(), AmqpError> {
         hosted.queue.recover(self.channel);
         Ok(())

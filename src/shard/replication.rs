@@ -4,9 +4,10 @@
 //! no Raft node and a change is applied and broadcast as it always was.
 //!
 //! Queue contents stay on the node that leads the queue. This node's topology copy records a
-//! queue led elsewhere with the owner shard [`ELSEWHERE`]: no shard here hosts it, and a
-//! publish routed to it or an operation on it (consume, get, purge, delete) is refused with 540
-//! NOT_IMPLEMENTED naming the node, until forwarding between nodes exists.
+//! queue led elsewhere with the owner shard [`ELSEWHERE`]: no shard here hosts it. A publish
+//! routed to it is forwarded to its node, and counts, purge and delete are asked of that node
+//! (`forward.rs`, through this node's topology owner, the gateway); consume and get are
+//! refused with 540 NOT_IMPLEMENTED naming the node.
 
 use std::cell::{OnceCell, Ref, RefCell};
 use std::future::Future;
@@ -17,7 +18,7 @@ use std::rc::{Rc, Weak};
 
 use super::Shard;
 use crate::broker::{AmqpError, QueueId, ShardId, TopologyChange};
-use crate::cluster::{Members, Node, NodeOptions, StateMachine};
+use crate::cluster::{DataPath, Members, Node, NodeOptions, StateMachine};
 use crate::config::ClusterConfig;
 use crate::protocol::reply_code;
 
@@ -37,6 +38,11 @@ impl Default for Replication {
             node: OnceCell::new(),
         }
     }
+}
+
+/// The member index of the node that leads `queue` (read from its id).
+pub(super) fn node_of_queue(queue: QueueId) -> usize {
+    Members::node_of_queue(queue)
 }
 
 /// Committed changes reach the topology owner here, in log order.
@@ -89,12 +95,15 @@ impl Shard {
             "the Raft node runs on the topology owner"
         );
         let machine: Rc<dyn StateMachine> = Rc::new(Applier(Rc::downgrade(self)));
+        let data: Rc<dyn DataPath> = Rc::new(super::forward::Gateway(Rc::downgrade(self)));
         let node = Node::start(NodeOptions {
             config,
             data_dir,
             listen,
             machine,
+            data,
         })?;
+        self.start_forwarding(node.members().names().len());
         let _ = self.replication.node.set(node);
         Ok(())
     }
@@ -184,8 +193,8 @@ impl Shard {
         AmqpError::new(
             reply_code::NOT_IMPLEMENTED,
             format!(
-                "NOT_IMPLEMENTED - queue '{}' is led by node {node}; publishing to or consuming \
-                 from a queue on another node is not implemented yet: connect to {node}",
+                "NOT_IMPLEMENTED - queue '{}' is led by node {node}; consuming from a queue on \
+                 another node is not implemented yet: connect to {node}",
                 name.unwrap_or_default()
             ),
         )

@@ -5,7 +5,10 @@
 //! One scenario, in order: topology declared on node 1 (exchange, queue, binding over AMQP; a
 //! user, a vhost, an exchange, a queue and a binding over the management API) is seen on nodes 2
 //! and 3 (passive declares, the API); `/api/nodes`, `cluster_status` and the overview list all
-//! three; a publish on node 2 to node 1's queue is refused with 540; the Raft leader is killed
+//! three; any node serves any client (queues of every exchange type declared on node 1, confirmed
+//! publishes on node 2 forwarded to node 1, counts, consumers, basic.get, purge and delete on
+//! node 3; node 1 killed while node 2 publishes to it: nacks, and no acked message lost); the
+//! Raft leader is killed
 //! with SIGKILL, the two others elect a new one within `ELECTION_BOUND`, confirm declares and
 //! show it as not running; the killed node restarts and catches up; a node whose link is set
 //! down inside its namespace answers a declare with 541 at once while the two others commit,
@@ -309,8 +312,10 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
     shown_as_one_cluster(&cluster);
     concurrent_declares_agree(&cluster);
 
-    // Node 1 leads cq: a publish on node 2 routed to it is refused, not lost silently.
-    assert_eq!(cluster.client(1, "publish cx cq"), "CLIENT-ERR 540");
+    // Any node serves any client: node 1 leads the queues, node 2 publishes, node 3 counts,
+    // purges and deletes them; then node 1 is killed while node 2 publishes to it.
+    publishes_forwarded_for_every_pattern(&cluster);
+    queue_node_killed_while_publishing(&mut cluster);
 
     let (dead, survivors) = leader_killed(&mut cluster);
 
@@ -355,6 +360,123 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
     cluster.brokers[dead].stop();
     cluster.minority_refuses(member, "in-minority");
     cluster.assert_absent(member, "in-minority");
+}
+
+/// The exchange types, each with a queue bound on node 1 (`patterns`), and the default
+/// exchange: (exchange, routing key, queue).
+const PATTERNS: [(&str, &str, &str); 5] = [
+    ("fwd.direct", "d", "fwd-direct"),
+    ("fwd.fanout", "any", "fwd-fanout"),
+    ("fwd.topic", "t.x", "fwd-topic"),
+    ("fwd.headers", "ignored", "fwd-headers"),
+    ("", "fwd-default", "fwd-default"),
+];
+/// Confirmed persistent messages published per pattern.
+const FORWARDED_PER_PATTERN: usize = 300;
+/// Delivered to a consumer on node 3 that closes its connection without acking them.
+const HELD_UNACKED: usize = 20;
+
+/// Declared on node 1, published on node 2 (confirms, mandatory: no return, as the only route
+/// is on another node), counted on node 3 (its passive declare answers with node 1's count)
+/// and consumed on node 3 in the order published: first a consumer that takes some and closes
+/// its connection without acking (node 1 has them back), then one that drains and acks. One
+/// queue is read with basic.get, purged and deleted from node 3.
+fn publishes_forwarded_for_every_pattern(cluster: &Cluster) {
+    cluster.client_ok(0, "patterns");
+    for (_, _, queue) in PATTERNS {
+        eventually(
+            "the pattern queues on nodes 2 and 3",
+            CONVERGE_TIMEOUT,
+            || {
+                (1..NODES)
+                    .all(|i| cluster.client(i, &format!("passive-queue {queue}")) == "CLIENT-OK")
+            },
+        );
+    }
+    for (exchange, key, _) in PATTERNS {
+        let exchange = if exchange.is_empty() { "-" } else { exchange };
+        cluster.client_ok(
+            1,
+            &format!("publish-many {exchange} {key} {FORWARDED_PER_PATTERN}"),
+        );
+    }
+    for (_, _, queue) in PATTERNS {
+        cluster.client_ok(2, &format!("count {queue} {FORWARDED_PER_PATTERN}"));
+    }
+    for (_, _, queue) in &PATTERNS[..4] {
+        cluster.client_ok(
+            2,
+            &format!("hold {queue} {HELD_UNACKED} {FORWARDED_PER_PATTERN}"),
+        );
+        eventually(
+            "unacked messages requeued on node 1",
+            CONVERGE_TIMEOUT,
+            || cluster.client(0, &format!("count {queue} {FORWARDED_PER_PATTERN}")) == "CLIENT-OK",
+        );
+        cluster.client_ok(2, &format!("drain {queue} {FORWARDED_PER_PATTERN}"));
+        cluster.client_ok(0, &format!("count {queue} 0"));
+    }
+    cluster.client_ok(2, "get-first fwd-default");
+    let left = FORWARDED_PER_PATTERN - 1;
+    cluster.client_ok(0, &format!("count fwd-default {left}"));
+    cluster.client_ok(2, &format!("purge fwd-default {left}"));
+    cluster.client_ok(0, "count fwd-default 0");
+    cluster.client_ok(2, "delete fwd-default");
+    for i in 0..NODES {
+        eventually(
+            "the deleted queue gone everywhere",
+            CONVERGE_TIMEOUT,
+            || cluster.client(i, "passive-queue fwd-default") == "CLIENT-ERR 404",
+        );
+    }
+}
+
+/// Node 2 publishes confirmed persistent messages to a durable queue node 1 leads; node 1 is
+/// killed with SIGKILL mid-stream. The publisher sees nacks (or a channel error), and every
+/// message it saw acked is in the queue after node 1 restarts, in order, once.
+fn queue_node_killed_while_publishing(cluster: &mut Cluster) {
+    cluster.client_ok(0, "queue killed-q");
+    eventually("killed-q on node 2", CONVERGE_TIMEOUT, || {
+        cluster.client(1, "passive-queue killed-q") == "CLIENT-OK"
+    });
+    let action = "publish-until-nack killed-q";
+    let command = cluster.client_command(1, action);
+    let publisher = std::thread::spawn(move || run_client(command, 1, action));
+    eventually(
+        "node 1 holding forwarded messages",
+        CONVERGE_TIMEOUT,
+        || {
+            let (status, body) = cluster.http(0, "GET", "/api/queues/%2F/killed-q", None);
+            status == 200 && json_number(&body, "messages").is_some_and(|n| n >= 200)
+        },
+    );
+    cluster.brokers[0].kill9();
+    let verdict = publisher.join().expect("the publishing client");
+    let acked = verdict
+        .strip_prefix("CLIENT-OK acked ")
+        .unwrap_or_else(|| panic!("publisher verdict: {verdict}"));
+    eprintln!("acked before and around the kill: {acked}");
+    cluster.brokers[0].restart_same_dir();
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+    }
+    cluster.client_ok(0, &format!("drain-acked killed-q {acked}"));
+    eventually(
+        "every node knows the leader again",
+        CONVERGE_TIMEOUT,
+        || (0..NODES).all(|i| cluster.logged_leader(i, 0).is_some()),
+    );
+}
+
+/// The number after `"key":` in a JSON text (the first occurrence).
+fn json_number(body: &str, key: &str) -> Option<u64> {
+    let pattern = format!("\"{key}\":");
+    let at = body.find(&pattern)? + pattern.len();
+    let digits: String = body[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// Exchange, queue, binding over AMQP and a user over the API on node 1; a vhost, exchange,
@@ -625,6 +747,292 @@ async fn act(connection: &Connection, words: &[&str]) -> lapin::Result<()> {
             // ask again on the same channel to see whether it is still open.
             channel.queue_declare(key, passive, none()).await.map(drop)
         }
+        other => forwarding_act(&channel, other).await,
+    }
+}
+
+/// `m-<i>`, the body of the i-th message a client action publishes.
+fn numbered(i: usize) -> Vec<u8> {
+    format!("m-{i}").into_bytes()
+}
+
+fn number_of(body: &[u8]) -> usize {
+    let text = std::str::from_utf8(body).expect("a UTF-8 body");
+    let digits = text.strip_prefix("m-").expect("a numbered body");
+    digits.parse().expect("a number")
+}
+
+fn persistent_with_kind() -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("kind".into(), AMQPValue::LongString("h".into()));
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+/// Acked sequence numbers as ranges: `0-41,43-50`.
+fn ranges(numbers: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = numbers.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        out.push(format!("{start}-{end}"));
+    }
+    if out.is_empty() {
+        return "none".to_string();
+    }
+    out.join(",")
+}
+
+fn parse_ranges(text: &str) -> Vec<usize> {
+    if text == "none" {
+        return Vec::new();
+    }
+    let mut numbers = Vec::new();
+    for range in text.split(',') {
+        let (start, end) = range.split_once('-').expect("a range");
+        let (start, end): (usize, usize) = (start.parse().unwrap(), end.parse().unwrap());
+        numbers.extend(start..=end);
+    }
+    numbers
+}
+
+/// The client actions of the forwarding scenario.
+async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Result<()> {
+    use lapin::options::{BasicConsumeOptions, QueueDeleteOptions, QueuePurgeOptions};
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match words {
+        ["patterns"] => {
+            let kinds = [
+                ExchangeKind::Direct,
+                ExchangeKind::Fanout,
+                ExchangeKind::Topic,
+                ExchangeKind::Headers,
+            ];
+            let keys = ["d", "", "t.*", ""];
+            for (((exchange, _, queue), kind), key) in PATTERNS.iter().zip(kinds).zip(keys) {
+                let options = ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                };
+                channel
+                    .exchange_declare(exchange, kind.clone(), options, FieldTable::default())
+                    .await?;
+                channel
+                    .queue_declare(queue, durable, FieldTable::default())
+                    .await?;
+                let mut arguments = FieldTable::default();
+                if kind == ExchangeKind::Headers {
+                    arguments.insert("x-match".into(), AMQPValue::LongString("all".into()));
+                    arguments.insert("kind".into(), AMQPValue::LongString("h".into()));
+                }
+                channel
+                    .queue_bind(queue, exchange, key, QueueBindOptions::default(), arguments)
+                    .await?;
+            }
+            let (_, _, default_queue) = PATTERNS[4];
+            channel
+                .queue_declare(default_queue, durable, FieldTable::default())
+                .await
+                .map(drop)
+        }
+        ["publish-many", exchange, key, count] => {
+            let exchange = if *exchange == "-" { "" } else { exchange };
+            let count: usize = count.parse().expect("a count");
+            channel
+                .confirm_select(lapin::options::ConfirmSelectOptions::default())
+                .await?;
+            let mandatory = BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            };
+            let mut confirms = Vec::with_capacity(count);
+            for i in 0..count {
+                let properties = persistent_with_kind();
+                confirms.push(
+                    channel
+                        .basic_publish(exchange, key, mandatory, &numbered(i), properties)
+                        .await?,
+                );
+            }
+            for (i, confirm) in confirms.into_iter().enumerate() {
+                let confirmation = confirm.await?;
+                assert!(
+                    matches!(
+                        confirmation,
+                        lapin::publisher_confirm::Confirmation::Ack(None)
+                    ),
+                    "message {i} to {exchange:?}/{key}: {confirmation:?}"
+                );
+            }
+            Ok(())
+        }
+        ["count", queue, expected] => {
+            let expected: u32 = expected.parse().expect("a count");
+            let declared = channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await?;
+            assert_eq!(declared.message_count(), expected, "messages in {queue}");
+            Ok(())
+        }
+        ["hold", queue, count, total] => {
+            // Takes `count` with a prefetch of `count` and acks none: the queue's node hands
+            // out no more (its ready count, asked from here, is the rest). The connection
+            // closes when the client exits, which must requeue them on the queue's node.
+            use futures_util::StreamExt;
+            let count: u16 = count.parse().expect("a count");
+            channel
+                .basic_qos(count, lapin::options::BasicQosOptions::default())
+                .await?;
+            let mut consumer = channel
+                .basic_consume(
+                    queue,
+                    "hold",
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            for i in 0..usize::from(count) {
+                let delivery = consumer.next().await.expect("a delivery")?;
+                assert_eq!(number_of(&delivery.data), i, "{queue}: in published order");
+            }
+            let total: u32 = total.parse().expect("a count");
+            let declared = channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await?;
+            let held = u32::from(count);
+            assert_eq!(
+                declared.message_count(),
+                total - held,
+                "{queue}: prefetch {held}"
+            );
+            Ok(())
+        }
+        ["get-first", queue] => {
+            let got = channel
+                .basic_get(queue, lapin::options::BasicGetOptions::default())
+                .await?
+                .expect("a message");
+            assert_eq!(number_of(&got.delivery.data), 0);
+            got.delivery
+                .ack(lapin::options::BasicAckOptions::default())
+                .await
+        }
+        ["drain", queue, count] => {
+            let count: usize = count.parse().expect("a count");
+            let got = drain(channel, queue, count).await?;
+            assert_eq!(
+                got,
+                (0..count).collect::<Vec<_>>(),
+                "{queue}: in published order"
+            );
+            Ok(())
+        }
+        ["drain-acked", queue, acked] => {
+            let declared = channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await?;
+            let got = drain(channel, queue, declared.message_count() as usize).await?;
+            assert!(
+                got.windows(2).all(|w| w[0] < w[1]),
+                "in order, once: {got:?}"
+            );
+            let missing: Vec<usize> = parse_ranges(acked)
+                .into_iter()
+                .filter(|n| got.binary_search(n).is_err())
+                .collect();
+            assert!(missing.is_empty(), "acked and lost: {missing:?}");
+            Ok(())
+        }
+        ["purge", queue, expected] => {
+            let expected: u32 = expected.parse().expect("a count");
+            let purged = channel
+                .queue_purge(queue, QueuePurgeOptions::default())
+                .await?;
+            assert_eq!(purged, expected, "purged from {queue}");
+            Ok(())
+        }
+        ["delete", queue] => channel
+            .queue_delete(queue, QueueDeleteOptions::default())
+            .await
+            .map(drop),
+        ["publish-until-nack", queue] => {
+            publish_until_nack(channel, queue).await;
+            Ok(())
+        }
         other => panic!("unknown client action {other:?}"),
     }
+}
+
+/// Consumes `count` messages and acks them; their numbers in delivery order.
+async fn drain(channel: &lapin::Channel, queue: &str, count: usize) -> lapin::Result<Vec<usize>> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    channel.basic_qos(64, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue,
+            "drain",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        let delivery = consumer.next().await.expect("a delivery")?;
+        got.push(number_of(&delivery.data));
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    Ok(got)
+}
+
+/// Confirmed persistent publishes in windows until one is nacked, the channel fails, or the
+/// time bound passes; prints the acked numbers (`CLIENT-OK acked RANGES`).
+async fn publish_until_nack(channel: &lapin::Channel, queue: &str) {
+    const WINDOW: usize = 32;
+    // Within the client's step timeout (common::STEP_TIMEOUT).
+    const PUBLISHING_BOUND: Duration = Duration::from_secs(7);
+    let started = Instant::now();
+    let mut acked = Vec::new();
+    let mut next = 0;
+    let selected = channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await;
+    'publishing: while selected.is_ok() && started.elapsed() < PUBLISHING_BOUND {
+        let mut window = Vec::with_capacity(WINDOW);
+        for _ in 0..WINDOW {
+            let properties = persistent_with_kind();
+            let options = BasicPublishOptions::default();
+            match channel
+                .basic_publish("", queue, options, &numbered(next), properties)
+                .await
+            {
+                Ok(confirm) => window.push((next, confirm)),
+                Err(_) => break,
+            }
+            next += 1;
+        }
+        let mut nacked = window.is_empty();
+        for (number, confirm) in window {
+            match confirm.await {
+                Ok(confirmation) if confirmation.is_ack() => acked.push(number),
+                _ => nacked = true,
+            }
+        }
+        if nacked {
+            break 'publishing;
+        }
+    }
+    println!("CLIENT-OK acked {}", ranges(&acked));
 }

@@ -248,19 +248,11 @@ impl Session {
         let Some(count) = count else {
             return Ok(());
         };
-        // A queue another node leads: its counts live there (0 here until forwarding exists).
-        let counts = if owner == crate::shard::ELSEWHERE {
-            queue_op::Counts {
-                messages: 0,
-                consumers: 0,
-            }
-        } else {
-            self.shard.queue_op(queue, owner, count).await?
-        };
+        // A queue another node leads answers with that node's counts (`Shard::queue_op`).
         let queue_op::Counts {
             messages: message_count,
             consumers: consumer_count,
-        } = counts;
+        } = self.shard.queue_op(queue, owner, count).await?;
         let ok = Method::QueueDeclareOk(QueueDeclareOk {
             queue: name,
             message_count,
@@ -483,9 +475,6 @@ impl Session {
         let outcome = self
             .shard
             .publish(&self.vhost, &pending.exchange, message.clone(), confirm);
-        if let Some(queue) = outcome.elsewhere {
-            return Err(self.shard.elsewhere_error(queue).into());
-        }
         self.count_publish(confirm.is_some(), outcome.routed, pending.mandatory);
         if !outcome.routed && pending.mandatory {
             self.send_return(channel, &message);
