@@ -175,6 +175,11 @@ pub const PROPERTY_FLAG_WORDS_MAX: usize = 4;
 pub const DEAD_LETTER_CASCADE_MAX: usize = 1 << 20;
 /// Reads one loader has in flight at once.
 pub const PAGE_IN_READS_MAX: usize = 16;
+/// A paged message whose read failed in a way that may pass (EIO, the log failing a flush) stays
+/// queued; its loader waits this long before reading again, doubling up to the maximum while
+/// the failure lasts, so a failing disk costs a few reads a second, not a busy loop.
+pub const PAGE_IN_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
+pub const PAGE_IN_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 /// Page-outs in one pass; a pass that stops here continues at the next publish or dispatch.
 pub const PAGE_OUT_PASS_MAX: usize = 4096;
 /// Reads basic.get makes for a paged head before it answers get-empty (each read that

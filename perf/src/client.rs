@@ -5,7 +5,7 @@
 //! `READ_CHUNK_BYTES`) and every buffered frame is parsed before the next syscall.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -18,15 +18,15 @@ use ringmq::protocol::{
 use crate::error::{PerfError, Result};
 use crate::limits::{
     CLOSE_TIMEOUT, FRAME_MAX_BYTES, PLACEMENT_ATTEMPTS_MAX, READ_CHUNK_BYTES, RPC_TIMEOUT,
-    SOCKET_READ_TIMEOUT,
 };
+use crate::transport::Stream;
 use crate::url::AmqpUrl;
 
 /// Every connection of the tool uses this one channel.
 pub const CHANNEL: u16 = 1;
 
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     read_buf: BytesMut,
     scratch: Vec<u8>,
     /// Frames waiting for `flush`.
@@ -45,10 +45,7 @@ impl Conn {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| PerfError::Url(format!("{} resolves to nothing", url.address())))?;
-        let stream = TcpStream::connect_timeout(&address, RPC_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(SOCKET_READ_TIMEOUT))?;
-        stream.set_write_timeout(Some(SOCKET_READ_TIMEOUT))?;
+        let stream = Stream::connect(url, &address)?;
         let mut conn = Conn {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
@@ -170,7 +167,19 @@ impl Conn {
             }
         }
         self.out.clear();
-        Ok(())
+        // TLS keeps what the socket did not take yet; plain TCP has nothing buffered.
+        loop {
+            match self.stream.flush() {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if Instant::now() >= deadline {
+                        return Err(PerfError::Timeout("the broker to read our writes"));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Flushes what is queued, then waits for the reply `expect` accepts.
@@ -266,9 +275,11 @@ impl Conn {
     /// completes with bytes that make the socket readable. Nanosecond precision (ppoll), so an
     /// open-loop sender can wait for its next send time and for confirms at once.
     pub fn wait_readable(&mut self, timeout: std::time::Duration) -> Result<bool> {
-        use std::os::fd::AsRawFd;
+        if self.stream.has_buffered() {
+            return Ok(true);
+        }
         let mut fd = libc::pollfd {
-            fd: self.stream.as_raw_fd(),
+            fd: self.stream.raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -290,7 +301,7 @@ impl Conn {
     }
 
     pub fn set_read_timeout(&mut self, timeout: std::time::Duration) -> Result<()> {
-        Ok(self.stream.set_read_timeout(Some(timeout))?)
+        Ok(self.stream.socket().set_read_timeout(Some(timeout))?)
     }
 }
 

@@ -66,3 +66,14 @@ pub const DISK_FLOOR_FILE_BYTES_MAX: u64 = 1 << 30;
 pub const DISK_FILL_CHUNK_BYTES: usize = 1 << 20;
 /// Recovery report: at most this many log lines are read (one per shard is expected).
 pub const RECOVERY_LOG_LINES_MAX: usize = 1_000_000;
+/// Soak: a publisher stops sending while this many of its publishes are unconfirmed.
+pub const SOAK_CONFIRM_WINDOW_MAX: usize = 10_000;
+/// Soak: consumers ack (multiple) at least every this many deliveries, and whenever idle.
+pub const SOAK_ACK_EVERY: u64 = 50;
+/// Soak: reconnect delays while the broker is down (doubling from the first to the last).
+pub const SOAK_RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
+pub const SOAK_RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
+/// Soak: samples (RSS, fds, p99 over the interval) are taken this often.
+pub const SOAK_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+/// Soak: after the load, how long consumers may take to bring every confirmed message in.
+pub const SOAK_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);

@@ -18,8 +18,10 @@ mod recovery;
 mod report;
 mod scenarios;
 mod schedule;
+mod soak;
 mod topology;
 mod tracker;
+mod transport;
 mod url;
 mod workers;
 
@@ -98,6 +100,9 @@ enum Command {
     DiskFloor(diskfloor::DiskFloorOpts),
     /// Replay speed and disk bytes per message from a restarted ringmq's log.
     RecoveryReport(recovery::RecoveryOpts),
+    /// Hours of mixed load against a broker perf/soak.sh restarts; checks every confirmed
+    /// message arrives; RSS, fds and p99 over time.
+    Soak(soak::SoakOpts),
     /// Prints a queue's message count (passive declare).
     Depth {
         #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
@@ -208,6 +213,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Soak(opts) => soak::soak(&opts),
         Command::DiskFloor(opts) => print_report(&diskfloor::disk_floor(&opts)?, cli.json),
         Command::RecoveryReport(opts) => print_report(&recovery::recovery_report(&opts)?, cli.json),
         Command::Depth { url, queue } => {

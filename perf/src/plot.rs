@@ -69,7 +69,7 @@ fn series(label: String, reports: &Value) -> Series {
     Series { label, points }
 }
 
-fn load_font() -> Result<()> {
+pub fn load_font() -> Result<()> {
     for path in FONT_PATHS {
         if let Ok(bytes) = std::fs::read(path) {
             // plotters keeps fonts for the life of the process; this runs once per plot command.

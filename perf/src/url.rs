@@ -1,10 +1,13 @@
-//! `amqp://user:pass@host:port/vhost`, with the vhost percent-decoded (`%2f` is "/").
+//! `amqp://user:pass@host:port/vhost`, with the vhost percent-decoded (`%2f` is "/"), and
+//! `amqps://…?cacertfile=PATH`: TLS, the server's certificate checked against the CA in PATH
+//! (RabbitMQ's URI query parameter; the only one read).
 
 use ringmq::shovel::uri::PercentDecodeError;
 
 use crate::error::{PerfError, Result};
 
 pub const AMQP_PORT_DEFAULT: u16 = 5672;
+pub const AMQPS_PORT_DEFAULT: u16 = 5671;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpUrl {
@@ -13,13 +16,34 @@ pub struct AmqpUrl {
     pub host: String,
     pub port: u16,
     pub vhost: String,
+    /// amqps: the CA file the server's certificate must chain to. None: plain TCP.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl AmqpUrl {
     pub fn parse(text: &str) -> Result<AmqpUrl> {
-        let rest = text
-            .strip_prefix("amqp://")
-            .ok_or_else(|| PerfError::Url(format!("{text}: scheme must be amqp://")))?;
+        let (rest, tls) = match (text.strip_prefix("amqp://"), text.strip_prefix("amqps://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => {
+                return Err(PerfError::Url(format!(
+                    "{text}: scheme must be amqp:// or amqps://"
+                )))
+            }
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let tls_ca = match (tls, ca_file(query)?) {
+            (true, Some(path)) => Some(path),
+            (true, None) => {
+                return Err(PerfError::Url(format!(
+                    "{text}: amqps needs ?cacertfile=PATH (the CA to check the server against)"
+                )))
+            }
+            (false, _) => None,
+        };
         let (authority, path) = match rest.split_once('/') {
             Some((authority, path)) => (authority, Some(path)),
             None => (rest, None),
@@ -42,6 +66,7 @@ impl AmqpUrl {
                     .map_err(|_| PerfError::Url(format!("{text}: bad port {port:?}")))?;
                 (host.to_string(), port)
             }
+            None if tls => (hostport.to_string(), AMQPS_PORT_DEFAULT),
             None => (hostport.to_string(), AMQP_PORT_DEFAULT),
         };
         if host.is_empty() {
@@ -58,12 +83,23 @@ impl AmqpUrl {
             host,
             port,
             vhost,
+            tls_ca,
         })
     }
 
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+}
+
+/// The `cacertfile` of a query string, percent-decoded.
+fn ca_file(query: Option<&str>) -> Result<Option<std::path::PathBuf>> {
+    for pair in query.unwrap_or("").split('&') {
+        if let Some(value) = pair.strip_prefix("cacertfile=") {
+            return Ok(Some(percent_decode(value)?.into()));
+        }
+    }
+    Ok(None)
 }
 
 /// The shovel's strict decoding (a broken escape or non-UTF-8 is refused), with our messages.
@@ -98,6 +134,22 @@ mod tests {
         let url = AmqpUrl::parse("amqp://u:p%40ss@h:1/vh").unwrap();
         assert_eq!(url.password, "p@ss");
         assert_eq!(url.vhost, "vh");
+    }
+
+    #[test]
+    fn amqps_with_a_ca_file() {
+        let url = AmqpUrl::parse("amqps://u:p@127.0.0.1/%2f?cacertfile=%2ftmp%2fca.pem").unwrap();
+        assert_eq!(url.port, AMQPS_PORT_DEFAULT);
+        assert_eq!(url.vhost, "/");
+        assert_eq!(
+            url.tls_ca.as_deref(),
+            Some(std::path::Path::new("/tmp/ca.pem"))
+        );
+        assert!(
+            AmqpUrl::parse("amqps://h:5671/").is_err(),
+            "no CA to check against"
+        );
+        assert_eq!(AmqpUrl::parse("amqp://h/?x=1").unwrap().tls_ca, None);
     }
 
     #[test]

@@ -11,15 +11,23 @@
 //! - Page in: one loader task per queue that needs one (started by the shard's pager task,
 //!   which owns the `Rc<Shard>` needed to spawn), reading the read-ahead window
 //!   (`PAGE_READ_AHEAD_*`) at most `PAGE_IN_READS_MAX` reads at a time, refilling as the head
-//!   drains so a steady consumer is not stalled. A read that fails drops that one message.
+//!   drains so a steady consumer is not stalled. A read that fails for good (a corrupt or
+//!   undecodable record) drops that one message; one that may pass (EIO, a flush the log
+//!   failed) leaves it queued, and the loader reads again after a backoff
+//!   (`PAGE_IN_RETRY_DELAY_*`), so a disk that fails for a while delays these messages but
+//!   never settles them.
 //! - Paged messages dropped to a dead-letter exchange (expiry, length limit) are read back by
 //!   the pager's dead-letter task, dead-lettered, and only then settled.
 
-use crate::limits::{GET_HEAD_LOAD_ATTEMPTS_MAX, PAGE_IN_READS_MAX, PAGE_OUT_PASS_MAX};
+use crate::limits::{
+    GET_HEAD_LOAD_ATTEMPTS_MAX, PAGE_IN_READS_MAX, PAGE_IN_RETRY_DELAY_MAX,
+    PAGE_IN_RETRY_DELAY_MIN, PAGE_OUT_PASS_MAX,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::expiry::now_ms;
 use super::storage::PageInError;
@@ -36,6 +44,8 @@ pub struct PagingStats {
     pub paged_out_written: u64,
     pub paged_in: u64,
     pub read_errors: u64,
+    /// Reads that failed in a way that may pass; the message stayed and was read again.
+    pub read_retries: u64,
     pub dead_lettered: u64,
 }
 
@@ -163,12 +173,15 @@ impl Shard {
                 return;
             };
             let read = self.storage.read_message(id, at.id).await;
-            self.fill_paged(id, at, read);
+            if !self.fill_paged(id, at, read) {
+                return; // the disk fails for now: get-empty, the message stays
+            }
         }
     }
 
-    /// Puts a body read back into its queue, or drops the message when it could not be read.
-    fn fill_paged(&self, id: QueueId, at: PagedRef, read: Result<Message, PageInError>) {
+    /// Puts a body read back into its queue, or drops the message when it cannot be read for
+    /// good. False when the read failed in a way that may pass: the message stays paged.
+    fn fill_paged(&self, id: QueueId, at: PagedRef, read: Result<Message, PageInError>) -> bool {
         match read {
             Ok(message) => {
                 let filled = match self.queues.borrow_mut().get_mut(&id) {
@@ -178,6 +191,12 @@ impl Shard {
                 if filled {
                     self.features.pager.count(|s| s.paged_in += 1);
                 }
+                true
+            }
+            Err(error) if error.may_pass() => {
+                self.features.pager.count(|s| s.read_retries += 1);
+                tracing::debug!(queue = id, message = at.id, %error, "cannot read a paged message back now; it stays queued");
+                false
             }
             Err(error) => {
                 let dropped = match self.queues.borrow_mut().get_mut(&id) {
@@ -189,6 +208,7 @@ impl Shard {
                     self.features.pager.count(|s| s.read_errors += 1);
                     self.log_forgotten(id);
                 }
+                true
             }
         }
     }
@@ -222,15 +242,36 @@ impl Shard {
             paged_out_written = stats.paged_out_written,
             paged_in = stats.paged_in,
             read_errors = stats.read_errors,
+            read_retries = stats.read_retries,
             dead_lettered = stats.dead_lettered,
             "queue paging stats"
         );
     }
 }
 
-/// One queue's loader: reads its read-ahead window until it is loaded, then ends.
+/// The next wait of a reader that meets a failure that may pass, doubled each time.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(PAGE_IN_RETRY_DELAY_MIN)
+    }
+
+    fn reset(&mut self) {
+        self.0 = PAGE_IN_RETRY_DELAY_MIN;
+    }
+
+    async fn wait(&mut self) {
+        glommio::timer::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(PAGE_IN_RETRY_DELAY_MAX);
+    }
+}
+
+/// One queue's loader: reads its read-ahead window until it is loaded, then ends. Unbounded
+/// only while the queue needs bodies: each pass loads or drops a message, or waits a backoff.
 async fn run_loader(shard: Rc<Shard>, id: QueueId) {
     let mut batch = Vec::with_capacity(PAGE_IN_READS_MAX);
+    let mut backoff = Backoff::new();
     loop {
         batch.clear();
         match shard.queues.borrow().get(&id) {
@@ -249,18 +290,30 @@ async fn run_loader(shard: Rc<Shard>, id: QueueId) {
                     .detach()
             })
             .collect();
+        // The first failure of this pass that may pass, if any: then wait before the next.
+        let mut failing = None;
         for (at, read) in batch.iter().zip(reads) {
             let read = read.await.unwrap_or(Err(PageInError::Cancelled));
-            shard.fill_paged(id, *at, read);
+            let error = read.as_ref().err().map(ToString::to_string);
+            if !shard.fill_paged(id, *at, read) && failing.is_none() {
+                failing = error;
+            }
         }
-        // Each pass loads or drops at least one message, so the loop ends.
         shard.dispatch(id);
+        match failing {
+            None => backoff.reset(),
+            Some(error) => {
+                tracing::warn!(queue = id, %error, retry_ms = backoff.0.as_millis() as u64, "paged messages cannot be read back now; they stay queued");
+                backoff.wait().await;
+            }
+        }
     }
     shard.features.pager.running.borrow_mut().remove(&id);
 }
 
 /// Reads paged dead letters back, dead-letters them, then settles them.
 async fn run_dead_letter_reads(shard: Rc<Shard>) {
+    let mut backoff = Backoff::new();
     loop {
         let next = shard.features.pager.dead_letters.borrow_mut().pop_front();
         let Some((queue, message_id, reason)) = next else {
@@ -268,8 +321,23 @@ async fn run_dead_letter_reads(shard: Rc<Shard>) {
         };
         match shard.storage.read_message(queue, message_id).await {
             Ok(message) => {
+                backoff.reset();
                 shard.features.pager.count(|s| s.dead_lettered += 1);
                 shard.dead_letter(queue, reason, vec![message]);
+            }
+            Err(error) if error.may_pass() => {
+                // Not settled: it is read again, first, after the backoff.
+                shard.features.pager.count(|s| s.read_retries += 1);
+                tracing::warn!(queue, message = message_id, %error, retry_ms = backoff.0.as_millis() as u64, "a paged dead letter cannot be read back now; kept");
+                let kept = (queue, message_id, reason);
+                shard
+                    .features
+                    .pager
+                    .dead_letters
+                    .borrow_mut()
+                    .push_front(kept);
+                backoff.wait().await;
+                continue;
             }
             Err(error) => {
                 tracing::error!(queue, message = message_id, %error, "cannot read a paged dead letter back: dropped");

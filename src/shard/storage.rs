@@ -276,6 +276,33 @@ pub enum PageInError {
     Cancelled,
 }
 
+impl PageInError {
+    /// The same read may succeed later: the disk failed this once (EIO), the record waits for a
+    /// flush the log failed, the log is closing. The message must stay queued: dropping it
+    /// would settle a confirmed message for good over a passing fault. Only a record that is
+    /// corrupt, undecodable or gone from the log is unreadable for good.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            PageInError::Cancelled => true,
+            PageInError::Stored(_) => false,
+            PageInError::Log(error) => match error {
+                WalError::Io { .. }
+                | WalError::Closed
+                | WalError::BufferFull { .. }
+                | WalError::TooManyWaiters { .. } => true,
+                WalError::NotReadable { reason, .. } => {
+                    crate::storage::wal::NOT_READABLE_YET.contains(reason)
+                }
+                WalError::Corrupt { .. }
+                | WalError::RecordTooLarge { .. }
+                | WalError::InvalidOptions(_)
+                | WalError::Encode(_)
+                | WalError::Decode(_) => false,
+            },
+        }
+    }
+}
+
 /// A stored enqueue as a message, with its enqueue time (wall-clock ms).
 pub(super) fn decode_stored(record: OwnedEnqueue) -> Result<(u64, Message), String> {
     let (enqueued_ms, properties) = split_stored_properties(&record.properties)
@@ -414,6 +441,13 @@ impl Shard {
                     None => message,
                     Some(_) => match self.storage.read_message(key.0, key.1).await {
                         Ok(message) => message,
+                        // Refuse the start rather than settle a message over a passing fault.
+                        Err(error) if error.may_pass() => {
+                            return Err(format!(
+                                "shard {}: cannot read delayed message {} back: {error}",
+                                self.id, key.1
+                            ))
+                        }
                         Err(error) => {
                             tracing::error!(message = key.1, %error, "delayed message unreadable; dropped");
                             orphans.push(key);

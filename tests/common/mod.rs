@@ -53,6 +53,8 @@ pub struct Broker {
     launcher: Vec<String>,
     /// The data directory when not `root/data` (a filesystem the test made).
     data_dir_override: Option<PathBuf>,
+    /// Environment variables added to every start of this broker (restarts included).
+    env: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -69,19 +71,26 @@ impl Broker {
     /// Like [`Broker::start_with_args`], run under `launcher` (e.g. `ip netns exec NS`, which
     /// execs the broker in a network namespace).
     pub fn start_with_launcher(shards: usize, launcher: &[&str], extra_args: &[&str]) -> Broker {
-        Broker::start_full(shards, launcher, None, extra_args)
+        Broker::start_full(shards, launcher, None, &[], extra_args)
     }
 
     /// Like [`Broker::start_with_args`], with the data directory at `data_dir` (which must
     /// exist) instead of under the test's temporary root.
     pub fn start_in(shards: usize, data_dir: Option<&Path>, extra_args: &[&str]) -> Broker {
-        Broker::start_full(shards, &[], data_dir, extra_args)
+        Broker::start_full(shards, &[], data_dir, &[], extra_args)
+    }
+
+    /// Like [`Broker::start_with_args`], with environment variables set for the process (kept
+    /// for restarts).
+    pub fn start_with_env(shards: usize, env: &[(&str, &str)], extra_args: &[&str]) -> Broker {
+        Broker::start_full(shards, &[], None, env, extra_args)
     }
 
     fn start_full(
         shards: usize,
         launcher: &[&str],
         data_dir: Option<&Path>,
+        env: &[(&str, &str)],
         extra_args: &[&str],
     ) -> Broker {
         if let Some(port) = external_port() {
@@ -97,6 +106,7 @@ impl Broker {
                 extra_args: Vec::new(),
                 launcher: Vec::new(),
                 data_dir_override: None,
+                env: Vec::new(),
             };
         }
         let root = unique_dir();
@@ -113,6 +123,10 @@ impl Broker {
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             launcher: launcher.iter().map(|a| (*a).to_owned()).collect(),
             data_dir_override: data_dir.map(Path::to_path_buf),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         broker.spawn();
         broker
@@ -310,6 +324,7 @@ impl Broker {
             .arg("--log-level")
             .arg(log_level)
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -496,6 +511,7 @@ macro_rules! per_shard_count_mut {
 }
 
 pub mod admin;
+pub mod confirmed;
 pub mod ctl;
 pub mod filesystem;
 pub mod netns;

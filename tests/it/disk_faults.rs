@@ -6,13 +6,9 @@
 
 use crate::common;
 
-use std::collections::{BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
-
-use common::{admin::Admin, amqp, filesystem::SmallFilesystem, step, unique, Broker, STEP_TIMEOUT};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
-use lapin::publisher_confirm::PublisherConfirm;
-use lapin::{BasicProperties, Channel};
+use common::confirmed::{recovered_ids, Publisher};
+use common::{admin::Admin, amqp, filesystem::SmallFilesystem, step, unique, Broker};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 
 const MIB: u64 = 1 << 20;
 const BODY_BYTES: usize = 64 * 1024;
@@ -21,92 +17,6 @@ const WINDOW: usize = 32;
 /// Free space left when the filesystem is filled: less than one of the log's segments, so the
 /// log fails at the latest when it needs its next one.
 const LEAVE_FREE_BYTES: u64 = 4 * MIB;
-/// Bounds on each phase: publishing until the first nack, and until the first ack once space
-/// is back.
-const PUBLISH_BYTES_MAX: u64 = 512 * MIB;
-const PHASE_DEADLINE: Duration = Duration::from_secs(90);
-
-/// What a publisher saw: the ids the broker confirmed, and how many it nacked.
-#[derive(Default)]
-struct Outcome {
-    confirmed: Vec<String>,
-    nacked: usize,
-}
-
-/// A confirming publisher of persistent messages with unique ids.
-struct Publisher {
-    channel: Channel,
-    queue: String,
-    next: u64,
-    in_flight: VecDeque<(String, PublisherConfirm)>,
-    outcome: Outcome,
-}
-
-impl Publisher {
-    async fn publish_one(&mut self) {
-        let id = format!("m{}", self.next);
-        self.next += 1;
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(id.as_str().into());
-        let confirm = step(
-            "basic.publish",
-            self.channel.basic_publish(
-                "",
-                &self.queue,
-                BasicPublishOptions::default(),
-                &vec![b'x'; BODY_BYTES],
-                properties,
-            ),
-        )
-        .await
-        .expect("basic.publish: the channel stays open through the fault");
-        self.in_flight.push_back((id, confirm));
-        if self.in_flight.len() >= WINDOW {
-            self.settle_oldest().await;
-        }
-    }
-
-    async fn settle_oldest(&mut self) {
-        let Some((id, confirm)) = self.in_flight.pop_front() else {
-            return;
-        };
-        let confirmation = tokio::time::timeout(STEP_TIMEOUT, confirm)
-            .await
-            .unwrap_or_else(|_| panic!("no confirm or nack for {id} within {STEP_TIMEOUT:?}"))
-            .expect("confirm");
-        if confirmation.is_ack() {
-            self.outcome.confirmed.push(id);
-        } else {
-            self.outcome.nacked += 1;
-        }
-    }
-
-    async fn settle_all(&mut self) {
-        while !self.in_flight.is_empty() {
-            self.settle_oldest().await;
-        }
-    }
-
-    /// Publishes until `done` holds for the outcome, within the byte and time bounds.
-    async fn publish_until(&mut self, what: &str, done: impl Fn(&Outcome) -> bool) {
-        let started = Instant::now();
-        let mut sent_bytes = 0;
-        while !done(&self.outcome) {
-            assert!(
-                sent_bytes < PUBLISH_BYTES_MAX && started.elapsed() < PHASE_DEADLINE,
-                "{what}: not seen after {} MiB in {:?} ({} confirmed, {} nacked)",
-                sent_bytes / MIB,
-                started.elapsed(),
-                self.outcome.confirmed.len(),
-                self.outcome.nacked
-            );
-            self.publish_one().await;
-            sent_bytes += BODY_BYTES as u64;
-        }
-        self.settle_all().await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_nacks_keeps_serving_resumes_and_loses_nothing_confirmed() {
@@ -130,13 +40,7 @@ async fn a_full_disk_nacks_keeps_serving_resumes_and_loses_nothing_confirmed() {
     amqp::declare_queue(&channel, &queue, durable)
         .await
         .expect("declare");
-    let mut publisher = Publisher {
-        channel,
-        queue: queue.clone(),
-        next: 0,
-        in_flight: VecDeque::new(),
-        outcome: Outcome::default(),
-    };
+    let mut publisher = Publisher::new(channel, &queue, BODY_BYTES, WINDOW);
     publisher
         .publish_until("a first confirm", |o| !o.confirmed.is_empty())
         .await;
@@ -189,7 +93,7 @@ async fn a_full_disk_nacks_keeps_serving_resumes_and_loses_nothing_confirmed() {
         publisher.outcome.nacked,
         nacked_while_full
     );
-    let confirmed: BTreeSet<String> = publisher.outcome.confirmed.iter().cloned().collect();
+    let confirmed = publisher.confirmed();
     let published = publisher.next as usize;
     drop(publisher);
     let _ = connection.close(200, "bye").await;
@@ -199,18 +103,7 @@ async fn a_full_disk_nacks_keeps_serving_resumes_and_loses_nothing_confirmed() {
     broker.restart_same_dir();
     let connection = amqp::connect(&broker).await;
     let channel = amqp::channel(&connection).await;
-    let mut recovered = BTreeSet::new();
-    while let Some(message) = amqp::get(&channel, &queue, true).await {
-        let id = message
-            .delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.to_string())
-            .expect("message id");
-        assert_eq!(message.delivery.data.len(), BODY_BYTES, "{id} whole");
-        recovered.insert(id);
-    }
+    let recovered = recovered_ids(&channel, &queue, BODY_BYTES).await;
     let lost: Vec<&String> = confirmed.difference(&recovered).collect();
     assert!(lost.is_empty(), "confirmed messages lost: {lost:?}");
     assert!(recovered.len() <= published, "messages invented");

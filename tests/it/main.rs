@@ -25,6 +25,7 @@ mod confirms;
 mod cross_shard;
 mod definitions_roundtrip;
 mod delivery_path;
+mod disk_eio;
 mod disk_faults;
 mod durability;
 mod features;

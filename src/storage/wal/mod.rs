@@ -13,11 +13,23 @@
 //!   the next flush, which the next `wait_durable` call starts. So a record reported failed may
 //!   still become durable later (the broker nacks it; a republish may duplicate: at-least-once).
 //!   While the failure lasts, appends fill the bounded buffer and then fail with `BufferFull`.
+//! - Why retrying after a failed fdatasync is sound here (PostgreSQL's "fsyncgate" lesson is that
+//!   it is not, for buffered writes: the kernel may drop the dirty pages and report the error
+//!   once, so a later fsync succeeds over lost data): records are written with O_DIRECT, so no
+//!   page of ours waits in the page cache to be dropped, and a retry writes the whole failed
+//!   batch again from our own buffer before its own fdatasync. A success therefore covers bytes
+//!   that were really sent again. The one buffered write, a new segment's header, is created
+//!   again (truncated) when the batch that needed it is retried. If the filesystem gives up
+//!   instead (ext4 aborting its journal), every later write fails and publishes stay nacked.
+//! - A retried batch reclaims no segment: records appended while it failed (a copy-forward, an
+//!   enqueue logged again) wait behind it, and the older copies they replace must stay on disk
+//!   until they are durable.
 //! - Writes are 4 KiB aligned: a batch that ends mid-block is padded with zeros, and the next
 //!   batch rewrites that partial block (same bytes first, then its own), so no disk space is
 //!   wasted at low load. A torn rewrite of the partial block cannot harm the earlier records in
 //!   it because their bytes are rewritten identically.
 
+pub mod fault;
 mod live;
 mod record;
 mod recovery;
@@ -38,6 +50,13 @@ pub mod format {
     pub use super::record::{checksum, record_bytes_for, RECORD_HEADER_BYTES};
     pub use super::segment::SEGMENT_HEADER_BYTES;
 }
+
+/// The `WalError::NotReadable` reasons that may pass (the record is not durable yet, or kept
+/// moving): a reader may try again later. Every other reason is final.
+pub const NOT_READABLE_YET: [&str; 2] = [
+    "record not durable yet",
+    "record kept moving while waiting for it to be durable",
+];
 
 /// Log sequence number: monotonically increasing per shard log, starting at 1.
 pub type Lsn = u64;

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use glommio::io::{DmaFile, OpenOptions};
 use rkyv::util::AlignedVec;
 
+use super::fault::{self, FaultOp};
 use super::{Lsn, WalError, WAL_BLOCK_BYTES};
 use crate::limits::WAL_RECOVERY_READ_BYTES;
 
@@ -125,6 +126,7 @@ pub async fn create(
     size_bytes: u64,
 ) -> Result<Rc<DmaFile>, WalError> {
     let path = segment_path(dir, header.shard as usize, header.id);
+    fault::check(FaultOp::Create, &path).map_err(|e| WalError::io("create segment", &path, e))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -172,6 +174,7 @@ pub async fn read_all(file: &DmaFile, path: &Path) -> Result<AlignedVec<16>, Wal
     let mut pos = 0u64;
     while pos < size {
         let want = WAL_RECOVERY_READ_BYTES.min((size - pos) as usize);
+        fault::check(FaultOp::Read, path).map_err(|e| WalError::io("read segment", path, e))?;
         let read = file
             .read_at(pos, want)
             .await
@@ -199,6 +202,10 @@ pub async fn write_padded(
     let bytes = buf.as_bytes_mut();
     bytes[..data.len()].copy_from_slice(data);
     bytes[data.len()..].fill(0);
+    if let Err(error) = fault::check(FaultOp::Write, path) {
+        write_torn(file, offset, bytes).await;
+        return Err(WalError::io("write", path, error));
+    }
     let written = file
         .write_at(buf, offset)
         .await
@@ -211,6 +218,18 @@ pub async fn write_padded(
         ));
     }
     Ok(len)
+}
+
+/// An injected write failure tears the write as a failing device does: the first half of its
+/// blocks reach the file (whatever happens to them), the rest does not.
+async fn write_torn(file: &DmaFile, offset: u64, bytes: &[u8]) {
+    let torn = bytes.len() / WAL_BLOCK_BYTES / 2 * WAL_BLOCK_BYTES;
+    if torn == 0 {
+        return;
+    }
+    let mut half = file.alloc_dma_buffer(torn);
+    half.as_bytes_mut().copy_from_slice(&bytes[..torn]);
+    let _ = file.write_at(half, offset).await;
 }
 
 #[cfg(test)]

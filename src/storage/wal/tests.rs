@@ -1089,3 +1089,183 @@ fn copy_forward_moves_a_chained_straggler_whole() {
         wal.close().await.expect("close");
     });
 }
+
+// ---- Injected I/O errors (`fault`): EIO on write, fdatasync, and copy-forward's reads. ----
+
+fn eio(ops: &[fault::FaultOp], pass: u64) -> fault::FaultPlan {
+    fault::FaultPlan {
+        ops: ops.to_vec(),
+        pass,
+    }
+}
+
+fn is_io(result: Result<(), WalError>) -> bool {
+    matches!(result, Err(WalError::Io { .. }))
+}
+
+#[test]
+fn eio_on_write_and_fdatasync_fails_waiters_and_the_retry_resumes_without_a_reopen() {
+    use fault::FaultOp::{Fdatasync, Write};
+    let dir = TempDir::new("eio");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 1 << 20)).await.expect("open");
+        write_separate_batches(&wal, 0, 5).await;
+        for (ops, message) in [(Write, 5), (Fdatasync, 6)] {
+            fault::inject(&d, eio(&[ops], 0));
+            let (lsn, _) = enqueue(&wal, 1, message);
+            assert!(
+                is_io(wal.wait_durable(lsn).await),
+                "{ops:?}: the waiter hears EIO"
+            );
+            assert!(
+                wal.stats().durable_lsn < lsn,
+                "{ops:?}: nothing claimed durable"
+            );
+            // Still failing: the next waiter's retry fails too, and is reported again.
+            assert!(
+                is_io(wal.wait_durable(lsn).await),
+                "{ops:?}: the retry fails"
+            );
+            fault::clear(&d);
+            let (lsn, _) = enqueue(&wal, 1, message + 10);
+            wal.wait_durable(lsn).await.expect("the device works again");
+        }
+        assert!(wal.stats().flush_failures >= 4, "{:?}", wal.stats());
+        wal.close().await.expect("close");
+        // Failed records were written by the retry, ahead of the later ones: at least once.
+        let (wal, rec) = Wal::open(opts(&d, 1 << 20)).await.expect("reopen");
+        check_recovered(&rec, &[0, 1, 2, 3, 4, 5, 15, 6, 16]);
+        wal.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_write_torn_by_eio_then_a_crash_recovers_what_was_durable() {
+    let dir = TempDir::new("eiotorn");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, 1 << 20)).await.expect("open");
+        write_separate_batches(&wal, 0, 3).await;
+        fault::inject(&d, eio(&[fault::FaultOp::Write], 0));
+        // One batch of several blocks: the torn write lands its first half.
+        let mut last = 0;
+        for m in 3..20 {
+            last = enqueue(&wal, 1, m).0;
+        }
+        assert!(is_io(wal.wait_durable(last).await));
+        drop(wal); // a crash: the failed batch is never written whole
+        fault::clear(&d);
+        let (wal, rec) = Wal::open(opts(&d, 1 << 20)).await.expect("reopen");
+        let got: Vec<u64> = rec.enqueues.iter().map(|e| e.record.message).collect();
+        assert!(got.len() >= 3 && got.len() < 20, "{got:?}");
+        assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+        check_recovered(&rec, &got);
+        assert!(rec.truncated_at.is_some(), "the torn half was cut");
+        let (lsn, _) = enqueue(&wal, 1, 100);
+        wal.wait_durable(lsn).await.expect("appends continue");
+        wal.close().await.expect("close");
+        let (_wal, rec) = Wal::open(opts(&d, 1 << 20)).await.expect("reopen 2");
+        let mut expected = got;
+        expected.push(100);
+        check_recovered(&rec, &expected);
+    });
+}
+
+/// The older copy of a key must stay on disk until its newer copy is durable, also when the
+/// newer copy waits behind a batch that failed and is retried.
+#[test]
+fn a_retried_batch_does_not_reclaim_the_segment_a_later_batch_replaces() {
+    use fault::FaultOp::{Fdatasync, Write};
+    let dir = TempDir::new("eioreclaim");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("open");
+        let (lsn, first) = enqueue(&wal, 1, 0);
+        wal.wait_durable(lsn).await.expect("durable");
+        // Fill and settle segment 1 past the straggler, staying too young for copy-forward.
+        for m in 1..90 {
+            let (lsn, _) = enqueue(&wal, 2, m);
+            if m % 16 == 0 {
+                wal.wait_durable(lsn).await.expect("durable");
+            }
+        }
+        let settled: Vec<u64> = (1..90).collect();
+        let lsn = wal
+            .append_settle(&SettleRecord {
+                queue: 2,
+                messages: &settled,
+            })
+            .expect("settle");
+        wal.wait_durable(lsn).await.expect("durable");
+        assert_eq!(wal.stats().records_copied, 0, "premise: no copy-forward");
+        // A batch fails; while it waits for its retry the straggler is logged again behind it.
+        fault::inject(&d, eio(&[Fdatasync], 0));
+        let (failed_lsn, failed_pos) = enqueue(&wal, 3, 1);
+        assert!(failed_pos.segment > first.segment && failed_pos.offset > SEGMENT_HEADER_BYTES);
+        assert!(is_io(wal.wait_durable(failed_lsn).await));
+        let (again, _) = enqueue(&wal, 1, 0);
+        // The retry (one write, one fdatasync) succeeds; the batch behind it is torn. Crash.
+        fault::inject(&d, eio(&[Write, Fdatasync], 2));
+        assert!(is_io(wal.wait_durable(again).await));
+        assert!(wal.stats().durable_lsn >= failed_lsn);
+        drop(wal);
+        fault::clear(&d);
+        let (_wal, rec) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("reopen");
+        let got: Vec<(u64, u64)> = rec
+            .enqueues
+            .iter()
+            .map(|e| (e.record.queue, e.record.message))
+            .collect();
+        assert_eq!(
+            got,
+            [(1, 0), (3, 1)],
+            "the straggler's only durable copy survives"
+        );
+    });
+}
+
+#[test]
+fn copy_forward_meeting_eio_keeps_the_originals_and_resumes() {
+    let dir = TempDir::new("eiocompact");
+    let d = dir.0.clone();
+    run(move || async move {
+        let (wal, _) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("open");
+        fault::inject(&d, eio(&[fault::FaultOp::Read], 0));
+        straggler_churn(&wal, 12, |_| {}).await;
+        let s = wal.stats();
+        assert!(s.compaction_failures >= 1, "{s:?}");
+        assert_eq!(s.records_copied, 0, "{s:?}");
+        assert!(
+            s.segments_live > WAL_COMPACT_AGE_SEGMENTS_MIN + 3,
+            "pinned: {s:?}"
+        );
+        fault::clear(&d);
+        let bound = WAL_COMPACT_AGE_SEGMENTS_MIN + 3;
+        let mut m = 1_000;
+        while wal.stats().segments_live > bound {
+            assert!(m < 10_000, "copy-forward never resumed: {:?}", wal.stats());
+            let (lsn, _) = enqueue(&wal, 1, m);
+            wal.append_settle(&SettleRecord {
+                queue: 1,
+                messages: &[m],
+            })
+            .expect("settle");
+            wal.wait_durable(lsn).await.expect("durable");
+            m += 1;
+        }
+        assert!(wal.stats().records_copied >= 1, "{:?}", wal.stats());
+        wal.close().await.expect("close");
+        let (_wal, rec) = Wal::open(opts(&d, SMALL_SEGMENT_BYTES))
+            .await
+            .expect("reopen");
+        let got: Vec<u64> = rec.enqueues.iter().map(|e| e.record.message).collect();
+        assert!(got.contains(&0), "the straggler survives: {got:?}");
+    });
+}

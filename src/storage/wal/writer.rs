@@ -26,6 +26,7 @@ use rkyv::util::AlignedVec;
 
 pub use chain::EnqueueBody;
 
+use super::fault::{self, FaultOp};
 use super::live::Liveness;
 use super::record::{
     self, EnqueueRecord, OwnedEnqueue, RecordKind, SettleRecord, SEAL_RECORD_BYTES,
@@ -34,7 +35,9 @@ use super::recovery::{self, Tail};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::metrics::Histogram;
 
-use super::{Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, WAL_BLOCK_BYTES};
+use super::{
+    Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, NOT_READABLE_YET, WAL_BLOCK_BYTES,
+};
 use crate::limits::{WAL_READ_LIVE_ATTEMPTS_MAX, WAL_WAITERS_MAX};
 
 /// First bucket of the batch-size histogram: one 4 KiB block.
@@ -326,7 +329,7 @@ impl Wal {
         }
         Err(WalError::NotReadable {
             pos: RecordPos::UNKNOWN,
-            reason: "record kept moving while waiting for it to be durable",
+            reason: NOT_READABLE_YET[1],
         })
     }
 
@@ -366,7 +369,7 @@ impl Wal {
                 .cloned()
                 .ok_or(not("segment not live"))?;
             if (at.segment, at.offset + u64::from(at.len)) > g.durable_pos {
-                return Err(not("record not durable yet"));
+                return Err(not(NOT_READABLE_YET[0]));
             }
             let path = segment::segment_path(&g.opts.dir, g.opts.shard, at.segment);
             (file, path, g.payload_bytes_max)
@@ -566,7 +569,8 @@ impl Inner {
 
     /// The next flush, if there is one to do now.
     fn take_job(&mut self) -> Option<Job> {
-        let batch = if self.failed.is_some() {
+        let retry = self.failed.is_some();
+        let batch = if retry {
             if !self.retry_requested {
                 return None;
             }
@@ -600,8 +604,15 @@ impl Inner {
             .collect();
         let oldest_written = batch.chunks.first().map_or(self.cur_segment, |c| c.segment);
         // Computed now, acted on after this batch is durable: the settles that freed these
-        // segments are all in this batch or earlier ones.
-        let reclaim = self.live.reclaimable(oldest_written.min(self.cur_segment));
+        // segments are all in this batch or earlier ones. Not for a retried batch: records
+        // appended since it failed (a copy-forward appended while it was in flight, an enqueue
+        // logged again) are in the pending batch behind it, and the segment their older copy
+        // lives in must outlive them being durable. The flush of that batch reclaims.
+        let reclaim = if retry {
+            Vec::new()
+        } else {
+            self.live.reclaimable(oldest_written.min(self.cur_segment))
+        };
         Some(Job {
             batch,
             create,
@@ -720,6 +731,7 @@ async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Flushed, Wal
     let sync_started = std::time::Instant::now();
     for (id, file) in &files {
         let path = segment::segment_path(&opts.dir, opts.shard, *id);
+        fault::check(FaultOp::Fdatasync, &path).map_err(|e| WalError::io("fdatasync", &path, e))?;
         file.fdatasync()
             .await
             .map_err(|e| WalError::glommio("fdatasync", &path, e))?;
@@ -774,6 +786,7 @@ async fn read_checked(
     payload_bytes_max: usize,
     what: &'static str,
 ) -> Result<(record::RecordHeader, RecordBytes, std::path::PathBuf), WalError> {
+    fault::check(FaultOp::Read, &path).map_err(|e| WalError::io(what, &path, e))?;
     let read = file
         .read_at(at.offset, at.len as usize)
         .await

@@ -101,6 +101,8 @@ async fn copy_forward(
             let path = segment::segment_path(&g.opts.dir, g.opts.shard, was.pos.segment);
             (file, path, g.payload_bytes_max)
         };
+        fault::check(FaultOp::Read, &path)
+            .map_err(|e| WalError::io("read for copy-forward", &path, e))?;
         let read = file
             .read_at(was.pos.offset, was.pos.len as usize)
             .await
