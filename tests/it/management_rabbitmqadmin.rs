@@ -284,7 +284,8 @@ fn queues_exchanges_bindings_and_messages(server: &Admin) {
     assert_eq!(list(&["queues"])[0]["messages"], 0);
 
     // Export, delete, import: the objects come back.
-    let file = std::env::temp_dir().join(format!("ringmq-mgmt-defs-{}.json", std::process::id()));
+    // Named per call: both tests of this file run it, side by side in one process.
+    let file = std::env::temp_dir().join(format!("{}.json", common::unique("ringmq-mgmt-defs")));
     let file_name = file.to_str().unwrap();
     server.run(&["export", file_name]);
     let exported: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
