@@ -87,7 +87,7 @@ impl Session {
             action => {
                 return Some(Rest::Perform {
                     channel,
-                    action,
+                    action: Box::new(action),
                     ids,
                 })
             }
@@ -104,7 +104,7 @@ impl Session {
                 action,
                 ids,
             } => {
-                let result = self.perform(channel, action).await;
+                let result = self.perform(channel, *action).await;
                 self.conn.set_channel_busy(channel, false);
                 self.method_outcome(channel, result, ids).await
             }
@@ -594,9 +594,11 @@ pub(in crate::session) struct MethodIds(pub u16, pub u16);
 /// What a frame handled without waiting leaves for `Session::finish_rest`.
 pub(in crate::session) enum Rest {
     /// A method whose action needs the shard; its channel is busy until it is performed.
+    /// Boxed: `Rest` is returned by every steady frame, and the actions that get here (declares,
+    /// consumes, commits) are the rare ones, so they pay the allocation.
     Perform {
         channel: u16,
-        action: Action,
+        action: Box<Action>,
         ids: MethodIds,
     },
     /// The method's decision failed.
