@@ -118,9 +118,30 @@ impl Publisher {
     }
 }
 
+/// After a restart: every confirmed message is in `queue` and nothing was invented (at most
+/// the `published` count), each with a whole body. Takes the messages (basic.get, no-ack).
+pub async fn assert_recovered(
+    channel: &Channel,
+    queue: &str,
+    body_bytes: usize,
+    confirmed: &BTreeSet<String>,
+    published: usize,
+) {
+    let recovered = recovered_ids(channel, queue, body_bytes).await;
+    let lost: Vec<&String> = confirmed.difference(&recovered).collect();
+    assert!(lost.is_empty(), "confirmed messages lost: {lost:?}");
+    assert!(recovered.len() <= published, "messages invented");
+    println!(
+        "after kill -9: {} recovered of {} published, {} confirmed",
+        recovered.len(),
+        published,
+        confirmed.len()
+    );
+}
+
 /// Takes every message of `queue` (basic.get, no-ack) and returns their ids; each must have a
 /// whole body of `body_bytes`.
-pub async fn recovered_ids(channel: &Channel, queue: &str, body_bytes: usize) -> BTreeSet<String> {
+async fn recovered_ids(channel: &Channel, queue: &str, body_bytes: usize) -> BTreeSet<String> {
     let mut recovered = BTreeSet::new();
     while let Some(message) = amqp::get(channel, queue, true).await {
         let id = message

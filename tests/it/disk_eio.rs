@@ -15,7 +15,7 @@ use crate::common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::confirmed::{recovered_ids, Publisher};
+use common::confirmed::{assert_recovered, Publisher};
 use common::{admin::Admin, amqp, step, unique, Broker, ABSENCE_TIMEOUT, STEP_TIMEOUT};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -187,16 +187,7 @@ async fn eio_on_append_and_fdatasync_nacks_keeps_serving_resumes_and_loses_nothi
 
     let connection = amqp::connect(&broker).await;
     let channel = amqp::channel(&connection).await;
-    let recovered = recovered_ids(&channel, &queue, BODY_BYTES).await;
-    let lost: Vec<&String> = confirmed.difference(&recovered).collect();
-    assert!(lost.is_empty(), "confirmed messages lost: {lost:?}");
-    assert!(recovered.len() <= published, "messages invented");
-    println!(
-        "after kill -9: {} recovered of {} published, {} confirmed",
-        recovered.len(),
-        published,
-        confirmed.len()
-    );
+    assert_recovered(&channel, &queue, BODY_BYTES, &confirmed, published).await;
     let _ = connection.close(200, "bye").await;
     broker.stop();
 }

@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::confirmed::{recovered_ids, Publisher};
+use common::confirmed::{assert_recovered, Publisher};
 use common::{admin::Admin, amqp, filesystem::SmallFilesystem, step, unique, Broker};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 
@@ -103,16 +103,7 @@ async fn a_full_disk_nacks_keeps_serving_resumes_and_loses_nothing_confirmed() {
     broker.restart_same_dir();
     let connection = amqp::connect(&broker).await;
     let channel = amqp::channel(&connection).await;
-    let recovered = recovered_ids(&channel, &queue, BODY_BYTES).await;
-    let lost: Vec<&String> = confirmed.difference(&recovered).collect();
-    assert!(lost.is_empty(), "confirmed messages lost: {lost:?}");
-    assert!(recovered.len() <= published, "messages invented");
-    println!(
-        "after kill -9: {} recovered of {} published, {} confirmed",
-        recovered.len(),
-        published,
-        confirmed.len()
-    );
+    assert_recovered(&channel, &queue, BODY_BYTES, &confirmed, published).await;
     let _ = channel
         .queue_delete(&queue, Default::default())
         .await
