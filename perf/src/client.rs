@@ -17,7 +17,8 @@ use ringmq::protocol::{
 
 use crate::error::{PerfError, Result};
 use crate::limits::{
-    CLOSE_TIMEOUT, FRAME_MAX_BYTES, PLACEMENT_ATTEMPTS_MAX, READ_CHUNK_BYTES, RPC_TIMEOUT,
+    CLOSE_TIMEOUT, FRAME_MAX_BYTES, IDLE_BUFFER_BYTES, PLACEMENT_ATTEMPTS_MAX, READ_CHUNK_BYTES,
+    RPC_TIMEOUT,
 };
 use crate::transport::Stream;
 use crate::url::AmqpUrl;
@@ -139,6 +140,18 @@ impl Conn {
         Err(PerfError::Unexpected(format!(
             "no connection landed on shard {wanted} in {PLACEMENT_ATTEMPTS_MAX} tries"
         )))
+    }
+
+    /// Gives back the large read and write buffers for small ones: a connection that will only
+    /// sit idle (thousands of them, the idle scenario) then costs the tool kilobytes, not the
+    /// `READ_CHUNK_BYTES` buffers a loaded one wants.
+    pub fn shrink_buffers(&mut self) {
+        // Bytes already read (none after the handshake, but a broker may send early) are kept.
+        let mut read_buf = BytesMut::with_capacity(IDLE_BUFFER_BYTES.max(self.read_buf.len()));
+        read_buf.extend_from_slice(&self.read_buf);
+        self.read_buf = read_buf;
+        self.scratch = vec![0; IDLE_BUFFER_BYTES];
+        self.out = BytesMut::with_capacity(IDLE_BUFFER_BYTES);
     }
 
     /// Encodes a method into `out`; nothing is written until `flush`.

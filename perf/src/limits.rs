@@ -5,6 +5,8 @@ use std::time::Duration;
 /// One read asks the kernel for this much: deliveries arrive in bursts, and one large read
 /// parses many frames per syscall.
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// An idle connection's read and write buffers (`Conn::shrink_buffers`): a few small frames.
+pub const IDLE_BUFFER_BYTES: usize = 4 * 1024;
 /// A producer stops adding messages to its write buffer past this size and writes it out.
 pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 /// And past this many messages, so small messages still go out in bounded batches.
@@ -21,6 +23,9 @@ pub const PLACEMENT_ATTEMPTS_MAX: usize = 64;
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pipelined topology commands (e.g. 10,000 queue.binds) are sent in windows of this many.
 pub const RPC_PIPELINE_WINDOW: usize = 512;
+/// The idle scenario opens its connections from this many threads: handshakes overlap, as
+/// when many clients connect at once, without a thread per connection.
+pub const IDLE_OPENER_THREADS: usize = 4;
 /// Latency histograms record nanoseconds from 1 ns up to this; larger values saturate.
 pub const LATENCY_NS_MAX: u64 = 120_000_000_000;
 /// Significant figures kept by the histograms.

@@ -16,6 +16,7 @@ mod plot;
 mod progress;
 mod recovery;
 mod report;
+mod scale;
 mod scenarios;
 mod schedule;
 mod soak;
@@ -68,6 +69,12 @@ enum Scenario {
     Confirm(Opts),
     /// Publish --messages into --queue (left in place), confirmed when --confirm is set.
     Fill(Opts),
+    /// --connections connections that handshake, open a channel and sit idle: accept rate and
+    /// (with --pid) broker RSS per connection.
+    Idle(Opts),
+    /// Declare --queues queues on one connection, then delete them: rates and (with --pid)
+    /// broker RSS per queue.
+    Declare(Opts),
 }
 
 #[derive(Subcommand)]
@@ -135,7 +142,9 @@ impl Scenario {
             | Scenario::Backlog(o)
             | Scenario::Pingpong(o)
             | Scenario::Confirm(o)
-            | Scenario::Fill(o) => o,
+            | Scenario::Fill(o)
+            | Scenario::Idle(o)
+            | Scenario::Declare(o) => o,
         }
     }
 
@@ -151,6 +160,8 @@ impl Scenario {
             Scenario::Pingpong(_) => pingpong::pingpong(opts),
             Scenario::Confirm(_) => confirm::confirm(opts),
             Scenario::Fill(_) => recovery::fill(opts),
+            Scenario::Idle(_) => scale::idle(opts),
+            Scenario::Declare(_) => scale::declare(opts),
         }
     }
 }

@@ -137,8 +137,9 @@ pub fn confirm_select(conn: &mut Conn) -> Result<()> {
     Ok(())
 }
 
-/// basic.qos (0 = unlimited) then basic.consume.
-pub fn consume(conn: &mut Conn, queue: &str, prefetch: u16, no_ack: bool) -> Result<()> {
+/// basic.qos on `CHANNEL` (0 = unlimited), waiting for its qos-ok: also the cheapest round trip
+/// that shows a connection is still served.
+pub fn qos(conn: &mut Conn, prefetch: u16) -> Result<()> {
     conn.send(
         CHANNEL,
         BasicQos {
@@ -150,6 +151,12 @@ pub fn consume(conn: &mut Conn, queue: &str, prefetch: u16, no_ack: bool) -> Res
     conn.rpc(CHANNEL, "basic.qos-ok", |m| {
         matches!(m, Method::BasicQosOk(_))
     })?;
+    Ok(())
+}
+
+/// basic.qos (0 = unlimited) then basic.consume.
+pub fn consume(conn: &mut Conn, queue: &str, prefetch: u16, no_ack: bool) -> Result<()> {
+    qos(conn, prefetch)?;
     conn.send(
         CHANNEL,
         BasicConsume {
