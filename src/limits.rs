@@ -53,6 +53,10 @@ pub const TLS_PEM_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes read from a socket per read call; the read buffer grows only to hold one whole frame.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A connection's first read chunk: enough for the handshake and a light load. A read that
+/// fills it swaps it for a `READ_CHUNK_BYTES` one (`session::io::FrameReader`), so idle
+/// connections do not each hold 64 KiB of touched memory.
+pub const READ_CHUNK_INITIAL_BYTES: usize = 4 * 1024;
 /// When a connection's unsent output exceeds this, its reader stops reading (publishers on a
 /// connection that cannot keep up with its own deliveries are slowed by TCP back-pressure).
 pub const OUTBOX_SOFT_MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -260,6 +264,7 @@ const _: () = assert!(
     "the spec's minimum frame_max is 4096"
 );
 const _: () = assert!(READ_CHUNK_BYTES as u32 <= FRAME_MAX_BYTES);
+const _: () = assert!(READ_CHUNK_INITIAL_BYTES <= READ_CHUNK_BYTES);
 const _: () = assert!(MESH_BATCH_MAX_MESSAGES <= MESH_OUTBOX_SOFT_MAX_MESSAGES);
 // One connection's output bound fits in an outbox before the whole shard pauses for it.
 const _: () = assert!(OUTBOX_SOFT_MAX_BYTES <= MESH_OUTBOX_SOFT_MAX_BYTES);

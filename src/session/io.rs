@@ -9,7 +9,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use super::state::ConnShared;
 use crate::broker::queue::ConsumerKey;
 use crate::latency_trace::{self, Stage};
-use crate::limits::READ_CHUNK_BYTES;
+use crate::limits::{READ_CHUNK_BYTES, READ_CHUNK_INITIAL_BYTES};
 use crate::net::SharedStream;
 use crate::protocol::{self, Frame, ProtocolError};
 use crate::shard::messages::SettleOp;
@@ -28,7 +28,10 @@ pub struct FrameReader {
     /// Bytes received and not yet split off as frames; frames are zero-copy slices of it.
     buffer: BytesMut,
     /// What one read lands in before the bytes received are appended to `buffer`. Reused, so a
-    /// read costs a copy of what arrived instead of zero-filling a fresh chunk every time.
+    /// read costs a copy of what arrived instead of zero-filling a fresh chunk every time. It
+    /// starts at `READ_CHUNK_INITIAL_BYTES` and grows to `READ_CHUNK_BYTES` the first time a
+    /// read fills it: an idle connection (thousands of them) costs a page, a busy one reads
+    /// large chunks.
     chunk: Box<[u8]>,
     pub frame_max: u32,
 }
@@ -37,8 +40,8 @@ impl FrameReader {
     pub fn new(stream: SharedStream, frame_max: u32) -> FrameReader {
         FrameReader {
             stream,
-            buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
-            chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+            buffer: BytesMut::new(),
+            chunk: vec![0; READ_CHUNK_INITIAL_BYTES].into_boxed_slice(),
             frame_max,
         }
     }
@@ -77,6 +80,10 @@ impl FrameReader {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
                 self.buffer.extend_from_slice(&self.chunk[..n]);
+                let wanted = chunk_len_after_read(n, self.chunk.len());
+                if wanted != self.chunk.len() {
+                    self.chunk = vec![0; wanted].into_boxed_slice();
+                }
                 Ok(())
             }
             Err(error) => {
@@ -90,6 +97,16 @@ impl FrameReader {
                 }
             }
         }
+    }
+}
+
+/// The read chunk's length after a read of `read` bytes into one of `current` bytes: a read
+/// that filled it means more was waiting, so the next reads get the full `READ_CHUNK_BYTES`.
+fn chunk_len_after_read(read: usize, current: usize) -> usize {
+    if read == current {
+        READ_CHUNK_BYTES.max(current)
+    } else {
+        current
     }
 }
 
@@ -168,5 +185,24 @@ fn report_written(shard: &Shard, conn: &ConnShared, encoded: Vec<(u16, ConsumerK
             bytes: report.bytes,
         };
         shard.settle(report.queue, report.owner, op);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::READ_CHUNK_INITIAL_BYTES;
+
+    #[test]
+    fn the_read_chunk_grows_once_a_read_fills_it() {
+        let small = READ_CHUNK_INITIAL_BYTES;
+        assert_eq!(chunk_len_after_read(300, small), small, "a handshake fits");
+        assert_eq!(chunk_len_after_read(small, small), READ_CHUNK_BYTES);
+        assert_eq!(
+            chunk_len_after_read(READ_CHUNK_BYTES, READ_CHUNK_BYTES),
+            READ_CHUNK_BYTES,
+            "and never past the full chunk"
+        );
+        assert_eq!(chunk_len_after_read(10, READ_CHUNK_BYTES), READ_CHUNK_BYTES, "nor back");
     }
 }
