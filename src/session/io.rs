@@ -31,15 +31,18 @@ pub struct FrameReader {
     /// read costs a copy of what arrived instead of zero-filling a fresh chunk every time.
     chunk: Box<[u8]>,
     pub frame_max: u32,
+    /// Counts what arrives (`ConnShared::received_bytes`).
+    conn: Rc<ConnShared>,
 }
 
 impl FrameReader {
-    pub fn new(stream: SharedStream, frame_max: u32) -> FrameReader {
+    pub fn new(stream: SharedStream, frame_max: u32, conn: Rc<ConnShared>) -> FrameReader {
         FrameReader {
             stream,
             buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
             chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
             frame_max,
+            conn,
         }
     }
 
@@ -77,6 +80,8 @@ impl FrameReader {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
                 self.buffer.extend_from_slice(&self.chunk[..n]);
+                let received = &self.conn.received_bytes;
+                received.set(received.get() + n as u64);
                 Ok(())
             }
             Err(error) => {
@@ -119,6 +124,8 @@ pub async fn write_loop(
                 conn.flushed.notify();
                 return;
             }
+            conn.sent_bytes
+                .set(conn.sent_bytes.get() + output.len() as u64);
             if let Some(stamp) = traced {
                 latency_trace::record_stamp(Stage::SocketWritten, stamp);
             }
