@@ -11,6 +11,8 @@ pub struct Side {
     pub label: String,
     pub url: String,
     pub pid: Option<u32>,
+    /// Replaces the scenario's `--poll-api` for this side's runs.
+    pub poll_api: Option<String>,
 }
 
 pub struct Comparison {
@@ -35,6 +37,9 @@ pub fn compare(
             let mut side_opts = opts.clone();
             side_opts.url = side.url.clone();
             side_opts.pid = side.pid;
+            if side.poll_api.is_some() {
+                side_opts.poll_api = side.poll_api.clone();
+            }
             eprintln!("compare: run {}/{runs} on {}", round + 1, side.label);
             match run(&side_opts) {
                 Ok(reports) => results[index].push(reports),
@@ -114,17 +119,21 @@ mod tests {
             label: "a".into(),
             url: "amqp://a".into(),
             pid: None,
+            poll_api: None,
         };
         let b = Side {
             label: "b".into(),
             url: "amqp://b".into(),
             pid: Some(7),
+            poll_api: Some("http://b/api/queues".into()),
         };
         let c = compare(&opts, [&a, &b], 3, |o| {
             let n = calls.get();
             calls.set(n + 1);
             // a, b, a, b, a, b
             assert_eq!(o.url, if n % 2 == 0 { "amqp://a" } else { "amqp://b" });
+            let polled = (n % 2 == 1).then_some("http://b/api/queues");
+            assert_eq!(o.poll_api.as_deref(), polled);
             let mut r = Report::new("t", "");
             let base = if n % 2 == 0 { 100.0 } else { 10.0 };
             r.push("rate", base + n as f64);
