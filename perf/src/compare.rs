@@ -72,7 +72,16 @@ impl Comparison {
         for index in 0..count {
             let shape = self.a.get(index).or_else(|| self.b.get(index));
             let Some(shape) = shape else { continue };
-            for (name, _) in &shape.metrics {
+            // a's metrics, then those only b has (e.g. the poll figures of a polled side).
+            let mut names: Vec<&str> = shape.metrics.iter().map(|(n, _)| n.as_str()).collect();
+            if let Some(b) = self.b.get(index) {
+                for (name, _) in &b.metrics {
+                    if !names.contains(&name.as_str()) {
+                        names.push(name);
+                    }
+                }
+            }
+            for name in names {
                 let a = self.a.get(index).and_then(|r| r.get(name));
                 let b = self.b.get(index).and_then(|r| r.get(name));
                 let ratio = match (a, b) {
@@ -137,6 +146,9 @@ mod tests {
             let mut r = Report::new("t", "");
             let base = if n % 2 == 0 { 100.0 } else { 10.0 };
             r.push("rate", base + n as f64);
+            if n % 2 == 1 {
+                r.push("polls", 5.0);
+            }
             Ok(vec![r])
         });
         assert_eq!(calls.get(), 6);
@@ -144,6 +156,11 @@ mod tests {
         assert_eq!(c.b[0].get("rate"), Some(13.0));
         assert!(
             c.table().contains("| t | rate | 102 | 13 | 7.85 |"),
+            "{}",
+            c.table()
+        );
+        assert!(
+            c.table().contains("| t | polls | n/a | 5 | n/a |"),
             "{}",
             c.table()
         );
