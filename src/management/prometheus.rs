@@ -183,9 +183,10 @@ pub fn render(snapshot: &StatsSnapshot, scope: &Scope) -> String {
 
 fn info(w: &mut Writer, snapshot: &StatsSnapshot) {
     let node = snapshot.node.name.as_str();
+    // RabbitMQ declares both info families untyped.
     w.family(
         "rabbitmq_identity_info",
-        "gauge",
+        "untyped",
         "RabbitMQ node & cluster identity info",
     );
     w.sample(
@@ -199,7 +200,7 @@ fn info(w: &mut Writer, snapshot: &StatsSnapshot) {
     );
     w.family(
         "rabbitmq_build_info",
-        "gauge",
+        "untyped",
         "RabbitMQ & Erlang/OTP version info",
     );
     w.sample(
@@ -606,22 +607,22 @@ fn global_totals(w: &mut Writer, snapshot: &StatsSnapshot) {
         ),
         (
             "rabbitmq_global_messages_delivered_consume_manual_ack_total",
-            "Total number of messages delivered to consumers using manual acknowledgement mode",
+            "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
             queues.delivered_manual_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_consume_auto_ack_total",
-            "Total number of messages delivered to consumers using automatic acknowledgement mode",
+            "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
             queues.delivered_auto_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_get_manual_ack_total",
-            "Total number of messages delivered to consumers using basic.get with manual acknowledgement mode",
+            "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
             queues.got_manual_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_get_auto_ack_total",
-            "Total number of messages delivered to consumers using basic.get with automatic acknowledgement mode",
+            "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
             queues.got_auto_ack,
         ),
         (
@@ -637,7 +638,19 @@ fn global_totals(w: &mut Writer, snapshot: &StatsSnapshot) {
     ];
     for (name, help, value) in families {
         w.family(name, "counter", help);
-        w.sample(name, &[("protocol", "amqp091")], value as f64);
+        // RabbitMQ counts what queues do per queue type too; ringmq's queues are classic.
+        let by_queue = name.contains("_delivered_")
+            || name.ends_with("_redelivered_total")
+            || name.ends_with("_acknowledged_total");
+        let labels: &[(&str, &str)] = if by_queue {
+            &[
+                ("protocol", "amqp091"),
+                ("queue_type", "rabbit_classic_queue"),
+            ]
+        } else {
+            &[("protocol", "amqp091")]
+        };
+        w.sample(name, labels, value as f64);
     }
 }
 
