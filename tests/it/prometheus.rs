@@ -246,39 +246,8 @@ fn check_format(path: &str, text: &str) {
 /// unacked: the per-channel and per-connection series show them, labelled with the names the
 /// management API gives; `/metrics/detailed` shows only the families asked for.
 async fn channels_and_connections_per_object_and_detailed(broker: &Broker) {
-    use futures_util::StreamExt;
-    let properties =
-        lapin::ConnectionProperties::default().with_connection_name(CLIENT_NAME.into());
-    let conn = common::step(
-        "connect",
-        lapin::Connection::connect(&broker.url(), properties),
-    )
-    .await
-    .expect("connect");
-    let publisher = confirming_channel(&conn).await;
-    let queue = unique("per-object");
-    declare_queue(&publisher, &queue, QueueDeclareOptions::default())
-        .await
-        .expect("declare");
-    let consumer_ch = channel(&conn).await;
-    consumer_ch
-        .basic_qos(PREFETCH, lapin::options::BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut consumer = consume(&consumer_ch, &queue, false).await;
-    for i in 0..PUBLISHED {
-        publish(
-            &publisher,
-            "",
-            &queue,
-            &[i as u8; 16],
-            BasicProperties::default(),
-        )
-        .await;
-    }
-    for _ in 0..PUBLISHED {
-        let _held = common::step("delivery", consumer.next()).await;
-    }
+    let client = HeldClient::run(&broker.url()).await;
+    let (publisher, consumer_ch, queue) = (client.publisher, client.consumer, &client.queue);
     let admin = Admin::for_broker(broker);
     let connections = admin.get_json("/connections");
     let name = connections
@@ -290,13 +259,12 @@ async fn channels_and_connections_per_object_and_detailed(broker: &Broker) {
         .and_then(|c| c["name"].as_str())
         .unwrap_or_else(|| panic!("the client in /api/connections: {connections}"))
         .to_string();
-    let publisher_label = format!("{{channel=\"{name} ({})\"}}", publisher.id());
-    let consumer_label = format!("{{channel=\"{name} ({})\"}}", consumer_ch.id());
+    let publisher_label = format!("{{channel=\"{name} ({publisher})\"}}");
+    let consumer_label = format!("{{channel=\"{name} ({consumer_ch})\"}}");
     let unacked = format!("rabbitmq_channel_messages_unacked{consumer_label}");
     let text = wait_for_sample(broker, "/metrics/per-object", &unacked, PUBLISHED as f64);
     let published = format!(
-        "rabbitmq_channel_messages_published_total{{channel=\"{name} ({})\",vhost=\"/\",exchange=\"\"}}",
-        publisher.id()
+        "rabbitmq_channel_messages_published_total{{channel=\"{name} ({publisher})\",vhost=\"/\",exchange=\"\"}}"
     );
     let connection = format!("{{channel=\"{name}\"}}");
     let expected = [
@@ -348,7 +316,7 @@ async fn channels_and_connections_per_object_and_detailed(broker: &Broker) {
         broker,
         "/metrics/detailed?family=queue_coarse_metrics&vhost=nope",
     );
-    assert!(!other_vhost.contains(&queue), "{other_vhost}");
+    assert!(!other_vhost.contains(queue.as_str()), "{other_vhost}");
     let (status, body) = admin.request("GET", "/connections", None);
     assert_eq!(status, 200);
     assert!(
@@ -509,19 +477,29 @@ fn label_names(rest: &str) -> Vec<String> {
     }
 }
 
-/// The same client on either broker: a confirming publisher channel and a consumer channel
-/// holding its deliveries unacked, open while the test scrapes.
-struct OracleClient {
+/// A client (named `CLIENT_NAME`) with a confirming publisher channel that published
+/// `PUBLISHED` messages and a consumer channel (prefetch `PREFETCH`) holding them unacked, open
+/// while the test scrapes; the same on ringmq and on RabbitMQ.
+struct HeldClient {
+    publisher: u16,
+    consumer: u16,
+    queue: String,
+    // Held: lapin closes a channel whose last handle is dropped.
+    _channels: [lapin::Channel; 2],
     _connection: lapin::Connection,
     _consumer: lapin::Consumer,
 }
 
-impl OracleClient {
-    async fn run(url: &str) -> OracleClient {
+impl HeldClient {
+    async fn run(url: &str) -> HeldClient {
         use futures_util::StreamExt;
-        let connection = common::amqp::connect_url(url).await;
+        let properties =
+            lapin::ConnectionProperties::default().with_connection_name(CLIENT_NAME.into());
+        let connection = common::step("connect", lapin::Connection::connect(url, properties))
+            .await
+            .expect("connect");
         let publisher = confirming_channel(&connection).await;
-        let queue = unique("oracle");
+        let queue = unique("held");
         declare_queue(&publisher, &queue, QueueDeclareOptions::default())
             .await
             .expect("declare");
@@ -532,19 +510,17 @@ impl OracleClient {
             .expect("qos");
         let mut consumer = consume(&consumer_ch, &queue, false).await;
         for i in 0..PUBLISHED {
-            publish(
-                &publisher,
-                "",
-                &queue,
-                &[i as u8; 16],
-                BasicProperties::default(),
-            )
-            .await;
+            let body = [i as u8; 16];
+            publish(&publisher, "", &queue, &body, BasicProperties::default()).await;
         }
         for _ in 0..PUBLISHED {
             let _held = common::step("delivery", consumer.next()).await;
         }
-        OracleClient {
+        HeldClient {
+            publisher: publisher.id(),
+            consumer: consumer_ch.id(),
+            queue,
+            _channels: [publisher, consumer_ch],
             _connection: connection,
             _consumer: consumer,
         }
@@ -616,8 +592,8 @@ async fn families_match_rabbitmq() {
     let rabbit = RabbitMq::start_with_plugins(&["rabbitmq_management", "rabbitmq_prometheus"]);
     let ringmq = Broker::start(1);
     let rabbit_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbit.port);
-    let _on_rabbit = OracleClient::run(&rabbit_url).await;
-    let _on_ringmq = OracleClient::run(&ringmq.url()).await;
+    let _on_rabbit = HeldClient::run(&rabbit_url).await;
+    let _on_ringmq = HeldClient::run(&ringmq.url()).await;
     let unacked = "rabbitmq_channel_messages_unacked{";
     let per_object = scrape_rabbitmq(rabbit.prometheus_port, "/metrics/per-object", unacked);
     // Families RabbitMQ serves on /metrics only (the global counters) count as its too.
