@@ -34,6 +34,7 @@ pub struct ConnectionDescription {
     pub frame_max: u32,
     pub heartbeat_seconds: u16,
     pub connected_at_ms: u64,
+    /// Bytes read from and written to the socket (TLS records included), so far.
     pub received_bytes: u64,
     pub sent_bytes: u64,
     pub client_properties: crate::protocol::FieldTable,
@@ -42,10 +43,19 @@ pub struct ConnectionDescription {
 #[derive(Debug, Clone, Default)]
 pub struct ChannelDescription {
     pub number: u16,
+    /// basic.qos for each new consumer (global=false) and for the channel (global=true).
     pub prefetch_count: u16,
+    pub global_prefetch_count: u16,
     pub confirm: bool,
     pub transactional: bool,
     pub messages_unacknowledged: u64,
+    /// Publishes in confirm mode whose basic.ack/nack has not been written yet.
+    pub messages_unconfirmed: u64,
+    /// Publishes and acknowledgements held by an open transaction (tx.select) until commit.
+    pub messages_uncommitted: u64,
+    pub acks_uncommitted: u64,
+    /// Publishes on the channel by exchange name.
+    pub published: Vec<(String, u64)>,
     /// Consumer tags by the key queues know them under.
     pub consumer_tags: Vec<(ConsumerKey, String)>,
 }

@@ -128,6 +128,10 @@ pub const DELAYED_BYTES_MAX: usize = 1 << 30;
 pub const DELAYED_FIRE_BATCH_MAX: usize = 256;
 /// Messages and acks buffered in one transaction.
 pub const TX_OPERATIONS_MAX: usize = 1_000_000;
+/// Exchanges a channel counts its publishes to (for the Prometheus per-channel series
+/// `rabbitmq_channel_messages_published_total{channel,vhost,exchange}`); publishes to further
+/// exchanges on that channel are counted in the global totals only.
+pub const CHANNEL_EXCHANGE_COUNTERS_MAX: usize = 64;
 /// Bytes of messages (as allocated: body, properties, names) buffered in one transaction; the
 /// publish that would pass it closes the channel with 406, as `TX_OPERATIONS_MAX` does. The
 /// first message of a transaction always goes in (it is bounded by `--max-message-bytes`).

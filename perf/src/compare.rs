@@ -11,6 +11,8 @@ pub struct Side {
     pub label: String,
     pub url: String,
     pub pid: Option<u32>,
+    /// Replaces the scenario's `--poll-api` for this side's runs.
+    pub poll_api: Option<String>,
 }
 
 pub struct Comparison {
@@ -35,6 +37,9 @@ pub fn compare(
             let mut side_opts = opts.clone();
             side_opts.url = side.url.clone();
             side_opts.pid = side.pid;
+            if side.poll_api.is_some() {
+                side_opts.poll_api = side.poll_api.clone();
+            }
             eprintln!("compare: run {}/{runs} on {}", round + 1, side.label);
             match run(&side_opts) {
                 Ok(reports) => results[index].push(reports),
@@ -67,7 +72,16 @@ impl Comparison {
         for index in 0..count {
             let shape = self.a.get(index).or_else(|| self.b.get(index));
             let Some(shape) = shape else { continue };
-            for (name, _) in &shape.metrics {
+            // a's metrics, then those only b has (e.g. the poll figures of a polled side).
+            let mut names: Vec<&str> = shape.metrics.iter().map(|(n, _)| n.as_str()).collect();
+            if let Some(b) = self.b.get(index) {
+                for (name, _) in &b.metrics {
+                    if !names.contains(&name.as_str()) {
+                        names.push(name);
+                    }
+                }
+            }
+            for name in names {
                 let a = self.a.get(index).and_then(|r| r.get(name));
                 let b = self.b.get(index).and_then(|r| r.get(name));
                 let ratio = match (a, b) {
@@ -114,20 +128,27 @@ mod tests {
             label: "a".into(),
             url: "amqp://a".into(),
             pid: None,
+            poll_api: None,
         };
         let b = Side {
             label: "b".into(),
             url: "amqp://b".into(),
             pid: Some(7),
+            poll_api: Some("http://b/api/queues".into()),
         };
         let c = compare(&opts, [&a, &b], 3, |o| {
             let n = calls.get();
             calls.set(n + 1);
             // a, b, a, b, a, b
             assert_eq!(o.url, if n % 2 == 0 { "amqp://a" } else { "amqp://b" });
+            let polled = (n % 2 == 1).then_some("http://b/api/queues");
+            assert_eq!(o.poll_api.as_deref(), polled);
             let mut r = Report::new("t", "");
             let base = if n % 2 == 0 { 100.0 } else { 10.0 };
             r.push("rate", base + n as f64);
+            if n % 2 == 1 {
+                r.push("polls", 5.0);
+            }
             Ok(vec![r])
         });
         assert_eq!(calls.get(), 6);
@@ -135,6 +156,11 @@ mod tests {
         assert_eq!(c.b[0].get("rate"), Some(13.0));
         assert!(
             c.table().contains("| t | rate | 102 | 13 | 7.85 |"),
+            "{}",
+            c.table()
+        );
+        assert!(
+            c.table().contains("| t | polls | n/a | 5 | n/a |"),
             "{}",
             c.table()
         );

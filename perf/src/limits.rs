@@ -82,3 +82,12 @@ pub const SOAK_RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
 pub const SOAK_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 /// Soak: after the load, how long consumers may take to bring every confirmed message in.
 pub const SOAK_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// `--poll-api`: at most this many pollers, each asking at most every
+/// `POLL_INTERVAL_MS_MIN` and at least every `POLL_INTERVAL_MS_MAX`.
+pub const POLLERS_MAX: usize = 1000;
+pub const POLL_INTERVAL_MS_MIN: u64 = 10;
+pub const POLL_INTERVAL_MS_MAX: u64 = 60_000;
+/// `--poll-api`: one request (connect, answer and body) must be done within this.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--poll-api`: a poller waiting for its next turn wakes at least this often to see a stop.
+pub const POLL_NAP_MAX: Duration = Duration::from_millis(50);

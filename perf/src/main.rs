@@ -13,6 +13,7 @@ mod message;
 mod opts;
 mod pingpong;
 mod plot;
+mod poller;
 mod progress;
 mod recovery;
 mod report;
@@ -95,6 +96,14 @@ enum Command {
         a_pid: Option<u32>,
         #[arg(long)]
         b_pid: Option<u32>,
+        /// Poll this management API URL during a's runs only (overrides the scenario's
+        /// --poll-api for that side; --pollers and --poll-interval-ms still apply).
+        #[arg(long)]
+        a_poll_api: Option<String>,
+        /// As --a-poll-api, for b: `--a URL --b URL --b-poll-api API` compares one broker
+        /// not polled and polled.
+        #[arg(long)]
+        b_poll_api: Option<String>,
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Also write the comparison's JSON here (e.g. for `plot`).
@@ -196,6 +205,8 @@ fn run(cli: Cli) -> Result<()> {
             b_label,
             a_pid,
             b_pid,
+            a_poll_api,
+            b_poll_api,
             runs,
             save,
             scenario,
@@ -207,11 +218,13 @@ fn run(cli: Cli) -> Result<()> {
                 label: a_label,
                 url: a,
                 pid: a_pid,
+                poll_api: a_poll_api,
             };
             let b = Side {
                 label: b_label,
                 url: b,
                 pid: b_pid,
+                poll_api: b_poll_api,
             };
             let comparison = compare::compare(scenario.opts(), [&a, &b], runs, |o| scenario.run(o));
             if let Some(path) = save {

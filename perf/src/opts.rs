@@ -79,6 +79,16 @@ pub struct Opts {
     /// The broker's pid: its CPU use and (backlog) RSS are reported.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Throughput and latency: poll this management API URL while the load runs, e.g.
+    /// http://guest:guest@127.0.0.1:15672/api/queues (poll count and latency are reported).
+    #[arg(long)]
+    pub poll_api: Option<String>,
+    /// With --poll-api: this many pollers, each with its own HTTP connection.
+    #[arg(long, default_value_t = 10)]
+    pub pollers: usize,
+    /// With --poll-api: each poller asks once per this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_interval_ms: u64,
 }
 
 impl Opts {
@@ -128,6 +138,11 @@ impl Opts {
             self.disk_floor_us_p99
                 .is_none_or(|us| us.is_finite() && us > 0.0),
             "--disk-floor-us-p99 must be positive",
+        )?;
+        check((1..=POLLERS_MAX).contains(&self.pollers), "--pollers")?;
+        check(
+            (POLL_INTERVAL_MS_MIN..=POLL_INTERVAL_MS_MAX).contains(&self.poll_interval_ms),
+            "--poll-interval-ms out of range",
         )?;
         check(
             self.place.is_empty() || self.place.len() == 3,

@@ -11,6 +11,7 @@ use crate::clock::{now_ns, pid_cpu_ns, process_cpu_ns};
 use crate::error::{PerfError, Result};
 use crate::limits::{BACKLOG_PHASE_TIMEOUT, BACKLOG_POLL_INTERVAL, PROGRESS_INTERVAL};
 use crate::opts::Opts;
+use crate::poller::Pollers;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::topology;
@@ -210,6 +211,7 @@ fn run_flow(opts: &Opts, url: &AmqpUrl, flow: &Flow) -> Result<Report> {
     let started = Instant::now();
     let start_ns = now_ns();
     let end = started + duration;
+    let pollers = Pollers::start(opts, end)?;
     let cpu_before = process_cpu_ns();
     let broker_cpu_before = opts.pid.and_then(pid_cpu_ns);
     let warmup_until_ns = if flow.warmup {
@@ -297,6 +299,9 @@ fn run_flow(opts: &Opts, url: &AmqpUrl, flow: &Flow) -> Result<Report> {
     report.push("tool_cpu_percent", cpu_ns as f64 / 1e9 / seconds * 100.0);
     if let Some(ns) = broker_cpu_ns {
         report.push("broker_cpu_percent", ns as f64 / 1e9 / seconds * 100.0);
+    }
+    if let Some(pollers) = pollers {
+        pollers.finish(&mut report);
     }
     Ok(report)
 }

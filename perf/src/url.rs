@@ -103,7 +103,7 @@ fn ca_file(query: Option<&str>) -> Result<Option<std::path::PathBuf>> {
 }
 
 /// The shovel's strict decoding (a broken escape or non-UTF-8 is refused), with our messages.
-fn percent_decode(text: &str) -> Result<String> {
+pub fn percent_decode(text: &str) -> Result<String> {
     ringmq::shovel::uri::percent_decode(text).map_err(|error| {
         PerfError::Url(match error {
             PercentDecodeError::BadEscape => format!("bad percent escape in {text:?}"),

@@ -152,9 +152,17 @@ pub struct ChannelStats {
     pub user: String,
     pub consumer_count: u64,
     pub messages_unacknowledged: u64,
+    /// Publishes not yet confirmed; publishes and acks held by an open transaction.
+    pub messages_unconfirmed: u64,
+    pub messages_uncommitted: u64,
+    pub acks_uncommitted: u64,
+    /// basic.qos per consumer (global=false) and per channel (global=true); 0: no limit.
     pub prefetch_count: u16,
+    pub global_prefetch_count: u16,
     pub confirm: bool,
     pub transactional: bool,
+    /// Publishes on the channel by exchange name (RabbitMQ's channel_exchange_metrics).
+    pub published: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

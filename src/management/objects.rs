@@ -253,14 +253,14 @@ impl View<'_> {
 
     pub fn channel(&self, c: &ChannelStats) -> Value {
         json!({
-            "acks_uncommitted": 0,
+            "acks_uncommitted": c.acks_uncommitted,
             "confirm": c.confirm,
             "connection_details": self.connection_details(&c.connection_name),
             "consumer_count": c.consumer_count,
-            "global_prefetch_count": 0,
+            "global_prefetch_count": c.global_prefetch_count,
             "messages_unacknowledged": c.messages_unacknowledged,
-            "messages_uncommitted": 0,
-            "messages_unconfirmed": 0,
+            "messages_uncommitted": c.messages_uncommitted,
+            "messages_unconfirmed": c.messages_unconfirmed,
             "name": format!("{} ({})", c.connection_name, c.number),
             "node": self.node_name(),
             "number": c.number,

@@ -1,9 +1,15 @@
 //! Prometheus text format (version 0.0.4) on its own port, as the rabbitmq_prometheus plugin
 //! serves it (15692): `/metrics` aggregated over the node, `/metrics/per-object` with one
-//! series per queue (`vhost`, `queue` labels). RabbitMQ's metric names and units where the
-//! concept is the same (existing Grafana dashboards read them), and `ringmq_` metrics that only
-//! a thread-per-core broker has (per-shard busy time, mesh links, log batches and fdatasync,
-//! enqueue-to-deliver latency).
+//! series per queue (`vhost`, `queue`), channel (`channel`, the channel's name as the management
+//! API shows it) and connection (`channel` too: RabbitMQ labels its connection series with the
+//! connection process under that name), and `/metrics/detailed?family=F&vhost=V` with only the
+//! families asked for, one series per object, named `rabbitmq_detailed_*` (RabbitMQ 3.10's
+//! endpoint; `vhost` filters the queue families). RabbitMQ's metric names, types, help texts and
+//! units where the concept is the same (existing Grafana dashboards read them), and `ringmq_`
+//! metrics that only a thread-per-core broker has (per-shard busy time, mesh links, log batches
+//! and fdatasync, enqueue-to-deliver latency). A RabbitMQ family whose value ringmq does not
+//! have (process reductions, packet counts, per-channel delivery counts, churn counters) is left
+//! out rather than shown as a zero.
 //!
 //! No authentication, as rabbitmq_prometheus: the port is for scrapers (bind it with
 //! `--management-listen` or `--prometheus-port 0` to turn it off). Statistics come from the
@@ -13,7 +19,8 @@ use std::fmt::Write;
 use std::rc::Rc;
 
 use super::api::{Request, Response};
-use super::backend::{ManagementBackend, StatsSnapshot};
+use super::backend::{ChannelStats, ConnectionStats, ManagementBackend, QueueStats, StatsSnapshot};
+use super::listing::Query;
 use super::objects::RABBITMQ_VERSION;
 use crate::metrics::Histogram;
 
@@ -22,12 +29,43 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Nanoseconds per second, for histograms kept in ns and shown in seconds.
 const NANOS_PER_SECOND: f64 = 1e9;
 
-/// `/metrics` sums queues over the node; `/metrics/per-object` labels each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `/metrics` sums objects over the node; `/metrics/per-object` labels each;
+/// `/metrics/detailed` labels each of the families asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     Aggregated,
     PerObject,
+    Detailed(Detailed),
 }
+
+/// What `/metrics/detailed` was asked for: RabbitMQ's family (table) names, and the vhosts the
+/// queue families are limited to (none given: every vhost).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detailed {
+    pub families: Vec<String>,
+    pub vhosts: Vec<String>,
+}
+
+impl Detailed {
+    pub fn from_query(query: &str) -> Detailed {
+        let query = Query::parse(query);
+        Detailed {
+            families: query.all("family").map(str::to_string).collect(),
+            vhosts: query.all("vhost").map(str::to_string).collect(),
+        }
+    }
+
+    fn wants(&self, groups: &[&str]) -> bool {
+        groups.iter().any(|g| self.families.iter().any(|f| f == g))
+    }
+
+    fn shows_vhost(&self, vhost: &str) -> bool {
+        self.vhosts.is_empty() || self.vhosts.iter().any(|v| v == vhost)
+    }
+}
+
+/// The prefix RabbitMQ gives `/metrics/detailed`'s families instead of `rabbitmq_`.
+const DETAILED_PREFIX: &str = "rabbitmq_detailed_";
 
 /// The scrape endpoint; one per shard, like the management API.
 pub struct Metrics {
@@ -43,6 +81,7 @@ impl Metrics {
         let scope = match request.path.trim_end_matches('/') {
             "/metrics" => Scope::Aggregated,
             "/metrics/per-object" => Scope::PerObject,
+            "/metrics/detailed" => Scope::Detailed(Detailed::from_query(&request.query)),
             _ => return Response::not_found(),
         };
         if request.method != "GET" && request.method != "HEAD" {
@@ -52,7 +91,7 @@ impl Metrics {
         Response {
             status: 200,
             headers: vec![("content-type", CONTENT_TYPE.to_string())],
-            body: render(&snapshot, scope).into_bytes(),
+            body: render(&snapshot, &scope).into_bytes(),
         }
     }
 }
@@ -126,12 +165,16 @@ fn number(value: f64) -> String {
     }
 }
 
-pub fn render(snapshot: &StatsSnapshot, scope: Scope) -> String {
+pub fn render(snapshot: &StatsSnapshot, scope: &Scope) -> String {
     let mut w = Writer { out: String::new() };
+    if let Scope::Detailed(detailed) = scope {
+        object_families(&mut w, snapshot, scope, detailed);
+        return w.out;
+    }
     info(&mut w, snapshot);
     objects(&mut w, snapshot);
-    queues(&mut w, snapshot, scope);
-    channel_totals(&mut w, snapshot);
+    object_families(&mut w, snapshot, scope, &Detailed::default());
+    channel_totals(&mut w, snapshot, scope);
     global_totals(&mut w, snapshot);
     shards(&mut w, snapshot);
     histograms(&mut w, snapshot);
@@ -140,9 +183,10 @@ pub fn render(snapshot: &StatsSnapshot, scope: Scope) -> String {
 
 fn info(w: &mut Writer, snapshot: &StatsSnapshot) {
     let node = snapshot.node.name.as_str();
+    // RabbitMQ declares both info families untyped.
     w.family(
         "rabbitmq_identity_info",
-        "gauge",
+        "untyped",
         "RabbitMQ node & cluster identity info",
     );
     w.sample(
@@ -156,7 +200,7 @@ fn info(w: &mut Writer, snapshot: &StatsSnapshot) {
     );
     w.family(
         "rabbitmq_build_info",
-        "gauge",
+        "untyped",
         "RabbitMQ & Erlang/OTP version info",
     );
     w.sample(
@@ -216,86 +260,254 @@ fn objects(w: &mut Writer, snapshot: &StatsSnapshot) {
     );
 }
 
-/// A per-queue family: summed in aggregated scope, one sample per queue otherwise.
-struct QueueFamily {
+/// Where a per-object family's values come from: one sample per queue, channel or connection
+/// of the snapshot (per object), or their sum (aggregated).
+enum Source {
+    Queue(fn(&QueueStats) -> u64),
+    Channel(fn(&ChannelStats) -> u64),
+    Connection(fn(&ConnectionStats) -> u64),
+}
+
+/// A family with one sample per object. `groups`: the RabbitMQ families (tables)
+/// `/metrics/detailed?family=` selects it by; none: not in the detailed endpoint.
+struct ObjectFamily {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    value: fn(&super::backend::QueueStats) -> u64,
+    groups: &'static [&'static str],
+    source: Source,
 }
 
-const QUEUE_FAMILIES: [QueueFamily; 9] = [
-    QueueFamily {
+const QUEUE_COARSE: &[&str] = &["queue_coarse_metrics"];
+const QUEUE_METRICS: &[&str] = &["queue_metrics"];
+const CHANNEL_METRICS: &[&str] = &["channel_metrics"];
+const CONNECTION_COARSE: &[&str] = &["connection_coarse_metrics"];
+const CONNECTION_METRICS: &[&str] = &["connection_metrics"];
+const CHANNEL_EXCHANGE: &[&str] = &["channel_exchange_metrics"];
+
+const OBJECT_FAMILIES: [ObjectFamily; 19] = [
+    ObjectFamily {
         name: "rabbitmq_queue_messages_ready",
         kind: "gauge",
         help: "Messages ready to be delivered to consumers",
-        value: |q| q.messages_ready,
+        groups: QUEUE_COARSE,
+        source: Source::Queue(|q| q.messages_ready),
     },
-    QueueFamily {
+    ObjectFamily {
         name: "rabbitmq_queue_messages_unacked",
         kind: "gauge",
         help: "Messages delivered to consumers but not yet acknowledged",
-        value: |q| q.messages_unacknowledged,
+        groups: QUEUE_COARSE,
+        source: Source::Queue(|q| q.messages_unacknowledged),
     },
-    QueueFamily {
+    ObjectFamily {
         name: "rabbitmq_queue_messages",
         kind: "gauge",
         help: "Sum of ready and unacknowledged messages - total queue depth",
-        value: |q| q.messages_ready + q.messages_unacknowledged,
+        groups: QUEUE_COARSE,
+        source: Source::Queue(|q| q.messages_ready + q.messages_unacknowledged),
     },
-    QueueFamily {
+    ObjectFamily {
         name: "rabbitmq_queue_consumers",
         kind: "gauge",
         help: "Consumers on a queue",
-        value: |q| q.consumers,
+        groups: &["queue_consumer_count", "queue_metrics"],
+        source: Source::Queue(|q| q.consumers),
     },
-    QueueFamily {
+    ObjectFamily {
         name: "rabbitmq_queue_messages_ready_bytes",
         kind: "gauge",
         help: "Size in bytes of ready messages",
-        value: |q| q.message_bytes,
+        groups: QUEUE_METRICS,
+        source: Source::Queue(|q| q.message_bytes),
     },
-    QueueFamily {
+    ObjectFamily {
         name: "rabbitmq_queue_messages_paged_out_bytes",
         kind: "gauge",
         help: "Size in bytes of messages paged out to disk",
-        value: |q| q.paged_bytes,
+        groups: QUEUE_METRICS,
+        source: Source::Queue(|q| q.paged_bytes),
     },
-    QueueFamily {
+    // RabbitMQ's is per channel, queue and exchange; ours per queue, so not in `detailed`.
+    ObjectFamily {
         name: "rabbitmq_queue_messages_published_total",
         kind: "counter",
         help: "Total number of messages published to queues",
-        value: |q| q.totals.published,
+        groups: &[],
+        source: Source::Queue(|q| q.totals.published),
     },
-    QueueFamily {
+    ObjectFamily {
         name: "ringmq_queue_messages_delivered_total",
         kind: "counter",
         help: "Total number of messages delivered or fetched from a queue, either ack mode",
-        value: |q| q.totals.deliver_get(),
+        groups: &[],
+        source: Source::Queue(|q| q.totals.deliver_get()),
     },
-    QueueFamily {
+    ObjectFamily {
         name: "ringmq_queue_messages_acked_total",
         kind: "counter",
         help: "Total number of messages acknowledged to a queue",
-        value: |q| q.totals.acked,
+        groups: &[],
+        source: Source::Queue(|q| q.totals.acked),
+    },
+    ObjectFamily {
+        name: "rabbitmq_channel_consumers",
+        kind: "gauge",
+        help: "Consumers on a channel",
+        groups: CHANNEL_METRICS,
+        source: Source::Channel(|c| c.consumer_count),
+    },
+    ObjectFamily {
+        name: "rabbitmq_channel_messages_unacked",
+        kind: "gauge",
+        help: "Delivered but not yet acknowledged messages",
+        groups: CHANNEL_METRICS,
+        source: Source::Channel(|c| c.messages_unacknowledged),
+    },
+    ObjectFamily {
+        name: "rabbitmq_channel_messages_unconfirmed",
+        kind: "gauge",
+        help: "Published but not yet confirmed messages",
+        groups: CHANNEL_METRICS,
+        source: Source::Channel(|c| c.messages_unconfirmed),
+    },
+    ObjectFamily {
+        name: "rabbitmq_channel_messages_uncommitted",
+        kind: "gauge",
+        help: "Messages received in a transaction but not yet committed",
+        groups: CHANNEL_METRICS,
+        source: Source::Channel(|c| c.messages_uncommitted),
+    },
+    ObjectFamily {
+        name: "rabbitmq_channel_acks_uncommitted",
+        kind: "gauge",
+        help: "Message acknowledgements in a transaction not yet committed",
+        groups: CHANNEL_METRICS,
+        source: Source::Channel(|c| c.acks_uncommitted),
+    },
+    ObjectFamily {
+        name: "rabbitmq_consumer_prefetch",
+        kind: "gauge",
+        help: "Limit of unacknowledged messages for each consumer",
+        groups: CHANNEL_METRICS,
+        source: Source::Channel(|c| u64::from(c.prefetch_count)),
+    },
+    ObjectFamily {
+        name: "rabbitmq_channel_prefetch",
+        kind: "gauge",
+        help: "Total limit of unacknowledged messages for all consumers on a channel",
+        groups: CHANNEL_METRICS,
+        source: Source::Channel(|c| u64::from(c.global_prefetch_count)),
+    },
+    ObjectFamily {
+        name: "rabbitmq_connection_incoming_bytes_total",
+        kind: "counter",
+        help: "Total number of bytes received on a connection",
+        groups: CONNECTION_COARSE,
+        source: Source::Connection(|c| c.received_bytes),
+    },
+    ObjectFamily {
+        name: "rabbitmq_connection_outgoing_bytes_total",
+        kind: "counter",
+        help: "Total number of bytes sent on a connection",
+        groups: CONNECTION_COARSE,
+        source: Source::Connection(|c| c.sent_bytes),
+    },
+    ObjectFamily {
+        name: "rabbitmq_connection_channels",
+        kind: "gauge",
+        help: "Channels on a connection",
+        groups: CONNECTION_METRICS,
+        source: Source::Connection(|c| c.channels),
     },
 ];
 
-fn queues(w: &mut Writer, snapshot: &StatsSnapshot, scope: Scope) {
-    for family in &QUEUE_FAMILIES {
-        w.family(family.name, family.kind, family.help);
-        match scope {
-            Scope::Aggregated => {
-                let total: u64 = snapshot.queues.iter().map(family.value).sum();
-                w.sample(family.name, &[], total as f64);
+/// Publishes per channel and exchange (RabbitMQ's channel_exchange_metrics); aggregated, it is
+/// the node's total (`channel_totals`), closed channels included.
+const CHANNEL_PUBLISHED: &str = "rabbitmq_channel_messages_published_total";
+const CHANNEL_PUBLISHED_HELP: &str =
+    "Total number of messages published into an exchange on a channel";
+
+/// A family's name in `scope`: `rabbitmq_detailed_*` on the detailed endpoint.
+fn shown_name(name: &'static str, scope: &Scope) -> std::borrow::Cow<'static, str> {
+    match (scope, name.strip_prefix("rabbitmq_")) {
+        (Scope::Detailed(_), Some(rest)) => format!("{DETAILED_PREFIX}{rest}").into(),
+        _ => name.into(),
+    }
+}
+
+/// The channel's name as the management API shows it, its `channel` label.
+fn channel_name(channel: &ChannelStats) -> String {
+    format!("{} ({})", channel.connection_name, channel.number)
+}
+
+/// Every per-object family `scope` shows: summed (aggregated), one sample per object, or the
+/// families `detailed` asks for (queues of its vhosts only).
+fn object_families(w: &mut Writer, snapshot: &StatsSnapshot, scope: &Scope, detailed: &Detailed) {
+    let is_detailed = matches!(scope, Scope::Detailed(_));
+    for family in &OBJECT_FAMILIES {
+        if is_detailed && !detailed.wants(family.groups) {
+            continue;
+        }
+        let name = shown_name(family.name, scope);
+        w.family(&name, family.kind, family.help);
+        if *scope == Scope::Aggregated {
+            w.sample(&name, &[], family.source.sum(snapshot) as f64);
+        } else {
+            family.source.each(w, &name, snapshot, detailed);
+        }
+    }
+    if *scope != Scope::Aggregated && (!is_detailed || detailed.wants(CHANNEL_EXCHANGE)) {
+        let name = shown_name(CHANNEL_PUBLISHED, scope);
+        w.family(&name, "counter", CHANNEL_PUBLISHED_HELP);
+        for channel in &snapshot.channels {
+            let label = channel_name(channel);
+            for (exchange, count) in &channel.published {
+                let labels = [
+                    ("channel", label.as_str()),
+                    ("vhost", channel.vhost.as_str()),
+                    ("exchange", exchange.as_str()),
+                ];
+                w.sample(&name, &labels, *count as f64);
             }
-            Scope::PerObject => {
-                for queue in &snapshot.queues {
+        }
+    }
+}
+
+impl Source {
+    fn sum(&self, snapshot: &StatsSnapshot) -> u64 {
+        match self {
+            Source::Queue(value) => snapshot.queues.iter().map(value).sum(),
+            Source::Channel(value) => snapshot.channels.iter().map(value).sum(),
+            Source::Connection(value) => snapshot.connections.iter().map(value).sum(),
+        }
+    }
+
+    fn each(&self, w: &mut Writer, name: &str, snapshot: &StatsSnapshot, detailed: &Detailed) {
+        match self {
+            Source::Queue(value) => {
+                for queue in snapshot
+                    .queues
+                    .iter()
+                    .filter(|q| detailed.shows_vhost(&q.vhost))
+                {
                     let labels = [
                         ("vhost", queue.vhost.as_str()),
                         ("queue", queue.name.as_str()),
                     ];
-                    w.sample(family.name, &labels, (family.value)(queue) as f64);
+                    w.sample(name, &labels, value(queue) as f64);
+                }
+            }
+            Source::Channel(value) => {
+                for channel in &snapshot.channels {
+                    let label = channel_name(channel);
+                    w.sample(name, &[("channel", &label)], value(channel) as f64);
+                }
+            }
+            Source::Connection(value) => {
+                for connection in &snapshot.connections {
+                    let labels = [("channel", connection.name.as_str())];
+                    w.sample(name, &labels, value(connection) as f64);
                 }
             }
         }
@@ -303,13 +515,14 @@ fn queues(w: &mut Writer, snapshot: &StatsSnapshot, scope: Scope) {
 }
 
 /// rabbitmq_prometheus's channel counters, which RabbitMQ sums over channels in `/metrics`;
-/// ours are kept by the queues (plus those of deleted queues), so they are the same sums.
-fn channel_totals(w: &mut Writer, snapshot: &StatsSnapshot) {
+/// ours are kept by the queues (plus those of deleted queues), so they are the same sums (and
+/// not per channel: RabbitMQ's per-object series of these are per channel and queue).
+fn channel_totals(w: &mut Writer, snapshot: &StatsSnapshot, scope: &Scope) {
     let totals = &snapshot.broker.queues;
     let families = [
         (
-            "rabbitmq_channel_messages_published_total",
-            "Total number of messages published into an exchange on a channel",
+            CHANNEL_PUBLISHED,
+            CHANNEL_PUBLISHED_HELP,
             snapshot.broker.publish.received,
         ),
         (
@@ -344,6 +557,10 @@ fn channel_totals(w: &mut Writer, snapshot: &StatsSnapshot) {
         ),
     ];
     for (name, help, value) in families {
+        // Per object, publishes are counted per channel (`object_families`).
+        if name == CHANNEL_PUBLISHED && *scope != Scope::Aggregated {
+            continue;
+        }
         w.single(name, "counter", help, value as f64);
     }
 }
@@ -390,22 +607,22 @@ fn global_totals(w: &mut Writer, snapshot: &StatsSnapshot) {
         ),
         (
             "rabbitmq_global_messages_delivered_consume_manual_ack_total",
-            "Total number of messages delivered to consumers using manual acknowledgement mode",
+            "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
             queues.delivered_manual_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_consume_auto_ack_total",
-            "Total number of messages delivered to consumers using automatic acknowledgement mode",
+            "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
             queues.delivered_auto_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_get_manual_ack_total",
-            "Total number of messages delivered to consumers using basic.get with manual acknowledgement mode",
+            "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
             queues.got_manual_ack,
         ),
         (
             "rabbitmq_global_messages_delivered_get_auto_ack_total",
-            "Total number of messages delivered to consumers using basic.get with automatic acknowledgement mode",
+            "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
             queues.got_auto_ack,
         ),
         (
@@ -421,7 +638,19 @@ fn global_totals(w: &mut Writer, snapshot: &StatsSnapshot) {
     ];
     for (name, help, value) in families {
         w.family(name, "counter", help);
-        w.sample(name, &[("protocol", "amqp091")], value as f64);
+        // RabbitMQ counts what queues do per queue type too; ringmq's queues are classic.
+        let by_queue = name.contains("_delivered_")
+            || name.ends_with("_redelivered_total")
+            || name.ends_with("_acknowledged_total");
+        let labels: &[(&str, &str)] = if by_queue {
+            &[
+                ("protocol", "amqp091"),
+                ("queue_type", "rabbit_classic_queue"),
+            ]
+        } else {
+            &[("protocol", "amqp091")]
+        };
+        w.sample(name, labels, value as f64);
     }
 }
 
@@ -513,7 +742,7 @@ fn histograms(w: &mut Writer, snapshot: &StatsSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::management::backend::{BrokerStats, QueueStats};
+    use crate::management::backend::BrokerStats;
 
     fn snapshot() -> StatsSnapshot {
         let mut latency = Histogram::new(1000);
@@ -533,6 +762,23 @@ mod tests {
                     ..QueueStats::default()
                 },
             ],
+            channels: vec![ChannelStats {
+                connection_name: "1.2.3.4:5 -> 6.7.8.9:5672".into(),
+                number: 2,
+                vhost: "v".into(),
+                consumer_count: 1,
+                messages_unconfirmed: 5,
+                global_prefetch_count: 10,
+                published: vec![("x".into(), 8), (String::new(), 1)],
+                ..ChannelStats::default()
+            }],
+            connections: vec![ConnectionStats {
+                name: "1.2.3.4:5 -> 6.7.8.9:5672".into(),
+                channels: 1,
+                received_bytes: 100,
+                sent_bytes: 200,
+                ..ConnectionStats::default()
+            }],
             broker: BrokerStats {
                 delivery_latency_ns: Some(latency),
                 ..BrokerStats::default()
@@ -541,14 +787,71 @@ mod tests {
         }
     }
 
+    const CHANNEL: &str = "channel=\"1.2.3.4:5 -> 6.7.8.9:5672 (2)\"";
+    const CONNECTION: &str = "channel=\"1.2.3.4:5 -> 6.7.8.9:5672\"";
+
+    #[test]
+    fn channels_and_connections_summed_or_labelled() {
+        let text = render(&snapshot(), &Scope::Aggregated);
+        assert!(
+            text.contains("\nrabbitmq_channel_messages_unconfirmed 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nrabbitmq_connection_incoming_bytes_total 100\n"));
+        let text = render(&snapshot(), &Scope::PerObject);
+        for sample in [
+            format!("rabbitmq_channel_consumers{{{CHANNEL}}} 1\n"),
+            format!("rabbitmq_channel_prefetch{{{CHANNEL}}} 10\n"),
+            format!("rabbitmq_channel_messages_published_total{{{CHANNEL},vhost=\"v\",exchange=\"x\"}} 8\n"),
+            format!("rabbitmq_channel_messages_published_total{{{CHANNEL},vhost=\"v\",exchange=\"\"}} 1\n"),
+            format!("rabbitmq_connection_outgoing_bytes_total{{{CONNECTION}}} 200\n"),
+            format!("rabbitmq_connection_channels{{{CONNECTION}}} 1\n"),
+        ] {
+            assert!(text.contains(&sample), "{sample} in {text}");
+        }
+        assert!(
+            !text.contains("\nrabbitmq_channel_messages_published_total "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn detailed_shows_the_families_asked_for_and_the_vhosts() {
+        let detailed =
+            Detailed::from_query("family=queue_coarse_metrics&family=channel_metrics&vhost=v");
+        let text = render(&snapshot(), &Scope::Detailed(detailed));
+        assert!(
+            text.contains("rabbitmq_detailed_queue_messages_ready{vhost=\"v\",queue=\"c\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("queue=\"a"),
+            "vhost / is filtered out: {text}"
+        );
+        assert!(text.contains(&format!(
+            "rabbitmq_detailed_channel_messages_unconfirmed{{{CHANNEL}}} 5\n"
+        )));
+        for absent in [
+            "rabbitmq_detailed_queue_consumers",
+            "connection",
+            "rabbitmq_queues",
+            "ringmq_",
+            "identity",
+        ] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+        let text = render(&snapshot(), &Scope::Detailed(Detailed::default()));
+        assert_eq!(text, "", "no family asked for");
+    }
+
     #[test]
     fn aggregated_sums_queues_and_per_object_labels_them() {
-        let text = render(&snapshot(), Scope::Aggregated);
+        let text = render(&snapshot(), &Scope::Aggregated);
         assert!(
             text.contains("\nrabbitmq_queue_messages_ready 7\n"),
             "{text}"
         );
-        let text = render(&snapshot(), Scope::PerObject);
+        let text = render(&snapshot(), &Scope::PerObject);
         assert!(
             text.contains("rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"a\\\"b\"} 3\n"),
             "{text}"
@@ -558,7 +861,7 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_in_seconds() {
-        let text = render(&snapshot(), Scope::Aggregated);
+        let text = render(&snapshot(), &Scope::Aggregated);
         let name = "ringmq_queue_enqueue_to_deliver_seconds";
         assert!(
             text.contains(&format!("{name}_bucket{{le=\"0.000001\"}} 0\n")),
@@ -572,7 +875,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_once() {
-        let text = render(&snapshot(), Scope::PerObject);
+        let text = render(&snapshot(), &Scope::PerObject);
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
         let mut names: Vec<&str> = types
             .iter()

@@ -363,7 +363,12 @@ fn connection_stats(
                 user: d.user.clone(),
                 consumer_count: c.consumer_tags.len() as u64,
                 messages_unacknowledged: c.messages_unacknowledged,
+                messages_unconfirmed: c.messages_unconfirmed,
+                messages_uncommitted: c.messages_uncommitted,
+                acks_uncommitted: c.acks_uncommitted,
                 prefetch_count: c.prefetch_count,
+                global_prefetch_count: c.global_prefetch_count,
+                published: c.published.clone(),
                 confirm: c.confirm,
                 transactional: c.transactional,
             };

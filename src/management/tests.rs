@@ -865,6 +865,7 @@ fn connections_channels_consumers_match_rabbitmq() {
         prefetch_count: 5,
         confirm: false,
         transactional: false,
+        ..ChannelStats::default()
     });
     h.backend.consumers.borrow_mut().push(ConsumerStats {
         vhost: "/".into(),

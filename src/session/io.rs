@@ -34,15 +34,18 @@ pub struct FrameReader {
     /// large chunks.
     chunk: Box<[u8]>,
     pub frame_max: u32,
+    /// Counts what arrives (`ConnShared::received_bytes`).
+    conn: Rc<ConnShared>,
 }
 
 impl FrameReader {
-    pub fn new(stream: SharedStream, frame_max: u32) -> FrameReader {
+    pub fn new(stream: SharedStream, frame_max: u32, conn: Rc<ConnShared>) -> FrameReader {
         FrameReader {
             stream,
             buffer: BytesMut::new(),
             chunk: vec![0; READ_CHUNK_INITIAL_BYTES].into_boxed_slice(),
             frame_max,
+            conn,
         }
     }
 
@@ -80,6 +83,8 @@ impl FrameReader {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
                 self.buffer.extend_from_slice(&self.chunk[..n]);
+                let received = &self.conn.received_bytes;
+                received.set(received.get() + n as u64);
                 let wanted = chunk_len_after_read(n, self.chunk.len());
                 if wanted != self.chunk.len() {
                     self.chunk = vec![0; wanted].into_boxed_slice();
@@ -136,6 +141,8 @@ pub async fn write_loop(
                 conn.flushed.notify();
                 return;
             }
+            conn.sent_bytes
+                .set(conn.sent_bytes.get() + output.len() as u64);
             if let Some(stamp) = traced {
                 latency_trace::record_stamp(Stage::SocketWritten, stamp);
             }

@@ -128,7 +128,7 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream, limits: ConnectionLim
     ));
     shard.register_conn(conn_id, conn.clone());
 
-    let reader = FrameReader::new(stream.clone(), limits.frame_max_bytes);
+    let reader = FrameReader::new(stream.clone(), limits.frame_max_bytes, conn.clone());
     let handshake_peer = handshake::Peer {
         address: peer,
         certificate_name,

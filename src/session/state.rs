@@ -23,8 +23,8 @@ use crate::conn_sink::{ChannelDescription, ConnectionDescription};
 use crate::id_hash::IdMap;
 use crate::latency_trace::{self, Stage};
 use crate::limits::{
-    CONSUMER_WRITTEN_REPORT_BYTES, FRAME_MAX_BYTES, OUTBOX_INITIAL_CAPACITY_BYTES,
-    OUTBOX_RETAINED_CAPACITY_BYTES_MAX,
+    CHANNEL_EXCHANGE_COUNTERS_MAX, CONSUMER_WRITTEN_REPORT_BYTES, FRAME_MAX_BYTES,
+    OUTBOX_INITIAL_CAPACITY_BYTES, OUTBOX_RETAINED_CAPACITY_BYTES_MAX,
 };
 use crate::metrics::PublishCounters;
 use crate::protocol::{self, BasicAck, BasicCancel, BasicNack, DeliverFields, Method};
@@ -77,6 +77,10 @@ pub struct ConnShared {
     pub forced: Notify,
     /// What the client said about itself in connection.start-ok (shown by the management API).
     pub client_properties: RefCell<crate::protocol::FieldTable>,
+    /// Bytes the reader got from the socket and the writer wrote to it: plain counters, read
+    /// only when the connection describes itself.
+    pub received_bytes: Cell<u64>,
+    pub sent_bytes: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -112,6 +116,21 @@ pub struct ChannelState {
     pub tx: Option<super::channel::TxBuffer>,
     /// The channel's direct reply-to consumer (at most one per channel, as in RabbitMQ).
     pub reply_consumer: Option<ConsumerKey>,
+    /// Publishes on this channel by exchange, for the management API (at most
+    /// `CHANNEL_EXCHANGE_COUNTERS_MAX` exchanges).
+    pub published: Vec<(String, u64)>,
+}
+
+impl ChannelState {
+    /// One more publish to `exchange` (a channel usually publishes to one or two: the scan is
+    /// a comparison or two).
+    pub fn count_published(&mut self, exchange: &str) {
+        if let Some((_, count)) = self.published.iter_mut().find(|(name, _)| name == exchange) {
+            *count += 1;
+        } else if self.published.len() < CHANNEL_EXCHANGE_COUNTERS_MAX {
+            self.published.push((exchange.to_string(), 1));
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -197,6 +216,39 @@ struct ReadyConfirm {
 }
 
 /// One confirm frame; with `multiple`, it settles every unconfirmed tag up to `seq`.
+/// One channel as the management API shows it.
+fn describe_channel(
+    number: u16,
+    channel: &ChannelState,
+    ready_confirms: u64,
+) -> ChannelDescription {
+    let (messages_uncommitted, acks_uncommitted) = channel
+        .tx
+        .as_ref()
+        .map_or((0, 0), super::channel::TxBuffer::uncommitted);
+    let pending = channel
+        .confirm
+        .as_ref()
+        .map_or(0, |c| c.pending.len() as u64);
+    ChannelDescription {
+        number,
+        prefetch_count: channel.prefetch_per_consumer,
+        global_prefetch_count: channel.prefetch_per_channel,
+        confirm: channel.confirm.is_some(),
+        transactional: channel.tx.is_some(),
+        messages_unacknowledged: channel.unacked.len() as u64,
+        messages_unconfirmed: pending + ready_confirms,
+        messages_uncommitted,
+        acks_uncommitted,
+        published: channel.published.clone(),
+        consumer_tags: channel
+            .consumers
+            .iter()
+            .map(|(key, consumer)| (*key, consumer.tag.clone()))
+            .collect(),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ConfirmFrame {
     seq: u64,
@@ -231,6 +283,8 @@ impl ConnShared {
             forced_close: RefCell::new(None),
             forced: Notify::default(),
             client_properties: RefCell::new(Default::default()),
+            received_bytes: Cell::new(0),
+            sent_bytes: Cell::new(0),
         }
     }
 
@@ -248,25 +302,19 @@ impl ConnShared {
     /// The connection's description with its channels as they are now.
     pub fn describe(&self) -> Option<ConnectionDescription> {
         let mut description = self.opened.borrow().clone()?;
+        description.received_bytes = self.received_bytes.get();
+        description.sent_bytes = self.sent_bytes.get();
         let channels = self.channels.borrow();
+        let ready = self.ready_confirms.borrow();
         let mut numbers: Vec<u16> = channels.keys().copied().collect();
         numbers.sort_unstable();
         description.channels = numbers
             .into_iter()
             .filter_map(|number| {
                 let channel = channels.get(&number)?;
-                Some(ChannelDescription {
-                    number,
-                    prefetch_count: channel.prefetch_per_consumer,
-                    confirm: channel.confirm.is_some(),
-                    transactional: channel.tx.is_some(),
-                    messages_unacknowledged: channel.unacked.len() as u64,
-                    consumer_tags: channel
-                        .consumers
-                        .iter()
-                        .map(|(key, consumer)| (*key, consumer.tag.clone()))
-                        .collect(),
-                })
+                // Decided but not yet encoded: unconfirmed until the writer takes them.
+                let ready_here = ready.iter().filter(|c| c.channel == number).count();
+                Some(describe_channel(number, channel, ready_here as u64))
             })
             .collect();
         Some(description)

@@ -511,6 +511,7 @@ macro_rules! per_shard_count_mut {
 }
 
 pub mod admin;
+pub mod cluster;
 pub mod confirmed;
 pub mod ctl;
 pub mod filesystem;

@@ -26,6 +26,8 @@ pub struct RabbitMq {
     pub node: String,
     pub port: u16,
     pub management_port: u16,
+    /// rabbitmq_prometheus's port, when that plugin is enabled.
+    pub prometheus_port: u16,
     root: PathBuf,
     child: Option<Child>,
 }
@@ -44,6 +46,7 @@ impl RabbitMq {
             node: format!("{}@localhost", unique("ringmq-roundtrip")),
             port: free_port(),
             management_port: free_port(),
+            prometheus_port: free_port(),
             root,
             child: None,
         };
@@ -65,13 +68,20 @@ impl RabbitMq {
     }
 
     fn write_files(&self, plugins: &[&str]) {
-        let config = format!(
+        let mut config = format!(
             "listeners.tcp.default = 127.0.0.1:{}\n\
              management.tcp.port = {}\n\
              management.tcp.ip = 127.0.0.1\n\
              loopback_users.guest = true\n",
             self.port, self.management_port
         );
+        // The keys exist only with the plugin (an unknown key stops the boot).
+        if plugins.contains(&"rabbitmq_prometheus") {
+            config.push_str(&format!(
+                "prometheus.tcp.port = {}\nprometheus.tcp.ip = 127.0.0.1\n",
+                self.prometheus_port
+            ));
+        }
         std::fs::write(self.root.join("rabbitmq.conf"), config).expect("config");
         std::fs::write(
             self.root.join("enabled_plugins"),

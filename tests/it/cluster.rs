@@ -25,20 +25,16 @@ use crate::common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::amqp;
+use common::cluster::{eventually, node_name, Cluster, Layout, CONVERGE_TIMEOUT, NODES};
 use common::ctl::{run_bounded, CTL_RUN_TIMEOUT};
-use common::netns::{self, Namespace};
-use common::{amqp, Broker};
+use common::netns;
 use lapin::options::{
     BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 
-const NODES: usize = 3;
-const SUBNET: &str = "10.213.9";
-const PREFIX_LENGTH: &str = "24";
-const CLUSTER_PORT: &str = "25672";
-const SECRET: &str = "the-shared-cluster-secret";
 /// A follower that hears nothing from the leader for 1-2 s (10-20 ticks of 100 ms) starts an
 /// election; pre-vote and vote take a round trip. Generous for a loaded 2-core CI machine.
 const ELECTION_BOUND: Duration = Duration::from_secs(4);
@@ -46,113 +42,16 @@ const ELECTION_BOUND: Duration = Duration::from_secs(4);
 /// lost after it was proposed, after the node's 5 s propose timeout); this bounds the answer,
 /// client start-up in the namespace included.
 const MINORITY_ANSWER_BOUND: Duration = Duration::from_secs(12);
-/// Catching up, links coming back: bounded polls.
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const CLIENT_URL_ENV: &str = "RINGMQ_CLUSTER_CLIENT_URL";
 const CLIENT_ACTION_ENV: &str = "RINGMQ_CLUSTER_CLIENT_ACTION";
-
-fn node_name(i: usize) -> String {
-    format!("ringmq@n{}", i + 1)
-}
-
-fn address(i: usize) -> String {
-    format!("{SUBNET}.{}", i + 1)
-}
-
-/// A hub namespace holding a bridge, and one namespace per node with a veth pair to it; all
-/// deleted on drop (the nodes' first, then the hub).
-struct Namespaces {
-    nodes: Vec<Namespace>,
-    hub: Namespace,
-    /// Keeps interface names apart between parallel runs.
-    tag: String,
-}
-
-impl Namespaces {
-    fn create() -> Namespaces {
-        let tag = netns::run_tag();
-        let hub = Namespace::create(format!("ringmq-h-{tag}"));
-        hub.ip_ok(&["link", "add", "br0", "type", "bridge"]);
-        hub.ip_ok(&["link", "set", "br0", "up"]);
-        let nodes = (0..NODES)
-            .map(|i| Namespace::create(format!("ringmq-n{i}-{tag}")))
-            .collect();
-        let namespaces = Namespaces { nodes, hub, tag };
-        for (i, node) in namespaces.nodes.iter().enumerate() {
-            let (inner, outer) = (
-                namespaces.inner_link(i),
-                format!("rq{i}b{}", namespaces.tag),
-            );
-            netns::veth(node, &inner, &namespaces.hub, &outer);
-            namespaces
-                .hub
-                .ip_ok(&["link", "set", &outer, "master", "br0"]);
-            namespaces.hub.ip_ok(&["link", "set", &outer, "up"]);
-            node.address(&inner, &format!("{}/{PREFIX_LENGTH}", address(i)));
-        }
-        namespaces
-    }
-
-    /// Node `i`'s end of its veth pair (inside its namespace): its only way to the others.
-    fn inner_link(&self, i: usize) -> String {
-        format!("rq{i}a{}", self.tag)
-    }
-
-    /// Cuts (`up == false`) or restores node `i`'s link to the bridge, inside its namespace.
-    fn set_link(&self, i: usize, up: bool) {
-        let state = if up { "up" } else { "down" };
-        let link = self.inner_link(i);
-        self.nodes[i].ip_ok(&["link", "set", &link, state]);
-    }
-}
-
-/// The flags of node `i`, holding `secret`.
-fn node_args(i: usize, secret: &str) -> Vec<String> {
-    let mut args = vec![
-        "--listen".to_string(),
-        address(i),
-        "--node-name".to_string(),
-        node_name(i),
-        "--cluster-port".to_string(),
-        CLUSTER_PORT.to_string(),
-        "--cluster-secret".to_string(),
-        secret.to_string(),
-    ];
-    for peer in (0..NODES).filter(|&p| p != i) {
-        args.push("--peer".to_string());
-        args.push(format!(
-            "{}={}:{CLUSTER_PORT}",
-            node_name(peer),
-            address(peer)
-        ));
-    }
-    args
-}
-
-struct Cluster {
-    // Dropped first: the brokers stop before their namespaces go.
-    brokers: Vec<Broker>,
-    namespaces: Namespaces,
-}
+/// This suite's names and addresses (tests/it/haproxy.rs has its own).
+const LAYOUT: Layout = Layout {
+    namespace_prefix: "ringmq",
+    link_prefix: "rq",
+    subnet: "10.213.9",
+};
 
 impl Cluster {
-    fn start() -> Cluster {
-        let namespaces = Namespaces::create();
-        let brokers = (0..NODES)
-            .map(|i| {
-                let launcher = namespaces.nodes[i].launcher();
-                let args = node_args(i, SECRET);
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                Broker::start_with_launcher(1, &launcher, &args)
-            })
-            .collect();
-        Cluster {
-            brokers,
-            namespaces,
-        }
-    }
-
     /// Runs this binary's `client_role` in node `i`'s namespace: `CLIENT-OK` or
     /// `CLIENT-ERR <code>` on its stdout.
     fn client(&self, i: usize, action: &str) -> String {
@@ -180,45 +79,6 @@ impl Cluster {
             "{action} on node {}",
             i + 1
         );
-    }
-
-    /// An HTTP request to node `i`'s management API as guest: (status, body).
-    fn http(&self, i: usize, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let url = format!(
-            "http://127.0.0.1:{}{path}",
-            self.brokers[i].management_port()
-        );
-        let mut command = self.namespaces.nodes[i].command("curl");
-        command
-            .arg("-s")
-            .args(["-u", "guest:guest", "-X", method, "-w", "\n%{http_code}"])
-            .args(["-H", "content-type: application/json", "--max-time", "20"]);
-        if let Some(body) = body {
-            command.args(["--data", body]);
-        }
-        command.arg(url);
-        let output = run_bounded(command, CTL_RUN_TIMEOUT);
-        assert_eq!(output.code, Some(0), "curl {method} {path}: {output:?}");
-        let (text, status) = output.stdout.rsplit_once('\n').unwrap_or(("", ""));
-        (status.trim().parse().unwrap_or(0), text.to_string())
-    }
-
-    /// `ringmqctl ARGS` against node `i`, from its namespace; its stdout.
-    fn ctl(&self, i: usize, args: &[&str]) -> String {
-        let port = self.brokers[i].management_port();
-        self.namespaces.nodes[i].ringmqctl(port, args)
-    }
-
-    /// Waits until node `i`'s `/api/nodes` shows `running` members running and the others not
-    /// (a dead or cut-off peer is noticed within the link's silence bound).
-    fn wait_running(&self, i: usize, running: usize) {
-        let what = format!("node {} showing {running} of {NODES} running", i + 1);
-        eventually(&what, CONVERGE_TIMEOUT, || {
-            let (status, body) = self.http(i, "GET", "/api/nodes", None);
-            status == 200
-                && body.matches(r#""running":true"#).count() == running
-                && body.matches(r#""running":false"#).count() == NODES - running
-        });
     }
 
     /// A declare of `queue` on node `i`, which cannot reach a majority: an error reply (541,
@@ -273,19 +133,6 @@ fn run_client(command: Command, i: usize, action: &str) -> String {
     verdict.unwrap_or_else(|| panic!("no client verdict: {output:?}"))
 }
 
-/// Polls `check` until it holds or `timeout` passes; returns how long it took.
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < timeout,
-            "not within {timeout:?}: {what}"
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    }
-    started.elapsed()
-}
-
 fn index_of(name: &str) -> usize {
     (0..NODES)
         .find(|&i| node_name(i) == name)
@@ -298,7 +145,7 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
         eprintln!("SKIPPED cluster: {reason}");
         return;
     }
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start(LAYOUT);
     let is_member =
         |name: &Option<String>| name.as_deref().is_some_and(|n| n.starts_with("ringmq@n"));
     eventually("a first leader", CONVERGE_TIMEOUT, || {
@@ -332,7 +179,7 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
 
     // A node holding the wrong secret is refused and learns nothing new.
     let outsider = survivors[1];
-    let args = node_args(outsider, "not-the-cluster-secret");
+    let args = LAYOUT.node_args(outsider, "not-the-cluster-secret");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cluster.brokers[outsider].restart_with_args(&args);
     let member = survivors[0];

@@ -31,6 +31,7 @@ mod durability;
 mod features;
 mod features_more;
 mod flood;
+mod haproxy;
 mod import_graph;
 mod large_messages;
 mod limits;

@@ -127,6 +127,7 @@ pub fn next(
     pending: PendingPublish,
     message: SharedMessage,
 ) -> Result<Next, Fault> {
+    state.count_published(&pending.exchange);
     if let Some(tx) = state.tx.as_mut() {
         tx.push_publish(pending, message)?;
         return Ok(Next::Buffered);

@@ -17,6 +17,18 @@ pub struct TxBuffer {
 }
 
 impl TxBuffer {
+    /// Publishes, and deliveries acknowledged, waiting for tx.commit (RabbitMQ's
+    /// `messages_uncommitted` and `acks_uncommitted`).
+    pub fn uncommitted(&self) -> (u64, u64) {
+        let acks = self
+            .settles
+            .iter()
+            .filter(|(_, settle)| matches!(settle, Settle::Ack))
+            .map(|(unacked, _)| unacked.len() as u64)
+            .sum();
+        (self.publishes.len() as u64, acks)
+    }
+
     /// Buffers a publish; 406 past either bound (the caller closes the channel, which drops
     /// the transaction).
     pub fn push_publish(

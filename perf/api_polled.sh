@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The management API polled vs not (issue 10's acceptance): the 16 B maximum publish rate
+# (throughput, 1 producer, 1 consumer) and the p99 at an open-loop 10,000 msg/s (latency), on
+# one ringmq, each as `ringmq-perf compare` of the same broker with alternating runs (not
+# polled, polled, ...), medians of RUNS; polled = POLLERS clients each asking GET POLL_PATH
+# every POLL_INTERVAL_MS on their own keep-alive connection. Writes
+# perf/results/<date>-api-polled.md; stops what it started.
+#
+# Knobs: RUNS (3), DURATION seconds per run (10), RATE (10000), SIZE (16), SHARDS (2),
+# PORT (5699), MANAGEMENT_PORT (15699), POLLERS (10), POLL_INTERVAL_MS (1000),
+# POLL_PATH (/api/queues), NO_BUILD=1.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+RATE=${RATE:-10000}
+SIZE=${SIZE:-16}
+SHARDS=${SHARDS:-2}
+PORT=${PORT:-5699}
+MANAGEMENT_PORT=${MANAGEMENT_PORT:-15699}
+POLLERS=${POLLERS:-10}
+POLL_INTERVAL_MS=${POLL_INTERVAL_MS:-1000}
+POLL_PATH=${POLL_PATH:-/api/queues}
+READY_TIMEOUT_S=30
+
+if [[ -z "${NO_BUILD:-}" ]]; then
+    cargo build --release --bin ringmq --bin ringmq-perf
+fi
+stamp=$(date -u +%Y-%m-%d-%H%M)
+out=perf/results/$stamp-api-polled.md
+work=$(mktemp -d /tmp/ringmq-api-polled.XXXXXX)
+broker_pid=""
+cleanup() {
+    [[ -n "$broker_pid" ]] && kill "$broker_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+target/release/ringmq --port "$PORT" --shards "$SHARDS" --data-dir "$work/data" \
+    --listen 127.0.0.1 --management-port "$MANAGEMENT_PORT" --prometheus-port 0 \
+    >"$work/ready" 2>"$work/broker.log" &
+broker_pid=$!
+waited=0
+until grep -q "ringmq ready" "$work/ready"; do
+    if ((waited >= READY_TIMEOUT_S * 10)) || ! kill -0 "$broker_pid" 2>/dev/null; then
+        echo "api_polled: ringmq did not become ready" >&2
+        tail -20 "$work/broker.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+done
+
+amqp="amqp://guest:guest@127.0.0.1:$PORT/%2f"
+api="http://guest:guest@127.0.0.1:$MANAGEMENT_PORT$POLL_PATH"
+compare=(target/release/ringmq-perf compare --a "$amqp" --b "$amqp" --a-label unpolled
+    --b-label polled --b-poll-api "$api" --a-pid "$broker_pid" --b-pid "$broker_pid"
+    --runs "$RUNS")
+polling=(--pollers "$POLLERS" --poll-interval-ms "$POLL_INTERVAL_MS")
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+    echo "# Management API polled vs not, $stamp"
+    echo
+    echo "One ringmq ($SHARDS shards, management API on $MANAGEMENT_PORT), ringmq-perf and the"
+    echo "pollers on the same $(nproc)-core machine ($(uname -r)), shared with other engineers'"
+    echo "builds and tests: load average $load_before (1, 5, 15 min) before the runs."
+    echo "Polled: $POLLERS clients, each GET $POLL_PATH every $POLL_INTERVAL_MS ms (own keep-alive"
+    echo "connection, staggered). Alternating runs of $DURATION s (unpolled, polled, ...), medians"
+    echo "of $RUNS, $SIZE-byte transient bodies, same broker process throughout."
+    echo "\`perf/api_polled.sh\` (RUNS=$RUNS DURATION=$DURATION RATE=$RATE SIZE=$SIZE SHARDS=$SHARDS)."
+    echo
+    echo "## Maximum rate (throughput, 1 producer, 1 consumer)"
+    echo
+    echo '```'
+    echo "${compare[*]} throughput --duration $DURATION --size $SIZE ${polling[*]}"
+    echo '```'
+    echo
+    "${compare[@]}" throughput --duration "$DURATION" --size "$SIZE" "${polling[@]}"
+    echo
+    echo "## Latency at an open-loop $RATE msg/s"
+    echo
+    echo '```'
+    echo "${compare[*]} latency --duration $DURATION --warmup 2 --size $SIZE --rate $RATE ${polling[*]}"
+    echo '```'
+    echo
+    "${compare[@]}" latency --duration "$DURATION" --warmup 2 --size "$SIZE" --rate "$RATE" \
+        "${polling[@]}"
+    echo
+    echo "Load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)."
+} | tee "$out"
+echo "api_polled: wrote $out"
