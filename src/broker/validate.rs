@@ -8,6 +8,7 @@ use super::equivalence::{
     validate_queue_arguments,
 };
 use super::headers::validate_binding_arguments;
+use super::quorum;
 use super::topology::{Vhost, DEFAULT_EXCHANGE};
 use super::{
     AmqpError, Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, QueueId, QueueMeta,
@@ -51,6 +52,8 @@ pub struct QueueDeclare<'a> {
     /// The id the queue gets if this declare creates it.
     pub new_id: QueueId,
     pub owner_shard: ShardId,
+    /// Members of the cluster (1 without `--peer`): bounds a quorum queue's group.
+    pub cluster_size: usize,
 }
 
 /// queue.bind/unbind (destination is a queue) and exchange.bind/unbind (an exchange).
@@ -368,6 +371,18 @@ pub fn check_queue_declare(
         ));
     }
     validate_queue_arguments(&resource("queue", d.name, d.vhost), d.arguments)?;
+    if quorum::is_quorum(d.arguments) {
+        quorum::check_quorum_declare(&quorum::QuorumDeclare {
+            vhost: d.vhost,
+            name: d.name,
+            server_named: d.server_named,
+            durable: d.durable,
+            exclusive: d.exclusive,
+            auto_delete: d.auto_delete,
+            arguments: d.arguments,
+            cluster_size: d.cluster_size,
+        })?;
+    }
     if t.queue_by_id(d.new_id).is_some() {
         return Err(error(
             reply_code::INTERNAL_ERROR,
