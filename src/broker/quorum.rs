@@ -11,6 +11,7 @@ use crate::protocol::{reply_code, FieldTable, FieldValue};
 
 use super::equivalence::resource;
 use super::policy::PolicyDefinition;
+use super::validate::QueueDeclare;
 use super::{AmqpError, QueueMeta};
 
 pub const QUORUM_TYPE: &str = "quorum";
@@ -52,20 +53,6 @@ pub fn is_quorum(arguments: &FieldTable) -> bool {
     arguments.get("x-queue-type").and_then(FieldValue::as_str) == Some(QUORUM_TYPE)
 }
 
-/// The declare as the quorum checks see it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct QuorumDeclare<'a> {
-    pub vhost: &'a str,
-    pub name: &'a str,
-    pub server_named: bool,
-    pub durable: bool,
-    pub exclusive: bool,
-    pub auto_delete: bool,
-    pub arguments: &'a FieldTable,
-    /// Members of the cluster (1 without `--peer`).
-    pub cluster_size: usize,
-}
-
 /// Members the queue's group gets: `x-quorum-initial-group-size` (validated positive before
 /// this), else [`QUORUM_GROUP_SIZE_DEFAULT`], at most the cluster's members, as RabbitMQ's
 /// `select_quorum_nodes`.
@@ -90,7 +77,7 @@ fn precondition(text: String) -> AmqpError {
 
 /// RabbitMQ's order: the name, then the arguments, auto-delete, exclusive, durable; then ours:
 /// a group of more than one member is not implemented yet.
-pub(super) fn check_quorum_declare(d: &QuorumDeclare<'_>) -> Result<(), AmqpError> {
+pub(super) fn check_quorum_declare(d: &QueueDeclare<'_>) -> Result<(), AmqpError> {
     if d.server_named {
         // `server_named => false` in `rabbit_quorum_queue:capabilities/0`; the text is
         // rabbit_channel's as remembered (not found in the reference sources searched).
@@ -194,20 +181,24 @@ mod tests {
         t
     }
 
-    fn declare(arguments: &FieldTable) -> QuorumDeclare<'_> {
-        QuorumDeclare {
+    fn declare(arguments: &FieldTable) -> QueueDeclare<'_> {
+        QueueDeclare {
             vhost: "/",
             name: "q",
             server_named: false,
+            passive: false,
             durable: true,
             exclusive: false,
             auto_delete: false,
             arguments,
+            conn: 1,
+            new_id: 1,
+            owner_shard: 0,
             cluster_size: 1,
         }
     }
 
-    fn refusal(d: &QuorumDeclare<'_>) -> (u16, String) {
+    fn refusal(d: &QueueDeclare<'_>) -> (u16, String) {
         let error = check_quorum_declare(d).unwrap_err();
         (error.code, error.text)
     }
@@ -228,7 +219,7 @@ mod tests {
     #[test]
     fn refusals_carry_rabbitmq_texts_in_its_order() {
         let args = quorum(&[("x-max-priority", FieldValue::LongInt(5))]);
-        let both = QuorumDeclare {
+        let both = QueueDeclare {
             durable: false,
             auto_delete: true,
             ..declare(&args)
@@ -255,7 +246,7 @@ mod tests {
              for queue 'q' in vhost '/'"
         );
         let plain = quorum(&[]);
-        let auto_exclusive = QuorumDeclare {
+        let auto_exclusive = QueueDeclare {
             auto_delete: true,
             exclusive: true,
             ..declare(&plain)
@@ -263,7 +254,7 @@ mod tests {
         assert!(refusal(&auto_exclusive)
             .1
             .ends_with("invalid property 'auto-delete' for queue 'q' in vhost '/'"));
-        let exclusive_transient = QuorumDeclare {
+        let exclusive_transient = QueueDeclare {
             exclusive: true,
             durable: false,
             ..declare(&plain)
@@ -271,7 +262,7 @@ mod tests {
         assert!(refusal(&exclusive_transient)
             .1
             .ends_with("invalid property 'exclusive-owner' for queue 'q' in vhost '/'"));
-        let transient = QuorumDeclare {
+        let transient = QueueDeclare {
             durable: false,
             ..declare(&plain)
         };
@@ -283,7 +274,7 @@ mod tests {
                     .to_string()
             )
         );
-        let server_named = QuorumDeclare {
+        let server_named = QueueDeclare {
             server_named: true,
             ..declare(&plain)
         };
@@ -303,7 +294,7 @@ mod tests {
     #[test]
     fn a_group_of_several_members_is_refused_as_not_implemented() {
         let plain = quorum(&[]);
-        let clustered = QuorumDeclare {
+        let clustered = QueueDeclare {
             cluster_size: 3,
             ..declare(&plain)
         };
@@ -311,7 +302,7 @@ mod tests {
         assert_eq!(code, reply_code::NOT_IMPLEMENTED);
         assert!(text.contains("would have 3 members"), "{text}");
         let one = quorum(&[("x-quorum-initial-group-size", FieldValue::LongInt(1))]);
-        let clustered_one = QuorumDeclare {
+        let clustered_one = QueueDeclare {
             cluster_size: 3,
             ..declare(&one)
         };

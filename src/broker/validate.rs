@@ -372,16 +372,7 @@ pub fn check_queue_declare(
     }
     validate_queue_arguments(&resource("queue", d.name, d.vhost), d.arguments)?;
     if quorum::is_quorum(d.arguments) {
-        quorum::check_quorum_declare(&quorum::QuorumDeclare {
-            vhost: d.vhost,
-            name: d.name,
-            server_named: d.server_named,
-            durable: d.durable,
-            exclusive: d.exclusive,
-            auto_delete: d.auto_delete,
-            arguments: d.arguments,
-            cluster_size: d.cluster_size,
-        })?;
+        quorum::check_quorum_declare(d)?;
     }
     if t.queue_by_id(d.new_id).is_some() {
         return Err(error(

@@ -14,6 +14,7 @@ use common::amqp::{
     publish, reply_code,
 };
 use common::fixtures::*;
+use common::transfer::queue_counts;
 use common::{step, unique, Broker};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
@@ -444,29 +445,15 @@ async fn policies_with_keys_quorum_queues_do_not_take_skip_them() {
         }
     }
     assert_eq!(
-        message_count(&ch, &quorum_queue).await,
+        queue_counts(&ch, &quorum_queue).await.0,
         2,
         "the low policy's max-length"
     );
     assert_eq!(
-        message_count(&ch, &classic_queue).await,
+        queue_counts(&ch, &classic_queue).await.0,
         1,
         "the lazy policy's max-length"
     );
     let shown = admin.get_json(&format!("/queues/%2F/{}", encode(&quorum_queue)));
     assert_eq!(shown["policy"], policies[1].0.as_str(), "{shown}");
-}
-
-async fn message_count(ch: &Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    step(
-        "passive declare",
-        ch.queue_declare(queue, passive, FieldTable::default()),
-    )
-    .await
-    .expect("passive declare")
-    .message_count()
 }
