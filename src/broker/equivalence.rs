@@ -191,7 +191,10 @@ enum Rule {
 
 fn rule_for(key: &str) -> Option<Rule> {
     Some(match key {
-        "x-expires" | "x-cache-size" | "x-cache-ttl" => Rule::Positive,
+        // `check_initial_cluster_size_arg`: a non-negative integer, not 0.
+        "x-expires" | "x-cache-size" | "x-cache-ttl" | "x-quorum-initial-group-size" => {
+            Rule::Positive
+        }
         "x-message-ttl"
         | "x-max-length"
         | "x-max-length-bytes"

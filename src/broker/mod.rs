@@ -13,6 +13,7 @@ pub mod parameter;
 pub mod persist;
 pub mod policy;
 pub mod queue;
+pub mod quorum;
 pub mod sender_selected;
 mod topic;
 mod topology;

@@ -445,9 +445,22 @@ impl PolicySet {
         name: &str,
         queue: bool,
     ) -> Option<&Policy> {
+        self.matching_applicable(kind, (vhost, name, queue), |_| true)
+    }
+
+    /// Like [`PolicySet::matching`], among the policies `applicable` admits (RabbitMQ's
+    /// `is_applicable`: a quorum queue skips a policy holding a key it does not take, and the
+    /// next matching one may apply). `target`: (vhost, name, is a queue).
+    pub(crate) fn matching_applicable(
+        &self,
+        kind: PolicyKind,
+        target: (&str, &str, bool),
+        applicable: impl Fn(&Policy) -> bool,
+    ) -> Option<&Policy> {
+        let (vhost, name, queue) = target;
         let mut best: Option<&Policy> = None;
         for policy in self.policies.values() {
-            if policy.kind != kind || !policy.matches(vhost, name, queue) {
+            if policy.kind != kind || !policy.matches(vhost, name, queue) || !applicable(policy) {
                 continue;
             }
             if best.is_none_or(|b| policy.priority > b.priority) {

@@ -154,7 +154,7 @@ pub struct Queue {
     /// goes through `forget`, so none is missed.
     forgotten: Vec<MessageId>,
     config: QueueConfig,
-    /// Returns per message, for `x-delivery-limit` only (see `delivery_limit`).
+    /// Returns per message, for `x-delivery-limit` and quorum queues only (see `delivery_limit`).
     delivery_counts: HashMap<MessageId, u32, IdBuildHasher>,
     /// Persisted messages whose delivery count changed since the last `take_recounted`, as they
     /// must be stored again (count in `x-delivery-count`) with their original enqueue time, so
@@ -240,7 +240,7 @@ impl Queue {
         } else {
             self.memory_budget_bytes
         };
-        if config.delivery_limit.is_none() {
+        if !config.counts_returns {
             self.delivery_counts.clear();
         }
         self.config = config;
@@ -340,7 +340,7 @@ impl Queue {
         if let Ok(key) = self.check_duplicate(&message, self.now_ms) {
             self.remember_key(key, self.now_ms);
         }
-        if self.config.delivery_limit.is_some() {
+        if self.config.counts_returns {
             if let Some(count) = stored_delivery_count(&message) {
                 self.delivery_counts.insert(id, count);
             }
@@ -673,7 +673,7 @@ impl Queue {
             self.over_delivery_limit.push(unacked.message);
             return;
         }
-        if unacked.persisted.is_some() && self.config.delivery_limit.is_some() {
+        if unacked.persisted.is_some() && self.config.counts_returns {
             let enqueued_ms = unacked
                 .deadline_ms
                 .map(NonZeroU64::get)

@@ -58,6 +58,7 @@ fn queue_declare<'a>(name: &'a str, id: QueueId, arguments: &'a FieldTable) -> Q
         conn: CONN,
         new_id: id,
         owner_shard: 0,
+        cluster_size: 1,
     }
 }
 
@@ -423,12 +424,17 @@ fn queue_declare_rules() {
             .code,
         reply_code::PRECONDITION_FAILED
     );
-    assert_eq!(
-        check_queue_declare(&t, &queue_declare("qq", 3, &quorum))
-            .unwrap()
-            .len(),
-        1
+    // A quorum queue is durable only (`broker::quorum` has the other refusals).
+    assert_error(
+        check_queue_declare(&t, &queue_declare("qq", 3, &quorum)),
+        reply_code::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED - invalid property 'non-durable' for queue 'qq' in vhost '/'",
     );
+    let durable_qq = QueueDeclare {
+        durable: true,
+        ..queue_declare("qq", 3, &quorum)
+    };
+    assert_eq!(check_queue_declare(&t, &durable_qq).unwrap().len(), 1);
 }
 
 #[test]

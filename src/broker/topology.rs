@@ -515,13 +515,19 @@ impl Topology {
 
     /// The policy and operator policy that apply to a queue.
     pub fn queue_policies(&self, vhost: &str, name: &str) -> Applied<'_> {
+        let quorum = self
+            .queue(vhost, name)
+            .is_some_and(|queue| super::quorum::is_quorum(&queue.arguments));
+        let applicable =
+            |policy: &Policy| !quorum || super::quorum::policy_applies(&policy.definition);
+        let target = (vhost, name, true);
         Applied {
             policy: self
                 .policies
-                .matching(PolicyKind::Policy, vhost, name, true),
+                .matching_applicable(PolicyKind::Policy, target, applicable),
             operator: self
                 .policies
-                .matching(PolicyKind::Operator, vhost, name, true),
+                .matching_applicable(PolicyKind::Operator, target, applicable),
         }
     }
 

@@ -8,6 +8,7 @@ use super::equivalence::{
     validate_queue_arguments,
 };
 use super::headers::validate_binding_arguments;
+use super::quorum;
 use super::topology::{Vhost, DEFAULT_EXCHANGE};
 use super::{
     AmqpError, Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, QueueId, QueueMeta,
@@ -51,6 +52,8 @@ pub struct QueueDeclare<'a> {
     /// The id the queue gets if this declare creates it.
     pub new_id: QueueId,
     pub owner_shard: ShardId,
+    /// Members of the cluster (1 without `--peer`): bounds a quorum queue's group.
+    pub cluster_size: usize,
 }
 
 /// queue.bind/unbind (destination is a queue) and exchange.bind/unbind (an exchange).
@@ -368,6 +371,9 @@ pub fn check_queue_declare(
         ));
     }
     validate_queue_arguments(&resource("queue", d.name, d.vhost), d.arguments)?;
+    if quorum::is_quorum(d.arguments) {
+        quorum::check_quorum_declare(d)?;
+    }
     if t.queue_by_id(d.new_id).is_some() {
         return Err(error(
             reply_code::INTERNAL_ERROR,

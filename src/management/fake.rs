@@ -135,6 +135,7 @@ impl FakeBackend {
                         conn: API_CONNECTION,
                         new_id,
                         owner_shard: 0,
+                        cluster_size: 1,
                     },
                 )?;
                 if !changes.is_empty() {

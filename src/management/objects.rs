@@ -101,7 +101,7 @@ impl View<'_> {
             self.rates.get(&key).copied().unwrap_or_default();
         let messages = stats.messages_ready + stats.messages_unacknowledged;
         let applied = self.topology.queue_policies(&queue.vhost, &queue.name);
-        json!({
+        let mut value = json!({
             "arguments": table_to_json(&queue.arguments),
             "auto_delete": queue.auto_delete,
             "consumer_capacity": 0,
@@ -137,7 +137,35 @@ impl View<'_> {
             "state": "running",
             "type": "classic",
             "vhost": queue.vhost,
-        })
+        });
+        if crate::broker::quorum::is_quorum(&queue.arguments) {
+            self.show_quorum_group(queue, &mut value);
+        }
+        value
+    }
+
+    /// RabbitMQ's keys for a quorum queue: its type, `leader`, `members` and `online`, and
+    /// `node` is the leader. The group is of one member, the node its id names (members are
+    /// numbered in name order, as `cluster::Members` numbers them).
+    fn show_quorum_group(&self, queue: &QueueMeta, value: &mut Value) {
+        let node = &self.stats.node;
+        let mut names: Vec<(&str, bool)> = node
+            .peers
+            .iter()
+            .map(|(name, running)| (name.as_str(), *running))
+            .chain(std::iter::once((node.name.as_str(), true)))
+            .collect();
+        names.sort_unstable();
+        let (leader, running) = names
+            .get(crate::cluster::Members::node_of_queue(queue.id))
+            .copied()
+            .unwrap_or((node.name.as_str(), true));
+        let online: Vec<&str> = if running { vec![leader] } else { vec![] };
+        value["type"] = json!("quorum");
+        value["node"] = json!(leader);
+        value["leader"] = json!(leader);
+        value["members"] = json!([leader]);
+        value["online"] = json!(online);
     }
 
     /// GET of one queue adds what RabbitMQ shows only there.

@@ -192,8 +192,9 @@ impl Shard {
                     .queue_by_id(queue)
                     .map(|m| m.owner_shard),
             };
+            let keeps_transient = self.logs_every_message(key.0);
             let adopted = match owner {
-                Some(_) => read_adopted(source, entry).await,
+                Some(_) => read_adopted(source, entry, keeps_transient).await,
                 None => None,
             };
             let (Some(owner), Some(adopted)) = (owner, adopted) else {
@@ -321,8 +322,13 @@ impl ShardCall for Adopt {
 }
 
 /// The message of a recovered enqueue, its body read back when recovery left it on disk.
-/// None when it cannot come back (unreadable, or transient: only paged, never promised).
-async fn read_adopted(source: &Wal, entry: RecoveredEnqueue) -> Option<AdoptedMessage> {
+/// None when it cannot come back (unreadable, or transient: only paged, never promised;
+/// `keeps_transient`: a quorum queue's, logged at publish, comes back).
+async fn read_adopted(
+    source: &Wal,
+    entry: RecoveredEnqueue,
+    keeps_transient: bool,
+) -> Option<AdoptedMessage> {
     let (queue, message_id) = (entry.record.queue, entry.record.message);
     let record = if entry.body_loaded {
         entry.record
@@ -342,7 +348,7 @@ async fn read_adopted(source: &Wal, entry: RecoveredEnqueue) -> Option<AdoptedMe
             return None;
         }
     };
-    if !is_persistent(&message) {
+    if !is_persistent(&message) && !keeps_transient {
         return None;
     }
     Some(AdoptedMessage {

@@ -143,6 +143,7 @@ impl TopologyCall for topology_op::QueueDeclare {
                 conn: self.conn,
                 new_id: OwnerState::take(&owner.owner.next_queue_id),
                 owner_shard: from, // client-local placement: the declaring connection's shard
+                cluster_size: owner.members().names().len(),
             };
             let changes = broker::check_queue_declare(&owner.topology.borrow(), &request)?;
             match owner.broadcast(changes).await {

@@ -22,12 +22,25 @@ use crate::storage::Lsn;
 pub struct HostedQueue {
     pub(super) queue: Queue,
     auto_delete: bool,
-    /// Persistent messages published to it are written to the shard's log.
+    /// Its messages survive a restart (those it logged).
     durable: bool,
+    /// Which messages published to it are written to the shard's log.
+    logs: Logs,
     /// One message at a time is timed from enqueue to delivery (`Probe`'s latency histogram):
     /// one clock read per sample, not per message. Replaced by the next publish that finds the
     /// queue empty (then the sampled one was delivered, taken or dropped).
     latency_sample: Option<(MessageId, Instant)>,
+}
+
+/// What a hosted queue writes to the shard's log at publish (paging writes others later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logs {
+    /// A non-durable or exclusive queue.
+    Nothing,
+    /// A durable classic queue: its persistent messages.
+    Persistent,
+    /// A quorum queue: every message, as RabbitMQ's quorum queues whatever the delivery mode.
+    Every,
 }
 
 impl HostedQueue {
@@ -40,11 +53,27 @@ impl HostedQueue {
             memory_bytes_max,
             ..QueueLimits::default()
         };
+        let durable = meta.durable && meta.exclusive_owner.is_none();
         HostedQueue {
             queue: Queue::with_config(limits, QueueConfig::from_arguments(arguments)),
             auto_delete: meta.auto_delete,
-            durable: meta.durable && meta.exclusive_owner.is_none(),
+            durable,
+            logs: match (durable, crate::broker::quorum::is_quorum(&meta.arguments)) {
+                (false, _) => Logs::Nothing,
+                (true, false) => Logs::Persistent,
+                (true, true) => Logs::Every,
+            },
             latency_sample: None,
+        }
+    }
+
+    /// `message` is written to the log when published here: one match, as the two flags it
+    /// replaced, so a classic queue's publish decides as fast as before.
+    fn logs_at_publish(&self, message: &SharedMessage) -> bool {
+        match self.logs {
+            Logs::Nothing => false,
+            Logs::Persistent => storage::is_persistent(message),
+            Logs::Every => true,
         }
     }
 
@@ -164,7 +193,8 @@ impl Shard {
         outcome
     }
 
-    /// Admission, then the log record (persistent message, durable queue), then the queue.
+    /// Admission, then the log record (persistent message or quorum queue, durable queue),
+    /// then the queue.
     fn offer(&self, id: QueueId, message: &SharedMessage) -> Option<(Admission, Option<Lsn>)> {
         let limited = self.queues.borrow().get(&id)?.queue.has_length_limit();
         if limited {
@@ -182,7 +212,7 @@ impl Shard {
             return Some((admission, None));
         }
         let was_empty = hosted.queue.message_count() == 0;
-        if !(hosted.durable && storage::is_persistent(message)) {
+        if !hosted.logs_at_publish(message) {
             hosted.queue.remember_key(dedup_key, now);
             let message_id = hosted.queue.publish_at(message.clone(), now);
             hosted.sample_latency(message_id, was_empty);

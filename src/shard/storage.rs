@@ -56,6 +56,17 @@ pub fn is_persistent(message: &Message) -> bool {
     message.is_persistent()
 }
 
+impl Shard {
+    /// Queue `queue` logs its transient messages too (a quorum queue): they survive a
+    /// restart. Start-up and resharding only: a topology lookup.
+    pub(super) fn logs_every_message(&self, queue: QueueId) -> bool {
+        self.topology
+            .borrow()
+            .queue_by_id(queue)
+            .is_some_and(|meta| crate::broker::quorum::is_quorum(&meta.arguments))
+    }
+}
+
 /// The log keeps a handle to a large body while it writes it in parts: the message's one
 /// allocation, shared, never copied for it.
 struct MessageBody(Message);
@@ -429,8 +440,9 @@ impl Shard {
                 }
             };
             // A transient message (or one of a non-durable queue, gone with it) was only
-            // written to free memory (paging): it does not survive a restart.
-            if !is_persistent(&message) {
+            // written to free memory (paging): it does not survive a restart. A quorum
+            // queue's were logged at publish and come back.
+            if !is_persistent(&message) && !self.logs_every_message(key.0) {
                 orphans.push(key);
                 continue;
             }

@@ -158,6 +158,7 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
     declared_on_one_seen_on_all(&cluster);
     shown_as_one_cluster(&cluster);
     concurrent_declares_agree(&cluster);
+    quorum_queue_of_one_member(&cluster);
 
     // Any node serves any client: node 1 leads the queues, node 2 publishes, node 3 counts,
     // purges and deletes them; then node 1 is killed while node 2 publishes to it.
@@ -207,6 +208,44 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
     cluster.brokers[dead].stop();
     cluster.minority_refuses(member, "in-minority");
     cluster.assert_absent(member, "in-minority");
+}
+
+/// Confirmed messages published to the quorum queue of one member.
+const QUORUM_MESSAGES: usize = 200;
+
+/// Quorum queues in the cluster, as far as they go: one of the default three members is
+/// refused (replication is not implemented yet; it exists nowhere after), a group of one is
+/// declared on node 1, fed with confirmed publishes from node 2 and drained in order on node
+/// 3; node 3's API shows its type, leader and members.
+fn quorum_queue_of_one_member(cluster: &Cluster) {
+    let three = r#"{"durable":true,"arguments":{"x-queue-type":"quorum"}}"#;
+    let (status, body) = cluster.http(0, "PUT", "/api/queues/%2F/qq-three", Some(three));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("would have 3 members") && body.contains("not implemented yet"),
+        "{body}"
+    );
+    cluster.assert_absent(0, "qq-three");
+    cluster.client_ok(0, "quorum-queue qq-one 1");
+    eventually(
+        "the quorum queue on nodes 2 and 3",
+        CONVERGE_TIMEOUT,
+        || (1..NODES).all(|i| cluster.client(i, "passive-queue qq-one") == "CLIENT-OK"),
+    );
+    cluster.client_ok(1, &format!("publish-many - qq-one {QUORUM_MESSAGES}"));
+    cluster.client_ok(2, &format!("count qq-one {QUORUM_MESSAGES}"));
+    let (status, body) = cluster.http(2, "GET", "/api/queues/%2F/qq-one", None);
+    assert_eq!(status, 200, "{body}");
+    let queue: serde_json::Value = serde_json::from_str(&body).expect("a queue object");
+    assert_eq!(queue["type"], "quorum", "{body}");
+    assert_eq!(queue["leader"], node_name(0).as_str(), "{body}");
+    assert_eq!(
+        queue["members"],
+        serde_json::json!([node_name(0)]),
+        "{body}"
+    );
+    cluster.client_ok(2, &format!("drain qq-one {QUORUM_MESSAGES}"));
+    cluster.client_ok(0, "count qq-one 0");
 }
 
 /// The exchange types, each with a queue bound on node 1 (`patterns`), and the default
@@ -567,6 +606,22 @@ async fn act(connection: &Connection, words: &[&str]) -> lapin::Result<()> {
             let mut arguments = FieldTable::default();
             let length: i64 = length.parse().expect("a length");
             arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(length));
+            channel
+                .queue_declare(queue, durable, arguments)
+                .await
+                .map(drop)
+        }
+        ["quorum-queue", queue, size] => {
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            let size: i64 = size.parse().expect("a group size");
+            arguments.insert(
+                "x-quorum-initial-group-size".into(),
+                AMQPValue::LongLongInt(size),
+            );
             channel
                 .queue_declare(queue, durable, arguments)
                 .await

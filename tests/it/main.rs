@@ -44,6 +44,7 @@ mod permissions;
 mod permissions_boot;
 mod policies;
 mod prometheus;
+mod quorum;
 mod raw_frames;
 mod reshard;
 mod ringmqctl;

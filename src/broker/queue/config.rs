@@ -37,6 +37,9 @@ pub struct QueueConfig {
     pub single_active_consumer: bool,
     /// `x-delivery-limit`: returns a message may have before it is dead-lettered.
     pub delivery_limit: Option<u64>,
+    /// Returns are counted and a redelivery carries `x-delivery-count`: with a delivery limit,
+    /// and on every quorum queue (RabbitMQ's quorum queues count them whether limited or not).
+    pub counts_returns: bool,
     /// `x-message-deduplication` with `x-cache-size` and `x-cache-ttl`.
     pub deduplication: Option<super::DedupConfig>,
     /// `x-queue-mode=lazy`: keep only the read-ahead in memory, page the rest out.
@@ -76,6 +79,8 @@ impl QueueConfig {
                 .and_then(FieldValue::as_bool)
                 .unwrap_or(false),
             delivery_limit: non_negative("x-delivery-limit"),
+            counts_returns: non_negative("x-delivery-limit").is_some()
+                || crate::broker::quorum::is_quorum(arguments),
             deduplication: deduplication(arguments),
             lazy: text("x-queue-mode").as_deref() == Some("lazy"),
         }

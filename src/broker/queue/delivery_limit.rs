@@ -3,8 +3,10 @@
 //! count; a redelivery carries the count in its `x-delivery-count` header; a message returned
 //! when its count is already past the limit is dead-lettered (reason `delivery_limit`).
 //!
-//! Counts live in a side table keyed by message id, filled only for queues with a limit and
-//! only for messages returned at least once, so the ready/unacked entries stay their size.
+//! Counts live in a side table keyed by message id, filled only for queues with a limit or of
+//! type quorum (`QueueConfig::counts_returns`: RabbitMQ's quorum queues count returns and
+//! stamp `x-delivery-count` without a limit too) and only for messages returned at least once,
+//! so the ready/unacked entries stay their size.
 
 use crate::protocol::FieldValue;
 
@@ -27,12 +29,16 @@ pub(super) enum Return {
 impl Queue {
     /// Counts a return of message `id`; OverLimit when it may not be delivered again.
     pub(super) fn count_return(&mut self, id: MessageId) -> Return {
-        let Some(limit) = self.config.delivery_limit else {
+        if !self.config.counts_returns {
             return Return::Requeue;
-        };
+        }
         let count = self.delivery_counts.entry(id).or_insert(0);
         *count = count.saturating_add(1);
-        if u64::from(*count) > limit {
+        if self
+            .config
+            .delivery_limit
+            .is_some_and(|limit| u64::from(*count) > limit)
+        {
             Return::OverLimit
         } else {
             Return::Requeue
@@ -82,6 +88,7 @@ mod tests {
             QueueLimits::default(),
             QueueConfig {
                 delivery_limit: Some(limit),
+                counts_returns: true,
                 ..QueueConfig::default()
             },
         )
@@ -151,5 +158,21 @@ mod tests {
             queue.reject(&[id], true);
         }
         assert!(queue.delivery_counts.is_empty());
+    }
+
+    #[test]
+    fn a_quorum_queue_counts_returns_without_a_limit() {
+        let mut arguments = crate::protocol::FieldTable::default();
+        arguments.insert("x-queue-type", FieldValue::LongString("quorum".into()));
+        let config = QueueConfig::from_arguments(&arguments);
+        assert!(config.counts_returns && config.delivery_limit.is_none());
+        let mut queue = Queue::with_config(QueueLimits::default(), config);
+        let id = queue.publish(message());
+        for expected in [None, Some(1), Some(2), Some(3)] {
+            let (_, delivered, _) = queue.basic_get(false, CHANNEL).expect("never dropped");
+            assert_eq!(count_header(&delivered), expected);
+            queue.reject(&[id], true);
+        }
+        assert!(queue.take_over_delivery_limit().is_empty());
     }
 }

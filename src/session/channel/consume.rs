@@ -3,7 +3,7 @@
 
 use super::{fault, precondition_failed, unless_no_wait, Action, ConsumeAction, Ctx, Fault};
 use crate::broker::queue::ConsumerKey;
-use crate::broker::{QueueId, ShardId};
+use crate::broker::{self, QueueId, ShardId};
 use crate::limits::CONSUMERS_PER_CHANNEL_MAX;
 use crate::protocol::{reply_code, BasicConsume, BasicConsumeOk, FieldTable, Method};
 use crate::session::state::{ChannelState, Consumer, ConsumerTarget};
@@ -34,7 +34,11 @@ pub fn consume(ctx: &Ctx<'_>, state: &mut ChannelState, m: BasicConsume) -> Resu
     if m.queue == REPLY_TO_QUEUE {
         return consume_direct_reply(ctx, state, m);
     }
-    let (queue, owner) = super::names::accessible_queue(ctx, &m.queue)?;
+    // A quorum queue refuses a channel with a global prefetch limit.
+    let global_prefetch = state.prefetch_per_channel > 0;
+    let (queue, owner) = super::names::checked_queue(ctx, &m.queue, |meta| {
+        broker::quorum::check_consume(meta, global_prefetch)
+    })?;
     let priority = consumer_priority(&m.arguments)?;
     let key = (ctx.new_id)();
     let tag = consumer_tag(m.consumer_tag, key);

@@ -6,6 +6,7 @@ use super::{
     access, confirm, consume, declare, fault, names, publish, settle, tx, unless_no_wait, Action,
     Ctx, Fault,
 };
+use crate::broker;
 use crate::protocol::{
     reply_code, BasicCancelOk, BasicQos, BasicQosOk, BasicRecoverOk, ChannelFlowOk,
     ConfirmSelectOk, Method, TxRollbackOk, TxSelectOk,
@@ -82,7 +83,7 @@ fn decide_resolved(
             Ok(Action::Reply(None))
         }
         Method::BasicGet(m) => {
-            let (queue, owner) = names::accessible_queue(ctx, &m.queue)?;
+            let (queue, owner) = names::checked_queue(ctx, &m.queue, broker::quorum::check_get)?;
             Ok(Action::Get {
                 queue,
                 owner,

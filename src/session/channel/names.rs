@@ -5,7 +5,7 @@
 //! names the queue.
 
 use super::{fault, Ctx, Fault};
-use crate::broker::{self, QueueId, ShardId};
+use crate::broker::{self, AmqpError, QueueId, QueueMeta, ShardId};
 use crate::protocol::{reply_code, Method};
 
 /// Fills in the names `method` left empty; 404 when it needs a last queue the channel has not
@@ -53,6 +53,16 @@ fn resolve_routing_key(queue: &str, routing_key: &mut String, last_queue: Option
 /// A queue this connection may use (name resolved): 404 when missing, 405 when exclusive to
 /// another connection.
 pub fn accessible_queue(ctx: &Ctx<'_>, name: &str) -> Result<(QueueId, ShardId), Fault> {
+    checked_queue(ctx, name, |_| Ok(()))
+}
+
+/// [`accessible_queue`], then `check` on the queue's metadata (what its type refuses).
+pub fn checked_queue(
+    ctx: &Ctx<'_>,
+    name: &str,
+    check: impl FnOnce(&QueueMeta) -> Result<(), AmqpError>,
+) -> Result<(QueueId, ShardId), Fault> {
     let meta = broker::check_queue_access(ctx.topology, ctx.vhost, name, ctx.channel.conn)?;
+    check(meta)?;
     Ok((meta.id, meta.owner_shard))
 }

@@ -1,0 +1,459 @@
+//! Quorum queues on one node, black-box: `x-queue-type: quorum` declared with RabbitMQ 3.10's
+//! semantics (durable only; exclusive, auto-delete, priorities, lazy mode and
+//! reject-publish-dlx refused with its 406 texts; `x-queue-type` compared on redeclare), a group
+//! of one member (the node), redeliveries counted in `x-delivery-count` with or without
+//! `x-delivery-limit`, and the management API's `type`, `leader` and `members`.
+//! The cluster side (a group of three refused as not implemented yet, a group of one used
+//! across nodes) is in tests/it/cluster.rs.
+
+use crate::common;
+
+use common::admin::{encode, Admin};
+use common::amqp::{
+    channel, closing_error, confirming_channel, connect, expect_code, expect_code_and_text, get,
+    publish, reply_code,
+};
+use common::fixtures::*;
+use common::transfer::queue_counts;
+use common::{step, unique, Broker};
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+
+const PRECONDITION_FAILED: u16 = 406;
+
+per_shard_count!(
+    declare_semantics_are_rabbitmqs,
+    redeliveries_are_counted_then_dead_lettered_or_dropped,
+);
+
+per_shard_count_mut!(every_message_survives_a_restart);
+
+fn quorum(extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut entries = vec![("x-queue-type", text("quorum"))];
+    entries.extend(extra.iter().cloned());
+    args(&entries)
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+async fn declare(
+    ch: &Channel,
+    name: &str,
+    options: QueueDeclareOptions,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
+    step("queue.declare", ch.queue_declare(name, options, arguments))
+        .await
+        .map(drop)
+}
+
+fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
+    match header(props.headers().as_ref()?, key)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+async fn declare_semantics_are_rabbitmqs(broker: &Broker) {
+    let connection = connect(broker).await;
+    let name = unique("qq");
+    let ch = channel(&connection).await;
+    declare(&ch, &name, durable(), quorum(&[]))
+        .await
+        .expect("a durable quorum queue");
+    declare(&ch, &name, durable(), quorum(&[]))
+        .await
+        .expect("an equivalent redeclare");
+    let classic = declare(&ch, &name, durable(), FieldTable::default()).await;
+    expect_code("redeclared as classic", classic, PRECONDITION_FAILED);
+    let plain = unique("classic");
+    let ch = channel(&connection).await;
+    declare(&ch, &plain, durable(), FieldTable::default())
+        .await
+        .expect("a classic queue");
+    let as_quorum = declare(&ch, &plain, durable(), quorum(&[])).await;
+    expect_code("a classic queue redeclared as quorum", as_quorum, 406);
+
+    let cases: [(&str, QueueDeclareOptions, FieldTable, &str); 7] = [
+        (
+            "non-durable",
+            QueueDeclareOptions::default(),
+            quorum(&[]),
+            "invalid property 'non-durable' for",
+        ),
+        (
+            "exclusive",
+            QueueDeclareOptions {
+                exclusive: true,
+                ..durable()
+            },
+            quorum(&[]),
+            "invalid property 'exclusive-owner' for",
+        ),
+        (
+            "auto-delete",
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..durable()
+            },
+            quorum(&[]),
+            "invalid property 'auto-delete' for",
+        ),
+        (
+            "priorities",
+            durable(),
+            quorum(&[("x-max-priority", long(5))]),
+            "invalid arg 'x-max-priority' for",
+        ),
+        (
+            "lazy mode",
+            durable(),
+            quorum(&[("x-queue-mode", text("lazy"))]),
+            "invalid arg 'x-queue-mode' for",
+        ),
+        (
+            "reject-publish-dlx",
+            durable(),
+            quorum(&[("x-overflow", text("reject-publish-dlx"))]),
+            "invalid arg 'x-overflow' with value 'reject-publish-dlx' for",
+        ),
+        (
+            "a group of none",
+            durable(),
+            quorum(&[("x-quorum-initial-group-size", long(0))]),
+            "invalid arg 'x-quorum-initial-group-size' for",
+        ),
+    ];
+    for (case, options, arguments, text) in cases {
+        let refused = unique("refused");
+        let ch = channel(&connection).await;
+        let result = declare(&ch, &refused, options, arguments).await;
+        let suffix = if case == "a group of none" {
+            format!(" queue '{refused}' in vhost '/': {{value_zero,0}}")
+        } else {
+            format!(" queue '{refused}' in vhost '/'")
+        };
+        expect_code_and_text(
+            case,
+            result,
+            PRECONDITION_FAILED,
+            &format!("PRECONDITION_FAILED - {text}{suffix}"),
+        );
+    }
+    // A group of one (this node) is what a single node can give, asked for or not.
+    let one = unique("qq-one");
+    let ch = channel(&connection).await;
+    declare(
+        &ch,
+        &one,
+        durable(),
+        quorum(&[("x-quorum-initial-group-size", long(1))]),
+    )
+    .await
+    .expect("a group of one");
+    let five = unique("qq-five");
+    declare(
+        &ch,
+        &five,
+        durable(),
+        quorum(&[("x-quorum-initial-group-size", long(5))]),
+    )
+    .await
+    .expect("five asked, the one node given");
+    // A channel with a global prefetch limit may not consume from a quorum queue (540, the
+    // connection closes); a per-consumer limit is fine.
+    let limited = connect(broker).await;
+    let closed = closing_error(&limited);
+    let ch = channel(&limited).await;
+    step(
+        "basic.qos global",
+        ch.basic_qos(10, BasicQosOptions { global: true }),
+    )
+    .await
+    .expect("qos");
+    // Whether lapin answers the pending consume when the connection closes is its business:
+    // the close is what is checked.
+    let queue = one.clone();
+    let consuming = tokio::spawn(async move {
+        let options = BasicConsumeOptions::default();
+        let _ = ch
+            .basic_consume(&queue, "global", options, FieldTable::default())
+            .await;
+    });
+    let error = step("the connection closing", closed)
+        .await
+        .expect("a connection error");
+    assert_eq!(reply_code(&error), Some(540), "{error:?}");
+    assert!(
+        format!("{error:?}").contains("does not support global qos"),
+        "{error:?}"
+    );
+    consuming.abort();
+    let ch = channel(&connection).await;
+    step(
+        "basic.qos",
+        ch.basic_qos(10, BasicQosOptions { global: false }),
+    )
+    .await
+    .expect("qos");
+    step(
+        "basic.consume",
+        ch.basic_consume(
+            &one,
+            "per-consumer",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("a per-consumer prefetch consumes");
+    // basic.get is refused on a quorum queue with a single active consumer.
+    let single = unique("qq-single");
+    let ch = channel(&connection).await;
+    let arguments = quorum(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
+    declare(&ch, &single, durable(), arguments)
+        .await
+        .expect("declare");
+    let got = step(
+        "basic.get",
+        ch.basic_get(&single, BasicGetOptions { no_ack: true }),
+    )
+    .await;
+    expect_code_and_text(
+        "basic.get with a single active consumer",
+        got,
+        405,
+        &format!(
+            "RESOURCE_LOCKED - cannot obtain access to locked queue '{single}' in vhost '/'. \
+             basic.get operations are not supported by quorum queues with single active \
+             consumer"
+        ),
+    );
+}
+
+async fn returned(ch: &Channel, queue: &str) -> Option<i64> {
+    let got = get(ch, queue, false).await.expect("a ready message");
+    let count = header_int(&got.delivery.properties, "x-delivery-count");
+    let nack = BasicNackOptions {
+        multiple: false,
+        requeue: true,
+    };
+    step("nack", ch.basic_nack(got.delivery.delivery_tag, nack))
+        .await
+        .expect("nack");
+    count
+}
+
+async fn redeliveries_are_counted_then_dead_lettered_or_dropped(broker: &Broker) {
+    let connection = connect(broker).await;
+    let ch = confirming_channel(&connection).await;
+    // No limit: counted all the same, never dropped.
+    let unlimited = unique("qq-count");
+    declare(&ch, &unlimited, durable(), quorum(&[]))
+        .await
+        .expect("declare");
+    publish(&ch, "", &unlimited, b"again", BasicProperties::default()).await;
+    for expected in [None, Some(1), Some(2), Some(3)] {
+        assert_eq!(returned(&ch, &unlimited).await, expected);
+    }
+    // A limit and a dead-letter target: delivered 1 + limit times, then dead-lettered.
+    let dead = unique("qq-dead");
+    declare(&ch, &dead, durable(), FieldTable::default())
+        .await
+        .expect("declare");
+    let limited = unique("qq-limited");
+    let arguments = quorum(&[
+        ("x-delivery-limit", long(2)),
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&dead)),
+    ]);
+    declare(&ch, &limited, durable(), arguments)
+        .await
+        .expect("declare");
+    publish(&ch, "", &limited, b"poison", BasicProperties::default()).await;
+    for expected in [None, Some(1), Some(2)] {
+        assert_eq!(returned(&ch, &limited).await, expected);
+    }
+    let dead_letter = poll_get(&ch, &dead).await;
+    assert_eq!(dead_letter.delivery.data, b"poison");
+    let headers = dead_letter.delivery.properties.headers().clone();
+    let reason = headers.and_then(|h| header_text(&h, "x-first-death-reason"));
+    assert_eq!(reason.as_deref(), Some("delivery_limit"));
+    assert!(get(&ch, &limited, true).await.is_none(), "dead-lettered");
+    // A limit and no dead-letter target: dropped.
+    let dropping = unique("qq-drop");
+    declare(
+        &ch,
+        &dropping,
+        durable(),
+        quorum(&[("x-delivery-limit", long(0))]),
+    )
+    .await
+    .expect("declare");
+    publish(&ch, "", &dropping, b"once", BasicProperties::default()).await;
+    assert_eq!(returned(&ch, &dropping).await, None);
+    assert!(get(&ch, &dropping, true).await.is_none(), "dropped");
+}
+
+/// A quorum queue logs every message, transient ones too (a classic durable queue keeps only
+/// its persistent ones), and the delivery count of a returned one: all come back after a
+/// restart, in order.
+async fn every_message_survives_a_restart(broker: &mut Broker) {
+    let queue = unique("qq-restart");
+    let classic = unique("classic-restart");
+    {
+        let connection = connect(broker).await;
+        let ch = confirming_channel(&connection).await;
+        declare(&ch, &queue, durable(), quorum(&[]))
+            .await
+            .expect("declare");
+        declare(&ch, &classic, durable(), FieldTable::default())
+            .await
+            .expect("declare");
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        publish(&ch, "", &queue, b"transient", BasicProperties::default()).await;
+        publish(&ch, "", &queue, b"persistent", persistent).await;
+        publish(&ch, "", &classic, b"transient", BasicProperties::default()).await;
+        assert_eq!(returned(&ch, &queue).await, None);
+    }
+    broker.restart_same_dir();
+    let connection = connect(broker).await;
+    let ch = channel(&connection).await;
+    let first = get(&ch, &queue, true).await.expect("the transient message");
+    assert_eq!(first.delivery.data, b"transient");
+    assert_eq!(
+        header_int(&first.delivery.properties, "x-delivery-count"),
+        Some(1)
+    );
+    let second = get(&ch, &queue, true)
+        .await
+        .expect("the persistent message");
+    assert_eq!(second.delivery.data, b"persistent");
+    assert!(get(&ch, &queue, true).await.is_none());
+    assert!(
+        get(&ch, &classic, true).await.is_none(),
+        "a classic queue's transient message is gone"
+    );
+}
+
+/// basic.get until a message is there (dead-lettering is asynchronous), bounded.
+async fn poll_get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
+    const ATTEMPTS: usize = 250;
+    const INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+    for _ in 0..ATTEMPTS {
+        if let Some(message) = get(ch, queue, true).await {
+            return message;
+        }
+        tokio::time::sleep(INTERVAL).await;
+    }
+    panic!("nothing arrived in {queue}");
+}
+
+#[test]
+fn management_shows_the_group_of_one() {
+    let broker = Broker::start(1);
+    let admin = Admin::for_broker(&broker);
+    let name = unique("qq-api");
+    let body = r#"{"durable":true,"arguments":{"x-queue-type":"quorum"}}"#;
+    let (status, text) =
+        admin.request("PUT", &format!("/queues/%2F/{}", encode(&name)), Some(body));
+    assert!((200..300).contains(&status), "{status} {text}");
+    let node = admin.get_json("/overview")["node"].clone();
+    assert!(node.is_string(), "{node}");
+    let queue = admin.get_json(&format!("/queues/%2F/{}", encode(&name)));
+    assert_eq!(queue["type"], "quorum", "{queue}");
+    assert_eq!(queue["durable"], true, "{queue}");
+    assert_eq!(queue["leader"], node, "{queue}");
+    assert_eq!(queue["node"], node, "{queue}");
+    assert_eq!(queue["members"], serde_json::json!([node]), "{queue}");
+    assert_eq!(queue["online"], serde_json::json!([node]), "{queue}");
+    let listed = admin.get_json("/queues/%2F");
+    let entry = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|q| q["name"] == name.as_str()))
+        .cloned()
+        .expect("listed");
+    assert_eq!(entry["type"], "quorum");
+    assert_eq!(entry["leader"], node);
+    // A classic queue has none of them.
+    let classic = unique("classic-api");
+    let (status, _) = admin.request(
+        "PUT",
+        &format!("/queues/%2F/{}", encode(&classic)),
+        Some(r#"{"durable":true}"#),
+    );
+    assert!((200..300).contains(&status));
+    let classic = admin.get_json(&format!("/queues/%2F/{}", encode(&classic)));
+    assert_eq!(classic["type"], "classic");
+    assert!(classic.get("leader").is_none(), "{classic}");
+    // Refusals over the API are RabbitMQ's 400 with the same reason.
+    let transient = r#"{"durable":false,"arguments":{"x-queue-type":"quorum"}}"#;
+    let refused = unique("qq-transient");
+    let (status, text) = admin.request(
+        "PUT",
+        &format!("/queues/%2F/{}", encode(&refused)),
+        Some(transient),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("invalid property 'non-durable'"), "{text}");
+}
+
+/// A policy holding a key quorum queues do not take (here `queue-mode`) skips them, as
+/// RabbitMQ's `is_applicable`: the next matching policy applies instead. A classic queue
+/// takes the first.
+#[tokio::test]
+async fn policies_with_keys_quorum_queues_do_not_take_skip_them() {
+    let broker = Broker::start(1);
+    let admin = Admin::for_broker(&broker);
+    let prefix = unique("pol");
+    let policies = [
+        (
+            format!("{prefix}-lazy"),
+            r#""definition":{"max-length":1,"queue-mode":"lazy"},"priority":1"#,
+        ),
+        (
+            format!("{prefix}-low"),
+            r#""definition":{"max-length":2},"priority":0"#,
+        ),
+    ];
+    for (name, rest) in &policies {
+        let body = format!(r#"{{"pattern":"^{prefix}","apply-to":"queues",{rest}}}"#);
+        let path = format!("/policies/%2F/{}", encode(name));
+        let (status, text) = admin.request("PUT", &path, Some(&body));
+        assert!((200..300).contains(&status), "{status} {text}");
+    }
+    let connection = connect(&broker).await;
+    let ch = confirming_channel(&connection).await;
+    let quorum_queue = format!("{prefix}-qq");
+    let classic_queue = format!("{prefix}-classic");
+    declare(&ch, &quorum_queue, durable(), quorum(&[]))
+        .await
+        .expect("declare");
+    declare(&ch, &classic_queue, durable(), FieldTable::default())
+        .await
+        .expect("declare");
+    for queue in [&quorum_queue, &classic_queue] {
+        for body in [b"1", b"2", b"3"] {
+            publish(&ch, "", queue, body, BasicProperties::default()).await;
+        }
+    }
+    assert_eq!(
+        queue_counts(&ch, &quorum_queue).await.0,
+        2,
+        "the low policy's max-length"
+    );
+    assert_eq!(
+        queue_counts(&ch, &classic_queue).await.0,
+        1,
+        "the lazy policy's max-length"
+    );
+    let shown = admin.get_json(&format!("/queues/%2F/{}", encode(&quorum_queue)));
+    assert_eq!(shown["policy"], policies[1].0.as_str(), "{shown}");
+}
