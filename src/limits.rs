@@ -248,6 +248,9 @@ pub const SPIN_MICROS_MAX: u64 = 10_000;
 /// `--trace-latency`: one message in this many (by a hash of its stamp, so every stage picks
 /// the same ones) is traced. 64 keeps the cost at a clock read per 64 messages per stage.
 pub const LATENCY_TRACE_SAMPLE_EVERY: u64 = 64;
+/// `--trace-latency`'s scheduler probe sleeps this long between wake-ups and records how late
+/// each one comes (`latency_trace::scheduler_lag_probe`).
+pub const SCHEDULER_LAG_PROBE_INTERVAL: Duration = Duration::from_millis(1);
 /// `--trace-latency`: a stamp older than this (or in the future) is not a ringmq-perf send time
 /// and is ignored; also the histograms' highest value.
 pub const LATENCY_TRACE_AGE_MAX_NS: u64 = 60_000_000_000;

@@ -292,11 +292,17 @@ async fn shard_main(
     if shard.relays_signals() {
         glommio::spawn_local(wait_for_signal(shard.clone())).detach();
     }
+    if crate::latency_trace::is_enabled() {
+        let probed = shard.clone();
+        let connections = move || probed.conn_count();
+        glommio::spawn_local(crate::latency_trace::scheduler_lag_probe(id, connections)).detach();
+    }
     let _ = ready.send(Ok(addresses));
 
     shard
         .shut_down(CLOSE_TIMEOUT + Duration::from_secs(1))
         .await;
+    crate::latency_trace::stop_scheduler_lag_probe();
     crate::latency_trace::report(id);
     tracing::info!(shard = id, "shard stopped");
 }

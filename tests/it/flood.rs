@@ -176,7 +176,15 @@ fn raise_open_files_limit() {
 async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast() {
     raise_open_files_limit();
     let timeout = HANDSHAKE_TIMEOUT_MS.to_string();
-    let broker = Broker::start_with_args(1, &["--handshake-timeout-ms", &timeout]);
+    // RINGMQ_TEST_FLOOD_TRACE=FILE: the broker runs with --trace-latency (its scheduler-lag
+    // probe logs each second how late the shard serves a wake-up, and which task queue ran)
+    // and its log is copied to FILE at the end, to see where a slow confirm waited.
+    let trace = std::env::var_os("RINGMQ_TEST_FLOOD_TRACE");
+    let mut args = vec!["--handshake-timeout-ms", &timeout];
+    if trace.is_some() {
+        args.push("--trace-latency");
+    }
+    let broker = Broker::start_with_args(1, &args);
     if broker.is_external() {
         println!("skipped: the flood needs its own broker (handshake timeout flag)");
         return;
@@ -350,4 +358,7 @@ async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast
     drop(idle);
     let _ = connection.close(200, "bye").await;
     let _ = consumer_connection.close(200, "bye").await;
+    if let Some(file) = trace {
+        std::fs::write(file, broker.log_text()).expect("write the broker's log");
+    }
 }
