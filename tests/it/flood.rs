@@ -346,9 +346,11 @@ async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast
         lost.is_empty(),
         "confirmed messages never delivered: {lost:?}"
     );
-    // The 3× target is not met yet (7.12× in a full-suite run, 2.99× alone): the ratio is
-    // printed above and checked only with RINGMQ_TEST_FLOOD_P99=1, until the accept and
-    // handshake burst no longer delays the shard's confirms (issue 12).
+    // The 3× target: checked only with RINGMQ_TEST_FLOOD_P99=1 (the ratio is printed above).
+    // Before the admission task queue and the accept bound: 2.99× alone, 7.12× in a full-suite
+    // run. After, on this shared machine at load 5-6 (quiet p99 5-6.5 ms): 1.10×, 2.63×,
+    // 1.10× alone; the five runs alone and five beside other suites that would make it
+    // unconditional have not been made yet (issue 12).
     if std::env::var_os("RINGMQ_TEST_FLOOD_P99").is_some() {
         assert!(
             flood_p99 <= quiet_p99.max(QUIET_P99_FLOOR_MICROS) * P99_RATIO_MAX,
