@@ -1006,19 +1006,23 @@ mod write_credit_tests {
 
     const KEY: ConsumerKey = 7;
 
-    fn connection_with_consumer() -> ConnShared {
-        let conn = ConnShared::new(1);
-        let mut channel = ChannelState::new();
-        let consumer = Consumer {
-            tag: "c".to_owned(),
+    /// A no-ack consumer of queue 5 with nothing encoded or waiting.
+    fn consumer(tag: &str) -> Consumer {
+        Consumer {
+            tag: tag.to_owned(),
             target: ConsumerTarget::Queue { queue: 5, owner: 0 },
             no_ack: true,
             held: None,
             encoded_bytes: 0,
             written_bytes: 0,
             waiting: VecDeque::new(),
-        };
-        channel.consumers.insert(KEY, consumer);
+        }
+    }
+
+    fn connection_with_consumer() -> ConnShared {
+        let conn = ConnShared::new(1);
+        let mut channel = ChannelState::new();
+        channel.consumers.insert(KEY, consumer("c"));
         channel.consumer_tags.insert("c".to_owned(), KEY);
         conn.channels.borrow_mut().insert(1, channel);
         conn
@@ -1094,15 +1098,7 @@ mod write_credit_tests {
     fn a_connection_holds_at_most_its_write_credit_and_shares_it_between_its_consumers() {
         const OTHER: ConsumerKey = 8;
         let conn = connection_with_consumer();
-        let other = Consumer {
-            tag: "other".to_owned(),
-            target: ConsumerTarget::Queue { queue: 5, owner: 0 },
-            no_ack: true,
-            held: None,
-            encoded_bytes: 0,
-            written_bytes: 0,
-            waiting: VecDeque::new(),
-        };
+        let other = consumer("other");
         conn.channels
             .borrow_mut()
             .get_mut(&1)
