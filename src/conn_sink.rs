@@ -37,6 +37,9 @@ pub struct ConnectionDescription {
     /// Bytes read from and written to the socket (TLS records included), so far.
     pub received_bytes: u64,
     pub sent_bytes: u64,
+    /// Output the connection holds and has not written to its socket yet (encoded, or taken
+    /// by its writer and not written): RabbitMQ's `send_pend`.
+    pub send_pending_bytes: u64,
     pub client_properties: crate::protocol::FieldTable,
 }
 

@@ -144,6 +144,56 @@ pub fn report(shard: usize) {
     });
 }
 
+/// `--trace-latency` also runs this on every shard: it sleeps `SCHEDULER_LAG_PROBE_INTERVAL`
+/// again and again and records how late each wake-up comes. A timer is served in the same
+/// reactor poll as a socket's readiness, and the task it wakes queues behind the same runnable
+/// tasks, so its lateness is what a publisher's frame waits before the shard reads it. Each
+/// second it logs the lag's p99 and maximum, the connections the shard holds, and the time each
+/// glommio task queue ran in that second (which kind of work held the shard).
+pub async fn scheduler_lag_probe(shard: usize, connections: impl Fn() -> usize) {
+    use crate::limits::SCHEDULER_LAG_PROBE_INTERVAL;
+    let Some(mut lags) = new_histogram() else {
+        return;
+    };
+    let mut window_start = std::time::Instant::now();
+    while !PROBE_STOPPED.with(std::cell::Cell::get) {
+        let asleep = std::time::Instant::now();
+        glommio::timer::sleep(SCHEDULER_LAG_PROBE_INTERVAL).await;
+        let late = asleep
+            .elapsed()
+            .saturating_sub(SCHEDULER_LAG_PROBE_INTERVAL);
+        lags.saturating_record((late.as_nanos() as u64).max(1));
+        if window_start.elapsed() < std::time::Duration::from_secs(1) {
+            continue;
+        }
+        let queues: Vec<String> = glommio::executor()
+            .all_task_queue_stats(Vec::new())
+            .iter()
+            .map(|q| format!("{:?}:{}us", q.index(), q.runtime().as_micros()))
+            .collect();
+        tracing::info!(
+            shard,
+            samples = lags.len(),
+            lag_p99_us = lags.value_at_quantile(0.99) / 1000,
+            lag_max_us = lags.max() / 1000,
+            connections = connections(),
+            queues = %queues.join(" "),
+            "scheduler lag"
+        );
+        lags.reset();
+        window_start = std::time::Instant::now();
+    }
+}
+
+thread_local! {
+    static PROBE_STOPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Ends this shard's [`scheduler_lag_probe`] at its next wake-up (the shard is stopping).
+pub fn stop_scheduler_lag_probe() {
+    PROBE_STOPPED.with(|stopped| stopped.set(true));
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock ringmq-perf stamps bodies with.
 pub fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {

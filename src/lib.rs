@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn_sink;
 pub mod ctl;
+pub mod failure_log;
 pub mod id_hash;
 pub mod latency_trace;
 pub mod limits;

@@ -69,6 +69,13 @@ pub const DISPATCH_BATCH_MAX: usize = 256;
 /// unwritten always takes the next message, however large. The outbox bound, so one
 /// consumer's deliveries alone keep its connection's output within a few times of it.
 pub const CONSUMER_UNWRITTEN_BYTES_MAX: u64 = OUTBOX_SOFT_MAX_BYTES as u64;
+/// The same for all the consumers of one connection together: past it a delivery waits in its
+/// consumer's channel, unencoded (a handle to the message, no copy), until writes bring the
+/// connection under it again; waiting deliveries are then encoded one per consumer in turn.
+/// Without it a connection with N consumers could hold N times the consumer bound of encoded
+/// output. Twice the consumer bound, so a connection with one consumer keeps that consumer's
+/// whole credit in flight.
+pub const CONNECTION_UNWRITTEN_BYTES_MAX: u64 = 2 * CONSUMER_UNWRITTEN_BYTES_MAX;
 /// What one delivery counts against that bound besides its body: basic.deliver and the content
 /// header (names, tags and typical properties), so deliveries of empty bodies are bounded too.
 pub const DELIVERY_FRAMING_CHARGE_BYTES: u64 = 256;
@@ -112,6 +119,22 @@ pub const EXECUTOR_RING_DEPTH: usize = 256;
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 16_384;
 /// Pending connections the kernel queues per listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
+/// Connections an accept loop takes in a row before it yields to the shard's other tasks
+/// (`net::accept_loop`): an accept with connections in the backlog never waits, so without it
+/// a burst of connections was accepted in one poll.
+pub const ACCEPTS_PER_TURN_MAX: usize = 16;
+/// Accepting, handshakes (AMQP, TLS) and the management HTTP servers run in a glommio task
+/// queue of their own with these shares against the data path's 1000 (glommio's default
+/// queue: open connections, queues, the mesh, the log): while both have work, admission gets
+/// about 1/21 of the shard, so a flood of connections slows new connections, not the frames
+/// of open ones. Idle, admission takes what it needs.
+pub const ADMISSION_TASK_SHARES: usize = 50;
+/// ... and while admission work is runnable the shard stops running tasks and polls for I/O at
+/// least this often (glommio `Latency::Matters`): socket readiness goes to glommio's main ring,
+/// which preempts nothing, so without it a burst of handshakes (a thousand handshake timeouts
+/// firing together) would run up to glommio's default 100 ms before a publisher's frame is
+/// even seen. This bounds how much admission work runs per scheduler turn.
+pub const ADMISSION_PREEMPT_INTERVAL: Duration = Duration::from_micros(500);
 /// Consumers per channel.
 pub const CONSUMERS_PER_CHANNEL_MAX: usize = 4096;
 /// Unconfirmed publishes per channel (waiting for other shards or the log) before the session
@@ -200,6 +223,10 @@ pub const TIMER_FIRE_BATCH_MAX: usize = 256;
 pub const TIMER_SLEEP_MAX: Duration = Duration::from_secs(1);
 
 // Message log (storage::wal).
+/// A failing disk is logged once per failure episode (`failure_log`): the first failure with
+/// its error, then a summary with the counts at most this often while failures go on, then one
+/// line when an operation succeeds again. Not one line per failed flush, read or publish.
+pub const FAILURE_LOG_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Bytes read per DMA read while recovering (bounds recovery's I/O buffer, not its state).
 pub const WAL_RECOVERY_READ_BYTES: usize = 1 << 20;
 /// Tasks that may wait in `wait_durable` at once.
@@ -256,6 +283,9 @@ pub const SPIN_MICROS_MAX: u64 = 10_000;
 /// `--trace-latency`: one message in this many (by a hash of its stamp, so every stage picks
 /// the same ones) is traced. 64 keeps the cost at a clock read per 64 messages per stage.
 pub const LATENCY_TRACE_SAMPLE_EVERY: u64 = 64;
+/// `--trace-latency`'s scheduler probe sleeps this long between wake-ups and records how late
+/// each one comes (`latency_trace::scheduler_lag_probe`).
+pub const SCHEDULER_LAG_PROBE_INTERVAL: Duration = Duration::from_millis(1);
 /// `--trace-latency`: a stamp older than this (or in the future) is not a ringmq-perf send time
 /// and is ignored; also the histograms' highest value.
 pub const LATENCY_TRACE_AGE_MAX_NS: u64 = 60_000_000_000;
@@ -430,6 +460,11 @@ const _: () = assert!(
     "hyper's max_buf_size floor"
 );
 const _: () = assert!(MANAGEMENT_PAGE_SIZE_DEFAULT <= MANAGEMENT_PAGE_SIZE_MAX);
+
+// One consumer is never held back by its connection's credit (only by its own).
+const _: () = assert!(CONNECTION_UNWRITTEN_BYTES_MAX >= CONSUMER_UNWRITTEN_BYTES_MAX);
+// glommio's shares range, and admission below the data path's default 1000.
+const _: () = assert!(ADMISSION_TASK_SHARES >= 1 && ADMISSION_TASK_SHARES < 1000);
 
 // Names are AMQP short strings.
 const _: () = assert!(NAME_LENGTH_MAX <= u8::MAX as usize);

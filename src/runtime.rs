@@ -13,15 +13,15 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
 use crate::alarm::{probe, AlarmLimits};
 use crate::broker::Topology;
 use crate::cluster::Members;
 use crate::config::{ClusterConfig, Config, ConnectionLimits, Pin, TlsConfig};
 use crate::limits::{
-    CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX, EXECUTOR_IO_MEMORY_BYTES,
-    EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
+    ADMISSION_PREEMPT_INTERVAL, ADMISSION_TASK_SHARES, CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX,
+    EXECUTOR_IO_MEMORY_BYTES, EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
 };
 use crate::management::backend::ManagementBackend;
 use crate::management::http::{Handler, ServerOptions};
@@ -270,7 +270,20 @@ async fn shard_main(
         prometheus: prometheus_listen,
         management_tls: management_tls_listen,
     };
-    let specs = listener_specs(&shard, &listen, tls_listen, &http, connection_limits);
+    // The data path stays in the default task queue (the one this runs in); accepting and
+    // handshakes get their own, at low shares and preempted often, so a burst of connections
+    // takes what the data path leaves (see "Admission" in docs/architecture.md).
+    let data_queue = glommio::executor().current_task_queue();
+    let admission_queue = glommio::executor().create_task_queue(
+        Shares::Static(ADMISSION_TASK_SHARES),
+        Latency::Matters(ADMISSION_PREEMPT_INTERVAL),
+        "admission",
+    );
+    let amqp = AmqpWiring {
+        limits: connection_limits,
+        data_queue,
+    };
+    let specs = listener_specs(&shard, &listen, tls_listen, &http, amqp);
     let listeners = match net::bind_all(specs) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -286,17 +299,32 @@ async fn shard_main(
     for listener in listeners {
         let shard = shard.clone();
         let stop = async move { shard.wait_for_shutdown().await };
-        glommio::spawn_local(net::accept_loop(listener, stop)).detach();
+        let accepting = net::accept_loop(listener, stop);
+        match glommio::executor().spawn_local_into(accepting, admission_queue) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(error) => {
+                let _ = ready.send(Err(format!("cannot start accepting: {error}")));
+                return;
+            }
+        }
     }
     shard.open_shovels(addresses.first().copied());
     if shard.relays_signals() {
         glommio::spawn_local(wait_for_signal(shard.clone())).detach();
+    }
+    if crate::latency_trace::is_enabled() {
+        let probed = shard.clone();
+        let connections = move || probed.conn_count();
+        glommio::spawn_local(crate::latency_trace::scheduler_lag_probe(id, connections)).detach();
     }
     let _ = ready.send(Ok(addresses));
 
     shard
         .shut_down(CLOSE_TIMEOUT + Duration::from_secs(1))
         .await;
+    crate::latency_trace::stop_scheduler_lag_probe();
     crate::latency_trace::report(id);
     tracing::info!(shard = id, "shard stopped");
 }
@@ -322,12 +350,12 @@ fn listener_specs(
     listen: &[SocketAddr],
     tls_listen: Option<TlsListen>,
     http_listen: &HttpListen,
-    limits: ConnectionLimits,
+    wiring: AmqpWiring,
 ) -> Vec<ListenerSpec> {
     let amqp: Rc<dyn net::Protocol> = Rc::new(Amqp {
         shard: shard.clone(),
         name: "amqp",
-        limits,
+        wiring,
     });
     let mut specs: Vec<ListenerSpec> = listen
         .iter()
@@ -341,7 +369,7 @@ fn listener_specs(
         let amqps: Rc<dyn net::Protocol> = Rc::new(Amqp {
             shard: shard.clone(),
             name: "amqps",
-            limits,
+            wiring,
         });
         let acceptor: Rc<dyn net::Transport> =
             Rc::new(tls::Acceptor::new(tls_listen.server_config));
@@ -384,12 +412,20 @@ fn listener_specs(
     specs
 }
 
+/// What every AMQP session of a shard is handed: the connection limits, and the task queue an
+/// open connection moves to once its handshake is done.
+#[derive(Clone, Copy)]
+struct AmqpWiring {
+    limits: ConnectionLimits,
+    data_queue: TaskQueueHandle,
+}
+
 /// AMQP 0-9-1, served by `session::serve` on the shard that accepted the connection.
 struct Amqp {
     shard: Rc<Shard>,
     /// "amqp" or "amqps": listeners of each are checked apart at bind.
     name: &'static str,
-    limits: ConnectionLimits,
+    wiring: AmqpWiring,
 }
 
 impl net::Protocol for Amqp {
@@ -402,7 +438,13 @@ impl net::Protocol for Amqp {
     }
 
     fn serve(&self, stream: SharedStream) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
-        Box::pin(session::serve(self.shard.clone(), stream, self.limits))
+        let AmqpWiring { limits, data_queue } = self.wiring;
+        Box::pin(session::serve(
+            self.shard.clone(),
+            stream,
+            limits,
+            data_queue,
+        ))
     }
 }
 

@@ -141,6 +141,8 @@ pub struct ConnectionStats {
     pub connected_at_ms: u64,
     pub received_bytes: u64,
     pub sent_bytes: u64,
+    /// RabbitMQ's `send_pend`: bytes the broker holds for the socket and has not written.
+    pub send_pending_bytes: u64,
     pub client_properties: FieldTable,
 }
 
@@ -238,7 +240,37 @@ pub struct BrokerStats {
     pub delivery_latency_ns: Option<Histogram>,
     pub log_batch_bytes: Option<Histogram>,
     pub log_fdatasync_ns: Option<Histogram>,
+    /// The message logs' failures, every shard's summed.
+    pub log_failures: LogFailures,
     pub shards: Vec<ShardMetrics>,
+}
+
+/// What a failing disk has done to the message logs, for the operator: counts since start, and
+/// whether any shard's log is failing now (its last flush failed: it confirms nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogFailures {
+    pub failing: bool,
+    pub write_errors: u64,
+    pub fdatasync_errors: u64,
+    pub read_errors: u64,
+    /// Flushes that wrote a failed batch again.
+    pub flush_retries: u64,
+    /// Paged messages whose read failed and was tried again (they stayed queued).
+    pub read_retries: u64,
+    /// Copy-forward rounds stopped by a read error.
+    pub compaction_failures: u64,
+}
+
+impl LogFailures {
+    pub fn add(&mut self, other: &LogFailures) {
+        self.failing |= other.failing;
+        self.write_errors += other.write_errors;
+        self.fdatasync_errors += other.fdatasync_errors;
+        self.read_errors += other.read_errors;
+        self.flush_retries += other.flush_retries;
+        self.read_retries += other.read_retries;
+        self.compaction_failures += other.compaction_failures;
+    }
 }
 
 /// Everything the read endpoints show besides the topology, gathered off the data path.

@@ -260,6 +260,7 @@ impl View<'_> {
             "recv_oct_details": rate(0.0),
             "send_oct": c.sent_bytes,
             "send_oct_details": rate(0.0),
+            "send_pend": c.send_pending_bytes,
             "ssl": false,
             "state": "running",
             "timeout": c.heartbeat_seconds,

@@ -177,6 +177,7 @@ pub fn render(snapshot: &StatsSnapshot, scope: &Scope) -> String {
     channel_totals(&mut w, snapshot, scope);
     global_totals(&mut w, snapshot);
     shards(&mut w, snapshot);
+    log_failures(&mut w, snapshot);
     histograms(&mut w, snapshot);
     w.out
 }
@@ -711,6 +712,52 @@ fn shards(w: &mut Writer, snapshot: &StatsSnapshot) {
     }
 }
 
+/// The message logs' failures (ringmq's own: rabbitmq_prometheus has no such series).
+fn log_failures(w: &mut Writer, snapshot: &StatsSnapshot) {
+    let failures = &snapshot.broker.log_failures;
+    let counters: [(&str, &str, u64); 6] = [
+        (
+            "ringmq_log_write_errors_total",
+            "Message log flushes whose write failed (a block, or creating a segment)",
+            failures.write_errors,
+        ),
+        (
+            "ringmq_log_fdatasync_errors_total",
+            "Message log flushes whose fdatasync failed",
+            failures.fdatasync_errors,
+        ),
+        (
+            "ringmq_log_read_errors_total",
+            "Message log reads that failed with an I/O error",
+            failures.read_errors,
+        ),
+        (
+            "ringmq_log_flush_retries_total",
+            "Message log flushes that wrote a failed batch again",
+            failures.flush_retries,
+        ),
+        (
+            "ringmq_log_read_retries_total",
+            "Paged messages whose read failed and was tried again (they stayed queued)",
+            failures.read_retries,
+        ),
+        (
+            "ringmq_log_compaction_failures_total",
+            "Copy-forward rounds of the message log stopped by a read error",
+            failures.compaction_failures,
+        ),
+    ];
+    for (name, help, value) in counters {
+        w.single(name, "counter", help, value as f64);
+    }
+    w.single(
+        "ringmq_log_failing",
+        "gauge",
+        "1 while a shard's message log is failing (its last flush failed: nothing is confirmed)",
+        f64::from(u8::from(failures.failing)),
+    );
+}
+
 fn histograms(w: &mut Writer, snapshot: &StatsSnapshot) {
     let broker = &snapshot.broker;
     if let Some(latency) = &broker.delivery_latency_ns {
@@ -842,6 +889,28 @@ mod tests {
         }
         let text = render(&snapshot(), &Scope::Detailed(Detailed::default()));
         assert_eq!(text, "", "no family asked for");
+    }
+
+    #[test]
+    fn log_failures_are_counters_and_failing_a_gauge() {
+        let mut snapshot = snapshot();
+        snapshot.broker.log_failures = crate::management::backend::LogFailures {
+            failing: true,
+            write_errors: 3,
+            fdatasync_errors: 1,
+            read_retries: 7,
+            ..Default::default()
+        };
+        let text = render(&snapshot, Scope::Aggregated);
+        for line in [
+            "# TYPE ringmq_log_write_errors_total counter\nringmq_log_write_errors_total 3\n",
+            "\nringmq_log_fdatasync_errors_total 1\n",
+            "\nringmq_log_read_retries_total 7\n",
+            "\nringmq_log_read_errors_total 0\n",
+            "# TYPE ringmq_log_failing gauge\nringmq_log_failing 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
     }
 
     #[test]

@@ -143,6 +143,7 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["health", "checks", check @ ("alarms" | "local-alarms")], _) if read => {
             alarms_check(api, *check == "local-alarms").await
         }
+        (["health", "checks", "message-log"], _) if read => message_log_check(api).await,
         (["aliveness-test", vhost], _) if read => aliveness(api, cx, vhost).await,
         ([section @ ("policies" | "operator-policies")], _) if read => {
             policies::list(cx, policy_kind(section), None)
@@ -359,6 +360,39 @@ async fn alarms_check(api: &Api, local: bool) -> Reply {
     ))
 }
 
+/// ringmq's own health check, in the shape of RabbitMQ's (3.10 has none for its message
+/// store): 200 `ok`, or 503 while a shard's message log is failing (its last flush failed, so
+/// it confirms nothing), with the node's error counts.
+async fn message_log_check(api: &Api) -> Reply {
+    let (stats, _) = api.stats().await;
+    let failures = &stats.broker.log_failures;
+    if !failures.failing {
+        return Ok(Response::json(200, &json!({"status": "ok"})));
+    }
+    Ok(Response::json(
+        503,
+        &json!({
+            "status": "failed",
+            "reason": "the message log is failing on the node: publishes are nacked",
+            "node": stats.node.name,
+            "message_log": log_failures_json(failures),
+        }),
+    ))
+}
+
+/// The message logs' failure counts (node object, health check).
+fn log_failures_json(failures: &super::backend::LogFailures) -> Value {
+    json!({
+        "failing": failures.failing,
+        "write_errors": failures.write_errors,
+        "fdatasync_errors": failures.fdatasync_errors,
+        "read_errors": failures.read_errors,
+        "flush_retries": failures.flush_retries,
+        "read_retries": failures.read_retries,
+        "compaction_failures": failures.compaction_failures,
+    })
+}
+
 /// The broker's totals (queues deleted since included) and their rates.
 fn overview_message_stats(stats: &StatsSnapshot, rates: [f64; 5]) -> Value {
     let totals = &stats.broker.queues;
@@ -439,6 +473,8 @@ async fn nodes(api: &Api, cx: &Context, only: Option<&str>) -> Reply {
         "applications": [],
         "contexts": [],
         "enabled_plugins": ["rabbitmq_management"],
+        // ringmq's own: RabbitMQ's node object has no error counts for its message store.
+        "message_log": log_failures_json(&stats.broker.log_failures),
         "auth_mechanisms": [{"name": "PLAIN", "description": "SASL PLAIN authentication mechanism", "enabled": true}, {"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true}],
     });
     if only.is_some() {

@@ -14,8 +14,8 @@ use futures_lite::future::BoxedLocal;
 use super::apply::{apply_operation, OperationError};
 use super::backend::{
     BrokerStats, ChannelStats, ConnectionStats, ConsumerStats, GetAckMode, GotMessage, ImportError,
-    LinkMetrics, ManagementBackend, NodeStats, Operation, Publish, QueueGet, QueueStats,
-    ShardMetrics, StatsSnapshot,
+    LinkMetrics, LogFailures, ManagementBackend, NodeStats, Operation, Publish, QueueGet,
+    QueueStats, ShardMetrics, StatsSnapshot,
 };
 use crate::broker::queue::{ChannelRef, Message, Route};
 use crate::broker::{AmqpError, ConnId, QueueId, ShardId, Topology};
@@ -311,6 +311,16 @@ fn broker_stats(shards: &[ShardStats]) -> BrokerStats {
             merge(&mut broker.log_batch_bytes, batch_bytes);
             merge(&mut broker.log_fdatasync_ns, fdatasync_ns);
         }
+        let log = probe.log_stats.unwrap_or_default();
+        broker.log_failures.add(&LogFailures {
+            failing: log.failing,
+            write_errors: log.write_errors,
+            fdatasync_errors: log.fdatasync_errors,
+            read_errors: log.read_errors,
+            flush_retries: log.flush_retries,
+            read_retries: probe.page_in_read_retries,
+            compaction_failures: log.compaction_failures,
+        });
         broker.shards.push(ShardMetrics {
             shard: stats.shard,
             busy_seconds: probe.busy.busy_seconds,
@@ -390,6 +400,7 @@ fn connection_stats(
         connected_at_ms: d.connected_at_ms,
         received_bytes: d.received_bytes,
         sent_bytes: d.sent_bytes,
+        send_pending_bytes: d.send_pending_bytes,
         client_properties: d.client_properties.clone(),
     };
     (stats, channels)

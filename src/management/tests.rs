@@ -853,6 +853,7 @@ fn connections_channels_consumers_match_rabbitmq() {
         connected_at_ms: 1,
         received_bytes: 113,
         sent_bytes: 537,
+        send_pending_bytes: 0,
         client_properties,
     });
     h.backend.channels.borrow_mut().push(ChannelStats {
@@ -887,7 +888,6 @@ fn connections_channels_consumers_match_rabbitmq() {
         "idle_since",
         "recv_cnt",
         "send_cnt",
-        "send_pend",
         "peer_cert_issuer",
         "peer_cert_subject",
         "peer_cert_validity",

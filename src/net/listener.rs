@@ -10,7 +10,7 @@ use std::rc::Rc;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::stream::SharedStream;
-use crate::limits::LISTEN_BACKLOG;
+use crate::limits::{ACCEPTS_PER_TURN_MAX, LISTEN_BACKLOG};
 
 /// What a listener does with the connections it accepts: AMQP's session, later HTTP's.
 pub trait Protocol {
@@ -115,10 +115,25 @@ fn bind(address: &SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Accepts connections until `stop` completes, handing each to the listener's protocol.
+///
+/// glommio's accept first tries a non-blocking `accept(2)`, so while the backlog holds
+/// connections an accept never waits, and a loop of them would never yield: 1,000 connections
+/// arriving together were accepted (and their tasks spawned) in one poll of this task, ~70 ms
+/// during which the shard served nothing else (the scheduler preempts only between polls). So
+/// the loop yields when the scheduler asks (its task queue's preemption interval) and at least
+/// every `ACCEPTS_PER_TURN_MAX` accepts.
 pub async fn accept_loop(listener: Listener, stop: impl Future<Output = ()>) {
     // Polled again by each accept; it is never polled once it has completed: we return then.
     let mut stop = std::pin::pin!(stop);
+    let mut accepted_this_turn = 0usize;
     loop {
+        accepted_this_turn += 1;
+        if accepted_this_turn > ACCEPTS_PER_TURN_MAX {
+            accepted_this_turn = 0;
+            futures_lite::future::yield_now().await;
+        } else {
+            glommio::executor().yield_if_needed().await;
+        }
         let accepted =
             futures_lite::future::or(async { Some(listener.socket.accept().await) }, async {
                 stop.as_mut().await;

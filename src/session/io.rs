@@ -116,7 +116,8 @@ fn chunk_len_after_read(read: usize, current: usize) -> usize {
 }
 
 /// The writer task: writes whatever the outbox holds; sends heartbeats when idle; stops when the
-/// session closes output (after a last flush) or the socket fails. Once a write returns, the
+/// session closes output (after a last flush), hands the connection over to another writer
+/// (`ConnShared::writer_handover`, once the outbox is written), or the socket fails. Once a write returns, the
 /// queues whose deliveries it held hear how much was written (`report_written`).
 pub async fn write_loop(
     shard: Rc<Shard>,
@@ -136,7 +137,10 @@ pub async fn write_loop(
                 stream.write_all(&output).await?;
                 stream.flush().await
             };
-            if written.await.is_err() {
+            conn.writing_bytes.set(output.len());
+            let written = written.await;
+            conn.writing_bytes.set(0);
+            if written.is_err() {
                 conn.output_closed.set(true);
                 conn.flushed.notify();
                 return;
@@ -156,6 +160,9 @@ pub async fn write_loop(
         );
         if conn.output_closed.get() {
             let _ = stream.flush().await;
+            return;
+        }
+        if conn.writer_handover.get() {
             return;
         }
         let interval = heartbeat.get();

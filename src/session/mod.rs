@@ -16,6 +16,8 @@ use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::Duration;
 
+use glommio::TaskQueueHandle;
+
 use crate::broker::queue::ChannelRef;
 use crate::broker::AmqpError;
 use crate::config::ConnectionLimits;
@@ -114,7 +116,16 @@ enum Ending {
     Close(Fault),
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: SharedStream, limits: ConnectionLimits) {
+/// Serves one connection. The handshake runs in the task queue the listener runs in (the
+/// admission queue: accepting, handshakes, and the connections that never finish one, at low
+/// shares); once the connection is open, its frame loop and writer move to `data_queue`, the
+/// data path's, so a flood of new connections cannot hold up the frames of open ones.
+pub async fn serve(
+    shard: Rc<Shard>,
+    stream: SharedStream,
+    limits: ConnectionLimits,
+    data_queue: TaskQueueHandle,
+) {
     let peer = stream.peer_addr().ok();
     let certificate_name = stream.peer_certificate_name();
     let conn_id = shard.new_id();
@@ -141,34 +152,91 @@ pub async fn serve(shard: Rc<Shard>, stream: SharedStream, limits: ConnectionLim
         heartbeat.clone(),
         limits,
     );
-    match handshake.await {
-        Some(mut session) => {
-            tracing::debug!(conn = conn_id, ?peer, user = %session.user, vhost = %session.vhost, "connection open");
-            conn.set_opened(session.description(peer, stream.local_addr().ok()));
-            // Detached: the watch ends by itself within one check interval of the connection's
-            // output closing. (Cancelling it by dropping its handle while it slept in a timer
-            // leaked the task, one per connection: found by the session fuzz target.)
-            if let Some(timeout) = limits.consumer_timeout {
-                glommio::spawn_local(consumer_timeout::watch(conn.clone(), timeout)).detach();
-            }
-            let ending = session.run().await;
-            tracing::debug!(
-                conn = conn_id,
-                closed_by_server = matches!(ending, Ending::Close(_)),
-                "connection ending"
-            );
-            // Released before connection.close goes out: a client that answers close-ok and
-            // reconnects at once finds its exclusive queues gone and its unacked messages back
-            // in their queues, as after a close it started itself.
-            session.release_all().await;
-            if let Ending::Close(fault) = ending {
-                session.close_connection(fault).await;
-            }
-        }
-        None => tracing::debug!(conn = conn_id, ?peer, "handshake did not complete"),
+    let Some(session) = handshake.await else {
+        tracing::debug!(conn = conn_id, ?peer, "handshake did not complete");
+        finish(&shard, &conn, stream, writer).await;
+        return;
+    };
+    // The handshake's writer writes connection.open-ok and stops; the open connection's writer
+    // starts in the data queue after it, so the two never write at once.
+    conn.writer_handover.set(true);
+    conn.writer_wake.notify();
+    let handed_over = glommio::timer::timeout(CLOSE_TIMEOUT, async {
+        writer.await;
+        Ok(())
+    })
+    .await
+    .is_ok();
+    if !handed_over {
+        // A client that does not read even connection.open-ok: the writer was cancelled.
+        tracing::debug!(conn = conn_id, "open-ok not written in time, closing");
+        shard.unregister_conn(conn_id);
+        stream.shutdown();
+        return;
     }
+    conn.writer_handover.set(false);
+    let open = {
+        let (shard, conn, stream) = (shard.clone(), conn.clone(), stream.clone());
+        async move {
+            let writer = glommio::spawn_local(io::write_loop(
+                shard.clone(),
+                conn.clone(),
+                stream.clone(),
+                heartbeat,
+            ));
+            serve_open(session, peer, &stream, limits).await;
+            finish(&shard, &conn, stream, writer).await;
+        }
+    };
+    match glommio::executor().spawn_local_into(open, data_queue) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(error) => {
+            // Only a queue that no longer exists; the session went with the refused task.
+            tracing::error!(conn = conn_id, %error, "cannot move a connection to the data path");
+            shard.unregister_conn(conn_id);
+            stream.shutdown();
+        }
+    }
+}
 
-    shard.unregister_conn(conn_id);
+/// The open connection until it ends: the frame loop, then its channels and exclusive queues
+/// released, and connection.close when the broker ends it.
+async fn serve_open(
+    mut session: Session,
+    peer: Option<std::net::SocketAddr>,
+    stream: &SharedStream,
+    limits: ConnectionLimits,
+) {
+    let conn = session.conn.clone();
+    tracing::debug!(conn = conn.id, ?peer, user = %session.user, vhost = %session.vhost, "connection open");
+    conn.set_opened(session.description(peer, stream.local_addr().ok()));
+    // Detached: the watch ends by itself within one check interval of the connection's
+    // output closing. (Cancelling it by dropping its handle while it slept in a timer
+    // leaked the task, one per connection: found by the session fuzz target.)
+    if let Some(timeout) = limits.consumer_timeout {
+        glommio::spawn_local(consumer_timeout::watch(conn.clone(), timeout)).detach();
+    }
+    let ending = session.run().await;
+    tracing::debug!(
+        conn = conn.id,
+        closed_by_server = matches!(ending, Ending::Close(_)),
+        "connection ending"
+    );
+    // Released before connection.close goes out: a client that answers close-ok and
+    // reconnects at once finds its exclusive queues gone and its unacked messages back
+    // in their queues, as after a close it started itself.
+    session.release_all().await;
+    if let Ending::Close(fault) = ending {
+        session.close_connection(fault).await;
+    }
+}
+
+/// The connection's end: it leaves the shard, its writer writes what is left (bounded), and
+/// the socket closes (gracefully when the client is closing too).
+async fn finish(shard: &Shard, conn: &ConnShared, stream: SharedStream, writer: glommio::Task<()>) {
+    shard.unregister_conn(conn.id);
     conn.output_closed.set(true);
     conn.writer_wake.notify();
     let _ = glommio::timer::timeout(CLOSE_TIMEOUT, async {
@@ -210,6 +278,7 @@ impl Session {
                 .map_or(0, |elapsed| elapsed.as_millis() as u64),
             received_bytes: 0,
             sent_bytes: 0,
+            send_pending_bytes: 0,
             client_properties: self.conn.client_properties.borrow().clone(),
         }
     }
@@ -519,6 +588,11 @@ impl Session {
             }
             (Some(false), Method::ChannelCloseOk(_)) => return Ok(()),
             _ => {}
+        }
+        if let Method::BasicCancel(cancel) = &method {
+            // Deliveries waiting for write credit go out before cancel-ok, as they would have.
+            self.conn
+                .encode_waiting_for_tag(channel, &cancel.consumer_tag);
         }
         let ids = MethodIds(method.class_id(), method.method_id());
         self.conn.set_channel_busy(channel, true);

@@ -23,7 +23,8 @@ use crate::conn_sink::{ChannelDescription, ConnectionDescription};
 use crate::id_hash::IdMap;
 use crate::latency_trace::{self, Stage};
 use crate::limits::{
-    CHANNEL_EXCHANGE_COUNTERS_MAX, CONSUMER_WRITTEN_REPORT_BYTES, FRAME_MAX_BYTES,
+    CHANNEL_EXCHANGE_COUNTERS_MAX, CONNECTION_UNWRITTEN_BYTES_MAX, CONSUMER_WRITTEN_REPORT_BYTES,
+    FRAME_MAX_BYTES,
     OUTBOX_INITIAL_CAPACITY_BYTES, OUTBOX_RETAINED_CAPACITY_BYTES_MAX,
 };
 use crate::metrics::PublishCounters;
@@ -45,6 +46,17 @@ pub struct ConnShared {
     /// Queue consumers with deliveries encoded since the writer last took the outbox
     /// (`Consumer::encoded_bytes` > 0), each once: their bytes go with that output.
     encoded_for: RefCell<Vec<(u16, ConsumerKey)>>,
+    /// The connection's write credit, all its consumers together: what deliveries encoded and
+    /// not yet written were charged (`delivery_charge_bytes`). At
+    /// `CONNECTION_UNWRITTEN_BYTES_MAX` further deliveries wait unencoded in their consumer's
+    /// `waiting`, and are encoded one per consumer in turn (`write_turns`) as writes return.
+    unwritten_bytes: Cell<u64>,
+    /// Of those, the charges encoded since the writer last took the outbox, and the charges of
+    /// the output the writer took and has not reported written yet.
+    encoded_charge_bytes: Cell<u64>,
+    taken_charge_bytes: Cell<u64>,
+    /// Consumers with deliveries waiting for write credit, each once, in turn order.
+    write_turns: RefCell<VecDeque<(u16, ConsumerKey)>>,
     /// Confirms decided since the last write-out, in the order they were decided.
     ready_confirms: RefCell<Vec<ReadyConfirm>>,
     /// Wakes the writer task when the outbox gains bytes.
@@ -52,10 +64,16 @@ pub struct ConnShared {
     /// `--trace-latency`: the stamp of a sampled delivery in the outbox, for the writer to
     /// record once the write holding it returns.
     pub traced_stamp: Cell<Option<u64>>,
+    /// The output the writer took and is writing (0 between writes), for `send_pend`.
+    pub writing_bytes: Cell<usize>,
     /// Wakes a paused reader when the writer has flushed.
     pub flushed: Notify,
     /// Set by the session when nothing more will be written: the writer flushes and stops.
     pub output_closed: Cell<bool>,
+    /// Set once the handshake is done: the handshake's writer (in the admission task queue)
+    /// writes what it holds and stops, so the open connection's writer can start in the data
+    /// path's queue (`session::serve`).
+    pub writer_handover: Cell<bool>,
     /// Close by draining: the client sent connection.close (it closes the socket after reading
     /// our close-ok), or its input could no longer be parsed while we waited for close-ok. Either
     /// way we read and discard until it closes (bounded) instead of closing first, so our last
@@ -152,6 +170,9 @@ pub struct Consumer {
     /// queue (`ConnShared::bodies_written`).
     pub encoded_bytes: u64,
     pub written_bytes: u64,
+    /// Deliveries not encoded yet: the connection was at its write credit
+    /// (`CONNECTION_UNWRITTEN_BYTES_MAX`) or this consumer already had some waiting.
+    pub waiting: VecDeque<DeliverEntry>,
 }
 
 /// Bytes written for one queue consumer, to report to its queue (`SettleOp::Written`).
@@ -270,11 +291,17 @@ impl ConnShared {
             blocked_notify: Cell::new(false),
             outbox: RefCell::new(BytesMut::with_capacity(OUTBOX_INITIAL_CAPACITY_BYTES)),
             encoded_for: RefCell::new(Vec::new()),
+            unwritten_bytes: Cell::new(0),
+            encoded_charge_bytes: Cell::new(0),
+            taken_charge_bytes: Cell::new(0),
+            write_turns: RefCell::new(VecDeque::new()),
             ready_confirms: RefCell::new(Vec::new()),
             writer_wake: Notify::default(),
             traced_stamp: Cell::new(None),
+            writing_bytes: Cell::new(0),
             flushed: Notify::default(),
             output_closed: Cell::new(false),
+            writer_handover: Cell::new(false),
             drain_on_close: Cell::new(false),
             channels: RefCell::new(IdMap::default()),
             opened: RefCell::new(None),
@@ -304,6 +331,7 @@ impl ConnShared {
         let mut description = self.opened.borrow().clone()?;
         description.received_bytes = self.received_bytes.get();
         description.sent_bytes = self.sent_bytes.get();
+        description.send_pending_bytes = (self.outbox_len() + self.writing_bytes.get()) as u64;
         let channels = self.channels.borrow();
         let ready = self.ready_confirms.borrow();
         let mut numbers: Vec<u16> = channels.keys().copied().collect();
@@ -395,7 +423,15 @@ impl ConnShared {
                 outbox.split()
             }
         };
+        let charged = self.encoded_charge_bytes.take();
+        self.taken_charge_bytes
+            .set(self.taken_charge_bytes.get() + charged);
         (output, self.take_encoded_bytes())
+    }
+
+    /// What the connection's deliveries encoded and not yet written were charged.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.unwritten_bytes.get()
     }
 
     fn take_encoded_bytes(&self) -> Vec<(u16, ConsumerKey, u64)> {
@@ -418,6 +454,16 @@ impl ConnShared {
     /// counts as written; a consumer with `CONSUMER_WRITTEN_REPORT_BYTES` written is reported
     /// to its queue. Consumers gone meanwhile are skipped (their queue dropped them).
     pub fn bodies_written(&self, encoded: Vec<(u16, ConsumerKey, u64)>) -> Vec<WrittenReport> {
+        let written = self.taken_charge_bytes.take();
+        assert!(
+            written <= self.unwritten_bytes.get(),
+            "written more than was encoded"
+        );
+        self.unwritten_bytes
+            .set(self.unwritten_bytes.get() - written);
+        if written > 0 {
+            self.encode_waiting();
+        }
         if encoded.is_empty() {
             return Vec::new();
         }
@@ -467,6 +513,31 @@ impl ConnShared {
             channel.over_limit.push_back(entry);
             return Ok(());
         }
+        if let Some(waiting) = channel
+            .consumers
+            .get_mut(&entry.consumer)
+            .map(|consumer| &mut consumer.waiting)
+            .filter(|waiting| {
+                !waiting.is_empty() || self.unwritten_bytes.get() >= CONNECTION_UNWRITTEN_BYTES_MAX
+            })
+        {
+            if waiting.is_empty() {
+                self.write_turns
+                    .borrow_mut()
+                    .push_back((entry.channel.channel, entry.consumer));
+            }
+            waiting.push_back(entry);
+            return Ok(());
+        }
+        self.encode_delivery(channel, entry);
+        drop(channels);
+        self.writer_wake.notify();
+        Ok(())
+    }
+
+    /// Encodes one delivery for a consumer of `channel` and charges it to the consumer (for
+    /// its queue's credit) and to the connection (for its own).
+    fn encode_delivery(&self, channel: &mut ChannelState, entry: DeliverEntry) {
         let (delivery_tag, consumer_tag) = channel.record_delivery(&entry);
         self.encode_deliver(
             entry.channel.channel,
@@ -475,18 +546,86 @@ impl ConnShared {
             entry.redelivered,
             &entry.message,
         );
+        let charged = delivery_charge_bytes(entry.message.body_len() as u64);
+        self.unwritten_bytes
+            .set(self.unwritten_bytes.get().saturating_add(charged));
+        self.encoded_charge_bytes
+            .set(self.encoded_charge_bytes.get().saturating_add(charged));
         if let Some(consumer) = channel.consumers.get_mut(&entry.consumer) {
             if consumer.encoded_bytes == 0 {
                 self.encoded_for
                     .borrow_mut()
                     .push((entry.channel.channel, entry.consumer));
             }
-            let charged = delivery_charge_bytes(entry.message.body_len() as u64);
             consumer.encoded_bytes = consumer.encoded_bytes.saturating_add(charged);
+        }
+    }
+
+    /// Write credit came back: encodes waiting deliveries, one per consumer in turn, while the
+    /// connection is under `CONNECTION_UNWRITTEN_BYTES_MAX`, so every consumer of the
+    /// connection moves however much another one has waiting. A consumer or channel gone
+    /// meanwhile took its waiting deliveries with it (its queue requeued what it held).
+    fn encode_waiting(&self) {
+        let mut encoded = false;
+        // Each turn either encodes one delivery or drops a turn: bounded by what waits.
+        while self.unwritten_bytes.get() < CONNECTION_UNWRITTEN_BYTES_MAX {
+            let Some((channel_id, key)) = self.write_turns.borrow_mut().pop_front() else {
+                break;
+            };
+            let mut channels = self.channels.borrow_mut();
+            let Some(channel) = channels.get_mut(&channel_id).filter(|c| !c.closing) else {
+                continue;
+            };
+            let Some(consumer) = channel.consumers.get_mut(&key) else {
+                continue;
+            };
+            let Some(entry) = consumer.waiting.pop_front() else {
+                continue;
+            };
+            if !consumer.waiting.is_empty() {
+                self.write_turns.borrow_mut().push_back((channel_id, key));
+            }
+            self.encode_delivery(channel, entry);
+            encoded = true;
+        }
+        if encoded {
+            self.writer_wake.notify();
+        }
+    }
+
+    /// Encodes every delivery waiting for consumer `key` of `channel_id` whatever the credit:
+    /// before its cancel goes out, so they precede it as they would have without the wait (a
+    /// no-ack consumer's deliveries are its own already: its queue cannot take them back).
+    /// Bounded by that consumer's own credit at its queue (`CONSUMER_UNWRITTEN_BYTES_MAX`).
+    pub fn encode_waiting_for(&self, channel_id: u16, key: ConsumerKey) {
+        let mut channels = self.channels.borrow_mut();
+        let Some(channel) = channels.get_mut(&channel_id) else {
+            return;
+        };
+        let waiting = match channel.consumers.get_mut(&key) {
+            Some(consumer) => std::mem::take(&mut consumer.waiting),
+            None => return,
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        for entry in waiting {
+            self.encode_delivery(channel, entry);
         }
         drop(channels);
         self.writer_wake.notify();
-        Ok(())
+    }
+
+    /// `encode_waiting_for` the consumer that `tag` names on `channel_id` (basic.cancel).
+    pub fn encode_waiting_for_tag(&self, channel_id: u16, tag: &str) {
+        let key = self
+            .channels
+            .borrow()
+            .get(&channel_id)
+            .and_then(|channel| channel.consumer_tags.get(tag).copied());
+        if let Some(key) = key {
+            self.encode_waiting_for(channel_id, key);
+        }
     }
 
     /// A direct reply for consumer `key` of channel `channel_id`: delivered at once (a reply
@@ -661,6 +800,14 @@ impl ConnShared {
 
     /// The queue under one of our consumers was deleted.
     pub fn consumer_cancelled(&self, channel_id: u16, key: ConsumerKey) {
+        let busy = self
+            .channels
+            .borrow()
+            .get(&channel_id)
+            .is_some_and(|channel| channel.busy);
+        if !busy {
+            self.encode_waiting_for(channel_id, key);
+        }
         let tag = {
             let mut channels = self.channels.borrow_mut();
             let Some(channel) = channels.get_mut(&channel_id) else {
@@ -908,23 +1055,33 @@ mod write_credit_tests {
 
     const KEY: ConsumerKey = 7;
 
-    fn connection_with_consumer() -> ConnShared {
-        let conn = ConnShared::new(1);
-        let mut channel = ChannelState::new();
-        let consumer = Consumer {
-            tag: "c".to_owned(),
+    /// A no-ack consumer of queue 5 with nothing encoded or waiting.
+    fn consumer(tag: &str) -> Consumer {
+        Consumer {
+            tag: tag.to_owned(),
             target: ConsumerTarget::Queue { queue: 5, owner: 0 },
             no_ack: true,
             held: None,
             encoded_bytes: 0,
             written_bytes: 0,
-        };
-        channel.consumers.insert(KEY, consumer);
+            waiting: VecDeque::new(),
+        }
+    }
+
+    fn connection_with_consumer() -> ConnShared {
+        let conn = ConnShared::new(1);
+        let mut channel = ChannelState::new();
+        channel.consumers.insert(KEY, consumer("c"));
+        channel.consumer_tags.insert("c".to_owned(), KEY);
         conn.channels.borrow_mut().insert(1, channel);
         conn
     }
 
     fn entry(body_bytes: usize) -> DeliverEntry {
+        entry_for(KEY, body_bytes)
+    }
+
+    fn entry_for(consumer: ConsumerKey, body_bytes: usize) -> DeliverEntry {
         let route = Route {
             exchange: "",
             routing_key: "q",
@@ -934,7 +1091,7 @@ mod write_credit_tests {
                 conn: 1,
                 channel: 1,
             },
-            consumer: KEY,
+            consumer,
             queue: 5,
             message_id: 1,
             message: Message::new(route, &BasicProperties::default(), &vec![0; body_bytes]),
@@ -979,6 +1136,78 @@ mod write_credit_tests {
         // A consumer gone before its output was written is skipped.
         conn.channels.borrow_mut().clear();
         assert!(conn.bodies_written(encoded).is_empty());
+    }
+
+    /// Deliveries encoded into the connection's outbox so far (each takes a delivery tag).
+    fn encoded_deliveries(conn: &ConnShared) -> u64 {
+        conn.channels.borrow()[&1].next_delivery_tag - 1
+    }
+
+    #[test]
+    fn a_connection_holds_at_most_its_write_credit_and_shares_it_between_its_consumers() {
+        const OTHER: ConsumerKey = 8;
+        let conn = connection_with_consumer();
+        let other = consumer("other");
+        conn.channels
+            .borrow_mut()
+            .get_mut(&1)
+            .expect("channel")
+            .consumers
+            .insert(OTHER, other);
+        let body_bytes = 256 * 1024;
+        let charge = delivery_charge_bytes(body_bytes as u64);
+        // One consumer is handed three times what the connection may hold, then the other one
+        // message: the outbox stops at the connection's credit.
+        let many = 3 * CONNECTION_UNWRITTEN_BYTES_MAX / charge;
+        for _ in 0..many {
+            assert!(conn.deliver(entry_for(KEY, body_bytes)).is_ok());
+        }
+        assert!(conn.deliver(entry_for(OTHER, body_bytes)).is_ok());
+        assert!(conn.unwritten_bytes() < CONNECTION_UNWRITTEN_BYTES_MAX + charge);
+        assert!((conn.outbox_len() as u64) < CONNECTION_UNWRITTEN_BYTES_MAX + charge);
+        let encoded_at_first = encoded_deliveries(&conn);
+        assert!(encoded_at_first < many);
+        // Nothing is freed before a write returns.
+        let (_, encoded) = conn.take_output();
+        assert!(conn.deliver(entry_for(OTHER, body_bytes)).is_ok());
+        assert_eq!(encoded_deliveries(&conn), encoded_at_first);
+        // Once it is written, the consumers take turns: the other one's first waiting delivery
+        // goes out with the first credit, not after the first consumer's backlog.
+        conn.bodies_written(encoded);
+        let (_, encoded) = conn.take_output();
+        assert!(
+            encoded.iter().any(|&(_, key, _)| key == OTHER),
+            "the other consumer was served in its turn: {encoded:?}"
+        );
+        // Write after write, everything is encoded, never more than the credit at a time.
+        let mut writes = 0;
+        let mut encoded = encoded;
+        while encoded_deliveries(&conn) < many + 2 {
+            conn.bodies_written(encoded);
+            assert!(conn.unwritten_bytes() < CONNECTION_UNWRITTEN_BYTES_MAX + charge);
+            encoded = conn.take_output().1;
+            writes += 1;
+            assert!(writes <= many, "deliveries stuck waiting");
+        }
+        conn.bodies_written(encoded);
+        assert_eq!(
+            conn.unwritten_bytes(),
+            0,
+            "everything written is credited back"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_consumer_gets_its_waiting_deliveries_before_the_cancel() {
+        let conn = connection_with_consumer();
+        let body_bytes = 1024 * 1024;
+        let many = 2 * CONNECTION_UNWRITTEN_BYTES_MAX / delivery_charge_bytes(body_bytes as u64);
+        for _ in 0..many {
+            assert!(conn.deliver(entry(body_bytes)).is_ok());
+        }
+        assert!(encoded_deliveries(&conn) < many);
+        conn.encode_waiting_for_tag(1, "c");
+        assert_eq!(encoded_deliveries(&conn), many);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - Paged messages dropped to a dead-letter exchange (expiry, length limit) are read back by
 //!   the pager's dead-letter task, dead-lettered, and only then settled.
 
+use crate::failure_log::{self, FailureEpisode};
 use crate::limits::{
     GET_HEAD_LOAD_ATTEMPTS_MAX, PAGE_IN_READS_MAX, PAGE_IN_RETRY_DELAY_MAX,
     PAGE_IN_RETRY_DELAY_MIN, PAGE_OUT_PASS_MAX,
@@ -27,7 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::expiry::now_ms;
 use super::storage::PageInError;
@@ -61,6 +62,9 @@ pub struct Pager {
     dead_letters_running: Cell<bool>,
     wake: Notify,
     stats: Cell<PagingStats>,
+    /// Paged reads that failed in a way that may pass, logged per episode (`failure_log`):
+    /// every loader retries on its own backoff, and a line per retry per queue was a flood.
+    read_episode: RefCell<FailureEpisode>,
 }
 
 impl Pager {
@@ -77,6 +81,26 @@ impl Pager {
 
     pub fn set_queue_memory_bytes(&self, bytes: u64) {
         self.queue_memory_bytes.set(bytes);
+    }
+
+    /// A paged read failed and will be tried again: one warning per episode.
+    fn read_failed(&self, error: &str) {
+        let note = self.read_episode.borrow_mut().failed(Instant::now());
+        failure_log::warn(
+            note,
+            "reading paged messages back (they stay queued)",
+            &error,
+        );
+    }
+
+    /// Paged reads work (again).
+    fn read_succeeded(&self) {
+        let mut episode = self.read_episode.borrow_mut();
+        if episode.is_failing() {
+            if let Some(recovery) = episode.succeeded(Instant::now()) {
+                failure_log::recovered(recovery, "reading paged messages back");
+            }
+        }
     }
 
     pub fn stats(&self) -> PagingStats {
@@ -301,9 +325,13 @@ async fn run_loader(shard: Rc<Shard>, id: QueueId) {
         }
         shard.dispatch(id);
         match failing {
-            None => backoff.reset(),
+            None => {
+                shard.features.pager.read_succeeded();
+                backoff.reset();
+            }
             Some(error) => {
-                tracing::warn!(queue = id, %error, retry_ms = backoff.0.as_millis() as u64, "paged messages cannot be read back now; they stay queued");
+                tracing::debug!(queue = id, %error, retry_ms = backoff.0.as_millis() as u64, "paged messages cannot be read back now; they stay queued");
+                shard.features.pager.read_failed(&error);
                 backoff.wait().await;
             }
         }
@@ -321,6 +349,7 @@ async fn run_dead_letter_reads(shard: Rc<Shard>) {
         };
         match shard.storage.read_message(queue, message_id).await {
             Ok(message) => {
+                shard.features.pager.read_succeeded();
                 backoff.reset();
                 shard.features.pager.count(|s| s.dead_lettered += 1);
                 shard.dead_letter(queue, reason, vec![message]);
@@ -328,7 +357,8 @@ async fn run_dead_letter_reads(shard: Rc<Shard>) {
             Err(error) if error.may_pass() => {
                 // Not settled: it is read again, first, after the backoff.
                 shard.features.pager.count(|s| s.read_retries += 1);
-                tracing::warn!(queue, message = message_id, %error, retry_ms = backoff.0.as_millis() as u64, "a paged dead letter cannot be read back now; kept");
+                tracing::debug!(queue, message = message_id, %error, retry_ms = backoff.0.as_millis() as u64, "a paged dead letter cannot be read back now; kept");
+                shard.features.pager.read_failed(&error.to_string());
                 let kept = (queue, message_id, reason);
                 shard
                     .features

@@ -221,6 +221,7 @@ impl Shard {
         let message_id = hosted.queue.next_message_id();
         match self.storage.log_enqueue(id, message_id, message, now_ms()) {
             Ok(lsn) => {
+                self.storage.append_succeeded();
                 hosted.queue.remember_key(dedup_key, now);
                 let persisted = NonZeroU64::new(lsn);
                 hosted
@@ -230,7 +231,8 @@ impl Shard {
                 Some((Admission::Accept, Some(lsn)))
             }
             Err(error) => {
-                tracing::warn!(queue = id, %error, "cannot log a persistent message: refused");
+                let what = "message log append (persistent messages refused)";
+                self.storage.append_failed(what, &error);
                 Some((Admission::Refuse, None))
             }
         }

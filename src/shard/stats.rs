@@ -42,6 +42,9 @@ pub struct ProbeStats {
     pub links: Vec<LinkStats>,
     /// The message log's (batch bytes, fdatasync ns) histograms.
     pub log: Option<(Histogram, Histogram)>,
+    /// The message log's counters (None without a log), and paged reads tried again.
+    pub log_stats: Option<crate::storage::WalStats>,
+    pub page_in_read_retries: u64,
 }
 
 /// A hosted queue's depth, by id (the caller names it from its topology copy).
@@ -114,6 +117,8 @@ impl Shard {
             busy: self.probe.read_busy(),
             links: self.mesh.link_stats(),
             log: self.storage.log_histograms(),
+            log_stats: self.storage.log_stats(),
+            page_in_read_retries: self.features.pager.stats().read_retries,
         });
         let conns = self.conns.borrow();
         for (&id, conn) in conns.iter().take(CONNECTIONS_PER_SHARD_MAX) {

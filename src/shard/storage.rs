@@ -21,6 +21,7 @@ use super::Shard;
 use crate::broker::persist::{decode_change, encode_change};
 use crate::broker::queue::{Message, MessageId, Route};
 use crate::broker::{QueueId, TopologyChange};
+use crate::failure_log::{self, FailureEpisode};
 use crate::limits::{
     META_SEGMENT_SIZE_BYTES, META_WRITE_BUFFER_BYTES, WAL_BATCH_SOFT_BYTES, WAL_PART_BODY_BYTES,
     WAL_SEGMENT_SIZE_BYTES, WAL_WRITE_BUFFER_BYTES,
@@ -41,6 +42,8 @@ pub struct ShardStorage {
     pending_added: Notify,
     /// The stored properties blob of the enqueue being written, reused across enqueues.
     enqueue_scratch: RefCell<Vec<u8>>,
+    /// Appends the log refused (its batch full while the disk fails), logged per episode.
+    append_episode: RefCell<FailureEpisode>,
 }
 
 /// What became of a message on this shard's queues.
@@ -155,8 +158,12 @@ impl ShardStorage {
             return;
         }
         if let Some(wal) = self.messages() {
-            if let Err(error) = wal.append_settle(&SettleRecord { queue, messages }) {
-                tracing::warn!(queue, %error, "cannot log settlement; messages may be redelivered after a restart");
+            match wal.append_settle(&SettleRecord { queue, messages }) {
+                Ok(_) => self.append_succeeded(),
+                Err(error) => self.append_failed(
+                    "message log append (settlements may be redelivered after a restart)",
+                    &error,
+                ),
             }
         }
     }
@@ -179,6 +186,27 @@ impl ShardStorage {
     /// The message log's batch buffer is over half full: publishers on this shard should wait
     /// for a flush (`sync_messages`) before adding more, rather than get nacks when it is full.
     /// The message log's (batch bytes, fdatasync ns) histograms; None without a log.
+    /// An append the log refused: one warning per episode, not per publish or settle.
+    pub fn append_failed(&self, what: &str, error: &WalError) {
+        let note = self.append_episode.borrow_mut().failed(Instant::now());
+        failure_log::warn(note, what, error);
+    }
+
+    /// An append the log took: ends an episode of refusals (one cheap test otherwise).
+    pub fn append_succeeded(&self) {
+        let mut episode = self.append_episode.borrow_mut();
+        if episode.is_failing() {
+            if let Some(recovery) = episode.succeeded(Instant::now()) {
+                failure_log::recovered(recovery, "message log append");
+            }
+        }
+    }
+
+    /// The message log's counters (errors, retries, whether it is failing now).
+    pub fn log_stats(&self) -> Option<crate::storage::WalStats> {
+        self.messages().map(Wal::stats)
+    }
+
     pub fn log_histograms(&self) -> Option<(Histogram, Histogram)> {
         self.messages().map(Wal::histograms)
     }
@@ -258,7 +286,9 @@ pub async fn run_confirmer(shard: Rc<Shard>) {
             None => Err(WalError::Closed),
         };
         if let Err(error) = &durable {
-            tracing::error!(%error, "message log write failed: nacking the affected publishes");
+            // The log itself logs the failure once per episode (`failure_log`); this is per
+            // publish batch.
+            tracing::debug!(%error, "message log write failed: nacking the affected publishes");
         }
         loop {
             let next = {

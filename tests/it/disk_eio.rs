@@ -71,6 +71,33 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
+/// The first line of a flush failure episode (`failure_log`), and the one that ends it.
+const FLUSH_FAILED_TEXT: &str = "wal flush failed;";
+const FLUSH_RECOVERED_TEXT: &str = "wal flush recovered";
+
+/// `ringmq_<name>` from the Prometheus endpoint.
+fn metric(broker: &Broker, name: &str) -> f64 {
+    let url = format!("http://127.0.0.1:{}/metrics", broker.prometheus_port());
+    let text = ureq::AgentBuilder::new()
+        .timeout(STEP_TIMEOUT)
+        .build()
+        .get(&url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .into_string()
+        .expect("metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in the metrics"))
+}
+
+/// The node object's `message_log` counts (ringmq's own fields).
+fn node_message_log(broker: &Broker) -> serde_json::Value {
+    let nodes = Admin::for_broker(broker).get_json("/nodes");
+    nodes[0]["message_log"].clone()
+}
+
 /// Waits until the broker's log holds `needle` more than `before` times.
 async fn wait_for_log(broker: &Broker, needle: &str, before: usize) {
     let deadline = Instant::now() + LOG_WAIT_TIMEOUT;
@@ -109,7 +136,8 @@ async fn eio_on_append_and_fdatasync_nacks_keeps_serving_resumes_and_loses_nothi
         .publish_until("a first confirm", |o| !o.confirmed.is_empty())
         .await;
 
-    for op in ["write", "fdatasync"] {
+    let admin = Admin::for_broker(&broker);
+    for (episode, op) in ["write", "fdatasync"].into_iter().enumerate() {
         let confirmed_before = publisher.outcome.confirmed.len();
         let nacked_before = publisher.outcome.nacked;
         let logged_before = broker.log_text().matches(EIO_TEXT).count();
@@ -125,6 +153,38 @@ async fn eio_on_append_and_fdatasync_nacks_keeps_serving_resumes_and_loses_nothi
             publisher.outcome.confirmed.len(),
             publisher.outcome.nacked
         );
+        // Keep failing a while: more nacks, still one warning for the episode.
+        let nacked_once = publisher.outcome.nacked;
+        publisher
+            .publish_until(&format!("more nacks on EIO in {op}"), |o| {
+                o.nacked >= nacked_once + 4 * WINDOW
+            })
+            .await;
+        let log = broker.log_text();
+        assert_eq!(
+            log.matches(FLUSH_FAILED_TEXT).count(),
+            episode + 1,
+            "one warning per failure episode, not per flush"
+        );
+        // Visible to operators: the health check fails, the node and /metrics count it.
+        let (status, body) = admin.request("GET", "/health/checks/message-log", None);
+        assert_eq!(status, 503, "{body}");
+        let counts = node_message_log(&broker);
+        println!("EIO on {op}: node message_log {counts}");
+        assert_eq!(counts["failing"], true);
+        let errors_field = if op == "write" {
+            "write_errors"
+        } else {
+            "fdatasync_errors"
+        };
+        assert!(counts[errors_field].as_u64().unwrap_or(0) >= 1, "{counts}");
+        assert!(
+            counts["flush_retries"].as_u64().unwrap_or(0) >= 1,
+            "{counts}"
+        );
+        let series = format!("ringmq_log_{errors_field}_total");
+        assert!(metric(&broker, &series) >= 1.0);
+        assert_eq!(metric(&broker, "ringmq_log_failing"), 1.0);
 
         // Still serving: a get of a confirmed message, a consumer, the management API.
         let reader = amqp::channel(&connection).await;
@@ -160,6 +220,7 @@ async fn eio_on_append_and_fdatasync_nacks_keeps_serving_resumes_and_loses_nothi
         );
 
         // The device works again: confirms resume without a restart.
+        let recovered_before = broker.log_text().matches(FLUSH_RECOVERED_TEXT).count();
         faults.clear();
         let confirmed_while_failing = publisher.outcome.confirmed.len();
         assert!(confirmed_while_failing >= confirmed_before);
@@ -168,6 +229,11 @@ async fn eio_on_append_and_fdatasync_nacks_keeps_serving_resumes_and_loses_nothi
                 o.confirmed.len() > confirmed_while_failing
             })
             .await;
+        wait_for_log(&broker, FLUSH_RECOVERED_TEXT, recovered_before).await;
+        let (status, body) = admin.request("GET", "/health/checks/message-log", None);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(node_message_log(&broker)["failing"], false);
+        assert_eq!(metric(&broker, "ringmq_log_failing"), 0.0);
     }
 
     // Torn writes at the tail, then a crash before the device recovers.
@@ -255,6 +321,23 @@ async fn eio_on_page_in_keeps_confirmed_messages_until_the_disk_reads_again() {
     }
     wait_for_log(&broker, EIO_TEXT, 0).await;
     let during = delivered.len() as u64;
+    // Counted for the operator: reads that failed and were tried again.
+    let deadline = Instant::now() + LOG_WAIT_TIMEOUT;
+    while metric(&broker, "ringmq_log_read_retries_total") < 2.0 {
+        assert!(Instant::now() < deadline, "read retries never counted");
+        tokio::time::sleep(LOG_POLL_INTERVAL).await;
+    }
+    let counts = node_message_log(&broker);
+    println!("EIO on page-in: node message_log {counts}");
+    assert!(counts["read_errors"].as_u64().unwrap_or(0) >= 1, "{counts}");
+    let read_warnings = broker
+        .log_text()
+        .matches("reading paged messages back (they stay queued) failed")
+        .count();
+    assert_eq!(
+        read_warnings, 1,
+        "one warning for the episode, not per retry"
+    );
     assert!(
         during < messages,
         "the backlog was paged: {during} delivered"

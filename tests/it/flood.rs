@@ -176,7 +176,15 @@ fn raise_open_files_limit() {
 async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast() {
     raise_open_files_limit();
     let timeout = HANDSHAKE_TIMEOUT_MS.to_string();
-    let broker = Broker::start_with_args(1, &["--handshake-timeout-ms", &timeout]);
+    // RINGMQ_TEST_FLOOD_TRACE=FILE: the broker runs with --trace-latency (its scheduler-lag
+    // probe logs each second how late the shard serves a wake-up, and which task queue ran)
+    // and its log is copied to FILE at the end, to see where a slow confirm waited.
+    let trace = std::env::var_os("RINGMQ_TEST_FLOOD_TRACE");
+    let mut args = vec!["--handshake-timeout-ms", &timeout];
+    if trace.is_some() {
+        args.push("--trace-latency");
+    }
+    let broker = Broker::start_with_args(1, &args);
     if broker.is_external() {
         println!("skipped: the flood needs its own broker (handshake timeout flag)");
         return;
@@ -338,9 +346,11 @@ async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast
         lost.is_empty(),
         "confirmed messages never delivered: {lost:?}"
     );
-    // The 3× target is not met yet (7.12× in a full-suite run, 2.99× alone): the ratio is
-    // printed above and checked only with RINGMQ_TEST_FLOOD_P99=1, until the accept and
-    // handshake burst no longer delays the shard's confirms (issue 12).
+    // The 3× target: checked only with RINGMQ_TEST_FLOOD_P99=1 (the ratio is printed above).
+    // Before the admission task queue and the accept bound: 2.99× alone, 7.12× in a full-suite
+    // run. After, on this shared machine at load 5-6 (quiet p99 5-6.5 ms): 1.10×, 2.63×,
+    // 1.10× alone; the five runs alone and five beside other suites that would make it
+    // unconditional have not been made yet (issue 12).
     if std::env::var_os("RINGMQ_TEST_FLOOD_P99").is_some() {
         assert!(
             flood_p99 <= quiet_p99.max(QUIET_P99_FLOOR_MICROS) * P99_RATIO_MAX,
@@ -350,4 +360,7 @@ async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast
     drop(idle);
     let _ = connection.close(200, "bye").await;
     let _ = consumer_connection.close(200, "bye").await;
+    if let Some(file) = trace {
+        std::fs::write(file, broker.log_text()).expect("write the broker's log");
+    }
 }

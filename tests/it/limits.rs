@@ -564,3 +564,89 @@ async fn slow_reader(kind: SlowReader) {
     drop(reader);
     let _ = connection.close(200, "bye").await;
 }
+
+/// Consumers on the one connection that never reads, each on a queue of its own.
+const MANY_CONSUMERS: usize = 32;
+const MANY_CONSUMERS_MESSAGE_BYTES: usize = 256 * 1024;
+/// Per queue: more than one consumer's credit (`CONSUMER_UNWRITTEN_BYTES_MAX`, 4 MiB).
+const MANY_CONSUMERS_MESSAGES_PER_QUEUE: usize = 20;
+/// The connection's write credit (`CONNECTION_UNWRITTEN_BYTES_MAX`, 8 MiB): what it may hold
+/// encoded and unwritten, all its consumers together (32 consumers × 4 MiB without it).
+const CONNECTION_UNWRITTEN_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+/// Many consumers on one connection that does not read its socket: the broker holds at most
+/// the connection's write credit of output for it (RabbitMQ's `send_pend` in the management
+/// API), not each consumer's credit over again, and the consumers' queues back up instead.
+#[tokio::test]
+async fn many_consumers_on_a_connection_that_does_not_read_share_its_write_credit() {
+    let Some(broker) = start_with(1, &[]) else {
+        return;
+    };
+    let pid = broker.pid().expect("pid");
+    let prefix = common::unique("credit");
+    let queues: Vec<String> = (0..MANY_CONSUMERS)
+        .map(|i| format!("{prefix}-{i}"))
+        .collect();
+    let mut reader = open_raw(&broker, "/");
+    reader.open_channel(1);
+    for (i, queue) in queues.iter().enumerate() {
+        reader.declare_queue(1, queue);
+        // basic.consume with acks and no prefetch: only write credit bounds what it takes.
+        let consume = Args::default()
+            .u16(0)
+            .short_str(queue)
+            .short_str(&format!("c{i}"))
+            .u8(0)
+            .u32(0);
+        reader.send_method(1, 60, 20, consume);
+        reader.expect_method(60, 21);
+    }
+    // From here on the reader's socket is never read.
+    let connection = amqp::connect(&broker).await;
+    let ch = amqp::confirming_channel(&connection).await;
+    let body = vec![3u8; MANY_CONSUMERS_MESSAGE_BYTES];
+    let before = rss_bytes(pid);
+    for _ in 0..MANY_CONSUMERS_MESSAGES_PER_QUEUE {
+        for queue in &queues {
+            amqp::publish(&ch, "", queue, &body, Default::default()).await;
+        }
+    }
+    // Every publish is confirmed, so routed and dispatched (one shard: synchronously).
+    let after = rss_bytes(pid);
+    let connections = Admin::for_broker(&broker).get_json("/connections");
+    let send_pend_max = connections
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter_map(|c| c["send_pend"].as_u64())
+        .max()
+        .expect("send_pend");
+    let queued: u64 = queues
+        .iter()
+        .map(|queue| {
+            let path = format!("/queues/%2f/{}", encode(queue));
+            Admin::for_broker(&broker).get_json(&path)["messages"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    eprintln!(
+        "{MANY_CONSUMERS} consumers on one connection that does not read: send_pend {} KiB, \
+         rss {} -> {} MiB, {queued} messages queued or unacked",
+        send_pend_max >> 10,
+        before >> 20,
+        after >> 20
+    );
+    let one_delivery = MANY_CONSUMERS_MESSAGE_BYTES as u64 + 1024;
+    assert!(
+        send_pend_max <= CONNECTION_UNWRITTEN_BYTES_MAX + one_delivery,
+        "the connection holds {send_pend_max} bytes of output"
+    );
+    // Nothing was dropped to keep within it: every message is still queued or unacked.
+    assert_eq!(
+        queued,
+        (MANY_CONSUMERS * MANY_CONSUMERS_MESSAGES_PER_QUEUE) as u64
+    );
+    drop(reader);
+    let _ = connection.close(200, "bye").await;
+}

@@ -135,6 +135,7 @@ pub fn register(state: &mut ChannelState, registration: Registration) -> Result<
         held: hold.then(Vec::new),
         encoded_bytes: 0,
         written_bytes: 0,
+        waiting: Default::default(),
     };
     let previous = state.consumers.insert(key, consumer);
     assert!(previous.is_none(), "consumer keys are never reused");

@@ -212,6 +212,17 @@ pub struct WalStats {
     pub bytes_written: u64,
     pub flushes: u64,
     pub flush_failures: u64,
+    /// Of the failed flushes, those whose write failed (a block, or creating a segment) and
+    /// those whose fdatasync failed.
+    pub write_errors: u64,
+    pub fdatasync_errors: u64,
+    /// Flushes that wrote a failed batch again (each retry counts, failed or not).
+    pub flush_retries: u64,
+    /// Reads of a record (page-in, basic.get of a paged head, copy-forward) that failed with an
+    /// I/O error; a corrupt record is not counted here.
+    pub read_errors: u64,
+    /// The last flush failed: nothing is confirmed until one succeeds again.
+    pub failing: bool,
     pub records_appended: u64,
     pub segments_live: u64,
     pub segments_deleted: u64,

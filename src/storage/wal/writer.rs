@@ -33,6 +33,7 @@ use super::record::{
 };
 use super::recovery::{self, Tail};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::failure_log::{self, FailureEpisode};
 use crate::metrics::Histogram;
 
 use super::{
@@ -70,6 +71,8 @@ type Flushed = (u64, Vec<(u64, Rc<DmaFile>)>);
 /// One flush: a batch, the segments it must create first, the segments to delete after it.
 struct Job {
     batch: Batch,
+    /// The batch is one whose flush failed before.
+    retry: bool,
     create: Vec<(u64, Lsn)>,
     reclaim: Vec<u64>,
 }
@@ -98,6 +101,8 @@ struct Inner {
     fail_seq: u64,
     failed_through: Lsn,
     last_error: Option<WalError>,
+    /// What the flusher has logged of the current run of failed flushes (`failure_log`).
+    flush_episode: FailureEpisode,
     closed: bool,
     stats: WalStats,
     /// Bytes of each batch written (padding included) and the fdatasync time of each flush,
@@ -172,6 +177,7 @@ impl Wal {
             batch_bytes: Histogram::new(WAL_BATCH_BYTES_FIRST_BOUND),
             fdatasync_ns: Histogram::new(WAL_FDATASYNC_NS_FIRST_BOUND),
             failed: None,
+            flush_episode: FailureEpisode::default(),
             retry_requested: false,
             new_segments: BTreeMap::new(),
             files: log.files,
@@ -374,7 +380,9 @@ impl Wal {
             let path = segment::segment_path(&g.opts.dir, g.opts.shard, at.segment);
             (file, path, g.payload_bytes_max)
         };
-        read_checked(&file, path, at, payload_bytes_max, "read record").await
+        let read = read_checked(&file, path, at, payload_bytes_max, "read record").await;
+        count_read_error(&self.inner, &read);
+        read
     }
 
     /// Test hook: where the parts of a live chained enqueue are.
@@ -613,8 +621,12 @@ impl Inner {
         } else {
             self.live.reclaimable(oldest_written.min(self.cur_segment))
         };
+        if retry {
+            self.stats.flush_retries += 1;
+        }
         Some(Job {
             batch,
+            retry,
             create,
             reclaim,
         })
@@ -642,6 +654,10 @@ impl Inner {
                     self.finishing.pop_front();
                 }
                 self.stats.flushes += 1;
+                self.stats.failing = false;
+                if let Some(recovery) = self.flush_episode.succeeded(Instant::now()) {
+                    failure_log::recovered(recovery, "wal flush");
+                }
                 self.stats.bytes_written += bytes;
                 self.batch_bytes.observe(bytes);
                 self.compact_requested = true;
@@ -651,8 +667,20 @@ impl Inner {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "wal flush failed");
+                let note = self.flush_episode.failed(Instant::now());
+                failure_log::warn(note, "wal flush", &e);
                 self.stats.flush_failures += 1;
+                self.stats.failing = true;
+                match &e {
+                    WalError::Io {
+                        op: "fdatasync", ..
+                    } => self.stats.fdatasync_errors += 1,
+                    _ => self.stats.write_errors += 1,
+                }
+                debug_assert!(
+                    job.retry || self.failed.is_none(),
+                    "one failed batch at a time"
+                );
                 self.fail_seq += 1;
                 self.failed_through = self.next_lsn - 1;
                 self.last_error = Some(e);
@@ -759,6 +787,13 @@ async fn reclaim_segments(inner: &Rc<RefCell<Inner>>, ids: &[u64]) {
             tracing::warn!(error = %e, path = %path.display(), "wal segment delete failed");
             return;
         }
+    }
+}
+
+/// Counts a read that failed with an I/O error (the operator's `read_errors`).
+fn count_read_error<T>(inner: &RefCell<Inner>, read: &Result<T, WalError>) {
+    if let Err(WalError::Io { .. }) = read {
+        inner.borrow_mut().stats.read_errors += 1;
     }
 }
 

@@ -257,7 +257,9 @@ async fn read_for_copy(
         let path = segment::segment_path(&g.opts.dir, g.opts.shard, at.segment);
         (file, path, g.payload_bytes_max)
     };
-    read_checked(&file, path, at, payload_bytes_max, "read for copy-forward").await
+    let read = read_checked(&file, path, at, payload_bytes_max, "read for copy-forward").await;
+    count_read_error(inner, &read);
+    read
 }
 
 /// Waits (across flushes) until the batch has copy room for `bytes`; false once the chain
