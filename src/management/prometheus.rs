@@ -901,7 +901,7 @@ mod tests {
             read_retries: 7,
             ..Default::default()
         };
-        let text = render(&snapshot, Scope::Aggregated);
+        let text = render(&snapshot, &Scope::Aggregated);
         for line in [
             "# TYPE ringmq_log_write_errors_total counter\nringmq_log_write_errors_total 3\n",
             "\nringmq_log_fdatasync_errors_total 1\n",
