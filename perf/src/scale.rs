@@ -73,8 +73,14 @@ pub fn idle(opts: &Opts) -> Result<Vec<Report>> {
 
     let mut report = Report::new("idle", format!("connections={}", opts.connections));
     report.push("connections", conns.len() as f64);
-    report.push("accept_conns_per_s", conns.len() as f64 / open_seconds.max(1e-9));
-    report.push("round_trips_per_s", conns.len() as f64 / check_seconds.max(1e-9));
+    report.push(
+        "accept_conns_per_s",
+        conns.len() as f64 / open_seconds.max(1e-9),
+    );
+    report.push(
+        "round_trips_per_s",
+        conns.len() as f64 / check_seconds.max(1e-9),
+    );
     if let (Some(before), Some(open)) = (rss_before, rss_open) {
         report.push("rss_before_mb", before as f64 / 1e6);
         report.push("rss_open_mb", open as f64 / 1e6);
@@ -102,33 +108,49 @@ pub fn declare(opts: &Opts) -> Result<Vec<Report>> {
     let rss_before = opts.pid.and_then(pid_rss_bytes);
 
     let started = Instant::now();
-    let declared = pipelined(&mut conn, &names, ("queue.declare-ok", is_declare_ok), |name| {
-        QueueDeclare {
-            queue: name.to_string(),
-            durable: opts.persistent,
-            ..QueueDeclare::default()
-        }
-        .into()
-    });
+    let declared = pipelined(
+        &mut conn,
+        &names,
+        ("queue.declare-ok", is_declare_ok),
+        |name| {
+            QueueDeclare {
+                queue: name.to_string(),
+                durable: opts.persistent,
+                ..QueueDeclare::default()
+            }
+            .into()
+        },
+    );
     let declare_seconds = started.elapsed().as_secs_f64();
     let rss_declared = opts.pid.and_then(pid_rss_bytes);
 
     let started = Instant::now();
-    let deleted = pipelined(&mut conn, &names, ("queue.delete-ok", is_delete_ok), |name| {
-        QueueDelete {
-            queue: name.to_string(),
-            ..QueueDelete::default()
-        }
-        .into()
-    });
+    let deleted = pipelined(
+        &mut conn,
+        &names,
+        ("queue.delete-ok", is_delete_ok),
+        |name| {
+            QueueDelete {
+                queue: name.to_string(),
+                ..QueueDelete::default()
+            }
+            .into()
+        },
+    );
     let delete_seconds = started.elapsed().as_secs_f64();
     conn.close();
     declared?;
     deleted?;
 
     let mut report = Report::new("declare", format!("queues={}", opts.queues));
-    report.push("declare_queues_per_s", names.len() as f64 / declare_seconds.max(1e-9));
-    report.push("delete_queues_per_s", names.len() as f64 / delete_seconds.max(1e-9));
+    report.push(
+        "declare_queues_per_s",
+        names.len() as f64 / declare_seconds.max(1e-9),
+    );
+    report.push(
+        "delete_queues_per_s",
+        names.len() as f64 / delete_seconds.max(1e-9),
+    );
     if let (Some(before), Some(declared)) = (rss_before, rss_declared) {
         report.push("rss_before_mb", before as f64 / 1e6);
         report.push("rss_declared_mb", declared as f64 / 1e6);

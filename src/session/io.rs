@@ -217,6 +217,10 @@ mod tests {
             READ_CHUNK_BYTES,
             "and never past the full chunk"
         );
-        assert_eq!(chunk_len_after_read(10, READ_CHUNK_BYTES), READ_CHUNK_BYTES, "nor back");
+        assert_eq!(
+            chunk_len_after_read(10, READ_CHUNK_BYTES),
+            READ_CHUNK_BYTES,
+            "nor back"
+        );
     }
 }

@@ -24,8 +24,7 @@ use crate::id_hash::IdMap;
 use crate::latency_trace::{self, Stage};
 use crate::limits::{
     CHANNEL_EXCHANGE_COUNTERS_MAX, CONNECTION_UNWRITTEN_BYTES_MAX, CONSUMER_WRITTEN_REPORT_BYTES,
-    FRAME_MAX_BYTES,
-    OUTBOX_INITIAL_CAPACITY_BYTES, OUTBOX_RETAINED_CAPACITY_BYTES_MAX,
+    FRAME_MAX_BYTES, OUTBOX_INITIAL_CAPACITY_BYTES, OUTBOX_RETAINED_CAPACITY_BYTES_MAX,
 };
 use crate::metrics::PublishCounters;
 use crate::protocol::{self, BasicAck, BasicCancel, BasicNack, DeliverFields, Method};
