@@ -73,24 +73,38 @@ pub fn idle(opts: &Opts) -> Result<Vec<Report>> {
 
     let mut report = Report::new("idle", format!("connections={}", opts.connections));
     report.push("connections", conns.len() as f64);
-    report.push(
-        "accept_conns_per_s",
-        conns.len() as f64 / open_seconds.max(1e-9),
+    report.push("accept_conns_per_s", per_second(conns.len(), open_seconds));
+    report.push("round_trips_per_s", per_second(conns.len(), check_seconds));
+    push_rss(
+        &mut report,
+        (rss_before, rss_open),
+        ("rss_open_mb", "rss_bytes_per_conn"),
+        conns.len(),
     );
-    report.push(
-        "round_trips_per_s",
-        conns.len() as f64 / check_seconds.max(1e-9),
-    );
-    if let (Some(before), Some(open)) = (rss_before, rss_open) {
-        report.push("rss_before_mb", before as f64 / 1e6);
-        report.push("rss_open_mb", open as f64 / 1e6);
-        report.push(
-            "rss_bytes_per_conn",
-            (open as f64 - before as f64) / conns.len().max(1) as f64,
-        );
-    }
     close_all(conns);
     Ok(vec![report])
+}
+
+fn per_second(count: usize, seconds: f64) -> f64 {
+    count as f64 / seconds.max(1e-9)
+}
+
+/// The broker's RSS before and after making `objects` objects, and the difference per object
+/// (named `(after_mb, per_object)`); nothing when the RSS could not be read (no `--pid`).
+fn push_rss(
+    report: &mut Report,
+    (before, after): (Option<u64>, Option<u64>),
+    (after_name, per_object_name): (&str, &str),
+    objects: usize,
+) {
+    if let (Some(before), Some(after)) = (before, after) {
+        report.push("rss_before_mb", before as f64 / 1e6);
+        report.push(after_name, after as f64 / 1e6);
+        report.push(
+            per_object_name,
+            (after as f64 - before as f64) / objects.max(1) as f64,
+        );
+    }
 }
 
 fn close_all(conns: Vec<Conn>) {
@@ -145,20 +159,18 @@ pub fn declare(opts: &Opts) -> Result<Vec<Report>> {
     let mut report = Report::new("declare", format!("queues={}", opts.queues));
     report.push(
         "declare_queues_per_s",
-        names.len() as f64 / declare_seconds.max(1e-9),
+        per_second(names.len(), declare_seconds),
     );
     report.push(
         "delete_queues_per_s",
-        names.len() as f64 / delete_seconds.max(1e-9),
+        per_second(names.len(), delete_seconds),
     );
-    if let (Some(before), Some(declared)) = (rss_before, rss_declared) {
-        report.push("rss_before_mb", before as f64 / 1e6);
-        report.push("rss_declared_mb", declared as f64 / 1e6);
-        report.push(
-            "rss_bytes_per_queue",
-            (declared as f64 - before as f64) / names.len().max(1) as f64,
-        );
-    }
+    push_rss(
+        &mut report,
+        (rss_before, rss_declared),
+        ("rss_declared_mb", "rss_bytes_per_queue"),
+        names.len(),
+    );
     Ok(vec![report])
 }
 
