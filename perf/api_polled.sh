@@ -10,6 +10,8 @@
 # PORT (5699), MANAGEMENT_PORT (15699), POLLERS (10), POLL_INTERVAL_MS (1000),
 # POLL_PATH (/api/queues), NO_BUILD=1.
 set -euo pipefail
+# shellcheck source=lib/ringmq.sh
+source "$(dirname "$0")/lib/ringmq.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 RUNS=${RUNS:-3}
@@ -41,20 +43,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/ringmq --port "$PORT" "${SHARDS_ARGS[@]}" --data-dir "$work/data" \
-    --listen 127.0.0.1 --management-port "$MANAGEMENT_PORT" --prometheus-port 0 \
-    >"$work/ready" 2>"$work/broker.log" &
-broker_pid=$!
-waited=0
-until grep -q "ringmq ready" "$work/ready"; do
-    if ((waited >= READY_TIMEOUT_S * 10)) || ! kill -0 "$broker_pid" 2>/dev/null; then
-        echo "api_polled: ringmq did not become ready" >&2
-        tail -20 "$work/broker.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-done
+start_ringmq api_polled "$work" "$READY_TIMEOUT_S" --port "$PORT" "${SHARDS_ARGS[@]}" --data-dir "$work/data" \
+    --listen 127.0.0.1 --management-port "$MANAGEMENT_PORT" --prometheus-port 0
 
 amqp="amqp://guest:guest@127.0.0.1:$PORT/%2f"
 api="http://guest:guest@127.0.0.1:$MANAGEMENT_PORT$POLL_PATH"

@@ -8,6 +8,8 @@
 # Knobs: RUNS (3), DURATION seconds per run (10), RATE (10000), SIZE (1024), SHARDS (2),
 # PORT (5697), TLS_PORT (5698), NO_BUILD=1.
 set -euo pipefail
+# shellcheck source=lib/ringmq.sh
+source "$(dirname "$0")/lib/ringmq.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 RUNS=${RUNS:-3}
@@ -42,21 +44,9 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n
 ssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca_key.pem" \
     -CAcreateserial -days 2 -extfile "$work/server.ext" -out "$work/server.pem"
 
-target/release/ringmq --port "$PORT" --shards "$SHARDS" --data-dir "$work/data" \
+start_ringmq tls_compare "$work" "$READY_TIMEOUT_S" --port "$PORT" --shards "$SHARDS" --data-dir "$work/data" \
     --listen 127.0.0.1 --management-port 0 --prometheus-port 0 \
-    --tls-port "$TLS_PORT" --tls-cert "$work/server.pem" --tls-key "$work/server_key.pem" \
-    >"$work/ready" 2>"$work/broker.log" &
-broker_pid=$!
-waited=0
-until grep -q "ringmq ready" "$work/ready"; do
-    if ((waited >= READY_TIMEOUT_S * 10)) || ! kill -0 "$broker_pid" 2>/dev/null; then
-        echo "tls_compare: ringmq did not become ready" >&2
-        tail -20 "$work/broker.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-done
+    --tls-port "$TLS_PORT" --tls-cert "$work/server.pem" --tls-key "$work/server_key.pem"
 
 plain="amqp://guest:guest@127.0.0.1:$PORT/%2f"
 tls="amqps://guest:guest@127.0.0.1:$TLS_PORT/%2f?cacertfile=$work/ca.pem"
