@@ -40,6 +40,8 @@ const QUIET_P99_FLOOR_MICROS: f64 = 1_000.0;
 /// Every connection the flood opens must be closed (or still open) within this after its
 /// expected end.
 const CLOSE_WAIT: Duration = Duration::from_secs(20);
+/// The nice value of the threads that run the flood (`spawn_attacker`): the lowest priority.
+const ATTACKER_NICE: libc::c_int = 19;
 
 /// p99 of confirm latencies from the intended send time, in µs.
 fn p99_micros(latencies: &mut [Duration]) -> f64 {
@@ -172,6 +174,25 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Runs `attack` on a thread of its own at the lowest CPU priority. The flood stands for peers on
+/// other machines: here they share the broker's two cores, and at equal priority the kernel
+/// would hand them half the CPU the confirmed publisher is measured on, which measures the
+/// scheduler's fairness rather than the broker's isolation. The kernel's network work for
+/// their sockets (softirq) still runs at its own priority, as it would on a real host.
+fn spawn_attacker<T: Send + 'static>(
+    attack: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        // SAFETY: gettid and setpriority have no memory-safety preconditions; PRIO_PROCESS with
+        // a thread id changes only this thread (Linux's per-thread nice value).
+        unsafe {
+            let thread = libc::gettid() as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, thread, ATTACKER_NICE);
+        }
+        attack()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast() {
     raise_open_files_limit();
@@ -228,17 +249,17 @@ async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast
 
     // The flood, from threads of its own while the publisher keeps going.
     let flooding = Arc::new(AtomicBool::new(true));
-    let idle = std::thread::spawn(move || {
+    let idle = spawn_attacker(move || {
         (0..IDLE_CONNECTIONS)
             .map(|_| Raw::open_on(port))
             .collect::<Vec<Raw>>()
     });
-    let silent = std::thread::spawn(move || {
+    let silent = spawn_attacker(move || {
         (0..SILENT_CONNECTIONS)
             .map(|_| connect(port))
             .collect::<Vec<TcpStream>>()
     });
-    let random = std::thread::spawn(move || {
+    let random = spawn_attacker(move || {
         (0..RANDOM_CONNECTIONS)
             .map(|i| {
                 let mut stream = connect(port);
@@ -254,7 +275,7 @@ async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast
             .count()
     });
     let slow_flag = flooding.clone();
-    let slowloris = std::thread::spawn(move || {
+    let slowloris = spawn_attacker(move || {
         let mut streams: Vec<TcpStream> =
             (0..SLOWLORIS_CONNECTIONS).map(|_| connect(port)).collect();
         let bytes = handshake_bytes();
@@ -346,17 +367,15 @@ async fn a_flood_of_idle_silent_random_and_slow_connections_leaves_confirms_fast
         lost.is_empty(),
         "confirmed messages never delivered: {lost:?}"
     );
-    // The 3× target: checked only with RINGMQ_TEST_FLOOD_P99=1 (the ratio is printed above).
-    // Before the admission task queue and the accept bound: 2.99× alone, 7.12× in a full-suite
-    // run. After, on this shared machine at load 5-6 (quiet p99 5-6.5 ms): 1.10×, 2.63×,
-    // 1.10× alone; the five runs alone and five beside other suites that would make it
-    // unconditional have not been made yet (issue 12).
-    if std::env::var_os("RINGMQ_TEST_FLOOD_P99").is_some() {
-        assert!(
-            flood_p99 <= quiet_p99.max(QUIET_P99_FLOOR_MICROS) * P99_RATIO_MAX,
-            "confirm p99 under the flood {flood_p99:.0} µs > {P99_RATIO_MAX}× quiet {quiet_p99:.0} µs"
-        );
-    }
+    // The 3× target. Measured with the attackers at nice 19 (`spawn_attacker`), on the shared
+    // 2-core machine at load 3.7-5.6 (two engineers' builds and a soak beside it; quiet p99
+    // 2.3-6.5 ms): 1.21, 1.36, 1.02, 0.80, 0.99× alone, and 1.06, 1.23, 1.34, 1.03, 2.15× in one
+    // test binary with durability::, cluster:: or confirms::. At equal priority the same machine
+    // gave 3.37× alone once: the attackers' half of the CPU, not the broker.
+    assert!(
+        flood_p99 <= quiet_p99.max(QUIET_P99_FLOOR_MICROS) * P99_RATIO_MAX,
+        "confirm p99 under the flood {flood_p99:.0} µs > {P99_RATIO_MAX}× quiet {quiet_p99:.0} µs"
+    );
     drop(idle);
     let _ = connection.close(200, "bye").await;
     let _ = consumer_connection.close(200, "bye").await;
