@@ -5,7 +5,7 @@
 # and a server certificate for 127.0.0.1). Writes perf/results/<date>-tls.md; stops what it
 # started.
 #
-# Knobs: RUNS (3), DURATION seconds per run (10), RATE (10000), SIZE (1024), SHARDS (2),
+# Knobs: RUNS (3), DURATION seconds per run (10), RATE (10000), SIZE (1024), SHARDS (ringmq's default),
 # PORT (5697), TLS_PORT (5698), NO_BUILD=1.
 set -euo pipefail
 # shellcheck source=lib/ringmq.sh
@@ -16,7 +16,9 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 RATE=${RATE:-10000}
 SIZE=${SIZE:-1024}
-SHARDS=${SHARDS:-2}
+SHARDS=${SHARDS:-}
+SHARDS_ARGS=()
+[[ -n "$SHARDS" ]] && SHARDS_ARGS=(--shards "$SHARDS")
 PORT=${PORT:-5697}
 TLS_PORT=${TLS_PORT:-5698}
 READY_TIMEOUT_S=30
@@ -44,7 +46,7 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n
 ssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca_key.pem" \
     -CAcreateserial -days 2 -extfile "$work/server.ext" -out "$work/server.pem"
 
-start_ringmq tls_compare "$work" "$READY_TIMEOUT_S" --port "$PORT" --shards "$SHARDS" --data-dir "$work/data" \
+start_ringmq tls_compare "$work" "$READY_TIMEOUT_S" --port "$PORT" "${SHARDS_ARGS[@]}" --data-dir "$work/data" \
     --listen 127.0.0.1 --management-port 0 --prometheus-port 0 \
     --tls-port "$TLS_PORT" --tls-cert "$work/server.pem" --tls-key "$work/server_key.pem"
 
@@ -55,7 +57,7 @@ compare=(target/release/ringmq-perf compare --a "$plain" --b "$tls" --a-label pl
 {
     echo "# amqps vs plain, $stamp"
     echo
-    echo "One ringmq ($SHARDS shards, TLS on $TLS_PORT with rustls, RSA 2048 certificate),"
+    echo "One ringmq (${SHARDS:-the default number of} shards, TLS on $TLS_PORT with rustls, RSA 2048 certificate),"
     echo "ringmq-perf on the same $(nproc)-core machine, shared with other work ($(uname -r))."
     echo "Alternating runs of $DURATION s, medians of $RUNS; $SIZE-byte bodies, transient."
     echo "\`perf/tls_compare.sh\` (RUNS=$RUNS DURATION=$DURATION RATE=$RATE SIZE=$SIZE)."

@@ -16,6 +16,8 @@
 #[macro_use]
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../cluster/history.rs"]
+mod history;
 
 mod alarms;
 mod bounds_named;
@@ -32,6 +34,7 @@ mod features;
 mod features_more;
 mod flood;
 mod haproxy;
+mod history_checker;
 mod import_graph;
 mod large_messages;
 mod limits;
