@@ -169,8 +169,15 @@ impl Shard {
             let Some(hosted) = queues.get_mut(&id) else {
                 return;
             };
-            let expired = hosted.queue.expire(now_ms());
-            (expired, hosted.queue.next_deadline())
+            // Nothing ready has a deadline: no clock read (this runs before every dispatch,
+            // and a clock read per message was 2% of a 16 B run's CPU). Publishes carry their
+            // own clock reading, so the queue's clock needs no advancing here.
+            if hosted.queue.next_deadline().is_none() {
+                (Vec::new(), None)
+            } else {
+                let expired = hosted.queue.expire(now_ms());
+                (expired, hosted.queue.next_deadline())
+            }
         };
         // Expired once the clock is strictly past the deadline: fire one ms after it.
         let key = TimerKey {

@@ -219,7 +219,7 @@ impl Shard {
             return Some((Admission::Accept, None));
         }
         let message_id = hosted.queue.next_message_id();
-        match self.storage.log_enqueue(id, message_id, message, now_ms()) {
+        match self.storage.log_enqueue(id, message_id, message, now) {
             Ok(lsn) => {
                 self.storage.append_succeeded();
                 hosted.queue.remember_key(dedup_key, now);
