@@ -53,7 +53,7 @@ pub fn confirm(opts: &Opts) -> Result<Vec<Report>> {
 fn one_point(opts: &Opts, url: &AmqpUrl, rate: Option<f64>) -> Result<Report> {
     let mut setup = Conn::open(url)?;
     let prefix = topology::run_prefix("conf");
-    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.persistent)?;
+    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.queue_kind())?;
     let report = run_point(opts, url, &queues, rate);
     topology::cleanup(&mut setup, &queues, None);
     setup.close();

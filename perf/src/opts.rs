@@ -4,6 +4,7 @@ use clap::Args;
 
 use crate::error::{PerfError, Result};
 use crate::limits::*;
+use crate::topology::QueueKind;
 
 #[derive(Args, Debug, Clone)]
 pub struct Opts {
@@ -29,6 +30,10 @@ pub struct Opts {
     /// Durable queues/exchanges and delivery-mode 2 messages.
     #[arg(long)]
     pub persistent: bool,
+    /// Quorum queues (`x-queue-type: quorum`, durable): with --persistent or without, as
+    /// RabbitMQ logs every message of a quorum queue.
+    #[arg(long)]
+    pub quorum: bool,
     /// Publisher confirms with at most this many unconfirmed messages; 0 = no confirms.
     #[arg(long, default_value_t = 0)]
     pub confirm: u64,
@@ -92,6 +97,15 @@ pub struct Opts {
 }
 
 impl Opts {
+    /// What the scenario's queues are declared as.
+    pub fn queue_kind(&self) -> QueueKind {
+        match (self.quorum, self.persistent) {
+            (true, _) => QueueKind::Quorum,
+            (false, true) => QueueKind::Durable,
+            (false, false) => QueueKind::Transient,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let check = |ok: bool, what: &str| {
             if ok {

@@ -27,7 +27,7 @@ use crate::workers::{run_producer, ProducerSpec, Shared};
 pub fn fill(opts: &Opts) -> Result<Vec<Report>> {
     let url = AmqpUrl::parse(&opts.url)?;
     let mut setup = Conn::open(&url)?;
-    topology::declare_queue(&mut setup, &opts.queue, opts.persistent)?;
+    topology::declare_queue(&mut setup, &opts.queue, opts.queue_kind())?;
     let mut producer = Conn::open(&url)?;
     if opts.confirm > 0 {
         topology::confirm_select(&mut producer)?;

@@ -14,7 +14,7 @@ use crate::opts::Opts;
 use crate::poller::Pollers;
 use crate::progress::Progress;
 use crate::report::Report;
-use crate::topology;
+use crate::topology::{self, QueueKind};
 use crate::url::AmqpUrl;
 use crate::workers::{
     new_histogram, run_consumer, run_producer, wait_until, ConsumerResult, ConsumerSpec,
@@ -40,7 +40,7 @@ pub fn throughput(opts: &Opts) -> Result<Vec<Report>> {
     let url = AmqpUrl::parse(&opts.url)?;
     let mut setup = Conn::open(&url)?;
     let prefix = topology::run_prefix("tp");
-    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.persistent)?;
+    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.queue_kind())?;
     let flow = Flow {
         scenario: "throughput",
         label: String::new(),
@@ -67,7 +67,7 @@ pub fn latency(opts: &Opts) -> Result<Vec<Report>> {
     for rate in opts.rates() {
         let mut setup = Conn::open_on(&url, opts.placed(0))?;
         let prefix = topology::run_prefix("lat");
-        let queues = declare_queues(&mut setup, &prefix, 1, opts.persistent)?;
+        let queues = declare_queues(&mut setup, &prefix, 1, opts.queue_kind())?;
         let flow = Flow {
             scenario: "latency",
             label: format!("rate={rate}{}", shard_label("q", setup.shard)),
@@ -94,7 +94,7 @@ pub fn fanout(opts: &Opts) -> Result<Vec<Report>> {
     let prefix = topology::run_prefix("fan");
     let exchange = format!("{prefix}-x");
     topology::declare_exchange(&mut setup, &exchange, "fanout", opts.persistent)?;
-    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.persistent)?;
+    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.queue_kind())?;
     let bindings: Vec<(String, String)> =
         queues.iter().map(|q| (q.clone(), String::new())).collect();
     topology::bind_all(&mut setup, &exchange, &bindings)?;
@@ -142,7 +142,7 @@ pub fn topic(opts: &Opts) -> Result<Vec<Report>> {
     let prefix = topology::run_prefix("top");
     let exchange = format!("{prefix}-x");
     topology::declare_exchange(&mut setup, &exchange, "topic", opts.persistent)?;
-    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.persistent)?;
+    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.queue_kind())?;
     let bindings: Vec<(String, String)> = (0..opts.bindings)
         .map(|i| (queues[i % queues.len()].clone(), topic_pattern(i)))
         .collect();
@@ -171,11 +171,11 @@ pub fn declare_queues(
     conn: &mut Conn,
     prefix: &str,
     count: usize,
-    durable: bool,
+    kind: QueueKind,
 ) -> Result<Vec<String>> {
     let names: Vec<String> = (0..count).map(|i| format!("{prefix}-q{i}")).collect();
     for name in &names {
-        topology::declare_queue(conn, name, durable)?;
+        topology::declare_queue(conn, name, kind)?;
     }
     Ok(names)
 }
@@ -335,7 +335,7 @@ pub fn backlog(opts: &Opts) -> Result<Vec<Report>> {
     let url = AmqpUrl::parse(&opts.url)?;
     let mut setup = Conn::open(&url)?;
     let prefix = topology::run_prefix("bl");
-    let queues = declare_queues(&mut setup, &prefix, 1, opts.persistent)?;
+    let queues = declare_queues(&mut setup, &prefix, 1, opts.queue_kind())?;
     let result = backlog_phases(opts, &url, &mut setup, &queues[0]);
     topology::cleanup(&mut setup, &queues, None);
     setup.close();
@@ -428,7 +428,7 @@ pub fn connections(opts: &Opts) -> Result<Vec<Report>> {
     let url = AmqpUrl::parse(&opts.url)?;
     let mut setup = Conn::open(&url)?;
     let prefix = topology::run_prefix("conn");
-    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.persistent)?;
+    let queues = declare_queues(&mut setup, &prefix, opts.queues, opts.queue_kind())?;
     let result = crate::many::run(opts, &url, &queues);
     topology::cleanup(&mut setup, &queues, None);
     setup.close();

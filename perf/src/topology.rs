@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ringmq::protocol::{
-    BasicConsume, BasicQos, ConfirmSelect, ExchangeDeclare, ExchangeDelete, FieldTable, Method,
-    QueueBind, QueueDeclare, QueueDelete,
+    BasicConsume, BasicQos, ConfirmSelect, ExchangeDeclare, ExchangeDelete, FieldTable, FieldValue,
+    Method, QueueBind, QueueDeclare, QueueDelete,
 };
 
 use crate::client::{Conn, CHANNEL};
@@ -21,12 +21,41 @@ pub fn run_prefix(scenario: &str) -> String {
     format!("perf-{scenario}-{}-{run}", std::process::id())
 }
 
-pub fn declare_queue(conn: &mut Conn, name: &str, durable: bool) -> Result<()> {
+/// The queues a scenario declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    Transient,
+    /// A durable classic queue (`--persistent`).
+    Durable,
+    /// `x-queue-type: quorum`, durable as quorum queues must be (`--quorum`): replicated
+    /// over the group's members on a cluster of ringmq or RabbitMQ nodes.
+    Quorum,
+}
+
+impl QueueKind {
+    pub fn durable(self) -> bool {
+        self != QueueKind::Transient
+    }
+
+    fn arguments(self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self == QueueKind::Quorum {
+            arguments.insert(
+                "x-queue-type",
+                FieldValue::LongString(bytes::Bytes::from_static(b"quorum")),
+            );
+        }
+        arguments
+    }
+}
+
+pub fn declare_queue(conn: &mut Conn, name: &str, kind: QueueKind) -> Result<()> {
     conn.send(
         CHANNEL,
         QueueDeclare {
             queue: name.to_string(),
-            durable,
+            durable: kind.durable(),
+            arguments: kind.arguments(),
             ..QueueDeclare::default()
         },
     );
