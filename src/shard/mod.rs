@@ -54,9 +54,17 @@ pub use stats::{CloseConnection, ProbeStats, QueueConsumer, QueueDepth, ShardSta
 
 /// Bits of a connection id (and consumer key) below the shard number.
 const SHARD_SHIFT: u32 = 48;
+/// The shard number's bits (`SHARDS_MAX` is 256).
+const SHARD_MASK: u64 = 0xff;
+/// Bits below the node's index in the cluster: a connection of another node never has the id of
+/// one of ours, though they meet in the replicated topology (an exclusive queue's owner is
+/// compared with a connection of whichever node a client uses).
+const NODE_SHIFT: u32 = 56;
+const _: () = assert!(crate::limits::SHARDS_MAX as u64 <= SHARD_MASK + 1);
+const _: () = assert!(crate::limits::CLUSTER_NODES_MAX as u64 <= 1 << (64 - NODE_SHIFT));
 
 pub fn shard_of(conn_or_consumer: u64) -> ShardId {
-    (conn_or_consumer >> SHARD_SHIFT) as ShardId
+    ((conn_or_consumer >> SHARD_SHIFT) & SHARD_MASK) as ShardId
 }
 
 /// The shard that owns the topology: it validates and applies every change, broadcasts it to the
@@ -245,7 +253,8 @@ impl Shard {
     pub fn new_id(&self) -> u64 {
         let n = self.next_local_id.get();
         self.next_local_id.set(n + 1);
-        ((self.id as u64) << SHARD_SHIFT) | n
+        let node = self.members().local_index() as u64;
+        (node << NODE_SHIFT) | ((self.id as u64) << SHARD_SHIFT) | n
     }
 
     pub fn register_conn(&self, id: ConnId, conn: Rc<dyn ConnectionSink>) {

@@ -262,4 +262,32 @@ mod tests {
         let not_ours = AmqpError::new(reply_code::RESOURCE_LOCKED, "RESOURCE_LOCKED - x".into());
         assert!(!Shard::is_conflict(&not_ours));
     }
+
+    #[test]
+    fn ids_of_two_nodes_never_meet_and_still_name_their_shard() {
+        use crate::config::{ClusterConfig, PeerConfig};
+        let config = |me: &str, other: &str| ClusterConfig {
+            node_name: me.to_string(),
+            port: 1,
+            peers: vec![PeerConfig {
+                name: other.to_string(),
+                address: "127.0.0.1:1".parse().unwrap(),
+            }],
+            secret: None,
+        };
+        // The same shard number and the same count on both nodes.
+        let a = Shard::new(3, 4, Topology::new_default());
+        a.set_members(Members::new(&config("ringmq@a", "ringmq@b")));
+        let b = Shard::new(3, 4, Topology::new_default());
+        b.set_members(Members::new(&config("ringmq@b", "ringmq@a")));
+        let (on_a, on_b) = (a.new_id(), b.new_id());
+        assert_ne!(on_a, on_b);
+        assert_eq!(
+            (super::super::shard_of(on_a), super::super::shard_of(on_b)),
+            (3, 3)
+        );
+        // A node of one (every single-node broker) keeps the ids it always had.
+        let alone = Shard::new(3, 4, Topology::new_default());
+        assert_eq!(alone.new_id() >> 48, 3);
+    }
 }
