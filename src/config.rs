@@ -94,6 +94,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Idle spin before an executor parks (0: park at once).
     pub spin_before_park: std::time::Duration,
+    pub spin_mode: SpinMode,
     /// Body bytes of ready messages a queue keeps in memory; past it the newest are paged
     /// out to the log (0: every queue behaves as `x-queue-mode=lazy`).
     pub queue_memory_bytes: u64,
@@ -201,6 +202,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// How an idle shard spins before it parks (`--spin-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpinMode {
+    /// glommio's spin: every idle period spins `--spin-us` before parking.
+    #[default]
+    Fixed,
+    /// Spins `--spin-us` after work, but not while other threads of the machine wait for a
+    /// CPU (`spin.rs`, from /proc/pressure/cpu).
+    Adaptive,
+}
+
 /// How shard executors are placed on cores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pin {
@@ -268,6 +280,8 @@ pub enum ConfigError {
     LogLevel { value: String, origin: Origin },
     #[error("invalid log format {value:?} ({origin}): must be text or json")]
     LogFormat { value: String, origin: Origin },
+    #[error("invalid spin mode {value:?} ({origin}): must be fixed or adaptive")]
+    SpinMode { value: String, origin: Origin },
     #[error("invalid data dir ({origin}): must not be empty")]
     DataDirEmpty { origin: Origin },
     #[error("invalid spin-us {value:?} ({origin}): must be a number of microseconds in 0..={SPIN_MICROS_MAX}")]
@@ -319,7 +333,7 @@ impl ConfigError {
 )]
 struct Flags {
     /// TOML file with any of: port, listen, management_port, management_listen, prometheus_port, management_tls_port, shards, pin, data_dir, log_level, log_format,
-    /// spin_us, queue_memory_bytes, max_message_bytes, memory_high_watermark,
+    /// spin_us, spin_mode, queue_memory_bytes, max_message_bytes, memory_high_watermark,
     /// disk_free_limit, default_user, default_pass,
     /// loopback_users, load_definitions, tls_port, tls_cert, tls_key, tls_ca, tls_verify_peer,
     /// tls_fail_if_no_peer_cert. Flags override it.
@@ -366,6 +380,10 @@ struct Flags {
     /// Microseconds an idle shard spins before sleeping (lower latency, more CPU) [default: 50]
     #[arg(long, value_name = "MICROS")]
     spin_us: Option<String>,
+    /// fixed: spin --spin-us whenever idle; adaptive: spin --spin-us after work, but not while
+    /// other threads wait for a CPU (/proc/pressure/cpu) [default: fixed]
+    #[arg(long, value_name = "MODE")]
+    spin_mode: Option<String>,
     /// Body bytes of ready messages a queue keeps in RAM; past it the newest are paged out to
     /// the log and read back on delivery (0: all queues lazy) [default: 67108864, 64 MiB]
     #[arg(long, value_name = "BYTES")]
@@ -470,6 +488,7 @@ struct FileValues {
     log_level: Option<String>,
     log_format: Option<String>,
     spin_us: Option<i64>,
+    spin_mode: Option<String>,
     queue_memory_bytes: Option<i64>,
     max_message_bytes: Option<i64>,
     /// A number (0.4, or bytes) or a string ("1GiB").
@@ -633,6 +652,11 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         (None, Some(v)) => parse_spin(&v.to_string(), Origin::File)?,
         (None, None) => SPIN_MICROS_DEFAULT,
     };
+    let spin_mode = match (flags.spin_mode, file.spin_mode) {
+        (Some(v), _) => parse_spin_mode(v, Origin::Flag)?,
+        (None, Some(v)) => parse_spin_mode(v, Origin::File)?,
+        (None, None) => SpinMode::default(),
+    };
     let queue_memory_bytes = match (flags.queue_memory_bytes, file.queue_memory_bytes) {
         (Some(v), _) => parse_queue_memory(&v, Origin::Flag)?,
         (None, Some(v)) => parse_queue_memory(&v.to_string(), Origin::File)?,
@@ -707,6 +731,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         log_level,
         log_format,
         spin_before_park: std::time::Duration::from_micros(spin_micros),
+        spin_mode,
         queue_memory_bytes,
         max_message_bytes,
         memory_high_watermark,
@@ -1023,6 +1048,14 @@ fn parse_log_format(value: String, origin: Origin) -> Result<LogFormat, ConfigEr
     }
 }
 
+fn parse_spin_mode(value: String, origin: Origin) -> Result<SpinMode, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "fixed" => Ok(SpinMode::Fixed),
+        "adaptive" => Ok(SpinMode::Adaptive),
+        _ => Err(ConfigError::SpinMode { value, origin }),
+    }
+}
+
 fn check_data_dir(value: PathBuf, origin: Origin) -> Result<PathBuf, ConfigError> {
     if value.as_os_str().is_empty() {
         Err(ConfigError::DataDirEmpty { origin })
@@ -1333,6 +1366,12 @@ mod spin_tests {
             let error = Config::load_with_cores(["ringmq", bad], 2).unwrap_err();
             assert!(matches!(error, ConfigError::Spin { .. }), "{bad}: {error}");
         }
+        assert_eq!(config.spin_mode, SpinMode::Fixed);
+        let adaptive = ["ringmq", "--spin-mode", "Adaptive"];
+        let config = Config::load_with_cores(adaptive, 2).expect("adaptive");
+        assert_eq!(config.spin_mode, SpinMode::Adaptive);
+        let error = Config::load_with_cores(["ringmq", "--spin-mode", "always"], 2).unwrap_err();
+        assert!(matches!(error, ConfigError::SpinMode { .. }), "{error}");
     }
 }
 

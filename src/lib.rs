@@ -43,6 +43,7 @@ pub mod session;
 pub mod shard;
 pub mod shared_io;
 pub mod shovel;
+pub mod spin;
 pub mod storage;
 pub mod sync;
 pub mod tls;

@@ -135,6 +135,9 @@ pub const ADMISSION_TASK_SHARES: usize = 50;
 /// firing together) would run up to glommio's default 100 ms before a publisher's frame is
 /// even seen. This bounds how much admission work runs per scheduler turn.
 pub const ADMISSION_PREEMPT_INTERVAL: Duration = Duration::from_micros(500);
+/// `--spin-mode adaptive`: glommio shares of the spinner's task queue, the lowest, so the data
+/// path's tasks run first while both are runnable.
+pub const SPIN_TASK_SHARES: usize = 1;
 /// Consumers per channel.
 pub const CONSUMERS_PER_CHANNEL_MAX: usize = 4096;
 /// Unconfirmed publishes per channel (waiting for other shards or the log) before the session
@@ -280,6 +283,13 @@ pub const CONFIG_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 pub const LISTEN_ADDRESSES_MAX: usize = 16;
 /// Longest spin accepted.
 pub const SPIN_MICROS_MAX: u64 = 10_000;
+/// `--spin-mode adaptive` (`spin.rs`): while spinning, the CPU pressure is read this often...
+pub const SPIN_PRESSURE_CHECK_INTERVAL: Duration = Duration::from_millis(1);
+/// ...and spinning stops once other threads waited for a CPU for more than this fraction of
+/// the time since the last reading...
+pub const SPIN_PRESSURE_FRACTION_MAX: f64 = 0.05;
+/// ...for this long: the shard parks when idle, as with `--spin-us 0`.
+pub const SPIN_BACKOFF: Duration = Duration::from_millis(20);
 /// `--trace-latency`: one message in this many (by a hash of its stamp, so every stage picks
 /// the same ones) is traced. 64 keeps the cost at a clock read per 64 messages per stage.
 pub const LATENCY_TRACE_SAMPLE_EVERY: u64 = 64;

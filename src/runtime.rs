@@ -18,10 +18,11 @@ use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle}
 use crate::alarm::{probe, AlarmLimits};
 use crate::broker::Topology;
 use crate::cluster::Members;
-use crate::config::{ClusterConfig, Config, ConnectionLimits, Pin, TlsConfig};
+use crate::config::{ClusterConfig, Config, ConnectionLimits, Pin, SpinMode, TlsConfig};
 use crate::limits::{
     ADMISSION_PREEMPT_INTERVAL, ADMISSION_TASK_SHARES, CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX,
     EXECUTOR_IO_MEMORY_BYTES, EXECUTOR_IO_MEMORY_BYTES_MIN, EXECUTOR_IO_RINGS, EXECUTOR_RING_DEPTH,
+    SPIN_TASK_SHARES,
 };
 use crate::management::backend::ManagementBackend;
 use crate::management::http::{Handler, ServerOptions};
@@ -31,6 +32,7 @@ use crate::net::{self, ListenerSpec, SharedStream};
 use crate::session;
 use crate::shard::mesh::{self, MeshEnds};
 use crate::shard::Shard;
+use crate::spin;
 use crate::tls;
 
 /// What a shard reports once it is listening (or why it could not start).
@@ -78,6 +80,10 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
         let connection_limits = config.connection_limits;
         let cluster = config.cluster.clone();
         let cluster_listen = config.listen.clone();
+        let (glommio_spin, adaptive_spin) = match config.spin_mode {
+            SpinMode::Fixed => (config.spin_before_park, None),
+            SpinMode::Adaptive => (Duration::ZERO, Some(config.spin_before_park)),
+        };
         let listen: Vec<SocketAddr> = config
             .listen
             .iter()
@@ -107,7 +113,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
             .name(&format!("shard-{id}"))
             .io_memory(io_memory_bytes)
             .ring_depth(EXECUTOR_RING_DEPTH)
-            .spin_before_park(config.spin_before_park);
+            .spin_before_park(glommio_spin);
         let handle = builder
             .spawn(move || {
                 all_built.wait();
@@ -124,6 +130,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     connection_limits,
                     cluster,
                     cluster_listen,
+                    adaptive_spin,
                 };
                 shard_main(id, shard_count, ends, paths, ready_tx)
             })
@@ -203,6 +210,8 @@ struct ShardPaths {
     /// This node and its peers; the cluster port is bound on `cluster_listen`.
     cluster: ClusterConfig,
     cluster_listen: Vec<std::net::IpAddr>,
+    /// `--spin-mode adaptive`: the spinner task's window (glommio itself then parks at once).
+    adaptive_spin: Option<Duration>,
 }
 
 /// The watermark in bytes (a fraction applies to the machine's memory, or to the cgroup's
@@ -246,6 +255,7 @@ async fn shard_main(
         connection_limits,
         cluster,
         cluster_listen,
+        adaptive_spin,
     } = paths;
     let shard = Shard::new(id, shard_count, Topology::new_default());
     shard.set_members(Members::new(&cluster));
@@ -279,6 +289,17 @@ async fn shard_main(
         Latency::Matters(ADMISSION_PREEMPT_INTERVAL),
         "admission",
     );
+    if let Some(window) = adaptive_spin {
+        // Its own queue at the lowest shares: while the data path has work, it runs first.
+        let spin_queue = glommio::executor().create_task_queue(
+            Shares::Static(SPIN_TASK_SHARES),
+            Latency::NotImportant,
+            "spin",
+        );
+        if let Ok(task) = glommio::spawn_local_into(spin::run(window), spin_queue) {
+            task.detach();
+        }
+    }
     let amqp = AmqpWiring {
         limits: connection_limits,
         data_queue,

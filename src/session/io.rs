@@ -82,6 +82,7 @@ impl FrameReader {
         match result {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
+                crate::spin::touch();
                 self.buffer.extend_from_slice(&self.chunk[..n]);
                 let received = &self.conn.received_bytes;
                 received.set(received.get() + n as u64);

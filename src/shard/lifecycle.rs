@@ -72,6 +72,7 @@ impl Shard {
             let shard = self.clone();
             glommio::spawn_local(async move {
                 while let Some(batch) = receiver.recv().await {
+                    crate::spin::touch();
                     for msg in batch {
                         if crate::latency_trace::is_enabled() {
                             super::mesh::trace_message(
