@@ -45,7 +45,10 @@ fn check(events: Vec<Event>) -> crate::history::Verdict {
 fn a_sound_history_passes_and_is_counted() {
     let verdict = check(sound());
     verdict.assert_sound();
-    assert_eq!((verdict.sent, verdict.confirmed, verdict.deliveries), (5, 5, 5));
+    assert_eq!(
+        (verdict.sent, verdict.confirmed, verdict.deliveries),
+        (5, 5, 5)
+    );
 }
 
 #[test]
@@ -112,7 +115,10 @@ fn first_deliveries_out_of_publish_order_are_reordered() {
     let verdict = check(events);
     assert_eq!(verdict.reordered, vec![(7, (1, 2), 3)]);
     assert!(verdict.lost.is_empty() && verdict.duplicated.is_empty());
-    assert!(verdict.to_string().contains("7: 1:2 after 1:3"), "{verdict}");
+    assert!(
+        verdict.to_string().contains("7: 1:2 after 1:3"),
+        "{verdict}"
+    );
 }
 
 #[test]
