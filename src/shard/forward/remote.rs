@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use super::super::messages::{queue_op, DeliverEntry, MeshMsg, SettleOp};
 use super::super::sync::{oneshot, OneshotSender};
-use super::super::{replication, NoReply, Shard, ShardCall, ELSEWHERE};
+use super::super::{NoReply, Shard, ShardCall, ELSEWHERE};
 use super::wire::{encode, Record, RemoteAnswer, RemoteOp};
 use crate::broker::queue::{ChannelRef, ConsumerKey};
 use crate::broker::{AmqpError, QueueId, ShardId};
@@ -106,7 +106,7 @@ impl Shard {
         }
         let id = remote.next_request.get() + 1;
         remote.next_request.set(id);
-        let peer = replication::node_of_queue(queue);
+        let peer = self.node_of_queue(queue);
         let (sender, receiver) = oneshot();
         remote.requests.borrow_mut().insert(id, sender);
         let request = encode(&Record::Request { id, queue, op });
@@ -197,7 +197,7 @@ impl Shard {
             return;
         }
         if let Some(node) = self.cluster_node() {
-            let peer = replication::node_of_queue(queue);
+            let peer = self.node_of_queue(queue);
             let _ = node.send_data(peer, encode(&Record::Settle { queue, op }));
         }
     }
