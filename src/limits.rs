@@ -615,6 +615,11 @@ pub const QUORUM_GROUP_EARLY_MESSAGES_MAX: usize = 1024;
 /// A declare of a replicated quorum queue waits at most this long for its group's first
 /// leader before answering declare-ok (publishes before that are nacked).
 pub const QUORUM_DECLARE_ELECTION_WAIT: Duration = Duration::from_secs(5);
+/// A consumer of a replicated quorum queue whose leader was lost is attached to the next one;
+/// a follower hears of the new leader a moment before it serves, so a refused attach is tried
+/// again this many times, this far apart, before the consumer is cancelled.
+pub const QUORUM_REATTACH_ATTEMPTS_MAX: u32 = 50;
+pub const QUORUM_REATTACH_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 const _: () = assert!(QUORUM_ENTRY_BYTES_MAX as u64 <= QUORUM_GROUP_LOG_BYTES_MAX);
 const _: () = assert!(
     QUORUM_COMMIT_TIMEOUT.as_millis() < CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis(),

@@ -274,7 +274,9 @@ impl Groups {
         for (queue, message) in messages {
             match groups.get_mut(&queue) {
                 // A message for an old term or an unknown peer is Raft's to drop.
-                Some(group) => drop(group.raw.step(message)),
+                Some(group) => {
+                    let _ = group.raw.step(message);
+                }
                 None => {
                     let mut early = self.early.borrow_mut();
                     if early.len() >= QUORUM_GROUP_EARLY_MESSAGES_MAX {

@@ -462,7 +462,7 @@ impl Shard {
     }
 
     /// Answers a request about a queue we own. Synchronous: the queue is ours alone.
-    fn handle_queue_op<O: QueueCall>(
+    pub(super) fn handle_queue_op<O: QueueCall>(
         self: &Rc<Self>,
         id: QueueId,
         op: O,

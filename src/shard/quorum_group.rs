@@ -504,6 +504,7 @@ impl Shard {
         if view.serving {
             self.dispatch(queue);
         }
+        self.reattach_quorum_consumers(queue);
     }
 
     /// Any shard: the queue's owner in this shard's topology copy, and the node forwarding

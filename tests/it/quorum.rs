@@ -7,11 +7,14 @@
 //! Replicated over three nodes (each in a network namespace the test makes, as
 //! tests/it/cluster.rs, whose AMQP client role it uses): declared on node 1, published with
 //! confirms on node 2, consumed on node 3; then the queue's leader killed with SIGKILL during
-//! confirmed publishing, several rounds (each killed node restarted and caught up before the
-//! next): a new leader within `QUORUM_ELECTION_BOUND`, the publisher on a surviving node gets
-//! confirms again, and afterwards every confirmed message is consumed once, in order, with
-//! nothing that was never published. The cluster's other quorum cases (a group smaller than the
-//! cluster refused as not implemented yet, a group of one used across nodes) are in
+//! confirmed publishing, several rounds (each killed node restarted before the next): a new
+//! leader within `QUORUM_ELECTION_BOUND`, the publisher on a surviving node gets confirms
+//! again; then the leader cut off by its link going down (the majority elects a leader and
+//! confirms, the cut-off node confirms nothing, and follows the new leader once healed); then
+//! one more kill while a consumer on a surviving node drains: it stays attached and gets every
+//! confirmed message, first deliveries in published order, repeats only as redeliveries,
+//! nothing that was never published. The cluster's other quorum cases (a group smaller than
+//! the cluster refused as not implemented yet, a group of one used across nodes) are in
 //! tests/it/cluster.rs.
 
 use crate::common;
@@ -637,11 +640,88 @@ fn replicated_over_three_nodes_and_failing_over_loses_no_confirm() {
             restarted.elapsed()
         );
     }
+    next = partition_isolating_the_leader(&cluster, queue, next, &mut acked_all);
     acked_all.sort_unstable();
-    let consumer =
-        (agreed_quorum_leader(&cluster, &all, &zero, None).expect("a leader") + 2) % NODES;
-    cluster.client_ok(
-        consumer,
-        &format!("drain-confirmed {queue} {} {next}", ranges(&acked_all)),
+    // A consumer on a node that survives keeps consuming through one more failover: the
+    // leader is killed while it consumes; it gets every confirmed message.
+    let leader = agreed_quorum_leader(&cluster, &all, &zero, None).expect("a leader");
+    let consumer_node = (leader + 1) % NODES;
+    let total = messages_on(&cluster, leader, queue).expect("the queue on its leader");
+    let action = format!("consume-through {queue} {} {next}", ranges(&acked_all));
+    let command = cluster.client_command(consumer_node, &action);
+    let consumer = std::thread::spawn(move || run_client(command, consumer_node, &action));
+    eventually("the consumer a quarter through", CONVERGE_TIMEOUT, || {
+        messages_on(&cluster, leader, queue).is_some_and(|n| n <= total * 3 / 4)
+    });
+    cluster.brokers[leader].kill9();
+    let verdict = consumer.join().expect("the consuming client");
+    eprintln!(
+        "consumer through the failover of node {}: {verdict}",
+        leader + 1
     );
+    assert!(verdict.starts_with("CLIENT-OK"), "{verdict}");
+    cluster.brokers[leader].restart_same_dir();
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+    }
+}
+
+/// The leader's link to the bridge is set down inside its namespace: the two others elect a
+/// new leader and keep confirming, the cut-off leader confirms nothing; once the link is back
+/// it follows the new leader's term. Returns the next message number.
+fn partition_isolating_the_leader(
+    cluster: &Cluster,
+    queue: &str,
+    next: usize,
+    acked_all: &mut Vec<usize>,
+) -> usize {
+    let all: Vec<usize> = (0..NODES).collect();
+    let zero = vec![0; NODES];
+    let leader = agreed_quorum_leader(cluster, &all, &zero, None).expect("a leader");
+    let majority: Vec<usize> = (0..NODES).filter(|&i| i != leader).collect();
+    let marks: Vec<usize> = (0..NODES)
+        .map(|i| cluster.brokers[i].log_text().len())
+        .collect();
+    let majority_marks: Vec<usize> = majority.iter().map(|&i| marks[i]).collect();
+    cluster.namespaces.set_link(leader, false);
+    let elected = eventually(
+        "a new quorum leader on the majority side",
+        QUORUM_ELECTION_BOUND,
+        || agreed_quorum_leader(cluster, &majority, &majority_marks, Some(leader)).is_some(),
+    );
+    eprintln!(
+        "partition: node {} cut off, new leader in {elected:?}",
+        leader + 1
+    );
+    // The minority confirms nothing (its entries cannot commit: nacked when it steps down or
+    // after QUORUM_COMMIT_TIMEOUT).
+    let minority = cluster.client(leader, &format!("publish-until-nack {queue}"));
+    assert_eq!(
+        minority, "CLIENT-OK acked none",
+        "the cut-off leader confirmed"
+    );
+    // The majority side confirms.
+    let action = format!("publish-through {queue} {next} 2");
+    let verdict = cluster.client(majority[0], &action);
+    let (acked, nacked, published) = parse_publisher(&verdict);
+    eprintln!(
+        "partition: majority acked {} nacked {}",
+        ranges(&acked),
+        ranges(&nacked)
+    );
+    assert!(!acked.is_empty(), "the majority confirmed nothing");
+    assert!(nacked.is_empty(), "the majority nacked {}", ranges(&nacked));
+    acked_all.extend(acked);
+    let mut since_heal = zero.clone();
+    since_heal[leader] = cluster.brokers[leader].log_text().len();
+    cluster.namespaces.set_link(leader, true);
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+    }
+    eventually(
+        "the healed node follows the new leader",
+        CONVERGE_TIMEOUT,
+        || agreed_quorum_leader(cluster, &all, &since_heal, Some(leader)).is_some(),
+    );
+    published
 }
