@@ -598,3 +598,41 @@ const _: () = assert!(
     CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis() >= 2 * CLUSTER_PEER_SILENCE_MAX.as_millis(),
     "a link that went silent is noticed (and its publishes nacked) before they time out"
 );
+
+// ---- replicated quorum queues (src/cluster/group.rs, src/shard/quorum_group.rs) ---------------
+
+/// A publish to a replicated quorum queue not committed by a majority of its group (and
+/// applied on its leader) within this time is nacked; the entry may still commit later (a nack
+/// of a message that was taken is allowed, an ack of one that was not never is).
+pub const QUORUM_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the topology owner looks for quorum publishes past `QUORUM_COMMIT_TIMEOUT`.
+pub const QUORUM_COMMIT_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+/// Confirmed publishes waiting for their quorum entries to commit, per node; past it a
+/// publish to a replicated quorum queue is nacked at once.
+pub const QUORUM_CONFIRMS_PENDING_MAX: usize = 262_144;
+/// Largest entry proposed to a quorum group (an enqueue: the message's properties and body);
+/// a larger publish is nacked. Leaves room in one inter-node frame for the envelope.
+pub const QUORUM_ENTRY_BYTES_MAX: usize = CLUSTER_FRAME_BYTES_MAX - 64 * 1024;
+/// A quorum group's log file (and its in-memory mirror) past this refuses new entries: there
+/// is no compaction yet.
+pub const QUORUM_GROUP_LOG_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// Group messages received and not yet stepped, over all groups of a node (more are dropped:
+/// Raft retransmits).
+pub const QUORUM_GROUP_INBOX_MESSAGES_MAX: usize = 65_536;
+/// Messages for groups not created here yet (their declare is committed but not yet applied
+/// on this node), oldest dropped.
+pub const QUORUM_GROUP_EARLY_MESSAGES_MAX: usize = 1024;
+/// A declare of a replicated quorum queue waits at most this long for its group's first
+/// leader before answering declare-ok (publishes before that are nacked).
+pub const QUORUM_DECLARE_ELECTION_WAIT: Duration = Duration::from_secs(5);
+/// A consumer of a replicated quorum queue whose leader was lost is attached to the next one;
+/// a follower hears of the new leader a moment before it serves, so a refused attach is tried
+/// again this many times, this far apart, before the consumer is cancelled.
+pub const QUORUM_REATTACH_ATTEMPTS_MAX: u32 = 50;
+pub const QUORUM_REATTACH_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+const _: () = assert!(QUORUM_ENTRY_BYTES_MAX as u64 <= QUORUM_GROUP_LOG_BYTES_MAX);
+const _: () = assert!(
+    QUORUM_COMMIT_TIMEOUT.as_millis() < CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis(),
+    "the leader's nack reaches a forwarding node before its own timeout"
+);
+const _: () = assert!(QUORUM_GROUP_LOG_BYTES_MAX <= RAFT_LOG_FILE_SIZE_MAX_BYTES);

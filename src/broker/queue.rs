@@ -261,9 +261,35 @@ impl Queue {
         persisted: Option<WalPosition>,
         now_ms: u64,
     ) -> MessageId {
-        self.now_ms = self.now_ms.max(now_ms);
         let id = self.next_id;
-        self.next_id += 1;
+        self.publish_entry(id, message, persisted, now_ms);
+        id
+    }
+
+    /// Publishes a message of a replicated quorum queue under the id its group gave it (the
+    /// entry's log index, which is also its `persisted` position: the group's log holds it,
+    /// nothing of it is in the shard's WAL). Ids come in log order; one older than the newest
+    /// (never expected) is inserted in order rather than trusted.
+    pub fn publish_replicated(&mut self, id: MessageId, message: SharedMessage, now_ms: u64) {
+        let Some(persisted) = WalPosition::new(id) else {
+            return;
+        };
+        if id < self.next_id {
+            self.restore(id, message, persisted, now_ms, now_ms);
+            return;
+        }
+        self.publish_entry(id, message, Some(persisted), now_ms);
+    }
+
+    fn publish_entry(
+        &mut self,
+        id: MessageId,
+        message: SharedMessage,
+        persisted: Option<WalPosition>,
+        now_ms: u64,
+    ) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.next_id = id + 1;
         self.totals.published += 1;
         let level = self.level_of(&message);
         let deadline_ms = self
@@ -278,7 +304,6 @@ impl Queue {
             level,
             deadline_ms,
         });
-        id
     }
 
     /// The id the next publish will get (the host logs it before publishing).

@@ -3,9 +3,10 @@
 //! check), with its texts, and the size of the queue's group.
 //!
 //! A quorum queue is hosted as a queue whose every redelivery is counted (`x-delivery-count`,
-//! `x-delivery-limit`, see `queue/delivery_limit.rs`) on the node that declared it. Replicating
-//! its contents over a Raft group of several nodes is not implemented yet: a declare whose group
-//! would have more than one member is refused with 540 rather than accepted unreplicated.
+//! `x-delivery-limit`, see `queue/delivery_limit.rs`). A group of one lives on the node that
+//! declared it; a group over every member of the cluster is replicated by a Raft group
+//! (`shard/quorum_group.rs`). A group of more than one member but fewer than the cluster's is
+//! not implemented yet: refused with 540 rather than accepted unreplicated.
 
 use crate::protocol::{reply_code, FieldTable, FieldValue};
 
@@ -113,13 +114,14 @@ pub(super) fn check_quorum_declare(d: &QueueDeclare<'_>) -> Result<(), AmqpError
         )));
     }
     let members = group_size(d.arguments, d.cluster_size);
-    if members > 1 {
+    if members > 1 && members < d.cluster_size {
         return Err(AmqpError::new(
             reply_code::NOT_IMPLEMENTED,
             format!(
-                "NOT_IMPLEMENTED - {what} would have {members} members: replicated quorum \
-                 queues are not implemented yet (x-quorum-initial-group-size 1 declares a \
-                 group of one on this node)"
+                "NOT_IMPLEMENTED - {what} would have {members} of the cluster's {} members: \
+                 a quorum group smaller than the cluster is not implemented yet (declare it \
+                 with x-quorum-initial-group-size 1 or {})",
+                d.cluster_size, d.cluster_size
             ),
         ));
     }
@@ -292,15 +294,23 @@ mod tests {
     }
 
     #[test]
-    fn a_group_of_several_members_is_refused_as_not_implemented() {
+    fn a_group_over_the_whole_cluster_is_declared_and_a_smaller_one_refused() {
         let plain = quorum(&[]);
-        let clustered = QueueDeclare {
+        let three = QueueDeclare {
             cluster_size: 3,
             ..declare(&plain)
         };
-        let (code, text) = refusal(&clustered);
+        assert!(check_quorum_declare(&three).is_ok());
+        let five = QueueDeclare {
+            cluster_size: 5,
+            ..declare(&plain)
+        };
+        let (code, text) = refusal(&five);
         assert_eq!(code, reply_code::NOT_IMPLEMENTED);
-        assert!(text.contains("would have 3 members"), "{text}");
+        assert!(
+            text.contains("would have 3 of the cluster's 5 members"),
+            "{text}"
+        );
         let one = quorum(&[("x-quorum-initial-group-size", FieldValue::LongInt(1))]);
         let clustered_one = QueueDeclare {
             cluster_size: 3,

@@ -25,6 +25,9 @@ pub enum Kind {
     /// Forwarded traffic for the shard's data door (`cluster::DataPath`): publishes to queues
     /// the receiver leads, their confirms, requests on remote queues and their answers.
     Data = 7,
+    /// Raft messages of quorum queue groups (`group.rs`), all of one turn for this peer:
+    /// `[u64 queue][u32 length][protobuf message]` repeated.
+    Group = 8,
 }
 
 impl Kind {
@@ -37,6 +40,7 @@ impl Kind {
             5 => Kind::Raft,
             6 => Kind::Heartbeat,
             7 => Kind::Data,
+            8 => Kind::Group,
             _ => return None,
         })
     }

@@ -49,6 +49,8 @@ pub type DeliverData = dyn Fn(&str, Vec<u8>) -> Pin<Box<dyn std::future::Future<
 /// What the accepting side hands received frames to, and tells when a peer's connection ends.
 pub struct Receivers {
     pub raft: Rc<Deliver>,
+    /// Quorum queue groups' batched Raft messages (`Kind::Group`).
+    pub group: Rc<Deliver>,
     pub data: Rc<DeliverData>,
     pub closed: Rc<dyn Fn(&str)>,
 }
@@ -216,7 +218,8 @@ async fn accept(stream: TcpStream, identity: &Identity) -> Result<(Wire, String)
 pub struct Outbound {
     peer: String,
     address: SocketAddr,
-    queue: RefCell<VecDeque<Vec<u8>>>,
+    /// Raft frames (the topology's and the quorum groups'), oldest dropped past the bound.
+    queue: RefCell<VecDeque<(Kind, Vec<u8>)>>,
     queued: Notify,
     up: Cell<bool>,
     /// Data payloads not yet handed to a write.
@@ -300,11 +303,20 @@ impl Outbound {
 
     /// Queues one Raft message (protobuf bytes) for the peer; never waits.
     pub fn send(&self, message: Vec<u8>) {
+        self.send_frame(Kind::Raft, message);
+    }
+
+    /// Queues one batch of quorum group messages (`Kind::Group`) for the peer; never waits.
+    pub fn send_group(&self, batch: Vec<u8>) {
+        self.send_frame(Kind::Group, batch);
+    }
+
+    fn send_frame(&self, kind: Kind, payload: Vec<u8>) {
         let mut queue = self.queue.borrow_mut();
         if queue.len() >= CLUSTER_PEER_QUEUE_MESSAGES_MAX {
             queue.pop_front();
         }
-        queue.push_back(message);
+        queue.push_back((kind, payload));
         drop(queue);
         self.queued.notify();
     }
@@ -351,7 +363,7 @@ impl Outbound {
     async fn send_loop(&self, mut wire: Wire) -> String {
         let mut bytes = Vec::new();
         loop {
-            let batch: Vec<Vec<u8>> = self.queue.borrow_mut().drain(..).collect();
+            let batch: Vec<(Kind, Vec<u8>)> = self.queue.borrow_mut().drain(..).collect();
             let data: Vec<Vec<u8>> = self.data.borrow_mut().drain(..).collect();
             bytes.clear();
             if batch.is_empty() && data.is_empty() {
@@ -366,8 +378,8 @@ impl Outbound {
                 }
                 frame::encode(Kind::Heartbeat, &[], &mut bytes);
             }
-            for message in &batch {
-                frame::encode(Kind::Raft, message, &mut bytes);
+            for (kind, message) in &batch {
+                frame::encode(*kind, message, &mut bytes);
             }
             let mut data_bytes = 0;
             for payload in &data {
@@ -395,6 +407,7 @@ async fn listen(mut wire: Wire, peer: &str, receivers: Option<&Receivers>) -> St
         match (frame, receivers) {
             (Ok((Kind::Heartbeat, _)), _) => {}
             (Ok((Kind::Raft, payload)), Some(receivers)) => (receivers.raft)(peer, &payload),
+            (Ok((Kind::Group, payload)), Some(receivers)) => (receivers.group)(peer, &payload),
             (Ok((Kind::Data, payload)), Some(receivers)) => {
                 (receivers.data)(peer, payload).await;
             }
@@ -499,7 +512,13 @@ mod tests {
             });
             let data: Rc<DeliverData> = Rc::new(|_: &str, _: Vec<u8>| Box::pin(async {}));
             let closed: Rc<dyn Fn(&str)> = Rc::new(|_: &str| {});
-            let receivers = Receivers { raft, data, closed };
+            let group: Rc<Deliver> = Rc::new(|_: &str, _: &[u8]| {});
+            let receivers = Receivers {
+                raft,
+                group,
+                data,
+                closed,
+            };
             glommio::spawn_local(serve(
                 listener,
                 identity("ringmq@a", "right-secret"),

@@ -26,6 +26,8 @@ pub struct RaftLog {
     file: File,
     /// Records appended since the last `sync`.
     pending: Vec<u8>,
+    /// Bytes in the file and pending (a quorum group refuses proposals past its bound).
+    size_bytes: u64,
 }
 
 /// What a previous run left.
@@ -72,6 +74,7 @@ impl RaftLog {
         let log = RaftLog {
             file,
             pending: Vec::new(),
+            size_bytes: valid_bytes as u64,
         };
         Ok((log, recovered))
     }
@@ -107,7 +110,13 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Bytes the log holds, written or pending.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
     fn record(&mut self, kind: u8, payload: &[u8]) {
+        self.size_bytes += (HEADER_BYTES + payload.len()) as u64;
         let length = (payload.len() + 1) as u32;
         let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
         self.pending.extend_from_slice(&length.to_be_bytes());

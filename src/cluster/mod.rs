@@ -12,6 +12,7 @@
 //! session, net or management (`tests/it/import_graph.rs`). Nothing here runs without `--peer`.
 
 mod frame;
+mod group;
 mod handshake;
 mod link;
 mod log;
@@ -20,6 +21,7 @@ mod node;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use group::{GroupMachine, GroupView, Groups};
 pub use node::{Node, NodeOptions, PeerState};
 
 use crate::broker::{AmqpError, QueueId, TopologyChange};

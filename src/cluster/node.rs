@@ -19,6 +19,7 @@ use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole, Storage};
 
+use super::group::{GroupMachine, Groups};
 use super::link::{self, Identity, Outbound};
 use super::log::{RaftLog, Recovered};
 use super::{DataPath, Members, StateMachine};
@@ -54,6 +55,8 @@ pub struct Node {
     next_seq: Cell<u64>,
     machine: Rc<dyn StateMachine>,
     leader: Cell<u64>,
+    /// The quorum queues' Raft groups this node is a member of (`group.rs`).
+    groups: Rc<Groups>,
 }
 
 /// What starting a node needs.
@@ -65,9 +68,11 @@ pub struct NodeOptions<'a> {
     pub machine: Rc<dyn StateMachine>,
     /// Where forwarded traffic from the peers goes, and who hears what left for them.
     pub data: Rc<dyn DataPath>,
+    /// What the quorum queue groups' committed entries are applied to.
+    pub groups: Rc<dyn GroupMachine>,
 }
 
-fn raft_id(index: usize) -> u64 {
+pub(super) fn raft_id(index: usize) -> u64 {
     index as u64 + 1
 }
 
@@ -81,13 +86,15 @@ impl Node {
             listen,
             machine,
             data,
+            groups,
         } = options;
         let members = Members::new(config);
         let dir = data_dir.join("cluster");
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let (log, recovered) = RaftLog::open(&dir.join("raft.log"))?;
-        let (storage, applied) = memory_storage(&members, recovered)?;
+        let voters: Vec<u64> = (0..members.names().len()).map(raft_id).collect();
+        let (storage, applied) = memory_storage(voters, recovered)?;
         let raft_config = raft::Config {
             id: raft_id(members.local_index()),
             election_tick: RAFT_ELECTION_TICKS,
@@ -117,7 +124,9 @@ impl Node {
             secret: secret.unwrap_or_default(),
             members: members.names().to_vec(),
         });
+        let groups = Groups::new(members.clone(), links.clone(), dir.clone(), groups);
         let node = Rc::new(Node {
+            groups,
             raw: RefCell::new(raw),
             storage,
             log: RefCell::new(log),
@@ -135,6 +144,7 @@ impl Node {
             glommio::spawn_local(outbound.clone().run(identity.clone())).detach();
         }
         glommio::spawn_local(node.clone().drive()).detach();
+        glommio::spawn_local(node.groups.clone().drive()).detach();
         tracing::info!(
             node = node.members.local_name(),
             members = ?node.members.names(),
@@ -177,7 +187,18 @@ impl Node {
                 data_for_closed.link_down(index);
             }
         });
-        let receivers = Rc::new(link::Receivers { raft, data, closed });
+        let groups = Rc::downgrade(&self.groups);
+        let group: Rc<link::Deliver> = Rc::new(move |peer: &str, bytes: &[u8]| {
+            if let Some(groups) = groups.upgrade() {
+                groups.receive(peer, bytes);
+            }
+        });
+        let receivers = Rc::new(link::Receivers {
+            raft,
+            group,
+            data,
+            closed,
+        });
         for ip in listen {
             let address = SocketAddr::new(*ip, port);
             let listener = glommio::net::TcpListener::bind(address)
@@ -190,6 +211,11 @@ impl Node {
 
     pub fn members(&self) -> &Members {
         &self.members
+    }
+
+    /// The quorum queue groups this node is a member of.
+    pub fn groups(&self) -> &Rc<Groups> {
+        &self.groups
     }
 
     /// Every member, this node first, with whether it is reachable now.
@@ -456,8 +482,10 @@ impl Node {
 }
 
 /// The in-memory mirror of what the log recovered, and the applied index to resume from.
-fn memory_storage(members: &Members, recovered: Recovered) -> Result<(MemStorage, u64), String> {
-    let voters: Vec<u64> = (0..members.names().len()).map(raft_id).collect();
+pub(super) fn memory_storage(
+    voters: Vec<u64>,
+    recovered: Recovered,
+) -> Result<(MemStorage, u64), String> {
     let storage = MemStorage::new_with_conf_state(ConfState::from((voters, Vec::<u64>::new())));
     let Recovered {
         entries,

@@ -97,11 +97,9 @@ impl Shard {
         let (per_shard, mut elsewhere) = self.route_dead_letter(&vhost, &dead, reason);
         // Queues other nodes lead: forwarded, at most once like the rest.
         elsewhere.sort_unstable();
-        for group in elsewhere.chunk_by(|a, b| {
-            super::replication::node_of_queue(*a) == super::replication::node_of_queue(*b)
-        }) {
+        for group in elsewhere.chunk_by(|a, b| self.node_of_queue(*a) == self.node_of_queue(*b)) {
             if let Some(&first) = group.first() {
-                let node = super::replication::node_of_queue(first);
+                let node = self.node_of_queue(first);
                 self.forward_publish(node, group.to_vec(), dead.clone(), None);
             }
         }

@@ -45,6 +45,7 @@ use crate::limits::{
     CLUSTER_FORWARD_CREDIT_BYTES_MAX, CLUSTER_FORWARD_PENDING_MAX, CLUSTER_FORWARD_SWEEP_INTERVAL,
 };
 use wire::{decode, encode, message_record_bytes, Record};
+pub(super) use wire::{put_message, take_message};
 pub use wire::{RemoteAnswer, RemoteOp};
 
 /// The connection id confirms of forwarded publishes are addressed to on the queue's node: no
@@ -387,9 +388,12 @@ impl Shard {
             queues
                 .iter()
                 .filter_map(|&queue| topology.queue_by_id(queue).map(|m| (m.owner_shard, queue)))
-                .filter(|&(owner, _)| owner != ELSEWHERE)
                 .collect()
         };
+        // A queue this node does not lead (a replicated quorum queue whose leader moved while
+        // the publish was on its way): the publish is refused, never acked unqueued.
+        let not_here = groups.iter().any(|&(owner, _)| owner == ELSEWHERE);
+        groups.retain(|&(owner, _)| owner != ELSEWHERE);
         groups.sort_unstable();
         let reference = confirm.then_some(ConfirmRef {
             channel: ChannelRef {
@@ -399,6 +403,7 @@ impl Shard {
             seq: id,
         });
         let mut outcome = PublishOutcome::unrouted();
+        outcome.refused = not_here;
         self.enqueue_groups(&groups, &message, reference, &mut outcome);
         if !confirm {
             return;

@@ -23,6 +23,7 @@ mod paging;
 mod policy;
 pub mod probe;
 mod queues;
+mod quorum_group;
 mod replication;
 pub mod shard_set;
 mod shovel;
@@ -135,6 +136,9 @@ struct Features {
     /// Publishes to queues other nodes lead: this shard's credit, and on the topology owner of
     /// a clustered node the gateway's per-peer state (`forward`).
     forwarding: forward::Forwarding,
+    /// Replicated quorum queues' copies and their waiting confirms, on the topology owner of
+    /// a clustered node (`quorum_group`).
+    quorum: quorum_group::QuorumGroups,
 }
 
 pub struct PublishOutcome {
@@ -186,6 +190,7 @@ impl Shard {
                 alarms: alarms::Alarms::default(),
                 shovels: crate::shovel::Shovels::default(),
                 forwarding: forward::Forwarding::default(),
+                quorum: quorum_group::QuorumGroups::default(),
             },
             probe: probe::Probe::default(),
             replication: replication::Replication::default(),
@@ -443,14 +448,12 @@ impl Shard {
         let here = groups.partition_point(|&(owner, _)| owner != ELSEWHERE);
         self.enqueue_groups(&groups[..here], &message, confirm, &mut outcome);
         let remote = &groups[here..];
-        for group in remote
-            .chunk_by(|a, b| replication::node_of_queue(a.1) == replication::node_of_queue(b.1))
-        {
+        for group in remote.chunk_by(|a, b| self.node_of_queue(a.1) == self.node_of_queue(b.1)) {
             let Some(&(_, first)) = group.first() else {
                 continue;
             };
             let queues = group.iter().map(|&(_, queue)| queue).collect();
-            let node = replication::node_of_queue(first);
+            let node = self.node_of_queue(first);
             if self.forward_publish(node, queues, message.clone(), confirm) {
                 outcome.remote_confirms += u32::from(confirm.is_some());
             } else {
@@ -480,9 +483,16 @@ impl Shard {
                 local_queues.extend(group.iter().map(|&(_, queue)| queue));
                 let local = self.enqueue_local(&local_queues, message);
                 outcome.refused |= local.refused;
-                if let (Some(lsn), Some(confirm)) = (local.lsn, confirm) {
-                    self.storage.confirm_when_durable(lsn, confirm);
-                    outcome.remote_confirms += 1;
+                if let Some(confirm) = confirm {
+                    if !local.quorum_seqs.is_empty() {
+                        // A replicated quorum queue here: the confirm waits for its group.
+                        let waits = self.wait_for_quorum(local, confirm);
+                        outcome.refused |= !waits;
+                        outcome.remote_confirms += u32::from(waits);
+                    } else if let Some(lsn) = local.lsn {
+                        self.storage.confirm_when_durable(lsn, confirm);
+                        outcome.remote_confirms += 1;
+                    }
                 }
             } else {
                 outcome.remote_confirms += u32::from(confirm.is_some());
@@ -600,6 +610,12 @@ impl Shard {
             MeshMsg::Publish(entry) => {
                 let local = self.enqueue_local(&entry.queues, &entry.message);
                 if let Some(confirm) = entry.confirm {
+                    if !local.quorum_seqs.is_empty() {
+                        if !self.wait_for_quorum(local, confirm) {
+                            self.route_confirm(confirm, false);
+                        }
+                        return;
+                    }
                     match local.lsn {
                         Some(lsn) if !local.refused => {
                             self.storage.confirm_when_durable(lsn, confirm)

@@ -153,6 +153,10 @@ impl TopologyCall for topology_op::QueueDeclare {
                 outcome => break outcome?,
             }
         }
+        let replicated = owner.topology.borrow().queue(&self.vhost, &name).cloned();
+        if let Some(meta) = replicated.filter(|meta| owner.is_replicated_quorum(meta)) {
+            owner.await_quorum_leader(meta.id).await;
+        }
         let topology = owner.topology.borrow();
         let meta = topology
             .queue(&self.vhost, &name)
@@ -377,14 +381,16 @@ impl Shard {
         for change in changes {
             let localized = self.localize(change);
             let change = localized.as_ref().unwrap_or(change);
-            let removed_queue = match change {
-                TopologyChange::DeleteQueue { vhost, name } => self
-                    .topology
-                    .borrow()
-                    .queue(vhost, name)
-                    .filter(|m| m.owner_shard == self.id)
-                    .map(|m| m.id),
-                _ => None,
+            let (removed_queue, deleted_queue) = match change {
+                TopologyChange::DeleteQueue { vhost, name } => {
+                    let topology = self.topology.borrow();
+                    let meta = topology.queue(vhost, name);
+                    (
+                        meta.filter(|m| m.owner_shard == self.id).map(|m| m.id),
+                        meta.map(|m| m.id),
+                    )
+                }
+                _ => (None, None),
             };
             self.topology.borrow_mut().apply(change);
             if change.affects_policies() {
@@ -393,10 +399,19 @@ impl Shard {
             if let TopologyChange::DeclareQueue { queue: meta } = change {
                 if meta.owner_shard == self.id {
                     self.host_queue(meta.id, meta);
+                } else if self.is_topology_owner() && self.is_replicated_quorum(meta) {
+                    if let Err(error) = self.quorum_declared(meta) {
+                        tracing::error!(queue = meta.id, %error, "quorum queue group not started");
+                    }
                 }
             }
             if let Some(id) = removed_queue {
                 self.unhost_queue(id);
+            }
+            if let Some(id) = deleted_queue {
+                if self.is_topology_owner() {
+                    self.quorum_deleted(id);
+                }
             }
             if let TopologyChange::DeleteVhost { name } = change {
                 self.close_connections_in_vhost(name);

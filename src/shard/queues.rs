@@ -41,6 +41,18 @@ enum Logs {
     Persistent,
     /// A quorum queue: every message, as RabbitMQ's quorum queues whatever the delivery mode.
     Every,
+    /// A replicated quorum queue (on its group's leader): nothing goes to the shard's log;
+    /// every message, settlement and return is an entry of the queue's Raft group instead
+    /// (`quorum_group`).
+    Group,
+}
+
+/// Where a message a queue accepted was logged.
+enum Logged {
+    Nothing,
+    Wal(Lsn),
+    /// Proposed to the queue's group: this sequence number commits or not.
+    Group(u64),
 }
 
 impl HostedQueue {
@@ -67,13 +79,25 @@ impl HostedQueue {
         }
     }
 
+    /// The queue of a replicated quorum queue on its group's leader: never paged (its
+    /// messages' `persisted` positions are the group's log indexes, not the shard's WAL).
+    pub(super) fn replicated(meta: &QueueMeta, arguments: &FieldTable) -> HostedQueue {
+        let mut hosted = HostedQueue::new(meta, arguments, u64::MAX);
+        hosted.logs = Logs::Group;
+        hosted
+    }
+
+    pub(super) fn is_replicated(&self) -> bool {
+        self.logs == Logs::Group
+    }
+
     /// `message` is written to the log when published here: one match, as the two flags it
     /// replaced, so a classic queue's publish decides as fast as before.
     fn logs_at_publish(&self, message: &SharedMessage) -> bool {
         match self.logs {
             Logs::Nothing => false,
             Logs::Persistent => storage::is_persistent(message),
-            Logs::Every => true,
+            Logs::Every | Logs::Group => true,
         }
     }
 
@@ -151,9 +175,13 @@ impl Shard {
         self.probe.retire(&hosted.queue.totals());
         self.features.timers.clear_queue(id);
         let count = hosted.queue.message_count();
-        // Its persisted messages are gone for good: settle them in the log.
+        // Its persisted messages are gone for good: settle them in the log (a replicated
+        // queue's are in its group's log, which goes with the queue).
         hosted.queue.drain_all();
-        self.storage.log_settle(id, &hosted.queue.take_forgotten());
+        let forgotten = hosted.queue.take_forgotten();
+        if !hosted.is_replicated() {
+            self.storage.log_settle(id, &forgotten);
+        }
         // drain_all leaves the consumers in place so they can be told.
         for spec in hosted.queue.consumers() {
             self.route_consumer_cancelled(spec.channel, spec.key);
@@ -173,8 +201,12 @@ impl Shard {
         let mut outcome = EnqueueOutcome::default();
         for &id in queues {
             match self.offer(id, message) {
-                Some((Admission::Accept, lsn)) => {
-                    outcome.lsn = lsn.or(outcome.lsn);
+                Some((Admission::Accept, logged)) => {
+                    match logged {
+                        Logged::Nothing => {}
+                        Logged::Wal(lsn) => outcome.lsn = Some(lsn),
+                        Logged::Group(seq) => outcome.quorum_seqs.push(seq),
+                    }
                     crate::latency_trace::record(
                         crate::latency_trace::Stage::Enqueued,
                         message.body(),
@@ -187,7 +219,9 @@ impl Shard {
                     outcome.refused = true;
                     self.dead_letter(id, DeathReason::MaxLen, vec![message.clone()]);
                 }
-                None => {} // deleted while the message was being routed
+                // Deleted while the message was being routed; or a replicated quorum queue
+                // whose leadership left this node meanwhile: then it is refused (nacked).
+                None => outcome.refused |= self.has_quorum_replica(id),
             }
         }
         outcome
@@ -195,7 +229,7 @@ impl Shard {
 
     /// Admission, then the log record (persistent message or quorum queue, durable queue),
     /// then the queue.
-    fn offer(&self, id: QueueId, message: &SharedMessage) -> Option<(Admission, Option<Lsn>)> {
+    fn offer(&self, id: QueueId, message: &SharedMessage) -> Option<(Admission, Logged)> {
         let limited = self.queues.borrow().get(&id)?.queue.has_length_limit();
         if limited {
             // Expired messages must not take room.
@@ -205,18 +239,28 @@ impl Shard {
         let hosted = queues.get_mut(&id)?;
         let now = now_ms();
         let Ok(dedup_key) = hosted.queue.check_duplicate(message, now) else {
-            return Some((Admission::Duplicate, None));
+            return Some((Admission::Duplicate, Logged::Nothing));
         };
         let admission = hosted.queue.admit(message);
         if admission != Admission::Accept {
-            return Some((admission, None));
+            return Some((admission, Logged::Nothing));
         }
         let was_empty = hosted.queue.message_count() == 0;
         if !hosted.logs_at_publish(message) {
             hosted.queue.remember_key(dedup_key, now);
             let message_id = hosted.queue.publish_at(message.clone(), now);
             hosted.sample_latency(message_id, was_empty);
-            return Some((Admission::Accept, None));
+            return Some((Admission::Accept, Logged::Nothing));
+        }
+        if hosted.logs == Logs::Group {
+            // Enqueued when its entry commits (`apply_quorum_entry`), not now.
+            return Some(match self.propose_enqueue(id, message) {
+                Some(seq) => {
+                    hosted.queue.remember_key(dedup_key, now);
+                    (Admission::Accept, Logged::Group(seq))
+                }
+                None => (Admission::Refuse, Logged::Nothing),
+            });
         }
         let message_id = hosted.queue.next_message_id();
         match self.storage.log_enqueue(id, message_id, message, now) {
@@ -228,12 +272,12 @@ impl Shard {
                     .queue
                     .publish_persisted(message.clone(), persisted, now);
                 hosted.sample_latency(message_id, was_empty);
-                Some((Admission::Accept, Some(lsn)))
+                Some((Admission::Accept, Logged::Wal(lsn)))
             }
             Err(error) => {
                 let what = "message log append (persistent messages refused)";
                 self.storage.append_failed(what, &error);
-                Some((Admission::Refuse, None))
+                Some((Admission::Refuse, Logged::Nothing))
             }
         }
     }
@@ -277,14 +321,20 @@ impl Shard {
     /// Non-durable queues have persisted messages too: those written when paged out.
     /// Paged messages dropped towards a dead-letter exchange go to the pager to be read first.
     pub(super) fn log_forgotten(&self, id: QueueId) {
-        let (forgotten, recounted, paged_dropped) = match self.queues.borrow_mut().get_mut(&id) {
-            Some(hosted) => (
-                hosted.queue.take_forgotten(),
-                hosted.queue.take_recounted(),
-                hosted.queue.take_paged_dropped(),
-            ),
-            None => return,
-        };
+        let (forgotten, recounted, paged_dropped, logs) =
+            match self.queues.borrow_mut().get_mut(&id) {
+                Some(hosted) => (
+                    hosted.queue.take_forgotten(),
+                    hosted.queue.take_recounted(),
+                    hosted.queue.take_paged_dropped(),
+                    hosted.logs,
+                ),
+                None => return,
+            };
+        if logs == Logs::Group {
+            self.propose_settled(id, forgotten, recounted);
+            return;
+        }
         self.dead_letter_paged(id, paged_dropped);
         self.storage.log_settle(id, &forgotten);
         for (message_id, message, enqueued_ms) in recounted {
@@ -412,7 +462,7 @@ impl Shard {
     }
 
     /// Answers a request about a queue we own. Synchronous: the queue is ours alone.
-    fn handle_queue_op<O: QueueCall>(
+    pub(super) fn handle_queue_op<O: QueueCall>(
         self: &Rc<Self>,
         id: QueueId,
         op: O,

@@ -18,8 +18,9 @@ use std::rc::{Rc, Weak};
 
 use super::Shard;
 use crate::broker::{AmqpError, QueueId, ShardId, TopologyChange};
-use crate::cluster::{DataPath, Members, Node, NodeOptions, StateMachine};
+use crate::cluster::{DataPath, GroupMachine, Members, Node, NodeOptions, StateMachine};
 use crate::config::ClusterConfig;
+use crate::id_hash::IdMap;
 use crate::protocol::reply_code;
 
 /// The owner shard of a queue another node leads, in this node's topology copy.
@@ -27,6 +28,9 @@ pub const ELSEWHERE: ShardId = ShardId::MAX;
 
 pub struct Replication {
     members: RefCell<Members>,
+    /// The leader of each replicated quorum queue as this shard last heard it from its node's
+    /// group (`quorum_group`); a queue missing here is led by the node its id names.
+    quorum_leaders: RefCell<IdMap<QueueId, usize>>,
     /// The topology owner of a clustered node only.
     node: OnceCell<Rc<Node>>,
 }
@@ -35,14 +39,10 @@ impl Default for Replication {
     fn default() -> Replication {
         Replication {
             members: RefCell::new(Members::single(&crate::config::default_node_name())),
+            quorum_leaders: RefCell::new(IdMap::default()),
             node: OnceCell::new(),
         }
     }
-}
-
-/// The member index of the node that leads `queue` (read from its id).
-pub(super) fn node_of_queue(queue: QueueId) -> usize {
-    Members::node_of_queue(queue)
 }
 
 /// Committed changes reach the topology owner here, in log order.
@@ -96,16 +96,19 @@ impl Shard {
         );
         let machine: Rc<dyn StateMachine> = Rc::new(Applier(Rc::downgrade(self)));
         let data: Rc<dyn DataPath> = Rc::new(super::forward::Gateway(Rc::downgrade(self)));
+        let groups: Rc<dyn GroupMachine> =
+            Rc::new(super::quorum_group::GroupApplier(Rc::downgrade(self)));
         let node = Node::start(NodeOptions {
             config,
             data_dir,
             listen,
             machine,
             data,
+            groups,
         })?;
         self.start_forwarding(node.members().names().len());
         let _ = self.replication.node.set(node);
-        Ok(())
+        self.start_quorum_groups()
     }
 
     /// The Raft node, on the topology owner of a clustered node.
@@ -130,6 +133,12 @@ impl Shard {
     pub(super) fn localize(&self, change: &TopologyChange) -> Option<TopologyChange> {
         let members = self.replication.members.borrow();
         match change {
+            // Hosted on the node its group elects, when it is elected (`quorum_group`).
+            TopologyChange::DeclareQueue { queue } if self.is_replicated_quorum(queue) => {
+                let mut queue = queue.clone();
+                queue.owner_shard = ELSEWHERE;
+                Some(TopologyChange::DeclareQueue { queue })
+            }
             TopologyChange::DeclareQueue { queue } if !members.leads_queue(queue.id) => {
                 let mut queue = queue.clone();
                 queue.owner_shard = ELSEWHERE;
@@ -174,6 +183,35 @@ impl Shard {
     /// Whether a change was refused by `conflict`: the declare is decided again.
     pub(super) fn is_conflict(error: &AmqpError) -> bool {
         error.code == reply_code::RESOURCE_LOCKED && error.text.starts_with(CONFLICT_TEXT)
+    }
+
+    /// The member index of the node leading `queue`: its group's leader as last heard here
+    /// for a replicated quorum queue, else the node its id names.
+    pub(super) fn node_of_queue(&self, queue: QueueId) -> usize {
+        let leaders = self.replication.quorum_leaders.borrow();
+        if leaders.is_empty() {
+            return Members::node_of_queue(queue);
+        }
+        leaders
+            .get(&queue)
+            .copied()
+            .unwrap_or_else(|| Members::node_of_queue(queue))
+    }
+
+    /// A replicated quorum queue's leader as heard from this node's group.
+    pub(super) fn set_quorum_leader(&self, queue: QueueId, node: Option<usize>) {
+        let mut leaders = self.replication.quorum_leaders.borrow_mut();
+        match node {
+            Some(node) => leaders.insert(queue, node),
+            None => leaders.remove(&queue),
+        };
+    }
+
+    pub(super) fn knows_quorum_leader(&self, queue: QueueId) -> bool {
+        self.replication
+            .quorum_leaders
+            .borrow()
+            .contains_key(&queue)
     }
 
     /// Whether this node leads the queue (always, in a cluster of one).

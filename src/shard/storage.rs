@@ -47,8 +47,11 @@ pub struct ShardStorage {
 }
 
 /// What became of a message on this shard's queues.
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 pub struct EnqueueOutcome {
+    /// Proposals to replicated quorum queues' groups (`quorum_group`): its confirm waits for
+    /// each to commit. Empty (no allocation) for every other queue.
+    pub quorum_seqs: Vec<u64>,
     /// The newest WAL record written for it: its confirm waits for this to be durable.
     pub lsn: Option<Lsn>,
     /// A queue could not take it (its record could not be written): the publisher gets a nack.
@@ -169,6 +172,18 @@ impl ShardStorage {
     }
 
     /// Releases `confirm` once `lsn` is durable.
+    /// `confirm_when_durable` for an LSN that may be older than confirms queued since (a quorum
+    /// publish whose group committed after later publishes were logged): it waits for the
+    /// newest queued one too, which is later than needed and never earlier.
+    pub fn confirm_when_durable_late(&self, lsn: Lsn, confirm: ConfirmRef) {
+        let newest = self
+            .pending
+            .borrow()
+            .back()
+            .map_or(lsn, |&(newest, _)| newest);
+        self.confirm_when_durable(lsn.max(newest), confirm);
+    }
+
     pub fn confirm_when_durable(&self, lsn: Lsn, confirm: ConfirmRef) {
         let mut pending = self.pending.borrow_mut();
         // The confirmer releases the front while it is durable: an older LSN behind a newer

@@ -18,13 +18,14 @@ use std::rc::Rc;
 
 use super::super::messages::{queue_op, DeliverEntry, MeshMsg, SettleOp};
 use super::super::sync::{oneshot, OneshotSender};
-use super::super::{replication, NoReply, Shard, ShardCall, ELSEWHERE};
+use super::super::{NoReply, Shard, ShardCall, ELSEWHERE};
 use super::wire::{encode, Record, RemoteAnswer, RemoteOp};
 use crate::broker::queue::{ChannelRef, ConsumerKey};
 use crate::broker::{AmqpError, QueueId, ShardId};
 use crate::id_hash::IdMap;
 use crate::limits::{
-    CLUSTER_REMOTE_CONSUMERS_MAX, CLUSTER_REMOTE_REQUESTS_PENDING_MAX, RPC_TIMEOUT,
+    CLUSTER_REMOTE_CONSUMERS_MAX, CLUSTER_REMOTE_REQUESTS_PENDING_MAX,
+    QUORUM_REATTACH_ATTEMPTS_MAX, QUORUM_REATTACH_RETRY_INTERVAL, RPC_TIMEOUT,
 };
 use crate::protocol::reply_code;
 
@@ -36,6 +37,13 @@ pub struct RemoteState {
     requests: RefCell<IdMap<u64, OneshotSender<Result<RemoteAnswer, AmqpError>>>>,
     /// Asking: this node's consumers of remote queues, with the queue's node and their channel.
     consumers: RefCell<IdMap<ConsumerKey, (usize, ChannelRef)>>,
+    /// Asking: those of them on replicated quorum queues, with their consume (to attach them
+    /// again to the queue's next leader, as RabbitMQ keeps them), and the ones whose leader
+    /// was lost, waiting for the next (`quorum_group`). Within `consumers`' bound.
+    quorum_consumers: RefCell<IdMap<ConsumerKey, (QueueId, RemoteOp)>>,
+    quorum_waiting: RefCell<IdMap<ConsumerKey, (QueueId, RemoteOp)>>,
+    /// Being attached to the new leader (retried while it is not serving yet).
+    quorum_reattaching: RefCell<IdMap<ConsumerKey, (QueueId, RemoteOp)>>,
     /// Answering: the stand-ins for other nodes' connections and consumers.
     proxies: RefCell<Proxies>,
 }
@@ -96,7 +104,19 @@ impl Shard {
 
     /// The gateway: sends the request, waits for its answer, and keeps track of this node's
     /// remote consumers.
-    async fn ask_remote(&self, queue: QueueId, op: RemoteOp) -> Result<RemoteAnswer, AmqpError> {
+    async fn ask_remote(
+        self: &Rc<Self>,
+        queue: QueueId,
+        op: RemoteOp,
+    ) -> Result<RemoteAnswer, AmqpError> {
+        if self.forget_quorum_consumer(op) {
+            // It waited for a new leader: nothing of it is anywhere else.
+            return Ok(RemoteAnswer::numbers(0, 0));
+        }
+        if self.leads_quorum_queue_here(queue) {
+            // Boxed: `queue_op` reaches back here for a queue led elsewhere.
+            return Box::pin(self.answer_as_asked(queue, self.id, op)).await;
+        }
         let node = self
             .cluster_node()
             .ok_or_else(|| self.unreachable_error(queue))?;
@@ -106,7 +126,7 @@ impl Shard {
         }
         let id = remote.next_request.get() + 1;
         remote.next_request.set(id);
-        let peer = replication::node_of_queue(queue);
+        let peer = self.node_of_queue(queue);
         let (sender, receiver) = oneshot();
         remote.requests.borrow_mut().insert(id, sender);
         let request = encode(&Record::Request { id, queue, op });
@@ -127,6 +147,12 @@ impl Shard {
             match op {
                 RemoteOp::Consume { key, channel, .. } => {
                     consumers.insert(key, (peer, channel));
+                    if self.has_quorum_replica(queue) {
+                        remote
+                            .quorum_consumers
+                            .borrow_mut()
+                            .insert(key, (queue, op));
+                    }
                 }
                 RemoteOp::Cancel { key } => {
                     consumers.remove(&key);
@@ -178,7 +204,20 @@ impl Shard {
             Record::Settle { queue, op } => self.remote_settle(peer, queue, op),
             Record::Cancelled { key, channel } => {
                 self.remote().consumers.borrow_mut().remove(&key);
-                self.route_consumer_cancelled(channel, key);
+                // A quorum queue's leader that stepped down: attached to the next one.
+                let quorum = self.remote().quorum_consumers.borrow_mut().remove(&key);
+                match quorum.filter(|&(queue, _)| self.has_quorum_replica(queue)) {
+                    Some((queue, op)) => {
+                        self.remote()
+                            .quorum_waiting
+                            .borrow_mut()
+                            .insert(key, (queue, op));
+                        if self.node_of_queue(queue) != peer {
+                            self.reattach_quorum_consumers(queue);
+                        }
+                    }
+                    None => self.route_consumer_cancelled(channel, key),
+                }
             }
             Record::Publish { .. } | Record::Confirm { .. } => {}
         }
@@ -196,8 +235,13 @@ impl Shard {
                 .send(gateway, MeshMsg::ForwardSettle { queue, op });
             return;
         }
+        if self.leads_quorum_queue_here(queue) {
+            // Recorded elsewhere by the channel, led here since (a quorum queue's failover).
+            self.apply_settle(queue, op);
+            return;
+        }
         if let Some(node) = self.cluster_node() {
-            let peer = replication::node_of_queue(queue);
+            let peer = self.node_of_queue(queue);
             let _ = node.send_data(peer, encode(&Record::Settle { queue, op }));
         }
     }
@@ -221,25 +265,8 @@ impl Shard {
         }
         let numbers = RemoteAnswer::numbers;
         match op {
-            RemoteOp::Count { renews_expiry } => {
-                let counts = self
-                    .queue_op(queue, owner, queue_op::Count { renews_expiry })
-                    .await?;
-                Ok(numbers(counts.messages, counts.consumers))
-            }
-            RemoteOp::Purge => Ok(numbers(
-                self.queue_op(queue, owner, queue_op::Purge).await?,
-                0,
-            )),
-            RemoteOp::Delete {
-                if_unused,
-                if_empty,
-            } => {
-                let op = queue_op::Delete {
-                    if_unused,
-                    if_empty,
-                };
-                Ok(numbers(self.queue_op(queue, owner, op).await?, 0))
+            RemoteOp::Count { .. } | RemoteOp::Purge | RemoteOp::Delete { .. } => {
+                self.answer_as_asked(queue, owner, op).await
             }
             RemoteOp::Consume {
                 key,
@@ -308,6 +335,93 @@ impl Shard {
                     return Ok(numbers(0, 0));
                 };
                 self.queue_op(queue, owner, queue_op::Recover { channel: local })
+                    .await?;
+                Ok(numbers(0, 0))
+            }
+        }
+    }
+
+    /// This gateway hosts `queue`, a replicated quorum queue whose leadership moved here while
+    /// a session of this node recorded it `ELSEWHERE` (its consumer, its channel).
+    fn leads_quorum_queue_here(&self, queue: QueueId) -> bool {
+        self.queues
+            .borrow()
+            .get(&queue)
+            .is_some_and(|hosted| hosted.is_replicated())
+    }
+
+    /// `op` applied to `queue` (owned by shard `owner` here) with the keys and channels as
+    /// given: a peer's count, purge or delete, and every operation of this node's own sessions
+    /// on a replicated quorum queue whose leadership moved here.
+    async fn answer_as_asked(
+        self: &Rc<Self>,
+        queue: QueueId,
+        owner: ShardId,
+        op: RemoteOp,
+    ) -> Result<RemoteAnswer, AmqpError> {
+        let numbers = RemoteAnswer::numbers;
+        match op {
+            RemoteOp::Count { renews_expiry } => {
+                let counts = self
+                    .queue_op(queue, owner, queue_op::Count { renews_expiry })
+                    .await?;
+                Ok(numbers(counts.messages, counts.consumers))
+            }
+            RemoteOp::Purge => Ok(numbers(
+                self.queue_op(queue, owner, queue_op::Purge).await?,
+                0,
+            )),
+            RemoteOp::Delete {
+                if_unused,
+                if_empty,
+            } => {
+                let op = queue_op::Delete {
+                    if_unused,
+                    if_empty,
+                };
+                Ok(numbers(self.queue_op(queue, owner, op).await?, 0))
+            }
+            RemoteOp::Consume {
+                key,
+                channel,
+                prefetch,
+                no_ack,
+                exclusive,
+                priority,
+            } => {
+                let op = queue_op::Consume {
+                    key,
+                    channel,
+                    prefetch,
+                    no_ack,
+                    exclusive,
+                    priority,
+                };
+                self.queue_op(queue, owner, op).await?;
+                Ok(numbers(0, 0))
+            }
+            RemoteOp::Cancel { key } => {
+                let unused = self
+                    .queue_op(queue, owner, queue_op::Cancel { key })
+                    .await?;
+                Ok(numbers(u32::from(unused), 0))
+            }
+            RemoteOp::Get { channel, no_ack } => {
+                let got = self
+                    .queue_op(queue, owner, queue_op::Get { channel, no_ack })
+                    .await?;
+                Ok(RemoteAnswer {
+                    numbers: (0, 0),
+                    got,
+                })
+            }
+            RemoteOp::ChannelClosed { channel } => {
+                let op = queue_op::ChannelClosed { channel };
+                let unused = self.queue_op(queue, owner, op).await?;
+                Ok(numbers(u32::from(unused), 0))
+            }
+            RemoteOp::Recover { channel } => {
+                self.queue_op(queue, owner, queue_op::Recover { channel })
                     .await?;
                 Ok(numbers(0, 0))
             }
@@ -520,6 +634,117 @@ impl Shard {
 
     // ---- either side, when a link goes down --------------------------------------------------
 
+    /// A cancel or a channel closing forgets the quorum consumers it ends; `true` when the
+    /// consumer cancelled was waiting for a new leader (so no node holds it).
+    fn forget_quorum_consumer(&self, op: RemoteOp) -> bool {
+        let remote = self.remote();
+        match op {
+            RemoteOp::Cancel { key } => {
+                remote.quorum_consumers.borrow_mut().remove(&key);
+                let reattaching = remote.quorum_reattaching.borrow_mut().remove(&key);
+                remote.quorum_waiting.borrow_mut().remove(&key).is_some() || reattaching.is_some()
+            }
+            RemoteOp::ChannelClosed { channel } => {
+                let of_channel = |(_, op): &(QueueId, RemoteOp)| matches!(op, RemoteOp::Consume { channel: c, .. } if *c == channel);
+                remote
+                    .quorum_consumers
+                    .borrow_mut()
+                    .retain(|_, entry| !of_channel(entry));
+                remote
+                    .quorum_waiting
+                    .borrow_mut()
+                    .retain(|_, entry| !of_channel(entry));
+                remote
+                    .quorum_reattaching
+                    .borrow_mut()
+                    .retain(|_, entry| !of_channel(entry));
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// `queue` (a replicated quorum queue) has a new leader: this node's consumers that lost
+    /// the previous one are attached to it, on this node's own queue when it leads, else
+    /// through its node. A follower hears of a new leader a moment before that leader serves,
+    /// so an attach that fails is tried again (`QUORUM_REATTACH_ATTEMPTS_MAX`, every
+    /// `QUORUM_REATTACH_RETRY_INTERVAL`); one that never succeeds, or whose consumer was
+    /// cancelled meanwhile, ends there (basic.cancel to its client for the first).
+    pub(in crate::shard) fn reattach_quorum_consumers(self: &Rc<Self>, queue: QueueId) {
+        let keys: Vec<ConsumerKey> = {
+            let mut waiting = self.remote().quorum_waiting.borrow_mut();
+            let keys: Vec<ConsumerKey> = waiting
+                .iter()
+                .filter(|(_, (of, _))| *of == queue)
+                .map(|(&key, _)| key)
+                .collect();
+            let mut reattaching = self.remote().quorum_reattaching.borrow_mut();
+            for key in &keys {
+                if let Some(entry) = waiting.remove(key) {
+                    reattaching.insert(*key, entry);
+                }
+            }
+            keys
+        };
+        for key in keys {
+            let shard = self.clone();
+            glommio::spawn_local(async move { shard.reattach_quorum_consumer(key).await }).detach();
+        }
+    }
+
+    async fn reattach_quorum_consumer(self: &Rc<Self>, key: ConsumerKey) {
+        for attempt in 1..=QUORUM_REATTACH_ATTEMPTS_MAX {
+            // Cancelled (or its channel closed) meanwhile: nothing to attach.
+            let Some((queue, op)) = self.remote().quorum_reattaching.borrow().get(&key).copied()
+            else {
+                return;
+            };
+            let RemoteOp::Consume {
+                channel,
+                prefetch,
+                no_ack,
+                exclusive,
+                priority,
+                ..
+            } = op
+            else {
+                return;
+            };
+            let attached = if self.leads_quorum_queue_here(queue) {
+                self.remote().consumers.borrow_mut().remove(&key);
+                let consume = queue_op::Consume {
+                    key,
+                    channel,
+                    prefetch,
+                    no_ack,
+                    exclusive,
+                    priority,
+                };
+                self.handle_queue_op(queue, consume)
+            } else {
+                self.ask_remote(queue, op).await.map(drop)
+            };
+            match attached {
+                Ok(()) => {
+                    self.remote().quorum_reattaching.borrow_mut().remove(&key);
+                    tracing::info!(
+                        queue,
+                        key,
+                        attempt,
+                        "quorum consumer attached to the new leader"
+                    );
+                    return;
+                }
+                Err(error) if attempt == QUORUM_REATTACH_ATTEMPTS_MAX => {
+                    self.remote().quorum_reattaching.borrow_mut().remove(&key);
+                    tracing::warn!(queue, key, %error.text, "quorum consumer not attached to the new leader: cancelled");
+                    self.route_consumer_cancelled(channel, key);
+                }
+                Err(_) => glommio::timer::sleep(QUORUM_REATTACH_RETRY_INTERVAL).await,
+            }
+        }
+    }
+
     /// The link to `peer` went down (either direction): our consumers of its queues are
     /// cancelled, and its channels here are closed (their unacked messages requeued).
     pub(super) fn remote_link_down(self: &Rc<Self>, peer: usize) {
@@ -536,7 +761,14 @@ impl Shard {
             gone
         };
         for (key, channel) in cancelled {
-            self.route_consumer_cancelled(channel, key);
+            // A replicated quorum queue's consumer waits for the queue's next leader.
+            let quorum = self.remote().quorum_consumers.borrow_mut().remove(&key);
+            match quorum {
+                Some(entry) => {
+                    self.remote().quorum_waiting.borrow_mut().insert(key, entry);
+                }
+                None => self.route_consumer_cancelled(channel, key),
+            }
         }
         // Its consumers are told, in case only its link to us failed and ours to it works.
         let mut told = Vec::new();

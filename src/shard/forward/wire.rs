@@ -188,7 +188,7 @@ pub fn encode(record: &Record) -> Vec<u8> {
     out
 }
 
-fn put_message(out: &mut Vec<u8>, message: &SharedMessage) {
+pub fn put_message(out: &mut Vec<u8>, message: &SharedMessage) {
     // Shortstrs (at most 255 bytes: `Message` cut them so).
     let exchange = message.exchange().as_bytes();
     let routing_key = message.routing_key().as_bytes();
@@ -463,7 +463,7 @@ fn take_settle(bytes: &mut Bytes) -> Result<SettleOp, &'static str> {
     })
 }
 
-fn take_message(bytes: &mut Bytes) -> Result<SharedMessage, &'static str> {
+pub fn take_message(bytes: &mut Bytes) -> Result<SharedMessage, &'static str> {
     let exchange_length = take_u8(bytes)? as usize;
     let exchange = take_bytes(bytes, exchange_length)?;
     let key_length = take_u8(bytes)? as usize;
