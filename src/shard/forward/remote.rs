@@ -268,23 +268,12 @@ impl Shard {
             RemoteOp::Count { .. } | RemoteOp::Purge | RemoteOp::Delete { .. } => {
                 self.answer_as_asked(queue, owner, op).await
             }
-            RemoteOp::Consume {
-                key,
-                channel,
-                prefetch,
-                no_ack,
-                exclusive,
-                priority,
-            } => {
+            RemoteOp::Consume { key, channel, .. } => {
                 let (local_key, local_channel) = self.proxy_consumer(peer, key, channel, queue)?;
-                let op = queue_op::Consume {
-                    key: local_key,
-                    channel: local_channel,
-                    prefetch,
-                    no_ack,
-                    exclusive,
-                    priority,
+                let Some(mut op) = consume_of(op) else {
+                    return Ok(numbers(0, 0));
                 };
+                (op.key, op.channel) = (local_key, local_channel);
                 if let Err(error) = self.queue_op(queue, owner, op).await {
                     self.forget_proxy_key(local_key);
                     return Err(error);
@@ -381,23 +370,10 @@ impl Shard {
                 };
                 Ok(numbers(self.queue_op(queue, owner, op).await?, 0))
             }
-            RemoteOp::Consume {
-                key,
-                channel,
-                prefetch,
-                no_ack,
-                exclusive,
-                priority,
-            } => {
-                let op = queue_op::Consume {
-                    key,
-                    channel,
-                    prefetch,
-                    no_ack,
-                    exclusive,
-                    priority,
-                };
-                self.queue_op(queue, owner, op).await?;
+            RemoteOp::Consume { .. } => {
+                if let Some(consume) = consume_of(op) {
+                    self.queue_op(queue, owner, consume).await?;
+                }
                 Ok(numbers(0, 0))
             }
             RemoteOp::Cancel { key } => {
@@ -699,27 +675,12 @@ impl Shard {
             else {
                 return;
             };
-            let RemoteOp::Consume {
-                channel,
-                prefetch,
-                no_ack,
-                exclusive,
-                priority,
-                ..
-            } = op
-            else {
+            let Some(consume) = consume_of(op) else {
                 return;
             };
+            let channel = consume.channel;
             let attached = if self.leads_quorum_queue_here(queue) {
                 self.remote().consumers.borrow_mut().remove(&key);
-                let consume = queue_op::Consume {
-                    key,
-                    channel,
-                    prefetch,
-                    no_ack,
-                    exclusive,
-                    priority,
-                };
                 self.handle_queue_op(queue, consume)
             } else {
                 self.ask_remote(queue, op).await.map(drop)
@@ -845,6 +806,29 @@ impl Shard {
             format!("INTERNAL_ERROR - node {node}, which leads the queue, did not answer"),
         )
     }
+}
+
+/// The queue operation a `RemoteOp::Consume` asks for, with its own key and channel.
+fn consume_of(op: RemoteOp) -> Option<queue_op::Consume> {
+    let RemoteOp::Consume {
+        key,
+        channel,
+        prefetch,
+        no_ack,
+        exclusive,
+        priority,
+    } = op
+    else {
+        return None;
+    };
+    Some(queue_op::Consume {
+        key,
+        channel,
+        prefetch,
+        no_ack,
+        exclusive,
+        priority,
+    })
 }
 
 fn too_many_remote() -> AmqpError {
