@@ -59,10 +59,16 @@ pub fn segment_path(dir: &Path, shard: usize, id: u64) -> PathBuf {
     dir.join(format!("s{shard}-{id:020}.wal"))
 }
 
-/// Where the next segment of `shard`'s log is zero-filled before it is needed (`prepare`).
-/// Not a segment name (no `.wal` suffix): recovery and `log_shards` never read it.
-pub fn prepared_path(dir: &Path, shard: usize) -> PathBuf {
-    dir.join(format!("s{shard}-next.wal.tmp"))
+/// Where one open log (`instance`, unique in the process) zero-fills the next segment of
+/// `shard`'s log before it is needed (`prepare`). Not a segment name (no `.wal` suffix):
+/// recovery and `log_shards` never read it. Per instance, so a log dropped and reopened in the
+/// same process (a test's crash) never removes the new instance's file.
+pub fn prepared_path(dir: &Path, shard: usize, instance: u64) -> PathBuf {
+    dir.join(format!("{}{instance}.wal.tmp", prepared_prefix(shard)))
+}
+
+fn prepared_prefix(shard: usize) -> String {
+    format!("s{shard}-next-")
 }
 
 /// Segment ids of this shard found in `dir`, ascending.
@@ -121,14 +127,13 @@ pub fn remove_log(dir: &Path, shard: usize) -> Result<(), WalError> {
         let path = segment_path(dir, shard, id);
         std::fs::remove_file(&path).map_err(|e| WalError::io("remove segment", &path, e))?;
     }
-    remove_prepared(dir, shard);
+    remove_stale_prepared(dir, shard);
     sync_dir(dir)
 }
 
-/// Deletes `shard`'s prepared next segment, if there is one (it holds nothing of the log).
-pub fn remove_prepared(dir: &Path, shard: usize) {
-    let path = prepared_path(dir, shard);
-    match std::fs::remove_file(&path) {
+/// Deletes a prepared next segment, if it is there (it holds nothing of the log).
+pub fn remove_prepared(path: &Path) {
+    match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
@@ -137,7 +142,27 @@ pub fn remove_prepared(dir: &Path, shard: usize) {
     }
 }
 
-/// Makes the next segment of `shard`'s log ahead of use: `prepared_path`, `size_bytes` long,
+/// Deletes every prepared next segment of `shard` in `dir`: left by a process that stopped
+/// without closing its log (one per crash; nothing reads them).
+pub fn remove_stale_prepared(dir: &Path, shard: usize) {
+    let prefix = prepared_prefix(shard);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".wal.tmp"))
+            .is_some_and(|instance| instance.parse::<u64>().is_ok());
+        if stale {
+            remove_prepared(&entry.path());
+        }
+    }
+}
+
+/// Makes the next segment of a log ahead of use: `path` (`prepared_path`), `size_bytes` long,
 /// every block written with zeros and fdatasync'ed. ext4 (and XFS) keep fallocated space as
 /// unwritten extents: the first write into each block then converts it, a metadata change that
 /// a later fdatasync must commit to the journal, and on ext4 an O_DIRECT write into unwritten
@@ -145,21 +170,19 @@ pub fn remove_prepared(dir: &Path, shard: usize) {
 /// segment's log writes are plain overwrites and its fdatasyncs flush the device only.
 /// `closed` is asked between chunks: a closing log stops the fill (the caller removes the file).
 pub async fn prepare(
-    dir: &Path,
-    shard: usize,
+    path: &Path,
     size_bytes: u64,
     closed: impl Fn() -> bool,
 ) -> Result<Rc<DmaFile>, WalError> {
-    let path = prepared_path(dir, shard);
     // Real data in the file before its first DMA open (glommio's io-poll probe misreads an
     // empty file); a failed earlier preparation left nothing worth keeping.
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(&[0u8; WAL_BLOCK_BYTES]))
-        .map_err(|e| WalError::io("prepare segment", &path, e))?;
-    let file = open(&path).await?;
+        .map_err(|e| WalError::io("prepare segment", path, e))?;
+    let file = open(path).await?;
     file.pre_allocate(size_bytes, false)
         .await
-        .map_err(|e| WalError::glommio("fallocate", &path, e))?;
+        .map_err(|e| WalError::glommio("fallocate", path, e))?;
     let zeros = Rc::new(zero_buffer(&file, WAL_ZERO_FILL_CHUNK_BYTES));
     let mut offset = SEGMENT_HEADER_BYTES;
     // Bounded: one chunk per `WAL_ZERO_FILL_CHUNK_BYTES` of a segment (at most
@@ -177,11 +200,11 @@ pub async fn prepare(
         let written = file
             .write_rc_at(chunk, offset)
             .await
-            .map_err(|e| WalError::glommio("zero-fill", &path, e))?;
+            .map_err(|e| WalError::glommio("zero-fill", path, e))?;
         if written == 0 {
             return Err(WalError::io(
                 "zero-fill",
-                &path,
+                path,
                 std::io::Error::new(std::io::ErrorKind::WriteZero, "short O_DIRECT write"),
             ));
         }
@@ -189,7 +212,7 @@ pub async fn prepare(
     }
     file.fdatasync()
         .await
-        .map_err(|e| WalError::glommio("fdatasync", &path, e))?;
+        .map_err(|e| WalError::glommio("fdatasync", path, e))?;
     Ok(file)
 }
 
@@ -204,10 +227,10 @@ fn zero_buffer(file: &DmaFile, bytes: usize) -> glommio::io::DmaBuffer {
 /// has its header, as with `create`. The fault checks are `create`'s: one per segment.
 pub async fn install(
     dir: &Path,
+    from: &Path,
     file: Rc<DmaFile>,
     header: SegmentHeader,
 ) -> Result<Rc<DmaFile>, WalError> {
-    let from = prepared_path(dir, header.shard as usize);
     let path = segment_path(dir, header.shard as usize, header.id);
     fault::check(FaultOp::Create, &path).map_err(|e| WalError::io("create segment", &path, e))?;
     let encoded = header.encode();
@@ -227,7 +250,7 @@ pub async fn install(
     file.fdatasync()
         .await
         .map_err(|e| WalError::glommio("fdatasync", &path, e))?;
-    std::fs::rename(&from, &path).map_err(|e| WalError::io("rename segment", &path, e))?;
+    std::fs::rename(from, &path).map_err(|e| WalError::io("rename segment", &path, e))?;
     sync_dir(dir)?;
     Ok(file)
 }

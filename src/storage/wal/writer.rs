@@ -61,6 +61,9 @@ use crate::limits::{
     WAL_READ_LIVE_ATTEMPTS_MAX, WAL_WAITERS_MAX,
 };
 
+/// Numbers the open logs of the process, for their prepared segments' names.
+static PREPARED_INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// First bucket of the batch-size histogram: one 4 KiB block.
 pub const WAL_BATCH_BYTES_FIRST_BOUND: u64 = 4096;
 /// First bucket of the fdatasync histogram: 16 µs (in ns).
@@ -147,8 +150,9 @@ struct Inner {
     /// Batches taken by the flusher and not yet finished (written, syncing, or waiting for an
     /// earlier one to finish); at most `WAL_FLUSHES_IN_FLIGHT_MAX`.
     flushes_in_flight: usize,
-    /// The next segment, zero-filled under `segment::prepared_path` (the preparer task).
+    /// The next segment, zero-filled at `prepared_path` (the preparer task).
     prepared: Option<Rc<DmaFile>>,
+    prepared_path: std::path::PathBuf,
     /// The flusher is installing the prepared file: the preparer must not reuse its path.
     installing: bool,
     preparer_waker: Option<Waker>,
@@ -175,6 +179,7 @@ impl Wal {
         opts.validate()?;
         let started = Instant::now();
         let mut log = recovery::recover(&opts).await?;
+        segment::remove_stale_prepared(&opts.dir, opts.shard);
         let recovered = std::mem::take(&mut log.recovered);
         let (cur_segment, cur_offset, partial) = match log.tail.take() {
             Some(Tail {
@@ -203,6 +208,11 @@ impl Wal {
             durable_lsn: log.next_lsn - 1,
             ..WalStats::default()
         };
+        let prepared_path = segment::prepared_path(
+            &opts.dir,
+            opts.shard,
+            PREPARED_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
         let inner = Inner {
             payload_bytes_max: opts.payload_bytes_max(),
             opts,
@@ -236,6 +246,7 @@ impl Wal {
             traced: latency_trace::Waiting::default(),
             flushes_in_flight: 0,
             prepared: None,
+            prepared_path,
             installing: false,
             preparer_waker: None,
             prepare_retry_at: None,
@@ -910,11 +921,18 @@ async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Written, Wal
         let prepared = inner.borrow_mut().take_prepared();
         let file = match prepared {
             Some(file) => {
-                let installed = segment::install(&opts.dir, file, header).await;
-                inner.borrow_mut().installed();
+                let from = inner.borrow().prepared_path.clone();
+                let installed = segment::install(&opts.dir, &from, file, header).await;
+                let mut g = inner.borrow_mut();
+                g.installed();
+                g.stats.segments_prepared += u64::from(installed.is_ok());
+                drop(g);
                 installed?
             }
-            None => segment::create(&opts.dir, header, opts.segment_size_bytes).await?,
+            None => {
+                inner.borrow_mut().stats.segments_unprepared += 1;
+                segment::create(&opts.dir, header, opts.segment_size_bytes).await?
+            }
         };
         files.insert(id, file.clone());
         created.push((id, file));
@@ -968,12 +986,13 @@ async fn sync_job(
 /// A fresh log's first segment: zero-filled like every later one when it can be (see
 /// `preparer`), else created fallocated as a roll without a prepared segment does.
 async fn first_segment(opts: &WalOptions, header: SegmentHeader) -> Result<Rc<DmaFile>, WalError> {
-    let shard = opts.shard;
-    match segment::prepare(&opts.dir, shard, opts.segment_size_bytes, || false).await {
-        Ok(file) => segment::install(&opts.dir, file, header).await,
+    let instance = PREPARED_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = segment::prepared_path(&opts.dir, opts.shard, instance);
+    match segment::prepare(&path, opts.segment_size_bytes, || false).await {
+        Ok(file) => segment::install(&opts.dir, &path, file, header).await,
         Err(error) => {
             tracing::debug!(%error, "cannot zero-fill the first wal segment; fallocating it");
-            segment::remove_prepared(&opts.dir, shard);
+            segment::remove_prepared(&path);
             segment::create(&opts.dir, header, opts.segment_size_bytes).await
         }
     }
@@ -984,9 +1003,9 @@ async fn first_segment(opts: &WalOptions, header: SegmentHeader) -> Result<Rc<Dm
 /// preparation is logged once per episode and tried again after `WAL_PREPARE_RETRY_DELAY`;
 /// rolls meanwhile create their segment fallocated. At close the prepared file is removed.
 async fn preparer(inner: Rc<RefCell<Inner>>) {
-    let (dir, shard, size) = {
+    let (path, size) = {
         let g = inner.borrow();
-        (g.opts.dir.clone(), g.opts.shard, g.opts.segment_size_bytes)
+        (g.prepared_path.clone(), g.opts.segment_size_bytes)
     };
     loop {
         let go = poll_fn(|cx| {
@@ -1004,7 +1023,7 @@ async fn preparer(inner: Rc<RefCell<Inner>>) {
         if !go {
             break;
         }
-        let result = segment::prepare(&dir, shard, size, || inner.borrow().closed).await;
+        let result = segment::prepare(&path, size, || inner.borrow().closed).await;
         let mut g = inner.borrow_mut();
         match result {
             Ok(file) => {
@@ -1024,7 +1043,7 @@ async fn preparer(inner: Rc<RefCell<Inner>>) {
         }
     }
     inner.borrow_mut().prepared = None;
-    segment::remove_prepared(&dir, shard);
+    segment::remove_prepared(&path);
 }
 
 /// Deletes segments in the given (ascending) order; stops at the first failure so a settle is
