@@ -141,6 +141,8 @@ struct Inner {
     /// Set by every successful flush: the compactor looks for segments to copy forward.
     compact_requested: bool,
     compactor_waker: Option<Waker>,
+    /// Copy-forward waiting for room in the batch (`compact::wait_copy_room`).
+    copy_room_waker: Option<Waker>,
     /// Chained enqueues not fully appended yet, oldest first; only the front one is fed.
     streams: VecDeque<chain::Stream>,
     /// Chained enqueues fully appended, not yet durable: (barrier, LSN of the terminal record).
@@ -241,6 +243,7 @@ impl Wal {
             scratch: AlignedVec::new(),
             compact_requested: true,
             compactor_waker: None,
+            copy_room_waker: None,
             streams: VecDeque::new(),
             finishing: VecDeque::new(),
             traced: latency_trace::Waiting::default(),
@@ -524,6 +527,9 @@ impl Inner {
         if let Some(w) = self.compactor_waker.take() {
             w.wake();
         }
+        if let Some(w) = self.copy_room_waker.take() {
+            w.wake();
+        }
         self.wake_preparer();
         self.waiters.drain(..).for_each(Waker::wake);
     }
@@ -767,7 +773,6 @@ impl Inner {
             "a flush finished that was never taken"
         );
         self.flushes_in_flight -= 1;
-        self.wake_flusher();
         if job.fail_seq != self.fail_seq {
             // An earlier batch, in flight when this one was taken, failed: this one's records
             // follow it on disk, so they are written again with it, whatever became of them.
@@ -775,7 +780,7 @@ impl Inner {
                 self.register_created(created);
             }
             self.join_failed(&mut job);
-            self.waiters.drain(..).for_each(Waker::wake);
+            self.flush_finished();
             return false;
         }
         let ok = match result {
@@ -831,8 +836,18 @@ impl Inner {
                 false
             }
         };
-        self.waiters.drain(..).for_each(Waker::wake);
+        self.flush_finished();
         ok
+    }
+
+    /// Wakes whoever waits for a flush: copy-forward first (it looks for an empty batch), then
+    /// the flusher and the durability waiters.
+    fn flush_finished(&mut self) {
+        if let Some(w) = self.copy_room_waker.take() {
+            w.wake();
+        }
+        self.wake_flusher();
+        self.waiters.drain(..).for_each(Waker::wake);
     }
 }
 
@@ -934,6 +949,11 @@ async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Written, Wal
                 segment::create(&opts.dir, header, opts.segment_size_bytes).await?
             }
         };
+        // Registered at once, not when the batch is durable: the next batch may be taken while
+        // this one's fdatasync is in flight, and must write into this file, not create it again.
+        inner
+            .borrow_mut()
+            .register_created(vec![(id, file.clone())]);
         files.insert(id, file.clone());
         created.push((id, file));
     }
