@@ -176,7 +176,7 @@ pub async fn prepare(
 ) -> Result<Rc<DmaFile>, WalError> {
     // Real data in the file before its first DMA open (glommio's io-poll probe misreads an
     // empty file); a failed earlier preparation left nothing worth keeping.
-    std::fs::File::create(&path)
+    std::fs::File::create(path)
         .and_then(|mut f| f.write_all(&[0u8; WAL_BLOCK_BYTES]))
         .map_err(|e| WalError::io("prepare segment", path, e))?;
     let file = open(path).await?;
