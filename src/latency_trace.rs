@@ -11,11 +11,14 @@
 //! The histograms are thread-local: a shard records only on its own thread, never shares them.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use hdrhistogram::Histogram;
 
-use crate::limits::{LATENCY_TRACE_AGE_MAX_NS, LATENCY_TRACE_SAMPLE_EVERY};
+use crate::limits::{
+    LATENCY_TRACE_AGE_MAX_NS, LATENCY_TRACE_PENDING_MAX, LATENCY_TRACE_SAMPLE_EVERY,
+};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -36,9 +39,23 @@ pub enum Stage {
     DeliveryEncoded,
     /// The write holding that delivery returned.
     SocketWritten,
+    /// A persistent message's enqueue record is in the log's pending batch (the queue's shard).
+    LogAppended,
+    /// The flusher took the batch holding it and submits its write.
+    LogWriteSubmitted,
+    /// That write returned to the flusher, which submits the fdatasync.
+    LogWriteDone,
+    /// The fdatasync covering it returned to the flusher.
+    LogSynced,
+    /// The confirmer handed its confirm to the publisher's connection (or its shard's link).
+    ConfirmReleased,
+    /// Its `basic.ack` is encoded into the publisher connection's outbox.
+    ConfirmEncoded,
+    /// The write holding that `basic.ack` returned.
+    ConfirmWritten,
 }
 
-const STAGES: [Stage; 7] = [
+const STAGES: [Stage; 14] = [
     Stage::PublishParsed,
     Stage::MeshSend,
     Stage::MeshFlush,
@@ -46,6 +63,13 @@ const STAGES: [Stage; 7] = [
     Stage::Enqueued,
     Stage::DeliveryEncoded,
     Stage::SocketWritten,
+    Stage::LogAppended,
+    Stage::LogWriteSubmitted,
+    Stage::LogWriteDone,
+    Stage::LogSynced,
+    Stage::ConfirmReleased,
+    Stage::ConfirmEncoded,
+    Stage::ConfirmWritten,
 ];
 
 thread_local! {
@@ -115,6 +139,52 @@ pub fn record_stamp(stage: Stage, stamp: u64) {
             histogram.saturating_record(age.max(1));
         }
     });
+}
+
+/// Records `stage` for each stamp.
+pub fn record_stamps(stage: Stage, stamps: &[u64]) {
+    for &stamp in stamps {
+        record_stamp(stage, stamp);
+    }
+}
+
+/// Stamps of sampled messages waiting for a later stage (a flush, a confirm), by a key: an LSN,
+/// or a channel and publish sequence number. At most `LATENCY_TRACE_PENDING_MAX`; past it a
+/// message is not traced further. Filled only while tracing is on.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    stamps: VecDeque<(u64, u64)>,
+}
+
+impl Waiting {
+    pub fn push(&mut self, key: u64, stamp: u64) {
+        if self.stamps.len() < LATENCY_TRACE_PENDING_MAX {
+            self.stamps.push_back((key, stamp));
+        }
+    }
+
+    /// The stamps of keys up to `key`, when keys were pushed in ascending order (LSNs).
+    pub fn take_through(&mut self, key: u64) -> Vec<u64> {
+        let mut taken = Vec::new();
+        while let Some(&(k, stamp)) = self.stamps.front() {
+            if k > key {
+                break;
+            }
+            self.stamps.pop_front();
+            taken.push(stamp);
+        }
+        taken
+    }
+
+    /// The stamp of exactly `key`, wherever it is.
+    pub fn take(&mut self, key: u64) -> Option<u64> {
+        let at = self.stamps.iter().position(|&(k, _)| k == key)?;
+        self.stamps.remove(at).map(|(_, stamp)| stamp)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stamps.is_empty()
+    }
 }
 
 fn new_histogram() -> Option<Histogram<u64>> {

@@ -81,6 +81,9 @@ struct PublisherResult {
     nacked: u64,
     unexpected: u64,
     latency_ns: Histogram<u64>,
+    /// Open loop: how late each message was written to the socket after its intended time
+    /// (the tool's own share of the confirm latency).
+    send_lag_ns: Histogram<u64>,
 }
 
 fn run_point(opts: &Opts, url: &AmqpUrl, queues: &[String], rate: Option<f64>) -> Result<Report> {
@@ -156,6 +159,7 @@ fn run_point(opts: &Opts, url: &AmqpUrl, queues: &[String], rate: Option<f64>) -
     progress.finish();
 
     let mut confirm_latency = new_histogram();
+    let mut send_lag = new_histogram();
     let (mut published, mut acked, mut nacked, mut unexpected) = (0, 0, 0, 0);
     for handle in publisher_threads {
         let r = join(handle)?;
@@ -165,6 +169,7 @@ fn run_point(opts: &Opts, url: &AmqpUrl, queues: &[String], rate: Option<f64>) -
         unexpected += r.unexpected;
         // Same bounds everywhere, so adding cannot fail.
         let _ = confirm_latency.add(&r.latency_ns);
+        let _ = send_lag.add(&r.send_lag_ns);
     }
     let mut e2e_latency = new_histogram();
     let mut consumed = 0;
@@ -198,6 +203,9 @@ fn run_point(opts: &Opts, url: &AmqpUrl, queues: &[String], rate: Option<f64>) -
         report.push("confirm_p99_over_disk_p99", p99_us / floor);
     }
     report.push_latency_as("e2e_latency", &e2e_latency);
+    if rate.is_some() {
+        report.push_latency_as("send_lag", &send_lag);
+    }
     report.push("published", published as f64);
     report.push("confirmed", acked as f64);
     report.push("nacked", nacked as f64);
@@ -243,6 +251,7 @@ fn run_publisher(mut conn: Conn, spec: PublisherSpec, shared: &Shared) -> Result
         latency_ns: new_histogram(),
         record_from_ns: spec.record_from_ns,
     };
+    let mut send_lag_ns = new_histogram();
     let mut sent: u64 = 0;
     while sent < limit && Instant::now() < spec.end && !shared.stopped() {
         if spec.backlog_max.is_some_and(|max| backlog(shared) >= max) {
@@ -268,6 +277,9 @@ fn run_publisher(mut conn: Conn, spec: PublisherSpec, shared: &Shared) -> Result
                 allowed,
             );
             conn.flush_by(write_deadline)?;
+            if let Some(schedule) = &spec.schedule {
+                record_send_lag(schedule, sent, batch, spec.record_from_ns, &mut send_lag_ns);
+            }
             sent += batch;
             shared.published.fetch_add(batch, Ordering::Relaxed);
         }
@@ -291,7 +303,26 @@ fn run_publisher(mut conn: Conn, spec: PublisherSpec, shared: &Shared) -> Result
         nacked: confirms.tracker.nacked,
         unexpected: confirms.tracker.unexpected,
         latency_ns: confirms.latency_ns,
+        send_lag_ns,
     })
+}
+
+/// Open loop: records, for messages `sent..sent + batch` just written, how long after their
+/// intended time the write returned.
+fn record_send_lag(
+    schedule: &OpenLoop,
+    sent: u64,
+    batch: u64,
+    record_from_ns: u64,
+    histogram: &mut Histogram<u64>,
+) {
+    let written_ns = now_ns();
+    for index in sent..sent + batch {
+        let intended = schedule.intended_ns(index);
+        if intended >= record_from_ns {
+            histogram.saturating_record(written_ns.saturating_sub(intended).max(1));
+        }
+    }
 }
 
 /// Published but not yet consumed, over every publisher of the run.

@@ -131,6 +131,7 @@ pub async fn write_loop(
         let (output, encoded) = conn.take_output();
         // `--trace-latency`: a sampled delivery in this output (taken with it).
         let traced = conn.traced_stamp.take();
+        let traced_confirms = std::mem::take(&mut *conn.traced_confirms_encoded.borrow_mut());
         if !output.is_empty() {
             // The flush is free on TCP; a TLS stream may still hold records the socket had no
             // room for when write_all returned.
@@ -151,6 +152,7 @@ pub async fn write_loop(
             if let Some(stamp) = traced {
                 latency_trace::record_stamp(Stage::SocketWritten, stamp);
             }
+            latency_trace::record_stamps(Stage::ConfirmWritten, &traced_confirms);
             report_written(&shard, &conn, encoded);
             conn.flushed.notify();
             continue;

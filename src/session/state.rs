@@ -63,6 +63,11 @@ pub struct ConnShared {
     /// `--trace-latency`: the stamp of a sampled delivery in the outbox, for the writer to
     /// record once the write holding it returns.
     pub traced_stamp: Cell<Option<u64>>,
+    /// `--trace-latency`: sampled publishes whose confirms are not encoded yet, by channel and
+    /// sequence number (`confirm_trace_key`), and the stamps of those encoded since the writer
+    /// last took the outbox, for it to record once written.
+    traced_confirms: RefCell<latency_trace::Waiting>,
+    pub traced_confirms_encoded: RefCell<Vec<u64>>,
     /// The output the writer took and is writing (0 between writes), for `send_pend`.
     pub writing_bytes: Cell<usize>,
     /// Wakes a paused reader when the writer has flushed.
@@ -303,6 +308,8 @@ impl ConnShared {
             ready_confirms: RefCell::new(Vec::new()),
             writer_wake: Notify::default(),
             traced_stamp: Cell::new(None),
+            traced_confirms: RefCell::new(latency_trace::Waiting::default()),
+            traced_confirms_encoded: RefCell::new(Vec::new()),
             writing_bytes: Cell::new(0),
             flushed: Notify::default(),
             output_closed: Cell::new(false),
@@ -774,11 +781,34 @@ impl ConnShared {
         self.writer_wake.notify();
     }
 
+    /// `--trace-latency`: the publish `seq` of `channel_id` is a sampled message stamped `stamp`.
+    pub fn trace_confirm(&self, channel_id: u16, seq: u64, stamp: u64) {
+        let key = confirm_trace_key(channel_id, seq);
+        self.traced_confirms.borrow_mut().push(key, stamp);
+    }
+
+    /// `--trace-latency`: records the encoding of the sampled confirms among `ready`.
+    fn trace_confirms_encoded(&self, ready: &[ReadyConfirm]) {
+        let mut traced = self.traced_confirms.borrow_mut();
+        if traced.is_empty() {
+            return;
+        }
+        for confirm in ready {
+            if let Some(stamp) = traced.take(confirm_trace_key(confirm.channel, confirm.seq)) {
+                latency_trace::record_stamp(Stage::ConfirmEncoded, stamp);
+                self.traced_confirms_encoded.borrow_mut().push(stamp);
+            }
+        }
+    }
+
     /// Encodes the ready confirms into the outbox, one frame per maximal run of acks per channel.
     fn write_ready_confirms(&self) {
         let mut ready = self.ready_confirms.borrow_mut();
         if ready.is_empty() {
             return;
+        }
+        if latency_trace::is_enabled() {
+            self.trace_confirms_encoded(&ready);
         }
         // Usually sorted already (one channel, settled in order): the sort is then one pass.
         ready.sort_unstable_by_key(|confirm| (confirm.channel, confirm.seq));
@@ -977,6 +1007,12 @@ impl ChannelState {
         let index = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
         self.unacked.remove(index).map(|u| vec![u])
     }
+}
+
+/// A sampled confirm's key in `ConnShared::traced_confirms`: sequence numbers past 2^48 (years
+/// of publishes on one channel) may alias, which costs a wrong trace sample, nothing else.
+fn confirm_trace_key(channel_id: u16, seq: u64) -> u64 {
+    (u64::from(channel_id) << 48) | (seq & ((1 << 48) - 1))
 }
 
 #[cfg(test)]

@@ -266,6 +266,9 @@ impl Shard {
         match self.storage.log_enqueue(id, message_id, message, now) {
             Ok(lsn) => {
                 self.storage.append_succeeded();
+                if let Some(stamp) = crate::latency_trace::sampled(message.body()) {
+                    self.storage.trace_logged(lsn, stamp);
+                }
                 hosted.queue.remember_key(dedup_key, now);
                 let persisted = NonZeroU64::new(lsn);
                 hosted

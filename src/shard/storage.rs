@@ -44,6 +44,8 @@ pub struct ShardStorage {
     enqueue_scratch: RefCell<Vec<u8>>,
     /// Appends the log refused (its batch full while the disk fails), logged per episode.
     append_episode: RefCell<FailureEpisode>,
+    /// `--trace-latency`: sampled messages logged here whose confirms wait, by LSN.
+    traced: RefCell<crate::latency_trace::Waiting>,
 }
 
 /// What became of a message on this shard's queues.
@@ -169,6 +171,16 @@ impl ShardStorage {
                 ),
             }
         }
+    }
+
+    /// `--trace-latency`: the enqueue at `lsn` is of a sampled message stamped `stamp`; the log
+    /// records its flush stages and the confirmer its release.
+    pub fn trace_logged(&self, lsn: Lsn, stamp: u64) {
+        crate::latency_trace::record_stamp(crate::latency_trace::Stage::LogAppended, stamp);
+        if let Some(wal) = self.messages() {
+            wal.trace(lsn, stamp);
+        }
+        self.traced.borrow_mut().push(lsn, stamp);
     }
 
     /// Releases `confirm` once `lsn` is durable.
@@ -317,6 +329,13 @@ pub async fn run_confirmer(shard: Rc<Shard>) {
                 break;
             };
             shard.route_confirm(confirm, durable.is_ok());
+        }
+        if crate::latency_trace::is_enabled() {
+            let released = shard.storage.traced.borrow_mut().take_through(target);
+            crate::latency_trace::record_stamps(
+                crate::latency_trace::Stage::ConfirmReleased,
+                &released,
+            );
         }
     }
 }

@@ -480,6 +480,9 @@ impl Session {
             self.send_return(channel, &message);
         }
         if let Some(seq) = confirm_seq {
+            if let Some(stamp) = crate::latency_trace::sampled(message.body()) {
+                self.conn.trace_confirm(channel, seq, stamp);
+            }
             let now = self.with_channel(channel, |c| {
                 confirm::routed(c, seq, outcome.remote_confirms, outcome.refused)
             });

@@ -270,6 +270,10 @@ impl Liveness {
         chosen.into_iter().collect()
     }
 
+    pub fn has_segment(&self, id: u64) -> bool {
+        self.segments.contains_key(&id)
+    }
+
     pub fn remove_segment(&mut self, id: u64) {
         let removed = self.segments.remove(&id);
         assert!(

@@ -240,6 +240,10 @@ pub struct WalStats {
     pub compaction_failures: u64,
     /// Enqueues recovered without their body (over the recovery body budget).
     pub bodies_left_on_disk: u64,
+    /// Segments zero-filled ahead of use and rolled into (`segment::prepare`), and rolls that
+    /// found none ready and created theirs fallocated.
+    pub segments_prepared: u64,
+    pub segments_unprepared: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

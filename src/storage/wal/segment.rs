@@ -9,7 +9,7 @@ use rkyv::util::AlignedVec;
 
 use super::fault::{self, FaultOp};
 use super::{Lsn, WalError, WAL_BLOCK_BYTES};
-use crate::limits::WAL_RECOVERY_READ_BYTES;
+use crate::limits::{WAL_RECOVERY_READ_BYTES, WAL_ZERO_FILL_CHUNK_BYTES};
 
 pub const SEGMENT_HEADER_BYTES: u64 = WAL_BLOCK_BYTES as u64;
 const SEGMENT_MAGIC: &[u8; 8] = b"RINGMQWL";
@@ -57,6 +57,18 @@ impl SegmentHeader {
 
 pub fn segment_path(dir: &Path, shard: usize, id: u64) -> PathBuf {
     dir.join(format!("s{shard}-{id:020}.wal"))
+}
+
+/// Where one open log (`instance`, unique in the process) zero-fills the next segment of
+/// `shard`'s log before it is needed (`prepare`). Not a segment name (no `.wal` suffix):
+/// recovery and `log_shards` never read it. Per instance, so a log dropped and reopened in the
+/// same process (a test's crash) never removes the new instance's file.
+pub fn prepared_path(dir: &Path, shard: usize, instance: u64) -> PathBuf {
+    dir.join(format!("{}{instance}.wal.tmp", prepared_prefix(shard)))
+}
+
+fn prepared_prefix(shard: usize) -> String {
+    format!("s{shard}-next-")
 }
 
 /// Segment ids of this shard found in `dir`, ascending.
@@ -115,7 +127,132 @@ pub fn remove_log(dir: &Path, shard: usize) -> Result<(), WalError> {
         let path = segment_path(dir, shard, id);
         std::fs::remove_file(&path).map_err(|e| WalError::io("remove segment", &path, e))?;
     }
+    remove_stale_prepared(dir, shard);
     sync_dir(dir)
+}
+
+/// Deletes a prepared next segment, if it is there (it holds nothing of the log).
+pub fn remove_prepared(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot remove a prepared wal segment")
+        }
+    }
+}
+
+/// Deletes every prepared next segment of `shard` in `dir`: left by a process that stopped
+/// without closing its log (one per crash; nothing reads them).
+pub fn remove_stale_prepared(dir: &Path, shard: usize) {
+    let prefix = prepared_prefix(shard);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".wal.tmp"))
+            .is_some_and(|instance| instance.parse::<u64>().is_ok());
+        if stale {
+            remove_prepared(&entry.path());
+        }
+    }
+}
+
+/// Makes the next segment of a log ahead of use: `path` (`prepared_path`), `size_bytes` long,
+/// every block written with zeros and fdatasync'ed. ext4 (and XFS) keep fallocated space as
+/// unwritten extents: the first write into each block then converts it, a metadata change that
+/// a later fdatasync must commit to the journal, and on ext4 an O_DIRECT write into unwritten
+/// space cannot complete inline (tuning.md §5). Written once here, in the background, the
+/// segment's log writes are plain overwrites and its fdatasyncs flush the device only.
+/// `closed` is asked between chunks: a closing log stops the fill (the caller removes the file).
+pub async fn prepare(
+    path: &Path,
+    size_bytes: u64,
+    closed: impl Fn() -> bool,
+) -> Result<Rc<DmaFile>, WalError> {
+    // Real data in the file before its first DMA open (glommio's io-poll probe misreads an
+    // empty file); a failed earlier preparation left nothing worth keeping.
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(&[0u8; WAL_BLOCK_BYTES]))
+        .map_err(|e| WalError::io("prepare segment", path, e))?;
+    let file = open(path).await?;
+    file.pre_allocate(size_bytes, false)
+        .await
+        .map_err(|e| WalError::glommio("fallocate", path, e))?;
+    let zeros = Rc::new(zero_buffer(&file, WAL_ZERO_FILL_CHUNK_BYTES));
+    let mut offset = SEGMENT_HEADER_BYTES;
+    // Bounded: one chunk per `WAL_ZERO_FILL_CHUNK_BYTES` of a segment (at most
+    // `WAL_SEGMENT_SIZE_BYTES_MAX`); sizes are whole blocks (`WalOptions::validate`).
+    while offset < size_bytes {
+        if closed() {
+            return Err(WalError::Closed);
+        }
+        let left = (size_bytes - offset) as usize;
+        let chunk = if left >= zeros.len() {
+            zeros.clone()
+        } else {
+            Rc::new(zero_buffer(&file, left))
+        };
+        let written = file
+            .write_rc_at(chunk, offset)
+            .await
+            .map_err(|e| WalError::glommio("zero-fill", path, e))?;
+        if written == 0 {
+            return Err(WalError::io(
+                "zero-fill",
+                path,
+                std::io::Error::new(std::io::ErrorKind::WriteZero, "short O_DIRECT write"),
+            ));
+        }
+        offset += written as u64;
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| WalError::glommio("fdatasync", path, e))?;
+    Ok(file)
+}
+
+fn zero_buffer(file: &DmaFile, bytes: usize) -> glommio::io::DmaBuffer {
+    let mut buffer = file.alloc_dma_buffer(bytes);
+    buffer.as_bytes_mut().fill(0);
+    buffer
+}
+
+/// Makes a prepared file (`prepare`) the segment `header` names: the header block written and
+/// fdatasync'ed first, then the rename (directory synced), so a segment name on disk always
+/// has its header, as with `create`. The fault checks are `create`'s: one per segment.
+pub async fn install(
+    dir: &Path,
+    from: &Path,
+    file: Rc<DmaFile>,
+    header: SegmentHeader,
+) -> Result<Rc<DmaFile>, WalError> {
+    let path = segment_path(dir, header.shard as usize, header.id);
+    fault::check(FaultOp::Create, &path).map_err(|e| WalError::io("create segment", &path, e))?;
+    let encoded = header.encode();
+    let mut block = file.alloc_dma_buffer(encoded.len());
+    block.as_bytes_mut().copy_from_slice(&encoded);
+    let written = file
+        .write_at(block, 0)
+        .await
+        .map_err(|e| WalError::glommio("write segment header", &path, e))?;
+    if written != encoded.len() {
+        return Err(WalError::io(
+            "write segment header",
+            &path,
+            std::io::Error::new(std::io::ErrorKind::WriteZero, "short O_DIRECT write"),
+        ));
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| WalError::glommio("fdatasync", &path, e))?;
+    std::fs::rename(from, &path).map_err(|e| WalError::io("rename segment", &path, e))?;
+    sync_dir(dir)?;
+    Ok(file)
 }
 
 /// Creates a segment: header block via std I/O (synced, directory synced so the name survives a

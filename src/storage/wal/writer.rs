@@ -2,11 +2,27 @@
 //! whole batches (group commit without timers), reclamation of fully settled segments.
 //!
 //! Group commit: appends only buffer and wake the flusher. The flusher takes everything
-//! appended so far as one batch, writes it (one DMA write per segment touched), fdatasyncs, then
-//! takes whatever accumulated meanwhile. A lone record at low load is flushed at once; under
-//! load the batch grows by itself up to `write_buffer_bytes`.
+//! appended so far as one batch, writes it (one DMA write per segment touched) and hands it to a
+//! sync task of its own (fdatasync, then `finish`); then it takes whatever accumulated meanwhile.
+//! A lone record at low load is flushed at once; under load the batch grows by itself up to
+//! `write_buffer_bytes`.
+//!
+//! Overlapped flushes: up to `WAL_FLUSHES_IN_FLIGHT_MAX` batches are between "taken" and
+//! "finished" at once, so the next batch's write starts while the previous fdatasync is in
+//! flight instead of after it. Writes stay one after another (a batch's first block rewrites the
+//! previous batch's partial last block), and each fdatasync is issued after its own batch's
+//! write returned, so it covers that batch and every earlier one. Sync tasks finish in batch
+//! order (each waits for its predecessor), so the durable LSN only moves forward and a confirm
+//! is released only by the fdatasync that covers it. When one fails, every later batch already
+//! taken joins the failed batch (`Inner::finish`): the retry rewrites them all, in order.
 //!
 //! Chained (multi-part) enqueues: see `chain`.
+//!
+//! Segments ahead of use: a preparer task zero-fills the next segment under a temporary name
+//! (`segment::prepare`) once the current one is `WAL_PREPARE_AT_PERCENT` full, and the flush
+//! that rolls into it only writes its header and renames it (`segment::install`), so log writes
+//! never land in fallocated (unwritten) space. Without one ready the roll creates the segment
+//! as before (fallocated only). A fresh log's first segment is prepared at open.
 //!
 //! Compaction / copy-forward: see `compact`. Topology records would need a snapshot record kind
 //! from their owner before they can be dropped: today they pin their segment.
@@ -34,12 +50,19 @@ use super::record::{
 use super::recovery::{self, Tail};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::failure_log::{self, FailureEpisode};
+use crate::latency_trace::{self, Stage};
 use crate::metrics::Histogram;
 
 use super::{
     Lsn, RecordPos, Recovered, WalError, WalOptions, WalStats, NOT_READABLE_YET, WAL_BLOCK_BYTES,
 };
-use crate::limits::{WAL_READ_LIVE_ATTEMPTS_MAX, WAL_WAITERS_MAX};
+use crate::limits::{
+    WAL_FLUSHES_IN_FLIGHT_MAX, WAL_PREPARE_AT_PERCENT, WAL_PREPARE_RETRY_DELAY,
+    WAL_READ_LIVE_ATTEMPTS_MAX, WAL_WAITERS_MAX,
+};
+
+/// Numbers the open logs of the process, for their prepared segments' names.
+static PREPARED_INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// First bucket of the batch-size histogram: one 4 KiB block.
 pub const WAL_BATCH_BYTES_FIRST_BOUND: u64 = 4096;
@@ -75,6 +98,11 @@ struct Job {
     retry: bool,
     create: Vec<(u64, Lsn)>,
     reclaim: Vec<u64>,
+    /// `--trace-latency`: stamps of the sampled messages in this batch.
+    traced: Vec<u64>,
+    /// `Inner::fail_seq` when the job was taken: a flush that failed since (an earlier batch
+    /// still in flight then) makes this one part of the failed batch whatever its own result.
+    fail_seq: u64,
 }
 
 struct Inner {
@@ -113,10 +141,26 @@ struct Inner {
     /// Set by every successful flush: the compactor looks for segments to copy forward.
     compact_requested: bool,
     compactor_waker: Option<Waker>,
+    /// Copy-forward waiting for room in the batch (`compact::wait_copy_room`).
+    copy_room_waker: Option<Waker>,
     /// Chained enqueues not fully appended yet, oldest first; only the front one is fed.
     streams: VecDeque<chain::Stream>,
     /// Chained enqueues fully appended, not yet durable: (barrier, LSN of the terminal record).
     finishing: VecDeque<(Lsn, Lsn)>,
+    /// `--trace-latency`: sampled messages appended and not yet taken into a flush, by LSN.
+    traced: latency_trace::Waiting,
+    /// Batches taken by the flusher and not yet finished (written, syncing, or waiting for an
+    /// earlier one to finish); at most `WAL_FLUSHES_IN_FLIGHT_MAX`.
+    flushes_in_flight: usize,
+    /// The next segment, zero-filled at `prepared_path` (the preparer task).
+    prepared: Option<Rc<DmaFile>>,
+    prepared_path: std::path::PathBuf,
+    /// The flusher is installing the prepared file: the preparer must not reuse its path.
+    installing: bool,
+    preparer_waker: Option<Waker>,
+    /// After a failed preparation, the next is not tried before this.
+    prepare_retry_at: Option<Instant>,
+    prepare_episode: FailureEpisode,
     /// Test hook: simulates a crash between a copy-forward and the deletion it allows.
     #[cfg(test)]
     reclaim_paused: bool,
@@ -127,6 +171,7 @@ pub struct Wal {
     inner: Rc<RefCell<Inner>>,
     flusher: RefCell<Option<glommio::task::JoinHandle<()>>>,
     compactor: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    preparer: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 impl Wal {
@@ -136,6 +181,7 @@ impl Wal {
         opts.validate()?;
         let started = Instant::now();
         let mut log = recovery::recover(&opts).await?;
+        segment::remove_stale_prepared(&opts.dir, opts.shard);
         let recovered = std::mem::take(&mut log.recovered);
         let (cur_segment, cur_offset, partial) = match log.tail.take() {
             Some(Tail {
@@ -150,7 +196,7 @@ impl Wal {
                     id,
                     first_lsn: log.next_lsn,
                 };
-                let file = segment::create(&opts.dir, header, opts.segment_size_bytes).await?;
+                let file = first_segment(&opts, header).await?;
                 log.files.insert(id, file);
                 log.live.add_segment(id);
                 (id, SEGMENT_HEADER_BYTES, Vec::new())
@@ -164,6 +210,11 @@ impl Wal {
             durable_lsn: log.next_lsn - 1,
             ..WalStats::default()
         };
+        let prepared_path = segment::prepared_path(
+            &opts.dir,
+            opts.shard,
+            PREPARED_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
         let inner = Inner {
             payload_bytes_max: opts.payload_bytes_max(),
             opts,
@@ -192,8 +243,17 @@ impl Wal {
             scratch: AlignedVec::new(),
             compact_requested: true,
             compactor_waker: None,
+            copy_room_waker: None,
             streams: VecDeque::new(),
             finishing: VecDeque::new(),
+            traced: latency_trace::Waiting::default(),
+            flushes_in_flight: 0,
+            prepared: None,
+            prepared_path,
+            installing: false,
+            preparer_waker: None,
+            prepare_retry_at: None,
+            prepare_episode: FailureEpisode::default(),
             #[cfg(test)]
             reclaim_paused: false,
         };
@@ -202,10 +262,12 @@ impl Wal {
         reclaim_segments(&inner, &reclaim).await;
         let task = glommio::spawn_local(flusher(inner.clone())).detach();
         let compactor = glommio::spawn_local(compact::compactor(inner.clone())).detach();
+        let preparer = glommio::spawn_local(preparer(inner.clone())).detach();
         let wal = Wal {
             inner,
             flusher: RefCell::new(Some(task)),
             compactor: RefCell::new(Some(compactor)),
+            preparer: RefCell::new(Some(preparer)),
         };
         wal.inner.borrow_mut().stats.recovery_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
@@ -250,6 +312,12 @@ impl Wal {
         let (lsn, pos) = g.append(RecordKind::Topology, payload)?;
         g.live.on_topology(pos.segment);
         Ok(lsn)
+    }
+
+    /// `--trace-latency`: the record at `lsn` carries a sampled message stamped `stamp`; the
+    /// flusher records its write and fdatasync stages.
+    pub fn trace(&self, lsn: Lsn, stamp: u64) {
+        self.inner.borrow_mut().traced.push(lsn, stamp);
     }
 
     /// Resolves once every record up to `lsn` is written and fdatasync'ed; Err if the flush that
@@ -437,6 +505,7 @@ impl Wal {
         let tasks = [
             self.flusher.borrow_mut().take(),
             self.compactor.borrow_mut().take(),
+            self.preparer.borrow_mut().take(),
         ];
         for task in tasks.into_iter().flatten() {
             task.await;
@@ -458,7 +527,68 @@ impl Inner {
         if let Some(w) = self.compactor_waker.take() {
             w.wake();
         }
+        if let Some(w) = self.copy_room_waker.take() {
+            w.wake();
+        }
+        self.wake_preparer();
         self.waiters.drain(..).for_each(Waker::wake);
+    }
+
+    fn register_created(&mut self, created: Vec<(u64, Rc<DmaFile>)>) {
+        for (id, file) in created {
+            self.new_segments.remove(&id);
+            self.files.insert(id, file);
+        }
+    }
+
+    /// Appends `job`'s batch to the failed one (it was taken after it, so it goes after it).
+    fn join_failed(&mut self, job: &mut Job) {
+        let batch = std::mem::take(&mut job.batch);
+        let Some(failed) = self.failed.as_mut() else {
+            // Only a failure sets `fail_seq` and `failed` together, and only a retry (taken
+            // after every earlier flush finished) clears it.
+            unreachable!("fail_seq moved without a failed batch");
+        };
+        assert!(
+            batch.first_lsn == 0 || batch.first_lsn > failed.last_lsn,
+            "a batch joins the failed one out of order: {} after {}",
+            batch.first_lsn,
+            failed.last_lsn
+        );
+        failed.chunks.extend(batch.chunks);
+        failed.bytes += batch.bytes;
+        if batch.last_lsn != 0 {
+            failed.last_lsn = batch.last_lsn;
+            failed.end = batch.end;
+        }
+    }
+
+    fn wake_preparer(&mut self) {
+        if let Some(w) = self.preparer_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The preparer should zero-fill the next segment now: none is ready or being installed,
+    /// the current one is `WAL_PREPARE_AT_PERCENT` full, and no failure asks it to wait.
+    fn wants_prepared(&self, now: Instant) -> bool {
+        self.prepared.is_none()
+            && !self.installing
+            && self.prepare_retry_at.is_none_or(|at| now >= at)
+            && self.cur_offset * 100 >= self.opts.segment_size_bytes * WAL_PREPARE_AT_PERCENT
+    }
+
+    /// The prepared next segment for a roll, if one is ready; the preparer waits until
+    /// `installed` is called.
+    fn take_prepared(&mut self) -> Option<Rc<DmaFile>> {
+        let file = self.prepared.take()?;
+        self.installing = true;
+        Some(file)
+    }
+
+    fn installed(&mut self) {
+        self.installing = false;
+        self.wake_preparer();
     }
 
     fn wake_flusher(&mut self) {
@@ -579,7 +709,9 @@ impl Inner {
     fn take_job(&mut self) -> Option<Job> {
         let retry = self.failed.is_some();
         let batch = if retry {
-            if !self.retry_requested {
+            // Only once every batch taken before the failure has finished: those still in flight
+            // join the failed batch first (`finish`).
+            if !self.retry_requested || self.flushes_in_flight > 0 {
                 return None;
             }
             self.retry_requested = false;
@@ -624,21 +756,36 @@ impl Inner {
         if retry {
             self.stats.flush_retries += 1;
         }
+        let traced = self.traced.take_through(batch.last_lsn);
         Some(Job {
             batch,
             retry,
             create,
             reclaim,
+            traced,
+            fail_seq: self.fail_seq,
         })
     }
 
-    fn finish(&mut self, job: Job, result: Result<Flushed, WalError>) -> bool {
+    fn finish(&mut self, mut job: Job, result: Result<Flushed, WalError>) -> bool {
+        assert!(
+            self.flushes_in_flight > 0,
+            "a flush finished that was never taken"
+        );
+        self.flushes_in_flight -= 1;
+        if job.fail_seq != self.fail_seq {
+            // An earlier batch, in flight when this one was taken, failed: this one's records
+            // follow it on disk, so they are written again with it, whatever became of them.
+            if let Ok((_, created)) = result {
+                self.register_created(created);
+            }
+            self.join_failed(&mut job);
+            self.flush_finished();
+            return false;
+        }
         let ok = match result {
             Ok((bytes, created)) => {
-                for (id, file) in created {
-                    self.new_segments.remove(&id);
-                    self.files.insert(id, file);
-                }
+                self.register_created(created);
                 assert!(
                     job.batch.last_lsn >= self.durable_lsn,
                     "durable lsn goes backwards: {} after {}",
@@ -664,6 +811,7 @@ impl Inner {
                 if let Some(w) = self.compactor_waker.take() {
                     w.wake();
                 }
+                self.wake_preparer();
                 true
             }
             Err(e) => {
@@ -688,41 +836,86 @@ impl Inner {
                 false
             }
         };
-        self.waiters.drain(..).for_each(Waker::wake);
+        self.flush_finished();
         ok
+    }
+
+    /// Wakes whoever waits for a flush: copy-forward first (it looks for an empty batch), then
+    /// the flusher and the durability waiters.
+    fn flush_finished(&mut self) {
+        if let Some(w) = self.copy_room_waker.take() {
+            w.wake();
+        }
+        self.wake_flusher();
+        self.waiters.drain(..).for_each(Waker::wake);
     }
 }
 
 async fn flusher(inner: Rc<RefCell<Inner>>) {
+    let mut previous: Option<glommio::task::JoinHandle<()>> = None;
     loop {
         let job = poll_fn(|cx| {
             let mut g = inner.borrow_mut();
             if g.closed {
                 return Poll::Ready(None);
             }
-            g.feed_streams();
-            if let Some(job) = g.take_job() {
-                return Poll::Ready(Some(job));
+            if g.flushes_in_flight < WAL_FLUSHES_IN_FLIGHT_MAX {
+                g.feed_streams();
+                if let Some(job) = g.take_job() {
+                    g.flushes_in_flight += 1;
+                    return Poll::Ready(Some(job));
+                }
             }
             g.flusher_waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await;
-        let Some(mut job) = job else { return };
-        let result = write_job(&inner, &job).await;
-        let reclaim = std::mem::take(&mut job.reclaim);
-        let ok = inner.borrow_mut().finish(job, result);
-        #[cfg(test)]
-        let ok = ok && !inner.borrow().reclaim_paused;
-        if ok {
-            reclaim_segments(&inner, &reclaim).await;
-        }
+        let Some(job) = job else { break };
+        let written = write_job(&inner, &job).await;
+        let sync = sync_and_finish(inner.clone(), job, written, previous.take());
+        previous = Some(glommio::spawn_local(sync).detach());
     }
+    if let Some(last) = previous {
+        last.await;
+    }
+}
+
+/// The second half of a flush: the fdatasync of a written batch (none when its write failed),
+/// then, once the batch before it has finished, `finish` and the reclamation it allows.
+async fn sync_and_finish(
+    inner: Rc<RefCell<Inner>>,
+    mut job: Job,
+    written: Result<Written, WalError>,
+    previous: Option<glommio::task::JoinHandle<()>>,
+) {
+    let result = match written {
+        Ok(written) => sync_job(&inner, &job, &written.files)
+            .await
+            .map(|()| (written.bytes, written.created)),
+        Err(error) => Err(error),
+    };
+    if let Some(previous) = previous {
+        previous.await;
+    }
+    let reclaim = std::mem::take(&mut job.reclaim);
+    let ok = inner.borrow_mut().finish(job, result);
+    #[cfg(test)]
+    let ok = ok && !inner.borrow().reclaim_paused;
+    if ok {
+        reclaim_segments(&inner, &reclaim).await;
+    }
+}
+
+/// A batch written: its bytes, the segments created for it, every file it touched.
+struct Written {
+    bytes: u64,
+    created: Vec<(u64, Rc<DmaFile>)>,
+    files: BTreeMap<u64, Rc<DmaFile>>,
 }
 
 /// Creates the segments the batch needs, writes each chunk, fdatasyncs every file touched.
 /// Returns bytes written and the segments created.
-async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Flushed, WalError> {
+async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Written, WalError> {
     let (opts, mut files) = {
         let g = inner.borrow();
         let files: BTreeMap<u64, Rc<DmaFile>> = job
@@ -740,11 +933,32 @@ async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Flushed, Wal
             id,
             first_lsn,
         };
-        let file = segment::create(&opts.dir, header, opts.segment_size_bytes).await?;
+        let prepared = inner.borrow_mut().take_prepared();
+        let file = match prepared {
+            Some(file) => {
+                let from = inner.borrow().prepared_path.clone();
+                let installed = segment::install(&opts.dir, &from, file, header).await;
+                let mut g = inner.borrow_mut();
+                g.installed();
+                g.stats.segments_prepared += u64::from(installed.is_ok());
+                drop(g);
+                installed?
+            }
+            None => {
+                inner.borrow_mut().stats.segments_unprepared += 1;
+                segment::create(&opts.dir, header, opts.segment_size_bytes).await?
+            }
+        };
+        // Registered at once, not when the batch is durable: the next batch may be taken while
+        // this one's fdatasync is in flight, and must write into this file, not create it again.
+        inner
+            .borrow_mut()
+            .register_created(vec![(id, file.clone())]);
         files.insert(id, file.clone());
         created.push((id, file));
     }
     let mut bytes = 0u64;
+    latency_trace::record_stamps(Stage::LogWriteSubmitted, &job.traced);
     for chunk in &job.batch.chunks {
         let path = segment::segment_path(&opts.dir, opts.shard, chunk.segment);
         let file = files.get(&chunk.segment).ok_or_else(|| {
@@ -756,9 +970,28 @@ async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Flushed, Wal
         })?;
         bytes += segment::write_padded(file, &path, chunk.file_offset, &chunk.data).await? as u64;
     }
+    latency_trace::record_stamps(Stage::LogWriteDone, &job.traced);
+    Ok(Written {
+        bytes,
+        created,
+        files,
+    })
+}
+
+/// fdatasyncs every file a written batch touched (issued after its write returned, so it also
+/// covers every batch written before it).
+async fn sync_job(
+    inner: &Rc<RefCell<Inner>>,
+    job: &Job,
+    files: &BTreeMap<u64, Rc<DmaFile>>,
+) -> Result<(), WalError> {
+    let (dir, shard) = {
+        let g = inner.borrow();
+        (g.opts.dir.clone(), g.opts.shard)
+    };
     let sync_started = std::time::Instant::now();
-    for (id, file) in &files {
-        let path = segment::segment_path(&opts.dir, opts.shard, *id);
+    for (id, file) in files {
+        let path = segment::segment_path(&dir, shard, *id);
         fault::check(FaultOp::Fdatasync, &path).map_err(|e| WalError::io("fdatasync", &path, e))?;
         file.fdatasync()
             .await
@@ -766,7 +999,71 @@ async fn write_job(inner: &Rc<RefCell<Inner>>, job: &Job) -> Result<Flushed, Wal
     }
     let sync_ns = u64::try_from(sync_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     inner.borrow_mut().fdatasync_ns.observe(sync_ns);
-    Ok((bytes, created))
+    latency_trace::record_stamps(Stage::LogSynced, &job.traced);
+    Ok(())
+}
+
+/// A fresh log's first segment: zero-filled like every later one when it can be (see
+/// `preparer`), else created fallocated as a roll without a prepared segment does.
+async fn first_segment(opts: &WalOptions, header: SegmentHeader) -> Result<Rc<DmaFile>, WalError> {
+    let instance = PREPARED_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = segment::prepared_path(&opts.dir, opts.shard, instance);
+    match segment::prepare(&path, opts.segment_size_bytes, || false).await {
+        Ok(file) => segment::install(&opts.dir, &path, file, header).await,
+        Err(error) => {
+            tracing::debug!(%error, "cannot zero-fill the first wal segment; fallocating it");
+            segment::remove_prepared(&path);
+            segment::create(&opts.dir, header, opts.segment_size_bytes).await
+        }
+    }
+}
+
+/// Zero-fills the next segment ahead of use (module doc): one at a time, started once the
+/// current segment is `WAL_PREPARE_AT_PERCENT` full and asked again after each flush. A failed
+/// preparation is logged once per episode and tried again after `WAL_PREPARE_RETRY_DELAY`;
+/// rolls meanwhile create their segment fallocated. At close the prepared file is removed.
+async fn preparer(inner: Rc<RefCell<Inner>>) {
+    let (path, size) = {
+        let g = inner.borrow();
+        (g.prepared_path.clone(), g.opts.segment_size_bytes)
+    };
+    loop {
+        let go = poll_fn(|cx| {
+            let mut g = inner.borrow_mut();
+            if g.closed {
+                return Poll::Ready(false);
+            }
+            if g.wants_prepared(Instant::now()) {
+                return Poll::Ready(true);
+            }
+            g.preparer_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if !go {
+            break;
+        }
+        let result = segment::prepare(&path, size, || inner.borrow().closed).await;
+        let mut g = inner.borrow_mut();
+        match result {
+            Ok(file) => {
+                g.prepared = Some(file);
+                g.prepare_retry_at = None;
+                if let Some(recovery) = g.prepare_episode.succeeded(Instant::now()) {
+                    failure_log::recovered(recovery, "wal segment preparation");
+                }
+            }
+            Err(WalError::Closed) => {}
+            Err(error) => {
+                let now = Instant::now();
+                g.prepare_retry_at = Some(now + WAL_PREPARE_RETRY_DELAY);
+                let note = g.prepare_episode.failed(now);
+                failure_log::warn(note, "wal segment preparation", &error);
+            }
+        }
+    }
+    inner.borrow_mut().prepared = None;
+    segment::remove_prepared(&path);
 }
 
 /// Deletes segments in the given (ascending) order; stops at the first failure so a settle is
@@ -775,6 +1072,10 @@ async fn reclaim_segments(inner: &Rc<RefCell<Inner>>, ids: &[u64]) {
     for &id in ids {
         let (file, path) = {
             let mut g = inner.borrow_mut();
+            if !g.live.has_segment(id) {
+                // Chosen by an earlier batch too (both were in flight), and deleted by it.
+                continue;
+            }
             g.live.remove_segment(id);
             g.stats.segments_deleted += 1;
             (

@@ -284,7 +284,10 @@ async fn wait_copy_room(inner: &Rc<RefCell<Inner>>, copy: &ChainCopy, bytes: usi
             if g.closed || g.stats.flushes + g.stats.flush_failures != flushes {
                 return Poll::Ready(());
             }
-            g.waiters.push(cx.waker().clone());
+            // Woken ahead of the other waiters (`Inner::flush_finished`): right after a flush
+            // the batch is empty unless someone appended first, and appenders woken by the
+            // same flush would otherwise refill it before every look.
+            g.copy_room_waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await;
