@@ -30,7 +30,7 @@ use raft::{RawNode, StateRole};
 
 use super::link::Outbound;
 use super::log::RaftLog;
-use super::node::{memory_storage, raft_id};
+use super::node::{memory_storage, parse_context, proposal_context, raft_id};
 use super::Members;
 use crate::broker::QueueId;
 use crate::limits::{
@@ -428,20 +428,6 @@ fn split_batch(batch: Vec<u8>) -> Vec<Vec<u8>> {
         frames.push(current);
     }
     frames
-}
-
-fn proposal_context(node: u64, seq: u64) -> Vec<u8> {
-    let mut context = Vec::with_capacity(16);
-    context.put_u64(node);
-    context.put_u64(seq);
-    context
-}
-
-fn parse_context(mut context: &[u8]) -> Option<(u64, u64)> {
-    if context.len() != 16 {
-        return None;
-    }
-    Some((context.get_u64(), context.get_u64()))
 }
 
 #[cfg(test)]

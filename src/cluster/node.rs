@@ -521,14 +521,16 @@ fn unavailable(text: &str) -> AmqpError {
     )
 }
 
-fn proposal_context(node: u64, seq: u64) -> Vec<u8> {
+/// A proposal's Raft context: the proposing node and its sequence number (the topology's
+/// group and the quorum queues' alike).
+pub(super) fn proposal_context(node: u64, seq: u64) -> Vec<u8> {
     let mut context = Vec::with_capacity(16);
     context.put_u64(node);
     context.put_u64(seq);
     context
 }
 
-fn parse_context(mut context: &[u8]) -> Option<(u64, u64)> {
+pub(super) fn parse_context(mut context: &[u8]) -> Option<(u64, u64)> {
     if context.len() != 16 {
         return None;
     }
