@@ -30,7 +30,9 @@ use raft::{RawNode, StateRole};
 
 use super::link::Outbound;
 use super::log::RaftLog;
-use super::node::{memory_storage, parse_context, proposal_context, raft_id};
+use super::node::{
+    memory_storage, parse_context, proposal_context, raft_id, wait_for_tick_or_wake,
+};
 use super::Members;
 use crate::broker::QueueId;
 use crate::limits::{
@@ -231,15 +233,7 @@ impl Groups {
         loop {
             let idle = self.inbox.borrow().is_empty()
                 && !self.groups.borrow().values().any(|g| g.raw.has_ready());
-            let now = Instant::now();
-            if idle && now < next_tick {
-                let wait = next_tick - now;
-                let _ = glommio::timer::timeout(wait, async {
-                    self.wake.wait().await;
-                    Ok(())
-                })
-                .await;
-            }
+            wait_for_tick_or_wake(idle, next_tick, &self.wake).await;
             if Instant::now() >= next_tick {
                 for group in self.groups.borrow_mut().values_mut() {
                     group.raw.tick();

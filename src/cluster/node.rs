@@ -352,15 +352,7 @@ impl Node {
         let mut next_tick = Instant::now() + RAFT_TICK;
         loop {
             let idle = self.inbox.borrow().is_empty() && !self.raw.borrow().has_ready();
-            let now = Instant::now();
-            if idle && now < next_tick {
-                let wait = next_tick - now;
-                let _ = glommio::timer::timeout(wait, async {
-                    self.wake.wait().await;
-                    Ok(())
-                })
-                .await;
-            }
+            wait_for_tick_or_wake(idle, next_tick, &self.wake).await;
             if Instant::now() >= next_tick {
                 self.raw.borrow_mut().tick();
                 next_tick = Instant::now() + RAFT_TICK;
@@ -519,6 +511,19 @@ fn unavailable(text: &str) -> AmqpError {
         reply_code::INTERNAL_ERROR,
         format!("INTERNAL_ERROR - {text}"),
     )
+}
+
+/// A Raft driver's sleep: with nothing to do (`idle`), until `next_tick` or sooner when `wake`
+/// rings; with work, not at all (the topology's group and the quorum queues' alike).
+pub(super) async fn wait_for_tick_or_wake(idle: bool, next_tick: Instant, wake: &Notify) {
+    let now = Instant::now();
+    if idle && now < next_tick {
+        let _ = glommio::timer::timeout(next_tick - now, async {
+            wake.wait().await;
+            Ok(())
+        })
+        .await;
+    }
 }
 
 /// A proposal's Raft context: the proposing node and its sequence number (the topology's
