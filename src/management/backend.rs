@@ -6,9 +6,11 @@
 //! channel's declare or purge travels. Futures are local (`!Send`): the server runs on a glommio
 //! executor and one connection's task never leaves it.
 
+use std::collections::HashMap;
+
 use futures_lite::future::BoxedLocal;
 
-use crate::broker::{AccessOp, AmqpError, Binding, ParameterOp, PolicyOp, Topology};
+use crate::broker::{AccessOp, AmqpError, Binding, ParameterOp, PolicyOp, QueueId, Topology};
 use crate::metrics::{Histogram, PublishTotals, QueueTotals};
 use crate::protocol::{BasicProperties, FieldTable};
 pub use crate::shovel::{ShovelState, ShovelStatus};
@@ -197,6 +199,8 @@ pub struct NodeStats {
     pub sockets_used: u64,
     /// The other members of the cluster (name, reachable now); empty in a cluster of one.
     pub peers: Vec<(String, bool)>,
+    /// Each replicated quorum queue's leader (its member index) as last heard on this node.
+    pub quorum_leaders: HashMap<QueueId, usize>,
 }
 
 /// One shard's own figures, for the `ringmq_` metrics only a thread-per-core broker has.

@@ -319,6 +319,7 @@ impl FakeBackend {
                 file_descriptors_used: 10,
                 sockets_used: 1,
                 peers: Vec::new(),
+                quorum_leaders: Default::default(),
             },
             broker: fake_broker_stats(&queues, self.connections.borrow().len()),
             queues,

@@ -145,8 +145,9 @@ impl View<'_> {
     }
 
     /// RabbitMQ's keys for a quorum queue: its type, `leader`, `members` and `online`, and
-    /// `node` is the leader. The group is of one member, the node its id names (members are
-    /// numbered in name order, as `cluster::Members` numbers them).
+    /// `node` is the leader. Members are numbered in name order, as `cluster::Members` numbers
+    /// them. A replicated queue's group is every member and its leader the one this node last
+    /// heard of (the declaring node until then); any other group is the one node its id names.
     fn show_quorum_group(&self, queue: &QueueMeta, value: &mut Value) {
         let node = &self.stats.node;
         let mut names: Vec<(&str, bool)> = node
@@ -156,15 +157,39 @@ impl View<'_> {
             .chain(std::iter::once((node.name.as_str(), true)))
             .collect();
         names.sort_unstable();
-        let (leader, running) = names
-            .get(crate::cluster::Members::node_of_queue(queue.id))
-            .copied()
-            .unwrap_or((node.name.as_str(), true));
-        let online: Vec<&str> = if running { vec![leader] } else { vec![] };
+        let declaring_node = crate::cluster::Members::node_of_queue(queue.id);
+        let replicated =
+            names.len() > 1 && crate::broker::quorum::group_size(&queue.arguments, names.len()) > 1;
+        let (leader_index, members): (usize, Vec<(&str, bool)>) = if replicated {
+            let leader = node
+                .quorum_leaders
+                .get(&queue.id)
+                .copied()
+                .unwrap_or(declaring_node);
+            (leader, names.clone())
+        } else {
+            let member = names.get(declaring_node).copied();
+            (declaring_node, member.into_iter().collect())
+        };
+        let leader = names
+            .get(leader_index)
+            .map(|(name, _)| *name)
+            .unwrap_or(node.name.as_str());
+        let online: Vec<&str> = members
+            .iter()
+            .filter(|(_, running)| *running)
+            .map(|(name, _)| *name)
+            .collect();
+        let members: Vec<&str> = members.iter().map(|(name, _)| *name).collect();
+        let members = if members.is_empty() {
+            vec![leader]
+        } else {
+            members
+        };
         value["type"] = json!("quorum");
         value["node"] = json!(leader);
         value["leader"] = json!(leader);
-        value["members"] = json!([leader]);
+        value["members"] = json!(members);
         value["online"] = json!(online);
     }
 
@@ -414,4 +439,81 @@ pub fn topic_permission(user: &str, vhost: &str, p: &crate::auth::TopicPermissio
         "vhost": vhost,
         "write": p.write,
     })
+}
+
+#[cfg(test)]
+mod quorum_group_tests {
+    use super::*;
+    use crate::limits::QUEUE_ID_NODE_SHIFT;
+    use crate::management::backend::StatsSnapshot;
+    use crate::protocol::{FieldTable, FieldValue};
+
+    /// Node `ringmq@b` of a, b, c (member indexes 0, 1, 2 by name); c is down.
+    fn stats(leaders: &[(u64, usize)]) -> StatsSnapshot {
+        let mut stats = StatsSnapshot::default();
+        stats.node.name = "ringmq@b".to_string();
+        stats.node.peers = vec![
+            ("ringmq@c".to_string(), false),
+            ("ringmq@a".to_string(), true),
+        ];
+        stats.node.quorum_leaders = leaders.iter().copied().collect();
+        stats
+    }
+
+    fn quorum_queue(id: u64, group_size: Option<i64>) -> QueueMeta {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type", FieldValue::LongString("quorum".into()));
+        if let Some(size) = group_size {
+            arguments.insert("x-quorum-initial-group-size", FieldValue::LongLongInt(size));
+        }
+        QueueMeta {
+            id,
+            name: "qq".to_string(),
+            vhost: "/".to_string(),
+            owner_shard: 0,
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments,
+        }
+    }
+
+    fn shown(stats: &StatsSnapshot, queue: &QueueMeta) -> Value {
+        let topology = Topology::new_default();
+        let rates = QueueRates::default();
+        let view = View {
+            topology: &topology,
+            stats,
+            rates: &rates,
+        };
+        let mut value = json!({});
+        view.show_quorum_group(queue, &mut value);
+        value
+    }
+
+    #[test]
+    fn a_replicated_group_is_every_member_led_by_the_leader_last_heard() {
+        // Declared on a (node 0); the group has since elected c.
+        let queue = quorum_queue(7, None);
+        let value = shown(&stats(&[(7, 2)]), &queue);
+        assert_eq!(value["leader"], "ringmq@c");
+        assert_eq!(value["node"], "ringmq@c");
+        assert_eq!(
+            value["members"],
+            json!(["ringmq@a", "ringmq@b", "ringmq@c"])
+        );
+        assert_eq!(value["online"], json!(["ringmq@a", "ringmq@b"]));
+        // No leader heard yet: the declaring node.
+        let value = shown(&stats(&[]), &queue);
+        assert_eq!(value["leader"], "ringmq@a");
+    }
+
+    #[test]
+    fn a_group_of_one_is_the_node_its_id_names() {
+        let queue = quorum_queue((2 << QUEUE_ID_NODE_SHIFT) | 3, Some(1));
+        let value = shown(&stats(&[]), &queue);
+        assert_eq!(value["leader"], "ringmq@c");
+        assert_eq!(value["members"], json!(["ringmq@c"]));
+        assert_eq!(value["online"], json!([]));
+    }
 }

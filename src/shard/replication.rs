@@ -10,6 +10,7 @@
 //! refused with 540 NOT_IMPLEMENTED naming the node.
 
 use std::cell::{OnceCell, Ref, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
@@ -205,6 +206,15 @@ impl Shard {
             Some(node) => leaders.insert(queue, node),
             None => leaders.remove(&queue),
         };
+    }
+
+    /// Every replicated quorum queue's leader as heard here (for the management API).
+    pub fn quorum_leaders(&self) -> HashMap<QueueId, usize> {
+        let leaders = self.replication.quorum_leaders.borrow();
+        leaders
+            .iter()
+            .map(|(&queue, &node)| (queue, node))
+            .collect()
     }
 
     pub(super) fn knows_quorum_leader(&self, queue: QueueId) -> bool {
