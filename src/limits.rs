@@ -591,6 +591,12 @@ pub const CLUSTER_FORWARD_CREDIT_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const CLUSTER_DATA_QUEUE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// The payload of one data frame (the frame's kind byte is inside `CLUSTER_FRAME_BYTES_MAX`).
 pub const CLUSTER_DATA_PAYLOAD_BYTES_MAX: usize = CLUSTER_FRAME_BYTES_MAX - 1;
+/// One data record (a forwarded publish or delivery with its message), sent in pieces of at
+/// most `CLUSTER_DATA_PAYLOAD_BYTES_MAX` and put together by the receiver up to this size: a
+/// message of the default `--max-message-bytes` (128 MiB) with its properties and envelope.
+/// A larger record is refused by the sender (a forwarded publish is nacked), and a peer whose
+/// pieces add up to more is disconnected.
+pub const CLUSTER_DATA_RECORD_BYTES_MAX: usize = MESSAGE_SIZE_DEFAULT_BYTES as usize + 1024 * 1024;
 /// Envelope of one forwarded publish besides the message's own bytes (ids, lengths, the
 /// queue list is counted per queue); a message whose record does not fit one inter-node frame
 /// is nacked (not forwarded).
@@ -611,6 +617,7 @@ pub const CLUSTER_REMOTE_REQUESTS_PENDING_MAX: usize = 4096;
 /// queues; past it a remote basic.consume or basic.get is refused with 506 RESOURCE_ERROR.
 pub const CLUSTER_REMOTE_CONSUMERS_MAX: usize = 65_536;
 const _: () = assert!(CLUSTER_FORWARD_CREDIT_BYTES_MAX <= CLUSTER_DATA_QUEUE_BYTES_MAX);
+const _: () = assert!(CLUSTER_DATA_RECORD_BYTES_MAX <= CLUSTER_DATA_QUEUE_BYTES_MAX);
 const _: () = assert!(CLUSTER_FORWARD_ENVELOPE_BYTES_MAX < CLUSTER_FRAME_BYTES_MAX);
 const _: () = assert!(
     CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis() >= 2 * CLUSTER_PEER_SILENCE_MAX.as_millis(),

@@ -28,6 +28,9 @@ pub enum Kind {
     /// Raft messages of quorum queue groups (`group.rs`), all of one turn for this peer:
     /// `[u64 queue][u32 length][protobuf message]` repeated.
     Group = 8,
+    /// A leading piece of a data payload larger than one frame: the pieces that follow, up to
+    /// and including the next `Data` frame, complete it (`link.rs`, `Reassembly`).
+    DataPart = 9,
 }
 
 impl Kind {
@@ -41,6 +44,7 @@ impl Kind {
             6 => Kind::Heartbeat,
             7 => Kind::Data,
             8 => Kind::Group,
+            9 => Kind::DataPart,
             _ => return None,
         })
     }

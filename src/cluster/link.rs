@@ -8,9 +8,12 @@
 //! Data (`Kind::Data`, the shard's forwarded traffic through `super::DataPath`) shares the
 //! outbound connection with Raft, in its own queue: never dropped while the link is up, bounded
 //! by `CLUSTER_DATA_QUEUE_BYTES_MAX` (a full queue refuses, the caller nacks), written in the
-//! same batch as the Raft messages. When the connection fails, what was queued or being written
-//! is counted as gone and the data path is told the link is down. On the accepting side a data
-//! frame is handed to the data path, and the connection is not read again until it is taken.
+//! same batch as the Raft messages. A payload larger than one frame (a forwarded message of up
+//! to `CLUSTER_DATA_RECORD_BYTES_MAX`) goes as `DataPart` frames ending with a `Data` frame, and
+//! the accepting side puts it together before handing it on. When the connection fails, what
+//! was queued or being written is counted as gone and the data path is told the link is down.
+//! On the accepting side a data payload is handed to the data path, and the connection is not
+//! read again until it is taken.
 //!
 //! Liveness is the link's own, not Raft's (followers send each other nothing): after the
 //! handshake each side sends a heartbeat frame when it had nothing else to send for
@@ -32,9 +35,9 @@ use super::frame::{self, Kind};
 use super::{handshake, DataPath};
 use crate::limits::{
     CLUSTER_CONNECTIONS_MAX, CLUSTER_CONNECT_TIMEOUT, CLUSTER_DATA_PAYLOAD_BYTES_MAX,
-    CLUSTER_DATA_QUEUE_BYTES_MAX, CLUSTER_HANDSHAKE_TIMEOUT, CLUSTER_HEARTBEAT_INTERVAL,
-    CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX, CLUSTER_RECONNECT_BACKOFF_MAX,
-    CLUSTER_RECONNECT_BACKOFF_MIN, READ_CHUNK_BYTES,
+    CLUSTER_DATA_QUEUE_BYTES_MAX, CLUSTER_DATA_RECORD_BYTES_MAX, CLUSTER_HANDSHAKE_TIMEOUT,
+    CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX,
+    CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN, READ_CHUNK_BYTES,
 };
 use crate::shared_io::SharedIo;
 use crate::sync::Notify;
@@ -261,7 +264,7 @@ impl Outbound {
         let length = payload.len();
         let unsent = self.data_unsent_bytes.get();
         if !self.up.get()
-            || length > CLUSTER_DATA_PAYLOAD_BYTES_MAX
+            || length > CLUSTER_DATA_RECORD_BYTES_MAX
             || unsent + length > CLUSTER_DATA_QUEUE_BYTES_MAX
         {
             return None;
@@ -383,7 +386,7 @@ impl Outbound {
             }
             let mut data_bytes = 0;
             for payload in &data {
-                frame::encode(Kind::Data, payload, &mut bytes);
+                encode_data(payload, &mut bytes);
                 data_bytes += payload.len();
             }
             // Dropped mid-write (the listening half ended first), the bytes stay unsent and
@@ -402,18 +405,59 @@ impl Outbound {
 /// `receivers` (an outbound link has none: the peer sends on its own connection). Returns why
 /// it stopped.
 async fn listen(mut wire: Wire, peer: &str, receivers: Option<&Receivers>) -> String {
+    let mut reassembly = Reassembly::default();
     loop {
         let frame = within(CLUSTER_PEER_SILENCE_MAX, "listening", wire.read_frame()).await;
         match (frame, receivers) {
             (Ok((Kind::Heartbeat, _)), _) => {}
             (Ok((Kind::Raft, payload)), Some(receivers)) => (receivers.raft)(peer, &payload),
             (Ok((Kind::Group, payload)), Some(receivers)) => (receivers.group)(peer, &payload),
-            (Ok((Kind::Data, payload)), Some(receivers)) => {
-                (receivers.data)(peer, payload).await;
+            (Ok((kind @ (Kind::Data | Kind::DataPart), payload)), Some(receivers)) => {
+                match reassembly.take(kind, payload) {
+                    Ok(Some(whole)) => (receivers.data)(peer, whole).await,
+                    Ok(None) => {}
+                    Err(error) => return error,
+                }
             }
             (Ok((kind, _)), _) => return format!("the peer sent a {kind:?} frame out of place"),
             (Err(error), _) => return error,
         }
+    }
+}
+
+/// Appends one data payload as frames: `DataPart` pieces of at most a frame's payload, the
+/// last piece (the whole payload, when it fits) a `Data` frame.
+fn encode_data(payload: &[u8], out: &mut Vec<u8>) {
+    let mut rest = payload;
+    while rest.len() > CLUSTER_DATA_PAYLOAD_BYTES_MAX {
+        let (piece, after) = rest.split_at(CLUSTER_DATA_PAYLOAD_BYTES_MAX);
+        frame::encode(Kind::DataPart, piece, out);
+        rest = after;
+    }
+    frame::encode(Kind::Data, rest, out);
+}
+
+/// The accepting side's data payload being put together from its pieces.
+#[derive(Default)]
+struct Reassembly {
+    pieces: Vec<u8>,
+}
+
+impl Reassembly {
+    /// One `Data` or `DataPart` frame's payload: `Some(whole payload)` once it is complete.
+    /// `Err` (the connection is closed) when the pieces add up to more than a record may be.
+    fn take(&mut self, kind: Kind, payload: Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+        if self.pieces.len() + payload.len() > CLUSTER_DATA_RECORD_BYTES_MAX {
+            return Err(format!(
+                "the peer sent a data record of more than {CLUSTER_DATA_RECORD_BYTES_MAX} bytes"
+            ));
+        }
+        let last = kind == Kind::Data;
+        if last && self.pieces.is_empty() {
+            return Ok(Some(payload));
+        }
+        self.pieces.extend_from_slice(&payload);
+        Ok(last.then(|| std::mem::take(&mut self.pieces)))
     }
 }
 
@@ -476,6 +520,54 @@ async fn receive(wire: Wire, peer: &str, receivers: &Receivers) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Splits `wire` into its frames.
+    fn frames_of(mut wire: &[u8]) -> Vec<(Kind, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while let Some(length) = frame::check(wire).expect("a valid frame") {
+            let (kind, payload) = frame::split(&wire[..length]).expect("a frame");
+            frames.push((kind, payload.to_vec()));
+            wire = &wire[length..];
+        }
+        assert!(wire.is_empty(), "whole frames only");
+        frames
+    }
+
+    #[test]
+    fn a_data_payload_larger_than_a_frame_goes_in_pieces_and_is_put_together() {
+        let large: Vec<u8> = (0..CLUSTER_DATA_PAYLOAD_BYTES_MAX * 2 + 5)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut wire = Vec::new();
+        encode_data(b"small", &mut wire);
+        encode_data(&large, &mut wire);
+        let frames = frames_of(&wire);
+        let kinds: Vec<Kind> = frames.iter().map(|(kind, _)| *kind).collect();
+        assert_eq!(
+            kinds,
+            [Kind::Data, Kind::DataPart, Kind::DataPart, Kind::Data]
+        );
+        let mut reassembly = Reassembly::default();
+        let whole: Vec<Vec<u8>> = frames
+            .into_iter()
+            .filter_map(|(kind, payload)| reassembly.take(kind, payload).expect("in bounds"))
+            .collect();
+        assert_eq!(whole, [b"small".to_vec(), large]);
+    }
+
+    #[test]
+    fn pieces_adding_up_to_more_than_a_record_close_the_connection() {
+        let mut reassembly = Reassembly::default();
+        let piece = vec![0u8; CLUSTER_DATA_PAYLOAD_BYTES_MAX];
+        let mut result = Ok(None);
+        for _ in 0..=CLUSTER_DATA_RECORD_BYTES_MAX / CLUSTER_DATA_PAYLOAD_BYTES_MAX {
+            result = reassembly.take(Kind::DataPart, piece.clone());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.is_err(), "the bound holds");
+    }
 
     fn identity(name: &str, secret: &str) -> Rc<Identity> {
         Rc::new(Identity {

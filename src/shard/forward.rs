@@ -41,7 +41,7 @@ use crate::broker::{QueueId, ShardId};
 use crate::cluster::DataPath;
 use crate::id_hash::IdMap;
 use crate::limits::{
-    CLUSTER_DATA_PAYLOAD_BYTES_MAX, CLUSTER_FORWARD_CONFIRM_TIMEOUT,
+    CLUSTER_DATA_RECORD_BYTES_MAX, CLUSTER_FORWARD_CONFIRM_TIMEOUT,
     CLUSTER_FORWARD_CREDIT_BYTES_MAX, CLUSTER_FORWARD_PENDING_MAX, CLUSTER_FORWARD_SWEEP_INTERVAL,
 };
 use wire::{decode, encode, message_record_bytes, Record};
@@ -159,7 +159,7 @@ impl Shard {
         confirm: Option<ConfirmRef>,
     ) -> bool {
         let credit_bytes = message_record_bytes(queues.len(), &message);
-        if credit_bytes > CLUSTER_DATA_PAYLOAD_BYTES_MAX {
+        if credit_bytes > CLUSTER_DATA_RECORD_BYTES_MAX {
             tracing::warn!(
                 bytes = message.body_len(),
                 "a message too large to forward to another node was refused"
