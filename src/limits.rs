@@ -522,6 +522,8 @@ pub const CLUSTER_PORT_DEFAULT: u16 = 25672;
 /// Nodes in one cluster (this node and its `--peer`s). Raft ids are 1..=this; queue ids carry
 /// the index of the node that leads them in their top bits (`QUEUE_ID_NODE_SHIFT`).
 pub const CLUSTER_NODES_MAX: usize = 16;
+// `PublishOutcome::remote_nodes` has one bit per member.
+const _: () = assert!(CLUSTER_NODES_MAX <= 32);
 /// Queue ids: the leading node's index sits above this bit, so ids never collide across nodes
 /// and a queue's node is read from its id (a cluster of one: index 0, ids as before).
 pub const QUEUE_ID_NODE_SHIFT: u32 = 48;

@@ -99,6 +99,7 @@ impl Shard {
             remote_confirms: 0,
             refused: false,
             remote_shards: ShardSet::default(),
+            remote_nodes: 0,
         };
         if !self
             .features

@@ -150,6 +150,8 @@ pub struct PublishOutcome {
     pub refused: bool,
     /// The other shards the message was sent to.
     pub remote_shards: ShardSet,
+    /// The other nodes it was forwarded to, one bit per member index.
+    pub remote_nodes: u32,
 }
 
 impl PublishOutcome {
@@ -160,6 +162,7 @@ impl PublishOutcome {
             remote_confirms: 0,
             refused: false,
             remote_shards: ShardSet::default(),
+            remote_nodes: 0,
         }
     }
 }
@@ -456,6 +459,7 @@ impl Shard {
             let node = self.node_of_queue(first);
             if self.forward_publish(node, queues, message.clone(), confirm) {
                 outcome.remote_confirms += u32::from(confirm.is_some());
+                outcome.remote_nodes |= 1 << node;
             } else {
                 outcome.refused = true;
             }

@@ -164,6 +164,7 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
     // purges and deletes them; then node 1 is killed while node 2 publishes to it.
     publishes_forwarded_for_every_pattern(&cluster);
     messages_larger_than_a_frame_forwarded(&cluster);
+    transaction_committed_across_nodes(&cluster);
     queue_node_killed_while_publishing(&mut cluster);
 
     let (dead, survivors) = leader_killed(&mut cluster);
@@ -338,6 +339,21 @@ fn messages_larger_than_a_frame_forwarded(cluster: &Cluster) {
     cluster.client_ok(2, &format!("get-large large-q {LARGE_MESSAGE_BYTES}"));
     cluster.client_ok(2, &format!("consume-large large-q {LARGE_MESSAGE_BYTES}"));
     cluster.client_ok(0, "count large-q 0");
+}
+
+/// Persistent messages published in a transaction on node 2 to a queue node 1 leads: the
+/// commit-ok waits for node 1 to have them durable (a barrier behind them on the link), so
+/// they are all there when it comes.
+const TX_MESSAGES: usize = 50;
+
+fn transaction_committed_across_nodes(cluster: &Cluster) {
+    cluster.client_ok(0, "queue tx-q");
+    eventually("tx-q on node 2", CONVERGE_TIMEOUT, || {
+        cluster.client(1, "passive-queue tx-q") == "CLIENT-OK"
+    });
+    cluster.client_ok(1, &format!("tx-publish tx-q {TX_MESSAGES}"));
+    cluster.client_ok(0, &format!("count tx-q {TX_MESSAGES}"));
+    cluster.client_ok(2, &format!("drain tx-q {TX_MESSAGES}"));
 }
 
 /// Node 2 publishes confirmed persistent messages to a durable queue node 1 leads; node 1 is
@@ -982,6 +998,22 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
         ["publish-until-nack", queue] => {
             publish_until_nack(channel, queue).await;
             Ok(())
+        }
+        ["tx-publish", queue, count] => {
+            let count: usize = count.parse().expect("a count");
+            channel.tx_select().await?;
+            for i in 0..count {
+                channel
+                    .basic_publish(
+                        "",
+                        queue,
+                        BasicPublishOptions::default(),
+                        &numbered(i),
+                        persistent_with_kind(),
+                    )
+                    .await?;
+            }
+            channel.tx_commit().await
         }
         ["publish-large", queue, bytes] => {
             channel

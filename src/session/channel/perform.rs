@@ -466,7 +466,7 @@ impl Session {
         pending: &PendingPublish,
         message: SharedMessage,
         confirm_seq: Option<u64>,
-    ) -> Result<ShardSet, Fault> {
+    ) -> Result<Reached, Fault> {
         let confirm = confirm_seq.map(|seq| crate::shard::messages::ConfirmRef {
             channel: self.channel_ref(channel),
             seq,
@@ -490,7 +490,10 @@ impl Session {
                 self.conn.send_confirm(channel, seq, ok);
             }
         }
-        Ok(outcome.remote_shards)
+        Ok(Reached {
+            shards: outcome.remote_shards,
+            nodes: outcome.remote_nodes,
+        })
     }
 
     /// RabbitMQ's global publish counters: received, then routed or unroutable (returned when
@@ -560,6 +563,7 @@ impl Session {
 
     async fn tx_commit(&mut self, channel: u16, buffer: TxBuffer) -> Result<(), Fault> {
         let mut remote_shards = ShardSet::default();
+        let mut remote_nodes = 0u32;
         for (pending, message) in buffer.publishes {
             if crate::shard::direct_reply::is_direct_reply(&pending.exchange, &pending.routing_key)
             {
@@ -567,13 +571,16 @@ impl Session {
                     .await;
                 continue;
             }
-            remote_shards.union_with(&self.route_publish(channel, &pending, message, None)?);
+            let reached = self.route_publish(channel, &pending, message, None)?;
+            remote_shards.union_with(&reached.shards);
+            remote_nodes |= reached.nodes;
         }
         for (taken, how) in buffer.settles {
             self.apply_settles(settle::by_queue(taken, how));
         }
         // commit-ok is a promise: everything is applied and durable first. A barrier request
-        // travels behind the publishes on each FIFO link; our own log is synced too.
+        // travels behind the publishes on each FIFO link; our own log is synced too, and so
+        // is every shard of each other node the publishes were forwarded to.
         self.shard.barrier(self.shard.id()).await?;
         for shard in remote_shards
             .iter()
@@ -581,8 +588,17 @@ impl Session {
         {
             self.shard.barrier(shard).await?;
         }
+        for node in (0..u32::BITS as usize).filter(|node| remote_nodes & (1 << node) != 0) {
+            self.shard.node_barrier(node).await?;
+        }
         Ok(())
     }
+}
+
+/// Where a publish went besides this shard: other shards of this node, other nodes (bits).
+struct Reached {
+    shards: ShardSet,
+    nodes: u32,
 }
 
 /// Content errors belong to the basic.publish they complete.

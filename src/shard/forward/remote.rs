@@ -24,7 +24,7 @@ use crate::broker::queue::{ChannelRef, ConsumerKey};
 use crate::broker::{AmqpError, QueueId, ShardId};
 use crate::id_hash::IdMap;
 use crate::limits::{
-    CLUSTER_REMOTE_CONSUMERS_MAX, CLUSTER_REMOTE_REQUESTS_PENDING_MAX,
+    CLUSTER_REMOTE_CONSUMERS_MAX, CLUSTER_REMOTE_REQUESTS_PENDING_MAX, QUEUE_ID_NODE_SHIFT,
     QUORUM_REATTACH_ATTEMPTS_MAX, QUORUM_REATTACH_RETRY_INTERVAL, RPC_TIMEOUT,
 };
 use crate::protocol::reply_code;
@@ -83,6 +83,17 @@ impl ShardCall for RemoteQueueRequest {
 impl Shard {
     fn remote(&self) -> &RemoteState {
         &self.features.forwarding.remote
+    }
+
+    /// Waits until member `node` has applied, and made durable, every publish this shard
+    /// forwarded to it before now (for tx.commit): a `Barrier` request follows them on the same
+    /// FIFO path (this shard's mesh link to the gateway, the gateway's link to the node).
+    pub async fn node_barrier(self: &Rc<Self>, node: usize) -> Result<(), AmqpError> {
+        // The request is addressed by a queue id that names the node (no queue has it).
+        let addressed = (node as QueueId) << QUEUE_ID_NODE_SHIFT;
+        self.remote_queue_op(addressed, RemoteOp::Barrier)
+            .await
+            .map(drop)
     }
 
     /// Asks the node that leads `queue` to apply `op` to it: its answer, or an error when it
@@ -255,6 +266,10 @@ impl Shard {
         queue: QueueId,
         op: RemoteOp,
     ) -> Result<RemoteAnswer, AmqpError> {
+        if op == RemoteOp::Barrier {
+            // About no queue: answered before the queue is looked up.
+            return self.barrier_every_shard().await;
+        }
         let owner = self.owner_of(queue);
         let known = self.topology.borrow().queue_by_id(queue).is_some();
         if !known || owner == ELSEWHERE {
@@ -327,7 +342,17 @@ impl Shard {
                     .await?;
                 Ok(numbers(0, 0))
             }
+            RemoteOp::Barrier => self.barrier_every_shard().await,
         }
+    }
+
+    /// A peer's `Barrier`: every shard here has applied what this gateway handed it before
+    /// (each call travels behind it on the mesh link) and synced its log.
+    async fn barrier_every_shard(self: &Rc<Self>) -> Result<RemoteAnswer, AmqpError> {
+        for shard in 0..self.shard_count {
+            self.barrier(shard).await?;
+        }
+        Ok(RemoteAnswer::numbers(0, 0))
     }
 
     /// This gateway hosts `queue`, a replicated quorum queue whose leadership moved here while
@@ -396,6 +421,7 @@ impl Shard {
                 let unused = self.queue_op(queue, owner, op).await?;
                 Ok(numbers(u32::from(unused), 0))
             }
+            RemoteOp::Barrier => self.barrier_every_shard().await,
             RemoteOp::Recover { channel } => {
                 self.queue_op(queue, owner, queue_op::Recover { channel })
                     .await?;

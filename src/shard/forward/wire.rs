@@ -36,6 +36,10 @@ pub enum RemoteOp {
     ChannelClosed { channel: ChannelRef },
     /// Answers (0, 0).
     Recover { channel: ChannelRef },
+    /// Not about one queue: answers (0, 0) once every shard of the answering node has applied
+    /// what arrived before it and made its log durable (a transaction's commit, whose
+    /// publishes were forwarded to that node ahead of it on the same link).
+    Barrier,
 }
 
 /// What a remote queue operation answers.
@@ -107,6 +111,7 @@ const OP_CANCEL: u8 = 5;
 const OP_GET: u8 = 6;
 const OP_CHANNEL_CLOSED: u8 = 7;
 const OP_RECOVER: u8 = 8;
+const OP_BARRIER: u8 = 9;
 
 const SETTLE_ACK: u8 = 1;
 const SETTLE_REJECT: u8 = 2;
@@ -255,6 +260,7 @@ fn put_op(out: &mut Vec<u8>, op: &RemoteOp) {
             out.put_u8(OP_RECOVER);
             put_channel(out, &channel);
         }
+        RemoteOp::Barrier => out.put_u8(OP_BARRIER),
     }
 }
 
@@ -411,6 +417,7 @@ fn take_op(bytes: &mut Bytes) -> Result<RemoteOp, &'static str> {
         OP_RECOVER => RemoteOp::Recover {
             channel: take_channel(bytes)?,
         },
+        OP_BARRIER => RemoteOp::Barrier,
         _ => return Err("unknown remote queue operation"),
     })
 }
@@ -587,6 +594,7 @@ mod tests {
             },
             RemoteOp::ChannelClosed { channel: channel() },
             RemoteOp::Recover { channel: channel() },
+            RemoteOp::Barrier,
         ];
         let mut records = vec![
             Record::Publish {
