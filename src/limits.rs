@@ -522,6 +522,9 @@ pub const CLUSTER_PORT_DEFAULT: u16 = 25672;
 /// Nodes in one cluster (this node and its `--peer`s). Raft ids are 1..=this; queue ids carry
 /// the index of the node that leads them in their top bits (`QUEUE_ID_NODE_SHIFT`).
 pub const CLUSTER_NODES_MAX: usize = 16;
+/// How often the Raft leader looks for peers that are gone: one whose link was down at two
+/// sweeps in a row (5-10 s) has its transient queues removed from the topology.
+pub const CLUSTER_TRANSIENT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 // `PublishOutcome::remote_nodes` has one bit per member.
 const _: () = assert!(CLUSTER_NODES_MAX <= 32);
 /// Queue ids: the leading node's index sits above this bit, so ids never collide across nodes

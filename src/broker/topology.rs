@@ -613,9 +613,7 @@ impl Topology {
     /// the data directory was written with), by id: (queue, recorded owner).
     pub fn queues_owned_from(&self, shard_min: ShardId) -> Vec<(QueueId, ShardId)> {
         let mut owned: Vec<(QueueId, ShardId)> = self
-            .vhosts
-            .values()
-            .flat_map(|vh| vh.queues.values())
+            .all_queues()
             .filter(|q| q.owner_shard >= shard_min)
             .map(|q| (q.id, q.owner_shard))
             .collect();
@@ -623,11 +621,14 @@ impl Topology {
         owned
     }
 
+    /// Every queue of every vhost.
+    pub fn all_queues(&self) -> impl Iterator<Item = &QueueMeta> {
+        self.vhosts.values().flat_map(|vh| vh.queues.values())
+    }
+
     /// Queues to delete when `conn` closes. A scan: this runs once per connection close.
     pub fn queues_exclusive_to(&self, conn: ConnId) -> Vec<QueueMeta> {
-        self.vhosts
-            .values()
-            .flat_map(|vh| vh.queues.values())
+        self.all_queues()
             .filter(|q| q.exclusive_owner == Some(conn))
             .cloned()
             .collect()

@@ -18,6 +18,7 @@ mod forward;
 mod lifecycle;
 pub mod mesh;
 pub mod messages;
+mod node_down;
 mod owner;
 mod paging;
 mod policy;

@@ -263,7 +263,7 @@ impl TopologyCall for topology_op::ConnectionClosed {
 impl Shard {
     /// Drops a queue from the topology everywhere (its bindings, and auto-delete exchanges left
     /// without bindings, go with it).
-    async fn remove_queue(self: &Rc<Self>, vhost: &str, name: &str, conn: u64) {
+    pub(super) async fn remove_queue(self: &Rc<Self>, vhost: &str, name: &str, conn: u64) {
         let changes = broker::check_queue_delete(&self.topology.borrow(), vhost, name, conn);
         let result = match changes {
             Ok(changes) => self.broadcast(changes).await,

@@ -109,6 +109,7 @@ impl Shard {
         })?;
         self.start_forwarding(node.members().names().len());
         let _ = self.replication.node.set(node);
+        self.start_transient_queue_sweeper();
         self.start_quorum_groups()
     }
 

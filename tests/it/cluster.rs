@@ -518,6 +518,18 @@ fn leader_killed(cluster: &mut Cluster) -> (usize, Vec<usize>) {
     let leader = cluster.logged_leader(0, 0).expect("a leader");
     let dead = index_of(&leader);
     let survivors: Vec<usize> = (0..NODES).filter(|&i| i != dead).collect();
+    // A transient and a durable queue of the node about to die.
+    for (queue, durable) in [("transient-of-dead", false), ("durable-of-dead", true)] {
+        let body = format!(r#"{{"durable":{durable}}}"#);
+        let path = format!("/api/queues/%2F/{queue}");
+        let (status, text) = cluster.http(dead, "PUT", &path, Some(&body));
+        assert!((200..300).contains(&status), "PUT {queue}: {status} {text}");
+    }
+    for &i in &survivors {
+        eventually("the dead node's queues seen", CONVERGE_TIMEOUT, || {
+            cluster.client(i, "passive-queue transient-of-dead") == "CLIENT-OK"
+        });
+    }
     let marks: Vec<usize> = survivors.iter().map(|&i| cluster.log_length(i)).collect();
     cluster.brokers[dead].kill9();
     let elected = eventually("a new leader after the kill", ELECTION_BOUND, || {
@@ -537,6 +549,20 @@ fn leader_killed(cluster: &mut Cluster) -> (usize, Vec<usize>) {
         cluster.client_ok(i, &format!("queue {queue}"));
     }
     cluster.client_ok(survivors[0], "queue after-failover");
+    // The dead node's transient queue goes from the topology (RabbitMQ's node-down), its
+    // durable one stays.
+    for &i in &survivors {
+        eventually(
+            "the dead node's transient queue removed",
+            CONVERGE_TIMEOUT,
+            || cluster.client(i, "passive-queue transient-of-dead") == "CLIENT-ERR 404",
+        );
+        let (status, body) = cluster.http(i, "GET", "/api/queues/%2F/durable-of-dead", None);
+        assert_eq!(
+            status, 200,
+            "the dead node's durable queue is listed: {body}"
+        );
+    }
     for &i in &survivors {
         for &j in &survivors {
             let action = format!("passive-queue after-failover-{j}");
