@@ -140,14 +140,15 @@ impl View<'_> {
         });
         if crate::broker::quorum::is_quorum(&queue.arguments) {
             self.show_quorum_group(queue, &mut value);
+        } else if self.topology.is_mirrored(queue.id) {
+            self.show_mirrors(queue, &mut value);
         }
         value
     }
 
-    /// RabbitMQ's keys for a quorum queue: its type, `leader`, `members` and `online`, and
-    /// `node` is the leader. The group is of one member, the node its id names (members are
-    /// numbered in name order, as `cluster::Members` numbers them).
-    fn show_quorum_group(&self, queue: &QueueMeta, value: &mut Value) {
+    /// The cluster's members (this node and its peers) in name order, as `cluster::Members`
+    /// numbers them, each with whether it runs; and the one `queue`'s id names.
+    fn members_of(&self, queue: &QueueMeta) -> (Vec<(&str, bool)>, (&str, bool)) {
         let node = &self.stats.node;
         let mut names: Vec<(&str, bool)> = node
             .peers
@@ -156,10 +157,39 @@ impl View<'_> {
             .chain(std::iter::once((node.name.as_str(), true)))
             .collect();
         names.sort_unstable();
-        let (leader, running) = names
+        let named = names
             .get(crate::cluster::Members::node_of_queue(queue.id))
             .copied()
             .unwrap_or((node.name.as_str(), true));
+        (names, named)
+    }
+
+    /// RabbitMQ 3.10's keys for a mirrored classic queue: `node` (the master) and its mirrors,
+    /// `slave_nodes` (every other member: the group covers the cluster) and
+    /// `synchronised_slave_nodes` (those running; a Raft follower catches up by itself). The
+    /// master shown is the node that declared it, as for quorum queues' `leader`.
+    fn show_mirrors(&self, queue: &QueueMeta, value: &mut Value) {
+        let (names, (master, _)) = self.members_of(queue);
+        let mirrors: Vec<&str> = names
+            .iter()
+            .filter(|(name, _)| *name != master)
+            .map(|(name, _)| *name)
+            .collect();
+        let synchronised: Vec<&str> = names
+            .iter()
+            .filter(|(name, running)| *name != master && *running)
+            .map(|(name, _)| *name)
+            .collect();
+        value["node"] = json!(master);
+        value["slave_nodes"] = json!(mirrors);
+        value["synchronised_slave_nodes"] = json!(synchronised);
+    }
+
+    /// RabbitMQ's keys for a quorum queue: its type, `leader`, `members` and `online`, and
+    /// `node` is the leader. The group is of one member, the node its id names (members are
+    /// numbered in name order, as `cluster::Members` numbers them).
+    fn show_quorum_group(&self, queue: &QueueMeta, value: &mut Value) {
+        let (_, (leader, running)) = self.members_of(queue);
         let online: Vec<&str> = if running { vec![leader] } else { vec![] };
         value["type"] = json!("quorum");
         value["node"] = json!(leader);
