@@ -50,9 +50,11 @@ pub(super) fn validate(definition: &PolicyDefinition) -> Result<(), String> {
     let mode = definition.get("ha-mode");
     let Some(mode) = mode else {
         if HA_KEYS.iter().any(|key| definition.contains_key(*key)) {
-            return Err("ha-mode must be specified to specify ha-params, ha-sync-mode or \
+            return Err(
+                "ha-mode must be specified to specify ha-params, ha-sync-mode or \
                         ha-promote-on-shutdown"
-                .to_string());
+                    .to_string(),
+            );
         }
         return Ok(());
     };
@@ -77,11 +79,7 @@ pub(super) fn validate(definition: &PolicyDefinition) -> Result<(), String> {
         }
     }
     let promote = "\"always\" or \"when-synced\"";
-    one_of(
-        "ha-promote-on-shutdown",
-        ["always", "when-synced"],
-        promote,
-    )?;
+    one_of("ha-promote-on-shutdown", ["always", "when-synced"], promote)?;
     one_of("ha-promote-on-failure", ["always", "when-synced"], promote)
 }
 
@@ -104,10 +102,9 @@ fn validate_params(mode: &PolicyValue, params: Option<&PolicyValue>) -> Result<(
                 Ok(())
             }
         }
-        (PolicyValue::Text(m), _) if m == "nodes" => Err(format!(
-            "ha-mode=\"nodes\" takes a list, {} given",
-            shown()
-        )),
+        (PolicyValue::Text(m), _) if m == "nodes" => {
+            Err(format!("ha-mode=\"nodes\" takes a list, {} given", shown()))
+        }
         (other, _) => Err(format!("{} is not a valid ha-mode value", other.erlang())),
     }
 }
@@ -168,11 +165,7 @@ pub(super) fn mirrored_at_declare(t: &Topology, d: &QueueDeclare<'_>) -> Result<
 /// declare (durable, non-exclusive, non-auto-delete classic queues not mirrored): ringmq
 /// leaves them as they are. Their names, at most `shown_max`, and how many in all. Runs on a
 /// policy change only; bounded by the vhost's queues.
-pub fn unmirrored_matches(
-    t: &Topology,
-    policy: &Policy,
-    shown_max: usize,
-) -> (Vec<String>, usize) {
+pub fn unmirrored_matches(t: &Topology, policy: &Policy, shown_max: usize) -> (Vec<String>, usize) {
     if !policy.definition.contains_key("ha-mode") {
         return (Vec::new(), 0);
     }
@@ -229,7 +222,10 @@ mod tests {
                 "<<\"some\">> is not a valid ha-mode value",
             ),
             (
-                definition(&[("ha-mode", text("all")), ("ha-params", PolicyValue::Integer(2))]),
+                definition(&[
+                    ("ha-mode", text("all")),
+                    ("ha-params", PolicyValue::Integer(2)),
+                ]),
                 "ha-mode=\"all\" does not take parameters",
             ),
             (
@@ -237,7 +233,10 @@ mod tests {
                 "ha-mode=\"exactly\" takes an integer, none given",
             ),
             (
-                definition(&[("ha-mode", text("exactly")), ("ha-params", PolicyValue::Integer(0))]),
+                definition(&[
+                    ("ha-mode", text("exactly")),
+                    ("ha-params", PolicyValue::Integer(0)),
+                ]),
                 "ha-mode=\"exactly\" takes an integer, 0 given",
             ),
             (
@@ -245,11 +244,17 @@ mod tests {
                 "ha-mode=\"nodes\" takes a list, <<\"n1\">> given",
             ),
             (
-                definition(&[("ha-mode", text("nodes")), ("ha-params", PolicyValue::List(vec![]))]),
+                definition(&[
+                    ("ha-mode", text("nodes")),
+                    ("ha-params", PolicyValue::List(vec![])),
+                ]),
                 "ha-mode=\"nodes\" list must be non-empty",
             ),
             (
-                definition(&[("ha-mode", text("all")), ("ha-sync-mode", text("sometimes"))]),
+                definition(&[
+                    ("ha-mode", text("all")),
+                    ("ha-sync-mode", text("sometimes")),
+                ]),
                 "ha-sync-mode must be \"manual\" or \"automatic\", got <<\"sometimes\">>",
             ),
             (
@@ -277,7 +282,10 @@ mod tests {
             ("ha-promote-on-shutdown", text("when-synced")),
         ]);
         assert_eq!(validate(&fine), Ok(()));
-        assert_eq!(validate(&definition(&[("max-length", PolicyValue::Integer(1))])), Ok(()));
+        assert_eq!(
+            validate(&definition(&[("max-length", PolicyValue::Integer(1))])),
+            Ok(())
+        );
     }
 
     #[test]

@@ -217,8 +217,10 @@ fn read_policy(buf: &mut Bytes) -> Result<Policy, PersistError> {
             (_, Some(n), _) => PolicyValue::Integer(n),
             (_, None, Some(t)) => PolicyValue::Text(t.to_string()),
             (FieldValue::FieldArray(items), _, _) => {
-                let texts: Option<Vec<String>> =
-                    items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+                let texts: Option<Vec<String>> = items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string))
+                    .collect();
                 PolicyValue::List(texts.ok_or_else(bad)?)
             }
             _ => return Err(bad()),

@@ -184,8 +184,8 @@ impl Shard {
     /// policy mirrored at declare (`broker::mirror`): replicated over a Raft group.
     pub(super) fn is_replicated_quorum(&self, meta: &QueueMeta) -> bool {
         let members = self.members().names().len();
-        let quorum = quorum::is_quorum(&meta.arguments)
-            && quorum::group_size(&meta.arguments, members) > 1;
+        let quorum =
+            quorum::is_quorum(&meta.arguments) && quorum::group_size(&meta.arguments, members) > 1;
         members > 1 && (quorum || self.topology.borrow().is_mirrored(meta.id))
     }
 

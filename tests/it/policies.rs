@@ -601,7 +601,7 @@ async fn ha_keys_are_validated_and_change_nothing_on_one_node(broker: &Broker) {
     let shown = admin.get_json(&format!("/policies/%2F/{}", encode(&name)));
     assert_eq!(shown["definition"], definition, "{shown}");
     let connection = connect(broker).await;
-    let ch = channel(&connection).await;
+    let ch = common::amqp::confirming_channel(&connection).await;
     declare(&ch, &queue, FieldTable::default()).await;
     publish(&ch, "", &queue, b"one", BasicProperties::default()).await;
     wait_for_count(&ch, &queue, 1).await;
@@ -611,10 +611,7 @@ async fn ha_keys_are_validated_and_change_nothing_on_one_node(broker: &Broker) {
     .await;
     assert_eq!(object["type"], "classic", "{object}");
     let mirrors = object.get("slave_nodes").cloned().unwrap_or(json!([]));
-    assert!(
-        mirrors.as_array().is_some_and(Vec::is_empty),
-        "{object}"
-    );
+    assert!(mirrors.as_array().is_some_and(Vec::is_empty), "{object}");
     delete(&ch, &queue).await;
     clear_policy(&admin, "policies", &name);
 
@@ -640,6 +637,8 @@ async fn ha_keys_are_validated_and_change_nothing_on_one_node(broker: &Broker) {
     );
     assert_eq!(
         reason(json!({"ha-mode": "all", "ha-sync-mode": "eventually"})),
-        failed("ha-sync-mode must be \"manual\" or \"automatic\", got &lt;&lt;\"eventually\"&gt;&gt;")
+        failed(
+            "ha-sync-mode must be \"manual\" or \"automatic\", got &lt;&lt;\"eventually\"&gt;&gt;"
+        )
     );
 }

@@ -738,8 +738,12 @@ fn ha_policies_mirror_classic_queues_through_a_kill() {
         cluster.wait_running(i, NODES);
     }
     let put_policy = |name: &str, body: &str| {
-        let (status, text) = cluster.http(0, "PUT", &format!("/api/policies/%2F/{name}"), Some(body));
-        assert!((200..300).contains(&status), "policy {name}: {status} {text}");
+        let (status, text) =
+            cluster.http(0, "PUT", &format!("/api/policies/%2F/{name}"), Some(body));
+        assert!(
+            (200..300).contains(&status),
+            "policy {name}: {status} {text}"
+        );
     };
     put_policy(
         "ha-all",
@@ -775,9 +779,11 @@ fn ha_policies_mirror_classic_queues_through_a_kill() {
     cluster.client_ok(0, &format!("queue {queue}"));
     let all: Vec<usize> = (0..NODES).collect();
     let zero = vec![0; NODES];
-    eventually("every node names the mirrored queue's leader", CONVERGE_TIMEOUT, || {
-        agreed_quorum_leader(&cluster, &all, &zero, None) == Some(0)
-    });
+    eventually(
+        "every node names the mirrored queue's leader",
+        CONVERGE_TIMEOUT,
+        || agreed_quorum_leader(&cluster, &all, &zero, None) == Some(0),
+    );
     let (status, body) = cluster.http(2, "GET", &format!("/api/queues/%2F/{queue}"), None);
     assert_eq!(status, 200, "{body}");
     let shown: serde_json::Value = serde_json::from_str(&body).expect("a queue object");
@@ -798,9 +804,11 @@ fn ha_policies_mirror_classic_queues_through_a_kill() {
         .collect();
     cluster.brokers[0].kill9();
     let survivors = [1, 2];
-    eventually("a new leader of the mirrored queue", QUORUM_ELECTION_BOUND, || {
-        agreed_quorum_leader(&cluster, &survivors, &marks, Some(0)).is_some()
-    });
+    eventually(
+        "a new leader of the mirrored queue",
+        QUORUM_ELECTION_BOUND,
+        || agreed_quorum_leader(&cluster, &survivors, &marks, Some(0)).is_some(),
+    );
     let confirmed = message_set(&history.confirmed());
     let action = format!("consume-through {queue} {FINAL_CONSUMER} {confirmed}");
     let (verdict, output) = cluster.client_output(2, &action);
@@ -847,11 +855,15 @@ fn partition_isolating_the_leader(
         minority, "CLIENT-OK acked none",
         "the cut-off leader confirmed"
     );
-    history.read(&output).expect("the minority publisher's history");
+    history
+        .read(&output)
+        .expect("the minority publisher's history");
     // The majority side confirms.
     let action = format!("publish-through {queue} {MAJORITY_PUBLISHER} {next} 2");
     let (verdict, output) = cluster.client_output(majority[0], &action);
-    history.read(&output).expect("the majority publisher's history");
+    history
+        .read(&output)
+        .expect("the majority publisher's history");
     let (acked, nacked, _) = parse_publisher(&verdict);
     eprintln!(
         "partition: majority acked {} nacked {}",
