@@ -655,6 +655,9 @@ pub const QUORUM_GROUP_EARLY_MESSAGES_MAX: usize = 1024;
 /// A declare of a replicated quorum queue waits at most this long for its group's first
 /// leader before answering declare-ok (publishes before that are nacked).
 pub const QUORUM_DECLARE_ELECTION_WAIT: Duration = Duration::from_secs(5);
+/// A policy with `ha-mode` set in a cluster while queues it would have mirrored exist (ringmq
+/// mirrors at declare only): the warning names at most this many of them (and counts all).
+pub const UNMIRRORED_QUEUES_LOGGED_MAX: usize = 10;
 /// A consumer of a replicated quorum queue whose leader was lost is attached to the next one;
 /// a follower hears of the new leader a moment before it serves, so a refused attach is tried
 /// again this many times, this far apart, before the consumer is cancelled.

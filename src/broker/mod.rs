@@ -9,6 +9,7 @@ mod access;
 mod equivalence;
 mod exchange;
 mod headers;
+pub mod mirror;
 pub mod parameter;
 pub mod persist;
 pub mod policy;
@@ -234,6 +235,12 @@ pub enum TopologyChange {
     MoveQueue {
         queue: QueueId,
         owner_shard: ShardId,
+    },
+    /// Decided with the `DeclareQueue` of a classic queue an `ha-mode` policy matched in a
+    /// cluster (`mirror::mirrored_at_declare`), before it in the same entry: the queue is
+    /// replicated over a group of every member, as a replicated quorum queue.
+    MirrorQueue {
+        queue: QueueId,
     },
     /// Creates or replaces a policy or operator policy.
     SetPolicy(Policy),

@@ -122,6 +122,7 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
             o.put_u64(*queue);
             o.put_u64(*owner_shard as u64);
         }),
+        TopologyChange::MirrorQueue { queue } => tagged(out, 20, |o| o.put_u64(*queue)),
         TopologyChange::SetPolicy(policy) => tagged(out, 18, |o| {
             o.put_u8(kind_byte(policy.kind));
             text(o, &policy.vhost);
@@ -179,14 +180,20 @@ fn read_kind(buf: &mut Bytes) -> Result<PolicyKind, PersistError> {
     }
 }
 
-/// A validated definition holds integers and strings only: an AMQP table carries both.
+fn long_string(text: &str) -> FieldValue {
+    FieldValue::LongString(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+/// A validated definition holds integers, strings and lists of strings (`ha-params` of
+/// `ha-mode: nodes`): an AMQP table carries them all.
 fn definition_table(definition: &PolicyDefinition) -> FieldTable {
     let mut table = FieldTable::default();
     for (key, value) in definition {
         let value = match value {
             PolicyValue::Integer(n) => FieldValue::LongLongInt(*n),
-            PolicyValue::Text(t) | PolicyValue::Other(t) => {
-                FieldValue::LongString(Bytes::copy_from_slice(t.as_bytes()))
+            PolicyValue::Text(t) | PolicyValue::Other(t) => long_string(t),
+            PolicyValue::List(items) => {
+                FieldValue::FieldArray(items.iter().map(|t| long_string(t)).collect())
             }
         };
         table.insert(key.as_str(), value);
@@ -205,10 +212,18 @@ fn read_policy(buf: &mut Bytes) -> Result<Policy, PersistError> {
     let priority = read_u64(buf)? as i64;
     let mut definition = PolicyDefinition::new();
     for (key, value) in read_table(buf)?.iter() {
-        let value = match (value.as_i64(), value.as_str()) {
-            (Some(n), _) => PolicyValue::Integer(n),
-            (None, Some(t)) => PolicyValue::Text(t.to_string()),
-            _ => return Err(PersistError::BadPolicy(format!("value of {key}"))),
+        let bad = || PersistError::BadPolicy(format!("value of {key}"));
+        let value = match (value, value.as_i64(), value.as_str()) {
+            (_, Some(n), _) => PolicyValue::Integer(n),
+            (_, None, Some(t)) => PolicyValue::Text(t.to_string()),
+            (FieldValue::FieldArray(items), _, _) => {
+                let texts: Option<Vec<String>> = items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string))
+                    .collect();
+                PolicyValue::List(texts.ok_or_else(bad)?)
+            }
+            _ => return Err(bad()),
         };
         definition.insert(key.to_string(), value);
     }
@@ -328,6 +343,9 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
                 binding: read_binding(buf)?,
             }
         }
+        20 => TopologyChange::MirrorQueue {
+            queue: read_u64(buf)?,
+        },
         13 => TopologyChange::MoveQueue {
             queue: read_u64(buf)?,
             owner_shard: read_u64(buf)? as usize,
@@ -586,6 +604,7 @@ mod tests {
             queue: 42,
             owner_shard: 3,
         });
+        round_trip(TopologyChange::MirrorQueue { queue: 42 });
         for destination in [
             Destination::Queue("q".into()),
             Destination::Exchange("e".into()),

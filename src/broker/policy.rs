@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use crate::pattern::NamePattern;
 
-use super::{AccessOutcome, Topology, TopologyChange};
+use super::{mirror, AccessOutcome, Topology, TopologyChange};
 use crate::limits::{
     ACCESS_NAME_LENGTH_MAX, PERMISSION_PATTERN_LENGTH_MAX, POLICIES_PER_VHOST_MAX,
 };
@@ -70,21 +70,27 @@ impl ApplyTo {
     }
 }
 
-/// One value of a definition. Only `Integer` and `Text` pass validation; `Other` carries a
-/// value of any other JSON kind, written as Erlang's `~p` would show it, for the refusal text.
+/// One value of a definition. Only `Integer` and `Text` pass validation, and `List` (of
+/// strings: `ha-params` of `ha-mode: nodes`); `Other` carries a value of any other JSON kind,
+/// written as Erlang's `~p` would show it, for the refusal text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PolicyValue {
     Integer(i64),
     Text(String),
+    List(Vec<String>),
     Other(String),
 }
 
 impl PolicyValue {
     /// As RabbitMQ's `~p` shows the decoded JSON value.
-    fn erlang(&self) -> String {
+    pub(super) fn erlang(&self) -> String {
         match self {
             PolicyValue::Integer(n) => n.to_string(),
             PolicyValue::Text(text) => format!("<<\"{text}\">>"),
+            PolicyValue::List(items) => {
+                let shown: Vec<String> = items.iter().map(|t| format!("<<\"{t}\">>")).collect();
+                format!("[{}]", shown.join(","))
+            }
             PolicyValue::Other(shown) => shown.clone(),
         }
     }
@@ -334,6 +340,8 @@ fn validate_definition(
                 return Err(InvalidPolicy(format!("{} {text}", value.erlang())));
             }
             Some(_) => {}
+            // Checked together below (one key's validity depends on another's value).
+            None if kind == PolicyKind::Policy && mirror::is_ha_key(key) => {}
             None => unrecognised.push(format!("{{<<\"{key}\">>,{}}}", value.erlang())),
         }
     }
@@ -343,7 +351,7 @@ fn validate_definition(
             unrecognised.join(",")
         )));
     }
-    Ok(())
+    mirror::validate(definition).map_err(InvalidPolicy)
 }
 
 /// An operator's change to the policy set.

@@ -169,6 +169,9 @@ pub struct Topology {
     /// channels keep compiled permissions with this and recompile only when it moved.
     access_revision: u64,
     queue_locations: IdMap<QueueId, (String, String)>,
+    /// Classic queues an `ha-mode` policy mirrored at declare (`TopologyChange::MirrorQueue`):
+    /// replicated as quorum queues are. At most one entry per queue.
+    mirrored: IdMap<QueueId, ()>,
     policies: PolicySet,
     /// Bumped by every policy change: shards recompute their queues' effective limits when it
     /// moves, and only then (never per message).
@@ -192,6 +195,7 @@ impl Topology {
             topic_permissions: NameMap::default(),
             access_revision: 0,
             queue_locations: IdMap::default(),
+            mirrored: IdMap::default(),
             policies: PolicySet::default(),
             policy_revision: 0,
             parameters: ParameterSet::default(),
@@ -319,6 +323,7 @@ impl Topology {
                     .and_then(|vh| vh.delete_queue(name))
                 {
                     self.queue_locations.remove(&id);
+                    self.mirrored.remove(&id);
                 }
             }
             TopologyChange::Bind { vhost, binding } => {
@@ -333,6 +338,9 @@ impl Topology {
             }
             TopologyChange::MoveQueue { queue, owner_shard } => {
                 self.move_queue(*queue, *owner_shard)
+            }
+            TopologyChange::MirrorQueue { queue } => {
+                self.mirrored.insert(*queue, ());
             }
             TopologyChange::SetPolicy(policy) => {
                 if self.vhosts.contains_key(&policy.vhost) {
@@ -421,6 +429,7 @@ impl Topology {
         if let Some(vhost) = self.vhosts.remove(name) {
             for queue in vhost.queues.values() {
                 self.queue_locations.remove(&queue.id);
+                self.mirrored.remove(&queue.id);
             }
         }
         self.permissions.retain(|(_, vhost), _| vhost != name);
@@ -602,6 +611,11 @@ impl Topology {
 
     pub fn queue(&self, vhost: &str, name: &str) -> Option<&QueueMeta> {
         self.vhost(vhost)?.queues.get(name)
+    }
+
+    /// Whether an `ha-mode` policy mirrored the queue at its declare.
+    pub fn is_mirrored(&self, id: QueueId) -> bool {
+        self.mirrored.contains_key(&id)
     }
 
     pub fn queue_by_id(&self, id: QueueId) -> Option<&QueueMeta> {

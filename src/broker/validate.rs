@@ -374,13 +374,16 @@ pub fn check_queue_declare(
     if quorum::is_quorum(d.arguments) {
         quorum::check_quorum_declare(d)?;
     }
+    let mirrored = super::mirror::mirrored_at_declare(t, d)?;
     if t.queue_by_id(d.new_id).is_some() {
         return Err(error(
             reply_code::INTERNAL_ERROR,
             format!("INTERNAL_ERROR - queue id {} reused", d.new_id),
         ));
     }
-    Ok(vec![TopologyChange::DeclareQueue {
+    // Recorded first, so a shard applying the declare already knows it is replicated.
+    let mirror = mirrored.then_some(TopologyChange::MirrorQueue { queue: d.new_id });
+    let declare = TopologyChange::DeclareQueue {
         queue: QueueMeta {
             id: d.new_id,
             name: d.name.to_string(),
@@ -391,7 +394,8 @@ pub fn check_queue_declare(
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
         },
-    }])
+    };
+    Ok(mirror.into_iter().chain([declare]).collect())
 }
 
 fn check_queue_equivalence(

@@ -140,15 +140,15 @@ impl View<'_> {
         });
         if crate::broker::quorum::is_quorum(&queue.arguments) {
             self.show_quorum_group(queue, &mut value);
+        } else if self.topology.is_mirrored(queue.id) {
+            self.show_mirrors(queue, &mut value);
         }
         value
     }
 
-    /// RabbitMQ's keys for a quorum queue: its type, `leader`, `members` and `online`, and
-    /// `node` is the leader. Members are numbered in name order, as `cluster::Members` numbers
-    /// them. A replicated queue's group is every member and its leader the one this node last
-    /// heard of (the declaring node until then); any other group is the one node its id names.
-    fn show_quorum_group(&self, queue: &QueueMeta, value: &mut Value) {
+    /// The cluster's members (this node and its peers) in name order, as `cluster::Members`
+    /// numbers them, each with whether it runs.
+    fn members(&self) -> Vec<(&str, bool)> {
         let node = &self.stats.node;
         let mut names: Vec<(&str, bool)> = node
             .peers
@@ -157,24 +157,64 @@ impl View<'_> {
             .chain(std::iter::once((node.name.as_str(), true)))
             .collect();
         names.sort_unstable();
+        names
+    }
+
+    /// The member leading a replicated `queue`: the one this node last heard its group elect,
+    /// else (none heard yet) the node that declared it.
+    fn replicated_leader<'n>(&'n self, queue: &QueueMeta, names: &[(&'n str, bool)]) -> &'n str {
         let declaring_node = crate::cluster::Members::node_of_queue(queue.id);
+        let index = self
+            .stats
+            .node
+            .quorum_leaders
+            .get(&queue.id)
+            .copied()
+            .unwrap_or(declaring_node);
+        names
+            .get(index)
+            .map(|(name, _)| *name)
+            .unwrap_or(self.stats.node.name.as_str())
+    }
+
+    /// RabbitMQ 3.10's keys for a mirrored classic queue: `node` (the master: its group's
+    /// leader) and its mirrors, `slave_nodes` (every other member: the group covers the
+    /// cluster) and `synchronised_slave_nodes` (those running; a Raft follower catches up by
+    /// itself).
+    fn show_mirrors(&self, queue: &QueueMeta, value: &mut Value) {
+        let names = self.members();
+        let master = self.replicated_leader(queue, &names);
+        let mirrors: Vec<&str> = names
+            .iter()
+            .filter(|(name, _)| *name != master)
+            .map(|(name, _)| *name)
+            .collect();
+        let synchronised: Vec<&str> = names
+            .iter()
+            .filter(|(name, running)| *name != master && *running)
+            .map(|(name, _)| *name)
+            .collect();
+        value["node"] = json!(master);
+        value["slave_nodes"] = json!(mirrors);
+        value["synchronised_slave_nodes"] = json!(synchronised);
+    }
+
+    /// RabbitMQ's keys for a quorum queue: its type, `leader`, `members` and `online`, and
+    /// `node` is the leader. A replicated queue's group is every member, led by
+    /// `replicated_leader`; any other group is the one node its id names.
+    fn show_quorum_group(&self, queue: &QueueMeta, value: &mut Value) {
+        let names = self.members();
         let replicated =
             names.len() > 1 && crate::broker::quorum::group_size(&queue.arguments, names.len()) > 1;
-        let (leader_index, members): (usize, Vec<(&str, bool)>) = if replicated {
-            let leader = node
-                .quorum_leaders
-                .get(&queue.id)
-                .copied()
-                .unwrap_or(declaring_node);
-            (leader, names.clone())
+        let (leader, members): (&str, Vec<(&str, bool)>) = if replicated {
+            (self.replicated_leader(queue, &names), names.clone())
         } else {
-            let member = names.get(declaring_node).copied();
-            (declaring_node, member.into_iter().collect())
+            let declaring_node = crate::cluster::Members::node_of_queue(queue.id);
+            match names.get(declaring_node).copied() {
+                Some(member) => (member.0, vec![member]),
+                None => (self.stats.node.name.as_str(), vec![]),
+            }
         };
-        let leader = names
-            .get(leader_index)
-            .map(|(name, _)| *name)
-            .unwrap_or(node.name.as_str());
         let online: Vec<&str> = members
             .iter()
             .filter(|(_, running)| *running)

@@ -151,6 +151,13 @@ fn policy_value(value: &Value) -> PolicyValue {
         },
         Value::Null => PolicyValue::Other("null".into()),
         Value::Bool(b) => PolicyValue::Other(b.to_string()),
+        Value::Array(items) => {
+            let texts: Option<Vec<String>> = items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect();
+            texts.map_or_else(|| PolicyValue::Other(value.to_string()), PolicyValue::List)
+        }
         other => PolicyValue::Other(other.to_string()),
     }
 }
@@ -162,6 +169,7 @@ pub fn definition_json(definition: &crate::broker::policy::PolicyDefinition) -> 
             let value = match value {
                 PolicyValue::Integer(n) => json!(n),
                 PolicyValue::Text(t) | PolicyValue::Other(t) => json!(t),
+                PolicyValue::List(items) => json!(items),
             };
             (key.clone(), value)
         })

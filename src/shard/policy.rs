@@ -7,7 +7,10 @@ use std::rc::Rc;
 
 use super::messages::topology_op;
 use super::{Shard, TopologyCall};
-use crate::broker::{check_policy_op, AccessOutcome, AmqpError, PolicyOpError, ShardId};
+use crate::broker::{
+    check_policy_op, mirror, AccessOutcome, AmqpError, Policy, PolicyOp, PolicyOpError, ShardId,
+};
+use crate::limits::UNMIRRORED_QUEUES_LOGGED_MAX;
 
 impl TopologyCall for topology_op::PolicyChange {
     /// The outer error is the broker failing (log, mesh); the inner one is the change refused.
@@ -18,6 +21,32 @@ impl TopologyCall for topology_op::PolicyChange {
             Err(refused) => return Ok(Err(refused)),
         };
         owner.broadcast(vec![change]).await?;
+        if let PolicyOp::Set(policy) = &self.op {
+            owner.warn_unmirrored(policy);
+        }
         Ok(Ok(outcome))
+    }
+}
+
+impl Shard {
+    /// RabbitMQ mirrors the queues an `ha-mode` policy comes to match; ringmq mirrors a queue
+    /// at its declare only (`broker::mirror`), so it says which existing queues stay as they
+    /// are. Clustered nodes only: on one node the keys change nothing anyway.
+    fn warn_unmirrored(&self, policy: &Policy) {
+        if self.members().names().len() <= 1 {
+            return;
+        }
+        let (names, count) =
+            mirror::unmirrored_matches(&self.topology(), policy, UNMIRRORED_QUEUES_LOGGED_MAX);
+        if count > 0 {
+            tracing::warn!(
+                policy = %policy.name,
+                vhost = %policy.vhost,
+                queues = count,
+                first = ?names,
+                "an ha-mode policy matches queues declared before it: they are not mirrored \
+                 (ringmq mirrors a classic queue at its declare only)"
+            );
+        }
     }
 }

@@ -180,12 +180,13 @@ impl ShardCall for QuorumLeader {
 }
 
 impl Shard {
-    /// A quorum queue whose group has more than one member: replicated over a Raft group.
+    /// A quorum queue whose group has more than one member, or a classic queue an `ha-mode`
+    /// policy mirrored at declare (`broker::mirror`): replicated over a Raft group.
     pub(super) fn is_replicated_quorum(&self, meta: &QueueMeta) -> bool {
         let members = self.members().names().len();
-        members > 1
-            && quorum::is_quorum(&meta.arguments)
-            && quorum::group_size(&meta.arguments, members) > 1
+        let quorum =
+            quorum::is_quorum(&meta.arguments) && quorum::group_size(&meta.arguments, members) > 1;
+        members > 1 && (quorum || self.topology.borrow().is_mirrored(meta.id))
     }
 
     /// Whether this topology owner keeps a copy of `queue` (a replicated quorum queue).

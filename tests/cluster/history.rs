@@ -117,6 +117,17 @@ impl History {
         Ok(())
     }
 
+    /// Every message some publisher saw confirmed (what a consumer must get at least once).
+    pub fn confirmed(&self) -> BTreeSet<MessageId> {
+        self.events
+            .iter()
+            .filter_map(|event| match *event {
+                Event::Confirmed { message } => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn check(&self) -> Verdict {
         let mut sends: BTreeMap<MessageId, u32> = BTreeMap::new();
         let mut confirmed = BTreeSet::new();

@@ -7,7 +7,8 @@
 //! and 3 (passive declares, the API); `/api/nodes`, `cluster_status` and the overview list all
 //! three; any node serves any client (queues of every exchange type declared on node 1, confirmed
 //! publishes on node 2 forwarded to node 1, counts, consumers, basic.get, purge and delete on
-//! node 3; node 1 killed while node 2 publishes to it: nacks, and no acked message lost); the
+//! node 3; node 1 killed while node 2 publishes to it: nacks, and no acked message lost, judged
+//! from both clients' histories by tests/cluster/history.rs); the
 //! Raft leader is killed
 //! with SIGKILL, the two others elect a new one within `ELECTION_BOUND`, confirm declares and
 //! show it as not running; the killed node restarts and catches up; a node whose link is set
@@ -22,9 +23,11 @@
 
 use crate::common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::history::{Event, History, MessageId};
 use common::amqp;
 use common::cluster::{eventually, node_name, Cluster, Layout, CONVERGE_TIMEOUT, NODES};
 use common::ctl::{run_bounded, CTL_RUN_TIMEOUT};
@@ -70,6 +73,11 @@ impl Cluster {
             .env(CLIENT_URL_ENV, url)
             .env(CLIENT_ACTION_ENV, action);
         command
+    }
+
+    /// As [`Cluster::client`], with the client's whole output.
+    pub(crate) fn client_output(&self, i: usize, action: &str) -> (String, String) {
+        run_client_output(self.client_command(i, action), i, action)
     }
 
     pub(crate) fn client_ok(&self, i: usize, action: &str) {
@@ -119,6 +127,12 @@ impl Cluster {
 
 /// Runs a client command (`Cluster::client_command`) and returns its verdict line.
 pub(crate) fn run_client(command: Command, i: usize, action: &str) -> String {
+    run_client_output(command, i, action).0
+}
+
+/// As [`run_client`], with the client's whole output (its history lines, for
+/// `tests/cluster/history.rs`).
+pub(crate) fn run_client_output(command: Command, i: usize, action: &str) -> (String, String) {
     let output = run_bounded(command, CTL_RUN_TIMEOUT);
     assert_eq!(
         output.code,
@@ -130,7 +144,8 @@ pub(crate) fn run_client(command: Command, i: usize, action: &str) -> String {
         .stdout
         .lines()
         .find_map(|l| l.find("CLIENT-").map(|at| l[at..].trim().to_string()));
-    verdict.unwrap_or_else(|| panic!("no client verdict: {output:?}"))
+    let verdict = verdict.unwrap_or_else(|| panic!("no client verdict: {output:?}"));
+    (verdict, output.stdout)
 }
 
 fn index_of(name: &str) -> usize {
@@ -364,9 +379,9 @@ fn queue_node_killed_while_publishing(cluster: &mut Cluster) {
     eventually("killed-q on node 2", CONVERGE_TIMEOUT, || {
         cluster.client(1, "passive-queue killed-q") == "CLIENT-OK"
     });
-    let action = "publish-until-nack killed-q";
+    let action = "publish-until-nack killed-q 1";
     let command = cluster.client_command(1, action);
-    let publisher = std::thread::spawn(move || run_client(command, 1, action));
+    let publisher = std::thread::spawn(move || run_client_output(command, 1, action));
     eventually(
         "node 1 holding forwarded messages",
         CONVERGE_TIMEOUT,
@@ -376,16 +391,24 @@ fn queue_node_killed_while_publishing(cluster: &mut Cluster) {
         },
     );
     cluster.brokers[0].kill9();
-    let verdict = publisher.join().expect("the publishing client");
+    let (verdict, output) = publisher.join().expect("the publishing client");
     let acked = verdict
         .strip_prefix("CLIENT-OK acked ")
         .unwrap_or_else(|| panic!("publisher verdict: {verdict}"));
     eprintln!("acked before and around the kill: {acked}");
+    let mut history = History::default();
+    history.read(&output).expect("the publisher's history");
     cluster.brokers[0].restart_same_dir();
     for i in 0..NODES {
         cluster.wait_running(i, NODES);
     }
-    cluster.client_ok(0, &format!("drain-acked killed-q {acked}"));
+    let (verdict, output) = cluster.client_output(0, "drain-history killed-q 1");
+    assert!(verdict.starts_with("CLIENT-OK"), "{verdict}");
+    history.read(&output).expect("the consumer's history");
+    let verdict = history.check();
+    eprintln!("killed-q: {verdict}");
+    assert!(verdict.confirmed > 0, "nothing confirmed: {verdict}");
+    verdict.assert_sound();
     eventually(
         "every node knows the leader again",
         CONVERGE_TIMEOUT,
@@ -614,7 +637,15 @@ async fn client_role() {
     )
     .await
     .expect("connect");
-    let result = common::step(&action, act(&connection, &words)).await;
+    // Publishing or consuming through a failover may outlast one step (a confirm can wait
+    // for the commit timeout): those have a bound of their own, within the runner's.
+    let bound = match words.first() {
+        Some(&"publish-through" | &"consume-through") => CLIENT_THROUGH_BOUND,
+        _ => common::STEP_TIMEOUT,
+    };
+    let result = tokio::time::timeout(bound, act(&connection, &words))
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {bound:?}: {action}"));
     match result {
         Ok(()) => println!("CLIENT-OK"),
         Err(error) => match amqp::reply_code(&error) {
@@ -714,11 +745,14 @@ async fn act(connection: &Connection, words: &[&str]) -> lapin::Result<()> {
             // ask again on the same channel to see whether it is still open.
             channel.queue_declare(key, passive, none()).await.map(drop)
         }
-        ["publish-through", queue, start, seconds] => {
-            let start: usize = start.parse().expect("a first number");
-            let seconds: u64 = seconds.parse().expect("seconds");
-            let outcome =
-                publish_through(connection, queue, start, Duration::from_secs(seconds)).await;
+        ["publish-through", queue, publisher, start, seconds, rest @ ..] => {
+            let plan = PublishPlan {
+                publisher: publisher.parse().expect("a publisher id"),
+                start: start.parse().expect("a first number"),
+                bound: Duration::from_secs(seconds.parse().expect("seconds")),
+                through_failure: rest == ["through"],
+            };
+            let outcome = publish_through(connection, queue, plan).await;
             println!("CLIENT-OK {outcome}");
             Ok(())
         }
@@ -726,23 +760,51 @@ async fn act(connection: &Connection, words: &[&str]) -> lapin::Result<()> {
     }
 }
 
-/// Confirmed persistent publishes of `m-START`, `m-START+1`, ... for `bound`, paced (a small
+/// What one `publish-through` client publishes.
+struct PublishPlan {
+    /// Its messages are `publisher:sequence` in the history.
+    publisher: u32,
+    /// The first sequence number.
+    start: usize,
+    /// Publishes for at least this long.
+    bound: Duration,
+    /// Then goes on until a confirm arrived after a failure (a nack or a failed channel): the
+    /// publisher saw the failover through. At most `PUBLISH_THROUGH_MAX` in all.
+    through_failure: bool,
+}
+
+/// Within the client's own bound (`CLIENT_THROUGH_BOUND`), with room for the last window's
+/// confirms (a publish that cannot commit is nacked after the broker's commit timeout, 5 s).
+const PUBLISH_THROUGH_MAX: Duration = Duration::from_secs(12);
+/// The bound of a client that publishes or consumes through a failover (within the runner's
+/// `CTL_RUN_TIMEOUT`, 30 s).
+const CLIENT_THROUGH_BOUND: Duration = Duration::from_secs(25);
+
+/// Prints one history line (`tests/cluster/history.rs`) on the client's stdout.
+fn record(event: Event) {
+    println!("{}", event.line());
+}
+
+/// Confirmed persistent publishes of `m-START`, `m-START+1`, ... (message ids
+/// `PUBLISHER:SEQUENCE`, each send, confirm and nack recorded in the history), paced (a small
 /// window, then a pause), going on through nacks and channel errors (a new channel): what a
 /// publisher does while the queue's leader fails over. `acked RANGES nacked RANGES next N`.
-async fn publish_through(
-    connection: &Connection,
-    queue: &str,
-    start: usize,
-    bound: Duration,
-) -> String {
+async fn publish_through(connection: &Connection, queue: &str, plan: PublishPlan) -> String {
     const WINDOW: usize = 10;
     // Pacing, not synchronisation: about 400 messages a second, so the drain afterwards
-    // stays within the client's step timeout.
+    // stays within the client's bound.
     const PAUSE: Duration = Duration::from_millis(25);
     let started = Instant::now();
     let (mut acked, mut nacked) = (Vec::new(), Vec::new());
-    let mut next = start;
-    while started.elapsed() < bound {
+    let mut next = plan.start;
+    // (a failure was seen, a confirm came after the last failure)
+    let (mut failed, mut recovered) = (false, false);
+    let more = |failed: bool, recovered: bool| {
+        let elapsed = started.elapsed();
+        elapsed < PUBLISH_THROUGH_MAX
+            && (elapsed < plan.bound || (plan.through_failure && !(failed && recovered)))
+    };
+    while more(failed, recovered) {
         let Ok(channel) = connection.create_channel().await else {
             break;
         };
@@ -752,10 +814,12 @@ async fn publish_through(
             continue;
         }
         let mut channel_failed = false;
-        while !channel_failed && started.elapsed() < bound {
+        while !channel_failed && more(failed, recovered) {
             let mut window = Vec::with_capacity(WINDOW);
             for _ in 0..WINDOW {
-                let properties = persistent_with_kind();
+                let message = (plan.publisher, next as u64);
+                let properties = persistent_with_kind().with_message_id(history_id(message));
+                record(Event::Sent { message });
                 let options = BasicPublishOptions::default();
                 let published = channel
                     .basic_publish("", queue, options, &numbered(next), properties)
@@ -764,6 +828,7 @@ async fn publish_through(
                 match published {
                     Ok(confirm) => window.push((next - 1, confirm)),
                     Err(_) => {
+                        record(Event::Unconfirmed { message });
                         nacked.push(next - 1);
                         channel_failed = true;
                         break;
@@ -771,12 +836,18 @@ async fn publish_through(
                 }
             }
             for (number, confirm) in window {
+                let message = (plan.publisher, number as u64);
                 match confirm.await {
-                    Ok(confirmation) if confirmation.is_ack() => acked.push(number),
-                    Ok(_) => nacked.push(number),
-                    Err(_) => {
+                    Ok(confirmation) if confirmation.is_ack() => {
+                        record(Event::Confirmed { message });
+                        acked.push(number);
+                        recovered = failed;
+                    }
+                    outcome => {
+                        record(Event::Unconfirmed { message });
                         nacked.push(number);
-                        channel_failed = true;
+                        channel_failed |= outcome.is_err();
+                        (failed, recovered) = (true, false);
                     }
                 }
             }
@@ -788,6 +859,58 @@ async fn publish_through(
         ranges(&acked),
         ranges(&nacked)
     )
+}
+
+/// A history message id as a message's `message-id`: `PUBLISHER:SEQUENCE`.
+fn history_id((publisher, sequence): MessageId) -> lapin::types::ShortString {
+    format!("{publisher}:{sequence}").into()
+}
+
+/// The history message a delivery carries: its `PUBLISHER:SEQUENCE` message id. One without
+/// (published by a client that keeps no history) is publisher 0, which sends nothing, so the
+/// checker reports it as invented.
+fn delivered_message(delivery: &lapin::message::Delivery) -> MessageId {
+    let named = delivery.properties.message_id().as_ref().and_then(|id| {
+        let (publisher, sequence) = id.as_str().split_once(':')?;
+        Some((publisher.parse().ok()?, sequence.parse().ok()?))
+    });
+    named.unwrap_or_else(|| {
+        let body = std::str::from_utf8(&delivery.data).unwrap_or_default();
+        let number = body.strip_prefix("m-").and_then(|n| n.parse().ok());
+        (0, number.unwrap_or(u64::MAX))
+    })
+}
+
+/// A set of history messages as one word: `P:RANGES/P:RANGES` (`none` when empty).
+pub(crate) fn message_set(messages: &BTreeSet<MessageId>) -> String {
+    let mut by_publisher: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for &(publisher, sequence) in messages {
+        let sequence = usize::try_from(sequence).expect("a sequence number");
+        by_publisher.entry(publisher).or_default().push(sequence);
+    }
+    if by_publisher.is_empty() {
+        return "none".to_string();
+    }
+    let parts: Vec<String> = by_publisher
+        .iter()
+        .map(|(publisher, sequences)| format!("{publisher}:{}", ranges(sequences)))
+        .collect();
+    parts.join("/")
+}
+
+fn parse_message_set(text: &str) -> BTreeSet<MessageId> {
+    if text == "none" {
+        return BTreeSet::new();
+    }
+    let mut messages = BTreeSet::new();
+    for part in text.split('/') {
+        let (publisher, sequences) = part.split_once(':').expect("PUBLISHER:RANGES");
+        let publisher: u32 = publisher.parse().expect("a publisher id");
+        for sequence in parse_ranges(sequences) {
+            messages.insert((publisher, sequence as u64));
+        }
+    }
+    messages
 }
 
 /// `m-<i>`, the body of the i-th message a client action publishes.
@@ -984,28 +1107,22 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
             );
             Ok(())
         }
-        ["drain-acked", queue, acked] => {
+        ["drain-history", queue, consumer] => {
+            // Takes what the queue holds now, recording each delivery for the history check.
             let declared = channel
                 .queue_declare(queue, passive, FieldTable::default())
                 .await?;
-            let got = drain(channel, queue, declared.message_count() as usize).await?;
-            assert!(
-                got.windows(2).all(|w| w[0] < w[1]),
-                "in order, once: {got:?}"
-            );
-            let missing: Vec<usize> = parse_ranges(acked)
-                .into_iter()
-                .filter(|n| got.binary_search(n).is_err())
-                .collect();
-            assert!(missing.is_empty(), "acked and lost: {missing:?}");
-            Ok(())
+            let consumer: u32 = consumer.parse().expect("a consumer id");
+            let count = declared.message_count() as usize;
+            drain_recorded(channel, queue, consumer, count).await
         }
-        ["consume-through", queue, acked, published] => {
-            // One consumer, attached through a failover of the queue's leader: every acked
-            // number is delivered (at-least-once), first deliveries in published order, a
-            // number seen again only as a redelivery, nothing that was never published.
-            let published: usize = published.parse().expect("a count");
-            let outcome = consume_through(channel, queue, &parse_ranges(acked), published).await?;
+        ["consume-through", queue, consumer, confirmed] => {
+            // One consumer, attached through a failover of the queue's leader, until every
+            // confirmed message came (at least once); each delivery recorded for the history
+            // check, which judges them.
+            let consumer: u32 = consumer.parse().expect("a consumer id");
+            let confirmed = parse_message_set(confirmed);
+            let outcome = consume_through(channel, queue, consumer, confirmed).await?;
             println!("CLIENT-OK {outcome}");
             Ok(())
         }
@@ -1021,8 +1138,8 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
             .queue_delete(queue, QueueDeleteOptions::default())
             .await
             .map(drop),
-        ["publish-until-nack", queue] => {
-            publish_until_nack(channel, queue).await;
+        ["publish-until-nack", queue, publisher] => {
+            publish_until_nack(channel, queue, publisher.parse().expect("a publisher id")).await;
             Ok(())
         }
         ["tx-publish", queue, count] => {
@@ -1104,18 +1221,24 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
     }
 }
 
-/// The `consume-through` action: consumes and acks until every number of `acked` (sorted)
-/// was delivered; checks what at-least-once allows and returns `consumed N again M`.
+/// How long `consume-through` waits for the confirmed messages it has not seen: then it stops
+/// and the history check names what never came (within `CLIENT_THROUGH_BOUND`).
+const CONSUME_THROUGH_MAX: Duration = Duration::from_secs(20);
+
+/// The `consume-through` action: consumes and acks, recording each delivery, until every
+/// message of `confirmed` was delivered or `CONSUME_THROUGH_MAX` passed; returns `consumed N
+/// again M missing K` (distinct messages, deliveries of one seen before, confirmed ones not
+/// seen).
 async fn consume_through(
     channel: &lapin::Channel,
     queue: &str,
-    acked: &[usize],
-    published: usize,
+    consumer: u32,
+    mut confirmed: BTreeSet<MessageId>,
 ) -> lapin::Result<String> {
     use futures_util::StreamExt;
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
     channel.basic_qos(64, BasicQosOptions::default()).await?;
-    let mut consumer = channel
+    let mut stream = channel
         .basic_consume(
             queue,
             "through",
@@ -1123,30 +1246,62 @@ async fn consume_through(
             FieldTable::default(),
         )
         .await?;
-    let mut seen = std::collections::BTreeSet::new();
-    let (mut newest, mut again) = (None, 0);
-    let mut missing = acked.len();
-    while missing > 0 {
+    let mut seen = BTreeSet::new();
+    let mut again = 0;
+    let deadline = tokio::time::Instant::now() + CONSUME_THROUGH_MAX;
+    while !confirmed.is_empty() {
+        let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            break;
+        };
         // A broker's basic.cancel ends the stream: a consumer that was not kept attached.
-        let delivery = consumer.next().await.expect("the consumer was cancelled")?;
-        let number = number_of(&delivery.data);
-        assert!(number < published, "invented: {number}");
-        if seen.insert(number) {
-            assert!(
-                newest.is_none_or(|n| n < number),
-                "first delivered out of order: {number} after {newest:?}"
-            );
-            newest = Some(number);
-            if acked.binary_search(&number).is_ok() {
-                missing -= 1;
-            }
-        } else {
-            assert!(delivery.redelivered, "{number} again, not as a redelivery");
+        let delivery = next.expect("the consumer was cancelled")?;
+        let message = delivered_message(&delivery);
+        record(Event::Delivered {
+            consumer,
+            message,
+            redelivered: delivery.redelivered,
+        });
+        confirmed.remove(&message);
+        if !seen.insert(message) {
             again += 1;
         }
         delivery.ack(BasicAckOptions::default()).await?;
     }
-    Ok(format!("consumed {} again {again}", seen.len()))
+    Ok(format!(
+        "consumed {} again {again} missing {}",
+        seen.len(),
+        confirmed.len()
+    ))
+}
+
+/// Consumes `count` messages and acks them, recording each delivery.
+async fn drain_recorded(
+    channel: &lapin::Channel,
+    queue: &str,
+    consumer: u32,
+    count: usize,
+) -> lapin::Result<()> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    channel.basic_qos(64, BasicQosOptions::default()).await?;
+    let mut stream = channel
+        .basic_consume(
+            queue,
+            "drain-history",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    for _ in 0..count {
+        let delivery = stream.next().await.expect("a delivery")?;
+        record(Event::Delivered {
+            consumer,
+            message: delivered_message(&delivery),
+            redelivered: delivery.redelivered,
+        });
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    Ok(())
 }
 
 /// Consumes `count` messages and acks them; their numbers in delivery order.
@@ -1172,8 +1327,9 @@ async fn drain(channel: &lapin::Channel, queue: &str, count: usize) -> lapin::Re
 }
 
 /// Confirmed persistent publishes in windows until one is nacked, the channel fails, or the
-/// time bound passes; prints the acked numbers (`CLIENT-OK acked RANGES`).
-async fn publish_until_nack(channel: &lapin::Channel, queue: &str) {
+/// time bound passes, each send, confirm and nack recorded in the history (messages
+/// `PUBLISHER:0`, `PUBLISHER:1`, ...); prints the acked numbers (`CLIENT-OK acked RANGES`).
+async fn publish_until_nack(channel: &lapin::Channel, queue: &str, publisher: u32) {
     const WINDOW: usize = 32;
     // Within the client's step timeout (common::STEP_TIMEOUT).
     const PUBLISHING_BOUND: Duration = Duration::from_secs(7);
@@ -1186,22 +1342,34 @@ async fn publish_until_nack(channel: &lapin::Channel, queue: &str) {
     'publishing: while selected.is_ok() && started.elapsed() < PUBLISHING_BOUND {
         let mut window = Vec::with_capacity(WINDOW);
         for _ in 0..WINDOW {
-            let properties = persistent_with_kind();
+            let message = (publisher, next as u64);
+            let properties = persistent_with_kind().with_message_id(history_id(message));
+            record(Event::Sent { message });
             let options = BasicPublishOptions::default();
             match channel
                 .basic_publish("", queue, options, &numbered(next), properties)
                 .await
             {
                 Ok(confirm) => window.push((next, confirm)),
-                Err(_) => break,
+                Err(_) => {
+                    record(Event::Unconfirmed { message });
+                    break;
+                }
             }
             next += 1;
         }
         let mut nacked = window.is_empty();
         for (number, confirm) in window {
+            let message = (publisher, number as u64);
             match confirm.await {
-                Ok(confirmation) if confirmation.is_ack() => acked.push(number),
-                _ => nacked = true,
+                Ok(confirmation) if confirmation.is_ack() => {
+                    record(Event::Confirmed { message });
+                    acked.push(number);
+                }
+                _ => {
+                    record(Event::Unconfirmed { message });
+                    nacked = true;
+                }
             }
         }
         if nacked {

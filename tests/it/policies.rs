@@ -30,6 +30,7 @@ per_shard_count!(
     policies_reach_queues_on_every_shard,
     refusals_follow_rabbitmq,
     a_look_ahead_pattern_matches_as_pcre,
+    ha_keys_are_validated_and_change_nothing_on_one_node,
 );
 
 per_shard_count_mut!(policies_survive_a_restart_and_a_crash);
@@ -580,4 +581,64 @@ async fn refusals_follow_rabbitmq(broker: &Broker) {
     clear_policy(&admin, "policies", &name);
     admin.delete_user(&watcher);
     admin.delete_user(&maker);
+}
+
+/// RabbitMQ's `ha-*` keys (mirrored classic queues): validated with its texts, accepted, and on
+/// one node they change nothing (RabbitMQ has nowhere to mirror to either; in a cluster ringmq
+/// replicates a matching queue, tests/it/quorum.rs). `ha-params` of `ha-mode: nodes` is a list.
+async fn ha_keys_are_validated_and_change_nothing_on_one_node(broker: &Broker) {
+    let admin = Admin::for_broker(broker);
+    let queue = unique("pol-ha");
+    let name = unique("pol-ha");
+    let definition = json!({
+        "ha-mode": "nodes",
+        "ha-params": ["rabbit@a", "rabbit@b"],
+        "ha-sync-mode": "automatic",
+        "ha-promote-on-failure": "when-synced",
+    });
+    let body = json!({"pattern": exactly(&queue), "apply-to": "queues", "definition": definition});
+    set_policy(&admin, "policies", &name, body);
+    let shown = admin.get_json(&format!("/policies/%2F/{}", encode(&name)));
+    assert_eq!(shown["definition"], definition, "{shown}");
+    let connection = connect(broker).await;
+    let ch = common::amqp::confirming_channel(&connection).await;
+    declare(&ch, &queue, FieldTable::default()).await;
+    publish(&ch, "", &queue, b"one", BasicProperties::default()).await;
+    wait_for_count(&ch, &queue, 1).await;
+    let object = wait_for_object(&admin, &format!("/queues/%2F/{}", encode(&queue)), |q| {
+        q["policy"] == name.as_str()
+    })
+    .await;
+    assert_eq!(object["type"], "classic", "{object}");
+    let mirrors = object.get("slave_nodes").cloned().unwrap_or(json!([]));
+    assert!(mirrors.as_array().is_some_and(Vec::is_empty), "{object}");
+    delete(&ch, &queue).await;
+    clear_policy(&admin, "policies", &name);
+
+    let reason = |definition: Value| {
+        let body = json!({"pattern": ".*", "definition": definition});
+        let (status, text) = put_policy(&admin, "policies", &unique("pol-bad"), body);
+        assert_eq!(status, 400, "{text}");
+        let value: Value = serde_json::from_str(&text).expect("json");
+        value["reason"].as_str().unwrap_or_default().to_string()
+    };
+    let failed = |text: &str| format!("Validation failed\n\n{text}\n");
+    assert_eq!(
+        reason(json!({"ha-params": 2})),
+        failed("ha-mode must be specified to specify ha-params, ha-sync-mode or ha-promote-on-shutdown")
+    );
+    assert_eq!(
+        reason(json!({"ha-mode": "exactly"})),
+        failed("ha-mode=\"exactly\" takes an integer, none given")
+    );
+    assert_eq!(
+        reason(json!({"ha-mode": "all", "ha-params": 2})),
+        failed("ha-mode=\"all\" does not take parameters")
+    );
+    assert_eq!(
+        reason(json!({"ha-mode": "all", "ha-sync-mode": "eventually"})),
+        failed(
+            "ha-sync-mode must be \"manual\" or \"automatic\", got &lt;&lt;\"eventually\"&gt;&gt;"
+        )
+    );
 }
