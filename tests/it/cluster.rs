@@ -538,21 +538,40 @@ fn shown_as_one_cluster(cluster: &Cluster) {
 /// SIGKILL of the Raft leader: the two others elect a new one within the bound, still commit
 /// declares, and both show the killed node as not running. Returns (killed, survivors).
 fn leader_killed(cluster: &mut Cluster) -> (usize, Vec<usize>) {
-    let leader = cluster.logged_leader(0, 0).expect("a leader");
+    // A transient and a durable queue of each node, one of which is about to die.
+    for i in 0..NODES {
+        for (kind, durable) in [("transient", false), ("durable", true)] {
+            let body = format!(r#"{{"durable":{durable}}}"#);
+            let path = format!("/api/queues/%2F/{kind}-of-{i}");
+            // Retried: the previous step may have left an election under way.
+            eventually(&format!("PUT {path}"), CONVERGE_TIMEOUT, || {
+                let (status, _) = cluster.http(i, "PUT", &path, Some(&body));
+                (200..300).contains(&status)
+            });
+        }
+    }
+    for i in 0..NODES {
+        for j in 0..NODES {
+            let action = format!("passive-queue transient-of-{j}");
+            eventually("every node's queues seen", CONVERGE_TIMEOUT, || {
+                cluster.client(i, &action) == "CLIENT-OK"
+            });
+        }
+    }
+    // The leader every node names (no election under way).
+    let mut leader = String::new();
+    eventually("one leader named by every node", CONVERGE_TIMEOUT, || {
+        let named: Vec<Option<String>> = (0..NODES).map(|i| cluster.logged_leader(i, 0)).collect();
+        match &named[0] {
+            Some(first) if named.iter().all(|n| n.as_ref() == Some(first)) => {
+                leader = first.clone();
+                true
+            }
+            _ => false,
+        }
+    });
     let dead = index_of(&leader);
     let survivors: Vec<usize> = (0..NODES).filter(|&i| i != dead).collect();
-    // A transient and a durable queue of the node about to die.
-    for (queue, durable) in [("transient-of-dead", false), ("durable-of-dead", true)] {
-        let body = format!(r#"{{"durable":{durable}}}"#);
-        let path = format!("/api/queues/%2F/{queue}");
-        let (status, text) = cluster.http(dead, "PUT", &path, Some(&body));
-        assert!((200..300).contains(&status), "PUT {queue}: {status} {text}");
-    }
-    for &i in &survivors {
-        eventually("the dead node's queues seen", CONVERGE_TIMEOUT, || {
-            cluster.client(i, "passive-queue transient-of-dead") == "CLIENT-OK"
-        });
-    }
     let marks: Vec<usize> = survivors.iter().map(|&i| cluster.log_length(i)).collect();
     cluster.brokers[dead].kill9();
     let elected = eventually("a new leader after the kill", ELECTION_BOUND, || {
@@ -572,19 +591,24 @@ fn leader_killed(cluster: &mut Cluster) -> (usize, Vec<usize>) {
         cluster.client_ok(i, &format!("queue {queue}"));
     }
     cluster.client_ok(survivors[0], "queue after-failover");
-    // The dead node's transient queue goes from the topology (RabbitMQ's node-down), its
-    // durable one stays.
+    // The dead node's transient queue goes from the topology (RabbitMQ's node-down); its
+    // durable one stays, and so do the survivors' transient ones.
     for &i in &survivors {
+        let transient = format!("passive-queue transient-of-{dead}");
         eventually(
             "the dead node's transient queue removed",
             CONVERGE_TIMEOUT,
-            || cluster.client(i, "passive-queue transient-of-dead") == "CLIENT-ERR 404",
+            || cluster.client(i, &transient) == "CLIENT-ERR 404",
         );
-        let (status, body) = cluster.http(i, "GET", "/api/queues/%2F/durable-of-dead", None);
+        let path = format!("/api/queues/%2F/durable-of-{dead}");
+        let (status, body) = cluster.http(i, "GET", &path, None);
         assert_eq!(
             status, 200,
             "the dead node's durable queue is listed: {body}"
         );
+        for &j in &survivors {
+            cluster.client_ok(i, &format!("passive-queue transient-of-{j}"));
+        }
     }
     for &i in &survivors {
         for &j in &survivors {
