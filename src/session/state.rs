@@ -133,7 +133,9 @@ pub struct ChannelState {
     pub busy: bool,
     pub deferred_cancels: Vec<ConsumerKey>,
     /// A basic.publish whose content frames are still arriving.
-    pub pending_publish: Option<super::channel::PendingPublish>,
+    /// Boxed: it is handed on whole from the channel to routing (or a transaction), and a
+    /// pointer moves where the few hundred bytes of the struct would be copied at each step.
+    pub pending_publish: Option<Box<super::channel::PendingPublish>>,
     /// tx.select was issued: publishes and acks wait here for tx.commit.
     pub tx: Option<super::channel::TxBuffer>,
     /// The channel's direct reply-to consumer (at most one per channel, as in RabbitMQ).

@@ -65,15 +65,13 @@ pub struct ContentHeader {
 }
 
 /// What a content frame left to do.
-// Boxing `Complete` would cost an allocation per message to save a move of a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
 pub enum ContentStep {
     /// The channel is closing: the frame is dropped.
     Ignored,
     /// More body frames are due.
     Incomplete,
     /// The whole message is here, taken out of the channel.
-    Complete(PendingPublish),
+    Complete(Box<PendingPublish>),
     /// The channel must close with this error (the publish is dropped).
     Refused(Fault),
 }

@@ -411,7 +411,7 @@ impl Session {
     }
 
     /// The whole message is here: route it (or buffer it in a transaction).
-    fn publish_now(&mut self, channel: u16, mut pending: PendingPublish) -> Option<Rest> {
+    fn publish_now(&mut self, channel: u16, mut pending: Box<PendingPublish>) -> Option<Rest> {
         let channel_ref = self.channel_ref(channel);
         let user = &self.user;
         let decided = self.with_channel(channel, |state| {

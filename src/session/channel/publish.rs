@@ -31,7 +31,7 @@ pub fn start(ctx: &Ctx<'_>, state: &mut ChannelState, m: BasicPublish) -> Result
         Some(exchange.kind),
         (&m.exchange, &m.routing_key),
     )?;
-    state.pending_publish = Some(PendingPublish::new(m));
+    state.pending_publish = Some(Box::new(PendingPublish::new(m)));
     Ok(())
 }
 
@@ -101,12 +101,10 @@ pub fn build_message(
 }
 
 /// Where a built message goes.
-// Boxing `Route` would cost an allocation per message to save a move of a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
 pub enum Next {
     /// Route it now; confirm it as `confirm_seq` if the channel is in confirm mode.
     Route {
-        pending: PendingPublish,
+        pending: Box<PendingPublish>,
         message: SharedMessage,
         confirm_seq: Option<u64>,
     },
@@ -124,7 +122,7 @@ pub enum Next {
 /// the transaction is full (the channel closes).
 pub fn next(
     state: &mut ChannelState,
-    pending: PendingPublish,
+    pending: Box<PendingPublish>,
     message: SharedMessage,
 ) -> Result<Next, Fault> {
     state.count_published(&pending.exchange);

@@ -545,11 +545,11 @@ fn message(body_bytes: usize) -> Message {
     Message::new(route, &BasicProperties::default(), &vec![0u8; body_bytes])
 }
 
-fn pending() -> PendingPublish {
-    PendingPublish::new(BasicPublish {
+fn pending() -> Box<PendingPublish> {
+    Box::new(PendingPublish::new(BasicPublish {
         routing_key: "q".to_owned(),
         ..Default::default()
-    })
+    }))
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::session::state::{ChannelState, Unacked};
 /// What a transaction has buffered until tx.commit.
 #[derive(Default)]
 pub struct TxBuffer {
-    pub publishes: Vec<(PendingPublish, SharedMessage)>,
+    pub publishes: Vec<(Box<PendingPublish>, SharedMessage)>,
     pub settles: Vec<(Vec<Unacked>, Settle)>,
     /// Bytes of the buffered messages, as allocated.
     bytes: usize,
@@ -33,7 +33,7 @@ impl TxBuffer {
     /// the transaction).
     pub fn push_publish(
         &mut self,
-        pending: PendingPublish,
+        pending: Box<PendingPublish>,
         message: SharedMessage,
     ) -> Result<(), Fault> {
         if self.publishes.len() >= TX_OPERATIONS_MAX {
