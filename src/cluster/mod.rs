@@ -125,6 +125,12 @@ pub trait StateMachine {
         &self,
         changes: Vec<TopologyChange>,
     ) -> Pin<Box<dyn Future<Output = Result<(), AmqpError>> + '_>>;
+
+    /// At start-up, an entry this node applied before it stopped (read back from its Raft
+    /// log, not applied again: what of it was durable is in the shard's own log). The machine
+    /// learns from it what the durable state cannot tell, such as the ids of transient queues
+    /// this node handed out, which its peers may still hold.
+    fn applied_before(&self, changes: &[TopologyChange]);
 }
 
 #[cfg(test)]

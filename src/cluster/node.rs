@@ -93,6 +93,7 @@ impl Node {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let (log, recovered) = RaftLog::open(&dir.join("raft.log"))?;
+        show_applied_before(&recovered, machine.as_ref());
         let voters: Vec<u64> = (0..members.names().len()).map(raft_id).collect();
         let (storage, applied) = memory_storage(voters, recovered)?;
         let raft_config = raft::Config {
@@ -469,6 +470,25 @@ impl Node {
         }
         if let Some(sender) = self.pending.borrow_mut().remove(&seq) {
             sender.send(outcome);
+        }
+    }
+}
+
+/// Hands the machine the entries it applied before this start (`StateMachine::applied_before`).
+fn show_applied_before(recovered: &Recovered, machine: &dyn StateMachine) {
+    let applied = recovered
+        .entries
+        .iter()
+        .take_while(|e| e.get_index() <= recovered.applied);
+    for entry in applied {
+        if entry.get_entry_type() != EntryType::EntryNormal || entry.get_data().is_empty() {
+            continue;
+        }
+        match decode_changes(Bytes::copy_from_slice(entry.get_data())) {
+            Ok(changes) => machine.applied_before(&changes),
+            Err(error) => {
+                tracing::warn!(index = entry.get_index(), %error, "an applied topology entry cannot be read back")
+            }
         }
     }
 }

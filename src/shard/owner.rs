@@ -292,6 +292,20 @@ impl Shard {
         counter.set(counter.get().max(highest).max(base));
     }
 
+    /// Queue ids continue above every id of this node's range that `changes` declare: the
+    /// committed topology entries of the cluster name transient queues too, which this node's
+    /// own log does not keep, and its peers may still list them after it restarted.
+    pub(super) fn note_queue_ids(&self, changes: &[TopologyChange]) {
+        let ours = changes.iter().filter_map(|change| match change {
+            TopologyChange::DeclareQueue { queue } if self.leads_queue(queue.id) => Some(queue.id),
+            _ => None,
+        });
+        if let Some(highest) = ours.max() {
+            let counter = &self.owner.next_queue_id;
+            counter.set(counter.get().max(highest));
+        }
+    }
+
     /// Whether a change concerns durable entities only, judged before it is applied: durable
     /// exchanges, durable non-exclusive queues, bindings between such, users and vhosts.
     fn is_durable_change(&self, change: &TopologyChange) -> bool {
@@ -427,5 +441,56 @@ impl Shard {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{QueueMeta, Topology};
+    use crate::cluster::Members;
+    use crate::config::{ClusterConfig, PeerConfig};
+    use crate::protocol::FieldTable;
+
+    fn declare(id: u64, durable: bool) -> TopologyChange {
+        TopologyChange::DeclareQueue {
+            queue: QueueMeta {
+                id,
+                name: format!("q{id}"),
+                vhost: "/".to_string(),
+                owner_shard: 0,
+                durable,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn ids_continue_above_this_nodes_transient_queues_of_the_raft_log() {
+        let shard = Shard::new(0, 1, Topology::new_default());
+        shard.set_members(Members::new(&ClusterConfig {
+            node_name: "ringmq@b".to_string(),
+            port: 1,
+            peers: vec![PeerConfig {
+                name: "ringmq@a".to_string(),
+                address: "127.0.0.1:1".parse().unwrap(),
+            }],
+            secret: None,
+        }));
+        let base = shard.members().queue_id_base();
+        assert_ne!(base, 0, "node b's ids are not node a's");
+        // Start-up: the durable log held one queue of ours; the Raft log also named a
+        // transient one above it, and the peer's own queues, whose ids are not ours to follow.
+        shard.seed_owner_counters(&[declare(base + 3, true)]);
+        let peer_index = shard.members().index_of("ringmq@a").expect("a member") as u64;
+        let peers_id = peer_index << crate::limits::QUEUE_ID_NODE_SHIFT;
+        assert!(!shard.leads_queue(peers_id + 500));
+        shard.note_queue_ids(&[declare(base + 9, false), declare(peers_id + 500, false)]);
+        assert_eq!(OwnerState::take(&shard.owner.next_queue_id), base + 10);
+        // Lower ids heard later never move the counter back.
+        shard.note_queue_ids(&[declare(base + 5, false)]);
+        assert_eq!(OwnerState::take(&shard.owner.next_queue_id), base + 11);
     }
 }

@@ -61,12 +61,20 @@ impl StateMachine for Applier {
             if let Some(conflict) = shard.conflict(&changes) {
                 return Err(conflict);
             }
+            // An entry of ours committed before a restart and applied only now.
+            shard.note_queue_ids(&changes);
             let applied = shard.apply_everywhere(changes).await;
             if let Err(error) = &applied {
                 tracing::error!(%error.text, "a committed topology change failed to apply here");
             }
             applied
         })
+    }
+
+    fn applied_before(&self, changes: &[TopologyChange]) {
+        if let Some(shard) = self.0.upgrade() {
+            shard.note_queue_ids(changes);
+        }
     }
 }
 
