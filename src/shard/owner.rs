@@ -277,19 +277,9 @@ impl Shard {
     /// Queue ids continue above every recovered one (start-up).
     pub(super) fn seed_owner_counters(&self, recovered: &[TopologyChange]) {
         // Each node hands out ids in its own range (`cluster::Members::queue_id_base`).
-        let base = self.members().queue_id_base();
-        let highest = recovered
-            .iter()
-            .filter_map(|c| match c {
-                TopologyChange::DeclareQueue { queue } if self.leads_queue(queue.id) => {
-                    Some(queue.id)
-                }
-                _ => None,
-            })
-            .max()
-            .unwrap_or(base);
         let counter = &self.owner.next_queue_id;
-        counter.set(counter.get().max(highest).max(base));
+        counter.set(counter.get().max(self.members().queue_id_base()));
+        self.note_queue_ids(recovered);
     }
 
     /// Queue ids continue above every id of this node's range that `changes` declare: the
