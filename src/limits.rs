@@ -525,6 +525,10 @@ pub const CLUSTER_NODES_MAX: usize = 16;
 /// How often the Raft leader looks for peers that are gone: one whose link was down at two
 /// sweeps in a row (5-10 s) has its transient queues removed from the topology.
 pub const CLUSTER_TRANSIENT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// A restarted node removes the transient queues its previous run left in the topology at its
+/// sweeps, this many to one Raft entry (an entry stays far below `RAFT_MESSAGE_BYTES_MAX`:
+/// each names a vhost and a queue, at most 255 bytes each, and an id).
+pub const EARLIER_TRANSIENT_QUEUES_PER_ENTRY_MAX: usize = 256;
 // `PublishOutcome::remote_nodes` has one bit per member.
 const _: () = assert!(CLUSTER_NODES_MAX <= 32);
 /// Queue ids: the leading node's index sits above this bit, so ids never collide across nodes

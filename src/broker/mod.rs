@@ -221,6 +221,15 @@ pub enum TopologyChange {
         vhost: String,
         name: String,
     },
+    /// Deletes the queue of that name only while it is still the queue with this id: a
+    /// restarted node removing the transient queues its previous run left in the replicated
+    /// topology, without touching a queue of the same name declared since (on any node).
+    /// Decided the same on every node, from the state the log built.
+    DeleteQueueIfId {
+        vhost: String,
+        name: String,
+        id: QueueId,
+    },
     Bind {
         vhost: String,
         binding: Binding,

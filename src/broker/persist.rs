@@ -110,6 +110,11 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
             text(o, vhost);
             text(o, name);
         }),
+        TopologyChange::DeleteQueueIfId { vhost, name, id } => tagged(out, 21, |o| {
+            text(o, vhost);
+            text(o, name);
+            o.put_u64(*id);
+        }),
         TopologyChange::Bind { vhost, binding } => tagged(out, 11, |o| {
             text(o, vhost);
             binding_fields(o, binding);
@@ -328,6 +333,11 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
         10 => TopologyChange::DeleteQueue {
             vhost: read_text(buf)?,
             name: read_text(buf)?,
+        },
+        21 => TopologyChange::DeleteQueueIfId {
+            vhost: read_text(buf)?,
+            name: read_text(buf)?,
+            id: read_u64(buf)?,
         },
         11 => {
             let vhost = read_text(buf)?;
@@ -599,6 +609,11 @@ mod tests {
         round_trip(TopologyChange::DeleteQueue {
             vhost: "/".into(),
             name: "q".into(),
+        });
+        round_trip(TopologyChange::DeleteQueueIfId {
+            vhost: "/".into(),
+            name: "q".into(),
+            id: 42,
         });
         round_trip(TopologyChange::MoveQueue {
             queue: 42,

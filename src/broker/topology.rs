@@ -316,14 +316,10 @@ impl Topology {
                 }
             }
             TopologyChange::DeclareQueue { queue } => self.declare_queue(queue),
-            TopologyChange::DeleteQueue { vhost, name } => {
-                if let Some(id) = self
-                    .vhosts
-                    .get_mut(vhost)
-                    .and_then(|vh| vh.delete_queue(name))
-                {
-                    self.queue_locations.remove(&id);
-                    self.mirrored.remove(&id);
+            TopologyChange::DeleteQueue { vhost, name } => self.delete_queue(vhost, name),
+            TopologyChange::DeleteQueueIfId { vhost, name, id } => {
+                if self.queue(vhost, name).is_some_and(|queue| queue.id == *id) {
+                    self.delete_queue(vhost, name);
                 }
             }
             TopologyChange::Bind { vhost, binding } => {
@@ -609,6 +605,30 @@ impl Topology {
         self.exchange(vhost, name).is_some_and(|x| x.internal)
     }
 
+    fn delete_queue(&mut self, vhost: &str, name: &str) {
+        if let Some(id) = self
+            .vhosts
+            .get_mut(vhost)
+            .and_then(|vh| vh.delete_queue(name))
+        {
+            self.queue_locations.remove(&id);
+            self.mirrored.remove(&id);
+        }
+    }
+
+    /// A change as it applies to this copy: a [`TopologyChange::DeleteQueueIfId`] becomes the
+    /// plain delete while the name is still that queue's, else nothing (`None`); every other
+    /// change is itself. Callers that act on a delete (unhosting, logging) see the decision.
+    pub fn resolve(&self, change: TopologyChange) -> Option<TopologyChange> {
+        match change {
+            TopologyChange::DeleteQueueIfId { vhost, name, id } => self
+                .queue(&vhost, &name)
+                .is_some_and(|queue| queue.id == id)
+                .then_some(TopologyChange::DeleteQueue { vhost, name }),
+            change => Some(change),
+        }
+    }
+
     pub fn queue(&self, vhost: &str, name: &str) -> Option<&QueueMeta> {
         self.vhost(vhost)?.queues.get(name)
     }
@@ -728,5 +748,54 @@ fn route_one<'t>(
     // nothing at all (an exchange-to-exchange match counts as something).
     if !matched {
         pending.extend(exchange.alternate_exchange());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declare(name: &str, id: QueueId) -> TopologyChange {
+        TopologyChange::DeclareQueue {
+            queue: QueueMeta {
+                id,
+                name: name.to_string(),
+                vhost: "/".to_string(),
+                owner_shard: 0,
+                durable: false,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            },
+        }
+    }
+
+    fn delete_if(name: &str, id: QueueId) -> TopologyChange {
+        TopologyChange::DeleteQueueIfId {
+            vhost: "/".to_string(),
+            name: name.to_string(),
+            id,
+        }
+    }
+
+    #[test]
+    fn a_delete_by_id_spares_a_name_declared_again() {
+        let mut topology = Topology::new_default();
+        topology.apply(&declare("q", 7));
+        // The name is held by another queue now: nothing to do, on every node alike.
+        assert_eq!(topology.resolve(delete_if("q", 6)), None);
+        topology.apply(&delete_if("q", 6));
+        assert_eq!(topology.queue("/", "q").map(|q| q.id), Some(7));
+        assert_eq!(topology.resolve(delete_if("absent", 7)), None);
+        // Still that queue: the plain delete.
+        assert_eq!(
+            topology.resolve(delete_if("q", 7)),
+            Some(TopologyChange::DeleteQueue {
+                vhost: "/".to_string(),
+                name: "q".to_string(),
+            })
+        );
+        topology.apply(&delete_if("q", 7));
+        assert!(topology.queue("/", "q").is_none());
     }
 }

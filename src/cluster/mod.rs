@@ -126,11 +126,12 @@ pub trait StateMachine {
         changes: Vec<TopologyChange>,
     ) -> Pin<Box<dyn Future<Output = Result<(), AmqpError>> + '_>>;
 
-    /// At start-up, an entry this node applied before it stopped (read back from its Raft
-    /// log, not applied again: what of it was durable is in the shard's own log). The machine
-    /// learns from it what the durable state cannot tell, such as the ids of transient queues
-    /// this node handed out, which its peers may still hold.
-    fn applied_before(&self, changes: &[TopologyChange]);
+    /// At start-up, each entry of this node's Raft log, in log order: those it applied before
+    /// it stopped are not applied again (what of them was durable is in the shard's own
+    /// log), the others are once committed. The machine learns from them what the durable
+    /// state cannot tell: the ids and names of the transient queues this node's previous run
+    /// declared, which its peers may still list.
+    fn logged_before(&self, changes: &[TopologyChange]);
 }
 
 #[cfg(test)]

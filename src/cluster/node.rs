@@ -93,7 +93,7 @@ impl Node {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let (log, recovered) = RaftLog::open(&dir.join("raft.log"))?;
-        show_applied_before(&recovered, machine.as_ref());
+        show_logged_before(&recovered, machine.as_ref());
         let voters: Vec<u64> = (0..members.names().len()).map(raft_id).collect();
         let (storage, applied) = memory_storage(voters, recovered)?;
         let raft_config = raft::Config {
@@ -474,20 +474,16 @@ impl Node {
     }
 }
 
-/// Hands the machine the entries it applied before this start (`StateMachine::applied_before`).
-fn show_applied_before(recovered: &Recovered, machine: &dyn StateMachine) {
-    let applied = recovered
-        .entries
-        .iter()
-        .take_while(|e| e.get_index() <= recovered.applied);
-    for entry in applied {
+/// Hands the machine every entry the log held at this start (`StateMachine::logged_before`).
+fn show_logged_before(recovered: &Recovered, machine: &dyn StateMachine) {
+    for entry in &recovered.entries {
         if entry.get_entry_type() != EntryType::EntryNormal || entry.get_data().is_empty() {
             continue;
         }
         match decode_changes(Bytes::copy_from_slice(entry.get_data())) {
-            Ok(changes) => machine.applied_before(&changes),
+            Ok(changes) => machine.logged_before(&changes),
             Err(error) => {
-                tracing::warn!(index = entry.get_index(), %error, "an applied topology entry cannot be read back")
+                tracing::warn!(index = entry.get_index(), %error, "a logged topology entry cannot be read back")
             }
         }
     }

@@ -347,9 +347,15 @@ impl Shard {
             return Ok(());
         }
         let mut durable_lsn = None;
-        for change in &changes {
-            if self.is_durable_change(change) {
-                match self.storage.log_topology(change) {
+        let mut applied = Vec::with_capacity(changes.len());
+        for change in changes {
+            // Decided against the copy as the changes before it left it; the other shards
+            // get the decision.
+            let Some(change) = self.topology.borrow().resolve(change) else {
+                continue;
+            };
+            if self.is_durable_change(&change) {
+                match self.storage.log_topology(&change) {
                     Ok(lsn) => durable_lsn = Some(lsn),
                     Err(error) => {
                         tracing::error!(%error, "cannot log a durable topology change");
@@ -357,8 +363,10 @@ impl Shard {
                     }
                 }
             }
-            self.apply_changes(std::slice::from_ref(change));
+            self.apply_changes(std::slice::from_ref(&change));
+            applied.push(change);
         }
+        let changes = applied;
         let receivers: Vec<_> = self
             .peers()
             .map(|peer| {

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 
+use super::node_down::EarlierTransientQueues;
 use super::Shard;
 use crate::broker::{AmqpError, QueueId, ShardId, TopologyChange};
 use crate::cluster::{DataPath, GroupMachine, Members, Node, NodeOptions, StateMachine};
@@ -34,6 +35,8 @@ pub struct Replication {
     quorum_leaders: RefCell<IdMap<QueueId, usize>>,
     /// The topology owner of a clustered node only.
     node: OnceCell<Rc<Node>>,
+    /// The topology owner of a clustered node only: what its previous run left (`node_down`).
+    pub(super) earlier_transient: RefCell<EarlierTransientQueues>,
 }
 
 impl Default for Replication {
@@ -42,6 +45,7 @@ impl Default for Replication {
             members: RefCell::new(Members::single(&crate::config::default_node_name())),
             quorum_leaders: RefCell::new(IdMap::default()),
             node: OnceCell::new(),
+            earlier_transient: RefCell::new(EarlierTransientQueues::default()),
         }
     }
 }
@@ -71,9 +75,15 @@ impl StateMachine for Applier {
         })
     }
 
-    fn applied_before(&self, changes: &[TopologyChange]) {
+    fn logged_before(&self, changes: &[TopologyChange]) {
         if let Some(shard) = self.0.upgrade() {
             shard.note_queue_ids(changes);
+            let members = shard.members();
+            shard
+                .replication
+                .earlier_transient
+                .borrow_mut()
+                .note(changes, &members);
         }
     }
 }
