@@ -617,6 +617,14 @@ pub const CLUSTER_FORWARD_PENDING_MAX: usize = 262_144;
 /// A forwarded publish whose node has not answered within this time is nacked (the peer's
 /// link back to us may be down while ours to it is up, so its confirms cannot come).
 pub const CLUSTER_FORWARD_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// tx.commit waits at most this long for its publishes' confirms (each is bounded already:
+/// forwarded ones by `CLUSTER_FORWARD_CONFIRM_TIMEOUT`, quorum ones by `QUORUM_COMMIT_TIMEOUT`;
+/// this catches a log that stopped answering); past it the channel closes with 541.
+pub const TX_COMMIT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
+const _: () = assert!(
+    TX_COMMIT_CONFIRM_TIMEOUT.as_millis() > CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis(),
+    "a commit outlasts the bound of each of its confirms"
+);
 /// How often the topology owner looks for forwarded publishes past the timeout.
 pub const CLUSTER_FORWARD_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Requests on queues another node leads (counts, purge, delete, consume, get, cancel...)

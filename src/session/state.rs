@@ -72,6 +72,8 @@ pub struct ConnShared {
     pub writing_bytes: Cell<usize>,
     /// Wakes a paused reader when the writer has flushed.
     pub flushed: Notify,
+    /// Wakes a tx.commit whose channel's publishes are all confirmed (`channel::tx`).
+    pub commit_confirmed: Notify,
     /// Set by the session when nothing more will be written: the writer flushes and stops.
     pub output_closed: Cell<bool>,
     /// Set once the handshake is done: the handshake's writer (in the admission task queue)
@@ -138,6 +140,8 @@ pub struct ChannelState {
     pub pending_publish: Option<Box<super::channel::PendingPublish>>,
     /// tx.select was issued: publishes and acks wait here for tx.commit.
     pub tx: Option<super::channel::TxBuffer>,
+    /// A tx.commit under way: the confirms of its publishes (`channel::tx`).
+    pub committing: Option<super::channel::CommitWait>,
     /// The channel's direct reply-to consumer (at most one per channel, as in RabbitMQ).
     pub reply_consumer: Option<ConsumerKey>,
     /// Publishes on this channel by exchange, for the management API (at most
@@ -314,6 +318,7 @@ impl ConnShared {
             traced_confirms_encoded: RefCell::new(Vec::new()),
             writing_bytes: Cell::new(0),
             flushed: Notify::default(),
+            commit_confirmed: Notify::default(),
             output_closed: Cell::new(false),
             writer_handover: Cell::new(false),
             drain_on_close: Cell::new(false),
@@ -748,10 +753,17 @@ impl ConnShared {
     pub fn confirm_done(&self, channel_id: u16, seq: u64, ok: bool) {
         let finished = {
             let mut channels = self.channels.borrow_mut();
-            let Some(confirms) = channels
-                .get_mut(&channel_id)
-                .and_then(|c| c.confirm.as_mut())
-            else {
+            let Some(channel) = channels.get_mut(&channel_id) else {
+                return;
+            };
+            if let Some(commit) = channel.committing.as_mut() {
+                commit.decided(seq, ok);
+                if commit.is_complete() {
+                    self.commit_confirmed.notify();
+                }
+                return;
+            }
+            let Some(confirms) = channel.confirm.as_mut() else {
                 return;
             };
             let Some((remaining, refused)) = confirms.pending.get_mut(&seq) else {

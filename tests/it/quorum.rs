@@ -546,6 +546,9 @@ fn parse_publisher(verdict: &str) -> (Vec<usize>, Vec<usize>, usize) {
     }
 }
 
+/// Messages of the transaction published to the replicated queue.
+const TX_MESSAGES: usize = 50;
+
 #[test]
 fn replicated_over_three_nodes_and_failing_over_loses_no_confirm() {
     if let Some(reason) = netns::skip_reason(&["curl"]) {
@@ -578,6 +581,11 @@ fn replicated_over_three_nodes_and_failing_over_loses_no_confirm() {
     cluster.client_ok(2, &format!("count {queue} {REPLICATED_MESSAGES}"));
     cluster.client_ok(2, &format!("drain {queue} {REPLICATED_MESSAGES}"));
     cluster.client_ok(0, &format!("count {queue} 0"));
+    // A transaction from a follower: its commit-ok waits for the group to commit each
+    // publish (RabbitMQ's tx waits for confirms), so the leader counts them all at once.
+    cluster.client_ok(1, &format!("tx-publish {queue} {TX_MESSAGES}"));
+    cluster.client_ok(0, &format!("count {queue} {TX_MESSAGES}"));
+    cluster.client_ok(2, &format!("drain {queue} {TX_MESSAGES}"));
 
     let mut history = History::default();
     let mut next = 0;

@@ -69,3 +69,57 @@ async fn tx_over_its_byte_bound_closes_the_channel_406() {
     );
     connection.close(200, "bye").await.expect("close");
 }
+
+/// tx.commit waits for its publishes as a publisher confirm would, as RabbitMQ's channel does:
+/// one refused by a queue (here a full `reject-publish` queue) fails the commit with 406
+/// "partial tx completion", and what the other publishes reached stays; the connection goes
+/// on. Checked against RabbitMQ 3.10.8 with `RINGMQ_TEST_EXTERNAL_PORT`.
+#[tokio::test]
+async fn a_refused_publish_fails_the_commit_as_a_partial_completion() {
+    use lapin::types::{AMQPValue, FieldTable};
+    let broker = Broker::start(1);
+    let connection = connect(&broker).await;
+    let observer = channel(&connection).await;
+    let full = unique("tx-full");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    step(
+        "declare the bounded queue",
+        observer.queue_declare(&full, QueueDeclareOptions::default(), arguments),
+    )
+    .await
+    .expect("declare");
+    let tx = channel(&connection).await;
+    step("tx.select", tx.tx_select()).await.expect("tx.select");
+    for body in [&b"taken"[..], b"refused"] {
+        tx.basic_publish(
+            "",
+            &full,
+            BasicPublishOptions::default(),
+            body,
+            Default::default(),
+        )
+        .await
+        .expect("publish in tx");
+    }
+    let commit = step("tx.commit", tx.tx_commit()).await;
+    let error = commit.expect_err("a commit with a refused publish fails");
+    assert_eq!(common::amqp::reply_code(&error), Some(PRECONDITION_FAILED));
+    assert!(
+        format!("{error:?}").contains("partial tx completion"),
+        "RabbitMQ's text: {error:?}"
+    );
+    let taken = get(&observer, &full, true)
+        .await
+        .expect("the first publish");
+    assert_eq!(taken.delivery.data, b"taken");
+    let purge = observer
+        .queue_delete(&full, QueueDeleteOptions::default())
+        .await;
+    purge.expect("the connection goes on");
+    connection.close(200, "bye").await.expect("close");
+}

@@ -40,7 +40,7 @@ mod tests;
 
 pub use content::{ContentHeader, PendingPublish};
 pub(in crate::session) use perform::{MethodIds, Rest};
-pub use tx::TxBuffer;
+pub use tx::{CommitWait, TxBuffer};
 
 use super::Fault;
 use crate::broker::queue::{ChannelRef, ConsumerKey};

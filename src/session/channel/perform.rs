@@ -14,11 +14,12 @@ use super::content::{self, ContentHeader, ContentStep};
 use super::publish::{self, Next};
 use super::settle::{self, QueueSettle};
 use super::{
-    channel_not_open, confirm, dispatch, Action, Change, ConsumeAction, Ctx, Fault, PendingPublish,
-    TxBuffer,
+    channel_not_open, confirm, dispatch, Action, Change, CommitWait, ConsumeAction, Ctx, Fault,
+    PendingPublish, TxBuffer,
 };
 use crate::broker::queue::{ChannelRef, SharedMessage};
 use crate::broker::{QueueId, ShardId};
+use crate::limits::TX_COMMIT_CONFIRM_TIMEOUT;
 use crate::protocol::{
     reply_code, BasicGetEmpty, BasicGetOk, BasicPublish, BasicReturn, Method, QueueDeclareOk,
     QueueDeleteOk, QueuePurgeOk, TxCommitOk,
@@ -475,11 +476,24 @@ impl Session {
         let outcome = self
             .shard
             .publish(&self.vhost, &pending.exchange, message.clone(), confirm);
-        self.count_publish(confirm.is_some(), outcome.routed, pending.mandatory);
+        let committed = confirm_seq.and_then(|seq| {
+            self.with_channel(channel, |c| {
+                c.committing
+                    .as_mut()
+                    .map(|commit| commit.routed(seq, outcome.remote_confirms, outcome.refused))
+            })
+            .flatten()
+        });
+        let publisher_confirm = confirm_seq.filter(|_| committed.is_none());
+        self.count_publish(
+            publisher_confirm.is_some(),
+            outcome.routed,
+            pending.mandatory,
+        );
         if !outcome.routed && pending.mandatory {
             self.send_return(channel, &message);
         }
-        if let Some(seq) = confirm_seq {
+        if let Some(seq) = publisher_confirm {
             if let Some(stamp) = crate::latency_trace::sampled(message.body()) {
                 self.conn.trace_confirm(channel, seq, stamp);
             }
@@ -562,6 +576,19 @@ impl Session {
     }
 
     async fn tx_commit(&mut self, channel: u16, buffer: TxBuffer) -> Result<(), Fault> {
+        self.with_channel(channel, |c| c.committing = Some(CommitWait::default()));
+        let routed = self.tx_route(channel, buffer).await;
+        let confirmed = match routed {
+            Ok(()) => self.tx_confirmed(channel).await,
+            Err(fault) => Err(fault),
+        };
+        self.with_channel(channel, |c| c.committing = None);
+        confirmed
+    }
+
+    /// What tx.commit applies: the publishes, each with a confirm of the commit's own, then
+    /// the settlements, then the barriers.
+    async fn tx_route(&mut self, channel: u16, buffer: TxBuffer) -> Result<(), Fault> {
         let mut remote_shards = ShardSet::default();
         let mut remote_nodes = 0u32;
         for (pending, message) in buffer.publishes {
@@ -571,7 +598,10 @@ impl Session {
                     .await;
                 continue;
             }
-            let reached = self.route_publish(channel, &pending, message, None)?;
+            let seq = self
+                .with_channel(channel, |c| c.committing.as_mut().map(CommitWait::next_seq))
+                .flatten();
+            let reached = self.route_publish(channel, &pending, message, seq)?;
             remote_shards.union_with(&reached.shards);
             remote_nodes |= reached.nodes;
         }
@@ -593,12 +623,50 @@ impl Session {
         }
         Ok(())
     }
+
+    /// Waits, within `TX_COMMIT_CONFIRM_TIMEOUT`, until every publish of the commit is
+    /// confirmed; a refused one fails it (RabbitMQ's 406 "partial tx completion").
+    async fn tx_confirmed(&self, channel: u16) -> Result<(), Fault> {
+        let deadline = std::time::Instant::now() + TX_COMMIT_CONFIRM_TIMEOUT;
+        loop {
+            let confirmed = self.conn.commit_confirmed.wait();
+            let state = self.with_channel(channel, |c| {
+                c.committing
+                    .as_ref()
+                    .map(|commit| commit.is_complete().then(|| commit.outcome()))
+            });
+            match state.flatten() {
+                None => return Err(commit_unconfirmed("its channel is gone")),
+                Some(Some(outcome)) => return outcome,
+                Some(None) => {}
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if glommio::timer::timeout(left, async {
+                confirmed.await;
+                Ok(())
+            })
+            .await
+            .is_err()
+            {
+                return Err(commit_unconfirmed(
+                    "its publishes were not confirmed in time",
+                ));
+            }
+        }
+    }
 }
 
 /// Where a publish went besides this shard: other shards of this node, other nodes (bits).
 struct Reached {
     shards: ShardSet,
     nodes: u32,
+}
+
+fn commit_unconfirmed(why: &str) -> Fault {
+    Fault::new(
+        reply_code::INTERNAL_ERROR,
+        format!("INTERNAL_ERROR - tx.commit failed: {why}"),
+    )
 }
 
 /// Content errors belong to the basic.publish they complete.
