@@ -85,9 +85,10 @@ struct Group {
     view: GroupView,
     path: PathBuf,
     snapshot_path: PathBuf,
-    /// The log file is compacted once it holds more than this: the threshold above what the
-    /// last compaction kept, so a log holding entries a turn needs is not rewritten each turn.
-    compact_above_bytes: u64,
+    /// Bytes of the entries applied since the last snapshot: what a compaction would drop.
+    /// The file is compacted once this is half the threshold too (a file over the threshold
+    /// may hold mostly entries not applied yet, which a compaction keeps).
+    applied_bytes: u64,
     /// Bytes of the entries a leader kept in storage for a follower, up to the snapshot's
     /// index (the file holds only those after it): with the file, what the 2x rule weighs.
     held_bytes: u64,
@@ -195,7 +196,7 @@ impl Groups {
             view,
             path,
             snapshot_path,
-            compact_above_bytes: self.compact_bytes,
+            applied_bytes: 0,
             held_bytes: 0,
         };
         self.groups.borrow_mut().insert(queue, group);
@@ -366,6 +367,7 @@ impl Groups {
             };
             persist_ready(queue, group, ready, out)?
         };
+        let applied_bytes: u64 = committed.iter().map(entry_bytes).sum();
         self.apply(queue, committed);
         let changed = {
             let mut groups = self.groups.borrow_mut();
@@ -373,6 +375,7 @@ impl Groups {
                 return Ok(());
             };
             group.raw.advance_apply();
+            group.applied_bytes += applied_bytes;
             for to in snapshots_sent {
                 // The pieces go in order before anything sent later: if the follower does not
                 // install it, its answer to the next append says so and Raft sends it again.
@@ -421,7 +424,7 @@ impl Groups {
         group.storage.set_snapshot(snapshot);
         let hard_state = group.storage.mem().rl().hard_state().clone();
         group.log = RaftLog::rewrite(&group.path, &hard_state, &[])?;
-        group.compact_above_bytes = group.log.size_bytes() + self.compact_bytes;
+        group.applied_bytes = 0;
         group.held_bytes = 0;
         tracing::info!(queue, index, "installed snapshot");
         Ok(())
@@ -445,7 +448,7 @@ impl Groups {
                 state_bytes = state.len(),
                 "a quorum queue too large to snapshot: its log is not compacted"
             );
-            group.compact_above_bytes = group.log.size_bytes() + self.compact_bytes;
+            group.applied_bytes = 0;
             return Ok(());
         };
         let mut taken = Snapshot::default();
@@ -493,7 +496,7 @@ impl Groups {
         let hard_state = storage.mem().rl().hard_state().clone();
         let before_bytes = group.log.size_bytes();
         group.log = RaftLog::rewrite(&group.path, &hard_state, &after)?;
-        group.compact_above_bytes = group.log.size_bytes() + self.compact_bytes;
+        group.applied_bytes = 0;
         tracing::debug!(
             queue,
             index = plan.index,
@@ -512,7 +515,7 @@ impl Groups {
         let groups = self.groups.borrow();
         let group = groups.get(&queue)?;
         let size = group.log.size_bytes();
-        if size <= group.compact_above_bytes {
+        if size <= self.compact_bytes || group.applied_bytes < self.compact_bytes / 2 {
             return None;
         }
         let raft = &group.raw.raft;
