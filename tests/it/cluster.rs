@@ -1355,6 +1355,10 @@ async fn drain_padded(
         }
         delivery.ack(BasicAckOptions::default()).await?;
     }
+    // Closed, not dropped: close-ok comes after the broker took every ack before it. A process
+    // exiting with deliveries it did not read resets the connection, and acks still in the
+    // broker's socket buffer would be lost (those messages delivered again).
+    channel.close(200, "drained").await?;
     Ok(again)
 }
 
