@@ -648,8 +648,8 @@ pub const QUORUM_ENTRY_BYTES_MAX: usize = CLUSTER_FRAME_BYTES_MAX - 64 * 1024;
 /// over `QUORUM_SNAPSHOT_DATA_BYTES_MAX`, or the snapshot file cannot be written).
 pub const QUORUM_GROUP_LOG_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// A node compacts a group's log once it holds more than this (`--quorum-compact-bytes`,
-/// hidden, for tests): it snapshots the queue at its applied index and rewrites the log with
-/// the entries after it. A leader keeps the entries a live follower still lacks until the log
+/// hidden, for tests) and half of this was applied since the last snapshot: it snapshots the
+/// queue at its applied index and rewrites the log with the entries after it. A leader keeps the entries a live follower still lacks until the log
 /// is past twice this; then that follower is sent the snapshot instead.
 pub const QUORUM_GROUP_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
 /// The range `--quorum-compact-bytes` accepts: twice the largest stays under the log's bound,

@@ -13,7 +13,9 @@
 //! its own term and applied everything committed, so its copy holds every committed entry.
 //!
 //! Compaction (issue 13), the way raft-rs means it: once a group's log holds more than the
-//! threshold (`--quorum-compact-bytes`, `QUORUM_GROUP_COMPACT_BYTES`), the node asks the
+//! threshold (`--quorum-compact-bytes`, `QUORUM_GROUP_COMPACT_BYTES`) and half of that was
+//! applied since its last snapshot (a file over the threshold may hold mostly entries not
+//! applied yet, which compaction must keep), the node asks the
 //! machine for the queue's state at its applied index ([`GroupMachine::snapshot`]), writes it
 //! to `cluster/quorum-<queue>.snapshot` (`snapshot.rs`), drops the entries up to it from the
 //! storage and rewrites the log file with those after it. A leader keeps the entries a live
@@ -778,5 +780,61 @@ mod tests {
         assert!(frames.iter().all(|f| f.len() < CLUSTER_FRAME_BYTES_MAX));
         assert_eq!(frames.concat(), batch);
         assert_eq!(parse_context(&proposal_context(3, 8)), Some((3, 8)));
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut entry = Entry::default();
+        entry.set_index(index);
+        entry.set_term(term);
+        entry
+    }
+
+    fn kept_at(index: u64, term: u64) -> Snapshot {
+        let mut kept = Snapshot::default();
+        kept.set_data(snapshot::seal(b"state").unwrap().into());
+        kept.mut_metadata().index = index;
+        kept.mut_metadata().term = term;
+        kept.mut_metadata()
+            .set_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+        kept
+    }
+
+    fn recovered(entries: Vec<Entry>, commit: u64) -> Recovered {
+        let mut hard_state = raft::eraftpb::HardState::default();
+        hard_state.set_term(2);
+        hard_state.set_commit(commit);
+        Recovered {
+            entries,
+            hard_state: Some(hard_state),
+            applied: 0,
+        }
+    }
+
+    #[test]
+    fn a_group_opens_from_its_snapshot_then_the_entries_after_it() {
+        let voters = || vec![1, 2, 3];
+        // The log rewritten after the snapshot: entries 6..=8.
+        let log = (6..=8).map(|i| entry(i, 2)).collect();
+        let storage = group_storage(voters(), recovered(log, 7), Some(kept_at(5, 2))).unwrap();
+        assert_eq!(storage.first_index(), Ok(6));
+        assert_eq!(storage.last_index(), Ok(8));
+        assert_eq!(storage.term(5), Ok(2));
+        assert_eq!(storage.snapshot_index(), 5);
+        let state = storage.initial_state().unwrap();
+        assert_eq!(state.hard_state.get_commit(), 7);
+        // A crash before the rewrite: the old log still holds what the snapshot covers.
+        let log = (1..=8).map(|i| entry(i, 2)).collect();
+        let storage = group_storage(voters(), recovered(log, 3), Some(kept_at(5, 2))).unwrap();
+        assert_eq!(storage.first_index(), Ok(6));
+        assert_eq!(storage.initial_state().unwrap().hard_state.get_commit(), 5);
+        // A tail from a branch the snapshot's leader overwrote: none of it is kept.
+        let log = (1..=8).map(|i| entry(i, 1)).collect();
+        let storage = group_storage(voters(), recovered(log, 3), Some(kept_at(5, 2))).unwrap();
+        assert_eq!(storage.last_index(), Ok(5));
+        // A log that does not continue the snapshot is refused, never a panic.
+        let log = (7..=8).map(|i| entry(i, 2)).collect();
+        assert!(group_storage(voters(), recovered(log, 7), Some(kept_at(5, 2))).is_err());
+        let log = (2..=3).map(|i| entry(i, 2)).collect();
+        assert!(group_storage(voters(), recovered(log, 2), None).is_err());
     }
 }
