@@ -471,6 +471,9 @@ struct Flags {
     /// The secret every member shares (RabbitMQ's Erlang cookie); required with --peer
     #[arg(long, value_name = "SECRET")]
     cluster_secret: Option<String>,
+    /// Tests: a quorum group's log is compacted past this many bytes [default: 64 MiB]
+    #[arg(long, value_name = "BYTES", hide = true)]
+    quorum_compact_bytes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -716,6 +719,7 @@ fn resolve(mut flags: Flags, mut file: FileValues, cores: usize) -> Result<Confi
         port: flags.cluster_port,
         peers: flags.peers,
         secret: flags.cluster_secret,
+        quorum_compact_bytes: flags.quorum_compact_bytes,
     };
     let cluster = cluster::resolve(cluster_flags, file.cluster)?;
     Ok(Config {

@@ -655,9 +655,27 @@ pub const QUORUM_CONFIRMS_PENDING_MAX: usize = 262_144;
 /// Largest entry proposed to a quorum group (an enqueue: the message's properties and body);
 /// a larger publish is nacked. Leaves room in one inter-node frame for the envelope.
 pub const QUORUM_ENTRY_BYTES_MAX: usize = CLUSTER_FRAME_BYTES_MAX - 64 * 1024;
-/// A quorum group's log file (and its in-memory mirror) past this refuses new entries: there
-/// is no compaction yet.
+/// A quorum group's log file (and its in-memory mirror) past this refuses new entries. With
+/// compaction this is reached only when a snapshot cannot be taken (the queue's messages are
+/// over `QUORUM_SNAPSHOT_DATA_BYTES_MAX`, or the snapshot file cannot be written).
 pub const QUORUM_GROUP_LOG_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// A node compacts a group's log once it holds more than this (`--quorum-compact-bytes`,
+/// hidden, for tests) and half of this was applied since the last snapshot: it snapshots the
+/// queue at its applied index and rewrites the log with the entries after it. A leader keeps the entries a live follower still lacks until the log
+/// is past twice this; then that follower is sent the snapshot instead.
+pub const QUORUM_GROUP_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
+/// The range `--quorum-compact-bytes` accepts: twice the largest stays under the log's bound,
+/// so compaction runs before proposals are refused.
+pub const QUORUM_GROUP_COMPACT_BYTES_MIN: u64 = 4096;
+pub const QUORUM_GROUP_COMPACT_BYTES_MAX: u64 = QUORUM_GROUP_LOG_BYTES_MAX / 4;
+/// Largest snapshot message (a Raft message holding one queue's snapshot) a peer may send, put
+/// together from `Kind::GroupPart` frames; also the largest snapshot file read back. A peer
+/// announcing more is disconnected before anything is allocated for it.
+pub const QUORUM_SNAPSHOT_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Largest snapshot data (the queue's messages, sealed): leaves room in a snapshot message for
+/// Raft's metadata. A queue whose state is larger is not compacted (its log grows towards
+/// `QUORUM_GROUP_LOG_BYTES_MAX`).
+pub const QUORUM_SNAPSHOT_DATA_BYTES_MAX: usize = QUORUM_SNAPSHOT_BYTES_MAX - 64 * 1024;
 /// Group messages received and not yet stepped, over all groups of a node (more are dropped:
 /// Raft retransmits).
 pub const QUORUM_GROUP_INBOX_MESSAGES_MAX: usize = 65_536;
@@ -681,3 +699,16 @@ const _: () = assert!(
     "the leader's nack reaches a forwarding node before its own timeout"
 );
 const _: () = assert!(QUORUM_GROUP_LOG_BYTES_MAX <= RAFT_LOG_FILE_SIZE_MAX_BYTES);
+const _: () = assert!(QUORUM_GROUP_COMPACT_BYTES_MIN <= QUORUM_GROUP_COMPACT_BYTES);
+const _: () = assert!(QUORUM_GROUP_COMPACT_BYTES <= QUORUM_GROUP_COMPACT_BYTES_MAX);
+const _: () = assert!(
+    2 * QUORUM_GROUP_COMPACT_BYTES_MAX < QUORUM_GROUP_LOG_BYTES_MAX,
+    "a log past twice the threshold is compacted before proposals are refused"
+);
+const _: () = assert!(QUORUM_ENTRY_BYTES_MAX < QUORUM_SNAPSHOT_DATA_BYTES_MAX);
+const _: () = assert!(QUORUM_SNAPSHOT_DATA_BYTES_MAX < QUORUM_SNAPSHOT_BYTES_MAX);
+const _: () = assert!(
+    QUORUM_SNAPSHOT_BYTES_MAX / (CLUSTER_FRAME_BYTES_MAX - 64)
+        < CLUSTER_PEER_QUEUE_MESSAGES_MAX / 2,
+    "the pieces of one snapshot fit a peer's queue with room to spare"
+);

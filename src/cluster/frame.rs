@@ -31,6 +31,10 @@ pub enum Kind {
     /// A leading piece of a data payload larger than one frame: the pieces that follow, up to
     /// and including the next `Data` frame, complete it (`link.rs`, `Reassembly`).
     DataPart = 9,
+    /// A piece of one quorum group message larger than a frame (a snapshot): `[u32 total
+    /// bytes][u32 offset][piece]`; the pieces, in order, make one `Group` batch of one message
+    /// (`link.rs`, `GroupParts`).
+    GroupPart = 10,
 }
 
 impl Kind {
@@ -45,6 +49,7 @@ impl Kind {
             7 => Kind::Data,
             8 => Kind::Group,
             9 => Kind::DataPart,
+            10 => Kind::GroupPart,
             _ => return None,
         })
     }

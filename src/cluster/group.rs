@@ -12,9 +12,21 @@
 //! ([`GroupView`]). A leader *serves* (hosts the queue) only once it has committed an entry of
 //! its own term and applied everything committed, so its copy holds every committed entry.
 //!
-//! Not yet: compaction (a group's log holds every entry since the queue was declared, up to
-//! `QUORUM_GROUP_LOG_BYTES_MAX`, then proposals are refused), the shard's O_DIRECT WAL (the
-//! cluster log's buffered file and fdatasync block the executor while they run).
+//! Compaction (issue 13), the way raft-rs means it: once a group's log holds more than the
+//! threshold (`--quorum-compact-bytes`, `QUORUM_GROUP_COMPACT_BYTES`) and half of that was
+//! applied since its last snapshot (a file over the threshold may hold mostly entries not
+//! applied yet, which compaction must keep), the node asks the
+//! machine for the queue's state at its applied index ([`GroupMachine::snapshot`]), writes it
+//! to `cluster/quorum-<queue>.snapshot` (`snapshot.rs`), drops the entries up to it from the
+//! storage and rewrites the log file with those after it. A leader keeps the entries a live
+//! follower (link up) still lacks, until the log is past twice the threshold; a follower
+//! needing entries no longer kept is sent the snapshot (`GroupStorage` answers raft-rs with
+//! it), in `GroupPart` pieces when it is over a frame. A follower installs one from a `Ready`
+//! (file, storage, [`GroupMachine::restore`], log rewritten) before anything else in it. At
+//! start a group with a snapshot file opens from it, then the entries after it.
+//!
+//! Not yet: the shard's O_DIRECT WAL (the cluster log's buffered file, its fdatasync and the
+//! snapshot writes block the executor while they run).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -24,21 +36,21 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut};
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
-use raft::{RawNode, StateRole};
+use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage, NO_LIMIT};
 
 use super::link::Outbound;
-use super::log::RaftLog;
-use super::node::{
-    memory_storage, parse_context, proposal_context, raft_id, wait_for_tick_or_wake,
-};
+use super::log::{RaftLog, Recovered};
+use super::node::{parse_context, proposal_context, raft_id, wait_for_tick_or_wake};
+use super::snapshot::{self, GroupStorage};
 use super::Members;
 use crate::broker::QueueId;
 use crate::limits::{
     CLUSTER_FRAME_BYTES_MAX, QUORUM_ENTRY_BYTES_MAX, QUORUM_GROUP_EARLY_MESSAGES_MAX,
-    QUORUM_GROUP_INBOX_MESSAGES_MAX, QUORUM_GROUP_LOG_BYTES_MAX, RAFT_ELECTION_TICKS,
-    RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_BYTES_MAX, RAFT_TICK,
+    QUORUM_GROUP_INBOX_MESSAGES_MAX, QUORUM_GROUP_LOG_BYTES_MAX, QUORUM_SNAPSHOT_BYTES_MAX,
+    RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_BYTES_MAX,
+    RAFT_TICK,
 };
 use crate::sync::Notify;
 
@@ -59,14 +71,39 @@ pub trait GroupMachine {
     fn apply(&self, queue: QueueId, index: u64, data: &[u8], proposal: Option<u64>);
     /// This node's view of the group changed.
     fn view_changed(&self, queue: QueueId, view: GroupView);
+    /// The queue's state after the last entry applied (for a snapshot at that index); the
+    /// group seals it (version, checksum) before it is written or sent. `None`: no state for
+    /// it here (the queue is gone): the log is not compacted.
+    fn snapshot(&self, queue: QueueId) -> Option<Vec<u8>>;
+    /// Replaces the queue's state with what `snapshot` returned on some member; the entries
+    /// after the snapshot's index are applied next. `Err`: it cannot be read (nothing changed).
+    fn restore(&self, queue: QueueId, state: &[u8]) -> Result<(), String>;
 }
 
 struct Group {
-    raw: RawNode<MemStorage>,
-    storage: MemStorage,
+    raw: RawNode<GroupStorage>,
+    storage: GroupStorage,
     log: RaftLog,
     view: GroupView,
     path: PathBuf,
+    snapshot_path: PathBuf,
+    /// Bytes of the entries applied since the last snapshot: what a compaction would drop.
+    /// The file is compacted once this is half the threshold too (a file over the threshold
+    /// may hold mostly entries not applied yet, which a compaction keeps).
+    applied_bytes: u64,
+    /// Bytes of the entries a leader kept in storage for a follower, up to the snapshot's
+    /// index (the file holds only those after it): with the file, what the 2x rule weighs.
+    held_bytes: u64,
+}
+
+/// Where a group's entries can be dropped from, and the snapshot that replaces them.
+struct Compaction {
+    /// The snapshot's index (the applied one) and its entry's term.
+    index: u64,
+    term: u64,
+    /// Entries before this one are dropped (at most `index`: a leader keeps what a live
+    /// follower still lacks).
+    keep_from: u64,
 }
 
 pub struct Groups {
@@ -81,6 +118,8 @@ pub struct Groups {
     wake: Notify,
     next_seq: Cell<u64>,
     machine: Rc<dyn GroupMachine>,
+    /// `--quorum-compact-bytes`.
+    compact_bytes: u64,
 }
 
 impl Groups {
@@ -89,8 +128,10 @@ impl Groups {
         links: Vec<Option<Rc<Outbound>>>,
         dir: PathBuf,
         machine: Rc<dyn GroupMachine>,
+        compact_bytes: u64,
     ) -> Rc<Groups> {
         Rc::new(Groups {
+            compact_bytes,
             members,
             links,
             dir,
@@ -107,18 +148,27 @@ impl Groups {
         self.groups.borrow().contains_key(&queue)
     }
 
-    /// Creates (or, after a restart, reopens) the group of `queue` over every member; its
-    /// committed entries are applied again from the first. `campaign`: this node starts an
-    /// election at once (the declaring node, so the group has a leader before the declare-ok).
+    /// Creates (or, after a restart, reopens) the group of `queue` over every member: from its
+    /// snapshot when it has one (the machine restored from it), then its committed entries
+    /// are applied again from the first after it. `campaign`: this node starts an election at
+    /// once (the declaring node, so the group has a leader before the declare-ok).
     pub fn add(&self, queue: QueueId, campaign: bool) -> Result<(), String> {
         if self.contains(queue) {
             return Ok(());
         }
         let path = self.dir.join(format!("quorum-{queue}.log"));
+        let snapshot_path = self.dir.join(format!("quorum-{queue}.snapshot"));
+        let kept = snapshot::read_file(&snapshot_path)?;
         let (log, recovered) = RaftLog::open(&path)?;
-        let fresh = recovered.hard_state.is_none() && recovered.entries.is_empty();
+        let fresh =
+            kept.is_none() && recovered.hard_state.is_none() && recovered.entries.is_empty();
         let voters: Vec<u64> = (0..self.members.names().len()).map(raft_id).collect();
-        let (storage, _) = memory_storage(voters, recovered)?;
+        if let Some(kept) = &kept {
+            self.machine
+                .restore(queue, snapshot::open(kept.get_data())?)
+                .map_err(|e| format!("{}: {e}", snapshot_path.display()))?;
+        }
+        let storage = group_storage(voters, recovered, kept)?;
         let config = raft::Config {
             id: raft_id(self.members.local_index()),
             election_tick: RAFT_ELECTION_TICKS,
@@ -147,6 +197,9 @@ impl Groups {
             log,
             view,
             path,
+            snapshot_path,
+            applied_bytes: 0,
+            held_bytes: 0,
         };
         self.groups.borrow_mut().insert(queue, group);
         let mut early = self.early.borrow_mut();
@@ -159,10 +212,11 @@ impl Groups {
         Ok(())
     }
 
-    /// The queue was deleted: its group and its log go.
+    /// The queue was deleted: its group, its log and its snapshot go.
     pub fn remove(&self, queue: QueueId) {
         if let Some(group) = self.groups.borrow_mut().remove(&queue) {
             let _ = std::fs::remove_file(&group.path);
+            let _ = std::fs::remove_file(&group.snapshot_path);
         }
     }
 
@@ -215,6 +269,13 @@ impl Groups {
                 tracing::warn!(peer, "cluster peer sent a group message under another name");
                 return;
             }
+            // Checked before Raft takes it: once stepped, a snapshot must be installed.
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                if let Err(error) = snapshot::open(message.get_snapshot().get_data()) {
+                    tracing::warn!(peer, queue, %error, "cluster peer sent a damaged snapshot");
+                    return;
+                }
+            }
             parsed.push((queue, message));
         }
         let mut inbox = self.inbox.borrow_mut();
@@ -241,7 +302,7 @@ impl Groups {
                 next_tick = Instant::now() + RAFT_TICK;
             }
             self.step_inbox();
-            let mut out: Vec<Vec<u8>> = vec![Vec::new(); self.members.names().len()];
+            let mut out = Outgoing::new(self.members.names().len());
             let ready: Vec<QueueId> = self
                 .groups
                 .borrow()
@@ -252,7 +313,7 @@ impl Groups {
             for queue in ready {
                 if let Err(error) = self.handle_ready(queue, &mut out) {
                     // Acknowledging anything after a failed write would break Raft's promise.
-                    tracing::error!(queue, %error, "quorum group log write failed: this node leaves the group");
+                    tracing::error!(queue, %error, "quorum group state not persisted or installed: this node leaves the group");
                     self.groups.borrow_mut().remove(&queue);
                 }
             }
@@ -282,43 +343,33 @@ impl Groups {
         }
     }
 
-    /// One `Ready` of one group: persist + fdatasync, collect messages, apply, then report the
-    /// view. The machine is called with no borrow held (it proposes settlements back).
-    fn handle_ready(&self, queue: QueueId, out: &mut [Vec<u8>]) -> Result<(), String> {
-        let committed = {
+    /// One `Ready` of one group: install its snapshot if it has one, persist + fdatasync,
+    /// collect messages, apply, report the view, then compact when the log is over its
+    /// threshold. The machine is called with no borrow held (it proposes settlements back).
+    fn handle_ready(&self, queue: QueueId, out: &mut Outgoing) -> Result<(), String> {
+        let Some(ready) = self
+            .groups
+            .borrow_mut()
+            .get_mut(&queue)
+            .map(|g| g.raw.ready())
+        else {
+            return Ok(());
+        };
+        if !ready.snapshot().is_empty() {
+            // Before anything else of this Ready: its entries follow the snapshot's index.
+            let snapshot = ready.snapshot().clone();
+            self.machine
+                .restore(queue, snapshot::open(snapshot.get_data())?)?;
+            self.install(queue, snapshot)?;
+        }
+        let (committed, snapshots_sent) = {
             let mut groups = self.groups.borrow_mut();
             let Some(group) = groups.get_mut(&queue) else {
                 return Ok(());
             };
-            let mut ready = group.raw.ready();
-            collect(queue, ready.take_messages(), out);
-            if !ready.entries().is_empty() {
-                group
-                    .storage
-                    .wl()
-                    .append(ready.entries())
-                    .map_err(|e| e.to_string())?;
-                group.log.append_entries(ready.entries())?;
-            }
-            if let Some(hard_state) = ready.hs() {
-                group.storage.wl().set_hardstate(hard_state.clone());
-                group.log.set_hard_state(hard_state)?;
-            }
-            group.log.sync()?;
-            let mut committed = ready.take_committed_entries();
-            collect(queue, ready.take_persisted_messages(), out);
-            let mut light = group.raw.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                let mut core = group.storage.wl();
-                core.mut_hard_state().set_commit(commit);
-                let hard_state = core.hard_state().clone();
-                drop(core);
-                group.log.set_hard_state(&hard_state)?;
-            }
-            collect(queue, light.take_messages(), out);
-            committed.extend(light.take_committed_entries());
-            committed
+            persist_ready(queue, group, ready, out)?
         };
+        let applied_bytes: u64 = committed.iter().map(entry_bytes).sum();
         self.apply(queue, committed);
         let changed = {
             let mut groups = self.groups.borrow_mut();
@@ -326,6 +377,17 @@ impl Groups {
                 return Ok(());
             };
             group.raw.advance_apply();
+            group.applied_bytes += applied_bytes;
+            for to in snapshots_sent {
+                // The pieces go in order before anything sent later: if the follower does not
+                // install it, its answer to the next append says so and Raft sends it again.
+                let status = if self.link_up(to) {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                group.raw.report_snapshot(to, status);
+            }
             let raft = &group.raw.raft;
             let leader = raft.leader_id.checked_sub(1).map(|i| i as usize);
             let view = GroupView {
@@ -343,7 +405,151 @@ impl Groups {
         if let Some(view) = changed {
             self.machine.view_changed(queue, view);
         }
+        self.maybe_compact(queue)
+    }
+
+    /// A snapshot from the leader, the machine restored from it already: kept (file, storage),
+    /// and the log rewritten without the entries it replaces.
+    fn install(&self, queue: QueueId, snapshot: Snapshot) -> Result<(), String> {
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(&queue) else {
+            return Ok(());
+        };
+        let index = snapshot.get_metadata().index;
+        snapshot::write_file(&group.snapshot_path, &snapshot)?;
+        group
+            .storage
+            .mem()
+            .wl()
+            .apply_snapshot(snapshot.clone())
+            .map_err(|e| e.to_string())?;
+        group.storage.set_snapshot(snapshot);
+        let hard_state = group.storage.mem().rl().hard_state().clone();
+        group.log = RaftLog::rewrite(&group.path, &hard_state, &[])?;
+        group.applied_bytes = 0;
+        group.held_bytes = 0;
+        tracing::info!(queue, index, "installed snapshot");
         Ok(())
+    }
+
+    /// Compacts the group's log when it is over its threshold (see the module docs).
+    fn maybe_compact(&self, queue: QueueId) -> Result<(), String> {
+        let Some(plan) = self.compaction_plan(queue) else {
+            return Ok(());
+        };
+        let Some(state) = self.machine.snapshot(queue) else {
+            return Ok(());
+        };
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(&queue) else {
+            return Ok(());
+        };
+        let Some(data) = snapshot::seal(&state) else {
+            tracing::warn!(
+                queue,
+                state_bytes = state.len(),
+                "a quorum queue too large to snapshot: its log is not compacted"
+            );
+            group.applied_bytes = 0;
+            return Ok(());
+        };
+        let mut taken = Snapshot::default();
+        taken.set_data(data.into());
+        let conf_state: ConfState = group
+            .storage
+            .initial_state()
+            .map_err(|e| e.to_string())?
+            .conf_state;
+        let meta = taken.mut_metadata();
+        meta.index = plan.index;
+        meta.term = plan.term;
+        meta.set_conf_state(conf_state);
+        snapshot::write_file(&group.snapshot_path, &taken)?;
+        group.storage.set_snapshot(taken);
+        let storage = group.storage.clone();
+        storage
+            .mem()
+            .wl()
+            .compact(plan.keep_from)
+            .map_err(|e| e.to_string())?;
+        let last = storage.last_index().map_err(|e| e.to_string())?;
+        let after = if plan.index < last {
+            storage
+                .entries(
+                    plan.index + 1,
+                    last + 1,
+                    NO_LIMIT,
+                    GetEntriesContext::empty(false),
+                )
+                .map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
+        let first = storage.first_index().map_err(|e| e.to_string())?;
+        group.held_bytes = if first <= plan.index {
+            let context = GetEntriesContext::empty(false);
+            let held = storage
+                .entries(first, plan.index + 1, NO_LIMIT, context)
+                .map_err(|e| e.to_string())?;
+            held.iter().map(entry_bytes).sum()
+        } else {
+            0
+        };
+        let hard_state = storage.mem().rl().hard_state().clone();
+        let before_bytes = group.log.size_bytes();
+        group.log = RaftLog::rewrite(&group.path, &hard_state, &after)?;
+        group.applied_bytes = 0;
+        tracing::debug!(
+            queue,
+            index = plan.index,
+            keep_from = plan.keep_from,
+            held_bytes = group.held_bytes,
+            before_bytes,
+            after_bytes = group.log.size_bytes(),
+            "quorum group log compacted"
+        );
+        Ok(())
+    }
+
+    /// Where the group's log can be compacted now, if it is over its threshold and has applied
+    /// entries past its last snapshot.
+    fn compaction_plan(&self, queue: QueueId) -> Option<Compaction> {
+        let groups = self.groups.borrow();
+        let group = groups.get(&queue)?;
+        let size = group.log.size_bytes();
+        if size <= self.compact_bytes || group.applied_bytes < self.compact_bytes / 2 {
+            return None;
+        }
+        let raft = &group.raw.raft;
+        let index = raft.raft_log.applied;
+        if index <= group.storage.snapshot_index() {
+            return None;
+        }
+        let term = group.storage.term(index).ok()?;
+        let mut keep_from = index;
+        if raft.state == StateRole::Leader && size + group.held_bytes <= 2 * self.compact_bytes {
+            // A live follower behind keeps its entries (from the one it matched: its term is
+            // what the next append is checked against); past twice the threshold it gets the
+            // snapshot instead.
+            for (&id, progress) in raft.prs().iter() {
+                if id != raft.id && self.link_up(id) {
+                    keep_from = keep_from.min(progress.matched);
+                }
+            }
+        }
+        Some(Compaction {
+            index,
+            term,
+            keep_from,
+        })
+    }
+
+    /// Whether the link to the member of Raft id `id` is up.
+    fn link_up(&self, id: u64) -> bool {
+        id.checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.links.get(i))
+            .is_some_and(|link| link.as_ref().is_some_and(|l| l.is_up()))
     }
 
     fn apply(&self, queue: QueueId, entries: Vec<Entry>) {
@@ -360,9 +566,10 @@ impl Groups {
         }
     }
 
-    /// The turn's messages, one frame per peer (more when they do not fit one).
-    fn flush(&self, out: Vec<Vec<u8>>) {
-        for (index, batch) in out.into_iter().enumerate() {
+    /// The turn's messages, one frame per peer (more when they do not fit one); a message
+    /// over a frame in pieces.
+    fn flush(&self, out: Outgoing) {
+        for (index, batch) in out.batches.into_iter().enumerate() {
             if batch.is_empty() {
                 continue;
             }
@@ -372,31 +579,162 @@ impl Groups {
                 }
             }
         }
+        for (index, whole) in out.large {
+            if let Some(Some(link)) = self.links.get(index) {
+                link.send_group_parts(&whole);
+            }
+        }
     }
 }
 
-/// `[u64 queue][u32 length][message]` per message, into the batch of its peer.
-fn collect(queue: QueueId, messages: Vec<Message>, out: &mut [Vec<u8>]) {
-    for message in messages {
-        let Some(index) = message
-            .get_to()
-            .checked_sub(1)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
-            continue;
-        };
-        let Some(batch) = out.get_mut(index) else {
-            continue;
-        };
-        match message.write_to_bytes() {
-            Ok(bytes) if bytes.len() + 12 < CLUSTER_FRAME_BYTES_MAX => {
-                batch.put_u64(queue);
-                batch.put_u32(bytes.len() as u32);
-                batch.extend_from_slice(&bytes);
-            }
-            Ok(_) => tracing::error!(queue, "a quorum group message over one frame was dropped"),
-            Err(error) => tracing::error!(%error, "cannot encode a quorum group message"),
+/// What an entry weighs in memory (its data and context; the rest is small and fixed).
+fn entry_bytes(entry: &Entry) -> u64 {
+    (entry.get_data().len() + entry.get_context().len()) as u64
+}
+
+/// Persists one `Ready` (entries, hard state; fdatasync) and advances it: the committed
+/// entries to apply, and the members a snapshot was sent to (Raft waits to hear how that went).
+fn persist_ready(
+    queue: QueueId,
+    group: &mut Group,
+    mut ready: raft::Ready,
+    out: &mut Outgoing,
+) -> Result<(Vec<Entry>, Vec<u64>), String> {
+    let mut snapshots_sent = out.collect(queue, ready.take_messages());
+    if !ready.entries().is_empty() {
+        group
+            .storage
+            .mem()
+            .wl()
+            .append(ready.entries())
+            .map_err(|e| e.to_string())?;
+        group.log.append_entries(ready.entries())?;
+    }
+    if let Some(hard_state) = ready.hs() {
+        group.storage.mem().wl().set_hardstate(hard_state.clone());
+        group.log.set_hard_state(hard_state)?;
+    }
+    group.log.sync()?;
+    let mut committed = ready.take_committed_entries();
+    snapshots_sent.extend(out.collect(queue, ready.take_persisted_messages()));
+    let mut light = group.raw.advance(ready);
+    if let Some(commit) = light.commit_index() {
+        let mut core = group.storage.mem().wl();
+        core.mut_hard_state().set_commit(commit);
+        let hard_state = core.hard_state().clone();
+        drop(core);
+        group.log.set_hard_state(&hard_state)?;
+    }
+    snapshots_sent.extend(out.collect(queue, light.take_messages()));
+    committed.extend(light.take_committed_entries());
+    Ok((committed, snapshots_sent))
+}
+
+/// The storage of a group as its snapshot and log left it: the snapshot's state, then the
+/// log's entries after it (those it covers are skipped: the log is rewritten after the
+/// snapshot is written, and a crash can fall between the two).
+fn group_storage(
+    voters: Vec<u64>,
+    recovered: Recovered,
+    kept: Option<Snapshot>,
+) -> Result<GroupStorage, String> {
+    let mem = MemStorage::new_with_conf_state(ConfState::from((voters, Vec::<u64>::new())));
+    let storage = GroupStorage::new(mem);
+    let Recovered {
+        mut entries,
+        hard_state,
+        ..
+    } = recovered;
+    let base = kept.as_ref().map_or(0, |s| s.get_metadata().index);
+    if let Some(kept) = kept {
+        let term = kept.get_metadata().term;
+        // An entry of the log at the snapshot's index from another term: the log's tail is of
+        // a branch the snapshot's leader overwrote; none of it is kept.
+        if entries
+            .iter()
+            .any(|e| e.get_index() == base && e.get_term() != term)
+        {
+            entries.clear();
         }
+        entries.retain(|e| e.get_index() > base);
+        let mut core = storage.mem().wl();
+        core.apply_snapshot(kept.clone())
+            .map_err(|e| e.to_string())?;
+        drop(core);
+        storage.set_snapshot(kept);
+    }
+    if entries.first().is_some_and(|e| e.get_index() != base + 1) {
+        return Err(format!(
+            "the group's log does not continue its snapshot at index {base}"
+        ));
+    }
+    let last_index = entries.last().map_or(base, Entry::get_index);
+    let mut core = storage.mem().wl();
+    core.append(&entries).map_err(|e| e.to_string())?;
+    if let Some(mut hard_state) = hard_state {
+        // What the disk says is checked, never trusted into a panic.
+        let commit = hard_state.get_commit().clamp(base, last_index);
+        hard_state.set_commit(commit);
+        let term = hard_state.get_term().max(core.hard_state().get_term());
+        hard_state.set_term(term);
+        core.set_hardstate(hard_state);
+    }
+    drop(core);
+    Ok(storage)
+}
+
+/// One turn's messages: a batch per peer, and the messages too large for one frame.
+struct Outgoing {
+    batches: Vec<Vec<u8>>,
+    /// (member index, `[u64 queue][u32 length][message]`), sent as `GroupPart` pieces.
+    large: Vec<(usize, Vec<u8>)>,
+}
+
+impl Outgoing {
+    fn new(members: usize) -> Outgoing {
+        Outgoing {
+            batches: vec![Vec::new(); members],
+            large: Vec::new(),
+        }
+    }
+
+    /// `[u64 queue][u32 length][message]` per message, into the batch of its peer (alone, when
+    /// over a frame). Returns the Raft ids snapshots went to.
+    fn collect(&mut self, queue: QueueId, messages: Vec<Message>) -> Vec<u64> {
+        let mut snapshots = Vec::new();
+        for message in messages {
+            let to = message.get_to();
+            let Some(index) = to.checked_sub(1).and_then(|i| usize::try_from(i).ok()) else {
+                continue;
+            };
+            let Some(batch) = self.batches.get_mut(index) else {
+                continue;
+            };
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                snapshots.push(to);
+            }
+            match message.write_to_bytes() {
+                Ok(bytes) if bytes.len() + 12 < CLUSTER_FRAME_BYTES_MAX => {
+                    batch.put_u64(queue);
+                    batch.put_u32(bytes.len() as u32);
+                    batch.extend_from_slice(&bytes);
+                }
+                Ok(bytes) if bytes.len() + 12 <= QUORUM_SNAPSHOT_BYTES_MAX => {
+                    let mut whole = Vec::with_capacity(bytes.len() + 12);
+                    whole.put_u64(queue);
+                    whole.put_u32(bytes.len() as u32);
+                    whole.extend_from_slice(&bytes);
+                    self.large.push((index, whole));
+                }
+                Ok(bytes) => tracing::error!(
+                    queue,
+                    bytes = bytes.len(),
+                    "a quorum group message over QUORUM_SNAPSHOT_BYTES_MAX was dropped"
+                ),
+                Err(error) => tracing::error!(%error, "cannot encode a quorum group message"),
+            }
+        }
+        snapshots
     }
 }
 
@@ -442,5 +780,61 @@ mod tests {
         assert!(frames.iter().all(|f| f.len() < CLUSTER_FRAME_BYTES_MAX));
         assert_eq!(frames.concat(), batch);
         assert_eq!(parse_context(&proposal_context(3, 8)), Some((3, 8)));
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut entry = Entry::default();
+        entry.set_index(index);
+        entry.set_term(term);
+        entry
+    }
+
+    fn kept_at(index: u64, term: u64) -> Snapshot {
+        let mut kept = Snapshot::default();
+        kept.set_data(snapshot::seal(b"state").unwrap().into());
+        kept.mut_metadata().index = index;
+        kept.mut_metadata().term = term;
+        kept.mut_metadata()
+            .set_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+        kept
+    }
+
+    fn recovered(entries: Vec<Entry>, commit: u64) -> Recovered {
+        let mut hard_state = raft::eraftpb::HardState::default();
+        hard_state.set_term(2);
+        hard_state.set_commit(commit);
+        Recovered {
+            entries,
+            hard_state: Some(hard_state),
+            applied: 0,
+        }
+    }
+
+    #[test]
+    fn a_group_opens_from_its_snapshot_then_the_entries_after_it() {
+        let voters = || vec![1, 2, 3];
+        // The log rewritten after the snapshot: entries 6..=8.
+        let log = (6..=8).map(|i| entry(i, 2)).collect();
+        let storage = group_storage(voters(), recovered(log, 7), Some(kept_at(5, 2))).unwrap();
+        assert_eq!(storage.first_index(), Ok(6));
+        assert_eq!(storage.last_index(), Ok(8));
+        assert_eq!(storage.term(5), Ok(2));
+        assert_eq!(storage.snapshot_index(), 5);
+        let state = storage.initial_state().unwrap();
+        assert_eq!(state.hard_state.get_commit(), 7);
+        // A crash before the rewrite: the old log still holds what the snapshot covers.
+        let log = (1..=8).map(|i| entry(i, 2)).collect();
+        let storage = group_storage(voters(), recovered(log, 3), Some(kept_at(5, 2))).unwrap();
+        assert_eq!(storage.first_index(), Ok(6));
+        assert_eq!(storage.initial_state().unwrap().hard_state.get_commit(), 5);
+        // A tail from a branch the snapshot's leader overwrote: none of it is kept.
+        let log = (1..=8).map(|i| entry(i, 1)).collect();
+        let storage = group_storage(voters(), recovered(log, 3), Some(kept_at(5, 2))).unwrap();
+        assert_eq!(storage.last_index(), Ok(5));
+        // A log that does not continue the snapshot is refused, never a panic.
+        let log = (7..=8).map(|i| entry(i, 2)).collect();
+        assert!(group_storage(voters(), recovered(log, 7), Some(kept_at(5, 2))).is_err());
+        let log = (2..=3).map(|i| entry(i, 2)).collect();
+        assert!(group_storage(voters(), recovered(log, 2), None).is_err());
     }
 }

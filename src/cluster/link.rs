@@ -15,6 +15,11 @@
 //! On the accepting side a data payload is handed to the data path, and the connection is not
 //! read again until it is taken.
 //!
+//! A quorum group message larger than one frame (a snapshot for a follower that is behind)
+//! goes as `GroupPart` pieces, each saying where it falls in the whole; the accepting side puts
+//! them together (at most `QUORUM_SNAPSHOT_BYTES_MAX`) and drops the message if a piece is
+//! missing (the queue dropped it: Raft sends the snapshot again).
+//!
 //! Liveness is the link's own, not Raft's (followers send each other nothing): after the
 //! handshake each side sends a heartbeat frame when it had nothing else to send for
 //! `CLUSTER_HEARTBEAT_INTERVAL`, and each side listens while it sends. A connection that ends,
@@ -35,9 +40,10 @@ use super::frame::{self, Kind};
 use super::{handshake, DataPath};
 use crate::limits::{
     CLUSTER_CONNECTIONS_MAX, CLUSTER_CONNECT_TIMEOUT, CLUSTER_DATA_PAYLOAD_BYTES_MAX,
-    CLUSTER_DATA_QUEUE_BYTES_MAX, CLUSTER_DATA_RECORD_BYTES_MAX, CLUSTER_HANDSHAKE_TIMEOUT,
-    CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX,
-    CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN, READ_CHUNK_BYTES,
+    CLUSTER_DATA_QUEUE_BYTES_MAX, CLUSTER_DATA_RECORD_BYTES_MAX, CLUSTER_FRAME_BYTES_MAX,
+    CLUSTER_HANDSHAKE_TIMEOUT, CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_PEER_QUEUE_MESSAGES_MAX,
+    CLUSTER_PEER_SILENCE_MAX, CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN,
+    QUORUM_SNAPSHOT_BYTES_MAX, READ_CHUNK_BYTES,
 };
 use crate::shared_io::SharedIo;
 use crate::sync::Notify;
@@ -314,6 +320,14 @@ impl Outbound {
         self.send_frame(Kind::Group, batch);
     }
 
+    /// Queues one quorum group batch larger than a frame as `GroupPart` pieces; never waits.
+    /// The caller keeps it within `QUORUM_SNAPSHOT_BYTES_MAX`.
+    pub fn send_group_parts(&self, whole: &[u8]) {
+        for piece in group_parts(whole) {
+            self.send_frame(Kind::GroupPart, piece);
+        }
+    }
+
     fn send_frame(&self, kind: Kind, payload: Vec<u8>) {
         let mut queue = self.queue.borrow_mut();
         if queue.len() >= CLUSTER_PEER_QUEUE_MESSAGES_MAX {
@@ -406,12 +420,18 @@ impl Outbound {
 /// it stopped.
 async fn listen(mut wire: Wire, peer: &str, receivers: Option<&Receivers>) -> String {
     let mut reassembly = Reassembly::default();
+    let mut parts = GroupParts::default();
     loop {
         let frame = within(CLUSTER_PEER_SILENCE_MAX, "listening", wire.read_frame()).await;
         match (frame, receivers) {
             (Ok((Kind::Heartbeat, _)), _) => {}
             (Ok((Kind::Raft, payload)), Some(receivers)) => (receivers.raft)(peer, &payload),
             (Ok((Kind::Group, payload)), Some(receivers)) => (receivers.group)(peer, &payload),
+            (Ok((Kind::GroupPart, payload)), Some(receivers)) => match parts.take(&payload) {
+                Ok(Some(whole)) => (receivers.group)(peer, &whole),
+                Ok(None) => {}
+                Err(error) => return error,
+            },
             (Ok((kind @ (Kind::Data | Kind::DataPart), payload)), Some(receivers)) => {
                 match reassembly.take(kind, payload) {
                     Ok(Some(whole)) => (receivers.data)(peer, whole).await,
@@ -458,6 +478,70 @@ impl Reassembly {
         }
         self.pieces.extend_from_slice(&payload);
         Ok(last.then(|| std::mem::take(&mut self.pieces)))
+    }
+}
+
+/// `[u32 total][u32 offset]` before each piece of a group message.
+const GROUP_PART_HEADER_BYTES: usize = 8;
+
+/// The `GroupPart` payloads of one group batch larger than a frame.
+fn group_parts(whole: &[u8]) -> Vec<Vec<u8>> {
+    assert!(whole.len() <= QUORUM_SNAPSHOT_BYTES_MAX);
+    let most = CLUSTER_FRAME_BYTES_MAX - 1 - GROUP_PART_HEADER_BYTES;
+    let total = whole.len() as u32;
+    whole
+        .chunks(most)
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut payload = Vec::with_capacity(GROUP_PART_HEADER_BYTES + piece.len());
+            payload.extend_from_slice(&total.to_be_bytes());
+            payload.extend_from_slice(&((i * most) as u32).to_be_bytes());
+            payload.extend_from_slice(piece);
+            payload
+        })
+        .collect()
+}
+
+/// The accepting side's group message being put together from its `GroupPart` pieces.
+#[derive(Default)]
+struct GroupParts {
+    total: usize,
+    pieces: Vec<u8>,
+}
+
+impl GroupParts {
+    /// One piece: `Some(whole)` once the last one is in. A piece that does not follow the one
+    /// before (the sender's queue dropped some) drops what was gathered: Raft sends again.
+    /// `Err` (the connection is closed) for a malformed piece or a total over the bound.
+    fn take(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let Some((header, piece)) = payload.split_at_checked(GROUP_PART_HEADER_BYTES) else {
+            return Err("the peer sent a short group part".to_string());
+        };
+        let total = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let offset = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if total == 0 || total > QUORUM_SNAPSHOT_BYTES_MAX {
+            return Err(format!(
+                "the peer announced a group message of {total} bytes (at most {QUORUM_SNAPSHOT_BYTES_MAX})"
+            ));
+        }
+        if offset == 0 {
+            self.pieces.clear();
+            self.total = total;
+        } else if offset != self.pieces.len() || total != self.total {
+            tracing::debug!(offset, "a group message missing a piece was dropped");
+            self.pieces.clear();
+            self.total = 0;
+            return Ok(None);
+        }
+        if offset + piece.len() > total {
+            return Err("the peer sent a group part past its message's end".to_string());
+        }
+        self.pieces.extend_from_slice(piece);
+        if self.pieces.len() < total {
+            return Ok(None);
+        }
+        self.total = 0;
+        Ok(Some(std::mem::take(&mut self.pieces)))
     }
 }
 
@@ -567,6 +651,43 @@ mod tests {
             }
         }
         assert!(result.is_err(), "the bound holds");
+    }
+
+    #[test]
+    fn a_group_message_larger_than_a_frame_goes_in_pieces_and_a_gap_drops_it() {
+        let whole: Vec<u8> = (0..CLUSTER_FRAME_BYTES_MAX * 2 + 77)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let pieces = group_parts(&whole);
+        assert_eq!(pieces.len(), 3);
+        assert!(pieces.iter().all(|p| p.len() < CLUSTER_FRAME_BYTES_MAX));
+        let mut parts = GroupParts::default();
+        let got: Vec<Vec<u8>> = pieces
+            .iter()
+            .filter_map(|p| parts.take(p).expect("well formed"))
+            .collect();
+        assert_eq!(got, std::slice::from_ref(&whole));
+        // The middle piece lost: nothing comes out, and the next whole message still does.
+        assert_eq!(parts.take(&pieces[0]), Ok(None));
+        assert_eq!(parts.take(&pieces[2]), Ok(None));
+        let again: Vec<Vec<u8>> = pieces
+            .iter()
+            .filter_map(|p| parts.take(p).expect("well formed"))
+            .collect();
+        assert_eq!(again, [whole]);
+    }
+
+    #[test]
+    fn a_group_part_over_the_bound_or_malformed_closes_the_connection() {
+        let mut parts = GroupParts::default();
+        let mut huge = ((QUORUM_SNAPSHOT_BYTES_MAX + 1) as u32)
+            .to_be_bytes()
+            .to_vec();
+        huge.extend_from_slice(&[0, 0, 0, 0, 1]);
+        assert!(parts.take(&huge).is_err());
+        assert!(parts.take(&[0, 0, 0]).is_err());
+        // A piece running past the total it announced.
+        assert!(parts.take(&[0, 0, 0, 2, 0, 0, 0, 0, 1, 2, 3]).is_err());
     }
 
     fn identity(name: &str, secret: &str) -> Rc<Identity> {

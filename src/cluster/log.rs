@@ -4,9 +4,11 @@
 //! acknowledged before it is on disk. Read back at start-up up to the first record that fails
 //! its length or checksum (a torn tail), where the file is cut.
 //!
-//! There is no compaction yet: the file holds every entry since the cluster formed (topology
-//! changes are few and small), which is also what lets a node that was down catch up from any
-//! member's log.
+//! The topology's log is never compacted: the file holds every entry since the cluster formed
+//! (topology changes are few and small), which is also what lets a node that was down catch up
+//! from any member's log. A quorum group's log is (`group.rs`): past its threshold the group
+//! is snapshotted and the file replaced by one holding the hard state and the entries after
+//! the snapshot (`RaftLog::rewrite`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -79,6 +81,30 @@ impl RaftLog {
         Ok((log, recovered))
     }
 
+    /// Replaces the file at `path` with one holding `hard_state` and `entries` only (after a
+    /// snapshot), durably (temp file, fdatasync, rename, directory fsync); the log appends to
+    /// the new file from then on. A crash leaves the old file or the new one, both valid
+    /// beside the snapshot (entries it covers are skipped when the group is opened).
+    pub fn rewrite(
+        path: &Path,
+        hard_state: &HardState,
+        entries: &[Entry],
+    ) -> Result<RaftLog, String> {
+        let mut bytes = Vec::new();
+        for entry in entries {
+            let payload = entry.write_to_bytes().map_err(|e| e.to_string())?;
+            put_record(&mut bytes, KIND_ENTRY, &payload);
+        }
+        let payload = hard_state.write_to_bytes().map_err(|e| e.to_string())?;
+        put_record(&mut bytes, KIND_HARD_STATE, &payload);
+        super::snapshot::replace_file(path, &bytes)?;
+        let (log, recovered) = RaftLog::open(path)?;
+        // What was just written must read back whole (a short write would lose entries).
+        assert_eq!(log.size_bytes(), bytes.len() as u64);
+        assert_eq!(recovered.entries.len(), entries.len());
+        Ok(log)
+    }
+
     pub fn append_entries(&mut self, entries: &[Entry]) -> Result<(), String> {
         for entry in entries {
             let bytes = entry.write_to_bytes().map_err(|e| e.to_string())?;
@@ -117,13 +143,17 @@ impl RaftLog {
 
     fn record(&mut self, kind: u8, payload: &[u8]) {
         self.size_bytes += (HEADER_BYTES + payload.len()) as u64;
-        let length = (payload.len() + 1) as u32;
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
-        self.pending.extend_from_slice(&length.to_be_bytes());
-        self.pending.extend_from_slice(&crc.to_be_bytes());
-        self.pending.push(kind);
-        self.pending.extend_from_slice(payload);
+        put_record(&mut self.pending, kind, payload);
     }
+}
+
+fn put_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    let length = (payload.len() + 1) as u32;
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
 }
 
 /// The state the records describe, and how many leading bytes are whole records.
@@ -225,6 +255,33 @@ mod tests {
         assert_eq!(recovered.hard_state.unwrap().get_commit(), 2);
         assert_eq!(recovered.applied, 2);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_rewritten_log_holds_only_what_follows_the_snapshot_and_grows_from_there() {
+        let dir = std::env::temp_dir().join(format!("ringmq-raft-rewrite-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("quorum-1.log");
+        let _ = std::fs::remove_file(&path);
+        {
+            let (mut log, _) = RaftLog::open(&path).unwrap();
+            log.append_entries(&(1..=20).map(|i| entry(i, 1)).collect::<Vec<_>>())
+                .unwrap();
+            log.sync().unwrap();
+        }
+        let before = std::fs::metadata(&path).unwrap().len();
+        let mut hard_state = HardState::default();
+        hard_state.set_term(1);
+        hard_state.set_commit(18);
+        let mut log = RaftLog::rewrite(&path, &hard_state, &[entry(19, 1), entry(20, 1)]).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < before / 4);
+        log.append_entries(&[entry(21, 1)]).unwrap();
+        log.sync().unwrap();
+        let (_, recovered) = RaftLog::open(&path).unwrap();
+        let indexes: Vec<u64> = recovered.entries.iter().map(Entry::get_index).collect();
+        assert_eq!(indexes, vec![19, 20, 21]);
+        assert_eq!(recovered.hard_state.unwrap().get_commit(), 18);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

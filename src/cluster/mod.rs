@@ -17,6 +17,7 @@ mod handshake;
 mod link;
 mod log;
 mod node;
+mod snapshot;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -150,6 +151,7 @@ mod tests {
             port: 1,
             peers: others.iter().map(|n| peer(n)).collect(),
             secret: None,
+            quorum_compact_bytes: crate::limits::QUORUM_GROUP_COMPACT_BYTES,
         };
         let b = Members::new(&config("ringmq@b", ["ringmq@c", "ringmq@a"]));
         let c = Members::new(&config("ringmq@c", ["ringmq@a", "ringmq@b"]));

@@ -125,7 +125,13 @@ impl Node {
             secret: secret.unwrap_or_default(),
             members: members.names().to_vec(),
         });
-        let groups = Groups::new(members.clone(), links.clone(), dir.clone(), groups);
+        let groups = Groups::new(
+            members.clone(),
+            links.clone(),
+            dir.clone(),
+            groups,
+            config.quorum_compact_bytes,
+        );
         let node = Rc::new(Node {
             groups,
             raw: RefCell::new(raw),

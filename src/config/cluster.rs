@@ -8,7 +8,8 @@ use serde::Deserialize;
 use super::{ConfigError, Origin, Secret};
 use crate::limits::{
     CLUSTER_NODES_MAX, CLUSTER_PORT_DEFAULT, CLUSTER_SECRET_LENGTH_MAX, CLUSTER_SECRET_LENGTH_MIN,
-    NAME_LENGTH_MAX,
+    NAME_LENGTH_MAX, QUORUM_GROUP_COMPACT_BYTES, QUORUM_GROUP_COMPACT_BYTES_MAX,
+    QUORUM_GROUP_COMPACT_BYTES_MIN,
 };
 
 /// This node and the others. No peers: a cluster of one, which runs no cluster code at all.
@@ -21,6 +22,8 @@ pub struct ClusterConfig {
     pub peers: Vec<PeerConfig>,
     /// Required when there are peers (RabbitMQ's Erlang cookie); never sent on the wire.
     pub secret: Option<Secret>,
+    /// A quorum group's log is compacted past this (`QUORUM_GROUP_COMPACT_BYTES`).
+    pub quorum_compact_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,7 @@ pub(super) struct ClusterFlags {
     pub port: Option<String>,
     pub peers: Vec<String>,
     pub secret: Option<String>,
+    pub quorum_compact_bytes: Option<String>,
 }
 
 fn invalid(name: &'static str, value: &str, origin: Origin, expected: &str) -> ConfigError {
@@ -100,12 +104,30 @@ pub(super) fn resolve(
             "given when --peer is: nodes prove it to each other",
         ));
     }
+    let quorum_compact_bytes = match flags.quorum_compact_bytes {
+        Some(v) => parse_compact_bytes(&v)?,
+        None => QUORUM_GROUP_COMPACT_BYTES,
+    };
     Ok(ClusterConfig {
         node_name,
         port,
         peers,
         secret,
+        quorum_compact_bytes,
     })
+}
+
+fn parse_compact_bytes(value: &str) -> Result<u64, ConfigError> {
+    let range = QUORUM_GROUP_COMPACT_BYTES_MIN..=QUORUM_GROUP_COMPACT_BYTES_MAX;
+    match value.trim().parse::<u64>() {
+        Ok(bytes) if range.contains(&bytes) => Ok(bytes),
+        _ => Err(invalid(
+            "quorum-compact-bytes",
+            value,
+            Origin::Flag,
+            &format!("a number of bytes in {QUORUM_GROUP_COMPACT_BYTES_MIN}..={QUORUM_GROUP_COMPACT_BYTES_MAX}"),
+        )),
+    }
 }
 
 /// `ringmq@<hostname>`, as RabbitMQ's `rabbit@<hostname>`.
@@ -212,6 +234,7 @@ mod tests {
             port: None,
             peers: peers.iter().map(|s| s.to_string()).collect(),
             secret: secret.map(str::to_string),
+            quorum_compact_bytes: None,
         }
     }
 
@@ -220,6 +243,22 @@ mod tests {
         let config = resolve(flags(&[], None), None).unwrap();
         assert!(!config.is_clustered());
         assert_eq!(config.port, CLUSTER_PORT_DEFAULT);
+    }
+
+    #[test]
+    fn the_compaction_threshold_defaults_and_is_bounded() {
+        let config = resolve(flags(&[], None), None).unwrap();
+        assert_eq!(config.quorum_compact_bytes, QUORUM_GROUP_COMPACT_BYTES);
+        let with = |value: &str| {
+            let mut f = flags(&[], None);
+            f.quorum_compact_bytes = Some(value.to_string());
+            resolve(f, None).map(|c| c.quorum_compact_bytes)
+        };
+        assert_eq!(with("65536").ok(), Some(65536));
+        assert!(with("0").is_err());
+        assert!(with("4095").is_err());
+        assert!(with(&(QUORUM_GROUP_COMPACT_BYTES_MAX + 1).to_string()).is_err());
+        assert!(with("64k").is_err());
     }
 
     #[test]

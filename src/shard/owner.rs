@@ -476,6 +476,7 @@ mod tests {
                 address: "127.0.0.1:1".parse().unwrap(),
             }],
             secret: None,
+            quorum_compact_bytes: crate::limits::QUORUM_GROUP_COMPACT_BYTES,
         }));
         let base = shard.members().queue_id_base();
         assert_ne!(base, 0, "node b's ids are not node a's");

@@ -19,6 +19,10 @@
 //! A settlement or return is proposed after the leader's queue applied it; lost with a leader
 //! that died before it committed, the message is delivered again (at-least-once).
 //!
+//! Snapshots (the group's log compaction, issue 13): the copy is the queue's whole state at
+//! the applied index, so a snapshot is the copy's messages by id (`encode_replica`: each with
+//! its properties, where a return put its `x-delivery-count`); restoring one replaces the copy.
+//!
 //! Leader changes: the group reports this node's view after each `Ready`. A node starts
 //! serving once its group says it may (it leads, committed in its term, applied everything):
 //! it builds the queue from its copy, every message marked redelivered (the copy does not
@@ -161,6 +165,66 @@ impl GroupMachine for GroupApplier {
             shard.quorum_view_changed(queue, view);
         }
     }
+
+    fn snapshot(&self, queue: QueueId) -> Option<Vec<u8>> {
+        let shard = self.0.upgrade()?;
+        let replicas = shard.features.quorum.replicas.borrow();
+        replicas.get(&queue).map(encode_replica)
+    }
+
+    fn restore(&self, queue: QueueId, state: &[u8]) -> Result<(), String> {
+        let shard = self.0.upgrade().ok_or("the topology owner stopped")?;
+        shard.restore_quorum_replica(queue, state)
+    }
+}
+
+const SNAPSHOT_FORMAT: u8 = 1;
+/// The fewest bytes one message takes in a snapshot (id, empty names, properties and body):
+/// a count announcing more messages than could fit is refused before anything is read.
+const SNAPSHOT_MESSAGE_FIXED_BYTES: usize = 8 + 1 + 1 + 4 + 4;
+
+/// `[u8 format][u64 count]` then `[u64 id][message]` per message, by id.
+fn encode_replica(replica: &Replica) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.put_u8(SNAPSHOT_FORMAT);
+    out.put_u64(replica.messages.len() as u64);
+    for (&id, message) in &replica.messages {
+        out.put_u64(id);
+        put_message(&mut out, message);
+    }
+    out
+}
+
+/// The messages of a snapshot, all or nothing (ids strictly rising, nothing after them).
+fn decode_replica(data: &[u8]) -> Result<BTreeMap<MessageId, SharedMessage>, &'static str> {
+    let mut bytes = Bytes::copy_from_slice(data);
+    if bytes.remaining() < 9 {
+        return Err("short quorum snapshot");
+    }
+    if bytes.get_u8() != SNAPSHOT_FORMAT {
+        return Err("unknown quorum snapshot format");
+    }
+    let count = bytes.get_u64();
+    if count > (bytes.remaining() / SNAPSHOT_MESSAGE_FIXED_BYTES) as u64 {
+        return Err("a quorum snapshot announcing more messages than it holds");
+    }
+    let mut messages = BTreeMap::new();
+    let mut previous = 0;
+    for _ in 0..count {
+        if bytes.remaining() < 8 {
+            return Err("short quorum snapshot");
+        }
+        let id = bytes.get_u64();
+        if id <= previous {
+            return Err("quorum snapshot ids out of order");
+        }
+        previous = id;
+        messages.insert(id, take_message(&mut bytes)?);
+    }
+    if bytes.has_remaining() {
+        return Err("trailing bytes after a quorum snapshot");
+    }
+    Ok(messages)
 }
 
 /// To every shard of the node: the leader of a replicated quorum queue changed; `hosted_by`:
@@ -411,6 +475,28 @@ impl Shard {
         }
     }
 
+    /// A snapshot of `queue`'s group from its leader (or this node's own, at start): the copy
+    /// becomes what it holds. A node serving the queue never gets one (a leader is never sent
+    /// a snapshot); if it did, it stops serving first, as the copy it built from changes.
+    fn restore_quorum_replica(&self, queue: QueueId, state: &[u8]) -> Result<(), String> {
+        let messages = decode_replica(state).map_err(str::to_string)?;
+        let hosting = self
+            .queues
+            .borrow()
+            .get(&queue)
+            .is_some_and(HostedQueue::is_replicated);
+        if hosting {
+            tracing::warn!(queue, "a quorum snapshot arrived while serving the queue");
+            self.stop_serving(queue);
+        }
+        let mut replicas = self.features.quorum.replicas.borrow_mut();
+        let replica = replicas
+            .get_mut(&queue)
+            .ok_or_else(|| format!("no copy of quorum queue {queue} here"))?;
+        replica.messages = messages;
+        Ok(())
+    }
+
     /// A committed entry of `queue`'s group, on every member, in log order.
     fn apply_quorum_entry(&self, queue: QueueId, index: u64, data: &[u8], proposal: Option<u64>) {
         let entry = match decode_entry(data) {
@@ -591,5 +677,43 @@ mod tests {
         }
         assert!(decode_entry(&[9]).is_err());
         assert!(decode_entry(&[ENTRY_SETTLE, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_and_garbage_is_refused() {
+        let mut replica = Replica::default();
+        replica.messages.insert(3, message(b"ready"));
+        replica.messages.insert(7, message(b"returned once"));
+        replica.messages.insert(12, message(&[0xab; 3000]));
+        let bytes = encode_replica(&replica);
+        let back = decode_replica(&bytes).unwrap();
+        assert_eq!(back.keys().copied().collect::<Vec<_>>(), vec![3, 7, 12]);
+        assert_eq!(back[&12].body(), &[0xab; 3000][..]);
+        assert_eq!(encode_replica(&Replica { messages: back }), bytes);
+        for cut in 0..bytes.len() {
+            assert!(decode_replica(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_replica(&trailing).is_err());
+        let mut format = bytes.clone();
+        format[0] = 9;
+        assert!(decode_replica(&format).is_err());
+        // A count far beyond what follows is refused before anything is allocated for it.
+        let mut count = bytes.clone();
+        count[1..9].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(decode_replica(&count).is_err());
+        // Ids out of order (the second one rewritten below the first).
+        let mut order = Vec::new();
+        order.put_u8(SNAPSHOT_FORMAT);
+        order.put_u64(2);
+        order.put_u64(5);
+        put_message(&mut order, &message(b"a"));
+        order.put_u64(5);
+        put_message(&mut order, &message(b"b"));
+        assert!(decode_replica(&order).is_err());
+        assert!(decode_replica(&encode_replica(&Replica::default()))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -341,6 +341,7 @@ mod tests {
                 address: "127.0.0.1:1".parse().unwrap(),
             }],
             secret: None,
+            quorum_compact_bytes: crate::limits::QUORUM_GROUP_COMPACT_BYTES,
         };
         // The same shard number and the same count on both nodes.
         let a = Shard::new(3, 4, Topology::new_default());

@@ -126,11 +126,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(layout: Layout) -> Cluster {
+        Cluster::start_with_args(layout, &[])
+    }
+
+    /// As [`Cluster::start`], every node also given `extra` flags (kept across restarts).
+    pub fn start_with_args(layout: Layout, extra: &[&str]) -> Cluster {
         let namespaces = Namespaces::create(layout);
         let brokers = (0..NODES)
             .map(|i| {
                 let launcher = namespaces.nodes[i].launcher();
-                let args = layout.node_args(i, SECRET);
+                let mut args = layout.node_args(i, SECRET);
+                args.extend(extra.iter().map(|a| a.to_string()));
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Broker::start_with_launcher(1, &launcher, &args)
             })

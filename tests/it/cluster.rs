@@ -713,7 +713,9 @@ async fn client_role() {
     // Publishing or consuming through a failover may outlast one step (a confirm can wait
     // for the commit timeout): those have a bound of their own, within the runner's.
     let bound = match words.first() {
-        Some(&"publish-through" | &"consume-through") => CLIENT_THROUGH_BOUND,
+        Some(&"publish-through" | &"consume-through" | &"publish-padded" | &"drain-padded") => {
+            CLIENT_THROUGH_BOUND
+        }
         _ => common::STEP_TIMEOUT,
     };
     let result = tokio::time::timeout(bound, act(&connection, &words))
@@ -1290,8 +1292,123 @@ async fn forwarding_act(channel: &lapin::Channel, words: &[&str]) -> lapin::Resu
                 .ack(lapin::options::BasicAckOptions::default())
                 .await
         }
+        ["publish-padded", queue, start, end, bytes] => {
+            let (start, end): (usize, usize) = (
+                start.parse().expect("a first"),
+                end.parse().expect("an end"),
+            );
+            let bytes: usize = bytes.parse().expect("a size");
+            publish_padded(channel, queue, start..end, bytes).await
+        }
+        ["drain-padded", queue, start, end, bytes] => {
+            let (start, end): (usize, usize) = (
+                start.parse().expect("a first"),
+                end.parse().expect("an end"),
+            );
+            let bytes: usize = bytes.parse().expect("a size");
+            let again = drain_padded(channel, queue, start..end, bytes).await?;
+            println!("CLIENT-OK again {again}");
+            Ok(())
+        }
         other => panic!("unknown client action {other:?}"),
     }
+}
+
+/// `m-<i>:` then `large_body`'s pattern up to `bytes` bytes: numbered, and a body damaged on
+/// its way (through a snapshot) shows.
+fn padded(i: usize, bytes: usize) -> Vec<u8> {
+    let mut body = format!("m-{i}:").into_bytes();
+    let pattern = large_body(bytes.saturating_sub(body.len()));
+    body.extend_from_slice(&pattern);
+    body
+}
+
+/// The number of a `padded` body, checked whole.
+fn padded_number(body: &[u8], bytes: usize) -> usize {
+    let colon = body.iter().position(|&b| b == b':').expect("a padded body");
+    let number = number_of(&body[..colon]);
+    assert!(
+        body == padded(number, bytes),
+        "message {number}: its body changed"
+    );
+    number
+}
+
+/// Confirmed persistent publishes of `padded` messages `numbers`, all acked.
+async fn publish_padded(
+    channel: &lapin::Channel,
+    queue: &str,
+    numbers: std::ops::Range<usize>,
+    bytes: usize,
+) -> lapin::Result<()> {
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    let mut confirms = Vec::with_capacity(numbers.len());
+    for i in numbers {
+        let body = padded(i, bytes);
+        let properties = persistent_with_kind();
+        let options = BasicPublishOptions::default();
+        let confirm = channel
+            .basic_publish("", queue, options, &body, properties)
+            .await?;
+        confirms.push((i, confirm));
+    }
+    for (i, confirm) in confirms {
+        let confirmation = confirm.await?;
+        assert!(
+            matches!(
+                confirmation,
+                lapin::publisher_confirm::Confirmation::Ack(None)
+            ),
+            "message {i} to {queue}: {confirmation:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Consumes and acks until every one of `numbers` came, first deliveries in order; a message
+/// delivered again must be flagged redelivered, and nothing outside `numbers` may come.
+/// Returns how many deliveries were repeats.
+async fn drain_padded(
+    channel: &lapin::Channel,
+    queue: &str,
+    numbers: std::ops::Range<usize>,
+    bytes: usize,
+) -> lapin::Result<usize> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    channel.basic_qos(64, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue,
+            "drain-padded",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut next = numbers.start;
+    let mut again = 0;
+    while next < numbers.end {
+        let delivery = consumer.next().await.expect("a delivery")?;
+        let number = padded_number(&delivery.data, bytes);
+        if number < next && numbers.contains(&number) {
+            assert!(
+                delivery.redelivered,
+                "message {number} twice, not flagged redelivered"
+            );
+            again += 1;
+        } else {
+            assert_eq!(number, next, "{queue}: first deliveries in published order");
+            next += 1;
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    // Closed, not dropped: close-ok comes after the broker took every ack before it. A process
+    // exiting with deliveries it did not read resets the connection, and acks still in the
+    // broker's socket buffer would be lost (those messages delivered again).
+    channel.close(200, "drained").await?;
+    Ok(again)
 }
 
 /// How long `consume-through` waits for the confirmed messages it has not seen: then it stops

@@ -48,6 +48,7 @@ mod permissions_boot;
 mod policies;
 mod prometheus;
 mod quorum;
+mod quorum_compaction;
 mod raw_frames;
 mod reshard;
 mod ringmqctl;

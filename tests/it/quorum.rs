@@ -496,7 +496,11 @@ const PLANT_LOSS_ENV: &str = "RINGMQ_TEST_PLANT_LOSS";
 const BEFORE_KILL: u64 = 100;
 
 /// The leader of the quorum queue node `i` last logged since `since_byte`.
-fn logged_quorum_leader(cluster: &Cluster, i: usize, since_byte: usize) -> Option<usize> {
+pub(crate) fn logged_quorum_leader(
+    cluster: &Cluster,
+    i: usize,
+    since_byte: usize,
+) -> Option<usize> {
     let log = cluster.brokers[i].log_text();
     let recent = log.get(since_byte..).unwrap_or_default();
     recent
@@ -509,7 +513,7 @@ fn logged_quorum_leader(cluster: &Cluster, i: usize, since_byte: usize) -> Optio
 }
 
 /// The leader every node of `alive` names (since their `marks`), other than `not`.
-fn agreed_quorum_leader(
+pub(crate) fn agreed_quorum_leader(
     cluster: &Cluster,
     alive: &[usize],
     marks: &[usize],
@@ -526,7 +530,7 @@ fn agreed_quorum_leader(
 }
 
 /// The messages node `i`'s API shows in `queue` (the leader hosts it).
-fn messages_on(cluster: &Cluster, i: usize, queue: &str) -> Option<u64> {
+pub(crate) fn messages_on(cluster: &Cluster, i: usize, queue: &str) -> Option<u64> {
     let (status, body) = cluster.http(i, "GET", &format!("/api/queues/%2F/{queue}"), None);
     (status == 200)
         .then(|| json_number(&body, "messages"))
