@@ -188,6 +188,7 @@ mod tests {
                 address: "127.0.0.1:1".parse().unwrap(),
             }],
             secret: None,
+            quorum_compact_bytes: crate::limits::QUORUM_GROUP_COMPACT_BYTES,
         })
     }
 
