@@ -44,6 +44,7 @@ pub mod shard;
 pub mod shared_io;
 pub mod shovel;
 pub mod spin;
+pub mod start_gate;
 pub mod storage;
 pub mod sync;
 pub mod tls;

@@ -115,6 +115,10 @@ pub const EXECUTOR_IO_MEMORY_BYTES_MIN: usize = 64 * 1024;
 pub const EXECUTOR_IO_RINGS: usize = 3;
 /// io_uring submission queue depth per ring.
 pub const EXECUTOR_RING_DEPTH: usize = 256;
+/// Every shard keeps a timer due within this, so an executor that parks with work still to run
+/// wakes within it (glommio 0.9 can park when a preemption check comes before the first task
+/// queue of a turn; with no timer or I/O pending it would sleep for good: `runtime::run`).
+pub const EXECUTOR_PARK_BOUND: Duration = Duration::from_millis(50);
 /// Connections per shard; more are refused at accept.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 16_384;
 /// Pending connections the kernel queues per listening socket.
