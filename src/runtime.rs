@@ -73,7 +73,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
     // ones still being built (80 shards on 2 cores took up to 17 s to start). So every executor
     // is built first and the mesh connects only once all of them exist (`start_gate`: none
     // starts if one cannot be built).
-    let seats = StartGate::new(shard_count);
+    let seats = StartGate::seats(shard_count);
     let mut handles = Vec::with_capacity(shard_count);
     for ((id, ends), seat) in mesh::build(shard_count).into_iter().enumerate().zip(seats) {
         let data_dir = config.data_dir.clone();

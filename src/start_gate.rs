@@ -24,7 +24,7 @@ pub struct StartGate {
 
 impl StartGate {
     /// A gate for `expected` seats, and the seats.
-    pub fn new(expected: usize) -> Vec<Seat> {
+    pub fn seats(expected: usize) -> Vec<Seat> {
         let gate = Arc::new(StartGate {
             expected,
             arrivals: Mutex::default(),
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn opens_once_every_seat_arrived() {
-        let seats = StartGate::new(3);
+        let seats = StartGate::seats(3);
         let waiting: Vec<_> = seats
             .into_iter()
             .map(|seat| std::thread::spawn(move || seat.arrive()))
@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_seat_given_up_sends_the_others_home() {
-        let mut seats = StartGate::new(3);
+        let mut seats = StartGate::seats(3);
         let gone = seats.pop().expect("a seat");
         let waiting: Vec<_> = seats
             .into_iter()
