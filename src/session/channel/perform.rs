@@ -476,15 +476,17 @@ impl Session {
         let outcome = self
             .shard
             .publish(&self.vhost, &pending.exchange, message.clone(), confirm);
-        let committed = confirm_seq.and_then(|seq| {
+        // In a tx.commit the confirm is the commit's own (`CommitWait`), not the client's.
+        let in_commit = confirm_seq.is_some_and(|seq| {
             self.with_channel(channel, |c| {
                 c.committing
                     .as_mut()
                     .map(|commit| commit.routed(seq, outcome.remote_confirms, outcome.refused))
             })
             .flatten()
+            .is_some()
         });
-        let publisher_confirm = confirm_seq.filter(|_| committed.is_none());
+        let publisher_confirm = confirm_seq.filter(|_| !in_commit);
         self.count_publish(
             publisher_confirm.is_some(),
             outcome.routed,
