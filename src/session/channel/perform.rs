@@ -476,17 +476,21 @@ impl Session {
         let outcome = self
             .shard
             .publish(&self.vhost, &pending.exchange, message.clone(), confirm);
-        // In a tx.commit the confirm is the commit's own (`CommitWait`), not the client's.
-        let in_commit = confirm_seq.is_some_and(|seq| {
-            self.with_channel(channel, |c| {
-                c.committing
-                    .as_mut()
-                    .map(|commit| commit.routed(seq, outcome.remote_confirms, outcome.refused))
+        // One look at the channel: in a tx.commit the confirm is the commit's own
+        // (`CommitWait`); otherwise the client's, decided now (`Some`) or later.
+        let publisher_confirm = confirm_seq.and_then(|seq| {
+            self.with_channel(channel, |c| match c.committing.as_mut() {
+                Some(commit) => {
+                    commit.routed(seq, outcome.remote_confirms, outcome.refused);
+                    None
+                }
+                None => Some((
+                    seq,
+                    confirm::routed(c, seq, outcome.remote_confirms, outcome.refused),
+                )),
             })
             .flatten()
-            .is_some()
         });
-        let publisher_confirm = confirm_seq.filter(|_| !in_commit);
         self.count_publish(
             publisher_confirm.is_some(),
             outcome.routed,
@@ -495,14 +499,11 @@ impl Session {
         if !outcome.routed && pending.mandatory {
             self.send_return(channel, &message);
         }
-        if let Some(seq) = publisher_confirm {
+        if let Some((seq, now)) = publisher_confirm {
             if let Some(stamp) = crate::latency_trace::sampled(message.body()) {
                 self.conn.trace_confirm(channel, seq, stamp);
             }
-            let now = self.with_channel(channel, |c| {
-                confirm::routed(c, seq, outcome.remote_confirms, outcome.refused)
-            });
-            if let Some(Some(ok)) = now {
+            if let Some(ok) = now {
                 self.conn.send_confirm(channel, seq, ok);
             }
         }
