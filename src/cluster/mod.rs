@@ -57,6 +57,21 @@ impl Members {
         }
     }
 
+    /// Tests: node `ringmq@b` of a cluster with `ringmq@a` (whose ids are not node a's).
+    #[cfg(test)]
+    pub fn b_of_two() -> Members {
+        Members::new(&crate::config::ClusterConfig {
+            node_name: "ringmq@b".to_string(),
+            port: 1,
+            peers: vec![crate::config::PeerConfig {
+                name: "ringmq@a".to_string(),
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            }],
+            secret: None,
+            quorum_compact_bytes: crate::limits::QUORUM_GROUP_COMPACT_BYTES,
+        })
+    }
+
     pub fn local_name(&self) -> &str {
         &self.names[self.local]
     }

@@ -176,20 +176,10 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClusterConfig, PeerConfig};
     use crate::protocol::FieldTable;
 
     fn members() -> Members {
-        Members::new(&ClusterConfig {
-            node_name: "ringmq@b".to_string(),
-            port: 1,
-            peers: vec![PeerConfig {
-                name: "ringmq@a".to_string(),
-                address: "127.0.0.1:1".parse().unwrap(),
-            }],
-            secret: None,
-            quorum_compact_bytes: crate::limits::QUORUM_GROUP_COMPACT_BYTES,
-        })
+        Members::b_of_two()
     }
 
     fn declare(vhost: &str, name: &str, id: QueueId, durable: bool) -> TopologyChange {

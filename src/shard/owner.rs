@@ -447,7 +447,6 @@ mod tests {
     use super::*;
     use crate::broker::{QueueMeta, Topology};
     use crate::cluster::Members;
-    use crate::config::{ClusterConfig, PeerConfig};
     use crate::protocol::FieldTable;
 
     fn declare(id: u64, durable: bool) -> TopologyChange {
@@ -468,16 +467,7 @@ mod tests {
     #[test]
     fn ids_continue_above_this_nodes_transient_queues_of_the_raft_log() {
         let shard = Shard::new(0, 1, Topology::new_default());
-        shard.set_members(Members::new(&ClusterConfig {
-            node_name: "ringmq@b".to_string(),
-            port: 1,
-            peers: vec![PeerConfig {
-                name: "ringmq@a".to_string(),
-                address: "127.0.0.1:1".parse().unwrap(),
-            }],
-            secret: None,
-            quorum_compact_bytes: crate::limits::QUORUM_GROUP_COMPACT_BYTES,
-        }));
+        shard.set_members(Members::b_of_two());
         let base = shard.members().queue_id_base();
         assert_ne!(base, 0, "node b's ids are not node a's");
         // Start-up: the durable log held one queue of ours; the Raft log also named a
