@@ -27,6 +27,7 @@ use crate::limits::{
 use crate::management::backend::ManagementBackend;
 use crate::management::http::{Handler, ServerOptions};
 use crate::management::prometheus::Metrics;
+use crate::management::rates::SharedRates;
 use crate::management::{self, api::Api, shard_backend::ShardBackend};
 use crate::net::{self, ListenerSpec, SharedStream};
 use crate::session;
@@ -74,6 +75,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
     // is built first and the mesh connects only once all of them exist (`start_gate`: none
     // starts if one cannot be built).
     let seats = StartGate::seats(shard_count);
+    let management_rates = SharedRates::default();
     let mut handles = Vec::with_capacity(shard_count);
     for ((id, ends), seat) in mesh::build(shard_count).into_iter().enumerate().zip(seats) {
         let data_dir = config.data_dir.clone();
@@ -105,6 +107,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
             addresses: http_addresses(config, config.management_tls_port),
             server_config: server_config.clone(),
         });
+        let management_rates = management_rates.clone();
         let ready_tx = ready_tx.clone();
         let placement = match config.pin {
             Pin::Cores => Placement::Fixed(cores[id % cores.len()]),
@@ -124,6 +127,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), 
                     management_listen,
                     prometheus_listen,
                     management_tls_listen,
+                    management_rates,
                     data_dir,
                     queue_memory_bytes,
                     max_message_bytes,
@@ -218,6 +222,8 @@ struct ShardPaths {
     prometheus_listen: Vec<SocketAddr>,
     /// None: no management API over HTTPS.
     management_tls_listen: Option<TlsListen>,
+    /// The management API's message-rate readings, one store for every shard.
+    management_rates: SharedRates,
     data_dir: PathBuf,
     queue_memory_bytes: u64,
     max_message_bytes: u64,
@@ -276,6 +282,7 @@ async fn shard_main(
         management_listen,
         prometheus_listen,
         management_tls_listen,
+        management_rates,
         data_dir,
         queue_memory_bytes,
         max_message_bytes,
@@ -308,6 +315,7 @@ async fn shard_main(
         management: management_listen,
         prometheus: prometheus_listen,
         management_tls: management_tls_listen,
+        management_rates,
     };
     // The data path stays in the default task queue (the one this runs in); accepting and
     // handshakes get their own, at low shares and preempted often, so a burst of connections
@@ -391,6 +399,7 @@ struct HttpListen {
     prometheus: Vec<SocketAddr>,
     /// The management API over HTTPS (`--management-tls-port`).
     management_tls: Option<TlsListen>,
+    management_rates: SharedRates,
 }
 
 /// AMQP on every listen address, amqps (the same protocol over `tls::Acceptor`) on the TLS
@@ -431,7 +440,10 @@ fn listener_specs(
     }
     let backend: Rc<dyn ManagementBackend> = Rc::new(ShardBackend::new(shard.clone()));
     if !http_listen.management.is_empty() {
-        let api = Rc::new(Api::new(backend.clone()));
+        let api = Rc::new(Api::new(
+            backend.clone(),
+            http_listen.management_rates.clone(),
+        ));
         let http: Rc<dyn net::Protocol> = Rc::new(Http::new(api, "http"));
         specs.extend(http_listen.management.iter().map(|&address| ListenerSpec {
             address,
@@ -440,7 +452,10 @@ fn listener_specs(
         }));
     }
     if let Some(https_listen) = &http_listen.management_tls {
-        let api = Rc::new(Api::new(backend.clone()));
+        let api = Rc::new(Api::new(
+            backend.clone(),
+            http_listen.management_rates.clone(),
+        ));
         let https: Rc<dyn net::Protocol> = Rc::new(Http::new(api, "https"));
         let acceptor: Rc<dyn net::Transport> =
             Rc::new(tls::Acceptor::new(https_listen.server_config.clone()));

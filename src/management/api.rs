@@ -3,8 +3,7 @@
 //! Sans-IO: [`Api::handle`] takes a plain [`Request`] (the HTTP server fills it) and returns a
 //! [`Response`]; the broker is reached only through [`ManagementBackend`].
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -16,6 +15,7 @@ use serde_json::{json, Value};
 use super::backend::{ManagementBackend, StatsSnapshot};
 use super::listing::{ListError, Query};
 use super::objects::{QueueRates, View};
+use super::rates::{OverviewRates, SharedRates};
 use crate::broker::{AmqpError, Topology, User};
 
 #[derive(Debug, Clone)]
@@ -219,32 +219,20 @@ impl Context {
     }
 }
 
-/// Rates need two samples at least this far apart (RabbitMQ samples every 5 s; we sample when
-/// asked, at most once a second per serving shard, and the rate is the counters' delta over
-/// the time between the two samples, so it follows a change within a second or two).
-const RATE_INTERVAL_SECONDS_MIN: f64 = 1.0;
-
-#[derive(Default)]
-struct RateState {
-    sampled_at: Option<Instant>,
-    counters: HashMap<(String, String), [u64; 3]>,
-    rates: QueueRates,
-    /// The broker's publish, deliver_get, ack, confirm and redeliver totals (the overview's
-    /// `message_stats`).
-    overview_counters: [u64; 5],
-    overview_rates: [f64; 5],
-}
-
 pub struct Api {
     pub(super) backend: Rc<dyn ManagementBackend>,
-    rates: RefCell<RateState>,
+    rates: SharedRates,
+    /// The overview's rates as of this API's last [`Api::stats`].
+    overview_rates: Cell<OverviewRates>,
 }
 
 impl Api {
-    pub fn new(backend: Rc<dyn ManagementBackend>) -> Api {
+    /// `rates` is the store every shard's API shares (one per broker).
+    pub fn new(backend: Rc<dyn ManagementBackend>, rates: SharedRates) -> Api {
         Api {
             backend,
-            rates: RefCell::new(RateState::default()),
+            rates,
+            overview_rates: Cell::new([0.0; 5]),
         }
     }
 
@@ -273,57 +261,18 @@ impl Api {
         }
     }
 
-    /// A stats snapshot and the rates since the previous one.
+    /// A stats snapshot and each queue's rates over the last few seconds.
     pub(super) async fn stats(&self) -> (StatsSnapshot, QueueRates) {
         let stats = self.backend.stats().await;
-        let mut state = self.rates.borrow_mut();
-        let now = Instant::now();
-        let elapsed = state
-            .sampled_at
-            .map_or(f64::INFINITY, |at| now.duration_since(at).as_secs_f64());
-        if elapsed >= RATE_INTERVAL_SECONDS_MIN {
-            let mut counters = HashMap::new();
-            let mut rates = QueueRates::new();
-            for q in &stats.queues {
-                let key = (q.vhost.clone(), q.name.clone());
-                let now_counts = [q.publish_count, q.deliver_get_count, q.ack_count];
-                if let (Some(before), true) = (state.counters.get(&key), elapsed.is_finite()) {
-                    let per_second =
-                        |i: usize| now_counts[i].saturating_sub(before[i]) as f64 / elapsed;
-                    rates.insert(key.clone(), [per_second(0), per_second(1), per_second(2)]);
-                }
-                counters.insert(key, now_counts);
-            }
-            let totals = &stats.broker.queues;
-            let overview_counters = [
-                totals.published,
-                totals.deliver_get(),
-                totals.acked,
-                stats.broker.publish.confirmed,
-                totals.redelivered,
-            ];
-            let overview_rates = match (state.sampled_at, elapsed.is_finite()) {
-                (Some(_), true) => std::array::from_fn(|i| {
-                    overview_counters[i].saturating_sub(state.overview_counters[i]) as f64 / elapsed
-                }),
-                _ => [0.0; 5],
-            };
-            *state = RateState {
-                sampled_at: Some(now),
-                counters,
-                rates,
-                overview_counters,
-                overview_rates,
-            };
-        }
-        let rates = state.rates.clone();
+        let (rates, overview) = self.rates.observe(&stats, Instant::now());
+        self.overview_rates.set(overview);
         (stats, rates)
     }
 
     /// The overview's publish, deliver_get, ack, confirm and redeliver rates as of the last
     /// [`Api::stats`].
-    pub(super) fn overview_rates(&self) -> [f64; 5] {
-        self.rates.borrow().overview_rates
+    pub(super) fn overview_rates(&self) -> OverviewRates {
+        self.overview_rates.get()
     }
 
     pub(super) fn view<'a>(

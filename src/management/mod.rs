@@ -26,6 +26,7 @@ pub mod objects;
 pub mod parameters;
 pub mod policies;
 pub mod prometheus;
+pub mod rates;
 pub mod routes;
 pub mod shard_backend;
 pub mod shards;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::api::{Api, Request, Response};
 use super::fake::FakeBackend;
+use super::rates::SharedRates;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/management");
 
@@ -27,7 +28,7 @@ impl Harness {
     fn new() -> Harness {
         let backend = Rc::new(FakeBackend::new());
         Harness {
-            api: Api::new(Rc::new(backend.clone())),
+            api: Api::new(Rc::new(backend.clone()), SharedRates::default()),
             backend,
         }
     }
@@ -765,7 +766,7 @@ fn http_server_serves_and_enforces_its_bounds() {
                     .send(listener.local_addr().unwrap())
                     .unwrap();
                 let backend = Rc::new(FakeBackend::new());
-                let api = Rc::new(Api::new(Rc::new(backend)));
+                let api = Rc::new(Api::new(Rc::new(backend), SharedRates::default()));
                 let options = ServerOptions {
                     connections_max: 4,
                     request_body_bytes_max: 1024,

@@ -14,6 +14,7 @@ use ringmq::management::api::Api;
 use ringmq::management::backend::ConnectionStats;
 use ringmq::management::fake::FakeBackend;
 use ringmq::management::http::{serve, ServerOptions};
+use ringmq::management::rates::SharedRates;
 use serde_json::Value;
 
 const RABBITMQADMIN: &str = "/usr/bin/rabbitmqadmin";
@@ -49,7 +50,7 @@ impl Server {
                         channels: 1,
                         ..ConnectionStats::default()
                     });
-                    let api = Rc::new(Api::new(Rc::new(backend)));
+                    let api = Rc::new(Api::new(Rc::new(backend), SharedRates::default()));
                     let stop = async move {
                         while stop_receiver.try_recv().is_err() {
                             glommio::timer::sleep(Duration::from_millis(10)).await;

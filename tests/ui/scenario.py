@@ -15,7 +15,7 @@ import urllib.request
 
 import pika
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -67,24 +67,30 @@ def browser():
     return driver
 
 
+def patient_wait(driver, timeout):
+    """A wait that tries again when the page's live refresh replaced an element between
+    finding it and reading it (a stale element is a moment's race, not a failure)."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+
+
 class Ui:
     def __init__(self, driver):
         self.d = driver
-        self.wait = WebDriverWait(driver, WAIT_S)
+        self.wait = patient_wait(driver, WAIT_S)
         self.shots = []
 
     def el(self, css):
         return self.wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, css)), f"no {css}")
 
     def text_in(self, css, text, timeout=WAIT_S):
-        WebDriverWait(self.d, timeout).until(
+        patient_wait(self.d, timeout).until(
             EC.text_to_be_present_in_element((By.CSS_SELECTOR, css), text), f"{css} never showed {text!r}")
 
     def text_is(self, css, text, timeout=WAIT_S):
         def check(d):
             found = d.find_elements(By.CSS_SELECTOR, css)
             return bool(found) and found[0].text.strip() == text
-        WebDriverWait(self.d, timeout).until(check, f"{css} never read {text!r}")
+        patient_wait(self.d, timeout).until(check, f"{css} never read {text!r}")
 
     def absent(self, css):
         assert not self.d.find_elements(By.CSS_SELECTOR, css), f"{css} is shown and should not be"
@@ -117,19 +123,20 @@ class Ui:
         self.el("#login-username")
 
     def chart_max(self, css, series):
-        element = self.d.find_elements(By.CSS_SELECTOR, css)
-        if not element:
-            return 0.0
-        return float(element[0].get_attribute(f"data-series-max-{series}") or 0)
+        # One script reads the element and its attribute, so a re-render cannot fall between.
+        value = self.d.execute_script(
+            "const e = document.querySelector(arguments[0]);"
+            " return e ? e.getAttribute(arguments[1]) : null;", css, f"data-series-max-{series}")
+        return float(value or 0)
 
     def wait_chart_above_zero(self, css, series):
-        WebDriverWait(self.d, CHART_WAIT_S).until(
+        patient_wait(self.d, CHART_WAIT_S).until(
             lambda _: self.chart_max(css, series) > 0, f"{css} never drew {series} above 0")
 
     def shot(self, name, expected):
         """Screenshot `name` once every `expected` text is in the DOM, then check the file."""
         for text in expected:
-            WebDriverWait(self.d, WAIT_S).until(
+            patient_wait(self.d, WAIT_S).until(
                 lambda d: text in d.find_element(By.TAG_NAME, "body").text, f"{name}: no {text!r}")
         path = os.path.join(SCREENS, f"{name}.png")
         assert self.d.save_screenshot(path), f"screenshot {path} failed"
@@ -228,7 +235,7 @@ def scenario(ui):
     ui.shot("exchange", ["Exchange: amq.direct", "Bindings from this exchange", "Publish message"])
 
     ui.go("#/shards", "#shards-table")
-    WebDriverWait(ui.d, WAIT_S).until(
+    patient_wait(ui.d, WAIT_S).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#shards-table tr[data-shard]")) == 2,
         "the Shards page does not show the broker's two shards")
     ui.el("#links-table")
@@ -261,7 +268,7 @@ def scenario(ui):
     ui.go(f"#/queues/{VHOST}/{QUEUE}", "#delete-queue")
     ui.click("#delete-queue")
     ui.accept_confirm()
-    WebDriverWait(ui.d, WAIT_S).until(lambda d: d.current_url.endswith("#/queues"), "not back on the list")
+    patient_wait(ui.d, WAIT_S).until(lambda d: d.current_url.endswith("#/queues"), "not back on the list")
     ui.type("#queues-filter", QUEUE)
     ui.text_in("#queues-count", "0 items")
     ui.text_in("#queues-table", "None")
