@@ -471,6 +471,19 @@ pub const MANAGEMENT_HEADERS_MAX: usize = 100;
 pub const MANAGEMENT_PAGE_SIZE_MAX: usize = 500;
 /// RabbitMQ's default `page_size` when only `page` is given.
 pub const MANAGEMENT_PAGE_SIZE_DEFAULT: usize = 100;
+/// Message rates (`management::rates`): the change over (at least) this long, as RabbitMQ's
+/// default `collect_statistics_interval`.
+pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Counter readings closer together than this are not kept (the API can be asked many times a
+/// second); until a reading is a window old, the rate is over the oldest at least this old.
+pub const RATE_READING_SPACING: Duration = Duration::from_secs(1);
+/// A reading older than this is not a base: a rate over minutes nobody asked about would show
+/// traffic long gone as current.
+pub const RATE_READING_AGE_MAX: Duration = Duration::from_secs(30);
+/// Readings kept per queue (and for the overview): those younger than the window, spaced by
+/// `RATE_READING_SPACING`, one base at least a window old, and the one just taken.
+pub const RATE_READINGS_PER_COUNTER_MAX: usize =
+    (RATE_WINDOW.as_secs() / RATE_READING_SPACING.as_secs()) as usize + 2;
 /// Messages one `POST .../get` may take (each is held in memory for the response).
 pub const MANAGEMENT_GET_COUNT_MAX: usize = 10_000;
 /// Operations one definitions import may hold (users, vhosts, permissions, exchanges,

@@ -11,24 +11,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::backend::StatsSnapshot;
 use super::objects::QueueRates;
-
-/// The rate is the change over (at least) this long, as RabbitMQ's default
-/// `collect_statistics_interval`.
-pub const RATE_WINDOW: Duration = Duration::from_secs(5);
-/// Readings closer together than this are not kept (the API can be asked many times a second).
-/// Until a reading is a window old, the rate is taken over the oldest one at least this old.
-pub const READING_SPACING: Duration = Duration::from_secs(1);
-/// A reading older than this is not a base: the rate over minutes nobody asked about would
-/// show traffic long gone as current.
-pub const READING_AGE_MAX: Duration = Duration::from_secs(30);
-/// Readings kept per counter set: those younger than the window, spaced by
-/// [`READING_SPACING`], one base at least a window old, and the one just taken.
-pub const READINGS_PER_COUNTER_MAX: usize =
-    (RATE_WINDOW.as_secs() / READING_SPACING.as_secs()) as usize + 2;
+use crate::limits::{
+    RATE_READINGS_PER_COUNTER_MAX, RATE_READING_AGE_MAX, RATE_READING_SPACING, RATE_WINDOW,
+};
 
 /// The overview's publish, deliver_get, ack, confirm and redeliver rates.
 pub type OverviewRates = [f64; 5];
@@ -54,7 +43,7 @@ impl<const N: usize> Readings<N> {
         while self
             .ring
             .front()
-            .is_some_and(|&(at, _)| age(at) > READING_AGE_MAX)
+            .is_some_and(|&(at, _)| age(at) > RATE_READING_AGE_MAX)
         {
             self.ring.pop_front();
         }
@@ -66,7 +55,7 @@ impl<const N: usize> Readings<N> {
             .or_else(|| {
                 self.ring
                     .iter()
-                    .find(|&&(at, _)| age(at) >= READING_SPACING)
+                    .find(|&&(at, _)| age(at) >= RATE_READING_SPACING)
             });
         let rates = match base {
             Some(&(at, before)) => {
@@ -78,7 +67,7 @@ impl<const N: usize> Readings<N> {
         if self
             .ring
             .back()
-            .is_none_or(|&(at, _)| age(at) >= READING_SPACING)
+            .is_none_or(|&(at, _)| age(at) >= RATE_READING_SPACING)
         {
             self.ring.push_back((now, counts));
         }
@@ -86,7 +75,7 @@ impl<const N: usize> Readings<N> {
         while self.ring.len() > 1 && age(self.ring[1].0) >= RATE_WINDOW {
             self.ring.pop_front();
         }
-        while self.ring.len() > READINGS_PER_COUNTER_MAX {
+        while self.ring.len() > RATE_READINGS_PER_COUNTER_MAX {
             self.ring.pop_front();
         }
         rates
@@ -139,6 +128,7 @@ impl SharedRates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn at(start: Instant, millis: u64) -> Instant {
         start + Duration::from_millis(millis)
@@ -165,7 +155,7 @@ mod tests {
         // 10 per second throughout: the rate over the newest reading at least 5 s old.
         let [rate] = readings.observe(at(start, 11_000), [110]);
         assert_eq!(rate, 10.0);
-        assert!(readings.ring.len() <= READINGS_PER_COUNTER_MAX);
+        assert!(readings.ring.len() <= RATE_READINGS_PER_COUNTER_MAX);
     }
 
     #[test]
@@ -187,7 +177,7 @@ mod tests {
         let start = Instant::now();
         let mut readings = Readings::<1>::default();
         readings.observe(start, [0]);
-        let stale = start + READING_AGE_MAX + Duration::from_secs(1);
+        let stale = start + RATE_READING_AGE_MAX + Duration::from_secs(1);
         assert_eq!(readings.observe(stale, [100]), [0.0]);
         assert_eq!(readings.ring.len(), 1, "only the new reading is kept");
     }
