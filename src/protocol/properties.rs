@@ -86,6 +86,50 @@ fn read_flags(buf: &mut Bytes) -> Result<u16, ProtocolError> {
 
 impl BasicProperties {
     /// Decodes flags and property list; `buf` must hold exactly that (trailing bytes are an error).
+    /// No property set.
+    pub const NONE: BasicProperties = BasicProperties {
+        content_type: None,
+        content_encoding: None,
+        headers: None,
+        delivery_mode: None,
+        priority: None,
+        correlation_id: None,
+        reply_to: None,
+        expiration: None,
+        message_id: None,
+        timestamp: None,
+        kind: None,
+        user_id: None,
+        app_id: None,
+        cluster_id: None,
+    };
+
+    /// The property lists most publishes carry, as encoded: none at all, and delivery_mode
+    /// alone (1 or 2). Stored messages name them by index (`broker::queue::message`): only
+    /// append to this list.
+    pub const COMMON_ENCODINGS: [&'static [u8]; 3] =
+        [&[0x00, 0x00], &[0x10, 0x00, 0x01], &[0x10, 0x00, 0x02]];
+
+    /// What `raw` decodes to when it is one of [`Self::COMMON_ENCODINGS`]: a publish carrying
+    /// one is not decoded (the ~300-byte struct is neither built nor moved per message).
+    pub fn common(raw: &[u8]) -> Option<&'static BasicProperties> {
+        static DECODED: [BasicProperties; 3] = [
+            BasicProperties::NONE,
+            BasicProperties {
+                delivery_mode: Some(1),
+                ..BasicProperties::NONE
+            },
+            BasicProperties {
+                delivery_mode: Some(2),
+                ..BasicProperties::NONE
+            },
+        ];
+        BasicProperties::COMMON_ENCODINGS
+            .iter()
+            .position(|encoding| *encoding == raw)
+            .map(|index| &DECODED[index])
+    }
+
     pub fn decode(buf: &mut Bytes) -> Result<BasicProperties, ProtocolError> {
         let flags = read_flags(buf)?;
         let properties = BasicProperties {
@@ -170,6 +214,19 @@ impl BasicProperties {
 pub(crate) mod tests {
     use super::*;
     use crate::protocol::FieldValue;
+
+    #[test]
+    fn the_common_encodings_are_what_they_decode_to() {
+        for encoding in BasicProperties::COMMON_ENCODINGS {
+            let decoded = BasicProperties::decode(&mut Bytes::from_static(encoding)).unwrap();
+            assert_eq!(BasicProperties::common(encoding), Some(&decoded));
+            let mut encoded = BytesMut::new();
+            decoded.encode(&mut encoded);
+            assert_eq!(&encoded[..], encoding);
+        }
+        let with_priority = [0x08, 0x00, 0x05];
+        assert_eq!(BasicProperties::common(&with_priority), None);
+    }
 
     pub(crate) fn all_set() -> BasicProperties {
         let mut headers = FieldTable::default();

@@ -42,8 +42,8 @@ const CANNED_SHIFT: u32 = 4;
 const CANNED_MASK: u8 = 0b11 << CANNED_SHIFT;
 
 /// Property encodings most messages carry, not stored per message: none at all, and
-/// delivery_mode alone (1 or 2), which is what most clients send.
-const CANNED: [&[u8]; 3] = [&[0x00, 0x00], &[0x10, 0x00, 0x01], &[0x10, 0x00, 0x02]];
+/// delivery_mode alone (1 or 2), which is what most clients send. Stored by index.
+const CANNED: [&[u8]; 3] = BasicProperties::COMMON_ENCODINGS;
 
 /// flags, exchange_len, routing_key_len.
 const FIXED_HEADER_BYTES: usize = 3;

@@ -14,8 +14,9 @@ pub struct PendingPublish {
     pub exchange: String,
     pub routing_key: String,
     pub mandatory: bool,
-    /// Taken when the message is built (a transaction keeps the rest for routing).
-    pub properties: Option<BasicProperties>,
+    /// Set by the content header; taken when the message is built (a transaction keeps the
+    /// rest for routing).
+    pub properties: Option<HeaderProperties>,
     /// The properties as received: stored and delivered as they are unless rewritten.
     pub raw_properties: Bytes,
     pub body_size: u64,
@@ -23,6 +24,14 @@ pub struct PendingPublish {
     pub first_part: Bytes,
     pub more_parts: Vec<Bytes>,
     received: u64,
+}
+
+/// A content header's properties: most publishes carry one of the common encodings, which
+/// are not decoded; the others are decoded once, boxed so the pending publish stays small.
+#[derive(Debug)]
+pub enum HeaderProperties {
+    Common(&'static BasicProperties),
+    Decoded(Box<BasicProperties>),
 }
 
 impl PendingPublish {
@@ -93,8 +102,13 @@ pub fn on_header(
     }
     // Malformed properties are a syntax error of the connection, as when they were decoded
     // with the frame; they are checked before the size so the answer does not depend on it.
-    let properties = BasicProperties::decode(&mut header.raw_properties.clone())
-        .map_err(|error| Fault::protocol(&error))?;
+    let properties = match BasicProperties::common(&header.raw_properties) {
+        Some(common) => HeaderProperties::Common(common),
+        None => HeaderProperties::Decoded(Box::new(
+            BasicProperties::decode(&mut header.raw_properties.clone())
+                .map_err(|error| Fault::protocol(&error))?,
+        )),
+    };
     if header.body_size > max_bytes {
         state.pending_publish = None;
         let text = message_too_large_text(header.body_size, max_bytes);

@@ -38,7 +38,7 @@ mod tx;
 #[cfg(test)]
 mod tests;
 
-pub use content::{ContentHeader, PendingPublish};
+pub use content::{ContentHeader, HeaderProperties, PendingPublish};
 pub(in crate::session) use perform::{MethodIds, Rest};
 pub use tx::{CommitWait, TxBuffer};
 

@@ -5,7 +5,8 @@
 use bytes::BytesMut;
 
 use super::{
-    access, confirm, direct_reply, fault, precondition_failed, Ctx, Fault, PendingPublish,
+    access, confirm, direct_reply, fault, precondition_failed, Ctx, Fault, HeaderProperties,
+    PendingPublish,
 };
 use crate::broker::queue::{self, ChannelRef, Message, Route, SharedMessage};
 use crate::broker::{self, ExchangeMeta, Topology};
@@ -66,7 +67,22 @@ pub fn build_message(
     state: &ChannelState,
     pending: &mut PendingPublish,
 ) -> Result<SharedMessage, Fault> {
-    let mut properties = pending.properties.take().unwrap_or_default();
+    let route = Route {
+        exchange: &pending.exchange,
+        routing_key: &pending.routing_key,
+    };
+    let mut properties = match pending.properties.take() {
+        // Nothing in a common encoding to check or rewrite (no reply-to, user-id,
+        // expiration or headers).
+        Some(HeaderProperties::Common(common)) => {
+            let message =
+                Message::from_wire(route, common, &pending.raw_properties, pending.body());
+            pending.release_frames();
+            return Ok(message);
+        }
+        Some(HeaderProperties::Decoded(decoded)) => decoded,
+        None => Box::default(),
+    };
     let rewritten = direct_reply::rewrite_reply_to(state, channel, &mut properties)?;
     if let Some(expiration) = &properties.expiration {
         if let Err(error) = queue::parse_expiration(expiration) {
@@ -85,10 +101,6 @@ pub fn build_message(
     if let Err(reason) = broker::sender_selected::check(properties.headers.as_ref()) {
         return Err(precondition_failed(reason));
     }
-    let route = Route {
-        exchange: &pending.exchange,
-        routing_key: &pending.routing_key,
-    };
     let message = if rewritten {
         let mut raw = BytesMut::new();
         properties.encode(&mut raw);

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use super::access::{self, Access, Authorizer, Operation, ResourceKind};
 use super::content::{self, ContentHeader, ContentStep};
 use super::publish::{self, Next};
-use super::{confirm, consume, dispatch, settle, Action, Ctx, Fault, PendingPublish};
+use super::{
+    confirm, consume, dispatch, settle, Action, Ctx, Fault, HeaderProperties, PendingPublish,
+};
 use crate::broker::queue::{ChannelRef, Message, Route};
 use crate::broker::{QueueMeta, Topology, TopologyChange};
 use crate::limits::{PENDING_CONFIRMS_PER_CHANNEL_MAX, TX_BYTES_MAX};
@@ -799,10 +801,10 @@ fn message_properties_are_checked_as_rabbitmq_does() {
         channel: 1,
     };
     let mut wrong_user = pending();
-    wrong_user.properties = Some(BasicProperties {
+    wrong_user.properties = Some(HeaderProperties::Decoded(Box::new(BasicProperties {
         user_id: Some("other".to_owned()),
         ..Default::default()
-    });
+    })));
     let refused = publish::build_message(USER, channel, &state, &mut wrong_user);
     assert_eq!(
         refused.err().map(|fault| fault.text),
@@ -812,10 +814,10 @@ fn message_properties_are_checked_as_rabbitmq_does() {
         )
     );
     let mut bad_expiration = pending();
-    bad_expiration.properties = Some(BasicProperties {
+    bad_expiration.properties = Some(HeaderProperties::Decoded(Box::new(BasicProperties {
         expiration: Some("soon".to_owned()),
         ..Default::default()
-    });
+    })));
     let refused = publish::build_message(USER, channel, &state, &mut bad_expiration);
     assert_eq!(
         refused.err().map(|fault| fault.code),
