@@ -148,11 +148,14 @@ impl Groups {
         self.groups.borrow().contains_key(&queue)
     }
 
-    /// Creates (or, after a restart, reopens) the group of `queue` over every member: from its
-    /// snapshot when it has one (the machine restored from it), then its committed entries
-    /// are applied again from the first after it. `campaign`: this node starts an election at
-    /// once (the declaring node, so the group has a leader before the declare-ok).
-    pub fn add(&self, queue: QueueId, campaign: bool) -> Result<(), String> {
+    /// Creates (or, after a restart, reopens) the group of `queue`: from its snapshot when it
+    /// has one (the machine restored from it), then its committed entries are applied again
+    /// from the first after it. `voters` (member indexes): the configuration the group's log
+    /// starts from (its declare's members; a snapshot's own configuration replaces it), the
+    /// configuration changes in the log are applied again over it. `campaign`: this node
+    /// starts an election at once (the declaring node, so the group has a leader before the
+    /// declare-ok).
+    pub fn add(&self, queue: QueueId, voters: &[usize], campaign: bool) -> Result<(), String> {
         if self.contains(queue) {
             return Ok(());
         }
@@ -162,7 +165,13 @@ impl Groups {
         let (log, recovered) = RaftLog::open(&path)?;
         let fresh =
             kept.is_none() && recovered.hard_state.is_none() && recovered.entries.is_empty();
-        let voters: Vec<u64> = (0..self.members.names().len()).map(raft_id).collect();
+        let cluster = self.members.names().len();
+        if voters.is_empty() || voters.iter().any(|&v| v >= cluster) {
+            return Err(format!(
+                "a quorum group over members {voters:?} of {cluster}"
+            ));
+        }
+        let voters: Vec<u64> = voters.iter().copied().map(raft_id).collect();
         if let Some(kept) = &kept {
             self.machine
                 .restore(queue, snapshot::open(kept.get_data())?)
@@ -210,6 +219,24 @@ impl Groups {
         self.inbox.borrow_mut().extend(mine);
         self.wake.notify();
         Ok(())
+    }
+
+    /// The voters (member indexes) of the Raft configuration this node's group has applied.
+    pub fn voters(&self, queue: QueueId) -> Option<Vec<usize>> {
+        let groups = self.groups.borrow();
+        let conf = groups.get(&queue)?.raw.raft.prs().conf().to_conf_state();
+        let mut voters: Vec<usize> = conf
+            .voters
+            .iter()
+            .filter_map(|&id| id.checked_sub(1).and_then(|i| usize::try_from(i).ok()))
+            .collect();
+        voters.sort_unstable();
+        Some(voters)
+    }
+
+    /// This node's view of the group's leader, as last reported to the machine.
+    pub fn view(&self, queue: QueueId) -> Option<GroupView> {
+        self.groups.borrow().get(&queue).map(|g| g.view)
     }
 
     /// The queue was deleted: its group, its log and its snapshot go.

@@ -136,6 +136,8 @@ impl FakeBackend {
                         new_id,
                         owner_shard: 0,
                         cluster_size: 1,
+                        cluster_members: &[],
+                        local_member: 0,
                     },
                 )?;
                 if !changes.is_empty() {

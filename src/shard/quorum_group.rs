@@ -1,9 +1,10 @@
 //! Replicated quorum queues, the shard's side: a quorum queue whose group has more than one
-//! member (every member of the cluster, in this first cut) is a Raft group (`cluster::Groups`,
-//! driven on the topology owner). Every member keeps a copy of the queue's messages (`Replica`:
-//! what the committed entries left, by message id = the entry's log index); the member its
-//! group elects hosts the queue on its topology owner shard and serves it, the others record
-//! it `ELSEWHERE` and forward to the leader as to any queue another node leads.
+//! member (the members recorded at its declare, `quorum_members.rs`) is a Raft group
+//! (`cluster::Groups`, driven on the topology owner). Every member keeps a copy of the queue's
+//! messages (`Replica`: what the committed entries left, by message id = the entry's log
+//! index); the member its group elects hosts the queue on its topology owner shard and serves
+//! it, the other members and the nodes outside the group record it `ELSEWHERE` and forward to
+//! the leader as to any queue another node leads.
 //!
 //! ```text
 //! publish ─► leader's topology owner: offer ─► propose Enqueue ─► (majority durable) commit
@@ -248,9 +249,16 @@ impl Shard {
     /// policy mirrored at declare (`broker::mirror`): replicated over a Raft group.
     pub(super) fn is_replicated_quorum(&self, meta: &QueueMeta) -> bool {
         let members = self.members().names().len();
-        let quorum =
-            quorum::is_quorum(&meta.arguments) && quorum::group_size(&meta.arguments, members) > 1;
-        members > 1 && (quorum || self.topology.borrow().is_mirrored(meta.id))
+        if members <= 1 {
+            return false;
+        }
+        let topology = self.topology.borrow();
+        // Declared with its group's members (`QuorumGroup`), or before groups had their own:
+        // then a replicated quorum queue's group is every member.
+        topology.quorum_group(meta.id).is_some()
+            || topology.is_mirrored(meta.id)
+            || (quorum::is_quorum(&meta.arguments)
+                && quorum::group_size(&meta.arguments, members) > 1)
     }
 
     /// Whether this topology owner keeps a copy of `queue` (a replicated quorum queue).
@@ -288,20 +296,26 @@ impl Shard {
         Ok(())
     }
 
-    /// The topology owner applied the declare of a replicated quorum queue: its group (the
-    /// declaring node campaigns at once) and an empty copy.
+    /// The topology owner applied the declare of a replicated quorum queue: on its group's
+    /// members, its group (the declaring node campaigns at once) and an empty copy; a node
+    /// outside the group holds nothing of it and forwards to its leader.
     pub(super) fn quorum_declared(&self, meta: &QueueMeta) -> Result<(), String> {
         let Some(node) = self.cluster_node() else {
             return Ok(()); // recovery before the cluster starts: `start_quorum_groups`
         };
+        if !self.is_quorum_member(meta.id) {
+            return Ok(());
+        }
+        let voters = self.quorum_initial_voters(meta.id);
         self.features
             .quorum
             .replicas
             .borrow_mut()
             .entry(meta.id)
             .or_default();
-        let declared_here = self.members().leads_queue(meta.id);
-        node.groups().add(meta.id, declared_here)
+        let local = self.members().local_index();
+        let declared_here = self.members().leads_queue(meta.id) && voters.contains(&local);
+        node.groups().add(meta.id, &voters, declared_here)
     }
 
     /// The queue was deleted: its group, its log and its copy go.
@@ -561,6 +575,7 @@ impl Shard {
             .is_some_and(HostedQueue::is_replicated);
         if view.serving && !hosting {
             self.start_serving(queue);
+            self.report_quorum_leader(queue, view.term);
         } else if !view.serving && hosting {
             self.stop_serving(queue);
         }

@@ -17,9 +17,9 @@
 //! twice unless flagged redelivered, first deliveries in each publisher's order
 //! (`RINGMQ_TEST_PLANT_LOSS=1` drops one confirmed message's deliveries from the history: the
 //! test must then fail). Also over three nodes: the `ha-*` policy keys mirror a classic queue
-//! (`ha_policies_mirror_classic_queues_through_a_kill`). The cluster's other quorum cases (a
-//! group smaller than the cluster refused as not implemented yet, a group of one used across
-//! nodes) are in tests/it/cluster.rs.
+//! (`ha_policies_mirror_classic_queues_through_a_kill`). A group of one used across nodes is in
+//! tests/it/cluster.rs, groups smaller than the cluster and membership changes in
+//! tests/it/quorum_members.rs.
 
 use crate::common;
 
