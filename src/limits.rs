@@ -702,6 +702,10 @@ pub const QUORUM_REATTACH_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// (the cluster's own Raft may be electing at the same moment, after the same kill).
 pub const QUORUM_REPORT_ATTEMPTS_MAX: u32 = 40;
 pub const QUORUM_REPORT_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// `add_member` / `delete_member` answer once the group's leader reports the configuration
+/// asked for, or with an error after this (the change stays recorded and is applied once the
+/// group can commit).
+pub const QUORUM_MEMBERSHIP_WAIT: Duration = Duration::from_secs(15);
 const _: () = assert!(QUORUM_ENTRY_BYTES_MAX as u64 <= QUORUM_GROUP_LOG_BYTES_MAX);
 const _: () = assert!(
     QUORUM_COMMIT_TIMEOUT.as_millis() < CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis(),

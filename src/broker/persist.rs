@@ -145,6 +145,7 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
         TopologyChange::QuorumReport { queue, report } => tagged(out, 24, |o| {
             o.put_u64(*queue);
             o.put_u64(report.term);
+            o.put_u64(report.index);
             text(o, &report.leader);
             names(o, &report.voters);
         }),
@@ -406,6 +407,7 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
             queue: read_u64(buf)?,
             report: GroupReport {
                 term: read_u64(buf)?,
+                index: read_u64(buf)?,
                 leader: read_text(buf)?,
                 voters: read_names(buf)?,
             },
@@ -724,6 +726,7 @@ mod tests {
             queue: 7,
             report: GroupReport {
                 term: 12,
+                index: 40,
                 leader: "ringmq@c".into(),
                 voters: members,
             },

@@ -75,16 +75,21 @@ fn precondition(text: String) -> AmqpError {
     )
 }
 
-/// The members of a new quorum queue's group when it is replicated (more than one member, in
-/// a cluster): chosen from the cluster's members, the deciding node first.
+/// The members of a new quorum queue's group in a cluster: chosen from the cluster's members,
+/// the deciding node first. A group of one is a Raft group too (of one voter), so members can
+/// be added to it later, as RabbitMQ's `add_member` grows any quorum queue. `None` on a
+/// single node, where a quorum queue is hosted as a queue of its own.
 pub(super) fn replicated_group(d: &QueueDeclare<'_>) -> Option<Vec<String>> {
     if !is_quorum(d.arguments) || d.cluster_members.len() < 2 {
         return None;
     }
     let size = group_size(d.arguments, d.cluster_members.len());
-    (size > 1).then(|| {
-        super::quorum_members::select_members(d.cluster_members, d.local_member, d.new_id, size)
-    })
+    Some(super::quorum_members::select_members(
+        d.cluster_members,
+        d.local_member,
+        d.new_id,
+        size,
+    ))
 }
 
 /// RabbitMQ's order: the name, then the arguments, auto-delete, exclusive, durable.
@@ -311,8 +316,8 @@ mod tests {
         let members = replicated_group(&on_b).expect("replicated");
         assert_eq!(members.len(), 2);
         assert_eq!(members[0], "ringmq@b", "the declaring node first");
-        // The default on three nodes is all three; a group of one is not replicated, nor is
-        // any queue on a single node, nor a classic queue.
+        // The default on three nodes is all three; a group of one is a group of the declaring
+        // node alone; nothing is replicated on a single node, nor is a classic queue.
         let plain = quorum(&[]);
         let all = QueueDeclare { new_id: 4, ..on_b };
         let all = QueueDeclare {
@@ -326,7 +331,7 @@ mod tests {
                 arguments: &one,
                 ..on_b
             }),
-            None
+            Some(vec!["ringmq@b".to_string()])
         );
         assert_eq!(replicated_group(&declare(&plain)), None);
         let classic = FieldTable::default();

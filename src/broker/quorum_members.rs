@@ -13,10 +13,14 @@
 
 use super::QueueId;
 
-/// What the serving leader of a group last recorded (the highest term wins).
+/// What the serving leader of a group last recorded (the highest term, then the highest
+/// index, wins).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupReport {
     pub term: u64,
+    /// The group's applied index when the leader reported: a leader reports again after each
+    /// membership change, and its reports may commit out of order.
+    pub index: u64,
     pub leader: String,
     /// The voters of the Raft configuration the leader had applied.
     pub voters: Vec<String>,
@@ -34,10 +38,11 @@ pub struct QuorumGroupRecord {
 }
 
 impl QuorumGroupRecord {
-    /// The leader's report, kept only when it is of a term at least the last one's: reports
-    /// of two leaders can commit in either order, and the later term is the truth.
+    /// The leader's report, kept only when it is not older than the last one (by term, then
+    /// index): reports can commit in either order, and the later one is the truth.
     pub fn take_report(&mut self, report: GroupReport) {
-        if self.report.as_ref().is_none_or(|r| r.term <= report.term) {
+        let newer = |r: &GroupReport| (r.term, r.index) <= (report.term, report.index);
+        if self.report.as_ref().is_none_or(newer) {
             self.report = Some(report);
         }
     }
@@ -127,6 +132,7 @@ mod tests {
     fn a_report_of_an_older_term_never_replaces_a_newer_one() {
         let report = |term, leader: &str| GroupReport {
             term,
+            index: 10,
             leader: leader.to_string(),
             voters: vec!["a".into(), "b".into()],
         };
@@ -136,6 +142,13 @@ mod tests {
         assert_eq!(record.report, Some(report(4, "a")));
         record.take_report(report(4, "a"));
         record.take_report(report(5, "b"));
-        assert_eq!(record.report.map(|r| r.leader), Some("b".to_string()));
+        assert_eq!(record.report.clone().map(|r| r.leader), Some("b".into()));
+        let older_index = GroupReport {
+            index: 9,
+            voters: vec![],
+            ..report(5, "b")
+        };
+        record.take_report(older_index);
+        assert_eq!(record.report.map(|r| r.voters.len()), Some(2));
     }
 }

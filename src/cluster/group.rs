@@ -1,7 +1,7 @@
-//! Quorum queue groups: one raft-rs `RawNode` per replicated quorum queue, over every member
-//! of the cluster, all driven by one task on the topology owner's executor (the one that holds
-//! the peer links): one tick for all (`RAFT_TICK`), then one `Ready` pass over the groups with
-//! work, each group's entries and hard state appended to its own file (`RaftLog`, the cluster
+//! Quorum queue groups: one raft-rs `RawNode` per replicated quorum queue, over the members
+//! its declare chose and the membership changes since (`group/conf.rs`), all driven by one
+//! task on the topology owner's executor (the one that holds the peer links): one tick for
+//! all (`RAFT_TICK`), then one `Ready` pass over the groups with work, each group's entries and hard state appended to its own file (`RaftLog`, the cluster
 //! log code: `cluster/quorum-<queue>.log`) and fdatasynced before any message acknowledging
 //! them leaves; the turn's messages to one peer go as one `Kind::Group` frame (more when they
 //! do not fit one).
@@ -27,6 +27,10 @@
 //!
 //! Not yet: the shard's O_DIRECT WAL (the cluster log's buffered file, its fdatasync and the
 //! snapshot writes block the executor while they run).
+
+mod conf;
+
+pub use conf::MemberChange;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -78,6 +82,8 @@ pub trait GroupMachine {
     /// Replaces the queue's state with what `snapshot` returned on some member; the entries
     /// after the snapshot's index are applied next. `Err`: it cannot be read (nothing changed).
     fn restore(&self, queue: QueueId, state: &[u8]) -> Result<(), String>;
+    /// A membership change of the group was applied here: its voters (member indexes) now.
+    fn voters_changed(&self, queue: QueueId, voters: &[usize]);
 }
 
 struct Group {
@@ -232,6 +238,12 @@ impl Groups {
             .collect();
         voters.sort_unstable();
         Some(voters)
+    }
+
+    /// The index of the last entry of `queue`'s group applied here.
+    pub fn applied_index(&self, queue: QueueId) -> Option<u64> {
+        let groups = self.groups.borrow();
+        groups.get(&queue).map(|g| g.raw.raft.raft_log.applied)
     }
 
     /// This node's view of the group's leader, as last reported to the machine.
@@ -582,7 +594,14 @@ impl Groups {
     fn apply(&self, queue: QueueId, entries: Vec<Entry>) {
         let me = raft_id(self.members.local_index());
         for entry in entries {
-            if entry.get_entry_type() != EntryType::EntryNormal || entry.get_data().is_empty() {
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                // The machine hears of it with no borrow held (it may propose the next one).
+                if let Some(voters) = self.apply_conf_change(queue, &entry) {
+                    self.machine.voters_changed(queue, &voters);
+                }
+                continue;
+            }
+            if entry.get_data().is_empty() {
                 continue; // a new leader's empty entry
             }
             let proposal = parse_context(entry.get_context())

@@ -167,6 +167,23 @@ pub enum Verb {
         vhost: Vhost,
         name: String,
     },
+    /// Adds a member (a replica on NODE) to a quorum queue's group (rabbitmq-queues add_member)
+    AddMember {
+        #[command(flatten)]
+        vhost: Vhost,
+        queue: String,
+        node: String,
+    },
+    /// Removes a member of a quorum queue's group (rabbitmq-queues delete_member)
+    DeleteMember {
+        #[command(flatten)]
+        vhost: Vhost,
+        queue: String,
+        node: String,
+    },
+    /// Adds NODE to every quorum queue lacking it, or (even) to those with an even number of
+    /// members (rabbitmq-queues grow)
+    Grow { node: String, strategy: String },
     /// Deletes a queue
     DeleteQueue {
         #[command(flatten)]

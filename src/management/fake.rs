@@ -171,6 +171,11 @@ impl FakeBackend {
             Operation::Unbind { vhost, binding } => {
                 check_unbind(&topology, &bind_request(vhost, binding))
             }
+            // The fake is a broker of one node: no group to change.
+            Operation::QuorumMember { .. } => Err(AmqpError::new(
+                crate::protocol::reply_code::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - not a cluster".to_string(),
+            )),
         }
     }
 

@@ -417,7 +417,7 @@ impl Shard {
                 if meta.owner_shard == self.id {
                     self.host_queue(meta.id, meta);
                 } else if self.is_topology_owner() && self.is_replicated_quorum(meta) {
-                    if let Err(error) = self.quorum_declared(meta) {
+                    if let Err(error) = self.quorum_declared(meta, true) {
                         tracing::error!(queue = meta.id, %error, "quorum queue group not started");
                     }
                 }

@@ -149,6 +149,9 @@ pub struct QuorumGroups {
     /// Sweeps done (`QUORUM_COMMIT_SWEEP_INTERVAL` apart): the clock of the commit timeout.
     epoch: Cell<u64>,
     leader_heard: Notify,
+    /// A group's report was applied here (`quorum_members`): a membership change waits for
+    /// the one that shows it done.
+    pub(super) report_heard: Notify,
 }
 
 /// The groups' committed entries and leader views reach the topology owner here.
@@ -176,6 +179,12 @@ impl GroupMachine for GroupApplier {
     fn restore(&self, queue: QueueId, state: &[u8]) -> Result<(), String> {
         let shard = self.0.upgrade().ok_or("the topology owner stopped")?;
         shard.restore_quorum_replica(queue, state)
+    }
+
+    fn voters_changed(&self, queue: QueueId, voters: &[usize]) {
+        if let Some(shard) = self.0.upgrade() {
+            shard.quorum_voters_changed(queue, voters);
+        }
     }
 }
 
@@ -280,7 +289,7 @@ impl Shard {
                 .collect()
         };
         for meta in &metas {
-            self.quorum_declared(meta)?;
+            self.quorum_declared(meta, true)?;
         }
         let weak = Rc::downgrade(self);
         glommio::spawn_local(async move {
@@ -296,14 +305,15 @@ impl Shard {
         Ok(())
     }
 
-    /// The topology owner applied the declare of a replicated quorum queue: on its group's
-    /// members, its group (the declaring node campaigns at once) and an empty copy; a node
-    /// outside the group holds nothing of it and forwards to its leader.
-    pub(super) fn quorum_declared(&self, meta: &QueueMeta) -> Result<(), String> {
+    /// The topology owner applied the declare of a replicated quorum queue (or, `at_declare`
+    /// false, this node was added to its group): on its group's members, its group (the
+    /// declaring node campaigns at once, at declare only) and an empty copy; a node outside
+    /// the group holds nothing of it and forwards to its leader.
+    pub(super) fn quorum_declared(&self, meta: &QueueMeta, at_declare: bool) -> Result<(), String> {
         let Some(node) = self.cluster_node() else {
             return Ok(()); // recovery before the cluster starts: `start_quorum_groups`
         };
-        if !self.is_quorum_member(meta.id) {
+        if !self.holds_quorum_group(meta.id) {
             return Ok(());
         }
         let voters = self.quorum_initial_voters(meta.id);
@@ -314,7 +324,8 @@ impl Shard {
             .entry(meta.id)
             .or_default();
         let local = self.members().local_index();
-        let declared_here = self.members().leads_queue(meta.id) && voters.contains(&local);
+        let declared_here =
+            at_declare && self.members().leads_queue(meta.id) && voters.contains(&local);
         node.groups().add(meta.id, &voters, declared_here)
     }
 
@@ -576,6 +587,8 @@ impl Shard {
         if view.serving && !hosting {
             self.start_serving(queue);
             self.report_quorum_leader(queue, view.term);
+            // A change the previous leader had not finished.
+            self.reconcile_quorum_members(queue);
         } else if !view.serving && hosting {
             self.stop_serving(queue);
         }
@@ -649,7 +662,7 @@ impl Shard {
 
     /// This node no longer leads: the queue goes (its consumers are cancelled; nothing is
     /// settled, the copy stays) and waiting confirms are nacked.
-    fn stop_serving(&self, queue: QueueId) {
+    pub(super) fn stop_serving(&self, queue: QueueId) {
         let Some(hosted) = self.queues.borrow_mut().remove(&queue) else {
             return;
         };

@@ -10,11 +10,17 @@
 //! topology, so a restarted node outside the group knows the leader at once.
 
 use std::rc::Rc;
+use std::time::Instant;
 
-use super::Shard;
+use super::messages::topology_op;
+use super::{Shard, TopologyCall};
 use crate::broker::quorum_members::{GroupReport, QuorumGroupRecord};
-use crate::broker::{QueueId, TopologyChange};
-use crate::limits::{QUORUM_REPORT_ATTEMPTS_MAX, QUORUM_REPORT_RETRY_INTERVAL};
+use crate::broker::{quorum, AmqpError, QueueId, ShardId, TopologyChange};
+use crate::cluster::MemberChange;
+use crate::limits::{
+    QUORUM_MEMBERSHIP_WAIT, QUORUM_REPORT_ATTEMPTS_MAX, QUORUM_REPORT_RETRY_INTERVAL,
+};
+use crate::protocol::reply_code;
 
 impl Shard {
     /// The member indexes of the names given, in the order given; names that are not
@@ -45,10 +51,22 @@ impl Shard {
         }
     }
 
-    /// Whether this node is to hold a copy of `queue` (one of its group's members).
-    pub(super) fn is_quorum_member(&self, queue: QueueId) -> bool {
-        let local = self.members().local_index();
-        self.quorum_members_of(queue).contains(&local)
+    /// Whether this node holds (or is to hold) a copy of `queue`: one of the members the group
+    /// is to have, or still a voter of the configuration its leader last reported (a member
+    /// being removed keeps its copy until its removal is committed: in a group of two, the
+    /// change needs its vote).
+    pub(super) fn holds_quorum_group(&self, queue: QueueId) -> bool {
+        let local = self.members().local_name().to_string();
+        let Some(record) = self.quorum_record(queue) else {
+            return true; // every member, declared before groups had their own
+        };
+        let to_be = record.members.as_ref().is_none_or(|m| m.contains(&local));
+        let still = match (&record.report, &record.initial) {
+            (Some(report), _) => report.voters.contains(&local),
+            (None, Some(initial)) => initial.contains(&local),
+            (None, None) => true,
+        };
+        to_be || still
     }
 
     /// Whether `queue` is a replicated queue (any node's view: member or not).
@@ -64,13 +82,10 @@ impl Shard {
         let Some(record) = self.quorum_record(queue) else {
             return;
         };
-        let local = self.members().local_name().to_string();
-        let reported_voter = record
-            .report
-            .as_ref()
-            .is_some_and(|r| r.voters.contains(&local));
-        let member = record.members.as_ref().is_none_or(|m| m.contains(&local));
-        if member || reported_voter {
+        if self.is_topology_owner() {
+            self.follow_quorum_membership(queue);
+        }
+        if self.holds_quorum_group(queue) {
             return;
         }
         let leader = match (&record.report, &record.members) {
@@ -89,6 +104,7 @@ impl Shard {
     pub(super) fn quorum_reports_applied(self: &Rc<Self>, changes: &[TopologyChange]) {
         for change in changes {
             if let TopologyChange::QuorumReport { queue, .. } = change {
+                self.features.quorum.report_heard.notify();
                 if !self.has_quorum_replica(*queue) {
                     self.reattach_quorum_consumers(*queue);
                 }
@@ -142,8 +158,238 @@ impl Shard {
             .collect();
         Some(GroupReport {
             term,
+            index: groups.applied_index(queue)?,
             leader: members.local_name().to_string(),
             voters,
         })
+    }
+}
+
+// ---- membership changes (the topology owner) ------------------------------------------------
+
+impl Shard {
+    /// `queue`'s group record changed: this node joins the group (its copy starts empty and
+    /// catches up from the leader's log or snapshot) or leaves it (its removal is committed:
+    /// the copy and the group's files go), and a serving leader moves the Raft configuration
+    /// towards the recorded members.
+    fn follow_quorum_membership(&self, queue: QueueId) {
+        let Some(meta) = self.topology.borrow().queue_by_id(queue).cloned() else {
+            return; // the declare's own record, before the declare: `quorum_declared`
+        };
+        let Some(node) = self.cluster_node() else {
+            return;
+        };
+        let holds = self.holds_quorum_group(queue);
+        let has = node.groups().contains(queue);
+        if holds && !has {
+            tracing::info!(queue, "quorum queue: this node joins its group");
+            if let Err(error) = self.quorum_declared(&meta, false) {
+                tracing::error!(queue, %error, "quorum queue group not joined");
+            }
+        } else if !holds && has {
+            tracing::info!(queue, "quorum queue: this node left its group");
+            self.stop_serving(queue);
+            // As a delete does here: the copy, the group and its files go.
+            self.quorum_deleted(queue);
+        }
+        self.reconcile_quorum_members(queue);
+    }
+
+    /// A membership change was applied to `queue`'s group here: a serving leader reports the
+    /// new configuration and takes the next step; a member it removed leaves.
+    pub(super) fn quorum_voters_changed(self: &Rc<Self>, queue: QueueId, voters: &[usize]) {
+        let local = self.members().local_index();
+        if let Some(view) = self.cluster_node().and_then(|n| n.groups().view(queue)) {
+            if view.serving {
+                self.report_quorum_leader(queue, view.term);
+            }
+        }
+        if !voters.contains(&local) && !self.quorum_members_of(queue).contains(&local) {
+            self.follow_quorum_membership(queue);
+        }
+        self.reconcile_quorum_members(queue);
+    }
+
+    /// The serving leader of `queue`: one step of the Raft configuration towards the recorded
+    /// members, when none is in progress (raft-rs takes one at a time). Additions first, so a
+    /// replacement keeps as many copies as before; a leader to be removed hands leadership
+    /// to a member that stays, and the next leader removes it.
+    pub(super) fn reconcile_quorum_members(&self, queue: QueueId) {
+        let Some(node) = self.cluster_node() else {
+            return;
+        };
+        let groups = node.groups();
+        let serving = groups.view(queue).is_some_and(|v| v.serving);
+        if !serving || groups.conf_change_pending(queue) {
+            return;
+        }
+        let Some(voters) = groups.voters(queue) else {
+            return;
+        };
+        let wanted = self.quorum_members_of(queue);
+        if wanted.is_empty() {
+            return; // never every voter removed
+        }
+        let local = self.members().local_index();
+        let change = match (
+            wanted.iter().find(|m| !voters.contains(m)),
+            voters.iter().find(|v| !wanted.contains(v)),
+        ) {
+            (Some(&add), _) => MemberChange::Add(add),
+            (None, Some(&remove)) if remove == local => {
+                if let Some(&next) = wanted.iter().find(|&&m| m != local) {
+                    tracing::info!(
+                        queue,
+                        to = next,
+                        "quorum leader to be removed: handing over"
+                    );
+                    groups.transfer_leader(queue, next);
+                }
+                return;
+            }
+            (None, Some(&remove)) => MemberChange::Remove(remove),
+            (None, None) => return,
+        };
+        match groups.propose_member_change(queue, change) {
+            Ok(()) => tracing::info!(queue, ?change, "quorum group membership change proposed"),
+            Err(error) => {
+                tracing::warn!(queue, ?change, %error, "quorum group membership change not proposed")
+            }
+        }
+    }
+}
+
+/// Why a membership change is refused, in RabbitMQ's words where it has them.
+fn refused(text: String) -> AmqpError {
+    AmqpError::new(
+        reply_code::PRECONDITION_FAILED,
+        format!("PRECONDITION_FAILED - {text}"),
+    )
+}
+
+impl TopologyCall for topology_op::QuorumMemberChange {
+    type Ok = ();
+    /// Checked against this node's copy, recorded through the cluster (`QuorumMembers`), then
+    /// answered once the group's leader reports the configuration it asked for, or with an
+    /// error after `QUORUM_MEMBERSHIP_WAIT` (the change stays recorded; the leader applies it
+    /// once it can commit).
+    async fn decide(self, owner: &Rc<Shard>, _from: ShardId) -> Result<(), AmqpError> {
+        let (queue, members) = owner.decide_member_change(&self)?;
+        let target: Vec<usize> = owner.member_indexes(&members);
+        if owner.quorum_members_of(queue) != target {
+            let change = TopologyChange::QuorumMembers { queue, members };
+            owner.broadcast(vec![change]).await?;
+        }
+        owner.await_quorum_voters(queue, &target).await
+    }
+}
+
+impl Shard {
+    /// The members `change` leaves `queue`'s group with, or RabbitMQ's refusal.
+    fn decide_member_change(
+        &self,
+        change: &topology_op::QuorumMemberChange,
+    ) -> Result<(QueueId, Vec<String>), AmqpError> {
+        let what = format!("queue '{}' in vhost '{}'", change.name, change.vhost);
+        let meta = self
+            .topology
+            .borrow()
+            .queue(&change.vhost, &change.name)
+            .cloned()
+            .ok_or_else(|| {
+                AmqpError::new(reply_code::NOT_FOUND, format!("NOT_FOUND - no {what}"))
+            })?;
+        if !quorum::is_quorum(&meta.arguments) {
+            return Err(refused(format!(
+                "{what} is not a quorum queue (classic_queue_not_supported)"
+            )));
+        }
+        let node = self
+            .cluster_node()
+            .ok_or_else(|| refused(format!("{what}: this node is not in a cluster")))?;
+        let Some(index) = self.members().index_of(&change.node) else {
+            return Err(refused(format!(
+                "{} is not a node of this cluster (node_not_running)",
+                change.node
+            )));
+        };
+        if !self.is_replicated_quorum(&meta) {
+            return Err(refused(format!("{what} was declared with one member before groups could change: delete and declare it again to change its members")));
+        }
+        let mut members: Vec<String> = self
+            .quorum_members_of(meta.id)
+            .into_iter()
+            .filter_map(|i| self.members().names().get(i).cloned())
+            .collect();
+        let is_member = members.contains(&change.node);
+        match (change.add, is_member) {
+            // RabbitMQ's add_member is idempotent.
+            (true, true) => {}
+            (true, false) => {
+                let running = index == self.members().local_index()
+                    || node
+                        .peer_states()
+                        .iter()
+                        .any(|p| p.name == change.node && p.running);
+                if !running {
+                    return Err(refused(format!(
+                        "{} is not running (node_not_running)",
+                        change.node
+                    )));
+                }
+                members.push(change.node.clone());
+            }
+            (false, false) => {
+                return Err(refused(format!(
+                    "{} is not a member of {what} (not_found)",
+                    change.node
+                )));
+            }
+            (false, true) if members.len() == 1 => {
+                return Err(refused(format!(
+                    "{} is the last member of {what} (last_node)",
+                    change.node
+                )));
+            }
+            (false, true) => members.retain(|m| *m != change.node),
+        }
+        Ok((meta.id, members))
+    }
+
+    /// Waits until `queue`'s leader reports the voters `target`, within
+    /// `QUORUM_MEMBERSHIP_WAIT`.
+    async fn await_quorum_voters(&self, queue: QueueId, target: &[usize]) -> Result<(), AmqpError> {
+        let deadline = Instant::now() + QUORUM_MEMBERSHIP_WAIT;
+        loop {
+            let heard = self.features.quorum.report_heard.wait();
+            let reported = self
+                .quorum_record(queue)
+                .and_then(|r| r.report)
+                .map(|r| self.member_indexes(&r.voters));
+            if let Some(mut voters) = reported {
+                voters.sort_unstable();
+                let mut wanted = target.to_vec();
+                wanted.sort_unstable();
+                if voters == wanted {
+                    return Ok(());
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(AmqpError::new(
+                    reply_code::INTERNAL_ERROR,
+                    format!(
+                        "INTERNAL_ERROR - the change is recorded, but the group's leader has not \
+                         applied it within {} s (it will once the group can commit)",
+                        QUORUM_MEMBERSHIP_WAIT.as_secs()
+                    ),
+                ));
+            }
+            let _ = glommio::timer::timeout(deadline - now, async {
+                heard.await;
+                Ok(())
+            })
+            .await;
+        }
     }
 }

@@ -192,3 +192,129 @@ fn a_group_of_two_on_three_nodes_serves_every_node_and_needs_both() {
     cluster.client_ok(outsider, &format!("publish-many - {QUEUE} 10"));
     eprintln!("quorum_members (group of two): {:?}", started.elapsed());
 }
+
+/// The membership test's names and addresses.
+const CHANGES_LAYOUT: Layout = Layout {
+    namespace_prefix: "ringmq-qg",
+    link_prefix: "qg",
+    subnet: "10.213.15",
+};
+const GROWN: &str = "qq-grown";
+const GROWN_MESSAGES: usize = 300;
+
+/// `ringmqctl ARGS` on node `i`: its exit code and what it said.
+fn ctl(cluster: &Cluster, i: usize, args: &[&str]) -> (Option<i32>, String) {
+    let output = cluster.ctl_output(i, args);
+    (output.code, format!("{}{}", output.stdout, output.stderr))
+}
+
+fn members_everywhere(cluster: &Cluster, queue: &str, expected: &[String]) {
+    for i in 0..NODES {
+        eventually(
+            &format!("node {} shows members {expected:?}", i + 1),
+            CONVERGE_TIMEOUT,
+            || members_shown(cluster, i, queue) == expected,
+        );
+    }
+}
+
+/// `rabbitmq-queues`' membership verbs (ringmqctl add_member / grow / delete_member): a group
+/// of one on node 1 with confirmed messages is grown to three (add_member from node 2, then
+/// grow from node 3); the original leader killed with SIGKILL, the two others elect a leader
+/// that serves every confirmed message in order; node 1 restarted and deleted from the group
+/// (its copy goes), then a second member deleted; the API's `members` follows on every node,
+/// and the last member cannot be deleted. What RabbitMQ refuses is refused with a non-zero
+/// exit: a classic queue, a node not in the cluster, the last member.
+#[test]
+fn members_are_added_and_deleted_as_rabbitmq_queues_does() {
+    if let Some(reason) = netns::skip_reason(&["curl"]) {
+        eprintln!("SKIPPED quorum_members (membership changes): {reason}");
+        return;
+    }
+    let started = Instant::now();
+    let mut cluster = started_cluster(CHANGES_LAYOUT);
+    let [n1, n2, n3] = [node_name(0), node_name(1), node_name(2)];
+    cluster.client_ok(0, &format!("quorum-queue {GROWN} 1"));
+    members_everywhere(&cluster, GROWN, std::slice::from_ref(&n1));
+    cluster.client_ok(1, &format!("publish-many - {GROWN} {GROWN_MESSAGES}"));
+
+    // Refusals first: nothing changes.
+    cluster.client_ok(0, "queue classic-q");
+    let (code, said) = ctl(&cluster, 1, &["add_member", "classic-q", &n2]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("not a quorum queue"), "{said}");
+    let (code, said) = ctl(&cluster, 1, &["add_member", GROWN, "ringmq@elsewhere"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("not a node of this cluster"), "{said}");
+    let (code, said) = ctl(&cluster, 1, &["delete_member", GROWN, &n1]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("last member"), "{said}");
+    let (code, said) = ctl(
+        &cluster,
+        1,
+        &["add_member", "-p", "/", "no-such-queue", &n2],
+    );
+    assert_eq!(code, Some(1), "{said}");
+
+    // Grown to three: from another node each time; the answer comes once the leader applied it.
+    let (code, said) = ctl(&cluster, 1, &["add_member", GROWN, &n2]);
+    assert_eq!(code, Some(0), "{said}");
+    members_everywhere(&cluster, GROWN, &[n1.clone(), n2.clone()]);
+    let (code, said) = ctl(&cluster, 2, &["grow", &n3, "all"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains(GROWN), "{said}");
+    members_everywhere(&cluster, GROWN, &[n1.clone(), n2.clone(), n3.clone()]);
+    assert!((0..NODES).all(|i| holds_group_log(&cluster, i)));
+
+    // The original leader killed: the two added members serve every confirmed message.
+    let marks: Vec<usize> = (1..NODES)
+        .map(|i| cluster.brokers[i].log_text().len())
+        .collect();
+    cluster.brokers[0].kill9();
+    let mut leader = None;
+    eventually(
+        "a new leader among the added members",
+        CONVERGE_TIMEOUT,
+        || {
+            let named: Vec<Option<usize>> = (1..NODES)
+                .zip(&marks)
+                .map(|(i, &mark)| logged_quorum_leader(&cluster, i, mark))
+                .collect();
+            leader = named[0].filter(|&l| l != 0 && named[1] == Some(l));
+            leader.is_some()
+        },
+    );
+    let leader = leader.expect("a leader");
+    let other = if leader == 1 { 2 } else { 1 };
+    cluster.client_ok(other, &format!("count {GROWN} {GROWN_MESSAGES}"));
+    cluster.client_ok(other, &format!("drain {GROWN} {GROWN_MESSAGES}"));
+    cluster.client_ok(leader, &format!("count {GROWN} 0"));
+
+    // Node 1 back, then deleted from the group: its copy goes.
+    cluster.brokers[0].restart_same_dir();
+    for i in 0..NODES {
+        cluster.wait_running(i, NODES);
+    }
+    let (code, said) = ctl(&cluster, 0, &["delete_member", GROWN, &n1]);
+    assert_eq!(code, Some(0), "{said}");
+    members_everywhere(&cluster, GROWN, &[n2.clone(), n3.clone()]);
+    eventually("node 1's copy gone", CONVERGE_TIMEOUT, || {
+        !holds_group_log(&cluster, 0)
+    });
+    // The leader itself deleted: it hands over first.
+    let leader_name = node_name(leader);
+    let (code, said) = ctl(&cluster, 0, &["delete_member", GROWN, &leader_name]);
+    assert_eq!(code, Some(0), "{said}");
+    let last = node_name(other);
+    members_everywhere(&cluster, GROWN, std::slice::from_ref(&last));
+    let (code, said) = ctl(&cluster, 0, &["delete_member", GROWN, &last]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("last member"), "{said}");
+    // Still served from every node: published on node 1, consumed on the removed leader.
+    cluster.client_ok(0, &format!("publish-many - {GROWN} 20"));
+    cluster.client_ok(leader, &format!("drain {GROWN} 20"));
+    eprintln!(
+        "quorum_members (membership changes): {:?}",
+        started.elapsed()
+    );
+}
