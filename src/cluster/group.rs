@@ -1,8 +1,9 @@
 //! Quorum queue groups: one raft-rs `RawNode` per replicated quorum queue, over the members
 //! its declare chose and the membership changes since (`group/conf.rs`), all driven by one
 //! task on the topology owner's executor (the one that holds the peer links): one tick for
-//! all (`RAFT_TICK`), then one `Ready` pass over the groups with work, each group's entries and hard state appended to its own file (`RaftLog`, the cluster
-//! log code: `cluster/quorum-<queue>.log`) and fdatasynced before any message acknowledging
+//! all (`RAFT_TICK`), then one `Ready` pass over the groups with work, each group's entries
+//! and hard state appended to its own file (`RaftLog`, the cluster log code:
+//! `cluster/quorum-<queue>.log`) and fdatasynced before any message acknowledging
 //! them leaves; the turn's messages to one peer go as one `Kind::Group` frame (more when they
 //! do not fit one).
 //!
@@ -256,6 +257,22 @@ impl Groups {
         if let Some(group) = self.groups.borrow_mut().remove(&queue) {
             let _ = std::fs::remove_file(&group.path);
             let _ = std::fs::remove_file(&group.snapshot_path);
+        }
+    }
+
+    /// At start: `queue`'s group files, left by a run of this node that was a member, when it
+    /// was removed from the group while it was down (it holds no group of it now).
+    pub fn forget_files(&self, queue: QueueId) {
+        if self.contains(queue) {
+            return;
+        }
+        for path in [
+            self.dir.join(format!("quorum-{queue}.log")),
+            self.dir.join(format!("quorum-{queue}.snapshot")),
+        ] {
+            if std::fs::remove_file(&path).is_ok() {
+                tracing::info!(queue, path = %path.display(), "removed the files of a quorum group this node left");
+            }
         }
     }
 

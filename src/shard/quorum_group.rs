@@ -290,6 +290,11 @@ impl Shard {
         };
         for meta in &metas {
             self.quorum_declared(meta, true)?;
+            if !self.holds_quorum_group(meta.id) {
+                if let Some(node) = self.cluster_node() {
+                    node.groups().forget_files(meta.id);
+                }
+            }
         }
         let weak = Rc::downgrade(self);
         glommio::spawn_local(async move {

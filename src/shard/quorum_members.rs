@@ -393,3 +393,92 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{QueueMeta, Topology};
+    use crate::cluster::Members;
+    use crate::protocol::FieldTable;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn report(term: u64, index: u64, voters: &[&str]) -> TopologyChange {
+        TopologyChange::QuorumReport {
+            queue: 7,
+            report: GroupReport {
+                term,
+                index,
+                leader: "ringmq@a".to_string(),
+                voters: names(voters),
+            },
+        }
+    }
+
+    /// Node b of {a, b}: which groups it holds, and where it forwards, as the record changes
+    /// (declared on a alone, b added, then removed: it keeps its copy until the leader's
+    /// report shows the removal).
+    #[test]
+    fn a_member_holds_its_copy_until_its_removal_is_reported() {
+        let shard = Shard::new(0, 1, Topology::new_default());
+        shard.set_members(Members::b_of_two());
+        let declare = TopologyChange::DeclareQueue {
+            queue: QueueMeta {
+                id: 7,
+                name: "q".to_string(),
+                vhost: "/".to_string(),
+                owner_shard: 0,
+                durable: true,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            },
+        };
+        let group = TopologyChange::QuorumGroup {
+            queue: 7,
+            members: names(&["ringmq@a"]),
+        };
+        shard.apply_changes(&[group, declare]);
+        assert!(shard.is_replicated_id(7));
+        assert!(!shard.holds_quorum_group(7));
+        assert_eq!(shard.quorum_initial_voters(7), vec![0]);
+        assert_eq!(shard.node_of_queue(7), 0, "forwards to the first member");
+        let grown = TopologyChange::QuorumMembers {
+            queue: 7,
+            members: names(&["ringmq@a", "ringmq@b"]),
+        };
+        shard.apply_changes(&[grown, report(3, 10, &["ringmq@a", "ringmq@b"])]);
+        assert!(shard.holds_quorum_group(7));
+        assert_eq!(shard.quorum_members_of(7), vec![0, 1]);
+        assert_eq!(
+            shard.quorum_initial_voters(7),
+            vec![0],
+            "the log's start stays"
+        );
+        let shrunk = TopologyChange::QuorumMembers {
+            queue: 7,
+            members: names(&["ringmq@a"]),
+        };
+        shard.apply_changes(&[shrunk]);
+        assert!(shard.holds_quorum_group(7), "its vote may still be needed");
+        // A report committed late (older index) changes nothing; the newer one removes it.
+        shard.apply_changes(&[
+            report(3, 20, &["ringmq@a"]),
+            report(3, 15, &["ringmq@a", "ringmq@b"]),
+        ]);
+        assert!(!shard.holds_quorum_group(7));
+        // Deleted: nothing of its group is left in the topology.
+        shard.apply_changes(&[TopologyChange::DeleteQueue {
+            vhost: "/".to_string(),
+            name: "q".to_string(),
+        }]);
+        assert!(shard.topology.borrow().quorum_group(7).is_none());
+        shard.apply_changes(&[report(4, 30, &["ringmq@a"])]);
+        assert!(
+            shard.topology.borrow().quorum_group(7).is_none(),
+            "a report after the delete leaves nothing"
+        );
+    }
+}
