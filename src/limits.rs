@@ -706,6 +706,13 @@ pub const QUORUM_REPORT_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// asked for, or with an error after this (the change stays recorded and is applied once the
 /// group can commit).
 pub const QUORUM_MEMBERSHIP_WAIT: Duration = Duration::from_secs(15);
+// The change is proposed (at most CLUSTER_PROPOSE_TIMEOUT), then waited for, within the mesh
+// call that carries it to the topology owner and the HTTP request ringmqctl makes.
+const _: () = assert!(
+    QUORUM_MEMBERSHIP_WAIT.as_millis() + CLUSTER_PROPOSE_TIMEOUT.as_millis()
+        < RPC_TIMEOUT.as_millis()
+);
+const _: () = assert!(RPC_TIMEOUT.as_millis() <= CTL_REQUEST_TIMEOUT.as_millis());
 const _: () = assert!(QUORUM_ENTRY_BYTES_MAX as u64 <= QUORUM_GROUP_LOG_BYTES_MAX);
 const _: () = assert!(
     QUORUM_COMMIT_TIMEOUT.as_millis() < CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis(),

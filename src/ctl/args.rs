@@ -183,7 +183,16 @@ pub enum Verb {
     },
     /// Adds NODE to every quorum queue lacking it, or (even) to those with an even number of
     /// members (rabbitmq-queues grow)
-    Grow { node: String, strategy: String },
+    Grow {
+        node: String,
+        strategy: String,
+        /// Only queues in vhosts whose name matches (a regular expression)
+        #[arg(long, default_value = ".*")]
+        vhost_pattern: String,
+        /// Only queues whose name matches (a regular expression)
+        #[arg(long, default_value = ".*")]
+        queue_pattern: String,
+    },
     /// Deletes a queue
     DeleteQueue {
         #[command(flatten)]

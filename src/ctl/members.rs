@@ -67,14 +67,41 @@ impl GrowStrategy {
     }
 }
 
+/// Which queues `grow` looks at: its strategy and `--vhost-pattern` / `--queue-pattern`
+/// (regular expressions, searched in the name as RabbitMQ's `re:run` does; default `.*`).
+pub struct GrowSelection {
+    pub strategy: GrowStrategy,
+    vhost: regex::Regex,
+    queue: regex::Regex,
+}
+
+impl GrowSelection {
+    pub fn parse(strategy: &str, vhost: &str, queue: &str) -> Result<GrowSelection, CtlError> {
+        let pattern = |text: &str| {
+            regex::Regex::new(text)
+                .map_err(|e| CtlError::Usage(format!("invalid pattern '{text}': {e}")))
+        };
+        Ok(GrowSelection {
+            strategy: GrowStrategy::parse(strategy)?,
+            vhost: pattern(vhost)?,
+            queue: pattern(queue)?,
+        })
+    }
+}
+
 /// The quorum queues of a `/api/queues` listing to grow onto `node`: (vhost, name, members).
-fn to_grow(listing: &Value, node: &str, strategy: GrowStrategy) -> Vec<(String, String, usize)> {
+fn to_grow(listing: &Value, node: &str, selection: &GrowSelection) -> Vec<(String, String, usize)> {
     let Some(queues) = listing.as_array() else {
         return Vec::new();
     };
+    let strategy = selection.strategy;
     queues
         .iter()
         .filter(|q| q["type"] == "quorum")
+        .filter(|q| {
+            let text = |key: &str| q[key].as_str().unwrap_or_default().to_string();
+            selection.vhost.is_match(&text("vhost")) && selection.queue.is_match(&text("name"))
+        })
         .filter_map(|q| {
             let members: Vec<&str> = q["members"]
                 .as_array()?
@@ -96,11 +123,11 @@ fn to_grow(listing: &Value, node: &str, strategy: GrowStrategy) -> Vec<(String, 
 
 /// One line per queue (vhost, name, size before, result), as `rabbitmq-queues grow` reports;
 /// an error if any queue was not grown.
-pub fn grow(cx: &Context, node: &str, strategy: GrowStrategy) -> Result<String, CtlError> {
+pub fn grow(cx: &Context, node: &str, selection: &GrowSelection) -> Result<String, CtlError> {
     let mut out = cx.info(&format!("Growing quorum queues on {node}..."));
     let listing = cx.client.get("/queues", "queues")?;
     let mut failed = 0;
-    for (vhost, name, size) in to_grow(&listing, node, strategy) {
+    for (vhost, name, size) in to_grow(&listing, node, selection) {
         let result = match cx.client.put(
             &member_path(&vhost, &name, node),
             &Value::Null,
@@ -134,15 +161,22 @@ mod tests {
             {"vhost": "v", "name": "has", "type": "quorum", "members": ["a", "c"]},
             {"vhost": "/", "name": "classic", "type": "classic"},
         ]);
-        let names = |strategy| -> Vec<String> {
-            to_grow(&listing, "c", strategy)
+        let names = |strategy, vhost, queue| -> Vec<String> {
+            let selection = GrowSelection::parse(strategy, vhost, queue).unwrap();
+            to_grow(&listing, "c", &selection)
                 .into_iter()
                 .map(|(_, name, _)| name)
                 .collect()
         };
-        assert_eq!(names(GrowStrategy::All), vec!["one", "two"]);
-        assert_eq!(names(GrowStrategy::Even), vec!["two"]);
-        assert!(GrowStrategy::parse("odd").is_err());
+        assert_eq!(names("all", ".*", ".*"), vec!["one", "two"]);
+        assert_eq!(names("even", ".*", ".*"), vec!["two"]);
+        assert_eq!(names("all", "^/$", "^o"), vec!["one"]);
+        assert!(
+            names("all", "^v$", ".*").is_empty(),
+            "v's queue has c already"
+        );
+        assert!(GrowSelection::parse("odd", ".*", ".*").is_err());
+        assert!(GrowSelection::parse("all", "(", ".*").is_err());
         assert_eq!(
             member_path("/", "q", "ringmq@a"),
             "/ringmq/queues/%2F/q/members/ringmq%40a"

@@ -196,8 +196,15 @@ fn dispatch(cx: &Context, verb: Verb) -> Result<String, CtlError> {
         Verb::DeleteMember { vhost, queue, node } => {
             members::delete_member(cx, &vhost.vhost, &queue, &node)
         }
-        Verb::Grow { node, strategy } => {
-            members::grow(cx, &node, members::GrowStrategy::parse(&strategy)?)
+        Verb::Grow {
+            node,
+            strategy,
+            vhost_pattern,
+            queue_pattern,
+        } => {
+            let selection =
+                members::GrowSelection::parse(&strategy, &vhost_pattern, &queue_pattern)?;
+            members::grow(cx, &node, &selection)
         }
         Verb::DeleteQueue {
             vhost,
