@@ -86,6 +86,17 @@ impl Shard {
             self.follow_quorum_membership(queue);
         }
         if self.holds_quorum_group(queue) {
+            // A member that has not heard its group yet (it just started) forwards to the
+            // reported leader rather than to the declaring node; its group corrects it. Not
+            // to itself: it serves nothing before its group says so.
+            let reported = record.report.as_ref().map(|r| r.leader.as_str());
+            let index = reported.and_then(|name| self.members().index_of(name));
+            let local = self.members().local_index();
+            if let Some(index) = index.filter(|&i| i != local) {
+                if !self.knows_quorum_leader(queue) {
+                    self.set_quorum_leader(queue, Some(index));
+                }
+            }
             return;
         }
         let leader = match (&record.report, &record.members) {

@@ -221,9 +221,9 @@ fn members_everywhere(cluster: &Cluster, queue: &str, expected: &[String]) {
 /// `rabbitmq-queues`' membership verbs (ringmqctl add_member / grow / delete_member): a group
 /// of one on node 1 with confirmed messages is grown to three (add_member from node 2, then
 /// grow from node 3); the original leader killed with SIGKILL, the two others elect a leader
-/// that serves every confirmed message in order; node 1 restarted and deleted from the group
-/// (its copy goes), then a second member deleted; the API's `members` follows on every node,
-/// and the last member cannot be deleted. What RabbitMQ refuses is refused with a non-zero
+/// that serves every confirmed message in order; node 1 deleted from the group while down
+/// (restarted, its copy goes), then the serving leader deleted (it hands over first); the
+/// API's `members` follows on every node, and the last member cannot be deleted. What RabbitMQ refuses is refused with a non-zero
 /// exit: a classic queue, a node not in the cluster, the last member.
 #[test]
 fn members_are_added_and_deleted_as_rabbitmq_queues_does() {
@@ -290,13 +290,18 @@ fn members_are_added_and_deleted_as_rabbitmq_queues_does() {
     cluster.client_ok(other, &format!("drain {GROWN} {GROWN_MESSAGES}"));
     cluster.client_ok(leader, &format!("count {GROWN} 0"));
 
-    // Node 1 back, then deleted from the group: its copy goes.
+    // Node 1 deleted from the group while it is down (the two others commit it); restarted,
+    // it drops the copy its previous run left and shows the new members.
+    let (code, said) = ctl(&cluster, other, &["delete_member", GROWN, &n1]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        holds_group_log(&cluster, 0),
+        "node 1 was down: its files are there"
+    );
     cluster.brokers[0].restart_same_dir();
     for i in 0..NODES {
         cluster.wait_running(i, NODES);
     }
-    let (code, said) = ctl(&cluster, 0, &["delete_member", GROWN, &n1]);
-    assert_eq!(code, Some(0), "{said}");
     members_everywhere(&cluster, GROWN, &[n2.clone(), n3.clone()]);
     eventually("node 1's copy gone", CONVERGE_TIMEOUT, || {
         !holds_group_log(&cluster, 0)
