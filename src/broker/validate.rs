@@ -386,8 +386,11 @@ pub fn check_queue_declare(
         ));
     }
     // Recorded first, so a shard applying the declare already knows it is replicated.
-    let mirror = mirrored.then_some(TopologyChange::MirrorQueue { queue: d.new_id });
-    let group = quorum::replicated_group(d).map(|members| TopologyChange::QuorumGroup {
+    let mirror = mirrored
+        .is_some()
+        .then_some(TopologyChange::MirrorQueue { queue: d.new_id });
+    let members = quorum::replicated_group(d).or(mirrored);
+    let group = members.map(|members| TopologyChange::QuorumGroup {
         queue: d.new_id,
         members,
     });

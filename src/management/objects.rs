@@ -199,12 +199,15 @@ impl View<'_> {
     }
 
     /// RabbitMQ 3.10's keys for a mirrored classic queue: `node` (the master: its group's
-    /// leader) and its mirrors, `slave_nodes` (every other member: the group covers the
-    /// cluster) and `synchronised_slave_nodes` (those running; a Raft follower catches up by
+    /// leader) and its mirrors, `slave_nodes` (the group's other members) and
+    /// `synchronised_slave_nodes` (those running; a Raft follower catches up by
     /// itself).
     fn show_mirrors(&self, queue: &QueueMeta, value: &mut Value) {
-        let names = self.members();
-        let master = self.replicated_leader(queue, &names);
+        let all = self.members();
+        let master = self.replicated_leader(queue, &all);
+        // Mirrors in name order, as they always were shown (the record's order is the pick's).
+        let mut names = self.group_members(queue, &all);
+        names.sort_unstable();
         let mirrors: Vec<&str> = names
             .iter()
             .filter(|(name, _)| *name != master)
