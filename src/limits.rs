@@ -710,6 +710,22 @@ pub const UNMIRRORED_QUEUES_LOGGED_MAX: usize = 10;
 /// again this many times, this far apart, before the consumer is cancelled.
 pub const QUORUM_REATTACH_ATTEMPTS_MAX: u32 = 50;
 pub const QUORUM_REATTACH_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// A quorum group's new leader records itself in the topology for the nodes outside its group
+/// (`shard/quorum_members.rs`): tried this many times, this far apart, while it still leads
+/// (the cluster's own Raft may be electing at the same moment, after the same kill).
+pub const QUORUM_REPORT_ATTEMPTS_MAX: u32 = 40;
+pub const QUORUM_REPORT_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// `add_member` / `delete_member` answer once the group's leader reports the configuration
+/// asked for, or with an error after this (the change stays recorded and is applied once the
+/// group can commit).
+pub const QUORUM_MEMBERSHIP_WAIT: Duration = Duration::from_secs(15);
+// The change is proposed (at most CLUSTER_PROPOSE_TIMEOUT), then waited for, within the mesh
+// call that carries it to the topology owner and the HTTP request ringmqctl makes.
+const _: () = assert!(
+    QUORUM_MEMBERSHIP_WAIT.as_millis() + CLUSTER_PROPOSE_TIMEOUT.as_millis()
+        < RPC_TIMEOUT.as_millis()
+);
+const _: () = assert!(RPC_TIMEOUT.as_millis() <= CTL_REQUEST_TIMEOUT.as_millis());
 const _: () = assert!(QUORUM_ENTRY_BYTES_MAX as u64 <= QUORUM_GROUP_LOG_BYTES_MAX);
 const _: () = assert!(
     QUORUM_COMMIT_TIMEOUT.as_millis() < CLUSTER_FORWARD_CONFIRM_TIMEOUT.as_millis(),

@@ -10,12 +10,11 @@
 //!   its `DeclareQueue`, and the queue is replicated over a Raft group of the cluster's members
 //!   exactly as a replicated quorum queue (`shard/quorum_group.rs`), while it stays a classic
 //!   queue in every other respect (type, arguments, policies, no delivery count);
-//! - the group's size follows `ha-mode` as `x-quorum-initial-group-size` does for a quorum
-//!   queue (`quorum::check_quorum_declare`): `all` is every member; `exactly` N is N members,
-//!   at most the cluster's; `nodes` counts the nodes named (which ones is not honoured). One
-//!   member is an unreplicated classic queue; the whole cluster is a group; between the two is
-//!   refused with 540, as for quorum queues, since groups smaller than the cluster are not
-//!   implemented yet;
+//! - the group follows `ha-mode` as `x-quorum-initial-group-size` does for a quorum queue
+//!   (`quorum::replicated_group`): `all` is every member; `exactly` N is N members, at most
+//!   the cluster's, picked as a quorum queue's are; `nodes` is the named nodes that are
+//!   cluster members. One member is an unreplicated classic queue; more is a Raft group over
+//!   them, recorded with the declare (`TopologyChange::QuorumGroup`);
 //! - the decision is made once, at declare, and recorded: a policy set, changed or cleared
 //!   later changes nothing for existing queues (RabbitMQ mirrors or unmirrors them; ringmq
 //!   logs a warning naming the queues it leaves as they are, see [`unmirrored_matches`]);
@@ -24,12 +23,10 @@
 //!   ignored: a Raft group's followers catch up from the log by themselves, and a new leader
 //!   is always one holding every committed entry (RabbitMQ's `when-synced`).
 
-use super::equivalence::resource;
 use super::policy::{Policy, PolicyDefinition, PolicyValue};
 use super::quorum;
 use super::validate::QueueDeclare;
 use super::{AmqpError, Topology};
-use crate::protocol::reply_code;
 
 /// The policy keys this module validates.
 pub const HA_KEYS: [&str; 6] = [
@@ -127,38 +124,54 @@ pub fn group_size(definition: &PolicyDefinition, cluster_size: usize) -> Option<
     Some(asked.clamp(1, cluster_size.max(1)))
 }
 
-/// Whether declaring `d` (new, valid otherwise) mirrors it: in a cluster, a durable,
-/// non-exclusive, non-auto-delete classic queue whose policy holds `ha-mode` with a group of
-/// more than one member. A group smaller than the cluster is refused (540) as a quorum
-/// queue's is.
-pub(super) fn mirrored_at_declare(t: &Topology, d: &QueueDeclare<'_>) -> Result<bool, AmqpError> {
+/// Whether declaring `d` (new, valid otherwise) mirrors it, and over which members: in a
+/// cluster, a durable, non-exclusive, non-auto-delete classic queue whose policy holds
+/// `ha-mode` with a group of more than one member. `exactly` N (or `all`) picks N members as a
+/// quorum queue's group is picked (the declaring node first, `quorum_members`); `nodes` takes
+/// the named nodes that are members of the cluster, the declaring node first when named (as
+/// RabbitMQ puts the master there), else in the order given.
+pub(super) fn mirrored_at_declare(
+    t: &Topology,
+    d: &QueueDeclare<'_>,
+) -> Result<Option<Vec<String>>, AmqpError> {
     let eligible = d.cluster_size > 1
         && d.durable
         && !d.exclusive
         && !d.auto_delete
         && !quorum::is_quorum(d.arguments);
     if !eligible {
-        return Ok(false);
+        return Ok(None);
     }
-    let applied = t.queue_policies(d.vhost, d.name);
-    let Some(members) = group_size(&applied.definition(), d.cluster_size) else {
-        return Ok(false);
+    let definition = t.queue_policies(d.vhost, d.name).definition();
+    let Some(size) = group_size(&definition, d.cluster_size) else {
+        return Ok(None);
     };
-    if members > 1 && members < d.cluster_size {
-        let policy = applied.policy.map_or("", |p| p.name.as_str());
-        return Err(AmqpError::new(
-            reply_code::NOT_IMPLEMENTED,
-            format!(
-                "NOT_IMPLEMENTED - {} would be mirrored on {members} of the cluster's {} \
-                 members (policy '{policy}'): a group smaller than the cluster is not \
-                 implemented yet (ha-mode all, or exactly 1 or {})",
-                resource("queue", d.name, d.vhost),
-                d.cluster_size,
-                d.cluster_size
-            ),
-        ));
+    if let Some(PolicyValue::List(named)) = definition
+        .get("ha-params")
+        .filter(|_| matches!(definition.get("ha-mode"), Some(PolicyValue::Text(m)) if m == "nodes"))
+    {
+        let members = named_members(d, named);
+        return Ok((members.len() > 1).then_some(members));
     }
-    Ok(members > 1)
+    Ok((size > 1).then(|| {
+        super::quorum_members::select_members(d.cluster_members, d.local_member, d.new_id, size)
+    }))
+}
+
+/// `ha-mode: nodes`: the named nodes that are cluster members, once each, the declaring node
+/// first when it is named.
+fn named_members(d: &QueueDeclare<'_>, named: &[String]) -> Vec<String> {
+    let mut members: Vec<String> = Vec::new();
+    let local = d.cluster_members.get(d.local_member);
+    if let Some(local) = local.filter(|l| named.contains(l)) {
+        members.push(local.clone());
+    }
+    for name in named {
+        if d.cluster_members.contains(name) && !members.contains(name) {
+            members.push(name.clone());
+        }
+    }
+    members
 }
 
 /// Existing queues `policy` matches that it would have mirrored had it applied at their
@@ -197,6 +210,44 @@ pub fn unmirrored_matches(t: &Topology, policy: &Policy, shown_max: usize) -> (V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ha_mode_nodes_takes_the_named_members_the_declaring_node_first() {
+        let cluster: Vec<String> = ["ringmq@a", "ringmq@b", "ringmq@c"]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let arguments = crate::protocol::FieldTable::default();
+        let d = QueueDeclare {
+            vhost: "/",
+            name: "q",
+            server_named: false,
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: &arguments,
+            conn: 1,
+            new_id: 1,
+            owner_shard: 0,
+            cluster_size: 3,
+            cluster_members: &cluster,
+            local_member: 2,
+        };
+        let named = |list: &[&str]| -> Vec<String> { list.iter().map(|n| n.to_string()).collect() };
+        assert_eq!(
+            named_members(
+                &d,
+                &named(&["ringmq@a", "ringmq@c", "ringmq@x", "ringmq@a"])
+            ),
+            named(&["ringmq@c", "ringmq@a"])
+        );
+        assert_eq!(
+            named_members(&d, &named(&["ringmq@b", "ringmq@a"])),
+            named(&["ringmq@b", "ringmq@a"])
+        );
+        assert!(named_members(&d, &named(&["ringmq@x"])).is_empty());
+    }
 
     fn definition(pairs: &[(&str, PolicyValue)]) -> PolicyDefinition {
         pairs

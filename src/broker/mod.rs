@@ -15,6 +15,7 @@ pub mod persist;
 pub mod policy;
 pub mod queue;
 pub mod quorum;
+pub mod quorum_members;
 pub mod sender_selected;
 mod topic;
 mod topology;
@@ -250,6 +251,25 @@ pub enum TopologyChange {
     /// replicated over a group of every member, as a replicated quorum queue.
     MirrorQueue {
         queue: QueueId,
+    },
+    /// Decided with the `DeclareQueue` of a replicated queue, before it in the same entry (a
+    /// shard applying the declare already knows its group): the group's members, the voters
+    /// its Raft log starts from (`quorum_members`).
+    QuorumGroup {
+        queue: QueueId,
+        members: Vec<String>,
+    },
+    /// `add_member` / `delete_member` / `grow`: the members the group is to have. Its serving
+    /// leader changes the Raft configuration to match, one member at a time.
+    QuorumMembers {
+        queue: QueueId,
+        members: Vec<String>,
+    },
+    /// The group's serving leader: it leads in `term`, with these voters applied. Nodes
+    /// outside the group forward to it; a report of an older term is ignored.
+    QuorumReport {
+        queue: QueueId,
+        report: quorum_members::GroupReport,
     },
     /// Creates or replaces a policy or operator policy.
     SetPolicy(Policy),

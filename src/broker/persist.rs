@@ -6,11 +6,13 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::policy::{Policy, PolicyDefinition, PolicyKind, PolicyRequest, PolicyValue};
+use super::quorum_members::GroupReport;
 use super::{
     Binding, Destination, ExchangeKind, ExchangeMeta, Permission, QueueMeta, TopicPermission,
     TopologyChange, User,
 };
 use crate::auth::{HashingAlgorithm, PasswordHash, PasswordHashError};
+use crate::limits::CLUSTER_NODES_MAX;
 use crate::protocol::wire::{
     read_longstr, read_table, read_u64, read_u8, write_longstr, write_table,
 };
@@ -32,6 +34,8 @@ pub enum PersistError {
     BadPasswordHash(#[from] PasswordHashError),
     #[error("stored policy refused: {0}")]
     BadPolicy(String),
+    #[error("a group of {0} nodes, more than a cluster holds")]
+    TooManyNodes(usize),
 }
 
 pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
@@ -128,6 +132,23 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
             o.put_u64(*owner_shard as u64);
         }),
         TopologyChange::MirrorQueue { queue } => tagged(out, 20, |o| o.put_u64(*queue)),
+        // Tags 22-24: added with groups smaller than the cluster; a log written before them
+        // holds none, and its replicated queues are groups of every member.
+        TopologyChange::QuorumGroup { queue, members } => tagged(out, 22, |o| {
+            o.put_u64(*queue);
+            names(o, members);
+        }),
+        TopologyChange::QuorumMembers { queue, members } => tagged(out, 23, |o| {
+            o.put_u64(*queue);
+            names(o, members);
+        }),
+        TopologyChange::QuorumReport { queue, report } => tagged(out, 24, |o| {
+            o.put_u64(*queue);
+            o.put_u64(report.term);
+            o.put_u64(report.index);
+            text(o, &report.leader);
+            names(o, &report.voters);
+        }),
         TopologyChange::SetPolicy(policy) => tagged(out, 18, |o| {
             o.put_u8(kind_byte(policy.kind));
             text(o, &policy.vhost);
@@ -166,6 +187,24 @@ pub fn encode_change(change: &TopologyChange, out: &mut BytesMut) {
             }
         }),
     }
+}
+
+/// A list of node names: `[u8 count]` then each as a longstr.
+fn names(out: &mut BytesMut, names: &[String]) {
+    debug_assert!(names.len() <= CLUSTER_NODES_MAX);
+    out.put_u8(names.len().min(CLUSTER_NODES_MAX) as u8);
+    for name in names.iter().take(CLUSTER_NODES_MAX) {
+        text(out, name);
+    }
+}
+
+/// A list of node names, at most `CLUSTER_NODES_MAX` of them (a record is untrusted input).
+fn read_names(buf: &mut Bytes) -> Result<Vec<String>, PersistError> {
+    let count = usize::from(read_u8(buf)?);
+    if count > CLUSTER_NODES_MAX {
+        return Err(PersistError::TooManyNodes(count));
+    }
+    (0..count).map(|_| read_text(buf)).collect()
 }
 
 fn kind_byte(kind: PolicyKind) -> u8 {
@@ -355,6 +394,23 @@ pub fn decode_change(mut input: Bytes) -> Result<TopologyChange, PersistError> {
         }
         20 => TopologyChange::MirrorQueue {
             queue: read_u64(buf)?,
+        },
+        22 => TopologyChange::QuorumGroup {
+            queue: read_u64(buf)?,
+            members: read_names(buf)?,
+        },
+        23 => TopologyChange::QuorumMembers {
+            queue: read_u64(buf)?,
+            members: read_names(buf)?,
+        },
+        24 => TopologyChange::QuorumReport {
+            queue: read_u64(buf)?,
+            report: GroupReport {
+                term: read_u64(buf)?,
+                index: read_u64(buf)?,
+                leader: read_text(buf)?,
+                voters: read_names(buf)?,
+            },
         },
         13 => TopologyChange::MoveQueue {
             queue: read_u64(buf)?,
@@ -653,6 +709,57 @@ mod tests {
             decode_change(Bytes::from_static(&[99])),
             Err(PersistError::UnknownTag(99))
         ));
+    }
+
+    #[test]
+    fn quorum_group_records_round_trip_and_the_tags_before_them_still_read() {
+        let members = vec!["ringmq@a".to_string(), "ringmq@c".to_string()];
+        round_trip(TopologyChange::QuorumGroup {
+            queue: 7,
+            members: members.clone(),
+        });
+        round_trip(TopologyChange::QuorumMembers {
+            queue: 7,
+            members: vec![],
+        });
+        round_trip(TopologyChange::QuorumReport {
+            queue: 7,
+            report: GroupReport {
+                term: 12,
+                index: 40,
+                leader: "ringmq@c".into(),
+                voters: members,
+            },
+        });
+        // Bytes as a log written before tags 22-24 holds them (tag 20, then tag 9) still
+        // decode to what they always did: the new tags took numbers no record ever had.
+        let mut old = BytesMut::new();
+        old.put_u8(20);
+        old.put_u64(42);
+        assert_eq!(
+            decode_change(old.freeze()).unwrap(),
+            TopologyChange::MirrorQueue { queue: 42 }
+        );
+        // A count past any cluster is refused before anything is read for it.
+        let mut many = BytesMut::new();
+        many.put_u8(22);
+        many.put_u64(7);
+        many.put_u8(CLUSTER_NODES_MAX as u8 + 1);
+        assert!(matches!(
+            decode_change(many.freeze()),
+            Err(PersistError::TooManyNodes(_))
+        ));
+        let mut whole = BytesMut::new();
+        encode_change(
+            &TopologyChange::QuorumGroup {
+                queue: 1,
+                members: vec!["x".into(), "y".into()],
+            },
+            &mut whole,
+        );
+        for cut in 0..whole.len() {
+            assert!(decode_change(whole.clone().freeze().slice(..cut)).is_err());
+        }
     }
 
     #[test]

@@ -4,9 +4,8 @@
 //!
 //! A quorum queue is hosted as a queue whose every redelivery is counted (`x-delivery-count`,
 //! `x-delivery-limit`, see `queue/delivery_limit.rs`). A group of one lives on the node that
-//! declared it; a group over every member of the cluster is replicated by a Raft group
-//! (`shard/quorum_group.rs`). A group of more than one member but fewer than the cluster's is
-//! not implemented yet: refused with 540 rather than accepted unreplicated.
+//! declared it; a group of more members is replicated by a Raft group over them
+//! (`shard/quorum_group.rs`), chosen at declare (`quorum_members::select_members`).
 
 use crate::protocol::{reply_code, FieldTable, FieldValue};
 
@@ -76,8 +75,24 @@ fn precondition(text: String) -> AmqpError {
     )
 }
 
-/// RabbitMQ's order: the name, then the arguments, auto-delete, exclusive, durable; then ours:
-/// a group of more than one member is not implemented yet.
+/// The members of a new quorum queue's group in a cluster: chosen from the cluster's members,
+/// the deciding node first. A group of one is a Raft group too (of one voter), so members can
+/// be added to it later, as RabbitMQ's `add_member` grows any quorum queue. `None` on a
+/// single node, where a quorum queue is hosted as a queue of its own.
+pub(super) fn replicated_group(d: &QueueDeclare<'_>) -> Option<Vec<String>> {
+    if !is_quorum(d.arguments) || d.cluster_members.len() < 2 {
+        return None;
+    }
+    let size = group_size(d.arguments, d.cluster_members.len());
+    Some(super::quorum_members::select_members(
+        d.cluster_members,
+        d.local_member,
+        d.new_id,
+        size,
+    ))
+}
+
+/// RabbitMQ's order: the name, then the arguments, auto-delete, exclusive, durable.
 pub(super) fn check_quorum_declare(d: &QueueDeclare<'_>) -> Result<(), AmqpError> {
     if d.server_named {
         // `server_named => false` in `rabbit_quorum_queue:capabilities/0`; the text is
@@ -112,18 +127,6 @@ pub(super) fn check_quorum_declare(d: &QueueDeclare<'_>) -> Result<(), AmqpError
         return Err(precondition(format!(
             "invalid property 'non-durable' for {what}"
         )));
-    }
-    let members = group_size(d.arguments, d.cluster_size);
-    if members > 1 && members < d.cluster_size {
-        return Err(AmqpError::new(
-            reply_code::NOT_IMPLEMENTED,
-            format!(
-                "NOT_IMPLEMENTED - {what} would have {members} of the cluster's {} members: \
-                 a quorum group smaller than the cluster is not implemented yet (declare it \
-                 with x-quorum-initial-group-size 1 or {})",
-                d.cluster_size, d.cluster_size
-            ),
-        ));
     }
     Ok(())
 }
@@ -197,6 +200,8 @@ mod tests {
             new_id: 1,
             owner_shard: 0,
             cluster_size: 1,
+            cluster_members: &[],
+            local_member: 0,
         }
     }
 
@@ -294,28 +299,48 @@ mod tests {
     }
 
     #[test]
-    fn a_group_over_the_whole_cluster_is_declared_and_a_smaller_one_refused() {
+    fn a_group_smaller_than_the_cluster_is_declared_with_its_members() {
+        let names: Vec<String> = ["ringmq@a", "ringmq@b", "ringmq@c"]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let two = quorum(&[("x-quorum-initial-group-size", FieldValue::LongInt(2))]);
+        let on_b = QueueDeclare {
+            cluster_size: 3,
+            cluster_members: &names,
+            local_member: 1,
+            new_id: 4,
+            ..declare(&two)
+        };
+        assert!(check_quorum_declare(&on_b).is_ok());
+        let members = replicated_group(&on_b).expect("replicated");
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0], "ringmq@b", "the declaring node first");
+        // The default on three nodes is all three; a group of one is a group of the declaring
+        // node alone; nothing is replicated on a single node, nor is a classic queue.
         let plain = quorum(&[]);
-        let three = QueueDeclare {
-            cluster_size: 3,
-            ..declare(&plain)
+        let all = QueueDeclare { new_id: 4, ..on_b };
+        let all = QueueDeclare {
+            arguments: &plain,
+            ..all
         };
-        assert!(check_quorum_declare(&three).is_ok());
-        let five = QueueDeclare {
-            cluster_size: 5,
-            ..declare(&plain)
-        };
-        let (code, text) = refusal(&five);
-        assert_eq!(code, reply_code::NOT_IMPLEMENTED);
-        assert!(
-            text.contains("would have 3 of the cluster's 5 members"),
-            "{text}"
-        );
+        assert_eq!(replicated_group(&all).map(|m| m.len()), Some(3));
         let one = quorum(&[("x-quorum-initial-group-size", FieldValue::LongInt(1))]);
-        let clustered_one = QueueDeclare {
-            cluster_size: 3,
-            ..declare(&one)
-        };
-        assert!(check_quorum_declare(&clustered_one).is_ok());
+        assert_eq!(
+            replicated_group(&QueueDeclare {
+                arguments: &one,
+                ..on_b
+            }),
+            Some(vec!["ringmq@b".to_string()])
+        );
+        assert_eq!(replicated_group(&declare(&plain)), None);
+        let classic = FieldTable::default();
+        assert_eq!(
+            replicated_group(&QueueDeclare {
+                arguments: &classic,
+                ..on_b
+            }),
+            None
+        );
     }
 }

@@ -59,6 +59,8 @@ fn queue_declare<'a>(name: &'a str, id: QueueId, arguments: &'a FieldTable) -> Q
         new_id: id,
         owner_shard: 0,
         cluster_size: 1,
+        cluster_members: &[],
+        local_member: 0,
     }
 }
 

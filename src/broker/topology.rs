@@ -8,6 +8,7 @@ use crate::protocol::FieldTable;
 use super::exchange::{BindingEntry, ExchangeState, Target};
 use super::parameter::{Parameter, ParameterSet};
 use super::policy::{self, Applied, Policy, PolicyKind, PolicySet};
+use super::quorum_members::QuorumGroupRecord;
 use super::{
     Binding, ConnId, Destination, ExchangeKind, ExchangeMeta, Permission, QueueId, QueueMeta,
     ShardId, TopicPermission, TopologyChange, User, VhostLimits,
@@ -172,6 +173,8 @@ pub struct Topology {
     /// Classic queues an `ha-mode` policy mirrored at declare (`TopologyChange::MirrorQueue`):
     /// replicated as quorum queues are. At most one entry per queue.
     mirrored: IdMap<QueueId, ()>,
+    /// Replicated queues' groups (`quorum_members`): at most one entry per queue, gone with it.
+    quorum_groups: IdMap<QueueId, QuorumGroupRecord>,
     policies: PolicySet,
     /// Bumped by every policy change: shards recompute their queues' effective limits when it
     /// moves, and only then (never per message).
@@ -196,6 +199,7 @@ impl Topology {
             access_revision: 0,
             queue_locations: IdMap::default(),
             mirrored: IdMap::default(),
+            quorum_groups: IdMap::default(),
             policies: PolicySet::default(),
             policy_revision: 0,
             parameters: ParameterSet::default(),
@@ -338,6 +342,24 @@ impl Topology {
             TopologyChange::MirrorQueue { queue } => {
                 self.mirrored.insert(*queue, ());
             }
+            TopologyChange::QuorumGroup { queue, members } => {
+                let record = self.quorum_groups.entry(*queue).or_default();
+                record.initial = Some(members.clone());
+                record.members = Some(members.clone());
+            }
+            // Of a queue still here only: a change committed after its delete leaves nothing.
+            TopologyChange::QuorumMembers { queue, members } => {
+                if self.queue_locations.contains_key(queue) {
+                    let record = self.quorum_groups.entry(*queue).or_default();
+                    record.members = Some(members.clone());
+                }
+            }
+            TopologyChange::QuorumReport { queue, report } => {
+                if self.queue_locations.contains_key(queue) {
+                    let record = self.quorum_groups.entry(*queue).or_default();
+                    record.take_report(report.clone());
+                }
+            }
             TopologyChange::SetPolicy(policy) => {
                 if self.vhosts.contains_key(&policy.vhost) {
                     self.policies.set(policy);
@@ -426,6 +448,7 @@ impl Topology {
             for queue in vhost.queues.values() {
                 self.queue_locations.remove(&queue.id);
                 self.mirrored.remove(&queue.id);
+                self.quorum_groups.remove(&queue.id);
             }
         }
         self.permissions.retain(|(_, vhost), _| vhost != name);
@@ -613,6 +636,7 @@ impl Topology {
         {
             self.queue_locations.remove(&id);
             self.mirrored.remove(&id);
+            self.quorum_groups.remove(&id);
         }
     }
 
@@ -636,6 +660,12 @@ impl Topology {
     /// Whether an `ha-mode` policy mirrored the queue at its declare.
     pub fn is_mirrored(&self, id: QueueId) -> bool {
         self.mirrored.contains_key(&id)
+    }
+
+    /// A replicated queue's group as recorded (`None`: a queue declared before groups had
+    /// their own members, or not replicated).
+    pub fn quorum_group(&self, id: QueueId) -> Option<&QuorumGroupRecord> {
+        self.quorum_groups.get(&id)
     }
 
     pub fn queue_by_id(&self, id: QueueId) -> Option<&QueueMeta> {

@@ -54,6 +54,10 @@ pub struct QueueDeclare<'a> {
     pub owner_shard: ShardId,
     /// Members of the cluster (1 without `--peer`): bounds a quorum queue's group.
     pub cluster_size: usize,
+    /// The cluster's member names in index order (empty without `--peer`) and the deciding
+    /// node's index among them: a replicated queue's group is chosen from them.
+    pub cluster_members: &'a [String],
+    pub local_member: usize,
 }
 
 /// queue.bind/unbind (destination is a queue) and exchange.bind/unbind (an exchange).
@@ -382,7 +386,14 @@ pub fn check_queue_declare(
         ));
     }
     // Recorded first, so a shard applying the declare already knows it is replicated.
-    let mirror = mirrored.then_some(TopologyChange::MirrorQueue { queue: d.new_id });
+    let mirror = mirrored
+        .is_some()
+        .then_some(TopologyChange::MirrorQueue { queue: d.new_id });
+    let members = quorum::replicated_group(d).or(mirrored);
+    let group = members.map(|members| TopologyChange::QuorumGroup {
+        queue: d.new_id,
+        members,
+    });
     let declare = TopologyChange::DeclareQueue {
         queue: QueueMeta {
             id: d.new_id,
@@ -395,7 +406,7 @@ pub fn check_queue_declare(
             arguments: d.arguments.clone(),
         },
     };
-    Ok(mirror.into_iter().chain([declare]).collect())
+    Ok(mirror.into_iter().chain(group).chain([declare]).collect())
 }
 
 fn check_queue_equivalence(

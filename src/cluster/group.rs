@@ -1,8 +1,9 @@
-//! Quorum queue groups: one raft-rs `RawNode` per replicated quorum queue, over every member
-//! of the cluster, all driven by one task on the topology owner's executor (the one that holds
-//! the peer links): one tick for all (`RAFT_TICK`), then one `Ready` pass over the groups with
-//! work, each group's entries and hard state appended to its own file (`RaftLog`, the cluster
-//! log code: `cluster/quorum-<queue>.log`) and fdatasynced before any message acknowledging
+//! Quorum queue groups: one raft-rs `RawNode` per replicated quorum queue, over the members
+//! its declare chose and the membership changes since (`group/conf.rs`), all driven by one
+//! task on the topology owner's executor (the one that holds the peer links): one tick for
+//! all (`RAFT_TICK`), then one `Ready` pass over the groups with work, each group's entries
+//! and hard state appended to its own file (`RaftLog`, the cluster log code:
+//! `cluster/quorum-<queue>.log`) and fdatasynced before any message acknowledging
 //! them leaves; the turn's messages to one peer go as one `Kind::Group` frame (more when they
 //! do not fit one).
 //!
@@ -27,6 +28,10 @@
 //!
 //! Not yet: the shard's O_DIRECT WAL (the cluster log's buffered file, its fdatasync and the
 //! snapshot writes block the executor while they run).
+
+mod conf;
+
+pub use conf::MemberChange;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -78,6 +83,8 @@ pub trait GroupMachine {
     /// Replaces the queue's state with what `snapshot` returned on some member; the entries
     /// after the snapshot's index are applied next. `Err`: it cannot be read (nothing changed).
     fn restore(&self, queue: QueueId, state: &[u8]) -> Result<(), String>;
+    /// A membership change of the group was applied here: its voters (member indexes) now.
+    fn voters_changed(&self, queue: QueueId, voters: &[usize]);
 }
 
 struct Group {
@@ -148,11 +155,14 @@ impl Groups {
         self.groups.borrow().contains_key(&queue)
     }
 
-    /// Creates (or, after a restart, reopens) the group of `queue` over every member: from its
-    /// snapshot when it has one (the machine restored from it), then its committed entries
-    /// are applied again from the first after it. `campaign`: this node starts an election at
-    /// once (the declaring node, so the group has a leader before the declare-ok).
-    pub fn add(&self, queue: QueueId, campaign: bool) -> Result<(), String> {
+    /// Creates (or, after a restart, reopens) the group of `queue`: from its snapshot when it
+    /// has one (the machine restored from it), then its committed entries are applied again
+    /// from the first after it. `voters` (member indexes): the configuration the group's log
+    /// starts from (its declare's members; a snapshot's own configuration replaces it), the
+    /// configuration changes in the log are applied again over it. `campaign`: this node
+    /// starts an election at once (the declaring node, so the group has a leader before the
+    /// declare-ok).
+    pub fn add(&self, queue: QueueId, voters: &[usize], campaign: bool) -> Result<(), String> {
         if self.contains(queue) {
             return Ok(());
         }
@@ -162,7 +172,13 @@ impl Groups {
         let (log, recovered) = RaftLog::open(&path)?;
         let fresh =
             kept.is_none() && recovered.hard_state.is_none() && recovered.entries.is_empty();
-        let voters: Vec<u64> = (0..self.members.names().len()).map(raft_id).collect();
+        let cluster = self.members.names().len();
+        if voters.is_empty() || voters.iter().any(|&v| v >= cluster) {
+            return Err(format!(
+                "a quorum group over members {voters:?} of {cluster}"
+            ));
+        }
+        let voters: Vec<u64> = voters.iter().copied().map(raft_id).collect();
         if let Some(kept) = &kept {
             self.machine
                 .restore(queue, snapshot::open(kept.get_data())?)
@@ -212,11 +228,51 @@ impl Groups {
         Ok(())
     }
 
+    /// The voters (member indexes) of the Raft configuration this node's group has applied.
+    pub fn voters(&self, queue: QueueId) -> Option<Vec<usize>> {
+        let groups = self.groups.borrow();
+        let conf = groups.get(&queue)?.raw.raft.prs().conf().to_conf_state();
+        let mut voters: Vec<usize> = conf
+            .voters
+            .iter()
+            .filter_map(|&id| id.checked_sub(1).and_then(|i| usize::try_from(i).ok()))
+            .collect();
+        voters.sort_unstable();
+        Some(voters)
+    }
+
+    /// The index of the last entry of `queue`'s group applied here.
+    pub fn applied_index(&self, queue: QueueId) -> Option<u64> {
+        let groups = self.groups.borrow();
+        groups.get(&queue).map(|g| g.raw.raft.raft_log.applied)
+    }
+
+    /// This node's view of the group's leader, as last reported to the machine.
+    pub fn view(&self, queue: QueueId) -> Option<GroupView> {
+        self.groups.borrow().get(&queue).map(|g| g.view)
+    }
+
     /// The queue was deleted: its group, its log and its snapshot go.
     pub fn remove(&self, queue: QueueId) {
         if let Some(group) = self.groups.borrow_mut().remove(&queue) {
             let _ = std::fs::remove_file(&group.path);
             let _ = std::fs::remove_file(&group.snapshot_path);
+        }
+    }
+
+    /// At start: `queue`'s group files, left by a run of this node that was a member, when it
+    /// was removed from the group while it was down (it holds no group of it now).
+    pub fn forget_files(&self, queue: QueueId) {
+        if self.contains(queue) {
+            return;
+        }
+        for path in [
+            self.dir.join(format!("quorum-{queue}.log")),
+            self.dir.join(format!("quorum-{queue}.snapshot")),
+        ] {
+            if std::fs::remove_file(&path).is_ok() {
+                tracing::info!(queue, path = %path.display(), "removed the files of a quorum group this node left");
+            }
         }
     }
 
@@ -555,7 +611,14 @@ impl Groups {
     fn apply(&self, queue: QueueId, entries: Vec<Entry>) {
         let me = raft_id(self.members.local_index());
         for entry in entries {
-            if entry.get_entry_type() != EntryType::EntryNormal || entry.get_data().is_empty() {
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                // The machine hears of it with no borrow held (it may propose the next one).
+                if let Some(voters) = self.apply_conf_change(queue, &entry) {
+                    self.machine.voters_changed(queue, &voters);
+                }
+                continue;
+            }
+            if entry.get_data().is_empty() {
                 continue; // a new leader's empty entry
             }
             let proposal = parse_context(entry.get_context())

@@ -22,7 +22,7 @@ mod snapshot;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use group::{GroupMachine, GroupView, Groups};
+pub use group::{GroupMachine, GroupView, Groups, MemberChange};
 pub use node::{Node, NodeOptions, PeerState};
 
 use crate::broker::{AmqpError, QueueId, TopologyChange};

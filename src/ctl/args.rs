@@ -167,6 +167,32 @@ pub enum Verb {
         vhost: Vhost,
         name: String,
     },
+    /// Adds a member (a replica on NODE) to a quorum queue's group (rabbitmq-queues add_member)
+    AddMember {
+        #[command(flatten)]
+        vhost: Vhost,
+        queue: String,
+        node: String,
+    },
+    /// Removes a member of a quorum queue's group (rabbitmq-queues delete_member)
+    DeleteMember {
+        #[command(flatten)]
+        vhost: Vhost,
+        queue: String,
+        node: String,
+    },
+    /// Adds NODE to every quorum queue lacking it, or (even) to those with an even number of
+    /// members (rabbitmq-queues grow)
+    Grow {
+        node: String,
+        strategy: String,
+        /// Only queues in vhosts whose name matches (a regular expression)
+        #[arg(long, default_value = ".*")]
+        vhost_pattern: String,
+        /// Only queues whose name matches (a regular expression)
+        #[arg(long, default_value = ".*")]
+        queue_pattern: String,
+    },
     /// Deletes a queue
     DeleteQueue {
         #[command(flatten)]

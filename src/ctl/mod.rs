@@ -11,6 +11,7 @@ pub mod columns;
 pub mod definitions;
 pub mod error;
 pub mod listing;
+pub mod members;
 pub mod objects;
 pub mod output;
 pub mod policies;
@@ -189,6 +190,22 @@ fn dispatch(cx: &Context, verb: Verb) -> Result<String, CtlError> {
             objects::close_connection(cx, &name, &explanation)
         }
         Verb::PurgeQueue { vhost, name } => objects::purge_queue(cx, &vhost.vhost, &name),
+        Verb::AddMember { vhost, queue, node } => {
+            members::add_member(cx, &vhost.vhost, &queue, &node)
+        }
+        Verb::DeleteMember { vhost, queue, node } => {
+            members::delete_member(cx, &vhost.vhost, &queue, &node)
+        }
+        Verb::Grow {
+            node,
+            strategy,
+            vhost_pattern,
+            queue_pattern,
+        } => {
+            let selection =
+                members::GrowSelection::parse(&strategy, &vhost_pattern, &queue_pattern)?;
+            members::grow(cx, &node, &selection)
+        }
         Verb::DeleteQueue {
             vhost,
             name,

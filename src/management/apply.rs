@@ -135,6 +135,20 @@ pub async fn apply_operation(
                 .topology_op(binding_op(vhost, binding, false, conn))
                 .await?
         }
+        Operation::QuorumMember {
+            vhost,
+            name,
+            node,
+            add,
+        } => {
+            let op = topology_op::QuorumMemberChange {
+                vhost,
+                name,
+                node,
+                add,
+            };
+            shard.topology_op(op).await?
+        }
     }
     Ok(())
 }

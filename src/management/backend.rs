@@ -65,6 +65,14 @@ pub enum Operation {
         vhost: String,
         binding: Binding,
     },
+    /// `rabbitmq-queues add_member` (`add`) / `delete_member`: ringmq's own route, as RabbitMQ
+    /// 3.10's API has none (`PUT|DELETE /api/ringmq/queues/VHOST/NAME/members/NODE`).
+    QuorumMember {
+        vhost: String,
+        name: String,
+        node: String,
+        add: bool,
+    },
 }
 
 /// How `basic.get` through the API settles what it took (RabbitMQ's `ackmode`).

@@ -136,6 +136,8 @@ impl FakeBackend {
                         new_id,
                         owner_shard: 0,
                         cluster_size: 1,
+                        cluster_members: &[],
+                        local_member: 0,
                     },
                 )?;
                 if !changes.is_empty() {
@@ -169,6 +171,11 @@ impl FakeBackend {
             Operation::Unbind { vhost, binding } => {
                 check_unbind(&topology, &bind_request(vhost, binding))
             }
+            // The fake is a broker of one node: no group to change.
+            Operation::QuorumMember { .. } => Err(AmqpError::new(
+                crate::protocol::reply_code::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - not a cluster".to_string(),
+            )),
         }
     }
 

@@ -160,8 +160,9 @@ impl View<'_> {
         names
     }
 
-    /// The member leading a replicated `queue`: the one this node last heard its group elect,
-    /// else (none heard yet) the node that declared it.
+    /// The member leading a replicated `queue`: the one this node last heard its group elect
+    /// (a member) or the topology's report names (a node outside the group), else (none
+    /// heard yet) the node that declared it.
     fn replicated_leader<'n>(&'n self, queue: &QueueMeta, names: &[(&'n str, bool)]) -> &'n str {
         let declaring_node = crate::cluster::Members::node_of_queue(queue.id);
         let index = self
@@ -177,13 +178,36 @@ impl View<'_> {
             .unwrap_or(self.stats.node.name.as_str())
     }
 
+    /// A replicated queue's members with whether each runs: as its group record names them
+    /// (in the record's order, the declaring node first), else every member of the cluster.
+    fn group_members<'n>(
+        &'n self,
+        queue: &QueueMeta,
+        names: &[(&'n str, bool)],
+    ) -> Vec<(&'n str, bool)> {
+        let recorded = self
+            .topology
+            .quorum_group(queue.id)
+            .and_then(|record| record.members.as_ref());
+        match recorded {
+            Some(members) => members
+                .iter()
+                .filter_map(|m| names.iter().find(|(name, _)| *name == m.as_str()).copied())
+                .collect(),
+            None => names.to_vec(),
+        }
+    }
+
     /// RabbitMQ 3.10's keys for a mirrored classic queue: `node` (the master: its group's
-    /// leader) and its mirrors, `slave_nodes` (every other member: the group covers the
-    /// cluster) and `synchronised_slave_nodes` (those running; a Raft follower catches up by
+    /// leader) and its mirrors, `slave_nodes` (the group's other members) and
+    /// `synchronised_slave_nodes` (those running; a Raft follower catches up by
     /// itself).
     fn show_mirrors(&self, queue: &QueueMeta, value: &mut Value) {
-        let names = self.members();
-        let master = self.replicated_leader(queue, &names);
+        let all = self.members();
+        let master = self.replicated_leader(queue, &all);
+        // Mirrors in name order, as they always were shown (the record's order is the pick's).
+        let mut names = self.group_members(queue, &all);
+        names.sort_unstable();
         let mirrors: Vec<&str> = names
             .iter()
             .filter(|(name, _)| *name != master)
@@ -200,14 +224,19 @@ impl View<'_> {
     }
 
     /// RabbitMQ's keys for a quorum queue: its type, `leader`, `members` and `online`, and
-    /// `node` is the leader. A replicated queue's group is every member, led by
-    /// `replicated_leader`; any other group is the one node its id names.
+    /// `node` is the leader. A replicated queue's group is its recorded members (every member
+    /// for a queue declared before groups had their own), led by `replicated_leader`; any
+    /// other group is the one node its id names.
     fn show_quorum_group(&self, queue: &QueueMeta, value: &mut Value) {
         let names = self.members();
-        let replicated =
-            names.len() > 1 && crate::broker::quorum::group_size(&queue.arguments, names.len()) > 1;
+        let replicated = names.len() > 1
+            && (self.topology.quorum_group(queue.id).is_some()
+                || crate::broker::quorum::group_size(&queue.arguments, names.len()) > 1);
         let (leader, members): (&str, Vec<(&str, bool)>) = if replicated {
-            (self.replicated_leader(queue, &names), names.clone())
+            (
+                self.replicated_leader(queue, &names),
+                self.group_members(queue, &names),
+            )
         } else {
             let declaring_node = crate::cluster::Members::node_of_queue(queue.id);
             match names.get(declaring_node).copied() {

@@ -30,6 +30,7 @@ const ALLOW_POST: &str = "POST, OPTIONS";
 const ALLOW_BINDINGS: &str = "HEAD, GET, POST, OPTIONS";
 const ALLOW_BINDING: &str = "HEAD, GET, DELETE, OPTIONS";
 const ALLOW_DELETE: &str = "DELETE, OPTIONS";
+const ALLOW_MEMBER: &str = "PUT, DELETE, OPTIONS";
 
 fn is_read(method: &str) -> bool {
     method == "GET" || method == "HEAD"
@@ -41,6 +42,12 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["overview"], _) if read => overview(api, cx).await,
         (["ringmq", "shards"], _) if read => super::shards::shards(api, cx).await,
         (["ringmq", "shards"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
+        (["ringmq", "queues", vhost, name, "members", node], "PUT" | "DELETE") => {
+            quorum_member(api, cx, method == "PUT", [vhost, name, node]).await
+        }
+        (["ringmq", "queues", _, _, "members", _], _) => {
+            Err(Response::method_not_allowed(ALLOW_MEMBER))
+        }
         (["overview"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
         (["cluster-name"], _) if read => {
             Ok(Response::json(200, &json!({"name": api_node(api).await})))
@@ -973,6 +980,21 @@ async fn queue(
         }
         _ => Err(Response::method_not_allowed(ALLOW_OBJECT)),
     }
+}
+
+/// `ringmqctl add_member` (PUT) / `delete_member` (DELETE): an administrator's, as
+/// `rabbitmq-queues` needs the node's own rights. 204 once the group's leader applied it.
+async fn quorum_member(api: &Api, cx: &Context, add: bool, path: [&str; 3]) -> Reply {
+    cx.require_administrator()?;
+    let [vhost, name, node] = path;
+    let operation = Operation::QuorumMember {
+        vhost: vhost.to_string(),
+        name: name.to_string(),
+        node: node.to_string(),
+        add,
+    };
+    apply(api, operation).await?;
+    Ok(Response::empty(204))
 }
 
 fn ack_mode(text: &str) -> Option<GetAckMode> {

@@ -177,6 +177,17 @@ pub mod topology_op {
         pub owner: ShardId,
     }
 
+    /// `add_member` / `delete_member` of a quorum queue (`shard/quorum_members.rs`).
+    /// Answers `()` once the group's leader applied it.
+    pub struct QuorumMemberChange {
+        pub vhost: String,
+        pub name: String,
+        /// A cluster member's name.
+        pub node: String,
+        /// Added, else removed.
+        pub add: bool,
+    }
+
     /// Answers the number of messages deleted with the queue.
     pub struct QueueDelete {
         pub vhost: String,

@@ -25,6 +25,7 @@ mod policy;
 pub mod probe;
 mod queues;
 mod quorum_group;
+mod quorum_members;
 mod replication;
 pub mod shard_set;
 mod shovel;

@@ -128,6 +128,8 @@ impl TopologyCall for topology_op::QueueDeclare {
                 reads_too,
             )?;
         }
+        let cluster_members = owner.members().names().to_vec();
+        let local_member = owner.members().local_index();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -143,7 +145,9 @@ impl TopologyCall for topology_op::QueueDeclare {
                 conn: self.conn,
                 new_id: OwnerState::take(&owner.owner.next_queue_id),
                 owner_shard: from, // client-local placement: the declaring connection's shard
-                cluster_size: owner.members().names().len(),
+                cluster_size: cluster_members.len(),
+                cluster_members: &cluster_members,
+                local_member,
             };
             let changes = broker::check_queue_declare(&owner.topology.borrow(), &request)?;
             match owner.broadcast(changes).await {
@@ -367,6 +371,7 @@ impl Shard {
             applied.push(change);
         }
         let changes = applied;
+        self.quorum_reports_applied(&changes);
         let receivers: Vec<_> = self
             .peers()
             .map(|peer| {
@@ -412,7 +417,7 @@ impl Shard {
                 if meta.owner_shard == self.id {
                     self.host_queue(meta.id, meta);
                 } else if self.is_topology_owner() && self.is_replicated_quorum(meta) {
-                    if let Err(error) = self.quorum_declared(meta) {
+                    if let Err(error) = self.quorum_declared(meta, true) {
                         tracing::error!(queue = meta.id, %error, "quorum queue group not started");
                     }
                 }
@@ -427,6 +432,12 @@ impl Shard {
             }
             if let TopologyChange::DeleteVhost { name } = change {
                 self.close_connections_in_vhost(name);
+            }
+            if let TopologyChange::QuorumGroup { queue, .. }
+            | TopologyChange::QuorumMembers { queue, .. }
+            | TopologyChange::QuorumReport { queue, .. } = change
+            {
+                self.quorum_record_changed(*queue);
             }
             self.shovel_changed(change);
             if let TopologyChange::MoveQueue { queue, owner_shard } = change {

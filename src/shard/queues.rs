@@ -221,7 +221,7 @@ impl Shard {
                 }
                 // Deleted while the message was being routed; or a replicated quorum queue
                 // whose leadership left this node meanwhile: then it is refused (nacked).
-                None => outcome.refused |= self.has_quorum_replica(id),
+                None => outcome.refused |= self.is_replicated_id(id),
             }
         }
         outcome

@@ -1,9 +1,10 @@
 //! Replicated quorum queues, the shard's side: a quorum queue whose group has more than one
-//! member (every member of the cluster, in this first cut) is a Raft group (`cluster::Groups`,
-//! driven on the topology owner). Every member keeps a copy of the queue's messages (`Replica`:
-//! what the committed entries left, by message id = the entry's log index); the member its
-//! group elects hosts the queue on its topology owner shard and serves it, the others record
-//! it `ELSEWHERE` and forward to the leader as to any queue another node leads.
+//! member (the members recorded at its declare, `quorum_members.rs`) is a Raft group
+//! (`cluster::Groups`, driven on the topology owner). Every member keeps a copy of the queue's
+//! messages (`Replica`: what the committed entries left, by message id = the entry's log
+//! index); the member its group elects hosts the queue on its topology owner shard and serves
+//! it, the other members and the nodes outside the group record it `ELSEWHERE` and forward to
+//! the leader as to any queue another node leads.
 //!
 //! ```text
 //! publish ─► leader's topology owner: offer ─► propose Enqueue ─► (majority durable) commit
@@ -148,6 +149,9 @@ pub struct QuorumGroups {
     /// Sweeps done (`QUORUM_COMMIT_SWEEP_INTERVAL` apart): the clock of the commit timeout.
     epoch: Cell<u64>,
     leader_heard: Notify,
+    /// A group's report was applied here (`quorum_members`): a membership change waits for
+    /// the one that shows it done.
+    pub(super) report_heard: Notify,
 }
 
 /// The groups' committed entries and leader views reach the topology owner here.
@@ -175,6 +179,12 @@ impl GroupMachine for GroupApplier {
     fn restore(&self, queue: QueueId, state: &[u8]) -> Result<(), String> {
         let shard = self.0.upgrade().ok_or("the topology owner stopped")?;
         shard.restore_quorum_replica(queue, state)
+    }
+
+    fn voters_changed(&self, queue: QueueId, voters: &[usize]) {
+        if let Some(shard) = self.0.upgrade() {
+            shard.quorum_voters_changed(queue, voters);
+        }
     }
 }
 
@@ -248,9 +258,16 @@ impl Shard {
     /// policy mirrored at declare (`broker::mirror`): replicated over a Raft group.
     pub(super) fn is_replicated_quorum(&self, meta: &QueueMeta) -> bool {
         let members = self.members().names().len();
-        let quorum =
-            quorum::is_quorum(&meta.arguments) && quorum::group_size(&meta.arguments, members) > 1;
-        members > 1 && (quorum || self.topology.borrow().is_mirrored(meta.id))
+        if members <= 1 {
+            return false;
+        }
+        let topology = self.topology.borrow();
+        // Declared with its group's members (`QuorumGroup`), or before groups had their own:
+        // then a replicated quorum queue's group is every member.
+        topology.quorum_group(meta.id).is_some()
+            || topology.is_mirrored(meta.id)
+            || (quorum::is_quorum(&meta.arguments)
+                && quorum::group_size(&meta.arguments, members) > 1)
     }
 
     /// Whether this topology owner keeps a copy of `queue` (a replicated quorum queue).
@@ -272,7 +289,12 @@ impl Shard {
                 .collect()
         };
         for meta in &metas {
-            self.quorum_declared(meta)?;
+            self.quorum_declared(meta, true)?;
+            if !self.holds_quorum_group(meta.id) {
+                if let Some(node) = self.cluster_node() {
+                    node.groups().forget_files(meta.id);
+                }
+            }
         }
         let weak = Rc::downgrade(self);
         glommio::spawn_local(async move {
@@ -288,20 +310,28 @@ impl Shard {
         Ok(())
     }
 
-    /// The topology owner applied the declare of a replicated quorum queue: its group (the
-    /// declaring node campaigns at once) and an empty copy.
-    pub(super) fn quorum_declared(&self, meta: &QueueMeta) -> Result<(), String> {
+    /// The topology owner applied the declare of a replicated quorum queue (or, `at_declare`
+    /// false, this node was added to its group): on its group's members, its group (the
+    /// declaring node campaigns at once, at declare only) and an empty copy; a node outside
+    /// the group holds nothing of it and forwards to its leader.
+    pub(super) fn quorum_declared(&self, meta: &QueueMeta, at_declare: bool) -> Result<(), String> {
         let Some(node) = self.cluster_node() else {
             return Ok(()); // recovery before the cluster starts: `start_quorum_groups`
         };
+        if !self.holds_quorum_group(meta.id) {
+            return Ok(());
+        }
+        let voters = self.quorum_initial_voters(meta.id);
         self.features
             .quorum
             .replicas
             .borrow_mut()
             .entry(meta.id)
             .or_default();
-        let declared_here = self.members().leads_queue(meta.id);
-        node.groups().add(meta.id, declared_here)
+        let local = self.members().local_index();
+        let declared_here =
+            at_declare && self.members().leads_queue(meta.id) && voters.contains(&local);
+        node.groups().add(meta.id, &voters, declared_here)
     }
 
     /// The queue was deleted: its group, its log and its copy go.
@@ -561,6 +591,9 @@ impl Shard {
             .is_some_and(HostedQueue::is_replicated);
         if view.serving && !hosting {
             self.start_serving(queue);
+            self.report_quorum_leader(queue, view.term);
+            // A change the previous leader had not finished.
+            self.reconcile_quorum_members(queue);
         } else if !view.serving && hosting {
             self.stop_serving(queue);
         }
@@ -634,7 +667,7 @@ impl Shard {
 
     /// This node no longer leads: the queue goes (its consumers are cancelled; nothing is
     /// settled, the copy stays) and waiting confirms are nacked.
-    fn stop_serving(&self, queue: QueueId) {
+    pub(super) fn stop_serving(&self, queue: QueueId) {
         let Some(hosted) = self.queues.borrow_mut().remove(&queue) else {
             return;
         };

@@ -169,6 +169,12 @@ impl Cluster {
         self.namespaces.nodes[i].ringmqctl(port, args)
     }
 
+    /// As [`Cluster::ctl`], whatever its exit code.
+    pub fn ctl_output(&self, i: usize, args: &[&str]) -> super::ctl::CtlOutput {
+        let port = self.brokers[i].management_port();
+        self.namespaces.nodes[i].ringmqctl_output(port, args)
+    }
+
     /// Waits until node `i`'s `/api/nodes` shows `running` members running and the others not
     /// (a dead or cut-off peer is noticed within the link's silence bound).
     pub fn wait_running(&self, i: usize, running: usize) {

@@ -91,10 +91,15 @@ impl Namespace {
     /// `ringmqctl --url http://127.0.0.1:PORT ARGS` from inside this namespace; its stdout
     /// (it must succeed).
     pub fn ringmqctl(&self, management_port: u16, args: &[&str]) -> String {
+        self.ringmqctl_output(management_port, args).ok()
+    }
+
+    /// As [`Namespace::ringmqctl`], whatever its exit code: its code and both outputs.
+    pub fn ringmqctl_output(&self, management_port: u16, args: &[&str]) -> CtlOutput {
         let url = format!("http://127.0.0.1:{management_port}");
         let mut command = self.command(RINGMQCTL);
         command.args(["--url", &url]).args(args);
-        run_bounded(command, CTL_RUN_TIMEOUT).ok()
+        run_bounded(command, CTL_RUN_TIMEOUT)
     }
 
     /// This test binary run again inside this namespace with only `test` selected (its full

@@ -231,22 +231,11 @@ fn three_nodes_replicate_fail_over_catch_up_and_refuse() {
 /// Confirmed messages published to the quorum queue of one member.
 const QUORUM_MESSAGES: usize = 200;
 
-/// Quorum queues in the cluster besides the replicated ones (tests/it/quorum.rs): a group of
-/// two of the three members is refused (a group smaller than the cluster is not implemented
-/// yet; it exists nowhere after), a group of one is declared on node 1, fed with confirmed
-/// publishes from node 2 and drained in order on node 3; node 3's API shows its type, leader
-/// and members.
+/// Quorum queues in the cluster besides the replicated ones (tests/it/quorum.rs; groups
+/// smaller than the cluster in tests/it/quorum_members.rs): a group of one is declared on
+/// node 1, fed with confirmed publishes from node 2 and drained in order on node 3; node 3's
+/// API shows its type, leader and members.
 fn quorum_queue_of_one_member(cluster: &Cluster) {
-    let two =
-        r#"{"durable":true,"arguments":{"x-queue-type":"quorum","x-quorum-initial-group-size":2}}"#;
-    let (status, body) = cluster.http(0, "PUT", "/api/queues/%2F/qq-two", Some(two));
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("would have 2 of the cluster's 3 members")
-            && body.contains("not implemented yet"),
-        "{body}"
-    );
-    cluster.assert_absent(0, "qq-two");
     cluster.client_ok(0, "quorum-queue qq-one 1");
     eventually(
         "the quorum queue on nodes 2 and 3",

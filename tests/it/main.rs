@@ -49,6 +49,7 @@ mod policies;
 mod prometheus;
 mod quorum;
 mod quorum_compaction;
+mod quorum_members;
 mod raw_frames;
 mod reshard;
 mod ringmqctl;

@@ -17,9 +17,9 @@
 //! twice unless flagged redelivered, first deliveries in each publisher's order
 //! (`RINGMQ_TEST_PLANT_LOSS=1` drops one confirmed message's deliveries from the history: the
 //! test must then fail). Also over three nodes: the `ha-*` policy keys mirror a classic queue
-//! (`ha_policies_mirror_classic_queues_through_a_kill`). The cluster's other quorum cases (a
-//! group smaller than the cluster refused as not implemented yet, a group of one used across
-//! nodes) are in tests/it/cluster.rs.
+//! (`ha_policies_mirror_classic_queues_through_a_kill`). A group of one used across nodes is in
+//! tests/it/cluster.rs, groups smaller than the cluster and membership changes in
+//! tests/it/quorum_members.rs.
 
 use crate::common;
 
@@ -733,9 +733,9 @@ const MIRRORED_LAYOUT: Layout = Layout {
 /// RabbitMQ's `ha-*` policy keys on a three-node cluster (`broker::mirror`): a classic durable
 /// queue a policy with `ha-mode: all` matches at declare is replicated as a quorum queue is
 /// (still `type: classic`, with RabbitMQ 3.10's `slave_nodes`); its leader killed, every
-/// message confirmed before is consumed from a survivor. `ha-mode: exactly 2` (a group smaller
-/// than the cluster) is refused with 540, as for a quorum queue; a policy set after a queue
-/// exists leaves it unmirrored and says so in the log.
+/// message confirmed before is consumed from a survivor. `ha-mode: exactly 2` mirrors on two
+/// of the three, the declaring node the master; a policy set after a queue exists leaves it
+/// unmirrored and says so in the log.
 #[test]
 fn ha_policies_mirror_classic_queues_through_a_kill() {
     if let Some(reason) = netns::skip_reason(&["curl"]) {
@@ -765,16 +765,19 @@ fn ha_policies_mirror_classic_queues_through_a_kill() {
         "ha-two",
         r#"{"pattern":"^two\\.","apply-to":"queues","definition":{"ha-mode":"exactly","ha-params":2}}"#,
     );
-    // Refused as a quorum group of 2 of 3 is (over the API: AMQP's 540 closes the connection,
-    // which a client library may report as its own channel state instead).
+    // Mirrored on two of the three, the declaring node first (its master), as a quorum
+    // group of two is.
     let durable = r#"{"durable":true}"#;
     let (status, body) = cluster.http(0, "PUT", "/api/queues/%2F/two.q", Some(durable));
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("would be mirrored on 2 of the cluster's 3 members")
-            && body.contains("not implemented yet"),
-        "{body}"
-    );
+    assert_eq!(status, 201, "{body}");
+    eventually("two.q mirrored on one more node", CONVERGE_TIMEOUT, || {
+        let (_, body) = cluster.http(2, "GET", "/api/queues/%2F/two.q", None);
+        let shown: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        shown["node"] == common::cluster::node_name(0).as_str()
+            && shown["slave_nodes"]
+                .as_array()
+                .is_some_and(|s| s.len() == 1)
+    });
     // A queue declared before its policy stays as it was declared.
     cluster.client_ok(0, "queue late.q");
     put_policy(

@@ -158,7 +158,8 @@ impl Shard {
             match op {
                 RemoteOp::Consume { key, channel, .. } => {
                     consumers.insert(key, (peer, channel));
-                    if self.has_quorum_replica(queue) {
+                    // Member or not: the consumer follows the group's leader.
+                    if self.is_replicated_id(queue) {
                         remote
                             .quorum_consumers
                             .borrow_mut()
@@ -217,7 +218,7 @@ impl Shard {
                 self.remote().consumers.borrow_mut().remove(&key);
                 // A quorum queue's leader that stepped down: attached to the next one.
                 let quorum = self.remote().quorum_consumers.borrow_mut().remove(&key);
-                match quorum.filter(|&(queue, _)| self.has_quorum_replica(queue)) {
+                match quorum.filter(|&(queue, _)| self.is_replicated_id(queue)) {
                     Some((queue, op)) => {
                         self.remote()
                             .quorum_waiting
