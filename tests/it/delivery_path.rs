@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use common::amqp::{self, channel, confirming_channel, connect};
@@ -73,10 +73,12 @@ async fn closing_a_consumer_channel_mid_dispatch_loses_nothing(broker: &Broker) 
         let survivor_consumer = amqp::consume(&survivor, &queue, false).await;
         let survivor_full = Arc::new(Notify::new());
         let closed = Arc::new(Notify::new());
+        let (expected_tx, expected_rx) = tokio::sync::oneshot::channel();
         let survivor_task = tokio::spawn(survive(
             survivor_consumer,
             survivor_full.clone(),
             closed.clone(),
+            expected_rx,
         ));
 
         let mut acked_by_closing = Vec::with_capacity(ACKS_BEFORE_CLOSE);
@@ -104,12 +106,15 @@ async fn closing_a_consumer_channel_mid_dispatch_loses_nothing(broker: &Broker) 
         drop(side_consumers);
         stop.notify_one();
         let published = step("publisher", publisher).await.expect("publisher task");
+        let total = MESSAGES + published;
+        let acked_distinct: HashSet<usize> = acked_by_closing.iter().copied().collect();
+        let _ = expected_tx.send(total - acked_distinct.len());
 
         let seen = step("survivor sees every message", async {
             survivor_task.await.expect("survivor task")
         })
         .await;
-        check_round(round, MESSAGES + published, &acked_by_closing, seen);
+        check_round(round, total, &acked_by_closing, seen);
         let _ = step("close survivor", survivor.close(200, "")).await;
         let delete = setup.queue_delete(&queue, QueueDeleteOptions::default());
         step("delete backlog queue", delete).await.expect("delete");
@@ -189,11 +194,15 @@ fn index_of(body: &[u8]) -> usize {
 }
 
 /// Fills its window and holds it (unacked) until `closed`, then acks everything; returns
-/// (index, redelivered) for each delivery once nothing came for a quiet spell.
+/// (index, redelivered) for each delivery once it has seen `expected` distinct messages and
+/// then nothing more for a quiet spell (a stray extra copy still shows), or at the deadline
+/// (the caller names what is missing). Waiting for the count rather than for the first quiet
+/// spell keeps a stalled, loaded machine from looking like a lost message.
 async fn survive(
     mut consumer: Consumer,
     full: Arc<Notify>,
     closed: Arc<Notify>,
+    expected: tokio::sync::oneshot::Receiver<usize>,
 ) -> Vec<(usize, bool)> {
     let mut held = Vec::with_capacity(usize::from(SURVIVOR_PREFETCH));
     while held.len() < usize::from(SURVIVOR_PREFETCH) {
@@ -208,11 +217,20 @@ async fn survive(
             .expect("survivor ack");
         seen.push((index_of(&delivery.data), delivery.redelivered));
     }
+    let expected = step("expected count", expected)
+        .await
+        .expect("the round sends its expected count");
+    let mut distinct: HashSet<usize> = seen.iter().map(|&(index, _)| index).collect();
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let next = tokio::time::timeout_at(deadline.min(quiet_until()), consumer.next()).await;
+        let until = if distinct.len() >= expected {
+            deadline.min(quiet_until())
+        } else {
+            deadline
+        };
+        let next = tokio::time::timeout_at(until, consumer.next()).await;
         let Ok(Some(delivery)) = next else {
-            // Quiet for ABSENCE_TIMEOUT (or out of time): the caller checks completeness.
+            // Complete and then quiet (or out of time): the caller checks completeness.
             return seen;
         };
         let delivery = delivery.expect("delivery");
@@ -220,7 +238,9 @@ async fn survive(
             .ack(BasicAckOptions::default())
             .await
             .expect("survivor ack");
-        seen.push((index_of(&delivery.data), delivery.redelivered));
+        let index = index_of(&delivery.data);
+        distinct.insert(index);
+        seen.push((index, delivery.redelivered));
     }
 }
 
