@@ -26,8 +26,12 @@
 //! (file, storage, [`GroupMachine::restore`], log rewritten) before anything else in it. At
 //! start a group with a snapshot file opens from it, then the entries after it.
 //!
-//! Not yet: the shard's O_DIRECT WAL (the cluster log's buffered file, its fdatasync and the
-//! snapshot writes block the executor while they run).
+//! The turn's log writes and fdatasyncs go through the executor's io_uring, all groups' at
+//! once (`Groups::turn`): the executor serves its sessions while the disk works, and a
+//! leader's appends leave for the followers before its own write is durable, so the leader's
+//! and the followers' fdatasyncs overlap. Not yet: the shard's O_DIRECT WAL (a group's log is
+//! a buffered file of its own), and snapshot writes and log rewrites still block the executor
+//! while they run.
 
 mod conf;
 
@@ -46,7 +50,7 @@ use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage, NO_LIMIT};
 
 use super::link::Outbound;
-use super::log::{RaftLog, Recovered};
+use super::log::{PendingWrite, RaftLog, Recovered};
 use super::node::{parse_context, proposal_context, raft_id, wait_for_tick_or_wake};
 use super::snapshot::{self, GroupStorage};
 use super::Members;
@@ -101,6 +105,25 @@ struct Group {
     /// Bytes of the entries a leader kept in storage for a follower, up to the snapshot's
     /// index (the file holds only those after it): with the file, what the 2x rule weighs.
     held_bytes: u64,
+    /// Tells this group from one of the same queue id created later (`Groups::turn` awaits
+    /// writes, during which a queue may be deleted and declared again).
+    generation: u64,
+}
+
+/// One group's `Ready` between `stage_ready` and `finish_ready`: its log's records on their
+/// way to the disk.
+struct Staged {
+    queue: QueueId,
+    generation: u64,
+    /// The `Ready`'s number, for `on_persist_ready`.
+    number: u64,
+    /// It installed a snapshot: its index is applied once durable.
+    has_snapshot: bool,
+    write: Option<PendingWrite>,
+    /// Messages that may leave only once `write` is durable (a follower's append answers).
+    persisted: Vec<Message>,
+    /// Members sent a snapshot by the messages already collected.
+    snapshots_sent: Vec<u64>,
 }
 
 /// Where a group's entries can be dropped from, and the snapshot that replaces them.
@@ -124,6 +147,8 @@ pub struct Groups {
     early: RefCell<VecDeque<(QueueId, Message)>>,
     wake: Notify,
     next_seq: Cell<u64>,
+    /// The next group's `Group::generation`.
+    next_generation: Cell<u64>,
     machine: Rc<dyn GroupMachine>,
     /// `--quorum-compact-bytes`.
     compact_bytes: u64,
@@ -147,6 +172,7 @@ impl Groups {
             early: RefCell::new(VecDeque::new()),
             wake: Notify::default(),
             next_seq: Cell::new(0),
+            next_generation: Cell::new(0),
             machine,
         })
     }
@@ -216,7 +242,9 @@ impl Groups {
             snapshot_path,
             applied_bytes: 0,
             held_bytes: 0,
+            generation: self.next_generation.get(),
         };
+        self.next_generation.set(self.next_generation.get() + 1);
         self.groups.borrow_mut().insert(queue, group);
         let mut early = self.early.borrow_mut();
         let (mine, others): (VecDeque<_>, VecDeque<_>) =
@@ -358,25 +386,84 @@ impl Groups {
                 next_tick = Instant::now() + RAFT_TICK;
             }
             self.step_inbox();
-            let mut out = Outgoing::new(self.members.names().len());
-            let ready: Vec<QueueId> = self
-                .groups
-                .borrow()
-                .iter()
-                .filter(|(_, g)| g.raw.has_ready())
-                .map(|(&q, _)| q)
-                .collect();
-            for queue in ready {
-                if let Err(error) = self.handle_ready(queue, &mut out) {
-                    // Acknowledging anything after a failed write would break Raft's promise.
-                    tracing::error!(queue, %error, "quorum group state not persisted or installed: this node leaves the group");
-                    self.groups.borrow_mut().remove(&queue);
-                }
-            }
-            self.flush(out);
+            self.turn().await;
             // Other tasks (the publishers feeding the proposals) run between turns.
             glommio::yield_if_needed().await;
         }
+    }
+
+    /// One `Ready` pass over the groups with work: each staged (entries and hard state
+    /// appended to its log), the messages that need nothing durable sent, every staged log
+    /// written and fdatasynced at once through io_uring (the executor serves its sessions
+    /// meanwhile, and a leader's append reaches the followers while its own write is under
+    /// way, as raft-rs intends), then each finished (the messages that waited for the disk,
+    /// apply), and last the groups over their threshold compacted.
+    async fn turn(&self) {
+        let members = self.members.names().len();
+        let ready: Vec<QueueId> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter(|(_, g)| g.raw.has_ready())
+            .map(|(&q, _)| q)
+            .collect();
+        let mut early = Outgoing::new(members);
+        let mut staged = Vec::with_capacity(ready.len());
+        for queue in ready {
+            match self.stage_ready(queue, &mut early) {
+                Ok(Some(stage)) => staged.push(stage),
+                Ok(None) => {}
+                Err(error) => self.leave(queue, None, &error),
+            }
+        }
+        self.flush(early);
+        // Started together, so the groups' fdatasyncs overlap; awaited in order.
+        let writes: Vec<Option<glommio::task::JoinHandle<Result<(), String>>>> = staged
+            .iter_mut()
+            .map(|stage| {
+                stage
+                    .write
+                    .take()
+                    .map(|write| glommio::spawn_local(write.durable()).detach())
+            })
+            .collect();
+        let mut late = Outgoing::new(members);
+        let mut finished = Vec::with_capacity(staged.len());
+        for (stage, write) in staged.into_iter().zip(writes) {
+            let durable = match write {
+                None => Ok(()),
+                Some(handle) => handle
+                    .await
+                    .unwrap_or_else(|| Err("the write was cancelled".to_string())),
+            };
+            let (queue, generation) = (stage.queue, stage.generation);
+            match durable.and_then(|()| self.finish_ready(stage, &mut late)) {
+                Ok(()) => finished.push((queue, generation)),
+                Err(error) => self.leave(queue, Some(generation), &error),
+            }
+        }
+        self.flush(late);
+        // After the turn's messages left: a compaction's writes delay no confirm of this turn.
+        for (queue, generation) in finished {
+            if let Err(error) = self.maybe_compact(queue, generation).await {
+                self.leave(queue, Some(generation), &error);
+            }
+        }
+    }
+
+    /// Acknowledging anything after a failed write would break Raft's promise: the group goes
+    /// (the one of `generation`, when given: not one of the same queue declared since).
+    fn leave(&self, queue: QueueId, generation: Option<u64>, error: &str) {
+        let mut groups = self.groups.borrow_mut();
+        if generation.is_some_and(|g| {
+            groups
+                .get(&queue)
+                .is_some_and(|group| group.generation != g)
+        }) {
+            return;
+        }
+        tracing::error!(queue, %error, "quorum group state not persisted or installed: this node leaves the group");
+        groups.remove(&queue);
     }
 
     fn step_inbox(&self) {
@@ -399,51 +486,89 @@ impl Groups {
         }
     }
 
-    /// One `Ready` of one group: install its snapshot if it has one, persist + fdatasync,
-    /// collect messages, apply, report the view, then compact when the log is over its
-    /// threshold. The machine is called with no borrow held (it proposes settlements back).
-    fn handle_ready(&self, queue: QueueId, out: &mut Outgoing) -> Result<(), String> {
-        let Some(ready) = self
+    /// Takes one group's `Ready` the way raft-rs's asynchronous persistence means it: installs
+    /// its snapshot if it has one, collects the messages that need nothing durable into `out`,
+    /// appends its entries and hard state to the storage and the log, advances it
+    /// (`advance_append_async`: proposals made while the write is under way go in the next
+    /// `Ready`), applies its committed entries (raft-rs hands over only entries this node has
+    /// durable already), reports the view, and hands over the log's records to be made
+    /// durable. The machine is called with no borrow held (it proposes settlements back).
+    fn stage_ready(&self, queue: QueueId, out: &mut Outgoing) -> Result<Option<Staged>, String> {
+        let Some(mut ready) = self
             .groups
             .borrow_mut()
             .get_mut(&queue)
             .map(|g| g.raw.ready())
         else {
-            return Ok(());
+            return Ok(None);
         };
-        if !ready.snapshot().is_empty() {
+        let has_snapshot = !ready.snapshot().is_empty();
+        if has_snapshot {
             // Before anything else of this Ready: its entries follow the snapshot's index.
             let snapshot = ready.snapshot().clone();
             self.machine
                 .restore(queue, snapshot::open(snapshot.get_data())?)?;
             self.install(queue, snapshot)?;
         }
-        let (committed, snapshots_sent) = {
+        let (stage, committed) = {
             let mut groups = self.groups.borrow_mut();
             let Some(group) = groups.get_mut(&queue) else {
-                return Ok(());
+                return Ok(None);
             };
-            persist_ready(queue, group, ready, out)?
+            let snapshots_sent = out.collect(queue, ready.take_messages());
+            // raft-rs says: entries, a snapshot, a new term or vote must be durable before
+            // anything says so; a commit index alone need not (it is learnt again from the
+            // leader) and goes with the next write.
+            let must_sync = ready.must_sync();
+            if !ready.entries().is_empty() {
+                group
+                    .storage
+                    .mem()
+                    .wl()
+                    .append(ready.entries())
+                    .map_err(|e| e.to_string())?;
+                group.log.append_entries(ready.entries())?;
+            }
+            if let Some(hard_state) = ready.hs() {
+                group.storage.mem().wl().set_hardstate(hard_state.clone());
+                group.log.set_hard_state(hard_state)?;
+            }
+            let committed = ready.take_committed_entries();
+            let persisted = ready.take_persisted_messages();
+            let number = ready.number();
+            group.raw.advance_append_async(ready);
+            let write = if must_sync {
+                group.log.take_pending()?
+            } else {
+                None
+            };
+            let stage = Staged {
+                queue,
+                generation: group.generation,
+                number,
+                has_snapshot,
+                write,
+                persisted,
+                snapshots_sent,
+            };
+            (stage, committed)
         };
         let applied_bytes: u64 = committed.iter().map(entry_bytes).sum();
         self.apply(queue, committed);
         let changed = {
             let mut groups = self.groups.borrow_mut();
             let Some(group) = groups.get_mut(&queue) else {
-                return Ok(());
+                return Ok(Some(stage));
             };
-            group.raw.advance_apply();
-            group.applied_bytes += applied_bytes;
-            for to in snapshots_sent {
-                // The pieces go in order before anything sent later: if the follower does not
-                // install it, its answer to the next append says so and Raft sends it again.
-                let status = if self.link_up(to) {
-                    SnapshotStatus::Finish
-                } else {
-                    SnapshotStatus::Failure
-                };
-                group.raw.report_snapshot(to, status);
+            if !has_snapshot {
+                // A snapshot's index counts as applied once it is durable (`finish_ready`).
+                group.raw.advance_apply();
             }
+            group.applied_bytes += applied_bytes;
+            // Here, not once the write is durable: roles and terms change only in the steps
+            // and ticks this Ready reports, and only here has this node applied everything
+            // committed (a leader's commit moves when its write is durable, to be applied by
+            // the next Ready: judged then, it would stop serving between the two).
             let raft = &group.raw.raft;
             let leader = raft.leader_id.checked_sub(1).map(|i| i as usize);
             let view = GroupView {
@@ -461,7 +586,48 @@ impl Groups {
         if let Some(view) = changed {
             self.machine.view_changed(queue, view);
         }
-        self.maybe_compact(queue)
+        Ok(Some(stage))
+    }
+
+    /// A staged `Ready` whose records are durable: raft-rs told (`on_persist_ready`: a
+    /// leader's commit may move, for the next `Ready`), the messages that waited for the disk
+    /// collected into `out`, snapshots sent reported.
+    fn finish_ready(&self, stage: Staged, out: &mut Outgoing) -> Result<(), String> {
+        let Staged {
+            queue,
+            generation,
+            number,
+            has_snapshot,
+            persisted,
+            mut snapshots_sent,
+            ..
+        } = stage;
+        {
+            let mut groups = self.groups.borrow_mut();
+            // Deleted (and maybe declared again) while its write was under way.
+            let Some(group) = groups
+                .get_mut(&queue)
+                .filter(|g| g.generation == generation)
+            else {
+                return Ok(());
+            };
+            group.raw.on_persist_ready(number);
+            if has_snapshot {
+                group.raw.advance_apply();
+            }
+            snapshots_sent.extend(out.collect(queue, persisted));
+            for to in snapshots_sent {
+                // The pieces go in order before anything sent later: if the follower does not
+                // install it, its answer to the next append says so and Raft sends it again.
+                let status = if self.link_up(to) {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                group.raw.report_snapshot(to, status);
+            }
+        }
+        Ok(())
     }
 
     /// A snapshot from the leader, the machine restored from it already: kept (file, storage),
@@ -488,72 +654,104 @@ impl Groups {
         Ok(())
     }
 
-    /// Compacts the group's log when it is over its threshold (see the module docs).
-    fn maybe_compact(&self, queue: QueueId) -> Result<(), String> {
+    /// Compacts the group's log when it is over its threshold (see the module docs): the
+    /// snapshot file and the rewritten log written through io_uring. Runs inside a turn, so no
+    /// other turn appends to the group's log meanwhile; the group of `generation` only (not
+    /// one of the same queue declared while a write was under way).
+    async fn maybe_compact(&self, queue: QueueId, generation: u64) -> Result<(), String> {
         let Some(plan) = self.compaction_plan(queue) else {
             return Ok(());
         };
         let Some(state) = self.machine.snapshot(queue) else {
             return Ok(());
         };
-        let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(&queue) else {
-            return Ok(());
-        };
-        let Some(data) = snapshot::seal(&state) else {
-            tracing::warn!(
-                queue,
-                state_bytes = state.len(),
-                "a quorum queue too large to snapshot: its log is not compacted"
-            );
-            group.applied_bytes = 0;
-            return Ok(());
-        };
-        let mut taken = Snapshot::default();
-        taken.set_data(data.into());
-        let conf_state: ConfState = group
-            .storage
-            .initial_state()
-            .map_err(|e| e.to_string())?
-            .conf_state;
-        let meta = taken.mut_metadata();
-        meta.index = plan.index;
-        meta.term = plan.term;
-        meta.set_conf_state(conf_state);
-        snapshot::write_file(&group.snapshot_path, &taken)?;
-        group.storage.set_snapshot(taken);
-        let storage = group.storage.clone();
-        storage
-            .mem()
-            .wl()
-            .compact(plan.keep_from)
-            .map_err(|e| e.to_string())?;
-        let last = storage.last_index().map_err(|e| e.to_string())?;
-        let after = if plan.index < last {
-            storage
-                .entries(
-                    plan.index + 1,
-                    last + 1,
-                    NO_LIMIT,
-                    GetEntriesContext::empty(false),
-                )
+        let (taken, snapshot_path) = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(group) = groups
+                .get_mut(&queue)
+                .filter(|g| g.generation == generation)
+            else {
+                return Ok(());
+            };
+            let Some(data) = snapshot::seal(&state) else {
+                tracing::warn!(
+                    queue,
+                    state_bytes = state.len(),
+                    "a quorum queue too large to snapshot: its log is not compacted"
+                );
+                group.applied_bytes = 0;
+                return Ok(());
+            };
+            let mut taken = Snapshot::default();
+            taken.set_data(data.into());
+            let conf_state: ConfState = group
+                .storage
+                .initial_state()
                 .map_err(|e| e.to_string())?
-        } else {
-            Vec::new()
+                .conf_state;
+            let meta = taken.mut_metadata();
+            meta.index = plan.index;
+            meta.term = plan.term;
+            meta.set_conf_state(conf_state);
+            (taken, group.snapshot_path.clone())
         };
-        let first = storage.first_index().map_err(|e| e.to_string())?;
-        group.held_bytes = if first <= plan.index {
-            let context = GetEntriesContext::empty(false);
-            let held = storage
-                .entries(first, plan.index + 1, NO_LIMIT, context)
+        drop(state);
+        snapshot::write_file_async(&snapshot_path, &taken).await?;
+        let (hard_state, after, path, before_bytes) = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(group) = groups
+                .get_mut(&queue)
+                .filter(|g| g.generation == generation)
+            else {
+                return Ok(());
+            };
+            group.storage.set_snapshot(taken);
+            let storage = group.storage.clone();
+            storage
+                .mem()
+                .wl()
+                .compact(plan.keep_from)
                 .map_err(|e| e.to_string())?;
-            held.iter().map(entry_bytes).sum()
-        } else {
-            0
+            let last = storage.last_index().map_err(|e| e.to_string())?;
+            let after = if plan.index < last {
+                storage
+                    .entries(
+                        plan.index + 1,
+                        last + 1,
+                        NO_LIMIT,
+                        GetEntriesContext::empty(false),
+                    )
+                    .map_err(|e| e.to_string())?
+            } else {
+                Vec::new()
+            };
+            let first = storage.first_index().map_err(|e| e.to_string())?;
+            group.held_bytes = if first <= plan.index {
+                let context = GetEntriesContext::empty(false);
+                let held = storage
+                    .entries(first, plan.index + 1, NO_LIMIT, context)
+                    .map_err(|e| e.to_string())?;
+                held.iter().map(entry_bytes).sum()
+            } else {
+                0
+            };
+            let hard_state = storage.mem().rl().hard_state().clone();
+            (
+                hard_state,
+                after,
+                group.path.clone(),
+                group.log.size_bytes(),
+            )
         };
-        let hard_state = storage.mem().rl().hard_state().clone();
-        let before_bytes = group.log.size_bytes();
-        group.log = RaftLog::rewrite(&group.path, &hard_state, &after)?;
+        let log = RaftLog::rewrite_async(&path, &hard_state, &after).await?;
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups
+            .get_mut(&queue)
+            .filter(|g| g.generation == generation)
+        else {
+            return Ok(());
+        };
+        group.log = log;
         group.applied_bytes = 0;
         tracing::debug!(
             queue,
@@ -653,44 +851,6 @@ impl Groups {
 /// What an entry weighs in memory (its data and context; the rest is small and fixed).
 fn entry_bytes(entry: &Entry) -> u64 {
     (entry.get_data().len() + entry.get_context().len()) as u64
-}
-
-/// Persists one `Ready` (entries, hard state; fdatasync) and advances it: the committed
-/// entries to apply, and the members a snapshot was sent to (Raft waits to hear how that went).
-fn persist_ready(
-    queue: QueueId,
-    group: &mut Group,
-    mut ready: raft::Ready,
-    out: &mut Outgoing,
-) -> Result<(Vec<Entry>, Vec<u64>), String> {
-    let mut snapshots_sent = out.collect(queue, ready.take_messages());
-    if !ready.entries().is_empty() {
-        group
-            .storage
-            .mem()
-            .wl()
-            .append(ready.entries())
-            .map_err(|e| e.to_string())?;
-        group.log.append_entries(ready.entries())?;
-    }
-    if let Some(hard_state) = ready.hs() {
-        group.storage.mem().wl().set_hardstate(hard_state.clone());
-        group.log.set_hard_state(hard_state)?;
-    }
-    group.log.sync()?;
-    let mut committed = ready.take_committed_entries();
-    snapshots_sent.extend(out.collect(queue, ready.take_persisted_messages()));
-    let mut light = group.raw.advance(ready);
-    if let Some(commit) = light.commit_index() {
-        let mut core = group.storage.mem().wl();
-        core.mut_hard_state().set_commit(commit);
-        let hard_state = core.hard_state().clone();
-        drop(core);
-        group.log.set_hard_state(&hard_state)?;
-    }
-    snapshots_sent.extend(out.collect(queue, light.take_messages()));
-    committed.extend(light.take_committed_entries());
-    Ok((committed, snapshots_sent))
 }
 
 /// The storage of a group as its snapshot and log left it: the snapshot's state, then the

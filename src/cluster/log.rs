@@ -11,8 +11,13 @@
 //! the snapshot (`RaftLog::rewrite`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::Path;
+use std::rc::Rc;
+
+use glommio::io::BufferedFile;
 
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
@@ -26,7 +31,10 @@ const KIND_APPLIED: u8 = 3;
 
 pub struct RaftLog {
     file: File,
-    /// Records appended since the last `sync`.
+    /// The same file for writes and fdatasyncs through the executor's io_uring
+    /// (`take_pending`), made when first needed: it needs a running executor.
+    ring_file: Option<Rc<BufferedFile>>,
+    /// Records appended since the last `sync` or `take_pending`.
     pending: Vec<u8>,
     /// Bytes in the file and pending (a quorum group refuses proposals past its bound).
     size_bytes: u64,
@@ -75,6 +83,7 @@ impl RaftLog {
             .map_err(|e| fail("cannot seek the Raft log", &e))?;
         let log = RaftLog {
             file,
+            ring_file: None,
             pending: Vec::new(),
             size_bytes: valid_bytes as u64,
         };
@@ -90,18 +99,36 @@ impl RaftLog {
         hard_state: &HardState,
         entries: &[Entry],
     ) -> Result<RaftLog, String> {
-        let mut bytes = Vec::new();
-        for entry in entries {
-            let payload = entry.write_to_bytes().map_err(|e| e.to_string())?;
-            put_record(&mut bytes, KIND_ENTRY, &payload);
-        }
-        let payload = hard_state.write_to_bytes().map_err(|e| e.to_string())?;
-        put_record(&mut bytes, KIND_HARD_STATE, &payload);
+        let bytes = rewritten(hard_state, entries)?;
         super::snapshot::replace_file(path, &bytes)?;
+        RaftLog::reopen_rewritten(path, bytes.len(), entries.len())
+    }
+
+    /// As [`RaftLog::rewrite`], with the file's writes and syncs through the executor's
+    /// io_uring (a quorum group's compaction, on the topology owner's executor).
+    pub async fn rewrite_async(
+        path: &Path,
+        hard_state: &HardState,
+        entries: &[Entry],
+    ) -> Result<RaftLog, String> {
+        let bytes = rewritten(hard_state, entries)?;
+        let length = bytes.len();
+        super::snapshot::replace_file_async(path, bytes).await?;
+        RaftLog::reopen_rewritten(path, length, entries.len())
+    }
+
+    /// Opens a file just rewritten with `entries` in `bytes` bytes, which must read back whole.
+    fn reopen_rewritten(path: &Path, bytes: usize, entries: usize) -> Result<RaftLog, String> {
         let (log, recovered) = RaftLog::open(path)?;
-        // What was just written must read back whole (a short write would lose entries).
-        assert_eq!(log.size_bytes(), bytes.len() as u64);
-        assert_eq!(recovered.entries.len(), entries.len());
+        if log.size_bytes() != bytes as u64 || recovered.entries.len() != entries {
+            // A short write would lose entries.
+            return Err(format!(
+                "the rewritten Raft log {} reads back {} bytes and {} entries, not {bytes} and {entries}",
+                path.display(),
+                log.size_bytes(),
+                recovered.entries.len()
+            ));
+        }
         Ok(log)
     }
 
@@ -123,17 +150,52 @@ impl RaftLog {
         self.record(KIND_APPLIED, &index.to_be_bytes());
     }
 
-    /// Writes what was appended and waits for it to be durable (fdatasync).
+    /// Writes what was appended and waits for it to be durable (fdatasync), blocking the
+    /// thread: the topology's log, whose changes are few.
     pub fn sync(&mut self) -> Result<(), String> {
         if self.pending.is_empty() {
             return Ok(());
         }
         self.file
-            .write_all(&self.pending)
+            .write_all_at(&self.pending, self.written_bytes())
             .and_then(|()| self.file.sync_data())
             .map_err(|e| format!("cannot write the Raft log: {e}"))?;
         self.pending.clear();
         Ok(())
+    }
+
+    /// The records appended since the last write, handed over to be made durable by
+    /// [`PendingWrite::durable`] without blocking the executor (a quorum group's log, written
+    /// on every turn); `None` when there are none. The log counts them as written: nothing
+    /// that depends on them may leave the node before `durable` returned `Ok`, and after an
+    /// `Err` the log must not be used again. Must be called on a glommio executor.
+    pub fn take_pending(&mut self) -> Result<Option<PendingWrite>, String> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let file = match &self.ring_file {
+            Some(file) => file.clone(),
+            None => {
+                let fd = self
+                    .file
+                    .try_clone()
+                    .map_err(|e| format!("cannot open the Raft log for io_uring: {e}"))?
+                    .into_raw_fd();
+                // SAFETY: `fd` is a descriptor this log just duplicated and owns nothing else
+                // of; the BufferedFile takes it over and closes it when dropped.
+                let file = Rc::new(unsafe { BufferedFile::from_raw_fd(fd) });
+                self.ring_file = Some(file.clone());
+                file
+            }
+        };
+        let at = self.written_bytes();
+        let bytes = std::mem::take(&mut self.pending);
+        Ok(Some(PendingWrite { file, bytes, at }))
+    }
+
+    /// Bytes in the file, pending records excluded: where the next write goes.
+    fn written_bytes(&self) -> u64 {
+        self.size_bytes - self.pending.len() as u64
     }
 
     /// Bytes the log holds, written or pending.
@@ -145,6 +207,48 @@ impl RaftLog {
         self.size_bytes += (HEADER_BYTES + payload.len()) as u64;
         put_record(&mut self.pending, kind, payload);
     }
+}
+
+/// Records of one log on their way to the disk (`RaftLog::take_pending`).
+pub struct PendingWrite {
+    file: Rc<BufferedFile>,
+    bytes: Vec<u8>,
+    /// The file offset they go at.
+    at: u64,
+}
+
+impl PendingWrite {
+    /// Writes the records and fdatasyncs the file through io_uring: the executor runs its
+    /// other tasks (sessions, the other groups' writes) meanwhile.
+    pub async fn durable(self) -> Result<(), String> {
+        let PendingWrite { file, bytes, at } = self;
+        let length = bytes.len();
+        let written = file
+            .write_at(bytes, at)
+            .await
+            .map_err(|e| format!("cannot write the Raft log: {e}"))?;
+        if written != length {
+            // A regular file takes a buffered write whole unless the disk is full.
+            return Err(format!(
+                "cannot write the Raft log: {written} of {length} bytes written (disk full?)"
+            ));
+        }
+        file.fdatasync()
+            .await
+            .map_err(|e| format!("cannot fdatasync the Raft log: {e}"))
+    }
+}
+
+/// The records of a log rewritten after a snapshot: `entries`, then `hard_state`.
+fn rewritten(hard_state: &HardState, entries: &[Entry]) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    for entry in entries {
+        let payload = entry.write_to_bytes().map_err(|e| e.to_string())?;
+        put_record(&mut bytes, KIND_ENTRY, &payload);
+    }
+    let payload = hard_state.write_to_bytes().map_err(|e| e.to_string())?;
+    put_record(&mut bytes, KIND_HARD_STATE, &payload);
+    Ok(bytes)
 }
 
 fn put_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
@@ -208,6 +312,7 @@ fn apply_record(recovered: &mut Recovered, kind: u8, payload: &[u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn entry(index: u64, term: u64) -> Entry {
         let mut entry = Entry::default();
@@ -282,6 +387,44 @@ mod tests {
         let indexes: Vec<u64> = recovered.entries.iter().map(Entry::get_index).collect();
         assert_eq!(indexes, vec![19, 20, 21]);
         assert_eq!(recovered.hard_state.unwrap().get_commit(), 18);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn records_taken_for_io_uring_read_back_after_blocking_ones_and_before_the_next() {
+        let dir = std::env::temp_dir().join(format!("ringmq-raft-ring-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("quorum-2.log");
+        let _ = std::fs::remove_file(&path);
+        let written = path.clone();
+        // A small io_memory: test executors share the 8 MiB locked-memory limit.
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let (mut log, _) = RaftLog::open(&written).unwrap();
+                log.append_entries(&[entry(1, 1)]).unwrap();
+                log.sync().unwrap();
+                log.append_entries(&[entry(2, 1), entry(3, 1)]).unwrap();
+                let write = log.take_pending().unwrap().expect("records pending");
+                assert!(log.take_pending().unwrap().is_none());
+                write.durable().await.unwrap();
+                log.append_entries(&[entry(4, 1)]).unwrap();
+                log.take_pending()
+                    .unwrap()
+                    .unwrap()
+                    .durable()
+                    .await
+                    .unwrap();
+                log.append_entries(&[entry(5, 1)]).unwrap();
+                log.sync().unwrap();
+                assert_eq!(log.size_bytes(), std::fs::metadata(&written).unwrap().len());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (_, recovered) = RaftLog::open(&path).unwrap();
+        let indexes: Vec<u64> = recovered.entries.iter().map(Entry::get_index).collect();
+        assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

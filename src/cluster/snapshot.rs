@@ -17,6 +17,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::rc::Rc;
 
+use glommio::io::{BufferedFile, Directory};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Snapshot};
 use raft::storage::MemStorage;
@@ -76,6 +77,12 @@ pub fn write_file(path: &Path, snapshot: &Snapshot) -> Result<(), String> {
     replace_file(path, &envelope(FILE_VERSION, &bytes))
 }
 
+/// As [`write_file`], through the executor's io_uring (see [`replace_file_async`]).
+pub async fn write_file_async(path: &Path, snapshot: &Snapshot) -> Result<(), String> {
+    let bytes = snapshot.write_to_bytes().map_err(|e| e.to_string())?;
+    replace_file_async(path, envelope(FILE_VERSION, &bytes)).await
+}
+
 /// The snapshot kept at `path`: `None` when there is none; `Err` when it cannot be trusted.
 pub fn read_file(path: &Path) -> Result<Option<Snapshot>, String> {
     let mut file = match File::open(path) {
@@ -123,6 +130,43 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     drop(file);
     std::fs::rename(&temp, path).map_err(|e| fail("cannot rename over", e))?;
     sync_parent(path)
+}
+
+/// As [`replace_file`], with the writes and syncs through the executor's io_uring, so the
+/// executor serves its other tasks while they run. The rename is a plain system call: a
+/// metadata change, quick, and glommio's own would wait for the blocking pool, which the
+/// coordinator's signal wait holds.
+pub async fn replace_file_async(path: &Path, bytes: Vec<u8>) -> Result<(), String> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("{what} {}: {e}", path.display());
+    let temp = path.with_extension("tmp");
+    let file = BufferedFile::create(&temp)
+        .await
+        .map_err(|e| fail("cannot create the temp file of", &e))?;
+    let length = bytes.len();
+    let written = file
+        .write_at(bytes, 0)
+        .await
+        .map_err(|e| fail("cannot write the temp file of", &e))?;
+    if written != length {
+        // A regular file takes a buffered write whole unless the disk is full.
+        let short = format!("{written} of {length} bytes written (disk full?)");
+        return Err(fail("cannot write the temp file of", &short));
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| fail("cannot fdatasync the temp file of", &e))?;
+    file.close()
+        .await
+        .map_err(|e| fail("cannot close the temp file of", &e))?;
+    std::fs::rename(&temp, path).map_err(|e| fail("cannot rename over", &e))?;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let fsync_failed =
+        |e: &dyn std::fmt::Display| format!("cannot fsync the directory {}: {e}", parent.display());
+    let dir = Directory::open(parent)
+        .await
+        .map_err(|e| fsync_failed(&e))?;
+    dir.sync().await.map_err(|e| fsync_failed(&e))?;
+    dir.close().await.map_err(|e| fsync_failed(&e))
 }
 
 fn sync_parent(path: &Path) -> Result<(), String> {
