@@ -49,7 +49,7 @@ impl Groups {
             MemberChange::Add(member) => (member, ConfChangeType::AddNode),
             MemberChange::Remove(member) => (member, ConfChangeType::RemoveNode),
         };
-        if member >= self.members.names().len() {
+        if !self.roster.members().is_member(member) {
             return Err(format!("member {member} is not in the cluster"));
         }
         let mut conf_change = ConfChange::default();
