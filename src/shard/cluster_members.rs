@@ -146,9 +146,39 @@ impl Shard {
                 "{node} is running: stop it first (RabbitMQ forgets only a stopped node)"
             )));
         }
+        self.leave_quorum_groups(node).await?;
         cluster.forget(node).await?;
         tracing::info!(node, index, "forgot a cluster member");
         self.remove_queues_of(index).await
+    }
+
+    /// As RabbitMQ's forget, the node leaves the groups of its replicated queues: each group's
+    /// record loses it (`QuorumMembers`), and the group's leader applies that with a raft-rs
+    /// RemoveNode (`reconcile_quorum_members`) once its group can commit. A group of that node
+    /// alone keeps it (a group is never left empty).
+    async fn leave_quorum_groups(self: &Rc<Self>, node: &str) -> Result<(), AmqpError> {
+        let changes: Vec<TopologyChange> = {
+            let topology = self.topology.borrow();
+            let left = |meta: &QueueMeta| {
+                let members = topology.quorum_group(meta.id)?.members.as_ref()?;
+                let kept: Vec<String> = members.iter().filter(|m| *m != node).cloned().collect();
+                (kept.len() < members.len() && !kept.is_empty()).then_some(
+                    TopologyChange::QuorumMembers {
+                        queue: meta.id,
+                        members: kept,
+                    },
+                )
+            };
+            topology.all_queues().filter_map(left).collect()
+        };
+        for entry in changes.chunks(EARLIER_TRANSIENT_QUEUES_PER_ENTRY_MAX) {
+            self.broadcast(entry.to_vec()).await?;
+            tracing::info!(
+                queues = entry.len(),
+                "a forgotten member left quorum groups"
+            );
+        }
+        Ok(())
     }
 
     /// The queues member `index` led that were on it only (classic, not mirrored): their

@@ -8,10 +8,11 @@
 //! node lists four running nodes (`/api/nodes`, `cluster_status`), the new node has the
 //! topology declared before it joined, a queue declared on it is seen everywhere, publishes on
 //! it to node 1's queue are forwarded and confirmed, and publishes on node 2 to its queue reach
-//! it. Node 1 and the new node restart with the same flags and are still four. Forgetting the
-//! new node while it runs is refused; stopped, it is forgotten: three nodes listed everywhere,
-//! its classic queue gone, the three still commit; restarted, it is refused by the others and
-//! confirms nothing.
+//! it. Node 1 and the new node restart with the same flags and are still four; a quorum queue
+//! over four has the new node in its group. Forgetting the new node while it runs is refused;
+//! stopped, it is forgotten: three nodes listed everywhere, its classic queue gone, the quorum
+//! queue's group without it (still confirming), the three still commit; restarted, it is
+//! refused by the others and confirms nothing.
 //!
 //! Every wait is bounded; the brokers stop when the cluster drops. Skipped (with a printed
 //! reason) when not root or without `ip` or `curl`.
@@ -174,8 +175,20 @@ fn a_node_joins_a_running_cluster_survives_restarts_and_is_forgotten() {
         cluster.client(JOINER, "passive-queue after-restarts") == "CLIENT-OK"
     });
     cluster.client_ok(JOINER, "passive-queue from-joiner");
+    // A quorum queue over all four: the new node is one of its group.
+    cluster.client_ok(0, "quorum-queue qq-all 4");
+    eventually("qq-all's group of four", CONVERGE_TIMEOUT, || {
+        group_of(&cluster, 0, "qq-all").len() == NODES + 1
+    });
 
     forgotten(&mut cluster, &three);
+}
+
+/// The members node `i` shows for a quorum queue, in name order.
+fn group_of(cluster: &Cluster, i: usize, queue: &str) -> Vec<String> {
+    let mut members = crate::quorum_members::members_shown(cluster, i, queue);
+    members.sort();
+    members
 }
 
 /// The new node has what was declared before; its own declares are everyone's; publishes cross
@@ -220,6 +233,14 @@ fn forgotten(cluster: &mut Cluster, three: &[usize]) {
     eventually("a declare by the three", CONVERGE_TIMEOUT, || {
         cluster.client(2, "queue after-forget") == "CLIENT-OK"
     });
+    // It left the quorum queue's group too (as RabbitMQ's forget), which still confirms.
+    let names: Vec<String> = three.iter().map(|&i| node_name(i)).collect();
+    for i in 0..NODES {
+        eventually("qq-all's group without it", CONVERGE_TIMEOUT, || {
+            group_of(cluster, i, "qq-all") == names
+        });
+    }
+    cluster.client_ok(1, "publish-many - qq-all 10");
     // Back up with its old data: the others refuse it, so it reaches no majority.
     cluster.brokers[JOINER].restart_same_dir();
     let verdict = cluster.client(JOINER, "queue forgotten-declares");
