@@ -25,7 +25,7 @@ use crate::limits::{
 use crate::protocol::FRAME_MIN_SIZE;
 
 mod cluster;
-pub use cluster::{default_node_name, ClusterConfig, PeerConfig};
+pub use cluster::{default_node_name, is_valid_node_name, ClusterConfig, PeerConfig};
 
 /// AMQP's IANA port.
 pub const PORT_DEFAULT: u16 = 5672;

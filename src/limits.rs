@@ -576,6 +576,15 @@ pub const CLUSTER_CONNECTIONS_MAX: usize = 64;
 /// A peer has this long to connect and to finish the handshake.
 pub const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CLUSTER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// `join_cluster`: how long a joining node waits for the member it asked to answer (the member
+/// proposes the change and waits for it to commit, at most `CLUSTER_PROPOSE_TIMEOUT`).
+pub const CLUSTER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+// The join runs within the mesh call that carries it to the topology owner.
+const _: () = assert!(
+    CLUSTER_PROPOSE_TIMEOUT.as_millis() < CLUSTER_JOIN_TIMEOUT.as_millis()
+        && CLUSTER_JOIN_TIMEOUT.as_millis() + CLUSTER_HANDSHAKE_TIMEOUT.as_millis() * 2
+            < RPC_TIMEOUT.as_millis()
+);
 /// Reconnecting to a peer: the first retry after the MIN, doubling up to the MAX.
 pub const CLUSTER_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const CLUSTER_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);

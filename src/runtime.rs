@@ -17,7 +17,7 @@ use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle}
 
 use crate::alarm::{probe, AlarmLimits};
 use crate::broker::Topology;
-use crate::cluster::Members;
+use crate::cluster::Membership;
 use crate::config::{ClusterConfig, Config, ConnectionLimits, Pin, SpinMode, TlsConfig};
 use crate::limits::{
     ADMISSION_PREEMPT_INTERVAL, ADMISSION_TASK_SHARES, CLOSE_TIMEOUT, CONNECTIONS_PER_SHARD_MAX,
@@ -32,7 +32,7 @@ use crate::management::{self, api::Api, shard_backend::ShardBackend};
 use crate::net::{self, ListenerSpec, SharedStream};
 use crate::session;
 use crate::shard::mesh::{self, MeshEnds};
-use crate::shard::Shard;
+use crate::shard::{JoinSetup, Shard};
 use crate::spin;
 use crate::start_gate::StartGate;
 use crate::tls;
@@ -294,20 +294,38 @@ async fn shard_main(
     } = paths;
     glommio::spawn_local(bound_every_park()).detach();
     let shard = Shard::new(id, shard_count, Topology::new_default());
-    shard.set_members(Members::new(&cluster));
+    // The flags' members, or the members file a join or a member change left.
+    let membership = Membership::load(&cluster, &data_dir);
+    if let Ok(membership) = &membership {
+        shard.set_members(membership.members().clone());
+    }
     shard.set_queue_memory_bytes(queue_memory_bytes);
     shard.set_max_message_bytes(max_message_bytes);
     shard.configure_alarms(alarm_limits, data_dir.clone());
     shard.connect_mesh(ends).await;
+    let membership = match membership {
+        Ok(membership) => membership,
+        Err(message) => {
+            let _ = ready.send(Err(message));
+            return;
+        }
+    };
     if let Err(message) = shard.recover(&data_dir).await {
         let _ = ready.send(Err(message));
         return;
     }
-    if cluster.is_clustered() && shard.is_topology_owner() {
-        if let Err(message) = shard.start_cluster(&cluster, &data_dir, &cluster_listen) {
+    if shard.is_topology_owner() && membership.members().is_clustered() {
+        if let Err(message) = shard.start_cluster(&cluster, membership, &data_dir, &cluster_listen)
+        {
             let _ = ready.send(Err(message));
             return;
         }
+    } else if shard.is_topology_owner() && cluster.secret.is_some() {
+        shard.allow_join(JoinSetup {
+            config: cluster.clone(),
+            data_dir: data_dir.clone(),
+            listen: cluster_listen.clone(),
+        });
     }
     shard.start_background_tasks();
 

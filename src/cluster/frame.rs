@@ -35,6 +35,12 @@ pub enum Kind {
     /// bytes][u32 offset][piece]`; the pieces, in order, make one `Group` batch of one message
     /// (`link.rs`, `GroupParts`).
     GroupPart = 10,
+    /// A joiner (`handshake::Role::Joiner`) → acceptor, right after the handshake: add me; `[u16
+    /// big-endian cluster port]` (the address is the one it connected from).
+    Join = 11,
+    /// Acceptor → joiner: it was added; the members as it is to keep them
+    /// (`membership::Membership`'s text). `Refused` instead says why not.
+    Joined = 12,
 }
 
 impl Kind {
@@ -50,6 +56,8 @@ impl Kind {
             8 => Kind::Group,
             9 => Kind::DataPart,
             10 => Kind::GroupPart,
+            11 => Kind::Join,
+            12 => Kind::Joined,
             _ => return None,
         })
     }

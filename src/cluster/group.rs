@@ -49,11 +49,9 @@ use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot}
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage, NO_LIMIT};
 
-use super::link::Outbound;
 use super::log::{PendingWrite, RaftLog, Recovered};
-use super::node::{parse_context, proposal_context, raft_id, wait_for_tick_or_wake};
+use super::node::{parse_context, proposal_context, raft_id, wait_for_tick_or_wake, Roster};
 use super::snapshot::{self, GroupStorage};
-use super::Members;
 use crate::broker::QueueId;
 use crate::limits::{
     CLUSTER_FRAME_BYTES_MAX, QUORUM_ENTRY_BYTES_MAX, QUORUM_GROUP_EARLY_MESSAGES_MAX,
@@ -137,8 +135,8 @@ struct Compaction {
 }
 
 pub struct Groups {
-    members: Members,
-    links: Vec<Option<Rc<Outbound>>>,
+    /// The cluster's members and links, as the topology's node keeps them.
+    roster: Rc<Roster>,
     dir: PathBuf,
     groups: RefCell<HashMap<QueueId, Group>>,
     inbox: RefCell<VecDeque<(QueueId, Message)>>,
@@ -156,16 +154,14 @@ pub struct Groups {
 
 impl Groups {
     pub(super) fn new(
-        members: Members,
-        links: Vec<Option<Rc<Outbound>>>,
+        roster: Rc<Roster>,
         dir: PathBuf,
         machine: Rc<dyn GroupMachine>,
         compact_bytes: u64,
     ) -> Rc<Groups> {
         Rc::new(Groups {
             compact_bytes,
-            members,
-            links,
+            roster,
             dir,
             groups: RefCell::new(HashMap::new()),
             inbox: RefCell::new(VecDeque::new()),
@@ -198,7 +194,7 @@ impl Groups {
         let (log, recovered) = RaftLog::open(&path)?;
         let fresh =
             kept.is_none() && recovered.hard_state.is_none() && recovered.entries.is_empty();
-        let cluster = self.members.names().len();
+        let cluster = self.roster.indexes();
         if voters.is_empty() || voters.iter().any(|&v| v >= cluster) {
             return Err(format!(
                 "a quorum group over members {voters:?} of {cluster}"
@@ -212,7 +208,7 @@ impl Groups {
         }
         let storage = group_storage(voters, recovered, kept)?;
         let config = raft::Config {
-            id: raft_id(self.members.local_index()),
+            id: self.roster.local_raft_id(),
             election_tick: RAFT_ELECTION_TICKS,
             heartbeat_tick: RAFT_HEARTBEAT_TICKS,
             applied: 0,
@@ -318,7 +314,7 @@ impl Groups {
         }
         let seq = self.next_seq.get() + 1;
         self.next_seq.set(seq);
-        let context = proposal_context(raft_id(self.members.local_index()), seq);
+        let context = proposal_context(self.roster.local_raft_id(), seq);
         group.raw.propose(context, data).ok()?;
         drop(groups);
         self.wake.notify();
@@ -328,10 +324,10 @@ impl Groups {
     /// A `Kind::Group` frame from `peer` (who proved the secret): each message checked, then
     /// queued for the driver. A malformed batch is dropped whole.
     pub(super) fn receive(&self, peer: &str, mut bytes: &[u8]) {
-        let Some(from) = self.members.index_of(peer).map(raft_id) else {
+        let Some(from) = self.roster.members().index_of(peer).map(raft_id) else {
             return;
         };
-        let me = raft_id(self.members.local_index());
+        let me = self.roster.local_raft_id();
         let mut parsed = Vec::new();
         while bytes.has_remaining() {
             if bytes.remaining() < 12 {
@@ -399,7 +395,7 @@ impl Groups {
     /// way, as raft-rs intends), then each finished (the messages that waited for the disk,
     /// apply), and last the groups over their threshold compacted.
     async fn turn(&self) {
-        let members = self.members.names().len();
+        let members = self.roster.indexes();
         let ready: Vec<QueueId> = self
             .groups
             .borrow()
@@ -572,7 +568,7 @@ impl Groups {
             let raft = &group.raw.raft;
             let leader = raft.leader_id.checked_sub(1).map(|i| i as usize);
             let view = GroupView {
-                leader: leader.filter(|&l| l < self.members.names().len()),
+                leader: leader.filter(|&l| l < self.roster.indexes()),
                 term: raft.term,
                 serving: raft.state == StateRole::Leader
                     && raft.commit_to_current_term()
@@ -802,12 +798,12 @@ impl Groups {
     fn link_up(&self, id: u64) -> bool {
         id.checked_sub(1)
             .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| self.links.get(i))
-            .is_some_and(|link| link.as_ref().is_some_and(|l| l.is_up()))
+            .and_then(|i| self.roster.link(i))
+            .is_some_and(|link| link.is_up())
     }
 
     fn apply(&self, queue: QueueId, entries: Vec<Entry>) {
-        let me = raft_id(self.members.local_index());
+        let me = self.roster.local_raft_id();
         for entry in entries {
             if entry.get_entry_type() != EntryType::EntryNormal {
                 // The machine hears of it with no borrow held (it may propose the next one).
@@ -834,14 +830,14 @@ impl Groups {
             if batch.is_empty() {
                 continue;
             }
-            if let Some(Some(link)) = self.links.get(index) {
+            if let Some(link) = self.roster.link(index) {
                 for frame in split_batch(batch) {
                     link.send_group(frame);
                 }
             }
         }
         for (index, whole) in out.large {
-            if let Some(Some(link)) = self.links.get(index) {
+            if let Some(link) = self.roster.link(index) {
                 link.send_group_parts(&whole);
             }
         }

@@ -15,12 +15,23 @@ pub type Nonce = [u8; NONCE_BYTES];
 
 const CONNECTOR_LABEL: &[u8] = b"ringmq-cluster-connector-v1";
 const ACCEPTOR_LABEL: &[u8] = b"ringmq-cluster-acceptor-v1";
+/// A node that is not a member proves the secret under this label to ask to join: a
+/// non-member's proof under the member label (a forgotten node coming back) never passes.
+const JOINER_LABEL: &[u8] = b"ringmq-cluster-joiner-v1";
+
+/// Who passed the acceptor's check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Member,
+    /// Not a member: it may only ask to join (`frame::Kind::Join`).
+    Joiner,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
     #[error("malformed handshake message")]
     Malformed,
-    #[error("node {0:?} is not a member of this cluster")]
+    #[error("node {0:?} is not a member of this cluster (nor proved the secret to join it)")]
     UnknownNode(String),
     #[error("the peer does not hold the cluster secret")]
     BadProof,
@@ -68,28 +79,52 @@ pub fn parse_hello(payload: &[u8]) -> Result<(Nonce, String), HandshakeError> {
 
 /// Auth: the connector's nonce, its proof, its name.
 pub fn auth(secret: &[u8], acceptor_nonce: &Nonce, own_nonce: &Nonce, own_name: &str) -> Vec<u8> {
-    let proof = proof(secret, CONNECTOR_LABEL, acceptor_nonce, own_nonce, own_name);
+    auth_as(CONNECTOR_LABEL, secret, acceptor_nonce, own_nonce, own_name)
+}
+
+/// Auth of a node asking to join (`Role::Joiner`).
+pub fn auth_to_join(
+    secret: &[u8],
+    acceptor_nonce: &Nonce,
+    own_nonce: &Nonce,
+    own_name: &str,
+) -> Vec<u8> {
+    auth_as(JOINER_LABEL, secret, acceptor_nonce, own_nonce, own_name)
+}
+
+fn auth_as(
+    label: &[u8],
+    secret: &[u8],
+    acceptor_nonce: &Nonce,
+    own_nonce: &Nonce,
+    own_name: &str,
+) -> Vec<u8> {
+    let proof = proof(secret, label, acceptor_nonce, own_nonce, own_name);
     [&own_nonce[..], &proof[..], own_name.as_bytes()].concat()
 }
 
-/// On the acceptor: checks an Auth against our nonce and the members (`is_member`); returns
-/// the connector's name and nonce.
+/// On the acceptor: checks an Auth against our nonce and the members (`is_member`): a member
+/// proves the secret as a member, any other node as a joiner. Returns the connector's name,
+/// nonce and role.
 pub fn check_auth(
     secret: &[u8],
     own_nonce: &Nonce,
     payload: &[u8],
     is_member: impl Fn(&str) -> bool,
-) -> Result<(String, Nonce), HandshakeError> {
+) -> Result<(String, Nonce, Role), HandshakeError> {
     let (nonce, rest) = split_nonce(payload)?;
     let proof = rest.get(..PROOF_BYTES).ok_or(HandshakeError::Malformed)?;
     let name = utf8(&rest[PROOF_BYTES..])?;
-    if !is_member(&name) {
-        return Err(HandshakeError::UnknownNode(name));
+    let (label, role) = match is_member(&name) {
+        true => (CONNECTOR_LABEL, Role::Member),
+        false => (JOINER_LABEL, Role::Joiner),
+    };
+    let verified = mac(secret, label, own_nonce, &nonce, &name).verify_slice(proof);
+    match (verified, role) {
+        (Ok(()), _) => Ok((name, nonce, role)),
+        (Err(_), Role::Member) => Err(HandshakeError::BadProof),
+        (Err(_), Role::Joiner) => Err(HandshakeError::UnknownNode(name)),
     }
-    mac(secret, CONNECTOR_LABEL, own_nonce, &nonce, &name)
-        .verify_slice(proof)
-        .map_err(|_| HandshakeError::BadProof)?;
-    Ok((name, nonce))
 }
 
 /// Welcome: the acceptor's proof, over the nonces in the other order.
@@ -158,8 +193,9 @@ mod tests {
         assert_eq!(name, "ringmq@a");
         let own = fresh_nonce()?;
         let auth = auth(connector_secret, &nonce, &own, "ringmq@b");
-        let (who, their_nonce) =
+        let (who, their_nonce, role) =
             check_auth(acceptor_secret, &acceptor_nonce, &auth, |n| n == "ringmq@b")?;
+        assert_eq!(role, Role::Member);
         let welcome = welcome(acceptor_secret, &acceptor_nonce, &their_nonce, "ringmq@a");
         check_welcome(connector_secret, &nonce, &own, "ringmq@a", &welcome)?;
         Ok(who)
@@ -205,6 +241,22 @@ mod tests {
         let auth = auth(SECRET, &nonce, &fresh_nonce().unwrap(), "ringmq@x");
         let checked = check_auth(SECRET, &nonce, &auth, |n| n == "ringmq@b");
         assert_eq!(checked, Err(HandshakeError::UnknownNode("ringmq@x".into())));
+        // The same stranger asking to join with the secret passes, as a joiner only; a
+        // member's proof under the joiner's label does not make it a member.
+        let join = auth_to_join(SECRET, &nonce, &fresh_nonce().unwrap(), "ringmq@x");
+        let checked = check_auth(SECRET, &nonce, &join, |n| n == "ringmq@b");
+        assert!(matches!(checked, Ok((name, _, Role::Joiner)) if name == "ringmq@x"));
+        let wrong = auth_to_join(
+            b"another-secret",
+            &nonce,
+            &fresh_nonce().unwrap(),
+            "ringmq@x",
+        );
+        let checked = check_auth(SECRET, &nonce, &wrong, |n| n == "ringmq@b");
+        assert_eq!(checked, Err(HandshakeError::UnknownNode("ringmq@x".into())));
+        let member_as_joiner = auth_to_join(SECRET, &nonce, &fresh_nonce().unwrap(), "ringmq@b");
+        let checked = check_auth(SECRET, &nonce, &member_as_joiner, |n| n == "ringmq@b");
+        assert_eq!(checked, Err(HandshakeError::BadProof));
         assert_eq!(
             check_auth(SECRET, &nonce, b"short", |_| true),
             Err(HandshakeError::Malformed)

@@ -41,9 +41,9 @@ use super::{handshake, DataPath};
 use crate::limits::{
     CLUSTER_CONNECTIONS_MAX, CLUSTER_CONNECT_TIMEOUT, CLUSTER_DATA_PAYLOAD_BYTES_MAX,
     CLUSTER_DATA_QUEUE_BYTES_MAX, CLUSTER_DATA_RECORD_BYTES_MAX, CLUSTER_FRAME_BYTES_MAX,
-    CLUSTER_HANDSHAKE_TIMEOUT, CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_PEER_QUEUE_MESSAGES_MAX,
-    CLUSTER_PEER_SILENCE_MAX, CLUSTER_RECONNECT_BACKOFF_MAX, CLUSTER_RECONNECT_BACKOFF_MIN,
-    QUORUM_SNAPSHOT_BYTES_MAX, READ_CHUNK_BYTES,
+    CLUSTER_HANDSHAKE_TIMEOUT, CLUSTER_HEARTBEAT_INTERVAL, CLUSTER_JOIN_TIMEOUT,
+    CLUSTER_PEER_QUEUE_MESSAGES_MAX, CLUSTER_PEER_SILENCE_MAX, CLUSTER_RECONNECT_BACKOFF_MAX,
+    CLUSTER_RECONNECT_BACKOFF_MIN, QUORUM_SNAPSHOT_BYTES_MAX, READ_CHUNK_BYTES,
 };
 use crate::shared_io::SharedIo;
 use crate::sync::Notify;
@@ -55,6 +55,11 @@ pub type Deliver = dyn Fn(&str, &[u8]);
 /// once the future is ready.
 pub type DeliverData = dyn Fn(&str, Vec<u8>) -> Pin<Box<dyn std::future::Future<Output = ()>>>;
 
+/// Where a node asking to join goes: (its name, the cluster address it is reached at); the
+/// answer for it (`Kind::Joined`'s payload) once it is a member, or why not.
+pub type DeliverJoin =
+    dyn Fn(&str, SocketAddr) -> Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>>>>;
+
 /// What the accepting side hands received frames to, and tells when a peer's connection ends.
 pub struct Receivers {
     pub raft: Rc<Deliver>,
@@ -62,14 +67,34 @@ pub struct Receivers {
     pub group: Rc<Deliver>,
     pub data: Rc<DeliverData>,
     pub closed: Rc<dyn Fn(&str)>,
+    pub join: Rc<DeliverJoin>,
 }
 
 /// Who we are on the wire.
 pub struct Identity {
     pub name: String,
     pub secret: Vec<u8>,
-    /// Every member's name (ours too).
-    pub members: Vec<String>,
+    /// Every current member's name (ours too): the nodes whose connections are accepted.
+    members: RefCell<Vec<String>>,
+}
+
+impl Identity {
+    pub fn new(name: String, secret: Vec<u8>, members: Vec<String>) -> Identity {
+        Identity {
+            name,
+            secret,
+            members: RefCell::new(members),
+        }
+    }
+
+    /// A node joined or was forgotten: who is accepted from now on.
+    pub fn set_members(&self, members: Vec<String>) {
+        *self.members.borrow_mut() = members;
+    }
+
+    fn is_member(&self, name: &str) -> bool {
+        name != self.name && self.members.borrow().iter().any(|m| m == name)
+    }
 }
 
 /// One connection's socket, shared by the half that listens and the half that sends (both in
@@ -150,6 +175,15 @@ async fn within<T>(
 
 /// The connector's side: connect, read Hello, prove the secret, check the acceptor's proof.
 async fn connect(address: SocketAddr, peer: &str, identity: &Identity) -> Result<Wire, String> {
+    connect_as(handshake::Role::Member, address, peer, identity).await
+}
+
+async fn connect_as(
+    role: handshake::Role,
+    address: SocketAddr,
+    peer: &str,
+    identity: &Identity,
+) -> Result<Wire, String> {
     let stream = within(CLUSTER_CONNECT_TIMEOUT, "connect", async {
         TcpStream::connect(address).await.map_err(|e| e.to_string())
     })
@@ -171,7 +205,11 @@ async fn connect(address: SocketAddr, peer: &str, identity: &Identity) -> Result
             return Err(error.to_string());
         }
         let own_nonce = handshake::fresh_nonce().map_err(|e| e.to_string())?;
-        let auth = handshake::auth(&identity.secret, &their_nonce, &own_nonce, &identity.name);
+        let auth = match role {
+            handshake::Role::Member => handshake::auth,
+            handshake::Role::Joiner => handshake::auth_to_join,
+        };
+        let auth = auth(&identity.secret, &their_nonce, &own_nonce, &identity.name);
         wire.write_frame(Kind::Auth, &auth).await?;
         let (kind, payload) = wire.read_frame().await?;
         if kind != Kind::Welcome {
@@ -191,8 +229,12 @@ fn refusal(kind: Kind, payload: &[u8]) -> String {
     }
 }
 
-/// The acceptor's side: send Hello, check the Auth, prove ourselves. Returns the peer's name.
-async fn accept(stream: TcpStream, identity: &Identity) -> Result<(Wire, String), String> {
+/// The acceptor's side: send Hello, check the Auth, prove ourselves. Returns the peer's name
+/// and whether it is a member or asks to join.
+async fn accept(
+    stream: TcpStream,
+    identity: &Identity,
+) -> Result<(Wire, String, handshake::Role), String> {
     within(CLUSTER_HANDSHAKE_TIMEOUT, "handshake", async {
         let mut wire = Wire::new(stream);
         let own_nonce = handshake::fresh_nonce().map_err(|e| e.to_string())?;
@@ -202,14 +244,13 @@ async fn accept(stream: TcpStream, identity: &Identity) -> Result<(Wire, String)
         if kind != Kind::Auth {
             return Err(format!("unexpected {kind:?} frame in the handshake"));
         }
-        let is_member =
-            |name: &str| name != identity.name && identity.members.iter().any(|m| m == name);
+        let is_member = |name: &str| identity.is_member(name);
         match handshake::check_auth(&identity.secret, &own_nonce, &payload, is_member) {
-            Ok((name, their_nonce)) => {
+            Ok((name, their_nonce, role)) => {
                 let welcome =
                     handshake::welcome(&identity.secret, &own_nonce, &their_nonce, &identity.name);
                 wire.write_frame(Kind::Welcome, &welcome).await?;
-                Ok((wire, name))
+                Ok((wire, name, role))
             }
             Err(error) => {
                 // The reason stays in our log: a stranger learns only that it was refused.
@@ -240,6 +281,8 @@ pub struct Outbound {
     data_gone_total: Cell<u64>,
     /// The data path and this peer's member index, told what left and when the link fails.
     path: RefCell<Option<(usize, Rc<dyn DataPath>)>>,
+    /// The peer was forgotten: the link closes and never connects again.
+    stopped: Cell<bool>,
 }
 
 impl Outbound {
@@ -255,7 +298,15 @@ impl Outbound {
             data_accepted_total: Cell::new(0),
             data_gone_total: Cell::new(0),
             path: RefCell::new(None),
+            stopped: Cell::new(false),
         })
+    }
+
+    /// The peer left the cluster: its connection closes (at the next write or wake-up) and is
+    /// never made again.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.queued.notify();
     }
 
     /// Where this link reports its data (`peer`: the peer's member index).
@@ -347,7 +398,7 @@ impl Outbound {
     pub async fn run(self: Rc<Self>, identity: Rc<Identity>) {
         let mut backoff = CLUSTER_RECONNECT_BACKOFF_MIN;
         let mut last_error = String::new();
-        loop {
+        while !self.stopped.get() {
             match connect(self.address, &self.peer, &identity).await {
                 Ok(wire) => {
                     tracing::info!(peer = %self.peer, "cluster link up");
@@ -368,6 +419,7 @@ impl Outbound {
             glommio::timer::sleep(backoff).await;
             backoff = (backoff * 2).min(CLUSTER_RECONNECT_BACKOFF_MAX);
         }
+        tracing::info!(peer = %self.peer, "cluster link closed: the node left the cluster");
     }
 
     /// Sends our queued messages (a heartbeat after an interval with none) while listening for
@@ -380,6 +432,9 @@ impl Outbound {
     async fn send_loop(&self, mut wire: Wire) -> String {
         let mut bytes = Vec::new();
         loop {
+            if self.stopped.get() {
+                return "the node left the cluster".to_string();
+            }
             let batch: Vec<(Kind, Vec<u8>)> = self.queue.borrow_mut().drain(..).collect();
             let data: Vec<Vec<u8>> = self.data.borrow_mut().drain(..).collect();
             bytes.clear();
@@ -579,7 +634,11 @@ pub async fn serve(listener: TcpListener, identity: Rc<Identity>, receivers: Rc<
         glommio::spawn_local(async move {
             let peer_address = stream.peer_addr().ok();
             match accept(stream, &identity).await {
-                Ok((wire, name)) => receive(wire, &name, &receivers).await,
+                Ok((wire, name, handshake::Role::Member)) => receive(wire, &name, &receivers).await,
+                Ok((wire, name, handshake::Role::Joiner)) => match peer_address {
+                    Some(from) => serve_join(wire, &name, from, &receivers).await,
+                    None => tracing::warn!(node = %name, "a joining node without an address"),
+                },
                 Err(error) => {
                     tracing::warn!(?peer_address, %error, "cluster peer refused");
                 }
@@ -587,6 +646,70 @@ pub async fn serve(listener: TcpListener, identity: Rc<Identity>, receivers: Rc<
             open.set(open.get() - 1);
         })
         .detach();
+    }
+}
+
+/// A node that proved the secret and is no member: one `Join` frame, answered with `Joined`
+/// once it is a member (or `Refused` with the reason: it holds the secret), then closed.
+async fn serve_join(mut wire: Wire, name: &str, from: SocketAddr, receivers: &Receivers) {
+    let asked = within(CLUSTER_HANDSHAKE_TIMEOUT, "join", wire.read_frame()).await;
+    let port = match asked {
+        Ok((Kind::Join, payload)) if payload.len() == 2 => {
+            u16::from_be_bytes([payload[0], payload[1]])
+        }
+        Ok((kind, _)) => {
+            tracing::warn!(
+                node = name,
+                ?kind,
+                "a node that is not a member sent no join request"
+            );
+            let _ = wire
+                .write_frame(Kind::Refused, b"not a member of this cluster")
+                .await;
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(node = name, %error, "a joining node sent nothing");
+            return;
+        }
+    };
+    let address = SocketAddr::new(from.ip(), port);
+    tracing::info!(node = name, %address, "a node asks to join the cluster");
+    let answer = match (receivers.join)(name, address).await {
+        Ok(members) => wire.write_frame(Kind::Joined, &members).await,
+        Err(reason) => {
+            tracing::warn!(node = name, %reason, "a node was not added to the cluster");
+            wire.write_frame(Kind::Refused, reason.as_bytes()).await
+        }
+    };
+    if let Err(error) = answer {
+        tracing::warn!(node = name, %error, "the answer to a joining node was not sent");
+    }
+}
+
+/// The joining node's side: connects to `member` at `address` as a joiner, asks to be added
+/// (reached at `port` on the address it connects from) and returns the answer's members
+/// (`Kind::Joined`), or why not.
+pub async fn request_join(
+    address: SocketAddr,
+    member: &str,
+    identity: &Identity,
+    port: u16,
+) -> Result<Vec<u8>, String> {
+    let mut wire = connect_as(handshake::Role::Joiner, address, member, identity)
+        .await
+        .map_err(|e| match e.strip_prefix("refused: ") {
+            Some(_) => format!("{member} refused this node: is --cluster-secret the same on both?"),
+            None => format!("cannot reach {member} at {address}: {e}"),
+        })?;
+    wire.write_frame(Kind::Join, &port.to_be_bytes()).await?;
+    let answer = within(CLUSTER_JOIN_TIMEOUT, "join", wire.read_frame()).await?;
+    match answer {
+        (Kind::Joined, members) => Ok(members),
+        (kind, payload) => Err(format!(
+            "{member} did not add this node: {}",
+            refusal(kind, &payload)
+        )),
     }
 }
 
@@ -691,11 +814,11 @@ mod tests {
     }
 
     fn identity(name: &str, secret: &str) -> Rc<Identity> {
-        Rc::new(Identity {
-            name: name.to_string(),
-            secret: secret.as_bytes().to_vec(),
-            members: vec!["ringmq@a".to_string(), "ringmq@b".to_string()],
-        })
+        Rc::new(Identity::new(
+            name.to_string(),
+            secret.as_bytes().to_vec(),
+            vec!["ringmq@a".to_string(), "ringmq@b".to_string()],
+        ))
     }
 
     /// Runs `body` on a fresh executor with a listener on a free loopback port.
@@ -723,19 +846,10 @@ mod tests {
                 assert_eq!(peer, "ringmq@b");
                 sink.borrow_mut().push(bytes.to_vec());
             });
-            let data: Rc<DeliverData> = Rc::new(|_: &str, _: Vec<u8>| Box::pin(async {}));
-            let closed: Rc<dyn Fn(&str)> = Rc::new(|_: &str| {});
-            let group: Rc<Deliver> = Rc::new(|_: &str, _: &[u8]| {});
-            let receivers = Receivers {
-                raft,
-                group,
-                data,
-                closed,
-            };
             glommio::spawn_local(serve(
                 listener,
                 identity("ringmq@a", "right-secret"),
-                Rc::new(receivers),
+                Rc::new(receivers_with(raft)),
             ))
             .detach();
             let link = Outbound::new("ringmq@a".to_string(), address);
@@ -770,7 +884,7 @@ mod tests {
             let holder = held.clone();
             glommio::spawn_local(async move {
                 let stream = listener.accept().await.unwrap();
-                let (wire, _) = accept(stream, &identity("ringmq@a", "right-secret"))
+                let (wire, _, _) = accept(stream, &identity("ringmq@a", "right-secret"))
                     .await
                     .unwrap();
                 holder.borrow_mut().push(wire);
@@ -805,6 +919,51 @@ mod tests {
         let (up, received) = exchange("right-secret");
         assert!(up);
         assert_eq!(received, vec![b"vote for me".to_vec()]);
+    }
+
+    /// Node a accepts; node x (no member) asks to join holding `secret`.
+    /// Receivers handing Raft messages to `raft`, dropping the rest, and answering a joiner
+    /// `welcome NAME at port PORT`.
+    fn receivers_with(raft: Rc<Deliver>) -> Receivers {
+        let group: Rc<Deliver> = Rc::new(|_: &str, _: &[u8]| {});
+        let data: Rc<DeliverData> = Rc::new(|_: &str, _: Vec<u8>| Box::pin(async {}));
+        let closed: Rc<dyn Fn(&str)> = Rc::new(|_: &str| {});
+        let join: Rc<DeliverJoin> = Rc::new(|name: &str, at: SocketAddr| {
+            let answer = format!("welcome {name} at port {}", at.port()).into_bytes();
+            Box::pin(async move { Ok(answer) })
+        });
+        Receivers {
+            raft,
+            group,
+            data,
+            closed,
+            join,
+        }
+    }
+
+    fn ask_to_join(secret: &str) -> Result<Vec<u8>, String> {
+        on_loopback(|listener, address| async move {
+            let raft: Rc<Deliver> = Rc::new(|_: &str, _: &[u8]| panic!("no Raft from a joiner"));
+            let acceptor = identity("ringmq@a", "right-secret");
+            let receivers = Rc::new(receivers_with(raft));
+            glommio::spawn_local(serve(listener, acceptor, receivers)).detach();
+            let joiner = Identity::new(
+                "ringmq@x".to_string(),
+                secret.as_bytes().to_vec(),
+                Vec::new(),
+            );
+            request_join(address, "ringmq@a", &joiner, 4242).await
+        })
+    }
+
+    #[test]
+    fn a_node_with_the_secret_may_ask_to_join_and_one_without_is_refused() {
+        assert_eq!(
+            ask_to_join("right-secret"),
+            Ok(b"welcome ringmq@x at port 4242".to_vec())
+        );
+        let refused = ask_to_join("wrong-secret").expect_err("refused");
+        assert!(refused.contains("refused this node"), "{refused}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Cluster membership and Raft-replicated metadata.
 //!
-//! The nodes are fixed by configuration (`--node-name`, `--peer`, `--cluster-secret`). The
+//! The nodes are first given by configuration (`--node-name`, `--peer`, `--cluster-secret`);
+//! nodes join and leave later through the topology's own Raft group (`membership.rs`). The
 //! topology changes the topology owner used to apply and broadcast on its own become the
 //! entries of one Raft group across the nodes (TiKV's raft-rs, sans-IO, driven here on the
 //! topology owner's executor): a change is proposed on any node (raft-rs forwards a follower's
@@ -9,31 +10,42 @@
 //!
 //! One narrow door each way: the shard proposes through [`Node::propose`] and is handed
 //! committed changes through [`StateMachine`]; this module never imports the shard, the
-//! session, net or management (`tests/it/import_graph.rs`). Nothing here runs without `--peer`.
+//! session, net or management (`tests/it/import_graph.rs`). Nothing here runs on a node that is
+//! in no cluster (no `--peer`, never joined) but `request_join`, when it is asked to join one.
 
 mod frame;
 mod group;
 mod handshake;
 mod link;
 mod log;
+mod membership;
 mod node;
 mod snapshot;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 
 pub use group::{GroupMachine, GroupView, Groups, MemberChange};
+pub use membership::{request_join, Membership};
 pub use node::{Node, NodeOptions, PeerState};
 
 use crate::broker::{AmqpError, QueueId, TopologyChange};
 use crate::config::ClusterConfig;
 use crate::limits::QUEUE_ID_NODE_SHIFT;
 
-/// The nodes of the cluster as every node sees them: names sorted, so all members agree on the
-/// index (and Raft id, index + 1) of each without talking.
+/// The nodes of the cluster as every node sees them. A member's index (its Raft id less one,
+/// the node part of its queues' ids) never changes: the members `--peer` names get theirs from
+/// the sorted names, so all agree without talking; a node that joins later takes the next unused
+/// index, in log order (`membership.rs`); a forgotten member's index is never given again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Members {
+    /// By index.
     names: Vec<String>,
+    /// By index: where the member's cluster port is (`None` for this node).
+    addresses: Vec<Option<SocketAddr>>,
+    /// By index: removed from the cluster (`forget_cluster_node`).
+    forgotten: Vec<bool>,
     local: usize,
 }
 
@@ -46,13 +58,28 @@ impl Members {
             .iter()
             .position(|n| *n == config.node_name)
             .unwrap_or(0);
-        Members { names, local }
+        let addresses = names
+            .iter()
+            .map(|name| {
+                let peer = config.peers.iter().find(|p| p.name == *name);
+                peer.map(|p| p.address)
+            })
+            .collect();
+        let forgotten = vec![false; names.len()];
+        Members {
+            names,
+            addresses,
+            forgotten,
+            local,
+        }
     }
 
     /// A cluster of one named `name` (tests, and every shard before start-up sets it).
     pub fn single(name: &str) -> Members {
         Members {
             names: vec![name.to_string()],
+            addresses: vec![None],
+            forgotten: vec![false],
             local: 0,
         }
     }
@@ -76,20 +103,63 @@ impl Members {
         &self.names[self.local]
     }
 
+    /// Every index's name, forgotten members' too (their queues' ids still name them).
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
+    /// The member of that name (a forgotten one only when no current member has it).
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
+        let mut named = (0..self.names.len()).filter(|&i| self.names[i] == name);
+        let first = named.clone().find(|&i| !self.forgotten[i]);
+        first.or_else(|| named.next())
     }
 
     pub fn local_index(&self) -> usize {
         self.local
     }
 
+    /// Whether index `index` is a member now (not forgotten, not unknown).
+    pub fn is_member(&self, index: usize) -> bool {
+        self.forgotten.get(index) == Some(&false)
+    }
+
+    /// The current members' indexes, in index order.
+    pub fn current(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.names.len()).filter(|&i| !self.forgotten[i])
+    }
+
+    pub fn current_count(&self) -> usize {
+        self.current().count()
+    }
+
+    /// Where member `index`'s cluster port is, when this node knows it.
+    pub fn address_of(&self, index: usize) -> Option<SocketAddr> {
+        self.addresses.get(index).copied().flatten()
+    }
+
+    /// The index the next node to join takes: indexes are never given twice.
+    pub fn next_index(&self) -> usize {
+        self.names.len()
+    }
+
+    /// `name` joins at the next index; returns it.
+    fn add(&mut self, name: &str, address: Option<SocketAddr>) -> usize {
+        self.names.push(name.to_string());
+        self.addresses.push(address);
+        self.forgotten.push(false);
+        self.names.len() - 1
+    }
+
+    /// Member `index` leaves; its index stays taken.
+    fn forget(&mut self, index: usize) {
+        if let Some(forgotten) = self.forgotten.get_mut(index) {
+            *forgotten = true;
+        }
+    }
+
     pub fn is_clustered(&self) -> bool {
-        self.names.len() > 1
+        self.current_count() > 1
     }
 
     /// The first queue id this node hands out (ids carry their node above `QUEUE_ID_NODE_SHIFT`).
@@ -148,6 +218,10 @@ pub trait StateMachine {
     /// state cannot tell: the ids and names of the transient queues this node's previous run
     /// declared, which its peers may still list.
     fn logged_before(&self, changes: &[TopologyChange]);
+
+    /// The cluster's members changed (a node joined or was forgotten), in log order: every
+    /// shard has the new list before the next entry is applied.
+    fn members_changed(&self, members: Members) -> Pin<Box<dyn Future<Output = ()> + '_>>;
 }
 
 #[cfg(test)]

@@ -6,29 +6,32 @@
 //! the proposing node and a sequence number, so the proposer finds its waiting client when the
 //! entry is applied here, whichever node led when it was committed.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType,
+};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole, Storage};
 
 use super::group::{GroupMachine, Groups};
 use super::link::{self, Identity, Outbound};
 use super::log::{RaftLog, Recovered};
+use super::membership::{self, Membership, Verdict};
 use super::{DataPath, Members, StateMachine};
 use crate::broker::{persist, AmqpError, TopologyChange};
 use crate::config::ClusterConfig;
 use crate::limits::{
-    CHANGES_PER_REQUEST_MAX, CLUSTER_INBOX_MESSAGES_MAX, CLUSTER_PROPOSALS_PENDING_MAX,
-    CLUSTER_PROPOSE_TIMEOUT, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
-    RAFT_MESSAGE_BYTES_MAX, RAFT_TICK,
+    CHANGES_PER_REQUEST_MAX, CLUSTER_INBOX_MESSAGES_MAX, CLUSTER_NODES_MAX,
+    CLUSTER_PROPOSALS_PENDING_MAX, CLUSTER_PROPOSE_TIMEOUT, RAFT_ELECTION_TICKS,
+    RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_BYTES_MAX, RAFT_TICK,
 };
 use crate::protocol::reply_code;
 use crate::sync::{oneshot, Notify, OneshotSender};
@@ -41,13 +44,45 @@ pub struct PeerState {
     pub running: bool,
 }
 
+/// The members and the links to them, shared by the topology's node and the quorum groups;
+/// changed only where a member change is applied (`Node::apply_member_change`).
+pub(super) struct Roster {
+    members: RefCell<Members>,
+    /// By member index; `None` at our own and at forgotten members'.
+    links: RefCell<Vec<Option<Rc<Outbound>>>>,
+}
+
+impl Roster {
+    pub(super) fn members(&self) -> Ref<'_, Members> {
+        self.members.borrow()
+    }
+
+    pub(super) fn link(&self, index: usize) -> Option<Rc<Outbound>> {
+        self.links.borrow().get(index).cloned().flatten()
+    }
+
+    /// How many member indexes there are (links and per-peer batches are sized by it).
+    pub(super) fn indexes(&self) -> usize {
+        self.links.borrow().len()
+    }
+
+    pub(super) fn local_raft_id(&self) -> u64 {
+        raft_id(self.members.borrow().local_index())
+    }
+}
+
 pub struct Node {
     raw: RefCell<RawNode<MemStorage>>,
     storage: MemStorage,
     log: RefCell<RaftLog>,
-    members: Members,
-    /// By member index; `None` at our own.
-    links: Vec<Option<Rc<Outbound>>>,
+    roster: Rc<Roster>,
+    /// What the members file holds (`membership.rs`), rewritten at each member change.
+    membership: RefCell<Membership>,
+    data_dir: PathBuf,
+    /// Who we are to the peers; its member list follows the changes.
+    identity: Rc<Identity>,
+    /// Handed to each new member's link.
+    data: Rc<dyn DataPath>,
     inbox: RefCell<VecDeque<Message>>,
     wake: Notify,
     /// This node's proposals waiting for their entry to be applied here, and its outcome.
@@ -62,6 +97,8 @@ pub struct Node {
 /// What starting a node needs.
 pub struct NodeOptions<'a> {
     pub config: &'a ClusterConfig,
+    /// The members and Raft configuration to start from (`Membership::load`, or a join's).
+    pub membership: Membership,
     pub data_dir: &'a Path,
     /// The cluster port is bound on each of these.
     pub listen: &'a [IpAddr],
@@ -72,6 +109,7 @@ pub struct NodeOptions<'a> {
     pub groups: Rc<dyn GroupMachine>,
 }
 
+/// A member's Raft id: its index + 1 (0 is raft-rs's "none").
 pub(super) fn raft_id(index: usize) -> u64 {
     index as u64 + 1
 }
@@ -82,19 +120,20 @@ impl Node {
     pub fn start(options: NodeOptions<'_>) -> Result<Rc<Node>, String> {
         let NodeOptions {
             config,
+            membership,
             data_dir,
             listen,
             machine,
             data,
             groups,
         } = options;
-        let members = Members::new(config);
+        let members = membership.members().clone();
         let dir = data_dir.join("cluster");
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let (log, recovered) = RaftLog::open(&dir.join("raft.log"))?;
         show_logged_before(&recovered, machine.as_ref());
-        let voters: Vec<u64> = (0..members.names().len()).map(raft_id).collect();
+        let voters = membership.voters().to_vec();
         let (storage, applied) = memory_storage(voters, recovered)?;
         let raft_config = raft::Config {
             id: raft_id(members.local_index()),
@@ -112,22 +151,26 @@ impl Node {
         let raw =
             RawNode::new(&raft_config, storage.clone(), &logger).map_err(|e| e.to_string())?;
         let mut links: Vec<Option<Rc<Outbound>>> = vec![None; members.names().len()];
-        for peer in &config.peers {
-            if let Some(index) = members.index_of(&peer.name) {
-                let outbound = Outbound::new(peer.name.clone(), peer.address);
-                outbound.attach_data_path(index, data.clone());
-                links[index] = Some(outbound);
-            }
+        for index in members.current().filter(|&i| i != members.local_index()) {
+            let name = &members.names()[index];
+            let Some(address) = members.address_of(index) else {
+                tracing::warn!(peer = %name, "no address known for a cluster member");
+                continue;
+            };
+            links[index] = Some(new_link(name, address, index, &data));
         }
         let secret = config.secret.as_ref().map(|s| s.0.as_bytes().to_vec());
-        let identity = Rc::new(Identity {
-            name: members.local_name().to_string(),
-            secret: secret.unwrap_or_default(),
-            members: members.names().to_vec(),
+        let identity = Rc::new(Identity::new(
+            members.local_name().to_string(),
+            secret.unwrap_or_default(),
+            current_names(&members),
+        ));
+        let roster = Rc::new(Roster {
+            members: RefCell::new(members),
+            links: RefCell::new(links),
         });
         let groups = Groups::new(
-            members.clone(),
-            links.clone(),
+            roster.clone(),
             dir.clone(),
             groups,
             config.quorum_compact_bytes,
@@ -137,8 +180,11 @@ impl Node {
             raw: RefCell::new(raw),
             storage,
             log: RefCell::new(log),
-            members,
-            links,
+            roster,
+            membership: RefCell::new(membership),
+            data_dir: data_dir.to_path_buf(),
+            identity: identity.clone(),
+            data: data.clone(),
             inbox: RefCell::new(VecDeque::new()),
             wake: Notify::default(),
             pending: RefCell::new(HashMap::new()),
@@ -147,14 +193,23 @@ impl Node {
             leader: Cell::new(0),
         });
         node.listen(listen, config.port, identity.clone(), data)?;
-        for outbound in node.links.iter().flatten() {
-            glommio::spawn_local(outbound.clone().run(identity.clone())).detach();
+        let outbound: Vec<Rc<Outbound>> = node
+            .roster
+            .links
+            .borrow()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for link in outbound {
+            glommio::spawn_local(link.run(identity.clone())).detach();
         }
         glommio::spawn_local(node.clone().drive()).detach();
         glommio::spawn_local(node.groups.clone().drive()).detach();
+        let members = node.members();
         tracing::info!(
-            node = node.members.local_name(),
-            members = ?node.members.names(),
+            node = members.local_name(),
+            members = ?current_names(&members),
             applied,
             "cluster node started"
         );
@@ -174,11 +229,11 @@ impl Node {
                 node.receive(peer, bytes);
             }
         });
-        let members = self.members.clone();
+        let roster = self.roster.clone();
         let data_for_closed = data.clone();
         let path = data;
         let data: Rc<link::DeliverData> = Rc::new(move |peer: &str, payload: Vec<u8>| {
-            let index = members.index_of(peer);
+            let index = roster.members().index_of(peer);
             let data = path.clone();
             Box::pin(async move {
                 if let Some(index) = index {
@@ -188,9 +243,10 @@ impl Node {
         });
         // A peer's connection to us ending is the link down too: what we forwarded may still be
         // accepted, but answers and deliveries it sends can no longer come this way.
-        let members = self.members.clone();
+        let roster = self.roster.clone();
         let closed: Rc<dyn Fn(&str)> = Rc::new(move |peer: &str| {
-            if let Some(index) = members.index_of(peer) {
+            let index = roster.members().index_of(peer);
+            if let Some(index) = index {
                 data_for_closed.link_down(index);
             }
         });
@@ -200,11 +256,22 @@ impl Node {
                 groups.receive(peer, bytes);
             }
         });
+        let weak: Weak<Node> = Rc::downgrade(self);
+        let join: Rc<link::DeliverJoin> = Rc::new(move |name: &str, address: SocketAddr| {
+            let (weak, name) = (weak.clone(), name.to_string());
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(node) => node.admit(&name, address).await,
+                    None => Err("the node is stopping".to_string()),
+                }
+            })
+        });
         let receivers = Rc::new(link::Receivers {
             raft,
             group,
             data,
             closed,
+            join,
         });
         for ip in listen {
             let address = SocketAddr::new(*ip, port);
@@ -216,8 +283,9 @@ impl Node {
         Ok(())
     }
 
-    pub fn members(&self) -> &Members {
-        &self.members
+    /// The members as this node knows them now (they change when a node joins or leaves).
+    pub fn members(&self) -> Members {
+        self.roster.members().clone()
     }
 
     /// The quorum queue groups this node is a member of.
@@ -227,17 +295,16 @@ impl Node {
 
     /// Every member, this node first, with whether it is reachable now.
     pub fn peer_states(&self) -> Vec<PeerState> {
+        let members = self.roster.members();
         let mut states = vec![PeerState {
-            name: self.members.local_name().to_string(),
+            name: members.local_name().to_string(),
             running: true,
         }];
-        for (index, link) in self.links.iter().enumerate() {
-            if let Some(link) = link {
-                states.push(PeerState {
-                    name: self.members.names()[index].clone(),
-                    running: link.is_up(),
-                });
-            }
+        for index in members.current().filter(|&i| i != members.local_index()) {
+            states.push(PeerState {
+                name: members.names()[index].clone(),
+                running: self.peer_is_up(index),
+            });
         }
         states
     }
@@ -245,28 +312,52 @@ impl Node {
     /// Queues a data payload for member `peer` (see `link::Outbound::send_data`): `Some(end)`
     /// once accepted (gone when `DataPath::data_gone` reaches `end`), `None` when refused.
     pub fn send_data(&self, peer: usize, payload: Vec<u8>) -> Option<u64> {
-        self.links.get(peer)?.as_ref()?.send_data(payload)
+        self.roster.link(peer)?.send_data(payload)
     }
 
     /// Whether the outbound link to member `peer` is up now.
     pub fn peer_is_up(&self, peer: usize) -> bool {
-        self.links
-            .get(peer)
-            .and_then(Option::as_ref)
-            .is_some_and(|link| link.is_up())
+        self.roster.link(peer).is_some_and(|link| link.is_up())
     }
 
     /// The current leader's name, if one is known.
-    pub fn leader_name(&self) -> Option<&str> {
+    pub fn leader_name(&self) -> Option<String> {
         let leader = self.leader.get();
         let index = usize::try_from(leader.checked_sub(1)?).ok()?;
-        self.members.names().get(index).map(String::as_str)
+        self.roster.members().names().get(index).cloned()
     }
 
     /// Proposes `changes`; returns once a majority committed them and this node applied them,
     /// or an error when that did not happen within `CLUSTER_PROPOSE_TIMEOUT` (the change may
     /// still commit later: the client was not told it did).
     pub async fn propose(&self, changes: &[TopologyChange]) -> Result<(), AmqpError> {
+        let data = encode_changes(changes);
+        self.propose_with(|raw, context| raw.propose(context, data))
+            .await
+    }
+
+    /// Proposes one member change (`membership.rs`): member `index` joins (AddNode) or leaves
+    /// (RemoveNode), `context` naming it; returns as `propose` does, once applied here.
+    async fn propose_member_change(
+        &self,
+        kind: ConfChangeType,
+        index: usize,
+        context: Vec<u8>,
+    ) -> Result<(), AmqpError> {
+        let mut change = ConfChange::default();
+        change.set_change_type(kind);
+        change.node_id = raft_id(index);
+        change.set_context(Bytes::from(context));
+        self.propose_with(|raw, entry_context| raw.propose_conf_change(entry_context, change))
+            .await
+    }
+
+    /// One proposal made by `propose` (given the entry's context: this node and a sequence
+    /// number), waited for until it is applied here.
+    async fn propose_with(
+        &self,
+        propose: impl FnOnce(&mut RawNode<MemStorage>, Vec<u8>) -> raft::Result<()>,
+    ) -> Result<(), AmqpError> {
         // Refused before it enters any log, so this refusal is certain: nothing commits later.
         self.check_reachable()?;
         if self.pending.borrow().len() >= CLUSTER_PROPOSALS_PENDING_MAX {
@@ -278,11 +369,8 @@ impl Node {
         self.next_seq.set(seq);
         let (sender, receiver) = oneshot();
         self.pending.borrow_mut().insert(seq, sender);
-        let context = proposal_context(raft_id(self.members.local_index()), seq);
-        let proposed = self
-            .raw
-            .borrow_mut()
-            .propose(context, encode_changes(changes));
+        let context = proposal_context(self.roster.local_raft_id(), seq);
+        let proposed = propose(&mut self.raw.borrow_mut(), context);
         if let Err(error) = proposed {
             self.pending.borrow_mut().remove(&seq);
             tracing::warn!(%error, "topology change not proposed");
@@ -307,11 +395,13 @@ impl Node {
     /// majority answers at once instead of queueing a proposal that would reach the leader when
     /// the links heal, long after its client was told it failed.
     fn check_reachable(&self) -> Result<(), AmqpError> {
-        let up = 1 + self.links.iter().flatten().filter(|l| l.is_up()).count();
-        if up * 2 <= self.members.names().len() {
+        let links = self.roster.links.borrow();
+        let up = 1 + links.iter().flatten().filter(|l| l.is_up()).count();
+        drop(links);
+        let count = self.roster.members().current_count();
+        if up * 2 <= count {
             return Err(unavailable(&format!(
-                "only {up} of the cluster's {} nodes are reachable, a majority is needed",
-                self.members.names().len()
+                "only {up} of the cluster's {count} nodes are reachable, a majority is needed"
             )));
         }
         let leader = self.leader.get();
@@ -320,13 +410,7 @@ impl Node {
                 "no cluster leader is known (an election is under way)",
             ));
         };
-        if leader_index != self.members.local_index()
-            && !self
-                .links
-                .get(leader_index)
-                .and_then(Option::as_ref)
-                .is_some_and(|link| link.is_up())
-        {
+        if leader_index != self.roster.members().local_index() && !self.peer_is_up(leader_index) {
             return Err(unavailable(
                 "the cluster leader is not reachable from this node",
             ));
@@ -340,8 +424,8 @@ impl Node {
             tracing::warn!(peer, "cluster peer sent a malformed Raft message");
             return;
         };
-        let from = self.members.index_of(peer).map(raft_id);
-        let to_us = message.get_to() == raft_id(self.members.local_index());
+        let from = self.roster.members().index_of(peer).map(raft_id);
+        let to_us = message.get_to() == self.roster.local_raft_id();
         if from != Some(message.get_from()) || !to_us {
             tracing::warn!(peer, "cluster peer sent a Raft message under another name");
             return;
@@ -414,8 +498,8 @@ impl Node {
         }
         self.send(light.take_messages());
         let later = light.take_committed_entries();
-        self.apply(committed).await;
-        self.apply(later).await;
+        self.apply(committed).await?;
+        self.apply(later).await?;
         self.raw.borrow_mut().advance_apply();
         self.log.borrow_mut().sync()
     }
@@ -423,7 +507,7 @@ impl Node {
     fn note_leader(&self, leader: u64, role: StateRole) {
         if leader != self.leader.get() {
             self.leader.set(leader);
-            let name = self.leader_name().unwrap_or("none").to_string();
+            let name = self.leader_name().unwrap_or_else(|| "none".to_string());
             tracing::info!(leader = %name, role = ?role, "cluster leader changed");
         }
     }
@@ -434,7 +518,7 @@ impl Node {
                 .get_to()
                 .checked_sub(1)
                 .and_then(|i| usize::try_from(i).ok());
-            let Some(Some(link)) = index.and_then(|i| self.links.get(i)) else {
+            let Some(link) = index.and_then(|i| self.roster.link(i)) else {
                 continue;
             };
             // A forwarded proposal waiting for a link to come back would commit after its client
@@ -449,35 +533,208 @@ impl Node {
         }
     }
 
-    /// Applies committed entries in log order and wakes their proposers here.
-    async fn apply(&self, entries: Vec<Entry>) {
+    /// Applies committed entries in log order and wakes their proposers here. `Err`: the
+    /// members file could not be written (this node stops taking part).
+    async fn apply(&self, entries: Vec<Entry>) -> Result<(), String> {
         for entry in entries {
             let index = entry.get_index();
-            if entry.get_entry_type() == EntryType::EntryNormal && !entry.get_data().is_empty() {
-                let outcome = match decode_changes(Bytes::copy_from_slice(entry.get_data())) {
-                    Ok(changes) => self.machine.apply(changes).await,
-                    Err(error) => {
-                        tracing::error!(index, %error, "a committed topology entry cannot be read; skipped");
-                        Err(unavailable("the committed change could not be read back"))
-                    }
-                };
-                self.wake_proposer(entry.get_context(), outcome);
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if !entry.get_data().is_empty() => {
+                    let outcome = match decode_changes(Bytes::copy_from_slice(entry.get_data())) {
+                        Ok(changes) => self.machine.apply(changes).await,
+                        Err(error) => {
+                            tracing::error!(index, %error, "a committed topology entry cannot be read; skipped");
+                            Err(unavailable("the committed change could not be read back"))
+                        }
+                    };
+                    self.wake_proposer(entry.get_context(), outcome);
+                }
+                EntryType::EntryConfChange => {
+                    let outcome = self.apply_member_change(&entry).await?;
+                    let outcome = outcome.map_err(|reason| unavailable(&reason));
+                    self.wake_proposer(entry.get_context(), outcome);
+                }
+                // Never proposed here; raft-rs's empty entries carry no data.
+                EntryType::EntryNormal | EntryType::EntryConfChangeV2 => {}
             }
             self.log.borrow_mut().set_applied(index);
         }
+        Ok(())
+    }
+
+    /// A committed member change, decided against the members the entries before it left
+    /// (`membership::decide`, the same on every node): applied to raft-rs's configuration,
+    /// kept in the members file, then the links and every shard follow. `Ok(Err)`: refused
+    /// (nothing changed); `Err`: the members file could not be written.
+    async fn apply_member_change(&self, entry: &Entry) -> Result<Result<(), String>, String> {
+        let index = entry.get_index();
+        let change = match ConfChange::parse_from_bytes(entry.get_data()) {
+            Ok(change) => change,
+            Err(error) => return Ok(Err(format!("a malformed member change: {error}"))),
+        };
+        let verdict = membership::decide(
+            &self.roster.members(),
+            change.get_change_type(),
+            change.node_id,
+            change.get_context(),
+        );
+        if let Verdict::Refused(reason) = &verdict {
+            tracing::warn!(index, %reason, "a cluster member change was refused");
+            return Ok(Err(reason.clone()));
+        }
+        let applied = self.raw.borrow_mut().apply_conf_change(&change);
+        let conf_state = match applied {
+            Ok(conf_state) => conf_state,
+            Err(error) => {
+                tracing::warn!(index, %error, "a cluster member change was not applied");
+                return Ok(Err(error.to_string()));
+            }
+        };
+        self.storage.wl().set_conf_state(conf_state.clone());
+        let mut voters = conf_state.voters.clone();
+        voters.sort_unstable();
+        let mut members = self.members();
+        match &verdict {
+            Verdict::Add {
+                index,
+                name,
+                address,
+            } => {
+                let added = members.add(name, Some(*address));
+                assert_eq!(added, *index, "decide gives the next index");
+            }
+            Verdict::Remove { index } => members.forget(*index),
+            Verdict::Known | Verdict::Refused(_) => {}
+        }
+        self.membership
+            .borrow_mut()
+            .set(members.clone(), voters.clone());
+        self.membership.borrow().save(&self.data_dir)?;
+        tracing::info!(index, ?verdict, ?voters, "cluster membership changed");
+        if verdict != Verdict::Known {
+            self.follow_members(members.clone(), &verdict);
+            self.machine.members_changed(members).await;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The roster, the links and who the handshake accepts, after a change was applied.
+    fn follow_members(&self, members: Members, verdict: &Verdict) {
+        self.identity.set_members(current_names(&members));
+        *self.roster.members.borrow_mut() = members;
+        let mut links = self.roster.links.borrow_mut();
+        match verdict {
+            Verdict::Add {
+                index,
+                name,
+                address,
+            } => {
+                let link = new_link(name, *address, *index, &self.data);
+                links.resize(*index, None);
+                links.push(Some(link.clone()));
+                glommio::spawn_local(link.run(self.identity.clone())).detach();
+            }
+            Verdict::Remove { index } => {
+                if let Some(link) = links.get_mut(*index).and_then(Option::take) {
+                    link.stop();
+                }
+            }
+            Verdict::Known | Verdict::Refused(_) => {}
+        }
+    }
+
+    /// A node asking to join (it proved the secret, `link::serve_join`): proposed as the next
+    /// member, answered with the members it is to keep once the change is applied here. A
+    /// node that is a member already at that address gets the same answer (a join retried).
+    async fn admit(&self, name: &str, address: SocketAddr) -> Result<Vec<u8>, String> {
+        let (member, next) = {
+            let members = self.roster.members();
+            let member = members.current().find(|&i| members.names()[i] == name);
+            (
+                member.map(|i| (i, members.address_of(i))),
+                members.next_index(),
+            )
+        };
+        let index = match member {
+            _ if !crate::config::is_valid_node_name(name) => {
+                return Err(format!("{name:?} is not a node name"));
+            }
+            Some((index, known)) if known == Some(address) => index,
+            Some((_, known)) => {
+                let at = known.map_or("this node".to_string(), |a| a.to_string());
+                return Err(format!(
+                    "a member named {name} is in the cluster already, at {at}"
+                ));
+            }
+            None if next >= CLUSTER_NODES_MAX => {
+                return Err(format!(
+                    "the cluster has had {CLUSTER_NODES_MAX} members, the most it may"
+                ));
+            }
+            None => {
+                let context = membership::encode_context(name, Some(address));
+                self.propose_member_change(ConfChangeType::AddNode, next, context)
+                    .await
+                    .map_err(|e| e.text)?;
+                next
+            }
+        };
+        let answer = self.membership.borrow().for_joiner(index);
+        if answer.members().local_name() != name {
+            return Err(format!(
+                "{name} was not added: another change took index {index}"
+            ));
+        }
+        Ok(answer.encode().into_bytes())
+    }
+
+    /// `forget_cluster_node`: member `name` leaves, through the log; returns once applied here.
+    pub async fn forget(&self, name: &str) -> Result<(), AmqpError> {
+        let index = {
+            let members = self.roster.members();
+            let index = members.index_of(name).filter(|&i| members.is_member(i));
+            match index {
+                Some(i) if i == members.local_index() => {
+                    return Err(unavailable("a node cannot forget itself"));
+                }
+                Some(i) => i,
+                None => return Err(unavailable(&format!("{name} is not a cluster member"))),
+            }
+        };
+        let context = membership::encode_context(name, None);
+        self.propose_member_change(ConfChangeType::RemoveNode, index, context)
+            .await
     }
 
     fn wake_proposer(&self, context: &[u8], outcome: Result<(), AmqpError>) {
         let Some((node, seq)) = parse_context(context) else {
             return;
         };
-        if node != raft_id(self.members.local_index()) {
+        if node != self.roster.local_raft_id() {
             return;
         }
         if let Some(sender) = self.pending.borrow_mut().remove(&seq) {
             sender.send(outcome);
         }
     }
+}
+
+fn new_link(
+    name: &str,
+    address: SocketAddr,
+    index: usize,
+    data: &Rc<dyn DataPath>,
+) -> Rc<Outbound> {
+    let outbound = Outbound::new(name.to_string(), address);
+    outbound.attach_data_path(index, data.clone());
+    outbound
+}
+
+fn current_names(members: &Members) -> Vec<String> {
+    members
+        .current()
+        .map(|i| members.names()[i].clone())
+        .collect()
 }
 
 /// Hands the machine every entry the log held at this start (`StateMachine::logged_before`).

@@ -140,13 +140,18 @@ pub fn default_node_name() -> String {
     format!("ringmq@{host}")
 }
 
-fn check_node_name(name: String, origin: Origin) -> Result<String, ConfigError> {
-    let fits = !name.is_empty()
+/// 1..=255 characters of letters, digits, `@ . - _` (a name a joining node sends is checked
+/// the same way).
+pub fn is_valid_node_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= NAME_LENGTH_MAX
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "@.-_".contains(c));
-    if fits {
+            .all(|c| c.is_ascii_alphanumeric() || "@.-_".contains(c))
+}
+
+fn check_node_name(name: String, origin: Origin) -> Result<String, ConfigError> {
+    if is_valid_node_name(&name) {
         Ok(name)
     } else {
         Err(invalid(

@@ -167,6 +167,11 @@ pub enum Verb {
         vhost: Vhost,
         name: String,
     },
+    /// Makes this node (fresh, started with --node-name and --cluster-secret) a member of the
+    /// cluster MEMBER is in: NAME=HOST:PORT, the member's cluster port
+    JoinCluster { member: String },
+    /// Removes NODE (stopped) from the cluster, run on another member
+    ForgetClusterNode { node: String },
     /// Adds a member (a replica on NODE) to a quorum queue's group (rabbitmq-queues add_member)
     AddMember {
         #[command(flatten)]

@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod client;
+pub mod cluster;
 pub mod columns;
 pub mod definitions;
 pub mod error;
@@ -193,6 +194,8 @@ fn dispatch(cx: &Context, verb: Verb) -> Result<String, CtlError> {
         Verb::AddMember { vhost, queue, node } => {
             members::add_member(cx, &vhost.vhost, &queue, &node)
         }
+        Verb::JoinCluster { member } => cluster::join_cluster(cx, &member),
+        Verb::ForgetClusterNode { node } => cluster::forget_cluster_node(cx, &node),
         Verb::DeleteMember { vhost, queue, node } => {
             members::delete_member(cx, &vhost.vhost, &queue, &node)
         }

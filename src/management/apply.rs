@@ -149,6 +149,16 @@ pub async fn apply_operation(
             };
             shard.topology_op(op).await?
         }
+        Operation::JoinCluster { node, address } => {
+            shard
+                .topology_op(topology_op::JoinCluster { node, address })
+                .await?
+        }
+        Operation::ForgetClusterNode { node } => {
+            shard
+                .topology_op(topology_op::ForgetClusterNode { node })
+                .await?
+        }
     }
     Ok(())
 }

@@ -73,6 +73,17 @@ pub enum Operation {
         node: String,
         add: bool,
     },
+    /// `rabbitmqctl join_cluster`, on the node that joins: member `node` at its cluster
+    /// `address` (`HOST:PORT`) adds it (`POST /api/ringmq/cluster/join`).
+    JoinCluster {
+        node: String,
+        address: String,
+    },
+    /// `rabbitmqctl forget_cluster_node`, on a member: `node` leaves
+    /// (`DELETE /api/ringmq/cluster/nodes/NODE`).
+    ForgetClusterNode {
+        node: String,
+    },
 }
 
 /// How `basic.get` through the API settles what it took (RabbitMQ's `ackmode`).
@@ -207,6 +218,9 @@ pub struct NodeStats {
     pub sockets_used: u64,
     /// The other members of the cluster (name, reachable now); empty in a cluster of one.
     pub peers: Vec<(String, bool)>,
+    /// Every member index's name (`cluster::Members::names`: a node that joined later has the
+    /// next index, whatever its name); empty in a cluster of one.
+    pub member_names: Vec<String>,
     /// Each replicated quorum queue's leader (its member index) as last heard on this node.
     pub quorum_leaders: HashMap<QueueId, usize>,
 }

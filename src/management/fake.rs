@@ -172,7 +172,9 @@ impl FakeBackend {
                 check_unbind(&topology, &bind_request(vhost, binding))
             }
             // The fake is a broker of one node: no group to change.
-            Operation::QuorumMember { .. } => Err(AmqpError::new(
+            Operation::QuorumMember { .. }
+            | Operation::JoinCluster { .. }
+            | Operation::ForgetClusterNode { .. } => Err(AmqpError::new(
                 crate::protocol::reply_code::PRECONDITION_FAILED,
                 "PRECONDITION_FAILED - not a cluster".to_string(),
             )),
@@ -326,6 +328,7 @@ impl FakeBackend {
                 file_descriptors_used: 10,
                 sockets_used: 1,
                 peers: Vec::new(),
+                member_names: Vec::new(),
                 quorum_leaders: Default::default(),
             },
             broker: fake_broker_stats(&queues, self.connections.borrow().len()),

@@ -146,10 +146,20 @@ impl View<'_> {
         value
     }
 
-    /// The cluster's members (this node and its peers) in name order, as `cluster::Members`
-    /// numbers them, each with whether it runs.
+    /// The cluster's members by index, as `cluster::Members` numbers them (a forgotten
+    /// member's index keeps its name), each with whether it runs.
     fn members(&self) -> Vec<(&str, bool)> {
         let node = &self.stats.node;
+        if node.member_names.len() > 1 {
+            let running =
+                |name: &str| name == node.name || node.peers.iter().any(|(n, up)| n == name && *up);
+            return node
+                .member_names
+                .iter()
+                .map(|name| (name.as_str(), running(name)))
+                .collect();
+        }
+        // No index table (the fake backend): the members `--peer` gives are in name order.
         let mut names: Vec<(&str, bool)> = node
             .peers
             .iter()

@@ -31,6 +31,7 @@ const ALLOW_BINDINGS: &str = "HEAD, GET, POST, OPTIONS";
 const ALLOW_BINDING: &str = "HEAD, GET, DELETE, OPTIONS";
 const ALLOW_DELETE: &str = "DELETE, OPTIONS";
 const ALLOW_MEMBER: &str = "PUT, DELETE, OPTIONS";
+const ALLOW_JOIN: &str = "POST, OPTIONS";
 
 fn is_read(method: &str) -> bool {
     method == "GET" || method == "HEAD"
@@ -48,6 +49,15 @@ pub async fn route(api: &Api, cx: &Context, method: &str, path: &[&str], body: &
         (["ringmq", "queues", _, _, "members", _], _) => {
             Err(Response::method_not_allowed(ALLOW_MEMBER))
         }
+        (["ringmq", "cluster", "join"], "POST") => join_cluster(api, cx, body).await,
+        (["ringmq", "cluster", "join"], _) => Err(Response::method_not_allowed(ALLOW_JOIN)),
+        (["ringmq", "cluster", "nodes", node], "DELETE") => {
+            cx.require_administrator()?;
+            let node = node.to_string();
+            apply(api, Operation::ForgetClusterNode { node }).await?;
+            Ok(Response::empty(204))
+        }
+        (["ringmq", "cluster", "nodes", _], _) => Err(Response::method_not_allowed(ALLOW_DELETE)),
         (["overview"], _) => Err(Response::method_not_allowed(ALLOW_READ)),
         (["cluster-name"], _) if read => {
             Ok(Response::json(200, &json!({"name": api_node(api).await})))
@@ -994,6 +1004,20 @@ async fn quorum_member(api: &Api, cx: &Context, add: bool, path: [&str; 3]) -> R
         add,
     };
     apply(api, operation).await?;
+    Ok(Response::empty(204))
+}
+
+/// `ringmqctl join_cluster`: `{"node": NAME, "address": "HOST:PORT"}`, an administrator's.
+/// 204 once this node is a member.
+async fn join_cluster(api: &Api, cx: &Context, body: &Bytes) -> Reply {
+    cx.require_administrator()?;
+    let body = body_object(body)?;
+    require_keys(&body, &["node", "address"])?;
+    let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_string);
+    let (Some(node), Some(address)) = (text("node"), text("address")) else {
+        return Err(Response::bad_request("node and address are strings"));
+    };
+    apply(api, Operation::JoinCluster { node, address }).await?;
     Ok(Response::empty(204))
 }
 

@@ -185,6 +185,7 @@ impl ShardBackend {
             file_descriptors_used: open_descriptors(),
             sockets_used: 0,
             peers,
+            member_names: self.shard.members().names().to_vec(),
             quorum_leaders: self.shard.quorum_leaders(),
         }
     }

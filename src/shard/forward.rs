@@ -140,6 +140,14 @@ impl Shard {
         .detach();
     }
 
+    /// A node joined: one forwarding slot per member index (the existing ones kept).
+    pub(super) fn grow_forwarding(&self, member_count: usize) {
+        let mut peers = self.features.forwarding.peers.borrow_mut();
+        if peers.len() < member_count {
+            peers.resize_with(member_count, PeerForwarding::default);
+        }
+    }
+
     /// Back-pressure: returns once this shard's forwarded publishes are under their credit.
     pub(super) async fn wait_for_forward_credit(&self) {
         let forwarding = &self.features.forwarding;

@@ -177,6 +177,20 @@ pub mod topology_op {
         pub owner: ShardId,
     }
 
+    /// `join_cluster` (`shard/cluster_members.rs`): this node, fresh, asks member `node` at
+    /// its cluster `address` (`HOST:PORT`) to add it. Answers `()` once it is a member and
+    /// runs its Raft node.
+    pub struct JoinCluster {
+        pub node: String,
+        pub address: String,
+    }
+
+    /// `forget_cluster_node`: member `node`, not running, leaves the cluster. Answers `()`
+    /// once applied here.
+    pub struct ForgetClusterNode {
+        pub node: String,
+    }
+
     /// `add_member` / `delete_member` of a quorum queue (`shard/quorum_members.rs`).
     /// Answers `()` once the group's leader applied it.
     pub struct QuorumMemberChange {

@@ -10,6 +10,7 @@ mod adopt;
 mod alarms;
 pub mod boot;
 mod calls;
+mod cluster_members;
 mod dead_letter;
 mod delayed;
 pub mod direct_reply;
@@ -49,6 +50,7 @@ use shard_set::ShardSet;
 use sync::OneshotReceiver;
 
 pub use calls::ShardCall;
+pub use cluster_members::JoinSetup;
 pub use forward::{RemoteAnswer, RemoteOp};
 pub use owner::TopologyCall;
 pub use queues::QueueCall;

@@ -150,8 +150,10 @@ impl Shard {
         };
         let members = node.members();
         let local = members.local_index();
-        let leading = node.leader_name() == Some(members.local_name());
-        let down_now: HashSet<usize> = (0..members.names().len())
+        let leading = node.leader_name().as_deref() == Some(members.local_name());
+        // A forgotten member's queues went with `forget_cluster_node`.
+        let down_now: HashSet<usize> = members
+            .current()
             .filter(|&peer| peer != local && !node.peer_is_up(peer))
             .collect();
         let gone: HashSet<usize> = {

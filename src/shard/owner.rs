@@ -280,10 +280,15 @@ impl Shard {
 
     /// Queue ids continue above every recovered one (start-up).
     pub(super) fn seed_owner_counters(&self, recovered: &[TopologyChange]) {
-        // Each node hands out ids in its own range (`cluster::Members::queue_id_base`).
+        self.queue_ids_in_own_range();
+        self.note_queue_ids(recovered);
+    }
+
+    /// Each node hands out ids in its own range (`cluster::Members::queue_id_base`): at
+    /// start-up, and when this node joined a cluster.
+    pub(super) fn queue_ids_in_own_range(&self) {
         let counter = &self.owner.next_queue_id;
         counter.set(counter.get().max(self.members().queue_id_base()));
-        self.note_queue_ids(recovered);
     }
 
     /// Queue ids continue above every id of this node's range that `changes` declare: the

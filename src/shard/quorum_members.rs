@@ -271,7 +271,7 @@ impl Shard {
 }
 
 /// Why a membership change is refused, in RabbitMQ's words where it has them.
-fn refused(text: String) -> AmqpError {
+pub(super) fn refused(text: String) -> AmqpError {
     AmqpError::new(
         reply_code::PRECONDITION_FAILED,
         format!("PRECONDITION_FAILED - {text}"),

@@ -17,10 +17,13 @@ use std::path::Path;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 
+use super::cluster_members::JoinSetup;
 use super::node_down::EarlierTransientQueues;
 use super::Shard;
 use crate::broker::{AmqpError, QueueId, ShardId, TopologyChange};
-use crate::cluster::{DataPath, GroupMachine, Members, Node, NodeOptions, StateMachine};
+use crate::cluster::{
+    DataPath, GroupMachine, Members, Membership, Node, NodeOptions, StateMachine,
+};
 use crate::config::ClusterConfig;
 use crate::id_hash::IdMap;
 use crate::protocol::reply_code;
@@ -37,6 +40,8 @@ pub struct Replication {
     node: OnceCell<Rc<Node>>,
     /// The topology owner of a clustered node only: what its previous run left (`node_down`).
     pub(super) earlier_transient: RefCell<EarlierTransientQueues>,
+    /// The topology owner of a node in no cluster that may join one (`cluster_members`).
+    pub(super) join_setup: RefCell<Option<JoinSetup>>,
 }
 
 impl Default for Replication {
@@ -46,6 +51,7 @@ impl Default for Replication {
             quorum_leaders: RefCell::new(IdMap::default()),
             node: OnceCell::new(),
             earlier_transient: RefCell::new(EarlierTransientQueues::default()),
+            join_setup: RefCell::new(None),
         }
     }
 }
@@ -86,6 +92,14 @@ impl StateMachine for Applier {
                 .note(changes, &members);
         }
     }
+
+    fn members_changed(&self, members: Members) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(async move {
+            if let Some(shard) = self.0.upgrade() {
+                shard.spread_members(members).await;
+            }
+        })
+    }
 }
 
 /// The text that marks a refusal by `Shard::conflict` (the proposer decides again).
@@ -106,6 +120,7 @@ impl Shard {
     pub fn start_cluster(
         self: &Rc<Self>,
         config: &ClusterConfig,
+        membership: Membership,
         data_dir: &Path,
         listen: &[IpAddr],
     ) -> Result<(), String> {
@@ -119,6 +134,7 @@ impl Shard {
             Rc::new(super::quorum_group::GroupApplier(Rc::downgrade(self)));
         let node = Node::start(NodeOptions {
             config,
+            membership,
             data_dir,
             listen,
             machine,

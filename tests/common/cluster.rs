@@ -77,12 +77,17 @@ pub struct Namespaces {
 
 impl Namespaces {
     pub fn create(layout: Layout) -> Namespaces {
+        Namespaces::create_sized(layout, NODES)
+    }
+
+    /// As [`Namespaces::create`], with `count` node namespaces (a node to join later).
+    pub fn create_sized(layout: Layout, count: usize) -> Namespaces {
         let tag = netns::run_tag();
         let prefix = layout.namespace_prefix;
         let hub = Namespace::create(format!("{prefix}-h-{tag}"));
         hub.ip_ok(&["link", "add", "br0", "type", "bridge"]);
         hub.ip_ok(&["link", "set", "br0", "up"]);
-        let nodes = (0..NODES)
+        let nodes = (0..count)
             .map(|i| Namespace::create(format!("{prefix}-n{i}-{tag}")))
             .collect();
         let namespaces = Namespaces {

@@ -23,6 +23,7 @@ mod alarms;
 mod bounds_named;
 mod client_compat;
 mod cluster;
+mod cluster_join;
 mod confirms;
 mod cross_shard;
 mod definitions_roundtrip;

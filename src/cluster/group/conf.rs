@@ -49,7 +49,12 @@ impl Groups {
             MemberChange::Add(member) => (member, ConfChangeType::AddNode),
             MemberChange::Remove(member) => (member, ConfChangeType::RemoveNode),
         };
-        if member >= self.members.names().len() {
+        // A forgotten member may still be removed from a group (`forget_cluster_node`).
+        let known = match change {
+            MemberChange::Add(_) => self.roster.members().is_member(member),
+            MemberChange::Remove(_) => member < self.roster.indexes(),
+        };
+        if !known {
             return Err(format!("member {member} is not in the cluster"));
         }
         let mut conf_change = ConfChange::default();
