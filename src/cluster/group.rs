@@ -601,10 +601,7 @@ impl Groups {
         {
             let mut groups = self.groups.borrow_mut();
             // Deleted (and maybe declared again) while its write was under way.
-            let Some(group) = groups
-                .get_mut(&queue)
-                .filter(|g| g.generation == generation)
-            else {
+            let Some(group) = of_generation(&mut groups, queue, generation) else {
                 return Ok(());
             };
             group.raw.on_persist_ready(number);
@@ -663,10 +660,7 @@ impl Groups {
         };
         let (taken, snapshot_path) = {
             let mut groups = self.groups.borrow_mut();
-            let Some(group) = groups
-                .get_mut(&queue)
-                .filter(|g| g.generation == generation)
-            else {
+            let Some(group) = of_generation(&mut groups, queue, generation) else {
                 return Ok(());
             };
             let Some(data) = snapshot::seal(&state) else {
@@ -695,10 +689,7 @@ impl Groups {
         snapshot::write_file_async(&snapshot_path, &taken).await?;
         let (hard_state, after, path, before_bytes) = {
             let mut groups = self.groups.borrow_mut();
-            let Some(group) = groups
-                .get_mut(&queue)
-                .filter(|g| g.generation == generation)
-            else {
+            let Some(group) = of_generation(&mut groups, queue, generation) else {
                 return Ok(());
             };
             group.storage.set_snapshot(taken);
@@ -741,10 +732,7 @@ impl Groups {
         };
         let log = RaftLog::rewrite_async(&path, &hard_state, &after).await?;
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups
-            .get_mut(&queue)
-            .filter(|g| g.generation == generation)
-        else {
+        let Some(group) = of_generation(&mut groups, queue, generation) else {
             return Ok(());
         };
         group.log = log;
@@ -842,6 +830,18 @@ impl Groups {
             }
         }
     }
+}
+
+/// The group of `queue` if it is still the one of `generation`: a turn awaits writes, during
+/// which a queue may be deleted and declared again.
+fn of_generation(
+    groups: &mut HashMap<QueueId, Group>,
+    queue: QueueId,
+    generation: u64,
+) -> Option<&mut Group> {
+    groups
+        .get_mut(&queue)
+        .filter(|g| g.generation == generation)
 }
 
 /// What an entry weighs in memory (its data and context; the rest is small and fixed).
